@@ -1,0 +1,315 @@
+//! A homeserver client for the bot and its ghosts.
+//!
+//! Every request is built from a ruma endpoint type (no hand-written paths) and sent with the
+//! `as_token`; `user_id=` asserts which of our users it acts as. Sends that can be retried are
+//! retried with backoff; callers give them deterministic transaction IDs so a retry can never
+//! produce a second event.
+
+use std::{borrow::Cow, time::Duration};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    api::{
+        AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
+        SupportedVersions,
+        auth_scheme::{AuthScheme, SendAccessToken},
+        client::{
+            account::{register, whoami},
+            appservice::request_ping,
+            discovery::get_supported_versions,
+            membership::{invite_user, join_room_by_id, leave_room},
+            message::send_message_event,
+            profile::set_display_name,
+            room::create_room,
+        },
+        path_builder::VersionHistory,
+    },
+    events::{AnyMessageLikeEventContent, MessageLikeEventContent},
+};
+use serde::Deserialize;
+
+/// Errors talking to the homeserver.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The homeserver could not be reached or the connection broke.
+    #[error("homeserver unreachable: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// The homeserver answered with a Matrix error.
+    #[error("homeserver refused ({status} {errcode}): {message}")]
+    Matrix { status: u16, errcode: String, message: String, retry_after: Option<Duration> },
+    /// We could not build the request (an invalid argument).
+    #[error("cannot build request: {0}")]
+    Build(String),
+    /// The homeserver's answer did not have the documented shape.
+    #[error("unexpected homeserver response: {0}")]
+    Response(String),
+}
+
+impl ClientError {
+    /// Whether trying the same request again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Matrix { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            ClientError::Matrix { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errcode: String,
+    #[serde(default)]
+    error: String,
+    retry_after_ms: Option<u64>,
+}
+
+/// How often and how patiently transient failures are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 8, first_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+    }
+}
+
+/// The bot's connection to its homeserver.
+#[derive(Clone)]
+pub struct HomeserverClient {
+    http: reqwest::Client,
+    base_url: String,
+    as_token: String,
+    bot: OwnedUserId,
+    versions: SupportedVersions,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for HomeserverClient {
+    // Hand-written so the as_token can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HomeserverClient").field("base_url", &self.base_url).field("bot", &self.bot).finish()
+    }
+}
+
+impl HomeserverClient {
+    /// Connects: asks the homeserver which spec versions it speaks, so every later request
+    /// uses a path it understands.
+    pub async fn connect(
+        base_url: &str,
+        as_token: &str,
+        bot: OwnedUserId,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(ClientError::Transport)?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let request = get_supported_versions::Request::new()
+            .try_into_http_request::<Vec<u8>>(&base_url, SendAccessToken::None, ())
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let response: get_supported_versions::Response = execute(&http, request).await?;
+        let versions = SupportedVersions::from_parts(&response.versions, &response.unstable_features);
+        Ok(Self { http, base_url, as_token: as_token.to_owned(), bot, versions, retry: RetryPolicy::default() })
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn bot(&self) -> &UserId {
+        &self.bot
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one request as the bot (`as_user = None`) or as one of our ghosts, once.
+    pub async fn send_once<R>(
+        &self,
+        request: R,
+        as_user: Option<&UserId>,
+    ) -> Result<R::IncomingResponse, ClientError>
+    where
+        R: OutgoingRequest<PathBuilder = VersionHistory>,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let identity = as_user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        let http_request = request
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                &self.base_url,
+                SendAccessToken::Appservice(&self.as_token),
+                identity,
+                Cow::Borrowed(&self.versions),
+            )
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        execute(&self.http, http_request).await
+    }
+
+    /// Sends a request, retrying transient failures (transport errors, 429 with its
+    /// `retry_after_ms`, 5xx) with exponential backoff. Only for idempotent requests.
+    pub async fn send<R>(
+        &self,
+        request: R,
+        as_user: Option<&UserId>,
+    ) -> Result<R::IncomingResponse, ClientError>
+    where
+        R: OutgoingRequest<PathBuilder = VersionHistory> + Clone,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        loop {
+            match self.send_once(request.clone(), as_user).await {
+                Err(e) if e.is_transient() && attempt < self.retry.attempts => {
+                    let wait = match &e {
+                        ClientError::Matrix { retry_after: Some(after), .. } => *after,
+                        _ => delay,
+                    };
+                    tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "homeserver request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Asks who owns a user's access token (used to learn which user a visitor's widget is).
+    /// The token is the visitor's, not ours.
+    pub async fn whoami(&self, user_token: &str) -> Result<whoami::v3::Response, ClientError> {
+        let http_request = whoami::v3::Request::new()
+            .try_into_http_request::<Vec<u8>>(
+                &self.base_url,
+                SendAccessToken::IfRequired(user_token),
+                Cow::Borrowed(&self.versions),
+            )
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        execute(&self.http, http_request).await
+    }
+
+    /// Makes the homeserver ping us back, which also makes it retry queued transactions at once.
+    pub async fn ping(&self, appservice_id: &str, txn_id: &str) -> Result<Duration, ClientError> {
+        let mut request = request_ping::v1::Request::new(appservice_id.to_owned());
+        request.transaction_id = Some(txn_id.into());
+        let response = self.send_once(request, None).await?;
+        Ok(response.duration)
+    }
+
+    /// Registers a ghost user in our namespace; an existing one is fine.
+    pub async fn register_ghost(&self, localpart: &str) -> Result<(), ClientError> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.login_type = Some(register::LoginType::ApplicationService);
+        request.inhibit_login = true;
+        match self.send(request, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_displayname(&self, user: &UserId, name: &str) -> Result<(), ClientError> {
+        // The generic profile-field endpoint needs spec v1.16 on the server; this older one
+        // works on every homeserver and serves the same path.
+        #[allow(deprecated)]
+        let request = set_display_name::v3::Request::new(user.to_owned(), Some(name.to_owned()));
+        self.send(request, Some(user)).await.map(|_| ())
+    }
+
+    /// Creates a room as the bot. Not retried: a retry after a lost answer would make two rooms.
+    pub async fn create_room(&self, request: create_room::v3::Request) -> Result<OwnedRoomId, ClientError> {
+        Ok(self.send_once(request, None).await?.room_id)
+    }
+
+    pub async fn invite(&self, room: &RoomId, user: &UserId, as_user: Option<&UserId>) -> Result<(), ClientError> {
+        let request = invite_user::v3::Request::new(
+            room.to_owned(),
+            invite_user::v3::InvitationRecipient::UserId(invite_user::v3::InviteUserId::new(user.to_owned())),
+        );
+        self.send(request, as_user).await.map(|_| ())
+    }
+
+    pub async fn join(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {
+        self.send(join_room_by_id::v3::Request::new(room.to_owned()), Some(as_user)).await.map(|_| ())
+    }
+
+    pub async fn leave(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {
+        self.send(leave_room::v3::Request::new(room.to_owned()), Some(as_user)).await.map(|_| ())
+    }
+
+    /// Sends a message event with a caller-chosen, deterministic transaction ID: the homeserver
+    /// answers a repeated (sender, txn_id) with the first event, so retries cannot duplicate.
+    pub async fn send_message<C>(
+        &self,
+        room: &RoomId,
+        as_user: Option<&UserId>,
+        txn_id: &str,
+        content: &C,
+    ) -> Result<OwnedEventId, ClientError>
+    where
+        C: MessageLikeEventContent,
+    {
+        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), content)
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(self.send(request, as_user).await?.event_id)
+    }
+
+    /// Like [`Self::send_message`] for content whose type is only known at run time.
+    pub async fn send_any_message(
+        &self,
+        room: &RoomId,
+        as_user: Option<&UserId>,
+        txn_id: &str,
+        content: &AnyMessageLikeEventContent,
+    ) -> Result<OwnedEventId, ClientError> {
+        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), content)
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(self.send(request, as_user).await?.event_id)
+    }
+}
+
+async fn execute<R: IncomingResponse>(
+    http: &reqwest::Client,
+    request: http::Request<Vec<u8>>,
+) -> Result<R, ClientError> {
+    let request = reqwest::Request::try_from(request).map_err(|e| ClientError::Build(e.to_string()))?;
+    let response = http.execute(request).await.map_err(ClientError::Transport)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(ClientError::Transport)?;
+    if !status.is_success() {
+        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or(ErrorBody {
+            errcode: "M_UNKNOWN".into(),
+            error: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            retry_after_ms: None,
+        });
+        return Err(ClientError::Matrix {
+            status: status.as_u16(),
+            errcode: parsed.errcode,
+            message: parsed.error,
+            retry_after: parsed.retry_after_ms.map(Duration::from_millis),
+        });
+    }
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in &headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder.body(body).map_err(|e| ClientError::Response(e.to_string()))?;
+    R::try_from_http_response(response).map_err(|e| ClientError::Response(e.to_string()))
+}

@@ -1,0 +1,321 @@
+//! The centre: conversations, the inbox worker, and the homeserver's transactions.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use switchboard_appservice::{
+    AppserviceRegistration, ClientError, EventSink, HomeserverClient, SinkError,
+    ruma::{
+        OwnedRoomId, UserId,
+        api::client::room::{Visibility, create_room},
+        events::{
+            AnyTimelineEvent, EmptyStateKey, InitialStateEvent,
+            room::{
+                guest_access::{GuestAccess, RoomGuestAccessEventContent},
+                history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent},
+                message::RoomMessageEventContent,
+            },
+        },
+        serde::Raw,
+    },
+};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::{
+    config::BridgeConfig,
+    connector::{Connector, Offer, Platform},
+    conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
+    store::{NewInboxEvent, Store, StoreError, now_ms},
+};
+
+/// Why a visitor's request failed. Mapped to HTTP only at the API edge.
+#[derive(Debug, thiserror::Error)]
+pub enum VisitorError {
+    #[error("the access token was not accepted by the homeserver")]
+    UnknownToken,
+    #[error("no topic {0:?} is offered")]
+    UnknownTopic(String),
+    #[error("this account cannot start conversations")]
+    Forbidden,
+    #[error("the homeserver is unavailable: {0}")]
+    Homeserver(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The running bridge. Cheap to share behind an `Arc`; holds no global state.
+pub struct Bridge {
+    store: Store,
+    client: Arc<HomeserverClient>,
+    registration: Arc<AppserviceRegistration>,
+    config: BridgeConfig,
+    connectors: HashMap<Platform, Arc<dyn Connector>>,
+    /// Wakes the inbox worker when a transaction has been recorded.
+    inbox_ready: Notify,
+}
+
+impl Bridge {
+    pub fn new(
+        store: Store,
+        client: Arc<HomeserverClient>,
+        registration: Arc<AppserviceRegistration>,
+        config: BridgeConfig,
+        connectors: Vec<Arc<dyn Connector>>,
+    ) -> Self {
+        let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
+        Self { store, client, registration, config, connectors, inbox_ready: Notify::new() }
+    }
+
+    pub fn config(&self) -> &BridgeConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts (or, for a visitor who already has one on this topic, resumes) a conversation.
+    ///
+    /// `visitor_token` is the visitor's own homeserver access token: asking the homeserver who
+    /// owns it is how we know which user to invite, without trusting anything the browser says.
+    pub async fn start_conversation(
+        &self,
+        visitor_token: &str,
+        topic_id: &str,
+    ) -> Result<Conversation, VisitorError> {
+        let topic = self
+            .config
+            .topic(topic_id)
+            .ok_or_else(|| VisitorError::UnknownTopic(topic_id.to_owned()))?
+            .clone();
+        let visitor = match self.client.whoami(visitor_token).await {
+            Ok(who) => who.user_id,
+            Err(ClientError::Matrix { status: 401 | 403, .. }) => return Err(VisitorError::UnknownToken),
+            Err(e) => return Err(e.into()),
+        };
+        // Our own bot and ghosts must never be visitors: that would let a responder's puppet
+        // open conversations with itself.
+        if self.registration.owns(&visitor) {
+            return Err(VisitorError::Forbidden);
+        }
+        if let Some(existing) = self.store.open_conversation_for_visitor(visitor.as_str(), &topic.id).await? {
+            return Ok(existing);
+        }
+
+        let room_id = self.create_conversation_room(&visitor, &topic.name).await?;
+        let conversation = Conversation {
+            room_id: room_id.to_string(),
+            topic: topic.id.clone(),
+            visitor_user_id: visitor.to_string(),
+            visitor_alias: new_visitor_alias(),
+            state: ConversationState::Waiting,
+            created_at: now_ms(),
+        };
+        self.store.insert_conversation(&conversation).await?;
+        let span = tracing::info_span!("conversation", room_id = %room_id);
+        async {
+            tracing::info!(topic = %topic.id, "conversation started");
+            let notice = RoomMessageEventContent::notice_plain(
+                self.config.welcome_notice.replace("{topic}", &topic.name),
+            );
+            // A fixed transaction ID per room: if this is ever retried, the homeserver returns
+            // the first event instead of posting the notice twice.
+            if let Err(e) = self.client.send_message(&room_id, None, "switchboard-welcome", &notice).await {
+                tracing::warn!(error = %e, "could not post the welcome notice");
+            }
+            self.offer(&conversation, &topic.name, &topic.responders).await;
+        }
+        .instrument(span)
+        .await;
+        Ok(conversation)
+    }
+
+    async fn create_conversation_room(
+        &self,
+        visitor: &UserId,
+        topic_name: &str,
+    ) -> Result<OwnedRoomId, ClientError> {
+        let mut request = create_room::v3::Request::new();
+        // private_chat: joining needs an invite, so another visitor who learns the room ID
+        // still cannot get in.
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        request.visibility = Visibility::Private;
+        request.name = Some(topic_name.to_owned());
+        request.invite = vec![visitor.to_owned()];
+        request.initial_state = vec![
+            // Guests may only join rooms that allow them explicitly.
+            InitialStateEvent::new(EmptyStateKey, RoomGuestAccessEventContent::new(GuestAccess::CanJoin))
+                .to_raw_any(),
+            // Responders joining later must see what the visitor already wrote.
+            InitialStateEvent::new(
+                EmptyStateKey,
+                RoomHistoryVisibilityEventContent::new(HistoryVisibility::Shared),
+            )
+            .to_raw_any(),
+        ];
+        self.client.create_room(request).await
+    }
+
+    /// Offers the conversation to the configured responders on their platforms.
+    async fn offer(&self, conversation: &Conversation, topic_name: &str, responders: &[String]) {
+        let offer = Offer {
+            room_id: conversation.room_id.clone(),
+            topic_name: topic_name.to_owned(),
+            visitor_alias: conversation.visitor_alias.clone(),
+        };
+        // Configuration names Matrix users for now; routing by criteria and other platforms
+        // choose the connector per responder.
+        let Some(connector) = self.connectors.get(&Platform::Matrix) else {
+            tracing::error!("no Matrix connector configured; nobody was offered the conversation");
+            return;
+        };
+        for responder in responders {
+            if let Err(e) = connector.offer(&offer, responder).await {
+                tracing::warn!(%responder, error = %e, "offer failed");
+            }
+        }
+    }
+
+    /// Processes recorded events in arrival order until `shutdown` resolves.
+    ///
+    /// One worker handles the whole inbox, so events of a conversation are handled in the
+    /// order the homeserver sent them. An event is marked processed only after its effects
+    /// are stored, so a crash in between repeats the work, and the work is idempotent.
+    pub async fn run_inbox_worker(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.drain_inbox().await {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(e) => tracing::error!(error = %e, "inbox processing failed; retrying"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inbox_ready.notified() => {}
+                // A safety net: also look now and then, in case a wake-up was missed.
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    /// Processes one batch of pending events; returns how many there were.
+    pub async fn drain_inbox(&self) -> Result<usize, StoreError> {
+        let batch = self.store.pending_events(100).await?;
+        for event in &batch {
+            let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
+            self.process_event(event.seq, &event.room_id, &event.event_json).instrument(span).await?;
+            self.store.mark_processed(event.seq).await?;
+        }
+        Ok(batch.len())
+    }
+
+    async fn process_event(&self, seq: i64, room_id: &str, json: &str) -> Result<(), StoreError> {
+        let Some(conversation) = self.store.conversation(room_id).await? else {
+            return Ok(()); // not one of our conversations (e.g. a responder's DM with the bot)
+        };
+        let event: Value = match serde_json::from_str(json) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored event is not JSON; skipped");
+                return Ok(());
+            }
+        };
+        let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
+        let sender = field("sender");
+        let role = self.role_of(&conversation, sender);
+        match field("type") {
+            "m.room.message" => {
+                let content = &event["content"];
+                let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+                let message = Message {
+                    event_id: field("event_id").to_owned(),
+                    room_id: room_id.to_owned(),
+                    inbox_seq: seq,
+                    sender: sender.to_owned(),
+                    sender_role: role,
+                    msgtype: text("msgtype").unwrap_or_default(),
+                    body: text("body").unwrap_or_default(),
+                    formatted_body: text("formatted_body"),
+                    origin_server_ts: event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_default(),
+                };
+                if self.store.record_message(&message).await? {
+                    tracing::debug!(role = role.as_str(), "message recorded");
+                }
+            }
+            "m.room.member" => {
+                let membership = event["content"].get("membership").and_then(Value::as_str);
+                let target = field("state_key");
+                if membership == Some("join")
+                    && self.role_of(&conversation, target) == SenderRole::Responder
+                    && conversation.state == ConversationState::Waiting
+                {
+                    self.store.set_conversation_state(room_id, ConversationState::Active).await?;
+                    tracing::info!("a responder joined; conversation active");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn role_of(&self, conversation: &Conversation, user: &str) -> SenderRole {
+        if user == conversation.visitor_user_id {
+            SenderRole::Visitor
+        } else if user == self.client.bot().as_str() {
+            SenderRole::Bot
+        } else {
+            SenderRole::Responder
+        }
+    }
+
+    /// Tells the homeserver we are up, so it delivers transactions queued while we were down
+    /// at once instead of after its backoff.
+    pub async fn ping_homeserver(&self) -> Result<Duration, ClientError> {
+        let txn = format!("switchboard-startup-{}", now_ms());
+        self.client.ping(&self.config.appservice_id, &txn).await
+    }
+}
+
+/// Pulls out what the inbox indexes. An event without an ID or room cannot be deduplicated or
+/// routed, so it is logged and dropped alone.
+fn index_fields(raw: &Raw<AnyTimelineEvent>) -> Option<(String, String)> {
+    let event_id: String = raw.get_field("event_id").ok().flatten()?;
+    let room_id: String = raw.get_field("room_id").ok().flatten()?;
+    Some((event_id, room_id))
+}
+
+#[async_trait]
+impl EventSink for Bridge {
+    async fn record_transaction(
+        &self,
+        txn_id: &str,
+        events: Vec<Raw<AnyTimelineEvent>>,
+    ) -> Result<(), SinkError> {
+        let indexed: Vec<(String, String, &str)> = events
+            .iter()
+            .filter_map(|raw| match index_fields(raw) {
+                Some((event_id, room_id)) => Some((event_id, room_id, raw.json().get())),
+                None => {
+                    tracing::warn!(%txn_id, "event without event_id or room_id skipped");
+                    None
+                }
+            })
+            .collect();
+        let rows: Vec<NewInboxEvent<'_>> = indexed
+            .iter()
+            .map(|(event_id, room_id, json)| NewInboxEvent { event_id, room_id, event_json: json })
+            .collect();
+        let new = self.store.record_events(txn_id, &rows).await.map_err(|e| SinkError(Box::new(e)))?;
+        if new > 0 {
+            self.inbox_ready.notify_one();
+        }
+        tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");
+        Ok(())
+    }
+
+    async fn user_exists(&self, user_id: &UserId) -> bool {
+        user_id == self.client.bot()
+    }
+}

@@ -1,0 +1,58 @@
+//! The part of the configuration the bridge needs (the binary loads the file).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopicConfig {
+    /// Stable identifier used by the widget and the API (e.g. `support`).
+    pub id: String,
+    /// Shown to visitors and used as the room name.
+    pub name: String,
+    /// Matrix users who answer this topic. They are invited into the conversation room.
+    #[serde(default)]
+    pub responders: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct VisitorLimits {
+    /// Conversations one client address may start per minute.
+    #[serde(default = "default_per_minute")]
+    pub conversations_per_minute: u32,
+    /// How many it may start in a quick burst before the per-minute rate applies.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_per_minute() -> u32 {
+    6
+}
+fn default_burst() -> u32 {
+    3
+}
+
+impl Default for VisitorLimits {
+    fn default() -> Self {
+        Self { conversations_per_minute: default_per_minute(), burst: default_burst() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub appservice_id: String,
+    pub server_name: String,
+    /// Homeserver URL as the visitor's browser must reach it.
+    pub public_homeserver_url: String,
+    pub topics: Vec<TopicConfig>,
+    pub limits: VisitorLimits,
+    /// Notice posted in a new conversation; `{topic}` is replaced by the topic's name.
+    pub welcome_notice: String,
+}
+
+impl BridgeConfig {
+    pub fn topic(&self, id: &str) -> Option<&TopicConfig> {
+        self.topics.iter().find(|t| t.id == id)
+    }
+}
+
+pub const DEFAULT_WELCOME_NOTICE: &str =
+    "Thanks for reaching out about {topic}. Someone will be with you shortly.";

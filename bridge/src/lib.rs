@@ -1,0 +1,14 @@
+//! Switchboard's conversation logic: conversations (one per Matrix room), the store, the
+//! visitor API, and the connectors that reach responders on their platforms.
+//!
+//! Depends on `switchboard-appservice` for everything Matrix; never the other way round.
+
+pub mod bridge;
+pub mod config;
+pub mod connector;
+pub mod conversation;
+pub mod store;
+pub mod visitor_api;
+
+pub use bridge::{Bridge, VisitorError};
+pub use store::{Store, StoreError};

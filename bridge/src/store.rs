@@ -1,0 +1,310 @@
+//! Persistent state: the inbox of pushed events, conversations and their transcripts.
+//!
+//! SQL is written once with `$n` placeholders and runs on SQLite and PostgreSQL through sqlx's
+//! `Any` driver; only the migrations differ per engine (auto-increment syntax).
+
+use std::str::FromStr;
+
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyPoolOptions, AnyRow},
+};
+
+use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
+
+/// Errors from the store. Never shown to visitors as-is.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// One event as pushed by the homeserver, waiting to be (or already) processed.
+#[derive(Debug, Clone)]
+pub struct InboxEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub event_json: String,
+}
+
+/// An event to record: the parts the store indexes plus the raw JSON.
+#[derive(Debug, Clone)]
+pub struct NewInboxEvent<'a> {
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub event_json: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Engine::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let url = match engine {
+            // Create the file on first start: the zero-setup default must just work.
+            Engine::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let mut options = AnyPoolOptions::new().max_connections(8);
+        if engine == Engine::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; synchronous=FULL makes a commit
+                    // durable before we acknowledge a transaction to the homeserver.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        match engine {
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, engine })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Records the events of one transaction atomically. Events already known (by event ID)
+    /// are skipped. Returns how many were new.
+    pub async fn record_events(
+        &self,
+        txn_id: &str,
+        events: &[NewInboxEvent<'_>],
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for e in events {
+            inserted += sqlx::query(
+                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(e.event_id)
+            .bind(e.room_id)
+            .bind(txn_id)
+            .bind(e.event_json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// The oldest unprocessed events, in the order they arrived.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, room_id, event_json FROM inbox
+             WHERE processed_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InboxEvent {
+                    seq: r.try_get("seq")?,
+                    event_id: r.try_get("event_id")?,
+                    room_id: r.try_get("room_id")?,
+                    event_json: r.try_get("event_json")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_inbox(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox").fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
+    pub async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO conversations
+               (room_id, topic, visitor_user_id, visitor_alias, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&c.room_id)
+        .bind(&c.topic)
+        .bind(&c.visitor_user_id)
+        .bind(&c.visitor_alias)
+        .bind(c.state.as_str())
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn conversation(&self, room_id: &str) -> Result<Option<Conversation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+             FROM conversations WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    /// The visitor's conversation on a topic that is not closed yet, if any.
+    pub async fn open_conversation_for_visitor(
+        &self,
+        visitor_user_id: &str,
+        topic: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+             FROM conversations WHERE visitor_user_id = $1 AND topic = $2 AND state <> $3
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(visitor_user_id)
+        .bind(topic)
+        .bind(ConversationState::Closed.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    pub async fn list_conversations(&self) -> Result<Vec<Conversation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+             FROM conversations ORDER BY created_at, room_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(conversation_from_row).collect()
+    }
+
+    pub async fn set_conversation_state(
+        &self,
+        room_id: &str,
+        state: ConversationState,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE conversations SET state = $1, updated_at = $2 WHERE room_id = $3")
+            .bind(state.as_str())
+            .bind(now_ms())
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Adds a message to its conversation's transcript. Returns false if it was already there.
+    pub async fn record_message(&self, m: &Message) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
+                                   body, formatted_body, origin_server_ts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&m.event_id)
+        .bind(&m.room_id)
+        .bind(m.inbox_seq)
+        .bind(&m.sender)
+        .bind(m.sender_role.as_str())
+        .bind(&m.msgtype)
+        .bind(&m.body)
+        .bind(m.formatted_body.as_deref())
+        .bind(m.origin_server_ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The transcript of a conversation, in the order Switchboard received it.
+    pub async fn messages(&self, room_id: &str) -> Result<Vec<Message>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_id, room_id, inbox_seq, sender, sender_role, msgtype, body,
+                    formatted_body, origin_server_ts
+             FROM messages WHERE room_id = $1 ORDER BY inbox_seq",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("sender_role")?;
+                Ok(Message {
+                    event_id: r.try_get("event_id")?,
+                    room_id: r.try_get("room_id")?,
+                    inbox_seq: r.try_get("inbox_seq")?,
+                    sender: r.try_get("sender")?,
+                    sender_role: SenderRole::from_str(&role).map_err(|_| StoreError::Corrupt {
+                        table: "messages",
+                        detail: format!("unknown sender_role {role:?}"),
+                    })?,
+                    msgtype: r.try_get("msgtype")?,
+                    body: r.try_get("body")?,
+                    formatted_body: r.try_get("formatted_body")?,
+                    origin_server_ts: r.try_get("origin_server_ts")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn conversation_from_row(r: &AnyRow) -> Result<Conversation, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(Conversation {
+        room_id: r.try_get("room_id")?,
+        topic: r.try_get("topic")?,
+        visitor_user_id: r.try_get("visitor_user_id")?,
+        visitor_alias: r.try_get("visitor_alias")?,
+        state: ConversationState::from_str(&state).map_err(|_| StoreError::Corrupt {
+            table: "conversations",
+            detail: format!("unknown state {state:?}"),
+        })?,
+        created_at: r.try_get("created_at")?,
+    })
+}

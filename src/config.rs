@@ -1,0 +1,72 @@
+//! The configuration file (TOML), with `SWITCHBOARD_SECTION__KEY` environment overrides.
+
+use std::{net::SocketAddr, path::{Path, PathBuf}};
+
+use anyhow::Context;
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+use switchboard_bridge::config::{TopicConfig, VisitorLimits};
+
+#[derive(Debug, Deserialize)]
+pub struct Config {
+    pub homeserver: HomeserverSection,
+    pub appservice: AppserviceSection,
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    #[serde(default)]
+    pub visitors: VisitorLimits,
+    pub welcome_notice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HomeserverSection {
+    /// How Switchboard reaches the homeserver's client API.
+    pub url: String,
+    pub server_name: String,
+    /// How visitors' browsers reach it, if different from `url`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AppserviceSection {
+    /// The registration file shared with the homeserver.
+    pub registration: PathBuf,
+    /// One listener for the homeserver's calls, the visitor API and the widget.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DatabaseSection {
+    /// `sqlite://PATH` (default) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self { url: "sqlite://switchboard.db".into() }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("SWITCHBOARD_").split("__").ignore(&["config"]))
+            .extract()
+            .with_context(|| format!("reading configuration {}", path.display()))?;
+        for topic in &config.topics {
+            anyhow::ensure!(!topic.id.is_empty(), "a topic has an empty id");
+            anyhow::ensure!(
+                config.topics.iter().filter(|t| t.id == topic.id).count() == 1,
+                "topic id {:?} appears twice",
+                topic.id
+            );
+        }
+        Ok(config)
+    }
+}

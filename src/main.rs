@@ -1,0 +1,202 @@
+//! `switchboard`: the binary. Reads the configuration, sets up logging and signals, and wires
+//! the Matrix side (`switchboard-appservice`) to the conversation logic (`switchboard-bridge`).
+
+mod config;
+mod web;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard_appservice::{
+    AppserviceRegistration, HomeserverClient,
+    registration::GenerateOptions,
+    ruma::{OwnedServerName, ServerName},
+    server::{self as as_server, AppserviceState},
+};
+use switchboard_bridge::{
+    Bridge, Store,
+    config::{BridgeConfig, DEFAULT_WELCOME_NOTICE},
+    connector::{Connector, matrix::MatrixConnector},
+    visitor_api::{self, VisitorApiState},
+};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write an appservice registration with fresh random tokens.
+    GenerateRegistration {
+        /// The appservice ID the homeserver knows us by.
+        #[arg(long, default_value = "switchboard")]
+        id: String,
+        /// The URL the homeserver reaches Switchboard at.
+        #[arg(long)]
+        url: String,
+        /// Localpart of the bot user.
+        #[arg(long, default_value = "switchboard")]
+        bot_localpart: String,
+        /// Localpart prefix of the ghost users that stand for responders.
+        #[arg(long, default_value = "_switchboard_")]
+        ghost_prefix: String,
+        /// Where to write it; `-` for standard output.
+        #[arg(long, default_value = "registration.yaml")]
+        output: PathBuf,
+    },
+    /// Run the service.
+    Run {
+        #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::GenerateRegistration { id, url, bot_localpart, ghost_prefix, output } => {
+            let registration = AppserviceRegistration::generate(&GenerateOptions {
+                id: &id,
+                url: &url,
+                bot_localpart: &bot_localpart,
+                ghost_prefix: &ghost_prefix,
+            });
+            let yaml = registration.to_yaml()?;
+            if output.as_os_str() == "-" {
+                print!("{yaml}");
+            } else {
+                std::fs::write(&output, yaml).with_context(|| format!("writing {}", output.display()))?;
+                eprintln!("wrote {}; list it under app_service_config_files in homeserver.yaml", output.display());
+            }
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = config::Config::load(&config)?;
+            tokio::runtime::Runtime::new()?.block_on(run(config))
+        }
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let registration = Arc::new(
+        AppserviceRegistration::load(&config.appservice.registration)
+            .context("loading the appservice registration")?,
+    );
+    let server_name: OwnedServerName = ServerName::parse(&config.homeserver.server_name)
+        .context("homeserver.server_name is not a valid server name")?;
+    let bot = registration.bot_user_id(&server_name)?;
+
+    let store = Store::connect(&config.database.url).await.context("opening the database")?;
+    tracing::info!(engine = ?store.engine(), "database ready");
+
+    let client = Arc::new(connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?);
+    let connectors: Vec<Arc<dyn Connector>> = vec![Arc::new(MatrixConnector::new(client.clone()))];
+    let bridge = Arc::new(Bridge::new(
+        store.clone(),
+        client.clone(),
+        registration.clone(),
+        BridgeConfig {
+            appservice_id: registration.inner.id.clone(),
+            server_name: server_name.to_string(),
+            public_homeserver_url: config.homeserver.public_url.clone().unwrap_or_else(|| config.homeserver.url.clone()),
+            topics: config.topics.clone(),
+            limits: config.visitors.clone(),
+            welcome_notice: config.welcome_notice.clone().unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
+        },
+        connectors,
+    ));
+
+    let app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
+        .merge(visitor_api::router(VisitorApiState::new(bridge.clone())))
+        .merge(web::router());
+
+    let listener = tokio::net::TcpListener::bind(config.appservice.listen)
+        .await
+        .with_context(|| format!("binding {}", config.appservice.listen))?;
+    tracing::info!(listen = %config.appservice.listen, "listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let worker = tokio::spawn(bridge.clone().run_inbox_worker(stopped(stop_rx.clone())));
+
+    // Now that we listen, ask the homeserver to ping us: it then sends at once whatever it
+    // queued while we were down.
+    let pinger = bridge.clone();
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match pinger.ping_homeserver().await {
+                Ok(rtt) => {
+                    tracing::info!(rtt_ms = rtt.as_millis() as u64, "homeserver ping succeeded");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "homeserver ping failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = worker.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Waits for the homeserver: at start-up next to a homeserver that is itself starting, a
+/// refused connection is expected for a while.
+async fn connect_homeserver(
+    url: &str,
+    as_token: &str,
+    bot: switchboard_appservice::ruma::OwnedUserId,
+) -> anyhow::Result<HomeserverClient> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match HomeserverClient::connect(url, as_token, bot.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "homeserver not reachable yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the homeserver"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

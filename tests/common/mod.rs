@@ -1,0 +1,385 @@
+//! The end-to-end harness. `scripts/test.sh` starts one Synapse for the whole run (with four
+//! appservice registrations, "slots", so test files can each run their own Switchboard) and
+//! exports where everything is. Each test binary uses its own slot.
+
+#![allow(dead_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct TestEnv {
+    pub hs_url: String,
+    pub server_name: String,
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl TestEnv {
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the suite with scripts/test.sh, which starts Synapse")
+            })
+        };
+        Self {
+            hs_url: var("SWITCHBOARD_TEST_HS_URL"),
+            server_name: var("SWITCHBOARD_TEST_SERVER_NAME"),
+            dir: var("SWITCHBOARD_TEST_DIR").into(),
+            bin: std::env::var("SWITCHBOARD_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into()),
+        }
+    }
+
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+}
+
+/// One of the registrations Synapse was started with.
+pub struct Slot {
+    pub registration: PathBuf,
+    pub listen: SocketAddr,
+    pub hs_token: String,
+    pub as_token: String,
+    pub id: String,
+}
+
+impl Slot {
+    pub fn load(env: &TestEnv, n: u32) -> anyhow::Result<Self> {
+        let registration = env.dir.join(format!("appservices/{n}/registration.yaml"));
+        let text = std::fs::read_to_string(&registration)
+            .with_context(|| format!("reading {}", registration.display()))?;
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&text)?;
+        let get = |k: &str| yaml[k].as_str().map(str::to_owned).with_context(|| format!("{k} missing"));
+        let url = get("url")?;
+        let listen = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
+        Ok(Self { registration, listen, hs_token: get("hs_token")?, as_token: get("as_token")?, id: get("id")? })
+    }
+}
+
+/// A Switchboard process under test.
+pub struct Switchboard {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub db_url: String,
+    pub base: String,
+    pub log: PathBuf,
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Switchboard {
+    /// Writes a config with SQLite in a fresh directory and starts the binary.
+    pub async fn start(env: &TestEnv, slot: &Slot, extra_toml: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("switchboard.db");
+        let db_url = format!("sqlite://{}", db.display());
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[homeserver]\nurl = {hs:?}\nserver_name = {sn:?}\n\n\
+                 [appservice]\nregistration = {reg:?}\nlisten = \"{listen}\"\n\n\
+                 [database]\nurl = {db_url:?}\n\n{extra_toml}\n",
+                hs = env.hs_url,
+                sn = env.server_name,
+                reg = slot.registration.display().to_string(),
+                listen = slot.listen,
+            ),
+        )?;
+        let mut sb = Self {
+            child: None,
+            config,
+            db_url,
+            base: format!("http://{}", slot.listen),
+            log: dir.path().join("switchboard.log"),
+            bin: env.bin.clone(),
+            _dir: dir,
+        };
+        sb.spawn().await?;
+        Ok(sb)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,switchboard_bridge=debug,switchboard_appservice=debug,sqlx=warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting switchboard")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                bail!("switchboard exited with {status}; log:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("switchboard did not become healthy; log:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye, the harshest restart there is.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn store(&self) -> anyhow::Result<switchboard_bridge::Store> {
+        Ok(switchboard_bridge::Store::connect(&self.db_url).await?)
+    }
+}
+
+impl Drop for Switchboard {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- switchboard log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// A timeline message as the widget sees it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub event_id: String,
+    pub sender: String,
+    pub msgtype: String,
+    pub body: String,
+}
+
+/// A visitor doing over HTTP exactly what `web-widget/switchboard-widget.js` does.
+pub struct Visitor {
+    http: reqwest::Client,
+    pub hs: String,
+    pub switchboard: String,
+    pub user_id: String,
+    pub token: String,
+    pub room_id: Option<String>,
+    since: Option<String>,
+    pub seen: Vec<Seen>,
+    txn: u32,
+}
+
+impl Visitor {
+    /// Registers a guest and sets a neutral display name, as the widget does.
+    pub async fn guest(env: &TestEnv, switchboard: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::new();
+        let r: Value = http
+            .post(format!("{}/_matrix/client/v3/register?kind=guest", env.hs_url))
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let v = Self {
+            http,
+            hs: env.hs_url.clone(),
+            switchboard: switchboard.to_owned(),
+            user_id: r["user_id"].as_str().context("user_id")?.to_owned(),
+            token: r["access_token"].as_str().context("access_token")?.to_owned(),
+            room_id: None,
+            since: None,
+            seen: vec![],
+            txn: 0,
+        };
+        let _ = v
+            .http
+            .put(format!("{}/_matrix/client/v3/profile/{}/displayname", v.hs, v.user_id))
+            .bearer_auth(&v.token)
+            .json(&json!({"displayname": "Visitor"}))
+            .send()
+            .await?;
+        Ok(v)
+    }
+
+    pub async fn config(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/api/v1/config", self.switchboard)).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// `POST /api/v1/conversations`; returns the status and body, whatever they are.
+    pub async fn request_conversation(&self, topic: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.post(format!("{}/api/v1/conversations", self.switchboard)).json(&json!({"topic": topic}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Starts a conversation and joins its room, as the widget does.
+    pub async fn start(&mut self, topic: &str) -> anyhow::Result<String> {
+        let (status, body) = self.request_conversation(topic, Some(&self.token.clone())).await?;
+        anyhow::ensure!(status == 201, "starting a conversation answered {status}: {body}");
+        let room = body["conversation_id"].as_str().context("conversation_id")?.to_owned();
+        anyhow::ensure!(body["room_id"] == body["conversation_id"], "conversation ID is not the room ID: {body}");
+        let (status, body) = self.join(&room).await?;
+        anyhow::ensure!(status == 200, "joining answered {status}: {body}");
+        self.room_id = Some(room.clone());
+        Ok(room)
+    }
+
+    pub async fn join(&self, room: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}/_matrix/client/v3/join/{}", self.hs, urlencode(room)))
+            .bearer_auth(&self.token)
+            .json(&json!({}))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self.http.get(format!("{}{}", self.hs, path)).bearer_auth(&self.token).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn send(&mut self, text: &str) -> anyhow::Result<String> {
+        self.txn += 1;
+        let room = self.room_id.clone().context("no conversation yet")?;
+        let r: Value = self
+            .http
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{}/send/m.room.message/sbw-test-{}",
+                self.hs,
+                urlencode(&room),
+                self.txn
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!({"msgtype": "m.text", "body": text}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(r["event_id"].as_str().context("event_id")?.to_owned())
+    }
+
+    /// Long-polls `/sync` for the conversation room until `done` holds for what was seen.
+    pub async fn sync_until(&mut self, what: &str, done: impl Fn(&[Seen]) -> bool) -> anyhow::Result<()> {
+        let room = self.room_id.clone().context("no conversation yet")?;
+        let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 50}}}).to_string();
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.seen) {
+            if Instant::now() > deadline {
+                bail!("visitor did not see {what} in time; saw {:#?}", self.seen);
+            }
+            let mut req = self
+                .http
+                .get(format!("{}/_matrix/client/v3/sync", self.hs))
+                .bearer_auth(&self.token)
+                .query(&[("timeout", "5000"), ("filter", filter.as_str())]);
+            if let Some(since) = &self.since {
+                req = req.query(&[("since", since.as_str())]);
+            }
+            let r: Value = req.send().await?.error_for_status()?.json().await?;
+            self.since = r["next_batch"].as_str().map(str::to_owned);
+            let events = r["rooms"]["join"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+            for e in events {
+                if e["type"] != "m.room.message" {
+                    continue;
+                }
+                let event_id = e["event_id"].as_str().unwrap_or_default().to_owned();
+                if self.seen.iter().any(|s| s.event_id == event_id) {
+                    continue;
+                }
+                self.seen.push(Seen {
+                    event_id,
+                    sender: e["sender"].as_str().unwrap_or_default().to_owned(),
+                    msgtype: e["content"]["msgtype"].as_str().unwrap_or_default().to_owned(),
+                    body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bodies_from(&self, sender: &str) -> Vec<String> {
+        self.seen.iter().filter(|s| s.sender == sender).map(|s| s.body.clone()).collect()
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends a raw appservice transaction to Switchboard, as Synapse would.
+pub async fn push_transaction(base: &str, txn_id: &str, token: Option<&str>, body: &str) -> anyhow::Result<(u16, Value)> {
+    let mut req = reqwest::Client::new()
+        .put(format!("{base}/_matrix/app/v1/transactions/{txn_id}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}{}{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,1206 @@
+/*
+ * Switchboard web widget: lets an anonymous website visitor chat with a responder.
+ *
+ * Embed with one tag (see README.md):
+ *   <script src="https://SWITCHBOARD/widget/switchboard-widget.js"
+ *           data-switchboard-url="https://SWITCHBOARD" data-title="Chat with us"
+ *           data-color="#2b6cb0" defer></script>
+ *
+ * Plain ES2020, no dependencies, no build step: the Switchboard binary embeds and serves
+ * this file as is. A conversation is a Matrix room: the visitor is a Matrix guest who
+ * talks to the homeserver directly; Switchboard only creates the room (POST
+ * /api/v1/conversations) and bridges it to the responders.
+ *
+ * Layout of this file:
+ *   1. options        - read the <script> tag's data attributes
+ *   2. http/api       - fetch wrapper with Matrix-style errors, Switchboard + Matrix calls
+ *   3. store          - the guest session in sessionStorage
+ *   4. view           - DOM inside a shadow root; message bodies only via textContent
+ *   5. conversation   - start, send (with stable txnIds), sync loop, event handling
+ *   6. boot + test hook (window.SwitchboardWidget)
+ */
+(function () {
+  'use strict';
+
+  // Including the tag twice (or an SPA re-inserting it) must not create two widgets.
+  if (window.SwitchboardWidget) return;
+
+  // document.currentScript is only set while this script is being executed
+  // synchronously, so it has to be captured before anything asynchronous happens.
+  const scriptEl = document.currentScript || findOwnScript();
+
+  const SESSION_KEY = 'switchboard.session';
+  const SYNC_TIMEOUT_MS = 30000;
+  const BACKOFF_START_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const SEND_ATTEMPTS = 6;
+  const DEFAULT_COLOR = '#2b6cb0';
+
+  // ---------------------------------------------------------------------------
+  // 1. options
+  // ---------------------------------------------------------------------------
+
+  function findOwnScript() {
+    // Fallback for environments without currentScript: the last matching tag.
+    const all = document.querySelectorAll('script[src*="switchboard-widget"]');
+    return all.length ? all[all.length - 1] : null;
+  }
+
+  function readOptions(el) {
+    const data = (el && el.dataset) || {};
+    let base = (data.switchboardUrl || '').trim();
+    if (!base && el && el.src) {
+      // Served as {switchboard}/widget/switchboard-widget.js: the API lives at the same
+      // origin. Keeping any path prefix in front of /widget/ lets a reverse proxy mount
+      // Switchboard under a sub-path; in the normal case this is just the origin.
+      const src = new URL(el.src, location.href);
+      const idx = src.pathname.lastIndexOf('/widget/');
+      base = src.origin + (idx > 0 ? src.pathname.slice(0, idx) : '');
+    }
+    if (!base) base = location.origin;
+    const color = (data.color || '').trim();
+    return {
+      baseUrl: base.replace(/\/+$/, ''),
+      title: (data.title || '').trim() || 'Chat with us',
+      // Validate so an arbitrary attribute value never ends up in our CSS.
+      color: color && window.CSS && CSS.supports('color', color) ? color : DEFAULT_COLOR,
+    };
+  }
+
+  const options = readOptions(scriptEl);
+
+  // ---------------------------------------------------------------------------
+  // 2. http / api
+  // ---------------------------------------------------------------------------
+
+  /** An HTTP failure. status 0 means the request never got an answer (network, timeout). */
+  class ApiError extends Error {
+    constructor(status, body, fallback) {
+      const text = body && typeof body.error === 'string' && body.error ? body.error : fallback;
+      super(text);
+      this.name = 'ApiError';
+      this.status = status;
+      this.errcode = (body && typeof body.errcode === 'string' && body.errcode) || null;
+      this.retryAfterMs =
+        body && Number.isFinite(body.retry_after_ms) ? Math.max(0, body.retry_after_ms) : null;
+    }
+  }
+
+  function abortError() {
+    const e = new Error('aborted');
+    e.name = 'AbortError';
+    return e;
+  }
+
+  const isAbort = (err) => err && err.name === 'AbortError';
+  // Worth retrying as is: no answer, server trouble, or rate limited.
+  const isTransient = (err) =>
+    err instanceof ApiError && (err.status === 0 || err.status >= 500 || err.status === 429);
+  // The guest token is gone (expired, logged out, guest access switched off): no retry
+  // can help, the visitor has to start over.
+  const isSessionDead = (err) =>
+    err instanceof ApiError &&
+    (err.status === 401 ||
+      (err.status === 403 &&
+        (err.errcode === 'M_UNKNOWN_TOKEN' || err.errcode === 'M_GUEST_ACCESS_FORBIDDEN')));
+
+  /**
+   * fetch + JSON with a timeout and an optional outer AbortSignal. Throws ApiError on
+   * any non-2xx answer, carrying the Matrix-style {errcode, error, retry_after_ms}.
+   * The token goes in the Authorization header only, never in the URL (URLs end up in
+   * logs and Referer headers).
+   */
+  async function requestJson(url, opts) {
+    const { method = 'GET', token = null, body, signal = null, timeoutMs = 20000 } = opts || {};
+    if (signal && signal.aborted) throw abortError();
+    const ctrl = new AbortController();
+    const onAbort = () => ctrl.abort();
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = 'Bearer ' + token;
+    try {
+      let res;
+      let text;
+      try {
+        res = await fetch(url, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: ctrl.signal,
+          // No cookies: the guest token is the only credential, and omitting them keeps
+          // cross-origin requests simple for the server's CORS configuration.
+          credentials: 'omit',
+          cache: 'no-store',
+        });
+        text = await res.text();
+      } catch (e) {
+        if (signal && signal.aborted) throw abortError();
+        throw new ApiError(0, null, 'Could not reach the chat service.');
+      }
+      let json = null;
+      if (text) {
+        try {
+          json = JSON.parse(text);
+        } catch (e) {
+          json = null;
+        }
+      }
+      if (!res.ok) {
+        const err = new ApiError(res.status, json, 'The chat service answered ' + res.status + '.');
+        if (err.status === 429 && err.retryAfterMs === null) {
+          const header = Number(res.headers.get('Retry-After'));
+          if (Number.isFinite(header) && header >= 0) err.retryAfterMs = header * 1000;
+        }
+        throw err;
+      }
+      return json || {};
+    } finally {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  const enc = encodeURIComponent;
+
+  const switchboardApi = {
+    config: () => requestJson(options.baseUrl + '/api/v1/config'),
+    createConversation: (token, topic) =>
+      requestJson(options.baseUrl + '/api/v1/conversations', {
+        method: 'POST',
+        token,
+        body: { topic },
+      }),
+  };
+
+  // `s` is anything with {homeserver_url, access_token}; a session or a fresh guest.
+  const matrixApi = {
+    registerGuest: (hs) =>
+      requestJson(hs + '/_matrix/client/v3/register?kind=guest', { method: 'POST', body: {} }),
+    setDisplayName: (s, displayname) =>
+      requestJson(s.homeserver_url + '/_matrix/client/v3/profile/' + enc(s.user_id) + '/displayname', {
+        method: 'PUT',
+        token: s.access_token,
+        body: { displayname },
+      }),
+    join: (s, roomId) =>
+      requestJson(s.homeserver_url + '/_matrix/client/v3/join/' + enc(roomId), {
+        method: 'POST',
+        token: s.access_token,
+        body: {},
+      }),
+    send: (s, txnId, content, signal) =>
+      requestJson(
+        s.homeserver_url + '/_matrix/client/v3/rooms/' + enc(s.room_id) +
+          '/send/m.room.message/' + enc(txnId),
+        { method: 'PUT', token: s.access_token, body: content, signal },
+      ),
+    sync: (s, since, signal) => {
+      // Only our conversation room, no presence or account data: keeps responses small.
+      const filter = {
+        room: { rooms: [s.room_id], timeline: { limit: 50 } },
+        presence: { types: [] },
+        account_data: { types: [] },
+      };
+      let url = s.homeserver_url + '/_matrix/client/v3/sync?timeout=' + SYNC_TIMEOUT_MS +
+        '&filter=' + enc(JSON.stringify(filter));
+      if (since) url += '&since=' + enc(since);
+      // The server holds the request up to SYNC_TIMEOUT_MS; give it slack before we
+      // decide the connection is dead.
+      return requestJson(url, { token: s.access_token, signal, timeoutMs: SYNC_TIMEOUT_MS + 15000 });
+    },
+  };
+
+  /** Exponential backoff: 1 s doubling to 30 s, with +-25% jitter so many clients do not retry in lockstep. */
+  function backoffMs(attempt) {
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * Math.pow(2, Math.max(0, attempt - 1)));
+    return Math.min(BACKOFF_MAX_MS, Math.round(base * (0.75 + Math.random() * 0.5)));
+  }
+
+  // Sleeps end early when the browser comes back online, so a reconnect does not wait out
+  // a 30 s backoff after the network returns.
+  const wakers = new Set();
+  window.addEventListener('online', () => wakers.forEach((wake) => wake()));
+
+  function sleep(ms, signal) {
+    return new Promise((resolve, reject) => {
+      if (signal && signal.aborted) return reject(abortError());
+      const done = () => {
+        clearTimeout(timer);
+        wakers.delete(done);
+        if (signal) signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        done();
+        reject(abortError());
+      };
+      const timer = setTimeout(done, ms);
+      wakers.add(done);
+      if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Retries idempotent calls on transient failures (honouring retry_after_ms). */
+  async function withRetry(fn, attempts) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isTransient(err) || attempt >= attempts) throw err;
+        await sleep(err.retryAfterMs !== null ? err.retryAfterMs : backoffMs(attempt));
+      }
+    }
+  }
+
+  function normalizeHomeserver(url) {
+    // The homeserver URL comes from our own config endpoint, but it is about to receive
+    // the guest token: insist on a real http(s) URL.
+    let u;
+    try {
+      u = new URL(url);
+    } catch (e) {
+      return null;
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') return null;
+    return (u.origin + u.pathname).replace(/\/+$/, '');
+  }
+
+  // ---------------------------------------------------------------------------
+  // 3. store: the guest session
+  // ---------------------------------------------------------------------------
+  // sessionStorage, not localStorage: it is scoped to this tab and dies with it, so the
+  // guest token is not left behind for a later visitor of a shared computer and is
+  // exposed to other scripts on the site for as short a time as possible.
+
+  const store = {
+    load() {
+      try {
+        const s = JSON.parse(window.sessionStorage.getItem(SESSION_KEY) || 'null');
+        const ok =
+          s && typeof s === 'object' &&
+          ['homeserver_url', 'user_id', 'access_token', 'room_id'].every(
+            (k) => typeof s[k] === 'string' && s[k],
+          );
+        return ok ? s : null;
+      } catch (e) {
+        return null; // storage disabled or corrupt: behave as a first visit
+      }
+    },
+    save(s) {
+      try {
+        window.sessionStorage.setItem(SESSION_KEY, JSON.stringify({
+          homeserver_url: s.homeserver_url,
+          user_id: s.user_id,
+          access_token: s.access_token,
+          device_id: s.device_id || null,
+          room_id: s.room_id,
+          since: s.since || null,
+          topic: s.topic || null,
+        }));
+      } catch (e) {
+        // Storage full or blocked: the chat still works, it just will not survive a reload.
+      }
+    },
+    clear() {
+      try {
+        window.sessionStorage.removeItem(SESSION_KEY);
+      } catch (e) {
+        /* nothing to clear */
+      }
+    },
+  };
+
+  // ---------------------------------------------------------------------------
+  // 4. view
+  // ---------------------------------------------------------------------------
+
+  const STATUS_TEXT = {
+    idle: 'Choose a topic to start a conversation.',
+    starting: 'Connecting…',
+    waiting: 'Waiting for a responder…',
+    connected: 'Connected',
+    reconnecting: 'Connection lost. Reconnecting…',
+    error: 'Something went wrong.',
+    ended: 'This conversation has ended.',
+  };
+
+  const CSS_TEXT = `
+    .sb { all: initial; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+      color: #1a202c; --sb-accent: ${DEFAULT_COLOR}; }
+    .sb *, .sb *::before, .sb *::after { box-sizing: border-box; }
+    [hidden] { display: none !important; }
+    button, select, textarea { font: inherit; color: inherit; margin: 0; }
+    :focus-visible { outline: 2px solid var(--sb-accent); outline-offset: 2px; }
+    .sr-only { position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px;
+      overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0; }
+    .launcher { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000;
+      width: 56px; height: 56px; border-radius: 50%; border: 0; padding: 0; cursor: pointer;
+      background: var(--sb-accent); color: #fff; display: flex; align-items: center;
+      justify-content: center; box-shadow: 0 4px 14px rgba(0,0,0,.25); }
+    .launcher:focus-visible { outline: 3px solid #1a202c; outline-offset: 3px; }
+    .launcher svg { width: 28px; height: 28px; fill: currentColor; }
+    .badge { position: absolute; top: -4px; right: -4px; min-width: 20px; height: 20px;
+      padding: 0 6px; border-radius: 10px; background: #c53030; color: #fff; font-size: 12px;
+      line-height: 20px; text-align: center; }
+    .panel { position: fixed; right: 20px; bottom: 88px; z-index: 2147483001;
+      width: 370px; max-width: calc(100vw - 40px); height: 540px; max-height: calc(100vh - 108px);
+      display: flex; flex-direction: column; background: #fff; border-radius: 12px;
+      overflow: hidden; box-shadow: 0 10px 40px rgba(0,0,0,.3); }
+    .header { display: flex; align-items: center; gap: 8px; padding: 10px 8px 10px 16px;
+      background: var(--sb-accent); color: #fff; }
+    .header h2 { flex: 1; margin: 0; font-size: 16px; font-weight: 600; }
+    .close { width: 36px; height: 36px; border: 0; border-radius: 6px; background: transparent;
+      color: #fff; font-size: 24px; line-height: 1; cursor: pointer; }
+    .close:focus-visible { outline-color: #fff; outline-offset: -4px; }
+    .picker { display: flex; flex-wrap: wrap; gap: 8px; padding: 12px 16px;
+      border-bottom: 1px solid #e2e8f0; }
+    .picker label { width: 100%; font-size: 13px; color: #4a5568; }
+    .picker select { flex: 1; min-width: 0; min-height: 40px; padding: 6px 8px;
+      border: 1px solid #cbd5e0; border-radius: 8px; background: #fff; }
+    .log { flex: 1; overflow-y: auto; padding: 12px 16px; display: flex;
+      flex-direction: column; gap: 6px; background: #f7fafc; }
+    .msg { max-width: 80%; padding: 8px 12px; border-radius: 14px; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
+    .msg.me { align-self: flex-end; background: var(--sb-accent); color: #fff;
+      border-bottom-right-radius: 4px; }
+    .msg.them { align-self: flex-start; background: #fff; border: 1px solid #e2e8f0;
+      border-bottom-left-radius: 4px; }
+    .msg.system { align-self: center; max-width: 90%; padding: 2px 8px; color: #4a5568;
+      font-size: 13px; font-style: italic; text-align: center; }
+    .msg.pending { opacity: .7; }
+    .msg.failed { background: #fff5f5; color: #742a2a; border: 1px solid #feb2b2; }
+    .name { display: block; margin-bottom: 2px; font-size: 12px; font-weight: 600; color: #4a5568; }
+    .meta { display: block; margin-top: 2px; font-size: 11px; text-align: right; }
+    .retry { margin-left: 6px; padding: 0 6px; border: 1px solid currentColor; border-radius: 4px;
+      background: transparent; font-size: 11px; cursor: pointer; }
+    .status { min-height: 24px; padding: 4px 16px; border-top: 1px solid #e2e8f0;
+      font-size: 12px; color: #4a5568; }
+    .status[data-status="error"] { color: #c53030; }
+    .composer { display: flex; gap: 8px; padding: 4px 12px 12px; }
+    .composer textarea { flex: 1; min-width: 0; min-height: 40px; max-height: 120px; resize: none;
+      padding: 8px 10px; border: 1px solid #cbd5e0; border-radius: 8px; font-size: 16px;
+      background: #fff; }
+    .primary { min-height: 40px; padding: 0 14px; border: 0; border-radius: 8px; cursor: pointer;
+      background: var(--sb-accent); color: #fff; font-weight: 600; }
+    .primary:disabled { opacity: .5; cursor: default; }
+    @media (max-width: 480px) {
+      .panel { inset: 0; width: 100%; max-width: none; height: 100%; max-height: none;
+        border-radius: 0; }
+      .launcher { right: 12px; bottom: 12px; }
+    }
+  `;
+
+  /** Tiny element builder. Text is always set through textContent, never parsed as HTML. */
+  function h(tag, attrs, children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'text') el.textContent = v;
+      else if (k === 'className') el.className = v;
+      else if (k === 'hidden') el.hidden = true;
+      else el.setAttribute(k, v === true ? '' : String(v));
+    }
+    for (const c of children || []) el.append(c);
+    return el;
+  }
+
+  function chatIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', 'M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z');
+    svg.append(path);
+    return svg;
+  }
+
+  /** Builds the DOM once; returns the elements the controller updates. */
+  function buildView() {
+    const host = document.createElement('div');
+    host.setAttribute('data-switchboard-widget', '');
+    // Inline !important beats page rules like `div { padding: 2em }`, so the host box
+    // itself cannot be restyled; everything visible lives inside the shadow root.
+    host.style.cssText = 'all: initial !important;';
+    // An open root: page CSS still cannot reach in, and browser tests (Playwright's
+    // selectors pierce open shadow roots) can drive the real controls. A closed root
+    // would not protect the token anyway: any script on the page can wrap fetch.
+    const root = host.attachShadow({ mode: 'open' });
+
+    const style = document.createElement('style');
+    style.textContent = CSS_TEXT;
+
+    const badge = h('span', { className: 'badge', 'aria-hidden': 'true', hidden: true });
+    const launcher = h('button', {
+      type: 'button',
+      className: 'launcher',
+      'aria-label': options.title,
+      'aria-expanded': 'false',
+      'aria-controls': 'sb-panel',
+    }, [chatIcon(), badge]);
+
+    const closeBtn = h('button', {
+      type: 'button', className: 'close', 'aria-label': 'Close chat', text: '×',
+    });
+    const header = h('div', { className: 'header' }, [
+      h('h2', { id: 'sb-title', text: options.title }),
+      closeBtn,
+    ]);
+
+    const topicSelect = h('select', { id: 'sb-topic', name: 'topic' }, [
+      h('option', { value: '', text: 'Loading…', disabled: true }),
+    ]);
+    const startBtn = h('button', { type: 'button', className: 'primary', text: 'Start chat' });
+    const picker = h('div', { className: 'picker' }, [
+      h('label', { for: 'sb-topic', text: 'What can we help you with?' }),
+      topicSelect,
+      startBtn,
+    ]);
+
+    const log = h('div', {
+      className: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Conversation',
+      tabindex: '0',
+    });
+    const status = h('div', { className: 'status', role: 'status', 'aria-live': 'polite' });
+    const input = h('textarea', {
+      id: 'sb-input', rows: '1', 'aria-label': 'Your message',
+      placeholder: 'Type your message…', maxlength: '4000',
+    });
+    const sendBtn = h('button', { type: 'submit', className: 'primary', text: 'Send' });
+    const composer = h('form', { className: 'composer', 'aria-label': 'Send a message' }, [
+      input, sendBtn,
+    ]);
+
+    const panel = h('div', {
+      id: 'sb-panel', className: 'panel', role: 'dialog', 'aria-labelledby': 'sb-title',
+      hidden: true,
+    }, [header, picker, log, status, composer]);
+
+    const wrapper = h('div', { className: 'sb' }, [launcher, panel]);
+    wrapper.style.setProperty('--sb-accent', options.color);
+    root.append(style, wrapper);
+    document.body.append(host);
+
+    return { host, launcher, badge, panel, closeBtn, picker, topicSelect, startBtn, log, status, composer, input, sendBtn };
+  }
+
+  // ---------------------------------------------------------------------------
+  // 5. conversation
+  // ---------------------------------------------------------------------------
+
+  const state = {
+    status: 'idle',
+    session: null,          // {homeserver_url, user_id, access_token, device_id, room_id, since, topic}
+    sessionCtrl: null,      // aborts the sync loop and pending sends when the session ends
+    config: null,           // {homeserver_url, topics}
+    configPromise: null,
+    draftGuest: null,       // guest registered but no conversation yet: reused on retry
+    starting: null,         // promise while a conversation is being created
+    startHoldUntil: 0,      // rate limited by Switchboard: no new attempt before this time
+    conversationOver: false,
+    // {localId, eventId, txnId, senderId, kind: 'me'|'them'|'system', body, name, pending,
+    //  failed, retryable, local (typed here), echoed (seen in sync), el, bodyEl, metaEl}
+    messages: [],
+    seenEventIds: new Set(),
+    byTxn: new Map(),       // txnId -> local message, to match the echo from sync
+    names: new Map(),       // user_id -> display name (from m.room.member)
+    // Who counts as a responder (status 'connected'): another user who joined after the
+    // visitor did, or who sent a non-notice message, and has not left since. The bot and
+    // anyone it pre-invited joined before the visitor, so they do not count.
+    responders: new Set(),
+    memberships: new Map(), // user_id -> last known membership
+    afterMyJoin: false,     // timeline position is past the visitor's own join
+    myMembership: null,
+    outbox: [],
+    sending: false,
+    open: false,
+    unread: 0,
+  };
+
+  let view = null;
+  let txnCounter = 0;
+  let localCounter = 0;
+
+  // --- status -----------------------------------------------------------------
+
+  function setStatus(status, text) {
+    state.status = status;
+    if (!view) return;
+    view.status.textContent = text || STATUS_TEXT[status] || '';
+    view.status.setAttribute('data-status', status);
+  }
+
+  function hasResponder() {
+    return state.responders.size > 0;
+  }
+
+  const isMe = (user) => !!state.session && user === state.session.user_id;
+
+  function refreshConversationStatus() {
+    if (state.session) setStatus(hasResponder() ? 'connected' : 'waiting');
+  }
+
+  // --- panel ------------------------------------------------------------------
+
+  function openPanel() {
+    state.open = true;
+    view.panel.hidden = false;
+    view.launcher.setAttribute('aria-expanded', 'true');
+    state.unread = 0;
+    renderBadge();
+    if (!state.session) {
+      showPicker(true);
+      loadConfig().catch(() => {}); // errors are shown in the status line by loadConfig
+    }
+    scrollToBottom(true);
+    // Focus after the panel is displayed, otherwise focus() on a hidden element is a no-op.
+    requestAnimationFrame(() => view.input.focus());
+  }
+
+  function closePanel() {
+    state.open = false;
+    view.panel.hidden = true;
+    view.launcher.setAttribute('aria-expanded', 'false');
+    view.launcher.focus();
+  }
+
+  function renderBadge() {
+    view.badge.hidden = state.unread === 0;
+    view.badge.textContent = state.unread > 9 ? '9+' : String(state.unread);
+    view.launcher.setAttribute(
+      'aria-label',
+      state.unread ? options.title + ' (' + state.unread + ' new)' : options.title,
+    );
+  }
+
+  function showPicker(show) {
+    view.picker.hidden = !show;
+  }
+
+  // --- config / topics ----------------------------------------------------------
+
+  function loadConfig() {
+    if (state.config) return Promise.resolve(state.config);
+    if (!state.configPromise) {
+      state.configPromise = withRetry(() => switchboardApi.config(), 3)
+        .then((cfg) => {
+          const hs = normalizeHomeserver(cfg.homeserver_url);
+          if (!hs) throw new ApiError(500, null, 'The chat service is misconfigured.');
+          const topics = (Array.isArray(cfg.topics) ? cfg.topics : []).filter(
+            (t) => t && typeof t.id === 'string' && t.id,
+          );
+          state.config = { homeserver_url: hs, topics };
+          renderTopics(topics);
+          return state.config;
+        })
+        .catch((err) => {
+          state.configPromise = null; // allow a later retry
+          if (!state.session) setStatus('error', err.message);
+          throw err;
+        });
+    }
+    return state.configPromise;
+  }
+
+  function renderTopics(topics) {
+    const sel = view.topicSelect;
+    sel.textContent = '';
+    for (const t of topics) {
+      sel.append(h('option', { value: t.id, text: typeof t.name === 'string' && t.name ? t.name : t.id }));
+    }
+    if (!topics.length) {
+      sel.append(h('option', { value: '', text: 'No topics available', disabled: true }));
+      if (!state.session) setStatus('error', 'Chat is not available right now.');
+    } else if (!state.session && state.status !== 'starting') {
+      setStatus(state.conversationOver ? 'ended' : 'idle');
+    }
+    sel.selectedIndex = 0;
+  }
+
+  // --- messages -----------------------------------------------------------------
+
+  function displayNameFor(user) {
+    const name = state.names.get(user);
+    // Never reveal the other side's Matrix ID (it can name the bridge, the network or
+    // the person): no usable display name means a generic label.
+    if (!name || name.startsWith('@') || name === user) return 'Responder';
+    return name;
+  }
+
+  /**
+   * Appends a message. Messages from sync go before our own messages whose echo has not
+   * come back yet: the visitor's bubble is shown the moment it is typed, but events the
+   * room had before it (e.g. the bot's welcome notice on a new conversation) belong above
+   * it. Sync delivers events in room order, so this keeps the list in room order.
+   */
+  function addMessage(msg) {
+    msg.localId = ++localCounter;
+    const nearBottom = isNearBottom();
+    const el = renderMessage(msg);
+    const idx = msg.local ? -1 : state.messages.findIndex((m) => m.local && !m.echoed);
+    if (idx === -1) {
+      state.messages.push(msg);
+      view.log.append(el);
+    } else {
+      view.log.insertBefore(el, state.messages[idx].el);
+      state.messages.splice(idx, 0, msg);
+    }
+    scrollToBottom(nearBottom || msg.kind === 'me');
+    return msg;
+  }
+
+  function addSystemNotice(text) {
+    addMessage({
+      eventId: null, txnId: null, senderId: null, kind: 'system', body: text, pending: false,
+      failed: false,
+    });
+  }
+
+  /**
+   * Builds a message's element once. Bodies go through textContent only: no HTML, ever.
+   * Later changes (sent, failed, edited) update the parts in place, so the live region
+   * does not announce the whole message again.
+   */
+  function renderMessage(msg) {
+    const el = h('div', {});
+    if (msg.kind === 'me') {
+      el.append(h('span', { className: 'sr-only', text: 'You: ' }));
+    } else if (msg.kind === 'them') {
+      el.append(h('span', { className: 'name', text: msg.name }));
+    }
+    msg.bodyEl = h('span', { className: 'body', text: msg.body });
+    msg.metaEl = h('span', { className: 'meta', hidden: true });
+    el.append(msg.bodyEl, msg.metaEl);
+    msg.el = el;
+    updateMessage(msg);
+    return el;
+  }
+
+  function updateMessage(msg) {
+    if (!msg.el) return;
+    msg.el.className = 'msg ' + msg.kind + (msg.pending ? ' pending' : '') + (msg.failed ? ' failed' : '');
+    if (msg.bodyEl.textContent !== msg.body) msg.bodyEl.textContent = msg.body;
+    const meta = msg.metaEl;
+    meta.textContent = '';
+    meta.hidden = !msg.pending && !msg.failed;
+    if (msg.failed) {
+      meta.append('Not sent.');
+      if (msg.retryable !== false) {
+        const retry = h('button', { type: 'button', className: 'retry', text: 'Retry' });
+        retry.addEventListener('click', () => retrySend(msg));
+        meta.append(retry);
+      }
+    } else if (msg.pending) {
+      meta.append('Sending…');
+    }
+  }
+
+  function isNearBottom() {
+    const log = view.log;
+    return log.scrollHeight - log.scrollTop - log.clientHeight < 60;
+  }
+
+  function scrollToBottom(force) {
+    if (force) view.log.scrollTop = view.log.scrollHeight;
+  }
+
+  function clearConversationView() {
+    state.messages = [];
+    state.seenEventIds = new Set();
+    state.byTxn = new Map();
+    state.names = new Map();
+    state.responders = new Set();
+    state.memberships = new Map();
+    state.afterMyJoin = false;
+    state.myMembership = null;
+    state.outbox = [];
+    state.conversationOver = false;
+    view.log.textContent = '';
+  }
+
+  // --- sending --------------------------------------------------------------------
+
+  function newTxnId() {
+    // Generated once per message and kept with it: retries reuse it, so the homeserver
+    // deduplicates a send whose response was lost instead of posting it twice.
+    txnCounter += 1;
+    return 'sbw-' + Date.now() + '-' + txnCounter;
+  }
+
+  function submitText(raw) {
+    const body = raw.replace(/^\s+|\s+$/g, '');
+    if (!body) return false;
+    if (!state.session && !state.starting && state.conversationOver) clearConversationView();
+    const msg = addMessage({
+      eventId: null, txnId: newTxnId(), senderId: null, kind: 'me', body, pending: true,
+      failed: false, local: true, echoed: false,
+    });
+    state.byTxn.set(msg.txnId, msg);
+    state.outbox.push(msg);
+    if (state.session) {
+      flushOutbox();
+    } else {
+      // The first message starts the conversation with the selected topic.
+      ensureStarted().then(flushOutbox, () => failOutbox());
+    }
+    return true;
+  }
+
+  function retrySend(msg) {
+    if (!msg.failed || msg.retryable === false) return;
+    msg.failed = false;
+    msg.pending = true;
+    updateMessage(msg);
+    state.outbox.push(msg);
+    if (state.session) flushOutbox();
+    else ensureStarted().then(flushOutbox, () => failOutbox());
+  }
+
+  function failOutbox() {
+    for (const msg of state.outbox) {
+      msg.pending = false;
+      msg.failed = true;
+      updateMessage(msg);
+    }
+    state.outbox = [];
+  }
+
+  /** Sends queued messages one at a time so they arrive in the order they were typed. */
+  async function flushOutbox() {
+    if (state.sending || !state.session) return;
+    state.sending = true;
+    try {
+      while (state.outbox.length && state.session) {
+        const msg = state.outbox.shift();
+        await deliver(msg, state.session, state.sessionCtrl.signal);
+      }
+    } finally {
+      state.sending = false;
+    }
+  }
+
+  async function deliver(msg, session, signal) {
+    for (let attempt = 1; ; attempt++) {
+      if (!msg.pending) return; // the echo from sync already confirmed it
+      try {
+        const res = await matrixApi.send(session, msg.txnId, { msgtype: 'm.text', body: msg.body }, signal);
+        // The echo from sync is matched to this message by txnId or by this event ID.
+        if (typeof res.event_id === 'string' && !msg.eventId) msg.eventId = res.event_id;
+        msg.pending = false;
+        msg.failed = false;
+        updateMessage(msg);
+        return;
+      } catch (err) {
+        if (isAbort(err) || session !== state.session) return;
+        if (isSessionDead(err)) {
+          sessionInvalid();
+          return;
+        }
+        if (isTransient(err) && attempt < SEND_ATTEMPTS) {
+          try {
+            await sleep(err.retryAfterMs !== null ? err.retryAfterMs : backoffMs(attempt), signal);
+          } catch (e) {
+            return; // session ended while waiting
+          }
+          continue;
+        }
+        msg.pending = false;
+        msg.failed = true;
+        updateMessage(msg);
+        return;
+      }
+    }
+  }
+
+  // --- starting a conversation ------------------------------------------------------
+
+  function ensureStarted() {
+    if (state.session) return Promise.resolve(state.session);
+    if (!state.starting) {
+      state.starting = startConversation().finally(() => {
+        state.starting = null;
+        view.startBtn.disabled = Date.now() < state.startHoldUntil;
+      });
+    }
+    return state.starting;
+  }
+
+  async function startConversation() {
+    view.startBtn.disabled = true;
+    setStatus('starting');
+    try {
+      const cfg = await loadConfig();
+      const topic = view.topicSelect.value || (cfg.topics[0] && cfg.topics[0].id);
+      if (!topic) throw new ApiError(400, null, 'Chat is not available right now.');
+      const hs = cfg.homeserver_url;
+
+      // 2. A Matrix guest account is the visitor's identity for this conversation.
+      let guest = state.draftGuest;
+      if (!guest || guest.homeserver_url !== hs) {
+        const reg = await withRetry(() => matrixApi.registerGuest(hs), 3);
+        if (!reg.access_token || !reg.user_id) {
+          throw new ApiError(500, null, 'Could not create a guest account.');
+        }
+        guest = {
+          homeserver_url: hs, user_id: reg.user_id, access_token: reg.access_token,
+          device_id: reg.device_id || null,
+        };
+        state.draftGuest = guest;
+        // Guests get a random numeric name; show something neutral to responders.
+        await matrixApi.setDisplayName(guest, 'Visitor').catch(() => {});
+      }
+
+      // 3. Switchboard creates the room (and invites the guest). Not retried
+      //    automatically: a lost response could otherwise create two conversations.
+      let conv;
+      try {
+        conv = await switchboardApi.createConversation(guest.access_token, topic);
+      } catch (err) {
+        if (isSessionDead(err)) state.draftGuest = null;
+        if (err.status === 429) holdStartButton(err.retryAfterMs);
+        throw err;
+      }
+      const roomId = conv.room_id || conv.conversation_id;
+      if (typeof roomId !== 'string' || !roomId) {
+        throw new ApiError(500, null, 'The chat service gave an unexpected answer.');
+      }
+
+      // 4. Join the room (joining is idempotent, so retrying is safe).
+      await withRetry(() => matrixApi.join(guest, roomId), 4);
+
+      const session = Object.assign({}, guest, { room_id: roomId, since: null, topic });
+      state.draftGuest = null;
+      store.save(session);
+      beginSession(session);
+      return session;
+    } catch (err) {
+      if (isSessionDead(err)) state.draftGuest = null;
+      setStatus('error', (err && err.message) || STATUS_TEXT.error);
+      throw err;
+    }
+  }
+
+  function holdStartButton(ms) {
+    if (!ms) return;
+    // Keep the button disabled through the rate limit so clicking cannot extend it.
+    state.startHoldUntil = Date.now() + ms;
+    setTimeout(() => {
+      if (!state.starting && Date.now() >= state.startHoldUntil) view.startBtn.disabled = false;
+    }, ms + 50);
+  }
+
+  function beginSession(session) {
+    state.session = session;
+    state.sessionCtrl = new AbortController();
+    showPicker(false);
+    setStatus('waiting');
+    syncLoop(session, state.sessionCtrl.signal);
+  }
+
+  /** Stops everything tied to the current session and forgets it. */
+  function endSession() {
+    if (state.sessionCtrl) state.sessionCtrl.abort();
+    state.sessionCtrl = null;
+    state.session = null;
+    state.outbox = [];
+    store.clear();
+  }
+
+  function sessionInvalid() {
+    // The token no longer works: nothing shown can be continued, start from the picker.
+    endSession();
+    clearConversationView();
+    showPicker(true);
+    setStatus('idle', 'Your chat session has expired. Choose a topic to start again.');
+    loadConfig().catch(() => {});
+  }
+
+  function conversationEnded() {
+    endSession();
+    // Anything still unsent belonged to the old room: mark it, but offer no retry, which
+    // would silently carry it into a different conversation.
+    for (const msg of state.messages) {
+      if (msg.pending) {
+        msg.pending = false;
+        msg.failed = true;
+        msg.retryable = false;
+        updateMessage(msg);
+      }
+    }
+    state.conversationOver = true;
+    addSystemNotice('This conversation has ended.');
+    showPicker(true);
+    setStatus('ended');
+    loadConfig().catch(() => {});
+  }
+
+  // --- sync --------------------------------------------------------------------
+
+  /**
+   * Long-polls /sync for the conversation room until the signal aborts. The first
+   * request never sends `since` (even when one is stored): a fresh sync returns the
+   * room's state and recent timeline, which is how the history reappears after a reload.
+   */
+  async function syncLoop(session, signal) {
+    let since = null;
+    let failures = 0;
+    while (!signal.aborted) {
+      let res;
+      try {
+        res = await matrixApi.sync(session, since, signal);
+        if (typeof res.next_batch !== 'string') {
+          throw new ApiError(502, null, 'The chat server gave an unexpected answer.');
+        }
+      } catch (err) {
+        if (isAbort(err) || signal.aborted) return;
+        if (isSessionDead(err)) {
+          sessionInvalid();
+          return;
+        }
+        failures += 1;
+        if (isTransient(err)) setStatus('reconnecting');
+        else setStatus('error', err.message);
+        const delay = err.retryAfterMs !== null ? err.retryAfterMs : backoffMs(failures);
+        try {
+          await sleep(delay, signal);
+        } catch (e) {
+          return;
+        }
+        continue;
+      }
+      if (signal.aborted) return;
+      const initial = since === null;
+      failures = 0;
+      since = res.next_batch;
+      session.since = since;
+      store.save(session);
+      if (applySync(session, res, initial) === 'ended') {
+        conversationEnded();
+        return;
+      }
+      refreshConversationStatus();
+      // Pending sends that were waiting for the network can go now.
+      flushOutbox();
+    }
+  }
+
+  /** Applies one /sync response; returns 'ended' if we are no longer in the room. */
+  function applySync(session, res, initial) {
+    const rooms = res.rooms || {};
+    const roomId = session.room_id;
+    const joined = rooms.join && rooms.join[roomId];
+    const left = rooms.leave && rooms.leave[roomId];
+    const room = joined || left;
+    if (room) {
+      if (room.timeline && room.timeline.limited && !initial) {
+        // A gap: echoes of our sent messages may be in it and never arrive, so stop
+        // holding later events above those messages.
+        for (const m of state.messages) if (m.local && m.eventId) m.echoed = true;
+      }
+      const timeline = (room.timeline && room.timeline.events) || [];
+      // If our own join is not in this timeline it happened earlier (or this is a later
+      // sync), so every join in it is by someone who arrived after the visitor.
+      if (!timeline.some((ev) => isMembership(ev, session.user_id, 'join'))) state.afterMyJoin = true;
+      for (const ev of (room.state && room.state.events) || []) applyStateEvent(ev, false);
+      for (const ev of timeline) applyTimelineEvent(ev, initial);
+    }
+    if (left) return 'ended';
+    // A fresh sync lists every joined room: if ours is missing we were removed while the
+    // tab was away (left rooms are not included in a fresh sync by default).
+    if (initial && !joined) return 'ended';
+    if (state.myMembership === 'leave' || state.myMembership === 'ban') return 'ended';
+    return null;
+  }
+
+  function isMembership(ev, user, membership) {
+    return ev && ev.type === 'm.room.member' && ev.state_key === user &&
+      ev.content && ev.content.membership === membership;
+  }
+
+  /** Tracks display names and memberships. inTimeline: the event is in timeline order. */
+  function applyStateEvent(ev, inTimeline) {
+    if (!ev || ev.type !== 'm.room.member' || typeof ev.state_key !== 'string') return;
+    const user = ev.state_key;
+    const content = ev.content || {};
+    const membership = content.membership;
+    const prevContent = ev.unsigned && ev.unsigned.prev_content;
+    const previous = state.memberships.get(user) || (prevContent && prevContent.membership);
+    state.memberships.set(user, membership);
+    if (typeof content.displayname === 'string' && content.displayname.trim()) {
+      state.names.set(user, content.displayname.trim());
+    } else {
+      state.names.delete(user);
+    }
+    if (isMe(user)) {
+      state.myMembership = membership;
+      if (inTimeline && membership === 'join') state.afterMyJoin = true;
+      return;
+    }
+    if (membership === 'join') {
+      // join -> join is only a profile change (e.g. the bot renaming itself), not an arrival.
+      if (inTimeline && state.afterMyJoin && previous !== 'join') state.responders.add(user);
+    } else if (membership !== 'invite') {
+      state.responders.delete(user); // leave, ban, knock
+    }
+  }
+
+  function applyTimelineEvent(ev, initial) {
+    if (!ev || typeof ev.event_id !== 'string') return;
+    if (typeof ev.state_key === 'string') {
+      applyStateEvent(ev, true);
+      return;
+    }
+    if (ev.type !== 'm.room.message') return;
+    if (state.seenEventIds.has(ev.event_id)) return;
+    state.seenEventIds.add(ev.event_id);
+
+    // Our own message coming back: confirm the bubble already shown instead of adding
+    // another. Matched by the txnId we chose, or by the event ID the PUT returned.
+    const txnId = ev.unsigned && ev.unsigned.transaction_id;
+    const local =
+      (txnId && state.byTxn.get(txnId)) ||
+      state.messages.find((m) => m.local && m.eventId === ev.event_id);
+    if (local) {
+      local.eventId = ev.event_id;
+      local.echoed = true;
+      local.pending = false;
+      local.failed = false;
+      updateMessage(local);
+      return;
+    }
+
+    const content = ev.content || {};
+    if (typeof content.body !== 'string') return; // redacted or malformed
+
+    // Edits replace the text of the message they refer to.
+    const rel = content['m.relates_to'];
+    if (rel && rel.rel_type === 'm.replace' && typeof rel.event_id === 'string') {
+      const target = state.messages.find(
+        (m) => m.eventId === rel.event_id && m.senderId === ev.sender,
+      );
+      const newContent = content['m.new_content'];
+      if (target && newContent && typeof newContent.body === 'string') {
+        target.body = newContent.body;
+        updateMessage(target);
+      }
+      return;
+    }
+
+    const mine = isMe(ev.sender);
+    const kind = mine ? 'me' : content.msgtype === 'm.notice' ? 'system' : 'them';
+    if (kind === 'them') state.responders.add(ev.sender);
+    let body = content.body;
+    if (content.msgtype === 'm.emote') body = '* ' + (mine ? 'You' : displayNameFor(ev.sender)) + ' ' + body;
+    addMessage({
+      eventId: ev.event_id,
+      txnId: null,
+      senderId: ev.sender,
+      kind,
+      body,
+      name: kind === 'them' ? displayNameFor(ev.sender) : null,
+      pending: false,
+      failed: false,
+    });
+    if (!mine && !initial && !state.open) {
+      state.unread += 1;
+      renderBadge();
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // 6. boot + test hook
+  // ---------------------------------------------------------------------------
+
+  function wireEvents() {
+    view.launcher.addEventListener('click', () => (state.open ? closePanel() : openPanel()));
+    view.closeBtn.addEventListener('click', closePanel);
+    view.panel.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        e.preventDefault();
+        closePanel();
+      }
+    });
+    view.startBtn.addEventListener('click', () => {
+      if (state.conversationOver) clearConversationView();
+      ensureStarted().then(() => view.input.focus(), () => {});
+    });
+    view.composer.addEventListener('submit', (e) => {
+      e.preventDefault();
+      if (submitText(view.input.value)) {
+        view.input.value = '';
+        autosize();
+      }
+      view.input.focus();
+    });
+    view.input.addEventListener('keydown', (e) => {
+      // Enter sends, Shift+Enter inserts a newline; never send in the middle of an IME
+      // composition (Japanese, Chinese... input confirms candidates with Enter).
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        if (view.composer.requestSubmit) view.composer.requestSubmit();
+        else view.sendBtn.click();
+      }
+    });
+    view.input.addEventListener('input', autosize);
+  }
+
+  function autosize() {
+    const el = view.input;
+    el.style.height = 'auto';
+    el.style.height = Math.min(el.scrollHeight + 2, 120) + 'px';
+  }
+
+  function boot() {
+    view = buildView();
+    wireEvents();
+    const saved = store.load();
+    if (saved) {
+      // Steps 1-4 already happened in this tab: continue the same conversation.
+      beginSession(saved);
+    } else {
+      setStatus('idle');
+    }
+    pendingOpen.forEach((fn) => fn());
+    pendingOpen.length = 0;
+  }
+
+  const pendingOpen = [];
+  function whenReady(fn) {
+    if (view) fn();
+    else pendingOpen.push(fn);
+  }
+
+  // Public surface for host pages and browser tests. Deliberately never exposes the
+  // access token or anything else from the session beyond the room ID.
+  window.SwitchboardWidget = Object.freeze({
+    open() {
+      whenReady(() => {
+        if (!state.open) openPanel();
+      });
+    },
+    close() {
+      whenReady(() => {
+        if (state.open) closePanel();
+      });
+    },
+    state() {
+      return {
+        status: state.status,
+        roomId: state.session ? state.session.room_id : null,
+        messages: state.messages.map((m) => ({
+          eventId: m.eventId,
+          sender: m.kind,
+          body: m.body,
+          pending: !!m.pending,
+          failed: !!m.failed,
+        })),
+      };
+    },
+  });
+
+  if (document.body) boot();
+  else document.addEventListener('DOMContentLoaded', boot, { once: true });
+})();
