@@ -110,6 +110,6 @@ env | grep -E '^(SWITCHBOARD_|CARGO_TARGET_DIR=)' | sort >"$T/env"
 log "cargo test --workspace --all-targets $*"
 t=$SECONDS
 status=0
-cargo test --workspace --all-targets "${locked[@]}" "$@" || status=$?
+cargo test --workspace --all-targets --no-fail-fast "${locked[@]}" "$@" || status=$?
 log "tests took $((SECONDS - t)) s"
 exit "$status"

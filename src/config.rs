@@ -1,6 +1,9 @@
 //! The configuration file (TOML), with `SWITCHBOARD_SECTION__KEY` environment overrides.
 
-use std::{net::SocketAddr, path::{Path, PathBuf}};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use figment::{
@@ -48,7 +51,9 @@ pub struct DatabaseSection {
 
 impl Default for DatabaseSection {
     fn default() -> Self {
-        Self { url: "sqlite://switchboard.db".into() }
+        Self {
+            url: "sqlite://switchboard.db".into(),
+        }
     }
 }
 
@@ -56,7 +61,11 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let config: Config = Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("SWITCHBOARD_").split("__").ignore(&["config"]))
+            .merge(
+                Env::prefixed("SWITCHBOARD_")
+                    .split("__")
+                    .ignore(&["config"]),
+            )
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;
         for topic in &config.topics {

@@ -65,7 +65,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::GenerateRegistration { id, url, bot_localpart, ghost_prefix, output } => {
+        Command::GenerateRegistration {
+            id,
+            url,
+            bot_localpart,
+            ghost_prefix,
+            output,
+        } => {
             let registration = AppserviceRegistration::generate(&GenerateOptions {
                 id: &id,
                 url: &url,
@@ -76,8 +82,12 @@ fn main() -> anyhow::Result<()> {
             if output.as_os_str() == "-" {
                 print!("{yaml}");
             } else {
-                std::fs::write(&output, yaml).with_context(|| format!("writing {}", output.display()))?;
-                eprintln!("wrote {}; list it under app_service_config_files in homeserver.yaml", output.display());
+                std::fs::write(&output, yaml)
+                    .with_context(|| format!("writing {}", output.display()))?;
+                eprintln!(
+                    "wrote {}; list it under app_service_config_files in homeserver.yaml",
+                    output.display()
+                );
             }
             Ok(())
         }
@@ -93,14 +103,25 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         AppserviceRegistration::load(&config.appservice.registration)
             .context("loading the appservice registration")?,
     );
+    // The example registration in the repository has placeholder tokens, equal to each
+    // other; running with it would let anyone who read the repository talk to us.
+    anyhow::ensure!(
+        registration.inner.as_token != registration.inner.hs_token,
+        "{}: as_token and hs_token must differ; generate a registration with `switchboard generate-registration`",
+        config.appservice.registration.display()
+    );
     let server_name: OwnedServerName = ServerName::parse(&config.homeserver.server_name)
         .context("homeserver.server_name is not a valid server name")?;
     let bot = registration.bot_user_id(&server_name)?;
 
-    let store = Store::connect(&config.database.url).await.context("opening the database")?;
+    let store = Store::connect(&config.database.url)
+        .await
+        .context("opening the database")?;
     tracing::info!(engine = ?store.engine(), "database ready");
 
-    let client = Arc::new(connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?);
+    let client = Arc::new(
+        connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
+    );
     let connectors: Vec<Arc<dyn Connector>> = vec![Arc::new(MatrixConnector::new(client.clone()))];
     let bridge = Arc::new(Bridge::new(
         store.clone(),
@@ -109,10 +130,17 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         BridgeConfig {
             appservice_id: registration.inner.id.clone(),
             server_name: server_name.to_string(),
-            public_homeserver_url: config.homeserver.public_url.clone().unwrap_or_else(|| config.homeserver.url.clone()),
+            public_homeserver_url: config
+                .homeserver
+                .public_url
+                .clone()
+                .unwrap_or_else(|| config.homeserver.url.clone()),
             topics: config.topics.clone(),
             limits: config.visitors.clone(),
-            welcome_notice: config.welcome_notice.clone().unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
+            welcome_notice: config
+                .welcome_notice
+                .clone()
+                .unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
         },
         connectors,
     ));
@@ -131,9 +159,12 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let server = tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future(),
     );
     let worker = tokio::spawn(bridge.clone().run_inbox_worker(stopped(stop_rx.clone())));
 

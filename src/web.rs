@@ -1,12 +1,7 @@
 //! The widget script, the demo page and the health probe, served from the binary itself so a
 //! deployment is one file.
 
-use axum::{
-    Router,
-    http::header,
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{Router, http::header, response::IntoResponse, routing::get};
 
 const WIDGET_JS: &str = include_str!("../web-widget/switchboard-widget.js");
 const DEMO_HTML: &str = include_str!("../web-widget/demo.html");
@@ -36,5 +31,11 @@ async fn demo_page() -> impl IntoResponse {
 
 /// # `GET /widget/switchboard-widget.js`
 async fn widget_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], WIDGET_JS)
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        WIDGET_JS,
+    )
 }

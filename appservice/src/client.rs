@@ -36,7 +36,12 @@ pub enum ClientError {
     Transport(#[source] reqwest::Error),
     /// The homeserver answered with a Matrix error.
     #[error("homeserver refused ({status} {errcode}): {message}")]
-    Matrix { status: u16, errcode: String, message: String, retry_after: Option<Duration> },
+    Matrix {
+        status: u16,
+        errcode: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// We could not build the request (an invalid argument).
     #[error("cannot build request: {0}")]
     Build(String),
@@ -82,7 +87,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 8, first_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
+        Self {
+            attempts: 8,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -100,7 +109,10 @@ pub struct HomeserverClient {
 impl std::fmt::Debug for HomeserverClient {
     // Hand-written so the as_token can never reach a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HomeserverClient").field("base_url", &self.base_url).field("bot", &self.bot).finish()
+        f.debug_struct("HomeserverClient")
+            .field("base_url", &self.base_url)
+            .field("bot", &self.bot)
+            .finish()
     }
 }
 
@@ -121,8 +133,16 @@ impl HomeserverClient {
             .try_into_http_request::<Vec<u8>>(&base_url, SendAccessToken::None, ())
             .map_err(|e| ClientError::Build(e.to_string()))?;
         let response: get_supported_versions::Response = execute(&http, request).await?;
-        let versions = SupportedVersions::from_parts(&response.versions, &response.unstable_features);
-        Ok(Self { http, base_url, as_token: as_token.to_owned(), bot, versions, retry: RetryPolicy::default() })
+        let versions =
+            SupportedVersions::from_parts(&response.versions, &response.unstable_features);
+        Ok(Self {
+            http,
+            base_url,
+            as_token: as_token.to_owned(),
+            bot,
+            versions,
+            retry: RetryPolicy::default(),
+        })
     }
 
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
@@ -177,7 +197,10 @@ impl HomeserverClient {
             match self.send_once(request.clone(), as_user).await {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
                     let wait = match &e {
-                        ClientError::Matrix { retry_after: Some(after), .. } => *after,
+                        ClientError::Matrix {
+                            retry_after: Some(after),
+                            ..
+                        } => *after,
                         _ => delay,
                     };
                     tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "homeserver request failed; retrying");
@@ -233,24 +256,41 @@ impl HomeserverClient {
     }
 
     /// Creates a room as the bot. Not retried: a retry after a lost answer would make two rooms.
-    pub async fn create_room(&self, request: create_room::v3::Request) -> Result<OwnedRoomId, ClientError> {
+    pub async fn create_room(
+        &self,
+        request: create_room::v3::Request,
+    ) -> Result<OwnedRoomId, ClientError> {
         Ok(self.send_once(request, None).await?.room_id)
     }
 
-    pub async fn invite(&self, room: &RoomId, user: &UserId, as_user: Option<&UserId>) -> Result<(), ClientError> {
+    pub async fn invite(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        as_user: Option<&UserId>,
+    ) -> Result<(), ClientError> {
         let request = invite_user::v3::Request::new(
             room.to_owned(),
-            invite_user::v3::InvitationRecipient::UserId(invite_user::v3::InviteUserId::new(user.to_owned())),
+            invite_user::v3::InvitationRecipient::UserId(invite_user::v3::InviteUserId::new(
+                user.to_owned(),
+            )),
         );
         self.send(request, as_user).await.map(|_| ())
     }
 
     pub async fn join(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {
-        self.send(join_room_by_id::v3::Request::new(room.to_owned()), Some(as_user)).await.map(|_| ())
+        self.send(
+            join_room_by_id::v3::Request::new(room.to_owned()),
+            Some(as_user),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn leave(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {
-        self.send(leave_room::v3::Request::new(room.to_owned()), Some(as_user)).await.map(|_| ())
+        self.send(leave_room::v3::Request::new(room.to_owned()), Some(as_user))
+            .await
+            .map(|_| ())
     }
 
     /// Sends a message event with a caller-chosen, deterministic transaction ID: the homeserver
@@ -288,8 +328,12 @@ async fn execute<R: IncomingResponse>(
     http: &reqwest::Client,
     request: http::Request<Vec<u8>>,
 ) -> Result<R, ClientError> {
-    let request = reqwest::Request::try_from(request).map_err(|e| ClientError::Build(e.to_string()))?;
-    let response = http.execute(request).await.map_err(ClientError::Transport)?;
+    let request =
+        reqwest::Request::try_from(request).map_err(|e| ClientError::Build(e.to_string()))?;
+    let response = http
+        .execute(request)
+        .await
+        .map_err(ClientError::Transport)?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(ClientError::Transport)?;
@@ -310,6 +354,8 @@ async fn execute<R: IncomingResponse>(
     for (name, value) in &headers {
         builder = builder.header(name, value);
     }
-    let response = builder.body(body).map_err(|e| ClientError::Response(e.to_string()))?;
+    let response = builder
+        .body(body)
+        .map_err(|e| ClientError::Response(e.to_string()))?;
     R::try_from_http_response(response).map_err(|e| ClientError::Response(e.to_string()))
 }

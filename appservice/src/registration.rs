@@ -10,9 +10,15 @@ use ruma::{OwnedUserId, ServerName, UserId};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
     #[error("cannot read registration file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("registration file {path} is not valid YAML for an appservice registration: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("registration file {path} declares no user namespace for the ghosts")]
     NoGhostNamespace { path: String },
     #[error("cannot serialise registration: {0}")]
@@ -38,7 +44,11 @@ pub struct GenerateOptions<'a> {
 }
 
 fn random_token() -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(64).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(64)
+        .map(char::from)
+        .collect()
 }
 
 impl AppserviceRegistration {
@@ -49,7 +59,10 @@ impl AppserviceRegistration {
         let ghost_regex = format!("@{}.*:.*", regex_escape(opts.ghost_prefix));
         let bot_regex = format!("@{}:.*", regex_escape(opts.bot_localpart));
         let mut namespaces = Namespaces::new();
-        namespaces.users = vec![Namespace::new(true, bot_regex), Namespace::new(true, ghost_regex)];
+        namespaces.users = vec![
+            Namespace::new(true, bot_regex),
+            Namespace::new(true, ghost_regex),
+        ];
         let inner: Registration = RegistrationInit {
             id: opts.id.to_owned(),
             url: Some(opts.url.to_owned()),
@@ -63,7 +76,10 @@ impl AppserviceRegistration {
             protocols: None,
         }
         .into();
-        Self { inner, ghost_prefix: opts.ghost_prefix.to_owned() }
+        Self {
+            inner,
+            ghost_prefix: opts.ghost_prefix.to_owned(),
+        }
     }
 
     pub fn to_yaml(&self) -> Result<String, RegistrationError> {
@@ -72,20 +88,30 @@ impl AppserviceRegistration {
 
     pub fn load(path: &Path) -> Result<Self, RegistrationError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| RegistrationError::Read { path: p.clone(), source })?;
-        let inner: Registration = serde_yaml::from_str(&text)
-            .map_err(|source| RegistrationError::Parse { path: p.clone(), source })?;
-        // The ghost namespace is the exclusive user regex of the form `@PREFIX.*:...`.
+        let text = std::fs::read_to_string(path).map_err(|source| RegistrationError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let inner: Registration =
+            serde_yaml::from_str(&text).map_err(|source| RegistrationError::Parse {
+                path: p.clone(),
+                source,
+            })?;
+        // The ghost namespace is the exclusive user regex of the form `@PREFIX.*:.*`; the
+        // bot's own regex (`@bot:.*`) has no wildcard before the colon.
         let ghost_prefix = inner
             .namespaces
             .users
             .iter()
-            .filter_map(|ns| ns.regex.strip_prefix('@')?.split_once(".*").map(|(p, _)| p))
+            .filter(|ns| ns.exclusive)
+            .filter_map(|ns| ns.regex.strip_prefix('@')?.strip_suffix(".*:.*"))
             .map(regex_unescape)
             .next()
             .ok_or(RegistrationError::NoGhostNamespace { path: p })?;
-        Ok(Self { inner, ghost_prefix })
+        Ok(Self {
+            inner,
+            ghost_prefix,
+        })
     }
 
     pub fn bot_user_id(&self, server_name: &ServerName) -> Result<OwnedUserId, RegistrationError> {
@@ -109,15 +135,19 @@ impl AppserviceRegistration {
 }
 
 fn user_id(localpart: &str, server_name: &ServerName) -> Result<OwnedUserId, RegistrationError> {
-    UserId::parse(format!("@{localpart}:{server_name}"))
-        .map_err(|_| RegistrationError::InvalidLocalpart(localpart.to_owned(), server_name.to_string()))
+    UserId::parse(format!("@{localpart}:{server_name}")).map_err(|_| {
+        RegistrationError::InvalidLocalpart(localpart.to_owned(), server_name.to_string())
+    })
 }
 
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let special = "\\.+*?()|[]{}^$".contains(c);
-            special.then_some('\\').into_iter().chain(std::iter::once(c))
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
         })
         .collect()
 }

@@ -57,7 +57,11 @@ pub struct AppserviceState {
 
 impl AppserviceState {
     pub fn new(registration: Arc<crate::AppserviceRegistration>, sink: Arc<dyn EventSink>) -> Self {
-        Self { hs_token: registration.inner.hs_token.as_str().into(), namespace: registration, sink }
+        Self {
+            hs_token: registration.inner.hs_token.as_str().into(),
+            namespace: registration,
+            sink,
+        }
     }
 }
 
@@ -71,13 +75,21 @@ pub struct MatrixError {
 
 impl MatrixError {
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into() }
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for MatrixError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "errcode": self.errcode, "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(json!({ "errcode": self.errcode, "error": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -87,12 +99,18 @@ const MAX_TRANSACTION_BYTES: usize = 100 * 65536 + 65536;
 /// The routes the homeserver calls, all behind the `hs_token` check.
 pub fn router(state: AppserviceState) -> Router {
     Router::new()
-        .route("/_matrix/app/v1/transactions/{txn_id}", put(put_transaction))
+        .route(
+            "/_matrix/app/v1/transactions/{txn_id}",
+            put(put_transaction),
+        )
         .route("/_matrix/app/v1/users/{user_id}", get(get_user))
         .route("/_matrix/app/v1/rooms/{alias}", get(get_room_alias))
         .route("/_matrix/app/v1/ping", post(post_ping))
         .layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_hs_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_hs_token,
+        ))
         .with_state(state)
 }
 
@@ -111,14 +129,18 @@ async fn require_hs_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let from_query = uri.query().and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(str::to_owned)
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("access_token="))
+            .map(str::to_owned)
     });
     let presented = from_header.map(str::to_owned).or(from_query);
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(state.hs_token.as_bytes())) => {
             next.run(request).await
         }
-        Some(_) => MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token").into_response(),
+        Some(_) => {
+            MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token").into_response()
+        }
         None => MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Missing hs_token")
             .into_response(),
     }
@@ -134,7 +156,11 @@ async fn put_transaction(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, MatrixError> {
     if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-        return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", "Body is not JSON"));
+        return Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_NOT_JSON",
+            "Body is not JSON",
+        ));
     }
     let http_request = http::Request::builder()
         .method(http::Method::PUT)
@@ -143,7 +169,11 @@ async fn put_transaction(
         .map_err(|e| MatrixError::new(StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", e.to_string()))?;
     let request = push_events::v1::Request::try_from_http_request(http_request, &[&txn_id])
         .map_err(|e| {
-            MatrixError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", format!("Malformed transaction: {e}"))
+            MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_BAD_JSON",
+                format!("Malformed transaction: {e}"),
+            )
         })?;
     let count = request.events.len();
     state.sink.record_transaction(&txn_id, request.events).await.map_err(|e| {
@@ -172,10 +202,247 @@ async fn get_user(
 ///
 /// Switchboard publishes no aliases: conversations are reached by room ID only.
 async fn get_room_alias(Path(_alias): Path<String>) -> MatrixError {
-    MatrixError::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", "Switchboard provides no room aliases")
+    MatrixError::new(
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+        "Switchboard provides no room aliases",
+    )
 }
 
 /// # `POST /_matrix/app/v1/ping`
 async fn post_ping() -> Json<serde_json::Value> {
     Json(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::registration::GenerateOptions;
+
+    /// Records what it is given, and can be told to fail like a full disk.
+    #[derive(Default)]
+    struct RecordingSink {
+        transactions: Mutex<Vec<(String, Vec<String>)>>,
+        fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventSink for RecordingSink {
+        async fn record_transaction(
+            &self,
+            txn_id: &str,
+            events: Vec<Raw<AnyTimelineEvent>>,
+        ) -> Result<(), SinkError> {
+            if self.fail {
+                return Err(SinkError("disk full".into()));
+            }
+            let events = events.iter().map(|e| e.json().get().to_owned()).collect();
+            self.transactions
+                .lock()
+                .unwrap()
+                .push((txn_id.to_owned(), events));
+            Ok(())
+        }
+        async fn user_exists(&self, user_id: &UserId) -> bool {
+            user_id.localpart() == "_sb_known"
+        }
+    }
+
+    fn app(sink: Arc<RecordingSink>) -> (Router, String) {
+        let registration = crate::AppserviceRegistration::generate(&GenerateOptions {
+            id: "test",
+            url: "http://127.0.0.1:1",
+            bot_localpart: "bot",
+            ghost_prefix: "_sb_",
+        });
+        let token = registration.inner.hs_token.clone();
+        (
+            router(AppserviceState::new(Arc::new(registration), sink)),
+            token,
+        )
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(token) = auth {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    const EVENT: &str = r#"{"type":"m.room.message","event_id":"$e1","room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}}"#;
+
+    #[tokio::test]
+    async fn wrong_or_missing_hs_token_is_refused_and_records_nothing() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, _) = app(sink.clone());
+        let body = format!(r#"{{"events":[{EVENT}]}}"#);
+        for auth in [None, Some("wrong"), Some("")] {
+            let (status, json) =
+                call(&app, "PUT", "/_matrix/app/v1/transactions/1", auth, &body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(json["errcode"], "M_FORBIDDEN");
+        }
+        let (status, _) = call(
+            &app,
+            "GET",
+            "/_matrix/app/v1/users/@_sb_known:x",
+            Some("wrong"),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(sink.transactions.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn legacy_access_token_query_parameter_is_accepted() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        let uri = format!("/_matrix/app/v1/transactions/7?access_token={token}");
+        let (status, _) = call(&app, "PUT", &uri, None, r#"{"events":[]}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sink.transactions.lock().unwrap()[0].0, "7");
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_get_400_with_a_matrix_code() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        let uri = "/_matrix/app/v1/transactions/1";
+        let (status, json) = call(&app, "PUT", uri, Some(&token), "{oops").await;
+        assert_eq!(
+            (status, json["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_NOT_JSON"))
+        );
+        let (status, json) = call(&app, "PUT", uri, Some(&token), r#"{"events":{}}"#).await;
+        assert_eq!(
+            (status, json["errcode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("M_BAD_JSON"))
+        );
+        assert!(sink.transactions.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_odd_event_does_not_fail_its_transaction() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        let body = format!(r#"{{"events":[{{"type":42}}, "not even an object", {EVENT}]}}"#);
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/_matrix/app/v1/transactions/9",
+            Some(&token),
+            &body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let recorded = sink.transactions.lock().unwrap();
+        assert_eq!(
+            recorded[0].1.len(),
+            3,
+            "every event is handed on raw, the odd ones too"
+        );
+        assert!(recorded[0].1[2].contains("$e1"));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_cannot_be_recorded_is_not_acknowledged() {
+        let sink = Arc::new(RecordingSink {
+            fail: true,
+            ..Default::default()
+        });
+        let (app, token) = app(sink);
+        let body = format!(r#"{{"events":[{EVENT}]}}"#);
+        let (status, json) = call(
+            &app,
+            "PUT",
+            "/_matrix/app/v1/transactions/1",
+            Some(&token),
+            &body,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the homeserver must retry"
+        );
+        assert!(
+            !json["error"].as_str().unwrap().contains("disk"),
+            "internal errors stay internal"
+        );
+    }
+
+    #[tokio::test]
+    async fn user_query_answers_only_for_known_users_in_our_namespace() {
+        let (app, token) = app(Arc::new(RecordingSink::default()));
+        let (status, _) = call(
+            &app,
+            "GET",
+            "/_matrix/app/v1/users/@_sb_known:x",
+            Some(&token),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        for user in ["@_sb_unknown:x", "@alice:x", "not-a-user-id"] {
+            let (status, json) = call(
+                &app,
+                "GET",
+                &format!("/_matrix/app/v1/users/{user}"),
+                Some(&token),
+                "",
+            )
+            .await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")),
+                "{user}"
+            );
+        }
+        let (status, _) = call(
+            &app,
+            "GET",
+            "/_matrix/app/v1/rooms/%23a:x",
+            Some(&token),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/_matrix/app/v1/ping",
+            Some(&token),
+            r#"{"transaction_id":"p"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
 }

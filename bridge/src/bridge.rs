@@ -65,7 +65,14 @@ impl Bridge {
         connectors: Vec<Arc<dyn Connector>>,
     ) -> Self {
         let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
-        Self { store, client, registration, config, connectors, inbox_ready: Notify::new() }
+        Self {
+            store,
+            client,
+            registration,
+            config,
+            connectors,
+            inbox_ready: Notify::new(),
+        }
     }
 
     pub fn config(&self) -> &BridgeConfig {
@@ -92,7 +99,9 @@ impl Bridge {
             .clone();
         let visitor = match self.client.whoami(visitor_token).await {
             Ok(who) => who.user_id,
-            Err(ClientError::Matrix { status: 401 | 403, .. }) => return Err(VisitorError::UnknownToken),
+            Err(ClientError::Matrix {
+                status: 401 | 403, ..
+            }) => return Err(VisitorError::UnknownToken),
             Err(e) => return Err(e.into()),
         };
         // Our own bot and ghosts must never be visitors: that would let a responder's puppet
@@ -100,7 +109,11 @@ impl Bridge {
         if self.registration.owns(&visitor) {
             return Err(VisitorError::Forbidden);
         }
-        if let Some(existing) = self.store.open_conversation_for_visitor(visitor.as_str(), &topic.id).await? {
+        if let Some(existing) = self
+            .store
+            .open_conversation_for_visitor(visitor.as_str(), &topic.id)
+            .await?
+        {
             return Ok(existing);
         }
 
@@ -122,10 +135,15 @@ impl Bridge {
             );
             // A fixed transaction ID per room: if this is ever retried, the homeserver returns
             // the first event instead of posting the notice twice.
-            if let Err(e) = self.client.send_message(&room_id, None, "switchboard-welcome", &notice).await {
+            if let Err(e) = self
+                .client
+                .send_message(&room_id, None, "switchboard-welcome", &notice)
+                .await
+            {
                 tracing::warn!(error = %e, "could not post the welcome notice");
             }
-            self.offer(&conversation, &topic.name, &topic.responders).await;
+            self.offer(&conversation, &topic.name, &topic.responders)
+                .await;
         }
         .instrument(span)
         .await;
@@ -146,8 +164,11 @@ impl Bridge {
         request.invite = vec![visitor.to_owned()];
         request.initial_state = vec![
             // Guests may only join rooms that allow them explicitly.
-            InitialStateEvent::new(EmptyStateKey, RoomGuestAccessEventContent::new(GuestAccess::CanJoin))
-                .to_raw_any(),
+            InitialStateEvent::new(
+                EmptyStateKey,
+                RoomGuestAccessEventContent::new(GuestAccess::CanJoin),
+            )
+            .to_raw_any(),
             // Responders joining later must see what the visitor already wrote.
             InitialStateEvent::new(
                 EmptyStateKey,
@@ -183,7 +204,10 @@ impl Bridge {
     /// One worker handles the whole inbox, so events of a conversation are handled in the
     /// order the homeserver sent them. An event is marked processed only after its effects
     /// are stored, so a crash in between repeats the work, and the work is idempotent.
-    pub async fn run_inbox_worker(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_inbox_worker(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         loop {
             match self.drain_inbox().await {
@@ -205,7 +229,9 @@ impl Bridge {
         let batch = self.store.pending_events(100).await?;
         for event in &batch {
             let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
-            self.process_event(event.seq, &event.room_id, &event.event_json).instrument(span).await?;
+            self.process_event(event.seq, &event.room_id, &event.event_json)
+                .instrument(span)
+                .await?;
             self.store.mark_processed(event.seq).await?;
         }
         Ok(batch.len())
@@ -228,7 +254,8 @@ impl Bridge {
         match field("type") {
             "m.room.message" => {
                 let content = &event["content"];
-                let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+                let text =
+                    |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
                 let message = Message {
                     event_id: field("event_id").to_owned(),
                     room_id: room_id.to_owned(),
@@ -238,7 +265,10 @@ impl Bridge {
                     msgtype: text("msgtype").unwrap_or_default(),
                     body: text("body").unwrap_or_default(),
                     formatted_body: text("formatted_body"),
-                    origin_server_ts: event.get("origin_server_ts").and_then(Value::as_i64).unwrap_or_default(),
+                    origin_server_ts: event
+                        .get("origin_server_ts")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default(),
                 };
                 if self.store.record_message(&message).await? {
                     tracing::debug!(role = role.as_str(), "message recorded");
@@ -251,7 +281,9 @@ impl Bridge {
                     && self.role_of(&conversation, target) == SenderRole::Responder
                     && conversation.state == ConversationState::Waiting
                 {
-                    self.store.set_conversation_state(room_id, ConversationState::Active).await?;
+                    self.store
+                        .set_conversation_state(room_id, ConversationState::Active)
+                        .await?;
                     tracing::info!("a responder joined; conversation active");
                 }
             }
@@ -305,9 +337,17 @@ impl EventSink for Bridge {
             .collect();
         let rows: Vec<NewInboxEvent<'_>> = indexed
             .iter()
-            .map(|(event_id, room_id, json)| NewInboxEvent { event_id, room_id, event_json: json })
+            .map(|(event_id, room_id, json)| NewInboxEvent {
+                event_id,
+                room_id,
+                event_json: json,
+            })
             .collect();
-        let new = self.store.record_events(txn_id, &rows).await.map_err(|e| SinkError(Box::new(e)))?;
+        let new = self
+            .store
+            .record_events(txn_id, &rows)
+            .await
+            .map_err(|e| SinkError(Box::new(e)))?;
         if new > 0 {
             self.inbox_ready.notify_one();
         }

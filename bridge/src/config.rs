@@ -32,7 +32,10 @@ fn default_burst() -> u32 {
 
 impl Default for VisitorLimits {
     fn default() -> Self {
-        Self { conversations_per_minute: default_per_minute(), burst: default_burst() }
+        Self {
+            conversations_per_minute: default_per_minute(),
+            burst: default_burst(),
+        }
     }
 }
 

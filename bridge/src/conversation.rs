@@ -100,5 +100,8 @@ pub struct Message {
 /// A short, per-conversation name for the visitor that identifies nothing about them.
 pub fn new_visitor_alias() -> String {
     use rand::Rng;
-    format!("Visitor {:04X}", rand::thread_rng().gen_range(0..=0xFFFFu32))
+    format!(
+        "Visitor {:04X}",
+        rand::thread_rng().gen_range(0..=0xFFFFu32)
+    )
 }

@@ -85,9 +85,15 @@ impl Store {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; synchronous=FULL makes a commit
                     // durable before we acknowledge a transaction to the homeserver.
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -167,7 +173,10 @@ impl Store {
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox").fetch_one(&self.pool).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM inbox")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     pub async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
@@ -232,12 +241,13 @@ impl Store {
         room_id: &str,
         state: ConversationState,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE conversations SET state = $1, updated_at = $2 WHERE room_id = $3")
-            .bind(state.as_str())
-            .bind(now_ms())
-            .bind(room_id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE conversations SET state = $1, updated_at = $2 WHERE room_id = $3")
+                .bind(state.as_str())
+                .bind(now_ms())
+                .bind(room_id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -27,10 +27,14 @@ pub struct VisitorApiState {
 impl VisitorApiState {
     pub fn new(bridge: Arc<Bridge>) -> Self {
         let limits = &bridge.config().limits;
-        let per_minute = NonZeroU32::new(limits.conversations_per_minute.max(1)).expect("max(1) is non-zero");
+        let per_minute =
+            NonZeroU32::new(limits.conversations_per_minute.max(1)).expect("max(1) is non-zero");
         let burst = NonZeroU32::new(limits.burst.max(1)).expect("max(1) is non-zero");
         let limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
-        Self { bridge, limiter: Arc::new(limiter) }
+        Self {
+            bridge,
+            limiter: Arc::new(limiter),
+        }
     }
 }
 
@@ -46,7 +50,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
-        Self { status, errcode, message: message.into(), retry_after: None }
+        Self {
+            status,
+            errcode,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -61,7 +70,10 @@ impl IntoResponse for ApiError {
             }
             None => (self.status, Json(body)).into_response(),
         };
-        response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
         response
     }
 }
@@ -79,9 +91,11 @@ impl From<VisitorError> for ApiError {
                 "M_INVALID_PARAM",
                 format!("There is no topic called {t:?}."),
             ),
-            VisitorError::Forbidden => {
-                ApiError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "This account cannot start conversations.")
-            }
+            VisitorError::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+                "This account cannot start conversations.",
+            ),
             other => {
                 tracing::error!(error = %other, "could not start a conversation");
                 ApiError::new(
@@ -119,8 +133,14 @@ struct TopicView<'a> {
 /// Where the homeserver is and which topics are offered.
 async fn get_config(State(state): State<VisitorApiState>) -> Json<serde_json::Value> {
     let config = state.bridge.config();
-    let topics: Vec<TopicView<'_>> =
-        config.topics.iter().map(|t| TopicView { id: &t.id, name: &t.name }).collect();
+    let topics: Vec<TopicView<'_>> = config
+        .topics
+        .iter()
+        .map(|t| TopicView {
+            id: &t.id,
+            name: &t.name,
+        })
+        .collect();
     Json(json!({ "homeserver_url": config.public_homeserver_url, "topics": topics }))
 }
 
@@ -156,12 +176,23 @@ async fn post_conversation(
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Sign in to the homeserver first.")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Sign in to the homeserver first.",
+            )
         })?;
     let request: StartRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", format!("Expected {{\"topic\": \"...\"}}: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "M_BAD_JSON",
+            format!("Expected {{\"topic\": \"...\"}}: {e}"),
+        )
     })?;
-    let conversation = state.bridge.start_conversation(token, &request.topic).await?;
+    let conversation = state
+        .bridge
+        .start_conversation(token, &request.topic)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "conversation_id": conversation.room_id, "room_id": conversation.room_id })),

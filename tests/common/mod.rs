@@ -27,7 +27,9 @@ impl TestEnv {
     pub fn from_env() -> Self {
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run the suite with scripts/test.sh, which starts Synapse")
+                panic!(
+                    "{name} is not set: run the suite with scripts/test.sh, which starts Synapse"
+                )
             })
         };
         Self {
@@ -60,10 +62,24 @@ impl Slot {
         let text = std::fs::read_to_string(&registration)
             .with_context(|| format!("reading {}", registration.display()))?;
         let yaml: serde_yaml::Value = serde_yaml::from_str(&text)?;
-        let get = |k: &str| yaml[k].as_str().map(str::to_owned).with_context(|| format!("{k} missing"));
+        let get = |k: &str| {
+            yaml[k]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("{k} missing"))
+        };
         let url = get("url")?;
-        let listen = url.trim_start_matches("http://").trim_end_matches('/').parse()?;
-        Ok(Self { registration, listen, hs_token: get("hs_token")?, as_token: get("as_token")?, id: get("id")? })
+        let listen = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()?;
+        Ok(Self {
+            registration,
+            listen,
+            hs_token: get("hs_token")?,
+            as_token: get("as_token")?,
+            id: get("id")?,
+        })
     }
 }
 
@@ -111,11 +127,17 @@ impl Switchboard {
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.bin)
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info,switchboard_bridge=debug,switchboard_appservice=debug,sqlx=warn")
+            .env(
+                "RUST_LOG",
+                "info,switchboard_bridge=debug,switchboard_appservice=debug,sqlx=warn",
+            )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -130,10 +152,16 @@ impl Switchboard {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
-                bail!("switchboard exited with {status}; log:\n{}", self.log_text());
+                bail!(
+                    "switchboard exited with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                bail!("switchboard did not become healthy; log:\n{}", self.log_text());
+                bail!(
+                    "switchboard did not become healthy; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -197,7 +225,10 @@ impl Visitor {
     pub async fn guest(env: &TestEnv, switchboard: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::new();
         let r: Value = http
-            .post(format!("{}/_matrix/client/v3/register?kind=guest", env.hs_url))
+            .post(format!(
+                "{}/_matrix/client/v3/register?kind=guest",
+                env.hs_url
+            ))
             .json(&json!({}))
             .send()
             .await?
@@ -209,7 +240,10 @@ impl Visitor {
             hs: env.hs_url.clone(),
             switchboard: switchboard.to_owned(),
             user_id: r["user_id"].as_str().context("user_id")?.to_owned(),
-            token: r["access_token"].as_str().context("access_token")?.to_owned(),
+            token: r["access_token"]
+                .as_str()
+                .context("access_token")?
+                .to_owned(),
             room_id: None,
             since: None,
             seen: vec![],
@@ -217,7 +251,10 @@ impl Visitor {
         };
         let _ = v
             .http
-            .put(format!("{}/_matrix/client/v3/profile/{}/displayname", v.hs, v.user_id))
+            .put(format!(
+                "{}/_matrix/client/v3/profile/{}/displayname",
+                v.hs, v.user_id
+            ))
             .bearer_auth(&v.token)
             .json(&json!({"displayname": "Visitor"}))
             .send()
@@ -226,12 +263,26 @@ impl Visitor {
     }
 
     pub async fn config(&self) -> anyhow::Result<Value> {
-        Ok(self.http.get(format!("{}/api/v1/config", self.switchboard)).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/api/v1/config", self.switchboard))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// `POST /api/v1/conversations`; returns the status and body, whatever they are.
-    pub async fn request_conversation(&self, topic: &str, token: Option<&str>) -> anyhow::Result<(u16, Value)> {
-        let mut req = self.http.post(format!("{}/api/v1/conversations", self.switchboard)).json(&json!({"topic": topic}));
+    pub async fn request_conversation(
+        &self,
+        topic: &str,
+        token: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/conversations", self.switchboard))
+            .json(&json!({"topic": topic}));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -242,10 +293,21 @@ impl Visitor {
 
     /// Starts a conversation and joins its room, as the widget does.
     pub async fn start(&mut self, topic: &str) -> anyhow::Result<String> {
-        let (status, body) = self.request_conversation(topic, Some(&self.token.clone())).await?;
-        anyhow::ensure!(status == 201, "starting a conversation answered {status}: {body}");
-        let room = body["conversation_id"].as_str().context("conversation_id")?.to_owned();
-        anyhow::ensure!(body["room_id"] == body["conversation_id"], "conversation ID is not the room ID: {body}");
+        let (status, body) = self
+            .request_conversation(topic, Some(&self.token.clone()))
+            .await?;
+        anyhow::ensure!(
+            status == 201,
+            "starting a conversation answered {status}: {body}"
+        );
+        let room = body["conversation_id"]
+            .as_str()
+            .context("conversation_id")?
+            .to_owned();
+        anyhow::ensure!(
+            body["room_id"] == body["conversation_id"],
+            "conversation ID is not the room ID: {body}"
+        );
         let (status, body) = self.join(&room).await?;
         anyhow::ensure!(status == 200, "joining answered {status}: {body}");
         self.room_id = Some(room.clone());
@@ -255,7 +317,11 @@ impl Visitor {
     pub async fn join(&self, room: &str) -> anyhow::Result<(u16, Value)> {
         let r = self
             .http
-            .post(format!("{}/_matrix/client/v3/join/{}", self.hs, urlencode(room)))
+            .post(format!(
+                "{}/_matrix/client/v3/join/{}",
+                self.hs,
+                urlencode(room)
+            ))
             .bearer_auth(&self.token)
             .json(&json!({}))
             .send()
@@ -265,7 +331,12 @@ impl Visitor {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        let r = self.http.get(format!("{}{}", self.hs, path)).bearer_auth(&self.token).send().await?;
+        let r = self
+            .http
+            .get(format!("{}{}", self.hs, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = r.status().as_u16();
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
@@ -292,7 +363,11 @@ impl Visitor {
     }
 
     /// Long-polls `/sync` for the conversation room until `done` holds for what was seen.
-    pub async fn sync_until(&mut self, what: &str, done: impl Fn(&[Seen]) -> bool) -> anyhow::Result<()> {
+    pub async fn sync_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&[Seen]) -> bool,
+    ) -> anyhow::Result<()> {
         let room = self.room_id.clone().context("no conversation yet")?;
         let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 50}}}).to_string();
         let deadline = Instant::now() + WAIT;
@@ -310,7 +385,10 @@ impl Visitor {
             }
             let r: Value = req.send().await?.error_for_status()?.json().await?;
             self.since = r["next_batch"].as_str().map(str::to_owned);
-            let events = r["rooms"]["join"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+            let events = r["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for e in events {
                 if e["type"] != "m.room.message" {
                     continue;
@@ -322,7 +400,10 @@ impl Visitor {
                 self.seen.push(Seen {
                     event_id,
                     sender: e["sender"].as_str().unwrap_or_default().to_owned(),
-                    msgtype: e["content"]["msgtype"].as_str().unwrap_or_default().to_owned(),
+                    msgtype: e["content"]["msgtype"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
                     body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
                 });
             }
@@ -330,22 +411,49 @@ impl Visitor {
         Ok(())
     }
 
+    /// The same visitor after a page reload: the widget keeps the token and room in
+    /// sessionStorage and syncs again from scratch.
+    pub fn reloaded(&self) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            hs: self.hs.clone(),
+            switchboard: self.switchboard.clone(),
+            user_id: self.user_id.clone(),
+            token: self.token.clone(),
+            room_id: self.room_id.clone(),
+            since: None,
+            seen: vec![],
+            txn: self.txn + 1000,
+        }
+    }
+
     pub fn bodies_from(&self, sender: &str) -> Vec<String> {
-        self.seen.iter().filter(|s| s.sender == sender).map(|s| s.body.clone()).collect()
+        self.seen
+            .iter()
+            .filter(|s| s.sender == sender)
+            .map(|s| s.body.clone())
+            .collect()
     }
 }
 
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 /// Sends a raw appservice transaction to Switchboard, as Synapse would.
-pub async fn push_transaction(base: &str, txn_id: &str, token: Option<&str>, body: &str) -> anyhow::Result<(u16, Value)> {
+pub async fn push_transaction(
+    base: &str,
+    txn_id: &str,
+    token: Option<&str>,
+    body: &str,
+) -> anyhow::Result<(u16, Value)> {
     let mut req = reqwest::Client::new()
         .put(format!("{base}/_matrix/app/v1/transactions/{txn_id}"))
         .header("content-type", "application/json")
@@ -359,7 +467,10 @@ pub async fn push_transaction(base: &str, txn_id: &str, token: Option<&str>, bod
 }
 
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}{}{}", std::process::id(), nanos % 1_000_000_000)
 }
 

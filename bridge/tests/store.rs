@@ -1,0 +1,233 @@
+//! One store suite, written once and run against every engine: SQLite (the default) and
+//! PostgreSQL (a throwaway cluster started by scripts/test.sh).
+
+use switchboard_bridge::{
+    Store,
+    conversation::{Conversation, ConversationState, Message, SenderRole},
+    store::{Engine, NewInboxEvent},
+};
+
+fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
+    Conversation {
+        room_id: room.into(),
+        topic: topic.into(),
+        visitor_user_id: visitor.into(),
+        visitor_alias: "Visitor 00AA".into(),
+        state: ConversationState::Waiting,
+        created_at,
+    }
+}
+
+fn message(event_id: &str, room: &str, seq: i64, role: SenderRole, body: &str) -> Message {
+    Message {
+        event_id: event_id.into(),
+        room_id: room.into(),
+        inbox_seq: seq,
+        sender: "@someone:localhost".into(),
+        sender_role: role,
+        msgtype: "m.text".into(),
+        body: body.into(),
+        formatted_body: (role == SenderRole::Responder).then(|| format!("<b>{body}</b>")),
+        origin_server_ts: 1_700_000_000_000 + seq,
+    }
+}
+
+async fn inbox_dedups_by_event_id_and_keeps_arrival_order(store: &Store) -> anyhow::Result<()> {
+    let ev = |id: &'static str| NewInboxEvent {
+        event_id: id,
+        room_id: "!r:x",
+        event_json: "{}",
+    };
+    assert_eq!(store.record_events("t1", &[ev("$a"), ev("$b")]).await?, 2);
+    // The same events again under another transaction ID, plus one new one.
+    assert_eq!(
+        store
+            .record_events("t2", &[ev("$b"), ev("$a"), ev("$c")])
+            .await?,
+        1
+    );
+    assert_eq!(store.count_inbox().await?, 3);
+
+    let pending = store.pending_events(10).await?;
+    let ids: Vec<&str> = pending.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["$a", "$b", "$c"]);
+
+    store.mark_processed(pending[0].seq).await?;
+    let ids: Vec<String> = store
+        .pending_events(10)
+        .await?
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, ["$b", "$c"]);
+    // The limit bounds a batch.
+    assert_eq!(store.pending_events(1).await?.len(), 1);
+    Ok(())
+}
+
+async fn conversations_are_keyed_by_room_and_resumable(store: &Store) -> anyhow::Result<()> {
+    store
+        .insert_conversation(&conversation("!one:x", "@g1:x", "support", 10))
+        .await?;
+    store
+        .insert_conversation(&conversation("!two:x", "@g1:x", "sales", 20))
+        .await?;
+    store
+        .insert_conversation(&conversation("!three:x", "@g2:x", "support", 30))
+        .await?;
+    // A room is one conversation: inserting it twice is an error, not a second row.
+    assert!(
+        store
+            .insert_conversation(&conversation("!one:x", "@g9:x", "support", 40))
+            .await
+            .is_err()
+    );
+
+    let one = store.conversation("!one:x").await?.expect("stored");
+    assert_eq!(
+        (one.visitor_user_id.as_str(), one.topic.as_str()),
+        ("@g1:x", "support")
+    );
+    assert_eq!(one.state, ConversationState::Waiting);
+    assert!(store.conversation("!missing:x").await?.is_none());
+
+    let open = store
+        .open_conversation_for_visitor("@g1:x", "support")
+        .await?
+        .expect("open");
+    assert_eq!(open.room_id, "!one:x");
+    assert!(
+        store
+            .set_conversation_state("!one:x", ConversationState::Active)
+            .await?
+    );
+    assert_eq!(
+        store.conversation("!one:x").await?.unwrap().state,
+        ConversationState::Active
+    );
+    assert!(
+        store
+            .set_conversation_state("!one:x", ConversationState::Closed)
+            .await?
+    );
+    assert!(
+        store
+            .open_conversation_for_visitor("@g1:x", "support")
+            .await?
+            .is_none()
+    );
+    assert!(
+        !store
+            .set_conversation_state("!missing:x", ConversationState::Closed)
+            .await?
+    );
+
+    let rooms: Vec<String> = store
+        .list_conversations()
+        .await?
+        .into_iter()
+        .map(|c| c.room_id)
+        .collect();
+    assert_eq!(rooms, ["!one:x", "!two:x", "!three:x"]);
+    Ok(())
+}
+
+async fn transcript_records_each_message_once_in_inbox_order(store: &Store) -> anyhow::Result<()> {
+    assert!(
+        store
+            .record_message(&message("$2", "!t:x", 2, SenderRole::Responder, "second"))
+            .await?
+    );
+    assert!(
+        store
+            .record_message(&message("$1", "!t:x", 1, SenderRole::Visitor, "first"))
+            .await?
+    );
+    assert!(
+        store
+            .record_message(&message("$3", "!other:x", 3, SenderRole::Bot, "elsewhere"))
+            .await?
+    );
+    // Processing the same event again (after a crash before mark_processed) changes nothing.
+    assert!(
+        !store
+            .record_message(&message("$1", "!t:x", 1, SenderRole::Visitor, "first"))
+            .await?
+    );
+
+    let transcript = store.messages("!t:x").await?;
+    assert_eq!(
+        transcript,
+        vec![
+            message("$1", "!t:x", 1, SenderRole::Visitor, "first"),
+            message("$2", "!t:x", 2, SenderRole::Responder, "second"),
+        ]
+    );
+    Ok(())
+}
+
+async fn suite(store: Store) -> anyhow::Result<()> {
+    inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
+    conversations_are_keyed_by_room_and_resumable(&store).await?;
+    transcript_records_each_message_once_in_inbox_order(&store).await?;
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_suite_on_sqlite() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url).await?;
+    assert_eq!(store.engine(), Engine::Sqlite);
+    suite(store).await?;
+    // Reopening runs the migrations again, which must be a no-op, and the data is still there.
+    let reopened = Store::connect(&url).await?;
+    assert_eq!(reopened.count_inbox().await?, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_suite_on_postgres() -> anyhow::Result<()> {
+    let admin_url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").expect(
+        "SWITCHBOARD_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    );
+    // A fresh database per run, so the suite starts from an empty schema every time.
+    let db = format!(
+        "sbtest_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros()
+    );
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    let url = format!("{base}/{db}");
+    let store = Store::connect(&url).await?;
+    assert_eq!(store.engine(), Engine::Postgres);
+    suite(store).await?;
+    let reopened = Store::connect(&url).await?;
+    assert_eq!(reopened.count_inbox().await?, 3);
+    reopened.close().await;
+    admin.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused_clearly() {
+    let err = Store::connect("mysql://localhost/x")
+        .await
+        .err()
+        .expect("must fail");
+    assert!(
+        err.to_string().contains("sqlite://PATH or postgres://"),
+        "{err}"
+    );
+}
