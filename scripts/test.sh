@@ -37,6 +37,15 @@ t=$SECONDS
 cargo build --workspace --all-targets "${locked[@]}"
 log "build took $((SECONDS - t)) s"
 export SWITCHBOARD_BIN="$CARGO_TARGET_DIR/debug/switchboard"
+
+# Lints live in Cargo.toml ([workspace.lints]); here they gate the run. SKIP_LINT=1 skips them
+# while iterating locally; CI never sets it.
+if [ "${SKIP_LINT:-0}" != 1 ]; then
+    t=$SECONDS
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
+    log "lint took $((SECONDS - t)) s"
+fi
 [ -x "$SWITCHBOARD_BIN" ] || { log "error: $SWITCHBOARD_BIN was not built"; exit 1; }
 
 # ---- temp dir and teardown ----------------------------------------------------------------

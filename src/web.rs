@@ -16,6 +16,11 @@ pub fn router() -> Router {
         .route("/", get(demo_page))
         .route("/widget/switchboard-widget.js", get(widget_js))
         .route("/health", get(|| async { "ok" }))
+        // Browsers ask for it on every page; answer quietly instead of with a 404.
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
 }
 
 /// # `GET /`

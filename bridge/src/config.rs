@@ -21,6 +21,11 @@ pub struct VisitorLimits {
     /// How many it may start in a quick burst before the per-minute rate applies.
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// Behind a reverse proxy every request comes from the proxy's address. When true, the
+    /// client address is taken from the last `X-Forwarded-For` entry (the one the proxy
+    /// added; earlier entries are the client's own claims and never trusted).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
 }
 
 fn default_per_minute() -> u32 {
@@ -35,6 +40,7 @@ impl Default for VisitorLimits {
         Self {
             conversations_per_minute: default_per_minute(),
             burst: default_burst(),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -144,6 +144,23 @@ async fn get_config(State(state): State<VisitorApiState>) -> Json<serde_json::Va
     Json(json!({ "homeserver_url": config.public_homeserver_url, "topics": topics }))
 }
 
+/// The address a visitor's request comes from, for rate limiting.
+fn client_address(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let last_hop = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|ip| ip.trim().parse().ok());
+        if let Some(ip) = last_hop {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
 #[derive(Deserialize)]
 struct StartRequest {
     topic: String,
@@ -160,7 +177,12 @@ async fn post_conversation(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     // Rate-limit before anything costs us a homeserver round trip.
-    if let Err(not_until) = state.limiter.check_key(&peer.ip()) {
+    let client = client_address(
+        &headers,
+        peer,
+        state.bridge.config().limits.trust_forwarded_for,
+    );
+    if let Err(not_until) = state.limiter.check_key(&client) {
         let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -197,4 +219,24 @@ async fn post_conversation(
         StatusCode::CREATED,
         Json(json!({ "conversation_id": conversation.room_id, "room_id": conversation.room_id })),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_used_only_when_trusted_and_only_its_last_hop() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        assert_eq!(client_address(&headers, peer, false), peer.ip());
+        assert_eq!(
+            client_address(&headers, peer, true),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        headers.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_address(&headers, peer, true), peer.ip());
+        assert_eq!(client_address(&HeaderMap::new(), peer, true), peer.ip());
+    }
 }

@@ -146,10 +146,10 @@ impl Switchboard {
         let deadline = Instant::now() + WAIT;
         let http = reqwest::Client::new();
         loop {
-            if let Ok(r) = http.get(format!("{}/health", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(format!("{}/health", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
                 bail!(
