@@ -11,7 +11,7 @@ use figment::{
     providers::{Env, Format, Toml},
 };
 use serde::Deserialize;
-use switchboard_bridge::config::{TopicConfig, VisitorLimits};
+use switchboard_bridge::config::{ResponderConfig, TopicConfig, VisitorLimits};
 
 #[derive(Debug, Deserialize)]
 pub struct Config {
@@ -22,8 +22,35 @@ pub struct Config {
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
     #[serde(default)]
+    pub responders: Vec<ResponderConfig>,
+    #[serde(default)]
     pub visitors: VisitorLimits,
     pub welcome_notice: Option<String>,
+    pub telegram: Option<TelegramSection>,
+}
+
+#[derive(Deserialize)]
+pub struct TelegramSection {
+    /// The bot token from @BotFather. Prefer the environment: `SWITCHBOARD_TELEGRAM__TOKEN`.
+    pub token: String,
+    /// A self-hosted Bot API server (default: Telegram's).
+    pub api_url: Option<String>,
+    /// Seconds one long poll waits for updates.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_secs: u64,
+}
+
+fn default_poll_timeout() -> u64 {
+    25
+}
+
+impl std::fmt::Debug for TelegramSection {
+    // Hand-written so the token can never be printed with the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramSection")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +95,16 @@ impl Config {
             )
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;
+        for r in &config.responders {
+            anyhow::ensure!(
+                !r.id.is_empty()
+                    && r.id.chars().all(|c| c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || "._=-".contains(c)),
+                "responder id {:?} may only use lowercase letters, digits and ._=-",
+                r.id
+            );
+        }
         for topic in &config.topics {
             anyhow::ensure!(!topic.id.is_empty(), "a topic has an empty id");
             anyhow::ensure!(

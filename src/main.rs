@@ -17,7 +17,7 @@ use switchboard_appservice::{
 use switchboard_bridge::{
     Bridge, Store,
     config::{BridgeConfig, DEFAULT_WELCOME_NOTICE},
-    connector::{Connector, matrix::MatrixConnector},
+    connector::{Connector, RemoteSink, matrix::MatrixConnector, telegram::TelegramConnector},
     visitor_api::{self, VisitorApiState},
 };
 use tokio::sync::watch;
@@ -122,7 +122,15 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let client = Arc::new(
         connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
     );
-    let connectors: Vec<Arc<dyn Connector>> = vec![Arc::new(MatrixConnector::new(client.clone()))];
+    let mut connectors: Vec<Arc<dyn Connector>> =
+        vec![Arc::new(MatrixConnector::new(client.clone()))];
+    if let Some(tg) = &config.telegram {
+        let connector = TelegramConnector::new(&tg.token, tg.api_url.as_deref())
+            .map_err(|e| anyhow::anyhow!("telegram: {e}"))?
+            .with_poll_timeout(Duration::from_secs(tg.poll_timeout_secs));
+        connectors.push(Arc::new(connector));
+        tracing::info!("telegram connector enabled");
+    }
     let bridge = Arc::new(Bridge::new(
         store.clone(),
         client.clone(),
@@ -136,6 +144,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| config.homeserver.url.clone()),
             topics: config.topics.clone(),
+            responders: config.responders.clone(),
             limits: config.visitors.clone(),
             welcome_notice: config
                 .welcome_notice
@@ -167,6 +176,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .into_future(),
     );
     let worker = tokio::spawn(bridge.clone().run_inbox_worker(stopped(stop_rx.clone())));
+    let sink: Arc<dyn RemoteSink> = bridge.clone();
+    let receivers: Vec<_> = bridge
+        .connectors()
+        .map(|c| tokio::spawn(c.clone().run(sink.clone(), stop_rx.clone())))
+        .collect();
 
     // Now that we listen, ask the homeserver to ping us: it then sends at once whatever it
     // queued while we were down.
@@ -193,6 +207,9 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = server.await;
     let _ = worker.await;
+    for r in receivers {
+        let _ = r.await;
+    }
     store.close().await;
     Ok(())
 }

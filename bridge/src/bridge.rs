@@ -1,13 +1,17 @@
 //! The centre: conversations, the inbox worker, and the homeserver's transactions.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use switchboard_appservice::{
     AppserviceRegistration, ClientError, EventSink, HomeserverClient, SinkError,
     ruma::{
-        OwnedRoomId, UserId,
+        OwnedRoomId, OwnedServerName, ServerName, UserId,
         api::client::room::{Visibility, create_room},
         events::{
             AnyTimelineEvent, EmptyStateKey, InitialStateEvent,
@@ -29,6 +33,8 @@ use crate::{
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     store::{NewInboxEvent, Store, StoreError, now_ms},
 };
+
+mod relay;
 
 /// Why a visitor's request failed. Mapped to HTTP only at the API edge.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +58,12 @@ pub struct Bridge {
     registration: Arc<AppserviceRegistration>,
     config: BridgeConfig,
     connectors: HashMap<Platform, Arc<dyn Connector>>,
-    /// Wakes the inbox worker when a transaction has been recorded.
+    /// Wakes the worker when a transaction or a remote event has been recorded.
     inbox_ready: Notify,
+    server_name: OwnedServerName,
+    /// When we last sent to each (platform, address), to pace sends per chat. In memory on
+    /// purpose: after a restart the pacing simply starts afresh.
+    last_sent: Mutex<HashMap<(String, String), i64>>,
 }
 
 impl Bridge {
@@ -65,6 +75,7 @@ impl Bridge {
         connectors: Vec<Arc<dyn Connector>>,
     ) -> Self {
         let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
+        let server_name = client.bot().server_name().to_owned();
         Self {
             store,
             client,
@@ -72,7 +83,13 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
+            server_name,
+            last_sent: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn server_name(&self) -> &ServerName {
+        &self.server_name
     }
 
     pub fn config(&self) -> &BridgeConfig {
@@ -81,6 +98,10 @@ impl Bridge {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn connectors(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
+        self.connectors.values()
     }
 
     /// Starts (or, for a visitor who already has one on this topic, resumes) a conversation.
@@ -182,17 +203,20 @@ impl Bridge {
     /// Offers the conversation to the configured responders on their platforms.
     async fn offer(&self, conversation: &Conversation, topic_name: &str, responders: &[String]) {
         let offer = Offer {
+            offer_id: 0,
             room_id: conversation.room_id.clone(),
             topic_name: topic_name.to_owned(),
             visitor_alias: conversation.visitor_alias.clone(),
+            first_message: None,
         };
-        // Configuration names Matrix users for now; routing by criteria and other platforms
-        // choose the connector per responder.
+        // Matrix users are invited at once: the invite carries the topic and they read the
+        // visitor's messages in the room. Remote responders are offered the conversation when
+        // the first visitor message arrives, so their offer can quote it (`offer_remote`).
         let Some(connector) = self.connectors.get(&Platform::Matrix) else {
             tracing::error!("no Matrix connector configured; nobody was offered the conversation");
             return;
         };
-        for responder in responders {
+        for responder in responders.iter().filter(|r| r.starts_with('@')) {
             if let Err(e) = connector.offer(&offer, responder).await {
                 tracing::warn!(%responder, error = %e, "offer failed");
             }
@@ -210,16 +234,29 @@ impl Bridge {
     ) {
         tokio::pin!(shutdown);
         loop {
+            let mut again = false;
             match self.drain_inbox().await {
-                Ok(0) => {}
-                Ok(_) => continue,
+                Ok(n) => again |= n > 0,
                 Err(e) => tracing::error!(error = %e, "inbox processing failed; retrying"),
+            }
+            match self.drain_remote().await {
+                Ok(n) => again |= n > 0,
+                Err(e) => tracing::error!(error = %e, "remote event processing failed; retrying"),
+            }
+            // A safety net: also look now and then, in case a wake-up was missed.
+            let mut wait = Duration::from_secs(5);
+            match self.drain_outbox().await {
+                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "outbox delivery failed; retrying"),
+            }
+            if again {
+                continue;
             }
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = self.inbox_ready.notified() => {}
-                // A safety net: also look now and then, in case a wake-up was missed.
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -272,6 +309,18 @@ impl Bridge {
                 };
                 if self.store.record_message(&message).await? {
                     tracing::debug!(role = role.as_str(), "message recorded");
+                }
+                if role == SenderRole::Visitor {
+                    if conversation.state == ConversationState::Waiting {
+                        self.offer_remote(&conversation, &message.body).await?;
+                    }
+                    self.relay_to_responders(
+                        &conversation,
+                        &message.event_id,
+                        &message.body,
+                        message.formatted_body.as_deref(),
+                    )
+                    .await?;
                 }
             }
             "m.room.member" => {
@@ -357,5 +406,10 @@ impl EventSink for Bridge {
 
     async fn user_exists(&self, user_id: &UserId) -> bool {
         user_id == self.client.bot()
+            || self.config.responders.iter().any(|r| {
+                self.registration
+                    .ghost_user_id(&r.id, self.server_name())
+                    .is_ok_and(|g| g == user_id)
+            })
     }
 }

@@ -8,9 +8,31 @@ pub struct TopicConfig {
     pub id: String,
     /// Shown to visitors and used as the room name.
     pub name: String,
-    /// Matrix users who answer this topic. They are invited into the conversation room.
+    /// Who answers this topic: Matrix user IDs (`@alice:example.org`, invited into the
+    /// conversation room) and IDs of `[[responders]]` reached on other platforms.
     #[serde(default)]
     pub responders: Vec<String>,
+}
+
+/// A responder reached on a remote platform (Matrix users are named directly in topics).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResponderConfig {
+    /// Stable identifier, also the ghost's localpart suffix: lowercase letters, digits, `._=-`.
+    pub id: String,
+    /// The name visitors see on the responder's ghost (a pseudonym is fine).
+    pub name: String,
+    /// Their private chat with the bot (the user's numeric Telegram ID).
+    pub telegram_chat: Option<i64>,
+}
+
+impl ResponderConfig {
+    /// Where to reach them, in order of preference.
+    pub fn contacts(&self) -> Vec<(crate::connector::Platform, String)> {
+        self.telegram_chat
+            .iter()
+            .map(|c| (crate::connector::Platform::Telegram, c.to_string()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +74,7 @@ pub struct BridgeConfig {
     /// Homeserver URL as the visitor's browser must reach it.
     pub public_homeserver_url: String,
     pub topics: Vec<TopicConfig>,
+    pub responders: Vec<ResponderConfig>,
     pub limits: VisitorLimits,
     /// Notice posted in a new conversation; `{topic}` is replaced by the topic's name.
     pub welcome_notice: String,
@@ -60,6 +83,23 @@ pub struct BridgeConfig {
 impl BridgeConfig {
     pub fn topic(&self, id: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.id == id)
+    }
+
+    pub fn responder(&self, id: &str) -> Option<&ResponderConfig> {
+        self.responders.iter().find(|r| r.id == id)
+    }
+
+    /// The remote responder reached at this platform address.
+    pub fn responder_at(
+        &self,
+        platform: crate::connector::Platform,
+        address: &str,
+    ) -> Option<&ResponderConfig> {
+        self.responders.iter().find(|r| {
+            r.contacts()
+                .iter()
+                .any(|(p, a)| *p == platform && a == address)
+        })
     }
 }
 

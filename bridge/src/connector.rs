@@ -4,20 +4,35 @@
 //! branches on the platform; it asks the connector, and the connector declares what it can do
 //! in [`Capabilities`] instead of being probed by trial.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 pub mod matrix;
+pub mod telegram;
 
 /// The platforms a responder can be reached on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Platform {
     Matrix,
+    Telegram,
 }
 
 impl Platform {
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Matrix => "matrix",
+            Platform::Telegram => "telegram",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "matrix" => Some(Platform::Matrix),
+            "telegram" => Some(Platform::Telegram),
+            _ => None,
         }
     }
 }
@@ -34,9 +49,65 @@ pub struct Capabilities {
 /// no Matrix ID, address or token, only the per-conversation alias.
 #[derive(Debug, Clone)]
 pub struct Offer {
+    /// Identifies the offer in the store; a connector puts it in its Accept/Decline controls.
+    pub offer_id: i64,
     pub room_id: String,
     pub topic_name: String,
     pub visitor_alias: String,
+    /// The visitor's first message, if they have written one yet.
+    pub first_message: Option<String>,
+}
+
+/// A visitor message to relay to a responder who holds the conversation on a remote platform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub room_id: String,
+    pub visitor_alias: String,
+    pub body: String,
+    pub formatted_body: Option<String>,
+}
+
+/// Something a responder did on a remote platform, recorded durably before the platform is
+/// told we have it, then handled by the bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RemoteEvent {
+    Accept {
+        offer_id: i64,
+        address: String,
+        display_name: String,
+    },
+    Decline {
+        offer_id: i64,
+        address: String,
+    },
+    Message {
+        address: String,
+        message_id: String,
+        reply_to: Option<String>,
+        body: String,
+        formatted_body: Option<String>,
+        display_name: String,
+    },
+    Command {
+        address: String,
+        command: String,
+        args: String,
+        reply_to: Option<String>,
+    },
+}
+
+/// Where connectors hand remote events. Implemented by the bridge.
+#[async_trait]
+pub trait RemoteSink: Send + Sync + 'static {
+    /// Records the event durably, once per (platform, key), before returning. Only after `Ok`
+    /// may the connector acknowledge the event to its platform.
+    async fn record_remote(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), ConnectorError>;
 }
 
 /// Why a connector could not do what it was asked.
@@ -48,6 +119,9 @@ pub enum ConnectorError {
     /// Will not work however often it is tried (unknown address, refused, invalid).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The platform asked us to wait this long before trying again (rate limit).
+    #[error("rate limited; retry after {0:?}")]
+    RetryAfter(std::time::Duration),
 }
 
 /// One platform's way to reach responders.
@@ -58,6 +132,32 @@ pub trait Connector: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Offers a conversation to the responder at `address` (platform-specific, e.g. a Matrix
-    /// user ID). Does network I/O; may be retried, so it must be idempotent.
-    async fn offer(&self, offer: &Offer, address: &str) -> Result<(), ConnectorError>;
+    /// user ID or a Telegram chat ID). Does network I/O. Returns the remote message that
+    /// carries the offer, if there is one, so it can be marked taken later.
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError>;
+
+    /// Marks an earlier offer as no longer available (taken by someone else, withdrawn).
+    async fn close_offer(
+        &self,
+        _address: &str,
+        _remote_message_id: &str,
+        _why: &str,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Relays a visitor message; returns the IDs of the remote messages it became, so replies
+    /// to them can be routed back. Only called when `shares_room` is false.
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError>;
+
+    /// Sends the responder a short service message from Switchboard.
+    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError>;
+
+    /// Receives events from the platform until `shutdown` turns true, handing each to `sink`
+    /// and acknowledging it to the platform only after the sink recorded it.
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>);
 }

@@ -12,6 +12,9 @@ use sqlx::{
 
 use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
+mod remote;
+pub use remote::{AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
+
 /// Errors from the store. Never shown to visitors as-is.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

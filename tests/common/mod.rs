@@ -205,6 +205,7 @@ pub struct Seen {
     pub sender: String,
     pub msgtype: String,
     pub body: String,
+    pub formatted_body: Option<String>,
 }
 
 /// A visitor doing over HTTP exactly what `web-widget/switchboard-widget.js` does.
@@ -342,6 +343,18 @@ impl Visitor {
     }
 
     pub async fn send(&mut self, text: &str) -> anyhow::Result<String> {
+        self.send_content(json!({"msgtype": "m.text", "body": text}))
+            .await
+    }
+
+    pub async fn send_html(&mut self, text: &str, html: &str) -> anyhow::Result<String> {
+        self.send_content(
+            json!({"msgtype": "m.text", "body": text, "format": "org.matrix.custom.html", "formatted_body": html}),
+        )
+        .await
+    }
+
+    pub async fn send_content(&mut self, content: Value) -> anyhow::Result<String> {
         self.txn += 1;
         let room = self.room_id.clone().context("no conversation yet")?;
         let r: Value = self
@@ -353,7 +366,7 @@ impl Visitor {
                 self.txn
             ))
             .bearer_auth(&self.token)
-            .json(&json!({"msgtype": "m.text", "body": text}))
+            .json(&content)
             .send()
             .await?
             .error_for_status()?
@@ -405,6 +418,7 @@ impl Visitor {
                         .unwrap_or_default()
                         .to_owned(),
                     body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                    formatted_body: e["content"]["formatted_body"].as_str().map(str::to_owned),
                 });
             }
         }

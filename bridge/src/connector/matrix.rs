@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use async_trait::async_trait;
 use switchboard_appservice::{
     ClientError, HomeserverClient,
     ruma::{OwnedRoomId, OwnedUserId},
 };
 
-use super::{Capabilities, Connector, ConnectorError, Offer, Platform};
+use super::{Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteSink};
 
 pub struct MatrixConnector {
     client: Arc<HomeserverClient>,
@@ -32,24 +34,41 @@ impl Connector for MatrixConnector {
 
     /// The invite is the offer: the responder's client shows the room, named after the topic,
     /// and once they join they see the visitor's messages.
-    async fn offer(&self, offer: &Offer, address: &str) -> Result<(), ConnectorError> {
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let user = OwnedUserId::try_from(address).map_err(|e| {
             ConnectorError::Permanent(format!("{address:?} is not a Matrix user ID: {e}"))
         })?;
         let room = OwnedRoomId::try_from(offer.room_id.as_str())
             .map_err(|e| ConnectorError::Permanent(format!("bad room ID: {e}")))?;
         match self.client.invite(&room, &user, None).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(None),
             // Already invited or joined: the offer stands, which is what a retry wants.
             Err(ClientError::Matrix {
                 status: 403,
                 ref message,
                 ..
             }) if message.contains("already in the room") || message.contains("is already") => {
-                Ok(())
+                Ok(None)
             }
             Err(e) if e.is_transient() => Err(ConnectorError::Transient(e.to_string())),
             Err(e) => Err(ConnectorError::Permanent(e.to_string())),
         }
     }
+
+    /// Never called: the responder reads the room itself.
+    async fn deliver(
+        &self,
+        _delivery: &Delivery,
+        _address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        Ok(vec![])
+    }
+
+    /// Matrix responders see Switchboard's notices in the room itself.
+    async fn notify(&self, _address: &str, _text: &str) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    /// Nothing to receive: the homeserver's transactions carry Matrix responders' messages.
+    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
 }

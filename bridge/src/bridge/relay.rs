@@ -1,0 +1,669 @@
+//! Relaying between conversation rooms and responders on remote platforms: offers, claims,
+//! the ordered outbox, and what responders do on their platform.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use switchboard_appservice::ruma::{
+    OwnedRoomId, OwnedUserId, events::room::message::RoomMessageEventContent,
+};
+use tracing::Instrument;
+
+use super::Bridge;
+use crate::{
+    connector::{Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink},
+    conversation::{Conversation, ConversationState, SenderRole},
+    store::{AssignmentRow, StoreError, now_ms},
+};
+
+/// Telegram allows about one message per second per chat; sending faster only earns 429s.
+const MIN_INTERVAL_PER_ADDRESS: Duration = Duration::from_millis(1000);
+
+impl Bridge {
+    fn connector(&self, platform: Platform) -> Option<&Arc<dyn Connector>> {
+        self.connectors.get(&platform)
+    }
+
+    fn remote(&self, platform: &str) -> Option<(Platform, &Arc<dyn Connector>)> {
+        let p = Platform::parse(platform)?;
+        Some((p, self.connector(p)?))
+    }
+
+    /// Offers a waiting conversation to the topic's remote responders, once each. Called when
+    /// the visitor's first message arrives, so the offer can quote it.
+    pub(super) async fn offer_remote(
+        &self,
+        conversation: &Conversation,
+        first_message: &str,
+    ) -> Result<(), StoreError> {
+        let Some(topic) = self.config.topic(&conversation.topic) else {
+            return Ok(());
+        };
+        for responder_id in topic.responders.iter().filter(|r| !r.starts_with('@')) {
+            let Some(responder) = self.config.responder(responder_id) else {
+                tracing::warn!(%responder_id, "topic names an unknown responder");
+                continue;
+            };
+            let Some((platform, address)) = responder
+                .contacts()
+                .into_iter()
+                .find(|(p, _)| self.connector(*p).is_some())
+            else {
+                tracing::warn!(%responder_id, "responder has no reachable platform");
+                continue;
+            };
+            let offer = self
+                .store
+                .create_offer(
+                    &conversation.room_id,
+                    &responder.id,
+                    platform.as_str(),
+                    &address,
+                )
+                .await?;
+            if offer.remote_message_id.is_some() || offer.state != "open" {
+                continue; // already sent (this is a repeat of the same event)
+            }
+            let connector = self.connector(platform).expect("checked above");
+            let request = Offer {
+                offer_id: offer.id,
+                room_id: conversation.room_id.clone(),
+                topic_name: topic.name.clone(),
+                visitor_alias: conversation.visitor_alias.clone(),
+                first_message: Some(first_message.to_owned()),
+            };
+            match connector.offer(&request, &address).await {
+                Ok(Some(message_id)) => self.store.set_offer_message(offer.id, &message_id).await?,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%responder_id, error = %e, "offer failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a visitor message for every responder holding the conversation remotely.
+    pub(super) async fn relay_to_responders(
+        &self,
+        conversation: &Conversation,
+        event_id: &str,
+        body: &str,
+        formatted_body: Option<&str>,
+    ) -> Result<(), StoreError> {
+        for a in self
+            .store
+            .active_assignments_for_room(&conversation.room_id)
+            .await?
+        {
+            let Some((_, connector)) = self.remote(&a.platform) else {
+                continue;
+            };
+            if connector.capabilities().shares_room {
+                continue;
+            }
+            let delivery = Delivery {
+                room_id: conversation.room_id.clone(),
+                visitor_alias: conversation.visitor_alias.clone(),
+                body: body.to_owned(),
+                formatted_body: formatted_body.map(str::to_owned),
+            };
+            let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
+            self.store
+                .enqueue_outbox(
+                    &conversation.room_id,
+                    &a.platform,
+                    &a.address,
+                    event_id,
+                    &payload,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers due outbox rows, oldest first, never overtaking an earlier undelivered row of
+    /// the same conversation. Returns when the next row is due, if any is waiting.
+    pub async fn drain_outbox(&self) -> Result<Option<Duration>, StoreError> {
+        let mut blocked_rooms = HashSet::new();
+        let mut next_due: Option<i64> = None;
+        for (row, due_at) in self.store.pending_outbox(200).await? {
+            if blocked_rooms.contains(&row.room_id) {
+                continue;
+            }
+            let now = now_ms();
+            let paced_until = self.paced_until(&row.platform, &row.address);
+            let ready_at = due_at.max(paced_until);
+            if ready_at > now {
+                blocked_rooms.insert(row.room_id.clone());
+                next_due = Some(next_due.map_or(ready_at, |n| n.min(ready_at)));
+                continue;
+            }
+            let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
+            let Some((_, connector)) = self.remote(&row.platform) else {
+                self.store.outbox_failed(row.seq).await?;
+                continue;
+            };
+            let delivery: Delivery = match serde_json::from_str(&row.payload_json) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable outbox row dropped");
+                    self.store.outbox_failed(row.seq).await?;
+                    continue;
+                }
+            };
+            self.note_sent(&row.platform, &row.address);
+            let result = connector
+                .deliver(&delivery, &row.address)
+                .instrument(span.clone())
+                .await;
+            let _enter = span.enter();
+            match result {
+                Ok(message_ids) => {
+                    for id in &message_ids {
+                        self.store
+                            .map_remote_message(
+                                &row.platform,
+                                &row.address,
+                                id,
+                                &row.room_id,
+                                Some(&row.event_id),
+                            )
+                            .await?;
+                    }
+                    self.store.outbox_done(row.seq).await?;
+                    tracing::debug!(platform = %row.platform, "delivered to responder");
+                }
+                Err(e) => {
+                    let wait = match &e {
+                        ConnectorError::RetryAfter(after) => Some(*after),
+                        ConnectorError::Transient(_) if row.attempts < 12 => Some(
+                            Duration::from_millis(500 * 2u64.pow(row.attempts.min(6) as u32)),
+                        ),
+                        _ => None,
+                    };
+                    blocked_rooms.insert(row.room_id.clone());
+                    match wait {
+                        Some(wait) => {
+                            tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                            let at = now_ms() + wait.as_millis() as i64;
+                            self.store.outbox_retry_at(row.seq, at).await?;
+                            next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                        }
+                        None => {
+                            tracing::error!(error = %e, "delivery failed for good");
+                            self.store.outbox_failed(row.seq).await?;
+                            blocked_rooms.remove(&row.room_id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    fn paced_until(&self, platform: &str, address: &str) -> i64 {
+        let last = self.last_sent.lock().expect("not poisoned");
+        last.get(&(platform.to_owned(), address.to_owned()))
+            .map(|t| t + MIN_INTERVAL_PER_ADDRESS.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    fn note_sent(&self, platform: &str, address: &str) {
+        self.last_sent
+            .lock()
+            .expect("not poisoned")
+            .insert((platform.to_owned(), address.to_owned()), now_ms());
+    }
+
+    /// Handles recorded remote events in arrival order.
+    pub async fn drain_remote(&self) -> Result<usize, StoreError> {
+        let batch = self.store.pending_remote_events(100).await?;
+        for e in &batch {
+            match serde_json::from_str::<RemoteEvent>(&e.event_json) {
+                Ok(event) => self.handle_remote(&e.platform, event).await?,
+                Err(err) => tracing::error!(error = %err, "undecodable remote event skipped"),
+            }
+            self.store.mark_remote_processed(e.seq).await?;
+        }
+        Ok(batch.len())
+    }
+
+    async fn notify(&self, platform: &str, address: &str, text: &str) {
+        if let Some((_, c)) = self.remote(platform)
+            && let Err(e) = c.notify(address, text).await
+        {
+            tracing::warn!(error = %e, "could not notify responder");
+        }
+    }
+
+    async fn handle_remote(&self, platform: &str, event: RemoteEvent) -> Result<(), StoreError> {
+        match event {
+            RemoteEvent::Accept {
+                offer_id,
+                address,
+                display_name,
+            } => {
+                self.accept(platform, offer_id, &address, &display_name)
+                    .await
+            }
+            RemoteEvent::Decline { offer_id, address } => {
+                if let Some(offer) = self.store.offer(offer_id).await?
+                    && offer.address == address
+                    && self
+                        .store
+                        .transition_offer(offer_id, "open", "declined")
+                        .await?
+                    && let Some(id) = &offer.remote_message_id
+                    && let Some((_, c)) = self.remote(platform)
+                {
+                    let _ = c
+                        .close_offer(&address, id, "You declined this conversation.")
+                        .await;
+                }
+                Ok(())
+            }
+            RemoteEvent::Message {
+                address,
+                message_id,
+                reply_to,
+                body,
+                formatted_body,
+                ..
+            } => {
+                let Some(room) = self
+                    .pick_conversation(platform, &address, reply_to.as_deref())
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let Some(assignment) = self
+                    .store
+                    .active_assignments_for_room(&room)
+                    .await?
+                    .into_iter()
+                    .find(|a| a.platform == platform && a.address == address)
+                else {
+                    return Ok(());
+                };
+                let content = match &formatted_body {
+                    Some(html) => RoomMessageEventContent::text_html(body.clone(), html.clone()),
+                    None => RoomMessageEventContent::text_plain(body.clone()),
+                };
+                let (Ok(room_id), Ok(ghost)) = (
+                    OwnedRoomId::try_from(room.as_str()),
+                    OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+                ) else {
+                    return Ok(());
+                };
+                // Deterministic: if this event is handled again after a crash, the homeserver
+                // returns the first event instead of posting a second one.
+                let txn = format!("{platform}-{address}-{message_id}");
+                match self
+                    .client
+                    .send_message(&room_id, Some(&ghost), &txn, &content)
+                    .await
+                {
+                    Ok(event_id) => {
+                        self.store
+                            .map_remote_message(
+                                platform,
+                                &address,
+                                &message_id,
+                                &room,
+                                Some(event_id.as_str()),
+                            )
+                            .await?;
+                    }
+                    Err(e) => {
+                        tracing::error!(room_id = %room, error = %e, "could not post the responder's reply");
+                        self.notify(
+                            platform,
+                            &address,
+                            "Your message could not be delivered. Please send it again.",
+                        )
+                        .await;
+                    }
+                }
+                Ok(())
+            }
+            RemoteEvent::Command {
+                address,
+                command,
+                reply_to,
+                ..
+            } => {
+                match command.as_str() {
+                    "conversations" => {
+                        let list = self.describe_conversations(platform, &address).await?;
+                        self.notify(platform, &address, &list).await;
+                    }
+                    "end" => {
+                        if let Some(room) = self
+                            .pick_conversation(platform, &address, reply_to.as_deref())
+                            .await?
+                        {
+                            self.end_assignment(&room, platform, &address).await?;
+                        }
+                    }
+                    "start" | "help" => {
+                        self.notify(
+                            platform,
+                            &address,
+                            "Switchboard relays website visitors to you. Reply to a visitor's message to answer it; \
+                             /conversations lists yours, /end ends one (reply to one of its messages if you hold several).",
+                        )
+                        .await;
+                    }
+                    other => {
+                        self.notify(
+                            platform,
+                            &address,
+                            &format!("Unknown command /{other}. Try /help."),
+                        )
+                        .await;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Which conversation a responder's message is meant for: the one it replies to, else their
+    /// only active one. With several and no reply, ask rather than guess.
+    async fn pick_conversation(
+        &self,
+        platform: &str,
+        address: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let active = self
+            .store
+            .active_assignments_for_address(platform, address)
+            .await?;
+        if let Some(reply_to) = reply_to
+            && let Some(room) = self
+                .store
+                .room_of_remote_message(platform, address, reply_to)
+                .await?
+        {
+            if active.iter().any(|a| a.room_id == room) {
+                return Ok(Some(room));
+            }
+            self.notify(platform, address, "That conversation has ended.")
+                .await;
+            return Ok(None);
+        }
+        match active.as_slice() {
+            [only] => Ok(Some(only.room_id.clone())),
+            [] => {
+                self.notify(
+                    platform,
+                    address,
+                    "You have no open conversation right now.",
+                )
+                .await;
+                Ok(None)
+            }
+            _ => {
+                let list = self.describe_conversations(platform, address).await?;
+                self.notify(
+                    platform,
+                    address,
+                    &format!("You have several conversations. Reply to a message from the one you mean.\n\n{list}"),
+                )
+                .await;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn describe_conversations(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<String, StoreError> {
+        let active = self
+            .store
+            .active_assignments_for_address(platform, address)
+            .await?;
+        if active.is_empty() {
+            return Ok("You have no open conversation.".into());
+        }
+        let mut lines = vec![format!("Your conversations ({}):", active.len())];
+        for a in active {
+            if let Some(c) = self.store.conversation(&a.room_id).await? {
+                let topic = self
+                    .config
+                    .topic(&c.topic)
+                    .map(|t| t.name.as_str())
+                    .unwrap_or(&c.topic);
+                lines.push(format!("• {} — {}", c.visitor_alias, topic));
+            }
+        }
+        Ok(lines.join("\n"))
+    }
+
+    async fn accept(
+        &self,
+        platform: &str,
+        offer_id: i64,
+        address: &str,
+        display_name: &str,
+    ) -> Result<(), StoreError> {
+        let Some(offer) = self.store.offer(offer_id).await? else {
+            return Ok(());
+        };
+        // The accept must come from the chat the offer went to.
+        if offer.platform != platform || offer.address != address {
+            tracing::warn!(
+                offer_id,
+                "accept from another chat than the offer's ignored"
+            );
+            return Ok(());
+        }
+        if offer.state != "open" {
+            self.notify(
+                platform,
+                address,
+                "This conversation is no longer available.",
+            )
+            .await;
+            return Ok(());
+        }
+        let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+        let _g = span.enter();
+        if !self.store.claim_conversation(&offer.room_id).await? {
+            self.store
+                .transition_offer(offer_id, "open", "taken")
+                .await?;
+            drop(_g);
+            self.notify(
+                platform,
+                address,
+                "Someone else has already taken this conversation.",
+            )
+            .await;
+            return Ok(());
+        }
+        drop(_g);
+        self.store
+            .transition_offer(offer_id, "open", "accepted")
+            .await?;
+        let Some(conversation) = self.store.conversation(&offer.room_id).await? else {
+            return Ok(());
+        };
+        let responder = self.config.responder(&offer.responder_id);
+        let name = responder
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| display_name.to_owned());
+        let ghost = match self
+            .registration
+            .ghost_user_id(&offer.responder_id, self.server_name())
+        {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "responder ID cannot be a ghost localpart");
+                return Ok(());
+            }
+        };
+        self.store
+            .upsert_assignment(&AssignmentRow {
+                room_id: offer.room_id.clone(),
+                responder_id: offer.responder_id.clone(),
+                platform: platform.to_owned(),
+                address: address.to_owned(),
+                ghost_user_id: ghost.to_string(),
+                state: "active".into(),
+            })
+            .await?;
+        if let Err(e) = self.puppet_into_room(&offer.room_id, &ghost, &name).await {
+            tracing::error!(error = %e, "could not bring the responder's ghost into the room");
+        }
+        // Other open offers for this conversation are taken now.
+        for other in self.store.offers_for_room(&offer.room_id).await? {
+            if other.id != offer.id
+                && self
+                    .store
+                    .transition_offer(other.id, "open", "taken")
+                    .await?
+                && let (Some(msg), Some((_, c))) =
+                    (&other.remote_message_id, self.remote(&other.platform))
+            {
+                let _ = c
+                    .close_offer(
+                        &other.address,
+                        msg,
+                        "Another responder took this conversation.",
+                    )
+                    .await;
+            }
+        }
+        if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
+            let _ = c
+                .close_offer(
+                    address,
+                    msg,
+                    &format!(
+                        "You accepted the conversation with {}.",
+                        conversation.visitor_alias
+                    ),
+                )
+                .await;
+        }
+        self.notify(
+            platform,
+            address,
+            &format!(
+                "You are now talking with {}. Reply to their messages to answer; /end closes the conversation.",
+                conversation.visitor_alias
+            ),
+        )
+        .await;
+        // Whatever the visitor wrote after the message quoted in the offer follows in order.
+        let transcript = self.store.messages(&offer.room_id).await?;
+        for m in transcript
+            .iter()
+            .filter(|m| m.sender_role == SenderRole::Visitor)
+            .skip(1)
+        {
+            self.relay_to_responders(
+                &conversation,
+                &m.event_id,
+                &m.body,
+                m.formatted_body.as_deref(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn puppet_into_room(
+        &self,
+        room: &str,
+        ghost: &OwnedUserId,
+        name: &str,
+    ) -> Result<(), switchboard_appservice::ClientError> {
+        let room_id = OwnedRoomId::try_from(room)
+            .map_err(|e| switchboard_appservice::ClientError::Build(e.to_string()))?;
+        self.client.register_ghost(ghost.localpart()).await?;
+        self.client.set_displayname(ghost, name).await?;
+        self.client
+            .invite(&room_id, ghost, None)
+            .await
+            .or_else(already_member)?;
+        self.client.join(&room_id, ghost).await
+    }
+
+    async fn end_assignment(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        let Some(a) = self
+            .store
+            .active_assignments_for_room(room)
+            .await?
+            .into_iter()
+            .find(|a| a.platform == platform && a.address == address)
+        else {
+            return Ok(());
+        };
+        self.store
+            .upsert_assignment(&AssignmentRow {
+                state: "ended".into(),
+                ..a.clone()
+            })
+            .await?;
+        self.store
+            .set_conversation_state(room, ConversationState::Closed)
+            .await?;
+        if let (Ok(room_id), Ok(ghost)) = (
+            OwnedRoomId::try_from(room),
+            OwnedUserId::try_from(a.ghost_user_id.as_str()),
+        ) {
+            let notice = RoomMessageEventContent::notice_plain("The conversation has ended.");
+            let _ = self
+                .client
+                .send_message(&room_id, None, "switchboard-ended", &notice)
+                .await;
+            let _ = self.client.leave(&room_id, &ghost).await;
+        }
+        self.notify(platform, address, "Conversation ended.").await;
+        Ok(())
+    }
+}
+
+fn already_member(
+    e: switchboard_appservice::ClientError,
+) -> Result<(), switchboard_appservice::ClientError> {
+    match &e {
+        switchboard_appservice::ClientError::Matrix {
+            status: 403,
+            message,
+            ..
+        } if message.contains("already") => Ok(()),
+        _ => Err(e),
+    }
+}
+
+#[async_trait]
+impl RemoteSink for Bridge {
+    async fn record_remote(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), ConnectorError> {
+        let json =
+            serde_json::to_string(event).map_err(|e| ConnectorError::Permanent(e.to_string()))?;
+        let new = self
+            .store
+            .record_remote_event(platform.as_str(), key, &json)
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?;
+        if new {
+            self.inbox_ready.notify_one();
+        }
+        Ok(())
+    }
+}

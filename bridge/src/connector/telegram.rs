@@ -1,0 +1,363 @@
+//! Responders on Telegram, through a bot (teloxide).
+//!
+//! Receiving uses long polling: every update is recorded through the [`RemoteSink`] before the
+//! next `getUpdates` call moves the offset past it, so a crash or restart neither loses nor
+//! doubles an update. The bot token is never logged: teloxide's network errors embed the
+//! request URL, which contains the token, so every error text goes through [`Redactor`].
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use teloxide::{
+    Bot, RequestError,
+    payloads::{GetUpdatesSetters, SendMessageSetters},
+    prelude::Requester,
+    types::{
+        AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
+        MaybeInaccessibleMessage, Message, MessageId, ParseMode, Update, UpdateKind,
+    },
+};
+use tokio::sync::watch;
+
+use super::{
+    Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink,
+};
+
+pub mod format;
+
+/// Removes the bot token from any text before it reaches a log or an error message.
+#[derive(Clone)]
+struct Redactor(Arc<str>);
+
+impl Redactor {
+    fn clean(&self, text: impl std::fmt::Display) -> String {
+        let text = text.to_string();
+        if self.0.is_empty() {
+            text
+        } else {
+            text.replace(&*self.0, "<redacted>")
+        }
+    }
+}
+
+pub struct TelegramConnector {
+    bot: Bot,
+    redact: Redactor,
+    /// How long one `getUpdates` long poll waits for an update.
+    poll_timeout: Duration,
+}
+
+impl TelegramConnector {
+    /// `api_url`: the Bot API server (Telegram's by default; a self-hosted one or a test
+    /// stand-in otherwise).
+    pub fn new(token: &str, api_url: Option<&str>) -> Result<Self, ConnectorError> {
+        let mut bot = Bot::new(token);
+        if let Some(url) = api_url {
+            let url = reqwest_url(url)
+                .map_err(|e| ConnectorError::Permanent(format!("telegram.api_url: {e}")))?;
+            bot = bot.set_api_url(url);
+        }
+        Ok(Self {
+            bot,
+            redact: Redactor(token.into()),
+            poll_timeout: Duration::from_secs(25),
+        })
+    }
+
+    pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.poll_timeout = timeout;
+        self
+    }
+
+    fn error(&self, e: RequestError) -> ConnectorError {
+        match e {
+            RequestError::RetryAfter(after) => ConnectorError::RetryAfter(after.duration()),
+            RequestError::Network(_) => ConnectorError::Transient(self.redact.clean(e)),
+            RequestError::Api(ref api) if is_transient_api_error(api) => {
+                ConnectorError::Transient(self.redact.clean(e))
+            }
+            other => ConnectorError::Permanent(self.redact.clean(other)),
+        }
+    }
+
+    fn chat(address: &str) -> Result<ChatId, ConnectorError> {
+        address.parse::<i64>().map(ChatId).map_err(|_| {
+            ConnectorError::Permanent(format!("{address:?} is not a Telegram chat ID"))
+        })
+    }
+
+    /// Turns one update into the events it carries (none for kinds we do not handle).
+    fn events_of(update: &Update) -> Vec<RemoteEvent> {
+        match &update.kind {
+            UpdateKind::Message(m) => message_event(m).into_iter().collect(),
+            UpdateKind::CallbackQuery(q) => {
+                let address = match &q.message {
+                    Some(MaybeInaccessibleMessage::Regular(m)) => m.chat.id.0.to_string(),
+                    Some(MaybeInaccessibleMessage::Inaccessible(m)) => m.chat.id.0.to_string(),
+                    None => q.from.id.0.to_string(),
+                };
+                let data = q.data.as_deref().unwrap_or_default();
+                let (action, id) = data.split_once(':').unwrap_or((data, ""));
+                let Ok(offer_id) = id.parse::<i64>() else {
+                    return vec![];
+                };
+                match action {
+                    "accept" => vec![RemoteEvent::Accept {
+                        offer_id,
+                        address,
+                        display_name: q.from.first_name.clone(),
+                    }],
+                    "decline" => vec![RemoteEvent::Decline { offer_id, address }],
+                    _ => vec![],
+                }
+            }
+            _ => vec![],
+        }
+    }
+}
+
+fn reqwest_url(url: &str) -> Result<url::Url, String> {
+    url::Url::parse(url).map_err(|e| e.to_string())
+}
+
+fn is_transient_api_error(api: &teloxide::ApiError) -> bool {
+    // Telegram's 5xx come through as unknown API errors; retrying them is what its docs advise.
+    matches!(api, teloxide::ApiError::Unknown(text) if text.contains("Internal Server Error") || text.contains("Bad Gateway"))
+}
+
+fn message_event(m: &Message) -> Option<RemoteEvent> {
+    let text = m.text()?;
+    let address = m.chat.id.0.to_string();
+    let reply_to = m.reply_to_message().map(|r| r.id.0.to_string());
+    if let Some(command) = text.strip_prefix('/') {
+        let (name, args) = command
+            .split_once(char::is_whitespace)
+            .unwrap_or((command, ""));
+        // `/end@SwitchboardBot` in groups: drop the bot's name.
+        let name = name.split('@').next().unwrap_or(name).to_lowercase();
+        return Some(RemoteEvent::Command {
+            address,
+            command: name,
+            args: args.trim().to_owned(),
+            reply_to,
+        });
+    }
+    let (body, formatted_body) = format::telegram_to_matrix(text, m.entities().unwrap_or_default());
+    Some(RemoteEvent::Message {
+        address,
+        message_id: m.id.0.to_string(),
+        reply_to,
+        body,
+        formatted_body,
+        display_name: m
+            .from
+            .as_ref()
+            .map(|u| u.first_name.clone())
+            .unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl Connector for TelegramConnector {
+    fn platform(&self) -> Platform {
+        Platform::Telegram
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { shares_room: false }
+    }
+
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
+        let chat = Self::chat(address)?;
+        let mut text = format!(
+            "<b>New conversation</b> about <b>{}</b> from {}",
+            escape(&offer.topic_name),
+            escape(&offer.visitor_alias)
+        );
+        if let Some(first) = &offer.first_message {
+            text.push_str(&format!(
+                "\n\n<blockquote>{}</blockquote>",
+                escape(&truncate(first, 1000))
+            ));
+        }
+        let buttons = InlineKeyboardMarkup::new([[
+            InlineKeyboardButton::callback("Accept", format!("accept:{}", offer.offer_id)),
+            InlineKeyboardButton::callback("Decline", format!("decline:{}", offer.offer_id)),
+        ]]);
+        let sent = self
+            .bot
+            .send_message(chat, text)
+            .parse_mode(ParseMode::Html)
+            .reply_markup(buttons)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Some(sent.id.0.to_string()))
+    }
+
+    async fn close_offer(
+        &self,
+        address: &str,
+        remote_message_id: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        let chat = Self::chat(address)?;
+        let id = remote_message_id.parse::<i32>().map_err(|_| {
+            ConnectorError::Permanent(format!("bad message id {remote_message_id:?}"))
+        })?;
+        // Editing without a reply_markup removes the buttons.
+        match self
+            .bot
+            .edit_message_text(chat, MessageId(id), why.to_owned())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RequestError::Api(teloxide::ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let chat = Self::chat(address)?;
+        let header = format!("<b>{}</b>:\n", escape(&delivery.visitor_alias));
+        let mut ids = vec![];
+        for chunk in delivery_chunks(&header, &delivery.body, delivery.formatted_body.as_deref()) {
+            let sent = self
+                .bot
+                .send_message(chat, chunk)
+                .parse_mode(ParseMode::Html)
+                .await
+                .map_err(|e| self.error(e))?;
+            ids.push(sent.id.0.to_string());
+        }
+        Ok(ids)
+    }
+
+    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
+        let chat = Self::chat(address)?;
+        self.bot
+            .send_message(chat, text.to_owned())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))
+    }
+
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, mut shutdown: watch::Receiver<bool>) {
+        // Long polling and webhooks exclude each other; make sure no webhook is left behind.
+        if let Err(e) = self.bot.delete_webhook().await {
+            tracing::warn!(error = %self.redact.clean(e), "telegram: deleteWebhook failed");
+        }
+        let mut offset: i32 = 0;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let request = self
+                .bot
+                .get_updates()
+                .offset(offset)
+                .timeout(self.poll_timeout.as_secs() as u32)
+                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+            let updates = tokio::select! {
+                r = request => r,
+                _ = shutdown.changed() => return,
+            };
+            let updates = match updates {
+                Ok(u) => {
+                    backoff = Duration::from_millis(500);
+                    u
+                }
+                Err(e) => {
+                    let wait = match &e {
+                        RequestError::RetryAfter(after) => after.duration(),
+                        _ => backoff,
+                    };
+                    tracing::warn!(error = %self.redact.clean(&e), wait_ms = wait.as_millis() as u64, "telegram: getUpdates failed");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            for update in updates {
+                let key = update.id.0.to_string();
+                let events = Self::events_of(&update);
+                let mut recorded = true;
+                for (i, event) in events.iter().enumerate() {
+                    if let Err(e) = sink
+                        .record_remote(Platform::Telegram, &format!("{key}.{i}"), event)
+                        .await
+                    {
+                        tracing::error!(error = %e, "telegram: could not record an update; it will be fetched again");
+                        recorded = false;
+                        break;
+                    }
+                }
+                if !recorded {
+                    tokio::time::sleep(backoff).await;
+                    break; // offset stays put: the update comes again
+                }
+                if let UpdateKind::CallbackQuery(q) = &update.kind {
+                    // Stops the button's spinner; the outcome arrives as a message.
+                    if let Err(e) = self.bot.answer_callback_query(q.id.clone()).await {
+                        tracing::debug!(error = %self.redact.clean(e), "telegram: answerCallbackQuery failed");
+                    }
+                }
+                // The next getUpdates with this offset confirms the update to Telegram.
+                offset = update.id.0 as i32 + 1;
+            }
+        }
+    }
+}
+
+/// The visitor's message as Telegram texts, the first one headed by who wrote it.
+fn delivery_chunks(header: &str, body: &str, formatted_body: Option<&str>) -> Vec<String> {
+    let mut chunks = format::matrix_to_telegram_html(body, formatted_body);
+    let header_len = format::telegram_html_plain_len(header);
+    match chunks.first_mut() {
+        Some(first)
+            if format::telegram_html_plain_len(first) + header_len <= format::TELEGRAM_MAX_TEXT =>
+        {
+            first.insert_str(0, header);
+        }
+        _ => chunks.insert(0, header.trim_end().to_owned()),
+    }
+    chunks
+}
+
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_survives_redaction() {
+        let r = Redactor("123:ABC".into());
+        assert_eq!(
+            r.clean("error sending request for url (http://x/bot123:ABC/GetUpdates)"),
+            "error sending request for url (http://x/bot<redacted>/GetUpdates)"
+        );
+    }
+
+    #[test]
+    fn offers_quote_the_first_message_escaped_and_truncated() {
+        assert_eq!(escape("<b>&"), "&lt;b&gt;&amp;");
+        assert_eq!(truncate("abcdef", 3), "abc…");
+        assert_eq!(truncate("abc", 3), "abc");
+    }
+}

@@ -1,0 +1,381 @@
+//! Store tables for remote platforms: their inbox, offers, assignments, message mapping and
+//! the ordered outbox.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// One recorded remote event.
+#[derive(Debug, Clone)]
+pub struct RemoteInboxEvent {
+    pub seq: i64,
+    pub platform: String,
+    pub event_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferRow {
+    pub id: i64,
+    pub room_id: String,
+    pub responder_id: String,
+    pub platform: String,
+    pub address: String,
+    pub state: String,
+    pub remote_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentRow {
+    pub room_id: String,
+    pub responder_id: String,
+    pub platform: String,
+    pub address: String,
+    pub ghost_user_id: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub room_id: String,
+    pub platform: String,
+    pub address: String,
+    pub event_id: String,
+    pub payload_json: String,
+    pub attempts: i64,
+}
+
+const OFFER_COLUMNS: &str =
+    "id, room_id, responder_id, platform, address, state, remote_message_id";
+const ASSIGNMENT_COLUMNS: &str = "room_id, responder_id, platform, address, ghost_user_id, state";
+
+fn offer_from_row(r: &sqlx::any::AnyRow) -> Result<OfferRow, StoreError> {
+    Ok(OfferRow {
+        id: r.try_get("id")?,
+        room_id: r.try_get("room_id")?,
+        responder_id: r.try_get("responder_id")?,
+        platform: r.try_get("platform")?,
+        address: r.try_get("address")?,
+        state: r.try_get("state")?,
+        remote_message_id: r.try_get("remote_message_id")?,
+    })
+}
+
+fn assignment_from_row(r: &sqlx::any::AnyRow) -> Result<AssignmentRow, StoreError> {
+    Ok(AssignmentRow {
+        room_id: r.try_get("room_id")?,
+        responder_id: r.try_get("responder_id")?,
+        platform: r.try_get("platform")?,
+        address: r.try_get("address")?,
+        ghost_user_id: r.try_get("ghost_user_id")?,
+        state: r.try_get("state")?,
+    })
+}
+
+impl Store {
+    /// Records a remote event once per (platform, key). Returns whether it was new.
+    pub async fn record_remote_event(
+        &self,
+        platform: &str,
+        key: &str,
+        json: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO remote_inbox (platform, event_key, event_json, received_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (platform, event_key) DO NOTHING",
+        )
+        .bind(platform)
+        .bind(key)
+        .bind(json)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn pending_remote_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<RemoteInboxEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, platform, event_json FROM remote_inbox
+             WHERE processed_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RemoteInboxEvent {
+                    seq: r.try_get("seq")?,
+                    platform: r.try_get("platform")?,
+                    event_json: r.try_get("event_json")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_remote_processed(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an open offer, or returns the existing one for this room and responder.
+    pub async fn create_offer(
+        &self,
+        room_id: &str,
+        responder_id: &str,
+        platform: &str,
+        address: &str,
+    ) -> Result<OfferRow, StoreError> {
+        sqlx::query(
+            "INSERT INTO offers (room_id, responder_id, platform, address, state, created_at)
+             VALUES ($1, $2, $3, $4, 'open', $5) ON CONFLICT (room_id, responder_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(responder_id)
+        .bind(platform)
+        .bind(address)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers WHERE room_id = $1 AND responder_id = $2"
+        ))
+        .bind(room_id)
+        .bind(responder_id)
+        .fetch_one(&self.pool)
+        .await?;
+        offer_from_row(&row)
+    }
+
+    pub async fn offer(&self, id: i64) -> Result<Option<OfferRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub async fn offers_for_room(&self, room_id: &str) -> Result<Vec<OfferRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers WHERE room_id = $1 ORDER BY id"
+        ))
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(offer_from_row).collect()
+    }
+
+    pub async fn set_offer_message(
+        &self,
+        id: i64,
+        remote_message_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE offers SET remote_message_id = $1 WHERE id = $2")
+            .bind(remote_message_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves an offer from `from` to `to`; false if it was not in `from` any more.
+    pub async fn transition_offer(
+        &self,
+        id: i64,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE offers SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(to)
+            .bind(id)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The atomic claim: exactly one caller moves a waiting conversation to active, whichever
+    /// platform its accept came from.
+    pub async fn claim_conversation(&self, room_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE conversations SET state = 'active', updated_at = $1 WHERE room_id = $2 AND state = 'waiting'",
+        )
+        .bind(now_ms())
+        .bind(room_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn upsert_assignment(&self, a: &AssignmentRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO assignments (room_id, responder_id, platform, address, ghost_user_id, state, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (room_id, responder_id) DO UPDATE SET state = excluded.state",
+        )
+        .bind(&a.room_id)
+        .bind(&a.responder_id)
+        .bind(&a.platform)
+        .bind(&a.address)
+        .bind(&a.ghost_user_id)
+        .bind(&a.state)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn active_assignments_for_room(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<AssignmentRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE room_id = $1 AND state = 'active'"
+        ))
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(assignment_from_row).collect()
+    }
+
+    /// A responder's active conversations on one platform address, oldest first.
+    pub async fn active_assignments_for_address(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<Vec<AssignmentRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS} FROM assignments
+             WHERE platform = $1 AND address = $2 AND state = 'active' ORDER BY created_at, room_id"
+        ))
+        .bind(platform)
+        .bind(address)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(assignment_from_row).collect()
+    }
+
+    pub async fn map_remote_message(
+        &self,
+        platform: &str,
+        chat: &str,
+        message_id: &str,
+        room_id: &str,
+        event_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id) DO NOTHING",
+        )
+        .bind(platform)
+        .bind(chat)
+        .bind(message_id)
+        .bind(room_id)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn room_of_remote_message(
+        &self,
+        platform: &str,
+        chat: &str,
+        message_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT room_id FROM remote_messages WHERE platform = $1 AND chat = $2 AND message_id = $3")
+            .bind(platform)
+            .bind(chat)
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("room_id")).transpose()?)
+    }
+
+    /// Queues a delivery; a second enqueue of the same event for the same address is ignored.
+    pub async fn enqueue_outbox(
+        &self,
+        room_id: &str,
+        platform: &str,
+        address: &str,
+        event_id: &str,
+        payload_json: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO outbox (room_id, platform, address, event_id, payload_json, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, platform, address) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(platform)
+        .bind(address)
+        .bind(event_id)
+        .bind(payload_json)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Undelivered rows in queue order (due or not: the caller keeps per-room order by
+    /// skipping a room once its first row is not due).
+    pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<(OutboxRow, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, room_id, platform, address, event_id, payload_json, attempts, next_attempt_at
+             FROM outbox WHERE done_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    OutboxRow {
+                        seq: r.try_get("seq")?,
+                        room_id: r.try_get("room_id")?,
+                        platform: r.try_get("platform")?,
+                        address: r.try_get("address")?,
+                        event_id: r.try_get("event_id")?,
+                        payload_json: r.try_get("payload_json")?,
+                        attempts: r.try_get("attempts")?,
+                    },
+                    r.try_get("next_attempt_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn outbox_done(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_retry_at(&self, seq: i64, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1 WHERE seq = $2",
+        )
+        .bind(at_ms)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn outbox_failed(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET failed_at = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

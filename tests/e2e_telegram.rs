@@ -1,0 +1,301 @@
+//! Telegram responders end to end: visitor → real Synapse → Switchboard → Telegram stand-in →
+//! Accept → reply → Synapse → visitor, with formatting, two concurrent conversations, a 429,
+//! a restart with updates pending, and no visitor identifier in any byte sent to Telegram.
+
+mod common;
+
+use anyhow::Context;
+use common::*;
+use serde_json::json;
+use telegram_standin::{SentMessage, StandIn, TgUser};
+
+const SLOT: u32 = 2;
+const TOKEN: &str = "4242:standin-secret-token";
+
+fn offer_of(sent: &[SentMessage], alias_hint: &str) -> Option<(i64, String)> {
+    sent.iter().find_map(|m| {
+        let text = m.text.as_deref()?;
+        if !text.contains("New conversation") || !text.contains(alias_hint) {
+            return None;
+        }
+        let markup = m.reply_markup.as_ref()?;
+        let data = markup["inline_keyboard"][0][0]["callback_data"]
+            .as_str()?
+            .to_owned();
+        Some((m.message_id, data))
+    })
+}
+
+async fn wait_sent(
+    tg: &StandIn,
+    chat: i64,
+    what: &str,
+    pred: impl Fn(&[SentMessage]) -> bool,
+) -> anyhow::Result<Vec<SentMessage>> {
+    tg.wait_for_sent(chat, pred, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("waiting for {what}: {e}"))
+}
+
+fn texts(sent: &[SentMessage]) -> Vec<String> {
+    sent.iter().filter_map(|m| m.text.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, SLOT)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let alex: TgUser = tg.user(7001, "Alexandra", Some("alex_tg"));
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[responders]]\nid = \"alex\"\nname = \"Alex (Support)\"\ntelegram_chat = {chat}\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [\"alex\"]\n",
+        api = tg.api_url(),
+        chat = alex.id,
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+
+    // --- visitor 1: the offer carries topic, first message and alias, nothing identifying ------
+    let mut v1 = Visitor::guest(&env, &sb.base).await?;
+    let room1 = v1.start("support").await?;
+    v1.send("My kettle <script> whistles & sings").await?;
+    let alias1 = sb
+        .store()
+        .await?
+        .conversation(&room1)
+        .await?
+        .context("stored")?
+        .visitor_alias;
+    let sent = wait_sent(&tg, alex.id, "the first offer", |s| {
+        offer_of(s, "kettle").is_some()
+    })
+    .await?;
+    let offer_text = sent[0].text.clone().unwrap_or_default();
+    assert!(offer_text.contains("General support"), "{offer_text}");
+    assert!(offer_text.contains(&alias1), "{offer_text}");
+    assert!(
+        offer_text.contains("My kettle <script> whistles & sings"),
+        "the quote must arrive as plain text: {offer_text}"
+    );
+    let (offer_msg, data) = offer_of(&sent, "kettle").unwrap();
+    assert!(data.starts_with("accept:"), "{data}");
+
+    tg.user_presses(&alex, offer_msg, &data);
+    wait_sent(&tg, alex.id, "the accept confirmation", |s| {
+        texts(s)
+            .iter()
+            .any(|t| t.contains("You are now talking with"))
+    })
+    .await?;
+    let ghost = sb
+        .store()
+        .await?
+        .active_assignments_for_room(&room1)
+        .await?
+        .first()
+        .context("assignment")?
+        .ghost_user_id
+        .clone();
+    assert!(ghost.contains("_sbt2_alex"), "{ghost}");
+
+    // --- responder → visitor: as the ghost, formatting kept -------------------------------------
+    tg.user_sends_with(
+        &alex,
+        "Hello! Try descaling it.",
+        vec![
+            json!({"type": "bold", "offset": 0, "length": 6}),
+            json!({"type": "italic", "offset": 11, "length": 12}),
+        ],
+        None,
+    );
+    v1.sync_until("the responder's reply", |seen| {
+        seen.iter().any(|s| s.body.contains("descaling"))
+    })
+    .await?;
+    let reply = v1
+        .seen
+        .iter()
+        .find(|s| s.body.contains("descaling"))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        reply.sender, ghost,
+        "the reply must come from the responder's ghost"
+    );
+    let html = reply.formatted_body.clone().context("formatting lost")?;
+    assert!(
+        html.contains("<strong>Hello!</strong>") || html.contains("<b>Hello!</b>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<em>descaling it</em>") || html.contains("<i>descaling it</i>"),
+        "{html}"
+    );
+
+    // --- visitor → responder: formatting survives, sanitised -------------------------------------
+    v1.send_html(
+        "It is **still** loud",
+        "It is <b>still</b> loud<img src=x onerror=alert(1)>",
+    )
+    .await?;
+    let sent = wait_sent(&tg, alex.id, "the formatted visitor message", |s| {
+        texts(s).iter().any(|t| t.contains("still"))
+    })
+    .await?;
+    let relayed = sent
+        .iter()
+        .find(|m| m.text.as_deref().is_some_and(|t| t.contains("still")))
+        .unwrap();
+    assert!(
+        relayed.text.as_deref().unwrap().contains(&alias1),
+        "relayed messages name their conversation"
+    );
+    assert!(
+        relayed
+            .entities
+            .iter()
+            .any(|e| e["type"] == "bold" && e["length"] == 5),
+        "bold lost on the way to Telegram: {:?}",
+        relayed.entities
+    );
+    let v1_msg_on_tg = relayed.message_id;
+
+    // --- visitor 2: a second concurrent conversation -------------------------------------------
+    let mut v2 = Visitor::guest(&env, &sb.base).await?;
+    let room2 = v2.start("support").await?;
+    v2.send("Question about toasters").await?;
+    let sent = wait_sent(&tg, alex.id, "the second offer", |s| {
+        offer_of(s, "toasters").is_some()
+    })
+    .await?;
+    let (offer2, data2) = offer_of(&sent, "toasters").unwrap();
+    tg.user_presses(&alex, offer2, &data2);
+    wait_sent(&tg, alex.id, "the second accept", |s| {
+        texts(s)
+            .iter()
+            .filter(|t| t.contains("You are now talking with"))
+            .count()
+            == 2
+    })
+    .await?;
+
+    // A plain message with two conversations open: the bot asks instead of guessing.
+    tg.user_sends(&alex, "ambiguous");
+    wait_sent(&tg, alex.id, "the which-one question", |s| {
+        texts(s).iter().any(|t| t.contains("several conversations"))
+    })
+    .await?;
+    // A reply to visitor 1's older message lands in visitor 1's room, not the newer one.
+    tg.user_sends_with(&alex, "For kettle person only", vec![], Some(v1_msg_on_tg));
+    v1.sync_until("the targeted reply", |seen| {
+        seen.iter().any(|s| s.body == "For kettle person only")
+    })
+    .await?;
+    v2.sync_until("visitor 2's history", |seen| {
+        seen.iter().any(|s| s.body == "Question about toasters")
+    })
+    .await?;
+    assert!(
+        !v2.seen
+            .iter()
+            .any(|s| s.body.contains("kettle person") || s.body == "ambiguous"),
+        "a reply crossed conversations"
+    );
+    assert!(
+        !v1.seen.iter().any(|s| s.body == "ambiguous"),
+        "an ambiguous message was guessed into a room"
+    );
+
+    // --- 429 with retry_after: the message still arrives, once, in order ---------------------------
+    tg.rate_limit_next("sendMessage", Some(alex.id), 1, 2);
+    v1.send("after the rate limit 1").await?;
+    v1.send("after the rate limit 2").await?;
+    let sent = wait_sent(&tg, alex.id, "messages after the 429", |s| {
+        texts(s)
+            .iter()
+            .any(|t| t.contains("after the rate limit 2"))
+    })
+    .await?;
+    let order: Vec<String> = texts(&sent)
+        .into_iter()
+        .filter(|t| t.contains("after the rate limit"))
+        .collect();
+    assert_eq!(order.len(), 2, "doubled or lost: {order:?}");
+    assert!(
+        order[0].contains("limit 1") && order[1].contains("limit 2"),
+        "out of order: {order:?}"
+    );
+    assert!(
+        tg.requests().iter().any(|r| r.status == 429),
+        "the stand-in never answered 429"
+    );
+
+    // --- restart while Telegram updates are pending: nothing lost, nothing doubled ---------------
+    sb.kill();
+    tg.user_sends_with(
+        &alex,
+        "sent while Switchboard was down",
+        vec![],
+        Some(v1_msg_on_tg),
+    );
+    assert!(tg.pending_updates() >= 1);
+    sb.restart().await?;
+    v1.sync_until("the reply sent during the restart", |seen| {
+        seen.iter()
+            .any(|s| s.body == "sent while Switchboard was down")
+    })
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut again = v1.reloaded();
+    again
+        .sync_until("the full history", |seen| {
+            seen.iter()
+                .any(|s| s.body == "sent while Switchboard was down")
+        })
+        .await?;
+    assert_eq!(
+        again
+            .seen
+            .iter()
+            .filter(|s| s.body == "sent while Switchboard was down")
+            .count(),
+        1,
+        "doubled after restart"
+    );
+    assert_eq!(
+        again
+            .seen
+            .iter()
+            .filter(|s| s.body == "For kettle person only")
+            .count(),
+        1
+    );
+
+    // --- no visitor identifier in any byte sent to Telegram ------------------------------------
+    for r in tg.requests() {
+        let body = String::from_utf8_lossy(&r.body);
+        for secret in [
+            &v1.user_id,
+            &v2.user_id,
+            &v1.token,
+            &v2.token,
+            &room1,
+            &room2,
+        ] {
+            assert!(
+                !body.contains(secret.as_str()),
+                "{} carried a visitor identifier: {body}",
+                r.method
+            );
+        }
+        // Room IDs carry no server name; a `:server` suffix could only come from a Matrix user ID.
+        assert!(
+            !body.contains(&format!(":{}", env.server_name)),
+            "{} leaked a Matrix ID: {body}",
+            r.method
+        );
+    }
+    drop(sb);
+    Ok(())
+}
