@@ -4,7 +4,7 @@
 use switchboard_bridge::{
     Store,
     conversation::{Conversation, ConversationState, Message, SenderRole},
-    store::{Engine, NewInboxEvent},
+    store::{AssignmentRow, Engine, NewInboxEvent},
 };
 
 fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
@@ -128,7 +128,7 @@ async fn conversations_are_keyed_by_room_and_resumable(store: &Store) -> anyhow:
         .into_iter()
         .map(|c| c.room_id)
         .collect();
-    assert_eq!(rooms, ["!one:x", "!two:x", "!three:x"]);
+    assert_eq!(rooms, ["!one:x", "!two:x", "!three:x", "!claim:x"]);
     Ok(())
 }
 
@@ -166,7 +166,164 @@ async fn transcript_records_each_message_once_in_inbox_order(store: &Store) -> a
     Ok(())
 }
 
+async fn remote_events_are_recorded_once_per_platform_key(store: &Store) -> anyhow::Result<()> {
+    assert!(
+        store
+            .record_remote_event("telegram", "100.0", r#"{"a":1}"#)
+            .await?
+    );
+    assert!(
+        !store
+            .record_remote_event("telegram", "100.0", r#"{"a":1}"#)
+            .await?,
+        "a redelivered update was recorded twice"
+    );
+    // The same key on another platform is another event.
+    assert!(
+        store
+            .record_remote_event("discord", "100.0", r#"{"b":2}"#)
+            .await?
+    );
+    let pending = store.pending_remote_events(10).await?;
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.platform.as_str())
+            .collect::<Vec<_>>(),
+        ["telegram", "discord"]
+    );
+    store.mark_remote_processed(pending[0].seq).await?;
+    assert_eq!(store.pending_remote_events(10).await?.len(), 1);
+    Ok(())
+}
+
+async fn exactly_one_claim_wins_and_offers_move_once(store: &Store) -> anyhow::Result<()> {
+    store
+        .insert_conversation(&conversation("!claim:x", "@g5:x", "support", 50))
+        .await?;
+    let a = store
+        .create_offer("!claim:x", "alex", "telegram", "7001")
+        .await?;
+    let again = store
+        .create_offer("!claim:x", "alex", "telegram", "7001")
+        .await?;
+    assert_eq!(a, again, "offering twice must return the same offer");
+    let b = store
+        .create_offer("!claim:x", "sam", "telegram", "7002")
+        .await?;
+    assert_ne!(a.id, b.id);
+    store.set_offer_message(a.id, "55").await?;
+    assert_eq!(
+        store
+            .offer(a.id)
+            .await?
+            .unwrap()
+            .remote_message_id
+            .as_deref(),
+        Some("55")
+    );
+
+    assert!(store.claim_conversation("!claim:x").await?);
+    assert!(
+        !store.claim_conversation("!claim:x").await?,
+        "a second claim must lose"
+    );
+    assert!(store.transition_offer(a.id, "open", "accepted").await?);
+    assert!(
+        !store.transition_offer(a.id, "open", "taken").await?,
+        "an offer moves out of open once"
+    );
+    assert!(store.transition_offer(b.id, "open", "taken").await?);
+    let states: Vec<String> = store
+        .offers_for_room("!claim:x")
+        .await?
+        .into_iter()
+        .map(|o| o.state)
+        .collect();
+    assert_eq!(states, ["accepted", "taken"]);
+    Ok(())
+}
+
+async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Result<()> {
+    let assignment = |room: &str, state: &str| AssignmentRow {
+        room_id: room.into(),
+        responder_id: "alex".into(),
+        platform: "telegram".into(),
+        address: "7001".into(),
+        ghost_user_id: "@_sb_alex:x".into(),
+        state: state.into(),
+    };
+    store
+        .upsert_assignment(&assignment("!r1:x", "active"))
+        .await?;
+    store
+        .upsert_assignment(&assignment("!r2:x", "active"))
+        .await?;
+    assert_eq!(
+        store
+            .active_assignments_for_address("telegram", "7001")
+            .await?
+            .len(),
+        2
+    );
+    store
+        .upsert_assignment(&assignment("!r2:x", "ended"))
+        .await?;
+    let active = store
+        .active_assignments_for_address("telegram", "7001")
+        .await?;
+    assert_eq!(active, vec![assignment("!r1:x", "active")]);
+    assert!(store.active_assignments_for_room("!r2:x").await?.is_empty());
+
+    store
+        .map_remote_message("telegram", "7001", "10", "!r1:x", Some("$e1"))
+        .await?;
+    store
+        .map_remote_message("telegram", "7001", "10", "!r2:x", None)
+        .await?; // first mapping stands
+    assert_eq!(
+        store
+            .room_of_remote_message("telegram", "7001", "10")
+            .await?
+            .as_deref(),
+        Some("!r1:x")
+    );
+    assert_eq!(
+        store
+            .room_of_remote_message("telegram", "7002", "10")
+            .await?,
+        None
+    );
+
+    for (event, body) in [("$o1", "one"), ("$o2", "two"), ("$o1", "one again")] {
+        store
+            .enqueue_outbox("!r1:x", "telegram", "7001", event, body)
+            .await?;
+    }
+    let pending = store.pending_outbox(10).await?;
+    let bodies: Vec<&str> = pending
+        .iter()
+        .map(|(r, _)| r.payload_json.as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["one", "two"],
+        "an event is queued once per address, in order"
+    );
+    let (first, _) = &pending[0];
+    store.outbox_retry_at(first.seq, 123).await?;
+    let (row, due) = &store.pending_outbox(10).await?[0];
+    assert_eq!((row.seq, row.attempts, *due), (first.seq, 1, 123));
+    store.outbox_done(first.seq).await?;
+    store.outbox_failed(pending[1].0.seq).await?;
+    assert!(store.pending_outbox(10).await?.is_empty());
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
+    remote_events_are_recorded_once_per_platform_key(&store).await?;
+    exactly_one_claim_wins_and_offers_move_once(&store).await?;
+    assignments_mapping_and_outbox_keep_order(&store).await?;
     inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
     conversations_are_keyed_by_room_and_resumable(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;
