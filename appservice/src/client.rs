@@ -263,6 +263,7 @@ impl HomeserverClient {
         Ok(self.send_once(request, None).await?.room_id)
     }
 
+    /// Invites `user`; succeeds also when they are already invited or in the room.
     pub async fn invite(
         &self,
         room: &RoomId,
@@ -275,7 +276,17 @@ impl HomeserverClient {
                 user.to_owned(),
             )),
         );
-        self.send(request, as_user).await.map(|_| ())
+        match self.send(request, as_user).await {
+            Ok(_) => Ok(()),
+            // Inviting someone who is already invited or joined leaves the room as a retry
+            // wants it; the homeserver only tells us so in the message of a 403.
+            Err(ClientError::Matrix {
+                status: 403,
+                ref message,
+                ..
+            }) if message.contains("already") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn join(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {

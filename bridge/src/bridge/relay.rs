@@ -586,10 +586,7 @@ impl Bridge {
             .map_err(|e| switchboard_appservice::ClientError::Build(e.to_string()))?;
         self.client.register_ghost(ghost.localpart()).await?;
         self.client.set_displayname(ghost, name).await?;
-        self.client
-            .invite(&room_id, ghost, None)
-            .await
-            .or_else(already_member)?;
+        self.client.invite(&room_id, ghost, None).await?;
         self.client.join(&room_id, ghost).await
     }
 
@@ -630,19 +627,6 @@ impl Bridge {
         }
         self.notify(platform, address, "Conversation ended.").await;
         Ok(())
-    }
-}
-
-fn already_member(
-    e: switchboard_appservice::ClientError,
-) -> Result<(), switchboard_appservice::ClientError> {
-    match &e {
-        switchboard_appservice::ClientError::Matrix {
-            status: 403,
-            message,
-            ..
-        } if message.contains("already") => Ok(()),
-        _ => Err(e),
     }
 }
 

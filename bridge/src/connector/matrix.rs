@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use async_trait::async_trait;
 use switchboard_appservice::{
-    ClientError, HomeserverClient,
+    HomeserverClient,
     ruma::{OwnedRoomId, OwnedUserId},
 };
 
@@ -42,14 +42,6 @@ impl Connector for MatrixConnector {
             .map_err(|e| ConnectorError::Permanent(format!("bad room ID: {e}")))?;
         match self.client.invite(&room, &user, None).await {
             Ok(()) => Ok(None),
-            // Already invited or joined: the offer stands, which is what a retry wants.
-            Err(ClientError::Matrix {
-                status: 403,
-                ref message,
-                ..
-            }) if message.contains("already in the room") || message.contains("is already") => {
-                Ok(None)
-            }
             Err(e) if e.is_transient() => Err(ConnectorError::Transient(e.to_string())),
             Err(e) => Err(ConnectorError::Permanent(e.to_string())),
         }
