@@ -38,6 +38,12 @@ pub struct TelegramSection {
     /// Seconds one long poll waits for updates.
     #[serde(default = "default_poll_timeout")]
     pub poll_timeout_secs: u64,
+    /// Receive updates by webhook instead of long polling: the public HTTPS URL at which
+    /// Telegram reaches Switchboard's `/telegram/webhook` route.
+    pub webhook_url: Option<String>,
+    /// The secret Telegram must send with each webhook request. Default: a fresh random one
+    /// at every start (Switchboard registers the webhook itself).
+    pub webhook_secret: Option<String>,
 }
 
 fn default_poll_timeout() -> u64 {

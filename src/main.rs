@@ -17,7 +17,11 @@ use switchboard_appservice::{
 use switchboard_bridge::{
     Bridge, Store,
     config::{BridgeConfig, DEFAULT_WELCOME_NOTICE},
-    connector::{Connector, RemoteSink, matrix::MatrixConnector, telegram::TelegramConnector},
+    connector::{
+        Connector, RemoteSink,
+        matrix::MatrixConnector,
+        telegram::{TelegramConnector, Webhook},
+    },
     visitor_api::{self, VisitorApiState},
 };
 use tokio::sync::watch;
@@ -48,6 +52,17 @@ enum Command {
         /// Where to write it; `-` for standard output.
         #[arg(long, default_value = "registration.yaml")]
         output: PathBuf,
+    },
+    /// Issue a one-time code with which a responder links their platform account themselves
+    /// (Telegram: they send the bot `/start CODE`). Valid for 24 hours.
+    LinkCode {
+        #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+        /// The responder's `id` from `[[responders]]`.
+        #[arg(long)]
+        responder: String,
+        #[arg(long, default_value = "telegram")]
+        platform: String,
     },
     /// Run the service.
     Run {
@@ -91,11 +106,55 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::LinkCode {
+            config,
+            responder,
+            platform,
+        } => {
+            let config = config::Config::load(&config)?;
+            anyhow::ensure!(
+                config.responders.iter().any(|r| r.id == responder),
+                "no responder {responder:?} in [[responders]] of the configuration"
+            );
+            anyhow::ensure!(
+                switchboard_bridge::connector::Platform::parse(&platform)
+                    .is_some_and(|p| p.as_str() != "matrix"),
+                "platform {platform:?}: link codes are for remote platforms (telegram)"
+            );
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let store = Store::connect(&config.database.url).await.context("opening the database")?;
+                let code = new_link_code();
+                store.create_link_code(&code, &responder, &platform).await?;
+                store.close().await;
+                println!("{code}");
+                eprintln!("Give this to {responder}: they send the bot `/start {code}` (valid 24 hours, once).");
+                anyhow::Ok(())
+            })
+        }
         Command::Run { config } => {
             let config = config::Config::load(&config)?;
             tokio::runtime::Runtime::new()?.block_on(run(config))
         }
     }
+}
+
+fn random_secret() -> String {
+    use rand::{Rng, distributions::Alphanumeric};
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect()
+}
+
+/// Ten characters from an alphabet without look-alikes (no 0/O, 1/I/L): easy to type on a phone.
+fn new_link_code() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
@@ -128,6 +187,15 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         let connector = TelegramConnector::new(&tg.token, tg.api_url.as_deref())
             .map_err(|e| anyhow::anyhow!("telegram: {e}"))?
             .with_poll_timeout(Duration::from_secs(tg.poll_timeout_secs));
+        let connector = match &tg.webhook_url {
+            Some(url) => connector
+                .with_webhook(Webhook {
+                    url: url.clone(),
+                    secret: tg.webhook_secret.clone().unwrap_or_else(random_secret),
+                })
+                .map_err(|e| anyhow::anyhow!("telegram: {e}"))?,
+            None => connector,
+        };
         connectors.push(Arc::new(connector));
         tracing::info!("telegram connector enabled");
     }
@@ -154,9 +222,16 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         connectors,
     ));
 
-    let app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
+    let sink: Arc<dyn RemoteSink> = bridge.clone();
+    let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
         .merge(visitor_api::router(VisitorApiState::new(bridge.clone())))
         .merge(web::router());
+    for routes in bridge
+        .connectors()
+        .filter_map(|c| c.clone().webhook_routes(sink.clone()))
+    {
+        app = app.merge(routes);
+    }
 
     let listener = tokio::net::TcpListener::bind(config.appservice.listen)
         .await
@@ -176,7 +251,6 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .into_future(),
     );
     let worker = tokio::spawn(bridge.clone().run_inbox_worker(stopped(stop_rx.clone())));
-    let sink: Arc<dyn RemoteSink> = bridge.clone();
     let receivers: Vec<_> = bridge
         .connectors()
         .map(|c| tokio::spawn(c.clone().run(sink.clone(), stop_rx.clone())))

@@ -49,7 +49,7 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
     let alex: TgUser = tg.user(7001, "Alexandra", Some("alex_tg"));
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
-         [[responders]]\nid = \"alex\"\nname = \"Alex (Support)\"\ntelegram_chat = {chat}\n\n\
+         [[responders]]\nid = \"alex\"\npseudonym = \"Alex (Support)\"\ntelegram_chat = {chat}\n\n\
          [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [\"alex\"]\n",
         api = tg.api_url(),
         chat = alex.id,
@@ -272,6 +272,64 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
         1
     );
 
+    // --- a Telegram edit becomes a Matrix edit (m.replace) of the ghost's message ----------------
+    let typo = tg.user_sends_with(&alex, "Descale with vinegr", vec![], Some(v1_msg_on_tg));
+    v1.sync_until("the message with a typo", |seen| {
+        seen.iter().any(|s| s.body == "Descale with vinegr")
+    })
+    .await?;
+    tg.user_edits(&alex, typo, "Descale with vinegar");
+    v1.sync_until("the edit", |seen| {
+        seen.iter().any(|s| s.body.contains("Descale with vinegar"))
+    })
+    .await?;
+    let edit = v1
+        .seen
+        .iter()
+        .find(|s| s.body.contains("Descale with vinegar"))
+        .unwrap();
+    assert_eq!(edit.sender, ghost);
+    assert_eq!(
+        edit.relates_to["rel_type"], "m.replace",
+        "an edit must replace, not add: {:?}",
+        edit.relates_to
+    );
+    let original = v1
+        .seen
+        .iter()
+        .find(|s| s.body == "Descale with vinegr")
+        .unwrap();
+    assert_eq!(edit.relates_to["event_id"], original.event_id.as_str());
+
+    // --- /conversations lists both; /end (as a reply) ends only that one ---------------------------
+    tg.user_sends(&alex, "/conversations");
+    wait_sent(&tg, alex.id, "the conversation list", |s| {
+        texts(s)
+            .iter()
+            .any(|t| t.starts_with("Your conversations (2)"))
+    })
+    .await?;
+    tg.user_sends_with(&alex, "/end", vec![], Some(v1_msg_on_tg));
+    v1.sync_until("the end notice", |seen| {
+        seen.iter().any(|s| s.body == "The conversation has ended.")
+    })
+    .await?;
+    let store = sb.store().await?;
+    assert_eq!(
+        store.conversation(&room1).await?.unwrap().state.as_str(),
+        "closed"
+    );
+    assert_eq!(
+        store.conversation(&room2).await?.unwrap().state.as_str(),
+        "active"
+    );
+    // With one conversation left, a plain message goes to it.
+    tg.user_sends(&alex, "Only you now");
+    v2.sync_until("the plain message", |seen| {
+        seen.iter().any(|s| s.body == "Only you now")
+    })
+    .await?;
+
     // --- no visitor identifier in any byte sent to Telegram ------------------------------------
     for r in tg.requests() {
         let body = String::from_utf8_lossy(&r.body);
@@ -297,5 +355,152 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
         );
     }
     drop(sb);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_and_responders_who_link_themselves() -> anyhow::Result<()> {
+    const TOKEN: &str = "5151:webhook-standin-token";
+    const SECRET: &str = "s3cret_Webhook-1";
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 3)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let sam: TgUser = tg.user(8001, "Samuel", None);
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\nwebhook_url = \"http://{listen}/telegram/webhook\"\nwebhook_secret = {SECRET:?}\n\n\
+         [[responders]]\nid = \"sam\"\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [\"sam\"]\n",
+        api = tg.api_url(),
+        listen = slot.listen,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+
+    // The webhook route refuses requests without Telegram's secret, and malformed updates.
+    let http = reqwest::Client::new();
+    let url = format!("{}/telegram/webhook", sb.base);
+    let update = json!({"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": {"id": 8001, "type": "private"}, "text": "/help"}});
+    for secret in [None, Some("wrong")] {
+        let mut req = http.post(&url).json(&update);
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        assert_eq!(
+            req.send().await?.status(),
+            403,
+            "secret {secret:?} was accepted"
+        );
+    }
+    let r = http
+        .post(&url)
+        .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+        .body("{nope")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+
+    // Switchboard registered the webhook with its secret and never long-polls.
+    wait_for("setWebhook", || async {
+        Ok(tg
+            .requests()
+            .iter()
+            .any(|r| r.method_lower == "setwebhook" && r.status == 200)
+            .then_some(()))
+    })
+    .await?;
+    let set = tg
+        .requests()
+        .into_iter()
+        .find(|r| r.method_lower == "setwebhook")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&set.body).contains(SECRET));
+
+    // --- a responder links their Telegram account with a one-time code --------------------------
+    let out = std::process::Command::new(&env.bin)
+        .args(["link-code", "--responder", "sam", "--config"])
+        .arg(&sb.config)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)?.trim().to_owned();
+    assert_eq!(code.len(), 10, "{code}");
+    let unknown = std::process::Command::new(&env.bin)
+        .args(["link-code", "--responder", "nobody", "--config"])
+        .arg(&sb.config)
+        .output()?;
+    assert!(
+        !unknown.status.success(),
+        "a code for an unknown responder was issued"
+    );
+
+    tg.user_sends(&sam, "/start WRONGCODE1");
+    wait_sent(&tg, sam.id, "the refusal of a wrong code", |s| {
+        texts(s)
+            .iter()
+            .any(|t| t.contains("unknown, expired or already used"))
+    })
+    .await?;
+    tg.user_sends(&sam, &format!("/start {code}"));
+    wait_sent(&tg, sam.id, "the link confirmation", |s| {
+        texts(s).iter().any(|t| t.starts_with("Linked."))
+    })
+    .await?;
+    tg.user_sends(&sam, &format!("/start {code}"));
+    wait_sent(&tg, sam.id, "the refusal of a used code", |s| {
+        texts(s)
+            .iter()
+            .filter(|t| t.contains("unknown, expired or already used"))
+            .count()
+            == 2
+    })
+    .await?;
+
+    // --- offers, accept and replies all travel over the webhook -----------------------------------
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("Hello over a webhook").await?;
+    let sent = wait_sent(&tg, sam.id, "the offer", |s| {
+        offer_of(s, "webhook").is_some()
+    })
+    .await?;
+    let (offer, data) = offer_of(&sent, "webhook").unwrap();
+    tg.user_presses(&sam, offer, &data);
+    wait_sent(&tg, sam.id, "the accept confirmation", |s| {
+        texts(s)
+            .iter()
+            .any(|t| t.contains("You are now talking with"))
+    })
+    .await?;
+    tg.user_sends(&sam, "Hi from Telegram via webhook");
+    visitor
+        .sync_until("the reply", |seen| {
+            seen.iter()
+                .any(|s| s.body == "Hi from Telegram via webhook")
+        })
+        .await?;
+
+    // Without a pseudonym the ghost carries the responder's Telegram first name.
+    let ghost = visitor
+        .seen
+        .iter()
+        .find(|s| s.body == "Hi from Telegram via webhook")
+        .unwrap()
+        .sender
+        .clone();
+    let (status, member) = visitor
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            urlencode(&room),
+            urlencode(&ghost)
+        ))
+        .await?;
+    assert_eq!(status, 200, "{member}");
+    assert_eq!(member["displayname"], "Samuel");
+    assert!(
+        !tg.requests().iter().any(|r| r.method_lower == "getupdates"),
+        "webhook mode must not long-poll"
+    );
     Ok(())
 }

@@ -19,8 +19,9 @@ pub struct TopicConfig {
 pub struct ResponderConfig {
     /// Stable identifier, also the ghost's localpart suffix: lowercase letters, digits, `._=-`.
     pub id: String,
-    /// The name visitors see on the responder's ghost (a pseudonym is fine).
-    pub name: String,
+    /// The name visitors see on the responder's ghost. Without it, the name the responder
+    /// has on their platform (their Telegram first name) is used.
+    pub pseudonym: Option<String>,
     /// Their private chat with the bot (the user's numeric Telegram ID).
     pub telegram_chat: Option<i64>,
 }

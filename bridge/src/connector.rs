@@ -89,6 +89,13 @@ pub enum RemoteEvent {
         formatted_body: Option<String>,
         display_name: String,
     },
+    /// The responder edited a message they sent earlier.
+    Edit {
+        address: String,
+        message_id: String,
+        body: String,
+        formatted_body: Option<String>,
+    },
     Command {
         address: String,
         command: String,
@@ -160,4 +167,10 @@ pub trait Connector: Send + Sync + 'static {
     /// Receives events from the platform until `shutdown` turns true, handing each to `sink`
     /// and acknowledging it to the platform only after the sink recorded it.
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>);
+
+    /// HTTP routes the platform pushes events to (webhooks), merged into Switchboard's
+    /// listener. Same rule as `run`: answer success only after the sink recorded the event.
+    fn webhook_routes(self: Arc<Self>, _sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
+        None
+    }
 }

@@ -206,6 +206,8 @@ pub struct Seen {
     pub msgtype: String,
     pub body: String,
     pub formatted_body: Option<String>,
+    /// `content["m.relates_to"]`, `Null` when absent.
+    pub relates_to: Value,
 }
 
 /// A visitor doing over HTTP exactly what `web-widget/switchboard-widget.js` does.
@@ -419,6 +421,7 @@ impl Visitor {
                         .to_owned(),
                     body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
                     formatted_body: e["content"]["formatted_body"].as_str().map(str::to_owned),
+                    relates_to: e["content"]["m.relates_to"].clone(),
                 });
             }
         }

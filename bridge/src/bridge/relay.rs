@@ -5,12 +5,14 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use switchboard_appservice::ruma::{
-    OwnedRoomId, OwnedUserId, events::room::message::RoomMessageEventContent,
+    OwnedEventId, OwnedRoomId, OwnedUserId,
+    events::room::message::{ReplacementMetadata, RoomMessageEventContent},
 };
 use tracing::Instrument;
 
 use super::Bridge;
 use crate::{
+    config::ResponderConfig,
     connector::{Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink},
     conversation::{Conversation, ConversationState, SenderRole},
     store::{AssignmentRow, StoreError, now_ms},
@@ -44,8 +46,9 @@ impl Bridge {
                 tracing::warn!(%responder_id, "topic names an unknown responder");
                 continue;
             };
-            let Some((platform, address)) = responder
-                .contacts()
+            let Some((platform, address)) = self
+                .contacts_of(responder)
+                .await?
                 .into_iter()
                 .find(|(p, _)| self.connector(*p).is_some())
             else {
@@ -76,6 +79,46 @@ impl Bridge {
                 Ok(Some(message_id)) => self.store.set_offer_message(offer.id, &message_id).await?,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(%responder_id, error = %e, "offer failed"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a responder can be reached: addresses they linked themselves (newest first), then
+    /// those in the configuration.
+    async fn contacts_of(
+        &self,
+        responder: &ResponderConfig,
+    ) -> Result<Vec<(Platform, String)>, StoreError> {
+        let mut contacts: Vec<(Platform, String)> = self
+            .store
+            .links_of(&responder.id)
+            .await?
+            .into_iter()
+            .filter_map(|(p, a)| Some((Platform::parse(&p)?, a)))
+            .collect();
+        contacts.extend(responder.contacts());
+        Ok(contacts)
+    }
+
+    /// Links the platform address to the responder an operator issued `code` for.
+    async fn link(&self, platform: &str, address: &str, code: &str) -> Result<(), StoreError> {
+        match self.store.redeem_link_code(code, platform, address).await? {
+            Some(responder_id) => {
+                tracing::info!(%responder_id, platform, "responder linked their account");
+                let name = self
+                    .config
+                    .responder(&responder_id)
+                    .and_then(|r| r.pseudonym.clone());
+                let text = match name {
+                    Some(n) => format!("Linked. You will receive conversations as {n}."),
+                    None => "Linked. You will receive conversations here.".to_owned(),
+                };
+                self.notify(platform, address, &text).await;
+            }
+            None => {
+                self.notify(platform, address, "This link code is unknown, expired or already used. Ask your operator for a new one.")
+                    .await;
             }
         }
         Ok(())
@@ -325,11 +368,20 @@ impl Bridge {
                 }
                 Ok(())
             }
+            RemoteEvent::Edit {
+                address,
+                message_id,
+                body,
+                formatted_body,
+            } => {
+                self.edit_from_remote(platform, &address, &message_id, body, formatted_body)
+                    .await
+            }
             RemoteEvent::Command {
                 address,
                 command,
                 reply_to,
-                ..
+                args,
             } => {
                 match command.as_str() {
                     "conversations" => {
@@ -343,6 +395,9 @@ impl Bridge {
                         {
                             self.end_assignment(&room, platform, &address).await?;
                         }
+                    }
+                    "start" if !args.is_empty() => {
+                        self.link(platform, &address, &args).await?;
                     }
                     "start" | "help" => {
                         self.notify(
@@ -365,6 +420,61 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// A responder edited a message: the Matrix event it became is replaced (`m.replace`), so
+    /// the visitor sees the corrected text in place.
+    async fn edit_from_remote(
+        &self,
+        platform: &str,
+        address: &str,
+        message_id: &str,
+        body: String,
+        formatted_body: Option<String>,
+    ) -> Result<(), StoreError> {
+        let Some((room, Some(original))) = self
+            .store
+            .remote_message(platform, address, message_id)
+            .await?
+        else {
+            return Ok(()); // not a message we relayed (or a visitor message shown to them)
+        };
+        let Some(assignment) = self
+            .store
+            .active_assignments_for_room(&room)
+            .await?
+            .into_iter()
+            .find(|a| a.platform == platform && a.address == address)
+        else {
+            return Ok(());
+        };
+        let (Ok(room_id), Ok(ghost), Ok(original)) = (
+            OwnedRoomId::try_from(room.as_str()),
+            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+            OwnedEventId::try_from(original.as_str()),
+        ) else {
+            return Ok(());
+        };
+        // Only the ghost's own events can be replaced by the ghost.
+        let content = match formatted_body {
+            Some(html) => RoomMessageEventContent::text_html(body, html),
+            None => RoomMessageEventContent::text_plain(body),
+        }
+        .make_replacement(ReplacementMetadata::new(original.clone(), None));
+        // One edit of one message is one event: the hash of the new text keeps a redelivered
+        // edit from posting twice, while a second, different edit still goes through.
+        let txn = format!(
+            "{platform}-{address}-{message_id}-edit-{:x}",
+            fnv1a(content.body().as_bytes())
+        );
+        if let Err(e) = self
+            .client
+            .send_message(&room_id, Some(&ghost), &txn, &content)
+            .await
+        {
+            tracing::error!(room_id = %room, error = %e, "could not relay an edit");
+        }
+        Ok(())
     }
 
     /// Which conversation a responder's message is meant for: the one it replies to, else their
@@ -493,7 +603,7 @@ impl Bridge {
         };
         let responder = self.config.responder(&offer.responder_id);
         let name = responder
-            .map(|r| r.name.clone())
+            .and_then(|r| r.pseudonym.clone())
             .unwrap_or_else(|| display_name.to_owned());
         let ghost = match self
             .registration
@@ -628,6 +738,13 @@ impl Bridge {
         self.notify(platform, address, "Conversation ended.").await;
         Ok(())
     }
+}
+
+/// A small stable hash (FNV-1a) for transaction IDs; std's hasher is randomly seeded.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use teloxide::{
     Bot, RequestError,
-    payloads::{GetUpdatesSetters, SendMessageSetters},
+    payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetters},
     prelude::Requester,
     types::{
         AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
@@ -40,11 +40,25 @@ impl Redactor {
     }
 }
 
+/// Webhook mode: Telegram pushes updates to `url`, proving itself with `secret`.
+#[derive(Clone)]
+pub struct Webhook {
+    /// The public HTTPS URL of Switchboard's `/telegram/webhook` route.
+    pub url: String,
+    /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token`; 1-256 of `A-Za-z0-9_-`.
+    pub secret: String,
+}
+
+/// The route Telegram posts updates to in webhook mode.
+pub const WEBHOOK_PATH: &str = "/telegram/webhook";
+
 pub struct TelegramConnector {
     bot: Bot,
     redact: Redactor,
     /// How long one `getUpdates` long poll waits for an update.
     poll_timeout: Duration,
+    /// Set: receive by webhook; unset: long polling (the default).
+    webhook: Option<Webhook>,
 }
 
 impl TelegramConnector {
@@ -61,12 +75,89 @@ impl TelegramConnector {
             bot,
             redact: Redactor(token.into()),
             poll_timeout: Duration::from_secs(25),
+            webhook: None,
         })
     }
 
     pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
         self
+    }
+
+    pub fn with_webhook(mut self, webhook: Webhook) -> Result<Self, ConnectorError> {
+        let valid = (1..=256).contains(&webhook.secret.len())
+            && webhook
+                .secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(ConnectorError::Permanent(
+                "telegram webhook secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -".into(),
+            ));
+        }
+        self.webhook = Some(webhook);
+        Ok(self)
+    }
+
+    const ALLOWED: [AllowedUpdate; 3] = [
+        AllowedUpdate::Message,
+        AllowedUpdate::EditedMessage,
+        AllowedUpdate::CallbackQuery,
+    ];
+
+    /// Records every event of one update; true when all of them are stored.
+    async fn record_update(&self, update: &Update, sink: &dyn RemoteSink) -> bool {
+        let key = update.id.0.to_string();
+        for (i, event) in Self::events_of(update).iter().enumerate() {
+            if let Err(e) = sink
+                .record_remote(Platform::Telegram, &format!("{key}.{i}"), event)
+                .await
+            {
+                tracing::error!(error = %e, "telegram: could not record an update; it will come again");
+                return false;
+            }
+        }
+        if let UpdateKind::CallbackQuery(q) = &update.kind {
+            // Stops the button's spinner; the outcome arrives as a message.
+            if let Err(e) = self.bot.answer_callback_query(q.id.clone()).await {
+                tracing::debug!(error = %self.redact.clean(e), "telegram: answerCallbackQuery failed");
+            }
+        }
+        true
+    }
+
+    /// Webhook mode's `run`: (re)registers the webhook until Telegram accepts it, then waits.
+    async fn register_webhook(&self, webhook: &Webhook, mut shutdown: watch::Receiver<bool>) {
+        let url = match reqwest_url(&webhook.url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = %e, "telegram: webhook URL is invalid");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let request = self
+                .bot
+                .set_webhook(url.clone())
+                .secret_token(webhook.secret.clone())
+                .allowed_updates(Self::ALLOWED);
+            match request.await {
+                Ok(_) => {
+                    tracing::info!("telegram: webhook registered");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %self.redact.clean(e), "telegram: setWebhook failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+        let _ = shutdown.wait_for(|stop| *stop).await;
     }
 
     fn error(&self, e: RequestError) -> ConnectorError {
@@ -90,6 +181,17 @@ impl TelegramConnector {
     fn events_of(update: &Update) -> Vec<RemoteEvent> {
         match &update.kind {
             UpdateKind::Message(m) => message_event(m).into_iter().collect(),
+            UpdateKind::EditedMessage(m) => {
+                let Some(text) = m.text() else { return vec![] };
+                let (body, formatted_body) =
+                    format::telegram_to_matrix(text, m.entities().unwrap_or_default());
+                vec![RemoteEvent::Edit {
+                    address: m.chat.id.0.to_string(),
+                    message_id: m.id.0.to_string(),
+                    body,
+                    formatted_body,
+                }]
+            }
             UpdateKind::CallbackQuery(q) => {
                 let address = match &q.message {
                     Some(MaybeInaccessibleMessage::Regular(m)) => m.chat.id.0.to_string(),
@@ -236,6 +338,15 @@ impl Connector for TelegramConnector {
         Ok(ids)
     }
 
+    fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
+        self.webhook.as_ref()?;
+        Some(
+            axum::Router::new()
+                .route(WEBHOOK_PATH, axum::routing::post(receive_update))
+                .with_state((self, sink)),
+        )
+    }
+
     async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
         let chat = Self::chat(address)?;
         self.bot
@@ -246,6 +357,9 @@ impl Connector for TelegramConnector {
     }
 
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, mut shutdown: watch::Receiver<bool>) {
+        if let Some(webhook) = &self.webhook {
+            return self.register_webhook(webhook, shutdown).await;
+        }
         // Long polling and webhooks exclude each other; make sure no webhook is left behind.
         if let Err(e) = self.bot.delete_webhook().await {
             tracing::warn!(error = %self.redact.clean(e), "telegram: deleteWebhook failed");
@@ -261,7 +375,7 @@ impl Connector for TelegramConnector {
                 .get_updates()
                 .offset(offset)
                 .timeout(self.poll_timeout.as_secs() as u32)
-                .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery]);
+                .allowed_updates(Self::ALLOWED);
             let updates = tokio::select! {
                 r = request => r,
                 _ = shutdown.changed() => return,
@@ -283,28 +397,9 @@ impl Connector for TelegramConnector {
                 }
             };
             for update in updates {
-                let key = update.id.0.to_string();
-                let events = Self::events_of(&update);
-                let mut recorded = true;
-                for (i, event) in events.iter().enumerate() {
-                    if let Err(e) = sink
-                        .record_remote(Platform::Telegram, &format!("{key}.{i}"), event)
-                        .await
-                    {
-                        tracing::error!(error = %e, "telegram: could not record an update; it will be fetched again");
-                        recorded = false;
-                        break;
-                    }
-                }
-                if !recorded {
+                if !self.record_update(&update, sink.as_ref()).await {
                     tokio::time::sleep(backoff).await;
                     break; // offset stays put: the update comes again
-                }
-                if let UpdateKind::CallbackQuery(q) = &update.kind {
-                    // Stops the button's spinner; the outcome arrives as a message.
-                    if let Err(e) = self.bot.answer_callback_query(q.id.clone()).await {
-                        tracing::debug!(error = %self.redact.clean(e), "telegram: answerCallbackQuery failed");
-                    }
                 }
                 // The next getUpdates with this offset confirms the update to Telegram.
                 offset = update.id.0 as i32 + 1;
@@ -326,6 +421,47 @@ fn delivery_chunks(header: &str, body: &str, formatted_body: Option<&str>) -> Ve
         _ => chunks.insert(0, header.trim_end().to_owned()),
     }
     chunks
+}
+
+/// # `POST /telegram/webhook`
+///
+/// Checks Telegram's secret header in constant time, records the update, and only then
+/// answers 200; any other answer makes Telegram deliver the update again.
+async fn receive_update(
+    axum::extract::State((connector, sink)): axum::extract::State<(
+        Arc<TelegramConnector>,
+        Arc<dyn RemoteSink>,
+    )>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    use axum::http::StatusCode;
+    use subtle::ConstantTimeEq;
+    let Some(webhook) = &connector.webhook else {
+        return (StatusCode::NOT_FOUND, "webhook mode is off");
+    };
+    let presented = headers
+        .get("x-telegram-bot-api-secret-token")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(presented.ct_eq(webhook.secret.as_bytes())) {
+        return (StatusCode::FORBIDDEN, "wrong or missing secret token");
+    }
+    let update: Update = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "telegram: malformed webhook update refused");
+            return (StatusCode::BAD_REQUEST, "malformed update");
+        }
+    };
+    if connector.record_update(&update, sink.as_ref()).await {
+        (StatusCode::OK, "")
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not record the update",
+        )
+    }
 }
 
 pub(crate) fn escape(s: &str) -> String {

@@ -298,6 +298,25 @@ impl Store {
         Ok(row.map(|r| r.try_get("room_id")).transpose()?)
     }
 
+    /// The room and Matrix event a remote message became, if it was mapped.
+    pub async fn remote_message(
+        &self,
+        platform: &str,
+        chat: &str,
+        message_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT room_id, event_id FROM remote_messages WHERE platform = $1 AND chat = $2 AND message_id = $3",
+        )
+        .bind(platform)
+        .bind(chat)
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("room_id")?, r.try_get("event_id")?)))
+            .transpose()
+    }
+
     /// Queues a delivery; a second enqueue of the same event for the same address is ignored.
     pub async fn enqueue_outbox(
         &self,
@@ -377,5 +396,101 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// How long an issued link code stays valid.
+pub const LINK_CODE_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl Store {
+    pub async fn create_link_code(
+        &self,
+        code: &str,
+        responder_id: &str,
+        platform: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO link_codes (code, responder_id, platform, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(code)
+            .bind(responder_id)
+            .bind(platform)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Uses a code once: returns the responder it links, or None if it is unknown, used,
+    /// expired or for another platform. The link replaces any earlier one of that responder
+    /// on the platform.
+    pub async fn redeem_link_code(
+        &self,
+        code: &str,
+        platform: &str,
+        address: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query(
+            "UPDATE link_codes SET used_at = $1
+             WHERE code = $2 AND platform = $3 AND used_at IS NULL AND created_at > $4",
+        )
+        .bind(now)
+        .bind(code)
+        .bind(platform)
+        .bind(now - LINK_CODE_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let responder: String = sqlx::query("SELECT responder_id FROM link_codes WHERE code = $1")
+            .bind(code)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("responder_id")?;
+        sqlx::query("DELETE FROM responder_links WHERE platform = $1 AND (responder_id = $2 OR address = $3)")
+            .bind(platform)
+            .bind(&responder)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO responder_links (platform, address, responder_id, linked_at) VALUES ($1, $2, $3, $4)")
+            .bind(platform)
+            .bind(address)
+            .bind(&responder)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(responder))
+    }
+
+    /// The responder who linked this address themselves.
+    pub async fn linked_responder(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT responder_id FROM responder_links WHERE platform = $1 AND address = $2",
+        )
+        .bind(platform)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("responder_id")).transpose()?)
+    }
+
+    /// Addresses a responder linked themselves, by platform.
+    pub async fn links_of(&self, responder_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT platform, address FROM responder_links WHERE responder_id = $1 ORDER BY linked_at DESC",
+        )
+        .bind(responder_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("platform")?, r.try_get("address")?)))
+            .collect()
     }
 }
