@@ -8,7 +8,7 @@
 use std::{borrow::Cow, time::Duration};
 
 use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
@@ -16,7 +16,9 @@ use ruma::{
         client::{
             account::{register, whoami},
             appservice::request_ping,
+            authenticated_media::get_content,
             discovery::get_supported_versions,
+            media::create_content,
             membership::{invite_user, join_room_by_id, leave_room},
             message::send_message_event,
             profile::set_display_name,
@@ -302,6 +304,33 @@ impl HomeserverClient {
         self.send(leave_room::v3::Request::new(room.to_owned()), Some(as_user))
             .await
             .map(|_| ())
+    }
+
+    /// Uploads a file to the homeserver's media repository as `as_user` (or the bot).
+    pub async fn upload_media(
+        &self,
+        as_user: Option<&UserId>,
+        content_type: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<OwnedMxcUri, ClientError> {
+        let mut request = create_content::v3::Request::new(bytes);
+        request.content_type = Some(content_type.to_owned());
+        request.filename = Some(filename.to_owned());
+        // Not retried: a retry after a lost answer would store the file twice, harmlessly but
+        // wastefully; the caller retries the whole relay instead.
+        Ok(self.send_once(request, as_user).await?.content_uri)
+    }
+
+    /// Downloads a file from the media repository (authenticated media, as the bot).
+    pub async fn download_media(
+        &self,
+        uri: &MxcUri,
+    ) -> Result<(Option<String>, Vec<u8>), ClientError> {
+        let request = get_content::v1::Request::from_uri(uri)
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let response = self.send(request, None).await?;
+        Ok((response.content_type, response.file))
     }
 
     /// Sends a message event with a caller-chosen, deterministic transaction ID: the homeserver

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::{
     config::BridgeConfig,
-    connector::{Connector, Offer, Platform},
+    connector::{Connector, FileKind, MediaRef, Offer, Platform},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     store::{NewInboxEvent, Store, StoreError, now_ms},
 };
@@ -319,6 +319,7 @@ impl Bridge {
                         &message.event_id,
                         &message.body,
                         message.formatted_body.as_deref(),
+                        media_of(content),
                     )
                     .await?;
                 }
@@ -357,6 +358,33 @@ impl Bridge {
         let txn = format!("switchboard-startup-{}", now_ms());
         self.client.ping(&self.config.appservice_id, &txn).await
     }
+}
+
+/// The file an `m.image`/`m.file`/`m.video`/`m.audio` message carries, if any.
+fn media_of(content: &Value) -> Option<MediaRef> {
+    let kind = match content.get("msgtype").and_then(Value::as_str)? {
+        "m.image" => FileKind::Image,
+        "m.file" | "m.video" | "m.audio" => FileKind::File,
+        _ => return None,
+    };
+    let mxc = content.get("url").and_then(Value::as_str)?.to_owned();
+    let body = content
+        .get("body")
+        .and_then(Value::as_str)
+        .unwrap_or("file");
+    Some(MediaRef {
+        mxc,
+        mimetype: content["info"]
+            .get("mimetype")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        filename: content
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or(body)
+            .to_owned(),
+        kind,
+    })
 }
 
 /// Pulls out what the inbox indexes. An event without an ID or room cannot be deduplicated or

@@ -65,6 +65,44 @@ pub struct Delivery {
     pub visitor_alias: String,
     pub body: String,
     pub formatted_body: Option<String>,
+    /// A file or image the message carries (fetched from the media repository at delivery).
+    #[serde(default)]
+    pub media: Option<MediaRef>,
+}
+
+/// Whether a file is shown as a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    Image,
+    File,
+}
+
+/// A file in the homeserver's media repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRef {
+    pub mxc: String,
+    pub mimetype: Option<String>,
+    pub filename: String,
+    pub kind: FileKind,
+}
+
+/// A file on a remote platform, fetched with [`Connector::fetch_file`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteFile {
+    pub file_id: String,
+    pub mimetype: Option<String>,
+    pub filename: String,
+    pub kind: FileKind,
+}
+
+/// File contents in transit between a platform and the media repository.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub bytes: Vec<u8>,
+    pub mimetype: Option<String>,
+    pub filename: String,
+    pub kind: FileKind,
 }
 
 /// Something a responder did on a remote platform, recorded durably before the platform is
@@ -88,6 +126,9 @@ pub enum RemoteEvent {
         body: String,
         formatted_body: Option<String>,
         display_name: String,
+        /// A photo or document sent with the message (its caption is `body`).
+        #[serde(default)]
+        file: Option<RemoteFile>,
     },
     /// The responder edited a message they sent earlier.
     Edit {
@@ -160,6 +201,29 @@ pub trait Connector: Send + Sync + 'static {
         delivery: &Delivery,
         address: &str,
     ) -> Result<Vec<String>, ConnectorError>;
+
+    /// Relays a visitor's file or image (with the delivery's text as caption). Connectors
+    /// that cannot carry files keep the default, which refuses for good.
+    async fn deliver_file(
+        &self,
+        _delivery: &Delivery,
+        _file: Attachment,
+        _address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "{} cannot carry files",
+            self.platform().as_str()
+        )))
+    }
+
+    /// Fetches a file a responder sent, to re-upload it to the media repository.
+    async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "{} cannot fetch {}",
+            self.platform().as_str(),
+            file.file_id
+        )))
+    }
 
     /// Sends the responder a short service message from Switchboard.
     async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError>;

@@ -208,6 +208,8 @@ pub struct Seen {
     pub formatted_body: Option<String>,
     /// `content["m.relates_to"]`, `Null` when absent.
     pub relates_to: Value,
+    /// `content["url"]` of a file or image, empty otherwise.
+    pub url: String,
 }
 
 /// A visitor doing over HTTP exactly what `web-widget/switchboard-widget.js` does.
@@ -422,6 +424,7 @@ impl Visitor {
                     body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
                     formatted_body: e["content"]["formatted_body"].as_str().map(str::to_owned),
                     relates_to: e["content"]["m.relates_to"].clone(),
+                    url: e["content"]["url"].as_str().unwrap_or_default().to_owned(),
                 });
             }
         }

@@ -5,15 +5,24 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use switchboard_appservice::ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId,
-    events::room::message::{ReplacementMetadata, RoomMessageEventContent},
+    OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, UInt,
+    events::room::{
+        ImageInfo,
+        message::{
+            FileInfo, FileMessageEventContent, ImageMessageEventContent, MessageType,
+            ReplacementMetadata, RoomMessageEventContent,
+        },
+    },
 };
 use tracing::Instrument;
 
 use super::Bridge;
 use crate::{
     config::ResponderConfig,
-    connector::{Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink},
+    connector::{
+        Attachment, Connector, ConnectorError, Delivery, FileKind, MediaRef, Offer, Platform,
+        RemoteEvent, RemoteFile, RemoteSink,
+    },
     conversation::{Conversation, ConversationState, SenderRole},
     store::{AssignmentRow, StoreError, now_ms},
 };
@@ -131,6 +140,7 @@ impl Bridge {
         event_id: &str,
         body: &str,
         formatted_body: Option<&str>,
+        media: Option<MediaRef>,
     ) -> Result<(), StoreError> {
         for a in self
             .store
@@ -148,6 +158,7 @@ impl Bridge {
                 visitor_alias: conversation.visitor_alias.clone(),
                 body: body.to_owned(),
                 formatted_body: formatted_body.map(str::to_owned),
+                media: media.clone(),
             };
             let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
             self.store
@@ -194,8 +205,8 @@ impl Bridge {
                 }
             };
             self.note_sent(&row.platform, &row.address);
-            let result = connector
-                .deliver(&delivery, &row.address)
+            let result = self
+                .deliver_one(connector.as_ref(), &delivery, &row.address)
                 .instrument(span.clone())
                 .await;
             let _enter = span.enter();
@@ -241,6 +252,34 @@ impl Bridge {
             }
         }
         Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// One outbox row to its platform: text as text; a file fetched from the media repository
+    /// first (a failing download is worth retrying, like a failing send).
+    async fn deliver_one(
+        &self,
+        connector: &dyn Connector,
+        delivery: &Delivery,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let Some(media) = &delivery.media else {
+            return connector.deliver(delivery, address).await;
+        };
+        let uri = OwnedMxcUri::from(media.mxc.as_str());
+        let (mimetype, bytes) = self.client.download_media(&uri).await.map_err(|e| {
+            if e.is_transient() {
+                ConnectorError::Transient(e.to_string())
+            } else {
+                ConnectorError::Permanent(e.to_string())
+            }
+        })?;
+        let attachment = Attachment {
+            bytes,
+            mimetype: media.mimetype.clone().or(mimetype),
+            filename: media.filename.clone(),
+            kind: media.kind,
+        };
+        connector.deliver_file(delivery, attachment, address).await
     }
 
     fn paced_until(&self, platform: &str, address: &str) -> i64 {
@@ -310,6 +349,7 @@ impl Bridge {
                 reply_to,
                 body,
                 formatted_body,
+                file,
                 ..
             } => {
                 let Some(room) = self
@@ -327,15 +367,32 @@ impl Bridge {
                 else {
                     return Ok(());
                 };
-                let content = match &formatted_body {
-                    Some(html) => RoomMessageEventContent::text_html(body.clone(), html.clone()),
-                    None => RoomMessageEventContent::text_plain(body.clone()),
-                };
                 let (Ok(room_id), Ok(ghost)) = (
                     OwnedRoomId::try_from(room.as_str()),
                     OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
                 ) else {
                     return Ok(());
+                };
+                let content = match file {
+                    Some(file) => match self.file_content(platform, &ghost, &file, &body).await {
+                        Ok(content) => content,
+                        Err(e) => {
+                            tracing::error!(room_id = %room, error = %e, "could not bridge a file");
+                            self.notify(
+                                platform,
+                                &address,
+                                "Your file could not be delivered. Please send it again.",
+                            )
+                            .await;
+                            return Ok(());
+                        }
+                    },
+                    None => match &formatted_body {
+                        Some(html) => {
+                            RoomMessageEventContent::text_html(body.clone(), html.clone())
+                        }
+                        None => RoomMessageEventContent::text_plain(body.clone()),
+                    },
                 };
                 // Deterministic: if this event is handled again after a crash, the homeserver
                 // returns the first event instead of posting a second one.
@@ -420,6 +477,63 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// Fetches a responder's file from their platform and re-uploads it to the media
+    /// repository as their ghost; the message shows it as an image or a file.
+    async fn file_content(
+        &self,
+        platform: &str,
+        ghost: &OwnedUserId,
+        file: &RemoteFile,
+        caption: &str,
+    ) -> Result<RoomMessageEventContent, String> {
+        let (_, connector) = self.remote(platform).ok_or("no connector")?;
+        let attachment = connector
+            .fetch_file(file)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mimetype = attachment
+            .mimetype
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let size = attachment.bytes.len();
+        let mxc = self
+            .client
+            .upload_media(
+                Some(ghost),
+                &mimetype,
+                &attachment.filename,
+                attachment.bytes,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = if caption.is_empty() {
+            attachment.filename.clone()
+        } else {
+            caption.to_owned()
+        };
+        let msgtype = match attachment.kind {
+            FileKind::Image => {
+                let mut info = ImageInfo::new();
+                info.mimetype = Some(mimetype);
+                info.size = UInt::new(size as u64);
+                let mut image = ImageMessageEventContent::plain(body, mxc);
+                image.filename = Some(attachment.filename);
+                image.info = Some(Box::new(info));
+                MessageType::Image(image)
+            }
+            FileKind::File => {
+                let mut info = FileInfo::new();
+                info.mimetype = Some(mimetype);
+                info.size = UInt::new(size as u64);
+                let mut f = FileMessageEventContent::plain(body, mxc);
+                f.filename = Some(attachment.filename);
+                f.info = Some(Box::new(info));
+                MessageType::File(f)
+            }
+        };
+        Ok(RoomMessageEventContent::new(msgtype))
     }
 
     /// A responder edited a message: the Matrix event it became is replaced (`m.replace`), so
@@ -675,11 +789,14 @@ impl Bridge {
             .filter(|m| m.sender_role == SenderRole::Visitor)
             .skip(1)
         {
+            // The transcript keeps no file references: a file sent before the accept is
+            // relayed as its name.
             self.relay_to_responders(
                 &conversation,
                 &m.event_id,
                 &m.body,
                 m.formatted_body.as_deref(),
+                None,
             )
             .await?;
         }

@@ -10,17 +10,22 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use teloxide::{
     Bot, RequestError,
-    payloads::{GetUpdatesSetters, SendMessageSetters, SetWebhookSetters},
+    net::Download,
+    payloads::{
+        GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
+        SetWebhookSetters,
+    },
     prelude::Requester,
     types::{
-        AllowedUpdate, ChatId, InlineKeyboardButton, InlineKeyboardMarkup,
+        AllowedUpdate, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
         MaybeInaccessibleMessage, Message, MessageId, ParseMode, Update, UpdateKind,
     },
 };
 use tokio::sync::watch;
 
 use super::{
-    Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink,
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, Offer, Platform,
+    RemoteEvent, RemoteFile, RemoteSink,
 };
 
 pub mod format;
@@ -227,10 +232,58 @@ fn is_transient_api_error(api: &teloxide::ApiError) -> bool {
     matches!(api, teloxide::ApiError::Unknown(text) if text.contains("Internal Server Error") || text.contains("Bad Gateway"))
 }
 
+/// The photo (largest size) or document a message carries.
+fn file_of(m: &Message) -> Option<RemoteFile> {
+    if let Some(sizes) = m.photo() {
+        let largest = sizes.iter().max_by_key(|p| p.width * p.height)?;
+        return Some(RemoteFile {
+            file_id: largest.file.id.0.clone(),
+            mimetype: Some("image/jpeg".into()),
+            filename: format!("photo-{}.jpg", m.id.0),
+            kind: FileKind::Image,
+        });
+    }
+    let doc = m.document()?;
+    let mimetype = doc.mime_type.as_ref().map(|m| m.to_string());
+    let kind = if mimetype.as_deref().is_some_and(|m| m.starts_with("image/")) {
+        FileKind::Image
+    } else {
+        FileKind::File
+    };
+    Some(RemoteFile {
+        file_id: doc.file.id.0.clone(),
+        mimetype,
+        filename: doc
+            .file_name
+            .clone()
+            .unwrap_or_else(|| format!("file-{}", m.id.0)),
+        kind,
+    })
+}
+
 fn message_event(m: &Message) -> Option<RemoteEvent> {
-    let text = m.text()?;
     let address = m.chat.id.0.to_string();
     let reply_to = m.reply_to_message().map(|r| r.id.0.to_string());
+    let display_name = m
+        .from
+        .as_ref()
+        .map(|u| u.first_name.clone())
+        .unwrap_or_default();
+    if let Some(file) = file_of(m) {
+        let caption = m.caption().unwrap_or_default();
+        let (body, formatted_body) =
+            format::telegram_to_matrix(caption, m.caption_entities().unwrap_or_default());
+        return Some(RemoteEvent::Message {
+            address,
+            message_id: m.id.0.to_string(),
+            reply_to,
+            body,
+            formatted_body,
+            display_name,
+            file: Some(file),
+        });
+    }
+    let text = m.text()?;
     if let Some(command) = text.strip_prefix('/') {
         let (name, args) = command
             .split_once(char::is_whitespace)
@@ -251,11 +304,8 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
         reply_to,
         body,
         formatted_body,
-        display_name: m
-            .from
-            .as_ref()
-            .map(|u| u.first_name.clone())
-            .unwrap_or_default(),
+        display_name,
+        file: None,
     })
 }
 
@@ -345,6 +395,58 @@ impl Connector for TelegramConnector {
                 .route(WEBHOOK_PATH, axum::routing::post(receive_update))
                 .with_state((self, sink)),
         )
+    }
+
+    async fn deliver_file(
+        &self,
+        delivery: &Delivery,
+        file: Attachment,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let chat = Self::chat(address)?;
+        let caption = format!(
+            "<b>{}</b>: {}",
+            escape(&delivery.visitor_alias),
+            escape(&truncate(&delivery.body, 900))
+        );
+        let input = InputFile::memory(file.bytes).file_name(file.filename);
+        let sent = match file.kind {
+            FileKind::Image => {
+                self.bot
+                    .send_photo(chat, input)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .await
+            }
+            FileKind::File => {
+                self.bot
+                    .send_document(chat, input)
+                    .caption(caption)
+                    .parse_mode(ParseMode::Html)
+                    .await
+            }
+        }
+        .map_err(|e| self.error(e))?;
+        Ok(vec![sent.id.0.to_string()])
+    }
+
+    async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
+        let meta = self
+            .bot
+            .get_file(FileId(file.file_id.clone()))
+            .await
+            .map_err(|e| self.error(e))?;
+        let mut bytes = Vec::new();
+        self.bot
+            .download_file(&meta.path, &mut bytes)
+            .await
+            .map_err(|e| ConnectorError::Transient(self.redact.clean(e)))?;
+        Ok(Attachment {
+            bytes,
+            mimetype: file.mimetype.clone(),
+            filename: file.filename.clone(),
+            kind: file.kind,
+        })
     }
 
     async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
