@@ -409,6 +409,37 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
         "the responder's photo changed on the way"
     );
 
+    // A document goes as a document, and a message over Telegram's 4096 limit is split.
+    v2.send_content(json!({"msgtype": "m.file", "body": "manual.pdf", "url": mxc, "info": {"mimetype": "application/pdf"}}))
+        .await?;
+    let long: String = (0..700).map(|i| format!("word{i} ")).collect();
+    v2.send(&long).await?;
+    let sent = wait_sent(&tg, alex.id, "the document and the long message", |s| {
+        s.iter().any(|m| m.kind == "document")
+            && s.iter()
+                .any(|m| m.text.as_deref().is_some_and(|t| t.ends_with("word699")))
+    })
+    .await?;
+    let doc = sent.iter().find(|m| m.kind == "document").unwrap();
+    assert_eq!(doc.file_bytes.as_deref(), Some(PNG));
+    let parts: Vec<&str> = sent
+        .iter()
+        .filter_map(|m| m.text.as_deref())
+        .filter(|t| t.contains("word") && !t.contains("vinegar"))
+        .collect();
+    assert!(
+        parts.len() >= 2,
+        "a {}-character message was not split: {parts:?}",
+        long.len()
+    );
+    assert!(parts.iter().all(|p| p.encode_utf16().count() <= 4096));
+    let rejoined: Vec<&str> = parts
+        .iter()
+        .flat_map(|p| p.split_whitespace())
+        .filter(|w| w.starts_with("word"))
+        .collect();
+    assert_eq!(rejoined.len(), 700, "words lost or doubled in the split");
+
     // --- no visitor identifier in any byte sent to Telegram ------------------------------------
     for r in tg.requests() {
         let body = String::from_utf8_lossy(&r.body);
