@@ -320,7 +320,52 @@ async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Res
     Ok(())
 }
 
+async fn link_codes_work_once_and_move_a_responder(store: &Store) -> anyhow::Result<()> {
+    store.create_link_code("CODE1", "alex", "telegram").await?;
+    store.create_link_code("CODE2", "alex", "telegram").await?;
+    assert_eq!(
+        store.redeem_link_code("CODE1", "discord", "1").await?,
+        None,
+        "a code is for one platform"
+    );
+    assert_eq!(
+        store
+            .redeem_link_code("CODE1", "telegram", "7001")
+            .await?
+            .as_deref(),
+        Some("alex")
+    );
+    assert_eq!(
+        store.redeem_link_code("CODE1", "telegram", "7009").await?,
+        None,
+        "a code works once"
+    );
+    assert_eq!(
+        store.redeem_link_code("NOPE", "telegram", "7001").await?,
+        None
+    );
+    assert_eq!(
+        store.linked_responder("telegram", "7001").await?.as_deref(),
+        Some("alex")
+    );
+    // Linking again moves the responder to the new chat.
+    assert_eq!(
+        store
+            .redeem_link_code("CODE2", "telegram", "7002")
+            .await?
+            .as_deref(),
+        Some("alex")
+    );
+    assert_eq!(store.linked_responder("telegram", "7001").await?, None);
+    assert_eq!(
+        store.links_of("alex").await?,
+        vec![("telegram".to_owned(), "7002".to_owned())]
+    );
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
+    link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
     exactly_one_claim_wins_and_offers_move_once(&store).await?;
     assignments_mapping_and_outbox_keep_order(&store).await?;
