@@ -133,12 +133,17 @@ url = "sqlite://$DEMO_DIR/switchboard.db"
 [[topics]]
 id = "support"
 name = "General support"
-responders = ["@responder:$SERVER_NAME"]
 
 [[topics]]
 id = "sales"
 name = "Sales"
-responders = ["@responder:$SERVER_NAME"]
+
+# The responder register, seeded from here; see docs/admin-api.md to manage it at run time.
+[[responders]]
+id = "responder"
+display_name = "Demo Responder"
+topics = ["*"]
+contacts = [{ platform = "matrix", address = "@responder:$SERVER_NAME" }]
 EOF
 else
     log "keeping your edited $CONFIG (check its ports match HS_PORT=$HS_PORT SB_PORT=$SB_PORT)"

@@ -11,7 +11,11 @@ use figment::{
     providers::{Env, Format, Toml},
 };
 use serde::Deserialize;
-use switchboard_bridge::config::{ResponderConfig, TopicConfig, VisitorLimits};
+use switchboard_bridge::{
+    config::{TopicConfig, VisitorLimits},
+    responder::Responder,
+    routing::validate_responder,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct Config {
@@ -21,12 +25,29 @@ pub struct Config {
     pub database: DatabaseSection,
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
+    /// Seeds the responder register at start-up (entries edited through the admin API win).
     #[serde(default)]
-    pub responders: Vec<ResponderConfig>,
+    pub responders: Vec<Responder>,
     #[serde(default)]
     pub visitors: VisitorLimits,
     pub welcome_notice: Option<String>,
+    /// Told to visitors when nobody can take their conversation right now.
+    pub offline_message: Option<String>,
     pub telegram: Option<TelegramSection>,
+    pub admin: Option<AdminSection>,
+}
+
+#[derive(Deserialize)]
+pub struct AdminSection {
+    /// Bearer token for `/admin/v1/*`. Prefer the environment: `SWITCHBOARD_ADMIN__TOKEN`.
+    /// Without it the admin API is off.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection").finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,15 +122,14 @@ impl Config {
             )
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;
-        for r in &config.responders {
-            anyhow::ensure!(
-                !r.id.is_empty()
-                    && r.id.chars().all(|c| c.is_ascii_lowercase()
-                        || c.is_ascii_digit()
-                        || "._=-".contains(c)),
-                "responder id {:?} may only use lowercase letters, digits and ._=-",
-                r.id
-            );
+        let platforms: Vec<&str> = if config.telegram.is_some() {
+            vec!["matrix", "telegram"]
+        } else {
+            vec!["matrix"]
+        };
+        for (i, r) in config.responders.iter().enumerate() {
+            validate_responder(r, &platforms)
+                .map_err(|e| anyhow::anyhow!("responders[{i}] ({}): {e}", r.id))?;
         }
         for topic in &config.topics {
             anyhow::ensure!(!topic.id.is_empty(), "a topic has an empty id");

@@ -16,7 +16,8 @@ use switchboard_appservice::{
 };
 use switchboard_bridge::{
     Bridge, Store,
-    config::{BridgeConfig, DEFAULT_WELCOME_NOTICE},
+    admin_api::{self, AdminState},
+    config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE},
     connector::{
         Connector, RemoteSink,
         matrix::MatrixConnector,
@@ -112,10 +113,7 @@ fn main() -> anyhow::Result<()> {
             platform,
         } => {
             let config = config::Config::load(&config)?;
-            anyhow::ensure!(
-                config.responders.iter().any(|r| r.id == responder),
-                "no responder {responder:?} in [[responders]] of the configuration"
-            );
+
             anyhow::ensure!(
                 switchboard_bridge::connector::Platform::parse(&platform)
                     .is_some_and(|p| p.as_str() != "matrix"),
@@ -123,6 +121,10 @@ fn main() -> anyhow::Result<()> {
             );
             tokio::runtime::Runtime::new()?.block_on(async {
                 let store = Store::connect(&config.database.url).await.context("opening the database")?;
+                anyhow::ensure!(
+                    config.responders.iter().any(|r| r.id == responder) || store.responder(&responder).await?.is_some(),
+                    "no responder {responder:?} in the register or in [[responders]] of the configuration"
+                );
                 let code = new_link_code();
                 store.create_link_code(&code, &responder, &platform).await?;
                 store.close().await;
@@ -218,14 +220,37 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
                 .welcome_notice
                 .clone()
                 .unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
+            offline_message: config
+                .offline_message
+                .clone()
+                .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
         },
         connectors,
     ));
 
     let sink: Arc<dyn RemoteSink> = bridge.clone();
+    bridge
+        .seed_register()
+        .await
+        .context("seeding the responder register")?;
     let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
         .merge(visitor_api::router(VisitorApiState::new(bridge.clone())))
         .merge(web::router());
+    if let Some(admin) = &config.admin {
+        let platforms = bridge
+            .connectors()
+            .map(|c| c.platform().as_str().to_owned())
+            .collect();
+        let state = AdminState::new(
+            store.clone(),
+            admin.token.as_str(),
+            bridge.register_changed(),
+            platforms,
+        )
+        .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?;
+        app = app.merge(admin_api::router(state));
+        tracing::info!("admin API enabled");
+    }
     for routes in bridge
         .connectors()
         .filter_map(|c| c.clone().webhook_routes(sink.clone()))

@@ -132,7 +132,9 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         &slot,
         &format!(
             "[visitors]\nconversations_per_minute = 1\nburst = 6\n\n\
-             [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [{responder_id:?}]\n"
+             [[topics]]\nid = \"support\"\nname = \"General support\"\n\n\
+             [[responders]]\nid = \"resp\"\ndisplay_name = \"Rae\"\ntopics = [\"support\"]\n\
+             contacts = [{{ platform = \"matrix\", address = {responder_id:?} }}]\n"
         ),
     )
     .await?;

@@ -56,8 +56,9 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
     let alex: TgUser = tg.user(7001, "Alexandra", Some("alex_tg"));
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
-         [[responders]]\nid = \"alex\"\npseudonym = \"Alex (Support)\"\ntelegram_chat = {chat}\n\n\
-         [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [\"alex\"]\n",
+         [[responders]]\nid = \"alex\"\ndisplay_name = \"Alexandra R.\"\npseudonym = \"Alex (Support)\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\ncontacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\n",
         api = tg.api_url(),
         chat = alex.id,
     );
@@ -478,8 +479,8 @@ async fn webhook_mode_and_responders_who_link_themselves() -> anyhow::Result<()>
     let sam: TgUser = tg.user(8001, "Samuel", None);
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\nwebhook_url = \"http://{listen}/telegram/webhook\"\nwebhook_secret = {SECRET:?}\n\n\
-         [[responders]]\nid = \"sam\"\n\n\
-         [[topics]]\nid = \"support\"\nname = \"General support\"\nresponders = [\"sam\"]\n",
+         [[responders]]\nid = \"sam\"\ndisplay_name = \"Samuel S.\"\ntopics = [\"support\"]\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\n",
         api = tg.api_url(),
         listen = slot.listen,
     );

@@ -170,7 +170,9 @@
       requestJson(options.baseUrl + '/api/v1/conversations', {
         method: 'POST',
         token,
-        body: { topic },
+        // The browser's language helps routing pick a responder who speaks it; it is a
+        // preference everyone's browser sends to every site, so it identifies nobody.
+        body: { topic, language: navigator.language || undefined },
       }),
   };
 

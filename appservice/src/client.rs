@@ -19,7 +19,7 @@ use ruma::{
             authenticated_media::get_content,
             discovery::get_supported_versions,
             media::create_content,
-            membership::{invite_user, join_room_by_id, leave_room},
+            membership::{invite_user, join_room_by_id, kick_user, leave_room},
             message::send_message_event,
             profile::set_display_name,
             room::create_room,
@@ -289,6 +289,18 @@ impl HomeserverClient {
             }) if message.contains("already") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Removes `user` from the room (or withdraws their invite), as the bot.
+    pub async fn kick(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let mut request = kick_user::v3::Request::new(room.to_owned(), user.to_owned());
+        request.reason = Some(reason.to_owned());
+        self.send(request, None).await.map(|_| ())
     }
 
     pub async fn join(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {

@@ -29,11 +29,15 @@ use tracing::Instrument;
 
 use crate::{
     config::BridgeConfig,
-    connector::{Connector, FileKind, MediaRef, Offer, Platform},
+    connector::{Connector, FileKind, MediaRef, Platform},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     store::{NewInboxEvent, Store, StoreError, now_ms},
 };
 
+mod dispatch;
+
+/// How often queued conversations are routed again without any other reason to.
+const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 mod relay;
 
 /// Why a visitor's request failed. Mapped to HTTP only at the API edge.
@@ -60,6 +64,8 @@ pub struct Bridge {
     connectors: HashMap<Platform, Arc<dyn Connector>>,
     /// Wakes the worker when a transaction or a remote event has been recorded.
     inbox_ready: Notify,
+    /// Wakes the worker to route queued conversations again (a responder changed).
+    register_changed: Arc<Notify>,
     server_name: OwnedServerName,
     /// When we last sent to each (platform, address), to pace sends per chat. In memory on
     /// purpose: after a restart the pacing simply starts afresh.
@@ -83,6 +89,7 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
+            register_changed: Arc::new(Notify::new()),
             server_name,
             last_sent: Mutex::new(HashMap::new()),
         }
@@ -100,6 +107,11 @@ impl Bridge {
         &self.store
     }
 
+    /// Notify this after changing the register, so queued conversations are routed again.
+    pub fn register_changed(&self) -> Arc<Notify> {
+        self.register_changed.clone()
+    }
+
     pub fn connectors(&self) -> impl Iterator<Item = &Arc<dyn Connector>> {
         self.connectors.values()
     }
@@ -112,6 +124,7 @@ impl Bridge {
         &self,
         visitor_token: &str,
         topic_id: &str,
+        language: Option<&str>,
     ) -> Result<Conversation, VisitorError> {
         let topic = self
             .config
@@ -146,6 +159,7 @@ impl Bridge {
             visitor_alias: new_visitor_alias(),
             state: ConversationState::Waiting,
             created_at: now_ms(),
+            language: language.and_then(primary_language),
         };
         self.store.insert_conversation(&conversation).await?;
         let span = tracing::info_span!("conversation", room_id = %room_id);
@@ -163,8 +177,8 @@ impl Bridge {
             {
                 tracing::warn!(error = %e, "could not post the welcome notice");
             }
-            self.offer(&conversation, &topic.name, &topic.responders)
-                .await;
+            // Responders are offered the conversation when the visitor's first message
+            // arrives, so the offer can quote it (`route`).
         }
         .instrument(span)
         .await;
@@ -200,29 +214,6 @@ impl Bridge {
         self.client.create_room(request).await
     }
 
-    /// Offers the conversation to the configured responders on their platforms.
-    async fn offer(&self, conversation: &Conversation, topic_name: &str, responders: &[String]) {
-        let offer = Offer {
-            offer_id: 0,
-            room_id: conversation.room_id.clone(),
-            topic_name: topic_name.to_owned(),
-            visitor_alias: conversation.visitor_alias.clone(),
-            first_message: None,
-        };
-        // Matrix users are invited at once: the invite carries the topic and they read the
-        // visitor's messages in the room. Remote responders are offered the conversation when
-        // the first visitor message arrives, so their offer can quote it (`offer_remote`).
-        let Some(connector) = self.connectors.get(&Platform::Matrix) else {
-            tracing::error!("no Matrix connector configured; nobody was offered the conversation");
-            return;
-        };
-        for responder in responders.iter().filter(|r| r.starts_with('@')) {
-            if let Err(e) = connector.offer(&offer, responder).await {
-                tracing::warn!(%responder, error = %e, "offer failed");
-            }
-        }
-    }
-
     /// Processes recorded events in arrival order until `shutdown` resolves.
     ///
     /// One worker handles the whole inbox, so events of a conversation are handled in the
@@ -233,7 +224,18 @@ impl Bridge {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        // Working hours begin and end without any event, so the queue is also looked at now
+        // and then; a change to the register makes us look at once.
+        let mut next_queue_check = tokio::time::Instant::now();
+        let mut queue_due = true;
         loop {
+            if queue_due || tokio::time::Instant::now() >= next_queue_check {
+                if let Err(e) = self.drain_queue().await {
+                    tracing::error!(error = %e, "routing queued conversations failed; retrying");
+                }
+                next_queue_check = tokio::time::Instant::now() + QUEUE_RECHECK;
+                queue_due = false;
+            }
             let mut again = false;
             match self.drain_inbox().await {
                 Ok(n) => again |= n > 0,
@@ -256,6 +258,7 @@ impl Bridge {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = self.inbox_ready.notified() => {}
+                _ = self.register_changed.notified() => queue_due = true,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -312,7 +315,7 @@ impl Bridge {
                 }
                 if role == SenderRole::Visitor {
                     if conversation.state == ConversationState::Waiting {
-                        self.offer_remote(&conversation, &message.body).await?;
+                        self.route(&conversation).await?;
                     }
                     self.relay_to_responders(
                         &conversation,
@@ -327,14 +330,13 @@ impl Bridge {
             "m.room.member" => {
                 let membership = event["content"].get("membership").and_then(Value::as_str);
                 let target = field("state_key");
+                // Our own ghosts join after a remote accept already claimed the conversation.
+                let ours = UserId::parse(target).is_ok_and(|u| self.registration.owns(&u));
                 if membership == Some("join")
+                    && !ours
                     && self.role_of(&conversation, target) == SenderRole::Responder
-                    && conversation.state == ConversationState::Waiting
                 {
-                    self.store
-                        .set_conversation_state(room_id, ConversationState::Active)
-                        .await?;
-                    tracing::info!("a responder joined; conversation active");
+                    self.matrix_responder_joined(&conversation, target).await?;
                 }
             }
             _ => {}
@@ -358,6 +360,14 @@ impl Bridge {
         let txn = format!("switchboard-startup-{}", now_ms());
         self.client.ping(&self.config.appservice_id, &txn).await
     }
+}
+
+/// The primary subtag of a browser's language tag (`de-AT` → `de`), if it looks like one.
+/// Anything else is dropped rather than passed on to responders.
+fn primary_language(tag: &str) -> Option<String> {
+    let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
+    ((2..=8).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_lowercase()))
+        .then_some(primary)
 }
 
 /// The file an `m.image`/`m.file`/`m.video`/`m.audio` message carries, if any.
@@ -433,11 +443,16 @@ impl EventSink for Bridge {
     }
 
     async fn user_exists(&self, user_id: &UserId) -> bool {
-        user_id == self.client.bot()
-            || self.config.responders.iter().any(|r| {
-                self.registration
-                    .ghost_user_id(&r.id, self.server_name())
-                    .is_ok_and(|g| g == user_id)
-            })
+        if user_id == self.client.bot() {
+            return true;
+        }
+        // A ghost exists for every responder in the register.
+        let Some(id) = user_id
+            .localpart()
+            .strip_prefix(&self.registration.ghost_prefix)
+        else {
+            return false;
+        };
+        matches!(self.store.responder(id).await, Ok(Some(_)))
     }
 }

@@ -4,36 +4,15 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct TopicConfig {
-    /// Stable identifier used by the widget and the API (e.g. `support`).
+    /// Stable identifier used by the widget and the API, hierarchical with `/`
+    /// (`billing/refunds`); responders' topic patterns (`billing/*`) match it.
     pub id: String,
     /// Shown to visitors and used as the room name.
     pub name: String,
-    /// Who answers this topic: Matrix user IDs (`@alice:example.org`, invited into the
-    /// conversation room) and IDs of `[[responders]]` reached on other platforms.
+    /// How its conversations are offered: `broadcast` (to every eligible responder, the first
+    /// to accept gets it), `round_robin` or `least_busy`.
     #[serde(default)]
-    pub responders: Vec<String>,
-}
-
-/// A responder reached on a remote platform (Matrix users are named directly in topics).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ResponderConfig {
-    /// Stable identifier, also the ghost's localpart suffix: lowercase letters, digits, `._=-`.
-    pub id: String,
-    /// The name visitors see on the responder's ghost. Without it, the name the responder
-    /// has on their platform (their Telegram first name) is used.
-    pub pseudonym: Option<String>,
-    /// Their private chat with the bot (the user's numeric Telegram ID).
-    pub telegram_chat: Option<i64>,
-}
-
-impl ResponderConfig {
-    /// Where to reach them, in order of preference.
-    pub fn contacts(&self) -> Vec<(crate::connector::Platform, String)> {
-        self.telegram_chat
-            .iter()
-            .map(|c| (crate::connector::Platform::Telegram, c.to_string()))
-            .collect()
-    }
+    pub strategy: crate::routing::Strategy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,34 +54,23 @@ pub struct BridgeConfig {
     /// Homeserver URL as the visitor's browser must reach it.
     pub public_homeserver_url: String,
     pub topics: Vec<TopicConfig>,
-    pub responders: Vec<ResponderConfig>,
+    /// Responders to seed the register with at start-up.
+    pub responders: Vec<crate::responder::Responder>,
     pub limits: VisitorLimits,
     /// Notice posted in a new conversation; `{topic}` is replaced by the topic's name.
     pub welcome_notice: String,
+    /// Told to a visitor whose conversation nobody can take right now.
+    pub offline_message: String,
 }
 
 impl BridgeConfig {
     pub fn topic(&self, id: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.id == id)
     }
-
-    pub fn responder(&self, id: &str) -> Option<&ResponderConfig> {
-        self.responders.iter().find(|r| r.id == id)
-    }
-
-    /// The remote responder reached at this platform address.
-    pub fn responder_at(
-        &self,
-        platform: crate::connector::Platform,
-        address: &str,
-    ) -> Option<&ResponderConfig> {
-        self.responders.iter().find(|r| {
-            r.contacts()
-                .iter()
-                .any(|(p, a)| *p == platform && a == address)
-        })
-    }
 }
+
+pub const DEFAULT_OFFLINE_MESSAGE: &str = "Nobody is available right now. Your message is kept, \
+     and someone will answer as soon as they can.";
 
 pub const DEFAULT_WELCOME_NOTICE: &str =
     "Thanks for reaching out about {topic}. Someone will be with you shortly.";

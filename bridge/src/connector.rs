@@ -56,6 +56,8 @@ pub struct Offer {
     pub visitor_alias: String,
     /// The visitor's first message, if they have written one yet.
     pub first_message: Option<String>,
+    /// The visitor's language, if known.
+    pub language: Option<String>,
 }
 
 /// A visitor message to relay to a responder who holds the conversation on a remote platform.

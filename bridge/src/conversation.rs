@@ -48,6 +48,8 @@ pub struct Conversation {
     pub visitor_alias: String,
     pub state: ConversationState,
     pub created_at: i64,
+    /// The visitor's language (a primary tag such as `de`), if the widget sent it.
+    pub language: Option<String>,
 }
 
 /// Who wrote a message, from the conversation's point of view.

@@ -3,10 +3,13 @@
 //!
 //! Depends on `switchboard-appservice` for everything Matrix; never the other way round.
 
+pub mod admin_api;
 pub mod bridge;
 pub mod config;
 pub mod connector;
 pub mod conversation;
+pub mod responder;
+pub mod routing;
 pub mod store;
 pub mod visitor_api;
 

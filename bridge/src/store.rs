@@ -14,6 +14,8 @@ use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
 mod remote;
 pub use remote::{AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
+mod responders;
+pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 
 /// Errors from the store. Never shown to visitors as-is.
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +187,8 @@ impl Store {
     pub async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO conversations
-               (room_id, topic, visitor_user_id, visitor_alias, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+               (room_id, topic, visitor_user_id, visitor_alias, state, created_at, updated_at, language)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
         )
         .bind(&c.room_id)
         .bind(&c.topic)
@@ -194,6 +196,7 @@ impl Store {
         .bind(&c.visitor_alias)
         .bind(c.state.as_str())
         .bind(c.created_at)
+        .bind(c.language.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -201,7 +204,7 @@ impl Store {
 
     pub async fn conversation(&self, room_id: &str) -> Result<Option<Conversation>, StoreError> {
         let row = sqlx::query(
-            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at, language
              FROM conversations WHERE room_id = $1",
         )
         .bind(room_id)
@@ -217,7 +220,7 @@ impl Store {
         topic: &str,
     ) -> Result<Option<Conversation>, StoreError> {
         let row = sqlx::query(
-            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at, language
              FROM conversations WHERE visitor_user_id = $1 AND topic = $2 AND state <> $3
              ORDER BY created_at DESC LIMIT 1",
         )
@@ -231,7 +234,7 @@ impl Store {
 
     pub async fn list_conversations(&self) -> Result<Vec<Conversation>, StoreError> {
         let rows = sqlx::query(
-            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at, language
              FROM conversations ORDER BY created_at, room_id",
         )
         .fetch_all(&self.pool)
@@ -314,6 +317,7 @@ fn conversation_from_row(r: &AnyRow) -> Result<Conversation, StoreError> {
         topic: r.try_get("topic")?,
         visitor_user_id: r.try_get("visitor_user_id")?,
         visitor_alias: r.try_get("visitor_alias")?,
+        language: r.try_get("language")?,
         state: ConversationState::from_str(&state).map_err(|_| StoreError::Corrupt {
             table: "conversations",
             detail: format!("unknown state {state:?}"),

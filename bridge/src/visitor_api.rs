@@ -164,6 +164,8 @@ fn client_address(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bo
 #[derive(Deserialize)]
 struct StartRequest {
     topic: String,
+    /// The visitor's language (e.g. the browser's `navigator.language`), optional.
+    language: Option<String>,
 }
 
 /// # `POST /api/v1/conversations`
@@ -213,7 +215,7 @@ async fn post_conversation(
     })?;
     let conversation = state
         .bridge
-        .start_conversation(token, &request.topic)
+        .start_conversation(token, &request.topic, request.language.as_deref())
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -15,6 +15,7 @@ fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conv
         visitor_alias: "Visitor 00AA".into(),
         state: ConversationState::Waiting,
         created_at,
+        language: Some("en".into()),
     }
 }
 

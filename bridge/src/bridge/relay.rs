@@ -18,12 +18,12 @@ use tracing::Instrument;
 
 use super::Bridge;
 use crate::{
-    config::ResponderConfig,
     connector::{
-        Attachment, Connector, ConnectorError, Delivery, FileKind, MediaRef, Offer, Platform,
-        RemoteEvent, RemoteFile, RemoteSink,
+        Attachment, Connector, ConnectorError, Delivery, FileKind, MediaRef, Platform, RemoteEvent,
+        RemoteFile, RemoteSink,
     },
     conversation::{Conversation, ConversationState, SenderRole},
+    responder::ResponderStatus,
     store::{AssignmentRow, StoreError, now_ms},
 };
 
@@ -40,85 +40,18 @@ impl Bridge {
         Some((p, self.connector(p)?))
     }
 
-    /// Offers a waiting conversation to the topic's remote responders, once each. Called when
-    /// the visitor's first message arrives, so the offer can quote it.
-    pub(super) async fn offer_remote(
-        &self,
-        conversation: &Conversation,
-        first_message: &str,
-    ) -> Result<(), StoreError> {
-        let Some(topic) = self.config.topic(&conversation.topic) else {
-            return Ok(());
-        };
-        for responder_id in topic.responders.iter().filter(|r| !r.starts_with('@')) {
-            let Some(responder) = self.config.responder(responder_id) else {
-                tracing::warn!(%responder_id, "topic names an unknown responder");
-                continue;
-            };
-            let Some((platform, address)) = self
-                .contacts_of(responder)
-                .await?
-                .into_iter()
-                .find(|(p, _)| self.connector(*p).is_some())
-            else {
-                tracing::warn!(%responder_id, "responder has no reachable platform");
-                continue;
-            };
-            let offer = self
-                .store
-                .create_offer(
-                    &conversation.room_id,
-                    &responder.id,
-                    platform.as_str(),
-                    &address,
-                )
-                .await?;
-            if offer.remote_message_id.is_some() || offer.state != "open" {
-                continue; // already sent (this is a repeat of the same event)
-            }
-            let connector = self.connector(platform).expect("checked above");
-            let request = Offer {
-                offer_id: offer.id,
-                room_id: conversation.room_id.clone(),
-                topic_name: topic.name.clone(),
-                visitor_alias: conversation.visitor_alias.clone(),
-                first_message: Some(first_message.to_owned()),
-            };
-            match connector.offer(&request, &address).await {
-                Ok(Some(message_id)) => self.store.set_offer_message(offer.id, &message_id).await?,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(%responder_id, error = %e, "offer failed"),
-            }
-        }
-        Ok(())
-    }
-
-    /// Where a responder can be reached: addresses they linked themselves (newest first), then
-    /// those in the configuration.
-    async fn contacts_of(
-        &self,
-        responder: &ResponderConfig,
-    ) -> Result<Vec<(Platform, String)>, StoreError> {
-        let mut contacts: Vec<(Platform, String)> = self
-            .store
-            .links_of(&responder.id)
-            .await?
-            .into_iter()
-            .filter_map(|(p, a)| Some((Platform::parse(&p)?, a)))
-            .collect();
-        contacts.extend(responder.contacts());
-        Ok(contacts)
-    }
-
     /// Links the platform address to the responder an operator issued `code` for.
     async fn link(&self, platform: &str, address: &str, code: &str) -> Result<(), StoreError> {
         match self.store.redeem_link_code(code, platform, address).await? {
             Some(responder_id) => {
                 tracing::info!(%responder_id, platform, "responder linked their account");
                 let name = self
-                    .config
+                    .store
                     .responder(&responder_id)
-                    .and_then(|r| r.pseudonym.clone());
+                    .await?
+                    .and_then(|r| r.pseudonym);
+                // A newly reachable responder may take a queued conversation.
+                self.register_changed.notify_one();
                 let text = match name {
                     Some(n) => format!("Linked. You will receive conversations as {n}."),
                     None => "Linked. You will receive conversations here.".to_owned(),
@@ -328,18 +261,27 @@ impl Bridge {
                     .await
             }
             RemoteEvent::Decline { offer_id, address } => {
-                if let Some(offer) = self.store.offer(offer_id).await?
-                    && offer.address == address
-                    && self
+                let Some(offer) = self.store.offer(offer_id).await? else {
+                    return Ok(());
+                };
+                if offer.address != address
+                    || !self
                         .store
                         .transition_offer(offer_id, "open", "declined")
                         .await?
-                    && let Some(id) = &offer.remote_message_id
+                {
+                    return Ok(());
+                }
+                if let Some(id) = &offer.remote_message_id
                     && let Some((_, c)) = self.remote(platform)
                 {
                     let _ = c
                         .close_offer(&address, id, "You declined this conversation.")
                         .await;
+                }
+                // Someone else may take it (routing skips whoever already had it).
+                if let Some(conversation) = self.store.conversation(&offer.room_id).await? {
+                    self.route(&conversation).await?;
                 }
                 Ok(())
             }
@@ -456,12 +398,21 @@ impl Bridge {
                     "start" if !args.is_empty() => {
                         self.link(platform, &address, &args).await?;
                     }
+                    "available" | "away" | "offline" => {
+                        let status = ResponderStatus::parse(&command).expect("matched above");
+                        let text = self
+                            .set_status_from(platform, &address, status)
+                            .await?
+                            .unwrap_or_else(|| "You are not a registered responder.".to_owned());
+                        self.notify(platform, &address, &text).await;
+                    }
                     "start" | "help" => {
                         self.notify(
                             platform,
                             &address,
                             "Switchboard relays website visitors to you. Reply to a visitor's message to answer it; \
-                             /conversations lists yours, /end ends one (reply to one of its messages if you hold several).",
+                             /conversations lists yours, /end ends one (reply to one of its messages if you hold several); \
+                             /away, /offline and /available set whether you get new conversations.",
                         )
                         .await;
                     }
@@ -477,6 +428,90 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// A Matrix responder joining the room is their accept: the same atomic claim as a remote
+    /// accept decides. Whoever loses the race is told and removed again.
+    pub(super) async fn matrix_responder_joined(
+        &self,
+        conversation: &Conversation,
+        user: &str,
+    ) -> Result<(), StoreError> {
+        let room = &conversation.room_id;
+        let already_owner = self
+            .store
+            .active_assignments_for_room(room)
+            .await?
+            .iter()
+            .any(|a| a.platform == "matrix" && a.address == user);
+        if already_owner {
+            return Ok(());
+        }
+        let responder_id = self.responder_id_for("matrix", user).await?;
+        if !self.store.claim_conversation(room).await? {
+            tracing::info!(%user, "a Matrix responder joined a conversation someone else holds");
+            if let (Ok(room_id), Ok(user_id)) = (
+                OwnedRoomId::try_from(room.as_str()),
+                OwnedUserId::try_from(user),
+            ) {
+                let reason = "Another responder has already taken this conversation.";
+                if let Err(e) = self.client.kick(&room_id, &user_id, reason).await {
+                    tracing::warn!(error = %e, "could not remove the late responder");
+                }
+            }
+            return Ok(());
+        }
+        tracing::info!(%user, "a Matrix responder took the conversation");
+        self.store
+            .upsert_assignment(&AssignmentRow {
+                room_id: room.clone(),
+                responder_id: responder_id.clone(),
+                platform: "matrix".into(),
+                address: user.to_owned(),
+                ghost_user_id: user.to_owned(),
+                state: "active".into(),
+            })
+            .await?;
+        self.withdraw_other_offers(room, &responder_id).await
+    }
+
+    /// Which register entry a platform address belongs to; the address itself when none does
+    /// (a Matrix user named directly in a topic).
+    async fn responder_id_for(&self, platform: &str, address: &str) -> Result<String, StoreError> {
+        Ok(self
+            .responder_at(platform, address)
+            .await?
+            .map(|r| r.id)
+            .unwrap_or_else(|| address.to_owned()))
+    }
+
+    /// After a claim, every other open offer of the conversation is marked taken on its platform.
+    async fn withdraw_other_offers(&self, room: &str, winner: &str) -> Result<(), StoreError> {
+        for other in self.store.offers_for_room(room).await? {
+            if other.responder_id == winner {
+                self.store
+                    .transition_offer(other.id, "open", "accepted")
+                    .await?;
+                continue;
+            }
+            if self
+                .store
+                .transition_offer(other.id, "open", "taken")
+                .await?
+                && let (Some(handle), Some((_, c))) =
+                    (&other.remote_message_id, self.remote(&other.platform))
+                && let Err(e) = c
+                    .close_offer(
+                        &other.address,
+                        handle,
+                        "Another responder took this conversation.",
+                    )
+                    .await
+            {
+                tracing::warn!(error = %e, "could not withdraw an offer");
+            }
+        }
+        Ok(())
     }
 
     /// Fetches a responder's file from their platform and re-uploads it to the media
@@ -715,9 +750,12 @@ impl Bridge {
         let Some(conversation) = self.store.conversation(&offer.room_id).await? else {
             return Ok(());
         };
-        let responder = self.config.responder(&offer.responder_id);
-        let name = responder
-            .and_then(|r| r.pseudonym.clone())
+        // What visitors see: the pseudonym, else the name the responder shows on their platform.
+        let name = self
+            .store
+            .responder(&offer.responder_id)
+            .await?
+            .and_then(|r| r.pseudonym)
             .unwrap_or_else(|| display_name.to_owned());
         let ghost = match self
             .registration
@@ -743,24 +781,8 @@ impl Bridge {
             tracing::error!(error = %e, "could not bring the responder's ghost into the room");
         }
         // Other open offers for this conversation are taken now.
-        for other in self.store.offers_for_room(&offer.room_id).await? {
-            if other.id != offer.id
-                && self
-                    .store
-                    .transition_offer(other.id, "open", "taken")
-                    .await?
-                && let (Some(msg), Some((_, c))) =
-                    (&other.remote_message_id, self.remote(&other.platform))
-            {
-                let _ = c
-                    .close_offer(
-                        &other.address,
-                        msg,
-                        "Another responder took this conversation.",
-                    )
-                    .await;
-            }
-        }
+        self.withdraw_other_offers(&offer.room_id, &offer.responder_id)
+            .await?;
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
             let _ = c
                 .close_offer(

@@ -41,10 +41,35 @@ impl Connector for MatrixConnector {
         let room = OwnedRoomId::try_from(offer.room_id.as_str())
             .map_err(|e| ConnectorError::Permanent(format!("bad room ID: {e}")))?;
         match self.client.invite(&room, &user, None).await {
-            Ok(()) => Ok(None),
+            // The invite lives in the room: the room ID is the offer's handle.
+            Ok(()) => Ok(Some(offer.room_id.clone())),
             Err(e) if e.is_transient() => Err(ConnectorError::Transient(e.to_string())),
             Err(e) => Err(ConnectorError::Permanent(e.to_string())),
         }
+    }
+
+    /// Withdraws the invite (`handle` is the room ID), with the reason shown in their client.
+    async fn close_offer(
+        &self,
+        address: &str,
+        handle: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        let (Ok(room), Ok(user)) = (
+            OwnedRoomId::try_from(handle),
+            OwnedUserId::try_from(address),
+        ) else {
+            return Err(ConnectorError::Permanent(format!(
+                "bad Matrix offer handle {handle:?}"
+            )));
+        };
+        self.client.kick(&room, &user, why).await.map_err(|e| {
+            if e.is_transient() {
+                ConnectorError::Transient(e.to_string())
+            } else {
+                ConnectorError::Permanent(e.to_string())
+            }
+        })
     }
 
     /// Never called: the responder reads the room itself.

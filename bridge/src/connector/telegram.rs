@@ -326,6 +326,9 @@ impl Connector for TelegramConnector {
             escape(&offer.topic_name),
             escape(&offer.visitor_alias)
         );
+        if let Some(language) = &offer.language {
+            text.push_str(&format!("\nLanguage: {}", escape(language)));
+        }
         if let Some(first) = &offer.first_message {
             text.push_str(&format!(
                 "\n\n<blockquote>{}</blockquote>",

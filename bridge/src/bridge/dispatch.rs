@@ -1,0 +1,250 @@
+//! Dispatching conversations to responders: the register, routing strategies, offers and the
+//! queue of conversations nobody could take yet.
+
+use std::collections::HashSet;
+
+use switchboard_appservice::ruma::{OwnedRoomId, events::room::message::RoomMessageEventContent};
+
+use super::Bridge;
+use crate::{
+    connector::{Offer, Platform},
+    conversation::{Conversation, ConversationState, SenderRole},
+    responder::{Contact, Responder, ResponderStatus},
+    routing::{self, Candidate, RouteRequest},
+    store::{StoreError, now_ms},
+};
+
+impl Bridge {
+    /// Writes the configuration's responders into the register. Entries an operator changed
+    /// through the admin API are left as they are.
+    pub async fn seed_register(&self) -> Result<(), StoreError> {
+        for r in &self.config.responders {
+            self.store.upsert_responder(r, "config").await?;
+        }
+        Ok(())
+    }
+
+    /// A responder's contacts: the ones they linked themselves (newest first), then the
+    /// register's.
+    pub(super) async fn with_linked_contacts(
+        &self,
+        mut r: Responder,
+    ) -> Result<Responder, StoreError> {
+        let mut contacts: Vec<Contact> = self
+            .store
+            .links_of(&r.id)
+            .await?
+            .into_iter()
+            .map(|(platform, address)| Contact { platform, address })
+            .collect();
+        for c in r.contacts.drain(..) {
+            if !contacts.contains(&c) {
+                contacts.push(c);
+            }
+        }
+        r.contacts = contacts;
+        Ok(r)
+    }
+
+    /// The register entry reached at this platform address (self-linked or registered).
+    pub(super) async fn responder_at(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<Option<Responder>, StoreError> {
+        if let Some(id) = self.store.linked_responder(platform, address).await?
+            && let Some(r) = self.store.responder(&id).await?
+        {
+            return Ok(Some(r));
+        }
+        self.store.responder_by_contact(platform, address).await
+    }
+
+    /// Offers a waiting conversation that has no open offer to whoever routing picks; when
+    /// nobody is eligible, tells the visitor (once) and leaves it queued.
+    pub(super) async fn route(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        if conversation.state != ConversationState::Waiting {
+            return Ok(());
+        }
+        let offers = self.store.offers_for_room(&conversation.room_id).await?;
+        if offers.iter().any(|o| o.state == "open") {
+            return Ok(()); // someone is still considering it
+        }
+        let Some(first_message) = self.first_visitor_message(&conversation.room_id).await? else {
+            return Ok(()); // offered once the visitor has said something
+        };
+        let topic = self.config.topic(&conversation.topic);
+        let strategy = topic.map(|t| t.strategy).unwrap_or_default();
+        let topic_name = topic
+            .map(|t| t.name.clone())
+            .unwrap_or_else(|| conversation.topic.clone());
+
+        let mut register = Vec::new();
+        for r in self.store.list_responders().await? {
+            let mut r = self.with_linked_contacts(r).await?;
+            // Only platforms we can reach count as contacts.
+            r.contacts.retain(|c| {
+                Platform::parse(&c.platform).is_some_and(|p| self.connectors.contains_key(&p))
+            });
+            register.push(r);
+        }
+        let counts = self.store.active_conversation_counts().await?;
+        let mut candidates = Vec::with_capacity(register.len());
+        for r in &register {
+            candidates.push(Candidate {
+                responder: r,
+                active: counts.get(&r.id).copied().unwrap_or(0),
+                last_offered_at: self.store.last_offered_at(&r.id).await?,
+            });
+        }
+        // Whoever already had an offer for this conversation (declined, taken, withdrawn)
+        // is not asked again.
+        let exclude: Vec<String> = offers
+            .iter()
+            .map(|o| o.responder_id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let request = RouteRequest {
+            topic: &conversation.topic,
+            language: conversation.language.as_deref(),
+            now: chrono::Utc::now(),
+            exclude: &exclude,
+        };
+        let cursor = self.store.routing_cursor(&conversation.topic).await?;
+        let chosen = routing::select(strategy, &candidates, &request, cursor.as_deref());
+        if chosen.is_empty() {
+            tracing::info!(topic = %conversation.topic, "nobody is eligible; conversation queued");
+            self.tell_visitor_queued(conversation).await;
+            return Ok(());
+        }
+        for responder in chosen {
+            self.offer_to(conversation, &topic_name, &first_message, responder)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn offer_to(
+        &self,
+        conversation: &Conversation,
+        topic_name: &str,
+        first_message: &str,
+        responder: &Responder,
+    ) -> Result<(), StoreError> {
+        let Some((platform, contact)) = responder
+            .contacts
+            .iter()
+            .find_map(|c| Some((Platform::parse(&c.platform)?, c)))
+            .filter(|(p, _)| self.connectors.contains_key(p))
+        else {
+            return Ok(());
+        };
+        let offer = self
+            .store
+            .create_offer(
+                &conversation.room_id,
+                &responder.id,
+                platform.as_str(),
+                &contact.address,
+            )
+            .await?;
+        self.store.note_offered(&responder.id, now_ms()).await?;
+        self.store
+            .set_routing_cursor(&conversation.topic, &responder.id)
+            .await?;
+        if offer.remote_message_id.is_some() || offer.state != "open" {
+            return Ok(());
+        }
+        let request = Offer {
+            offer_id: offer.id,
+            room_id: conversation.room_id.clone(),
+            topic_name: topic_name.to_owned(),
+            visitor_alias: conversation.visitor_alias.clone(),
+            first_message: Some(first_message.to_owned()),
+            language: conversation.language.clone(),
+        };
+        let connector = self.connectors.get(&platform).expect("filtered above");
+        match connector.offer(&request, &contact.address).await {
+            Ok(Some(handle)) => self.store.set_offer_message(offer.id, &handle).await?,
+            Ok(None) => {}
+            Err(e) => {
+                // Unreachable now: give the offer up so routing moves on to someone else.
+                tracing::warn!(responder = %responder.id, error = %e, "offer failed");
+                self.store
+                    .transition_offer(offer.id, "open", "failed")
+                    .await?;
+            }
+        }
+        tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
+        Ok(())
+    }
+
+    async fn first_visitor_message(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .messages(room_id)
+            .await?
+            .into_iter()
+            .find(|m| m.sender_role == SenderRole::Visitor)
+            .map(|m| m.body))
+    }
+
+    async fn tell_visitor_queued(&self, conversation: &Conversation) {
+        let Ok(room) = OwnedRoomId::try_from(conversation.room_id.as_str()) else {
+            return;
+        };
+        let notice = RoomMessageEventContent::notice_plain(self.config.offline_message.clone());
+        // One fixed transaction ID: however often routing finds nobody, the visitor is told once.
+        if let Err(e) = self
+            .client
+            .send_message(&room, None, "switchboard-queued", &notice)
+            .await
+        {
+            tracing::warn!(error = %e, "could not tell the visitor they are queued");
+        }
+    }
+
+    /// Routes every waiting conversation again: someone may have become available, come into
+    /// their working hours, or gained capacity.
+    pub async fn drain_queue(&self) -> Result<(), StoreError> {
+        for conversation in self.store.list_conversations().await? {
+            if conversation.state == ConversationState::Waiting {
+                let span = tracing::info_span!("conversation", room_id = %conversation.room_id);
+                let _ = span.enter();
+                self.route(&conversation).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A responder set their status from their platform (`/away`, `!available`, ...).
+    pub(super) async fn set_status_from(
+        &self,
+        platform: &str,
+        address: &str,
+        status: ResponderStatus,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(responder) = self.responder_at(platform, address).await? else {
+            return Ok(None);
+        };
+        self.store
+            .set_responder_status(&responder.id, status)
+            .await?;
+        tracing::info!(responder = %responder.id, status = status.as_str(), "status set by the responder");
+        if status == ResponderStatus::Available {
+            self.register_changed.notify_one();
+        }
+        Ok(Some(match status {
+            ResponderStatus::Available => {
+                "You are available: new conversations will be offered to you.".to_owned()
+            }
+            ResponderStatus::Away => {
+                "You are away: no new conversations until you send /available.".to_owned()
+            }
+            ResponderStatus::Offline => {
+                "You are offline: no new conversations until you send /available.".to_owned()
+            }
+        }))
+    }
+}

@@ -1,0 +1,907 @@
+//! The admin API, driven through its router without a socket, and the store methods behind
+//! it, run on every engine (SQLite here; PostgreSQL started by scripts/test.sh).
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use switchboard_bridge::{
+    Store,
+    admin_api::{self, AdminState},
+    conversation::{Conversation, ConversationState, Message, SenderRole},
+    responder::{Contact, Responder, ResponderStatus},
+    store::{AssignmentRow, Engine, SOURCE_ADMIN, SOURCE_CONFIG},
+};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+const TOKEN: &str = "admin-secret-token";
+
+struct Admin {
+    router: Router,
+    store: Store,
+    changed: Arc<Notify>,
+    _dir: tempfile::TempDir,
+}
+
+async fn admin() -> anyhow::Result<Admin> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("db").display())).await?;
+    let changed = Arc::new(Notify::new());
+    let state = AdminState::new(
+        store.clone(),
+        TOKEN,
+        changed.clone(),
+        vec!["matrix".into(), "telegram".into()],
+    )?;
+    Ok(Admin {
+        router: admin_api::router(state),
+        store,
+        changed,
+        _dir: dir,
+    })
+}
+
+impl Admin {
+    /// Sends a request with the right token; answers the status and the JSON body (Null if
+    /// there is none).
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(
+            Some(&format!("Bearer {TOKEN}")),
+            method,
+            uri,
+            body.map(|b| b.to_string()),
+        )
+        .await
+    }
+
+    async fn call_as(
+        &self,
+        authorization: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(auth) = authorization {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        let request = match body {
+            Some(body) => request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body)),
+            None => request.body(Body::empty()),
+        }
+        .expect("valid request");
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("the admin API answers JSON")
+        };
+        (status, json)
+    }
+
+    /// Whether `changed` was notified since the last look (consumes the notification).
+    async fn was_notified(&self) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), self.changed.notified())
+            .await
+            .is_ok()
+    }
+}
+
+fn alex() -> Value {
+    json!({
+        "id": "alex",
+        "display_name": "Alex Example",
+        "pseudonym": "Sam",
+        "topics": ["billing/*"],
+        "languages": ["en", "de"],
+        "timezone": "Europe/Berlin",
+        "hours": { "mon": ["09:00-17:00"] },
+        "max_concurrent": 2,
+        "status": "available",
+        "contacts": [{ "platform": "telegram", "address": "7001" }]
+    })
+}
+
+fn conversation(room: &str, visitor: &str, state: ConversationState) -> Conversation {
+    Conversation {
+        room_id: room.into(),
+        topic: "support".into(),
+        visitor_user_id: visitor.into(),
+        visitor_alias: format!("Visitor {}", &room[1..3].to_uppercase()),
+        state,
+        created_at: 1_700_000_000_000,
+        language: None,
+    }
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    admin
+        .store
+        .insert_responder(&responder("alex"), SOURCE_ADMIN)
+        .await?;
+    let routes = [
+        (Method::GET, "/admin/v1/responders"),
+        (Method::POST, "/admin/v1/responders"),
+        (Method::GET, "/admin/v1/responders/alex"),
+        (Method::PUT, "/admin/v1/responders/alex"),
+        (Method::PATCH, "/admin/v1/responders/alex"),
+        (Method::DELETE, "/admin/v1/responders/alex"),
+        (Method::PUT, "/admin/v1/responders/alex/status"),
+        (Method::GET, "/admin/v1/conversations"),
+        (Method::GET, "/admin/v1/conversations/!room:x"),
+    ];
+    let body = || Some(json!({"display_name": "Mallory", "status": "offline"}).to_string());
+    for (method, uri) in routes {
+        for missing in [None, Some("Basic YWRtaW46YWRtaW4="), Some(TOKEN)] {
+            let (status, json) = admin.call_as(missing, method.clone(), uri, body()).await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("M_MISSING_TOKEN")),
+                "{method} {uri} with authorization {missing:?}"
+            );
+        }
+        for wrong in [
+            "Bearer wrong",
+            "Bearer ",
+            "Bearer admin-secret-token2",
+            "Bearer admin-secret-toke",
+        ] {
+            let (status, json) = admin
+                .call_as(Some(wrong), method.clone(), uri, body())
+                .await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+                "{method} {uri} with {wrong:?}"
+            );
+            // The refusal says nothing about the token.
+            assert_eq!(json["error"], "Invalid admin token");
+        }
+    }
+    // Nothing got through: the responder is unchanged and nobody was woken.
+    assert_eq!(
+        admin.store.responder("alex").await?,
+        Some(responder("alex"))
+    );
+    assert!(!admin.was_notified().await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_token_is_refused_at_construction() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("db").display())).await?;
+    for token in ["", "   "] {
+        let err = AdminState::new(store.clone(), token, Arc::new(Notify::new()), vec![])
+            .err()
+            .expect("an empty token must be refused");
+        assert!(err.to_string().contains("[admin]"), "{err}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn responders_round_trip_through_create_read_replace_patch_and_delete() -> anyhow::Result<()>
+{
+    let admin = admin().await?;
+
+    let (status, created) = admin
+        .call(Method::POST, "/admin/v1/responders", Some(alex()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created, alex());
+    assert!(admin.was_notified().await);
+
+    let (status, got) = admin
+        .call(Method::GET, "/admin/v1/responders/alex", None)
+        .await;
+    assert_eq!((status, &got), (StatusCode::OK, &alex()));
+
+    // Defaults fill what a creation leaves out.
+    let (status, minimal) = admin
+        .call(
+            Method::POST,
+            "/admin/v1/responders",
+            Some(json!({"id": "bo", "display_name": "Bo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (
+            &minimal["timezone"],
+            &minimal["max_concurrent"],
+            &minimal["status"]
+        ),
+        (&json!("UTC"), &json!(3), &json!("available"))
+    );
+    assert!(admin.was_notified().await);
+
+    let (status, list) = admin.call(Method::GET, "/admin/v1/responders", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["responders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alex", "bo"]);
+
+    // PATCH changes the given fields only; null removes the pseudonym.
+    let (status, patched) = admin
+        .call(
+            Method::PATCH,
+            "/admin/v1/responders/alex",
+            Some(json!({"max_concurrent": 5, "pseudonym": null, "topics": ["sales"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    let mut expected = alex();
+    expected["max_concurrent"] = json!(5);
+    expected["pseudonym"] = Value::Null;
+    expected["topics"] = json!(["sales"]);
+    assert_eq!(patched, expected);
+    assert!(admin.was_notified().await);
+    assert_eq!(
+        admin.store.responder_source("alex").await?.as_deref(),
+        Some(SOURCE_ADMIN)
+    );
+
+    // PUT replaces the whole responder: what it leaves out returns to the defaults.
+    let (status, replaced) = admin
+        .call(
+            Method::PUT,
+            "/admin/v1/responders/alex",
+            Some(json!({"display_name": "Alex E.", "contacts": [{"platform": "matrix", "address": "@alex:example.org"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    let mut expected = serde_json::to_value(admin_api::responder_with_defaults("alex", "Alex E."))?;
+    expected["contacts"] = json!([{"platform": "matrix", "address": "@alex:example.org"}]);
+    assert_eq!(replaced, expected);
+    assert_eq!(
+        admin
+            .call(Method::GET, "/admin/v1/responders/alex", None)
+            .await
+            .1,
+        expected
+    );
+    assert!(admin.was_notified().await);
+    // The body's id may be given if it is the path's.
+    let (status, _) = admin
+        .call(Method::PUT, "/admin/v1/responders/alex", Some(alex()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(admin.was_notified().await);
+
+    let (status, body) = admin
+        .call(Method::DELETE, "/admin/v1/responders/alex", None)
+        .await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    assert!(admin.was_notified().await);
+    let (status, body) = admin
+        .call(Method::GET, "/admin/v1/responders/alex", None)
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_taken_id_conflicts_and_unknown_ids_are_not_found() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    assert_eq!(
+        admin
+            .call(Method::POST, "/admin/v1/responders", Some(alex()))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert!(admin.was_notified().await);
+    let mut other = alex();
+    other["display_name"] = json!("Someone else");
+    let (status, body) = admin
+        .call(Method::POST, "/admin/v1/responders", Some(other))
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::CONFLICT, Some("M_EXISTS"))
+    );
+    // The first one stands.
+    assert_eq!(
+        admin.store.responder("alex").await?.unwrap().display_name,
+        "Alex Example"
+    );
+
+    let calls = [
+        (Method::GET, "/admin/v1/responders/nobody", None),
+        (
+            Method::PUT,
+            "/admin/v1/responders/nobody",
+            Some(json!({"display_name": "N"})),
+        ),
+        (
+            Method::PATCH,
+            "/admin/v1/responders/nobody",
+            Some(json!({"max_concurrent": 2})),
+        ),
+        (Method::DELETE, "/admin/v1/responders/nobody", None),
+        (
+            Method::PUT,
+            "/admin/v1/responders/nobody/status",
+            Some(json!({"status": "away"})),
+        ),
+        (Method::GET, "/admin/v1/conversations/!nowhere:x", None),
+    ];
+    for (method, uri, body) in calls {
+        let (status, json) = admin.call(method.clone(), uri, body).await;
+        assert_eq!(
+            (status, json["errcode"].as_str()),
+            (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")),
+            "{method} {uri}"
+        );
+    }
+    assert!(
+        !admin.was_notified().await,
+        "failed requests change nothing"
+    );
+    assert!(admin.store.responder("nobody").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_invalid_field_is_named_in_the_error() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    let with = |field: &str, value: Value| {
+        let mut body = alex();
+        body[field] = value;
+        body
+    };
+    let cases = [
+        (
+            "unknown platform",
+            with(
+                "contacts",
+                json!([{"platform": "carrier-pigeon", "address": "7001"}]),
+            ),
+            "M_INVALID_PARAM",
+            "contacts[0].platform",
+        ),
+        (
+            "malformed hours",
+            with("hours", json!({"mon": ["9-17"]})),
+            "M_INVALID_PARAM",
+            "hours.mon[0]",
+        ),
+        (
+            "unknown weekday",
+            with("hours", json!({"monday": ["09:00-17:00"]})),
+            "M_INVALID_PARAM",
+            "hours.monday",
+        ),
+        (
+            "negative capacity",
+            with("max_concurrent", json!(-1)),
+            "M_INVALID_PARAM",
+            "max_concurrent",
+        ),
+        (
+            "bad time zone",
+            with("timezone", json!("Mars/Olympus")),
+            "M_INVALID_PARAM",
+            "timezone",
+        ),
+        (
+            "bad id",
+            with("id", json!("Alex Example")),
+            "M_INVALID_PARAM",
+            "id",
+        ),
+        (
+            "unknown JSON field",
+            with("max_concurent", json!(2)),
+            "M_BAD_JSON",
+            "max_concurent",
+        ),
+        (
+            "wrong type",
+            with("max_concurrent", json!("two")),
+            "M_BAD_JSON",
+            "max_concurrent",
+        ),
+        (
+            "unknown status",
+            with("status", json!("busy")),
+            "M_BAD_JSON",
+            "status",
+        ),
+        (
+            "unknown contact member",
+            with(
+                "contacts",
+                json!([{"platform": "telegram", "address": "1", "note": "x"}]),
+            ),
+            "M_BAD_JSON",
+            "contacts",
+        ),
+        (
+            "missing name",
+            {
+                let mut b = alex();
+                b.as_object_mut().unwrap().remove("display_name");
+                b
+            },
+            "M_BAD_JSON",
+            "display_name",
+        ),
+    ];
+    for (case, body, errcode, field) in cases {
+        let (status, json) = admin
+            .call(Method::POST, "/admin/v1/responders", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{case}: {json}");
+        assert_eq!(json["errcode"], errcode, "{case}: {json}");
+        assert_eq!(json["field"], field, "{case}: {json}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.starts_with(&format!("{field}: ")), "{case}: {error}");
+    }
+    assert!(
+        admin.store.list_responders().await?.is_empty(),
+        "nothing invalid was stored"
+    );
+
+    // Edits are validated the same way, and the body's id cannot rename a responder.
+    admin
+        .call(Method::POST, "/admin/v1/responders", Some(alex()))
+        .await;
+    let (status, json) = admin
+        .call(
+            Method::PATCH,
+            "/admin/v1/responders/alex",
+            Some(json!({"max_concurrent": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, &json["field"]),
+        (StatusCode::BAD_REQUEST, &json!("max_concurrent"))
+    );
+    let (status, json) = admin
+        .call(
+            Method::PUT,
+            "/admin/v1/responders/alex",
+            Some(with("id", json!("sam"))),
+        )
+        .await;
+    assert_eq!(
+        (status, &json["field"]),
+        (StatusCode::BAD_REQUEST, &json!("id"))
+    );
+    let (status, json) = admin
+        .call_as(
+            Some(&format!("Bearer {TOKEN}")),
+            Method::POST,
+            "/admin/v1/responders",
+            Some("{\"id\": ".into()),
+        )
+        .await;
+    assert_eq!(
+        (status, &json["errcode"]),
+        (StatusCode::BAD_REQUEST, &json!("M_NOT_JSON"))
+    );
+    assert_eq!(
+        admin.store.responder("alex").await?.unwrap().max_concurrent,
+        2
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_status_change_is_stored_and_wakes_the_bridge() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    admin
+        .call(Method::POST, "/admin/v1/responders", Some(alex()))
+        .await;
+    assert!(admin.was_notified().await);
+    assert!(!admin.was_notified().await);
+
+    let (status, body) = admin
+        .call(
+            Method::PUT,
+            "/admin/v1/responders/alex/status",
+            Some(json!({"status": "away"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "away");
+    assert!(
+        admin.was_notified().await,
+        "a status change must wake the bridge"
+    );
+    assert_eq!(
+        admin.store.responder("alex").await?.unwrap().status,
+        ResponderStatus::Away
+    );
+
+    let (status, body) = admin
+        .call(
+            Method::PUT,
+            "/admin/v1/responders/alex/status",
+            Some(json!({"status": "asleep"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (StatusCode::BAD_REQUEST, &json!("status"))
+    );
+    assert!(!admin.was_notified().await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn conversation_lists_hide_visitor_ids_which_only_the_transcript_shows() -> anyhow::Result<()>
+{
+    let admin = admin().await?;
+    let store = &admin.store;
+    store
+        .insert_conversation(&conversation(
+            "!aa:x",
+            "@guest-secret-1:x",
+            ConversationState::Waiting,
+        ))
+        .await?;
+    store
+        .insert_conversation(&conversation(
+            "!bb:x",
+            "@guest-secret-2:x",
+            ConversationState::Waiting,
+        ))
+        .await?;
+    store
+        .set_conversation_state("!bb:x", ConversationState::Active)
+        .await?;
+    store
+        .upsert_assignment(&AssignmentRow {
+            room_id: "!bb:x".into(),
+            responder_id: "alex".into(),
+            platform: "telegram".into(),
+            address: "7001".into(),
+            ghost_user_id: "@_sb_alex:x".into(),
+            state: "active".into(),
+        })
+        .await?;
+    store
+        .record_message(&Message {
+            event_id: "$hello".into(),
+            room_id: "!bb:x".into(),
+            inbox_seq: 1,
+            sender: "@guest-secret-2:x".into(),
+            sender_role: SenderRole::Visitor,
+            msgtype: "m.text".into(),
+            body: "hello?".into(),
+            formatted_body: None,
+            origin_server_ts: 1_700_000_000_001,
+        })
+        .await?;
+
+    let (status, list) = admin
+        .call(Method::GET, "/admin/v1/conversations", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!list.to_string().contains("guest-secret"), "{list}");
+    assert_eq!(
+        list["conversations"][0],
+        json!({"room_id": "!aa:x", "topic": "support", "state": "waiting",
+               "visitor_alias": "Visitor AA", "created_at": 1_700_000_000_000_i64})
+    );
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 2);
+
+    let (_, active) = admin
+        .call(Method::GET, "/admin/v1/conversations?state=active", None)
+        .await;
+    let rooms: Vec<&str> = active["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rooms, ["!bb:x"]);
+    let (status, bad) = admin
+        .call(Method::GET, "/admin/v1/conversations?state=open", None)
+        .await;
+    assert_eq!(
+        (status, &bad["field"]),
+        (StatusCode::BAD_REQUEST, &json!("state"))
+    );
+
+    // The transcript view is where operators see who the visitor is.
+    let (status, detail) = admin
+        .call(Method::GET, "/admin/v1/conversations/!bb:x", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{detail}");
+    assert_eq!(
+        detail["conversation"]["visitor_user_id"],
+        "@guest-secret-2:x"
+    );
+    assert_eq!(detail["conversation"]["state"], "active");
+    assert_eq!(detail["assignments"][0]["responder_id"], "alex");
+    assert_eq!(detail["transcript"][0]["body"], "hello?");
+    assert_eq!(detail["transcript"][0]["sender_role"], "visitor");
+    // Percent-encoded room IDs work too.
+    let (status, _) = admin
+        .call(Method::GET, "/admin/v1/conversations/%21bb%3Ax", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}
+
+// ---- the store suite for the register, on every engine --------------------------------------
+
+fn responder(id: &str) -> Responder {
+    Responder {
+        id: id.into(),
+        display_name: format!("{id} name"),
+        pseudonym: None,
+        topics: vec!["support".into()],
+        languages: vec!["en".into()],
+        timezone: "UTC".into(),
+        hours: [("mon".to_owned(), vec!["09:00-17:00".to_owned()])].into(),
+        max_concurrent: 3,
+        status: ResponderStatus::Available,
+        contacts: vec![Contact {
+            platform: "telegram".into(),
+            address: format!("{}", 7000 + id.len()),
+        }],
+    }
+}
+
+async fn register_crud_round_trips(store: &Store) -> anyhow::Result<()> {
+    let mut alex = responder("alex");
+    alex.pseudonym = Some("Sam".into());
+    alex.hours.insert(
+        "sun".into(),
+        vec!["22:00-02:00".into(), "10:00-11:00".into()],
+    );
+    assert!(store.insert_responder(&alex, SOURCE_ADMIN).await?);
+    assert!(
+        !store
+            .insert_responder(&responder("alex"), SOURCE_ADMIN)
+            .await?,
+        "an id is taken once"
+    );
+    assert!(
+        store
+            .insert_responder(&responder("bo"), SOURCE_ADMIN)
+            .await?
+    );
+    assert_eq!(store.responder("alex").await?, Some(alex.clone()));
+    assert_eq!(store.responder("nobody").await?, None);
+    let ids: Vec<String> = store
+        .list_responders()
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["alex", "bo"]);
+
+    alex.max_concurrent = 7;
+    alex.status = ResponderStatus::Offline;
+    assert!(store.update_responder(&alex).await?);
+    assert_eq!(store.responder("alex").await?, Some(alex.clone()));
+    assert!(!store.update_responder(&responder("nobody")).await?);
+
+    assert!(
+        store
+            .set_responder_status("alex", ResponderStatus::Away)
+            .await?
+    );
+    assert_eq!(
+        store.responder("alex").await?.unwrap().status,
+        ResponderStatus::Away
+    );
+    assert!(
+        !store
+            .set_responder_status("nobody", ResponderStatus::Away)
+            .await?
+    );
+
+    assert_eq!(
+        store
+            .responder_by_contact("telegram", "7004")
+            .await?
+            .map(|r| r.id)
+            .as_deref(),
+        Some("alex")
+    );
+    assert_eq!(store.responder_by_contact("matrix", "7004").await?, None);
+
+    assert!(store.remove_responder("bo").await?);
+    assert!(!store.remove_responder("bo").await?);
+    assert_eq!(store.responder("bo").await?, None);
+    Ok(())
+}
+
+async fn seeding_never_overwrites_an_operators_edit(store: &Store) -> anyhow::Result<()> {
+    let mut seeded = responder("cfg");
+    assert!(store.upsert_responder(&seeded, SOURCE_CONFIG).await?);
+    assert_eq!(
+        store.responder_source("cfg").await?.as_deref(),
+        Some(SOURCE_CONFIG)
+    );
+
+    // A changed configuration refreshes a configured row, but not its live status.
+    store
+        .set_responder_status("cfg", ResponderStatus::Away)
+        .await?;
+    seeded.display_name = "Renamed in config".into();
+    seeded.topics = vec!["sales".into()];
+    assert!(store.upsert_responder(&seeded, SOURCE_CONFIG).await?);
+    let stored = store.responder("cfg").await?.unwrap();
+    assert_eq!(
+        (
+            stored.display_name.as_str(),
+            stored.topics.clone(),
+            stored.status
+        ),
+        (
+            "Renamed in config",
+            vec!["sales".to_owned()],
+            ResponderStatus::Away
+        )
+    );
+
+    // Once an operator edits it, seeding leaves it alone.
+    let mut edited = stored.clone();
+    edited.max_concurrent = 9;
+    assert!(store.update_responder(&edited).await?);
+    assert_eq!(
+        store.responder_source("cfg").await?.as_deref(),
+        Some(SOURCE_ADMIN)
+    );
+    seeded.display_name = "Config again".into();
+    assert!(!store.upsert_responder(&seeded, SOURCE_CONFIG).await?);
+    assert_eq!(store.responder("cfg").await?, Some(edited));
+
+    // Likewise one an operator created.
+    let mut made = responder("made");
+    made.display_name = "Operator's".into();
+    store.insert_responder(&made, SOURCE_ADMIN).await?;
+    assert!(
+        !store
+            .upsert_responder(&responder("made"), SOURCE_CONFIG)
+            .await?
+    );
+    assert_eq!(store.responder("made").await?, Some(made));
+    // A status change is not an edit: the row stays configured.
+    store
+        .upsert_responder(&responder("live"), SOURCE_CONFIG)
+        .await?;
+    store
+        .set_responder_status("live", ResponderStatus::Offline)
+        .await?;
+    assert_eq!(
+        store.responder_source("live").await?.as_deref(),
+        Some(SOURCE_CONFIG)
+    );
+    Ok(())
+}
+
+async fn offers_cursors_and_load_are_tracked(store: &Store) -> anyhow::Result<()> {
+    store
+        .insert_responder(&responder("rr"), SOURCE_ADMIN)
+        .await?;
+    assert_eq!(store.last_offered_at("rr").await?, None);
+    store.note_offered("rr", 1_700_000_000_123).await?;
+    assert_eq!(store.last_offered_at("rr").await?, Some(1_700_000_000_123));
+    assert_eq!(store.last_offered_at("nobody").await?, None);
+
+    assert_eq!(store.routing_cursor("support").await?, None);
+    store.set_routing_cursor("support", "alex").await?;
+    store.set_routing_cursor("support", "rr").await?;
+    store.set_routing_cursor("billing/*", "alex").await?;
+    assert_eq!(
+        store.routing_cursor("support").await?.as_deref(),
+        Some("rr")
+    );
+    assert_eq!(
+        store.routing_cursor("billing/*").await?.as_deref(),
+        Some("alex")
+    );
+
+    let assign = |room: &str, who: &str, state: &str| AssignmentRow {
+        room_id: room.into(),
+        responder_id: who.into(),
+        platform: "telegram".into(),
+        address: "1".into(),
+        ghost_user_id: format!("@_sb_{who}:x"),
+        state: state.into(),
+    };
+    for a in [
+        assign("!l1:x", "rr", "active"),
+        assign("!l2:x", "rr", "active"),
+        assign("!l3:x", "rr", "ended"),
+        assign("!l3:x", "alex", "active"),
+    ] {
+        store.upsert_assignment(&a).await?;
+    }
+    let counts = store.active_conversation_counts().await?;
+    assert_eq!(counts.get("rr"), Some(&2));
+    assert_eq!(counts.get("alex"), Some(&1));
+    assert_eq!(counts.len(), 2);
+    let held: Vec<(String, String)> = store
+        .assignments_for_room("!l3:x")
+        .await?
+        .into_iter()
+        .map(|a| (a.responder_id, a.state))
+        .collect();
+    assert_eq!(held.len(), 2, "ended assignments are part of the history");
+    assert!(held.contains(&("rr".into(), "ended".into())));
+    Ok(())
+}
+
+async fn suite(store: Store) -> anyhow::Result<()> {
+    register_crud_round_trips(&store).await?;
+    seeding_never_overwrites_an_operators_edit(&store).await?;
+    offers_cursors_and_load_are_tracked(&store).await?;
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn register_store_suite_on_sqlite() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await?;
+    assert_eq!(store.engine(), Engine::Sqlite);
+    suite(store).await
+}
+
+#[tokio::test]
+async fn register_store_suite_on_postgres() -> anyhow::Result<()> {
+    let admin_url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").expect(
+        "SWITCHBOARD_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    );
+    // A fresh database per run, so the suite starts from an empty schema every time.
+    let db = format!(
+        "sbadmin_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_micros()
+    );
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    let store = Store::connect(&format!("{base}/{db}")).await?;
+    assert_eq!(store.engine(), Engine::Postgres);
+    suite(store).await?;
+    admin.close().await;
+    Ok(())
+}
