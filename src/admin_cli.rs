@@ -184,7 +184,9 @@ pub fn parse_hours(specs: &[String]) -> anyhow::Result<WeeklyHours> {
             continue;
         }
         let Some((days, intervals)) = spec.split_once('=') else {
-            bail!("hours: {spec:?} is not DAYS=HH:MM-HH:MM[,…] such as mon-fri=09:00-17:00, or `any`");
+            bail!(
+                "hours: {spec:?} is not DAYS=HH:MM-HH:MM[,…] such as mon-fri=09:00-17:00, or `any`"
+            );
         };
         let intervals: Vec<String> = intervals
             .split(',')
@@ -194,9 +196,11 @@ pub fn parse_hours(specs: &[String]) -> anyhow::Result<WeeklyHours> {
         if intervals.is_empty() {
             bail!("hours: {spec:?} gives no interval after '='");
         }
-        for day in weekdays(days.trim())
-            .ok_or_else(|| anyhow!("hours: {days:?} in {spec:?} is not a day (mon … sun) or a range such as mon-fri"))?
-        {
+        for day in weekdays(days.trim()).ok_or_else(|| {
+            anyhow!(
+                "hours: {days:?} in {spec:?} is not a day (mon … sun) or a range such as mon-fri"
+            )
+        })? {
             hours
                 .entry(day.to_owned())
                 .or_default()
@@ -364,7 +368,10 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
                 .collect();
             print!(
                 "{}",
-                table(["ROOM", "TOPIC", "STATE", "VISITOR", "CREATED (UTC)"], &rows)
+                table(
+                    ["ROOM", "TOPIC", "STATE", "VISITOR", "CREATED (UTC)"],
+                    &rows
+                )
             );
         }
         ConversationsAction::Show { room_id } => {
@@ -441,7 +448,10 @@ mod tests {
             hours["mon"],
             strings(&["09:00-12:00", "13:00-17:00", "20:00-22:00"])
         );
-        assert_eq!(hours.keys().collect::<Vec<_>>(), ["mon", "thu", "tue", "wed"]);
+        assert_eq!(
+            hours.keys().collect::<Vec<_>>(),
+            ["mon", "thu", "tue", "wed"]
+        );
         assert_eq!(hours["wed"], strings(&["10:00-16:00"]));
         // A range may wrap past Sunday.
         let weekend = parse_hours(&strings(&["sat-mon=22:00-02:00"])).unwrap();
@@ -451,7 +461,12 @@ mod tests {
 
     #[test]
     fn malformed_hours_name_the_field() {
-        for bad in ["monday=09:00-17:00", "09:00-17:00", "mon=", "mon-xyz=09:00-10:00"] {
+        for bad in [
+            "monday=09:00-17:00",
+            "09:00-17:00",
+            "mon=",
+            "mon-xyz=09:00-10:00",
+        ] {
             let err = parse_hours(&strings(&[bad])).unwrap_err().to_string();
             assert!(err.starts_with("hours: "), "{bad}: {err}");
         }
@@ -500,7 +515,10 @@ mod tests {
         .unwrap();
         assert_eq!(r.pseudonym.as_deref(), Some("Sam"));
         assert_eq!(r.topics, strings(&["billing/*", "sales"]));
-        assert!(r.languages.is_empty(), "a lone empty value empties the list");
+        assert!(
+            r.languages.is_empty(),
+            "a lone empty value empties the list"
+        );
         assert_eq!((r.max_concurrent, r.timezone.as_str()), (5, "UTC"));
         assert_eq!(r.contacts[0].address, "42");
         ResponderFlags {
@@ -537,9 +555,26 @@ mod tests {
             Cli::try_parse_from(std::iter::once("switchboard").chain(args.iter().copied()))
         };
         let cli = parse(&[
-            "responders", "add", "--id", "alex", "--display-name", "Alex", "--topic", "billing/*",
-            "--topic", "sales", "--hours", "mon-fri=09:00-17:00", "--max-concurrent", "-1",
-            "--contact", "telegram:123", "--status", "away", "--config", "x.toml",
+            "responders",
+            "add",
+            "--id",
+            "alex",
+            "--display-name",
+            "Alex",
+            "--topic",
+            "billing/*",
+            "--topic",
+            "sales",
+            "--hours",
+            "mon-fri=09:00-17:00",
+            "--max-concurrent",
+            "-1",
+            "--contact",
+            "telegram:123",
+            "--status",
+            "away",
+            "--config",
+            "x.toml",
         ])
         .unwrap();
         let Command::Responders(RespondersCommand {
@@ -555,7 +590,16 @@ mod tests {
         assert_eq!(fields.status, Some(ResponderStatus::Away));
         assert!(parse(&["responders", "status", "alex", "away"]).is_ok());
         assert!(parse(&["responders", "status", "alex", "asleep"]).is_err());
-        assert!(parse(&["responders", "update", "alex", "--timezone", "Europe/Berlin"]).is_ok());
+        assert!(
+            parse(&[
+                "responders",
+                "update",
+                "alex",
+                "--timezone",
+                "Europe/Berlin"
+            ])
+            .is_ok()
+        );
         assert!(parse(&["conversations", "list", "--state", "waiting"]).is_ok());
         assert!(parse(&["conversations", "list", "--state", "open"]).is_err());
         assert!(parse(&["conversations", "show", "!room:example.org"]).is_ok());
@@ -571,6 +615,9 @@ mod tests {
     #[test]
     fn tables_align_columns() {
         let rows = [["alex".to_owned(), "Alex Example".to_owned()]];
-        assert_eq!(table(["ID", "NAME"], &rows), "ID    NAME\nalex  Alex Example\n");
+        assert_eq!(
+            table(["ID", "NAME"], &rows),
+            "ID    NAME\nalex  Alex Example\n"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `switchboard`: the binary. Reads the configuration, sets up logging and signals, and wires
 //! the Matrix side (`switchboard-appservice`) to the conversation logic (`switchboard-bridge`).
 
+mod admin_cli;
 mod config;
 mod web;
 
@@ -65,6 +66,10 @@ enum Command {
         #[arg(long, default_value = "telegram")]
         platform: String,
     },
+    /// Manage the responder register (add, list, show, update, remove, status).
+    Responders(admin_cli::RespondersCommand),
+    /// List conversations and show their transcripts.
+    Conversations(admin_cli::ConversationsCommand),
     /// Run the service.
     Run {
         #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
@@ -113,24 +118,36 @@ fn main() -> anyhow::Result<()> {
             platform,
         } => {
             let config = config::Config::load(&config)?;
-
             anyhow::ensure!(
                 switchboard_bridge::connector::Platform::parse(&platform)
                     .is_some_and(|p| p.as_str() != "matrix"),
                 "platform {platform:?}: link codes are for remote platforms (telegram)"
             );
-            tokio::runtime::Runtime::new()?.block_on(async {
-                let store = Store::connect(&config.database.url).await.context("opening the database")?;
+            let seeded = config.responders.iter().any(|r| r.id == responder);
+            with_store(&config, |store| async move {
                 anyhow::ensure!(
-                    config.responders.iter().any(|r| r.id == responder) || store.responder(&responder).await?.is_some(),
+                    seeded || store.responder(&responder).await?.is_some(),
                     "no responder {responder:?} in the register or in [[responders]] of the configuration"
                 );
                 let code = new_link_code();
                 store.create_link_code(&code, &responder, &platform).await?;
-                store.close().await;
                 println!("{code}");
-                eprintln!("Give this to {responder}: they send the bot `/start {code}` (valid 24 hours, once).");
-                anyhow::Ok(())
+                eprintln!(
+                    "Give this to {responder}: they send the bot `/start {code}` (valid 24 hours, once)."
+                );
+                Ok(())
+            })
+        }
+        Command::Responders(cmd) => {
+            let config = config::Config::load(&cmd.config)?;
+            with_store(&config, |store| async move {
+                admin_cli::run_responders(cmd, &store).await
+            })
+        }
+        Command::Conversations(cmd) => {
+            let config = config::Config::load(&cmd.config)?;
+            with_store(&config, |store| async move {
+                admin_cli::run_conversations(cmd, &store).await
             })
         }
         Command::Run { config } => {
@@ -138,6 +155,22 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(run(config))
         }
     }
+}
+
+/// Runs one CLI command against the configured database.
+fn with_store<F, Fut>(config: &config::Config, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let store = Store::connect(&config.database.url)
+            .await
+            .context("opening the database")?;
+        let result = f(store.clone()).await;
+        store.close().await;
+        result
+    })
 }
 
 fn random_secret() -> String {

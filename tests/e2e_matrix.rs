@@ -5,119 +5,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use anyhow::Context;
 use common::*;
-use matrix_sdk::{
-    Client, Room,
-    config::SyncSettings,
-    ruma::{
-        OwnedRoomId,
-        api::client::{account::register, uiaa},
-        events::room::message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
-    },
-};
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use serde_json::json;
 use switchboard_bridge::conversation::SenderRole;
-use tokio::sync::mpsc;
 
 const SLOT: u32 = 0;
-
-/// A responder using an ordinary Matrix client.
-struct Responder {
-    client: Client,
-    /// (room, sender, body) of every message their client receives, in order.
-    messages: mpsc::UnboundedReceiver<(String, String, String)>,
-    received: Vec<(String, String, String)>,
-}
-
-impl Responder {
-    async fn register(env: &TestEnv, localpart: &str) -> anyhow::Result<Self> {
-        let client = Client::builder()
-            .homeserver_url(&env.hs_url)
-            .build()
-            .await?;
-        let mut request = register::v3::Request::new();
-        request.username = Some(localpart.to_owned());
-        request.password = Some("correct horse battery staple".to_owned());
-        request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-        client
-            .matrix_auth()
-            .register(request)
-            .await
-            .context("registering the responder")?;
-        let (tx, messages) = mpsc::unbounded_channel();
-        client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: Room| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send((
-                    room.room_id().to_string(),
-                    ev.sender.to_string(),
-                    ev.content.body().to_owned(),
-                ));
-            }
-        });
-        let syncing = client.clone();
-        tokio::spawn(async move {
-            let _ = syncing
-                .sync(SyncSettings::default().timeout(Duration::from_secs(5)))
-                .await;
-        });
-        Ok(Self {
-            client,
-            messages,
-            received: vec![],
-        })
-    }
-
-    async fn accept_invite(&self, room: &str) -> anyhow::Result<Room> {
-        let room_id = OwnedRoomId::try_from(room)?;
-        wait_for("the responder's invite", || async {
-            Ok(self
-                .client
-                .invited_rooms()
-                .into_iter()
-                .any(|r| r.room_id() == room_id)
-                .then_some(()))
-        })
-        .await?;
-        Ok(self.client.join_room_by_id(&room_id).await?)
-    }
-
-    /// Waits until the responder's client has received `bodies` in `room` from `sender`.
-    async fn wait_for_messages(
-        &mut self,
-        room: &str,
-        sender: &str,
-        bodies: &[&str],
-    ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let got: Vec<&str> = self
-                .received
-                .iter()
-                .filter(|(r, s, _)| r == room && s == sender)
-                .map(|(_, _, b)| b.as_str())
-                .collect();
-            if bodies.iter().all(|b| got.contains(b)) {
-                return Ok(());
-            }
-            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
-                Ok(Some(m)) => self.received.push(m),
-                _ => anyhow::bail!("responder did not receive {bodies:?}; got {got:?}"),
-            }
-        }
-    }
-
-    fn bodies(&self, room: &str, sender: &str) -> Vec<String> {
-        self.received
-            .iter()
-            .filter(|(r, s, _)| r == room && s == sender)
-            .map(|(_, _, b)| b.clone())
-            .collect()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyhow::Result<()> {
@@ -125,7 +19,7 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
     let slot = Slot::load(&env, SLOT)?;
     let responder_local = unique("resp");
     let responder_id = env.user_id(&responder_local);
-    let mut responder = Responder::register(&env, &responder_local).await?;
+    let mut responder = MatrixResponder::register(&env, &responder_local).await?;
 
     let mut sb = Switchboard::start(
         &env,
