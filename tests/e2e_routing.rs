@@ -243,7 +243,56 @@ async fn routing_offers_claims_and_drains_the_queue() -> anyhow::Result<()> {
         .await?;
     v3.sync_until("the answer", |seen| seen.iter().any(|s| s.body == "We do!"))
         .await?;
-    let _ = &mut m1;
+
+    // --- responders set their own status from their platform ------------------------------------
+    let status_of = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            Ok::<_, anyhow::Error>(
+                store
+                    .responder(id)
+                    .await?
+                    .map(|r| r.status.as_str().to_owned()),
+            )
+        }
+    };
+    tg.user_sends(&tina, "/away");
+    wait_for("tina away", || async {
+        Ok((status_of("tina").await?.as_deref() == Some("away")).then_some(()))
+    })
+    .await?;
+    tg.user_sends(&tina, "/available");
+    wait_for("tina available", || async {
+        Ok((status_of("tina").await?.as_deref() == Some("available")).then_some(()))
+    })
+    .await?;
+    // A Matrix responder uses a direct chat with the bot, never the visitor's room.
+    let bot =
+        matrix_sdk::ruma::OwnedUserId::try_from(format!("@sbt{SLOT}bot:{}", env.server_name))?;
+    let mut dm = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    dm.invite = vec![bot.clone()];
+    dm.is_direct = true;
+    let dm = m1.client.create_room(dm).await?;
+    let dm_id = dm.room_id().to_owned();
+    wait_for("the bot to join the direct chat", || async {
+        let members = dm
+            .members_no_sync(matrix_sdk::RoomMemberships::JOIN)
+            .await?;
+        Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
+    })
+    .await?;
+    dm.send(matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain("!away"))
+        .await?;
+    wait_for("mone away", || async {
+        Ok((status_of("mone").await?.as_deref() == Some("away")).then_some(()))
+    })
+    .await?;
+    m1.wait_for_messages(
+        dm_id.as_str(),
+        bot.as_str(),
+        &["You are away: no new conversations until you send !available."],
+    )
+    .await?;
 
     // --- nothing sent to the Telegram responder names a visitor ------------------------------------
     for r in tg.requests() {

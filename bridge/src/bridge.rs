@@ -278,15 +278,16 @@ impl Bridge {
     }
 
     async fn process_event(&self, seq: i64, room_id: &str, json: &str) -> Result<(), StoreError> {
-        let Some(conversation) = self.store.conversation(room_id).await? else {
-            return Ok(()); // not one of our conversations (e.g. a responder's DM with the bot)
-        };
         let event: Value = match serde_json::from_str(json) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "stored event is not JSON; skipped");
                 return Ok(());
             }
+        };
+        let Some(conversation) = self.store.conversation(room_id).await? else {
+            // Not a conversation: a Matrix responder's direct chat with the bot.
+            return self.bot_room_event(room_id, &event).await;
         };
         let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
         let sender = field("sender");

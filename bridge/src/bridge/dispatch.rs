@@ -218,6 +218,63 @@ impl Bridge {
         Ok(())
     }
 
+    /// Events in rooms that are not conversations: the bot accepts invites (so a Matrix
+    /// responder can open a direct chat with it) and answers `!away`, `!offline`,
+    /// `!available` and `!help` there. Commands go to this private room, not to conversation
+    /// rooms, where the visitor would read them.
+    pub(super) async fn bot_room_event(
+        &self,
+        room_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let field = |name: &str| {
+            event
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        let Ok(room) = OwnedRoomId::try_from(room_id) else {
+            return Ok(());
+        };
+        let bot = self.client.bot().as_str();
+        match field("type") {
+            "m.room.member"
+                if field("state_key") == bot && event["content"]["membership"] == "invite" =>
+            {
+                // Only registered Matrix responders get a bot that answers.
+                if self
+                    .responder_at("matrix", field("sender"))
+                    .await?
+                    .is_some()
+                    && let Err(e) = self.client.join(&room, self.client.bot()).await
+                {
+                    tracing::warn!(error = %e, "could not accept a responder's invite");
+                }
+            }
+            "m.room.message" if field("sender") != bot => {
+                let body = event["content"]["body"].as_str().unwrap_or_default().trim();
+                let Some(command) = body.strip_prefix('!') else {
+                    return Ok(());
+                };
+                let reply = match ResponderStatus::parse(command.trim()) {
+                    Some(status) => self
+                        .set_status_from("matrix", field("sender"), status)
+                        .await?
+                        .map(|t| t.replace("/available", "!available")),
+                    None => Some("Commands: !available, !away, !offline.".to_owned()),
+                };
+                let Some(reply) = reply else { return Ok(()) };
+                let notice = RoomMessageEventContent::notice_plain(reply);
+                let txn = format!("switchboard-reply-{}", field("event_id"));
+                if let Err(e) = self.client.send_message(&room, None, &txn, &notice).await {
+                    tracing::warn!(error = %e, "could not answer a command");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// A responder set their status from their platform (`/away`, `!available`, ...).
     pub(super) async fn set_status_from(
         &self,
