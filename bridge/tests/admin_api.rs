@@ -1,6 +1,8 @@
 //! The admin API, driven through its router without a socket, and the store methods behind
 //! it, run on every engine (SQLite here; PostgreSQL started by scripts/test.sh).
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -868,40 +870,14 @@ async fn suite(store: Store) -> anyhow::Result<()> {
 #[tokio::test]
 async fn register_store_suite_on_sqlite() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("store.db").display()
-    ))
-    .await?;
+    let (store, _) = common::fresh_sqlite(dir.path()).await?;
     assert_eq!(store.engine(), Engine::Sqlite);
     suite(store).await
 }
 
 #[tokio::test]
 async fn register_store_suite_on_postgres() -> anyhow::Result<()> {
-    let admin_url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").expect(
-        "SWITCHBOARD_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
-    );
-    // A fresh database per run, so the suite starts from an empty schema every time.
-    let db = format!(
-        "sbadmin_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_micros()
-    );
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&admin_url);
-    let store = Store::connect(&format!("{base}/{db}")).await?;
+    let (store, _) = common::fresh_postgres("sbadmin").await?;
     assert_eq!(store.engine(), Engine::Postgres);
-    suite(store).await?;
-    admin.close().await;
-    Ok(())
+    suite(store).await
 }

@@ -1,6 +1,8 @@
 //! One store suite, written once and run against every engine: SQLite (the default) and
 //! PostgreSQL (a throwaway cluster started by scripts/test.sh).
 
+mod common;
+
 use switchboard_bridge::{
     Store,
     conversation::{Conversation, ConversationState, Message, SenderRole},
@@ -380,8 +382,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
 #[tokio::test]
 async fn store_suite_on_sqlite() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    let store = Store::connect(&url).await?;
+    let (store, url) = common::fresh_sqlite(dir.path()).await?;
     assert_eq!(store.engine(), Engine::Sqlite);
     suite(store).await?;
     // Reopening runs the migrations again, which must be a no-op, and the data is still there.
@@ -392,34 +393,12 @@ async fn store_suite_on_sqlite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn store_suite_on_postgres() -> anyhow::Result<()> {
-    let admin_url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL").expect(
-        "SWITCHBOARD_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
-    );
-    // A fresh database per run, so the suite starts from an empty schema every time.
-    let db = format!(
-        "sbtest_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_micros()
-    );
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&admin_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&admin_url);
-    let url = format!("{base}/{db}");
-    let store = Store::connect(&url).await?;
+    let (store, url) = common::fresh_postgres("sbtest").await?;
     assert_eq!(store.engine(), Engine::Postgres);
     suite(store).await?;
     let reopened = Store::connect(&url).await?;
     assert_eq!(reopened.count_inbox().await?, 3);
     reopened.close().await;
-    admin.close().await;
     Ok(())
 }
 

@@ -300,13 +300,7 @@ impl Bridge {
                 else {
                     return Ok(());
                 };
-                let Some(assignment) = self
-                    .store
-                    .active_assignments_for_room(&room)
-                    .await?
-                    .into_iter()
-                    .find(|a| a.platform == platform && a.address == address)
-                else {
+                let Some(assignment) = self.assignment_of(&room, platform, &address).await? else {
                     return Ok(());
                 };
                 let (Ok(room_id), Ok(ghost)) = (
@@ -588,13 +582,7 @@ impl Bridge {
         else {
             return Ok(()); // not a message we relayed (or a visitor message shown to them)
         };
-        let Some(assignment) = self
-            .store
-            .active_assignments_for_room(&room)
-            .await?
-            .into_iter()
-            .find(|a| a.platform == platform && a.address == address)
-        else {
+        let Some(assignment) = self.assignment_of(&room, platform, address).await? else {
             return Ok(());
         };
         let (Ok(room_id), Ok(ghost), Ok(original)) = (
@@ -624,6 +612,21 @@ impl Bridge {
             tracing::error!(room_id = %room, error = %e, "could not relay an edit");
         }
         Ok(())
+    }
+
+    /// The active assignment of this platform address in this conversation, if it holds it.
+    async fn assignment_of(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+    ) -> Result<Option<AssignmentRow>, StoreError> {
+        Ok(self
+            .store
+            .active_assignments_for_room(room)
+            .await?
+            .into_iter()
+            .find(|a| a.platform == platform && a.address == address))
     }
 
     /// Which conversation a responder's message is meant for: the one it replies to, else their
@@ -845,13 +848,7 @@ impl Bridge {
         platform: &str,
         address: &str,
     ) -> Result<(), StoreError> {
-        let Some(a) = self
-            .store
-            .active_assignments_for_room(room)
-            .await?
-            .into_iter()
-            .find(|a| a.platform == platform && a.address == address)
-        else {
+        let Some(a) = self.assignment_of(room, platform, address).await? else {
             return Ok(());
         };
         self.store
