@@ -78,20 +78,28 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
     for text in ["hello 1", "hello 2", "hello 3"] {
         visitor.send(text).await?;
     }
-    let joined = responder.accept_invite(&room).await?;
+    // The responder is offered the conversation in a relay room of their own, never the
+    // visitor's room: the invite carries the topic and the visitor's alias.
+    let alias = stored.visitor_alias.clone();
+    let relay = relay_room_of(&store, &room, "resp").await?;
+    let bot = format!("@sbt{SLOT}bot:{}", env.server_name);
+    let joined = responder.accept_invite(&relay).await?;
     assert_eq!(
         joined.name().as_deref(),
-        Some("General support"),
-        "the invite should carry the topic"
+        Some(format!("General support · {alias}").as_str()),
+        "the invite should carry the topic and the alias"
     );
+    responder.wait_for_text(&relay, &bot, "> hello 1").await?;
+    let (h2, h3) = (format!("{alias}: hello 2"), format!("{alias}: hello 3"));
     responder
-        .wait_for_messages(&room, &visitor.user_id, &["hello 1", "hello 2", "hello 3"])
+        .wait_for_messages(&relay, &bot, &[&h2, &h3])
         .await?;
-    assert_eq!(
-        responder.bodies(&room, &visitor.user_id),
-        ["hello 1", "hello 2", "hello 3"],
-        "visitor→responder order"
-    );
+    let relayed: Vec<String> = responder
+        .bodies(&relay, &bot)
+        .into_iter()
+        .filter(|b| b.starts_with(&alias))
+        .collect();
+    assert_eq!(relayed, [h2.clone(), h3.clone()], "visitor→responder order");
 
     // --- responder → visitor, live, in order -----------------------------------------------------
     for text in ["reply 1", "reply 2"] {
@@ -104,10 +112,16 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
             seen.iter().filter(|s| s.body.starts_with("reply")).count() == 2
         })
         .await?;
+    // The visitor sees the responder's ghost, never their own account.
+    let ghost = format!("@_sbt{SLOT}_resp:{}", env.server_name);
     assert_eq!(
-        visitor.bodies_from(&responder_id),
+        visitor.bodies_from(&ghost),
         ["reply 1", "reply 2"],
         "responder→visitor order"
+    );
+    assert!(
+        visitor.bodies_from(&responder_id).is_empty(),
+        "the responder's own account appeared in the visitor's room"
     );
     assert!(
         visitor
@@ -198,14 +212,12 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
     for text in ["while down 1", "while down 2", "while down 3"] {
         visitor.send(text).await?;
     }
-    responder
-        .wait_for_messages(
-            &room,
-            &visitor.user_id,
-            &["while down 1", "while down 2", "while down 3"],
-        )
-        .await?;
     sb.restart().await?;
+    let down: Vec<String> = (1..=3)
+        .map(|i| format!("{alias}: while down {i}"))
+        .collect();
+    let down: Vec<&str> = down.iter().map(String::as_str).collect();
+    responder.wait_for_messages(&relay, &bot, &down).await?;
     joined
         .send(RoomMessageEventContent::text_plain("after restart"))
         .await?;
@@ -243,6 +255,13 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         .map(|m| m.body.as_str())
         .collect();
     assert_eq!(responder_said, ["reply 1", "reply 2", "after restart"]);
+    // Nothing the responder's client ever received names the visitor.
+    for body in responder.all_bodies() {
+        assert!(
+            !body.contains(&visitor.user_id),
+            "the responder saw the visitor's Matrix ID: {body}"
+        );
+    }
     let mut ids: Vec<&str> = transcript.iter().map(|m| m.event_id.as_str()).collect();
     ids.sort();
     ids.dedup();

@@ -286,61 +286,45 @@ impl Bridge {
             }
         };
         let Some(conversation) = self.store.conversation(room_id).await? else {
-            // Not a conversation: a Matrix responder's direct chat with the bot.
+            // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
             return self.bot_room_event(room_id, &event).await;
         };
         let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
         let sender = field("sender");
         let role = self.role_of(&conversation, sender);
-        match field("type") {
-            "m.room.message" => {
-                let content = &event["content"];
-                let text =
-                    |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
-                let message = Message {
-                    event_id: field("event_id").to_owned(),
-                    room_id: room_id.to_owned(),
-                    inbox_seq: seq,
-                    sender: sender.to_owned(),
-                    sender_role: role,
-                    msgtype: text("msgtype").unwrap_or_default(),
-                    body: text("body").unwrap_or_default(),
-                    formatted_body: text("formatted_body"),
-                    origin_server_ts: event
-                        .get("origin_server_ts")
-                        .and_then(Value::as_i64)
-                        .unwrap_or_default(),
-                };
-                if self.store.record_message(&message).await? {
-                    tracing::debug!(role = role.as_str(), "message recorded");
-                }
-                if role == SenderRole::Visitor {
-                    if conversation.state == ConversationState::Waiting {
-                        self.route(&conversation).await?;
-                    }
-                    self.relay_to_responders(
-                        &conversation,
-                        &message.event_id,
-                        &message.body,
-                        message.formatted_body.as_deref(),
-                        media_of(content),
-                    )
-                    .await?;
-                }
+        if field("type") == "m.room.message" {
+            let content = &event["content"];
+            let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+            let message = Message {
+                event_id: field("event_id").to_owned(),
+                room_id: room_id.to_owned(),
+                inbox_seq: seq,
+                sender: sender.to_owned(),
+                sender_role: role,
+                msgtype: text("msgtype").unwrap_or_default(),
+                body: text("body").unwrap_or_default(),
+                formatted_body: text("formatted_body"),
+                origin_server_ts: event
+                    .get("origin_server_ts")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default(),
+            };
+            if self.store.record_message(&message).await? {
+                tracing::debug!(role = role.as_str(), "message recorded");
             }
-            "m.room.member" => {
-                let membership = event["content"].get("membership").and_then(Value::as_str);
-                let target = field("state_key");
-                // Our own ghosts join after a remote accept already claimed the conversation.
-                let ours = UserId::parse(target).is_ok_and(|u| self.registration.owns(&u));
-                if membership == Some("join")
-                    && !ours
-                    && self.role_of(&conversation, target) == SenderRole::Responder
-                {
-                    self.matrix_responder_joined(&conversation, target).await?;
+            if role == SenderRole::Visitor {
+                if conversation.state == ConversationState::Waiting {
+                    self.route(&conversation).await?;
                 }
+                self.relay_to_responders(
+                    &conversation,
+                    &message.event_id,
+                    &message.body,
+                    message.formatted_body.as_deref(),
+                    media_of(content),
+                )
+                .await?;
             }
-            _ => {}
         }
         Ok(())
     }

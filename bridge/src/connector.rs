@@ -64,12 +64,20 @@ pub struct Offer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub room_id: String,
+    /// The visitor's Matrix event this delivery carries (unique per delivery, so usable as an
+    /// idempotency key on platforms that have one).
+    #[serde(default)]
+    pub event_id: String,
     pub visitor_alias: String,
     pub body: String,
     pub formatted_body: Option<String>,
     /// A file or image the message carries (fetched from the media repository at delivery).
     #[serde(default)]
     pub media: Option<MediaRef>,
+    /// The connector's handle of this conversation with this responder, from its offer
+    /// (Matrix: the relay room); `None` where the address alone is enough (Telegram).
+    #[serde(default)]
+    pub thread: Option<String>,
 }
 
 /// Whether a file is shown as a picture.
@@ -185,6 +193,16 @@ pub trait Connector: Send + Sync + 'static {
     /// user ID or a Telegram chat ID). Does network I/O. Returns the remote message that
     /// carries the offer, if there is one, so it can be marked taken later.
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError>;
+
+    /// Tells the responder their accept won (Telegram: the offer's buttons go away).
+    async fn offer_accepted(
+        &self,
+        _address: &str,
+        _handle: &str,
+        _text: &str,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 
     /// Marks an earlier offer as no longer available (taken by someone else, withdrawn).
     async fn close_offer(

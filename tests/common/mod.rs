@@ -593,6 +593,38 @@ impl MatrixResponder {
         sender: &str,
         bodies: &[&str],
     ) -> anyhow::Result<()> {
+        self.wait_until(
+            room,
+            sender,
+            |got| bodies.iter().all(|b| got.contains(b)),
+            &format!("{bodies:?}"),
+        )
+        .await
+    }
+
+    /// Waits until some message in `room` from `sender` contains `needle`.
+    pub async fn wait_for_text(
+        &mut self,
+        room: &str,
+        sender: &str,
+        needle: &str,
+    ) -> anyhow::Result<()> {
+        self.wait_until(
+            room,
+            sender,
+            |got| got.iter().any(|b| b.contains(needle)),
+            needle,
+        )
+        .await
+    }
+
+    async fn wait_until(
+        &mut self,
+        room: &str,
+        sender: &str,
+        done: impl Fn(&[&str]) -> bool,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let got: Vec<&str> = self
@@ -601,14 +633,19 @@ impl MatrixResponder {
                 .filter(|(r, s, _)| r == room && s == sender)
                 .map(|(_, _, b)| b.as_str())
                 .collect();
-            if bodies.iter().all(|b| got.contains(b)) {
+            if done(&got) {
                 return Ok(());
             }
             match tokio::time::timeout_at(deadline, self.messages.recv()).await {
                 Ok(Some(m)) => self.received.push(m),
-                _ => anyhow::bail!("responder did not receive {bodies:?}; got {got:?}"),
+                _ => anyhow::bail!("responder did not receive {what}; got {got:?}"),
             }
         }
+    }
+
+    /// Everything their client received, in any room.
+    pub fn all_bodies(&self) -> Vec<String> {
+        self.received.iter().map(|(_, _, b)| b.clone()).collect()
     }
 
     pub fn bodies(&self, room: &str, sender: &str) -> Vec<String> {
@@ -618,4 +655,21 @@ impl MatrixResponder {
             .map(|(_, _, b)| b.clone())
             .collect()
     }
+}
+
+/// The relay room a Matrix responder was offered a conversation in (their offer's handle).
+pub async fn relay_room_of(
+    store: &switchboard_bridge::Store,
+    room: &str,
+    responder_id: &str,
+) -> anyhow::Result<String> {
+    wait_for("the Matrix offer", || async {
+        Ok(store
+            .offers_for_room(room)
+            .await?
+            .into_iter()
+            .find(|o| o.platform == "matrix" && o.responder_id == responder_id)
+            .and_then(|o| o.remote_message_id))
+    })
+    .await
 }

@@ -5,13 +5,15 @@ use std::collections::HashSet;
 
 use switchboard_appservice::ruma::{OwnedRoomId, events::room::message::RoomMessageEventContent};
 
+use tracing::Instrument;
+
 use super::Bridge;
 use crate::{
     connector::{Offer, Platform},
     conversation::{Conversation, ConversationState, SenderRole},
     responder::{Contact, Responder, ResponderStatus},
     routing::{self, Candidate, RouteRequest},
-    store::{StoreError, now_ms},
+    store::{OfferRow, StoreError, now_ms},
 };
 
 impl Bridge {
@@ -236,6 +238,9 @@ impl Bridge {
         let Ok(room) = OwnedRoomId::try_from(room_id) else {
             return Ok(());
         };
+        if let Some(offer) = self.store.offer_by_handle("matrix", room_id).await? {
+            return self.relay_room_event(offer, event).await;
+        }
         let bot = self.client.bot().as_str();
         match field("type") {
             "m.room.member"
@@ -273,6 +278,132 @@ impl Bridge {
             _ => {}
         }
         Ok(())
+    }
+
+    /// An event in a Matrix responder's relay room (the handle of their offer): joining
+    /// accepts, leaving declines, and what they write goes to the visitor as their ghost.
+    async fn relay_room_event(
+        &self,
+        offer: OfferRow,
+        event: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let field = |name: &str| {
+            event
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        // Only the responder the offer went to counts; the bot's own events echo back too.
+        if field("sender") != offer.address {
+            return Ok(());
+        }
+        let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+        match (field("type"), event["content"]["membership"].as_str()) {
+            ("m.room.member", Some("join")) => {
+                let name = event["content"]["displayname"]
+                    .as_str()
+                    .unwrap_or(&offer.address)
+                    .to_owned();
+                self.accept("matrix", offer.id, &offer.address, &name)
+                    .instrument(span)
+                    .await
+            }
+            ("m.room.member", Some("leave")) => {
+                if self
+                    .store
+                    .transition_offer(offer.id, "open", "declined")
+                    .await?
+                    && let Some(conversation) = self.store.conversation(&offer.room_id).await?
+                {
+                    self.route(&conversation).instrument(span).await?;
+                }
+                Ok(())
+            }
+            ("m.room.message", _) => {
+                self.relay_room_message(&offer, event)
+                    .instrument(span)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A Matrix responder's message in their relay room, posted into the conversation room
+    /// as their ghost; `!end` ends the conversation; edits become edits.
+    async fn relay_room_message(
+        &self,
+        offer: &OfferRow,
+        event: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let content = &event["content"];
+        let relay_event = event["event_id"].as_str().unwrap_or_default();
+        let body = content["body"].as_str().unwrap_or_default().trim();
+        if content["m.relates_to"]["rel_type"] == "m.replace" {
+            let original = content["m.relates_to"]["event_id"]
+                .as_str()
+                .unwrap_or_default();
+            let new = &content["m.new_content"];
+            let body = new["body"].as_str().unwrap_or_default().to_owned();
+            let html = new["formatted_body"].as_str().map(ammonia::clean);
+            return self
+                .edit_from_remote("matrix", &offer.address, original, body, html)
+                .await;
+        }
+        let Some(assignment) = self
+            .assignment_of(&offer.room_id, "matrix", &offer.address)
+            .await?
+        else {
+            return Ok(()); // not (or no longer) theirs
+        };
+        if body == "!end" {
+            return self
+                .end_assignment(&offer.room_id, "matrix", &offer.address)
+                .await;
+        }
+        let (Ok(room), Ok(ghost)) = (
+            OwnedRoomId::try_from(offer.room_id.as_str()),
+            switchboard_appservice::ruma::OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+        ) else {
+            return Ok(());
+        };
+        // The same content, without relations that point into the relay room.
+        let mut copy = content.clone();
+        if let Some(obj) = copy.as_object_mut() {
+            obj.remove("m.relates_to");
+            if let Some(html) = obj
+                .get("formatted_body")
+                .and_then(|h| h.as_str())
+                .map(ammonia::clean)
+            {
+                obj.insert("formatted_body".into(), html.into());
+            }
+        }
+        let content: RoomMessageEventContent = match serde_json::from_value(copy) {
+            Ok(c) => c,
+            Err(_) => RoomMessageEventContent::text_plain(body),
+        };
+        let txn = format!("matrix-{relay_event}");
+        match self
+            .client
+            .send_message(&room, Some(&ghost), &txn, &content)
+            .await
+        {
+            Ok(posted) => {
+                self.store
+                    .map_remote_message(
+                        "matrix",
+                        &offer.address,
+                        relay_event,
+                        &offer.room_id,
+                        Some(posted.as_str()),
+                    )
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not post a Matrix responder's message");
+                Ok(())
+            }
+        }
     }
 
     /// A responder set their status from their platform (`/away`, `!available`, ...).

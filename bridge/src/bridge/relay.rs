@@ -86,8 +86,18 @@ impl Bridge {
             if connector.capabilities().shares_room {
                 continue;
             }
+            // The connector's handle of this conversation with this responder (Matrix: relay room).
+            let thread = self
+                .store
+                .offers_for_room(&conversation.room_id)
+                .await?
+                .into_iter()
+                .find(|o| o.responder_id == a.responder_id && o.state == "accepted")
+                .and_then(|o| o.remote_message_id);
             let delivery = Delivery {
                 room_id: conversation.room_id.clone(),
+                event_id: event_id.to_owned(),
+                thread,
                 visitor_alias: conversation.visitor_alias.clone(),
                 body: body.to_owned(),
                 formatted_body: formatted_body.map(str::to_owned),
@@ -424,61 +434,6 @@ impl Bridge {
         }
     }
 
-    /// A Matrix responder joining the room is their accept: the same atomic claim as a remote
-    /// accept decides. Whoever loses the race is told and removed again.
-    pub(super) async fn matrix_responder_joined(
-        &self,
-        conversation: &Conversation,
-        user: &str,
-    ) -> Result<(), StoreError> {
-        let room = &conversation.room_id;
-        let already_owner = self
-            .store
-            .active_assignments_for_room(room)
-            .await?
-            .iter()
-            .any(|a| a.platform == "matrix" && a.address == user);
-        if already_owner {
-            return Ok(());
-        }
-        let responder_id = self.responder_id_for("matrix", user).await?;
-        if !self.store.claim_conversation(room).await? {
-            tracing::info!(%user, "a Matrix responder joined a conversation someone else holds");
-            if let (Ok(room_id), Ok(user_id)) = (
-                OwnedRoomId::try_from(room.as_str()),
-                OwnedUserId::try_from(user),
-            ) {
-                let reason = "Another responder has already taken this conversation.";
-                if let Err(e) = self.client.kick(&room_id, &user_id, reason).await {
-                    tracing::warn!(error = %e, "could not remove the late responder");
-                }
-            }
-            return Ok(());
-        }
-        tracing::info!(%user, "a Matrix responder took the conversation");
-        self.store
-            .upsert_assignment(&AssignmentRow {
-                room_id: room.clone(),
-                responder_id: responder_id.clone(),
-                platform: "matrix".into(),
-                address: user.to_owned(),
-                ghost_user_id: user.to_owned(),
-                state: "active".into(),
-            })
-            .await?;
-        self.withdraw_other_offers(room, &responder_id).await
-    }
-
-    /// Which register entry a platform address belongs to; the address itself when none does
-    /// (a Matrix user named directly in a topic).
-    async fn responder_id_for(&self, platform: &str, address: &str) -> Result<String, StoreError> {
-        Ok(self
-            .responder_at(platform, address)
-            .await?
-            .map(|r| r.id)
-            .unwrap_or_else(|| address.to_owned()))
-    }
-
     /// After a claim, every other open offer of the conversation is marked taken on its platform.
     async fn withdraw_other_offers(&self, room: &str, winner: &str) -> Result<(), StoreError> {
         for other in self.store.offers_for_room(room).await? {
@@ -567,7 +522,7 @@ impl Bridge {
 
     /// A responder edited a message: the Matrix event it became is replaced (`m.replace`), so
     /// the visitor sees the corrected text in place.
-    async fn edit_from_remote(
+    pub(super) async fn edit_from_remote(
         &self,
         platform: &str,
         address: &str,
@@ -615,7 +570,7 @@ impl Bridge {
     }
 
     /// The active assignment of this platform address in this conversation, if it holds it.
-    async fn assignment_of(
+    pub(super) async fn assignment_of(
         &self,
         room: &str,
         platform: &str,
@@ -704,7 +659,7 @@ impl Bridge {
         Ok(lines.join("\n"))
     }
 
-    async fn accept(
+    pub(super) async fn accept(
         &self,
         platform: &str,
         offer_id: i64,
@@ -738,12 +693,13 @@ impl Bridge {
                 .transition_offer(offer_id, "open", "taken")
                 .await?;
             drop(_g);
-            self.notify(
-                platform,
-                address,
-                "Someone else has already taken this conversation.",
-            )
-            .await;
+            let taken = "Someone else has already taken this conversation.";
+            if let (Some(handle), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
+                && let Err(e) = c.close_offer(address, handle, taken).await
+            {
+                tracing::warn!(error = %e, "could not withdraw the late accept's offer");
+            }
+            self.notify(platform, address, taken).await;
             return Ok(());
         }
         drop(_g);
@@ -787,16 +743,11 @@ impl Bridge {
         self.withdraw_other_offers(&offer.room_id, &offer.responder_id)
             .await?;
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
-            let _ = c
-                .close_offer(
-                    address,
-                    msg,
-                    &format!(
-                        "You accepted the conversation with {}.",
-                        conversation.visitor_alias
-                    ),
-                )
-                .await;
+            let text = format!(
+                "You accepted the conversation with {}.",
+                conversation.visitor_alias
+            );
+            let _ = c.offer_accepted(address, msg, &text).await;
         }
         self.notify(
             platform,
@@ -842,7 +793,7 @@ impl Bridge {
         self.client.join(&room_id, ghost).await
     }
 
-    async fn end_assignment(
+    pub(super) async fn end_assignment(
         &self,
         room: &str,
         platform: &str,

@@ -1,16 +1,30 @@
-//! Responders who use a Matrix client: they are invited into the conversation room itself.
+//! Responders who use a Matrix client. Each conversation offered to one gets its own relay
+//! room between them and the bot: the visitor's room is never shared with them, so they never
+//! see the visitor's Matrix ID, and the visitor sees their ghost (with its pseudonym), never
+//! their own account.
+//!
+//! The relay room is the offer's handle: joining it accepts, leaving it declines. What the
+//! responder writes there is picked up from the homeserver's transactions by the bridge.
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
-
 use async_trait::async_trait;
 use switchboard_appservice::{
-    HomeserverClient,
-    ruma::{OwnedRoomId, OwnedUserId},
+    ClientError, HomeserverClient,
+    ruma::{
+        OwnedRoomId, OwnedUserId,
+        api::client::room::{Visibility, create_room},
+        events::room::message::{
+            FileMessageEventContent, ImageMessageEventContent, MessageType, RoomMessageEventContent,
+        },
+    },
 };
+use tokio::sync::watch;
 
-use super::{Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteSink};
+use super::{
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, Offer, Platform,
+    RemoteSink,
+};
 
 pub struct MatrixConnector {
     client: Arc<HomeserverClient>,
@@ -20,6 +34,28 @@ impl MatrixConnector {
     pub fn new(client: Arc<HomeserverClient>) -> Self {
         Self { client }
     }
+
+    fn relay_room(delivery: &Delivery) -> Result<OwnedRoomId, ConnectorError> {
+        let handle = delivery.thread.as_deref().ok_or_else(|| {
+            ConnectorError::Permanent("no relay room for this conversation".into())
+        })?;
+        OwnedRoomId::try_from(handle)
+            .map_err(|e| ConnectorError::Permanent(format!("bad relay room {handle:?}: {e}")))
+    }
+}
+
+fn connector_error(e: ClientError) -> ConnectorError {
+    if e.is_transient() {
+        ConnectorError::Transient(e.to_string())
+    } else {
+        ConnectorError::Permanent(e.to_string())
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[async_trait]
@@ -29,26 +65,56 @@ impl Connector for MatrixConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { shares_room: true }
+        Capabilities { shares_room: false }
     }
 
-    /// The invite is the offer: the responder's client shows the room, named after the topic,
-    /// and once they join they see the visitor's messages.
+    /// Creates the relay room, invites the responder and explains the offer in it. The invite
+    /// shows the topic and alias as the room name.
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let user = OwnedUserId::try_from(address).map_err(|e| {
             ConnectorError::Permanent(format!("{address:?} is not a Matrix user ID: {e}"))
         })?;
-        let room = OwnedRoomId::try_from(offer.room_id.as_str())
-            .map_err(|e| ConnectorError::Permanent(format!("bad room ID: {e}")))?;
-        match self.client.invite(&room, &user, None).await {
-            // The invite lives in the room: the room ID is the offer's handle.
-            Ok(()) => Ok(Some(offer.room_id.clone())),
-            Err(e) if e.is_transient() => Err(ConnectorError::Transient(e.to_string())),
-            Err(e) => Err(ConnectorError::Permanent(e.to_string())),
+        let mut request = create_room::v3::Request::new();
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        request.visibility = Visibility::Private;
+        request.name = Some(format!("{} · {}", offer.topic_name, offer.visitor_alias));
+        request.invite = vec![user];
+        // Not retried by the client: a lost answer would leave a second room. The offer as a
+        // whole is retried by routing instead.
+        let room = self
+            .client
+            .create_room(request)
+            .await
+            .map_err(connector_error)?;
+        let mut text = format!(
+            "New conversation about {} from {}.",
+            offer.topic_name, offer.visitor_alias
+        );
+        let mut html = format!(
+            "<b>New conversation</b> about <b>{}</b> from {}.",
+            escape(&offer.topic_name),
+            escape(&offer.visitor_alias)
+        );
+        if let Some(language) = &offer.language {
+            text.push_str(&format!(" Language: {language}."));
+            html.push_str(&format!(" Language: {}.", escape(language)));
         }
+        if let Some(first) = &offer.first_message {
+            text.push_str(&format!("\n\n> {first}"));
+            html.push_str(&format!("<blockquote>{}</blockquote>", escape(first)));
+        }
+        text.push_str("\n\nJoin this room to accept the conversation; leave it to decline.");
+        html.push_str("<p>Join this room to accept the conversation; leave it to decline.</p>");
+        let notice = RoomMessageEventContent::notice_html(text, html);
+        self.client
+            .send_message(&room, None, "switchboard-offer", &notice)
+            .await
+            .map_err(connector_error)?;
+        Ok(Some(room.to_string()))
     }
 
-    /// Withdraws the invite (`handle` is the room ID), with the reason shown in their client.
+    /// Withdraws the invite, or removes a responder who joined too late, with the reason
+    /// shown in their client.
     async fn close_offer(
         &self,
         address: &str,
@@ -63,25 +129,78 @@ impl Connector for MatrixConnector {
                 "bad Matrix offer handle {handle:?}"
             )));
         };
-        self.client.kick(&room, &user, why).await.map_err(|e| {
-            if e.is_transient() {
-                ConnectorError::Transient(e.to_string())
-            } else {
-                ConnectorError::Permanent(e.to_string())
-            }
-        })
+        match self.client.kick(&room, &user, why).await {
+            Ok(()) => Ok(()),
+            // They left already: nothing to withdraw.
+            Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
+            Err(e) => Err(connector_error(e)),
+        }
     }
 
-    /// Never called: the responder reads the room itself.
+    /// Posts the visitor's message into the relay room, headed by their alias.
     async fn deliver(
         &self,
-        _delivery: &Delivery,
+        delivery: &Delivery,
         _address: &str,
     ) -> Result<Vec<String>, ConnectorError> {
-        Ok(vec![])
+        let room = Self::relay_room(delivery)?;
+        let body = format!("{}: {}", delivery.visitor_alias, delivery.body);
+        let html = match &delivery.formatted_body {
+            Some(html) => format!(
+                "<b>{}</b>: {}",
+                escape(&delivery.visitor_alias),
+                ammonia::clean(html)
+            ),
+            None => format!(
+                "<b>{}</b>: {}",
+                escape(&delivery.visitor_alias),
+                escape(&delivery.body)
+            ),
+        };
+        let content = RoomMessageEventContent::text_html(body, html);
+        // Keyed by the visitor's event: a retried delivery is answered with the first event.
+        let txn = format!("relay-{}", delivery.event_id);
+        let event = self
+            .client
+            .send_message(&room, None, &txn, &content)
+            .await
+            .map_err(connector_error)?;
+        Ok(vec![event.to_string()])
     }
 
-    /// Matrix responders see Switchboard's notices in the room itself.
+    async fn deliver_file(
+        &self,
+        delivery: &Delivery,
+        file: Attachment,
+        _address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        let room = Self::relay_room(delivery)?;
+        let mimetype = file
+            .mimetype
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let mxc = self
+            .client
+            .upload_media(None, &mimetype, &file.filename, file.bytes)
+            .await
+            .map_err(connector_error)?;
+        let caption = format!("{}: {}", delivery.visitor_alias, file.filename);
+        let msgtype = match file.kind {
+            FileKind::Image => MessageType::Image(ImageMessageEventContent::plain(caption, mxc)),
+            FileKind::File => MessageType::File(FileMessageEventContent::plain(caption, mxc)),
+        };
+        let content = RoomMessageEventContent::new(msgtype);
+        let txn = format!("relay-file-{}", delivery.event_id);
+        let event = self
+            .client
+            .send_message(&room, None, &txn, &content)
+            .await
+            .map_err(connector_error)?;
+        Ok(vec![event.to_string()])
+    }
+
+    /// Matrix responders get Switchboard's messages in their relay rooms and direct chats,
+    /// which the bridge addresses itself.
     async fn notify(&self, _address: &str, _text: &str) -> Result<(), ConnectorError> {
         Ok(())
     }

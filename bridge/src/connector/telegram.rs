@@ -371,6 +371,15 @@ impl Connector for TelegramConnector {
         }
     }
 
+    async fn offer_accepted(
+        &self,
+        address: &str,
+        handle: &str,
+        text: &str,
+    ) -> Result<(), ConnectorError> {
+        self.close_offer(address, handle, text).await
+    }
+
     async fn deliver(
         &self,
         delivery: &Delivery,

@@ -161,6 +161,22 @@ impl Store {
         row.as_ref().map(offer_from_row).transpose()
     }
 
+    /// The offer whose remote handle (Telegram message, Matrix relay room) this is.
+    pub async fn offer_by_handle(
+        &self,
+        platform: &str,
+        handle: &str,
+    ) -> Result<Option<OfferRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers WHERE platform = $1 AND remote_message_id = $2 ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(platform)
+        .bind(handle)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(offer_from_row).transpose()
+    }
+
     pub async fn offers_for_room(&self, room_id: &str) -> Result<Vec<OfferRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {OFFER_COLUMNS} FROM offers WHERE room_id = $1 ORDER BY id"
