@@ -294,6 +294,10 @@ async fn routing_offers_claims_and_drains_the_queue() -> anyhow::Result<()> {
                 "a Matrix responder saw a visitor's Matrix ID: {body}"
             );
         }
+        assert!(
+            !body.contains("127.0.0.1"),
+            "a Matrix responder saw an address: {body}"
+        );
     }
     for r in tg.requests() {
         let body = String::from_utf8_lossy(&r.body);
