@@ -228,6 +228,7 @@ impl Bridge {
         // and then; a change to the register makes us look at once.
         let mut next_queue_check = tokio::time::Instant::now();
         let mut queue_due = true;
+        let mut last_expiry_check = tokio::time::Instant::now() - Duration::from_secs(1);
         loop {
             if queue_due || tokio::time::Instant::now() >= next_queue_check {
                 if let Err(e) = self.drain_queue().await {
@@ -235,6 +236,13 @@ impl Bridge {
                 }
                 next_queue_check = tokio::time::Instant::now() + QUEUE_RECHECK;
                 queue_due = false;
+            }
+            // Offer time-outs are checked at most once a second, not on every busy iteration.
+            if last_expiry_check.elapsed() >= Duration::from_secs(1) {
+                if let Err(e) = self.expire_offers().await {
+                    tracing::error!(error = %e, "expiring offers failed; retrying");
+                }
+                last_expiry_check = tokio::time::Instant::now();
             }
             let mut again = false;
             match self.drain_inbox().await {
@@ -245,8 +253,9 @@ impl Bridge {
                 Ok(n) => again |= n > 0,
                 Err(e) => tracing::error!(error = %e, "remote event processing failed; retrying"),
             }
-            // A safety net: also look now and then, in case a wake-up was missed.
-            let mut wait = Duration::from_secs(5);
+            // A safety net: also look now and then, in case a wake-up was missed; often enough
+            // that offer time-outs fire close to their time.
+            let mut wait = Duration::from_secs(2);
             match self.drain_outbox().await {
                 Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
                 Ok(None) => {}

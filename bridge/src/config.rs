@@ -13,6 +13,14 @@ pub struct TopicConfig {
     /// to accept gets it), `round_robin` or `least_busy`.
     #[serde(default)]
     pub strategy: crate::routing::Strategy,
+    /// How long an offer may go unanswered before it is withdrawn and the conversation is
+    /// offered to someone else.
+    #[serde(default = "default_offer_timeout")]
+    pub offer_timeout_secs: u64,
+}
+
+fn default_offer_timeout() -> u64 {
+    120
 }
 
 #[derive(Debug, Clone, Deserialize)]

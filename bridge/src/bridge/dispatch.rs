@@ -220,6 +220,58 @@ impl Bridge {
         Ok(())
     }
 
+    /// Withdraws offers nobody answered within their topic's `offer_timeout_secs` and offers
+    /// those conversations to the next eligible responders (who did not have them yet).
+    pub async fn expire_offers(&self) -> Result<(), StoreError> {
+        let shortest = self
+            .config
+            .topics
+            .iter()
+            .map(|t| t.offer_timeout_secs)
+            .min()
+            .unwrap_or(120);
+        let now = now_ms();
+        let mut rerouted = HashSet::new();
+        for (offer, topic) in self
+            .store
+            .open_offers_before(now - (shortest * 1000) as i64)
+            .await?
+        {
+            let timeout = self
+                .config
+                .topic(&topic)
+                .map(|t| t.offer_timeout_secs)
+                .unwrap_or(120);
+            let created = self.store.offer_created_at(offer.id).await?.unwrap_or(now);
+            if now - created < (timeout * 1000) as i64
+                || !self
+                    .store
+                    .transition_offer(offer.id, "open", "expired")
+                    .await?
+            {
+                continue;
+            }
+            let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+            span.in_scope(|| tracing::info!(responder = %offer.responder_id, "offer not answered in time; withdrawn"));
+            if let (Some(handle), Some(connector)) = (
+                &offer.remote_message_id,
+                Platform::parse(&offer.platform).and_then(|p| self.connectors.get(&p)),
+            ) && let Err(e) = connector
+                .close_offer(&offer.address, handle, "This offer expired.")
+                .await
+            {
+                tracing::warn!(error = %e, "could not withdraw an expired offer");
+            }
+            rerouted.insert(offer.room_id);
+        }
+        for room in rerouted {
+            if let Some(conversation) = self.store.conversation(&room).await? {
+                self.route(&conversation).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Events in rooms that are not conversations: the bot accepts invites (so a Matrix
     /// responder can open a direct chat with it) and answers `!away`, `!offline`,
     /// `!available` and `!help` there. Commands go to this private room, not to conversation

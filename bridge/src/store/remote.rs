@@ -161,6 +161,26 @@ impl Store {
         row.as_ref().map(offer_from_row).transpose()
     }
 
+    /// Open offers made before `before_ms`, with the topic of their conversation, oldest
+    /// first. Timers live in the database, so one due while Switchboard was down fires when it
+    /// is back.
+    pub async fn open_offers_before(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<(OfferRow, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.room_id, o.responder_id, o.platform, o.address, o.state, o.remote_message_id, c.topic
+             FROM offers o JOIN conversations c ON c.room_id = o.room_id
+             WHERE o.state = 'open' AND o.created_at < $1 ORDER BY o.created_at, o.id",
+        )
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((offer_from_row(r)?, r.try_get("topic")?)))
+            .collect()
+    }
+
     /// The offer whose remote handle (Telegram message, Matrix relay room) this is.
     pub async fn offer_by_handle(
         &self,
@@ -175,6 +195,14 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(offer_from_row).transpose()
+    }
+
+    pub async fn offer_created_at(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT created_at FROM offers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("created_at")).transpose()?)
     }
 
     pub async fn offers_for_room(&self, room_id: &str) -> Result<Vec<OfferRow>, StoreError> {

@@ -1,0 +1,168 @@
+//! Hand-off when a responder ignores an offer: the conversation moves on to the next responder
+//! within the topic's offer time-out, keeps its room, and a time-out that falls due while
+//! Switchboard is down fires once when it is back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use telegram_standin::{SentMessage, StandIn, TgUser};
+
+const SLOT: u32 = 5;
+const TOKEN: &str = "7171:handoff-standin-token";
+
+fn offers(sent: &[SentMessage]) -> Vec<&SentMessage> {
+    sent.iter()
+        .filter(|m| {
+            m.text
+                .as_deref()
+                .is_some_and(|t| t.contains("New conversation"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, SLOT)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let (tina, tom, trey): (TgUser, TgUser, TgUser) = (
+        tg.user(7101, "Tina", None),
+        tg.user(7102, "Tom", None),
+        tg.user(7103, "Trey", None),
+    );
+    let responder = |id: &str, chat: i64| {
+        format!(
+            "[[responders]]\nid = {id:?}\ndisplay_name = {id:?}\ntopics = [\"support\"]\n\
+             contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n"
+        )
+    };
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"round_robin\"\noffer_timeout_secs = 4\n\n{}{}{}",
+        responder("tina", tina.id),
+        responder("tom", tom.id),
+        responder("trey", trey.id),
+        api = tg.api_url(),
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("Is anyone there?").await?;
+
+    // Round robin offers it to tina alone; she ignores it; within the time-out it moves to tom.
+    tg.wait_for_sent(tina.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(
+        offers(&tg.sent(tom.id)).is_empty(),
+        "round robin offered to two at once"
+    );
+    tg.wait_for_sent(tom.id, |s| offers(s).len() == 1, Duration::from_secs(15))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let tina_offer = tg
+        .sent(tina.id)
+        .into_iter()
+        .find(|m| m.edited)
+        .expect("tina's offer was withdrawn");
+    assert_eq!(tina_offer.text.as_deref(), Some("This offer expired."));
+    assert!(
+        tina_offer.reply_markup.is_none(),
+        "an expired offer must lose its buttons"
+    );
+
+    // Switchboard goes down while tom's offer is pending and stays down past its time-out.
+    // (Once the offer's message ID is stored: a crash between sending an offer and storing
+    // its ID is a known window in which the offer cannot be withdrawn on Telegram.)
+    let store = sb.store().await?;
+    wait_for("tom's offer to be stored", || async {
+        Ok(store
+            .offers_for_room(&room)
+            .await?
+            .iter()
+            .any(|o| o.responder_id == "tom" && o.remote_message_id.is_some())
+            .then_some(()))
+    })
+    .await?;
+    sb.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sb.restart().await?;
+    let sent = tg
+        .wait_for_sent(trey.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    // Trey takes it: the visitor sees one continuous conversation in the same room.
+    let offer = offers(&sent)[0];
+    let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tg.user_presses(&trey, offer.message_id, &data);
+    tg.wait_for_sent(
+        trey.id,
+        |s| {
+            s.iter().any(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("You are now talking"))
+            })
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    tg.user_sends(&trey, "Sorry for the wait, I am here.");
+    visitor
+        .sync_until("trey's answer", |seen| {
+            seen.iter()
+                .any(|s| s.body == "Sorry for the wait, I am here.")
+        })
+        .await?;
+    // Each time-out fired once: one offer per responder, one withdrawal each for tina and tom.
+    let requests = tg.requests();
+    let count = |method: &str, chat: i64, needle: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method_lower == method && r.status == 200)
+            .filter(|r| {
+                let body = String::from_utf8_lossy(&r.body);
+                body.contains(&format!("\"chat_id\":{chat}")) && body.contains(needle)
+            })
+            .count()
+    };
+    for who in [&tina, &tom, &trey] {
+        assert_eq!(
+            count("sendmessage", who.id, "New conversation"),
+            1,
+            "offers to {}",
+            who.first_name
+        );
+    }
+    assert_eq!(count("editmessagetext", tina.id, "This offer expired."), 1);
+    assert_eq!(
+        count("editmessagetext", tom.id, "This offer expired."),
+        1,
+        "the time-out due while down fired twice"
+    );
+    assert_eq!(count("editmessagetext", trey.id, "This offer expired."), 0);
+    assert_eq!(visitor.room_id.as_deref(), Some(room.as_str()));
+    let states: Vec<(String, String)> = store
+        .offers_for_room(&room)
+        .await?
+        .into_iter()
+        .map(|o| (o.responder_id, o.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("tina".into(), "expired".into()),
+            ("tom".into(), "expired".into()),
+            ("trey".into(), "accepted".into())
+        ]
+    );
+    Ok(())
+}
