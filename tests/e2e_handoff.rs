@@ -27,6 +27,7 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     let env = TestEnv::from_env();
     let slot = Slot::load(&env, SLOT)?;
     let tg = StandIn::start(TOKEN).await?;
+    let zoe: TgUser = tg.user(7104, "Zoe", None);
     let (tina, tom, trey): (TgUser, TgUser, TgUser) = (
         tg.user(7101, "Tina", None),
         tg.user(7102, "Tom", None),
@@ -45,7 +46,7 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
         responder("tom", tom.id),
         responder("trey", trey.id),
         api = tg.api_url(),
-    );
+    ) + responder("zoe", zoe.id).as_str();
     let mut sb = Switchboard::start(&env, &slot, &config).await?;
 
     let mut visitor = Visitor::guest(&env, &sb.base).await?;
@@ -164,5 +165,72 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
             ("trey".into(), "accepted".into())
         ]
     );
+
+    // --- trey hands over: his ghost leaves, zoe gets a summary, the room stays the same --------
+    tg.user_sends(&trey, "/transfer");
+    let sent = tg
+        .wait_for_sent(zoe.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let offer = offers(&sent)[0];
+    let text = offer.text.clone().unwrap_or_default();
+    assert!(
+        text.contains("trey handed this conversation over (transfer requested)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Is anyone there?") && text.contains("Sorry for the wait, I am here."),
+        "{text}"
+    );
+    visitor
+        .sync_until("the transfer notice", |seen| {
+            seen.iter()
+                .any(|s| s.body.contains("a colleague will take over"))
+        })
+        .await?;
+    let trey_ghost = format!("@_sbt{SLOT}_trey:{}", env.server_name);
+    let (_, member) = visitor
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            urlencode(&room),
+            urlencode(&trey_ghost)
+        ))
+        .await?;
+    assert_eq!(
+        member["membership"], "leave",
+        "the previous responder's ghost must leave"
+    );
+    let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tg.user_presses(&zoe, offer.message_id, &data);
+    visitor
+        .sync_until("who answers now", |seen| {
+            seen.iter()
+                .any(|s| s.body == "You are now talking with Zoe.")
+        })
+        .await?;
+    tg.user_sends(&zoe, "Hi, Zoe here, picking up.");
+    visitor
+        .sync_until("zoe's answer", |seen| {
+            seen.iter().any(|s| s.body == "Hi, Zoe here, picking up.")
+        })
+        .await?;
+    let history: Vec<(String, String)> = store
+        .assignments_for_room(&room)
+        .await?
+        .into_iter()
+        .map(|a| (a.responder_id, a.state))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("trey".into(), "transferred".into()),
+            ("zoe".into(), "active".into())
+        ]
+    );
+    // One room throughout: everything the visitor saw came through the same room's sync.
+    assert_eq!(visitor.room_id.as_deref(), Some(room.as_str()));
     Ok(())
 }

@@ -58,6 +58,8 @@ pub struct Offer {
     pub first_message: Option<String>,
     /// The visitor's language, if known.
     pub language: Option<String>,
+    /// For a conversation handed over: who handed it over and why, and its last messages.
+    pub summary: Option<String>,
 }
 
 /// A visitor message to relay to a responder who holds the conversation on a remote platform.

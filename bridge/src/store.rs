@@ -242,6 +242,43 @@ impl Store {
         rows.iter().map(conversation_from_row).collect()
     }
 
+    /// Records who handed the conversation over and why, for the next responder's offer.
+    pub async fn set_handoff(&self, room_id: &str, note: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE conversations SET handoff = $1, updated_at = $2 WHERE room_id = $3")
+            .bind(note)
+            .bind(now_ms())
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn handoff(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT handoff FROM conversations WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("handoff"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Moves a conversation to another topic (a transfer to a topic re-routes it there).
+    pub async fn set_conversation_topic(
+        &self,
+        room_id: &str,
+        topic: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE conversations SET topic = $1, updated_at = $2 WHERE room_id = $3")
+            .bind(topic)
+            .bind(now_ms())
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_conversation_state(
         &self,
         room_id: &str,

@@ -65,6 +65,16 @@ impl Bridge {
     /// Offers a waiting conversation that has no open offer to whoever routing picks; when
     /// nobody is eligible, tells the visitor (once) and leaves it queued.
     pub(super) async fn route(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        self.route_to(conversation, None).await
+    }
+
+    /// Like [`Self::route`], limited to one responder when `only` is given (a transfer to a
+    /// named responder).
+    pub(super) async fn route_to(
+        &self,
+        conversation: &Conversation,
+        only: Option<&str>,
+    ) -> Result<(), StoreError> {
         if conversation.state != ConversationState::Waiting {
             return Ok(());
         }
@@ -83,6 +93,9 @@ impl Bridge {
 
         let mut register = Vec::new();
         for r in self.store.list_responders().await? {
+            if only.is_some_and(|id| id != r.id) {
+                continue;
+            }
             let mut r = self.with_linked_contacts(r).await?;
             // Only platforms we can reach count as contacts.
             r.contacts.retain(|c| {
@@ -165,6 +178,7 @@ impl Bridge {
             visitor_alias: conversation.visitor_alias.clone(),
             first_message: Some(first_message.to_owned()),
             language: conversation.language.clone(),
+            summary: self.handoff_summary(conversation).await?,
         };
         let connector = self.connectors.get(&platform).expect("filtered above");
         match connector.offer(&request, &contact.address).await {
@@ -180,6 +194,33 @@ impl Bridge {
         }
         tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
         Ok(())
+    }
+
+    /// For a conversation that was handed over: who handed it over and why, and its last
+    /// messages, so the next responder can pick up. Names the visitor only by alias.
+    async fn handoff_summary(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(note) = self.store.handoff(&conversation.room_id).await? else {
+            return Ok(None);
+        };
+        let transcript = self.store.messages(&conversation.room_id).await?;
+        let mut lines = vec![note, "Last messages:".to_owned()];
+        let last: Vec<_> = transcript
+            .iter()
+            .filter(|m| m.sender_role != SenderRole::Bot)
+            .rev()
+            .take(5)
+            .collect();
+        for m in last.into_iter().rev() {
+            let who = match m.sender_role {
+                SenderRole::Visitor => conversation.visitor_alias.as_str(),
+                _ => "Responder",
+            };
+            lines.push(format!("{who}: {}", m.body));
+        }
+        Ok(Some(lines.join("\n")))
     }
 
     async fn first_visitor_message(&self, room_id: &str) -> Result<Option<String>, StoreError> {

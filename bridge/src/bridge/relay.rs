@@ -399,6 +399,14 @@ impl Bridge {
                             self.end_assignment(&room, platform, &address).await?;
                         }
                     }
+                    "transfer" => {
+                        if let Some(room) = self
+                            .pick_conversation(platform, &address, reply_to.as_deref())
+                            .await?
+                        {
+                            self.transfer(&room, platform, &address, &args).await?;
+                        }
+                    }
                     "start" if !args.is_empty() => {
                         self.link(platform, &address, &args).await?;
                     }
@@ -565,6 +573,99 @@ impl Bridge {
             .await
         {
             tracing::error!(room_id = %room, error = %e, "could not relay an edit");
+        }
+        Ok(())
+    }
+
+    /// Hands a conversation over: the responder's ghost leaves, the visitor is told, and the
+    /// conversation is routed again to someone who has not had it, with a summary. `target`
+    /// may name a topic (route there) or a responder (offer to them only); empty: anyone.
+    pub(super) async fn transfer(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+        target: &str,
+    ) -> Result<(), StoreError> {
+        let Some(assignment) = self.assignment_of(room, platform, address).await? else {
+            self.notify(platform, address, "That conversation is not yours.")
+                .await;
+            return Ok(());
+        };
+        let target = target.trim();
+        let mut only = None;
+        if !target.is_empty() {
+            if self.config.topic(target).is_some() {
+                self.store.set_conversation_topic(room, target).await?;
+            } else if self.store.responder(target).await?.is_some() {
+                only = Some(target.to_owned());
+            } else {
+                self.notify(
+                    platform,
+                    address,
+                    &format!("There is no topic or responder called {target:?}."),
+                )
+                .await;
+                return Ok(());
+            }
+        }
+        let name = self
+            .store
+            .responder(&assignment.responder_id)
+            .await?
+            .map(|r| r.public_name().to_owned())
+            .unwrap_or_else(|| assignment.responder_id.clone());
+        let why = match (target.is_empty(), &only) {
+            (true, _) => "transfer requested".to_owned(),
+            (false, Some(r)) => format!("transfer to {r} requested"),
+            (false, None) => format!("transfer to the topic {target} requested"),
+        };
+        tracing::info!(room_id = %room, responder = %assignment.responder_id, %why, "conversation handed over");
+        self.store
+            .upsert_assignment(&AssignmentRow {
+                state: "transferred".into(),
+                ..assignment.clone()
+            })
+            .await?;
+        self.store
+            .set_handoff(
+                room,
+                &format!("{name} handed this conversation over ({why})."),
+            )
+            .await?;
+        self.store
+            .set_conversation_state(room, ConversationState::Waiting)
+            .await?;
+        if let (Ok(room_id), Ok(ghost)) = (
+            OwnedRoomId::try_from(room),
+            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+        ) {
+            let handovers = self.store.assignments_for_room(room).await?.len();
+            let notice = RoomMessageEventContent::notice_plain(
+                "One moment, please: a colleague will take over.",
+            );
+            if let Err(e) = self
+                .client
+                .send_message(
+                    &room_id,
+                    None,
+                    &format!("switchboard-transfer-{handovers}"),
+                    &notice,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not tell the visitor about the transfer");
+            }
+            if self.registration.owns(&ghost)
+                && let Err(e) = self.client.leave(&room_id, &ghost).await
+            {
+                tracing::warn!(error = %e, "the previous responder's ghost could not leave");
+            }
+        }
+        self.notify(platform, address, "Handed over. Thank you!")
+            .await;
+        if let Some(conversation) = self.store.conversation(room).await? {
+            self.route_to(&conversation, only.as_deref()).await?;
         }
         Ok(())
     }
@@ -738,6 +839,19 @@ impl Bridge {
             .await?;
         if let Err(e) = self.puppet_into_room(&offer.room_id, &ghost, &name).await {
             tracing::error!(error = %e, "could not bring the responder's ghost into the room");
+        }
+        if let Ok(room_id) = OwnedRoomId::try_from(offer.room_id.as_str()) {
+            let notice =
+                RoomMessageEventContent::notice_plain(format!("You are now talking with {name}."));
+            // One notice per accepted offer, however often this accept is handled.
+            let txn = format!("switchboard-now-{}", offer.id);
+            if let Err(e) = self
+                .client
+                .send_message(&room_id, None, &txn, &notice)
+                .await
+            {
+                tracing::warn!(error = %e, "could not tell the visitor who answers");
+            }
         }
         // Other open offers for this conversation are taken now.
         self.withdraw_other_offers(&offer.room_id, &offer.responder_id)

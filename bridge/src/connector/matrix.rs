@@ -99,7 +99,13 @@ impl Connector for MatrixConnector {
             text.push_str(&format!(" Language: {language}."));
             html.push_str(&format!(" Language: {}.", escape(language)));
         }
-        if let Some(first) = &offer.first_message {
+        if let Some(summary) = &offer.summary {
+            text.push_str(&format!("\n\n{summary}"));
+            html.push_str(&format!(
+                "<blockquote>{}</blockquote>",
+                escape(summary).replace('\n', "<br>")
+            ));
+        } else if let Some(first) = &offer.first_message {
             text.push_str(&format!("\n\n> {first}"));
             html.push_str(&format!("<blockquote>{}</blockquote>", escape(first)));
         }

@@ -329,7 +329,12 @@ impl Connector for TelegramConnector {
         if let Some(language) = &offer.language {
             text.push_str(&format!("\nLanguage: {}", escape(language)));
         }
-        if let Some(first) = &offer.first_message {
+        if let Some(summary) = &offer.summary {
+            text.push_str(&format!(
+                "\n\n<blockquote>{}</blockquote>",
+                escape(&truncate(summary, 2000))
+            ));
+        } else if let Some(first) = &offer.first_message {
             text.push_str(&format!(
                 "\n\n<blockquote>{}</blockquote>",
                 escape(&truncate(first, 1000))
