@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [extra args for `cargo test`]    e.g. scripts/test.sh -- --nocapture
 #
-# It builds everything, starts ONE Synapse (with 6 pre-registered appservice slots) and ONE
+# It builds everything, starts ONE Synapse (with 8 pre-registered appservice slots) and ONE
 # PostgreSQL for the whole run, exports where they are, runs `cargo test`, and tears it all
 # down again. Set KEEP_TEST_DIR=1 to keep the temp dir (logs, databases) when tests fail.
 #
@@ -12,10 +12,10 @@
 #   SWITCHBOARD_TEST_SERVER_NAME    localhost
 #   SWITCHBOARD_TEST_SHARED_SECRET  Synapse's registration_shared_secret (admin register API)
 #   SWITCHBOARD_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/postgres (trust auth)
-#   SWITCHBOARD_TEST_DIR            the run's temp dir; appservice slot i (0..5) has its
+#   SWITCHBOARD_TEST_DIR            the run's temp dir; appservice slot i (0..7) has its
 #                                   registration at $SWITCHBOARD_TEST_DIR/appservices/i/registration.yaml
 #                                   (id sbtest<i>, bot @sbt<i>bot, ghosts @_sbt<i>_*)
-#   SWITCHBOARD_TEST_AS_SLOTS       6
+#   SWITCHBOARD_TEST_AS_SLOTS       8
 #   SWITCHBOARD_TEST_AS_PORT_<i>    the port slot i's registration points Synapse at
 #   SWITCHBOARD_BIN                 the built switchboard binary
 set -euo pipefail
@@ -24,7 +24,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 # Build outside the clone so CI's fresh clones reuse earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/switchboard-target}"
-SLOTS=6
+SLOTS=8
 T0=$SECONDS
 
 log() { echo "[test.sh] $*" >&2; }

@@ -234,3 +234,107 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     assert_eq!(visitor.room_id.as_deref(), Some(room.as_str()));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::Result<()> {
+    const TOKEN: &str = "7272:watchdog-standin-token";
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 6)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let (ann, ben): (TgUser, TgUser) = (tg.user(7201, "Ann", None), tg.user(7202, "Ben", None));
+    let responder = |id: &str, chat: i64| {
+        format!(
+            "[[responders]]\nid = {id:?}\ndisplay_name = {id:?}\ntopics = [\"support\"]\n\
+             contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n"
+        )
+    };
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"round_robin\"\nfirst_reply_timeout_secs = 3\n\n{}{}",
+        responder("ann", ann.id),
+        responder("ben", ben.id),
+        api = tg.api_url(),
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("Hello?").await?;
+
+    let accept = |who: &TgUser| {
+        let sent = tg.sent(who.id);
+        let offer = offers(&sent)[0];
+        let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        tg.user_presses(who, offer.message_id, &data);
+    };
+    // Ann accepts and then never answers: after the first-reply time-out, Ben is offered it.
+    tg.wait_for_sent(ann.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    accept(&ann);
+    visitor
+        .sync_until("ann", |seen| {
+            seen.iter()
+                .any(|s| s.body == "You are now talking with Ann.")
+        })
+        .await?;
+    let sent = tg
+        .wait_for_sent(ben.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    assert!(
+        offers(&sent)[0]
+            .text
+            .as_deref()
+            .unwrap_or_default()
+            .contains("ann handed this conversation over (no first reply in time)")
+    );
+    tg.wait_for_sent(
+        ann.id,
+        |s| {
+            s.iter().any(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("no first reply in time"))
+            })
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    accept(&ben);
+    tg.user_sends(&ben, "Ben here.");
+    visitor
+        .sync_until("ben", |seen| seen.iter().any(|s| s.body == "Ben here."))
+        .await?;
+
+    // Ben goes offline: his conversation is handed over; nobody else is left, so the visitor
+    // is told plainly and the conversation waits.
+    tg.user_sends(&ben, "/offline");
+    visitor
+        .sync_until("the offline notice", |seen| {
+            seen.iter().any(|s| s.body.contains("Nobody is available"))
+        })
+        .await?;
+    let store = sb.store().await?;
+    let history: Vec<(String, String)> = store
+        .assignments_for_room(&room)
+        .await?
+        .into_iter()
+        .map(|a| (a.responder_id, a.state))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("ann".into(), "transferred".into()),
+            ("ben".into(), "transferred".into())
+        ]
+    );
+    assert_eq!(
+        store.conversation(&room).await?.unwrap().state.as_str(),
+        "waiting"
+    );
+    Ok(())
+}

@@ -242,6 +242,9 @@ impl Bridge {
                 if let Err(e) = self.expire_offers().await {
                     tracing::error!(error = %e, "expiring offers failed; retrying");
                 }
+                if let Err(e) = self.watch_responders().await {
+                    tracing::error!(error = %e, "checking responders failed; retrying");
+                }
                 last_expiry_check = tokio::time::Instant::now();
             }
             let mut again = false;

@@ -17,6 +17,12 @@ pub struct TopicConfig {
     /// offered to someone else.
     #[serde(default = "default_offer_timeout")]
     pub offer_timeout_secs: u64,
+    /// How long a responder who accepted may take to send their first reply before the
+    /// conversation is handed to someone else. Unset: no limit.
+    pub first_reply_timeout_secs: Option<u64>,
+    /// How long a responder may stay silent while the visitor waits for an answer before the
+    /// conversation is handed to someone else. Unset: no limit.
+    pub idle_limit_secs: Option<u64>,
 }
 
 fn default_offer_timeout() -> u64 {

@@ -1,4 +1,4 @@
-//! The end-to-end harness. `scripts/test.sh` starts one Synapse for the whole run (with six
+//! The end-to-end harness. `scripts/test.sh` starts one Synapse for the whole run (with eight
 //! appservice registrations, "slots", so test files can each run their own Switchboard) and
 //! exports where everything is. Each test binary uses its own slot.
 

@@ -313,6 +313,59 @@ impl Bridge {
         Ok(())
     }
 
+    /// Hands over conversations whose responder went offline, did not send a first reply in
+    /// time, or stays silent while the visitor waits. Everything is judged from the database
+    /// (assignment start, transcript times, status), so it holds across restarts.
+    pub async fn watch_responders(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        for (a, started) in self.store.all_active_assignments().await? {
+            let Some(conversation) = self.store.conversation(&a.room_id).await? else {
+                continue;
+            };
+            let topic = self.config.topic(&conversation.topic);
+            let status = self
+                .store
+                .responder(&a.responder_id)
+                .await?
+                .map(|r| r.status);
+            let transcript = self.store.messages(&a.room_id).await?;
+            let last_reply = transcript
+                .iter()
+                .filter(|m| m.sender == a.ghost_user_id && m.origin_server_ts >= started)
+                .map(|m| m.origin_server_ts)
+                .max();
+            let last_visitor = transcript
+                .iter()
+                .filter(|m| m.sender_role == SenderRole::Visitor)
+                .map(|m| m.origin_server_ts)
+                .max();
+            let over = |secs: Option<u64>, since: i64| {
+                secs.is_some_and(|s| now - since > (s * 1000) as i64)
+            };
+            let why = if status == Some(ResponderStatus::Offline) {
+                Some("they went offline")
+            } else if last_reply.is_none()
+                && over(topic.and_then(|t| t.first_reply_timeout_secs), started)
+            {
+                Some("no first reply in time")
+            } else if let (Some(reply), Some(visitor)) = (last_reply, last_visitor)
+                && visitor > reply
+                && over(topic.and_then(|t| t.idle_limit_secs), visitor)
+            {
+                Some("silent while the visitor waited")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let span = tracing::info_span!("conversation", room_id = %a.room_id);
+                self.hand_over_because(&a.room_id, &a.platform, &a.address, why)
+                    .instrument(span)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Events in rooms that are not conversations: the bot accepts invites (so a Matrix
     /// responder can open a direct chat with it) and answers `!away`, `!offline`,
     /// `!available` and `!help` there. Commands go to this private room, not to conversation

@@ -189,6 +189,15 @@ impl Bridge {
                             tracing::error!(error = %e, "delivery failed for good");
                             self.store.outbox_failed(row.seq).await?;
                             blocked_rooms.remove(&row.room_id);
+                            // The responder cannot be reached: someone else takes over.
+                            drop(_enter);
+                            self.hand_over_because(
+                                &row.room_id,
+                                &row.platform,
+                                &row.address,
+                                "their platform could not be reached",
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -587,6 +596,29 @@ impl Bridge {
         address: &str,
         target: &str,
     ) -> Result<(), StoreError> {
+        self.hand_over(room, platform, address, target, None).await
+    }
+
+    /// A hand-off the responder did not ask for (`why` says what happened). Nothing is asked
+    /// of them; they are told.
+    pub(super) async fn hand_over_because(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.hand_over(room, platform, address, "", Some(why)).await
+    }
+
+    async fn hand_over(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+        target: &str,
+        forced: Option<&str>,
+    ) -> Result<(), StoreError> {
         let Some(assignment) = self.assignment_of(room, platform, address).await? else {
             self.notify(platform, address, "That conversation is not yours.")
                 .await;
@@ -616,6 +648,7 @@ impl Bridge {
             .map(|r| r.public_name().to_owned())
             .unwrap_or_else(|| assignment.responder_id.clone());
         let why = match (target.is_empty(), &only) {
+            _ if forced.is_some() => forced.unwrap_or_default().to_owned(),
             (true, _) => "transfer requested".to_owned(),
             (false, Some(r)) => format!("transfer to {r} requested"),
             (false, None) => format!("transfer to the topic {target} requested"),
@@ -662,8 +695,13 @@ impl Bridge {
                 tracing::warn!(error = %e, "the previous responder's ghost could not leave");
             }
         }
-        self.notify(platform, address, "Handed over. Thank you!")
-            .await;
+        let told = match forced {
+            Some(why) => {
+                format!("The conversation with this visitor was handed to a colleague: {why}.")
+            }
+            None => "Handed over. Thank you!".to_owned(),
+        };
+        self.notify(platform, address, &told).await;
         if let Some(conversation) = self.store.conversation(room).await? {
             self.route_to(&conversation, only.as_deref()).await?;
         }

@@ -288,6 +288,18 @@ impl Store {
         rows.iter().map(assignment_from_row).collect()
     }
 
+    /// Every active assignment with when it started (unix ms), oldest first.
+    pub async fn all_active_assignments(&self) -> Result<Vec<(AssignmentRow, i64)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS}, created_at FROM assignments WHERE state = 'active' ORDER BY created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((assignment_from_row(r)?, r.try_get("created_at")?)))
+            .collect()
+    }
+
     /// A responder's active conversations on one platform address, oldest first.
     pub async fn active_assignments_for_address(
         &self,
