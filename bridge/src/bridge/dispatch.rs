@@ -339,23 +339,11 @@ impl Bridge {
                 .filter(|m| m.sender_role == SenderRole::Visitor)
                 .map(|m| m.origin_server_ts)
                 .max();
-            let over = |secs: Option<u64>, since: i64| {
-                secs.is_some_and(|s| now - since > (s * 1000) as i64)
+            let limits = Limits {
+                first_reply_secs: topic.and_then(|t| t.first_reply_timeout_secs),
+                idle_secs: topic.and_then(|t| t.idle_limit_secs),
             };
-            let why = if status == Some(ResponderStatus::Offline) {
-                Some("they went offline")
-            } else if last_reply.is_none()
-                && over(topic.and_then(|t| t.first_reply_timeout_secs), started)
-            {
-                Some("no first reply in time")
-            } else if let (Some(reply), Some(visitor)) = (last_reply, last_visitor)
-                && visitor > reply
-                && over(topic.and_then(|t| t.idle_limit_secs), visitor)
-            {
-                Some("silent while the visitor waited")
-            } else {
-                None
-            };
+            let why = handover_reason(now, started, last_reply, last_visitor, status, limits);
             if let Some(why) = why {
                 let span = tracing::info_span!("conversation", room_id = %a.room_id);
                 self.hand_over_because(&a.room_id, &a.platform, &a.address, why)
@@ -580,5 +568,133 @@ impl Bridge {
                 "You are offline: no new conversations until you send /available.".to_owned()
             }
         }))
+    }
+}
+
+/// The hand-off limits of a topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub first_reply_secs: Option<u64>,
+    pub idle_secs: Option<u64>,
+}
+
+/// Why a held conversation must be handed over now, if it must. Pure: every time is given
+/// (unix ms), so the rule is tested without a clock.
+pub fn handover_reason(
+    now: i64,
+    started: i64,
+    last_reply: Option<i64>,
+    last_visitor: Option<i64>,
+    status: Option<ResponderStatus>,
+    limits: Limits,
+) -> Option<&'static str> {
+    let over =
+        |secs: Option<u64>, since: i64| secs.is_some_and(|s| now - since > (s * 1000) as i64);
+    if status == Some(ResponderStatus::Offline) {
+        return Some("they went offline");
+    }
+    match (last_reply, last_visitor) {
+        (None, _) if over(limits.first_reply_secs, started) => Some("no first reply in time"),
+        (Some(reply), Some(visitor)) if visitor > reply && over(limits.idle_secs, visitor) => {
+            Some("silent while the visitor waited")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+    const LIMITS: Limits = Limits {
+        first_reply_secs: Some(60),
+        idle_secs: Some(300),
+    };
+
+    #[test]
+    fn no_first_reply_fires_only_after_the_limit() {
+        let start = 1_000_000;
+        assert_eq!(
+            handover_reason(start + 60 * S, start, None, Some(start), None, LIMITS),
+            None
+        );
+        assert_eq!(
+            handover_reason(start + 60 * S + 1, start, None, Some(start), None, LIMITS),
+            Some("no first reply in time")
+        );
+        // Without a limit it never fires.
+        assert_eq!(
+            handover_reason(start + 999 * S, start, None, None, None, Limits::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn idle_fires_only_while_the_visitor_is_the_one_waiting() {
+        let start = 1_000_000;
+        let reply = start + 10 * S;
+        let visitor = start + 20 * S;
+        assert_eq!(
+            handover_reason(
+                visitor + 300 * S,
+                start,
+                Some(reply),
+                Some(visitor),
+                None,
+                LIMITS
+            ),
+            None
+        );
+        assert_eq!(
+            handover_reason(
+                visitor + 300 * S + 1,
+                start,
+                Some(reply),
+                Some(visitor),
+                None,
+                LIMITS
+            ),
+            Some("silent while the visitor waited")
+        );
+        // The responder spoke last: nobody is waiting, however long it has been.
+        assert_eq!(
+            handover_reason(
+                visitor + 9999 * S,
+                start,
+                Some(visitor + S),
+                Some(visitor),
+                None,
+                LIMITS
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn going_offline_hands_over_at_once_and_away_does_not() {
+        let start = 1_000_000;
+        assert_eq!(
+            handover_reason(
+                start + 1,
+                start,
+                Some(start),
+                None,
+                Some(ResponderStatus::Offline),
+                LIMITS
+            ),
+            Some("they went offline")
+        );
+        assert_eq!(
+            handover_reason(
+                start + 1,
+                start,
+                Some(start),
+                None,
+                Some(ResponderStatus::Away),
+                LIMITS
+            ),
+            None
+        );
     }
 }
