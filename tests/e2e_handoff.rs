@@ -336,5 +336,39 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
         store.conversation(&room).await?.unwrap().state.as_str(),
         "waiting"
     );
+
+    // --- the visitor ends the conversation; nobody else can --------------------------------------
+    let http = reqwest::Client::new();
+    let end_url = format!("{}/api/v1/conversations/{}/end", sb.base, urlencode(&room));
+    let intruder = Visitor::guest(&env, &sb.base).await?;
+    let r = http
+        .post(&end_url)
+        .bearer_auth(&intruder.token)
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "another visitor ended someone else's conversation"
+    );
+    assert_eq!(
+        store.conversation(&room).await?.unwrap().state.as_str(),
+        "waiting"
+    );
+    let r = http
+        .post(&end_url)
+        .bearer_auth(&visitor.token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 204);
+    visitor
+        .sync_until("the end notice", |seen| {
+            seen.iter().any(|s| s.body == "The conversation has ended.")
+        })
+        .await?;
+    assert_eq!(
+        store.conversation(&room).await?.unwrap().state.as_str(),
+        "closed"
+    );
     Ok(())
 }

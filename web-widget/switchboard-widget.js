@@ -174,6 +174,11 @@
         // preference everyone's browser sends to every site, so it identifies nobody.
         body: { topic, language: navigator.language || undefined },
       }),
+    endConversation: (token, roomId) =>
+      requestJson(options.baseUrl + '/api/v1/conversations/' + encodeURIComponent(roomId) + '/end', {
+        method: 'POST',
+        token,
+      }),
   };
 
   // `s` is anything with {homeserver_url, access_token}; a session or a fresh guest.
@@ -356,6 +361,9 @@
     .close { width: 36px; height: 36px; border: 0; border-radius: 6px; background: transparent;
       color: #fff; font-size: 24px; line-height: 1; cursor: pointer; }
     .close:focus-visible { outline-color: #fff; outline-offset: -4px; }
+    .end { min-height: 32px; padding: 4px 10px; border: 1px solid rgba(255,255,255,.7); border-radius: 6px;
+      background: transparent; color: #fff; font-size: 13px; cursor: pointer; }
+    .end:focus-visible { outline-color: #fff; outline-offset: 2px; }
     .picker { display: flex; flex-wrap: wrap; gap: 8px; padding: 12px 16px;
       border-bottom: 1px solid #e2e8f0; }
     .picker label { width: 100%; font-size: 13px; color: #4a5568; }
@@ -447,8 +455,13 @@
     const closeBtn = h('button', {
       type: 'button', className: 'close', 'aria-label': 'Close chat', text: '×',
     });
+    // Ends the conversation for good (the responder is told); closing the panel does not.
+    const endBtn = h('button', {
+      type: 'button', className: 'end', 'aria-label': 'End conversation', text: 'End',
+    });
     const header = h('div', { className: 'header' }, [
       h('h2', { id: 'sb-title', text: options.title }),
+      endBtn,
       closeBtn,
     ]);
 
@@ -486,7 +499,7 @@
     root.append(style, wrapper);
     document.body.append(host);
 
-    return { host, launcher, badge, panel, closeBtn, picker, topicSelect, startBtn, log, status, composer, input, sendBtn };
+    return { host, launcher, badge, panel, closeBtn, endBtn, picker, topicSelect, startBtn, log, status, composer, input, sendBtn };
   }
 
   // ---------------------------------------------------------------------------
@@ -920,6 +933,18 @@
     loadConfig().catch(() => {});
   }
 
+  /** The visitor ends the conversation: Switchboard closes it and tells the responder. */
+  async function endByVisitor() {
+    const session = state.session;
+    if (!session || !session.room_id) return;
+    try {
+      await switchboardApi.endConversation(session.access_token, session.room_id);
+    } catch (e) {
+      // Already gone or not reachable: the visitor still wants to be done with it here.
+    }
+    conversationEnded();
+  }
+
   function conversationEnded() {
     endSession();
     // Anything still unsent belonged to the old room: mark it, but offer no retry, which
@@ -1119,6 +1144,7 @@
   function wireEvents() {
     view.launcher.addEventListener('click', () => (state.open ? closePanel() : openPanel()));
     view.closeBtn.addEventListener('click', closePanel);
+    view.endBtn.addEventListener('click', endByVisitor);
     view.panel.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') {
         e.preventDefault();

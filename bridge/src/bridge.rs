@@ -49,6 +49,8 @@ pub enum VisitorError {
     UnknownTopic(String),
     #[error("this account cannot start conversations")]
     Forbidden,
+    #[error("no such conversation of this visitor")]
+    NotYours,
     #[error("the homeserver is unavailable: {0}")]
     Homeserver(#[from] ClientError),
     #[error(transparent)]
@@ -183,6 +185,31 @@ impl Bridge {
         .instrument(span)
         .await;
         Ok(conversation)
+    }
+
+    /// Ends the visitor's own conversation. As for starting one, the homeserver says whose
+    /// token it is; another visitor's room ID gets them `NotYours`.
+    pub async fn end_conversation(
+        &self,
+        visitor_token: &str,
+        room_id: &str,
+    ) -> Result<(), VisitorError> {
+        let visitor = match self.client.whoami(visitor_token).await {
+            Ok(who) => who.user_id,
+            Err(ClientError::Matrix {
+                status: 401 | 403, ..
+            }) => return Err(VisitorError::UnknownToken),
+            Err(e) => return Err(e.into()),
+        };
+        match self.store.conversation(room_id).await? {
+            Some(c) if c.visitor_user_id == visitor.as_str() => {
+                if c.state != ConversationState::Closed {
+                    self.end_by_visitor(room_id).await?;
+                }
+                Ok(())
+            }
+            _ => Err(VisitorError::NotYours),
+        }
     }
 
     async fn create_conversation_room(

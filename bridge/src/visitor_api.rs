@@ -91,13 +91,18 @@ impl From<VisitorError> for ApiError {
                 "M_INVALID_PARAM",
                 format!("There is no topic called {t:?}."),
             ),
+            VisitorError::NotYours => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "M_NOT_FOUND",
+                "There is no such conversation.",
+            ),
             VisitorError::Forbidden => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "M_FORBIDDEN",
                 "This account cannot start conversations.",
             ),
             other => {
-                tracing::error!(error = %other, "could not start a conversation");
+                tracing::error!(error = %other, "a visitor request failed");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "M_UNKNOWN",
@@ -118,6 +123,10 @@ pub fn router(state: VisitorApiState) -> Router {
     Router::new()
         .route("/api/v1/config", get(get_config))
         .route("/api/v1/conversations", post(post_conversation))
+        .route(
+            "/api/v1/conversations/{room_id}/end",
+            post(post_end_conversation),
+        )
         .layer(cors)
         .with_state(state)
 }
@@ -142,6 +151,35 @@ async fn get_config(State(state): State<VisitorApiState>) -> Json<serde_json::Va
         })
         .collect();
     Json(json!({ "homeserver_url": config.public_homeserver_url, "topics": topics }))
+}
+
+/// # `POST /api/v1/conversations/{roomId}/end`
+///
+/// `Authorization: Bearer <the visitor's homeserver access token>`. Ends the visitor's own
+/// conversation; any other room ID answers 404, so nobody learns which rooms exist.
+async fn post_end_conversation(
+    State(state): State<VisitorApiState>,
+    axum::extract::Path(room_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers)?;
+    state.bridge.end_conversation(token, &room_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Sign in to the homeserver first.",
+            )
+        })
 }
 
 /// The address a visitor's request comes from, for rate limiting.
@@ -194,18 +232,7 @@ async fn post_conversation(
         e.retry_after = Some(wait.max(Duration::from_millis(1)));
         return Err(e);
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
-                "Sign in to the homeserver first.",
-            )
-        })?;
+    let token = bearer(&headers)?;
     let request: StartRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -977,6 +977,57 @@ impl Bridge {
         self.notify(platform, address, "Conversation ended.").await;
         Ok(())
     }
+
+    /// The visitor ended the conversation: whoever holds it is told, their ghost leaves, open
+    /// offers are withdrawn, and the conversation is closed.
+    pub(super) async fn end_by_visitor(&self, room: &str) -> Result<(), StoreError> {
+        for a in self.store.active_assignments_for_room(room).await? {
+            self.store
+                .upsert_assignment(&AssignmentRow {
+                    state: "ended".into(),
+                    ..a.clone()
+                })
+                .await?;
+            self.notify(
+                &a.platform,
+                &a.address,
+                "The visitor ended the conversation.",
+            )
+            .await;
+            if let (Ok(room_id), Ok(ghost)) = (
+                OwnedRoomId::try_from(room),
+                OwnedUserId::try_from(a.ghost_user_id.as_str()),
+            ) && self.registration.owns(&ghost)
+            {
+                let _ = self.client.leave(&room_id, &ghost).await;
+            }
+        }
+        for offer in self.store.offers_for_room(room).await? {
+            if self
+                .store
+                .transition_offer(offer.id, "open", "withdrawn")
+                .await?
+                && let (Some(handle), Some((_, c))) =
+                    (&offer.remote_message_id, self.remote(&offer.platform))
+            {
+                let _ = c
+                    .close_offer(&offer.address, handle, "The visitor left.")
+                    .await;
+            }
+        }
+        self.store
+            .set_conversation_state(room, ConversationState::Closed)
+            .await?;
+        if let Ok(room_id) = OwnedRoomId::try_from(room) {
+            let notice = RoomMessageEventContent::notice_plain("The conversation has ended.");
+            let _ = self
+                .client
+                .send_message(&room_id, None, "switchboard-ended", &notice)
+                .await;
+        }
+        tracing::info!(room_id = %room, "the visitor ended the conversation");
+        Ok(())
+    }
 }
 
 /// A small stable hash (FNV-1a) for transaction IDs; std's hasher is randomly seeded.
