@@ -22,6 +22,40 @@ fn offers(sent: &[SentMessage]) -> Vec<&SentMessage> {
         .collect()
 }
 
+/// Waits until the bot has sent `chat` a message containing `needle`.
+async fn wait_for_text(tg: &StandIn, chat: i64, needle: &str) -> anyhow::Result<Vec<SentMessage>> {
+    tg.wait_for_sent(
+        chat,
+        |s| {
+            s.iter()
+                .any(|m| m.text.as_deref().is_some_and(|t| t.contains(needle)))
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)
+}
+
+/// Presses Accept on the first offer the bot sent `who`.
+fn accept_first_offer(tg: &StandIn, who: &TgUser) {
+    let sent = tg.sent(who.id);
+    let offer = offers(&sent)[0];
+    let data = offer.reply_markup.as_ref().expect("an offer has buttons")["inline_keyboard"][0][0]
+        ["callback_data"]
+        .as_str()
+        .expect("Accept carries callback data")
+        .to_owned();
+    tg.user_presses(who, offer.message_id, &data);
+}
+
+/// A responder on Telegram answering `support`, as config.
+fn telegram_responder(id: &str, chat: i64) -> String {
+    format!(
+        "[[responders]]\nid = {id:?}\ndisplay_name = {id:?}\ntopics = [\"support\"]\n\
+         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow::Result<()> {
     let env = TestEnv::from_env();
@@ -33,20 +67,14 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
         tg.user(7102, "Tom", None),
         tg.user(7103, "Trey", None),
     );
-    let responder = |id: &str, chat: i64| {
-        format!(
-            "[[responders]]\nid = {id:?}\ndisplay_name = {id:?}\ntopics = [\"support\"]\n\
-             contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n"
-        )
-    };
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
          [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"round_robin\"\noffer_timeout_secs = 4\n\n{}{}{}",
-        responder("tina", tina.id),
-        responder("tom", tom.id),
-        responder("trey", trey.id),
+        telegram_responder("tina", tina.id),
+        telegram_responder("tom", tom.id),
+        telegram_responder("trey", trey.id),
         api = tg.api_url(),
-    ) + responder("zoe", zoe.id).as_str();
+    ) + telegram_responder("zoe", zoe.id).as_str();
     let mut sb = Switchboard::start(&env, &slot, &config).await?;
 
     let mut visitor = Visitor::guest(&env, &sb.base).await?;
@@ -91,31 +119,13 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     sb.kill();
     tokio::time::sleep(Duration::from_secs(5)).await;
     sb.restart().await?;
-    let sent = tg
-        .wait_for_sent(trey.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(trey.id, |s| offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
 
     // Trey takes it: the visitor sees one continuous conversation in the same room.
-    let offer = offers(&sent)[0];
-    let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tg.user_presses(&trey, offer.message_id, &data);
-    tg.wait_for_sent(
-        trey.id,
-        |s| {
-            s.iter().any(|m| {
-                m.text
-                    .as_deref()
-                    .is_some_and(|t| t.contains("You are now talking"))
-            })
-        },
-        WAIT,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    accept_first_offer(&tg, &trey);
+    wait_for_text(&tg, trey.id, "You are now talking").await?;
     tg.user_sends(&trey, "Sorry for the wait, I am here.");
     visitor
         .sync_until("trey's answer", |seen| {
@@ -242,17 +252,11 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
     let slot = Slot::load(&env, 6)?;
     let tg = StandIn::start(TOKEN).await?;
     let (ann, ben): (TgUser, TgUser) = (tg.user(7201, "Ann", None), tg.user(7202, "Ben", None));
-    let responder = |id: &str, chat: i64| {
-        format!(
-            "[[responders]]\nid = {id:?}\ndisplay_name = {id:?}\ntopics = [\"support\"]\n\
-             contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n"
-        )
-    };
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
          [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"round_robin\"\nfirst_reply_timeout_secs = 3\n\n{}{}",
-        responder("ann", ann.id),
-        responder("ben", ben.id),
+        telegram_responder("ann", ann.id),
+        telegram_responder("ben", ben.id),
         api = tg.api_url(),
     );
     let sb = Switchboard::start(&env, &slot, &config).await?;
@@ -260,20 +264,11 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
     let room = visitor.start("support").await?;
     visitor.send("Hello?").await?;
 
-    let accept = |who: &TgUser| {
-        let sent = tg.sent(who.id);
-        let offer = offers(&sent)[0];
-        let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        tg.user_presses(who, offer.message_id, &data);
-    };
     // Ann accepts and then never answers: after the first-reply time-out, Ben is offered it.
     tg.wait_for_sent(ann.id, |s| offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    accept(&ann);
+    accept_first_offer(&tg, &ann);
     visitor
         .sync_until("ann", |seen| {
             seen.iter()
@@ -291,20 +286,8 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
             .unwrap_or_default()
             .contains("ann handed this conversation over (no first reply in time)")
     );
-    tg.wait_for_sent(
-        ann.id,
-        |s| {
-            s.iter().any(|m| {
-                m.text
-                    .as_deref()
-                    .is_some_and(|t| t.contains("no first reply in time"))
-            })
-        },
-        WAIT,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
-    accept(&ben);
+    wait_for_text(&tg, ann.id, "no first reply in time").await?;
+    accept_first_offer(&tg, &ben);
     tg.user_sends(&ben, "Ben here.");
     visitor
         .sync_until("ben", |seen| seen.iter().any(|s| s.body == "Ben here."))
