@@ -273,7 +273,7 @@ impl Bridge {
             .unwrap_or(120);
         let now = now_ms();
         let mut rerouted = HashSet::new();
-        for (offer, topic) in self
+        for (offer, topic, created) in self
             .store
             .open_offers_before(now - (shortest * 1000) as i64)
             .await?
@@ -283,7 +283,6 @@ impl Bridge {
                 .topic(&topic)
                 .map(|t| t.offer_timeout_secs)
                 .unwrap_or(120);
-            let created = self.store.offer_created_at(offer.id).await?.unwrap_or(now);
             if now - created < (timeout * 1000) as i64
                 || !self
                     .store
@@ -328,7 +327,16 @@ impl Bridge {
                 .responder(&a.responder_id)
                 .await?
                 .map(|r| r.status);
-            let transcript = self.store.messages(&a.room_id).await?;
+            let limits = Limits {
+                first_reply_secs: topic.and_then(|t| t.first_reply_timeout_secs),
+                idle_secs: topic.and_then(|t| t.idle_limit_secs),
+            };
+            // Called about once a second: read the transcript only when a limit needs it.
+            let transcript = if limits.first_reply_secs.is_some() || limits.idle_secs.is_some() {
+                self.store.messages(&a.room_id).await?
+            } else {
+                Vec::new()
+            };
             let last_reply = transcript
                 .iter()
                 .filter(|m| m.sender == a.ghost_user_id && m.origin_server_ts >= started)
@@ -339,10 +347,6 @@ impl Bridge {
                 .filter(|m| m.sender_role == SenderRole::Visitor)
                 .map(|m| m.origin_server_ts)
                 .max();
-            let limits = Limits {
-                first_reply_secs: topic.and_then(|t| t.first_reply_timeout_secs),
-                idle_secs: topic.and_then(|t| t.idle_limit_secs),
-            };
             let why = handover_reason(now, started, last_reply, last_visitor, status, limits);
             if let Some(why) = why {
                 let span = tracing::info_span!("conversation", room_id = %a.room_id);

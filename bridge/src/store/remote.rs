@@ -161,15 +161,15 @@ impl Store {
         row.as_ref().map(offer_from_row).transpose()
     }
 
-    /// Open offers made before `before_ms`, with the topic of their conversation, oldest
-    /// first. Timers live in the database, so one due while Switchboard was down fires when it
+    /// Open offers made before `before_ms`, with the topic of their conversation and when
+    /// they were made (unix ms), oldest first. Timers live in the database, so one due while Switchboard was down fires when it
     /// is back.
     pub async fn open_offers_before(
         &self,
         before_ms: i64,
-    ) -> Result<Vec<(OfferRow, String)>, StoreError> {
+    ) -> Result<Vec<(OfferRow, String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.room_id, o.responder_id, o.platform, o.address, o.state, o.remote_message_id, c.topic
+            "SELECT o.id, o.room_id, o.responder_id, o.platform, o.address, o.state, o.remote_message_id, c.topic, o.created_at
              FROM offers o JOIN conversations c ON c.room_id = o.room_id
              WHERE o.state = 'open' AND o.created_at < $1 ORDER BY o.created_at, o.id",
         )
@@ -177,7 +177,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((offer_from_row(r)?, r.try_get("topic")?)))
+            .map(|r| {
+                Ok((
+                    offer_from_row(r)?,
+                    r.try_get("topic")?,
+                    r.try_get("created_at")?,
+                ))
+            })
             .collect()
     }
 
@@ -195,14 +201,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(offer_from_row).transpose()
-    }
-
-    pub async fn offer_created_at(&self, id: i64) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT created_at FROM offers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("created_at")).transpose()?)
     }
 
     pub async fn offers_for_room(&self, room_id: &str) -> Result<Vec<OfferRow>, StoreError> {
