@@ -6,17 +6,20 @@
  *           data-switchboard-url="https://SWITCHBOARD" data-title="Chat with us"
  *           data-color="#2b6cb0" defer></script>
  *
- * Plain ES2020, no dependencies, no build step: the Switchboard binary embeds and serves
- * this file as is. A conversation is a Matrix room: the visitor is a Matrix guest who
- * talks to the homeserver directly; Switchboard only creates the room (POST
- * /api/v1/conversations) and bridges it to the responders.
+ * Plain ES2020, no dependencies. This file is the source: `scripts/widget.sh build` minifies
+ * it (esbuild, no bundling, no runtime added) into dist/switchboard-widget.min.js, which is
+ * what Switchboard serves. A conversation is a Matrix room: the visitor is a Matrix user (a
+ * guest, or in "accounts" mode a visitor account Switchboard provisions) who talks to the
+ * homeserver directly; Switchboard only creates the room (POST /api/v1/conversations) and
+ * bridges it to the responders.
  *
  * Layout of this file:
  *   1. options        - read the <script> tag's data attributes
  *   2. http/api       - fetch wrapper with Matrix-style errors, Switchboard + Matrix calls
- *   3. store          - the guest session in sessionStorage
- *   4. view           - DOM inside a shadow root; message bodies only via textContent
- *   5. conversation   - start, send (with stable txnIds), sync loop, event handling
+ *   3. store          - the visitor session in memory + sessionStorage (docs/widget.md)
+ *   4. view           - DOM inside a shadow root; plain bodies via textContent, formatted
+ *                       bodies only through the allow-list sanitiser (sanitizeHtml)
+ *   5. conversation   - start, send (with stable txnIds), typing, sync loop, event handling
  *   6. boot + test hook (window.SwitchboardWidget)
  */
 (function () {
@@ -35,6 +38,12 @@
   const BACKOFF_MAX_MS = 30000;
   const SEND_ATTEMPTS = 6;
   const DEFAULT_COLOR = '#2b6cb0';
+  // Typing notifications: we tell the homeserver the visitor types for TYPING_TIMEOUT_MS and
+  // renew it at most every TYPING_RENEW_MS while keys are pressed.
+  const TYPING_TIMEOUT_MS = 5000;
+  const TYPING_RENEW_MS = 3000;
+  // Switchboard's bot keeps this state event current in every conversation room.
+  const CONVERSATION_EVENT = 'org.switchboard.conversation';
 
   // ---------------------------------------------------------------------------
   // 1. options
@@ -174,6 +183,10 @@
         // preference everyone's browser sends to every site, so it identifies nobody.
         body: { topic, language: navigator.language || undefined },
       }),
+    // "accounts" mode: Switchboard provisions a visitor user in its own namespace (the
+    // homeserver has no guests) and answers {user_id, access_token, device_id, homeserver_url}.
+    createVisitor: () =>
+      requestJson(options.baseUrl + '/api/v1/visitors', { method: 'POST' }),
     endConversation: (token, roomId) =>
       requestJson(options.baseUrl + '/api/v1/conversations/' + encodeURIComponent(roomId) + '/end', {
         method: 'POST',
@@ -203,10 +216,26 @@
           '/send/m.room.message/' + enc(txnId),
         { method: 'PUT', token: s.access_token, body: content, signal },
       ),
+    typing: (s, typing) =>
+      requestJson(
+        s.homeserver_url + '/_matrix/client/v3/rooms/' + enc(s.room_id) + '/typing/' + enc(s.user_id),
+        {
+          method: 'PUT',
+          token: s.access_token,
+          body: typing ? { typing: true, timeout: TYPING_TIMEOUT_MS } : { typing: false },
+          timeoutMs: 10000,
+        },
+      ),
     sync: (s, since, signal) => {
-      // Only our conversation room, no presence or account data: keeps responses small.
+      // Only our conversation room, no presence, account data or receipts: keeps responses
+      // small. Ephemeral events are limited to m.typing (the typing indicator).
       const filter = {
-        room: { rooms: [s.room_id], timeline: { limit: 50 } },
+        room: {
+          rooms: [s.room_id],
+          timeline: { limit: 50 },
+          ephemeral: { types: ['m.typing'] },
+          account_data: { types: [] },
+        },
         presence: { types: [] },
         account_data: { types: [] },
       };
@@ -228,7 +257,13 @@
   // Sleeps end early when the browser comes back online, so a reconnect does not wait out
   // a 30 s backoff after the network returns.
   const wakers = new Set();
-  window.addEventListener('online', () => wakers.forEach((wake) => wake()));
+  // In-flight requests that should start over when connectivity changes either way.
+  const connectivityWatchers = new Set();
+  window.addEventListener('online', () => {
+    wakers.forEach((wake) => wake());
+    connectivityWatchers.forEach((abort) => abort());
+  });
+  window.addEventListener('offline', () => connectivityWatchers.forEach((abort) => abort()));
 
   function sleep(ms, signal) {
     return new Promise((resolve, reject) => {
@@ -277,9 +312,11 @@
   // ---------------------------------------------------------------------------
   // 3. store: the guest session
   // ---------------------------------------------------------------------------
-  // sessionStorage, not localStorage: it is scoped to this tab and dies with it, so the
-  // guest token is not left behind for a later visitor of a shared computer and is
-  // exposed to other scripts on the site for as short a time as possible.
+  // Memory + sessionStorage, never localStorage or cookies (docs/widget.md, "Where the
+  // token lives"): sessionStorage is scoped to this tab and dies with it, so the token is
+  // not left behind for a later visitor of a shared computer, is never sent to any server
+  // by the browser on its own, and is exposed to other scripts on the site for as short a
+  // time as possible.
 
   const store = {
     load() {
@@ -323,15 +360,19 @@
   // 4. view
   // ---------------------------------------------------------------------------
 
+  // The states a visitor sees. `offline` covers both "we cannot reach the chat service"
+  // and "nobody is available right now" (the text says which).
   const STATUS_TEXT = {
     idle: 'Choose a topic to start a conversation.',
     starting: 'Connecting…',
     waiting: 'Waiting for a responder…',
     connected: 'Connected',
-    reconnecting: 'Connection lost. Reconnecting…',
+    transferred: 'Transferring you to someone else…',
+    offline: 'Connection lost. Reconnecting…',
     error: 'Something went wrong.',
-    ended: 'This conversation has ended.',
+    closed: 'This conversation has ended.',
   };
+  const NOBODY_TEXT = "Nobody is available right now; we'll connect you as soon as someone is.";
 
   const CSS_TEXT = `
     .sb { all: initial; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -373,6 +414,17 @@
       flex-direction: column; gap: 6px; background: #f7fafc; }
     .msg { max-width: 80%; padding: 8px 12px; border-radius: 14px; white-space: pre-wrap;
       overflow-wrap: anywhere; }
+    .body.html { white-space: normal; }
+    .body.html > :first-child { margin-top: 0; }
+    .body.html > :last-child { margin-bottom: 0; }
+    .body p, .body ul, .body ol, .body blockquote, .body pre { margin: 4px 0; }
+    .body ul, .body ol { padding-left: 20px; }
+    .body blockquote { padding-left: 8px; border-left: 3px solid #cbd5e0; color: #4a5568; }
+    .body code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px;
+      background: rgba(0,0,0,.06); border-radius: 3px; padding: 0 3px; }
+    .body pre { white-space: pre-wrap; background: rgba(0,0,0,.06); border-radius: 6px; padding: 6px; }
+    .body pre code { background: none; padding: 0; }
+    .body a { color: inherit; text-decoration: underline; }
     .msg.me { align-self: flex-end; background: var(--sb-accent); color: #fff;
       border-bottom-right-radius: 4px; }
     .msg.them { align-self: flex-start; background: #fff; border: 1px solid #e2e8f0;
@@ -385,9 +437,12 @@
     .meta { display: block; margin-top: 2px; font-size: 11px; text-align: right; }
     .retry { margin-left: 6px; padding: 0 6px; border: 1px solid currentColor; border-radius: 4px;
       background: transparent; font-size: 11px; cursor: pointer; }
+    .typing { min-height: 20px; padding: 2px 16px; font-size: 12px; font-style: italic;
+      color: #4a5568; background: #f7fafc; }
     .status { min-height: 24px; padding: 4px 16px; border-top: 1px solid #e2e8f0;
       font-size: 12px; color: #4a5568; }
-    .status[data-status="error"] { color: #c53030; }
+    .status[data-status="error"], .status[data-status="offline"] { color: #c53030; }
+    .status[data-status="connected"] { color: #276749; }
     .composer { display: flex; gap: 8px; padding: 4px 12px 12px; }
     .composer textarea { flex: 1; min-width: 0; min-height: 40px; max-height: 120px; resize: none;
       padding: 8px 10px; border: 1px solid #cbd5e0; border-radius: 8px; font-size: 16px;
@@ -416,6 +471,80 @@
     return el;
   }
 
+  // --- the formatted-body sanitiser -------------------------------------------------
+  //
+  // Responders' messages may carry HTML (`format: org.matrix.custom.html`). It is parsed in
+  // an inert document (DOMParser: no scripts run, nothing loads, no event handlers fire)
+  // and rebuilt node by node in the live document from an allow-list: only these tags,
+  // no attributes at all except a safe href on <a>. Untrusted HTML is never assigned to
+  // innerHTML of anything in the page.
+
+  const ALLOWED_TAGS = new Set([
+    'B', 'STRONG', 'I', 'EM', 'U', 'S', 'CODE', 'PRE', 'BR', 'P', 'UL', 'OL', 'LI', 'BLOCKQUOTE', 'A',
+  ]);
+  // Dropped together with everything inside them (their text is not meant to be read).
+  // mx-reply holds a reply's quoted fallback, which we do not show.
+  const DROP_WITH_CONTENT = new Set([
+    'SCRIPT', 'STYLE', 'TEMPLATE', 'IFRAME', 'OBJECT', 'EMBED', 'NOSCRIPT', 'SVG', 'MATH',
+    'TITLE', 'HEAD', 'TEXTAREA', 'SELECT', 'MX-REPLY',
+  ]);
+  const SAFE_LINK = /^(https?:|mailto:)$/;
+  const MAX_DEPTH = 32;
+
+  function safeHref(raw) {
+    if (typeof raw !== 'string') return null;
+    let u;
+    try {
+      u = new URL(raw.trim()); // absolute URLs only: no relative or scheme-less links
+    } catch (e) {
+      return null;
+    }
+    return SAFE_LINK.test(u.protocol) ? u.href : null;
+  }
+
+  /** Untrusted HTML -> a DocumentFragment of the live document with allowed nodes only. */
+  function sanitizeHtml(html) {
+    const out = document.createDocumentFragment();
+    if (typeof html !== 'string' || !html) return out;
+    let parsed;
+    try {
+      parsed = new DOMParser().parseFromString(html, 'text/html');
+    } catch (e) {
+      return out;
+    }
+    copyChildren(parsed.body, out, 0);
+    return out;
+  }
+
+  function copyChildren(from, to, depth) {
+    for (const node of Array.from(from.childNodes)) {
+      if (node.nodeType === 3) {
+        to.append(document.createTextNode(node.nodeValue));
+        continue;
+      }
+      if (node.nodeType !== 1) continue; // comments, processing instructions...
+      const tag = node.tagName.toUpperCase();
+      if (DROP_WITH_CONTENT.has(tag)) continue;
+      if (!ALLOWED_TAGS.has(tag) || depth >= MAX_DEPTH) {
+        // Unknown but harmless wrappers (span, font, div, h1...): keep their text.
+        if (depth < MAX_DEPTH) copyChildren(node, to, depth + 1);
+        else to.append(document.createTextNode(node.textContent || ''));
+        continue;
+      }
+      const el = document.createElement(tag.toLowerCase());
+      if (tag === 'A') {
+        const href = safeHref(node.getAttribute('href'));
+        if (href) {
+          el.setAttribute('href', href);
+          el.setAttribute('target', '_blank');
+          el.setAttribute('rel', 'noopener noreferrer');
+        }
+      }
+      if (tag !== 'BR') copyChildren(node, el, depth + 1);
+      to.append(el);
+    }
+  }
+
   function chatIcon() {
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
@@ -440,8 +569,17 @@
     // would not protect the token anyway: any script on the page can wrap fetch.
     const root = host.attachShadow({ mode: 'open' });
 
-    const style = document.createElement('style');
-    style.textContent = CSS_TEXT;
+    // A constructed stylesheet is not an inline <style>, so the widget also works on pages
+    // whose CSP has no style-src 'unsafe-inline'; older browsers get a <style> element.
+    let style = null;
+    try {
+      const sheet = new CSSStyleSheet();
+      sheet.replaceSync(CSS_TEXT);
+      root.adoptedStyleSheets = [sheet];
+    } catch (e) {
+      style = document.createElement('style');
+      style.textContent = CSS_TEXT;
+    }
 
     const badge = h('span', { className: 'badge', 'aria-hidden': 'true', hidden: true });
     const launcher = h('button', {
@@ -450,6 +588,7 @@
       'aria-label': options.title,
       'aria-expanded': 'false',
       'aria-controls': 'sb-panel',
+      'aria-haspopup': 'dialog',
     }, [chatIcon(), badge]);
 
     const closeBtn = h('button', {
@@ -479,7 +618,9 @@
       className: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': 'Conversation',
       tabindex: '0',
     });
-    const status = h('div', { className: 'status', role: 'status', 'aria-live': 'polite' });
+    // Not a live region: announcing every start and stop of typing would drown the messages.
+    const typing = h('div', { className: 'typing', id: 'sb-typing' });
+    const status = h('div', { className: 'status', id: 'sb-status', role: 'status', 'aria-live': 'polite' });
     const input = h('textarea', {
       id: 'sb-input', rows: '1', 'aria-label': 'Your message',
       placeholder: 'Type your message…', maxlength: '4000',
@@ -491,15 +632,16 @@
 
     const panel = h('div', {
       id: 'sb-panel', className: 'panel', role: 'dialog', 'aria-labelledby': 'sb-title',
-      hidden: true,
-    }, [header, picker, log, status, composer]);
+      'aria-describedby': 'sb-status', hidden: true,
+    }, [header, picker, log, typing, status, composer]);
 
     const wrapper = h('div', { className: 'sb' }, [launcher, panel]);
     wrapper.style.setProperty('--sb-accent', options.color);
-    root.append(style, wrapper);
+    if (style) root.append(style);
+    root.append(wrapper);
     document.body.append(host);
 
-    return { host, launcher, badge, panel, closeBtn, endBtn, picker, topicSelect, startBtn, log, status, composer, input, sendBtn };
+    return { host, launcher, badge, panel, closeBtn, endBtn, picker, topicSelect, startBtn, log, typing, status, composer, input, sendBtn };
   }
 
   // ---------------------------------------------------------------------------
@@ -510,9 +652,9 @@
     status: 'idle',
     session: null,          // {homeserver_url, user_id, access_token, device_id, room_id, since, topic}
     sessionCtrl: null,      // aborts the sync loop and pending sends when the session ends
-    config: null,           // {homeserver_url, topics}
+    config: null,           // {homeserver_url, topics, visitor_mode: 'guest'|'accounts'}
     configPromise: null,
-    draftGuest: null,       // guest registered but no conversation yet: reused on retry
+    draftGuest: null,       // visitor user made but no conversation yet: reused on retry
     starting: null,         // promise while a conversation is being created
     startHoldUntil: 0,      // rate limited by Switchboard: no new attempt before this time
     conversationOver: false,
@@ -529,6 +671,11 @@
     memberships: new Map(), // user_id -> last known membership
     afterMyJoin: false,     // timeline position is past the visitor's own join
     myMembership: null,
+    // The bot's org.switchboard.conversation state event content, once seen:
+    // {state, responder, transfers, nobody_available}. Absent: the member heuristics decide.
+    conv: null,
+    typingUsers: [],        // other users typing right now (from m.typing)
+    typingOut: { active: false, sentAt: 0, disabled: false },
     outbox: [],
     sending: false,
     open: false,
@@ -554,8 +701,37 @@
 
   const isMe = (user) => !!state.session && user === state.session.user_id;
 
+  /** [status, text] for the conversation as the bot's state event (or the members) say. */
+  function conversationStatus() {
+    const c = state.conv;
+    if (c) {
+      const who = typeof c.responder === 'string' && c.responder.trim() ? c.responder.trim() : null;
+      const transfers = Number.isFinite(c.transfers) ? c.transfers : 0;
+      switch (c.state) {
+        case 'queued':
+          return c.nobody_available ? ['offline', NOBODY_TEXT] : ['waiting'];
+        case 'offered':
+          return ['waiting'];
+        case 'transferring':
+          return ['transferred'];
+        case 'active':
+          if (transfers > 0) {
+            return ['transferred', who ? 'Now talking with ' + who : 'Now talking with someone else'];
+          }
+          return ['connected', who ? 'Connected with ' + who : null];
+        case 'closed':
+          return ['closed'];
+        default:
+          break; // a state from a newer Switchboard: fall back to the members
+      }
+    }
+    return hasResponder() ? ['connected'] : ['waiting'];
+  }
+
   function refreshConversationStatus() {
-    if (state.session) setStatus(hasResponder() ? 'connected' : 'waiting');
+    if (!state.session) return;
+    const [status, text] = conversationStatus();
+    setStatus(status, text);
   }
 
   // --- panel ------------------------------------------------------------------
@@ -572,10 +748,12 @@
     }
     scrollToBottom(true);
     // Focus after the panel is displayed, otherwise focus() on a hidden element is a no-op.
+    // The input, not the topic list: typing a first message starts with the selected topic.
     requestAnimationFrame(() => view.input.focus());
   }
 
   function closePanel() {
+    sendTyping(false);
     state.open = false;
     view.panel.hidden = true;
     view.launcher.setAttribute('aria-expanded', 'false');
@@ -607,7 +785,11 @@
           const topics = (Array.isArray(cfg.topics) ? cfg.topics : []).filter(
             (t) => t && typeof t.id === 'string' && t.id,
           );
-          state.config = { homeserver_url: hs, topics };
+          state.config = {
+            homeserver_url: hs,
+            topics,
+            visitor_mode: cfg.visitor_mode === 'accounts' ? 'accounts' : 'guest',
+          };
           renderTopics(topics);
           return state.config;
         })
@@ -630,7 +812,7 @@
       sel.append(h('option', { value: '', text: 'No topics available', disabled: true }));
       if (!state.session) setStatus('error', 'Chat is not available right now.');
     } else if (!state.session && state.status !== 'starting') {
-      setStatus(state.conversationOver ? 'ended' : 'idle');
+      setStatus(state.conversationOver ? 'closed' : 'idle');
     }
     sel.selectedIndex = 0;
   }
@@ -675,9 +857,10 @@
   }
 
   /**
-   * Builds a message's element once. Bodies go through textContent only: no HTML, ever.
-   * Later changes (sent, failed, edited) update the parts in place, so the live region
-   * does not announce the whole message again.
+   * Builds a message's element once. Plain bodies go through textContent; a formatted body
+   * (others' messages only) goes through sanitizeHtml. Later changes (sent, failed,
+   * edited) update the parts in place, so the live region does not announce the whole
+   * message again.
    */
   function renderMessage(msg) {
     const el = h('div', {});
@@ -686,7 +869,7 @@
     } else if (msg.kind === 'them') {
       el.append(h('span', { className: 'name', text: msg.name }));
     }
-    msg.bodyEl = h('span', { className: 'body', text: msg.body });
+    msg.bodyEl = h('span', { className: 'body' });
     msg.metaEl = h('span', { className: 'meta', hidden: true });
     el.append(msg.bodyEl, msg.metaEl);
     msg.el = el;
@@ -697,7 +880,7 @@
   function updateMessage(msg) {
     if (!msg.el) return;
     msg.el.className = 'msg ' + msg.kind + (msg.pending ? ' pending' : '') + (msg.failed ? ' failed' : '');
-    if (msg.bodyEl.textContent !== msg.body) msg.bodyEl.textContent = msg.body;
+    fillBody(msg);
     const meta = msg.metaEl;
     meta.textContent = '';
     meta.hidden = !msg.pending && !msg.failed;
@@ -710,6 +893,23 @@
       }
     } else if (msg.pending) {
       meta.append('Sending…');
+    }
+  }
+
+  function fillBody(msg) {
+    const shown = msg.body + '\u0000' + (msg.html || '');
+    if (msg.shown === shown) return;
+    msg.shown = shown;
+    const el = msg.bodyEl;
+    el.textContent = '';
+    const frag = msg.html ? sanitizeHtml(msg.html) : null;
+    if (frag && frag.textContent.trim()) {
+      el.className = 'body html';
+      el.append(frag);
+    } else {
+      // No formatting, or nothing left of it: the plain body, as text.
+      el.className = 'body';
+      el.textContent = msg.body;
     }
   }
 
@@ -733,7 +933,10 @@
     state.myMembership = null;
     state.outbox = [];
     state.conversationOver = false;
+    state.conv = null;
+    state.typingUsers = [];
     view.log.textContent = '';
+    renderTyping();
   }
 
   // --- sending --------------------------------------------------------------------
@@ -814,7 +1017,9 @@
           sessionInvalid();
           return;
         }
-        if (isTransient(err) && attempt < SEND_ATTEMPTS) {
+        // No answer at all (offline): keep the message pending and keep trying, with
+        // backoff, for as long as the session lasts; the same txnId makes it land once.
+        if (isTransient(err) && (attempt < SEND_ATTEMPTS || err.status === 0)) {
           try {
             await sleep(err.retryAfterMs !== null ? err.retryAfterMs : backoffMs(attempt), signal);
           } catch (e) {
@@ -852,20 +1057,12 @@
       if (!topic) throw new ApiError(400, null, 'Chat is not available right now.');
       const hs = cfg.homeserver_url;
 
-      // 2. A Matrix guest account is the visitor's identity for this conversation.
+      // 2. A Matrix user is the visitor's identity for this conversation: a guest, or
+      //    where the homeserver has no guests, a visitor account from Switchboard.
       let guest = state.draftGuest;
-      if (!guest || guest.homeserver_url !== hs) {
-        const reg = await withRetry(() => matrixApi.registerGuest(hs), 3);
-        if (!reg.access_token || !reg.user_id) {
-          throw new ApiError(500, null, 'Could not create a guest account.');
-        }
-        guest = {
-          homeserver_url: hs, user_id: reg.user_id, access_token: reg.access_token,
-          device_id: reg.device_id || null,
-        };
+      if (!guest || guest.mode !== cfg.visitor_mode || (guest.mode === 'guest' && guest.homeserver_url !== hs)) {
+        guest = cfg.visitor_mode === 'accounts' ? await provisionVisitor(hs) : await registerGuest(hs);
         state.draftGuest = guest;
-        // Guests get a random numeric name; show something neutral to responders.
-        await matrixApi.setDisplayName(guest, 'Visitor').catch(() => {});
       }
 
       // 3. Switchboard creates the room (and invites the guest). Not retried
@@ -886,7 +1083,11 @@
       // 4. Join the room (joining is idempotent, so retrying is safe).
       await withRetry(() => matrixApi.join(guest, roomId), 4);
 
-      const session = Object.assign({}, guest, { room_id: roomId, since: null, topic });
+      const session = {
+        homeserver_url: guest.homeserver_url, user_id: guest.user_id,
+        access_token: guest.access_token, device_id: guest.device_id,
+        room_id: roomId, since: null, topic,
+      };
       state.draftGuest = null;
       store.save(session);
       beginSession(session);
@@ -896,6 +1097,44 @@
       setStatus('error', (err && err.message) || STATUS_TEXT.error);
       throw err;
     }
+  }
+
+  async function registerGuest(hs) {
+    const reg = await withRetry(() => matrixApi.registerGuest(hs), 3);
+    if (!reg.access_token || !reg.user_id) {
+      throw new ApiError(500, null, 'Could not create a guest account.');
+    }
+    const guest = {
+      mode: 'guest', homeserver_url: hs, user_id: reg.user_id, access_token: reg.access_token,
+      device_id: reg.device_id || null,
+    };
+    // Guests get a random numeric name; show something neutral to responders.
+    await matrixApi.setDisplayName(guest, 'Visitor').catch(() => {});
+    return guest;
+  }
+
+  /**
+   * "accounts" mode: Switchboard makes a user in its own namespace and hands us a token for
+   * it alone. Not retried automatically (each call makes an account); 429 holds the Start
+   * button for retry_after_ms. Switchboard names the user, so no display name is set here.
+   */
+  async function provisionVisitor(hs) {
+    let acc;
+    try {
+      acc = await switchboardApi.createVisitor();
+    } catch (err) {
+      if (err.status === 429) holdStartButton(err.retryAfterMs);
+      throw err;
+    }
+    const home = normalizeHomeserver(acc.homeserver_url || hs);
+    if (!home || typeof acc.access_token !== 'string' || !acc.access_token ||
+        typeof acc.user_id !== 'string' || !acc.user_id) {
+      throw new ApiError(500, null, 'Could not create a visitor account.');
+    }
+    return {
+      mode: 'accounts', homeserver_url: home, user_id: acc.user_id, access_token: acc.access_token,
+      device_id: typeof acc.device_id === 'string' ? acc.device_id : null,
+    };
   }
 
   function holdStartButton(ms) {
@@ -910,6 +1149,7 @@
   function beginSession(session) {
     state.session = session;
     state.sessionCtrl = new AbortController();
+    state.typingOut = { active: false, sentAt: 0, disabled: false };
     showPicker(false);
     setStatus('waiting');
     syncLoop(session, state.sessionCtrl.signal);
@@ -958,9 +1198,11 @@
       }
     }
     state.conversationOver = true;
+    state.typingUsers = [];
+    renderTyping();
     addSystemNotice('This conversation has ended.');
     showPicker(true);
-    setStatus('ended');
+    setStatus('closed');
     loadConfig().catch(() => {});
   }
 
@@ -976,19 +1218,27 @@
     let failures = 0;
     while (!signal.aborted) {
       let res;
+      // Each request can also be aborted when the browser's connectivity changes: a
+      // long-poll in flight when the network dropped could otherwise hang until its
+      // timeout, long after the network is back.
+      const request = new AbortController();
+      const abortRequest = () => request.abort();
+      signal.addEventListener('abort', abortRequest, { once: true });
+      connectivityWatchers.add(abortRequest);
       try {
-        res = await matrixApi.sync(session, since, signal);
+        res = await matrixApi.sync(session, since, request.signal);
         if (typeof res.next_batch !== 'string') {
           throw new ApiError(502, null, 'The chat server gave an unexpected answer.');
         }
       } catch (err) {
-        if (isAbort(err) || signal.aborted) return;
+        if (signal.aborted) return;
+        if (isAbort(err)) continue; // connectivity changed: ask again at once
         if (isSessionDead(err)) {
           sessionInvalid();
           return;
         }
         failures += 1;
-        if (isTransient(err)) setStatus('reconnecting');
+        if (isTransient(err)) setStatus('offline');
         else setStatus('error', err.message);
         const delay = err.retryAfterMs !== null ? err.retryAfterMs : backoffMs(failures);
         try {
@@ -997,6 +1247,9 @@
           return;
         }
         continue;
+      } finally {
+        signal.removeEventListener('abort', abortRequest);
+        connectivityWatchers.delete(abortRequest);
       }
       if (signal.aborted) return;
       const initial = since === null;
@@ -1033,8 +1286,10 @@
       if (!timeline.some((ev) => isMembership(ev, session.user_id, 'join'))) state.afterMyJoin = true;
       for (const ev of (room.state && room.state.events) || []) applyStateEvent(ev, false);
       for (const ev of timeline) applyTimelineEvent(ev, initial);
+      if (joined) applyEphemeral(joined.ephemeral && joined.ephemeral.events);
     }
     if (left) return 'ended';
+    if (state.conv && state.conv.state === 'closed') return 'ended';
     // A fresh sync lists every joined room: if ours is missing we were removed while the
     // tab was away (left rooms are not included in a fresh sync by default).
     if (initial && !joined) return 'ended';
@@ -1049,6 +1304,12 @@
 
   /** Tracks display names and memberships. inTimeline: the event is in timeline order. */
   function applyStateEvent(ev, inTimeline) {
+    if (ev && ev.type === CONVERSATION_EVENT && ev.state_key === '') {
+      // Only the bot can send it (power levels), so it is the authority on the state.
+      const c = ev.content;
+      state.conv = c && typeof c === 'object' && typeof c.state === 'string' ? c : null;
+      return;
+    }
     if (!ev || ev.type !== 'm.room.member' || typeof ev.state_key !== 'string') return;
     const user = ev.state_key;
     const content = ev.content || {};
@@ -1111,6 +1372,7 @@
       const newContent = content['m.new_content'];
       if (target && newContent && typeof newContent.body === 'string') {
         target.body = newContent.body;
+        target.html = target.kind === 'me' ? null : formattedBody(newContent);
         updateMessage(target);
       }
       return;
@@ -1119,14 +1381,24 @@
     const mine = isMe(ev.sender);
     const kind = mine ? 'me' : content.msgtype === 'm.notice' ? 'system' : 'them';
     if (kind === 'them') state.responders.add(ev.sender);
+    // Whoever just sent a message has stopped typing it.
+    if (state.typingUsers.includes(ev.sender)) {
+      state.typingUsers = state.typingUsers.filter((u) => u !== ev.sender);
+      renderTyping();
+    }
     let body = content.body;
-    if (content.msgtype === 'm.emote') body = '* ' + (mine ? 'You' : displayNameFor(ev.sender)) + ' ' + body;
+    let html = mine ? null : formattedBody(content);
+    if (content.msgtype === 'm.emote') {
+      body = '* ' + (mine ? 'You' : displayNameFor(ev.sender)) + ' ' + body;
+      html = null;
+    }
     addMessage({
       eventId: ev.event_id,
       txnId: null,
       senderId: ev.sender,
       kind,
       body,
+      html,
       name: kind === 'them' ? displayNameFor(ev.sender) : null,
       pending: false,
       failed: false,
@@ -1135,6 +1407,62 @@
       state.unread += 1;
       renderBadge();
     }
+  }
+
+  /** The HTML of a message, if it has any in the one format Matrix defines. */
+  function formattedBody(content) {
+    return content && content.format === 'org.matrix.custom.html' &&
+      typeof content.formatted_body === 'string' && content.formatted_body
+      ? content.formatted_body
+      : null;
+  }
+
+  // --- typing -------------------------------------------------------------------
+
+  function applyEphemeral(events) {
+    for (const ev of events || []) {
+      if (!ev || ev.type !== 'm.typing' || !ev.content || !Array.isArray(ev.content.user_ids)) continue;
+      state.typingUsers = ev.content.user_ids.filter((u) => typeof u === 'string' && !isMe(u));
+      renderTyping();
+    }
+  }
+
+  function renderTyping() {
+    if (!view) return;
+    // Display names only, never Matrix IDs (displayNameFor falls back to "Responder").
+    const names = state.typingUsers.map(displayNameFor);
+    let text = '';
+    if (names.length === 1) text = names[0] + ' is typing…';
+    else if (names.length === 2) text = names[0] + ' and ' + names[1] + ' are typing…';
+    else if (names.length > 2) text = 'Several people are typing…';
+    view.typing.textContent = text;
+  }
+
+  /**
+   * Tells the homeserver the visitor is (or stopped) typing. Renewed at most every
+   * TYPING_RENEW_MS while typing; stopped on send, blur and closing the panel. Failures never
+   * affect the conversation: Synapse refuses typing notifications from guests (403
+   * M_GUEST_ACCESS_FORBIDDEN), so after any 4xx the widget stops trying for this session.
+   */
+  function sendTyping(on) {
+    const session = state.session;
+    const t = state.typingOut;
+    if (!session || t.disabled) return;
+    const now = Date.now();
+    if (on) {
+      if (t.active && now - t.sentAt < TYPING_RENEW_MS) return;
+      t.active = true;
+      t.sentAt = now;
+    } else {
+      const wasActive = t.active && now - t.sentAt < TYPING_TIMEOUT_MS;
+      t.active = false;
+      if (!wasActive) return; // the server has already let it expire
+    }
+    matrixApi.typing(session, on).catch((err) => {
+      if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 429) {
+        t.disabled = true;
+      }
+    });
   }
 
   // ---------------------------------------------------------------------------
@@ -1157,6 +1485,7 @@
     });
     view.composer.addEventListener('submit', (e) => {
       e.preventDefault();
+      sendTyping(false);
       if (submitText(view.input.value)) {
         view.input.value = '';
         autosize();
@@ -1172,7 +1501,11 @@
         else view.sendBtn.click();
       }
     });
-    view.input.addEventListener('input', autosize);
+    view.input.addEventListener('input', () => {
+      autosize();
+      sendTyping(view.input.value.trim() !== '');
+    });
+    view.input.addEventListener('blur', () => sendTyping(false));
   }
 
   function autosize() {
@@ -1217,6 +1550,10 @@
     state() {
       return {
         status: state.status,
+        statusText: view ? view.status.textContent : '',
+        typing: view ? view.typing.textContent : '',
+        conversation: state.conv ? Object.assign({}, state.conv) : null,
+        visitorMode: state.config ? state.config.visitor_mode : null,
         roomId: state.session ? state.session.room_id : null,
         messages: state.messages.map((m) => ({
           eventId: m.eventId,
@@ -1226,6 +1563,12 @@
           failed: !!m.failed,
         })),
       };
+    },
+    /** The allow-list sanitiser, as the HTML string it would insert (for tests and audits). */
+    sanitizeHtml(html) {
+      const div = document.createElement('div');
+      div.append(sanitizeHtml(html));
+      return div.innerHTML;
     },
   });
 
