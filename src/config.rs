@@ -15,6 +15,7 @@ use switchboard_bridge::{
     config::{TopicConfig, VisitorLimits},
     responder::Responder,
     routing::validate_responder,
+    visitor_api::AllowedOrigins,
 };
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +36,18 @@ pub struct Config {
     pub offline_message: Option<String>,
     pub telegram: Option<TelegramSection>,
     pub admin: Option<AdminSection>,
+    #[serde(default)]
+    pub web: WebSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WebSection {
+    /// Origins (`https://shop.example.org`) whose pages may call the visitor API from a
+    /// browser, i.e. the sites that embed the widget. Empty (the default): no CORS headers at
+    /// all, so only pages Switchboard serves itself can. `["*"]` allows every site (not
+    /// recommended). Environment: `SWITCHBOARD_WEB__ALLOWED_ORIGINS='["https://a.example"]'`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +152,93 @@ impl Config {
                 topic.id
             );
         }
+        config.allowed_origins()?;
         Ok(config)
+    }
+
+    /// `[web] allowed_origins`, checked.
+    pub fn allowed_origins(&self) -> anyhow::Result<AllowedOrigins> {
+        AllowedOrigins::parse(&self.web.allowed_origins)
+            .map_err(|e| anyhow::anyhow!("web.allowed_origins: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_bridge::config::VisitorMode;
+
+    const MINIMAL: &str = "[homeserver]\nurl = \"http://127.0.0.1:8008\"\nserver_name = \"example.org\"\n\n\
+         [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:29330\"\n";
+
+    fn load(extra: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, format!("{MINIMAL}\n{extra}"))?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn guest_mode_and_same_origin_are_the_defaults() {
+        let config = load("").unwrap();
+        assert_eq!(config.visitors.mode, VisitorMode::Guest);
+        assert_eq!(
+            config.allowed_origins().unwrap(),
+            AllowedOrigins::SameOrigin
+        );
+    }
+
+    #[test]
+    fn visitor_accounts_mode_and_its_limits_are_read() {
+        let config = load(
+            "[visitors]\nmode = \"accounts\"\naccounts_per_minute = 2\naccounts_per_hour = 0\n",
+        )
+        .unwrap();
+        assert_eq!(config.visitors.mode, VisitorMode::Accounts);
+        assert_eq!(config.visitors.accounts_per_minute, 2);
+        assert_eq!(config.visitors.accounts_per_hour, 0);
+        assert_eq!(
+            config.visitors.conversations_per_minute, 6,
+            "others keep defaults"
+        );
+
+        let err = load("[visitors]\nmode = \"anonymous\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("anonymous"), "{err:#}");
+    }
+
+    #[test]
+    fn allowed_origins_are_read_and_checked() {
+        let config = load(
+            "[web]\nallowed_origins = [\"https://shop.example.org\", \"http://127.0.0.1:8080\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.allowed_origins().unwrap(),
+            AllowedOrigins::List(vec![
+                "https://shop.example.org".parse().unwrap(),
+                "http://127.0.0.1:8080".parse().unwrap(),
+            ])
+        );
+        let any = load("[web]\nallowed_origins = [\"*\"]\n").unwrap();
+        assert_eq!(any.allowed_origins().unwrap(), AllowedOrigins::Any);
+
+        for (bad, says) in [
+            ("\"https://shop.example.org/\"", "https://shop.example.org"),
+            ("\"https://shop.example.org/path\"", "no path"),
+            (
+                "\"https://shop.example.org:443\"",
+                "https://shop.example.org",
+            ),
+            ("\"shop.example.org\"", "not an origin"),
+            ("\"ftp://shop.example.org\"", "http and https"),
+            ("\"*\", \"https://shop.example.org\"", "cannot be combined"),
+        ] {
+            let err = load(&format!("[web]\nallowed_origins = [{bad}]\n")).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("web.allowed_origins") && text.contains(says),
+                "{bad}: {text}"
+            );
+        }
     }
 }

@@ -24,6 +24,7 @@ use switchboard_bridge::{
         matrix::MatrixConnector,
         telegram::{TelegramConnector, Webhook},
     },
+    visitor_account::VisitorAccounts,
     visitor_api::{self, VisitorApiState},
 };
 use tokio::sync::watch;
@@ -266,9 +267,20 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .seed_register()
         .await
         .context("seeding the responder register")?;
+    let visitor_state = VisitorApiState::new(bridge.clone())
+        .with_allowed_origins(config.allowed_origins()?)
+        .with_visitor_accounts(VisitorAccounts::new(client.clone(), registration.clone()));
+    tracing::info!(
+        visitor_mode = config.visitors.mode.as_str(),
+        allowed_origins = ?config.web.allowed_origins,
+        "visitor API"
+    );
     let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
-        .merge(visitor_api::router(VisitorApiState::new(bridge.clone())))
-        .merge(web::router());
+        .merge(visitor_api::router(visitor_state))
+        .merge(
+            web::router(&bridge.config().public_homeserver_url)
+                .context("homeserver.public_url (or url)")?,
+        );
     if let Some(admin) = &config.admin {
         let platforms = bridge
             .connectors()

@@ -8,7 +8,7 @@
 use std::{borrow::Cow, time::Duration};
 
 use ruma::{
-    MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    MxcUri, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
@@ -77,6 +77,24 @@ struct ErrorBody {
     #[serde(default)]
     error: String,
     retry_after_ms: Option<u64>,
+}
+
+/// A user's own session, as the homeserver issued it at registration.
+#[derive(Clone)]
+pub struct UserLogin {
+    pub user_id: OwnedUserId,
+    pub access_token: String,
+    pub device_id: OwnedDeviceId,
+}
+
+impl std::fmt::Debug for UserLogin {
+    // Hand-written so the access token can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserLogin")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often and how patiently transient failures are retried.
@@ -246,6 +264,33 @@ impl HomeserverClient {
             Ok(_) => Ok(()),
             Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Registers a new user in our namespace and logs them in: the answer carries an access
+    /// token for that user alone (not the `as_token`), which may be handed to whoever is to
+    /// act as that user. Not retried: a retry after a lost answer would find the name taken;
+    /// callers pick a fresh localpart instead.
+    pub async fn register_with_login(
+        &self,
+        localpart: &str,
+        device_name: &str,
+    ) -> Result<UserLogin, ClientError> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(localpart.to_owned());
+        request.login_type = Some(register::LoginType::ApplicationService);
+        request.inhibit_login = false;
+        request.initial_device_display_name = Some(device_name.to_owned());
+        let response = self.send_once(request, None).await?;
+        match (response.access_token, response.device_id) {
+            (Some(access_token), Some(device_id)) => Ok(UserLogin {
+                user_id: response.user_id,
+                access_token,
+                device_id,
+            }),
+            _ => Err(ClientError::Response(
+                "the homeserver registered the user but issued no access token".into(),
+            )),
         }
     }
 

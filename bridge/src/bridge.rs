@@ -141,8 +141,11 @@ impl Bridge {
             Err(e) => return Err(e.into()),
         };
         // Our own bot and ghosts must never be visitors: that would let a responder's puppet
-        // open conversations with itself.
-        if self.registration.owns(&visitor) {
+        // open conversations with itself. Visitor accounts live in our namespace too, but are
+        // visitors by definition.
+        if self.registration.owns(&visitor)
+            && !crate::visitor_account::is_visitor_account(&self.registration, &visitor)
+        {
             return Err(VisitorError::Forbidden);
         }
         if let Some(existing) = self

@@ -42,6 +42,42 @@ pub struct VisitorLimits {
     /// added; earlier entries are the client's own claims and never trusted).
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// How visitors get a Matrix identity: as homeserver guests (the default) or as accounts
+    /// Switchboard registers in its own namespace (for homeservers without guest access).
+    #[serde(default)]
+    pub mode: VisitorMode,
+    /// Visitor accounts one client address may create per minute (`accounts` mode).
+    #[serde(default = "default_accounts_per_minute")]
+    pub accounts_per_minute: u32,
+    /// How many it may create in a quick burst before the per-minute rate applies.
+    #[serde(default = "default_accounts_burst")]
+    pub accounts_burst: u32,
+    /// Visitor accounts all addresses together may create per hour: a ceiling for abuse
+    /// from many addresses at once. 0 turns the ceiling off.
+    #[serde(default = "default_accounts_per_hour")]
+    pub accounts_per_hour: u32,
+}
+
+/// Where a visitor's Matrix user comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisitorMode {
+    /// The widget registers a guest on the homeserver (`/register?kind=guest`). Needs
+    /// `allow_guest_access: true` on the homeserver.
+    #[default]
+    Guest,
+    /// Switchboard registers a user in its own appservice namespace and hands the widget a
+    /// token for that user alone (`POST /api/v1/visitors`). For homeservers without guests.
+    Accounts,
+}
+
+impl VisitorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitorMode::Guest => "guest",
+            VisitorMode::Accounts => "accounts",
+        }
+    }
 }
 
 fn default_per_minute() -> u32 {
@@ -50,6 +86,15 @@ fn default_per_minute() -> u32 {
 fn default_burst() -> u32 {
     3
 }
+fn default_accounts_per_minute() -> u32 {
+    3
+}
+fn default_accounts_burst() -> u32 {
+    3
+}
+fn default_accounts_per_hour() -> u32 {
+    600
+}
 
 impl Default for VisitorLimits {
     fn default() -> Self {
@@ -57,6 +102,10 @@ impl Default for VisitorLimits {
             conversations_per_minute: default_per_minute(),
             burst: default_burst(),
             trust_forwarded_for: false,
+            mode: VisitorMode::default(),
+            accounts_per_minute: default_accounts_per_minute(),
+            accounts_burst: default_accounts_burst(),
+            accounts_per_hour: default_accounts_per_hour(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod conversation;
 pub mod responder;
 pub mod routing;
 pub mod store;
+pub mod visitor_account;
 pub mod visitor_api;
 
 pub use bridge::{Bridge, VisitorError};

@@ -315,6 +315,16 @@ pub fn validate_responder(r: &Responder, known_platforms: &[&str]) -> Result<(),
             "must be 1-64 characters of a-z, 0-9, '.', '_', '=', '-'",
         ));
     }
+    // A responder's ghost is `@{ghost_prefix}{id}`; visitor accounts are
+    // `@{ghost_prefix}visitor-…`, and the two must never be the same user.
+    if r.id
+        .starts_with(crate::visitor_account::VISITOR_LOCALPART_PREFIX)
+    {
+        return Err(FieldError::new(
+            "id",
+            "must not start with 'visitor-' (reserved for visitor accounts)",
+        ));
+    }
 
     if r.display_name.trim().is_empty() {
         return Err(FieldError::new("display_name", "must not be empty"));
