@@ -336,7 +336,7 @@ pub struct ConversationsCommand {
 pub enum ConversationsAction {
     /// List conversations, oldest first (without visitors' Matrix IDs).
     List {
-        /// Only those waiting, active or closed.
+        /// Only those in this state: queued, offered, active, transferring or closed.
         #[arg(long, value_parser = parse_state)]
         state: Option<ConversationState>,
     },
@@ -345,8 +345,9 @@ pub enum ConversationsAction {
 }
 
 fn parse_state(s: &str) -> Result<ConversationState, String> {
-    s.parse()
-        .map_err(|()| format!("{s:?} is not a state: use waiting, active or closed"))
+    s.parse().map_err(|()| {
+        format!("{s:?} is not a state: use queued, offered, active, transferring or closed")
+    })
 }
 
 /// Runs a `conversations` subcommand against the store.
@@ -600,7 +601,7 @@ mod tests {
             ])
             .is_ok()
         );
-        assert!(parse(&["conversations", "list", "--state", "waiting"]).is_ok());
+        assert!(parse(&["conversations", "list", "--state", "transferring"]).is_ok());
         assert!(parse(&["conversations", "list", "--state", "open"]).is_err());
         assert!(parse(&["conversations", "show", "!room:example.org"]).is_ok());
     }

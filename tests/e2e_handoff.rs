@@ -242,6 +242,37 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     );
     // One room throughout: everything the visitor saw came through the same room's sync.
     assert_eq!(visitor.room_id.as_deref(), Some(room.as_str()));
+    // The lifecycle as the widget sees it: the bot's state event at every step, the
+    // expired offer and the restart included, each published once.
+    let states: Vec<(String, u64)> = visitor
+        .states
+        .iter()
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap_or_default().to_owned(),
+                s["transfers"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect();
+    let expected = [
+        ("queued", 0),
+        ("offered", 0),
+        ("active", 0),
+        ("transferring", 1),
+        ("active", 1),
+    ];
+    assert_eq!(
+        states,
+        expected.map(|(s, n)| (s.to_owned(), n)),
+        "{:#?}",
+        visitor.states
+    );
+    assert_eq!(visitor.states[4]["responder"], "Zoe");
+    assert_eq!(visitor.states[3]["responder"], serde_json::Value::Null);
+    assert_eq!(
+        store.conversation(&room).await?.unwrap().state.as_str(),
+        "active"
+    );
     Ok(())
 }
 
@@ -315,9 +346,18 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
             ("ben".into(), "transferred".into())
         ]
     );
+    // Queued again, and the widget is told nobody is available (not merely "waiting").
+    assert_eq!(
+        visitor.states.last(),
+        Some(&serde_json::json!({
+            "state": "queued", "responder": null, "transfers": 2, "nobody_available": true
+        })),
+        "{:#?}",
+        visitor.states
+    );
     assert_eq!(
         store.conversation(&room).await?.unwrap().state.as_str(),
-        "waiting"
+        "queued"
     );
 
     // --- the visitor ends the conversation; nobody else can --------------------------------------
@@ -336,7 +376,7 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
     );
     assert_eq!(
         store.conversation(&room).await?.unwrap().state.as_str(),
-        "waiting"
+        "queued"
     );
     let r = http
         .post(&end_url)

@@ -23,10 +23,13 @@ use ruma::{
             message::send_message_event,
             profile::set_display_name,
             room::create_room,
+            state::send_state_event,
+            typing::create_typing_event,
         },
         path_builder::VersionHistory,
     },
-    events::{AnyMessageLikeEventContent, MessageLikeEventContent},
+    events::{AnyMessageLikeEventContent, AnyStateEventContent, MessageLikeEventContent},
+    serde::Raw,
 };
 use serde::Deserialize;
 
@@ -405,6 +408,47 @@ impl HomeserverClient {
         let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), content)
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(self.send(request, as_user).await?.event_id)
+    }
+
+    /// Sets a state event whose type is only known at run time (e.g. Switchboard's own
+    /// `org.switchboard.conversation`). State is idempotent: sending it again replaces it.
+    pub async fn send_state_raw(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, ClientError> {
+        let body = Raw::<AnyStateEventContent>::from_json(
+            serde_json::value::to_raw_value(content)
+                .map_err(|e| ClientError::Build(e.to_string()))?,
+        );
+        let request = send_state_event::v3::Request::new_raw(
+            room.to_owned(),
+            event_type.into(),
+            state_key.to_owned(),
+            body,
+        );
+        Ok(self.send(request, None).await?.event_id)
+    }
+
+    /// Shows `user` (one of our users) as typing in `room` for up to `timeout`, or stops it.
+    /// Sent once, not retried: a late typing notice is worse than none.
+    pub async fn set_typing(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        timeout: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        let state = match timeout {
+            Some(t) => {
+                create_typing_event::v3::Typing::Yes(create_typing_event::v3::TypingInfo::new(t))
+            }
+            None => create_typing_event::v3::Typing::No,
+        };
+        let request =
+            create_typing_event::v3::Request::new(user.to_owned(), room.to_owned(), state);
+        self.send_once(request, Some(user)).await.map(|_| ())
     }
 
     /// Like [`Self::send_message`] for content whose type is only known at run time.

@@ -63,7 +63,7 @@ impl AppserviceRegistration {
             Namespace::new(true, bot_regex),
             Namespace::new(true, ghost_regex),
         ];
-        let inner: Registration = RegistrationInit {
+        let mut inner: Registration = RegistrationInit {
             id: opts.id.to_owned(),
             url: Some(opts.url.to_owned()),
             as_token: random_token(),
@@ -76,6 +76,9 @@ impl AppserviceRegistration {
             protocols: None,
         }
         .into();
+        // Typing notifications come as ephemeral events; without this the homeserver keeps
+        // them from us.
+        inner.receive_ephemeral = true;
         Self {
             inner,
             ghost_prefix: opts.ghost_prefix.to_owned(),
@@ -186,6 +189,7 @@ mod tests {
         assert_eq!(reg.inner.as_token.len(), 64);
         assert_ne!(reg.inner.as_token, reg.inner.hs_token);
         assert_eq!(reg.inner.rate_limited, Some(false));
+        assert!(reg.inner.receive_ephemeral);
         assert!(reg.inner.namespaces.users.iter().all(|n| n.exclusive));
 
         let dir = std::env::temp_dir().join(format!("reg-test-{}", std::process::id()));

@@ -38,6 +38,10 @@ pub trait EventSink: Send + Sync + 'static {
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), SinkError>;
 
+    /// Ephemeral events (typing, receipts) that came with a transaction, after it was
+    /// recorded. Not durable and not retried: called once, must return at once (queue work).
+    fn ephemeral(&self, _events: &[serde_json::Value]) {}
+
     /// Whether a user in our namespace exists (answers the homeserver's user query).
     async fn user_exists(&self, user_id: &UserId) -> bool;
 }
@@ -180,6 +184,15 @@ async fn put_transaction(
         tracing::error!(%txn_id, error = %e, "could not record transaction; the homeserver will retry");
         MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Could not record transaction")
     })?;
+    // Parsed one by one, so one odd ephemeral event does not hide the others.
+    let ephemeral: Vec<serde_json::Value> = request
+        .ephemeral
+        .iter()
+        .filter_map(|raw| serde_json::from_str(raw.json().get()).ok())
+        .collect();
+    if !ephemeral.is_empty() {
+        state.sink.ephemeral(&ephemeral);
+    }
     tracing::debug!(%txn_id, count, "transaction recorded");
     Ok(Json(json!({})))
 }

@@ -599,7 +599,7 @@ struct ConversationQuery {
 
 /// # `GET /admin/v1/conversations`
 ///
-/// `?state=waiting|active|closed` optional. Answers `{"conversations": [...]}`, oldest first,
+/// `?state=queued|offered|active|transferring|closed` optional. Answers `{"conversations": [...]}`, oldest first,
 /// without visitors' Matrix IDs.
 async fn list_conversations(
     State(state): State<AdminState>,
@@ -613,7 +613,7 @@ async fn list_conversations(
             AdminError::field(
                 "M_INVALID_PARAM",
                 "state",
-                format!("{s:?} is not one of waiting, active, closed"),
+                format!("{s:?} is not one of queued, offered, active, transferring, closed"),
             )
         })?),
     };

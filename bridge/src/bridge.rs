@@ -33,12 +33,30 @@ use crate::{
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     store::{NewInboxEvent, Store, StoreError, now_ms},
 };
+use typing::TypingUpdate;
 
 mod dispatch;
+mod lifecycle;
+mod typing;
 
 /// How often queued conversations are routed again without any other reason to.
 const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 mod relay;
+
+/// Aborts a task when dropped, so a helper task ends with the loop that started it.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+fn scopeguard_abort(task: Option<tokio::task::JoinHandle<()>>) -> AbortOnDrop {
+    AbortOnDrop(task)
+}
 
 /// Why a visitor's request failed. Mapped to HTTP only at the API edge.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +90,10 @@ pub struct Bridge {
     /// When we last sent to each (platform, address), to pace sends per chat. In memory on
     /// purpose: after a restart the pacing simply starts afresh.
     last_sent: Mutex<HashMap<(String, String), i64>>,
+    /// Typing notifications on their way to the typing task (see `typing.rs`); the receiver
+    /// is taken when the workers start.
+    typing_tx: tokio::sync::mpsc::Sender<TypingUpdate>,
+    typing_rx: Mutex<Option<tokio::sync::mpsc::Receiver<TypingUpdate>>>,
 }
 
 impl Bridge {
@@ -84,6 +106,7 @@ impl Bridge {
     ) -> Self {
         let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
         let server_name = client.bot().server_name().to_owned();
+        let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
         Self {
             store,
             client,
@@ -94,6 +117,8 @@ impl Bridge {
             register_changed: Arc::new(Notify::new()),
             server_name,
             last_sent: Mutex::new(HashMap::new()),
+            typing_tx,
+            typing_rx: Mutex::new(Some(typing_rx)),
         }
     }
 
@@ -162,11 +187,13 @@ impl Bridge {
             topic: topic.id.clone(),
             visitor_user_id: visitor.to_string(),
             visitor_alias: new_visitor_alias(),
-            state: ConversationState::Waiting,
+            state: ConversationState::Queued,
             created_at: now_ms(),
             language: language.and_then(primary_language),
         };
         self.store.insert_conversation(&conversation).await?;
+        self.set_state(room_id.as_str(), ConversationState::Queued, None, false)
+            .await?;
         let span = tracing::info_span!("conversation", room_id = %room_id);
         async {
             tracing::info!(topic = %topic.id, "conversation started");
@@ -254,6 +281,15 @@ impl Bridge {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
+        // Typing notices have their own task, so they never wait behind the inbox; it stops
+        // with this worker.
+        let typing_task = self
+            .typing_rx
+            .lock()
+            .expect("typing receiver lock")
+            .take()
+            .map(|rx| tokio::spawn(self.clone().run_typing(rx)));
+        let _stop_typing = scopeguard_abort(typing_task);
         // Working hours begin and end without any event, so the queue is also looked at now
         // and then; a change to the register makes us look at once.
         let mut next_queue_check = tokio::time::Instant::now();
@@ -355,7 +391,7 @@ impl Bridge {
                 tracing::debug!(role = role.as_str(), "message recorded");
             }
             if role == SenderRole::Visitor {
-                if conversation.state == ConversationState::Waiting {
+                if conversation.state.is_waiting() {
                     self.route(&conversation).await?;
                 }
                 self.relay_to_responders(
@@ -467,6 +503,28 @@ impl EventSink for Bridge {
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");
         Ok(())
+    }
+
+    /// Ephemeral events (typing) are handed to the typing task, never recorded.
+    fn ephemeral(&self, events: &[Value]) {
+        for update in events.iter().filter_map(TypingUpdate::from_ephemeral) {
+            // Our own users typing (ghosts, the bot in relay rooms) are echoes of what we did.
+            let theirs: Vec<String> = update
+                .user_ids
+                .iter()
+                .filter(|u| {
+                    UserId::parse(u.as_str()).is_ok_and(|u| {
+                        !self.registration.owns(&u)
+                            || crate::visitor_account::is_visitor_account(&self.registration, &u)
+                    })
+                })
+                .cloned()
+                .collect();
+            self.queue_typing(TypingUpdate {
+                user_ids: theirs,
+                ..update
+            });
+        }
     }
 
     async fn user_exists(&self, user_id: &UserId) -> bool {

@@ -28,6 +28,14 @@ impl Platform {
         }
     }
 
+    /// The platform's name as people write it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Platform::Matrix => "Matrix",
+            Platform::Telegram => "Telegram",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "matrix" => Some(Platform::Matrix),
@@ -245,6 +253,18 @@ pub trait Connector: Send + Sync + 'static {
             self.platform().as_str(),
             file.file_id
         )))
+    }
+
+    /// Shows the responder that the visitor is typing (`true`) or has stopped. Best effort:
+    /// platforms without such a signal keep this default. `thread` is the conversation's
+    /// handle, as in [`Delivery::thread`].
+    async fn typing(
+        &self,
+        _address: &str,
+        _thread: Option<&str>,
+        _typing: bool,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
     }
 
     /// Sends the responder a short service message from Switchboard.

@@ -5,36 +5,86 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a conversation is in its life. Persisted, shown in the admin API, and published into
+/// the room (see [`ConversationStatus`]) so the widget can show it.
+///
+/// ```text
+/// queued ──offer──▶ offered ──accept──▶ active ──hand-over──▶ transferring ──accept──▶ active
+///   ▲                  │                   │                       │
+///   └──nobody left─────┴───────────────────┼───────nobody left─────┘
+///                                          └──/end, visitor ends──▶ closed
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationState {
-    /// Created; offered to responders, nobody has joined yet.
-    Waiting,
-    /// A responder has joined the room.
+    /// Nobody is being asked: the visitor has not written yet, or nobody is eligible.
+    Queued,
+    /// Offered to one or more responders; nobody has accepted yet.
+    Offered,
+    /// A responder holds the conversation.
     Active,
+    /// The previous responder handed it over; the next one has been asked.
+    Transferring,
     Closed,
 }
 
 impl ConversationState {
+    pub const ALL: [ConversationState; 5] = [
+        ConversationState::Queued,
+        ConversationState::Offered,
+        ConversationState::Active,
+        ConversationState::Transferring,
+        ConversationState::Closed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            ConversationState::Waiting => "waiting",
+            ConversationState::Queued => "queued",
+            ConversationState::Offered => "offered",
             ConversationState::Active => "active",
+            ConversationState::Transferring => "transferring",
             ConversationState::Closed => "closed",
         }
+    }
+
+    /// True while nobody holds the conversation and it is not closed: routing may offer it.
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            ConversationState::Queued
+                | ConversationState::Offered
+                | ConversationState::Transferring
+        )
     }
 }
 
 impl FromStr for ConversationState {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "waiting" => ConversationState::Waiting,
-            "active" => ConversationState::Active,
-            "closed" => ConversationState::Closed,
-            _ => return Err(()),
-        })
+        ConversationState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or(())
     }
+}
+
+/// The room state event Switchboard's bot keeps up to date in every conversation room, so the
+/// widget can show "waiting", "connected", "transferred" or "closed" without parsing notices.
+/// Only the bot may send it: the room's power levels keep visitors (level 0) from forging it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ConversationStatus {
+    pub state: ConversationState,
+    /// The public name (pseudonym) of who answers now; `None` unless `active`.
+    pub responder: Option<String>,
+    /// How many times the conversation has been handed over so far.
+    pub transfers: u32,
+    /// True when it is queued because no responder is available right now.
+    pub nobody_available: bool,
+}
+
+impl ConversationStatus {
+    /// The state event type in the room.
+    pub const EVENT_TYPE: &'static str = "org.switchboard.conversation";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -106,4 +156,37 @@ pub fn new_visitor_alias() -> String {
         "Visitor {:04X}",
         rand::thread_rng().gen_range(0..=0xFFFFu32)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_and_only_unheld_open_ones_wait() {
+        for state in ConversationState::ALL {
+            assert_eq!(state.as_str().parse::<ConversationState>(), Ok(state));
+        }
+        assert!("waiting".parse::<ConversationState>().is_err());
+        let waiting: Vec<_> = ConversationState::ALL
+            .into_iter()
+            .filter(|s| s.is_waiting())
+            .map(ConversationState::as_str)
+            .collect();
+        assert_eq!(waiting, ["queued", "offered", "transferring"]);
+    }
+
+    #[test]
+    fn the_published_status_has_the_documented_shape() {
+        let status = ConversationStatus {
+            state: ConversationState::Active,
+            responder: Some("Zoe".into()),
+            transfers: 1,
+            nobody_available: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({"state": "active", "responder": "Zoe", "transfers": 1, "nobody_available": false})
+        );
+    }
 }

@@ -294,6 +294,27 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The status last published into the room (JSON), if any.
+    pub async fn published_status(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT published_status FROM conversations WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("published_status"))
+            .transpose()?
+            .flatten())
+    }
+
+    pub async fn set_published_status(&self, room_id: &str, json: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE conversations SET published_status = $1 WHERE room_id = $2")
+            .bind(json)
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Adds a message to its conversation's transcript. Returns false if it was already there.
     pub async fn record_message(&self, m: &Message) -> Result<bool, StoreError> {
         let done = sqlx::query(

@@ -567,14 +567,14 @@ async fn conversation_lists_hide_visitor_ids_which_only_the_transcript_shows() -
         .insert_conversation(&conversation(
             "!aa:x",
             "@guest-secret-1:x",
-            ConversationState::Waiting,
+            ConversationState::Queued,
         ))
         .await?;
     store
         .insert_conversation(&conversation(
             "!bb:x",
             "@guest-secret-2:x",
-            ConversationState::Waiting,
+            ConversationState::Queued,
         ))
         .await?;
     store
@@ -611,7 +611,7 @@ async fn conversation_lists_hide_visitor_ids_which_only_the_transcript_shows() -
     assert!(!list.to_string().contains("guest-secret"), "{list}");
     assert_eq!(
         list["conversations"][0],
-        json!({"room_id": "!aa:x", "topic": "support", "state": "waiting",
+        json!({"room_id": "!aa:x", "topic": "support", "state": "queued",
                "visitor_alias": "Visitor AA", "created_at": 1_700_000_000_000_i64})
     );
     assert_eq!(list["conversations"].as_array().unwrap().len(), 2);

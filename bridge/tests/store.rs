@@ -15,7 +15,7 @@ fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conv
         topic: topic.into(),
         visitor_user_id: visitor.into(),
         visitor_alias: "Visitor 00AA".into(),
-        state: ConversationState::Waiting,
+        state: ConversationState::Queued,
         created_at,
         language: Some("en".into()),
     }
@@ -91,7 +91,7 @@ async fn conversations_are_keyed_by_room_and_resumable(store: &Store) -> anyhow:
         (one.visitor_user_id.as_str(), one.topic.as_str()),
         ("@g1:x", "support")
     );
-    assert_eq!(one.state, ConversationState::Waiting);
+    assert_eq!(one.state, ConversationState::Queued);
     assert!(store.conversation("!missing:x").await?.is_none());
 
     let open = store
@@ -131,7 +131,10 @@ async fn conversations_are_keyed_by_room_and_resumable(store: &Store) -> anyhow:
         .into_iter()
         .map(|c| c.room_id)
         .collect();
-    assert_eq!(rooms, ["!one:x", "!two:x", "!three:x", "!claim:x"]);
+    assert_eq!(
+        rooms,
+        ["!one:x", "!two:x", "!three:x", "!claim:x", "!life:x"]
+    );
     Ok(())
 }
 
@@ -244,6 +247,55 @@ async fn exactly_one_claim_wins_and_offers_move_once(store: &Store) -> anyhow::R
         .map(|o| o.state)
         .collect();
     assert_eq!(states, ["accepted", "taken"]);
+    Ok(())
+}
+
+/// One responder is offered a conversation on each of their platforms (one row per contact);
+/// only waiting conversations can be claimed, whichever waiting state they are in; the last
+/// published status is kept so it is not sent twice.
+async fn offers_per_contact_and_the_lifecycle(store: &Store) -> anyhow::Result<()> {
+    store
+        .insert_conversation(&conversation("!life:x", "@g9:x", "support", 60))
+        .await?;
+    let tg = store
+        .create_offer("!life:x", "mia", "telegram", "9301")
+        .await?;
+    let mx = store
+        .create_offer("!life:x", "mia", "matrix", "@mia:x")
+        .await?;
+    assert_ne!(tg.id, mx.id, "one offer per contact");
+    assert_eq!(
+        store
+            .create_offer("!life:x", "mia", "matrix", "@mia:x")
+            .await?,
+        mx
+    );
+    assert_eq!(store.offers_for_room("!life:x").await?.len(), 2);
+
+    for state in [ConversationState::Offered, ConversationState::Transferring] {
+        store.set_conversation_state("!life:x", state).await?;
+        assert!(store.claim_conversation("!life:x").await?, "{state:?}");
+        assert_eq!(
+            store.conversation("!life:x").await?.unwrap().state,
+            ConversationState::Active
+        );
+    }
+    store
+        .set_conversation_state("!life:x", ConversationState::Closed)
+        .await?;
+    assert!(
+        !store.claim_conversation("!life:x").await?,
+        "a closed conversation cannot be claimed"
+    );
+
+    assert_eq!(store.published_status("!life:x").await?, None);
+    store
+        .set_published_status("!life:x", r#"{"state":"closed"}"#)
+        .await?;
+    assert_eq!(
+        store.published_status("!life:x").await?.as_deref(),
+        Some(r#"{"state":"closed"}"#)
+    );
     Ok(())
 }
 
@@ -371,6 +423,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
     exactly_one_claim_wins_and_offers_move_once(&store).await?;
+    offers_per_contact_and_the_lifecycle(&store).await?;
     assignments_mapping_and_outbox_keep_order(&store).await?;
     inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
     conversations_are_keyed_by_room_and_resumable(&store).await?;

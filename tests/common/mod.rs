@@ -1,6 +1,7 @@
-//! The end-to-end harness. `scripts/test.sh` starts one Synapse for the whole run (with eight
-//! appservice registrations, "slots", so test files can each run their own Switchboard) and
-//! exports where everything is. Each test binary uses its own slot.
+//! The end-to-end harness. `scripts/test.sh` starts one Synapse for the whole run (with twelve
+//! appservice registrations, "slots", so test files can each run their own Switchboard), a
+//! second one without guest access (two slots, [`TestEnv::noguest_from_env`]), and exports
+//! where everything is. Each test binary uses its own slots.
 
 #![allow(dead_code)]
 
@@ -33,22 +34,38 @@ pub struct TestEnv {
     pub bin: PathBuf,
 }
 
+fn required_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with scripts/test.sh, which starts Synapse")
+    })
+}
+
+fn switchboard_bin() -> PathBuf {
+    std::env::var("SWITCHBOARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into())
+}
+
 impl TestEnv {
+    /// The main Synapse (guest access on) and its slots.
     pub fn from_env() -> Self {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!(
-                    "{name} is not set: run the suite with scripts/test.sh, which starts Synapse"
-                )
-            })
-        };
         Self {
-            hs_url: var("SWITCHBOARD_TEST_HS_URL"),
-            server_name: var("SWITCHBOARD_TEST_SERVER_NAME"),
-            dir: var("SWITCHBOARD_TEST_DIR").into(),
-            bin: std::env::var("SWITCHBOARD_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into()),
+            hs_url: required_var("SWITCHBOARD_TEST_HS_URL"),
+            server_name: required_var("SWITCHBOARD_TEST_SERVER_NAME"),
+            dir: required_var("SWITCHBOARD_TEST_DIR").into(),
+            bin: switchboard_bin(),
+        }
+    }
+
+    /// The second Synapse, with guest access off (like servers behind Matrix Authentication
+    /// Service), and its own slots: `Slot::load(&TestEnv::noguest_from_env(), n)` and
+    /// `Switchboard::start` work against it as against the main one.
+    pub fn noguest_from_env() -> Self {
+        Self {
+            hs_url: required_var("SWITCHBOARD_TEST_NOGUEST_HS_URL"),
+            server_name: required_var("SWITCHBOARD_TEST_NOGUEST_SERVER_NAME"),
+            dir: PathBuf::from(required_var("SWITCHBOARD_TEST_DIR")).join("noguest"),
+            bin: switchboard_bin(),
         }
     }
 
@@ -223,6 +240,7 @@ pub struct Seen {
 }
 
 /// A visitor doing over HTTP exactly what `web-widget/switchboard-widget.js` does.
+#[derive(Default)]
 pub struct Visitor {
     http: reqwest::Client,
     pub hs: String,
@@ -232,6 +250,8 @@ pub struct Visitor {
     pub room_id: Option<String>,
     since: Option<String>,
     pub seen: Vec<Seen>,
+    /// Contents of the `org.switchboard.conversation` state events seen, in order.
+    pub states: Vec<Value>,
     txn: u32,
 }
 
@@ -262,6 +282,7 @@ impl Visitor {
             room_id: None,
             since: None,
             seen: vec![],
+            states: vec![],
             txn: 0,
         };
         let _ = v
@@ -275,6 +296,34 @@ impl Visitor {
             .send()
             .await?;
         Ok(v)
+    }
+
+    /// Asks Switchboard for a visitor account (`POST /api/v1/visitors`), as the widget does
+    /// when the homeserver has no guests (`visitor_mode: "accounts"`). Switchboard names it.
+    pub async fn account(env: &TestEnv, switchboard: &str) -> anyhow::Result<Self> {
+        let (status, body) = request_visitor_account(switchboard).await?;
+        anyhow::ensure!(
+            status == 201,
+            "POST /api/v1/visitors answered {status}: {body}"
+        );
+        Ok(Self::signed_in(
+            env,
+            switchboard,
+            body["user_id"].as_str().context("user_id")?,
+            body["access_token"].as_str().context("access_token")?,
+        ))
+    }
+
+    /// A visitor who already has a user and token (from wherever the test got them).
+    pub fn signed_in(env: &TestEnv, switchboard: &str, user_id: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            hs: env.hs_url.clone(),
+            switchboard: switchboard.to_owned(),
+            user_id: user_id.to_owned(),
+            token: token.to_owned(),
+            ..Self::default()
+        }
     }
 
     pub async fn config(&self) -> anyhow::Result<Value> {
@@ -417,6 +466,10 @@ impl Visitor {
                 .cloned()
                 .unwrap_or_default();
             for e in events {
+                if e["type"] == "org.switchboard.conversation" {
+                    self.states.push(e["content"].clone());
+                    continue;
+                }
                 if e["type"] != "m.room.message" {
                     continue;
                 }
@@ -453,6 +506,7 @@ impl Visitor {
             room_id: self.room_id.clone(),
             since: None,
             seen: vec![],
+            states: vec![],
             txn: self.txn + 1000,
         }
     }
@@ -464,6 +518,16 @@ impl Visitor {
             .map(|s| s.body.clone())
             .collect()
     }
+}
+
+/// `POST /api/v1/visitors` with no credentials, as the widget sends it; the status and body.
+pub async fn request_visitor_account(switchboard: &str) -> anyhow::Result<(u16, Value)> {
+    let r = reqwest::Client::new()
+        .post(format!("{switchboard}/api/v1/visitors"))
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
 pub fn urlencode(s: &str) -> String {

@@ -75,7 +75,7 @@ impl Bridge {
         conversation: &Conversation,
         only: Option<&str>,
     ) -> Result<(), StoreError> {
-        if conversation.state != ConversationState::Waiting {
+        if !conversation.state.is_waiting() {
             return Ok(());
         }
         let offers = self.store.offers_for_room(&conversation.room_id).await?;
@@ -128,72 +128,102 @@ impl Bridge {
         };
         let cursor = self.store.routing_cursor(&conversation.topic).await?;
         let chosen = routing::select(strategy, &candidates, &request, cursor.as_deref());
-        if chosen.is_empty() {
+        let mut open = 0;
+        for responder in chosen {
+            open += self
+                .offer_to(conversation, &topic_name, &first_message, responder)
+                .await?;
+        }
+        if open == 0 {
             tracing::info!(topic = %conversation.topic, "nobody is eligible; conversation queued");
+            self.set_state(&conversation.room_id, ConversationState::Queued, None, true)
+                .await?;
             self.tell_visitor_queued(conversation).await;
             return Ok(());
         }
-        for responder in chosen {
-            self.offer_to(conversation, &topic_name, &first_message, responder)
-                .await?;
-        }
+        // A hand-over stays "transferring" until the next responder accepts.
+        let state = match conversation.state {
+            ConversationState::Transferring => ConversationState::Transferring,
+            _ => ConversationState::Offered,
+        };
+        self.set_state(&conversation.room_id, state, None, false)
+            .await?;
         Ok(())
     }
 
+    /// Offers the conversation to one responder on every platform where they can be reached:
+    /// they answer from whichever is at hand, and the conversation stays on that platform.
+    /// So one responder can hold one conversation on Telegram and the next on Matrix. Returns
+    /// how many of these offers are open.
     async fn offer_to(
         &self,
         conversation: &Conversation,
         topic_name: &str,
         first_message: &str,
         responder: &Responder,
-    ) -> Result<(), StoreError> {
-        let Some((platform, contact)) = responder
+    ) -> Result<usize, StoreError> {
+        let contacts: Vec<_> = responder
             .contacts
             .iter()
-            .find_map(|c| Some((Platform::parse(&c.platform)?, c)))
-            .filter(|(p, _)| self.connectors.contains_key(p))
-        else {
-            return Ok(());
-        };
-        let offer = self
-            .store
-            .create_offer(
-                &conversation.room_id,
-                &responder.id,
-                platform.as_str(),
-                &contact.address,
-            )
-            .await?;
+            .filter_map(|c| {
+                let platform = Platform::parse(&c.platform)?;
+                Some((platform, self.connectors.get(&platform)?, c))
+            })
+            .collect();
+        if contacts.is_empty() {
+            return Ok(0);
+        }
         self.store.note_offered(&responder.id, now_ms()).await?;
         self.store
             .set_routing_cursor(&conversation.topic, &responder.id)
             .await?;
-        if offer.remote_message_id.is_some() || offer.state != "open" {
-            return Ok(());
-        }
-        let request = Offer {
-            offer_id: offer.id,
-            room_id: conversation.room_id.clone(),
-            topic_name: topic_name.to_owned(),
-            visitor_alias: conversation.visitor_alias.clone(),
-            first_message: Some(first_message.to_owned()),
-            language: conversation.language.clone(),
-            summary: self.handoff_summary(conversation).await?,
-        };
-        let connector = self.connectors.get(&platform).expect("filtered above");
-        match connector.offer(&request, &contact.address).await {
-            Ok(Some(handle)) => self.store.set_offer_message(offer.id, &handle).await?,
-            Ok(None) => {}
-            Err(e) => {
-                // Unreachable now: give the offer up so routing moves on to someone else.
-                tracing::warn!(responder = %responder.id, error = %e, "offer failed");
-                self.store
-                    .transition_offer(offer.id, "open", "failed")
-                    .await?;
+        let summary = self.handoff_summary(conversation).await?;
+        let mut open = 0;
+        for (platform, connector, contact) in contacts {
+            let offer = self
+                .store
+                .create_offer(
+                    &conversation.room_id,
+                    &responder.id,
+                    platform.as_str(),
+                    &contact.address,
+                )
+                .await?;
+            if offer.state != "open" {
+                continue;
+            }
+            if offer.remote_message_id.is_some() {
+                open += 1; // already sent before a restart
+                continue;
+            }
+            let request = Offer {
+                offer_id: offer.id,
+                room_id: conversation.room_id.clone(),
+                topic_name: topic_name.to_owned(),
+                visitor_alias: conversation.visitor_alias.clone(),
+                first_message: Some(first_message.to_owned()),
+                language: conversation.language.clone(),
+                summary: summary.clone(),
+            };
+            match connector.offer(&request, &contact.address).await {
+                Ok(handle) => {
+                    if let Some(handle) = handle {
+                        self.store.set_offer_message(offer.id, &handle).await?;
+                    }
+                    open += 1;
+                    tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
+                }
+                Err(e) => {
+                    // Unreachable there: give this offer up; other contacts or responders
+                    // may still answer.
+                    tracing::warn!(responder = %responder.id, platform = platform.as_str(), error = %e, "offer failed");
+                    self.store
+                        .transition_offer(offer.id, "open", "failed")
+                        .await?;
+                }
             }
         }
-        tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
-        Ok(())
+        Ok(open)
     }
 
     /// For a conversation that was handed over: who handed it over and why, and its last
@@ -252,7 +282,7 @@ impl Bridge {
     /// their working hours, or gained capacity.
     pub async fn drain_queue(&self) -> Result<(), StoreError> {
         for conversation in self.store.list_conversations().await? {
-            if conversation.state == ConversationState::Waiting {
+            if conversation.state.is_waiting() {
                 let span = tracing::info_span!("conversation", room_id = %conversation.room_id);
                 let _ = span.enter();
                 self.route(&conversation).await?;
@@ -446,17 +476,7 @@ impl Bridge {
                     .instrument(span)
                     .await
             }
-            ("m.room.member", Some("leave")) => {
-                if self
-                    .store
-                    .transition_offer(offer.id, "open", "declined")
-                    .await?
-                    && let Some(conversation) = self.store.conversation(&offer.room_id).await?
-                {
-                    self.route(&conversation).instrument(span).await?;
-                }
-                Ok(())
-            }
+            ("m.room.member", Some("leave")) => self.decline(&offer).instrument(span).await,
             ("m.room.message", _) => {
                 self.relay_room_message(&offer, event)
                     .instrument(span)

@@ -24,7 +24,7 @@ use crate::{
     },
     conversation::{Conversation, ConversationState, SenderRole},
     responder::ResponderStatus,
-    store::{AssignmentRow, StoreError, now_ms},
+    store::{AssignmentRow, OfferRow, StoreError, now_ms},
 };
 
 /// Telegram allows about one message per second per chat; sending faster only earns 429s.
@@ -35,7 +35,7 @@ impl Bridge {
         self.connectors.get(&platform)
     }
 
-    fn remote(&self, platform: &str) -> Option<(Platform, &Arc<dyn Connector>)> {
+    pub(super) fn remote(&self, platform: &str) -> Option<(Platform, &Arc<dyn Connector>)> {
         let p = Platform::parse(platform)?;
         Some((p, self.connector(p)?))
     }
@@ -86,14 +86,7 @@ impl Bridge {
             if connector.capabilities().shares_room {
                 continue;
             }
-            // The connector's handle of this conversation with this responder (Matrix: relay room).
-            let thread = self
-                .store
-                .offers_for_room(&conversation.room_id)
-                .await?
-                .into_iter()
-                .find(|o| o.responder_id == a.responder_id && o.state == "accepted")
-                .and_then(|o| o.remote_message_id);
+            let thread = self.thread_of(&conversation.room_id, &a).await?;
             let delivery = Delivery {
                 room_id: conversation.room_id.clone(),
                 event_id: event_id.to_owned(),
@@ -115,6 +108,27 @@ impl Bridge {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The connector's handle of this conversation with the responder holding it (Matrix:
+    /// their relay room): the one offer they accepted, on the platform they hold it on.
+    pub(super) async fn thread_of(
+        &self,
+        room: &str,
+        holder: &AssignmentRow,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .offers_for_room(room)
+            .await?
+            .into_iter()
+            .find(|o| {
+                o.responder_id == holder.responder_id
+                    && o.platform == holder.platform
+                    && o.address == holder.address
+                    && o.state == "accepted"
+            })
+            .and_then(|o| o.remote_message_id))
     }
 
     /// Delivers due outbox rows, oldest first, never overtaking an earlier undelivered row of
@@ -283,26 +297,10 @@ impl Bridge {
                 let Some(offer) = self.store.offer(offer_id).await? else {
                     return Ok(());
                 };
-                if offer.address != address
-                    || !self
-                        .store
-                        .transition_offer(offer_id, "open", "declined")
-                        .await?
-                {
+                if offer.platform != platform || offer.address != address {
                     return Ok(());
                 }
-                if let Some(id) = &offer.remote_message_id
-                    && let Some((_, c)) = self.remote(platform)
-                {
-                    let _ = c
-                        .close_offer(&address, id, "You declined this conversation.")
-                        .await;
-                }
-                // Someone else may take it (routing skips whoever already had it).
-                if let Some(conversation) = self.store.conversation(&offer.room_id).await? {
-                    self.route(&conversation).await?;
-                }
-                Ok(())
+                self.decline(&offer).await
             }
             RemoteEvent::Message {
                 address,
@@ -451,28 +449,65 @@ impl Bridge {
         }
     }
 
-    /// After a claim, every other open offer of the conversation is marked taken on its platform.
-    async fn withdraw_other_offers(&self, room: &str, winner: &str) -> Result<(), StoreError> {
-        for other in self.store.offers_for_room(room).await? {
-            if other.responder_id == winner {
-                self.store
-                    .transition_offer(other.id, "open", "accepted")
-                    .await?;
+    /// A responder declined an offer (on any of their platforms): every offer of that
+    /// conversation to them is closed, on every platform, and routing moves on.
+    pub(super) async fn decline(&self, offer: &OfferRow) -> Result<(), StoreError> {
+        if !self
+            .store
+            .transition_offer(offer.id, "open", "declined")
+            .await?
+        {
+            return Ok(());
+        }
+        for o in self.store.offers_for_room(&offer.room_id).await? {
+            if o.responder_id != offer.responder_id
+                || (o.id != offer.id
+                    && !self
+                        .store
+                        .transition_offer(o.id, "open", "declined")
+                        .await?)
+            {
                 continue;
             }
-            if self
-                .store
-                .transition_offer(other.id, "open", "taken")
-                .await?
+            if let (Some(handle), Some((_, c))) = (&o.remote_message_id, self.remote(&o.platform)) {
+                let _ = c
+                    .close_offer(&o.address, handle, "You declined this conversation.")
+                    .await;
+            }
+        }
+        // Someone else may take it (routing skips whoever already had it).
+        if let Some(conversation) = self.store.conversation(&offer.room_id).await? {
+            self.route(&conversation).await?;
+        }
+        Ok(())
+    }
+
+    /// After a claim, every other open offer of the conversation is closed on its platform:
+    /// other responders' as taken, the winner's offers on their other platforms as answered.
+    async fn withdraw_other_offers(&self, winner: &OfferRow) -> Result<(), StoreError> {
+        for other in self.store.offers_for_room(&winner.room_id).await? {
+            if other.id == winner.id {
+                continue;
+            }
+            let (state, text) = if other.responder_id == winner.responder_id {
+                (
+                    "withdrawn",
+                    format!(
+                        "You took this conversation on {}.",
+                        Platform::parse(&winner.platform)
+                            .map_or("another platform", Platform::display_name)
+                    ),
+                )
+            } else {
+                (
+                    "taken",
+                    "Another responder took this conversation.".to_owned(),
+                )
+            };
+            if self.store.transition_offer(other.id, "open", state).await?
                 && let (Some(handle), Some((_, c))) =
                     (&other.remote_message_id, self.remote(&other.platform))
-                && let Err(e) = c
-                    .close_offer(
-                        &other.address,
-                        handle,
-                        "Another responder took this conversation.",
-                    )
-                    .await
+                && let Err(e) = c.close_offer(&other.address, handle, &text).await
             {
                 tracing::warn!(error = %e, "could not withdraw an offer");
             }
@@ -666,8 +701,7 @@ impl Bridge {
                 &format!("{name} handed this conversation over ({why})."),
             )
             .await?;
-        self.store
-            .set_conversation_state(room, ConversationState::Waiting)
+        self.set_state(room, ConversationState::Transferring, None, false)
             .await?;
         if let (Ok(room_id), Ok(ghost)) = (
             OwnedRoomId::try_from(room),
@@ -878,6 +912,13 @@ impl Bridge {
         if let Err(e) = self.puppet_into_room(&offer.room_id, &ghost, &name).await {
             tracing::error!(error = %e, "could not bring the responder's ghost into the room");
         }
+        self.set_state(
+            &offer.room_id,
+            ConversationState::Active,
+            Some(name.clone()),
+            false,
+        )
+        .await?;
         if let Ok(room_id) = OwnedRoomId::try_from(offer.room_id.as_str()) {
             let notice =
                 RoomMessageEventContent::notice_plain(format!("You are now talking with {name}."));
@@ -892,8 +933,7 @@ impl Bridge {
             }
         }
         // Other open offers for this conversation are taken now.
-        self.withdraw_other_offers(&offer.room_id, &offer.responder_id)
-            .await?;
+        self.withdraw_other_offers(&offer).await?;
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
             let text = format!(
                 "You accepted the conversation with {}.",
@@ -960,8 +1000,7 @@ impl Bridge {
                 ..a.clone()
             })
             .await?;
-        self.store
-            .set_conversation_state(room, ConversationState::Closed)
+        self.set_state(room, ConversationState::Closed, None, false)
             .await?;
         if let (Ok(room_id), Ok(ghost)) = (
             OwnedRoomId::try_from(room),
@@ -1015,8 +1054,7 @@ impl Bridge {
                     .await;
             }
         }
-        self.store
-            .set_conversation_state(room, ConversationState::Closed)
+        self.set_state(room, ConversationState::Closed, None, false)
             .await?;
         if let Ok(room_id) = OwnedRoomId::try_from(room) {
             let notice = RoomMessageEventContent::notice_plain("The conversation has ended.");

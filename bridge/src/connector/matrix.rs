@@ -6,7 +6,7 @@
 //! The relay room is the offer's handle: joining it accepts, leaving it declines. What the
 //! responder writes there is picked up from the homeserver's transactions by the bridge.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use switchboard_appservice::{
@@ -141,6 +141,24 @@ impl Connector for MatrixConnector {
             Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
             Err(e) => Err(connector_error(e)),
         }
+    }
+
+    /// The bot types in the relay room while the visitor types (the relay room is where the
+    /// visitor's words appear for this responder).
+    async fn typing(
+        &self,
+        _address: &str,
+        thread: Option<&str>,
+        typing: bool,
+    ) -> Result<(), ConnectorError> {
+        let Some(room) = thread.and_then(|t| OwnedRoomId::try_from(t).ok()) else {
+            return Ok(());
+        };
+        let timeout = typing.then_some(Duration::from_secs(30));
+        self.client
+            .set_typing(&room, self.client.bot(), timeout)
+            .await
+            .map_err(connector_error)
     }
 
     /// Posts the visitor's message into the relay room, headed by their alias.

@@ -17,8 +17,8 @@ use teloxide::{
     },
     prelude::Requester,
     types::{
-        AllowedUpdate, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
-        MaybeInaccessibleMessage, Message, MessageId, ParseMode, Update, UpdateKind,
+        AllowedUpdate, ChatAction, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup,
+        InputFile, MaybeInaccessibleMessage, Message, MessageId, ParseMode, Update, UpdateKind,
     },
 };
 use tokio::sync::watch;
@@ -464,6 +464,24 @@ impl Connector for TelegramConnector {
             filename: file.filename.clone(),
             kind: file.kind,
         })
+    }
+
+    /// Telegram shows "typing…" for five seconds per `sendChatAction` and has no way to stop
+    /// it early, so only the start is sent; the bridge renews it while the visitor types.
+    async fn typing(
+        &self,
+        address: &str,
+        _thread: Option<&str>,
+        typing: bool,
+    ) -> Result<(), ConnectorError> {
+        if !typing {
+            return Ok(());
+        }
+        self.bot
+            .send_chat_action(Self::chat(address)?, ChatAction::Typing)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))
     }
 
     async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {

@@ -134,7 +134,8 @@ impl Store {
     ) -> Result<OfferRow, StoreError> {
         sqlx::query(
             "INSERT INTO offers (room_id, responder_id, platform, address, state, created_at)
-             VALUES ($1, $2, $3, $4, 'open', $5) ON CONFLICT (room_id, responder_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, 'open', $5)
+             ON CONFLICT (room_id, responder_id, platform, address) DO NOTHING",
         )
         .bind(room_id)
         .bind(responder_id)
@@ -144,10 +145,13 @@ impl Store {
         .execute(&self.pool)
         .await?;
         let row = sqlx::query(&format!(
-            "SELECT {OFFER_COLUMNS} FROM offers WHERE room_id = $1 AND responder_id = $2"
+            "SELECT {OFFER_COLUMNS} FROM offers
+             WHERE room_id = $1 AND responder_id = $2 AND platform = $3 AND address = $4"
         ))
         .bind(room_id)
         .bind(responder_id)
+        .bind(platform)
+        .bind(address)
         .fetch_one(&self.pool)
         .await?;
         offer_from_row(&row)
@@ -246,7 +250,7 @@ impl Store {
     /// platform its accept came from.
     pub async fn claim_conversation(&self, room_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE conversations SET state = 'active', updated_at = $1 WHERE room_id = $2 AND state = 'waiting'",
+            "UPDATE conversations SET state = 'active', updated_at = $1 WHERE room_id = $2 AND state IN ('queued', 'offered', 'transferring')",
         )
         .bind(now_ms())
         .bind(room_id)

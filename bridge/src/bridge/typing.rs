@@ -1,0 +1,204 @@
+//! Typing notifications, both ways, best effort.
+//!
+//! The homeserver pushes `m.typing` with each transaction (the registration asks for
+//! ephemeral events). They are not recorded: a typing notice that arrives late is worse than
+//! none, so they go through a small bounded queue that drops when full, to one task that
+//! never holds up transactions or the inbox worker.
+//!
+//! - The visitor types in the conversation room → every responder holding the conversation
+//!   sees it on their platform (Telegram: "typing…", renewed while it lasts; Matrix: the bot
+//!   types in the relay room).
+//! - A Matrix responder types in their relay room → their ghost types in the conversation room,
+//!   which the widget shows. Telegram does not tell bots when a user types, so Telegram
+//!   responders' typing cannot be shown.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use switchboard_appservice::ruma::{OwnedRoomId, OwnedUserId};
+use tokio::{sync::mpsc, time::Instant};
+
+use super::Bridge;
+use crate::store::StoreError;
+
+/// Telegram's chat action lasts about five seconds; renew a little before that.
+const RENEW_EVERY: Duration = Duration::from_secs(4);
+/// Stop renewing after this long even if no "stopped typing" came (a lost update must not
+/// leave the responder watching "typing…" forever).
+const RENEW_AT_MOST: Duration = Duration::from_secs(60);
+/// How long a Matrix user is shown typing unless told otherwise.
+const MATRIX_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Updates waiting for the typing task; beyond this they are dropped.
+pub(super) const QUEUE: usize = 256;
+
+/// One `m.typing` event: who is typing in a room now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypingUpdate {
+    pub room_id: String,
+    pub user_ids: Vec<String>,
+}
+
+impl TypingUpdate {
+    /// Reads an ephemeral event as pushed by the homeserver; `None` for anything that is not
+    /// a well-formed `m.typing`.
+    pub fn from_ephemeral(event: &serde_json::Value) -> Option<Self> {
+        if event.get("type")?.as_str()? != "m.typing" {
+            return None;
+        }
+        let room_id = event.get("room_id")?.as_str()?.to_owned();
+        let user_ids = event
+            .get("content")?
+            .get("user_ids")?
+            .as_array()?
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect();
+        Some(Self { room_id, user_ids })
+    }
+}
+
+/// What the typing task remembers between updates (owned by the task, not shared).
+#[derive(Default)]
+struct Typing {
+    /// Conversation rooms whose visitor is typing, and since when.
+    visitors: HashMap<String, Instant>,
+    /// Relay rooms whose Matrix responder is typing.
+    responders: HashSet<String>,
+}
+
+impl Bridge {
+    /// Hands a typing update to the typing task; drops it if the task is behind.
+    pub(super) fn queue_typing(&self, update: TypingUpdate) {
+        if self.typing_tx.try_send(update).is_err() {
+            tracing::debug!("typing update dropped");
+        }
+    }
+
+    /// The typing task: runs until the bridge's sender is gone.
+    pub(super) async fn run_typing(self: Arc<Self>, mut updates: mpsc::Receiver<TypingUpdate>) {
+        let mut state = Typing::default();
+        let mut renew = tokio::time::interval(RENEW_EVERY);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                update = updates.recv() => {
+                    let Some(update) = update else { return };
+                    if let Err(e) = self.on_typing(&mut state, update).await {
+                        tracing::warn!(error = %e, "typing update not handled");
+                    }
+                }
+                _ = renew.tick() => {
+                    state.visitors.retain(|_, since| since.elapsed() < RENEW_AT_MOST);
+                    let rooms: Vec<String> = state.visitors.keys().cloned().collect();
+                    for room in rooms {
+                        if let Err(e) = self.visitor_typing(&room, true).await {
+                            tracing::warn!(error = %e, "typing not renewed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_typing(&self, state: &mut Typing, update: TypingUpdate) -> Result<(), StoreError> {
+        let room = update.room_id.as_str();
+        if let Some(conversation) = self.store.conversation(room).await? {
+            let typing = update.user_ids.contains(&conversation.visitor_user_id);
+            let was = state.visitors.contains_key(room);
+            if typing && !was {
+                state.visitors.insert(room.to_owned(), Instant::now());
+            } else if !typing && was {
+                state.visitors.remove(room);
+            }
+            if typing != was {
+                self.visitor_typing(room, typing).await?;
+            }
+            return Ok(());
+        }
+        // A relay room: is the Matrix responder it belongs to typing?
+        let Some(offer) = self.store.offer_by_handle("matrix", room).await? else {
+            return Ok(());
+        };
+        let typing = update.user_ids.contains(&offer.address);
+        if typing == state.responders.contains(room) {
+            return Ok(());
+        }
+        if typing {
+            state.responders.insert(room.to_owned());
+        } else {
+            state.responders.remove(room);
+        }
+        let Some(assignment) = self
+            .assignment_of(&offer.room_id, "matrix", &offer.address)
+            .await?
+        else {
+            return Ok(()); // not (or no longer) theirs: nobody to show typing as
+        };
+        if let (Ok(room_id), Ok(ghost)) = (
+            OwnedRoomId::try_from(offer.room_id.as_str()),
+            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+        ) && let Err(e) = self
+            .client
+            .set_typing(&room_id, &ghost, typing.then_some(MATRIX_TYPING_TIMEOUT))
+            .await
+        {
+            tracing::debug!(error = %e, "ghost typing not shown");
+        }
+        Ok(())
+    }
+
+    /// Shows (or stops showing) the visitor typing to whoever holds the conversation.
+    async fn visitor_typing(&self, room: &str, typing: bool) -> Result<(), StoreError> {
+        for a in self.store.active_assignments_for_room(room).await? {
+            let Some((_, connector)) = self.remote(&a.platform) else {
+                continue;
+            };
+            if connector.capabilities().shares_room {
+                continue;
+            }
+            let thread = self.thread_of(room, &a).await?;
+            if let Err(e) = connector
+                .typing(&a.address, thread.as_deref(), typing)
+                .await
+            {
+                tracing::debug!(platform = %a.platform, error = %e, "typing not shown");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_typing_and_ignores_everything_else() {
+        let event = json!({"type": "m.typing", "room_id": "!r:x",
+                           "content": {"user_ids": ["@a:x", 7, "@b:x"]}});
+        assert_eq!(
+            TypingUpdate::from_ephemeral(&event),
+            Some(TypingUpdate {
+                room_id: "!r:x".into(),
+                user_ids: vec!["@a:x".into(), "@b:x".into()]
+            })
+        );
+        let nobody = json!({"type": "m.typing", "room_id": "!r:x", "content": {"user_ids": []}});
+        assert_eq!(
+            TypingUpdate::from_ephemeral(&nobody).map(|u| u.user_ids.len()),
+            Some(0)
+        );
+        for other in [
+            json!({"type": "m.receipt", "room_id": "!r:x", "content": {}}),
+            json!({"type": "m.typing", "content": {"user_ids": []}}),
+            json!({"type": "m.typing", "room_id": "!r:x"}),
+            json!("not an object"),
+        ] {
+            assert_eq!(TypingUpdate::from_ephemeral(&other), None, "{other}");
+        }
+    }
+}
