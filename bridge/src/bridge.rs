@@ -11,7 +11,7 @@ use serde_json::Value;
 use switchboard_appservice::{
     AppserviceRegistration, ClientError, EventSink, HomeserverClient, SinkError,
     ruma::{
-        OwnedRoomId, OwnedServerName, ServerName, UserId,
+        OwnedRoomId, OwnedServerName, OwnedUserId, ServerName, UserId,
         api::client::room::{Visibility, create_room},
         events::{
             AnyTimelineEvent, EmptyStateKey, InitialStateEvent,
@@ -158,13 +158,7 @@ impl Bridge {
             .topic(topic_id)
             .ok_or_else(|| VisitorError::UnknownTopic(topic_id.to_owned()))?
             .clone();
-        let visitor = match self.client.whoami(visitor_token).await {
-            Ok(who) => who.user_id,
-            Err(ClientError::Matrix {
-                status: 401 | 403, ..
-            }) => return Err(VisitorError::UnknownToken),
-            Err(e) => return Err(e.into()),
-        };
+        let visitor = self.visitor_of(visitor_token).await?;
         // Our own bot and ghosts must never be visitors: that would let a responder's puppet
         // open conversations with itself. Visitor accounts live in our namespace too, but are
         // visitors by definition.
@@ -224,18 +218,49 @@ impl Bridge {
         visitor_token: &str,
         room_id: &str,
     ) -> Result<(), VisitorError> {
-        let visitor = match self.client.whoami(visitor_token).await {
-            Ok(who) => who.user_id,
-            Err(ClientError::Matrix {
-                status: 401 | 403, ..
-            }) => return Err(VisitorError::UnknownToken),
-            Err(e) => return Err(e.into()),
-        };
+        let visitor = self.visitor_of(visitor_token).await?;
         match self.store.conversation(room_id).await? {
             Some(c) if c.visitor_user_id == visitor.as_str() => {
                 if c.state != ConversationState::Closed {
                     self.end_by_visitor(room_id).await?;
                 }
+                Ok(())
+            }
+            _ => Err(VisitorError::NotYours),
+        }
+    }
+
+    /// Who owns this visitor token, asked of the homeserver (never taken from the browser).
+    async fn visitor_of(&self, visitor_token: &str) -> Result<OwnedUserId, VisitorError> {
+        match self.client.whoami(visitor_token).await {
+            Ok(who) => Ok(who.user_id),
+            Err(ClientError::Matrix {
+                status: 401 | 403, ..
+            }) => Err(VisitorError::UnknownToken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The visitor is typing (or stopped) in their own conversation. Guests may not send
+    /// `m.typing` on Synapse, so the widget tells us directly and we pass it to whoever holds
+    /// the conversation, exactly as a typing event from the room would be.
+    pub async fn visitor_typing(
+        &self,
+        visitor_token: &str,
+        room_id: &str,
+        typing: bool,
+    ) -> Result<(), VisitorError> {
+        let visitor = self.visitor_of(visitor_token).await?;
+        match self.store.conversation(room_id).await? {
+            Some(c) if c.visitor_user_id == visitor.as_str() => {
+                self.queue_typing(TypingUpdate {
+                    room_id: room_id.to_owned(),
+                    user_ids: if typing {
+                        vec![c.visitor_user_id]
+                    } else {
+                        vec![]
+                    },
+                });
                 Ok(())
             }
             _ => Err(VisitorError::NotYours),

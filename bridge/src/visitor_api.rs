@@ -238,6 +238,7 @@ pub fn router(state: VisitorApiState) -> Router {
             "/api/v1/conversations/{room_id}/end",
             post(post_end_conversation),
         )
+        .route("/api/v1/conversations/{room_id}/typing", post(post_typing))
         .with_state(state);
     match cors {
         Some(cors) => routes.layer(cors),
@@ -354,6 +355,27 @@ async fn post_end_conversation(
 ) -> Result<StatusCode, ApiError> {
     let token = bearer(&headers)?;
     state.bridge.end_conversation(token, &room_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct TypingRequest {
+    typing: bool,
+}
+
+/// `POST /api/v1/conversations/{room_id}/typing` with `{"typing": bool}`: the visitor is
+/// typing. Guests may not send Matrix typing notices, so the widget sends them here.
+async fn post_typing(
+    State(state): State<VisitorApiState>,
+    axum::extract::Path(room_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<TypingRequest>,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers)?;
+    state
+        .bridge
+        .visitor_typing(token, &room_id, body.typing)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

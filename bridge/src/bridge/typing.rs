@@ -94,7 +94,7 @@ impl Bridge {
                     state.visitors.retain(|_, since| since.elapsed() < RENEW_AT_MOST);
                     let rooms: Vec<String> = state.visitors.keys().cloned().collect();
                     for room in rooms {
-                        if let Err(e) = self.visitor_typing(&room, true).await {
+                        if let Err(e) = self.show_visitor_typing(&room, true).await {
                             tracing::warn!(error = %e, "typing not renewed");
                         }
                     }
@@ -114,7 +114,7 @@ impl Bridge {
                 state.visitors.remove(room);
             }
             if typing != was {
-                self.visitor_typing(room, typing).await?;
+                self.show_visitor_typing(room, typing).await?;
             }
             return Ok(());
         }
@@ -151,7 +151,7 @@ impl Bridge {
     }
 
     /// Shows (or stops showing) the visitor typing to whoever holds the conversation.
-    async fn visitor_typing(&self, room: &str, typing: bool) -> Result<(), StoreError> {
+    async fn show_visitor_typing(&self, room: &str, typing: bool) -> Result<(), StoreError> {
         for a in self.store.active_assignments_for_room(room).await? {
             let Some((_, connector)) = self.remote(&a.platform) else {
                 continue;
