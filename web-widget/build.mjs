@@ -9,7 +9,7 @@
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gzipSync } from 'node:zlib';
+
 import { transform, version } from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -29,7 +29,7 @@ const { code } = await transform(readFileSync(source, 'utf8'), {
   banner,
 });
 
-const gz = gzipSync(code, { level: 9 }).length;
+
 if (process.argv.includes('--check')) {
   let committed = null;
   try {
@@ -44,9 +44,9 @@ if (process.argv.includes('--check')) {
     );
     process.exit(1);
   }
-  console.log(`widget bundle up to date: ${code.length} bytes, ${gz} bytes gzipped`);
+  console.log(`widget bundle up to date: ${code.length} bytes`);
 } else {
   mkdirSync(dirname(target), { recursive: true });
   writeFileSync(target, code);
-  console.log(`wrote ${target}: ${code.length} bytes, ${gz} bytes gzipped`);
+  console.log(`wrote ${target}: ${code.length} bytes`);
 }

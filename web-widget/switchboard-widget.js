@@ -531,14 +531,19 @@
         else to.append(document.createTextNode(node.textContent || ''));
         continue;
       }
-      const el = document.createElement(tag.toLowerCase());
+      let href = null;
       if (tag === 'A') {
-        const href = safeHref(node.getAttribute('href'));
-        if (href) {
-          el.setAttribute('href', href);
-          el.setAttribute('target', '_blank');
-          el.setAttribute('rel', 'noopener noreferrer');
+        href = safeHref(node.getAttribute('href'));
+        if (!href) {
+          copyChildren(node, to, depth + 1); // a link to nowhere safe is just its text
+          continue;
         }
+      }
+      const el = document.createElement(tag.toLowerCase());
+      if (href) {
+        el.setAttribute('href', href);
+        el.setAttribute('target', '_blank');
+        el.setAttribute('rel', 'noopener noreferrer');
       }
       if (tag !== 'BR') copyChildren(node, el, depth + 1);
       to.append(el);
@@ -597,6 +602,7 @@
     // Ends the conversation for good (the responder is told); closing the panel does not.
     const endBtn = h('button', {
       type: 'button', className: 'end', 'aria-label': 'End conversation', text: 'End',
+      hidden: true, // only while there is a conversation to end
     });
     const header = h('div', { className: 'header' }, [
       h('h2', { id: 'sb-title', text: options.title }),
@@ -815,6 +821,7 @@
       setStatus(state.conversationOver ? 'closed' : 'idle');
     }
     sel.selectedIndex = 0;
+    mark('switchboard:topics');
   }
 
   // --- messages -----------------------------------------------------------------
@@ -1150,6 +1157,7 @@
     state.session = session;
     state.sessionCtrl = new AbortController();
     state.typingOut = { active: false, sentAt: 0, disabled: false };
+    view.endBtn.hidden = false;
     showPicker(false);
     setStatus('waiting');
     syncLoop(session, state.sessionCtrl.signal);
@@ -1161,6 +1169,7 @@
     state.sessionCtrl = null;
     state.session = null;
     state.outbox = [];
+    view.endBtn.hidden = true;
     store.clear();
   }
 
@@ -1526,6 +1535,16 @@
     }
     pendingOpen.forEach((fn) => fn());
     pendingOpen.length = 0;
+    mark('switchboard:ready');
+  }
+
+  /** User Timing marks, so the host page (and scripts/widget.sh bench) can see how fast we are. */
+  function mark(name) {
+    try {
+      if (!performance.getEntriesByName(name, 'mark').length) performance.mark(name);
+    } catch (e) {
+      /* no User Timing: nothing to measure */
+    }
   }
 
   const pendingOpen = [];

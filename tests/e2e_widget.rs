@@ -1,0 +1,390 @@
+//! The embeddable widget in a real browser (Debian's headless Chromium driven by
+//! `tests/browser/*.mjs` through playwright-core), against a real Switchboard and Synapse, with
+//! a Matrix responder on a real client answering at the same time:
+//!
+//! - a visitor opens the demo page (served with its CSP), picks a topic, sends, sees the
+//!   responder type and reply without a reload, sees an XSS payload rendered inert (and the
+//!   allowed formatting kept), reloads into the same conversation, loses the network, sends,
+//!   and gets everything through exactly once; the panel is keyboard- and phone-usable;
+//! - the same flow with guest access off, through Switchboard's visitor accounts;
+//! - the sanitiser's allow-list, case by case, in the browser.
+//!
+//! `scripts/test.sh` runs `scripts/widget.sh setup` first (chromium, npm packages, bundle check).
+
+mod common;
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use anyhow::{Context, bail};
+use common::*;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    process::{Child, Command},
+    sync::mpsc,
+};
+
+/// Appservice slot of the guest-mode run (the guest-enabled Synapse).
+const SLOT: u32 = 9;
+/// Appservice slot of the accounts-mode run (the Synapse with guest access off).
+const NOGUEST_SLOT: u32 = 1;
+/// How long one browser flow may take, all waits included.
+const BROWSER_LIMIT: Duration = Duration::from_secs(300);
+
+// Shared with tests/browser/widget-flow.mjs.
+const FIRST: &str = "Hello from the browser";
+const REPLY: &str = "Hi, this is Rae.";
+const XSS_TEXT: &str = "bold and safe";
+const XSS_HTML: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>\
+     <b>bold</b> and safe <a href=\"javascript:window.__xss=3\">js</a> \
+     <a href=\"https://example.org/\">a link</a>";
+const OFFLINE: &str = "Sent while offline";
+const BACK: &str = "Welcome back";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(responder_id: &str, extra: &str) -> String {
+    format!(
+        "{extra}\n\n[[topics]]\nid = \"support\"\nname = \"General support\"\n\n\
+         [[topics]]\nid = \"sales\"\nname = \"Sales\"\n\n\
+         [[responders]]\nid = \"rae\"\ndisplay_name = \"Rae Responder\"\npseudonym = \"Rae\"\ntopics = [\"support\", \"sales\"]\n\
+         contacts = [{{ platform = \"matrix\", address = {responder_id:?} }}]\n"
+    )
+}
+
+/// `node tests/browser/<script>` with its stdout lines on a channel and its stderr collected.
+struct BrowserScript {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl BrowserScript {
+    fn spawn(script: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let dir = repo().join("tests/browser");
+        anyhow::ensure!(
+            dir.join("node_modules/playwright-core").exists(),
+            "tests/browser/node_modules is missing: run scripts/widget.sh setup (scripts/test.sh does)"
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join(script))
+            .current_dir(&dir)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .context("starting node (is Node.js installed?)")?;
+        let stdout = child.stdout.take().context("node stdout")?;
+        let mut stderr_pipe = child.stderr.take().context("node stderr")?;
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text).await;
+            text
+        });
+        Ok(Self {
+            child,
+            lines,
+            stderr,
+        })
+    }
+
+    /// Waits for the exit and fails with the script's own words unless it succeeded.
+    async fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        let status = match tokio::time::timeout(BROWSER_LIMIT, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!(
+                    "the browser script ran past {BROWSER_LIMIT:?}:\n{}",
+                    self.stderr.await?
+                );
+            }
+        };
+        let stderr = self.stderr.await?;
+        eprintln!("{stderr}");
+        let mut rest = vec![];
+        while let Ok(line) = self.lines.try_recv() {
+            rest.push(line);
+        }
+        anyhow::ensure!(
+            status.success(),
+            "the browser test failed ({status}):\n{stderr}"
+        );
+        Ok(rest)
+    }
+
+    /// The next stdout line starting with `prefix` (its remainder), before the deadline.
+    async fn expect_line(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.trim().to_owned());
+                    }
+                }
+                Ok(None) => bail!("the browser script exited before printing {prefix:?}"),
+                Err(_) => bail!("the browser script did not print {prefix:?} in time"),
+            }
+        }
+    }
+}
+
+/// Calls the homeserver as the appservice (as `user`, or as its bot when `None`).
+async fn as_request(
+    hs: &str,
+    as_token: &str,
+    method: reqwest::Method,
+    path: &str,
+    user: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{hs}{path}"))
+        .bearer_auth(as_token);
+    if let Some(u) = user {
+        req = req.query(&[("user_id", u)]);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// The responder's side of the browser flow, run while the browser does the visitor's.
+async fn respond(
+    env: &TestEnv,
+    slot: &Slot,
+    sb: &Switchboard,
+    responder: &mut MatrixResponder,
+    room: &str,
+) -> anyhow::Result<()> {
+    let store = sb.store().await?;
+    let relay = relay_room_of(&store, room, "rae").await?;
+    let joined = responder.accept_invite(&relay).await?;
+    let (_, me) = as_request(
+        &env.hs_url,
+        &slot.as_token,
+        reqwest::Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        None,
+    )
+    .await?;
+    let bot = me["user_id"]
+        .as_str()
+        .context("the bot's user ID")?
+        .to_owned();
+    responder.wait_for_text(&relay, &bot, FIRST).await?;
+
+    // The responder's ghost types in the visitor's room (as a bridged platform's typing would
+    // arrive), then answers: the widget shows "Rae is typing…" under the ghost's name.
+    let ghost = wait_for("Rae's ghost in the conversation room", || async {
+        let (status, members) = as_request(
+            &env.hs_url,
+            &slot.as_token,
+            reqwest::Method::GET,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/joined_members",
+                urlencode(room)
+            ),
+            None,
+            None,
+        )
+        .await?;
+        Ok((status == 200)
+            .then(|| {
+                members["joined"].as_object().and_then(|m| {
+                    m.iter()
+                        .find(|(_, v)| v["display_name"] == "Rae")
+                        .map(|(k, _)| k.clone())
+                })
+            })
+            .flatten())
+    })
+    .await?;
+    let (status, body) = as_request(
+        &env.hs_url,
+        &slot.as_token,
+        reqwest::Method::PUT,
+        &format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            urlencode(room),
+            urlencode(&ghost)
+        ),
+        Some(&ghost),
+        Some(json!({"typing": true, "timeout": 20000})),
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 200,
+        "typing as the ghost answered {status}: {body}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    joined
+        .send(RoomMessageEventContent::text_plain(REPLY))
+        .await?;
+    joined
+        .send(RoomMessageEventContent::text_html(XSS_TEXT, XSS_HTML))
+        .await?;
+
+    // The browser reloads, then goes offline and sends; answer once that message is through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    while let Err(e) = responder.wait_for_text(&relay, &bot, OFFLINE).await {
+        if tokio::time::Instant::now() > deadline {
+            return Err(e);
+        }
+    }
+    joined
+        .send(RoomMessageEventContent::text_plain(BACK))
+        .await?;
+    Ok(())
+}
+
+/// One whole browser flow: the browser as the visitor, `respond` as the responder, together.
+async fn browser_flow(
+    env: &TestEnv,
+    slot: &Slot,
+    extra_toml: &str,
+    mode: &str,
+    screenshots: bool,
+) -> anyhow::Result<()> {
+    let responder_local = unique("rae");
+    let responder_id = env.user_id(&responder_local);
+    let mut responder = MatrixResponder::register(env, &responder_local).await?;
+    let sb = Switchboard::start(env, slot, &config(&responder_id, extra_toml)).await?;
+    let out = tempfile::tempdir()?;
+
+    let mut vars = vec![
+        ("SWITCHBOARD_URL", sb.base.clone()),
+        ("EXPECT_MODE", mode.to_owned()),
+        ("TOPIC", "support".to_owned()),
+        ("RESPONDER_NAME", "Rae".to_owned()),
+        ("FAILURE_DIR", path_str(out.path())),
+    ];
+    if screenshots {
+        vars.push(("SCREENSHOT_DIR", path_str(&repo().join("docs/images"))));
+    }
+    let mut browser = BrowserScript::spawn("widget-flow.mjs", &vars)?;
+    let room = match browser.expect_line("ROOM ").await {
+        Ok(room) => room,
+        Err(e) => {
+            let why = browser.finish().await.err();
+            bail!("{e}; {why:?}");
+        }
+    };
+    anyhow::ensure!(room.starts_with('!'), "not a room ID: {room}");
+
+    // Whichever side fails first ends the run with its own message.
+    let mut responded = false;
+    let done = {
+        let responder_side = respond(env, slot, &sb, &mut responder, &room);
+        tokio::pin!(responder_side);
+        loop {
+            tokio::select! {
+                r = &mut responder_side, if !responded => {
+                    if let Err(e) = r {
+                        let browser_said = browser.finish().await.err();
+                        bail!("responder side failed: {e:#}\nbrowser: {browser_said:?}");
+                    }
+                    responded = true;
+                }
+                status = browser.child.wait() => {
+                    let _ = status?;
+                    break browser.finish().await?;
+                }
+            }
+        }
+    };
+    anyhow::ensure!(
+        done.iter().any(|l| l == "DONE"),
+        "the browser script ended without DONE: {done:?}"
+    );
+    anyhow::ensure!(responded, "the browser finished before the responder did");
+
+    // What the responder received: each visitor message exactly once.
+    let store = sb.store().await?;
+    let relay = relay_room_of(&store, &room, "rae").await?;
+    let everything = responder.all_bodies();
+    for text in [FIRST, OFFLINE] {
+        let n = everything.iter().filter(|b| b.contains(text)).count();
+        assert_eq!(
+            n, 1,
+            "the responder got {text:?} {n} times in {relay}: {everything:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_in_chromium_talks_to_a_matrix_responder_as_a_guest() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, SLOT)?;
+    browser_flow(&env, &slot, "", "guest", true).await
+}
+
+/// The same flow on a homeserver with guest access off: Switchboard provisions visitor accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_in_chromium_uses_visitor_accounts_where_guests_are_off() -> anyhow::Result<()> {
+    let Ok(hs_url) = std::env::var("SWITCHBOARD_TEST_NOGUEST_HS_URL") else {
+        eprintln!(
+            "skipped: SWITCHBOARD_TEST_NOGUEST_HS_URL is not set (scripts/test.sh starts that Synapse)"
+        );
+        return Ok(());
+    };
+    let main = TestEnv::from_env();
+    let env = TestEnv {
+        hs_url,
+        server_name: std::env::var("SWITCHBOARD_TEST_NOGUEST_SERVER_NAME")
+            .unwrap_or(main.server_name),
+        dir: main.dir.join("noguest"),
+        bin: main.bin,
+    };
+    // Guests really are refused there, so the widget cannot be passing as a guest.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/_matrix/client/v3/register?kind=guest",
+            env.hs_url
+        ))
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert!(
+        !r.status().is_success(),
+        "the no-guest Synapse registered a guest"
+    );
+    let slot = Slot::load(&env, NOGUEST_SLOT)?;
+    browser_flow(
+        &env,
+        &slot,
+        "[visitors]\nmode = \"accounts\"\n",
+        "accounts",
+        false,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sanitiser_keeps_only_the_allow_list_in_chromium() -> anyhow::Result<()> {
+    let script = BrowserScript::spawn("sanitizer.mjs", &[])?;
+    script.finish().await?;
+    Ok(())
+}
