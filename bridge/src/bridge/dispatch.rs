@@ -313,7 +313,7 @@ impl Bridge {
                 .topic(&topic)
                 .map(|t| t.offer_timeout_secs)
                 .unwrap_or(120);
-            if now - created < (timeout * 1000) as i64
+            if !offer_expired(now, created, timeout)
                 || !self
                     .store
                     .transition_offer(offer.id, "open", "expired")
@@ -602,6 +602,13 @@ pub struct Limits {
     pub idle_secs: Option<u64>,
 }
 
+/// Whether an offer made at `created` (unix ms) is unanswered past its topic's time-out at
+/// `now`. Pure, like [`handover_reason`]: the timer is a row in the database, so a time-out
+/// that fell due while Switchboard was down is simply already expired when it is back.
+pub fn offer_expired(now: i64, created: i64, timeout_secs: u64) -> bool {
+    now - created >= (timeout_secs * 1000) as i64
+}
+
 /// Why a held conversation must be handed over now, if it must. Pure: every time is given
 /// (unix ms), so the rule is tested without a clock.
 pub fn handover_reason(
@@ -635,6 +642,18 @@ mod tests {
         first_reply_secs: Some(60),
         idle_secs: Some(300),
     };
+
+    #[test]
+    fn an_offer_expires_exactly_at_its_time_out() {
+        let made = 1_000_000;
+        assert!(!offer_expired(made, made, 120));
+        assert!(!offer_expired(made + 120 * S - 1, made, 120));
+        assert!(offer_expired(made + 120 * S, made, 120));
+        // Due long ago (Switchboard was down): still expires, once it is looked at.
+        assert!(offer_expired(made + 86_400 * S, made, 120));
+        // A clock that went backwards does not expire anything.
+        assert!(!offer_expired(made - 5 * S, made, 120));
+    }
 
     #[test]
     fn no_first_reply_fires_only_after_the_limit() {

@@ -184,13 +184,7 @@ impl Bridge {
                     tracing::debug!(platform = %row.platform, "delivered to responder");
                 }
                 Err(e) => {
-                    let wait = match &e {
-                        ConnectorError::RetryAfter(after) => Some(*after),
-                        ConnectorError::Transient(_) if row.attempts < 12 => Some(
-                            Duration::from_millis(500 * 2u64.pow(row.attempts.min(6) as u32)),
-                        ),
-                        _ => None,
-                    };
+                    let wait = retry_delay(&e, row.attempts);
                     blocked_rooms.insert(row.room_id.clone());
                     match wait {
                         Some(wait) => {
@@ -1068,6 +1062,24 @@ impl Bridge {
     }
 }
 
+/// Transient delivery failures are retried this many times before the responder counts as
+/// unreachable (about four minutes of backoff).
+const DELIVERY_ATTEMPTS: i64 = 12;
+
+/// How long to wait before retrying a delivery that failed with `error` after `attempts`
+/// earlier failures, or `None` to give up, which hands the conversation over. Pure, so the
+/// "unreachable after retries" trigger is tested without waiting.
+pub fn retry_delay(error: &ConnectorError, attempts: i64) -> Option<Duration> {
+    match error {
+        // The platform said when; a rate limit is not a failure of the responder.
+        ConnectorError::RetryAfter(after) => Some(*after),
+        ConnectorError::Transient(_) if attempts < DELIVERY_ATTEMPTS => Some(
+            Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 6) as u32)),
+        ),
+        _ => None,
+    }
+}
+
 /// A small stable hash (FNV-1a) for transaction IDs; std's hasher is randomly seeded.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
@@ -1094,5 +1106,39 @@ impl RemoteSink for Bridge {
             self.inbox_ready.notify_one();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_back_off_then_give_up() {
+        let e = ConnectorError::Transient("connection reset".into());
+        let waits: Vec<_> = (0..DELIVERY_ATTEMPTS)
+            .map(|n| retry_delay(&e, n).map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 32000, 32000, 32000, 32000, 32000
+            ]
+            .map(Some)
+        );
+        assert_eq!(
+            retry_delay(&e, DELIVERY_ATTEMPTS),
+            None,
+            "the twelfth failure makes the responder unreachable"
+        );
+    }
+
+    #[test]
+    fn permanent_failures_give_up_at_once_and_rate_limits_never_do() {
+        let blocked = ConnectorError::Permanent("bot was blocked by the user".into());
+        assert_eq!(retry_delay(&blocked, 0), None);
+        let limited = ConnectorError::RetryAfter(Duration::from_secs(7));
+        assert_eq!(retry_delay(&limited, 0), Some(Duration::from_secs(7)));
+        assert_eq!(retry_delay(&limited, 1000), Some(Duration::from_secs(7)));
     }
 }
