@@ -29,6 +29,8 @@ T0=$SECONDS
 
 log() { echo "[test.sh] $*" >&2; }
 
+"$REPO/scripts/widget.sh" setup # chromium + npm packages for tests/e2e_widget.rs; fails if the committed widget bundle is stale
+
 # ---- build ---------------------------------------------------------------------------------
 locked=()
 [ -f Cargo.lock ] && locked=(--locked) # CI must build exactly the committed lock file
