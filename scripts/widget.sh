@@ -92,7 +92,7 @@ print(*(x.getsockname()[1] for x in s))')"
             "$REPO/scripts/demo.sh" >"$demo_dir/demo.log" 2>&1 &
         demo_pid=$!
         # shellcheck disable=SC2064  # expand now: these are this run's values
-        trap "kill -TERM $demo_pid 2>/dev/null; wait $demo_pid 2>/dev/null; rm -rf '$demo_dir'" EXIT
+        trap "status=\$?; kill -TERM $demo_pid 2>/dev/null; wait $demo_pid 2>/dev/null; rm -rf '$demo_dir'; exit \$status" EXIT
         export SWITCHBOARD_URL="http://127.0.0.1:$sb_port"
         for _ in $(seq 1 600); do
             curl -fsS "$SWITCHBOARD_URL/health" >/dev/null 2>&1 && break
@@ -101,8 +101,9 @@ print(*(x.getsockname()[1] for x in s))')"
         done
         curl -fsS "$SWITCHBOARD_URL/health" >/dev/null || die "Switchboard did not come up"
     fi
-    node "$BROWSER_TESTS/bench.mjs" --runs "$runs" \
-        --bundle "$WIDGET/dist/switchboard-widget.min.js" \
+    local bundle="$WIDGET/dist/switchboard-widget.min.js"
+    node "$BROWSER_TESTS/bench.mjs" --url "$SWITCHBOARD_URL" --runs "$runs" \
+        --bundle "$bundle" --gzip-bytes "$(gzip -9 -n -c "$bundle" | wc -c)" \
         --write "$REPO/docs/benchmarks.md" --write "$REPO/README.md"
 }
 
