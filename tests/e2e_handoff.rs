@@ -123,6 +123,17 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
         .await
         .map_err(anyhow::Error::msg)?;
 
+    // Trey's offer says the visitor has been waiting: who was asked before, and what was said.
+    let trey_offer = offers(&tg.sent(trey.id))[0]
+        .text
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        trey_offer
+            .contains("Offered before to: tina (no answer in time), tom (no answer in time).")
+            && trey_offer.contains("Is anyone there?"),
+        "{trey_offer}"
+    );
     // Trey takes it: the visitor sees one continuous conversation in the same room.
     accept_first_offer(&tg, &trey);
     wait_for_text(&tg, trey.id, "You are now talking").await?;

@@ -226,17 +226,46 @@ impl Bridge {
         Ok(open)
     }
 
-    /// For a conversation that was handed over: who handed it over and why, and its last
-    /// messages, so the next responder can pick up. Names the visitor only by alias.
+    /// For a conversation that was handed over, or offered before without success: who handed
+    /// it over and why, who was asked before, and its last messages, so the next responder
+    /// can pick up. Names the visitor only by alias.
     async fn handoff_summary(
         &self,
         conversation: &Conversation,
     ) -> Result<Option<String>, StoreError> {
-        let Some(note) = self.store.handoff(&conversation.room_id).await? else {
+        let note = self.store.handoff(&conversation.room_id).await?;
+        // Who was asked before and did not take it, so the next one knows the visitor has
+        // been waiting (one entry per responder, whichever platforms they were asked on).
+        let mut earlier: Vec<(String, &'static str)> = Vec::new();
+        for o in self.store.offers_for_room(&conversation.room_id).await? {
+            let why = match o.state.as_str() {
+                "expired" => "no answer in time",
+                "declined" => "declined",
+                "failed" => "could not be reached",
+                _ => continue,
+            };
+            let name = self
+                .store
+                .responder(&o.responder_id)
+                .await?
+                .map_or_else(|| o.responder_id.clone(), |r| r.public_name().to_owned());
+            if !earlier.iter().any(|(n, _)| *n == name) {
+                earlier.push((name, why));
+            }
+        }
+        if note.is_none() && earlier.is_empty() {
             return Ok(None);
-        };
+        }
         let transcript = self.store.messages(&conversation.room_id).await?;
-        let mut lines = vec![note, "Last messages:".to_owned()];
+        let mut lines: Vec<String> = note.into_iter().collect();
+        if !earlier.is_empty() {
+            let asked: Vec<String> = earlier
+                .iter()
+                .map(|(name, why)| format!("{name} ({why})"))
+                .collect();
+            lines.push(format!("Offered before to: {}.", asked.join(", ")));
+        }
+        lines.push("Last messages:".to_owned());
         let last: Vec<_> = transcript
             .iter()
             .filter(|m| m.sender_role != SenderRole::Bot)
