@@ -82,11 +82,11 @@ async function main() {
   const opt = args();
   const browser = await launch();
   const samples = [];
+  const version = browser.version();
   try {
     await once(browser, opt.url); // warm-up: Switchboard's and Chromium's first-request costs
     for (let i = 0; i < opt.runs; i++) samples.push(await once(browser, opt.url));
   } finally {
-    var version = browser.version();
     await browser.close();
   }
   const s = {
