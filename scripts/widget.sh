@@ -69,6 +69,8 @@ cmd_build() {
 }
 
 cmd_check() {
+    need_node
+    npm_ci "$WIDGET"
     (cd "$WIDGET" && node build.mjs --check)
 }
 
