@@ -3,7 +3,7 @@
 #
 # Usage:
 #   scripts/synapse.sh install
-#   scripts/synapse.sh init DIR PORT SERVER_NAME REG_FILE...
+#   scripts/synapse.sh init DIR PORT SERVER_NAME REG_FILE...   (SYNAPSE_ALLOW_GUESTS=0: no guests)
 #   scripts/synapse.sh start DIR
 #   scripts/synapse.sh stop DIR
 #   scripts/synapse.sh register-user DIR USER PASSWORD [admin]
@@ -12,6 +12,9 @@
 # Synapse is installed from PyPI into a virtualenv at ${SWITCHBOARD_VENV:-REPO/.venv}
 # (CI points SWITCHBOARD_VENV outside the clone so the install is reused between runs).
 # Everything Synapse writes (database, media, logs, keys, pid) lives in DIR.
+#
+# init writes allow_guest_access: true unless SYNAPSE_ALLOW_GUESTS=0, which makes a homeserver
+# like those run without guests (or behind Matrix Authentication Service), for visitor accounts.
 set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
@@ -127,8 +130,9 @@ cfg["media_store_path"] = os.path.join(dir_, "media_store")
 cfg["pid_file"] = os.path.join(dir_, "homeserver.pid")
 cfg["signing_key_path"] = cfg.get("signing_key_path") or os.path.join(dir_, f"{server_name}.signing.key")
 
-# Visitors are Matrix guests; responders and tests register with the shared secret or openly.
-cfg["allow_guest_access"] = True
+# Visitors are Matrix guests (unless SYNAPSE_ALLOW_GUESTS=0: then Switchboard registers visitor
+# accounts); responders and tests register with the shared secret or openly.
+cfg["allow_guest_access"] = os.environ.get("SYNAPSE_ALLOW_GUESTS", "1") != "0"
 cfg["enable_registration"] = True
 cfg["enable_registration_without_verification"] = True
 cfg["registration_shared_secret"] = secret
@@ -180,7 +184,7 @@ with open(log_config, "w") as f:
 with open(path, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 EOF
-    log "configured $dir/homeserver.yaml: http://127.0.0.1:$port, server name $server_name, ${#regs[@]} appservice(s)"
+    log "configured $dir/homeserver.yaml: http://127.0.0.1:$port, server name $server_name, ${#regs[@]} appservice(s), guests $([ "${SYNAPSE_ALLOW_GUESTS:-1}" = 0 ] && echo off || echo on)"
 }
 
 hs_port() { # hs_port DIR: the port of the first listener in DIR/homeserver.yaml

@@ -3,28 +3,42 @@
 #
 #   scripts/test.sh [extra args for `cargo test`]    e.g. scripts/test.sh -- --nocapture
 #
-# It builds everything, starts ONE Synapse (with 8 pre-registered appservice slots) and ONE
-# PostgreSQL for the whole run, exports where they are, runs `cargo test`, and tears it all
-# down again. Set KEEP_TEST_DIR=1 to keep the temp dir (logs, databases) when tests fail.
+# It builds everything, starts TWO Synapses for the whole run, side by side: the main one (guest
+# access on, 12 pre-registered appservice slots) and a guest-less one (guest access off, as on
+# servers behind Matrix Authentication Service; 2 slots, for visitor accounts), plus ONE
+# PostgreSQL, exports where they are, runs `cargo test`, and tears it all down again. Set
+# KEEP_TEST_DIR=1 to keep the temp dir (logs, databases) when tests fail.
 #
 # Environment handed to the tests:
 #   SWITCHBOARD_TEST_HS_URL         http://127.0.0.1:PORT of the Synapse
 #   SWITCHBOARD_TEST_SERVER_NAME    localhost
 #   SWITCHBOARD_TEST_SHARED_SECRET  Synapse's registration_shared_secret (admin register API)
 #   SWITCHBOARD_TEST_POSTGRES_URL   postgres://postgres@127.0.0.1:PORT/postgres (trust auth)
-#   SWITCHBOARD_TEST_DIR            the run's temp dir; appservice slot i (0..7) has its
+#   SWITCHBOARD_TEST_DIR            the run's temp dir; appservice slot i (0..11) has its
 #                                   registration at $SWITCHBOARD_TEST_DIR/appservices/i/registration.yaml
 #                                   (id sbtest<i>, bot @sbt<i>bot, ghosts @_sbt<i>_*)
-#   SWITCHBOARD_TEST_AS_SLOTS       8
+#   SWITCHBOARD_TEST_AS_SLOTS       12
 #   SWITCHBOARD_TEST_AS_PORT_<i>    the port slot i's registration points Synapse at
 #   SWITCHBOARD_BIN                 the built switchboard binary
+# and for the guest-less Synapse (server name noguest.localhost):
+#   SWITCHBOARD_TEST_NOGUEST_HS_URL         http://127.0.0.1:PORT
+#   SWITCHBOARD_TEST_NOGUEST_SERVER_NAME    noguest.localhost
+#   SWITCHBOARD_TEST_NOGUEST_SHARED_SECRET  its registration_shared_secret
+#   SWITCHBOARD_TEST_NOGUEST_AS_SLOTS       2
+#   SWITCHBOARD_TEST_NOGUEST_AS_PORT_<i>    slot i (0..1): registration at
+#                                   $SWITCHBOARD_TEST_DIR/noguest/appservices/i/registration.yaml
+#                                   (id sbnoguest<i>, bot @sbng<i>bot, ghosts @_sbng<i>_*)
+# Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files, 7-8
+# multi-platform/lifecycle, 9 the widget in a browser, 10-11 free; noguest 0
+# e2e_visitor_accounts, 1 the widget in a browser.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 # Build outside the clone so CI's fresh clones reuse earlier builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/switchboard-target}"
-SLOTS=8
+SLOTS=12
+NOGUEST_SLOTS=2
 T0=$SECONDS
 
 log() { echo "[test.sh] $*" >&2; }
@@ -60,9 +74,10 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     "$REPO/scripts/synapse.sh" stop "$T/synapse" >/dev/null 2>&1 || true
+    "$REPO/scripts/synapse.sh" stop "$T/noguest/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/postgres.sh" stop "$T/pg" >/dev/null 2>&1 || true
     if [ "$status" -ne 0 ] && [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
-        log "tests failed; kept $T (synapse/homeserver.log, pg/postgres.log, env)"
+        log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, env)"
     else
         rm -rf "$T"
     fi
@@ -76,36 +91,57 @@ trap 'exit 143' TERM
 
 # ---- ports -----------------------------------------------------------------------------------
 # Ask the kernel for free ports, holding all sockets open at once so they are distinct.
-read -r HS_PORT PG_PORT AS_PORTS <<<"$(python3 -c '
+read -r HS_PORT NG_HS_PORT PG_PORT AS_PORTS <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(2 + '"$SLOTS"')]
+socks = [socket.socket() for _ in range(3 + '"$SLOTS + $NOGUEST_SLOTS"')]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 ')"
 read -r -a AS_PORT <<<"$AS_PORTS"
 
-# ---- appservice registrations (one per slot, all known to Synapse from the start) ----------
+# ---- appservice registrations (one per slot, all known to their Synapse from the start) ------
+# gen_registration DIR PORT ID BOT PREFIX
+gen_registration() {
+    mkdir -p "$1"
+    "$SWITCHBOARD_BIN" generate-registration --id "$3" --url "http://127.0.0.1:$2" \
+        --bot-localpart "$4" --ghost-prefix "$5" --output "$1/registration.yaml"
+    # Typing notices reach appservices only with receive_ephemeral.
+    grep -q '^receive_ephemeral: true' "$1/registration.yaml" \
+        || { log "error: generate-registration wrote no 'receive_ephemeral: true'"; exit 1; }
+}
 regs=()
 for i in $(seq 0 $((SLOTS - 1))); do
-    mkdir -p "$T/appservices/$i"
-    "$SWITCHBOARD_BIN" generate-registration \
-        --id "sbtest$i" \
-        --url "http://127.0.0.1:${AS_PORT[$i]}" \
-        --bot-localpart "sbt${i}bot" \
-        --ghost-prefix "_sbt${i}_" \
-        --output "$T/appservices/$i/registration.yaml"
+    gen_registration "$T/appservices/$i" "${AS_PORT[$i]}" "sbtest$i" "sbt${i}bot" "_sbt${i}_"
     regs+=("$T/appservices/$i/registration.yaml")
     export "SWITCHBOARD_TEST_AS_PORT_$i=${AS_PORT[$i]}"
 done
 export SWITCHBOARD_TEST_AS_SLOTS=$SLOTS
+ng_regs=()
+for i in $(seq 0 $((NOGUEST_SLOTS - 1))); do
+    port="${AS_PORT[$((SLOTS + i))]}"
+    gen_registration "$T/noguest/appservices/$i" "$port" "sbnoguest$i" "sbng${i}bot" "_sbng${i}_"
+    ng_regs+=("$T/noguest/appservices/$i/registration.yaml")
+    export "SWITCHBOARD_TEST_NOGUEST_AS_PORT_$i=$port"
+done
+export SWITCHBOARD_TEST_NOGUEST_AS_SLOTS=$NOGUEST_SLOTS
 
-# ---- Synapse and PostgreSQL ------------------------------------------------------------------
+# ---- Synapses and PostgreSQL, started side by side ----------------------------------------
 t=$SECONDS
 "$REPO/scripts/synapse.sh" install
 "$REPO/scripts/synapse.sh" init "$T/synapse" "$HS_PORT" localhost "${regs[@]}"
-"$REPO/scripts/synapse.sh" start "$T/synapse"
+SYNAPSE_ALLOW_GUESTS=0 "$REPO/scripts/synapse.sh" init "$T/noguest/synapse" "$NG_HS_PORT" \
+    noguest.localhost "${ng_regs[@]}"
+"$REPO/scripts/synapse.sh" start "$T/synapse" &
+hs_pid=$!
+"$REPO/scripts/synapse.sh" start "$T/noguest/synapse" &
+ng_pid=$!
 PG_URL="$("$REPO/scripts/postgres.sh" start "$T/pg" "$PG_PORT")"
+hs_status=0 ng_status=0
+wait "$hs_pid" || hs_status=$?
+wait "$ng_pid" || ng_status=$?
+[ "$hs_status" -eq 0 ] || { log "error: the main Synapse did not start"; exit 1; }
+[ "$ng_status" -eq 0 ] || { log "error: the guest-less Synapse did not start"; exit 1; }
 log "services up in $((SECONDS - t)) s"
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
@@ -113,6 +149,10 @@ export SWITCHBOARD_TEST_SERVER_NAME=localhost
 export SWITCHBOARD_TEST_DIR="$T"
 SWITCHBOARD_TEST_SHARED_SECRET="$(cat "$T/synapse/shared_secret")"
 export SWITCHBOARD_TEST_SHARED_SECRET
+export SWITCHBOARD_TEST_NOGUEST_HS_URL="http://127.0.0.1:$NG_HS_PORT"
+export SWITCHBOARD_TEST_NOGUEST_SERVER_NAME=noguest.localhost
+SWITCHBOARD_TEST_NOGUEST_SHARED_SECRET="$(cat "$T/noguest/synapse/shared_secret")"
+export SWITCHBOARD_TEST_NOGUEST_SHARED_SECRET
 export SWITCHBOARD_TEST_POSTGRES_URL="$PG_URL"
 # Written down so a kept dir (KEEP_TEST_DIR=1) can be inspected with the same settings.
 env | grep -E '^(SWITCHBOARD_|CARGO_TARGET_DIR=)' | sort >"$T/env"
