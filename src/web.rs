@@ -16,8 +16,8 @@ const DEMO_HTML: &str = include_str!("../web-widget/demo.html");
 /// The demo page's Content-Security-Policy. Scripts only from us (no inline script, no
 /// `eval`), so a message rendered as HTML by mistake could not run code; network access only
 /// to us and the homeserver; no plugins, frames, forms or `<base>`; and no other site may frame
-/// the page. Inline styles are allowed: the page has a `<style>` block and the widget styles
-/// its shadow root.
+/// the page. Inline styles are allowed: the demo page has a `<style>` block, and the widget
+/// falls back to a `<style>` element where constructed stylesheets are missing.
 pub fn demo_csp(homeserver_origin: &str) -> String {
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
