@@ -195,50 +195,14 @@ async fn respond(
         .to_owned();
     responder.wait_for_text(&relay, &bot, FIRST).await?;
 
-    // The responder's ghost types in the visitor's room (as a bridged platform's typing would
-    // arrive), then answers: the widget shows "Rae is typing…" under the ghost's name.
-    let ghost = wait_for("Rae's ghost in the conversation room", || async {
-        let (status, members) = as_request(
-            &env.hs_url,
-            &slot.as_token,
-            reqwest::Method::GET,
-            &format!(
-                "/_matrix/client/v3/rooms/{}/joined_members",
-                urlencode(room)
-            ),
-            None,
-            None,
-        )
-        .await?;
-        Ok((status == 200)
-            .then(|| {
-                members["joined"].as_object().and_then(|m| {
-                    m.iter()
-                        .find(|(_, v)| v["display_name"] == "Rae")
-                        .map(|(k, _)| k.clone())
-                })
-            })
-            .flatten())
-    })
-    .await?;
-    let (status, body) = as_request(
-        &env.hs_url,
-        &slot.as_token,
-        reqwest::Method::PUT,
-        &format!(
-            "/_matrix/client/v3/rooms/{}/typing/{}",
-            urlencode(room),
-            urlencode(&ghost)
-        ),
-        Some(&ghost),
-        Some(json!({"typing": true, "timeout": 20000})),
-    )
-    .await?;
-    anyhow::ensure!(
-        status == 200,
-        "typing as the ghost answered {status}: {body}"
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The responder types in their relay room; Switchboard shows their ghost typing in the
+    // visitor's room, and the widget shows "Rae is typing…" under the ghost's name.
+    // Kept up for a few seconds (the client's notice lasts four), so the browser, which starts
+    // looking once its own typing is out, finds it before the reply clears it.
+    for _ in 0..4 {
+        joined.typing_notice(true).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     joined
         .send(RoomMessageEventContent::text_plain(REPLY))
         .await?;

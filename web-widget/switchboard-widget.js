@@ -38,8 +38,8 @@
   const BACKOFF_MAX_MS = 30000;
   const SEND_ATTEMPTS = 6;
   const DEFAULT_COLOR = '#2b6cb0';
-  // Typing notifications: we tell the homeserver the visitor types for TYPING_TIMEOUT_MS and
-  // renew it at most every TYPING_RENEW_MS while keys are pressed.
+  // Typing notifications: we tell Switchboard while the visitor types, renewing at most every
+  // TYPING_RENEW_MS, and say they stopped TYPING_TIMEOUT_MS after the last key.
   const TYPING_TIMEOUT_MS = 5000;
   const TYPING_RENEW_MS = 3000;
   // Switchboard's bot keeps this state event current in every conversation room.
@@ -187,6 +187,15 @@
     // homeserver has no guests) and answers {user_id, access_token, device_id, homeserver_url}.
     createVisitor: () =>
       requestJson(options.baseUrl + '/api/v1/visitors', { method: 'POST' }),
+    // Typing goes through Switchboard, which passes it to whoever answers: Synapse refuses
+    // m.typing from guests, and this way both visitor modes behave the same.
+    typing: (token, roomId, typing) =>
+      requestJson(options.baseUrl + '/api/v1/conversations/' + encodeURIComponent(roomId) + '/typing', {
+        method: 'POST',
+        token,
+        body: { typing },
+        timeoutMs: 10000,
+      }),
     endConversation: (token, roomId) =>
       requestJson(options.baseUrl + '/api/v1/conversations/' + encodeURIComponent(roomId) + '/end', {
         method: 'POST',
@@ -215,16 +224,6 @@
         s.homeserver_url + '/_matrix/client/v3/rooms/' + enc(s.room_id) +
           '/send/m.room.message/' + enc(txnId),
         { method: 'PUT', token: s.access_token, body: content, signal },
-      ),
-    typing: (s, typing) =>
-      requestJson(
-        s.homeserver_url + '/_matrix/client/v3/rooms/' + enc(s.room_id) + '/typing/' + enc(s.user_id),
-        {
-          method: 'PUT',
-          token: s.access_token,
-          body: typing ? { typing: true, timeout: TYPING_TIMEOUT_MS } : { typing: false },
-          timeoutMs: 10000,
-        },
       ),
     sync: (s, since, signal) => {
       // Only our conversation room, no presence, account data or receipts: keeps responses
@@ -681,7 +680,7 @@
     // {state, responder, transfers, nobody_available}. Absent: the member heuristics decide.
     conv: null,
     typingUsers: [],        // other users typing right now (from m.typing)
-    typingOut: { active: false, sentAt: 0, disabled: false },
+    typingOut: { active: false, sentAt: 0, disabled: false, idleTimer: null },
     outbox: [],
     sending: false,
     open: false,
@@ -1156,7 +1155,8 @@
   function beginSession(session) {
     state.session = session;
     state.sessionCtrl = new AbortController();
-    state.typingOut = { active: false, sentAt: 0, disabled: false };
+    clearTimeout(state.typingOut.idleTimer);
+    state.typingOut = { active: false, sentAt: 0, disabled: false, idleTimer: null };
     view.endBtn.hidden = false;
     showPicker(false);
     setStatus('waiting');
@@ -1448,26 +1448,28 @@
   }
 
   /**
-   * Tells the homeserver the visitor is (or stopped) typing. Renewed at most every
-   * TYPING_RENEW_MS while typing; stopped on send, blur and closing the panel. Failures never
-   * affect the conversation: Synapse refuses typing notifications from guests (403
-   * M_GUEST_ACCESS_FORBIDDEN), so after any 4xx the widget stops trying for this session.
+   * Tells Switchboard the visitor is (or stopped) typing; it shows that to the responder on
+   * their platform. Renewed at most every TYPING_RENEW_MS while keys are pressed; stopped on
+   * send, blur, closing the panel, and TYPING_TIMEOUT_MS after the last key. Failures never
+   * affect the conversation; after a 4xx (other than 429) the widget stops trying for this
+   * session.
    */
   function sendTyping(on) {
     const session = state.session;
     const t = state.typingOut;
     if (!session || t.disabled) return;
     const now = Date.now();
+    clearTimeout(t.idleTimer);
     if (on) {
+      t.idleTimer = setTimeout(() => sendTyping(false), TYPING_TIMEOUT_MS);
       if (t.active && now - t.sentAt < TYPING_RENEW_MS) return;
       t.active = true;
       t.sentAt = now;
     } else {
-      const wasActive = t.active && now - t.sentAt < TYPING_TIMEOUT_MS;
+      if (!t.active) return;
       t.active = false;
-      if (!wasActive) return; // the server has already let it expire
     }
-    matrixApi.typing(session, on).catch((err) => {
+    switchboardApi.typing(session.access_token, session.room_id, on).catch((err) => {
       if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 429) {
         t.disabled = true;
       }

@@ -43,7 +43,13 @@ fn required_var(name: &str) -> String {
 fn switchboard_bin() -> PathBuf {
     std::env::var("SWITCHBOARD_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").into())
+        // Integration tests know where cargo built the binary; the benchmark example does
+        // not, and is given SWITCHBOARD_BIN by scripts/bench.sh.
+        .unwrap_or_else(|_| {
+            option_env!("CARGO_BIN_EXE_switchboard")
+                .expect("SWITCHBOARD_BIN is not set")
+                .into()
+        })
 }
 
 impl TestEnv {

@@ -12,11 +12,7 @@
 //!   which the widget shows. Telegram does not tell bots when a user types, so Telegram
 //!   responders' typing cannot be shown.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use switchboard_appservice::ruma::{OwnedRoomId, OwnedUserId};
 use tokio::{sync::mpsc, time::Instant};
@@ -24,6 +20,8 @@ use tokio::{sync::mpsc, time::Instant};
 use super::Bridge;
 use crate::store::StoreError;
 
+/// How often the typing task looks at what needs renewing or retrying.
+const TICK: Duration = Duration::from_secs(1);
 /// Telegram's chat action lasts about five seconds; renew a little before that.
 const RENEW_EVERY: Duration = Duration::from_secs(4);
 /// Stop renewing after this long even if no "stopped typing" came (a lost update must not
@@ -63,10 +61,12 @@ impl TypingUpdate {
 /// What the typing task remembers between updates (owned by the task, not shared).
 #[derive(Default)]
 struct Typing {
-    /// Conversation rooms whose visitor is typing, and since when.
-    visitors: HashMap<String, Instant>,
-    /// Relay rooms whose Matrix responder is typing.
-    responders: HashSet<String>,
+    /// Conversation rooms whose visitor is typing: since when, and when last shown.
+    visitors: HashMap<String, (Instant, Instant)>,
+    /// Relay rooms whose Matrix responder is typing: since when, and whether their ghost
+    /// shows it yet. Right after an accept the ghost may not be in the room; it is tried
+    /// again, since the homeserver sends no new notice while the responder keeps typing.
+    responders: HashMap<String, (Instant, bool)>,
 }
 
 impl Bridge {
@@ -80,8 +80,8 @@ impl Bridge {
     /// The typing task: runs until the bridge's sender is gone.
     pub(super) async fn run_typing(self: Arc<Self>, mut updates: mpsc::Receiver<TypingUpdate>) {
         let mut state = Typing::default();
-        let mut renew = tokio::time::interval(RENEW_EVERY);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 update = updates.recv() => {
@@ -90,17 +90,36 @@ impl Bridge {
                         tracing::warn!(error = %e, "typing update not handled");
                     }
                 }
-                _ = renew.tick() => {
-                    state.visitors.retain(|_, since| since.elapsed() < RENEW_AT_MOST);
-                    let rooms: Vec<String> = state.visitors.keys().cloned().collect();
-                    for room in rooms {
-                        if let Err(e) = self.show_visitor_typing(&room, true).await {
-                            tracing::warn!(error = %e, "typing not renewed");
-                        }
+                _ = tick.tick() => {
+                    if let Err(e) = self.on_tick(&mut state).await {
+                        tracing::warn!(error = %e, "typing not renewed");
                     }
                 }
             }
         }
+    }
+
+    /// Renews the visitor's "typing…" where the platform lets it lapse, and retries ghosts
+    /// that could not show their responder typing yet.
+    async fn on_tick(&self, state: &mut Typing) -> Result<(), StoreError> {
+        state
+            .visitors
+            .retain(|_, (since, _)| since.elapsed() < RENEW_AT_MOST);
+        for (room, (_, shown)) in state.visitors.iter_mut() {
+            if shown.elapsed() >= RENEW_EVERY {
+                *shown = Instant::now();
+                self.show_visitor_typing(room, true).await?;
+            }
+        }
+        state
+            .responders
+            .retain(|_, (since, _)| since.elapsed() < MATRIX_TYPING_TIMEOUT);
+        for (relay, (_, shown)) in state.responders.iter_mut() {
+            if !*shown {
+                *shown = self.show_responder_typing(relay, true).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn on_typing(&self, state: &mut Typing, update: TypingUpdate) -> Result<(), StoreError> {
@@ -109,7 +128,9 @@ impl Bridge {
             let typing = update.user_ids.contains(&conversation.visitor_user_id);
             let was = state.visitors.contains_key(room);
             if typing && !was {
-                state.visitors.insert(room.to_owned(), Instant::now());
+                state
+                    .visitors
+                    .insert(room.to_owned(), (Instant::now(), Instant::now()));
             } else if !typing && was {
                 state.visitors.remove(room);
             }
@@ -123,31 +144,50 @@ impl Bridge {
             return Ok(());
         };
         let typing = update.user_ids.contains(&offer.address);
-        if typing == state.responders.contains(room) {
+        if typing == state.responders.contains_key(room) {
             return Ok(());
         }
+        let shown = self.show_responder_typing(room, typing).await?;
         if typing {
-            state.responders.insert(room.to_owned());
+            state
+                .responders
+                .insert(room.to_owned(), (Instant::now(), shown));
         } else {
             state.responders.remove(room);
         }
+        Ok(())
+    }
+
+    /// Shows (or stops) the ghost of the Matrix responder of `relay` typing in the
+    /// conversation they hold. Returns whether the homeserver took it.
+    async fn show_responder_typing(&self, relay: &str, typing: bool) -> Result<bool, StoreError> {
+        let Some(offer) = self.store.offer_by_handle("matrix", relay).await? else {
+            return Ok(true); // nothing to show it in, ever
+        };
         let Some(assignment) = self
             .assignment_of(&offer.room_id, "matrix", &offer.address)
             .await?
         else {
-            return Ok(()); // not (or no longer) theirs: nobody to show typing as
+            return Ok(false); // not (yet, or any longer) theirs
         };
-        if let (Ok(room_id), Ok(ghost)) = (
+        let (Ok(room_id), Ok(ghost)) = (
             OwnedRoomId::try_from(offer.room_id.as_str()),
             OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
-        ) && let Err(e) = self
+        ) else {
+            return Ok(true);
+        };
+        match self
             .client
             .set_typing(&room_id, &ghost, typing.then_some(MATRIX_TYPING_TIMEOUT))
             .await
         {
-            tracing::debug!(error = %e, "ghost typing not shown");
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Typically: the ghost is still being brought into the room.
+                tracing::debug!(error = %e, "ghost typing not shown yet");
+                Ok(false)
+            }
         }
-        Ok(())
     }
 
     /// Shows (or stops showing) the visitor typing to whoever holds the conversation.
