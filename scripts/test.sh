@@ -4,8 +4,8 @@
 #   scripts/test.sh [extra args for `cargo test`]    e.g. scripts/test.sh -- --nocapture
 #
 # It builds everything, starts TWO Synapses for the whole run, side by side: the main one (guest
-# access on, 12 pre-registered appservice slots) and a guest-less one (guest access off, as on
-# servers behind Matrix Authentication Service; 2 slots, for visitor accounts), plus ONE
+# access on, 12 pre-registered appservice slots) and a guest-less one (guest access off; 2
+# slots, for visitor accounts), plus ONE
 # PostgreSQL, exports where they are, runs `cargo test`, and tears it all down again. Set
 # KEEP_TEST_DIR=1 to keep the temp dir (logs, databases) when tests fail.
 #

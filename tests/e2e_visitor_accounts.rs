@@ -1,7 +1,6 @@
-//! Visitor accounts, end to end on a real Synapse with guest access OFF (as on servers behind
-//! Matrix Authentication Service): Switchboard registers each visitor in its own namespace and
-//! hands the widget a token for that user alone; everything afterwards is what a guest does,
-//! and a visitor still reaches only their own room.
+//! Visitor accounts, end to end on a real Synapse with guest access OFF: Switchboard registers
+//! each visitor in its own namespace and hands the widget a token for that user alone;
+//! everything afterwards is what a guest does, and a visitor still reaches only their own room.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Visitor accounts: Matrix users Switchboard registers for visitors when the homeserver has
-//! no guest access (guest access turned off, or a server behind Matrix Authentication Service,
-//! where guests do not exist).
+//! no guest access. (A Synapse behind Matrix Authentication Service has no guests either, but
+//! it refuses to log in appservice-registered users, so it issues no token to hand out; see
+//! the operator guide.)
 //!
 //! A visitor account lives in our exclusive appservice namespace, under the ghost prefix, as
 //! `@{ghost_prefix}visitor-{24 random [a-z0-9]}`. Responder IDs may not start with `visitor-`

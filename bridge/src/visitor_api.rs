@@ -311,7 +311,13 @@ async fn post_visitor(
         ));
     }
     let login = accounts.create().await.map_err(|e| {
-        tracing::error!(error = %e, "could not create a visitor account");
+        if e.errcode() == Some("M_APPSERVICE_LOGIN_UNSUPPORTED") {
+            tracing::error!(error = %e, "the homeserver issues no tokens for appservice users \
+                (logins delegated to OAuth2/Matrix Authentication Service, or MSC4190): \
+                visitor accounts cannot work there");
+        } else {
+            tracing::error!(error = %e, "could not create a visitor account");
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "M_UNKNOWN",
