@@ -45,10 +45,9 @@ fn switchboard_bin() -> PathBuf {
         .map(PathBuf::from)
         // Integration tests know where cargo built the binary; the benchmark example does
         // not, and is given SWITCHBOARD_BIN by scripts/bench.sh.
-        .unwrap_or_else(|_| {
-            option_env!("CARGO_BIN_EXE_switchboard")
-                .expect("SWITCHBOARD_BIN is not set")
-                .into()
+        .unwrap_or_else(|_| match option_env!("CARGO_BIN_EXE_switchboard") {
+            Some(bin) => bin.into(),
+            None => panic!("SWITCHBOARD_BIN is not set"),
         })
 }
 
