@@ -157,6 +157,15 @@ export SWITCHBOARD_TEST_POSTGRES_URL="$PG_URL"
 # Written down so a kept dir (KEEP_TEST_DIR=1) can be inspected with the same settings.
 env | grep -E '^(SWITCHBOARD_|CARGO_TARGET_DIR=)' | sort >"$T/env"
 
+# scripts/bench.sh reuses this setup: with SWITCHBOARD_TEST_COMMAND set, that command runs
+# against the services instead of the test suite.
+if [ -n "${SWITCHBOARD_TEST_COMMAND:-}" ]; then
+    log "running: $SWITCHBOARD_TEST_COMMAND"
+    status=0
+    bash -c "$SWITCHBOARD_TEST_COMMAND" || status=$?
+    exit "$status"
+fi
+
 # ---- tests -----------------------------------------------------------------------------------
 log "cargo test --workspace --all-targets $*"
 t=$SECONDS
