@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let config = format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\n\n\
          [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\n\
-         [[topics]]\nid = \"support\"\nname = \"Support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"support\"\nname = \"Support\"\nstrategy = \"broadcast\"\noffer_timeout_secs = 3600\n\n\
          [[responders]]\nid = \"bella\"\ndisplay_name = \"Bella\"\ntopics = [\"support\"]\n\
          max_concurrent = 1000\ncontacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
         api = tg.api_url(),
