@@ -153,6 +153,12 @@ impl Config {
             );
         }
         config.allowed_origins()?;
+        if let Some(url) = &config.visitors.public_url {
+            anyhow::ensure!(
+                url.starts_with("https://") || url.starts_with("http://"),
+                "visitors.public_url {url:?}: give Switchboard's address as browsers reach it, like https://chat.example.org"
+            );
+        }
         Ok(config)
     }
 
@@ -204,6 +210,28 @@ mod tests {
 
         let err = load("[visitors]\nmode = \"anonymous\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("anonymous"), "{err:#}");
+    }
+
+    #[test]
+    fn proxied_mode_its_session_lifetime_and_public_url_are_read() {
+        let config = load("[visitors]\nmode = \"proxied\"\n").unwrap();
+        assert_eq!(config.visitors.mode, VisitorMode::Proxied);
+        assert_eq!(config.visitors.session_ttl_hours, 24, "the default");
+        assert_eq!(config.visitors.public_url, None);
+        let config = load(
+            "[visitors]\nmode = \"proxied\"\nsession_ttl_hours = 2\npublic_url = \"https://chat.example.org\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.visitors.session_ttl_hours, 2);
+        assert_eq!(
+            config.visitors.public_url.as_deref(),
+            Some("https://chat.example.org")
+        );
+        let err = load("[visitors]\npublic_url = \"chat.example.org\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("visitors.public_url"),
+            "{err:#}"
+        );
     }
 
     #[test]

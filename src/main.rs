@@ -18,7 +18,7 @@ use switchboard_appservice::{
 use switchboard_bridge::{
     Bridge, Store,
     admin_api::{self, AdminState},
-    config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE},
+    config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
         Connector, RemoteSink,
         matrix::MatrixConnector,
@@ -26,6 +26,7 @@ use switchboard_bridge::{
     },
     visitor_account::VisitorAccounts,
     visitor_api::{self, VisitorApiState},
+    visitor_proxy::{self, ProxyState},
 };
 use tokio::sync::watch;
 
@@ -281,6 +282,15 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             web::router(&bridge.config().public_homeserver_url)
                 .context("homeserver.public_url (or url)")?,
         );
+    if config.visitors.mode == VisitorMode::Proxied {
+        let proxy = ProxyState::new(bridge.clone(), client.clone())
+            .with_allowed_origins(config.allowed_origins()?);
+        app = app.merge(visitor_proxy::router(proxy));
+        tracing::info!(
+            session_ttl_hours = config.visitors.session_ttl_hours,
+            "visitor proxy enabled"
+        );
+    }
     if let Some(admin) = &config.admin {
         let platforms = bridge
             .connectors()

@@ -9,7 +9,7 @@
  * Plain ES2020, no dependencies. This file is the source: `scripts/widget.sh build` minifies
  * it (esbuild, no bundling, no runtime added) into dist/switchboard-widget.min.js, which is
  * what Switchboard serves. A conversation is a Matrix room: the visitor is a Matrix user (a
- * guest, or in "accounts" mode a visitor account Switchboard provisions) who talks to the
+ * guest, or in "accounts"/"proxied" mode a visitor user Switchboard provisions) who talks to the
  * homeserver directly; Switchboard only creates the room (POST /api/v1/conversations) and
  * bridges it to the responders.
  *
@@ -657,7 +657,7 @@
     status: 'idle',
     session: null,          // {homeserver_url, user_id, access_token, device_id, room_id, since, topic}
     sessionCtrl: null,      // aborts the sync loop and pending sends when the session ends
-    config: null,           // {homeserver_url, topics, visitor_mode: 'guest'|'accounts'}
+    config: null,           // {homeserver_url, topics, visitor_mode: 'guest'|'accounts'|'proxied'}
     configPromise: null,
     draftGuest: null,       // visitor user made but no conversation yet: reused on retry
     starting: null,         // promise while a conversation is being created
@@ -793,7 +793,7 @@
           state.config = {
             homeserver_url: hs,
             topics,
-            visitor_mode: cfg.visitor_mode === 'accounts' ? 'accounts' : 'guest',
+            visitor_mode: ['accounts', 'proxied'].includes(cfg.visitor_mode) ? cfg.visitor_mode : 'guest',
           };
           renderTopics(topics);
           return state.config;
@@ -1067,7 +1067,7 @@
       //    where the homeserver has no guests, a visitor account from Switchboard.
       let guest = state.draftGuest;
       if (!guest || guest.mode !== cfg.visitor_mode || (guest.mode === 'guest' && guest.homeserver_url !== hs)) {
-        guest = cfg.visitor_mode === 'accounts' ? await provisionVisitor(hs) : await registerGuest(hs);
+        guest = cfg.visitor_mode === 'guest' ? await registerGuest(hs) : await provisionVisitor(hs, cfg.visitor_mode);
         state.draftGuest = guest;
       }
 
@@ -1120,11 +1120,13 @@
   }
 
   /**
-   * "accounts" mode: Switchboard makes a user in its own namespace and hands us a token for
-   * it alone. Not retried automatically (each call makes an account); 429 holds the Start
-   * button for retry_after_ms. Switchboard names the user, so no display name is set here.
+   * "accounts" and "proxied" modes: Switchboard makes a user in its own namespace and hands us
+   * a token for it alone (in "proxied" mode its own session token, with its visitor proxy as
+   * the homeserver URL, so everything below works unchanged). Not retried automatically
+   * (each call makes an account); 429 holds the Start button for retry_after_ms. Switchboard
+   * names the user, so no display name is set here.
    */
-  async function provisionVisitor(hs) {
+  async function provisionVisitor(hs, mode) {
     let acc;
     try {
       acc = await switchboardApi.createVisitor();
@@ -1138,7 +1140,7 @@
       throw new ApiError(500, null, 'Could not create a visitor account.');
     }
     return {
-      mode: 'accounts', homeserver_url: home, user_id: acc.user_id, access_token: acc.access_token,
+      mode, homeserver_url: home, user_id: acc.user_id, access_token: acc.access_token,
       device_id: typeof acc.device_id === 'string' ? acc.device_id : null,
     };
   }

@@ -249,6 +249,45 @@ impl HomeserverClient {
         execute(&self.http, http_request).await
     }
 
+    /// Sends a request the caller built (method, path below the homeserver's base URL, query
+    /// pairs, optional body) as one of our users, with the `as_token` and `user_id=` identity
+    /// assertion, and hands back the homeserver's answer unread, whatever its status, so it
+    /// can be streamed on. For Switchboard's visitor proxy, which checks beforehand that the
+    /// path is one a visitor may use; `path` must be built from validated, percent-encoded
+    /// segments. `timeout` replaces the client's own (a long-polling `/sync` needs more).
+    /// Any `user_id` in `query` is refused: only `as_user` may be asserted.
+    pub async fn forward_as(
+        &self,
+        method: http::Method,
+        path: &str,
+        query: &[(String, String)],
+        as_user: &UserId,
+        body: Option<(String, bytes::Bytes)>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        if !path.starts_with("/_matrix/") {
+            return Err(ClientError::Build(format!("not a Matrix path: {path}")));
+        }
+        if query.iter().any(|(k, _)| k == "user_id") {
+            return Err(ClientError::Build(
+                "user_id is asserted by the caller".into(),
+            ));
+        }
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(&self.as_token)
+            .query(query)
+            .query(&[("user_id", as_user.as_str())])
+            .timeout(timeout);
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
+        request.send().await.map_err(ClientError::Transport)
+    }
+
     /// Makes the homeserver ping us back, which also makes it retry queued transactions at once.
     pub async fn ping(&self, appservice_id: &str, txn_id: &str) -> Result<Duration, ClientError> {
         let mut request = request_ping::v1::Request::new(appservice_id.to_owned());

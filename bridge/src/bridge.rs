@@ -232,6 +232,14 @@ impl Bridge {
 
     /// Who owns this visitor token, asked of the homeserver (never taken from the browser).
     async fn visitor_of(&self, visitor_token: &str) -> Result<OwnedUserId, VisitorError> {
+        // Proxied mode: the widget holds a session token Switchboard issued, which the
+        // homeserver does not know; it is resolved from our own store instead (and only there,
+        // so a homeserver token is no use in that mode). See `visitor_proxy.rs`.
+        if self.config.limits.mode == crate::config::VisitorMode::Proxied {
+            return crate::visitor_proxy::resolve_session(&self.store, visitor_token)
+                .await?
+                .ok_or(VisitorError::UnknownToken);
+        }
         match self.client.whoami(visitor_token).await {
             Ok(who) => Ok(who.user_id),
             Err(ClientError::Matrix {

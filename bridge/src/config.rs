@@ -42,11 +42,12 @@ pub struct VisitorLimits {
     /// added; earlier entries are the client's own claims and never trusted).
     #[serde(default)]
     pub trust_forwarded_for: bool,
-    /// How visitors get a Matrix identity: as homeserver guests (the default) or as accounts
-    /// Switchboard registers in its own namespace (for homeservers without guest access).
+    /// How visitors get a Matrix identity: as homeserver guests (the default), as accounts
+    /// Switchboard registers in its own namespace (for homeservers without guest access), or
+    /// as such users reached only through Switchboard's proxy (`proxied`).
     #[serde(default)]
     pub mode: VisitorMode,
-    /// Visitor accounts one client address may create per minute (`accounts` mode).
+    /// Visitor accounts one client address may create per minute (`accounts` and `proxied`).
     #[serde(default = "default_accounts_per_minute")]
     pub accounts_per_minute: u32,
     /// How many it may create in a quick burst before the per-minute rate applies.
@@ -56,6 +57,16 @@ pub struct VisitorLimits {
     /// from many addresses at once. 0 turns the ceiling off.
     #[serde(default = "default_accounts_per_hour")]
     pub accounts_per_hour: u32,
+    /// How long a session Switchboard issues in `proxied` mode stays valid, in hours. After
+    /// that the widget is told its session expired and starts afresh.
+    #[serde(default = "default_session_ttl_hours")]
+    pub session_ttl_hours: u64,
+    /// Switchboard's address as visitors' browsers reach it (`https://chat.example.org`, with
+    /// any path prefix a reverse proxy adds), for the proxy URL handed to the widget in
+    /// `proxied` mode (`{public_url}/visitor-proxy`). Unset: taken from each request's `Host`
+    /// (and, with `trust_forwarded_for`, `X-Forwarded-Proto`/`X-Forwarded-Host`).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// Where a visitor's Matrix user comes from.
@@ -69,6 +80,11 @@ pub enum VisitorMode {
     /// Switchboard registers a user in its own appservice namespace and hands the widget a
     /// token for that user alone (`POST /api/v1/visitors`). For homeservers without guests.
     Accounts,
+    /// Switchboard registers a user in its own namespace without logging it in and hands the
+    /// widget a session token of its own; the widget talks to Switchboard's narrow Matrix
+    /// proxy (`/visitor-proxy`), which acts for that user only in their own conversations.
+    /// Works where appservice logins are refused (Matrix Authentication Service, MSC4190).
+    Proxied,
 }
 
 impl VisitorMode {
@@ -76,6 +92,7 @@ impl VisitorMode {
         match self {
             VisitorMode::Guest => "guest",
             VisitorMode::Accounts => "accounts",
+            VisitorMode::Proxied => "proxied",
         }
     }
 }
@@ -95,6 +112,9 @@ fn default_accounts_burst() -> u32 {
 fn default_accounts_per_hour() -> u32 {
     600
 }
+fn default_session_ttl_hours() -> u64 {
+    24
+}
 
 impl Default for VisitorLimits {
     fn default() -> Self {
@@ -106,6 +126,8 @@ impl Default for VisitorLimits {
             accounts_per_minute: default_accounts_per_minute(),
             accounts_burst: default_accounts_burst(),
             accounts_per_hour: default_accounts_per_hour(),
+            session_ttl_hours: default_session_ttl_hours(),
+            public_url: None,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod routing;
 pub mod store;
 pub mod visitor_account;
 pub mod visitor_api;
+pub mod visitor_proxy;
 
 pub use bridge::{Bridge, VisitorError};
 pub use store::{Store, StoreError};

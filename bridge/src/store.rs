@@ -16,6 +16,7 @@ mod remote;
 pub use remote::{AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
 mod responders;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
+mod sessions;
 
 /// Errors from the store. Never shown to visitors as-is.
 #[derive(Debug, thiserror::Error)]

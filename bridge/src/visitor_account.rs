@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use rand::Rng;
 use switchboard_appservice::{
-    AppserviceRegistration, ClientError, HomeserverClient, client::UserLogin, ruma::UserId,
+    AppserviceRegistration, ClientError, HomeserverClient,
+    client::UserLogin,
+    ruma::{OwnedUserId, UserId},
 };
 
 /// What follows the ghost prefix in every visitor account's localpart.
@@ -79,6 +81,24 @@ impl VisitorAccounts {
             .await?;
         tracing::info!(user_id = %login.user_id, "visitor account created");
         Ok(login)
+    }
+
+    /// Registers a fresh visitor user *without* logging it in (`inhibit_login`), for proxied
+    /// mode: the homeserver issues no token at all, which is why this works where appservice
+    /// logins are refused (Matrix Authentication Service, MSC4190). Names it "Visitor".
+    pub async fn create_unlogged(&self) -> Result<OwnedUserId, ClientError> {
+        let localpart = new_localpart(&self.registration.ghost_prefix);
+        // `register_ghost` treats "already registered" as success, which is right here too: a
+        // retry after a lost answer finds the user it just made, and 124 random bits make a
+        // clash with anyone else's user all but impossible.
+        self.client.register_ghost(&localpart).await?;
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.client.bot().server_name()))
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        self.client
+            .set_displayname(&user_id, VISITOR_DISPLAY_NAME)
+            .await?;
+        tracing::info!(%user_id, "proxied visitor registered");
+        Ok(user_id)
     }
 }
 

@@ -139,6 +139,14 @@ impl AllowedOrigins {
 /// The widget authenticates with a bearer header, never cookies, so credentials are never
 /// allowed; the allow-list decides which sites may use visitors' browsers to talk to us.
 pub fn cors_layer(origins: &AllowedOrigins) -> Option<CorsLayer> {
+    cors_layer_for(origins, [Method::GET, Method::POST])
+}
+
+/// The same CORS policy for other routes with their own methods (the visitor proxy's).
+pub fn cors_layer_for<const N: usize>(
+    origins: &AllowedOrigins,
+    methods: [Method; N],
+) -> Option<CorsLayer> {
     let allow_origin = match origins {
         AllowedOrigins::SameOrigin => return None,
         AllowedOrigins::Any => AllowOrigin::any(),
@@ -147,7 +155,7 @@ pub fn cors_layer(origins: &AllowedOrigins) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods(methods)
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .max_age(Duration::from_secs(600)),
     )
@@ -164,7 +172,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        errcode: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             errcode,
@@ -274,18 +286,21 @@ async fn get_config(State(state): State<VisitorApiState>) -> Json<serde_json::Va
 
 /// # `POST /api/v1/visitors`
 ///
-/// Only with `[visitors] mode = "accounts"` (otherwise 404 `M_NOT_FOUND`). Registers a fresh
-/// visitor account in Switchboard's namespace and answers 201
-/// `{"user_id", "access_token", "device_id", "homeserver_url"}`: a token for that user alone,
-/// used from then on exactly like a guest's. Rate-limited per client address, and in total.
+/// Only with `[visitors] mode = "accounts"` or `"proxied"` (otherwise 404 `M_NOT_FOUND`).
+/// Registers a fresh visitor user in Switchboard's namespace and answers 201
+/// `{"user_id", "access_token", "device_id", "homeserver_url"}`, used from then on exactly like
+/// a guest's. In accounts mode that is the homeserver's token for that user alone; in proxied
+/// mode it is a Switchboard session token and `homeserver_url` is Switchboard's visitor proxy
+/// (see `visitor_proxy.rs`). Rate-limited per client address, and in total.
 async fn post_visitor(
     State(state): State<VisitorApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let config = state.bridge.config();
-    let accounts = match (&state.accounts, config.limits.mode) {
-        (Some(accounts), VisitorMode::Accounts) => accounts,
+    let mode = config.limits.mode;
+    let accounts = match (&state.accounts, mode) {
+        (Some(accounts), VisitorMode::Accounts | VisitorMode::Proxied) => accounts,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -310,26 +325,53 @@ async fn post_visitor(
             "The chat is very busy right now. Please try again in a few minutes.",
         ));
     }
-    let login = accounts.create().await.map_err(|e| {
-        if e.errcode() == Some("M_APPSERVICE_LOGIN_UNSUPPORTED") {
-            tracing::error!(error = %e, "the homeserver issues no tokens for appservice users \
-                (logins delegated to OAuth2/Matrix Authentication Service, or MSC4190): \
-                visitor accounts cannot work there");
-        } else {
-            tracing::error!(error = %e, "could not create a visitor account");
-        }
+    let unavailable = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "M_UNKNOWN",
             "The chat service is unavailable right now. Please try again in a moment.",
         )
-    })?;
-    let body = json!({
-        "user_id": login.user_id,
-        "access_token": login.access_token,
-        "device_id": login.device_id,
-        "homeserver_url": config.public_homeserver_url,
-    });
+    };
+    let body = if mode == VisitorMode::Proxied {
+        let user_id = accounts.create_unlogged().await.map_err(|e| {
+            tracing::error!(error = %e, "could not register a proxied visitor");
+            unavailable()
+        })?;
+        let ttl = Duration::from_secs(config.limits.session_ttl_hours.saturating_mul(3600));
+        let token = crate::visitor_proxy::issue_session(state.bridge.store(), &user_id, ttl)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not store a visitor session");
+                unavailable()
+            })?;
+        json!({
+            "user_id": user_id,
+            "access_token": token,
+            "device_id": crate::visitor_proxy::DEVICE_ID,
+            "homeserver_url": format!(
+                "{}{}",
+                public_base(&config.limits, &headers),
+                crate::visitor_proxy::PROXY_PREFIX
+            ),
+        })
+    } else {
+        let login = accounts.create().await.map_err(|e| {
+            if e.errcode() == Some("M_APPSERVICE_LOGIN_UNSUPPORTED") {
+                tracing::error!(error = %e, "the homeserver issues no tokens for appservice users \
+                    (logins delegated to OAuth2/Matrix Authentication Service, or MSC4190): \
+                    visitor accounts cannot work there; use [visitors] mode = \"proxied\"");
+            } else {
+                tracing::error!(error = %e, "could not create a visitor account");
+            }
+            unavailable()
+        })?;
+        json!({
+            "user_id": login.user_id,
+            "access_token": login.access_token,
+            "device_id": login.device_id,
+            "homeserver_url": config.public_homeserver_url,
+        })
+    };
     Ok((
         StatusCode::CREATED,
         // The body holds a credential: no cache, shared or private, may keep it.
@@ -339,8 +381,38 @@ async fn post_visitor(
         .into_response())
 }
 
+/// Switchboard's address as the visitor's browser reaches it: `[visitors] public_url`, or the
+/// request's `Host` (and, behind a trusted reverse proxy, `X-Forwarded-Proto`/`-Host`).
+fn public_base(limits: &crate::config::VisitorLimits, headers: &HeaderMap) -> String {
+    if let Some(url) = &limits.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let header_str = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            // The last hop is the one our proxy added, as for X-Forwarded-For.
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let forwarded = |name| {
+        limits
+            .trust_forwarded_for
+            .then(|| header_str(name))
+            .flatten()
+    };
+    let scheme = forwarded("x-forwarded-proto")
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("http");
+    let host = forwarded("x-forwarded-host")
+        .or_else(|| header_str(header::HOST.as_str()))
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
 /// A 429 with the time until the limiter lets the next request through.
-fn too_many(
+pub(crate) fn too_many(
     not_until: governor::NotUntil<<governor::clock::DefaultClock as Clock>::Instant>,
     message: &str,
 ) -> ApiError {

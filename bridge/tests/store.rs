@@ -419,6 +419,44 @@ async fn link_codes_work_once_and_move_a_responder(store: &Store) -> anyhow::Res
     Ok(())
 }
 
+async fn visitor_sessions_resolve_until_they_expire(store: &Store) -> anyhow::Result<()> {
+    let now = 1_800_000_000_000;
+    store
+        .insert_visitor_session("hash-live", "@v1:x", i64::MAX)
+        .await?;
+    store
+        .insert_visitor_session("hash-soon", "@v1:x", now + 1000)
+        .await?;
+    assert_eq!(
+        store.visitor_session("hash-live", now).await?.as_deref(),
+        Some("@v1:x")
+    );
+    assert_eq!(
+        store.visitor_session("hash-soon", now).await?.as_deref(),
+        Some("@v1:x")
+    );
+    // Past its expiry a session is gone, and an unknown hash was never there.
+    assert_eq!(store.visitor_session("hash-soon", now + 1000).await?, None);
+    assert_eq!(store.visitor_session("hash-unknown", now).await?, None);
+    // A visitor's rooms are their conversations', and no one else's.
+    store
+        .insert_conversation(&conversation("!v1a:x", "@v1:x", "support", 10))
+        .await?;
+    store
+        .insert_conversation(&conversation("!v1b:x", "@v1:x", "sales", 20))
+        .await?;
+    store
+        .insert_conversation(&conversation("!v2:x", "@v2:x", "support", 30))
+        .await?;
+    assert_eq!(store.visitor_rooms("@v1:x").await?, ["!v1a:x", "!v1b:x"]);
+    assert!(store.is_visitor_room("@v1:x", "!v1b:x").await?);
+    assert!(!store.is_visitor_room("@v1:x", "!v2:x").await?);
+    assert!(store.visitor_rooms("@nobody:x").await?.is_empty());
+    assert_eq!(store.revoke_visitor_sessions("@v1:x").await?, 2);
+    assert_eq!(store.visitor_session("hash-live", now).await?, None);
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
@@ -428,6 +466,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
     conversations_are_keyed_by_room_and_resumable(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;
+    visitor_sessions_resolve_until_they_expire(&store).await?;
     store.close().await;
     Ok(())
 }
