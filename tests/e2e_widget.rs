@@ -41,17 +41,21 @@ const XSS_HTML: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__x
      <a href=\"https://example.org/\">a link</a>";
 const OFFLINE: &str = "Sent while offline";
 const BACK: &str = "Welcome back";
+const HANDOFF_ASK: &str = "Could someone from sales help me?";
+const SAM_REPLY: &str = "Sam from sales here.";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn config(responder_id: &str, extra: &str) -> String {
+fn config(responder_id: &str, sam_id: &str, extra: &str) -> String {
     format!(
         "{extra}\n\n[[topics]]\nid = \"support\"\nname = \"General support\"\n\n\
          [[topics]]\nid = \"sales\"\nname = \"Sales\"\n\n\
          [[responders]]\nid = \"rae\"\ndisplay_name = \"Rae Responder\"\npseudonym = \"Rae\"\ntopics = [\"support\", \"sales\"]\n\
-         contacts = [{{ platform = \"matrix\", address = {responder_id:?} }}]\n"
+         contacts = [{{ platform = \"matrix\", address = {responder_id:?} }}]\n\n\
+         [[responders]]\nid = \"sam\"\ndisplay_name = \"Sam Sales\"\npseudonym = \"Sam\"\ntopics = [\"sales\"]\n\
+         contacts = [{{ platform = \"matrix\", address = {sam_id:?} }}]\n"
     )
 }
 
@@ -175,6 +179,7 @@ async fn respond(
     slot: &Slot,
     sb: &Switchboard,
     responder: &mut MatrixResponder,
+    sam: &mut MatrixResponder,
     room: &str,
 ) -> anyhow::Result<()> {
     let store = sb.store().await?;
@@ -220,6 +225,20 @@ async fn respond(
     joined
         .send(RoomMessageEventContent::text_plain(BACK))
         .await?;
+
+    // The visitor asks for sales: Rae hands over to that topic; Sam, who answers sales only,
+    // is offered it with the summary, takes it and answers in the same room.
+    responder.wait_for_text(&relay, &bot, HANDOFF_ASK).await?;
+    joined
+        .send(RoomMessageEventContent::text_plain("!transfer sales"))
+        .await?;
+    let sam_relay = relay_room_of(&store, room, "sam").await?;
+    let sam_chat = sam.accept_invite(&sam_relay).await?;
+    sam.wait_for_text(&sam_relay, &bot, "Rae handed this conversation over")
+        .await?;
+    sam_chat
+        .send(RoomMessageEventContent::text_plain(SAM_REPLY))
+        .await?;
     Ok(())
 }
 
@@ -234,7 +253,14 @@ async fn browser_flow(
     let responder_local = unique("rae");
     let responder_id = env.user_id(&responder_local);
     let mut responder = MatrixResponder::register(env, &responder_local).await?;
-    let sb = Switchboard::start(env, slot, &config(&responder_id, extra_toml)).await?;
+    let sam_local = unique("sam");
+    let mut sam = MatrixResponder::register(env, &sam_local).await?;
+    let sb = Switchboard::start(
+        env,
+        slot,
+        &config(&responder_id, &env.user_id(&sam_local), extra_toml),
+    )
+    .await?;
     let out = tempfile::tempdir()?;
 
     let mut vars = vec![
@@ -260,7 +286,7 @@ async fn browser_flow(
     // Whichever side fails first ends the run with its own message.
     let mut responded = false;
     let done = {
-        let responder_side = respond(env, slot, &sb, &mut responder, &room);
+        let responder_side = respond(env, slot, &sb, &mut responder, &mut sam, &room);
         tokio::pin!(responder_side);
         loop {
             tokio::select! {

@@ -30,6 +30,8 @@ const REPLY = 'Hi, this is Rae.';
 const XSS_TEXT = 'bold and safe';
 const OFFLINE = 'Sent while offline';
 const BACK = 'Welcome back';
+const HANDOFF_ASK = 'Could someone from sales help me?';
+const SAM_REPLY = 'Sam from sales here.';
 
 async function main() {
   check(BASE, 'SWITCHBOARD_URL is not set');
@@ -246,6 +248,32 @@ async function main() {
     check(new Set(ids).size === ids.length, 'an event is shown twice');
     const domCount = await page.evaluate(() => document.querySelector('[data-switchboard-widget]').shadowRoot.querySelectorAll('.msg').length, null);
     check(domCount === final.messages.length, `${domCount} bubbles for ${final.messages.length} messages`);
+
+    // --- hand-off: Rae hands over to sales; Sam answers in the same room ------------------------
+    step('asking for sales; the responder hands the conversation over');
+    await input.click();
+    await input.fill(HANDOFF_ASK);
+    await input.press('Enter');
+    await waitInPage(page, 'the "transferred" state while Sam is asked', () => {
+      const s = window.SwitchboardWidget.state();
+      return s.status === 'transferred' && s.conversation && s.conversation.state === 'transferring';
+    }, null, 30000);
+    await waitInPage(page, "Sam's reply", (text) =>
+      window.SwitchboardWidget.state().messages.some((m) => m.sender === 'them' && m.body === text),
+    SAM_REPLY, 45000);
+    const handed = await widgetState(page);
+    check(handed.roomId === room, `the hand-off changed the room: ${handed.roomId}`);
+    check(handed.status === 'transferred' && /Now talking with Sam/.test(handed.statusText),
+      `after the hand-off the status should name Sam: ${handed.status} "${handed.statusText}"`);
+    check(handed.conversation.transfers === 1 && handed.conversation.responder === 'Sam',
+      `the room's status after the hand-off: ${JSON.stringify(handed.conversation)}`);
+    const samName = await page.evaluate((text) => {
+      const root = document.querySelector('[data-switchboard-widget]').shadowRoot;
+      const bubble = [...root.querySelectorAll('.msg')].find((b) => b.textContent.includes(text));
+      const name = bubble && bubble.querySelector('.name');
+      return name ? name.textContent : null;
+    }, SAM_REPLY);
+    check(samName === 'Sam', `Sam's reply should be signed "Sam", got ${JSON.stringify(samName)}`);
 
     // --- a narrow mobile screen: the panel fills it ----------------------------------------------
     const mobile = await browser.newContext({ viewport: { width: 375, height: 720 }, isMobile: true, hasTouch: true });

@@ -547,6 +547,14 @@ impl Bridge {
                 .end_assignment(&offer.room_id, "matrix", &offer.address)
                 .await;
         }
+        // `!transfer`, `!transfer TOPIC`, `!transfer RESPONDER`: as `/transfer` on Telegram.
+        if let Some(target) = body.strip_prefix("!transfer")
+            && (target.is_empty() || target.starts_with(char::is_whitespace))
+        {
+            return self
+                .transfer(&offer.room_id, "matrix", &offer.address, target.trim())
+                .await;
+        }
         let (Ok(room), Ok(ghost)) = (
             OwnedRoomId::try_from(offer.room_id.as_str()),
             switchboard_appservice::ruma::OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
