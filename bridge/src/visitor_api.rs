@@ -566,9 +566,11 @@ mod tests {
                     async move {
                         registrations.fetch_add(1, Ordering::SeqCst);
                         assert_eq!(body["type"], "m.login.application_service");
-                        // Absent means false: the homeserver logs the new user in.
-                        assert_ne!(body["inhibit_login"], true);
                         let user = format!("@{}:example.org", body["username"].as_str().unwrap());
+                        // Proxied mode registers without a login: no token exists.
+                        if body["inhibit_login"] == true {
+                            return Json(json!({"user_id": user}));
+                        }
                         Json(json!({"user_id": user, "access_token": "visitor-token", "device_id": "DEVICE"}))
                     }
                 }),
@@ -822,6 +824,62 @@ mod tests {
             api.registrations.load(Ordering::SeqCst),
             2,
             "a refused request registers nobody"
+        );
+    }
+
+    #[tokio::test]
+    async fn proxied_mode_hands_out_a_session_of_its_own_for_the_proxy() {
+        let limits = VisitorLimits {
+            mode: VisitorMode::Proxied,
+            ..VisitorLimits::default()
+        };
+        let api = api(limits.clone(), &[]).await;
+        let (_, config) = call(&api.router, request(Method::GET, "/api/v1/config", None)).await;
+        assert_eq!(config["visitor_mode"], "proxied");
+        let mut r = request(Method::POST, "/api/v1/visitors", None);
+        r.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("chat.example.org"));
+        let (r, body) = call(&api.router, r).await;
+        assert_eq!(r.status(), 201, "{body}");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(
+            body["user_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("@_sb_visitor-")
+        );
+        let token = body["access_token"].as_str().unwrap();
+        assert!(
+            token.starts_with("sbv_") && token != "visitor-token",
+            "{token}"
+        );
+        assert_eq!(body["device_id"], "SWITCHBOARD");
+        assert_eq!(
+            body["homeserver_url"],
+            "http://chat.example.org/visitor-proxy"
+        );
+
+        // Behind a trusted reverse proxy its scheme and host count; a configured URL wins.
+        let trusting = VisitorLimits {
+            trust_forwarded_for: true,
+            ..limits.clone()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:29330"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("chat.example.org"),
+        );
+        assert_eq!(public_base(&trusting, &headers), "https://chat.example.org");
+        assert_eq!(public_base(&limits, &headers), "http://127.0.0.1:29330");
+        let configured = VisitorLimits {
+            public_url: Some("https://example.org/chat/".into()),
+            ..limits
+        };
+        assert_eq!(
+            public_base(&configured, &headers),
+            "https://example.org/chat"
         );
     }
 
