@@ -6,7 +6,8 @@
 //!   responder type and reply without a reload, sees an XSS payload rendered inert (and the
 //!   allowed formatting kept), reloads into the same conversation, loses the network, sends,
 //!   and gets everything through exactly once; the panel is keyboard- and phone-usable;
-//! - the same flow with guest access off, through Switchboard's visitor accounts;
+//! - the same flow with guest access off, through Switchboard's visitor accounts, and through
+//!   its visitor proxy;
 //! - the sanitiser's allow-list, case by case, in the browser.
 //!
 //! `scripts/test.sh` runs `scripts/widget.sh setup` first (chromium, npm packages, bundle check).
@@ -367,6 +368,23 @@ async fn widget_in_chromium_uses_visitor_accounts_where_guests_are_off() -> anyh
         &slot,
         "[visitors]\nmode = \"accounts\"\n",
         "accounts",
+        false,
+    )
+    .await
+}
+
+/// The same flow with guest access off and no homeserver token at all: Switchboard's visitor
+/// proxy (`[visitors] mode = "proxied"`), the widget unchanged. Noguest slot 0: the other
+/// binaries that use it (e2e_visitor_accounts, e2e_visitor_proxy) never run at the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widget_in_chromium_talks_through_the_visitor_proxy() -> anyhow::Result<()> {
+    let env = TestEnv::noguest_from_env();
+    let slot = Slot::load(&env, 0)?;
+    browser_flow(
+        &env,
+        &slot,
+        "[visitors]\nmode = \"proxied\"\n",
+        "proxied",
         false,
     )
     .await

@@ -7,7 +7,7 @@
 //
 // Environment:
 //   SWITCHBOARD_URL    base URL of Switchboard (required)
-//   EXPECT_MODE        guest | accounts: what /api/v1/config must announce (default guest)
+//   EXPECT_MODE        guest | accounts | proxied: what /api/v1/config must announce (default guest)
 //   TOPIC              topic ID to pick (default support)
 //   RESPONDER_NAME     the name the responder's messages must show (default Rae)
 //   SCREENSHOT_DIR     if set, widget.png and widget-mobile.png are written there
