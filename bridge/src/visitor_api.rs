@@ -310,7 +310,7 @@ async fn post_visitor(
         }
     };
     let client = client_address(&headers, peer, config.limits.trust_forwarded_for);
-    if let Err(not_until) = state.account_limiter.check_key(&client) {
+    if let Err(not_until) = check_keyed(&state.account_limiter, &client) {
         return Err(too_many(
             not_until,
             "Too many new chats from your address. Please wait a moment.",
@@ -412,6 +412,25 @@ fn public_base(limits: &crate::config::VisitorLimits, headers: &HeaderMap) -> St
 }
 
 /// A 429 with the time until the limiter lets the next request through.
+/// Keys a limiter may hold before it forgets those that are back to a full allowance.
+const KEYS_BEFORE_SWEEP: usize = 10_000;
+
+/// Checks `key` against a keyed limiter. A keyed limiter keeps a cell per key for ever, so
+/// once it holds many keys the ones indistinguishable from new are dropped first: memory
+/// stays bounded however many addresses or visitors come by, and no limit is loosened.
+pub(crate) fn check_keyed<K>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), governor::NotUntil<<governor::clock::DefaultClock as Clock>::Instant>>
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    if limiter.len() > KEYS_BEFORE_SWEEP {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key)
+}
+
 pub(crate) fn too_many(
     not_until: governor::NotUntil<<governor::clock::DefaultClock as Clock>::Instant>,
     message: &str,
@@ -457,19 +476,23 @@ async fn post_typing(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// The request's non-empty bearer token, if it has one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
-                "Sign in to the homeserver first.",
-            )
-        })
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    bearer_token(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Sign in to the homeserver first.",
+        )
+    })
 }
 
 /// The address a visitor's request comes from, for rate limiting.
@@ -512,7 +535,7 @@ async fn post_conversation(
         peer,
         state.bridge.config().limits.trust_forwarded_for,
     );
-    if let Err(not_until) = state.limiter.check_key(&client) {
+    if let Err(not_until) = check_keyed(&state.limiter, &client) {
         return Err(too_many(
             not_until,
             "Too many new conversations from your address. Please wait a moment.",
@@ -685,6 +708,20 @@ mod tests {
             HeaderValue::from_static("authorization,content-type"),
         );
         r
+    }
+
+    #[test]
+    fn sweeping_a_full_limiter_loosens_no_limit() {
+        let limiter: DefaultKeyedRateLimiter<u32> =
+            RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(1).unwrap()));
+        assert!(check_keyed(&limiter, &0).is_ok());
+        assert!(check_keyed(&limiter, &0).is_err());
+        for key in 1..=(KEYS_BEFORE_SWEEP as u32 + 1) {
+            let _ = check_keyed(&limiter, &key);
+        }
+        // The sweep ran (the table was over the bound), and key 0 is still limited.
+        assert!(check_keyed(&limiter, &0).is_err());
+        assert!(check_keyed(&limiter, &(KEYS_BEFORE_SWEEP as u32 + 7)).is_ok());
     }
 
     #[tokio::test]

@@ -224,18 +224,13 @@ async fn authenticate(
     if query_pairs(raw_query).any(|(k, _)| k == "user_id") {
         return Err(forbidden("A visitor can only act as themselves."));
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
-                "Missing access token.",
-            )
-        })?;
+    let token = crate::visitor_api::bearer_token(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing access token.",
+        )
+    })?;
     resolve_session(state.store(), token)
         .await
         .map_err(store_failed)?
@@ -263,9 +258,7 @@ async fn own_room(state: &ProxyState, visitor: &UserId, room: &str) -> Result<()
 }
 
 fn check_write_rate(state: &ProxyState, visitor: &OwnedUserId) -> Result<(), ApiError> {
-    state
-        .write_limiter
-        .check_key(visitor)
+    crate::visitor_api::check_keyed(&state.write_limiter, visitor)
         .map_err(|not_until| too_many(not_until, "You are sending too fast. Please wait a moment."))
 }
 
