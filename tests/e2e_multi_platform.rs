@@ -161,7 +161,9 @@ async fn one_responder_holds_three_conversations_on_two_platforms() -> anyhow::R
     );
 
     // --- replies: Telegram replies by quoting, Matrix in the relay room ---------------------------
-    // Two conversations are open on Telegram, so an unquoted message is not guessed.
+    // Two conversations are open on Telegram, so an unquoted message is not guessed. The bot's
+    // answer is a service message; Telegram rate-limits it once, and it still arrives.
+    tg.rate_limit_next("sendMessage", Some(mia_tg.id), 1, 1);
     tg.user_sends(&mia_tg, "Which one is this?");
     tg.wait_for_sent(
         mia_tg.id,
@@ -173,6 +175,12 @@ async fn one_responder_holds_three_conversations_on_two_platforms() -> anyhow::R
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    assert!(
+        tg.requests()
+            .iter()
+            .any(|r| r.method_lower == "sendmessage" && r.status == 429),
+        "the stand-in never rate-limited the service message"
+    );
     // Reply to the newer conversation first, then the older, to catch any "latest wins" guess.
     for i in [1, 0] {
         let quoted = sent

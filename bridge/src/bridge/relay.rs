@@ -269,11 +269,38 @@ impl Bridge {
         Ok(batch.len())
     }
 
+    /// Sends a responder a service message (offer taken, command answers, hand-off notes).
+    /// These are short and rare, so they are sent at once rather than queued, but they keep
+    /// to the per-chat pacing and get a few retries within `NOTICE_PATIENCE`: a rate limit
+    /// no longer drops them. Past that they are logged and dropped; the worker must not stall.
     async fn notify(&self, platform: &str, address: &str, text: &str) {
-        if let Some((_, c)) = self.remote(platform)
-            && let Err(e) = c.notify(address, text).await
-        {
-            tracing::warn!(error = %e, "could not notify responder");
+        let Some((_, c)) = self.remote(platform) else {
+            return;
+        };
+        let give_up_at = now_ms() + NOTICE_PATIENCE.as_millis() as i64;
+        let mut attempts = 0;
+        loop {
+            let paced = self.paced_until(platform, address) - now_ms();
+            if paced > 0 {
+                tokio::time::sleep(Duration::from_millis(paced as u64)).await;
+            }
+            self.note_sent(platform, address);
+            let e = match c.notify(address, text).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            let wait = retry_delay(&e, attempts);
+            attempts += 1;
+            match wait {
+                Some(wait) if now_ms() + (wait.as_millis() as i64) < give_up_at => {
+                    tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "notice not sent; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                _ => {
+                    tracing::warn!(error = %e, "could not notify responder; notice dropped");
+                    return;
+                }
+            }
         }
     }
 
@@ -1061,6 +1088,9 @@ impl Bridge {
         Ok(())
     }
 }
+
+/// How long a service message to a responder may wait for pacing and retries.
+const NOTICE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Transient delivery failures are retried this many times before the responder counts as
 /// unreachable (about four minutes of backoff).
