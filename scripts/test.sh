@@ -28,8 +28,9 @@
 #   SWITCHBOARD_TEST_NOGUEST_AS_PORT_<i>    slot i (0..1): registration at
 #                                   $SWITCHBOARD_TEST_DIR/noguest/appservices/i/registration.yaml
 #                                   (id sbnoguest<i>, bot @sbng<i>bot, ghosts @_sbng<i>_*)
-# Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files, 7-8
-# multi-platform/lifecycle, 9 the widget in a browser, 10 e2e_visitor_accounts, 11
+# Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files, 7
+# e2e_multi_platform, 8 e2e_handoff's named transfer (and scripts/bench.sh, which runs on its
+# own), 9 the widget in a browser, 10 e2e_visitor_accounts, 11
 # e2e_visitor_proxy; noguest 0 e2e_visitor_accounts, e2e_visitor_proxy and the widget's proxied
 # run (binaries run one at a time; within one binary, one test per slot), 1 the widget's
 # accounts run.

@@ -406,3 +406,76 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
     );
     Ok(())
 }
+
+/// `/transfer <responder>` hands the conversation to that colleague (if routing allows them:
+/// here Quinn becomes available only after Pia took the conversation), and a `/transfer` to a
+/// name that is neither a topic nor a responder is refused with a clear answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_transfer_goes_to_that_responder() -> anyhow::Result<()> {
+    const TOKEN: &str = "7373:named-transfer-standin-token";
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 8)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let (pia, quinn): (TgUser, TgUser) = (tg.user(7301, "Pia", None), tg.user(7302, "Quinn", None));
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n{}\
+         [[responders]]\nid = \"quinn\"\ndisplay_name = \"quinn\"\ntopics = [\"support\"]\nstatus = \"away\"\n\
+         contacts = [{{ platform = \"telegram\", address = \"{quinn_chat}\" }}]\n",
+        telegram_responder("pia", pia.id),
+        api = tg.api_url(),
+        quinn_chat = quinn.id,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("Hello, anyone?").await?;
+
+    // Only Pia is available: she takes it.
+    tg.wait_for_sent(pia.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    accept_first_offer(&tg, &pia);
+    wait_for_text(&tg, pia.id, "You are now talking").await?;
+    assert!(offers(&tg.sent(quinn.id)).is_empty(), "Quinn was away");
+
+    // Quinn comes back; a transfer to a name nobody has is refused, one to Quinn goes to him.
+    tg.user_sends(&quinn, "/available");
+    wait_for_text(&tg, quinn.id, "available").await?;
+    tg.user_sends(&pia, "/transfer nobody-by-that-name");
+    wait_for_text(&tg, pia.id, "There is no topic or responder called").await?;
+    assert_eq!(
+        store_state(&sb, &room).await?,
+        "active",
+        "a refused transfer must leave the conversation with Pia"
+    );
+    tg.user_sends(&pia, "/transfer quinn");
+    let sent = tg
+        .wait_for_sent(quinn.id, |s| offers(s).len() == 1, WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let text = offers(&sent)[0].text.clone().unwrap_or_default();
+    assert!(
+        text.contains("pia handed this conversation over (transfer to quinn requested)"),
+        "{text}"
+    );
+    accept_first_offer(&tg, &quinn);
+    visitor
+        .sync_until("Quinn", |seen| {
+            seen.iter()
+                .any(|s| s.body == "You are now talking with Quinn.")
+        })
+        .await?;
+    assert_eq!(store_state(&sb, &room).await?, "active");
+    Ok(())
+}
+
+async fn store_state(sb: &Switchboard, room: &str) -> anyhow::Result<String> {
+    Ok(sb
+        .store()
+        .await?
+        .conversation(room)
+        .await?
+        .map(|c| c.state.as_str().to_owned())
+        .unwrap_or_default())
+}
