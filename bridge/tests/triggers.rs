@@ -1,0 +1,647 @@
+//! Every hand-off trigger, deterministically, through the real bridge code: a real store
+//! (SQLite), the real routing and hand-off logic, a recording connector in place of Telegram
+//! and a recording stub in place of the homeserver. Nothing runs in the background: each
+//! test calls the worker's steps itself (`drain_inbox`, `drain_remote`, `drain_outbox`,
+//! `expire_offers`, `watch_responders`), so what happens, and in which order, is fixed.
+//! Time limits of zero make a limit due as soon as it is looked at, so no test waits for one.
+//! (The end-to-end tests on Synapse show the same triggers with real time limits.)
+
+mod common;
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use axum::{
+    Json, Router,
+    body::Bytes,
+    http::{Method, Uri},
+};
+use serde_json::{Value, json};
+use switchboard_appservice::{
+    AppserviceRegistration, EventSink, HomeserverClient,
+    registration::GenerateOptions,
+    ruma::{OwnedUserId, serde::Raw},
+};
+use switchboard_bridge::{
+    Bridge, Store,
+    config::{BridgeConfig, TopicConfig, VisitorLimits},
+    connector::{
+        Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink,
+    },
+    conversation::{Conversation, ConversationState},
+    responder::{Responder, ResponderStatus},
+};
+use tokio::sync::watch;
+
+const ROOM: &str = "!conversation:test";
+const VISITOR: &str = "@guest1:test";
+
+/// Stands in for Synapse: answers what the bridge asks with the smallest valid answer and
+/// records every request (method, path, body).
+struct StubHomeserver {
+    base: String,
+    requests: Arc<Mutex<Vec<(String, String, Value)>>>,
+}
+
+impl StubHomeserver {
+    async fn start() -> anyhow::Result<Self> {
+        let requests: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
+        let seen = requests.clone();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let app = Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
+            let (seen, counter) = (seen.clone(), counter.clone());
+            async move {
+                // Path and query: identity assertion (`user_id=`) travels in the query.
+                let path = uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let bare = path.split('?').next().unwrap_or_default().to_owned();
+                let answer = if bare.ends_with("/versions") {
+                    json!({"versions": ["v1.11"]})
+                } else if path.contains("/send/") || path.contains("/state/") {
+                    json!({"event_id": format!("$stub{n}")})
+                } else if bare.contains("/join") {
+                    json!({"room_id": ROOM})
+                } else if bare.ends_with("/register") {
+                    json!({"user_id": format!("@{}:test", body["username"].as_str().unwrap_or("x"))})
+                } else if bare.ends_with("/createRoom") {
+                    json!({"room_id": format!("!room{n}:test")})
+                } else {
+                    json!({})
+                };
+                seen.lock().unwrap().push((method.to_string(), path, body));
+                Json(answer)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { base, requests })
+    }
+
+    /// The `org.switchboard.conversation` contents published, in order.
+    fn states(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/state/org.switchboard.conversation"))
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
+    /// Bodies of the messages sent into rooms.
+    fn sent_bodies(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/send/m.room.message/"))
+            .filter_map(|(_, _, b)| b["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn left(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p.contains("/leave"))
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    }
+}
+
+/// Stands in for the Telegram connector: records what the bridge asks of it; deliveries can
+/// be made to fail for good.
+#[derive(Default)]
+struct RecordingConnector {
+    calls: Mutex<Vec<String>>,
+    offers: Mutex<Vec<(String, Offer)>>,
+    unreachable: AtomicBool,
+    next_id: AtomicUsize,
+}
+
+impl RecordingConnector {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The offers sent to `address`, oldest first.
+    fn offers_to(&self, address: &str) -> Vec<Offer> {
+        self.offers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == address)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Connector for RecordingConnector {
+    fn platform(&self) -> Platform {
+        Platform::Telegram
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { shares_room: false }
+    }
+
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
+        self.offers
+            .lock()
+            .unwrap()
+            .push((address.to_owned(), offer.clone()));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(format!("offer-message-{id}")))
+    }
+
+    async fn close_offer(
+        &self,
+        address: &str,
+        _remote_message_id: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("close {address}: {why}"));
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(ConnectorError::Permanent(
+                "Forbidden: bot was blocked by the user".into(),
+            ));
+        }
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("deliver {address}: {}", delivery.body));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![format!("message-{id}")])
+    }
+
+    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("notify {address}: {text}"));
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
+}
+
+struct Limits {
+    offer_timeout_secs: u64,
+    first_reply_timeout_secs: Option<u64>,
+    idle_limit_secs: Option<u64>,
+}
+
+const NO_LIMITS: Limits = Limits {
+    offer_timeout_secs: 3600,
+    first_reply_timeout_secs: None,
+    idle_limit_secs: None,
+};
+
+struct World {
+    bridge: Arc<Bridge>,
+    hs: StubHomeserver,
+    tg: Arc<RecordingConnector>,
+    _dir: tempfile::TempDir,
+}
+
+fn responder(id: &str, chat: &str, topics: &[&str]) -> Responder {
+    serde_json::from_value(json!({
+        "id": id,
+        "display_name": id,
+        "pseudonym": format!("{}{}", id[..1].to_uppercase(), &id[1..]),
+        "topics": topics,
+        "max_concurrent": 5,
+        "contacts": [{"platform": "telegram", "address": chat}],
+    }))
+    .expect("a valid responder")
+}
+
+fn topic(id: &str, limits: &Limits) -> TopicConfig {
+    TopicConfig {
+        id: id.into(),
+        name: id.into(),
+        // Round robin offers one responder at a time: the order of events is fixed.
+        strategy: serde_json::from_value(json!("round_robin")).unwrap(),
+        offer_timeout_secs: limits.offer_timeout_secs,
+        first_reply_timeout_secs: limits.first_reply_timeout_secs,
+        idle_limit_secs: limits.idle_limit_secs,
+    }
+}
+
+/// A bridge with Ann and Ben answering `support` on Telegram (chats 1 and 2) and Cleo
+/// answering `billing` (chat 3), and one conversation whose visitor has written once.
+async fn world(limits: Limits) -> anyhow::Result<World> {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = common::fresh_sqlite(dir.path()).await?;
+    let hs = StubHomeserver::start().await?;
+    let registration = Arc::new(AppserviceRegistration::generate(&GenerateOptions {
+        id: "triggers",
+        url: "http://127.0.0.1:1",
+        bot_localpart: "bot",
+        ghost_prefix: "_sb_",
+    }));
+    let bot: OwnedUserId = "@bot:test".try_into()?;
+    let client = Arc::new(HomeserverClient::connect(&hs.base, "as-token", bot).await?);
+    let config = BridgeConfig {
+        appservice_id: "triggers".into(),
+        server_name: "test".into(),
+        public_homeserver_url: hs.base.clone(),
+        topics: vec![topic("support", &limits), topic("billing", &limits)],
+        responders: vec![
+            responder("ann", "1", &["support"]),
+            responder("ben", "2", &["support"]),
+            responder("cleo", "3", &["billing"]),
+        ],
+        limits: VisitorLimits::default(),
+        welcome_notice: "Welcome.".into(),
+        offline_message: "Nobody is available right now.".into(),
+    };
+    let tg = Arc::new(RecordingConnector::default());
+    let connector: Arc<dyn Connector> = tg.clone();
+    let bridge = Arc::new(Bridge::new(
+        store.clone(),
+        client,
+        registration,
+        config,
+        vec![connector],
+    ));
+    bridge.seed_register().await?;
+    store
+        .insert_conversation(&Conversation {
+            room_id: ROOM.into(),
+            topic: "support".into(),
+            visitor_user_id: VISITOR.into(),
+            visitor_alias: "Visitor 00AB".into(),
+            state: ConversationState::Queued,
+            created_at: 1,
+            language: None,
+        })
+        .await?;
+    let w = World {
+        bridge,
+        hs,
+        tg,
+        _dir: dir,
+    };
+    w.room_event(VISITOR, "$v1", "My kettle leaks.").await?;
+    Ok(w)
+}
+
+impl World {
+    fn store(&self) -> &Store {
+        self.bridge.store()
+    }
+
+    /// A message event in the conversation room, as the homeserver pushes it, processed.
+    async fn room_event(&self, sender: &str, event_id: &str, body: &str) -> anyhow::Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let event = json!({
+            "type": "m.room.message", "event_id": event_id, "room_id": ROOM, "sender": sender,
+            "origin_server_ts": now, "content": {"msgtype": "m.text", "body": body},
+        });
+        let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
+        self.bridge
+            .record_transaction(&format!("txn-{event_id}"), vec![raw])
+            .await?;
+        self.bridge.drain_inbox().await?;
+        Ok(())
+    }
+
+    /// Something from Telegram, recorded and handled.
+    async fn remote(&self, key: &str, event: RemoteEvent) -> anyhow::Result<()> {
+        self.bridge
+            .record_remote(Platform::Telegram, key, &event)
+            .await?;
+        self.bridge.drain_remote().await?;
+        Ok(())
+    }
+
+    async fn accept(&self, chat: &str, name: &str) -> anyhow::Result<()> {
+        let offer_id = self.open_offer_of(chat).await?;
+        self.remote(
+            &format!("accept-{offer_id}"),
+            RemoteEvent::Accept {
+                offer_id,
+                address: chat.into(),
+                display_name: name.into(),
+            },
+        )
+        .await
+    }
+
+    async fn command(&self, chat: &str, command: &str, args: &str) -> anyhow::Result<()> {
+        self.remote(
+            &format!("command-{chat}-{command}-{args}"),
+            RemoteEvent::Command {
+                address: chat.into(),
+                command: command.into(),
+                args: args.into(),
+                reply_to: None,
+            },
+        )
+        .await
+    }
+
+    async fn open_offer_of(&self, chat: &str) -> anyhow::Result<i64> {
+        self.store()
+            .offers_for_room(ROOM)
+            .await?
+            .into_iter()
+            .find(|o| o.address == chat && o.state == "open")
+            .map(|o| o.id)
+            .ok_or_else(|| anyhow::anyhow!("no open offer to chat {chat}"))
+    }
+
+    /// Delivers the outbox until nothing is due any more (waiting out the per-chat pacing).
+    async fn drain_outbox(&self) -> anyhow::Result<()> {
+        for _ in 0..10 {
+            match self.bridge.drain_outbox().await? {
+                Some(wait) if wait <= Duration::from_secs(2) => tokio::time::sleep(wait).await,
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn state(&self) -> anyhow::Result<ConversationState> {
+        Ok(self
+            .store()
+            .conversation(ROOM)
+            .await?
+            .expect("the conversation")
+            .state)
+    }
+
+    async fn holders(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .store()
+            .assignments_for_room(ROOM)
+            .await?
+            .into_iter()
+            .map(|a| (a.responder_id, a.state))
+            .collect())
+    }
+
+    /// Ann takes the conversation (she is first in the round).
+    async fn ann_holds_it(&self) -> anyhow::Result<()> {
+        assert_eq!(self.tg.offers_to("1").len(), 1, "Ann is offered it first");
+        assert!(self.tg.offers_to("2").is_empty());
+        self.accept("1", "Ann").await?;
+        assert_eq!(self.state().await?, ConversationState::Active);
+        Ok(())
+    }
+
+    /// After a hand-off away from Ann: Ben has been offered it with a summary saying `why`.
+    async fn handed_to_ben_because(&self, why: &str) -> anyhow::Result<()> {
+        assert_eq!(self.state().await?, ConversationState::Transferring);
+        assert_eq!(
+            self.holders().await?,
+            [("ann".to_owned(), "transferred".to_owned())]
+        );
+        let to_ben = self.tg.offers_to("2");
+        assert_eq!(to_ben.len(), 1, "{:?}", self.tg.calls());
+        let summary = to_ben[0].summary.clone().unwrap_or_default();
+        assert!(
+            summary.contains(&format!("Ann handed this conversation over ({why})")),
+            "{summary}"
+        );
+        assert!(summary.contains("My kettle leaks."), "{summary}");
+        assert!(
+            self.hs.left().iter().any(|p| p.contains("_sb_ann")),
+            "Ann's ghost must leave: {:?}",
+            self.hs.left()
+        );
+        assert!(
+            self.hs
+                .sent_bodies()
+                .iter()
+                .any(|b| b.contains("a colleague will take over")),
+            "the visitor is told"
+        );
+        let last = self.hs.states().last().cloned().unwrap_or_default();
+        assert_eq!(last["state"], "transferring");
+        assert_eq!(last["transfers"], 1);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_offer_left_unanswered_moves_on_to_the_next_responder() -> anyhow::Result<()> {
+    let w = world(Limits {
+        offer_timeout_secs: 0,
+        ..NO_LIMITS
+    })
+    .await?;
+    assert_eq!(w.state().await?, ConversationState::Offered);
+    assert_eq!(w.tg.offers_to("1").len(), 1);
+    w.bridge.expire_offers().await?;
+    assert!(
+        w.tg.calls()
+            .contains(&"close 1: This offer expired.".to_owned()),
+        "{:?}",
+        w.tg.calls()
+    );
+    let to_ben = w.tg.offers_to("2");
+    assert_eq!(to_ben.len(), 1);
+    let summary = to_ben[0].summary.clone().unwrap_or_default();
+    assert!(
+        summary.contains("Offered before to: Ann (no answer in time)."),
+        "{summary}"
+    );
+    assert_eq!(w.state().await?, ConversationState::Offered);
+    // Ben lets it lapse too: nobody is left, so it is queued and the visitor is told.
+    w.bridge.expire_offers().await?;
+    assert_eq!(w.state().await?, ConversationState::Queued);
+    let last = w.hs.states().last().cloned().unwrap_or_default();
+    assert_eq!(last["nobody_available"], true);
+    assert!(
+        w.hs.sent_bodies()
+            .contains(&"Nobody is available right now.".to_owned())
+    );
+    // Looking again changes nothing and publishes nothing new.
+    let published = w.hs.states().len();
+    w.bridge.expire_offers().await?;
+    w.bridge.drain_queue().await?;
+    assert_eq!(w.hs.states().len(), published);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_decline_moves_on_at_once() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    let offer_id = w.open_offer_of("1").await?;
+    w.remote(
+        "decline",
+        RemoteEvent::Decline {
+            offer_id,
+            address: "1".into(),
+        },
+    )
+    .await?;
+    assert!(
+        w.tg.calls()
+            .contains(&"close 1: You declined this conversation.".to_owned())
+    );
+    let summary = w.tg.offers_to("2")[0].summary.clone().unwrap_or_default();
+    assert!(summary.contains("Ann (declined)"), "{summary}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_first_reply_in_time_hands_over() -> anyhow::Result<()> {
+    let w = world(Limits {
+        first_reply_timeout_secs: Some(0),
+        ..NO_LIMITS
+    })
+    .await?;
+    w.ann_holds_it().await?;
+    tokio::time::sleep(Duration::from_millis(5)).await; // past a limit of zero
+    w.bridge.watch_responders().await?;
+    w.handed_to_ben_because("no first reply in time").await?;
+    assert!(
+        w.tg.calls().iter().any(|c| c.starts_with("notify 1: The conversation with this visitor was handed to a colleague: no first reply in time")),
+        "{:?}",
+        w.tg.calls()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn silence_while_the_visitor_waits_hands_over() -> anyhow::Result<()> {
+    let w = world(Limits {
+        idle_limit_secs: Some(0),
+        ..NO_LIMITS
+    })
+    .await?;
+    w.ann_holds_it().await?;
+    // Ann answered (her ghost's message comes back from the homeserver), then the visitor
+    // wrote again and Ann stays silent.
+    w.room_event("@_sb_ann:test", "$r1", "Let me check.")
+        .await?;
+    w.drain_outbox().await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.bridge.watch_responders().await?;
+    assert_eq!(
+        w.state().await?,
+        ConversationState::Active,
+        "nobody waits while the responder spoke last"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.room_event(VISITOR, "$v2", "Hello?").await?;
+    w.drain_outbox().await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.bridge.watch_responders().await?;
+    w.handed_to_ben_because("silent while the visitor waited")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn going_offline_hands_over() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    w.bridge.watch_responders().await?;
+    assert_eq!(w.state().await?, ConversationState::Active);
+    w.store()
+        .set_responder_status("ann", ResponderStatus::Offline)
+        .await?;
+    w.bridge.watch_responders().await?;
+    w.handed_to_ben_because("they went offline").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_platform_hands_over() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    w.tg.unreachable.store(true, Ordering::SeqCst);
+    w.room_event(VISITOR, "$v2", "Are you there?").await?;
+    w.drain_outbox().await?;
+    w.handed_to_ben_because("their platform could not be reached")
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn transfer_to_anyone_to_a_topic_and_end() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    w.command("1", "transfer", "").await?;
+    w.handed_to_ben_because("transfer requested").await?;
+
+    // Ben takes it and sends it on to billing: only Cleo answers billing.
+    w.accept("2", "Ben").await?;
+    w.command("2", "transfer", "billing").await?;
+    assert_eq!(w.state().await?, ConversationState::Transferring);
+    let to_cleo = w.tg.offers_to("3");
+    assert_eq!(to_cleo.len(), 1);
+    assert_eq!(to_cleo[0].topic_name, "billing");
+    assert!(
+        to_cleo[0].summary.as_deref().unwrap_or_default().contains(
+            "Ben handed this conversation over (transfer to the topic billing requested)"
+        )
+    );
+    assert_eq!(
+        w.store().conversation(ROOM).await?.unwrap().topic,
+        "billing"
+    );
+
+    // Cleo takes it and ends it.
+    w.accept("3", "Cleo").await?;
+    assert_eq!(w.hs.states().last().unwrap()["transfers"], 2);
+    assert_eq!(w.hs.states().last().unwrap()["responder"], "Cleo");
+    w.command("3", "end", "").await?;
+    assert_eq!(w.state().await?, ConversationState::Closed);
+    assert_eq!(
+        w.holders().await?,
+        [
+            ("ann".to_owned(), "transferred".to_owned()),
+            ("ben".to_owned(), "transferred".to_owned()),
+            ("cleo".to_owned(), "ended".to_owned()),
+        ]
+    );
+    let states: Vec<String> =
+        w.hs.states()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+    assert_eq!(
+        states,
+        [
+            "offered",
+            "active",
+            "transferring",
+            "active",
+            "transferring",
+            "active",
+            "closed"
+        ]
+    );
+    Ok(())
+}
