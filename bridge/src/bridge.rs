@@ -423,6 +423,13 @@ impl Bridge {
             if self.store.record_message(&message).await? {
                 tracing::debug!(role = role.as_str(), "message recorded");
             }
+            let media = media_of(content);
+            if let Some(media) = &media {
+                let json = serde_json::to_string(media).expect("a MediaRef serialises");
+                self.store
+                    .set_message_media(&message.event_id, &json)
+                    .await?;
+            }
             if role == SenderRole::Visitor {
                 if conversation.state.is_waiting() {
                     self.route(&conversation).await?;
@@ -432,7 +439,7 @@ impl Bridge {
                     &message.event_id,
                     &message.body,
                     message.formatted_body.as_deref(),
-                    media_of(content),
+                    media,
                 )
                 .await?;
             }

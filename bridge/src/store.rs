@@ -337,6 +337,28 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Keeps the file a transcript message carries (a `MediaRef` as JSON).
+    pub async fn set_message_media(&self, event_id: &str, json: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET media_json = $1 WHERE event_id = $2")
+            .bind(json)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The file a transcript message carries, as stored by [`Self::set_message_media`].
+    pub async fn message_media(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT media_json FROM messages WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<String>, _>("media_json"))
+            .transpose()?
+            .flatten())
+    }
+
     /// The transcript of a conversation, in the order Switchboard received it.
     pub async fn messages(&self, room_id: &str) -> Result<Vec<Message>, StoreError> {
         let rows = sqlx::query(

@@ -169,6 +169,16 @@ async fn transcript_records_each_message_once_in_inbox_order(store: &Store) -> a
             message("$2", "!t:x", 2, SenderRole::Responder, "second"),
         ]
     );
+    // A message's file is kept beside it (for relaying it after a late accept).
+    assert_eq!(store.message_media("$1").await?, None);
+    store
+        .set_message_media("$1", r#"{"mxc":"mxc://x/y"}"#)
+        .await?;
+    assert_eq!(
+        store.message_media("$1").await?.as_deref(),
+        Some(r#"{"mxc":"mxc://x/y"}"#)
+    );
+    assert_eq!(store.message_media("$2").await?, None);
     Ok(())
 }
 

@@ -32,7 +32,8 @@ use switchboard_bridge::{
     Bridge, Store,
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
-        Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteEvent, RemoteSink,
+        Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform,
+        RemoteEvent, RemoteSink,
     },
     conversation::{Conversation, ConversationState},
     responder::{Responder, ResponderStatus},
@@ -198,6 +199,20 @@ impl Connector for RecordingConnector {
         Ok(vec![format!("message-{id}")])
     }
 
+    async fn deliver_file(
+        &self,
+        _delivery: &Delivery,
+        file: Attachment,
+        address: &str,
+    ) -> Result<Vec<String>, ConnectorError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("file {address}: {}", file.filename));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![format!("message-{id}")])
+    }
+
     async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
         self.calls
             .lock()
@@ -318,12 +333,22 @@ impl World {
 
     /// A message event in the conversation room, as the homeserver pushes it, processed.
     async fn room_event(&self, sender: &str, event_id: &str, body: &str) -> anyhow::Result<()> {
+        self.room_content(sender, event_id, json!({"msgtype": "m.text", "body": body}))
+            .await
+    }
+
+    async fn room_content(
+        &self,
+        sender: &str,
+        event_id: &str,
+        content: Value,
+    ) -> anyhow::Result<()> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
         let event = json!({
             "type": "m.room.message", "event_id": event_id, "room_id": ROOM, "sender": sender,
-            "origin_server_ts": now, "content": {"msgtype": "m.text", "body": body},
+            "origin_server_ts": now, "content": content,
         });
         let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
         self.bridge
@@ -643,5 +668,28 @@ async fn transfer_to_anyone_to_a_topic_and_end() -> anyhow::Result<()> {
             "closed"
         ]
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_sent_before_the_accept_reaches_the_responder_as_a_file() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.room_content(
+        VISITOR,
+        "$img",
+        json!({"msgtype": "m.image", "body": "leak.jpg", "url": "mxc://test/leak",
+               "info": {"mimetype": "image/jpeg"}}),
+    )
+    .await?;
+    w.room_event(VISITOR, "$v3", "See the photo.").await?;
+    w.ann_holds_it().await?;
+    w.drain_outbox().await?;
+    let delivered: Vec<String> =
+        w.tg.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("deliver ") || c.starts_with("file "))
+            .collect();
+    // The first message was quoted in the offer; the photo follows as a photo, in order.
+    assert_eq!(delivered, ["file 1: leak.jpg", "deliver 1: See the photo."]);
     Ok(())
 }

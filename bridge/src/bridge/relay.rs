@@ -971,21 +971,29 @@ impl Bridge {
             ),
         )
         .await;
-        // Whatever the visitor wrote after the message quoted in the offer follows in order.
+        // Whatever the visitor wrote after the message quoted in the offer follows in order,
+        // files included (the offer could only quote a file's name, so a first message that
+        // is a file follows too).
         let transcript = self.store.messages(&offer.room_id).await?;
-        for m in transcript
+        for (i, m) in transcript
             .iter()
             .filter(|m| m.sender_role == SenderRole::Visitor)
-            .skip(1)
+            .enumerate()
         {
-            // The transcript keeps no file references: a file sent before the accept is
-            // relayed as its name.
+            let media: Option<MediaRef> = self
+                .store
+                .message_media(&m.event_id)
+                .await?
+                .and_then(|json| serde_json::from_str(&json).ok());
+            if i == 0 && media.is_none() {
+                continue; // quoted in the offer
+            }
             self.relay_to_responders(
                 &conversation,
                 &m.event_id,
                 &m.body,
                 m.formatted_body.as_deref(),
-                None,
+                media,
             )
             .await?;
         }
