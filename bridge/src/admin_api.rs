@@ -538,7 +538,15 @@ pub struct AssignmentView {
     pub platform: String,
     pub address: String,
     pub ghost_user_id: String,
+    /// `active`, `transferred` or `ended`.
     pub state: String,
+    /// When they took the conversation (unix ms).
+    pub started_at: i64,
+    /// When they handed it over or it ended; absent while they hold it.
+    pub ended_at: Option<i64>,
+    /// Why it moved on: the hand-off reason (e.g. "no first reply in time"), or
+    /// "ended by the responder" / "ended by the visitor".
+    pub end_reason: Option<String>,
 }
 
 /// One conversation in full: the conversation (visitor's Matrix ID included), everyone
@@ -573,15 +581,18 @@ pub async fn conversation_detail(
         return Ok(None);
     };
     let assignments = store
-        .assignments_for_room(room_id)
+        .assignment_history(room_id)
         .await?
         .into_iter()
-        .map(|a| AssignmentView {
-            responder_id: a.responder_id,
-            platform: a.platform,
-            address: a.address,
-            ghost_user_id: a.ghost_user_id,
-            state: a.state,
+        .map(|h| AssignmentView {
+            responder_id: h.assignment.responder_id,
+            platform: h.assignment.platform,
+            address: h.assignment.address,
+            ghost_user_id: h.assignment.ghost_user_id,
+            state: h.assignment.state,
+            started_at: h.started_at,
+            ended_at: h.ended_at,
+            end_reason: h.end_reason,
         })
         .collect();
     let transcript = store.messages(room_id).await?;

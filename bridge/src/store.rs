@@ -13,7 +13,7 @@ use sqlx::{
 use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
 mod remote;
-pub use remote::{AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
+pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
 mod responders;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 mod sessions;

@@ -651,6 +651,40 @@ async fn transfer_to_anyone_to_a_topic_and_end() -> anyhow::Result<()> {
             ("cleo".to_owned(), "ended".to_owned()),
         ]
     );
+    // Who held it, and why each one stopped, is kept.
+    let history: Vec<(String, Option<String>, bool)> = w
+        .store()
+        .assignment_history(ROOM)
+        .await?
+        .into_iter()
+        .map(|h| {
+            (
+                h.assignment.responder_id,
+                h.end_reason,
+                h.ended_at.is_some_and(|end| end >= h.started_at),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (
+                "ann".to_owned(),
+                Some("transfer requested".to_owned()),
+                true
+            ),
+            (
+                "ben".to_owned(),
+                Some("transfer to the topic billing requested".to_owned()),
+                true
+            ),
+            (
+                "cleo".to_owned(),
+                Some("ended by the responder".to_owned()),
+                true
+            ),
+        ]
+    );
     let states: Vec<String> =
         w.hs.states()
             .iter()

@@ -711,10 +711,7 @@ impl Bridge {
         };
         tracing::info!(room_id = %room, responder = %assignment.responder_id, %why, "conversation handed over");
         self.store
-            .upsert_assignment(&AssignmentRow {
-                state: "transferred".into(),
-                ..assignment.clone()
-            })
+            .finish_assignment(room, &assignment.responder_id, "transferred", &why)
             .await?;
         self.store
             .set_handoff(
@@ -1024,10 +1021,7 @@ impl Bridge {
             return Ok(());
         };
         self.store
-            .upsert_assignment(&AssignmentRow {
-                state: "ended".into(),
-                ..a.clone()
-            })
+            .finish_assignment(room, &a.responder_id, "ended", "ended by the responder")
             .await?;
         self.set_state(room, ConversationState::Closed, None, false)
             .await?;
@@ -1051,10 +1045,7 @@ impl Bridge {
     pub(super) async fn end_by_visitor(&self, room: &str) -> Result<(), StoreError> {
         for a in self.store.active_assignments_for_room(room).await? {
             self.store
-                .upsert_assignment(&AssignmentRow {
-                    state: "ended".into(),
-                    ..a.clone()
-                })
+                .finish_assignment(room, &a.responder_id, "ended", "ended by the visitor")
                 .await?;
             self.notify(
                 &a.platform,

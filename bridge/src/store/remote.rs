@@ -34,6 +34,18 @@ pub struct AssignmentRow {
     pub state: String,
 }
 
+/// One entry of a conversation's assignment history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignmentHistory {
+    pub assignment: AssignmentRow,
+    /// When they took it (unix ms).
+    pub started_at: i64,
+    /// When it was handed over or ended; `None` while they hold it.
+    pub ended_at: Option<i64>,
+    /// Why: the hand-off reason, or who ended the conversation.
+    pub end_reason: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub seq: i64,
@@ -291,6 +303,53 @@ impl Store {
     }
 
     /// Every active assignment with when it started (unix ms), oldest first.
+    /// Ends an active assignment: `state` is `transferred` or `ended`, `reason` says why. Only
+    /// an active one changes, so handling the same hand-off twice records it once.
+    pub async fn finish_assignment(
+        &self,
+        room_id: &str,
+        responder_id: &str,
+        state: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE assignments SET state = $1, ended_at = $2, end_reason = $3
+             WHERE room_id = $4 AND responder_id = $5 AND state = 'active'",
+        )
+        .bind(state)
+        .bind(now_ms())
+        .bind(reason)
+        .bind(room_id)
+        .bind(responder_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Who held a conversation, when, and why they stopped, oldest first.
+    pub async fn assignment_history(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<AssignmentHistory>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ASSIGNMENT_COLUMNS}, created_at, ended_at, end_reason FROM assignments
+             WHERE room_id = $1 ORDER BY created_at, responder_id"
+        ))
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AssignmentHistory {
+                    assignment: assignment_from_row(r)?,
+                    started_at: r.try_get("created_at")?,
+                    ended_at: r.try_get("ended_at")?,
+                    end_reason: r.try_get("end_reason")?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn all_active_assignments(&self) -> Result<Vec<(AssignmentRow, i64)>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {ASSIGNMENT_COLUMNS}, created_at FROM assignments WHERE state = 'active' ORDER BY created_at"
