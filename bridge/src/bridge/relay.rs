@@ -271,14 +271,14 @@ impl Bridge {
 
     /// Sends a responder a service message (offer taken, command answers, hand-off notes).
     /// These are short and rare, so they are sent at once rather than queued, but they keep
-    /// to the per-chat pacing and get a few retries within `NOTICE_PATIENCE`: a rate limit
-    /// no longer drops them. Past that they are logged and dropped; the worker must not stall.
+    /// to the per-chat pacing and wait out a rate limit within `NOTICE_PATIENCE`, so a 429
+    /// no longer drops them. Other failures, or a longer wait, are logged and the notice is
+    /// dropped: the one worker must not stall on one platform.
     async fn notify(&self, platform: &str, address: &str, text: &str) {
         let Some((_, c)) = self.remote(platform) else {
             return;
         };
         let give_up_at = now_ms() + NOTICE_PATIENCE.as_millis() as i64;
-        let mut attempts = 0;
         loop {
             let paced = self.paced_until(platform, address) - now_ms();
             if paced > 0 {
@@ -289,8 +289,12 @@ impl Bridge {
                 Ok(()) => return,
                 Err(e) => e,
             };
-            let wait = retry_delay(&e, attempts);
-            attempts += 1;
+            // Only a rate limit is waited out: when the platform is down, retrying within
+            // seconds rarely helps and would hold up the worker for everyone else.
+            let wait = match e {
+                ConnectorError::RetryAfter(after) => Some(after),
+                _ => None,
+            };
             match wait {
                 Some(wait) if now_ms() + (wait.as_millis() as i64) < give_up_at => {
                     tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "notice not sent; retrying");
@@ -1089,7 +1093,7 @@ impl Bridge {
 }
 
 /// How long a service message to a responder may wait for pacing and retries.
-const NOTICE_PATIENCE: Duration = Duration::from_secs(10);
+const NOTICE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Transient delivery failures are retried this many times before the responder counts as
 /// unreachable (about four minutes of backoff).
