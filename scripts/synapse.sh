@@ -3,7 +3,8 @@
 #
 # Usage:
 #   scripts/synapse.sh install
-#   scripts/synapse.sh init DIR PORT SERVER_NAME REG_FILE...   (SYNAPSE_ALLOW_GUESTS=0: no guests)
+#   scripts/synapse.sh init DIR PORT SERVER_NAME REG_FILE...   (SYNAPSE_ALLOW_GUESTS=0: no guests;
+#                                                               SYNAPSE_MAS=1: auth delegated to MAS)
 #   scripts/synapse.sh start DIR
 #   scripts/synapse.sh stop DIR
 #   scripts/synapse.sh register-user DIR USER PASSWORD [admin]
@@ -14,7 +15,12 @@
 # Everything Synapse writes (database, media, logs, keys, pid) lives in DIR.
 #
 # init writes allow_guest_access: true unless SYNAPSE_ALLOW_GUESTS=0, which makes a homeserver
-# like those run without guests (or behind Matrix Authentication Service), for visitor accounts.
+# like those run without guests, for visitor accounts. SYNAPSE_MAS=1 configures Synapse as it
+# runs behind Matrix Authentication Service (matrix_authentication_service.enabled: no guests,
+# no password login, no open registration, appservice registrations only with inhibit_login).
+# MAS itself is not run: its endpoint points at a closed port. Everything an appservice does
+# (its as_token, identity assertion, registering users without a login) never reaches MAS, so
+# the flows Switchboard supports there can be tested; anything that would need MAS fails.
 set -euo pipefail
 
 SYNAPSE_VERSION=1.163.2
@@ -138,6 +144,19 @@ cfg["enable_registration_without_verification"] = True
 cfg["registration_shared_secret"] = secret
 cfg["app_service_config_files"] = regs
 
+if os.environ.get("SYNAPSE_MAS") == "1":
+    cfg["matrix_authentication_service"] = {
+        "enabled": True,
+        "endpoint": "http://127.0.0.1:9/",  # nothing listens: nothing here may need MAS
+        "secret": secret,
+    }
+    # What Synapse insists on when auth is delegated (synapse/config/mas.py).
+    cfg["allow_guest_access"] = False
+    cfg["enable_registration"] = False
+    cfg.pop("enable_registration_without_verification", None)
+    cfg.pop("registration_shared_secret", None)
+    cfg["password_config"] = {"enabled": False}
+
 # No outside world: no key servers, no stats, no presence traffic.
 cfg["trusted_key_servers"] = []
 cfg["suppress_key_server_warning"] = True
@@ -184,7 +203,7 @@ with open(log_config, "w") as f:
 with open(path, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 EOF
-    log "configured $dir/homeserver.yaml: http://127.0.0.1:$port, server name $server_name, ${#regs[@]} appservice(s), guests $([ "${SYNAPSE_ALLOW_GUESTS:-1}" = 0 ] && echo off || echo on)"
+    log "configured $dir/homeserver.yaml: http://127.0.0.1:$port, server name $server_name, ${#regs[@]} appservice(s), guests $([ "${SYNAPSE_ALLOW_GUESTS:-1}" = 0 ] && echo off || echo on)$([ "${SYNAPSE_MAS:-0}" = 1 ] && echo ', auth delegated to MAS (not running)')"
 }
 
 hs_port() { # hs_port DIR: the port of the first listener in DIR/homeserver.yaml

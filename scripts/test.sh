@@ -28,6 +28,10 @@
 #   SWITCHBOARD_TEST_NOGUEST_AS_PORT_<i>    slot i (0..1): registration at
 #                                   $SWITCHBOARD_TEST_DIR/noguest/appservices/i/registration.yaml
 #                                   (id sbnoguest<i>, bot @sbng<i>bot, ghosts @_sbng<i>_*)
+# and for the Synapse that delegates auth to MAS (MAS itself not running; server mas.localhost):
+#   SWITCHBOARD_TEST_MAS_HS_URL, SWITCHBOARD_TEST_MAS_SERVER_NAME, SWITCHBOARD_TEST_MAS_AS_PORT_0
+#                                   one slot: $SWITCHBOARD_TEST_DIR/mas/appservices/0/registration.yaml
+#                                   (id sbmas0, bot @sbmas0bot, ghosts @_sbmas0_*), used by e2e_mas
 # Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files, 7
 # e2e_multi_platform, 8 e2e_handoff's named transfer (and scripts/bench.sh, which runs on its
 # own), 9 the widget in a browser, 10 e2e_visitor_accounts, 11
@@ -78,6 +82,7 @@ cleanup() {
     trap - EXIT INT TERM
     "$REPO/scripts/synapse.sh" stop "$T/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/synapse.sh" stop "$T/noguest/synapse" >/dev/null 2>&1 || true
+    "$REPO/scripts/synapse.sh" stop "$T/mas/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/postgres.sh" stop "$T/pg" >/dev/null 2>&1 || true
     if [ "$status" -ne 0 ] && [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
         log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, env)"
@@ -94,9 +99,9 @@ trap 'exit 143' TERM
 
 # ---- ports -----------------------------------------------------------------------------------
 # Ask the kernel for free ports, holding all sockets open at once so they are distinct.
-read -r HS_PORT NG_HS_PORT PG_PORT AS_PORTS <<<"$(python3 -c '
+read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT AS_PORTS <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(3 + '"$SLOTS + $NOGUEST_SLOTS"')]
+socks = [socket.socket() for _ in range(5 + '"$SLOTS + $NOGUEST_SLOTS"')]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -128,6 +133,9 @@ for i in $(seq 0 $((NOGUEST_SLOTS - 1))); do
     export "SWITCHBOARD_TEST_NOGUEST_AS_PORT_$i=$port"
 done
 export SWITCHBOARD_TEST_NOGUEST_AS_SLOTS=$NOGUEST_SLOTS
+# One slot on the Synapse that delegates auth to MAS (see scripts/synapse.sh: MAS not running).
+gen_registration "$T/mas/appservices/0" "$MAS_AS_PORT" "sbmas0" "sbmas0bot" "_sbmas0_"
+export SWITCHBOARD_TEST_MAS_AS_PORT_0=$MAS_AS_PORT
 
 # ---- Synapses and PostgreSQL, started side by side ----------------------------------------
 t=$SECONDS
@@ -135,16 +143,22 @@ t=$SECONDS
 "$REPO/scripts/synapse.sh" init "$T/synapse" "$HS_PORT" localhost "${regs[@]}"
 SYNAPSE_ALLOW_GUESTS=0 "$REPO/scripts/synapse.sh" init "$T/noguest/synapse" "$NG_HS_PORT" \
     noguest.localhost "${ng_regs[@]}"
+SYNAPSE_MAS=1 "$REPO/scripts/synapse.sh" init "$T/mas/synapse" "$MAS_HS_PORT" \
+    mas.localhost "$T/mas/appservices/0/registration.yaml"
 "$REPO/scripts/synapse.sh" start "$T/synapse" &
 hs_pid=$!
+"$REPO/scripts/synapse.sh" start "$T/mas/synapse" &
+mas_pid=$!
 "$REPO/scripts/synapse.sh" start "$T/noguest/synapse" &
 ng_pid=$!
 PG_URL="$("$REPO/scripts/postgres.sh" start "$T/pg" "$PG_PORT")"
-hs_status=0 ng_status=0
+hs_status=0 ng_status=0 mas_status=0
 wait "$hs_pid" || hs_status=$?
 wait "$ng_pid" || ng_status=$?
+wait "$mas_pid" || mas_status=$?
 [ "$hs_status" -eq 0 ] || { log "error: the main Synapse did not start"; exit 1; }
 [ "$ng_status" -eq 0 ] || { log "error: the guest-less Synapse did not start"; exit 1; }
+[ "$mas_status" -eq 0 ] || { log "error: the MAS-delegating Synapse did not start"; exit 1; }
 log "services up in $((SECONDS - t)) s"
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
@@ -156,6 +170,8 @@ export SWITCHBOARD_TEST_NOGUEST_HS_URL="http://127.0.0.1:$NG_HS_PORT"
 export SWITCHBOARD_TEST_NOGUEST_SERVER_NAME=noguest.localhost
 SWITCHBOARD_TEST_NOGUEST_SHARED_SECRET="$(cat "$T/noguest/synapse/shared_secret")"
 export SWITCHBOARD_TEST_NOGUEST_SHARED_SECRET
+export SWITCHBOARD_TEST_MAS_HS_URL="http://127.0.0.1:$MAS_HS_PORT"
+export SWITCHBOARD_TEST_MAS_SERVER_NAME=mas.localhost
 export SWITCHBOARD_TEST_POSTGRES_URL="$PG_URL"
 # Written down so a kept dir (KEEP_TEST_DIR=1) can be inspected with the same settings.
 env | grep -E '^(SWITCHBOARD_|CARGO_TARGET_DIR=)' | sort >"$T/env"

@@ -74,6 +74,17 @@ impl TestEnv {
         }
     }
 
+    /// The Synapse that delegates authentication to Matrix Authentication Service (which is
+    /// not running: only what needs no MAS can work there), with one slot.
+    pub fn mas_from_env() -> Self {
+        Self {
+            hs_url: required_var("SWITCHBOARD_TEST_MAS_HS_URL"),
+            server_name: required_var("SWITCHBOARD_TEST_MAS_SERVER_NAME"),
+            dir: PathBuf::from(required_var("SWITCHBOARD_TEST_DIR")).join("mas"),
+            bin: switchboard_bin(),
+        }
+    }
+
     pub fn user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name)
     }
