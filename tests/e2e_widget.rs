@@ -44,6 +44,7 @@ const OFFLINE: &str = "Sent while offline";
 const BACK: &str = "Welcome back";
 const HANDOFF_ASK: &str = "Could someone from sales help me?";
 const SAM_REPLY: &str = "Sam from sales here.";
+const BYE: &str = "Thanks, that is all.";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -239,6 +240,11 @@ async fn respond(
         .await?;
     sam_chat
         .send(RoomMessageEventContent::text_plain(SAM_REPLY))
+        .await?;
+    // The visitor says goodbye; Sam ends the conversation from his relay room.
+    sam.wait_for_text(&sam_relay, &bot, BYE).await?;
+    sam_chat
+        .send(RoomMessageEventContent::text_plain("!end"))
         .await?;
     Ok(())
 }

@@ -32,6 +32,7 @@ const OFFLINE = 'Sent while offline';
 const BACK = 'Welcome back';
 const HANDOFF_ASK = 'Could someone from sales help me?';
 const SAM_REPLY = 'Sam from sales here.';
+const BYE = 'Thanks, that is all.';
 
 async function main() {
   check(BASE, 'SWITCHBOARD_URL is not set');
@@ -274,6 +275,15 @@ async function main() {
       return name ? name.textContent : null;
     }, SAM_REPLY);
     check(samName === 'Sam', `Sam's reply should be signed "Sam", got ${JSON.stringify(samName)}`);
+
+    // --- Sam ends the conversation: the widget says so -------------------------------------------
+    await input.click();
+    await input.fill(BYE);
+    await input.press('Enter');
+    await waitInPage(page, 'the "closed" state after Sam ends the conversation', () => {
+      const s = window.SwitchboardWidget.state();
+      return s.status === 'closed' && s.conversation && s.conversation.state === 'closed';
+    }, null, 30000);
 
     // --- a narrow mobile screen: the panel fills it ----------------------------------------------
     const mobile = await browser.newContext({ viewport: { width: 375, height: 720 }, isMobile: true, hasTouch: true });
