@@ -54,10 +54,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn scopeguard_abort(task: Option<tokio::task::JoinHandle<()>>) -> AbortOnDrop {
-    AbortOnDrop(task)
-}
-
 /// Why a visitor's request failed. Mapped to HTTP only at the API edge.
 #[derive(Debug, thiserror::Error)]
 pub enum VisitorError {
@@ -322,7 +318,7 @@ impl Bridge {
             .expect("typing receiver lock")
             .take()
             .map(|rx| tokio::spawn(self.clone().run_typing(rx)));
-        let _stop_typing = scopeguard_abort(typing_task);
+        let _stop_typing = AbortOnDrop(typing_task);
         // Working hours begin and end without any event, so the queue is also looked at now
         // and then; a change to the register makes us look at once.
         let mut next_queue_check = tokio::time::Instant::now();
