@@ -490,6 +490,29 @@ impl HomeserverClient {
         self.send_once(request, Some(user)).await.map(|_| ())
     }
 
+    /// Like [`Self::send_message`] for an event type and content held as JSON (a queued post,
+    /// or a Matrix responder's message copied as it is).
+    pub async fn send_message_raw(
+        &self,
+        room: &RoomId,
+        as_user: Option<&UserId>,
+        txn_id: &str,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, ClientError> {
+        let body = Raw::<AnyMessageLikeEventContent>::from_json(
+            serde_json::value::to_raw_value(content)
+                .map_err(|e| ClientError::Build(e.to_string()))?,
+        );
+        let request = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            txn_id.into(),
+            event_type.into(),
+            body,
+        );
+        Ok(self.send(request, as_user).await?.event_id)
+    }
+
     /// Like [`Self::send_message`] for content whose type is only known at run time.
     pub async fn send_any_message(
         &self,

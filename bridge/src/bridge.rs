@@ -18,7 +18,6 @@ use switchboard_appservice::{
             room::{
                 guest_access::{GuestAccess, RoomGuestAccessEventContent},
                 history_visibility::{HistoryVisibility, RoomHistoryVisibilityEventContent},
-                message::RoomMessageEventContent,
             },
         },
         serde::Raw,
@@ -37,6 +36,8 @@ use typing::TypingUpdate;
 
 mod dispatch;
 mod lifecycle;
+mod room_posts;
+pub use room_posts::post_retry_delay;
 mod typing;
 
 /// How often queued conversations are routed again without any other reason to.
@@ -75,6 +76,11 @@ pub enum VisitorError {
 pub struct Bridge {
     store: Store,
     client: Arc<HomeserverClient>,
+    /// The same homeserver connection without the client's own retries, for the room-post
+    /// queue, which retries with its own backoff instead of holding the worker (`room_posts.rs`).
+    post_client: HomeserverClient,
+    /// Some room post waits out a backoff after a failure (see `homeserver_is_up`).
+    posts_waiting: std::sync::atomic::AtomicBool,
     registration: Arc<AppserviceRegistration>,
     config: BridgeConfig,
     connectors: HashMap<Platform, Arc<dyn Connector>>,
@@ -103,8 +109,16 @@ impl Bridge {
         let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
         let server_name = client.bot().server_name().to_owned();
         let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
+        let post_client = client.as_ref().clone().with_retry_policy(
+            switchboard_appservice::client::RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+        );
         Self {
             store,
+            post_client,
+            posts_waiting: std::sync::atomic::AtomicBool::new(true),
             client,
             registration,
             config,
@@ -184,26 +198,16 @@ impl Bridge {
         self.store.insert_conversation(&conversation).await?;
         self.set_state(room_id.as_str(), ConversationState::Queued, None, false)
             .await?;
-        let span = tracing::info_span!("conversation", room_id = %room_id);
-        async {
-            tracing::info!(topic = %topic.id, "conversation started");
-            let notice = RoomMessageEventContent::notice_plain(
-                self.config.welcome_notice.replace("{topic}", &topic.name),
-            );
-            // A fixed transaction ID per room: if this is ever retried, the homeserver returns
-            // the first event instead of posting the notice twice.
-            if let Err(e) = self
-                .client
-                .send_message(&room_id, None, "switchboard-welcome", &notice)
-                .await
-            {
-                tracing::warn!(error = %e, "could not post the welcome notice");
-            }
-            // Responders are offered the conversation when the visitor's first message
-            // arrives, so the offer can quote it (`route`).
-        }
-        .instrument(span)
-        .await;
+        tracing::info!(room_id = %room_id, topic = %topic.id, "conversation started");
+        // A fixed transaction ID per room: queued once, posted once. Responders are offered
+        // the conversation when the visitor's first message arrives, so the offer can quote it
+        // (`route`).
+        self.post_notice(
+            room_id.as_str(),
+            "switchboard-welcome",
+            self.config.welcome_notice.replace("{topic}", &topic.name),
+        )
+        .await?;
         Ok(conversation)
     }
 
@@ -354,6 +358,11 @@ impl Bridge {
             // A safety net: also look now and then, in case a wake-up was missed; often enough
             // that offer time-outs fire close to their time.
             let mut wait = Duration::from_secs(2);
+            match self.drain_room_posts().await {
+                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),
+            }
             match self.drain_outbox().await {
                 Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
                 Ok(None) => {}
@@ -401,6 +410,21 @@ impl Bridge {
         let role = self.role_of(&conversation, sender);
         if field("type") == "m.room.message" {
             let content = &event["content"];
+            let media = media_of(content);
+            // A message must have a text body (a file's body is its name); a numeric body, a
+            // `null` content or an empty text would reach the responder as an empty
+            // "Visitor XXXX:" line. Such an event is set aside with a log line, nothing more.
+            let body = content.get("body").and_then(Value::as_str);
+            if body.is_none_or(|b| b.trim().is_empty() && media.is_none()) {
+                // Only the shape is logged: the content is the visitor's.
+                tracing::warn!(
+                    sender_role = role.as_str(),
+                    content = json_kind(content),
+                    body = json_kind(&content["body"]),
+                    "message without a usable text body skipped"
+                );
+                return Ok(());
+            }
             let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
             let message = Message {
                 event_id: field("event_id").to_owned(),
@@ -419,7 +443,6 @@ impl Bridge {
             if self.store.record_message(&message).await? {
                 tracing::debug!(role = role.as_str(), "message recorded");
             }
-            let media = media_of(content);
             if let Some(media) = &media {
                 let json = serde_json::to_string(media).expect("a MediaRef serialises");
                 self.store
@@ -458,6 +481,19 @@ impl Bridge {
     pub async fn ping_homeserver(&self) -> Result<Duration, ClientError> {
         let txn = format!("switchboard-startup-{}", now_ms());
         self.client.ping(&self.config.appservice_id, &txn).await
+    }
+}
+
+/// What kind of JSON value this is, for a log line about an odd event.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null or missing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(s) if s.trim().is_empty() => "an empty string",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -538,6 +574,7 @@ impl EventSink for Bridge {
             self.inbox_ready.notify_one();
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");
+        self.homeserver_is_up().await;
         Ok(())
     }
 

@@ -51,6 +51,9 @@ pub struct Capabilities {
     /// The responder is a member of the conversation room itself, so the homeserver already
     /// delivers every message both ways and the bridge must not relay them.
     pub shares_room: bool,
+    /// How a command starts on this platform (`/end` on Telegram, `!end` in a Matrix room),
+    /// so what Switchboard tells responders names commands as they type them.
+    pub command_prefix: char,
 }
 
 /// A new conversation offered to a responder. Holds nothing that identifies the visitor:
@@ -267,8 +270,31 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Sends the responder a short service message from Switchboard.
-    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError>;
+    /// Sends the responder a short service message from Switchboard. `thread` is the
+    /// conversation's handle (as in [`Delivery::thread`]) when the message is about one
+    /// conversation, so it appears there (Matrix: in its relay room); `None` for messages
+    /// about none. Returns the remote message's ID, so a reply to it can be routed back to
+    /// that conversation; `None` where the platform has no such ID or nothing was sent.
+    /// Does network I/O; not idempotent (a retry may show the message twice).
+    async fn notify(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError>;
+
+    /// The responder no longer holds the conversation whose handle is `thread` (it ended, or
+    /// was handed to someone else; `why` says which, and they have been told with
+    /// [`Self::notify`]). Platforms where a conversation is a place of its own close it
+    /// (Matrix: the responder leaves the relay room); the rest keep this default.
+    async fn conversation_closed(
+        &self,
+        _address: &str,
+        _thread: &str,
+        _why: &str,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 
     /// Receives events from the platform until `shutdown` turns true, handing each to `sink`
     /// and acknowledging it to the platform only after the sink recorded it.

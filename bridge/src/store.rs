@@ -15,7 +15,9 @@ use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 mod remote;
 pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
 mod responders;
+mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
+pub use room_posts::RoomPostRow;
 mod sessions;
 
 /// Errors from the store. Never shown to visitors as-is.
@@ -335,6 +337,62 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a responder's message in the transcript when it is decided, before the
+    /// homeserver has it, under a provisional ID: hand-off summaries and the first-reply and
+    /// idle limits see it at once, even while it waits for the homeserver. It sorts after
+    /// everything recorded so far. [`Self::confirm_message`] gives it its event ID once posted.
+    pub async fn record_provisional_message(&self, m: &Message) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
+                                   body, formatted_body, origin_server_ts)
+             VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM inbox), $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&m.event_id)
+        .bind(&m.room_id)
+        .bind(&m.sender)
+        .bind(m.sender_role.as_str())
+        .bind(&m.msgtype)
+        .bind(&m.body)
+        .bind(m.formatted_body.as_deref())
+        .bind(m.origin_server_ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The provisional transcript entry became the event `event_id`. If the homeserver's echo
+    /// of that event was recorded first, the provisional entry simply goes.
+    pub async fn confirm_message(
+        &self,
+        provisional: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM messages WHERE event_id = $1
+             AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
+        )
+        .bind(provisional)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
+            .bind(event_id)
+            .bind(provisional)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A provisional entry whose message will never be posted leaves the transcript.
+    pub async fn forget_message(&self, provisional: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM messages WHERE event_id = $1")
+            .bind(provisional)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Keeps the file a transcript message carries (a `MediaRef` as JSON).

@@ -467,7 +467,81 @@ async fn visitor_sessions_resolve_until_they_expire(store: &Store) -> anyhow::Re
     Ok(())
 }
 
+async fn room_posts_queue_once_and_wait_out_their_retries(store: &Store) -> anyhow::Result<()> {
+    let room = "!posts:x";
+    assert!(store.enqueue_room_post(room, "t1", "{\"op\":1}").await?);
+    assert!(
+        !store.enqueue_room_post(room, "t1", "{\"op\":1}").await?,
+        "the same post queued twice is one post"
+    );
+    assert!(store.enqueue_room_post(room, "t2", "{\"op\":2}").await?);
+    // The same transaction ID in another room is another post.
+    assert!(store.enqueue_room_post("!other:x", "t1", "{}").await?);
+    let pending = store.pending_room_posts(10).await?;
+    let keys: Vec<(&str, &str)> = pending
+        .iter()
+        .map(|p| (p.room_id.as_str(), p.txn_id.as_str()))
+        .collect();
+    assert_eq!(keys, [(room, "t1"), (room, "t2"), ("!other:x", "t1")]);
+
+    // A failed attempt waits; the homeserver coming back makes it due at once.
+    let far = pending[0].next_attempt_at + 3_600_000;
+    store
+        .room_post_retry_at(pending[0].seq, far, "connection refused")
+        .await?;
+    let first = &store.pending_room_posts(1).await?[0];
+    assert_eq!((first.attempts, first.next_attempt_at), (1, far));
+    assert_eq!(store.retry_room_posts_now().await?, 1);
+    assert!(store.pending_room_posts(1).await?[0].next_attempt_at < far);
+
+    store.room_post_done(pending[0].seq).await?;
+    store
+        .room_post_failed(pending[1].seq, "M_FORBIDDEN: not in room")
+        .await?;
+    let left: Vec<String> = store
+        .pending_room_posts(10)
+        .await?
+        .into_iter()
+        .map(|p| p.room_id)
+        .collect();
+    assert_eq!(left, ["!other:x"]);
+    let failed = store.failed_room_posts(10).await?;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].1, "M_FORBIDDEN: not in room");
+    Ok(())
+}
+
+async fn provisional_transcript_entries_become_their_event(store: &Store) -> anyhow::Result<()> {
+    let room = "!provisional:x";
+    let mut m = message("pending:a", room, 0, SenderRole::Responder, "on my way");
+    store.record_provisional_message(&m).await?;
+    m.event_id = "pending:b".into();
+    m.body = "second".into();
+    store.record_provisional_message(&m).await?;
+    m.event_id = "pending:c".into();
+    m.body = "never posted".into();
+    store.record_provisional_message(&m).await?;
+    // a: posted, the echo comes later (and is then a no-op); b: the echo was recorded first.
+    store.confirm_message("pending:a", "$a").await?;
+    let echo = message("$b", room, 99, SenderRole::Responder, "second");
+    assert!(store.record_message(&echo).await?);
+    store.confirm_message("pending:b", "$b").await?;
+    let echo_a = message("$a", room, 100, SenderRole::Responder, "on my way");
+    assert!(!store.record_message(&echo_a).await?, "a is already there");
+    store.forget_message("pending:c").await?;
+    let ids: Vec<String> = store
+        .messages(room)
+        .await?
+        .into_iter()
+        .map(|m| m.event_id)
+        .collect();
+    assert_eq!(ids, ["$a", "$b"]);
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
+    room_posts_queue_once_and_wait_out_their_retries(&store).await?;
+    provisional_transcript_entries_become_their_event(&store).await?;
     link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
     exactly_one_claim_wins_and_offers_move_once(&store).await?;

@@ -156,7 +156,10 @@ impl Connector for RecordingConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { shares_room: false }
+        Capabilities {
+            shares_room: false,
+            command_prefix: '/',
+        }
     }
 
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
@@ -213,12 +216,18 @@ impl Connector for RecordingConnector {
         Ok(vec![format!("message-{id}")])
     }
 
-    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
+    async fn notify(
+        &self,
+        address: &str,
+        _thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError> {
         self.calls
             .lock()
             .unwrap()
             .push(format!("notify {address}: {text}"));
-        Ok(())
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(format!("notice-{id}")))
     }
 
     async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
@@ -355,7 +364,7 @@ impl World {
             .record_transaction(&format!("txn-{event_id}"), vec![raw])
             .await?;
         self.bridge.drain_inbox().await?;
-        Ok(())
+        self.settle().await
     }
 
     /// Something from Telegram, recorded and handled.
@@ -364,7 +373,7 @@ impl World {
             .record_remote(Platform::Telegram, key, &event)
             .await?;
         self.bridge.drain_remote().await?;
-        Ok(())
+        self.settle().await
     }
 
     async fn accept(&self, chat: &str, name: &str) -> anyhow::Result<()> {
@@ -403,15 +412,25 @@ impl World {
             .ok_or_else(|| anyhow::anyhow!("no open offer to chat {chat}"))
     }
 
+    /// Posts what the last steps queued for the rooms (the worker does this on every pass).
+    async fn settle(&self) -> anyhow::Result<()> {
+        let left = self.bridge.drain_room_posts().await?;
+        anyhow::ensure!(
+            left.is_none(),
+            "the stub homeserver takes every post at once"
+        );
+        Ok(())
+    }
+
     /// Delivers the outbox until nothing is due any more (waiting out the per-chat pacing).
     async fn drain_outbox(&self) -> anyhow::Result<()> {
         for _ in 0..10 {
             match self.bridge.drain_outbox().await? {
                 Some(wait) if wait <= Duration::from_secs(2) => tokio::time::sleep(wait).await,
-                _ => return Ok(()),
+                _ => return self.settle().await,
             }
         }
-        Ok(())
+        self.settle().await
     }
 
     async fn state(&self) -> anyhow::Result<ConversationState> {
@@ -486,6 +505,7 @@ async fn an_offer_left_unanswered_moves_on_to_the_next_responder() -> anyhow::Re
     assert_eq!(w.state().await?, ConversationState::Offered);
     assert_eq!(w.tg.offers_to("1").len(), 1);
     w.bridge.expire_offers().await?;
+    w.settle().await?;
     assert!(
         w.tg.calls()
             .contains(&"close 1: This offer expired.".to_owned()),
@@ -502,6 +522,7 @@ async fn an_offer_left_unanswered_moves_on_to_the_next_responder() -> anyhow::Re
     assert_eq!(w.state().await?, ConversationState::Offered);
     // Ben lets it lapse too: nobody is left, so it is queued and the visitor is told.
     w.bridge.expire_offers().await?;
+    w.settle().await?;
     assert_eq!(w.state().await?, ConversationState::Queued);
     let last = w.hs.states().last().cloned().unwrap_or_default();
     assert_eq!(last["nobody_available"], true);
@@ -512,7 +533,9 @@ async fn an_offer_left_unanswered_moves_on_to_the_next_responder() -> anyhow::Re
     // Looking again changes nothing and publishes nothing new.
     let published = w.hs.states().len();
     w.bridge.expire_offers().await?;
+    w.settle().await?;
     w.bridge.drain_queue().await?;
+    w.settle().await?;
     assert_eq!(w.hs.states().len(), published);
     Ok(())
 }
@@ -548,6 +571,7 @@ async fn no_first_reply_in_time_hands_over() -> anyhow::Result<()> {
     w.ann_holds_it().await?;
     tokio::time::sleep(Duration::from_millis(5)).await; // past a limit of zero
     w.bridge.watch_responders().await?;
+    w.settle().await?;
     w.handed_to_ben_because("no first reply in time").await?;
     assert!(
         w.tg.calls().iter().any(|c| c.starts_with("notify 1: The conversation with this visitor was handed to a colleague: no first reply in time")),
@@ -572,6 +596,7 @@ async fn silence_while_the_visitor_waits_hands_over() -> anyhow::Result<()> {
     w.drain_outbox().await?;
     tokio::time::sleep(Duration::from_millis(5)).await;
     w.bridge.watch_responders().await?;
+    w.settle().await?;
     assert_eq!(
         w.state().await?,
         ConversationState::Active,
@@ -582,6 +607,7 @@ async fn silence_while_the_visitor_waits_hands_over() -> anyhow::Result<()> {
     w.drain_outbox().await?;
     tokio::time::sleep(Duration::from_millis(5)).await;
     w.bridge.watch_responders().await?;
+    w.settle().await?;
     w.handed_to_ben_because("silent while the visitor waited")
         .await?;
     Ok(())
@@ -592,11 +618,13 @@ async fn going_offline_hands_over() -> anyhow::Result<()> {
     let w = world(NO_LIMITS).await?;
     w.ann_holds_it().await?;
     w.bridge.watch_responders().await?;
+    w.settle().await?;
     assert_eq!(w.state().await?, ConversationState::Active);
     w.store()
         .set_responder_status("ann", ResponderStatus::Offline)
         .await?;
     w.bridge.watch_responders().await?;
+    w.settle().await?;
     w.handed_to_ben_because("they went offline").await?;
     Ok(())
 }
@@ -725,5 +753,50 @@ async fn a_file_sent_before_the_accept_reaches_the_responder_as_a_file() -> anyh
             .collect();
     // The first message was quoted in the offer; the photo follows as a photo, in order.
     assert_eq!(delivered, ["file 1: leak.jpg", "deliver 1: See the photo."]);
+    Ok(())
+}
+
+/// A Matrix responder who writes in their relay room after the conversation stopped being
+/// theirs (ended, or handed to a colleague) gets a clear answer there, and nothing of it
+/// reaches the visitor.
+#[tokio::test]
+async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow::Result<()> {
+    const RELAY: &str = "!relay:test";
+    const MARA: &str = "@mara:test";
+    let w = world(NO_LIMITS).await?;
+    let offer = w.store().create_offer(ROOM, "mara", "matrix", MARA).await?;
+    w.store().set_offer_message(offer.id, RELAY).await?;
+    w.store()
+        .transition_offer(offer.id, "open", "accepted")
+        .await?;
+    let event = json!({
+        "type": "m.room.message", "event_id": "$late", "room_id": RELAY, "sender": MARA,
+        "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "Still there?"},
+    });
+    let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
+    w.bridge.record_transaction("txn-late", vec![raw]).await?;
+    w.bridge.drain_inbox().await?;
+    w.settle().await?;
+    let sent: Vec<(String, Value)> =
+        w.hs.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/send/m.room.message/"))
+            .map(|(_, p, b)| (p.clone(), b.clone()))
+            .collect();
+    let answers: Vec<&str> = sent
+        .iter()
+        .filter(|(p, _)| p.contains("relay"))
+        .filter_map(|(_, b)| b["body"].as_str())
+        .collect();
+    assert_eq!(answers.len(), 1, "{sent:#?}");
+    assert!(answers[0].contains("no longer yours"), "{answers:?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|(_, b)| b["body"].as_str() == Some("Still there?")),
+        "the late message reached the visitor: {sent:#?}"
+    );
     Ok(())
 }

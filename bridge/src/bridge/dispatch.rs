@@ -7,7 +7,10 @@ use switchboard_appservice::ruma::{OwnedRoomId, events::room::message::RoomMessa
 
 use tracing::Instrument;
 
-use super::Bridge;
+use super::{
+    Bridge,
+    room_posts::{RemoteRef, RoomPost},
+};
 use crate::{
     connector::{Offer, Platform},
     conversation::{Conversation, ConversationState, SenderRole},
@@ -138,7 +141,7 @@ impl Bridge {
             tracing::info!(topic = %conversation.topic, "nobody is eligible; conversation queued");
             self.set_state(&conversation.room_id, ConversationState::Queued, None, true)
                 .await?;
-            self.tell_visitor_queued(conversation).await;
+            self.tell_visitor_queued(conversation).await?;
             return Ok(());
         }
         // A hand-over stays "transferring" until the next responder accepts.
@@ -209,6 +212,17 @@ impl Bridge {
                 Ok(handle) => {
                     if let Some(handle) = handle {
                         self.store.set_offer_message(offer.id, &handle).await?;
+                        // A reply to the offer (or to what it becomes once accepted) goes to
+                        // this conversation, even if the visitor wrote nothing else yet.
+                        self.store
+                            .map_remote_message(
+                                platform.as_str(),
+                                &contact.address,
+                                &handle,
+                                &conversation.room_id,
+                                None,
+                            )
+                            .await?;
                     }
                     open += 1;
                     tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
@@ -292,19 +306,14 @@ impl Bridge {
             .map(|m| m.body))
     }
 
-    async fn tell_visitor_queued(&self, conversation: &Conversation) {
-        let Ok(room) = OwnedRoomId::try_from(conversation.room_id.as_str()) else {
-            return;
-        };
-        let notice = RoomMessageEventContent::notice_plain(self.config.offline_message.clone());
+    async fn tell_visitor_queued(&self, conversation: &Conversation) -> Result<(), StoreError> {
         // One fixed transaction ID: however often routing finds nobody, the visitor is told once.
-        if let Err(e) = self
-            .client
-            .send_message(&room, None, "switchboard-queued", &notice)
-            .await
-        {
-            tracing::warn!(error = %e, "could not tell the visitor they are queued");
-        }
+        self.post_notice(
+            &conversation.room_id,
+            "switchboard-queued",
+            self.config.offline_message.clone(),
+        )
+        .await
     }
 
     /// Routes every waiting conversation again: someone may have become available, come into
@@ -466,11 +475,8 @@ impl Bridge {
                     None => Some("Commands: !available, !away, !offline.".to_owned()),
                 };
                 let Some(reply) = reply else { return Ok(()) };
-                let notice = RoomMessageEventContent::notice_plain(reply);
                 let txn = format!("switchboard-reply-{}", field("event_id"));
-                if let Err(e) = self.client.send_message(&room, None, &txn, &notice).await {
-                    tracing::warn!(error = %e, "could not answer a command");
-                }
+                self.post_notice(room_id, &txn, reply).await?;
             }
             _ => {}
         }
@@ -524,6 +530,7 @@ impl Bridge {
     ) -> Result<(), StoreError> {
         let content = &event["content"];
         let relay_event = event["event_id"].as_str().unwrap_or_default();
+        let relay_room = event["room_id"].as_str().unwrap_or_default();
         let body = content["body"].as_str().unwrap_or_default().trim();
         if content["m.relates_to"]["rel_type"] == "m.replace" {
             let original = content["m.relates_to"]["event_id"]
@@ -540,7 +547,19 @@ impl Bridge {
             .assignment_of(&offer.room_id, "matrix", &offer.address)
             .await?
         else {
-            return Ok(()); // not (or no longer) theirs
+            // Not (or no longer) theirs: say so rather than let them write into the void.
+            let text = if offer.state == "open" {
+                "Join this room to accept the conversation first; nothing you write here reaches the visitor until then."
+            } else {
+                "This conversation is no longer yours (it ended or was handed to a colleague): nothing you write here reaches the visitor."
+            };
+            self.post_notice(
+                relay_room,
+                &format!("switchboard-notyours-{relay_event}"),
+                text,
+            )
+            .await?;
+            return Ok(());
         };
         if body == "!end" {
             return self
@@ -555,12 +574,6 @@ impl Bridge {
                 .transfer(&offer.room_id, "matrix", &offer.address, target.trim())
                 .await;
         }
-        let (Ok(room), Ok(ghost)) = (
-            OwnedRoomId::try_from(offer.room_id.as_str()),
-            switchboard_appservice::ruma::OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
-        ) else {
-            return Ok(());
-        };
         // The same content, without relations that point into the relay room.
         let mut copy = content.clone();
         if let Some(obj) = copy.as_object_mut() {
@@ -573,32 +586,26 @@ impl Bridge {
                 obj.insert("formatted_body".into(), html.into());
             }
         }
-        let content: RoomMessageEventContent = match serde_json::from_value(copy) {
-            Ok(c) => c,
-            Err(_) => RoomMessageEventContent::text_plain(body),
-        };
-        let txn = format!("matrix-{relay_event}");
-        match self
-            .client
-            .send_message(&room, Some(&ghost), &txn, &content)
-            .await
-        {
-            Ok(posted) => {
-                self.store
-                    .map_remote_message(
-                        "matrix",
-                        &offer.address,
-                        relay_event,
-                        &offer.room_id,
-                        Some(posted.as_str()),
-                    )
-                    .await
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not post a Matrix responder's message");
-                Ok(())
-            }
+        // Only a message with a text body is posted as it is; anything else the homeserver
+        // might refuse becomes its plain text.
+        if !copy["body"].is_string() || !copy["msgtype"].is_string() {
+            copy = serde_json::to_value(RoomMessageEventContent::text_plain(body))
+                .expect("content serialises");
         }
+        self.post(
+            &offer.room_id,
+            &format!("matrix-{relay_event}"),
+            RoomPost::Message {
+                sender: Some(assignment.ghost_user_id),
+                content: copy,
+                remote: Some(RemoteRef {
+                    platform: "matrix".into(),
+                    address: offer.address.clone(),
+                    message_id: relay_event.to_owned(),
+                }),
+            },
+        )
+        .await
     }
 
     /// A responder set their status from their platform (`/away`, `!available`, ...).

@@ -1,9 +1,7 @@
 //! The conversation's lifecycle state: stored, and published into the room so the widget can
 //! show it (see [`ConversationStatus`]).
 
-use switchboard_appservice::ruma::OwnedRoomId;
-
-use super::Bridge;
+use super::{Bridge, room_posts::RoomPost};
 use crate::{
     conversation::{ConversationState, ConversationStatus},
     store::StoreError,
@@ -13,10 +11,10 @@ impl Bridge {
     /// Moves a conversation to `state` and tells the room. `responder` is the public name of
     /// who answers (for `active`); `nobody_available` marks a queue nobody can serve now.
     ///
-    /// The store is the source of truth and is written first. The room event is sent only
-    /// when it differs from the last one published, so repeated routing passes over a queued
-    /// conversation do not fill the visitor's timeline. A failed publish is retried the next
-    /// time the state is set.
+    /// The store is the source of truth and is written first. The room event is queued only
+    /// when it differs from the last one queued, so repeated routing passes over a queued
+    /// conversation do not fill the visitor's timeline; the queue posts it until the
+    /// homeserver takes it.
     pub(super) async fn set_state(
         &self,
         room: &str,
@@ -43,19 +41,20 @@ impl Bridge {
         if self.store.published_status(room).await?.as_deref() == Some(text.as_str()) {
             return Ok(());
         }
-        let Ok(room_id) = OwnedRoomId::try_from(room) else {
-            return Ok(());
-        };
-        match self
-            .client
-            .send_state_raw(&room_id, ConversationStatus::EVENT_TYPE, "", &json)
-            .await
-        {
-            Ok(_) => self.store.set_published_status(room, &text).await?,
-            Err(e) => {
-                tracing::warn!(room_id = %room, error = %e, "could not publish the conversation state")
-            }
-        }
+        // Queued like every write into the room, so it reaches the room in order with the
+        // notices around it, however long the homeserver is away. Each change is its own post
+        // (a state may come back: active, transferring, active).
+        self.post(
+            room,
+            &format!("switchboard-state-{:016x}", rand::random::<u64>()),
+            RoomPost::State {
+                event_type: ConversationStatus::EVENT_TYPE.to_owned(),
+                state_key: String::new(),
+                content: json,
+            },
+        )
+        .await?;
+        self.store.set_published_status(room, &text).await?;
         tracing::info!(room_id = %room, state = state.as_str(), "conversation state");
         Ok(())
     }

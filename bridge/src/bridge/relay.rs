@@ -5,22 +5,18 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use switchboard_appservice::ruma::{
-    OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, UInt,
-    events::room::{
-        ImageInfo,
-        message::{
-            FileInfo, FileMessageEventContent, ImageMessageEventContent, MessageType,
-            ReplacementMetadata, RoomMessageEventContent,
-        },
-    },
+    OwnedMxcUri, OwnedUserId, events::room::message::RoomMessageEventContent,
 };
 use tracing::Instrument;
 
-use super::Bridge;
+use super::{
+    Bridge,
+    room_posts::{RemoteRef, RoomPost},
+};
 use crate::{
     connector::{
-        Attachment, Connector, ConnectorError, Delivery, FileKind, MediaRef, Platform, RemoteEvent,
-        RemoteFile, RemoteSink,
+        Attachment, Connector, ConnectorError, Delivery, MediaRef, Platform, RemoteEvent,
+        RemoteSink,
     },
     conversation::{Conversation, ConversationState, SenderRole},
     responder::ResponderStatus,
@@ -275,9 +271,47 @@ impl Bridge {
     /// no longer drops them. Other failures, or a longer wait, are logged and the notice is
     /// dropped: the one worker must not stall on one platform.
     async fn notify(&self, platform: &str, address: &str, text: &str) {
-        let Some((_, c)) = self.remote(platform) else {
+        self.send_notice(platform, address, None, text).await;
+    }
+
+    /// Like [`Self::notify`], about one conversation: shown where the responder was offered
+    /// or holds it (Matrix: its relay room), and mapped to it, so a reply to this notice goes
+    /// to that conversation like a reply to any of its messages.
+    pub(super) async fn notify_about(&self, room: &str, platform: &str, address: &str, text: &str) {
+        let thread = match self.store.offers_for_room(room).await {
+            Ok(offers) => offers
+                .into_iter()
+                .filter(|o| o.platform == platform && o.address == address)
+                .find_map(|o| o.remote_message_id),
+            Err(e) => {
+                tracing::warn!(room_id = %room, error = %e, "could not look up the offer's thread");
+                None
+            }
+        };
+        let Some(id) = self
+            .send_notice(platform, address, thread.as_deref(), text)
+            .await
+        else {
             return;
         };
+        if let Err(e) = self
+            .store
+            .map_remote_message(platform, address, &id, room, None)
+            .await
+        {
+            tracing::warn!(room_id = %room, error = %e, "could not map a notice to its conversation");
+        }
+    }
+
+    /// Sends a notice; returns the platform's ID of the message it became, if it went out.
+    async fn send_notice(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Option<String> {
+        let (_, c) = self.remote(platform)?;
         let give_up_at = now_ms() + NOTICE_PATIENCE.as_millis() as i64;
         loop {
             let paced = self.paced_until(platform, address) - now_ms();
@@ -285,8 +319,8 @@ impl Bridge {
                 tokio::time::sleep(Duration::from_millis(paced as u64)).await;
             }
             self.note_sent(platform, address);
-            let e = match c.notify(address, text).await {
-                Ok(()) => return,
+            let e = match c.notify(address, thread, text).await {
+                Ok(id) => return id,
                 Err(e) => e,
             };
             // Only a rate limit is waited out: when the platform is down, retrying within
@@ -302,7 +336,7 @@ impl Bridge {
                 }
                 _ => {
                     tracing::warn!(error = %e, "could not notify responder; notice dropped");
-                    return;
+                    return None;
                 }
             }
         }
@@ -345,63 +379,35 @@ impl Bridge {
                 let Some(assignment) = self.assignment_of(&room, platform, &address).await? else {
                     return Ok(());
                 };
-                let (Ok(room_id), Ok(ghost)) = (
-                    OwnedRoomId::try_from(room.as_str()),
-                    OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
-                ) else {
-                    return Ok(());
+                let remote = RemoteRef {
+                    platform: platform.to_owned(),
+                    address: address.clone(),
+                    message_id: message_id.clone(),
                 };
-                let content = match file {
-                    Some(file) => match self.file_content(platform, &ghost, &file, &body).await {
-                        Ok(content) => content,
-                        Err(e) => {
-                            tracing::error!(room_id = %room, error = %e, "could not bridge a file");
-                            self.notify(
-                                platform,
-                                &address,
-                                "Your file could not be delivered. Please send it again.",
-                            )
-                            .await;
-                            return Ok(());
-                        }
-                    },
-                    None => match &formatted_body {
-                        Some(html) => {
-                            RoomMessageEventContent::text_html(body.clone(), html.clone())
-                        }
-                        None => RoomMessageEventContent::text_plain(body.clone()),
-                    },
-                };
-                // Deterministic: if this event is handled again after a crash, the homeserver
-                // returns the first event instead of posting a second one.
+                // Deterministic: if this event is handled again after a crash, it is queued
+                // once, and the homeserver answers a repeated send with the first event.
                 let txn = format!("{platform}-{address}-{message_id}");
-                match self
-                    .client
-                    .send_message(&room_id, Some(&ghost), &txn, &content)
-                    .await
-                {
-                    Ok(event_id) => {
-                        self.store
-                            .map_remote_message(
-                                platform,
-                                &address,
-                                &message_id,
-                                &room,
-                                Some(event_id.as_str()),
-                            )
-                            .await?;
+                let sender = assignment.ghost_user_id;
+                let op = match file {
+                    Some(file) => RoomPost::File {
+                        sender,
+                        remote,
+                        file,
+                        caption: body,
+                    },
+                    None => {
+                        let content = match formatted_body {
+                            Some(html) => RoomMessageEventContent::text_html(body, html),
+                            None => RoomMessageEventContent::text_plain(body),
+                        };
+                        RoomPost::Message {
+                            sender: Some(sender),
+                            content: serde_json::to_value(&content).expect("content serialises"),
+                            remote: Some(remote),
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(room_id = %room, error = %e, "could not post the responder's reply");
-                        self.notify(
-                            platform,
-                            &address,
-                            "Your message could not be delivered. Please send it again.",
-                        )
-                        .await;
-                    }
-                }
-                Ok(())
+                };
+                self.post(&room, &txn, op).await
             }
             RemoteEvent::Edit {
                 address,
@@ -504,6 +510,8 @@ impl Bridge {
         if let Some(conversation) = self.store.conversation(&offer.room_id).await? {
             self.route(&conversation).await?;
         }
+        // And the queue is looked at again at once rather than at the next periodic check.
+        self.register_changed.notify_one();
         Ok(())
     }
 
@@ -540,63 +548,6 @@ impl Bridge {
         Ok(())
     }
 
-    /// Fetches a responder's file from their platform and re-uploads it to the media
-    /// repository as their ghost; the message shows it as an image or a file.
-    async fn file_content(
-        &self,
-        platform: &str,
-        ghost: &OwnedUserId,
-        file: &RemoteFile,
-        caption: &str,
-    ) -> Result<RoomMessageEventContent, String> {
-        let (_, connector) = self.remote(platform).ok_or("no connector")?;
-        let attachment = connector
-            .fetch_file(file)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mimetype = attachment
-            .mimetype
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let size = attachment.bytes.len();
-        let mxc = self
-            .client
-            .upload_media(
-                Some(ghost),
-                &mimetype,
-                &attachment.filename,
-                attachment.bytes,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let body = if caption.is_empty() {
-            attachment.filename.clone()
-        } else {
-            caption.to_owned()
-        };
-        let msgtype = match attachment.kind {
-            FileKind::Image => {
-                let mut info = ImageInfo::new();
-                info.mimetype = Some(mimetype);
-                info.size = UInt::new(size as u64);
-                let mut image = ImageMessageEventContent::plain(body, mxc);
-                image.filename = Some(attachment.filename);
-                image.info = Some(Box::new(info));
-                MessageType::Image(image)
-            }
-            FileKind::File => {
-                let mut info = FileInfo::new();
-                info.mimetype = Some(mimetype);
-                info.size = UInt::new(size as u64);
-                let mut f = FileMessageEventContent::plain(body, mxc);
-                f.filename = Some(attachment.filename);
-                f.info = Some(Box::new(info));
-                MessageType::File(f)
-            }
-        };
-        Ok(RoomMessageEventContent::new(msgtype))
-    }
-
     /// A responder edited a message: the Matrix event it became is replaced (`m.replace`), so
     /// the visitor sees the corrected text in place.
     pub(super) async fn edit_from_remote(
@@ -607,7 +558,7 @@ impl Bridge {
         body: String,
         formatted_body: Option<String>,
     ) -> Result<(), StoreError> {
-        let Some((room, Some(original))) = self
+        let Some((room, _)) = self
             .store
             .remote_message(platform, address, message_id)
             .await?
@@ -617,33 +568,29 @@ impl Bridge {
         let Some(assignment) = self.assignment_of(&room, platform, address).await? else {
             return Ok(());
         };
-        let (Ok(room_id), Ok(ghost), Ok(original)) = (
-            OwnedRoomId::try_from(room.as_str()),
-            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
-            OwnedEventId::try_from(original.as_str()),
-        ) else {
-            return Ok(());
-        };
-        // Only the ghost's own events can be replaced by the ghost.
-        let content = match formatted_body {
-            Some(html) => RoomMessageEventContent::text_html(body, html),
-            None => RoomMessageEventContent::text_plain(body),
-        }
-        .make_replacement(ReplacementMetadata::new(original.clone(), None));
         // One edit of one message is one event: the hash of the new text keeps a redelivered
-        // edit from posting twice, while a second, different edit still goes through.
+        // edit from posting twice, while a second, different edit still goes through. Only the
+        // ghost's own events can be replaced by the ghost; the original is looked up when the
+        // edit is posted, after the original itself (same room, earlier in the queue).
         let txn = format!(
             "{platform}-{address}-{message_id}-edit-{:x}",
-            fnv1a(content.body().as_bytes())
+            fnv1a(body.as_bytes())
         );
-        if let Err(e) = self
-            .client
-            .send_message(&room_id, Some(&ghost), &txn, &content)
-            .await
-        {
-            tracing::error!(room_id = %room, error = %e, "could not relay an edit");
-        }
-        Ok(())
+        self.post(
+            &room,
+            &txn,
+            RoomPost::Edit {
+                sender: assignment.ghost_user_id,
+                remote: RemoteRef {
+                    platform: platform.to_owned(),
+                    address: address.to_owned(),
+                    message_id: message_id.to_owned(),
+                },
+                body,
+                formatted_body,
+            },
+        )
+        .await
     }
 
     /// Hands a conversation over: the responder's ghost leaves, the visitor is told, and the
@@ -725,42 +672,60 @@ impl Bridge {
             .await?;
         self.set_state(room, ConversationState::Transferring, None, false)
             .await?;
-        if let (Ok(room_id), Ok(ghost)) = (
-            OwnedRoomId::try_from(room),
-            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
-        ) {
-            let handovers = self.store.assignments_for_room(room).await?.len();
-            let notice = RoomMessageEventContent::notice_plain(
-                "One moment, please: a colleague will take over.",
-            );
-            if let Err(e) = self
-                .client
-                .send_message(
-                    &room_id,
-                    None,
-                    &format!("switchboard-transfer-{handovers}"),
-                    &notice,
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "could not tell the visitor about the transfer");
-            }
-            if self.registration.owns(&ghost)
-                && let Err(e) = self.client.leave(&room_id, &ghost).await
-            {
-                tracing::warn!(error = %e, "the previous responder's ghost could not leave");
-            }
+        // The ghost leaves first, so by the time the visitor reads that a colleague takes
+        // over, the previous responder is gone from the room.
+        if let Ok(ghost) = OwnedUserId::try_from(assignment.ghost_user_id.as_str())
+            && self.registration.owns(&ghost)
+        {
+            self.post(
+                room,
+                &format!("switchboard-leave-{}", assignment.responder_id),
+                RoomPost::Leave {
+                    user: assignment.ghost_user_id.clone(),
+                },
+            )
+            .await?;
         }
+        let handovers = self.store.assignments_for_room(room).await?.len();
+        self.post_notice(
+            room,
+            &format!("switchboard-transfer-{handovers}"),
+            "One moment, please: a colleague will take over.",
+        )
+        .await?;
         let told = match forced {
             Some(why) => {
                 format!("The conversation with this visitor was handed to a colleague: {why}.")
             }
             None => "Handed over. Thank you!".to_owned(),
         };
-        self.notify(platform, address, &told).await;
+        self.release(room, &assignment, &told).await?;
         if let Some(conversation) = self.store.conversation(room).await? {
             self.route_to(&conversation, only.as_deref()).await?;
         }
+        Ok(())
+    }
+
+    /// The responder no longer holds the conversation (ended, handed over, taken from them):
+    /// they are told where they hold it (so a reply there gets a clear answer), their side of
+    /// it is closed on their platform (Matrix: they leave the relay room), and queued
+    /// conversations are routed again at once, since they have room for another now.
+    async fn release(
+        &self,
+        room: &str,
+        holder: &AssignmentRow,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        self.notify_about(room, &holder.platform, &holder.address, text)
+            .await;
+        if let (Some((_, c)), Some(thread)) = (
+            self.remote(&holder.platform),
+            self.thread_of(room, holder).await?,
+        ) && let Err(e) = c.conversation_closed(&holder.address, &thread, text).await
+        {
+            tracing::warn!(room_id = %room, error = %e, "could not close the responder's side of the conversation");
+        }
+        self.register_changed.notify_one();
         Ok(())
     }
 
@@ -800,8 +765,20 @@ impl Bridge {
             if active.iter().any(|a| a.room_id == room) {
                 return Ok(Some(room));
             }
-            self.notify(platform, address, "That conversation has ended.")
-                .await;
+            // A reply to an offer they have not accepted yet, or to a conversation that is
+            // no longer theirs: say which, and relay nothing.
+            let offered = self
+                .store
+                .offers_for_room(&room)
+                .await?
+                .iter()
+                .any(|o| o.platform == platform && o.address == address && o.state == "open");
+            let text = if offered {
+                "Accept this conversation first (the Accept button on its offer); nothing was sent to the visitor."
+            } else {
+                "That conversation is no longer yours (it ended or was handed to a colleague); nothing was sent to the visitor."
+            };
+            self.notify(platform, address, text).await;
             return Ok(None);
         }
         match active.as_slice() {
@@ -931,9 +908,16 @@ impl Bridge {
                 state: "active".into(),
             })
             .await?;
-        if let Err(e) = self.puppet_into_room(&offer.room_id, &ghost, &name).await {
-            tracing::error!(error = %e, "could not bring the responder's ghost into the room");
-        }
+        // One join and one notice per accepted offer, however often this accept is handled.
+        self.post(
+            &offer.room_id,
+            &format!("switchboard-join-{}", offer.id),
+            RoomPost::Join {
+                user: ghost.to_string(),
+                display_name: name.clone(),
+            },
+        )
+        .await?;
         self.set_state(
             &offer.room_id,
             ConversationState::Active,
@@ -941,19 +925,12 @@ impl Bridge {
             false,
         )
         .await?;
-        if let Ok(room_id) = OwnedRoomId::try_from(offer.room_id.as_str()) {
-            let notice =
-                RoomMessageEventContent::notice_plain(format!("You are now talking with {name}."));
-            // One notice per accepted offer, however often this accept is handled.
-            let txn = format!("switchboard-now-{}", offer.id);
-            if let Err(e) = self
-                .client
-                .send_message(&room_id, None, &txn, &notice)
-                .await
-            {
-                tracing::warn!(error = %e, "could not tell the visitor who answers");
-            }
-        }
+        self.post_notice(
+            &offer.room_id,
+            &format!("switchboard-now-{}", offer.id),
+            format!("You are now talking with {name}."),
+        )
+        .await?;
         // Other open offers for this conversation are taken now.
         self.withdraw_other_offers(&offer).await?;
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
@@ -963,11 +940,16 @@ impl Bridge {
             );
             let _ = c.offer_accepted(address, msg, &text).await;
         }
-        self.notify(
+        let end = self.remote(platform).map_or_else(
+            || "/end".to_owned(),
+            |(_, c)| format!("{}end", c.capabilities().command_prefix),
+        );
+        self.notify_about(
+            &offer.room_id,
             platform,
             address,
             &format!(
-                "You are now talking with {}. Reply to their messages to answer; /end closes the conversation.",
+                "You are now talking with {}. Reply to their messages to answer; {end} closes the conversation.",
                 conversation.visitor_alias
             ),
         )
@@ -1001,20 +983,6 @@ impl Bridge {
         Ok(())
     }
 
-    async fn puppet_into_room(
-        &self,
-        room: &str,
-        ghost: &OwnedUserId,
-        name: &str,
-    ) -> Result<(), switchboard_appservice::ClientError> {
-        let room_id = OwnedRoomId::try_from(room)
-            .map_err(|e| switchboard_appservice::ClientError::Build(e.to_string()))?;
-        self.client.register_ghost(ghost.localpart()).await?;
-        self.client.set_displayname(ghost, name).await?;
-        self.client.invite(&room_id, ghost, None).await?;
-        self.client.join(&room_id, ghost).await
-    }
-
     pub(super) async fn end_assignment(
         &self,
         room: &str,
@@ -1029,19 +997,17 @@ impl Bridge {
             .await?;
         self.set_state(room, ConversationState::Closed, None, false)
             .await?;
-        if let (Ok(room_id), Ok(ghost)) = (
-            OwnedRoomId::try_from(room),
-            OwnedUserId::try_from(a.ghost_user_id.as_str()),
-        ) {
-            let notice = RoomMessageEventContent::notice_plain("The conversation has ended.");
-            let _ = self
-                .client
-                .send_message(&room_id, None, "switchboard-ended", &notice)
-                .await;
-            let _ = self.client.leave(&room_id, &ghost).await;
-        }
-        self.notify(platform, address, "Conversation ended.").await;
-        Ok(())
+        self.post_notice(room, "switchboard-ended", "The conversation has ended.")
+            .await?;
+        self.post(
+            room,
+            &format!("switchboard-leave-{}", a.responder_id),
+            RoomPost::Leave {
+                user: a.ghost_user_id.clone(),
+            },
+        )
+        .await?;
+        self.release(room, &a, "Conversation ended.").await
     }
 
     /// The visitor ended the conversation: whoever holds it is told, their ghost leaves, open
@@ -1051,19 +1017,20 @@ impl Bridge {
             self.store
                 .finish_assignment(room, &a.responder_id, "ended", "ended by the visitor")
                 .await?;
-            self.notify(
-                &a.platform,
-                &a.address,
-                "The visitor ended the conversation.",
-            )
-            .await;
-            if let (Ok(room_id), Ok(ghost)) = (
-                OwnedRoomId::try_from(room),
-                OwnedUserId::try_from(a.ghost_user_id.as_str()),
-            ) && self.registration.owns(&ghost)
+            if let Ok(ghost) = OwnedUserId::try_from(a.ghost_user_id.as_str())
+                && self.registration.owns(&ghost)
             {
-                let _ = self.client.leave(&room_id, &ghost).await;
+                self.post(
+                    room,
+                    &format!("switchboard-leave-{}", a.responder_id),
+                    RoomPost::Leave {
+                        user: a.ghost_user_id.clone(),
+                    },
+                )
+                .await?;
             }
+            self.release(room, &a, "The visitor ended the conversation.")
+                .await?;
         }
         for offer in self.store.offers_for_room(room).await? {
             if self
@@ -1080,13 +1047,8 @@ impl Bridge {
         }
         self.set_state(room, ConversationState::Closed, None, false)
             .await?;
-        if let Ok(room_id) = OwnedRoomId::try_from(room) {
-            let notice = RoomMessageEventContent::notice_plain("The conversation has ended.");
-            let _ = self
-                .client
-                .send_message(&room_id, None, "switchboard-ended", &notice)
-                .await;
-        }
+        self.post_notice(room, "switchboard-ended", "The conversation has ended.")
+            .await?;
         tracing::info!(room_id = %room, "the visitor ended the conversation");
         Ok(())
     }

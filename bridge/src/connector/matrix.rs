@@ -65,7 +65,10 @@ impl Connector for MatrixConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { shares_room: false }
+        Capabilities {
+            shares_room: false,
+            command_prefix: '!',
+        }
     }
 
     /// Creates the relay room, invites the responder and explains the offer in it. The invite
@@ -223,10 +226,40 @@ impl Connector for MatrixConnector {
         Ok(vec![event.to_string()])
     }
 
-    /// Matrix responders get Switchboard's messages in their relay rooms and direct chats,
-    /// which the bridge addresses itself.
-    async fn notify(&self, _address: &str, _text: &str) -> Result<(), ConnectorError> {
-        Ok(())
+    /// A notice about a conversation goes into its relay room, as the bot. Notices about none
+    /// (answers to `!` commands) are posted by the bridge into the direct chat they came
+    /// from, so there is nothing to do here without a relay room.
+    async fn notify(
+        &self,
+        _address: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let Some(room) = thread.and_then(|t| OwnedRoomId::try_from(t).ok()) else {
+            return Ok(None);
+        };
+        let content = RoomMessageEventContent::notice_plain(text);
+        // Fresh per notice (the same text may rightly be sent twice); the client's own retries
+        // reuse it, so they cannot show it twice.
+        let txn = format!("notice-{:016x}", rand::random::<u64>());
+        let event = self
+            .client
+            .send_message(&room, None, &txn, &content)
+            .await
+            .map_err(connector_error)?;
+        Ok(Some(event.to_string()))
+    }
+
+    /// The relay room is the conversation's place for this responder: once it is no longer
+    /// theirs they are removed from it, with the reason shown in their client, so they do not
+    /// write on into a room nobody reads.
+    async fn conversation_closed(
+        &self,
+        address: &str,
+        thread: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        self.close_offer(address, thread, why).await
     }
 
     /// Nothing to receive: the homeserver's transactions carry Matrix responders' messages.

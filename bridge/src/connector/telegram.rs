@@ -316,7 +316,10 @@ impl Connector for TelegramConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { shares_room: false }
+        Capabilities {
+            shares_room: false,
+            command_prefix: '/',
+        }
     }
 
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
@@ -484,12 +487,17 @@ impl Connector for TelegramConnector {
             .map_err(|e| self.error(e))
     }
 
-    async fn notify(&self, address: &str, text: &str) -> Result<(), ConnectorError> {
+    async fn notify(
+        &self,
+        address: &str,
+        _thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError> {
         let chat = Self::chat(address)?;
         self.bot
             .send_message(chat, text.to_owned())
             .await
-            .map(|_| ())
+            .map(|sent| Some(sent.id.0.to_string()))
             .map_err(|e| self.error(e))
     }
 

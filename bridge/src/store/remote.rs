@@ -378,6 +378,9 @@ impl Store {
         rows.iter().map(assignment_from_row).collect()
     }
 
+    /// Maps a remote message to its room and, once it is posted, to the Matrix event it
+    /// became. Mapping again only fills in a missing event: a message is mapped to its room
+    /// when it is queued (so replies and edits find it at once) and to its event when posted.
     pub async fn map_remote_message(
         &self,
         platform: &str,
@@ -388,7 +391,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id)
+             DO UPDATE SET event_id = COALESCE(remote_messages.event_id, excluded.event_id)",
         )
         .bind(platform)
         .bind(chat)

@@ -1,0 +1,546 @@
+//! Writes into rooms: a responder's message posted as their ghost, notices, the conversation's
+//! state event, ghosts joining and leaving.
+//!
+//! None of them is sent where it is decided. The step that decides one records it in
+//! `room_posts` (in the same pass that marks its cause processed), and the worker posts the
+//! queue in order per room, retrying with backoff for as long as the homeserver is away. So a
+//! homeserver outage of any length delays what responders write, never drops it, and the
+//! event that caused a post is never held up waiting for the homeserver. One room's failing
+//! post holds up only the posts behind it in that room.
+
+use std::{collections::HashSet, time::Duration};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_appservice::{
+    ClientError,
+    ruma::{
+        OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UInt,
+        events::room::{
+            ImageInfo,
+            message::{
+                FileInfo, FileMessageEventContent, ImageMessageEventContent, MessageType,
+                ReplacementMetadata, RoomMessageEventContent,
+            },
+        },
+    },
+};
+use tracing::Instrument;
+
+use super::Bridge;
+use crate::{
+    connector::{ConnectorError, FileKind, RemoteFile},
+    conversation::{Message, SenderRole},
+    store::{RoomPostRow, StoreError, now_ms},
+};
+
+/// The remote message a post carries, so the Matrix event it becomes is mapped to it (replies
+/// and edits on the platform then find it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemoteRef {
+    pub platform: String,
+    pub address: String,
+    pub message_id: String,
+}
+
+/// What to write into a room. Stored as JSON in `room_posts.op_json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum RoomPost {
+    /// A message event as the bot (`sender: None`) or one of our ghosts, with the row's
+    /// transaction ID, so the homeserver too answers a repeat with the first event.
+    Message {
+        sender: Option<String>,
+        content: Value,
+        #[serde(default)]
+        remote: Option<RemoteRef>,
+    },
+    /// A responder's edit: replaces the event their original message became (looked up when
+    /// posted, since the original is posted by an earlier row of the same room).
+    Edit {
+        sender: String,
+        remote: RemoteRef,
+        body: String,
+        formatted_body: Option<String>,
+    },
+    /// A responder's file: fetched from their platform and uploaded as their ghost when posted.
+    File {
+        sender: String,
+        remote: RemoteRef,
+        file: RemoteFile,
+        caption: String,
+    },
+    /// A state event of the bot's (the conversation's lifecycle state).
+    State {
+        event_type: String,
+        state_key: String,
+        content: Value,
+    },
+    /// A ghost registered, named, invited and joined.
+    Join { user: String, display_name: String },
+    /// One of our users leaves.
+    Leave { user: String },
+}
+
+/// Why a post did not go through.
+#[derive(Debug)]
+enum PostError {
+    /// The homeserver is away or busy: try again later, as long as it takes.
+    RetryLater(String),
+    /// Refused for good (bad content, not allowed): set aside so the room goes on.
+    Never(String),
+    Store(StoreError),
+}
+
+impl From<ClientError> for PostError {
+    fn from(e: ClientError) -> Self {
+        if e.is_transient() {
+            PostError::RetryLater(e.to_string())
+        } else {
+            PostError::Never(e.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for PostError {
+    fn from(e: StoreError) -> Self {
+        PostError::Store(e)
+    }
+}
+
+/// One post may take this long before it counts as a failure to retry: a homeserver that
+/// hangs must not hold the worker for the client's whole retry budget.
+const POST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many rows one pass looks at.
+const BATCH: i64 = 500;
+
+/// The wait before the next attempt after `attempts` failed ones: doubling from half a second
+/// up to 30 s, with up to a fifth added at random so many rooms do not retry in lockstep.
+/// Never gives up: only the homeserver coming back ends it.
+pub fn post_retry_delay(attempts: i64, jitter: f64) -> Duration {
+    let base = 500u64.saturating_mul(1 << attempts.clamp(0, 6)).min(30_000);
+    Duration::from_millis(base + (base as f64 * jitter.clamp(0.0, 0.2)) as u64)
+}
+
+impl Bridge {
+    /// Queues `op` for `room` under `txn_id` (its key: queued twice, posted once) and wakes
+    /// the worker to post it.
+    pub(super) async fn post(
+        &self,
+        room: &str,
+        txn_id: &str,
+        op: RoomPost,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&op).expect("a RoomPost serialises");
+        // The responder's message belongs to this room from now on: a reply or an edit that
+        // comes before it is posted (the homeserver may be away) still finds it.
+        if let RoomPost::Message {
+            remote: Some(r), ..
+        }
+        | RoomPost::File { remote: r, .. } = &op
+        {
+            self.store
+                .map_remote_message(&r.platform, &r.address, &r.message_id, room, None)
+                .await?;
+        }
+        // And it is part of the conversation from now on, for summaries and time limits.
+        if let Some(message) = provisional_message(room, txn_id, &op) {
+            self.store.record_provisional_message(&message).await?;
+        }
+        if self.store.enqueue_room_post(room, txn_id, &json).await? {
+            self.inbox_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a notice from the bot to the room, once per `txn_id`.
+    pub(super) async fn post_notice(
+        &self,
+        room: &str,
+        txn_id: &str,
+        text: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        let content = RoomMessageEventContent::notice_plain(text.into());
+        self.post(
+            room,
+            txn_id,
+            RoomPost::Message {
+                sender: None,
+                content: serde_json::to_value(&content).expect("content serialises"),
+                remote: None,
+            },
+        )
+        .await
+    }
+
+    /// Posts due rows, oldest first, never letting a row overtake an earlier unposted row of
+    /// its room. Returns when the next row is due, if one is waiting.
+    pub async fn drain_room_posts(&self) -> Result<Option<Duration>, StoreError> {
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut next_due: Option<i64> = None;
+        for row in self.store.pending_room_posts(BATCH).await? {
+            if blocked.contains(&row.room_id) {
+                continue;
+            }
+            if row.next_attempt_at > now_ms() {
+                blocked.insert(row.room_id.clone());
+                next_due =
+                    Some(next_due.map_or(row.next_attempt_at, |n| n.min(row.next_attempt_at)));
+                continue;
+            }
+            let span =
+                tracing::info_span!("conversation", room_id = %row.room_id, post = %row.txn_id);
+            match self.post_row(&row).instrument(span.clone()).await {
+                Ok(()) => self.store.room_post_done(row.seq).await?,
+                Err(PostError::Store(e)) => return Err(e),
+                Err(PostError::RetryLater(e)) => {
+                    self.posts_waiting
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    let wait =
+                        post_retry_delay(row.attempts, rand::thread_rng().gen_range(0.0..0.2));
+                    span.in_scope(|| tracing::warn!(error = %e, attempts = row.attempts + 1, wait_ms = wait.as_millis() as u64, "homeserver did not take a post; will retry"));
+                    let at = now_ms() + wait.as_millis() as i64;
+                    self.store.room_post_retry_at(row.seq, at, &e).await?;
+                    blocked.insert(row.room_id.clone());
+                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                }
+                Err(PostError::Never(e)) => {
+                    span.in_scope(|| tracing::error!(error = %e, "homeserver refused a post for good; set aside"));
+                    self.store.room_post_failed(row.seq, &e).await?;
+                    self.store
+                        .forget_message(&provisional_id(&row.room_id, &row.txn_id))
+                        .await?;
+                    self.tell_author_not_posted(&row).await;
+                }
+            }
+        }
+        Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// The homeserver just showed it is up (it pushed us a transaction): posts waiting out a
+    /// backoff are tried at once instead of up to 30 s later.
+    pub(super) async fn homeserver_is_up(&self) {
+        if !self
+            .posts_waiting
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        match self.store.retry_room_posts_now().await {
+            Ok(n) if n > 0 => {
+                tracing::info!(posts = n, "homeserver is back; retrying waiting posts now");
+                self.inbox_ready.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reschedule waiting posts");
+                self.posts_waiting
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn post_row(&self, row: &RoomPostRow) -> Result<(), PostError> {
+        let op: RoomPost = serde_json::from_str(&row.op_json)
+            .map_err(|e| PostError::Never(format!("undecodable post: {e}")))?;
+        let room = OwnedRoomId::try_from(row.room_id.as_str())
+            .map_err(|e| PostError::Never(format!("bad room ID: {e}")))?;
+        match tokio::time::timeout(POST_TIMEOUT, self.perform(&room, &row.txn_id, op)).await {
+            Ok(result) => result,
+            Err(_) => Err(PostError::RetryLater(format!(
+                "no answer from the homeserver within {POST_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    async fn perform(&self, room: &RoomId, txn: &str, op: RoomPost) -> Result<(), PostError> {
+        // Each attempt is a single request: the queue does the retrying, with its own backoff,
+        // so the worker never sits in the client's retry loop while the homeserver is away.
+        let client = &self.post_client;
+        match op {
+            RoomPost::Message {
+                sender,
+                content,
+                remote,
+            } => {
+                let sender = sender.as_deref().map(user_id).transpose()?;
+                let event = client
+                    .send_message_raw(room, sender.as_deref(), txn, "m.room.message", &content)
+                    .await?;
+                if remote.is_some() {
+                    self.store
+                        .confirm_message(&provisional_id(room.as_str(), txn), event.as_str())
+                        .await?;
+                }
+                self.map_posted(room, remote.as_ref(), &event).await
+            }
+            RoomPost::Edit {
+                sender,
+                remote,
+                body,
+                formatted_body,
+            } => {
+                let Some((_, Some(original))) = self
+                    .store
+                    .remote_message(&remote.platform, &remote.address, &remote.message_id)
+                    .await?
+                else {
+                    return Err(PostError::Never(
+                        "the edited message was never posted".into(),
+                    ));
+                };
+                let original = OwnedEventId::try_from(original.as_str())
+                    .map_err(|e| PostError::Never(format!("bad original event ID: {e}")))?;
+                let content = match formatted_body {
+                    Some(html) => RoomMessageEventContent::text_html(body, html),
+                    None => RoomMessageEventContent::text_plain(body),
+                }
+                .make_replacement(ReplacementMetadata::new(original, None));
+                client
+                    .send_message(room, Some(&user_id(&sender)?), txn, &content)
+                    .await?;
+                Ok(())
+            }
+            RoomPost::File {
+                sender,
+                remote,
+                file,
+                caption,
+            } => {
+                let ghost = user_id(&sender)?;
+                let content = self
+                    .file_content(&remote.platform, &ghost, &file, &caption)
+                    .await?;
+                let event = client
+                    .send_message(room, Some(&ghost), txn, &content)
+                    .await?;
+                self.store
+                    .confirm_message(&provisional_id(room.as_str(), txn), event.as_str())
+                    .await?;
+                self.map_posted(room, Some(&remote), &event).await
+            }
+            RoomPost::State {
+                event_type,
+                state_key,
+                content,
+            } => {
+                client
+                    .send_state_raw(room, &event_type, &state_key, &content)
+                    .await?;
+                Ok(())
+            }
+            RoomPost::Join { user, display_name } => {
+                let ghost = user_id(&user)?;
+                client.register_ghost(ghost.localpart()).await?;
+                client.set_displayname(&ghost, &display_name).await?;
+                client.invite(room, &ghost, None).await?;
+                client.join(room, &ghost).await?;
+                Ok(())
+            }
+            RoomPost::Leave { user } => match client.leave(room, &user_id(&user)?).await {
+                // Not (or no longer) in the room: what leaving wanted is already so.
+                Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
+                other => Ok(other?),
+            },
+        }
+    }
+
+    async fn map_posted(
+        &self,
+        room: &RoomId,
+        remote: Option<&RemoteRef>,
+        event: &OwnedEventId,
+    ) -> Result<(), PostError> {
+        if let Some(r) = remote {
+            self.store
+                .map_remote_message(
+                    &r.platform,
+                    &r.address,
+                    &r.message_id,
+                    room.as_str(),
+                    Some(event.as_str()),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A responder's message that can never be posted: they are told, so they can send it
+    /// again, instead of believing the visitor read it.
+    async fn tell_author_not_posted(&self, row: &RoomPostRow) {
+        let Ok(op) = serde_json::from_str::<RoomPost>(&row.op_json) else {
+            return;
+        };
+        let (remote, what) = match &op {
+            RoomPost::Message {
+                remote: Some(r), ..
+            } => (
+                r,
+                "Your message could not be delivered. Please send it again.",
+            ),
+            RoomPost::File { remote, .. } => (
+                remote,
+                "Your file could not be delivered. Please send it again.",
+            ),
+            _ => return,
+        };
+        self.notify_about(&row.room_id, &remote.platform, &remote.address, what)
+            .await;
+    }
+
+    /// Fetches a responder's file from their platform and uploads it to the media repository
+    /// as their ghost; the message shows it as an image or a file.
+    async fn file_content(
+        &self,
+        platform: &str,
+        ghost: &OwnedUserId,
+        file: &RemoteFile,
+        caption: &str,
+    ) -> Result<RoomMessageEventContent, PostError> {
+        let (_, connector) = self
+            .remote(platform)
+            .ok_or_else(|| PostError::Never(format!("no {platform} connector")))?;
+        let attachment = connector.fetch_file(file).await.map_err(|e| match e {
+            ConnectorError::Permanent(e) => PostError::Never(e),
+            other => PostError::RetryLater(other.to_string()),
+        })?;
+        let mimetype = attachment
+            .mimetype
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let size = attachment.bytes.len();
+        let mxc: OwnedMxcUri = self
+            .post_client
+            .upload_media(
+                Some(ghost),
+                &mimetype,
+                &attachment.filename,
+                attachment.bytes,
+            )
+            .await?;
+        let body = if caption.is_empty() {
+            attachment.filename.clone()
+        } else {
+            caption.to_owned()
+        };
+        let msgtype = match attachment.kind {
+            FileKind::Image => {
+                let mut info = ImageInfo::new();
+                info.mimetype = Some(mimetype);
+                info.size = UInt::new(size as u64);
+                let mut image = ImageMessageEventContent::plain(body, mxc);
+                image.filename = Some(attachment.filename);
+                image.info = Some(Box::new(info));
+                MessageType::Image(image)
+            }
+            FileKind::File => {
+                let mut info = FileInfo::new();
+                info.mimetype = Some(mimetype);
+                info.size = UInt::new(size as u64);
+                let mut f = FileMessageEventContent::plain(body, mxc);
+                f.filename = Some(attachment.filename);
+                f.info = Some(Box::new(info));
+                MessageType::File(f)
+            }
+        };
+        Ok(RoomMessageEventContent::new(msgtype))
+    }
+}
+
+/// The transcript ID of a responder's message until the homeserver gives it an event ID.
+fn provisional_id(room: &str, txn: &str) -> String {
+    format!("pending:{room}:{txn}")
+}
+
+/// A responder's message (text or file) as the transcript keeps it, from the moment it is
+/// queued; `None` for every other post.
+fn provisional_message(room: &str, txn: &str, op: &RoomPost) -> Option<Message> {
+    let (sender, msgtype, body, formatted_body) = match op {
+        RoomPost::Message {
+            sender: Some(sender),
+            content,
+            remote: Some(_),
+        } => (
+            sender,
+            content["msgtype"].as_str().unwrap_or("m.text").to_owned(),
+            content["body"].as_str().unwrap_or_default().to_owned(),
+            content["formatted_body"].as_str().map(str::to_owned),
+        ),
+        RoomPost::File {
+            sender,
+            file,
+            caption,
+            ..
+        } => (
+            sender,
+            match file.kind {
+                FileKind::Image => "m.image",
+                FileKind::File => "m.file",
+            }
+            .to_owned(),
+            if caption.is_empty() {
+                file.filename.clone()
+            } else {
+                caption.clone()
+            },
+            None,
+        ),
+        _ => return None,
+    };
+    Some(Message {
+        event_id: provisional_id(room, txn),
+        room_id: room.to_owned(),
+        inbox_seq: 0,
+        sender: sender.clone(),
+        sender_role: SenderRole::Responder,
+        msgtype,
+        body,
+        formatted_body,
+        origin_server_ts: now_ms(),
+    })
+}
+
+fn user_id(s: &str) -> Result<OwnedUserId, PostError> {
+    OwnedUserId::try_from(s).map_err(|e| PostError::Never(format!("bad user ID {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_thirty_seconds_and_never_give_up() {
+        let waits: Vec<u128> = (0..10)
+            .map(|n| post_retry_delay(n, 0.0).as_millis())
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000
+            ]
+        );
+        assert_eq!(post_retry_delay(1_000_000, 0.0), Duration::from_secs(30));
+        // Jitter adds at most a fifth.
+        assert_eq!(post_retry_delay(0, 0.2), Duration::from_millis(600));
+        assert_eq!(post_retry_delay(0, 5.0), Duration::from_millis(600));
+    }
+
+    #[test]
+    fn posts_keep_their_shape_in_the_store() {
+        let op = RoomPost::Edit {
+            sender: "@_sb_tina:example.org".into(),
+            remote: RemoteRef {
+                platform: "telegram".into(),
+                address: "42".into(),
+                message_id: "7".into(),
+            },
+            body: "fixed".into(),
+            formatted_body: None,
+        };
+        let json = serde_json::to_string(&op).unwrap();
+        assert!(json.contains(r#""op":"edit""#), "{json}");
+        assert_eq!(serde_json::from_str::<RoomPost>(&json).unwrap(), op);
+    }
+}

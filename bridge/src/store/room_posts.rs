@@ -1,0 +1,149 @@
+//! The queue of writes into rooms (`room_posts`): recorded in the step that decides them,
+//! posted in order per room by the worker, retried until the homeserver takes them.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// One queued write into a room. `op_json` is the bridge's description of what to do.
+#[derive(Debug, Clone)]
+pub struct RoomPostRow {
+    pub seq: i64,
+    pub room_id: String,
+    pub txn_id: String,
+    pub op_json: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+}
+
+impl Store {
+    /// Queues a write into `room_id`; a second one with the same `txn_id` in that room is
+    /// ignored (handling an event again after a crash queues nothing twice). True when new.
+    pub async fn enqueue_room_post(
+        &self,
+        room_id: &str,
+        txn_id: &str,
+        op_json: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO room_posts (room_id, txn_id, op_json, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, txn_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(txn_id)
+        .bind(op_json)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Unposted writes in queue order, due or not: the caller keeps the order per room by
+    /// skipping a room once its first row is not due.
+    pub async fn pending_room_posts(&self, limit: i64) -> Result<Vec<RoomPostRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, room_id, txn_id, op_json, attempts, next_attempt_at FROM room_posts
+             WHERE done_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RoomPostRow {
+                    seq: r.try_get("seq")?,
+                    room_id: r.try_get("room_id")?,
+                    txn_id: r.try_get("txn_id")?,
+                    op_json: r.try_get("op_json")?,
+                    attempts: r.try_get("attempts")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes every post that waits for a retry due now (the homeserver is known to be back).
+    pub async fn retry_room_posts_now(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE room_posts SET next_attempt_at = $1
+             WHERE done_at IS NULL AND failed_at IS NULL AND next_attempt_at > $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn room_post_done(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE room_posts SET done_at = $1 WHERE seq = $2")
+            .bind(now_ms())
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The homeserver could not take it now: try again at `at_ms`, remembering why.
+    pub async fn room_post_retry_at(
+        &self,
+        seq: i64,
+        at_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE room_posts SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2
+             WHERE seq = $3",
+        )
+        .bind(at_ms)
+        .bind(error)
+        .bind(seq)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// It will never be taken (refused for good): set aside with the reason, so the room's
+    /// later writes go on.
+    pub async fn room_post_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE room_posts SET failed_at = $1, last_error = $2 WHERE seq = $3")
+            .bind(now_ms())
+            .bind(error)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes set aside for good, newest first, with why (for operators and tests).
+    pub async fn failed_room_posts(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(RoomPostRow, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, room_id, txn_id, op_json, attempts, next_attempt_at, last_error
+             FROM room_posts WHERE failed_at IS NOT NULL ORDER BY seq DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    RoomPostRow {
+                        seq: r.try_get("seq")?,
+                        room_id: r.try_get("room_id")?,
+                        txn_id: r.try_get("txn_id")?,
+                        op_json: r.try_get("op_json")?,
+                        attempts: r.try_get("attempts")?,
+                        next_attempt_at: r.try_get("next_attempt_at")?,
+                    },
+                    r.try_get::<Option<String>, _>("last_error")?
+                        .unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+}
