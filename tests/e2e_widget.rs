@@ -66,6 +66,8 @@ struct BrowserScript {
     child: Child,
     lines: mpsc::UnboundedReceiver<String>,
     stderr: tokio::task::JoinHandle<String>,
+    /// "headless Chromium <version>" once the script has announced it, for failure messages.
+    browser: String,
 }
 
 impl BrowserScript {
@@ -107,6 +109,7 @@ impl BrowserScript {
             child,
             lines,
             stderr,
+            browser: "a browser whose version was not announced".to_owned(),
         })
     }
 
@@ -117,7 +120,8 @@ impl BrowserScript {
             Err(_) => {
                 let _ = self.child.kill().await;
                 bail!(
-                    "the browser script ran past {BROWSER_LIMIT:?}:\n{}",
+                    "the browser script ran past {BROWSER_LIMIT:?} in {}:\n{}",
+                    self.browser,
                     self.stderr.await?
                 );
             }
@@ -130,9 +134,27 @@ impl BrowserScript {
         }
         anyhow::ensure!(
             status.success(),
-            "the browser test failed ({status}):\n{stderr}"
+            "the browser test failed ({status}) in {}:\n{stderr}",
+            self.browser
         );
         Ok(rest)
+    }
+
+    /// The Chromium version the script announces first (`BROWSER <version>`, from `launch()` in
+    /// tests/browser/lib.mjs), printed here so every run's log says which browser it used: apt
+    /// installs whatever Debian ships that day, and a browser result means little without it.
+    async fn browser_version(&mut self) -> anyhow::Result<String> {
+        let version = self.expect_line("BROWSER ").await?;
+        anyhow::ensure!(
+            version.split('.').count() >= 3
+                && version
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+            "the browser script announced no Chromium version, only {version:?}"
+        );
+        self.browser = format!("headless Chromium {version}");
+        eprintln!("[e2e_widget] {}", self.browser);
+        Ok(version)
     }
 
     /// The next stdout line starting with `prefix` (its remainder), before the deadline.
@@ -281,6 +303,10 @@ async fn browser_flow(
         vars.push(("SCREENSHOT_DIR", path_str(&repo().join("docs/images"))));
     }
     let mut browser = BrowserScript::spawn("widget-flow.mjs", &vars)?;
+    if let Err(e) = browser.browser_version().await {
+        let why = browser.finish().await.err();
+        bail!("{e}; {why:?}");
+    }
     let room = match browser.expect_line("ROOM ").await {
         Ok(room) => room,
         Err(e) => {
@@ -398,7 +424,11 @@ async fn widget_in_chromium_talks_through_the_visitor_proxy() -> anyhow::Result<
 
 #[tokio::test]
 async fn sanitiser_keeps_only_the_allow_list_in_chromium() -> anyhow::Result<()> {
-    let script = BrowserScript::spawn("sanitizer.mjs", &[])?;
+    let mut script = BrowserScript::spawn("sanitizer.mjs", &[])?;
+    if let Err(e) = script.browser_version().await {
+        let why = script.finish().await.err();
+        bail!("{e}; {why:?}");
+    }
     script.finish().await?;
     Ok(())
 }

@@ -373,6 +373,9 @@
   };
   const NOBODY_TEXT = "Nobody is available right now; we'll connect you as soon as someone is.";
 
+  // Below 480 px the panel covers the visual viewport, from variables trackVisualViewport()
+  // keeps current (see there why not `inset: 0`). The launcher has no tap highlight: a tap opens
+  // the panel over it at once, and the highlight would be painted over the new panel's Send button.
   const CSS_TEXT = `
     .sb { all: initial; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
       color: #1a202c; --sb-accent: ${DEFAULT_COLOR}; }
@@ -385,7 +388,8 @@
     .launcher { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000;
       width: 56px; height: 56px; border-radius: 50%; border: 0; padding: 0; cursor: pointer;
       background: var(--sb-accent); color: #fff; display: flex; align-items: center;
-      justify-content: center; box-shadow: 0 4px 14px rgba(0,0,0,.25); }
+      justify-content: center; box-shadow: 0 4px 14px rgba(0,0,0,.25);
+      -webkit-tap-highlight-color: transparent; }
     .launcher:focus-visible { outline: 3px solid #1a202c; outline-offset: 3px; }
     .launcher svg { width: 28px; height: 28px; fill: currentColor; }
     .badge { position: absolute; top: -4px; right: -4px; min-width: 20px; height: 20px;
@@ -450,9 +454,14 @@
       background: var(--sb-accent); color: #fff; font-weight: 600; }
     .primary:disabled { opacity: .5; cursor: default; }
     @media (max-width: 480px) {
-      .panel { inset: 0; width: 100%; max-width: none; height: 100%; max-height: none;
+      .panel { left: var(--sb-vx, 0); top: var(--sb-vy, 0); right: auto; bottom: auto;
+        width: var(--sb-vw, 100%); max-width: none; height: var(--sb-vh, 100%); max-height: none;
         border-radius: 0; }
-      .launcher { right: 12px; bottom: 12px; }
+      .header { padding-top: calc(10px + env(safe-area-inset-top, 0px)); }
+      .composer { padding-bottom: calc(12px + env(safe-area-inset-bottom, 0px)); }
+      .launcher { right: auto; bottom: auto;
+        left: calc(var(--sb-vx, 0px) + var(--sb-vw, 100%) - 68px);
+        top: calc(var(--sb-vy, 0px) + var(--sb-vh, 100%) - 68px - env(safe-area-inset-bottom, 0px)); }
     }
   `;
 
@@ -642,11 +651,36 @@
 
     const wrapper = h('div', { className: 'sb' }, [launcher, panel]);
     wrapper.style.setProperty('--sb-accent', options.color);
+    trackVisualViewport(wrapper);
     if (style) root.append(style);
     root.append(wrapper);
     document.body.append(host);
 
     return { host, launcher, badge, panel, closeBtn, endBtn, picker, topicSelect, startBtn, log, typing, status, composer, input, sendBtn };
+  }
+
+  /**
+   * On a phone the panel must cover what the visitor sees, which is the visual viewport; but
+   * `position: fixed` places it in the layout viewport, and the two differ: when the host page
+   * is wider than the screen (mobile Chromium then widens the layout viewport to the page, so
+   * `inset: 0` made a 391 x 751 panel on a 375 x 720 phone, its right and bottom edges off
+   * screen), when the on-screen keyboard is up (it shrinks only the visual viewport, and would
+   * cover the message box) and while the visitor has zoomed or panned. So the narrow-screen
+   * CSS places the panel and the launcher from these four numbers, kept current here. Without
+   * visualViewport the CSS falls back to the layout viewport.
+   */
+  function trackVisualViewport(wrapper) {
+    const vv = window.visualViewport;
+    if (!vv) return;
+    const update = () => {
+      wrapper.style.setProperty('--sb-vx', vv.offsetLeft + 'px');
+      wrapper.style.setProperty('--sb-vy', vv.offsetTop + 'px');
+      wrapper.style.setProperty('--sb-vw', vv.width + 'px');
+      wrapper.style.setProperty('--sb-vh', vv.height + 'px');
+    };
+    vv.addEventListener('resize', update);
+    vv.addEventListener('scroll', update);
+    update();
   }
 
   // ---------------------------------------------------------------------------

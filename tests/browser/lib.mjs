@@ -7,9 +7,13 @@ export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 /**
  * Headless Chromium with the flags this machine needs. playwright-core's launch() gives every
  * run a fresh temporary --user-data-dir of its own and removes it on close.
+ *
+ * Announces the browser's version, on stderr for the log and as `BROWSER <version>` on stdout
+ * for tests/e2e_widget.rs: apt installs whatever Chromium Debian ships that day, and a layout
+ * result means little without the version that produced it.
  */
 export async function launch() {
-  return chromium.launch({
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -21,6 +25,10 @@ export async function launch() {
       '--no-first-run',
     ],
   });
+  const version = browser.version();
+  step(`Chromium ${version} (${CHROMIUM})`);
+  tell(`BROWSER ${version}`);
+  return browser;
 }
 
 /** Fails the run with a clear message. */

@@ -2,6 +2,7 @@
 // demo page (`/`) embeds the widget. Run by tests/e2e_widget.rs, which plays the responder
 // (a real Matrix client) at the same time and reads the lines this script prints on stdout:
 //
+//   BROWSER <version>  the Chromium this run uses (printed by launch() in lib.mjs)
 //   ROOM <room id>     the conversation started (the responder can accept its offer now)
 //   DONE               every check passed
 //
@@ -10,11 +11,12 @@
 //   EXPECT_MODE        guest | accounts | proxied: what /api/v1/config must announce (default guest)
 //   TOPIC              topic ID to pick (default support)
 //   RESPONDER_NAME     the name the responder's messages must show (default Rae)
-//   SCREENSHOT_DIR     if set, widget.png and widget-mobile.png are written there
+//   SCREENSHOT_DIR     if set, widget.png and widget-mobile.png are written there, and
+//                      browser-version.txt naming the Chromium that took them
 //   FAILURE_DIR        if set, failure.png is written there when a check fails
 //
 // The texts below are shared with tests/e2e_widget.rs; change them in both places.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { check, Failure, launch, run, step, tell, waitInPage, widgetState } from './lib.mjs';
 
@@ -285,21 +287,16 @@ async function main() {
       return s.status === 'closed' && s.conversation && s.conversation.state === 'closed';
     }, null, 30000);
 
-    // --- a narrow mobile screen: the panel fills it ----------------------------------------------
-    const mobile = await browser.newContext({ viewport: { width: 375, height: 720 }, isMobile: true, hasTouch: true });
-    const phone = await mobile.newPage();
-    phone.on('pageerror', (err) => problems.push(`uncaught error on the phone: ${err.message}`));
-    await phone.goto(BASE + '/', { waitUntil: 'load' });
-    await phone.locator('button.launcher').click();
-    const box = await phone.locator('[role="dialog"]').boundingBox();
-    check(box && box.x === 0 && box.y === 0 && box.width === 375 && box.height === 720,
-      `on a 375 px screen the panel should fill it, got ${JSON.stringify(box)}`);
+    // --- phones: the panel fills the screen -----------------------------------------------------
+    // The demo page as it is, at two common phone widths; then a host page wider than the phone
+    // (plenty of real sites are), scrolled, which the widget cannot fix but must cope with.
+    await onPhone(browser, 375, { screenshot: true }, problems);
+    await onPhone(browser, 320, {}, problems);
+    await onPhone(browser, 375, { hostWidth: 600 }, problems);
     if (SCREENSHOT_DIR) {
-      await waitInPage(phone, 'the topics on the phone', () =>
-        [...document.querySelector('[data-switchboard-widget]').shadowRoot.getElementById('sb-topic').options].some((o) => o.value), null, 15000);
-      await phone.screenshot({ path: join(SCREENSHOT_DIR, 'widget-mobile.png') });
+      writeFileSync(join(SCREENSHOT_DIR, 'browser-version.txt'),
+        `widget.png and widget-mobile.png: tests/browser/widget-flow.mjs in headless Chromium ${browser.version()}\n`);
     }
-    await mobile.close();
 
     const csp2 = await page.evaluate(() => window.__csp || []);
     problems.push(...csp2.map((v) => `CSP violation: ${v}`));
@@ -321,6 +318,82 @@ async function main() {
     throw err;
   } finally {
     await browser.close();
+  }
+}
+
+/**
+ * Opens the demo page on a phone `width` px wide (720 px tall; a mobile viewport, touch) and
+ * checks that the launcher is on the screen and that the open panel covers exactly the screen.
+ *
+ * "The screen" is the visual viewport: what the visitor sees, and what Playwright's
+ * boundingBox() is relative to. It is not innerWidth: when a page is wider than a phone, mobile
+ * Chromium widens the layout viewport (innerWidth, and what `position: fixed` is placed in) to the
+ * page, so a page 391 px wide on a 375 px phone reports innerWidth 391, and comparing the page
+ * with innerWidth could never fail. clientWidth stays at the width the page was laid out for.
+ *
+ * With `hostWidth`, an element that wide is added to the page and the page is scrolled, as a
+ * visitor would pan around a host page that does not fit the phone.
+ */
+async function onPhone(browser, width, { hostWidth = 0, screenshot = false }, problems) {
+  const height = 720;
+  const what = `on a ${width} px phone${hostWidth ? ` with a ${hostWidth} px wide host page, scrolled` : ''}`;
+  const mobile = await browser.newContext({ viewport: { width, height }, isMobile: true, hasTouch: true });
+  try {
+    const phone = await mobile.newPage();
+    phone.on('pageerror', (err) => problems.push(`uncaught error ${what}: ${err.message}`));
+    await phone.goto(BASE + '/', { waitUntil: 'load' });
+    if (hostWidth) {
+      await phone.evaluate((hostW) => {
+        const wide = document.createElement('div');
+        wide.style.cssText = `width: ${hostW}px; height: 10px`;
+        document.body.prepend(wide);
+        // Bring the middle of the page into view, as a visitor panning there would. (scrollTo()
+        // would move only the layout viewport, which is as wide as the page here.)
+        const spot = document.createElement('span');
+        spot.style.cssText = `position: absolute; left: ${hostW / 2}px; top: 600px`;
+        document.body.append(spot);
+        spot.scrollIntoView({ block: 'center', inline: 'center' });
+      }, hostWidth);
+    }
+    const page = await phone.evaluate(() => ({
+      scrollWidth: document.documentElement.scrollWidth,
+      clientWidth: document.documentElement.clientWidth,
+      innerWidth,
+      visual: [visualViewport.offsetLeft, visualViewport.offsetTop, visualViewport.width, visualViewport.height],
+    }));
+    step(`${what}: ${JSON.stringify(page)}`);
+    check(page.clientWidth === width, `${what}: the page was laid out ${page.clientWidth} px wide: ${JSON.stringify(page)}`);
+    if (hostWidth) {
+      // The situation under test really arose: the layout viewport is wider than the screen,
+      // and the screen shows a part of the page away from its top left corner.
+      check(page.innerWidth > width && page.visual[0] > 0 && page.visual[1] > 0,
+        `${what}: the page did not overflow and scroll as intended: ${JSON.stringify(page)}`);
+    } else {
+      check(page.scrollWidth <= page.clientWidth,
+        `${what}: the demo page is ${page.scrollWidth} px wide and overflows: ${JSON.stringify(page)}`);
+    }
+
+    const launcherBox = await phone.locator('button.launcher').boundingBox();
+    check(launcherBox && launcherBox.x >= 0 && launcherBox.y >= 0 &&
+      launcherBox.x + launcherBox.width <= width && launcherBox.y + launcherBox.height <= height,
+      `${what}: the launcher is not on the screen: ${JSON.stringify(launcherBox)}`);
+    // A tap where the visitor sees the launcher. Not locator.click(): it would scroll the
+    // launcher into view first, and its hit test uses layout-viewport coordinates
+    // (elementFromPoint), which are off by the visual viewport's offset on a panned page.
+    await phone.touchscreen.tap(launcherBox.x + launcherBox.width / 2, launcherBox.y + launcherBox.height / 2);
+    await phone.locator('[role="dialog"]').waitFor({ state: 'visible', timeout: 5000 });
+    const box = await phone.locator('[role="dialog"]').boundingBox();
+    // Half a pixel for sub-pixel viewport offsets; the defect this catches was 4 to 31 px.
+    const near = (a, b) => Math.abs(a - b) < 0.5;
+    check(box && near(box.x, 0) && near(box.y, 0) && near(box.width, width) && near(box.height, height),
+      `${what}: the panel should fill the screen (0, 0, ${width} x ${height}), got ${JSON.stringify(box)}`);
+    if (screenshot && SCREENSHOT_DIR) {
+      await waitInPage(phone, 'the topics on the phone', () =>
+        [...document.querySelector('[data-switchboard-widget]').shadowRoot.getElementById('sb-topic').options].some((o) => o.value), null, 15000);
+      await phone.screenshot({ path: join(SCREENSHOT_DIR, 'widget-mobile.png') });
+    }
+  } finally {
+    await mobile.close();
   }
 }
 
