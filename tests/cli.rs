@@ -1,6 +1,6 @@
-//! The binary's own command line, no services needed: the committed example
-//! `registration.yaml` is exactly what `generate-registration` writes (tokens aside), so the
-//! two cannot drift apart.
+//! The binary's own command line, no services needed: `--version` names the commit it was
+//! built from, and the committed example `registration.yaml` is exactly what
+//! `generate-registration` writes (tokens aside), so the two cannot drift apart.
 
 use std::{
     path::Path,
@@ -25,6 +25,47 @@ fn switchboard(args: &[&str]) -> anyhow::Result<Output> {
         );
     }
     Ok(out)
+}
+
+/// `git ARGS` in the source tree; `None` outside a git checkout (e.g. a source tarball).
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn version_names_the_commit_the_binary_was_built_from() -> anyhow::Result<()> {
+    let out = switchboard(&["--version"])?;
+    let version = String::from_utf8(out.stdout)?.trim().to_owned();
+    let prefix = format!("switchboard {} (", env!("CARGO_PKG_VERSION"));
+    let commit = version
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .with_context(|| format!("expected `{prefix}COMMIT)`, got {version:?}"))?;
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            // The test binary and the switchboard binary are built by the same `cargo test`,
+            // from the same tree, so the commit must be the one checked out now.
+            let dirty = git(&[
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ])
+            .is_some_and(|s| !s.is_empty());
+            let expected = if dirty { format!("{head}-dirty") } else { head };
+            assert_eq!(commit, expected, "from {version:?}");
+        }
+        // Outside git the build falls back to SWITCHBOARD_BUILD_COMMIT, then "unknown".
+        None => assert!(!commit.is_empty(), "{version:?}"),
+    }
+    Ok(())
 }
 
 /// The placeholder the example carries instead of real tokens.
@@ -70,6 +111,28 @@ fn the_example_registration_is_what_generate_registration_writes() -> anyhow::Re
     assert_eq!(
         body, normalised,
         "registration.yaml differs from `switchboard {command}`: regenerate the example"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_start_up_log_names_the_version_even_when_start_up_fails() -> anyhow::Result<()> {
+    let version = String::from_utf8(switchboard(&["--version"])?.stdout)?;
+    let version = version.trim().trim_start_matches("switchboard ");
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(dir.path().join("no-such-config.toml"))
+        .env("RUST_LOG", "info")
+        .output()?;
+    assert!(!out.status.success(), "it started without a configuration");
+    // tracing writes to standard output, the final error to standard error.
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.lines()
+            .next()
+            .is_some_and(|first| first.contains("starting") && first.contains(version)),
+        "the first log line does not name version {version:?}:\n{log}"
     );
     Ok(())
 }
