@@ -30,8 +30,17 @@ use switchboard_bridge::{
 };
 use tokio::sync::watch;
 
+/// What `--version` prints and the start-up log names: the package version and the commit the
+/// binary was built from (set by build.rs), so a report can say exactly which build it tried.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SWITCHBOARD_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(name = "switchboard", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -153,6 +162,8 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Run { config } => {
+            // First, before anything can fail, so every log of a run names its build.
+            tracing::info!(version = VERSION, "switchboard starting");
             let config = config::Config::load(&config)?;
             tokio::runtime::Runtime::new()?.block_on(run(config))
         }

@@ -100,6 +100,9 @@ impl IntoResponse for MatrixError {
 /// Synapse sends at most 100 events of at most 64 KiB each per transaction.
 const MAX_TRANSACTION_BYTES: usize = 100 * 65536 + 65536;
 
+/// The spec's limit on the size of one event (client-server API, "Size limits").
+const MAX_EVENT_BYTES: usize = 65536;
+
 /// The routes the homeserver calls, all behind the `hs_token` check.
 pub fn router(state: AppserviceState) -> Router {
     Router::new()
@@ -121,6 +124,10 @@ pub fn router(state: AppserviceState) -> Router {
 /// Checks the homeserver's token: `Authorization: Bearer` (current spec) or the legacy
 /// `access_token` query parameter. The comparison runs in constant time so the token cannot be
 /// guessed byte by byte from response timings.
+///
+/// No credentials at all (neither the header nor the parameter) is 401 `M_MISSING_TOKEN`, as
+/// the Matrix APIs answer a request without an access token; credentials that are not our
+/// `hs_token` are 403 `M_FORBIDDEN`, as the Application Service API requires.
 async fn require_hs_token(
     State(state): State<AppserviceState>,
     headers: HeaderMap,
@@ -138,15 +145,22 @@ async fn require_hs_token(
             .map(str::to_owned)
     });
     let presented = from_header.map(str::to_owned).or(from_query);
+    let any_credentials = headers.contains_key(axum::http::header::AUTHORIZATION)
+        || uri.query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv == "access_token" || kv.starts_with("access_token="))
+        });
     match presented {
         Some(token) if bool::from(token.as_bytes().ct_eq(state.hs_token.as_bytes())) => {
             next.run(request).await
         }
-        Some(_) => {
-            MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token").into_response()
-        }
-        None => MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Missing hs_token")
-            .into_response(),
+        _ if !any_credentials => MatrixError::new(
+            StatusCode::UNAUTHORIZED,
+            "M_MISSING_TOKEN",
+            "Missing hs_token",
+        )
+        .into_response(),
+        _ => MatrixError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Bad hs_token").into_response(),
     }
 }
 
@@ -179,8 +193,29 @@ async fn put_transaction(
                 format!("Malformed transaction: {e}"),
             )
         })?;
-    let count = request.events.len();
-    state.sink.record_transaction(&txn_id, request.events).await.map_err(|e| {
+    let events: Vec<Raw<AnyTimelineEvent>> = request
+        .events
+        .into_iter()
+        .filter(|raw| {
+            let size = event_size(raw);
+            if size <= MAX_EVENT_BYTES {
+                return true;
+            }
+            // No homeserver may create such an event; storing it whole would let one
+            // misbehaving server fill the inbox. Refused alone, so the others still count.
+            tracing::warn!(
+                %txn_id,
+                event_id = raw.get_field::<String>("event_id").ok().flatten().as_deref().unwrap_or("?"),
+                room_id = raw.get_field::<String>("room_id").ok().flatten().as_deref().unwrap_or("?"),
+                size,
+                limit = MAX_EVENT_BYTES,
+                "event larger than the spec allows refused"
+            );
+            false
+        })
+        .collect();
+    let count = events.len();
+    state.sink.record_transaction(&txn_id, events).await.map_err(|e| {
         tracing::error!(%txn_id, error = %e, "could not record transaction; the homeserver will retry");
         MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Could not record transaction")
     })?;
@@ -195,6 +230,25 @@ async fn put_transaction(
     }
     tracing::debug!(%txn_id, count, "transaction recorded");
     Ok(Json(json!({})))
+}
+
+/// The size of an event as far as the spec's limit goes. The limit applies to the event as the
+/// homeserver stores it (with hashes and signatures, larger than what reaches us) but not to
+/// `unsigned`, which the homeserver adds on delivery (e.g. `prev_content` of a state event),
+/// so an event is measured without `unsigned`, compactly re-encoded. Cheap for the usual
+/// event: anything whose raw JSON fits is within the limit.
+fn event_size(raw: &Raw<AnyTimelineEvent>) -> usize {
+    let json = raw.json().get();
+    if json.len() <= MAX_EVENT_BYTES {
+        return json.len();
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(mut event)) => {
+            event.remove("unsigned");
+            serde_json::to_vec(&event).map_or(json.len(), |v| v.len())
+        }
+        _ => json.len(),
+    }
 }
 
 /// # `GET /_matrix/app/v1/users/{userId}`
@@ -311,27 +365,126 @@ mod tests {
 
     const EVENT: &str = r#"{"type":"m.room.message","event_id":"$e1","room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}}"#;
 
+    /// Every endpoint the homeserver calls, as (method, path, body).
+    const ENDPOINTS: [(&str, &str, &str); 4] = [
+        ("PUT", "/_matrix/app/v1/transactions/1", r#"{"events":[]}"#),
+        ("GET", "/_matrix/app/v1/users/@_sb_known:x", ""),
+        ("GET", "/_matrix/app/v1/rooms/%23a:x", ""),
+        ("POST", "/_matrix/app/v1/ping", r#"{"transaction_id":"p"}"#),
+    ];
+
     #[tokio::test]
-    async fn wrong_or_missing_hs_token_is_refused_and_records_nothing() {
+    async fn a_wrong_hs_token_is_forbidden_and_records_nothing() {
         let sink = Arc::new(RecordingSink::default());
         let (app, _) = app(sink.clone());
         let body = format!(r#"{{"events":[{EVENT}]}}"#);
-        for auth in [None, Some("wrong"), Some("")] {
+        for auth in [Some("wrong"), Some("")] {
             let (status, json) =
                 call(&app, "PUT", "/_matrix/app/v1/transactions/1", auth, &body).await;
             assert_eq!(status, StatusCode::FORBIDDEN);
             assert_eq!(json["errcode"], "M_FORBIDDEN");
         }
+        for (method, uri, body) in ENDPOINTS {
+            let (status, json) = call(&app, method, uri, Some("wrong"), body).await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+                "{method} {uri}"
+            );
+            let uri = format!("{uri}?access_token=wrong");
+            let (status, json) = call(&app, method, &uri, None, body).await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+                "{method} {uri}"
+            );
+        }
+        assert!(sink.transactions.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_token_at_all_is_401_missing_token_on_every_endpoint() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, _) = app(sink.clone());
+        for (method, uri, body) in ENDPOINTS {
+            let (status, json) = call(&app, method, uri, None, body).await;
+            assert_eq!(
+                (status, json["errcode"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("M_MISSING_TOKEN")),
+                "{method} {uri}"
+            );
+        }
+        assert!(sink.transactions.lock().unwrap().is_empty());
+    }
+
+    /// An `m.room.message` whose body makes the event `bytes` long or longer.
+    fn event_of_size(event_id: &str, bytes: usize) -> String {
+        let body = "x".repeat(bytes);
+        format!(
+            r#"{{"type":"m.room.message","event_id":"{event_id}","room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"content":{{"msgtype":"m.text","body":"{body}"}}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn an_event_over_64_kib_is_refused_alone() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        // Just under the limit is fine; one over it is not, and its neighbours still count.
+        let fits = event_of_size("$fits", 65536 - 250);
+        assert!(fits.len() <= 65536);
+        let body = format!(
+            r#"{{"events":[{big}, {EVENT}, {fits}]}}"#,
+            big = event_of_size("$big", 65536),
+        );
         let (status, _) = call(
             &app,
-            "GET",
-            "/_matrix/app/v1/users/@_sb_known:x",
-            Some("wrong"),
-            "",
+            "PUT",
+            "/_matrix/app/v1/transactions/big",
+            Some(&token),
+            &body,
         )
         .await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(sink.transactions.lock().unwrap().is_empty());
+        assert_eq!(status, StatusCode::OK, "the other events must be taken");
+        let recorded = sink.transactions.lock().unwrap();
+        let ids: Vec<&str> = recorded[0]
+            .1
+            .iter()
+            .map(|e| {
+                if e.contains("$big") {
+                    "$big"
+                } else if e.contains("$fits") {
+                    "$fits"
+                } else {
+                    "$e1"
+                }
+            })
+            .collect();
+        assert_eq!(ids, ["$e1", "$fits"]);
+    }
+
+    #[tokio::test]
+    async fn what_the_homeserver_adds_in_unsigned_does_not_count_towards_the_limit() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        // A state event near the limit arrives with its previous content in `unsigned`,
+        // which is not part of the event the limit applies to.
+        let prev = "p".repeat(60_000);
+        let event = format!(
+            r#"{{"type":"m.room.topic","state_key":"","event_id":"$topic","room_id":"!r:x","sender":"@a:x","origin_server_ts":1,"content":{{"topic":"{t}"}},"unsigned":{{"prev_content":{{"topic":"{prev}"}}}}}}"#,
+            t = "t".repeat(60_000)
+        );
+        assert!(event.len() > 65536);
+        let body = format!(r#"{{"events":[{event}]}}"#);
+        let (status, _) = call(
+            &app,
+            "PUT",
+            "/_matrix/app/v1/transactions/u",
+            Some(&token),
+            &body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sink.transactions.lock().unwrap()[0].1.len(), 1);
     }
 
     #[tokio::test]

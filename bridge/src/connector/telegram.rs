@@ -12,10 +12,11 @@ use teloxide::{
     Bot, RequestError,
     net::Download,
     payloads::{
-        GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
+        GetUpdates, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
         SetWebhookSetters,
     },
     prelude::Requester,
+    requests::JsonRequest,
     types::{
         AllowedUpdate, ChatAction, ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup,
         InputFile, MaybeInaccessibleMessage, Message, MessageId, ParseMode, Update, UpdateKind,
@@ -29,6 +30,7 @@ use super::{
 };
 
 pub mod format;
+mod raw_update;
 
 /// Removes the bot token from any text before it reaches a log or an error message.
 #[derive(Clone)]
@@ -53,6 +55,10 @@ pub struct Webhook {
     /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token`; 1-256 of `A-Za-z0-9_-`.
     pub secret: String,
 }
+
+/// Told to whoever sent an update that could not be read at all.
+const UNREADABLE_NOTICE: &str = "Sorry, your last message could not be read and was not \
+     passed on. Please send it again, without special formatting.";
 
 /// The route Telegram posts updates to in webhook mode.
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
@@ -129,6 +135,21 @@ impl TelegramConnector {
             }
         }
         true
+    }
+
+    /// Logs an update nothing could be made of and tells its sender, so a reply is never lost
+    /// without a word to anyone.
+    async fn report_unreadable(&self, unreadable: raw_update::Unreadable) {
+        tracing::error!(
+            update_id = unreadable.update_id,
+            chat = unreadable.chat.map(|c| c.0),
+            reason = %unreadable.reason,
+            "telegram: an update could not be read and was skipped"
+        );
+        let Some(chat) = unreadable.chat else { return };
+        if let Err(e) = self.notify(&chat.0.to_string(), UNREADABLE_NOTICE).await {
+            tracing::warn!(error = %e, "telegram: could not tell the sender their message was unreadable");
+        }
     }
 
     /// Webhook mode's `run`: (re)registers the webhook until Telegram accepts it, then waits.
@@ -515,12 +536,14 @@ impl Connector for TelegramConnector {
             if *shutdown.borrow() {
                 return;
             }
-            let request = self
-                .bot
-                .get_updates()
+            // Raw JSON, parsed by `raw_update`: teloxide's own parsing loses messages that
+            // carry formatting it does not know.
+            let get_updates = GetUpdates::new()
                 .offset(offset)
                 .timeout(self.poll_timeout.as_secs() as u32)
                 .allowed_updates(Self::ALLOWED);
+            let request =
+                JsonRequest::new(self.bot.clone(), raw_update::GetRawUpdates(get_updates));
             let updates = tokio::select! {
                 r = request => r,
                 _ = shutdown.changed() => return,
@@ -541,7 +564,18 @@ impl Connector for TelegramConnector {
                     continue;
                 }
             };
-            for update in updates {
+            for raw in updates {
+                let update = match raw_update::parse(raw) {
+                    Ok(update) => update,
+                    Err(unreadable) => {
+                        // Confirmed all the same: it would only come back just as unreadable.
+                        if let Some(id) = unreadable.update_id {
+                            offset = id as i32 + 1;
+                        }
+                        self.report_unreadable(unreadable).await;
+                        continue;
+                    }
+                };
                 if !self.record_update(&update, sink.as_ref()).await {
                     tokio::time::sleep(backoff).await;
                     break; // offset stays put: the update comes again
@@ -592,11 +626,24 @@ async fn receive_update(
     if !bool::from(presented.ct_eq(webhook.secret.as_bytes())) {
         return (StatusCode::FORBIDDEN, "wrong or missing secret token");
     }
-    let update: Update = match serde_json::from_slice(&body) {
-        Ok(u) => u,
+    let raw: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(raw) => raw,
         Err(e) => {
             tracing::warn!(error = %e, "telegram: malformed webhook update refused");
             return (StatusCode::BAD_REQUEST, "malformed update");
+        }
+    };
+    let update = match raw_update::parse(raw) {
+        Ok(update) => update,
+        // JSON, but not an update at all.
+        Err(unreadable) if unreadable.update_id.is_none() => {
+            tracing::warn!(reason = %unreadable.reason, "telegram: webhook body is not an update; refused");
+            return (StatusCode::BAD_REQUEST, "malformed update");
+        }
+        Err(unreadable) => {
+            connector.report_unreadable(unreadable).await;
+            // 200 all the same: Telegram would only deliver it again, just as unreadable.
+            return (StatusCode::OK, "");
         }
     };
     if connector.record_update(&update, sink.as_ref()).await {

@@ -22,6 +22,10 @@
 //! * An inline button with more than one action field is refused (Telegram silently uses one).
 //! * Text limits are counted in UTF-16 code units. Automatic entities cover http(s) URLs,
 //!   @mentions, /commands and #hashtags only.
+//! * `date_time` entities (with `unix_time` and `date_time_format`) are taken only as explicit
+//!   `entities`, from bots and in [`StandIn::user_sends_with`]; HTML and MarkdownV2 have no
+//!   syntax for them here. teloxide 0.17 does not know this type, which lets tests show what a
+//!   bot does with entity types newer than its library.
 //! * Callback queries never time out; `logOut`/`close` have no lockout; messages can be
 //!   deleted at any age; update ids never jump and updates never expire.
 //! * Replies to another chat are checked but not rendered as `external_reply`.

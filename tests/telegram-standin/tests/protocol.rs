@@ -316,6 +316,57 @@ async fn html_entities_are_measured_in_utf16_and_bad_html_is_refused() {
     );
 }
 
+/// `date_time` (a newer entity type, with `unix_time` and `date_time_format`) passes through
+/// both ways, so bots can be tested against entity types their library does not know.
+#[tokio::test]
+async fn date_time_entities_carry_their_time_both_ways() {
+    let api = Api::start().await;
+    let ann = api.tg.user(1001, "Ann", None);
+    let sent = api
+        .ok(
+            "sendMessage",
+            json!({"chat_id": 1001, "text": "see you at 22:45", "entities": [
+                {"type": "date_time", "offset": 11, "length": 5, "unix_time": 1647531900, "date_time_format": "t"}
+            ]}),
+        )
+        .await;
+    assert_eq!(
+        sent["entities"],
+        json!([{"type": "date_time", "offset": 11, "length": 5, "unix_time": 1647531900, "date_time_format": "t"}])
+    );
+    let (status, description) = api
+        .err(
+            "sendMessage",
+            json!({"chat_id": 1001, "text": "when?", "entities": [{"type": "date_time", "offset": 0, "length": 4}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, description.as_str()),
+        (
+            400,
+            "Bad Request: can't parse MessageEntity: Field \"unix_time\" must be of type Number"
+        )
+    );
+
+    api.tg.user_sends_with(
+        &ann,
+        "Tomorrow at noon, really",
+        vec![
+            json!({"type": "date_time", "offset": 0, "length": 16, "unix_time": 1700000000}),
+            json!({"type": "bold", "offset": 18, "length": 6}),
+        ],
+        None,
+    );
+    let updates = api.ok("getUpdates", json!({})).await;
+    assert_eq!(
+        updates[0]["message"]["entities"],
+        json!([
+            {"type": "date_time", "offset": 0, "length": 16, "unix_time": 1700000000},
+            {"type": "bold", "offset": 18, "length": 6}
+        ])
+    );
+}
+
 #[tokio::test]
 async fn text_must_be_one_to_4096_characters() {
     let api = Api::start().await;

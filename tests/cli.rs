@@ -1,0 +1,138 @@
+//! The binary's own command line, no services needed: `--version` names the commit it was
+//! built from, and the committed example `registration.yaml` is exactly what
+//! `generate-registration` writes (tokens aside), so the two cannot drift apart.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+use anyhow::{Context, bail};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn switchboard(args: &[&str]) -> anyhow::Result<Output> {
+    // Cargo builds this very binary for the test; SWITCHBOARD_BIN may point elsewhere.
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {BIN}"))?;
+    if !out.status.success() {
+        bail!(
+            "switchboard {args:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// `git ARGS` in the source tree; `None` outside a git checkout (e.g. a source tarball).
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn version_names_the_commit_the_binary_was_built_from() -> anyhow::Result<()> {
+    let out = switchboard(&["--version"])?;
+    let version = String::from_utf8(out.stdout)?.trim().to_owned();
+    let prefix = format!("switchboard {} (", env!("CARGO_PKG_VERSION"));
+    let commit = version
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .with_context(|| format!("expected `{prefix}COMMIT)`, got {version:?}"))?;
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) => {
+            // The test binary and the switchboard binary are built by the same `cargo test`,
+            // from the same tree, so the commit must be the one checked out now.
+            let dirty = git(&[
+                "--no-optional-locks",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ])
+            .is_some_and(|s| !s.is_empty());
+            let expected = if dirty { format!("{head}-dirty") } else { head };
+            assert_eq!(commit, expected, "from {version:?}");
+        }
+        // Outside git the build falls back to SWITCHBOARD_BUILD_COMMIT, then "unknown".
+        None => assert!(!commit.is_empty(), "{version:?}"),
+    }
+    Ok(())
+}
+
+/// The placeholder the example carries instead of real tokens.
+const PLACEHOLDER: &str = "EXAMPLE-ONLY-run-switchboard-generate-registration-for-real-tokens";
+
+#[test]
+fn the_example_registration_is_what_generate_registration_writes() -> anyhow::Result<()> {
+    let example_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml");
+    let example = std::fs::read_to_string(&example_path)?;
+    // The example's header comment names the exact command that produced it; run that.
+    let command = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# Example output of `switchboard "))
+        .and_then(|l| l.split_once('`'))
+        .map(|(cmd, _)| cmd.to_owned())
+        .context("the example's first line names no `switchboard ...` command")?;
+    let mut args: Vec<&str> = command.split_whitespace().collect();
+    args.extend(["--output", "-"]);
+    let generated = String::from_utf8(switchboard(&args)?.stdout)?;
+
+    // Only the random tokens may differ: put the placeholder in their place.
+    let mut tokens = 0;
+    let normalised: String = generated
+        .lines()
+        .map(|line| match line.split_once(": ") {
+            Some((key @ ("as_token" | "hs_token"), value)) => {
+                assert!(
+                    value.len() >= 32 && value.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "{key} is not a fresh random token: {value:?}"
+                );
+                tokens += 1;
+                format!("{key}: {PLACEHOLDER}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_eq!(tokens, 2, "generated:\n{generated}");
+    let body: String = example
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        body, normalised,
+        "registration.yaml differs from `switchboard {command}`: regenerate the example"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_start_up_log_names_the_version_even_when_start_up_fails() -> anyhow::Result<()> {
+    let version = String::from_utf8(switchboard(&["--version"])?.stdout)?;
+    let version = version.trim().trim_start_matches("switchboard ");
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(dir.path().join("no-such-config.toml"))
+        .env("RUST_LOG", "info")
+        .output()?;
+    assert!(!out.status.success(), "it started without a configuration");
+    // tracing writes to standard output, the final error to standard error.
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.lines()
+            .next()
+            .is_some_and(|first| first.contains("starting") && first.contains(version)),
+        "the first log line does not name version {version:?}:\n{log}"
+    );
+    Ok(())
+}
