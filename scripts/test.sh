@@ -32,7 +32,8 @@
 #   SWITCHBOARD_TEST_MAS_HS_URL, SWITCHBOARD_TEST_MAS_SERVER_NAME, SWITCHBOARD_TEST_MAS_AS_PORT_0
 #                                   one slot: $SWITCHBOARD_TEST_DIR/mas/appservices/0/registration.yaml
 #                                   (id sbmas0, bot @sbmas0bot, ghosts @_sbmas0_*), used by e2e_mas
-# Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files, 7
+# Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files (2 and 3
+# also e2e_outbox), 7
 # e2e_multi_platform, 8 e2e_handoff's named transfer (and scripts/bench.sh, which runs on its
 # own), 9 the widget in a browser, 10 e2e_visitor_accounts, 11
 # e2e_visitor_proxy; noguest 0 e2e_visitor_accounts, e2e_visitor_proxy and the widget's proxied

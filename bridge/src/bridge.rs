@@ -36,6 +36,7 @@ use typing::TypingUpdate;
 
 mod dispatch;
 mod lifecycle;
+mod pacing;
 mod room_posts;
 pub use room_posts::post_retry_delay;
 mod typing;
@@ -89,9 +90,8 @@ pub struct Bridge {
     /// Wakes the worker to route queued conversations again (a responder changed).
     register_changed: Arc<Notify>,
     server_name: OwnedServerName,
-    /// When we last sent to each (platform, address), to pace sends per chat. In memory on
-    /// purpose: after a restart the pacing simply starts afresh.
-    last_sent: Mutex<HashMap<(String, String), i64>>,
+    /// The next free slot of each chat and platform, to keep to the platforms' rates.
+    pacer: pacing::Pacer,
     /// Typing notifications on their way to the typing task (see `typing.rs`); the receiver
     /// is taken when the workers start.
     typing_tx: tokio::sync::mpsc::Sender<TypingUpdate>,
@@ -126,7 +126,7 @@ impl Bridge {
             inbox_ready: Notify::new(),
             register_changed: Arc::new(Notify::new()),
             server_name,
-            last_sent: Mutex::new(HashMap::new()),
+            pacer: pacing::Pacer::default(),
             typing_tx,
             typing_rx: Mutex::new(Some(typing_rx)),
         }

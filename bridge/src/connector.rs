@@ -4,7 +4,7 @@
 //! branches on the platform; it asks the connector, and the connector declares what it can do
 //! in [`Capabilities`] instead of being probed by trial.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,26 @@ pub struct Capabilities {
     /// How a command starts on this platform (`/end` on Telegram, `!end` in a Matrix room),
     /// so what Switchboard tells responders names commands as they type them.
     pub command_prefix: char,
+    /// The least time between two messages the bridge sends to one address (chat) on this
+    /// platform: every message counts, the parts of a long one, notices, offers and edits of
+    /// offers. `Duration::ZERO`: no pacing.
+    pub min_interval_per_chat: Duration,
+    /// How many messages per second the platform accepts from the bridge across all
+    /// addresses; `None`: no limit.
+    pub max_messages_per_second: Option<u32>,
+}
+
+impl Capabilities {
+    /// A platform with no sending limits that does not share the conversation room, whose
+    /// commands start with `command_prefix`.
+    pub const fn unpaced(command_prefix: char) -> Capabilities {
+        Capabilities {
+            shares_room: false,
+            command_prefix,
+            min_interval_per_chat: Duration::ZERO,
+            max_messages_per_second: None,
+        }
+    }
 }
 
 /// A new conversation offered to a responder. Holds nothing that identifies the visitor:
@@ -196,18 +216,28 @@ pub enum ConnectorError {
 }
 
 /// One platform's way to reach responders.
+///
+/// Every method that sends something sends at most one message (or one edit of one) to one
+/// address; the bridge paces these calls as [`Capabilities`] declares, so a connector never
+/// sleeps to keep to its platform's limits. A rate limit is returned as
+/// [`ConnectorError::RetryAfter`], never waited out inside the connector: the one worker must
+/// not stall on one platform.
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
+    /// Which platform this is. Pure; never changes.
     fn platform(&self) -> Platform;
 
+    /// What the platform can do and how fast it may be sent to. Pure; never changes.
     fn capabilities(&self) -> Capabilities;
 
     /// Offers a conversation to the responder at `address` (platform-specific, e.g. a Matrix
-    /// user ID or a Telegram chat ID). Does network I/O. Returns the remote message that
-    /// carries the offer, if there is one, so it can be marked taken later.
+    /// user ID or a Telegram chat ID). Does network I/O; one message. Not idempotent: a retry
+    /// may offer twice, so the bridge calls it once per offer row. Returns the remote message
+    /// that carries the offer, if there is one, so it can be marked taken later.
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError>;
 
-    /// Tells the responder their accept won (Telegram: the offer's buttons go away).
+    /// Tells the responder their accept won (Telegram: the offer's buttons go away). Network
+    /// I/O, one edit; idempotent (editing to the same text again is not an error).
     async fn offer_accepted(
         &self,
         _address: &str,
@@ -218,6 +248,7 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Marks an earlier offer as no longer available (taken by someone else, withdrawn).
+    /// Network I/O, one edit; idempotent: an offer already closed is `Ok`.
     async fn close_offer(
         &self,
         _address: &str,
@@ -227,29 +258,47 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Relays a visitor message; returns the IDs of the remote messages it became, so replies
-    /// to them can be routed back. Only called when `shares_room` is false.
+    /// Renders a visitor message into the messages it becomes on this platform, in order
+    /// (Telegram: a long text split into 4096-character parts, the first headed by the
+    /// visitor's alias; a file: one part, its caption). Pure and fast: no I/O, never blocks.
+    /// Never returns an empty part list for a delivery with text or a file. The parts are
+    /// opaque to the bridge: it stores them with the outbox row before sending the first,
+    /// and hands each back to [`Connector::deliver`] (or `deliver_file`) unchanged, so a
+    /// delivery interrupted after part k resumes with part k+1 even across a restart.
+    fn render(&self, delivery: &Delivery) -> Vec<String>;
+
+    /// Sends part `index` of a visitor message, `part` being `render(delivery)[index]` as
+    /// stored. Network I/O, exactly one message; may take as long as the platform's HTTP
+    /// timeout. Returns the remote message's ID, so replies to it can be routed back. Not
+    /// idempotent unless the platform has an idempotency key (use `delivery.event_id` and
+    /// `index` for it where there is one): the bridge calls it again for the same part only
+    /// when the call failed. Only called when `shares_room` is false.
     async fn deliver(
         &self,
         delivery: &Delivery,
+        index: usize,
+        part: &str,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError>;
+    ) -> Result<String, ConnectorError>;
 
-    /// Relays a visitor's file or image (with the delivery's text as caption). Connectors
-    /// that cannot carry files keep the default, which refuses for good.
+    /// Relays a visitor's file or image, with `caption` (its one rendered part). Same
+    /// contract as [`Connector::deliver`]. Connectors that cannot carry files keep the
+    /// default, which refuses for good.
     async fn deliver_file(
         &self,
         _delivery: &Delivery,
+        _caption: &str,
         _file: Attachment,
         _address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         Err(ConnectorError::Permanent(format!(
             "{} cannot carry files",
             self.platform().as_str()
         )))
     }
 
-    /// Fetches a file a responder sent, to re-upload it to the media repository.
+    /// Fetches a file a responder sent, to re-upload it to the media repository. Network
+    /// I/O; idempotent.
     async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
         Err(ConnectorError::Permanent(format!(
             "{} cannot fetch {}",

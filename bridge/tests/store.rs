@@ -6,7 +6,7 @@ mod common;
 use switchboard_bridge::{
     Store,
     conversation::{Conversation, ConversationState, Message, SenderRole},
-    store::{AssignmentRow, Engine, NewInboxEvent},
+    store::{AssignmentRow, Engine, NewInboxEvent, OutboxRow},
 };
 
 fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
@@ -385,6 +385,66 @@ async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Res
     Ok(())
 }
 
+/// The pending outbox row of this event.
+async fn pending(store: &Store, event_id: &str) -> anyhow::Result<OutboxRow> {
+    store
+        .pending_outbox(10)
+        .await?
+        .into_iter()
+        .map(|(row, _)| row)
+        .find(|row| row.event_id == event_id)
+        .ok_or_else(|| anyhow::anyhow!("no pending outbox row for {event_id}"))
+}
+
+async fn a_split_delivery_resumes_at_its_first_unsent_part(store: &Store) -> anyhow::Result<()> {
+    store
+        .enqueue_outbox("!r3:x", "telegram", "7003", "$p1", "{}")
+        .await?;
+    let row = pending(store, "$p1").await?;
+    assert_eq!((row.parts.clone(), row.parts_sent), (None, 0));
+
+    let parts = ["one".to_owned(), "two".into(), "three".into()];
+    assert_eq!(store.outbox_set_parts(row.seq, &parts).await?, parts);
+    assert_eq!(
+        store.outbox_set_parts(row.seq, &["other".into()]).await?,
+        parts,
+        "the first rendering stands"
+    );
+    store.outbox_retry_at(row.seq, 0).await?;
+    let row = pending(store, "$p1").await?;
+    assert_eq!(
+        (row.parts.as_deref(), row.parts_sent, row.attempts),
+        (Some(&parts[..]), 0, 1)
+    );
+
+    assert_eq!(store.outbox_part_sent(&row, 0, "m1").await?, 1);
+    assert_eq!(
+        store.outbox_part_sent(&row, 0, "m1").await?,
+        1,
+        "recording a part twice changes nothing"
+    );
+    // Read back as after a restart: the next attempt starts at part 1, with a fresh count.
+    let row = pending(store, "$p1").await?;
+    assert_eq!((row.parts_sent, row.attempts), (1, 0));
+    assert_eq!(
+        store.remote_message("telegram", "7003", "m1").await?,
+        Some(("!r3:x".to_owned(), Some("$p1".to_owned()))),
+        "a part is mapped to its conversation as it is recorded"
+    );
+    assert_eq!(store.outbox_part_sent(&row, 1, "m2").await?, 2);
+    assert_eq!(store.outbox_part_sent(&row, 2, "m3").await?, 3);
+    assert_eq!(
+        store
+            .room_of_remote_message("telegram", "7003", "m3")
+            .await?
+            .as_deref(),
+        Some("!r3:x")
+    );
+    store.outbox_done(row.seq).await?;
+    assert!(store.pending_outbox(10).await?.is_empty());
+    Ok(())
+}
+
 async fn link_codes_work_once_and_move_a_responder(store: &Store) -> anyhow::Result<()> {
     store.create_link_code("CODE1", "alex", "telegram").await?;
     store.create_link_code("CODE2", "alex", "telegram").await?;
@@ -547,6 +607,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     exactly_one_claim_wins_and_offers_move_once(&store).await?;
     offers_per_contact_and_the_lifecycle(&store).await?;
     assignments_mapping_and_outbox_keep_order(&store).await?;
+    a_split_delivery_resumes_at_its_first_unsent_part(&store).await?;
     inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
     conversations_are_keyed_by_room_and_resumable(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;

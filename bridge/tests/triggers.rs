@@ -123,13 +123,16 @@ impl StubHomeserver {
 }
 
 /// Stands in for the Telegram connector: records what the bridge asks of it; deliveries can
-/// be made to fail for good.
+/// be made to fail for good, or one part to be refused once with a rate limit. Its "platform"
+/// splits a message at " | " into parts, and paces nothing.
 #[derive(Default)]
 struct RecordingConnector {
     calls: Mutex<Vec<String>>,
     offers: Mutex<Vec<(String, Offer)>>,
     unreachable: AtomicBool,
     next_id: AtomicUsize,
+    /// The next delivery of this part is refused with 429 and this `retry_after`.
+    rate_limit_part: Mutex<Option<(String, Duration)>>,
 }
 
 impl RecordingConnector {
@@ -156,10 +159,11 @@ impl Connector for RecordingConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            shares_room: false,
-            command_prefix: '/',
-        }
+        Capabilities::unpaced('/')
+    }
+
+    fn render(&self, delivery: &Delivery) -> Vec<String> {
+        delivery.body.split(" | ").map(str::to_owned).collect()
     }
 
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
@@ -186,34 +190,47 @@ impl Connector for RecordingConnector {
 
     async fn deliver(
         &self,
-        delivery: &Delivery,
+        _delivery: &Delivery,
+        _index: usize,
+        part: &str,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         if self.unreachable.load(Ordering::SeqCst) {
             return Err(ConnectorError::Permanent(
                 "Forbidden: bot was blocked by the user".into(),
             ));
         }
+        let mut limited = self.rate_limit_part.lock().unwrap();
+        if let Some((_, after)) = limited.as_ref().filter(|(p, _)| p == part) {
+            let after = *after;
+            *limited = None;
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("429 {address}: {part}"));
+            return Err(ConnectorError::RetryAfter(after));
+        }
         self.calls
             .lock()
             .unwrap()
-            .push(format!("deliver {address}: {}", delivery.body));
+            .push(format!("deliver {address}: {part}"));
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        Ok(vec![format!("message-{id}")])
+        Ok(format!("message-{id}"))
     }
 
     async fn deliver_file(
         &self,
         _delivery: &Delivery,
+        _caption: &str,
         file: Attachment,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         self.calls
             .lock()
             .unwrap()
             .push(format!("file {address}: {}", file.filename));
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        Ok(vec![format!("message-{id}")])
+        Ok(format!("message-{id}"))
     }
 
     async fn notify(
@@ -638,6 +655,49 @@ async fn an_unreachable_platform_hands_over() -> anyhow::Result<()> {
     w.drain_outbox().await?;
     w.handed_to_ben_because("their platform could not be reached")
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rate_limited_part_is_retried_alone_and_the_rest_follows_in_order() -> anyhow::Result<()>
+{
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    *w.tg.rate_limit_part.lock().unwrap() = Some(("three".into(), Duration::from_millis(50)));
+    w.room_event(VISITOR, "$v2", "one | two | three | four | five")
+        .await?;
+    w.room_event(VISITOR, "$v3", "next").await?;
+    w.drain_outbox().await?;
+    let relayed: Vec<String> =
+        w.tg.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("deliver ") || c.starts_with("429 "))
+            .collect();
+    assert_eq!(
+        relayed,
+        [
+            "deliver 1: one",
+            "deliver 1: two",
+            "429 1: three",
+            "deliver 1: three",
+            "deliver 1: four",
+            "deliver 1: five",
+            "deliver 1: next",
+        ],
+        "each part once, in order, the next message after the last part"
+    );
+    // Every part is mapped, so a reply to any of them finds the conversation.
+    for id in 1..=6 {
+        assert_eq!(
+            w.store()
+                .room_of_remote_message("telegram", "1", &format!("message-{id}"))
+                .await?
+                .as_deref(),
+            Some(ROOM),
+            "message-{id}"
+        );
+    }
+    assert!(w.store().pending_outbox(10).await?.is_empty());
     Ok(())
 }
 

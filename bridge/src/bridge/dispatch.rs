@@ -208,6 +208,7 @@ impl Bridge {
                 language: conversation.language.clone(),
                 summary: summary.clone(),
             };
+            self.wait_turn(connector.as_ref(), &contact.address).await;
             match connector.offer(&request, &contact.address).await {
                 Ok(handle) => {
                     if let Some(handle) = handle {
@@ -364,8 +365,12 @@ impl Bridge {
             if let (Some(handle), Some(connector)) = (
                 &offer.remote_message_id,
                 Platform::parse(&offer.platform).and_then(|p| self.connectors.get(&p)),
-            ) && let Err(e) = connector
-                .close_offer(&offer.address, handle, "This offer expired.")
+            ) && let Err(e) = self
+                .in_turn(
+                    connector.as_ref(),
+                    &offer.address,
+                    connector.close_offer(&offer.address, handle, "This offer expired."),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "could not withdraw an expired offer");

@@ -23,9 +23,6 @@ use crate::{
     store::{AssignmentRow, OfferRow, StoreError, now_ms},
 };
 
-/// Telegram allows about one message per second per chat; sending faster only earns 429s.
-const MIN_INTERVAL_PER_ADDRESS: Duration = Duration::from_millis(1000);
-
 impl Bridge {
     fn connector(&self, platform: Platform) -> Option<&Arc<dyn Connector>> {
         self.connectors.get(&platform)
@@ -129,6 +126,16 @@ impl Bridge {
 
     /// Delivers due outbox rows, oldest first, never overtaking an earlier undelivered row of
     /// the same conversation. Returns when the next row is due, if any is waiting.
+    ///
+    /// A row is sent part by part (see [`Connector::render`]): each part takes its own paced
+    /// slot, and is recorded (`parts_sent`, its remote message mapped) as soon as the platform
+    /// accepts it, so a 429 or a failure on part k retries part k and never resends parts
+    /// before it, also after a restart. A part whose slot is not free yet is left for a later
+    /// pass, which is scheduled for it: nothing here waits while other chats have work.
+    ///
+    /// One window remains: a crash between the platform accepting a part and our recording
+    /// it resends that one part (Telegram has no idempotency key; Matrix's transaction IDs
+    /// make the resend harmless there).
     pub async fn drain_outbox(&self) -> Result<Option<Duration>, StoreError> {
         let mut blocked_rooms = HashSet::new();
         let mut next_due: Option<i64> = None;
@@ -136,16 +143,13 @@ impl Bridge {
             if blocked_rooms.contains(&row.room_id) {
                 continue;
             }
-            let now = now_ms();
-            let paced_until = self.paced_until(&row.platform, &row.address);
-            let ready_at = due_at.max(paced_until);
-            if ready_at > now {
+            if due_at > now_ms() {
                 blocked_rooms.insert(row.room_id.clone());
-                next_due = Some(next_due.map_or(ready_at, |n| n.min(ready_at)));
+                next_due = Some(next_due.map_or(due_at, |n| n.min(due_at)));
                 continue;
             }
             let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
-            let Some((_, connector)) = self.remote(&row.platform) else {
+            let Some((platform, connector)) = self.remote(&row.platform) else {
                 self.store.outbox_failed(row.seq).await?;
                 continue;
             };
@@ -157,69 +161,105 @@ impl Bridge {
                     continue;
                 }
             };
-            self.note_sent(&row.platform, &row.address);
-            let result = self
-                .deliver_one(connector.as_ref(), &delivery, &row.address)
-                .instrument(span.clone())
-                .await;
-            let _enter = span.enter();
-            match result {
-                Ok(message_ids) => {
-                    for id in &message_ids {
-                        self.store
-                            .map_remote_message(
-                                &row.platform,
-                                &row.address,
-                                id,
-                                &row.room_id,
-                                Some(&row.event_id),
-                            )
-                            .await?;
-                    }
-                    self.store.outbox_done(row.seq).await?;
-                    tracing::debug!(platform = %row.platform, "delivered to responder");
+            // Rendered once, stored before the first part goes out, and never again.
+            let parts = match &row.parts {
+                Some(parts) => parts.clone(),
+                None => {
+                    self.store
+                        .outbox_set_parts(row.seq, &connector.render(&delivery))
+                        .await?
                 }
-                Err(e) => {
-                    let wait = retry_delay(&e, row.attempts);
-                    blocked_rooms.insert(row.room_id.clone());
-                    match wait {
-                        Some(wait) => {
-                            tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
-                            let at = now_ms() + wait.as_millis() as i64;
-                            self.store.outbox_retry_at(row.seq, at).await?;
-                            next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                        }
-                        None => {
-                            tracing::error!(error = %e, "delivery failed for good");
-                            self.store.outbox_failed(row.seq).await?;
-                            blocked_rooms.remove(&row.room_id);
-                            // The responder cannot be reached: someone else takes over.
-                            drop(_enter);
-                            self.hand_over_because(
-                                &row.room_id,
-                                &row.platform,
-                                &row.address,
-                                "their platform could not be reached",
-                            )
+            };
+            let caps = connector.capabilities();
+            let mut sent = row.parts_sent.max(0) as usize;
+            let mut failure = None;
+            while sent < parts.len() {
+                if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now_ms()) {
+                    next_due = Some(next_due.map_or(free_at, |n| n.min(free_at)));
+                    break;
+                }
+                let result = self
+                    .deliver_one(
+                        connector.as_ref(),
+                        &delivery,
+                        sent,
+                        &parts[sent],
+                        &row.address,
+                    )
+                    .instrument(span.clone())
+                    .await;
+                match result {
+                    Ok(message_id) => {
+                        self.store
+                            .outbox_part_sent(&row, sent as i64, &message_id)
                             .await?;
-                        }
+                        sent += 1;
                     }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let _enter = span.enter();
+            if sent >= parts.len() {
+                self.store.outbox_done(row.seq).await?;
+                tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+                continue;
+            }
+            // Later rows of this conversation wait for the rest of this one.
+            blocked_rooms.insert(row.room_id.clone());
+            let Some(e) = failure else {
+                continue; // paced: the next part goes in a later pass
+            };
+            // Parts accepted in this pass started the count afresh (see `outbox_part_sent`).
+            let attempts = if sent > row.parts_sent as usize {
+                0
+            } else {
+                row.attempts
+            };
+            match retry_delay(&e, attempts) {
+                Some(wait) => {
+                    tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    let at = now_ms() + wait.as_millis() as i64;
+                    if let ConnectorError::RetryAfter(_) = e {
+                        // Nothing else goes to this chat before then (notices included).
+                        self.pacer.hold(platform, &row.address, at);
+                    }
+                    self.store.outbox_retry_at(row.seq, at).await?;
+                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                }
+                None => {
+                    tracing::error!(error = %e, part = sent, "delivery failed for good");
+                    self.store.outbox_failed(row.seq).await?;
+                    blocked_rooms.remove(&row.room_id);
+                    // The responder cannot be reached: someone else takes over.
+                    drop(_enter);
+                    self.hand_over_because(
+                        &row.room_id,
+                        &row.platform,
+                        &row.address,
+                        "their platform could not be reached",
+                    )
+                    .await?;
                 }
             }
         }
         Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
     }
 
-    /// One outbox row to its platform: text as text; a file fetched from the media repository
-    /// first (a failing download is worth retrying, like a failing send).
+    /// One part of an outbox row to its platform: text as text; a file fetched from the media
+    /// repository first (a failing download is worth retrying, like a failing send).
     async fn deliver_one(
         &self,
         connector: &dyn Connector,
         delivery: &Delivery,
+        index: usize,
+        part: &str,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let Some(media) = &delivery.media else {
-            return connector.deliver(delivery, address).await;
+            return connector.deliver(delivery, index, part, address).await;
         };
         let uri = OwnedMxcUri::from(media.mxc.as_str());
         let (mimetype, bytes) = self.client.download_media(&uri).await.map_err(|e| {
@@ -235,21 +275,43 @@ impl Bridge {
             filename: media.filename.clone(),
             kind: media.kind,
         };
-        connector.deliver_file(delivery, attachment, address).await
+        connector
+            .deliver_file(delivery, part, attachment, address)
+            .await
     }
 
-    fn paced_until(&self, platform: &str, address: &str) -> i64 {
-        let last = self.last_sent.lock().expect("not poisoned");
-        last.get(&(platform.to_owned(), address.to_owned()))
-            .map(|t| t + MIN_INTERVAL_PER_ADDRESS.as_millis() as i64)
-            .unwrap_or(0)
+    /// Waits for the next free slot of this chat on the connector's platform: for notices,
+    /// offers and edits of offers, which are sent at once rather than queued. The outbox
+    /// does not wait (see `drain_outbox`). The one worker waits here, so never longer than
+    /// `NOTICE_PATIENCE`: a chat held longer (after a 429 with a long `retry_after`) is sent
+    /// to at once, and the platform's refusal is handled as it was before pacing.
+    pub(super) async fn wait_turn(&self, connector: &dyn Connector, address: &str) {
+        let now = now_ms();
+        let latest = now + NOTICE_PATIENCE.as_millis() as i64;
+        let platform = connector.platform();
+        let caps = connector.capabilities();
+        match self.pacer.reserve_by(platform, address, &caps, now, latest) {
+            Some(at) if at > now => {
+                tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
+            }
+            Some(_) => {}
+            None => tracing::debug!(
+                platform = platform.as_str(),
+                "chat busy past our patience; sending anyway"
+            ),
+        }
     }
 
-    fn note_sent(&self, platform: &str, address: &str) {
-        self.last_sent
-            .lock()
-            .expect("not poisoned")
-            .insert((platform.to_owned(), address.to_owned()), now_ms());
+    /// Runs `send`, one message (or edit) to `address` on the connector's platform, in that
+    /// chat's turn. `send` is a future not yet polled, so nothing is sent before the turn.
+    pub(super) async fn in_turn<T>(
+        &self,
+        connector: &dyn Connector,
+        address: &str,
+        send: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.wait_turn(connector, address).await;
+        send.await
     }
 
     /// Handles recorded remote events in arrival order.
@@ -314,11 +376,7 @@ impl Bridge {
         let (_, c) = self.remote(platform)?;
         let give_up_at = now_ms() + NOTICE_PATIENCE.as_millis() as i64;
         loop {
-            let paced = self.paced_until(platform, address) - now_ms();
-            if paced > 0 {
-                tokio::time::sleep(Duration::from_millis(paced as u64)).await;
-            }
-            self.note_sent(platform, address);
+            self.wait_turn(c.as_ref(), address).await;
             let e = match c.notify(address, thread, text).await {
                 Ok(id) => return id,
                 Err(e) => e,
@@ -501,9 +559,8 @@ impl Bridge {
                 continue;
             }
             if let (Some(handle), Some((_, c))) = (&o.remote_message_id, self.remote(&o.platform)) {
-                let _ = c
-                    .close_offer(&o.address, handle, "You declined this conversation.")
-                    .await;
+                let close = c.close_offer(&o.address, handle, "You declined this conversation.");
+                let _ = self.in_turn(c.as_ref(), &o.address, close).await;
             }
         }
         // Someone else may take it (routing skips whoever already had it).
@@ -540,7 +597,13 @@ impl Bridge {
             if self.store.transition_offer(other.id, "open", state).await?
                 && let (Some(handle), Some((_, c))) =
                     (&other.remote_message_id, self.remote(&other.platform))
-                && let Err(e) = c.close_offer(&other.address, handle, &text).await
+                && let Err(e) = self
+                    .in_turn(
+                        c.as_ref(),
+                        &other.address,
+                        c.close_offer(&other.address, handle, &text),
+                    )
+                    .await
             {
                 tracing::warn!(error = %e, "could not withdraw an offer");
             }
@@ -867,7 +930,9 @@ impl Bridge {
             drop(_g);
             let taken = "Someone else has already taken this conversation.";
             if let (Some(handle), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
-                && let Err(e) = c.close_offer(address, handle, taken).await
+                && let Err(e) = self
+                    .in_turn(c.as_ref(), address, c.close_offer(address, handle, taken))
+                    .await
             {
                 tracing::warn!(error = %e, "could not withdraw the late accept's offer");
             }
@@ -938,7 +1003,8 @@ impl Bridge {
                 "You accepted the conversation with {}.",
                 conversation.visitor_alias
             );
-            let _ = c.offer_accepted(address, msg, &text).await;
+            let edit = c.offer_accepted(address, msg, &text);
+            let _ = self.in_turn(c.as_ref(), address, edit).await;
         }
         let end = self.remote(platform).map_or_else(
             || "/end".to_owned(),
@@ -1040,9 +1106,8 @@ impl Bridge {
                 && let (Some(handle), Some((_, c))) =
                     (&offer.remote_message_id, self.remote(&offer.platform))
             {
-                let _ = c
-                    .close_offer(&offer.address, handle, "The visitor left.")
-                    .await;
+                let close = c.close_offer(&offer.address, handle, "The visitor left.");
+                let _ = self.in_turn(c.as_ref(), &offer.address, close).await;
             }
         }
         self.set_state(room, ConversationState::Closed, None, false)

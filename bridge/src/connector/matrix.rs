@@ -64,11 +64,10 @@ impl Connector for MatrixConnector {
         Platform::Matrix
     }
 
+    /// The bot is exempt from the homeserver's rate limits (`rate_limited: false` in the
+    /// registration), so nothing is paced.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            shares_room: false,
-            command_prefix: '!',
-        }
+        Capabilities::unpaced('!')
     }
 
     /// Creates the relay room, invites the responder and explains the offer in it. The invite
@@ -164,13 +163,12 @@ impl Connector for MatrixConnector {
             .map_err(connector_error)
     }
 
-    /// Posts the visitor's message into the relay room, headed by their alias.
-    async fn deliver(
-        &self,
-        delivery: &Delivery,
-        _address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
-        let room = Self::relay_room(delivery)?;
+    /// One part: a text message's event content as JSON, headed by the visitor's alias; a
+    /// file's caption.
+    fn render(&self, delivery: &Delivery) -> Vec<String> {
+        if let Some(media) = &delivery.media {
+            return vec![format!("{}: {}", delivery.visitor_alias, media.filename)];
+        }
         let body = format!("{}: {}", delivery.visitor_alias, delivery.body);
         let html = match &delivery.formatted_body {
             Some(html) => format!(
@@ -185,22 +183,41 @@ impl Connector for MatrixConnector {
             ),
         };
         let content = RoomMessageEventContent::text_html(body, html);
-        // Keyed by the visitor's event: a retried delivery is answered with the first event.
-        let txn = format!("relay-{}", delivery.event_id);
+        vec![serde_json::to_string(&content).expect("event content always serialises")]
+    }
+
+    /// Posts the visitor's message into the relay room.
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        index: usize,
+        part: &str,
+        _address: &str,
+    ) -> Result<String, ConnectorError> {
+        let room = Self::relay_room(delivery)?;
+        let content: RoomMessageEventContent = serde_json::from_str(part)
+            .map_err(|e| ConnectorError::Permanent(format!("unreadable rendered message: {e}")))?;
+        // Keyed by the visitor's event (and the part): a retried delivery is answered with the
+        // first event. Part 0 keeps the key messages had before they were split into parts.
+        let txn = match index {
+            0 => format!("relay-{}", delivery.event_id),
+            n => format!("relay-{}-{n}", delivery.event_id),
+        };
         let event = self
             .client
             .send_message(&room, None, &txn, &content)
             .await
             .map_err(connector_error)?;
-        Ok(vec![event.to_string()])
+        Ok(event.to_string())
     }
 
     async fn deliver_file(
         &self,
         delivery: &Delivery,
+        caption: &str,
         file: Attachment,
         _address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let room = Self::relay_room(delivery)?;
         let mimetype = file
             .mimetype
@@ -211,7 +228,7 @@ impl Connector for MatrixConnector {
             .upload_media(None, &mimetype, &file.filename, file.bytes)
             .await
             .map_err(connector_error)?;
-        let caption = format!("{}: {}", delivery.visitor_alias, file.filename);
+        let caption = caption.to_owned();
         let msgtype = match file.kind {
             FileKind::Image => MessageType::Image(ImageMessageEventContent::plain(caption, mxc)),
             FileKind::File => MessageType::File(FileMessageEventContent::plain(caption, mxc)),
@@ -223,7 +240,7 @@ impl Connector for MatrixConnector {
             .send_message(&room, None, &txn, &content)
             .await
             .map_err(connector_error)?;
-        Ok(vec![event.to_string()])
+        Ok(event.to_string())
     }
 
     /// A notice about a conversation goes into its relay room, as the bot. Notices about none

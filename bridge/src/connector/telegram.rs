@@ -147,7 +147,10 @@ impl TelegramConnector {
             "telegram: an update could not be read and was skipped"
         );
         let Some(chat) = unreadable.chat else { return };
-        if let Err(e) = self.notify(&chat.0.to_string(), UNREADABLE_NOTICE).await {
+        if let Err(e) = self
+            .notify(&chat.0.to_string(), None, UNREADABLE_NOTICE)
+            .await
+        {
             tracing::warn!(error = %e, "telegram: could not tell the sender their message was unreadable");
         }
     }
@@ -336,10 +339,14 @@ impl Connector for TelegramConnector {
         Platform::Telegram
     }
 
+    /// Telegram's documented limits: about one message per second to one chat, and about
+    /// 30 per second across chats; faster sending only earns 429s.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             shares_room: false,
             command_prefix: '/',
+            min_interval_per_chat: Duration::from_secs(1),
+            max_messages_per_second: Some(30),
         }
     }
 
@@ -409,24 +416,36 @@ impl Connector for TelegramConnector {
         self.close_offer(address, handle, text).await
     }
 
+    /// Text: Telegram HTML texts of at most 4096 characters, the first headed by the alias.
+    /// A file: its caption.
+    fn render(&self, delivery: &Delivery) -> Vec<String> {
+        if delivery.media.is_some() {
+            return vec![format!(
+                "<b>{}</b>: {}",
+                escape(&delivery.visitor_alias),
+                escape(&truncate(&delivery.body, 900))
+            )];
+        }
+        let header = format!("<b>{}</b>:\n", escape(&delivery.visitor_alias));
+        delivery_chunks(&header, &delivery.body, delivery.formatted_body.as_deref())
+    }
+
+    /// Telegram has no idempotency key: a send whose answer is lost is sent again on retry.
     async fn deliver(
         &self,
-        delivery: &Delivery,
+        _delivery: &Delivery,
+        _index: usize,
+        part: &str,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let chat = Self::chat(address)?;
-        let header = format!("<b>{}</b>:\n", escape(&delivery.visitor_alias));
-        let mut ids = vec![];
-        for chunk in delivery_chunks(&header, &delivery.body, delivery.formatted_body.as_deref()) {
-            let sent = self
-                .bot
-                .send_message(chat, chunk)
-                .parse_mode(ParseMode::Html)
-                .await
-                .map_err(|e| self.error(e))?;
-            ids.push(sent.id.0.to_string());
-        }
-        Ok(ids)
+        let sent = self
+            .bot
+            .send_message(chat, part.to_owned())
+            .parse_mode(ParseMode::Html)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(sent.id.0.to_string())
     }
 
     fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
@@ -440,16 +459,13 @@ impl Connector for TelegramConnector {
 
     async fn deliver_file(
         &self,
-        delivery: &Delivery,
+        _delivery: &Delivery,
+        caption: &str,
         file: Attachment,
         address: &str,
-    ) -> Result<Vec<String>, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let chat = Self::chat(address)?;
-        let caption = format!(
-            "<b>{}</b>: {}",
-            escape(&delivery.visitor_alias),
-            escape(&truncate(&delivery.body, 900))
-        );
+        let caption = caption.to_owned();
         let input = InputFile::memory(file.bytes).file_name(file.filename);
         let sent = match file.kind {
             FileKind::Image => {
@@ -468,7 +484,7 @@ impl Connector for TelegramConnector {
             }
         }
         .map_err(|e| self.error(e))?;
-        Ok(vec![sent.id.0.to_string()])
+        Ok(sent.id.0.to_string())
     }
 
     async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
@@ -672,6 +688,7 @@ fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connector::MediaRef;
 
     #[test]
     fn the_token_never_survives_redaction() {
@@ -679,6 +696,54 @@ mod tests {
         assert_eq!(
             r.clean("error sending request for url (http://x/bot123:ABC/GetUpdates)"),
             "error sending request for url (http://x/bot<redacted>/GetUpdates)"
+        );
+    }
+
+    fn delivery(body: &str, media: Option<MediaRef>) -> Delivery {
+        Delivery {
+            room_id: "!r".into(),
+            event_id: "$e".into(),
+            visitor_alias: "Visitor 7F3A".into(),
+            body: body.into(),
+            formatted_body: None,
+            media,
+            thread: None,
+        }
+    }
+
+    #[test]
+    fn a_long_message_renders_into_parts_that_each_fit_headed_once() {
+        let c = TelegramConnector::new("1:T", None).unwrap();
+        let paragraph = |p: usize| format!("{}{p}", "word ".repeat(600));
+        let body = (0..5).map(paragraph).collect::<Vec<_>>().join("\n\n");
+        let parts = c.render(&delivery(&body, None));
+        assert_eq!(parts.len(), 5, "one part per paragraph");
+        assert!(
+            parts
+                .iter()
+                .all(|p| format::telegram_html_plain_len(p) <= 4096)
+        );
+        assert!(parts[0].starts_with("<b>Visitor 7F3A</b>:\n"));
+        assert_eq!(
+            parts.iter().filter(|p| p.contains("Visitor 7F3A")).count(),
+            1
+        );
+        assert_eq!(
+            c.render(&delivery(&body, None)),
+            parts,
+            "rendering is stable"
+        );
+
+        let file = MediaRef {
+            mxc: "mxc://x/y".into(),
+            mimetype: None,
+            filename: "a.png".into(),
+            kind: FileKind::Image,
+        };
+        assert_eq!(
+            c.render(&delivery("<see>", Some(file))),
+            ["<b>Visitor 7F3A</b>: &lt;see&gt;"],
+            "a file is one part, its caption"
         );
     }
 

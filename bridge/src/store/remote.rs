@@ -55,6 +55,11 @@ pub struct OutboxRow {
     pub event_id: String,
     pub payload_json: String,
     pub attempts: i64,
+    /// The platform messages this delivery becomes, as rendered for its first attempt;
+    /// `None` until then.
+    pub parts: Option<Vec<String>>,
+    /// How many of `parts` the platform has accepted; delivery resumes at this one.
+    pub parts_sent: i64,
 }
 
 const OFFER_COLUMNS: &str =
@@ -466,7 +471,8 @@ impl Store {
     /// skipping a room once its first row is not due).
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<(OutboxRow, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, room_id, platform, address, event_id, payload_json, attempts, next_attempt_at
+            "SELECT seq, room_id, platform, address, event_id, payload_json, attempts, next_attempt_at,
+                    parts_json, parts_sent
              FROM outbox WHERE done_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -474,6 +480,14 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let parts = r
+                    .try_get::<Option<String>, _>("parts_json")?
+                    .map(|json| serde_json::from_str::<Vec<String>>(&json))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt {
+                        table: "outbox",
+                        detail: format!("parts_json: {e}"),
+                    })?;
                 Ok((
                     OutboxRow {
                         seq: r.try_get("seq")?,
@@ -483,11 +497,79 @@ impl Store {
                         event_id: r.try_get("event_id")?,
                         payload_json: r.try_get("payload_json")?,
                         attempts: r.try_get("attempts")?,
+                        parts,
+                        parts_sent: r.try_get("parts_sent")?,
                     },
                     r.try_get("next_attempt_at")?,
                 ))
             })
             .collect()
+    }
+
+    /// Stores the parts a row's delivery was rendered into, before the first one is sent. A
+    /// row that already has parts keeps them, so the split never changes under a resume.
+    /// Returns the parts the row holds now.
+    pub async fn outbox_set_parts(
+        &self,
+        seq: i64,
+        parts: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let json = serde_json::to_string(parts).expect("strings always serialise");
+        sqlx::query("UPDATE outbox SET parts_json = $1 WHERE seq = $2 AND parts_json IS NULL")
+            .bind(&json)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        let stored: Option<String> = sqlx::query("SELECT parts_json FROM outbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("parts_json")?;
+        serde_json::from_str(stored.as_deref().unwrap_or("[]")).map_err(|e| StoreError::Corrupt {
+            table: "outbox",
+            detail: format!("parts_json: {e}"),
+        })
+    }
+
+    /// Records, in one transaction, that the platform accepted part `index` of `row` as its
+    /// message `message_id` (in the row's chat): the message is mapped to the room and event
+    /// (so replies to it find their conversation) and the row's `parts_sent` moves past it.
+    /// Failed attempts start counting afresh, since the platform has just answered.
+    /// Recording the same part twice changes nothing. Returns how many parts are now sent.
+    pub async fn outbox_part_sent(
+        &self,
+        row: &OutboxRow,
+        index: i64,
+        message_id: &str,
+    ) -> Result<i64, StoreError> {
+        let seq = row.seq;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id) DO NOTHING",
+        )
+        .bind(&row.platform)
+        .bind(&row.address)
+        .bind(message_id)
+        .bind(&row.room_id)
+        .bind(&row.event_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET parts_sent = $1, attempts = 0 WHERE seq = $2 AND parts_sent = $3",
+        )
+        .bind(index + 1)
+        .bind(seq)
+        .bind(index)
+        .execute(&mut *tx)
+        .await?;
+        let sent: i64 = sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("parts_sent")?;
+        tx.commit().await?;
+        Ok(sent)
     }
 
     pub async fn outbox_done(&self, seq: i64) -> Result<(), StoreError> {

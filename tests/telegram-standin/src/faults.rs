@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
 
-/// "The next `remaining` matching calls get 429, and so does every matching call until
-/// `retry_after` seconds have passed since the last 429 issued."
+/// "After `skip` matching calls pass, the next `remaining` matching calls get 429, and so
+/// does every matching call until `retry_after` seconds have passed since the last 429
+/// issued."
 #[derive(Debug)]
 struct RateLimit {
     method: String,
     chat_id: Option<i64>,
+    skip: u32,
     remaining: u32,
     retry_after: u32,
     blocked_until: Option<Instant>,
@@ -36,12 +38,14 @@ impl Faults {
         &mut self,
         method: &str,
         chat_id: Option<i64>,
+        skip: u32,
         count: u32,
         retry_after_secs: u32,
     ) {
         self.rate_limits.push(RateLimit {
             method: method.to_ascii_lowercase(),
             chat_id,
+            skip,
             remaining: count,
             retry_after: retry_after_secs,
             blocked_until: None,
@@ -77,6 +81,8 @@ impl Faults {
                 Some(until) if now < until => {
                     verdict = Some(ApiError::too_many_requests(whole_seconds(until - now)))
                 }
+                // Not yet: this call passes, and counts towards the ones let through.
+                _ if rule.skip > 0 => rule.skip -= 1,
                 _ if rule.remaining > 0 => {
                     rule.remaining -= 1;
                     rule.blocked_until = Some(now + Duration::from_secs(rule.retry_after.into()));
@@ -112,7 +118,7 @@ mod tests {
     fn rate_limit_holds_until_retry_after_elapses() {
         let mut f = Faults::default();
         let t0 = Instant::now();
-        f.add_rate_limit("sendMessage", Some(5), 1, 3);
+        f.add_rate_limit("sendMessage", Some(5), 0, 1, 3);
         assert!(
             f.check("sendmessage", Some(6), t0).is_none(),
             "other chats are not limited"
@@ -130,6 +136,26 @@ mod tests {
         assert_eq!(early.parameters.unwrap()["retry_after"], 2);
         assert!(
             f.check("sendmessage", Some(5), t0 + Duration::from_secs(3))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn rate_limit_after_lets_the_first_calls_through() {
+        let mut f = Faults::default();
+        let t0 = Instant::now();
+        f.add_rate_limit("sendMessage", Some(5), 2, 1, 1);
+        assert!(f.check("sendmessage", Some(6), t0).is_none());
+        assert!(f.check("sendmessage", Some(5), t0).is_none(), "first");
+        assert!(f.check("getme", None, t0).is_none());
+        assert!(f.check("sendmessage", Some(5), t0).is_none(), "second");
+        assert_eq!(
+            f.check("sendmessage", Some(5), t0).map(|e| e.code),
+            Some(429),
+            "third"
+        );
+        assert!(
+            f.check("sendmessage", Some(5), t0 + Duration::from_secs(1))
                 .is_none()
         );
     }

@@ -64,7 +64,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::state::{BotIdentity, FileKind, Shared, StoredMessage, World, unix_now, user_json};
+use crate::state::{
+    BotIdentity, FileKind, Shared, StoredMessage, World, unix_now, unix_now_ms, user_json,
+};
 use crate::text::Formatted;
 
 /// A simulated Telegram user. Their private chat with the bot has the same id as the user.
@@ -94,6 +96,11 @@ pub struct SentMessage {
     pub reply_markup: Option<Value>,
     /// Whether the message was edited after it was sent.
     pub edited: bool,
+    /// When the stand-in accepted the send, in unix milliseconds: how fast a bot sends to
+    /// one chat is observable (`Message.date` has whole seconds only).
+    pub received_at_ms: i64,
+    /// When the stand-in accepted the last edit, in unix milliseconds.
+    pub edited_at_ms: Option<i64>,
     /// `"text"`, `"photo"` or `"document"`.
     pub kind: String,
     /// The bytes of the photo or document.
@@ -297,6 +304,8 @@ impl StandIn {
                     from_bot: false,
                     date: unix_now(),
                     edit_date: None,
+                    received_at_ms: unix_now_ms(),
+                    edited_at_ms: None,
                     body,
                     parse_mode: None,
                     file_id,
@@ -333,6 +342,7 @@ impl StandIn {
             text::add_automatic_entities(&mut body);
             message.body = body;
             message.edit_date = Some(unix_now());
+            message.edited_at_ms = Some(unix_now_ms());
             let payload = world
                 .message_json(from.id, message_id, true)
                 .expect("exists");
@@ -449,9 +459,25 @@ impl StandIn {
         count: u32,
         retry_after_secs: u32,
     ) {
+        self.rate_limit_after(method, chat_id, 0, count, retry_after_secs);
+    }
+
+    /// Like [`StandIn::rate_limit_next`], but the first `after` matching calls are served
+    /// normally: `rate_limit_after("sendMessage", Some(chat), 2, 1, 2)` refuses the third
+    /// message to that chat (e.g. the third part of a long text) with `retry after 2`, as
+    /// Telegram's flood control does in the middle of a burst. Every matching call counts
+    /// towards `after`, whether or not it then succeeds.
+    pub fn rate_limit_after(
+        &self,
+        method: &str,
+        chat_id: Option<i64>,
+        after: u32,
+        count: u32,
+        retry_after_secs: u32,
+    ) {
         self.world()
             .faults
-            .add_rate_limit(method, chat_id, count, retry_after_secs);
+            .add_rate_limit(method, chat_id, after, count, retry_after_secs);
     }
 
     /// The next call of `method` answers `{"ok":false,"error_code":error_code,"description":description}`.

@@ -127,6 +127,11 @@ pub(crate) struct StoredMessage {
     pub from_bot: bool,
     pub date: i64,
     pub edit_date: Option<i64>,
+    /// When the stand-in accepted the message, in unix milliseconds (`date` has seconds
+    /// only), so tests can see how fast a bot sends to one chat.
+    pub received_at_ms: i64,
+    /// When the last edit was accepted, in unix milliseconds.
+    pub edited_at_ms: Option<i64>,
     /// The text, or the caption of a media message.
     pub body: Formatted,
     /// `parse_mode` of the last send or edit, as the bot gave it.
@@ -178,6 +183,14 @@ pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Current time in unix milliseconds, for what tests observe (never sent to the bot).
+pub(crate) fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
@@ -385,6 +398,8 @@ impl World {
                     reply_to_message_id: m.reply_to,
                     reply_markup: m.reply_markup.clone(),
                     edited: m.edit_date.is_some(),
+                    received_at_ms: m.received_at_ms,
+                    edited_at_ms: m.edited_at_ms,
                     kind: match file.map(|f| f.kind) {
                         None => "text",
                         Some(FileKind::Photo) => "photo",

@@ -648,6 +648,48 @@ async fn flood_control_holds_until_retry_after_has_passed() {
 }
 
 #[tokio::test]
+async fn flood_control_can_strike_in_the_middle_of_a_burst() {
+    let api = Api::start().await;
+    api.tg.user(1001, "Ann", None);
+    api.tg.user(1002, "Bob", None);
+    // The third message to Ann is refused, as when a long text's third part trips the limit.
+    api.tg.rate_limit_after("sendMessage", Some(1001), 2, 1, 1);
+    for text in ["part 1", "part 2"] {
+        api.ok("sendMessage", json!({"chat_id": 1001, "text": text}))
+            .await;
+    }
+    api.ok(
+        "sendMessage",
+        json!({"chat_id": 1002, "text": "Bob is not limited"}),
+    )
+    .await;
+    let (status, body) = api
+        .call("sendMessage", json!({"chat_id": 1001, "text": "part 3"}))
+        .await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}})
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.ok("sendMessage", json!({"chat_id": 1001, "text": "part 3"}))
+        .await;
+    let sent = api.tg.sent(1001);
+    let texts: Vec<_> = sent.iter().filter_map(|m| m.text.as_deref()).collect();
+    assert_eq!(texts, ["part 1", "part 2", "part 3"]);
+    // When each message was accepted, in milliseconds: the refused one went a second later.
+    let times: Vec<i64> = sent.iter().map(|m| m.received_at_ms).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[2] - times[1] >= 1000, "{times:?}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((now_ms - 5_000..=now_ms).contains(&times[0]), "{times:?}");
+    assert_eq!(sent[0].edited_at_ms, None);
+}
+
+#[tokio::test]
 async fn per_chat_send_interval_is_enforced_when_enabled() {
     let api = Api::start().await;
     api.tg.user(1001, "Ann", None);

@@ -9,7 +9,7 @@ use super::messages::{Field, formatted_input, reply_markup, reply_target, store_
 use super::{Success, chat_id, check_send_interval, require_chat};
 use crate::error::{ApiError, ApiResult};
 use crate::params::{InputFile, Params, Upload};
-use crate::state::{FileKind, Shared, StoredMessage, World, unix_now};
+use crate::state::{FileKind, Shared, StoredMessage, World, unix_now, unix_now_ms};
 
 /// # `sendPhoto`
 pub(crate) fn send_photo(shared: &Arc<Shared>, params: &Params) -> ApiResult<Success> {
@@ -42,6 +42,8 @@ fn send_media(shared: &Arc<Shared>, params: &Params, kind: FileKind) -> ApiResul
         from_bot: true,
         date: unix_now(),
         edit_date: None,
+        received_at_ms: unix_now_ms(),
+        edited_at_ms: None,
         body: caption,
         parse_mode,
         file_id: Some(file_id),

@@ -9,7 +9,7 @@ use super::{Success, chat_id, check_send_interval, require_chat};
 use crate::error::{ApiError, ApiResult};
 use crate::keyboard;
 use crate::params::Params;
-use crate::state::{Shared, StoredMessage, World, unix_now};
+use crate::state::{Shared, StoredMessage, World, unix_now, unix_now_ms};
 use crate::text::{self, Formatted, MAX_CAPTION_LEN, MAX_TEXT_LEN, utf16_len};
 
 /// Which text a message field holds; it decides the parameter names and the limits.
@@ -146,6 +146,8 @@ pub(crate) fn send_message(shared: &Arc<Shared>, params: &Params) -> ApiResult<S
         from_bot: true,
         date: unix_now(),
         edit_date: None,
+        received_at_ms: unix_now_ms(),
+        edited_at_ms: None,
         body,
         parse_mode,
         file_id: None,
@@ -229,6 +231,7 @@ fn apply_edit(shared: &Arc<Shared>, params: &Params, field: Option<Field>) -> Ap
     }
     message.reply_markup = new_markup;
     message.edit_date = Some(unix_now());
+    message.edited_at_ms = Some(unix_now_ms());
     let id = message.message_id;
     let json = world.message_json(chat, id, true).expect("message exists");
     drop(world);

@@ -1,0 +1,234 @@
+//! Pacing of everything the bridge sends to responders' platforms, at the rates each
+//! connector declares in its [`Capabilities`]: at most one message per `min_interval_per_chat`
+//! to one address, and at most `max_messages_per_second` across all addresses of a platform.
+//!
+//! Every message counts the same: the parts of a long visitor message, notices, offers and
+//! edits of offers. Sending is a reservation of the next free slot of the chat (and of the
+//! platform), so the outbox, which must not wait, can ask whether a slot is free now and
+//! leave the part for a later pass, while a notice reserves the earliest slot and waits for
+//! it. Times are unix milliseconds passed in by the caller, so the rules are tested at fixed
+//! instants. In memory on purpose: after a restart pacing simply starts afresh.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use crate::connector::{Capabilities, Platform};
+
+/// Above this many remembered chats, the ones whose slot is free again are forgotten.
+const PRUNE_ABOVE: usize = 1024;
+
+#[derive(Default)]
+pub(super) struct Pacer {
+    // A std mutex: it is held for a few map operations and never across an await.
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// The earliest time the next message may go to each (platform, address).
+    chats: HashMap<(Platform, String), i64>,
+    /// The earliest time the next message may go anywhere on each platform.
+    platforms: HashMap<Platform, i64>,
+}
+
+impl Slots {
+    /// When a message to this chat could go, at the earliest from `now`.
+    fn free_at(&self, platform: Platform, address: &str, now: i64) -> i64 {
+        let chat = self
+            .chats
+            .get(&(platform, address.to_owned()))
+            .copied()
+            .unwrap_or(i64::MIN);
+        let global = self.platforms.get(&platform).copied().unwrap_or(i64::MIN);
+        now.max(chat).max(global)
+    }
+
+    /// Takes the slot at `at`: the chat's and the platform's next slots move past it.
+    fn take(&mut self, platform: Platform, address: &str, caps: &Capabilities, at: i64) {
+        let per_chat = caps.min_interval_per_chat.as_millis() as i64;
+        if per_chat > 0 {
+            if self.chats.len() > PRUNE_ABOVE {
+                self.chats.retain(|_, next| *next > at);
+            }
+            self.chats
+                .insert((platform, address.to_owned()), at + per_chat);
+        }
+        if let Some(rate) = caps.max_messages_per_second.filter(|r| *r > 0) {
+            // Rounded up, so the rate is never exceeded.
+            let spacing = 1000_u64.div_ceil(u64::from(rate)) as i64;
+            self.platforms.insert(platform, at + spacing);
+        }
+    }
+}
+
+impl Pacer {
+    /// Takes the slot for one message to `address` if it is free at `now`, and returns
+    /// `Ok`; otherwise takes nothing and returns when it will be free. For the outbox, which
+    /// must not wait while other chats have work.
+    pub(super) fn try_take(
+        &self,
+        platform: Platform,
+        address: &str,
+        caps: &Capabilities,
+        now: i64,
+    ) -> Result<(), i64> {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        let at = slots.free_at(platform, address, now);
+        if at > now {
+            return Err(at);
+        }
+        slots.take(platform, address, caps, now);
+        Ok(())
+    }
+
+    /// Reserves the earliest free slot for one message to `address` and returns when it is
+    /// (`now` or later); the caller waits until then and sends. For notices and offers, which
+    /// may wait their turn. A slot later than `latest` is not reserved: `None`.
+    pub(super) fn reserve_by(
+        &self,
+        platform: Platform,
+        address: &str,
+        caps: &Capabilities,
+        now: i64,
+        latest: i64,
+    ) -> Option<i64> {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        let at = slots.free_at(platform, address, now);
+        if at > latest {
+            return None;
+        }
+        slots.take(platform, address, caps, at);
+        Some(at)
+    }
+
+    /// The platform asked us not to send to `address` before `until` (a 429's
+    /// `retry_after`): nothing else is sent there before then either.
+    pub(super) fn hold(&self, platform: Platform, address: &str, until: i64) {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        let next = slots
+            .chats
+            .entry((platform, address.to_owned()))
+            .or_insert(until);
+        *next = (*next).max(until);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const TELEGRAM: Capabilities = Capabilities {
+        shares_room: false,
+        command_prefix: '/',
+        min_interval_per_chat: Duration::from_secs(1),
+        max_messages_per_second: Some(30),
+    };
+    const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn one_message_per_interval_per_chat_whatever_kind_it_is() {
+        let p = Pacer::default();
+        // A part of a long message goes now; the next part of it must wait a second.
+        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 10),
+            Err(T0 + 1000)
+        );
+        // A notice to the same chat queues behind it, and the next part behind the notice.
+        assert_eq!(
+            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0 + 20, i64::MAX),
+            Some(T0 + 1000)
+        );
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 1000),
+            Err(T0 + 2000)
+        );
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 2000),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn other_chats_only_keep_to_the_platform_wide_rate() {
+        let p = Pacer::default();
+        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
+        // 30 per second: the next chat waits 34 ms, not a second.
+        assert_eq!(
+            p.try_take(Platform::Telegram, "8", &TELEGRAM, T0),
+            Err(T0 + 34)
+        );
+        assert_eq!(
+            p.try_take(Platform::Telegram, "8", &TELEGRAM, T0 + 34),
+            Ok(())
+        );
+        assert_eq!(
+            p.reserve_by(Platform::Telegram, "9", &TELEGRAM, T0 + 34, i64::MAX),
+            Some(T0 + 68)
+        );
+    }
+
+    #[test]
+    fn an_unpaced_platform_never_waits() {
+        let p = Pacer::default();
+        for i in 0..100 {
+            assert_eq!(
+                p.try_take(Platform::Matrix, "@sam:x", &Capabilities::unpaced('!'), T0),
+                Ok(()),
+                "message {i}"
+            );
+            assert_eq!(
+                p.reserve_by(
+                    Platform::Matrix,
+                    "@sam:x",
+                    &Capabilities::unpaced('!'),
+                    T0,
+                    i64::MAX
+                ),
+                Some(T0)
+            );
+        }
+        // Pacing one platform does not slow another down at the same address.
+        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
+        assert_eq!(
+            p.try_take(Platform::Matrix, "7", &Capabilities::unpaced('!'), T0),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_slot_past_the_callers_patience_is_not_reserved() {
+        let p = Pacer::default();
+        p.hold(Platform::Telegram, "7", T0 + 30_000);
+        assert_eq!(
+            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0, T0 + 5000),
+            None
+        );
+        // Nothing was taken: the chat is free right after the hold, not a second later.
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 30_000),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_retry_after_holds_the_chat() {
+        let p = Pacer::default();
+        p.hold(Platform::Telegram, "7", T0 + 5000);
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 1000),
+            Err(T0 + 5000)
+        );
+        assert_eq!(
+            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0 + 1000, i64::MAX),
+            Some(T0 + 5000)
+        );
+        // A hold never shortens a wait already reserved.
+        p.hold(Platform::Telegram, "7", T0 + 10);
+        assert_eq!(
+            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 5500),
+            Err(T0 + 6000)
+        );
+    }
+}
