@@ -61,6 +61,11 @@ pub struct Capabilities {
     /// How many messages per second the platform accepts from the bridge across all
     /// addresses; `None`: no limit.
     pub max_messages_per_second: Option<u32>,
+    /// Whether deliveries that keep failing for a transient reason make the responder count as
+    /// unreachable, handing the conversation to someone else. `false` where the platform is
+    /// the homeserver itself (Matrix): every responder there is as unreachable as this one,
+    /// so delivery waits, however long, for it to come back.
+    pub unreachable_hands_over: bool,
 }
 
 impl Capabilities {
@@ -72,6 +77,7 @@ impl Capabilities {
             command_prefix,
             min_interval_per_chat: Duration::ZERO,
             max_messages_per_second: None,
+            unreachable_hands_over: true,
         }
     }
 }

@@ -123,6 +123,7 @@ mod tests {
         command_prefix: '/',
         min_interval_per_chat: Duration::from_secs(1),
         max_messages_per_second: Some(30),
+        unreachable_hands_over: true,
     };
     const T0: i64 = 1_700_000_000_000;
 

@@ -218,7 +218,7 @@ impl Bridge {
             } else {
                 row.attempts
             };
-            match retry_delay(&e, attempts) {
+            match retry_delay(&e, attempts, caps.unreachable_hands_over) {
                 Some(wait) => {
                     tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
                     let at = now_ms() + wait.as_millis() as i64;
@@ -1127,13 +1127,15 @@ const NOTICE_PATIENCE: Duration = Duration::from_secs(5);
 const DELIVERY_ATTEMPTS: i64 = 12;
 
 /// How long to wait before retrying a delivery that failed with `error` after `attempts`
-/// earlier failures, or `None` to give up, which hands the conversation over. Pure, so the
-/// "unreachable after retries" trigger is tested without waiting.
-pub fn retry_delay(error: &ConnectorError, attempts: i64) -> Option<Duration> {
+/// earlier failures, or `None` to give up, which hands the conversation over. A platform
+/// whose connector declares that unreachability does not hand over (`may_give_up` false:
+/// Matrix, where the platform is the homeserver itself) is retried as long as it takes. Pure,
+/// so the "unreachable after retries" trigger is tested without waiting.
+pub fn retry_delay(error: &ConnectorError, attempts: i64, may_give_up: bool) -> Option<Duration> {
     match error {
         // The platform said when; a rate limit is not a failure of the responder.
         ConnectorError::RetryAfter(after) => Some(*after),
-        ConnectorError::Transient(_) if attempts < DELIVERY_ATTEMPTS => Some(
+        ConnectorError::Transient(_) if attempts < DELIVERY_ATTEMPTS || !may_give_up => Some(
             Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 6) as u32)),
         ),
         _ => None,
@@ -1177,7 +1179,7 @@ mod tests {
     fn transient_failures_back_off_then_give_up() {
         let e = ConnectorError::Transient("connection reset".into());
         let waits: Vec<_> = (0..DELIVERY_ATTEMPTS)
-            .map(|n| retry_delay(&e, n).map(|d| d.as_millis()))
+            .map(|n| retry_delay(&e, n, true).map(|d| d.as_millis()))
             .collect();
         assert_eq!(
             waits,
@@ -1187,18 +1189,32 @@ mod tests {
             .map(Some)
         );
         assert_eq!(
-            retry_delay(&e, DELIVERY_ATTEMPTS),
+            retry_delay(&e, DELIVERY_ATTEMPTS, true),
             None,
             "the twelfth failure makes the responder unreachable"
         );
     }
 
     #[test]
+    fn a_platform_that_is_the_homeserver_is_waited_for_however_long() {
+        let e = ConnectorError::Transient("homeserver unreachable".into());
+        assert_eq!(
+            retry_delay(&e, DELIVERY_ATTEMPTS * 100, false),
+            Some(Duration::from_millis(32_000))
+        );
+        let refused = ConnectorError::Permanent("M_FORBIDDEN".into());
+        assert_eq!(retry_delay(&refused, 0, false), None);
+    }
+
+    #[test]
     fn permanent_failures_give_up_at_once_and_rate_limits_never_do() {
         let blocked = ConnectorError::Permanent("bot was blocked by the user".into());
-        assert_eq!(retry_delay(&blocked, 0), None);
+        assert_eq!(retry_delay(&blocked, 0, true), None);
         let limited = ConnectorError::RetryAfter(Duration::from_secs(7));
-        assert_eq!(retry_delay(&limited, 0), Some(Duration::from_secs(7)));
-        assert_eq!(retry_delay(&limited, 1000), Some(Duration::from_secs(7)));
+        assert_eq!(retry_delay(&limited, 0, true), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_delay(&limited, 1000, true),
+            Some(Duration::from_secs(7))
+        );
     }
 }

@@ -28,11 +28,21 @@ use super::{
 
 pub struct MatrixConnector {
     client: Arc<HomeserverClient>,
+    /// The same connection without the client's own retries, for deliveries: the outbox
+    /// retries them with its own backoff, so a homeserver outage does not hold the worker in
+    /// the client's retry loop on every attempt.
+    once: HomeserverClient,
 }
 
 impl MatrixConnector {
     pub fn new(client: Arc<HomeserverClient>) -> Self {
-        Self { client }
+        let once = client.as_ref().clone().with_retry_policy(
+            switchboard_appservice::client::RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+        );
+        Self { client, once }
     }
 
     fn relay_room(delivery: &Delivery) -> Result<OwnedRoomId, ConnectorError> {
@@ -67,7 +77,10 @@ impl Connector for MatrixConnector {
     /// The bot is exempt from the homeserver's rate limits (`rate_limited: false` in the
     /// registration), so nothing is paced.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::unpaced('!')
+        Capabilities {
+            unreachable_hands_over: false,
+            ..Capabilities::unpaced('!')
+        }
     }
 
     /// Creates the relay room, invites the responder and explains the offer in it. The invite
@@ -204,7 +217,7 @@ impl Connector for MatrixConnector {
             n => format!("relay-{}-{n}", delivery.event_id),
         };
         let event = self
-            .client
+            .once
             .send_message(&room, None, &txn, &content)
             .await
             .map_err(connector_error)?;
@@ -224,7 +237,7 @@ impl Connector for MatrixConnector {
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
         let mxc = self
-            .client
+            .once
             .upload_media(None, &mimetype, &file.filename, file.bytes)
             .await
             .map_err(connector_error)?;
@@ -236,7 +249,7 @@ impl Connector for MatrixConnector {
         let content = RoomMessageEventContent::new(msgtype);
         let txn = format!("relay-file-{}", delivery.event_id);
         let event = self
-            .client
+            .once
             .send_message(&room, None, &txn, &content)
             .await
             .map_err(connector_error)?;

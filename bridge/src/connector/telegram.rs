@@ -347,6 +347,7 @@ impl Connector for TelegramConnector {
             command_prefix: '/',
             min_interval_per_chat: Duration::from_secs(1),
             max_messages_per_second: Some(30),
+            unreachable_hands_over: true,
         }
     }
 
