@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::*;
-use telegram_standin::{SentMessage, StandIn};
+use telegram_standin::StandIn;
 use tokio::net::{TcpListener, TcpStream};
 
 const SLOT: u32 = 4;
@@ -74,16 +74,6 @@ impl CuttableProxy {
     }
 }
 
-fn offers(sent: &[SentMessage]) -> Vec<&SentMessage> {
-    sent.iter()
-        .filter(|m| {
-            m.text
-                .as_deref()
-                .is_some_and(|t| t.contains("New conversation"))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it_is_back()
 -> anyhow::Result<()> {
@@ -120,16 +110,10 @@ async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it
     let mut tinas_visitor = Visitor::guest(&env, &sb.base).await?;
     tinas_visitor.start("support").await?;
     tinas_visitor.send("Question for support").await?;
-    let sent = tg
-        .wait_for_sent(tina.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(tina.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    let offer = offers(&sent)[0];
-    let data = offer.reply_markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    tg.user_presses(&tina, offer.message_id, &data);
+    accept_open_offer(&tg, &tina);
     tinas_visitor
         .sync_until("Tina", |seen| {
             seen.iter()

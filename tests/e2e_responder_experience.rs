@@ -18,30 +18,6 @@ use common::*;
 use serde_json::json;
 use telegram_standin::{SentMessage, StandIn, TgUser};
 
-/// Offers still open (an accepted offer becomes "You accepted the conversation with …").
-fn offers(sent: &[SentMessage]) -> Vec<&SentMessage> {
-    sent.iter()
-        .filter(|m| {
-            m.text
-                .as_deref()
-                .is_some_and(|t| t.contains("New conversation"))
-        })
-        .collect()
-}
-
-/// Presses Accept on the open offer the bot sent `who`.
-fn accept_offer(tg: &StandIn, who: &TgUser) -> i64 {
-    let sent = tg.sent(who.id);
-    let offer = offers(&sent)[0];
-    let data = offer.reply_markup.as_ref().expect("an offer has buttons")["inline_keyboard"][0][0]
-        ["callback_data"]
-        .as_str()
-        .expect("Accept carries callback data")
-        .to_owned();
-    tg.user_presses(who, offer.message_id, &data);
-    offer.message_id
-}
-
 async fn wait_for_sent(
     tg: &StandIn,
     chat: i64,
@@ -57,31 +33,34 @@ fn has_text(sent: &[SentMessage], needle: &str) -> bool {
         .any(|m| m.text.as_deref().is_some_and(|t| t.contains(needle)))
 }
 
-fn telegram_config(tg: &StandIn, token: &str, extra: &str) -> String {
-    format!(
-        "[telegram]\ntoken = {token:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{extra}",
+/// Switchboard on `slot` with Tina answering `support` on Telegram (`tina_extra`: more of
+/// her register entry).
+async fn with_tina(
+    env: &TestEnv,
+    slot: u32,
+    token: &str,
+    chat: i64,
+    tina_extra: &str,
+) -> anyhow::Result<(Switchboard, StandIn, TgUser, Slot)> {
+    let slot = Slot::load(env, slot)?;
+    let tg = StandIn::start(token).await?;
+    let tina = tg.user(chat, "Tina", None);
+    let config = format!(
+        "[telegram]\ntoken = {token:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"Support\"\n\n\
+         [[responders]]\nid = \"tina\"\ndisplay_name = \"Tina\"\ntopics = [\"support\"]\n{tina_extra}\
+         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
         api = tg.api_url(),
-    )
+    );
+    let sb = Switchboard::start(env, &slot, &config).await?;
+    Ok((sb, tg, tina, slot))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_to_an_offer_or_a_notice_reaches_its_conversation() -> anyhow::Result<()> {
     const TOKEN: &str = "8101:replies-standin-token";
     let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 0)?;
-    let tg = StandIn::start(TOKEN).await?;
-    let tina = tg.user(8101, "Tina", None);
-    let config = telegram_config(
-        &tg,
-        TOKEN,
-        &format!(
-            "[[topics]]\nid = \"support\"\nname = \"Support\"\n\n\
-             [[responders]]\nid = \"tina\"\ndisplay_name = \"Tina\"\ntopics = [\"support\"]\n\
-             contacts = [{{ platform = \"telegram\", address = \"{}\" }}]\n",
-            tina.id
-        ),
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let (sb, tg, tina, _slot) = with_tina(&env, 0, TOKEN, 8101, "").await?;
     let store = sb.store().await?;
 
     // Two visitors, each writing once: that one message is all Tina sees of them (quoted in
@@ -89,8 +68,8 @@ async fn a_reply_to_an_offer_or_a_notice_reaches_its_conversation() -> anyhow::R
     let mut first = Visitor::guest(&env, &sb.base).await?;
     let first_room = first.start("support").await?;
     first.send("Is the shop open on Sunday?").await?;
-    wait_for_sent(&tg, tina.id, |s| offers(s).len() == 1).await?;
-    accept_offer(&tg, &tina);
+    wait_for_sent(&tg, tina.id, |s| open_offers(s).len() == 1).await?;
+    accept_open_offer(&tg, &tina);
     let first_alias = store
         .conversation(&first_room)
         .await?
@@ -107,8 +86,8 @@ async fn a_reply_to_an_offer_or_a_notice_reaches_its_conversation() -> anyhow::R
     let mut second = Visitor::guest(&env, &sb.base).await?;
     second.start("support").await?;
     second.send("Do you ship to Norway?").await?;
-    wait_for_sent(&tg, tina.id, |s| offers(s).len() == 1).await?;
-    let second_offer = accept_offer(&tg, &tina);
+    wait_for_sent(&tg, tina.id, |s| open_offers(s).len() == 1).await?;
+    let second_offer = accept_open_offer(&tg, &tina);
     let second_alias = store
         .conversation(second.room_id.as_deref().unwrap())
         .await?
@@ -151,25 +130,12 @@ async fn malformed_visitor_messages_relay_nothing_and_the_next_one_still_arrives
 -> anyhow::Result<()> {
     const TOKEN: &str = "8202:malformed-standin-token";
     let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 1)?;
-    let tg = StandIn::start(TOKEN).await?;
-    let tina = tg.user(8202, "Tina", None);
-    let config = telegram_config(
-        &tg,
-        TOKEN,
-        &format!(
-            "[[topics]]\nid = \"support\"\nname = \"Support\"\n\n\
-             [[responders]]\nid = \"tina\"\ndisplay_name = \"Tina\"\ntopics = [\"support\"]\n\
-             contacts = [{{ platform = \"telegram\", address = \"{}\" }}]\n",
-            tina.id
-        ),
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let (sb, tg, tina, slot) = with_tina(&env, 1, TOKEN, 8202, "").await?;
     let mut visitor = Visitor::guest(&env, &sb.base).await?;
     let room = visitor.start("support").await?;
     visitor.send("Hello").await?;
-    wait_for_sent(&tg, tina.id, |s| offers(s).len() == 1).await?;
-    accept_offer(&tg, &tina);
+    wait_for_sent(&tg, tina.id, |s| open_offers(s).len() == 1).await?;
+    accept_open_offer(&tg, &tina);
     visitor
         .sync_until("Tina", |seen| {
             seen.iter()
@@ -234,26 +200,12 @@ async fn a_queued_conversation_is_offered_as_soon_as_its_responder_frees_capacit
 -> anyhow::Result<()> {
     const TOKEN: &str = "8303:capacity-standin-token";
     let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 2)?;
-    let tg = StandIn::start(TOKEN).await?;
-    let tina = tg.user(8303, "Tina", None);
-    let config = telegram_config(
-        &tg,
-        TOKEN,
-        &format!(
-            "[[topics]]\nid = \"support\"\nname = \"Support\"\n\n\
-             [[responders]]\nid = \"tina\"\ndisplay_name = \"Tina\"\ntopics = [\"support\"]\n\
-             max_concurrent = 1\n\
-             contacts = [{{ platform = \"telegram\", address = \"{}\" }}]\n",
-            tina.id
-        ),
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let (sb, tg, tina, _slot) = with_tina(&env, 2, TOKEN, 8303, "max_concurrent = 1\n").await?;
     let mut first = Visitor::guest(&env, &sb.base).await?;
     first.start("support").await?;
     first.send("First in line").await?;
-    wait_for_sent(&tg, tina.id, |s| offers(s).len() == 1).await?;
-    accept_offer(&tg, &tina);
+    wait_for_sent(&tg, tina.id, |s| open_offers(s).len() == 1).await?;
+    accept_open_offer(&tg, &tina);
     wait_for_sent(&tg, tina.id, |s| has_text(s, "You are now talking with")).await?;
 
     // Tina is at capacity: the second visitor waits in the queue.
@@ -265,13 +217,17 @@ async fn a_queued_conversation_is_offered_as_soon_as_its_responder_frees_capacit
             seen.iter().any(|s| s.body.contains("Nobody is available"))
         })
         .await?;
-    assert_eq!(offers(&tg.sent(tina.id)).len(), 0, "Tina is at capacity");
+    assert_eq!(
+        open_offers(&tg.sent(tina.id)).len(),
+        0,
+        "Tina is at capacity"
+    );
 
     // Tina ends the first conversation: the second is offered at once. The queue is also
     // looked at every 30 s, so a wait of that order means only the periodic check found it.
     let ended = Instant::now();
     tg.user_sends(&tina, "/end");
-    wait_for_sent(&tg, tina.id, |s| offers(s).len() == 1).await?;
+    wait_for_sent(&tg, tina.id, |s| open_offers(s).len() == 1).await?;
     let waited = ended.elapsed();
     assert!(
         waited < Duration::from_secs(8),

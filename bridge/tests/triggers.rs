@@ -133,6 +133,8 @@ struct RecordingConnector {
     next_id: AtomicUsize,
     /// The next delivery of this part is refused with 429 and this `retry_after`.
     rate_limit_part: Mutex<Option<(String, Duration)>>,
+    /// Notices are numbered apart from offers and messages, whose IDs tests name.
+    notices: AtomicUsize,
 }
 
 impl RecordingConnector {
@@ -243,8 +245,8 @@ impl Connector for RecordingConnector {
             .lock()
             .unwrap()
             .push(format!("notify {address}: {text}"));
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(format!("notice-{id}")))
+        let n = self.notices.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(format!("notice-{n}")))
     }
 
     async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}

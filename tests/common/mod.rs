@@ -753,3 +753,28 @@ pub async fn relay_room_of(
     })
     .await
 }
+
+/// Offers the bot sent on Telegram that are still open (an accepted one is edited into
+/// "You accepted the conversation with …", a withdrawn one into the reason).
+pub fn open_offers(sent: &[telegram_standin::SentMessage]) -> Vec<&telegram_standin::SentMessage> {
+    sent.iter()
+        .filter(|m| {
+            m.text
+                .as_deref()
+                .is_some_and(|t| t.contains("New conversation"))
+        })
+        .collect()
+}
+
+/// Presses Accept on the first open offer the bot sent `who`; returns the offer's message ID.
+pub fn accept_open_offer(tg: &telegram_standin::StandIn, who: &telegram_standin::TgUser) -> i64 {
+    let sent = tg.sent(who.id);
+    let offer = open_offers(&sent)[0];
+    let data = offer.reply_markup.as_ref().expect("an offer has buttons")["inline_keyboard"][0][0]
+        ["callback_data"]
+        .as_str()
+        .expect("Accept carries callback data")
+        .to_owned();
+    tg.user_presses(who, offer.message_id, &data);
+    offer.message_id
+}

@@ -737,18 +737,7 @@ impl Bridge {
             .await?;
         // The ghost leaves first, so by the time the visitor reads that a colleague takes
         // over, the previous responder is gone from the room.
-        if let Ok(ghost) = OwnedUserId::try_from(assignment.ghost_user_id.as_str())
-            && self.registration.owns(&ghost)
-        {
-            self.post(
-                room,
-                &format!("switchboard-leave-{}", assignment.responder_id),
-                RoomPost::Leave {
-                    user: assignment.ghost_user_id.clone(),
-                },
-            )
-            .await?;
-        }
+        self.ghost_leaves(room, &assignment).await?;
         let handovers = self.store.assignments_for_room(room).await?.len();
         self.post_notice(
             room,
@@ -767,6 +756,24 @@ impl Bridge {
             self.route_to(&conversation, only.as_deref()).await?;
         }
         Ok(())
+    }
+
+    /// Queues the holder's ghost leaving the room (once per holder: a responder is never
+    /// offered the same conversation twice). Only our own users are made to leave.
+    async fn ghost_leaves(&self, room: &str, holder: &AssignmentRow) -> Result<(), StoreError> {
+        if !OwnedUserId::try_from(holder.ghost_user_id.as_str())
+            .is_ok_and(|ghost| self.registration.owns(&ghost))
+        {
+            return Ok(());
+        }
+        self.post(
+            room,
+            &format!("switchboard-leave-{}", holder.responder_id),
+            RoomPost::Leave {
+                user: holder.ghost_user_id.clone(),
+            },
+        )
+        .await
     }
 
     /// The responder no longer holds the conversation (ended, handed over, taken from them):
@@ -1065,14 +1072,7 @@ impl Bridge {
             .await?;
         self.post_notice(room, "switchboard-ended", "The conversation has ended.")
             .await?;
-        self.post(
-            room,
-            &format!("switchboard-leave-{}", a.responder_id),
-            RoomPost::Leave {
-                user: a.ghost_user_id.clone(),
-            },
-        )
-        .await?;
+        self.ghost_leaves(room, &a).await?;
         self.release(room, &a, "Conversation ended.").await
     }
 
@@ -1083,18 +1083,7 @@ impl Bridge {
             self.store
                 .finish_assignment(room, &a.responder_id, "ended", "ended by the visitor")
                 .await?;
-            if let Ok(ghost) = OwnedUserId::try_from(a.ghost_user_id.as_str())
-                && self.registration.owns(&ghost)
-            {
-                self.post(
-                    room,
-                    &format!("switchboard-leave-{}", a.responder_id),
-                    RoomPost::Leave {
-                        user: a.ghost_user_id.clone(),
-                    },
-                )
-                .await?;
-            }
+            self.ghost_leaves(room, &a).await?;
             self.release(room, &a, "The visitor ended the conversation.")
                 .await?;
         }

@@ -16,6 +16,17 @@ pub struct RoomPostRow {
     pub next_attempt_at: i64,
 }
 
+fn row_from(r: &sqlx::any::AnyRow) -> Result<RoomPostRow, StoreError> {
+    Ok(RoomPostRow {
+        seq: r.try_get("seq")?,
+        room_id: r.try_get("room_id")?,
+        txn_id: r.try_get("txn_id")?,
+        op_json: r.try_get("op_json")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+    })
+}
+
 impl Store {
     /// Queues a write into `room_id`; a second one with the same `txn_id` in that room is
     /// ignored (handling an event again after a crash queues nothing twice). True when new.
@@ -50,18 +61,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RoomPostRow {
-                    seq: r.try_get("seq")?,
-                    room_id: r.try_get("room_id")?,
-                    txn_id: r.try_get("txn_id")?,
-                    op_json: r.try_get("op_json")?,
-                    attempts: r.try_get("attempts")?,
-                    next_attempt_at: r.try_get("next_attempt_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(row_from).collect()
     }
 
     /// Makes every post that waits for a retry due now (the homeserver is known to be back).
@@ -132,14 +132,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok((
-                    RoomPostRow {
-                        seq: r.try_get("seq")?,
-                        room_id: r.try_get("room_id")?,
-                        txn_id: r.try_get("txn_id")?,
-                        op_json: r.try_get("op_json")?,
-                        attempts: r.try_get("attempts")?,
-                        next_attempt_at: r.try_get("next_attempt_at")?,
-                    },
+                    row_from(r)?,
                     r.try_get::<Option<String>, _>("last_error")?
                         .unwrap_or_default(),
                 ))
