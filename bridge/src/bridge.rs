@@ -35,7 +35,9 @@ use crate::{
 use typing::TypingUpdate;
 
 mod dispatch;
+mod handoff;
 mod lifecycle;
+mod outbox;
 mod pacing;
 mod room_posts;
 pub use room_posts::post_retry_delay;

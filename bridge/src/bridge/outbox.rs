@@ -1,0 +1,343 @@
+//! The outbox: visitor messages on their way to responders on other platforms, rendered into
+//! the platform's parts once, sent part by part in order per conversation, paced as each
+//! connector declares, retried with backoff, and never sent twice once a part went out.
+
+use std::{collections::HashSet, time::Duration};
+
+use switchboard_appservice::ruma::OwnedMxcUri;
+use tracing::Instrument;
+
+use super::Bridge;
+use crate::{
+    connector::{Attachment, Connector, ConnectorError, Delivery, MediaRef},
+    conversation::Conversation,
+    store::{AssignmentRow, StoreError, now_ms},
+};
+
+impl Bridge {
+    /// Queues a visitor message for every responder holding the conversation remotely.
+    pub(super) async fn relay_to_responders(
+        &self,
+        conversation: &Conversation,
+        event_id: &str,
+        body: &str,
+        formatted_body: Option<&str>,
+        media: Option<MediaRef>,
+    ) -> Result<(), StoreError> {
+        for a in self
+            .store
+            .active_assignments_for_room(&conversation.room_id)
+            .await?
+        {
+            let Some((_, connector)) = self.remote(&a.platform) else {
+                continue;
+            };
+            if connector.capabilities().shares_room {
+                continue;
+            }
+            let thread = self.thread_of(&conversation.room_id, &a).await?;
+            let delivery = Delivery {
+                room_id: conversation.room_id.clone(),
+                event_id: event_id.to_owned(),
+                thread,
+                visitor_alias: conversation.visitor_alias.clone(),
+                body: body.to_owned(),
+                formatted_body: formatted_body.map(str::to_owned),
+                media: media.clone(),
+            };
+            let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
+            self.store
+                .enqueue_outbox(
+                    &conversation.room_id,
+                    &a.platform,
+                    &a.address,
+                    event_id,
+                    &payload,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The connector's handle of this conversation with the responder holding it (Matrix:
+    /// their relay room): the one offer they accepted, on the platform they hold it on.
+    pub(super) async fn thread_of(
+        &self,
+        room: &str,
+        holder: &AssignmentRow,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .offers_for_room(room)
+            .await?
+            .into_iter()
+            .find(|o| {
+                o.responder_id == holder.responder_id
+                    && o.platform == holder.platform
+                    && o.address == holder.address
+                    && o.state == "accepted"
+            })
+            .and_then(|o| o.remote_message_id))
+    }
+
+    /// Delivers due outbox rows, oldest first, never overtaking an earlier undelivered row of
+    /// the same conversation. Returns when the next row is due, if any is waiting.
+    ///
+    /// A row is sent part by part (see [`Connector::render`]): each part takes its own paced
+    /// slot, and is recorded (`parts_sent`, its remote message mapped) as soon as the platform
+    /// accepts it, so a 429 or a failure on part k retries part k and never resends parts
+    /// before it, also after a restart. A part whose slot is not free yet is left for a later
+    /// pass, which is scheduled for it: nothing here waits while other chats have work.
+    ///
+    /// One window remains: a crash between the platform accepting a part and our recording
+    /// it resends that one part (Telegram has no idempotency key; Matrix's transaction IDs
+    /// make the resend harmless there).
+    pub async fn drain_outbox(&self) -> Result<Option<Duration>, StoreError> {
+        let mut blocked_rooms = HashSet::new();
+        let mut next_due: Option<i64> = None;
+        for (row, due_at) in self.store.pending_outbox(200).await? {
+            if blocked_rooms.contains(&row.room_id) {
+                continue;
+            }
+            if due_at > now_ms() {
+                blocked_rooms.insert(row.room_id.clone());
+                next_due = Some(next_due.map_or(due_at, |n| n.min(due_at)));
+                continue;
+            }
+            let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
+            let Some((platform, connector)) = self.remote(&row.platform) else {
+                self.store.outbox_failed(row.seq).await?;
+                continue;
+            };
+            let delivery: Delivery = match serde_json::from_str(&row.payload_json) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable outbox row dropped");
+                    self.store.outbox_failed(row.seq).await?;
+                    continue;
+                }
+            };
+            // Rendered once, stored before the first part goes out, and never again.
+            let parts = match &row.parts {
+                Some(parts) => parts.clone(),
+                None => {
+                    self.store
+                        .outbox_set_parts(row.seq, &connector.render(&delivery))
+                        .await?
+                }
+            };
+            let caps = connector.capabilities();
+            let mut sent = row.parts_sent.max(0) as usize;
+            let mut failure = None;
+            while sent < parts.len() {
+                if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now_ms()) {
+                    next_due = Some(next_due.map_or(free_at, |n| n.min(free_at)));
+                    break;
+                }
+                let result = self
+                    .deliver_one(
+                        connector.as_ref(),
+                        &delivery,
+                        sent,
+                        &parts[sent],
+                        &row.address,
+                    )
+                    .instrument(span.clone())
+                    .await;
+                match result {
+                    Ok(message_id) => {
+                        self.store
+                            .outbox_part_sent(&row, sent as i64, &message_id)
+                            .await?;
+                        sent += 1;
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let _enter = span.enter();
+            if sent >= parts.len() {
+                self.store.outbox_done(row.seq).await?;
+                tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+                continue;
+            }
+            // Later rows of this conversation wait for the rest of this one.
+            blocked_rooms.insert(row.room_id.clone());
+            let Some(e) = failure else {
+                continue; // paced: the next part goes in a later pass
+            };
+            // Parts accepted in this pass started the count afresh (see `outbox_part_sent`).
+            let attempts = if sent > row.parts_sent as usize {
+                0
+            } else {
+                row.attempts
+            };
+            match retry_delay(&e, attempts, caps.unreachable_hands_over) {
+                Some(wait) => {
+                    tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    let at = now_ms() + wait.as_millis() as i64;
+                    if let ConnectorError::RetryAfter(_) = e {
+                        // Nothing else goes to this chat before then (notices included).
+                        self.pacer.hold(platform, &row.address, at);
+                    }
+                    self.store.outbox_retry_at(row.seq, at).await?;
+                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
+                }
+                None => {
+                    tracing::error!(error = %e, part = sent, "delivery failed for good");
+                    self.store.outbox_failed(row.seq).await?;
+                    blocked_rooms.remove(&row.room_id);
+                    // The responder cannot be reached: someone else takes over.
+                    drop(_enter);
+                    self.hand_over_because(
+                        &row.room_id,
+                        &row.platform,
+                        &row.address,
+                        "their platform could not be reached",
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// One part of an outbox row to its platform: text as text; a file fetched from the media
+    /// repository first (a failing download is worth retrying, like a failing send).
+    async fn deliver_one(
+        &self,
+        connector: &dyn Connector,
+        delivery: &Delivery,
+        index: usize,
+        part: &str,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let Some(media) = &delivery.media else {
+            return connector.deliver(delivery, index, part, address).await;
+        };
+        let uri = OwnedMxcUri::from(media.mxc.as_str());
+        let (mimetype, bytes) = self.client.download_media(&uri).await.map_err(|e| {
+            if e.is_transient() {
+                ConnectorError::Transient(e.to_string())
+            } else {
+                ConnectorError::Permanent(e.to_string())
+            }
+        })?;
+        let attachment = Attachment {
+            bytes,
+            mimetype: media.mimetype.clone().or(mimetype),
+            filename: media.filename.clone(),
+            kind: media.kind,
+        };
+        connector
+            .deliver_file(delivery, part, attachment, address)
+            .await
+    }
+
+    /// Waits for the next free slot of this chat on the connector's platform: for notices,
+    /// offers and edits of offers, which are sent at once rather than queued. The outbox
+    /// does not wait (see `drain_outbox`). The one worker waits here, so never longer than
+    /// `NOTICE_PATIENCE`: a chat held longer (after a 429 with a long `retry_after`) is sent
+    /// to at once, and the platform's refusal is handled as it was before pacing.
+    pub(super) async fn wait_turn(&self, connector: &dyn Connector, address: &str) {
+        let now = now_ms();
+        let latest = now + NOTICE_PATIENCE.as_millis() as i64;
+        let platform = connector.platform();
+        let caps = connector.capabilities();
+        match self.pacer.reserve_by(platform, address, &caps, now, latest) {
+            Some(at) if at > now => {
+                tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
+            }
+            Some(_) => {}
+            None => tracing::debug!(
+                platform = platform.as_str(),
+                "chat busy past our patience; sending anyway"
+            ),
+        }
+    }
+
+    /// Runs `send`, one message (or edit) to `address` on the connector's platform, in that
+    /// chat's turn. `send` is a future not yet polled, so nothing is sent before the turn.
+    pub(super) async fn in_turn<T>(
+        &self,
+        connector: &dyn Connector,
+        address: &str,
+        send: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.wait_turn(connector, address).await;
+        send.await
+    }
+}
+
+/// How long a service message to a responder may wait for pacing and retries.
+pub(super) const NOTICE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Transient delivery failures are retried this many times before the responder counts as
+/// unreachable (about four minutes of backoff).
+const DELIVERY_ATTEMPTS: i64 = 12;
+
+/// How long to wait before retrying a delivery that failed with `error` after `attempts`
+/// earlier failures, or `None` to give up, which hands the conversation over. A platform
+/// whose connector declares that unreachability does not hand over (`may_give_up` false:
+/// Matrix, where the platform is the homeserver itself) is retried as long as it takes. Pure,
+/// so the "unreachable after retries" trigger is tested without waiting.
+pub fn retry_delay(error: &ConnectorError, attempts: i64, may_give_up: bool) -> Option<Duration> {
+    match error {
+        // The platform said when; a rate limit is not a failure of the responder.
+        ConnectorError::RetryAfter(after) => Some(*after),
+        ConnectorError::Transient(_) if attempts < DELIVERY_ATTEMPTS || !may_give_up => Some(
+            Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 6) as u32)),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_back_off_then_give_up() {
+        let e = ConnectorError::Transient("connection reset".into());
+        let waits: Vec<_> = (0..DELIVERY_ATTEMPTS)
+            .map(|n| retry_delay(&e, n, true).map(|d| d.as_millis()))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 32000, 32000, 32000, 32000, 32000
+            ]
+            .map(Some)
+        );
+        assert_eq!(
+            retry_delay(&e, DELIVERY_ATTEMPTS, true),
+            None,
+            "the twelfth failure makes the responder unreachable"
+        );
+    }
+
+    #[test]
+    fn a_platform_that_is_the_homeserver_is_waited_for_however_long() {
+        let e = ConnectorError::Transient("homeserver unreachable".into());
+        assert_eq!(
+            retry_delay(&e, DELIVERY_ATTEMPTS * 100, false),
+            Some(Duration::from_millis(32_000))
+        );
+        let refused = ConnectorError::Permanent("M_FORBIDDEN".into());
+        assert_eq!(retry_delay(&refused, 0, false), None);
+    }
+
+    #[test]
+    fn permanent_failures_give_up_at_once_and_rate_limits_never_do() {
+        let blocked = ConnectorError::Permanent("bot was blocked by the user".into());
+        assert_eq!(retry_delay(&blocked, 0, true), None);
+        let limited = ConnectorError::RetryAfter(Duration::from_secs(7));
+        assert_eq!(retry_delay(&limited, 0, true), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_delay(&limited, 1000, true),
+            Some(Duration::from_secs(7))
+        );
+    }
+}
