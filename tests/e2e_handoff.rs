@@ -12,16 +12,6 @@ use telegram_standin::{SentMessage, StandIn, TgUser};
 const SLOT: u32 = 5;
 const TOKEN: &str = "7171:handoff-standin-token";
 
-fn offers(sent: &[SentMessage]) -> Vec<&SentMessage> {
-    sent.iter()
-        .filter(|m| {
-            m.text
-                .as_deref()
-                .is_some_and(|t| t.contains("New conversation"))
-        })
-        .collect()
-}
-
 /// Waits until the bot has sent `chat` a message containing `needle`.
 async fn wait_for_text(tg: &StandIn, chat: i64, needle: &str) -> anyhow::Result<Vec<SentMessage>> {
     tg.wait_for_sent(
@@ -34,18 +24,6 @@ async fn wait_for_text(tg: &StandIn, chat: i64, needle: &str) -> anyhow::Result<
     )
     .await
     .map_err(anyhow::Error::msg)
-}
-
-/// Presses Accept on the first offer the bot sent `who`.
-fn accept_first_offer(tg: &StandIn, who: &TgUser) {
-    let sent = tg.sent(who.id);
-    let offer = offers(&sent)[0];
-    let data = offer.reply_markup.as_ref().expect("an offer has buttons")["inline_keyboard"][0][0]
-        ["callback_data"]
-        .as_str()
-        .expect("Accept carries callback data")
-        .to_owned();
-    tg.user_presses(who, offer.message_id, &data);
 }
 
 /// A responder on Telegram answering `support`, as config.
@@ -82,16 +60,20 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     visitor.send("Is anyone there?").await?;
 
     // Round robin offers it to tina alone; she ignores it; within the time-out it moves to tom.
-    tg.wait_for_sent(tina.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(tina.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
     assert!(
-        offers(&tg.sent(tom.id)).is_empty(),
+        open_offers(&tg.sent(tom.id)).is_empty(),
         "round robin offered to two at once"
     );
-    tg.wait_for_sent(tom.id, |s| offers(s).len() == 1, Duration::from_secs(15))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    tg.wait_for_sent(
+        tom.id,
+        |s| open_offers(s).len() == 1,
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let tina_offer = tg
         .sent(tina.id)
         .into_iter()
@@ -119,12 +101,12 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     sb.kill();
     tokio::time::sleep(Duration::from_secs(5)).await;
     sb.restart().await?;
-    tg.wait_for_sent(trey.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(trey.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
 
     // Trey's offer says the visitor has been waiting: who was asked before, and what was said.
-    let trey_offer = offers(&tg.sent(trey.id))[0]
+    let trey_offer = open_offers(&tg.sent(trey.id))[0]
         .text
         .clone()
         .unwrap_or_default();
@@ -135,7 +117,7 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
         "{trey_offer}"
     );
     // Trey takes it: the visitor sees one continuous conversation in the same room.
-    accept_first_offer(&tg, &trey);
+    accept_open_offer(&tg, &trey);
     wait_for_text(&tg, trey.id, "You are now talking").await?;
     tg.user_sends(&trey, "Sorry for the wait, I am here.");
     visitor
@@ -190,10 +172,10 @@ async fn an_ignored_offer_moves_on_and_a_time_out_survives_a_restart() -> anyhow
     // --- trey hands over: his ghost leaves, zoe gets a summary, the room stays the same --------
     tg.user_sends(&trey, "/transfer");
     let sent = tg
-        .wait_for_sent(zoe.id, |s| offers(s).len() == 1, WAIT)
+        .wait_for_sent(zoe.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    let offer = offers(&sent)[0];
+    let offer = open_offers(&sent)[0];
     let text = offer.text.clone().unwrap_or_default();
     assert!(
         text.contains("trey handed this conversation over (transfer requested)"),
@@ -307,10 +289,10 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
     visitor.send("Hello?").await?;
 
     // Ann accepts and then never answers: after the first-reply time-out, Ben is offered it.
-    tg.wait_for_sent(ann.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(ann.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    accept_first_offer(&tg, &ann);
+    accept_open_offer(&tg, &ann);
     visitor
         .sync_until("ann", |seen| {
             seen.iter()
@@ -318,18 +300,18 @@ async fn a_silent_or_offline_responder_hands_the_conversation_over() -> anyhow::
         })
         .await?;
     let sent = tg
-        .wait_for_sent(ben.id, |s| offers(s).len() == 1, WAIT)
+        .wait_for_sent(ben.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
     assert!(
-        offers(&sent)[0]
+        open_offers(&sent)[0]
             .text
             .as_deref()
             .unwrap_or_default()
             .contains("ann handed this conversation over (no first reply in time)")
     );
     wait_for_text(&tg, ann.id, "no first reply in time").await?;
-    accept_first_offer(&tg, &ben);
+    accept_open_offer(&tg, &ben);
     tg.user_sends(&ben, "Ben here.");
     visitor
         .sync_until("ben", |seen| seen.iter().any(|s| s.body == "Ben here."))
@@ -432,12 +414,12 @@ async fn a_named_transfer_goes_to_that_responder() -> anyhow::Result<()> {
     visitor.send("Hello, anyone?").await?;
 
     // Only Pia is available: she takes it.
-    tg.wait_for_sent(pia.id, |s| offers(s).len() == 1, WAIT)
+    tg.wait_for_sent(pia.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    accept_first_offer(&tg, &pia);
+    accept_open_offer(&tg, &pia);
     wait_for_text(&tg, pia.id, "You are now talking").await?;
-    assert!(offers(&tg.sent(quinn.id)).is_empty(), "Quinn was away");
+    assert!(open_offers(&tg.sent(quinn.id)).is_empty(), "Quinn was away");
 
     // Quinn comes back; a transfer to a name nobody has is refused, one to Quinn goes to him.
     tg.user_sends(&quinn, "/available");
@@ -451,15 +433,15 @@ async fn a_named_transfer_goes_to_that_responder() -> anyhow::Result<()> {
     );
     tg.user_sends(&pia, "/transfer quinn");
     let sent = tg
-        .wait_for_sent(quinn.id, |s| offers(s).len() == 1, WAIT)
+        .wait_for_sent(quinn.id, |s| open_offers(s).len() == 1, WAIT)
         .await
         .map_err(anyhow::Error::msg)?;
-    let text = offers(&sent)[0].text.clone().unwrap_or_default();
+    let text = open_offers(&sent)[0].text.clone().unwrap_or_default();
     assert!(
         text.contains("pia handed this conversation over (transfer to quinn requested)"),
         "{text}"
     );
-    accept_first_offer(&tg, &quinn);
+    accept_open_offer(&tg, &quinn);
     visitor
         .sync_until("Quinn", |seen| {
             seen.iter()

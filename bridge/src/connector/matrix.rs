@@ -45,6 +45,21 @@ impl MatrixConnector {
         Self { client, once }
     }
 
+    /// One visitor message into the relay room as the bot, once: the outbox retries it.
+    async fn post_to_relay_room(
+        &self,
+        room: &OwnedRoomId,
+        txn: &str,
+        content: &RoomMessageEventContent,
+    ) -> Result<String, ConnectorError> {
+        let event = self
+            .once
+            .send_message(room, None, txn, content)
+            .await
+            .map_err(connector_error)?;
+        Ok(event.to_string())
+    }
+
     fn relay_room(delivery: &Delivery) -> Result<OwnedRoomId, ConnectorError> {
         let handle = delivery.thread.as_deref().ok_or_else(|| {
             ConnectorError::Permanent("no relay room for this conversation".into())
@@ -216,12 +231,7 @@ impl Connector for MatrixConnector {
             0 => format!("relay-{}", delivery.event_id),
             n => format!("relay-{}-{n}", delivery.event_id),
         };
-        let event = self
-            .once
-            .send_message(&room, None, &txn, &content)
-            .await
-            .map_err(connector_error)?;
-        Ok(event.to_string())
+        self.post_to_relay_room(&room, &txn, &content).await
     }
 
     async fn deliver_file(
@@ -248,12 +258,7 @@ impl Connector for MatrixConnector {
         };
         let content = RoomMessageEventContent::new(msgtype);
         let txn = format!("relay-file-{}", delivery.event_id);
-        let event = self
-            .once
-            .send_message(&room, None, &txn, &content)
-            .await
-            .map_err(connector_error)?;
-        Ok(event.to_string())
+        self.post_to_relay_room(&room, &txn, &content).await
     }
 
     /// A notice about a conversation goes into its relay room, as the bot. Notices about none
