@@ -56,6 +56,9 @@ cmd_setup() {
         log "installing chromium (apt-get)"
         apt_install chromium
     fi
+    # apt serves whatever version Debian ships that day: say which one this run tests with
+    # (each browser run also reports it, and the guest run writes docs/images/browser-version.txt).
+    log "browser for the tests: $(/usr/bin/chromium --version 2>/dev/null || echo 'unknown version')"
     need_node
     npm_ci "$WIDGET"
     npm_ci "$BROWSER_TESTS"
