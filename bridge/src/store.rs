@@ -62,6 +62,11 @@ pub struct Store {
     engine: Engine,
 }
 
+/// How many queued rows of one conversation one pass over a queue (outbox, room posts) looks
+/// at. Later rows of that conversation wait behind the first anyway; capping them leaves room
+/// in the batch for every other conversation.
+pub const PER_ROOM_BATCH: i64 = 20;
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -233,6 +238,26 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    /// Conversations waiting for a responder (queued, offered, transferring), oldest first:
+    /// what routing looks at again, without loading every conversation ever held.
+    pub async fn waiting_conversations(&self) -> Result<Vec<Conversation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id, topic, visitor_user_id, visitor_alias, state, created_at, language
+             FROM conversations WHERE state IN ($1, $2, $3) ORDER BY created_at, room_id",
+        )
+        .bind(ConversationState::Queued.as_str())
+        .bind(ConversationState::Offered.as_str())
+        .bind(ConversationState::Transferring.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let waiting: Vec<Conversation> = rows
+            .iter()
+            .map(conversation_from_row)
+            .collect::<Result<_, _>>()?;
+        debug_assert!(waiting.iter().all(|c| c.state.is_waiting()));
+        Ok(waiting)
     }
 
     pub async fn list_conversations(&self) -> Result<Vec<Conversation>, StoreError> {

@@ -599,6 +599,91 @@ async fn provisional_transcript_entries_become_their_event(store: &Store) -> any
     Ok(())
 }
 
+async fn one_conversations_backlog_leaves_room_for_the_others(store: &Store) -> anyhow::Result<()> {
+    // A conversation with a long backlog queued first, then one message of another.
+    for n in 0..300 {
+        store
+            .enqueue_outbox("!busy:x", "telegram", "1", &format!("$busy{n}"), "{}")
+            .await?;
+        store
+            .enqueue_room_post("!busy:x", &format!("busy{n}"), "{}")
+            .await?;
+    }
+    store
+        .enqueue_outbox("!quiet:x", "telegram", "2", "$quiet", "{}")
+        .await?;
+    store.enqueue_room_post("!quiet:x", "quiet", "{}").await?;
+    // A batch of 200 still holds the quiet conversation's row, after a bounded share of the
+    // busy one's, in queue order.
+    let outbox: Vec<_> = store
+        .pending_outbox(200)
+        .await?
+        .into_iter()
+        .filter(|(r, _)| r.room_id == "!busy:x" || r.room_id == "!quiet:x")
+        .collect();
+    let busy = outbox
+        .iter()
+        .filter(|(r, _)| r.room_id == "!busy:x")
+        .count();
+    assert!(
+        busy as i64 <= switchboard_bridge::store::PER_ROOM_BATCH,
+        "{busy}"
+    );
+    assert_eq!(
+        outbox.last().map(|(r, _)| r.event_id.as_str()),
+        Some("$quiet")
+    );
+    assert_eq!(
+        outbox[0].0.event_id, "$busy0",
+        "queue order holds within the busy one"
+    );
+    let posts = store.pending_room_posts(200).await?;
+    assert!(posts.iter().any(|p| p.room_id == "!quiet:x"));
+    assert!(
+        posts.iter().filter(|p| p.room_id == "!busy:x").count() as i64
+            <= switchboard_bridge::store::PER_ROOM_BATCH
+    );
+    // Delivered rows make room for the next ones of the same conversation, still in order.
+    for (row, _) in outbox.iter().filter(|(r, _)| r.room_id == "!busy:x") {
+        store.outbox_done(row.seq).await?;
+    }
+    let next = store.pending_outbox(200).await?;
+    let next_busy = next.iter().find(|(r, _)| r.room_id == "!busy:x");
+    assert_eq!(
+        next_busy.map(|(r, _)| r.event_id.clone()),
+        Some(format!("$busy{busy}"))
+    );
+    Ok(())
+}
+
+async fn routing_reads_only_waiting_conversations(store: &Store) -> anyhow::Result<()> {
+    let states = [
+        ("!w-queued:x", ConversationState::Queued),
+        ("!w-offered:x", ConversationState::Offered),
+        ("!w-active:x", ConversationState::Active),
+        ("!w-transferring:x", ConversationState::Transferring),
+        ("!w-closed:x", ConversationState::Closed),
+    ];
+    for (i, (room, state)) in states.iter().enumerate() {
+        store
+            .insert_conversation(&conversation(room, "@v:x", "waiting", 10 + i as i64))
+            .await?;
+        store.set_conversation_state(room, *state).await?;
+    }
+    let waiting: Vec<String> = store
+        .waiting_conversations()
+        .await?
+        .into_iter()
+        .filter(|c| c.topic == "waiting")
+        .map(|c| c.room_id)
+        .collect();
+    assert_eq!(
+        waiting,
+        ["!w-queued:x", "!w-offered:x", "!w-transferring:x"]
+    );
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
@@ -612,6 +697,9 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     conversations_are_keyed_by_room_and_resumable(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;
     visitor_sessions_resolve_until_they_expire(&store).await?;
+    // Last: they leave queued rows behind.
+    one_conversations_backlog_leaves_room_for_the_others(&store).await?;
+    routing_reads_only_waiting_conversations(&store).await?;
     store.close().await;
     Ok(())
 }

@@ -320,12 +320,9 @@ impl Bridge {
     /// Routes every waiting conversation again: someone may have become available, come into
     /// their working hours, or gained capacity.
     pub async fn drain_queue(&self) -> Result<(), StoreError> {
-        for conversation in self.store.list_conversations().await? {
-            if conversation.state.is_waiting() {
-                let span = tracing::info_span!("conversation", room_id = %conversation.room_id);
-                let _ = span.enter();
-                self.route(&conversation).await?;
-            }
+        for conversation in self.store.waiting_conversations().await? {
+            let span = tracing::info_span!("conversation", room_id = %conversation.room_id);
+            self.route(&conversation).instrument(span).await?;
         }
         Ok(())
     }

@@ -470,11 +470,16 @@ impl Store {
     /// Undelivered rows in queue order (due or not: the caller keeps per-room order by
     /// skipping a room once its first row is not due).
     pub async fn pending_outbox(&self, limit: i64) -> Result<Vec<(OutboxRow, i64)>, StoreError> {
+        // At most PER_ROOM_BATCH rows of any one conversation: a conversation with a long
+        // backlog must not fill the batch and keep every other conversation waiting.
         let rows = sqlx::query(
             "SELECT seq, room_id, platform, address, event_id, payload_json, attempts, next_attempt_at,
                     parts_json, parts_sent
-             FROM outbox WHERE done_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $1",
+             FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY seq) AS in_room
+                   FROM outbox WHERE done_at IS NULL AND failed_at IS NULL) AS pending
+             WHERE in_room <= $1 ORDER BY seq LIMIT $2",
         )
+        .bind(super::PER_ROOM_BATCH)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
