@@ -192,6 +192,12 @@ pub enum RemoteEvent {
         args: String,
         reply_to: Option<String>,
     },
+    /// The responder sent something the connector could not read at all (the platform's
+    /// update did not parse). Recorded like any event, so they are told, at the platform's
+    /// pace, that it was not passed on.
+    Unreadable {
+        address: String,
+    },
 }
 
 /// Where connectors hand remote events. Implemented by the bridge.

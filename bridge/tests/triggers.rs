@@ -862,3 +862,25 @@ async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow
     );
     Ok(())
 }
+
+/// A Telegram update the connector could not read at all is recorded like any other event,
+/// and its sender is told (through the bridge, at the chat's pace) that nothing was passed on.
+#[tokio::test]
+async fn an_unreadable_update_gets_its_sender_a_clear_answer() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.remote(
+        "77.unreadable",
+        RemoteEvent::Unreadable {
+            address: "1".into(),
+        },
+    )
+    .await?;
+    let told: Vec<String> =
+        w.tg.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("notify 1: "))
+            .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].contains("could not be read"), "{told:?}");
+    Ok(())
+}

@@ -217,6 +217,16 @@ impl Bridge {
                 self.edit_from_remote(platform, &address, &message_id, body, formatted_body)
                     .await
             }
+            RemoteEvent::Unreadable { address } => {
+                self.notify(
+                    platform,
+                    &address,
+                    "Sorry, your last message could not be read and was not passed on. \
+                     Please send it again, without special formatting.",
+                )
+                .await;
+                Ok(())
+            }
             RemoteEvent::Command {
                 address,
                 command,

@@ -56,10 +56,6 @@ pub struct Webhook {
     pub secret: String,
 }
 
-/// Told to whoever sent an update that could not be read at all.
-const UNREADABLE_NOTICE: &str = "Sorry, your last message could not be read and was not \
-     passed on. Please send it again, without special formatting.";
-
 /// The route Telegram posts updates to in webhook mode.
 pub const WEBHOOK_PATH: &str = "/telegram/webhook";
 
@@ -137,21 +133,36 @@ impl TelegramConnector {
         true
     }
 
-    /// Logs an update nothing could be made of and tells its sender, so a reply is never lost
-    /// without a word to anyone.
-    async fn report_unreadable(&self, unreadable: raw_update::Unreadable) {
+    /// An update nothing could be made of: logged, and recorded as [`RemoteEvent::Unreadable`]
+    /// when it names a chat, so the bridge tells the sender (a reply is never lost without a
+    /// word to anyone). True when it may be confirmed to Telegram: it is recorded, or there is
+    /// nothing to record; it would only come back just as unreadable.
+    async fn record_unreadable(
+        &self,
+        unreadable: raw_update::Unreadable,
+        sink: &dyn RemoteSink,
+    ) -> bool {
         tracing::error!(
             update_id = unreadable.update_id,
             chat = unreadable.chat.map(|c| c.0),
             reason = %unreadable.reason,
             "telegram: an update could not be read and was skipped"
         );
-        let Some(chat) = unreadable.chat else { return };
-        if let Err(e) = self
-            .notify(&chat.0.to_string(), None, UNREADABLE_NOTICE)
+        let (Some(id), Some(chat)) = (unreadable.update_id, unreadable.chat) else {
+            return true;
+        };
+        let event = RemoteEvent::Unreadable {
+            address: chat.0.to_string(),
+        };
+        match sink
+            .record_remote(Platform::Telegram, &format!("{id}.unreadable"), &event)
             .await
         {
-            tracing::warn!(error = %e, "telegram: could not tell the sender their message was unreadable");
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "telegram: could not record an unreadable update; it will come again");
+                false
+            }
         }
     }
 
@@ -585,11 +596,14 @@ impl Connector for TelegramConnector {
                 let update = match raw_update::parse(raw) {
                     Ok(update) => update,
                     Err(unreadable) => {
-                        // Confirmed all the same: it would only come back just as unreadable.
-                        if let Some(id) = unreadable.update_id {
+                        let id = unreadable.update_id;
+                        if !self.record_unreadable(unreadable, sink.as_ref()).await {
+                            tokio::time::sleep(backoff).await;
+                            break; // offset stays put: the update comes again
+                        }
+                        if let Some(id) = id {
                             offset = id as i32 + 1;
                         }
-                        self.report_unreadable(unreadable).await;
                         continue;
                     }
                 };
@@ -658,9 +672,14 @@ async fn receive_update(
             return (StatusCode::BAD_REQUEST, "malformed update");
         }
         Err(unreadable) => {
-            connector.report_unreadable(unreadable).await;
-            // 200 all the same: Telegram would only deliver it again, just as unreadable.
-            return (StatusCode::OK, "");
+            return if connector.record_unreadable(unreadable, sink.as_ref()).await {
+                (StatusCode::OK, "")
+            } else {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not record the update",
+                )
+            };
         }
     };
     if connector.record_update(&update, sink.as_ref()).await {
