@@ -66,6 +66,13 @@ const OFFER_COLUMNS: &str =
     "id, room_id, responder_id, platform, address, state, remote_message_id";
 const ASSIGNMENT_COLUMNS: &str = "room_id, responder_id, platform, address, ghost_user_id, state";
 
+/// Maps a remote message to its room and Matrix event (`$1` platform, `$2` chat, `$3` message
+/// ID, `$4` room, `$5` event). Mapping again only fills in a missing event.
+const MAP_REMOTE_MESSAGE: &str =
+    "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id)
+     DO UPDATE SET event_id = COALESCE(remote_messages.event_id, excluded.event_id)";
+
 fn offer_from_row(r: &sqlx::any::AnyRow) -> Result<OfferRow, StoreError> {
     Ok(OfferRow {
         id: r.try_get("id")?,
@@ -394,18 +401,14 @@ impl Store {
         room_id: &str,
         event_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id)
-             DO UPDATE SET event_id = COALESCE(remote_messages.event_id, excluded.event_id)",
-        )
-        .bind(platform)
-        .bind(chat)
-        .bind(message_id)
-        .bind(room_id)
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(MAP_REMOTE_MESSAGE)
+            .bind(platform)
+            .bind(chat)
+            .bind(message_id)
+            .bind(room_id)
+            .bind(event_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -549,17 +552,14 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let seq = row.seq;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id) DO NOTHING",
-        )
-        .bind(&row.platform)
-        .bind(&row.address)
-        .bind(message_id)
-        .bind(&row.room_id)
-        .bind(&row.event_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(MAP_REMOTE_MESSAGE)
+            .bind(&row.platform)
+            .bind(&row.address)
+            .bind(message_id)
+            .bind(&row.room_id)
+            .bind(&row.event_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE outbox SET parts_sent = $1, attempts = 0 WHERE seq = $2 AND parts_sent = $3",
         )
