@@ -173,6 +173,15 @@ impl HomeserverClient {
         self
     }
 
+    /// The same connection making each request once: for callers that keep their own queue
+    /// and backoff, so an unreachable homeserver does not hold them in this client's retries.
+    pub fn without_retries(&self) -> Self {
+        self.clone().with_retry_policy(RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        })
+    }
+
     pub fn bot(&self) -> &UserId {
         &self.bot
     }

@@ -40,7 +40,6 @@ mod lifecycle;
 mod outbox;
 mod pacing;
 mod room_posts;
-pub use room_posts::post_retry_delay;
 mod typing;
 
 /// How often queued conversations are routed again without any other reason to.
@@ -111,12 +110,7 @@ impl Bridge {
         let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
         let server_name = client.bot().server_name().to_owned();
         let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
-        let post_client = client.as_ref().clone().with_retry_policy(
-            switchboard_appservice::client::RetryPolicy {
-                attempts: 1,
-                ..Default::default()
-            },
-        );
+        let post_client = client.without_retries();
         Self {
             store,
             post_client,

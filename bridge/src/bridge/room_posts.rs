@@ -119,7 +119,7 @@ const BATCH: i64 = 500;
 /// The wait before the next attempt after `attempts` failed ones: doubling from half a second
 /// up to 30 s, with up to a fifth added at random so many rooms do not retry in lockstep.
 /// Never gives up: only the homeserver coming back ends it.
-pub fn post_retry_delay(attempts: i64, jitter: f64) -> Duration {
+fn post_retry_delay(attempts: i64, jitter: f64) -> Duration {
     let base = 500u64.saturating_mul(1 << attempts.clamp(0, 6)).min(30_000);
     Duration::from_millis(base + (base as f64 * jitter.clamp(0.0, 0.2)) as u64)
 }

@@ -36,12 +36,7 @@ pub struct MatrixConnector {
 
 impl MatrixConnector {
     pub fn new(client: Arc<HomeserverClient>) -> Self {
-        let once = client.as_ref().clone().with_retry_policy(
-            switchboard_appservice::client::RetryPolicy {
-                attempts: 1,
-                ..Default::default()
-            },
-        );
+        let once = client.without_retries();
         Self { client, once }
     }
 
