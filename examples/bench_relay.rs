@@ -99,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
         offer.samples.push(ms(t));
         last = Some(v);
+        // Every offer is a message to Bella's chat, paced like the rest (about one a second),
+        // so samples are spaced as for visitor → Telegram: latency, not the pacing wait.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     let mut visitor = last.expect("n > 0");
 
