@@ -341,7 +341,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future(),
     );
-    let worker = tokio::spawn(bridge.clone().run_inbox_worker(stopped(stop_rx.clone())));
+    let worker = tokio::spawn(bridge.clone().run(stop_rx.clone()));
     let receivers: Vec<_> = bridge
         .connectors()
         .map(|c| tokio::spawn(c.clone().run(sink.clone(), stop_rx.clone())))

@@ -24,7 +24,6 @@ use switchboard_appservice::{
     },
 };
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 use crate::{
     config::BridgeConfig,
@@ -36,26 +35,14 @@ use typing::TypingUpdate;
 
 mod dispatch;
 mod handoff;
+mod lanes;
 mod lifecycle;
 mod outbox;
 mod pacing;
+mod relay;
 mod room_posts;
 mod typing;
-
-/// How often queued conversations are routed again without any other reason to.
-const QUEUE_RECHECK: Duration = Duration::from_secs(30);
-mod relay;
-
-/// Aborts a task when dropped, so a helper task ends with the loop that started it.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
-}
+mod worker;
 
 /// Why a visitor's request failed. Mapped to HTTP only at the API edge.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +61,14 @@ pub enum VisitorError {
     Store(#[from] StoreError),
 }
 
+/// How many lanes' jobs run at once. Most of a job's time is spent waiting on a platform or
+/// the database, so this is well above the number of cores; it bounds memory and connections
+/// under a flood of conversations.
+const LANE_CONCURRENCY: usize = 64;
+
+/// How many deliveries one pass of a chat's lane reads from the store.
+const DELIVERY_BATCH: i64 = 20;
+
 /// The running bridge. Cheap to share behind an `Arc`; holds no global state.
 pub struct Bridge {
     store: Store,
@@ -86,8 +81,22 @@ pub struct Bridge {
     registration: Arc<AppserviceRegistration>,
     config: BridgeConfig,
     connectors: HashMap<Platform, Arc<dyn Connector>>,
-    /// Wakes the worker when a transaction or a remote event has been recorded.
+    /// Wakes the scheduler when a transaction, a remote event or a delivery has been recorded.
     inbox_ready: Notify,
+    /// Wakes the room-post loop when a post has been queued.
+    posts_ready: Notify,
+    /// Work partitioned by conversation and by chat (see `lanes.rs` and `worker.rs`).
+    lanes: lanes::Lanes,
+    /// One lock per conversation, so work about it from different lanes happens in turn.
+    room_locks: lanes::RoomLocks,
+    /// How far the scheduler has handed out the inbox and the platform events.
+    cursors: worker::Cursors,
+    /// Chats a delivery was queued for since the scheduler last looked.
+    deliveries_wanted: Mutex<std::collections::HashSet<(String, String)>>,
+    /// When the earliest delivery waiting out a retry or a paced slot falls due (unix ms).
+    next_delivery_due: std::sync::atomic::AtomicI64,
+    /// Platform events handed to a lane and not finished yet.
+    remote_in_flight: Mutex<std::collections::HashSet<i64>>,
     /// Wakes the worker to route queued conversations again (a responder changed).
     register_changed: Arc<Notify>,
     server_name: OwnedServerName,
@@ -107,7 +116,14 @@ impl Bridge {
         config: BridgeConfig,
         connectors: Vec<Arc<dyn Connector>>,
     ) -> Self {
-        let connectors = connectors.into_iter().map(|c| (c.platform(), c)).collect();
+        // Every call into a platform is cut off at the connector's declared time limit.
+        let connectors = connectors
+            .into_iter()
+            .map(|c| {
+                let timed: Arc<dyn Connector> = Arc::new(crate::connector::Timed::new(c));
+                (timed.platform(), timed)
+            })
+            .collect();
         let server_name = client.bot().server_name().to_owned();
         let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
         let post_client = client.without_retries();
@@ -120,6 +136,13 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
+            posts_ready: Notify::new(),
+            lanes: lanes::Lanes::new(LANE_CONCURRENCY),
+            room_locks: lanes::RoomLocks::default(),
+            cursors: worker::Cursors::default(),
+            remote_in_flight: Mutex::default(),
+            deliveries_wanted: Mutex::default(),
+            next_delivery_due: std::sync::atomic::AtomicI64::new(i64::MAX),
             register_changed: Arc::new(Notify::new()),
             server_name,
             pacer: pacing::Pacer::default(),
@@ -218,6 +241,7 @@ impl Bridge {
         match self.store.conversation(room_id).await? {
             Some(c) if c.visitor_user_id == visitor.as_str() => {
                 if c.state != ConversationState::Closed {
+                    let _room = self.room_locks.lock(room_id).await;
                     self.end_by_visitor(room_id).await?;
                 }
                 Ok(())
@@ -300,95 +324,6 @@ impl Bridge {
         self.client.create_room(request).await
     }
 
-    /// Processes recorded events in arrival order until `shutdown` resolves.
-    ///
-    /// One worker handles the whole inbox, so events of a conversation are handled in the
-    /// order the homeserver sent them. An event is marked processed only after its effects
-    /// are stored, so a crash in between repeats the work, and the work is idempotent.
-    pub async fn run_inbox_worker(
-        self: Arc<Self>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
-        tokio::pin!(shutdown);
-        // Typing notices have their own task, so they never wait behind the inbox; it stops
-        // with this worker.
-        let typing_task = self
-            .typing_rx
-            .lock()
-            .expect("typing receiver lock")
-            .take()
-            .map(|rx| tokio::spawn(self.clone().run_typing(rx)));
-        let _stop_typing = AbortOnDrop(typing_task);
-        // Working hours begin and end without any event, so the queue is also looked at now
-        // and then; a change to the register makes us look at once.
-        let mut next_queue_check = tokio::time::Instant::now();
-        let mut queue_due = true;
-        let mut last_expiry_check = tokio::time::Instant::now() - Duration::from_secs(1);
-        loop {
-            if queue_due || tokio::time::Instant::now() >= next_queue_check {
-                if let Err(e) = self.drain_queue().await {
-                    tracing::error!(error = %e, "routing queued conversations failed; retrying");
-                }
-                next_queue_check = tokio::time::Instant::now() + QUEUE_RECHECK;
-                queue_due = false;
-            }
-            // Offer time-outs are checked at most once a second, not on every busy iteration.
-            if last_expiry_check.elapsed() >= Duration::from_secs(1) {
-                if let Err(e) = self.expire_offers().await {
-                    tracing::error!(error = %e, "expiring offers failed; retrying");
-                }
-                if let Err(e) = self.watch_responders().await {
-                    tracing::error!(error = %e, "checking responders failed; retrying");
-                }
-                last_expiry_check = tokio::time::Instant::now();
-            }
-            let mut again = false;
-            match self.drain_inbox().await {
-                Ok(n) => again |= n > 0,
-                Err(e) => tracing::error!(error = %e, "inbox processing failed; retrying"),
-            }
-            match self.drain_remote().await {
-                Ok(n) => again |= n > 0,
-                Err(e) => tracing::error!(error = %e, "remote event processing failed; retrying"),
-            }
-            // A safety net: also look now and then, in case a wake-up was missed; often enough
-            // that offer time-outs fire close to their time.
-            let mut wait = Duration::from_secs(2);
-            match self.drain_room_posts().await {
-                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),
-            }
-            match self.drain_outbox().await {
-                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "outbox delivery failed; retrying"),
-            }
-            if again {
-                continue;
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = self.inbox_ready.notified() => {}
-                _ = self.register_changed.notified() => queue_due = true,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    /// Processes one batch of pending events; returns how many there were.
-    pub async fn drain_inbox(&self) -> Result<usize, StoreError> {
-        let batch = self.store.pending_events(100).await?;
-        for event in &batch {
-            let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
-            self.process_event(event.seq, &event.room_id, &event.event_json)
-                .instrument(span)
-                .await?;
-            self.store.mark_processed(event.seq).await?;
-        }
-        Ok(batch.len())
-    }
-
     async fn process_event(&self, seq: i64, room_id: &str, json: &str) -> Result<(), StoreError> {
         let event: Value = match serde_json::from_str(json) {
             Ok(v) => v,
@@ -397,9 +332,15 @@ impl Bridge {
                 return Ok(());
             }
         };
-        let Some(conversation) = self.store.conversation(room_id).await? else {
+        if self.store.conversation(room_id).await?.is_none() {
             // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
             return self.bot_room_event(room_id, &event).await;
+        }
+        // Work about this conversation from other lanes (a responder's accept, a hand-over)
+        // waits until this event is handled, and this waits for it. Read under the lock.
+        let _room = self.room_locks.lock(room_id).await;
+        let Some(conversation) = self.store.conversation(room_id).await? else {
+            return Ok(());
         };
         let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
         let sender = field("sender");

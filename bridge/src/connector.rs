@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 pub mod matrix;
 pub mod telegram;
+mod timed;
+
+pub use timed::Timed;
 
 /// The platforms a responder can be reached on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +48,9 @@ impl Platform {
     }
 }
 
+/// How long a platform call may take unless the connector declares otherwise.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What a connector can do, declared up front.
 #[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
@@ -66,6 +72,11 @@ pub struct Capabilities {
     /// the homeserver itself (Matrix): every responder there is as unreachable as this one,
     /// so delivery waits, however long, for it to come back.
     pub unreachable_hands_over: bool,
+    /// The longest one call to the platform may take (a send, an edit, a file upload)
+    /// before it counts as a transient failure and is retried later. Every call the bridge
+    /// makes through a connector is cut off at this (see `timed.rs`), so a platform that
+    /// hangs holds up only the lane that called it, for at most this long.
+    pub call_timeout: Duration,
 }
 
 impl Capabilities {
@@ -78,6 +89,7 @@ impl Capabilities {
             min_interval_per_chat: Duration::ZERO,
             max_messages_per_second: None,
             unreachable_hands_over: true,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
         }
     }
 }

@@ -12,6 +12,7 @@ use sqlx::{
 
 use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
+mod queues;
 mod remote;
 pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
 mod responders;

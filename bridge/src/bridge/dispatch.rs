@@ -318,18 +318,36 @@ impl Bridge {
     }
 
     /// Routes every waiting conversation again: someone may have become available, come into
-    /// their working hours, or gained capacity.
+    /// their working hours, or gained capacity. (The running service does this per room, in
+    /// each room's lane: `worker.rs`.)
     pub async fn drain_queue(&self) -> Result<(), StoreError> {
         for conversation in self.store.waiting_conversations().await? {
-            let span = tracing::info_span!("conversation", room_id = %conversation.room_id);
-            self.route(&conversation).instrument(span).await?;
+            self.route_waiting(&conversation.room_id).await?;
         }
         Ok(())
+    }
+
+    /// Routes one conversation again if it is still waiting, under its lock.
+    pub(super) async fn route_waiting(&self, room: &str) -> Result<(), StoreError> {
+        let _room = self.room_locks.lock(room).await;
+        let Some(conversation) = self.store.conversation(room).await? else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("conversation", room_id = %room);
+        self.route(&conversation).instrument(span).await
     }
 
     /// Withdraws offers nobody answered within their topic's `offer_timeout_secs` and offers
     /// those conversations to the next eligible responders (who did not have them yet).
     pub async fn expire_offers(&self) -> Result<(), StoreError> {
+        for room in self.rooms_with_expired_offers().await? {
+            self.expire_offers_in(&room).await?;
+        }
+        Ok(())
+    }
+
+    /// The open offers past their topic's time-out, with their topic and creation time.
+    async fn expired_offers(&self) -> Result<Vec<OfferRow>, StoreError> {
         let shortest = self
             .config
             .topics
@@ -338,18 +356,44 @@ impl Bridge {
             .min()
             .unwrap_or(120);
         let now = now_ms();
-        let mut rerouted = HashSet::new();
-        for (offer, topic, created) in self
+        Ok(self
             .store
             .open_offers_before(now - (shortest * 1000) as i64)
             .await?
-        {
-            let timeout = self
-                .config
-                .topic(&topic)
-                .map(|t| t.offer_timeout_secs)
-                .unwrap_or(120);
-            if !offer_expired(now, created, timeout)
+            .into_iter()
+            .filter(|(_, topic, created)| {
+                let timeout = self
+                    .config
+                    .topic(topic)
+                    .map(|t| t.offer_timeout_secs)
+                    .unwrap_or(120);
+                offer_expired(now, *created, timeout)
+            })
+            .map(|(offer, _, _)| offer)
+            .collect())
+    }
+
+    /// Conversations with an offer past its time-out.
+    pub(super) async fn rooms_with_expired_offers(&self) -> Result<Vec<String>, StoreError> {
+        let mut rooms: Vec<String> = self
+            .expired_offers()
+            .await?
+            .into_iter()
+            .map(|o| o.room_id)
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    /// Withdraws one conversation's offers past their time-out and routes it again, under
+    /// its lock.
+    pub(super) async fn expire_offers_in(&self, room: &str) -> Result<(), StoreError> {
+        let _room = self.room_locks.lock(room).await;
+        let span = tracing::info_span!("conversation", room_id = %room);
+        let mut expired = false;
+        for offer in self.expired_offers().await? {
+            if offer.room_id != room
                 || !self
                     .store
                     .transition_offer(offer.id, "open", "expired")
@@ -357,7 +401,7 @@ impl Bridge {
             {
                 continue;
             }
-            let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+            expired = true;
             span.in_scope(|| tracing::info!(responder = %offer.responder_id, "offer not answered in time; withdrawn"));
             if let (Some(handle), Some(connector)) = (
                 &offer.remote_message_id,
@@ -368,25 +412,38 @@ impl Bridge {
                     &offer.address,
                     connector.close_offer(&offer.address, handle, "This offer expired."),
                 )
+                .instrument(span.clone())
                 .await
             {
-                tracing::warn!(error = %e, "could not withdraw an expired offer");
+                span.in_scope(|| tracing::warn!(error = %e, "could not withdraw an expired offer"));
             }
-            rerouted.insert(offer.room_id);
         }
-        for room in rerouted {
-            if let Some(conversation) = self.store.conversation(&room).await? {
-                self.route(&conversation).await?;
-            }
+        if expired && let Some(conversation) = self.store.conversation(room).await? {
+            self.route(&conversation).instrument(span).await?;
         }
         Ok(())
     }
 
-    /// Hands over conversations whose responder went offline, did not send a first reply in
-    /// time, or stays silent while the visitor waits. Everything is judged from the database
-    /// (assignment start, transcript times, status), so it holds across restarts.
+    /// Hands over conversations whose holder went offline, has not answered in time, or let
+    /// the conversation idle past its topic's limits. (The running service hands each over in
+    /// its room's lane: `worker.rs`.)
     pub async fn watch_responders(&self) -> Result<(), StoreError> {
+        for (room, platform, address, why) in self.holders_past_limits().await? {
+            let _room = self.room_locks.lock(&room).await;
+            let span = tracing::info_span!("conversation", room_id = %room);
+            self.hand_over_because(&room, &platform, &address, why)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every holder that must hand over now, as (room, platform, address, why).
+    pub(super) async fn holders_past_limits(
+        &self,
+    ) -> Result<Vec<(String, String, String, &'static str)>, StoreError> {
         let now = now_ms();
+        let mut due = Vec::new();
         for (a, started) in self.store.all_active_assignments().await? {
             let Some(conversation) = self.store.conversation(&a.room_id).await? else {
                 continue;
@@ -417,15 +474,13 @@ impl Bridge {
                 .filter(|m| m.sender_role == SenderRole::Visitor)
                 .map(|m| m.origin_server_ts)
                 .max();
-            let why = handover_reason(now, started, last_reply, last_visitor, status, limits);
-            if let Some(why) = why {
-                let span = tracing::info_span!("conversation", room_id = %a.room_id);
-                self.hand_over_because(&a.room_id, &a.platform, &a.address, why)
-                    .instrument(span)
-                    .await?;
+            if let Some(why) =
+                handover_reason(now, started, last_reply, last_visitor, status, limits)
+            {
+                due.push((a.room_id, a.platform, a.address, why));
             }
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Events in rooms that are not conversations: the bot accepts invites (so a Matrix
@@ -502,6 +557,8 @@ impl Bridge {
         if field("sender") != offer.address {
             return Ok(());
         }
+        // This room's lane is the relay room's; the conversation may be busy in its own.
+        let _room = self.room_locks.lock(&offer.room_id).await;
         let span = tracing::info_span!("conversation", room_id = %offer.room_id);
         match (field("type"), event["content"]["membership"].as_str()) {
             ("m.room.member", Some("join")) => {

@@ -2,16 +2,19 @@
 //! the platform's parts once, sent part by part in order per conversation, paced as each
 //! connector declares, retried with backoff, and never sent twice once a part went out.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use switchboard_appservice::ruma::OwnedMxcUri;
 use tracing::Instrument;
 
-use super::Bridge;
+use super::{Bridge, lanes::LaneKey};
 use crate::{
     connector::{Attachment, Connector, ConnectorError, Delivery, MediaRef},
     conversation::Conversation,
-    store::{AssignmentRow, StoreError, now_ms},
+    store::{AssignmentRow, OutboxRow, StoreError, now_ms},
 };
 
 impl Bridge {
@@ -55,6 +58,7 @@ impl Bridge {
                     &payload,
                 )
                 .await?;
+            self.want_delivery(&a.platform, &a.address);
         }
         Ok(())
     }
@@ -80,128 +84,235 @@ impl Bridge {
             .and_then(|o| o.remote_message_id))
     }
 
-    /// Delivers due outbox rows, oldest first, never overtaking an earlier undelivered row of
-    /// the same conversation. Returns when the next row is due, if any is waiting.
+    /// Hands each chat with deliveries due to its lane (`LaneKey::To`), and returns when the
+    /// next delivery not yet due will be. Only lanes with new work are looked at, unless
+    /// `full`: then every chat with undelivered rows is.
+    pub(super) async fn schedule_deliveries(
+        self: &Arc<Self>,
+        full: bool,
+    ) -> Result<Option<Duration>, StoreError> {
+        let wanted: Vec<(String, String)> = self
+            .deliveries_wanted
+            .lock()
+            .expect("deliveries lock")
+            .drain()
+            .collect();
+        for (platform, address) in wanted {
+            self.submit_delivery(platform, address);
+        }
+        if !full {
+            let next = self.next_delivery_due.load(Ordering::SeqCst);
+            if next == i64::MAX {
+                return Ok(None);
+            }
+            if next > now_ms() {
+                return Ok(Some(Duration::from_millis((next - now_ms()) as u64)));
+            }
+        }
+        // A retry fell due (or a full look): read which chats have undelivered rows.
+        self.next_delivery_due.store(i64::MAX, Ordering::SeqCst);
+        let now = now_ms();
+        let mut next: Option<i64> = None;
+        for (platform, address, due) in self.store.outbox_lanes().await? {
+            if due <= now {
+                self.submit_delivery(platform, address);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        if let Some(at) = next {
+            self.next_delivery_due.fetch_min(at, Ordering::SeqCst);
+        }
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
+        let me = self.clone();
+        let key = LaneKey::To {
+            platform: platform.clone(),
+            address: address.clone(),
+        };
+        self.lanes.submit(
+            key,
+            Some("deliver"),
+            Box::pin(async move {
+                match me.drain_chat(&platform, &address).await {
+                    Ok(Some(at)) => {
+                        me.next_delivery_due.fetch_min(at, Ordering::SeqCst);
+                        me.inbox_ready.notify_one();
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(platform = %platform, error = %e, "delivery failed; retrying later");
+                        me.next_delivery_due
+                            .fetch_min(now_ms() + 1000, Ordering::SeqCst);
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Asks the scheduler to start the lane of this chat (a delivery was queued for it).
+    pub(super) fn want_delivery(&self, platform: &str, address: &str) {
+        self.deliveries_wanted
+            .lock()
+            .expect("deliveries lock")
+            .insert((platform.to_owned(), address.to_owned()));
+        self.inbox_ready.notify_one();
+    }
+
+    /// Delivers every due row of every chat, each chat in order, all in this call: what the
+    /// lanes do, without them, for tests that fix the order of everything. Returns when the
+    /// next row is due, if one is waiting.
+    pub async fn drain_outbox(&self) -> Result<Option<Duration>, StoreError> {
+        let mut next: Option<i64> = None;
+        for (platform, address, _) in self.store.outbox_lanes().await? {
+            if let Some(at) = self.drain_chat(&platform, &address).await? {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// Delivers one chat's due rows, oldest first; the lane of the chat runs one of these at
+    /// a time. Returns when its first undelivered row is next due, if one is waiting.
     ///
     /// A row is sent part by part (see [`Connector::render`]): each part takes its own paced
     /// slot, and is recorded (`parts_sent`, its remote message mapped) as soon as the platform
     /// accepts it, so a 429 or a failure on part k retries part k and never resends parts
-    /// before it, also after a restart. A part whose slot is not free yet is left for a later
-    /// pass, which is scheduled for it: nothing here waits while other chats have work.
+    /// before it, also after a restart. Waiting for a paced slot happens here, in the chat's
+    /// own lane, so it holds up nobody else.
     ///
     /// One window remains: a crash between the platform accepting a part and our recording
     /// it resends that one part (Telegram has no idempotency key; Matrix's transaction IDs
-    /// make the resend harmless there).
-    pub async fn drain_outbox(&self) -> Result<Option<Duration>, StoreError> {
-        let mut blocked_rooms = HashSet::new();
-        let mut next_due: Option<i64> = None;
-        for (row, due_at) in self.store.pending_outbox(200).await? {
-            if blocked_rooms.contains(&row.room_id) {
-                continue;
+    /// make the resend harmless there). The same holds for a call cut off by the connector's
+    /// `call_timeout` that the platform did carry out.
+    pub(super) async fn drain_chat(
+        &self,
+        platform_name: &str,
+        address: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        loop {
+            let rows = self
+                .store
+                .pending_outbox_to(platform_name, address, super::DELIVERY_BATCH)
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
             }
-            if due_at > now_ms() {
-                blocked_rooms.insert(row.room_id.clone());
-                next_due = Some(next_due.map_or(due_at, |n| n.min(due_at)));
-                continue;
-            }
-            let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
-            let Some((platform, connector)) = self.remote(&row.platform) else {
-                self.store.outbox_failed(row.seq).await?;
-                continue;
-            };
-            let delivery: Delivery = match serde_json::from_str(&row.payload_json) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "undecodable outbox row dropped");
-                    self.store.outbox_failed(row.seq).await?;
-                    continue;
+            for (row, due_at) in rows {
+                if due_at > now_ms() {
+                    return Ok(Some(due_at));
                 }
-            };
-            // Rendered once, stored before the first part goes out, and never again.
-            let parts = match &row.parts {
-                Some(parts) => parts.clone(),
-                None => {
-                    self.store
-                        .outbox_set_parts(row.seq, &connector.render(&delivery))
-                        .await?
-                }
-            };
-            let caps = connector.capabilities();
-            let mut sent = row.parts_sent.max(0) as usize;
-            let mut failure = None;
-            while sent < parts.len() {
-                if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now_ms()) {
-                    next_due = Some(next_due.map_or(free_at, |n| n.min(free_at)));
-                    break;
-                }
-                let result = self
-                    .deliver_one(
-                        connector.as_ref(),
-                        &delivery,
-                        sent,
-                        &parts[sent],
-                        &row.address,
-                    )
-                    .instrument(span.clone())
-                    .await;
-                match result {
-                    Ok(message_id) => {
-                        self.store
-                            .outbox_part_sent(&row, sent as i64, &message_id)
-                            .await?;
-                        sent += 1;
+                let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
+                match self.deliver_row(&row).instrument(span.clone()).await? {
+                    RowOutcome::Delivered => {}
+                    RowOutcome::Later(at) => return Ok(Some(at)),
+                    RowOutcome::Unreachable => {
+                        // The responder cannot be reached: someone else takes over.
+                        let _room = self.room_locks.lock(&row.room_id).await;
+                        self.hand_over_because(
+                            &row.room_id,
+                            &row.platform,
+                            &row.address,
+                            "their platform could not be reached",
+                        )
+                        .instrument(span)
+                        .await?;
                     }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            let _enter = span.enter();
-            if sent >= parts.len() {
-                self.store.outbox_done(row.seq).await?;
-                tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
-                continue;
-            }
-            // Later rows of this conversation wait for the rest of this one.
-            blocked_rooms.insert(row.room_id.clone());
-            let Some(e) = failure else {
-                continue; // paced: the next part goes in a later pass
-            };
-            // Parts accepted in this pass started the count afresh (see `outbox_part_sent`).
-            let attempts = if sent > row.parts_sent as usize {
-                0
-            } else {
-                row.attempts
-            };
-            match retry_delay(&e, attempts, caps.unreachable_hands_over) {
-                Some(wait) => {
-                    tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
-                    let at = now_ms() + wait.as_millis() as i64;
-                    if let ConnectorError::RetryAfter(_) = e {
-                        // Nothing else goes to this chat before then (notices included).
-                        self.pacer.hold(platform, &row.address, at);
-                    }
-                    self.store.outbox_retry_at(row.seq, at).await?;
-                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                }
-                None => {
-                    tracing::error!(error = %e, part = sent, "delivery failed for good");
-                    self.store.outbox_failed(row.seq).await?;
-                    blocked_rooms.remove(&row.room_id);
-                    // The responder cannot be reached: someone else takes over.
-                    drop(_enter);
-                    self.hand_over_because(
-                        &row.room_id,
-                        &row.platform,
-                        &row.address,
-                        "their platform could not be reached",
-                    )
-                    .await?;
                 }
             }
         }
-        Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// Sends what is left of one row, part by part.
+    async fn deliver_row(&self, row: &OutboxRow) -> Result<RowOutcome, StoreError> {
+        let Some((platform, connector)) = self.remote(&row.platform) else {
+            self.store.outbox_failed(row.seq).await?;
+            return Ok(RowOutcome::Delivered);
+        };
+        let delivery: Delivery = match serde_json::from_str(&row.payload_json) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable outbox row set aside");
+                self.set_aside("outbox", row.seq, Some(&row.room_id), &e.to_string())
+                    .await?;
+                return Ok(RowOutcome::Delivered);
+            }
+        };
+        // Rendered once, stored before the first part goes out, and never again.
+        let parts = match &row.parts {
+            Some(parts) => parts.clone(),
+            None => {
+                self.store
+                    .outbox_set_parts(row.seq, &connector.render(&delivery))
+                    .await?
+            }
+        };
+        let caps = connector.capabilities();
+        let mut sent = row.parts_sent.max(0) as usize;
+        let mut failure = None;
+        while sent < parts.len() {
+            if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now_ms()) {
+                let wait = free_at - now_ms();
+                if wait > MAX_PACING_WAIT.as_millis() as i64 {
+                    return Ok(RowOutcome::Later(free_at));
+                }
+                // The chat's own slot: waiting here holds up only this chat.
+                tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+                continue;
+            }
+            match self
+                .deliver_one(
+                    connector.as_ref(),
+                    &delivery,
+                    sent,
+                    &parts[sent],
+                    &row.address,
+                )
+                .await
+            {
+                Ok(message_id) => {
+                    self.store
+                        .outbox_part_sent(row, sent as i64, &message_id)
+                        .await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(e) = failure else {
+            self.store.outbox_done(row.seq).await?;
+            tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+            return Ok(RowOutcome::Delivered);
+        };
+        // Parts accepted in this pass started the count afresh (see `outbox_part_sent`).
+        let attempts = if sent > row.parts_sent as usize {
+            0
+        } else {
+            row.attempts
+        };
+        match retry_delay(&e, attempts, caps.unreachable_hands_over) {
+            Some(wait) => {
+                tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                let at = now_ms() + wait.as_millis() as i64;
+                if let ConnectorError::RetryAfter(_) = e {
+                    // Nothing else goes to this chat before then (notices included).
+                    self.pacer.hold(platform, &row.address, at);
+                }
+                self.store.outbox_retry_at(row.seq, at).await?;
+                Ok(RowOutcome::Later(at))
+            }
+            None => {
+                tracing::error!(error = %e, part = sent, "delivery failed for good");
+                self.set_aside("outbox", row.seq, Some(&row.room_id), &e.to_string())
+                    .await?;
+                Ok(RowOutcome::Unreachable)
+            }
+        }
     }
 
     /// One part of an outbox row to its platform: text as text; a file fetched from the media
@@ -270,6 +381,19 @@ impl Bridge {
         send.await
     }
 }
+
+/// What became of one outbox row in one pass.
+enum RowOutcome {
+    /// Every part went out (or the row was set aside).
+    Delivered,
+    /// To be tried again at this time (unix ms).
+    Later(i64),
+    /// Failed for good: the responder counts as unreachable.
+    Unreachable,
+}
+
+/// The longest a chat's lane waits for its next paced slot before leaving the row for later.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a service message to a responder may wait for pacing and retries.
 pub(super) const NOTICE_PATIENCE: Duration = Duration::from_secs(5);

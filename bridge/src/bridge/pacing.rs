@@ -124,6 +124,7 @@ mod tests {
         min_interval_per_chat: Duration::from_secs(1),
         max_messages_per_second: Some(30),
         unreachable_hands_over: true,
+        call_timeout: Duration::from_secs(30),
     };
     const T0: i64 = 1_700_000_000_000;
 

@@ -55,19 +55,6 @@ impl Bridge {
         Ok(())
     }
 
-    /// Handles recorded remote events in arrival order.
-    pub async fn drain_remote(&self) -> Result<usize, StoreError> {
-        let batch = self.store.pending_remote_events(100).await?;
-        for e in &batch {
-            match serde_json::from_str::<RemoteEvent>(&e.event_json) {
-                Ok(event) => self.handle_remote(&e.platform, event).await?,
-                Err(err) => tracing::error!(error = %err, "undecodable remote event skipped"),
-            }
-            self.store.mark_remote_processed(e.seq).await?;
-        }
-        Ok(batch.len())
-    }
-
     /// Sends a responder a service message (offer taken, command answers, hand-off notes).
     /// These are short and rare, so they are sent at once rather than queued, but they keep
     /// to the per-chat pacing and wait out a rate limit within `NOTICE_PATIENCE`, so a 429
@@ -141,13 +128,21 @@ impl Bridge {
         }
     }
 
-    async fn handle_remote(&self, platform: &str, event: RemoteEvent) -> Result<(), StoreError> {
+    pub(super) async fn handle_remote(
+        &self,
+        platform: &str,
+        event: RemoteEvent,
+    ) -> Result<(), StoreError> {
         match event {
             RemoteEvent::Accept {
                 offer_id,
                 address,
                 display_name,
             } => {
+                let Some(offer) = self.store.offer(offer_id).await? else {
+                    return Ok(());
+                };
+                let _room = self.room_locks.lock(&offer.room_id).await;
                 self.accept(platform, offer_id, &address, &display_name)
                     .await
             }
@@ -155,6 +150,7 @@ impl Bridge {
                 let Some(offer) = self.store.offer(offer_id).await? else {
                     return Ok(());
                 };
+                let _room = self.room_locks.lock(&offer.room_id).await;
                 if offer.platform != platform || offer.address != address {
                     return Ok(());
                 }
@@ -243,6 +239,7 @@ impl Bridge {
                             .pick_conversation(platform, &address, reply_to.as_deref())
                             .await?
                         {
+                            let _room = self.room_locks.lock(&room).await;
                             self.end_assignment(&room, platform, &address).await?;
                         }
                     }
@@ -251,6 +248,7 @@ impl Bridge {
                             .pick_conversation(platform, &address, reply_to.as_deref())
                             .await?
                         {
+                            let _room = self.room_locks.lock(&room).await;
                             self.transfer(&room, platform, &address, &args).await?;
                         }
                     }

@@ -150,7 +150,7 @@ impl Bridge {
             self.store.record_provisional_message(&message).await?;
         }
         if self.store.enqueue_room_post(room, txn_id, &json).await? {
-            self.inbox_ready.notify_one();
+            self.posts_ready.notify_one();
         }
         Ok(())
     }
@@ -231,7 +231,7 @@ impl Bridge {
         match self.store.retry_room_posts_now().await {
             Ok(n) if n > 0 => {
                 tracing::info!(posts = n, "homeserver is back; retrying waiting posts now");
-                self.inbox_ready.notify_one();
+                self.posts_ready.notify_one();
             }
             Ok(_) => {}
             Err(e) => {

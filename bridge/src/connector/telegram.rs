@@ -359,6 +359,8 @@ impl Connector for TelegramConnector {
             min_interval_per_chat: Duration::from_secs(1),
             max_messages_per_second: Some(30),
             unreachable_hands_over: true,
+            // A file of up to 50 MB goes up in one call; texts take well under a second.
+            call_timeout: Duration::from_secs(30),
         }
     }
 

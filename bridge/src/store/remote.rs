@@ -486,32 +486,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let parts = r
-                    .try_get::<Option<String>, _>("parts_json")?
-                    .map(|json| serde_json::from_str::<Vec<String>>(&json))
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt {
-                        table: "outbox",
-                        detail: format!("parts_json: {e}"),
-                    })?;
-                Ok((
-                    OutboxRow {
-                        seq: r.try_get("seq")?,
-                        room_id: r.try_get("room_id")?,
-                        platform: r.try_get("platform")?,
-                        address: r.try_get("address")?,
-                        event_id: r.try_get("event_id")?,
-                        payload_json: r.try_get("payload_json")?,
-                        attempts: r.try_get("attempts")?,
-                        parts,
-                        parts_sent: r.try_get("parts_sent")?,
-                    },
-                    r.try_get("next_attempt_at")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(outbox_row).collect()
     }
 
     /// Stores the parts a row's delivery was rendered into, before the first one is sent. A
@@ -605,6 +580,32 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// An outbox row as read by the queries here, with when it is next due.
+pub(super) fn outbox_row(r: &sqlx::any::AnyRow) -> Result<(OutboxRow, i64), StoreError> {
+    let parts = r
+        .try_get::<Option<String>, _>("parts_json")?
+        .map(|json| serde_json::from_str::<Vec<String>>(&json))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            table: "outbox",
+            detail: format!("parts_json: {e}"),
+        })?;
+    Ok((
+        OutboxRow {
+            seq: r.try_get("seq")?,
+            room_id: r.try_get("room_id")?,
+            platform: r.try_get("platform")?,
+            address: r.try_get("address")?,
+            event_id: r.try_get("event_id")?,
+            payload_json: r.try_get("payload_json")?,
+            attempts: r.try_get("attempts")?,
+            parts,
+            parts_sent: r.try_get("parts_sent")?,
+        },
+        r.try_get("next_attempt_at")?,
+    ))
 }
 
 /// How long an issued link code stays valid.

@@ -1,0 +1,318 @@
+//! Lanes: work partitioned by key, strictly in order within a key and in parallel across keys.
+//!
+//! A conversation's events run in the lane of its room; deliveries to a responder's chat run
+//! in the lane of that (platform, address); a responder's own events in the lane of their
+//! address. So one slow platform call, one long backlog or one bad event holds up its own
+//! lane and nothing else. A lane is a task that exists while it has work and ends when its
+//! queue is empty; at most `concurrency` jobs run at once, so a flood of keys cannot spawn
+//! unbounded work. A job that panics is logged and the lane goes on with the next one:
+//! whoever submitted it decides what a panic means for its item (see `run_guarded`).
+//!
+//! Conversations are also guarded by [`RoomLocks`]: work about one room from different lanes
+//! (the room's own events, a responder's accept in their lane, a delivery's hand-over) is
+//! serialised by the room's lock, so a conversation's state changes one at a time as it did
+//! when a single worker did everything.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+};
+
+use futures_util::FutureExt;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
+
+/// One unit of work in a lane.
+pub(crate) type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Which lane: a conversation, or a chat on a platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum LaneKey {
+    /// A conversation's room: its events, routing and offer time-outs.
+    Room(String),
+    /// A responder's chat on a platform: what they sent us.
+    From { platform: String, address: String },
+    /// A responder's chat on a platform: what we deliver to them.
+    To { platform: String, address: String },
+}
+
+struct Lane {
+    queue: VecDeque<(Option<&'static str>, Job)>,
+    /// Kinds of jobs queued and not yet started: a second job of the same kind would find
+    /// the same work in the store, so it is not queued again.
+    queued_kinds: HashSet<&'static str>,
+}
+
+/// The set of lanes. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Lanes {
+    lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Lanes {
+    pub fn new(concurrency: usize) -> Self {
+        Self {
+            lanes: Arc::default(),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    /// Queues `job` in the lane of `key`, starting the lane if it is idle. With a `kind`, the
+    /// job is dropped when a job of that kind is already queued there and has not started:
+    /// for jobs that read what to do from the store ("drain this room's inbox").
+    pub fn submit(&self, key: LaneKey, kind: Option<&'static str>, job: Job) {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        if let Some(lane) = lanes.get_mut(&key) {
+            if let Some(kind) = kind
+                && !lane.queued_kinds.insert(kind)
+            {
+                return;
+            }
+            lane.queue.push_back((kind, job));
+            return;
+        }
+        let mut lane = Lane {
+            queue: VecDeque::new(),
+            queued_kinds: HashSet::new(),
+        };
+        if let Some(kind) = kind {
+            lane.queued_kinds.insert(kind);
+        }
+        lane.queue.push_back((kind, job));
+        lanes.insert(key.clone(), lane);
+        drop(lanes);
+        tokio::spawn(self.clone().run(key));
+    }
+
+    /// How many lanes have work (queued or running).
+    #[cfg(test)]
+    pub fn busy(&self) -> usize {
+        self.lanes.lock().expect("lanes lock").len()
+    }
+
+    /// Whether the lane of `key` has work.
+    #[cfg(test)]
+    pub fn is_busy(&self, key: &LaneKey) -> bool {
+        self.lanes.lock().expect("lanes lock").contains_key(key)
+    }
+
+    async fn run(self, key: LaneKey) {
+        loop {
+            let job = {
+                let mut lanes = self.lanes.lock().expect("lanes lock");
+                let Some(lane) = lanes.get_mut(&key) else {
+                    return;
+                };
+                match lane.queue.pop_front() {
+                    Some((kind, job)) => {
+                        if let Some(kind) = kind {
+                            lane.queued_kinds.remove(kind);
+                        }
+                        job
+                    }
+                    None => {
+                        // Removed under the lock `submit` takes: a job submitted after this
+                        // starts a new lane, so nothing is left behind.
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let Ok(_permit) = self.permits.clone().acquire_owned().await else {
+                return; // the semaphore is never closed
+            };
+            if let Err(panic) = AssertUnwindSafe(job).catch_unwind().await {
+                tracing::error!(lane = ?key, panic = %panic_text(&*panic), "a job panicked; the lane goes on");
+            }
+        }
+    }
+}
+
+/// Runs `work`, turning a panic into an error carrying the panic's message, so the caller can
+/// set aside the one item that caused it and go on.
+pub(crate) async fn run_guarded<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| format!("panicked: {}", panic_text(&*panic)))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// One lock per conversation, made when first asked for and gone when nobody holds it.
+#[derive(Default)]
+pub(crate) struct RoomLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl RoomLocks {
+    /// Waits for the room's lock. Never take a second room's lock while holding one, and
+    /// never take the same room's twice in one call chain: the locks are not reentrant.
+    pub async fn lock(&self, room: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().expect("room locks");
+            match locks.get(room).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    // Forget locks nobody holds any more before the map grows.
+                    if locks.len() >= 1024 {
+                        locks.retain(|_, l| l.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(room.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn room(r: &str) -> LaneKey {
+        LaneKey::Room(r.to_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_lane_keeps_order_and_others_run_past_a_stuck_one() {
+        let lanes = Lanes::new(4);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Room a's first job hangs for an hour.
+        let l = log.clone();
+        lanes.submit(
+            room("a"),
+            None,
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                l.lock().unwrap().push("a1");
+            }),
+        );
+        let l = log.clone();
+        lanes.submit(
+            room("a"),
+            None,
+            Box::pin(async move { l.lock().unwrap().push("a2") }),
+        );
+        for name in ["b1", "b2"] {
+            let l = log.clone();
+            lanes.submit(
+                room("b"),
+                None,
+                Box::pin(async move { l.lock().unwrap().push(name) }),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(*log.lock().unwrap(), ["b1", "b2"], "b is not held up by a");
+        assert!(lanes.is_busy(&room("a")));
+        assert!(!lanes.is_busy(&room("b")), "an idle lane ends");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["b1", "b2", "a1", "a2"],
+            "a kept its order"
+        );
+        assert_eq!(lanes.busy(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_job_does_not_end_its_lane() {
+        let lanes = Lanes::new(1);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        lanes.submit(room("a"), None, Box::pin(async { panic!("bad event") }));
+        let l = log.clone();
+        lanes.submit(
+            room("a"),
+            None,
+            Box::pin(async move { l.lock().unwrap().push("after") }),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*log.lock().unwrap(), ["after"]);
+        assert_eq!(
+            run_guarded(async { panic!("boom {}", 7) }).await,
+            Err::<(), _>("panicked: boom 7".to_owned())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_job_of_a_kind_is_not_queued_twice_but_a_started_one_is() {
+        let lanes = Lanes::new(2);
+        let runs = Arc::new(Mutex::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        // A blocker keeps the lane busy so the "drain" jobs queue behind it.
+        let g = gate.clone();
+        lanes.submit(room("a"), None, Box::pin(async move { g.notified().await }));
+        for _ in 0..5 {
+            let r = runs.clone();
+            lanes.submit(
+                room("a"),
+                Some("drain"),
+                Box::pin(async move { *r.lock().unwrap() += 1 }),
+            );
+        }
+        gate.notify_one();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*runs.lock().unwrap(), 1);
+        let r = runs.clone();
+        lanes.submit(
+            room("a"),
+            Some("drain"),
+            Box::pin(async move { *r.lock().unwrap() += 1 }),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*runs.lock().unwrap(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_bounded() {
+        let lanes = Lanes::new(2);
+        let running = Arc::new(Mutex::new((0, 0)));
+        for i in 0..6 {
+            let r = running.clone();
+            lanes.submit(
+                room(&i.to_string()),
+                None,
+                Box::pin(async move {
+                    {
+                        let mut r = r.lock().unwrap();
+                        r.0 += 1;
+                        r.1 = r.1.max(r.0);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    r.lock().unwrap().0 -= 1;
+                }),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(running.lock().unwrap().1, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn room_locks_serialise_one_room_only() {
+        let locks = Arc::new(RoomLocks::default());
+        let held = locks.lock("a").await;
+        // Another room is free.
+        let _b = locks.lock("b").await;
+        let l = locks.clone();
+        let waiter = tokio::spawn(async move {
+            let _a = l.lock("a").await;
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "a is held");
+        drop(held);
+        waiter.await.unwrap();
+    }
+}

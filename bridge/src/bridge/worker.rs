@@ -1,0 +1,536 @@
+//! The running service's work: who does what, in which lane, and what happens when it fails.
+//!
+//! - The **scheduler** (`run_scheduler`) does no platform calls itself. It reads what is new in
+//!   the store (events recorded from the homeserver, events recorded from platforms,
+//!   deliveries queued, waiting conversations, offers past their time, holders past their
+//!   limits) and hands each piece of work to its lane (`lanes.rs`): a conversation's events,
+//!   routing and time-outs to the lane of its room; a responder's events to the lane of their
+//!   chat; deliveries to the lane of the chat they go to.
+//! - **Room posts** (writes into conversation rooms) have their own loop, so a homeserver that
+//!   hangs holds up posting and nothing else.
+//! - **Typing** has its own task (`typing.rs`).
+//!
+//! Each of these loops is supervised: one that panics is logged, reported, and started again.
+//! An item whose handling fails for a reason worth retrying is retried in its lane with
+//! backoff and jitter (the rest of that lane waits, to keep the conversation's order; other
+//! lanes go on); one that can never work, that panics, or that keeps failing is set aside with
+//! its reason (`set_aside`), and its lane goes on with the next.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use backon::BackoffBuilder;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::{
+    Bridge,
+    lanes::{LaneKey, run_guarded},
+};
+use crate::{
+    connector::RemoteEvent,
+    store::{InboxEvent, RemoteInboxEvent, StoreError},
+};
+
+/// How often queued conversations are routed again without any other reason to.
+const QUEUE_RECHECK: Duration = Duration::from_secs(30);
+
+/// How often the scheduler looks at the whole inbox and outbox rather than only what is new:
+/// a lane that gave up on a store failure is started again by this.
+const FULL_SCAN: Duration = Duration::from_secs(10);
+
+/// How many events one pass of a room's lane takes from the store.
+const ROOM_BATCH: i64 = 50;
+
+/// Where the scheduler has read up to, per queue. Kept in memory: after a restart every
+/// pending item is read again, and the lanes' work is idempotent.
+#[derive(Default)]
+pub(super) struct Cursors {
+    inbox: AtomicI64,
+    remote: AtomicI64,
+}
+
+/// How an item's handling is retried: exponential from 200 ms to 30 s with jitter, eight
+/// times (about two minutes), then the item is set aside.
+fn item_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(8)
+        .with_jitter()
+        .build()
+}
+
+/// Whether a store failure is worth retrying: the database being busy, unreachable or
+/// restarting is; a row we cannot read is not.
+fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(e) => !matches!(
+            e,
+            sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::RowNotFound
+        ),
+        StoreError::Corrupt { .. } | StoreError::UnsupportedUrl(_) | StoreError::Migrate(_) => {
+            false
+        }
+    }
+}
+
+/// The outcome of handling one item, after retries.
+enum Handled {
+    Done,
+    /// Set aside with this reason.
+    SetAside(String),
+    /// The store itself failed; the item stays pending and is picked up again later.
+    StoreDown(StoreError),
+}
+
+impl Bridge {
+    /// Runs the service's loops until `stop` turns true: the scheduler and the room posts,
+    /// each restarted if it panics, and the typing task.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let typing = self
+            .typing_rx
+            .lock()
+            .expect("typing receiver lock")
+            .take()
+            .map(|rx| tokio::spawn(self.clone().run_typing(rx)));
+        let scheduler = {
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(supervise("scheduler", stop.clone(), move || {
+                me.clone().run_scheduler(stop.clone())
+            }))
+        };
+        let posts = {
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(supervise("room posts", stop.clone(), move || {
+                me.clone().run_room_posts(stop.clone())
+            }))
+        };
+        let _ = scheduler.await;
+        let _ = posts.await;
+        if let Some(typing) = typing {
+            typing.abort();
+        }
+    }
+
+    /// Reads what is new and hands it to the lanes; see the module's description.
+    async fn run_scheduler(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // Everything pending is looked at once at the start: the cursors begin at zero.
+        let mut next_queue_check = tokio::time::Instant::now();
+        let mut queue_due = true;
+        let mut next_tick = tokio::time::Instant::now();
+        let mut next_full_scan = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if queue_due || now >= next_queue_check {
+                if let Err(e) = self.schedule_waiting().await {
+                    tracing::error!(error = %e, "reading queued conversations failed; retrying");
+                }
+                next_queue_check = now + QUEUE_RECHECK;
+                queue_due = false;
+            }
+            // Offer time-outs and holders' limits are looked at about once a second.
+            if now >= next_tick {
+                if let Err(e) = self.schedule_expiries().await {
+                    tracing::error!(error = %e, "reading open offers failed; retrying");
+                }
+                if let Err(e) = self.schedule_watch().await {
+                    tracing::error!(error = %e, "checking responders failed; retrying");
+                }
+                next_tick = now + Duration::from_secs(1);
+            }
+            let full = now >= next_full_scan;
+            if full {
+                next_full_scan = now + FULL_SCAN;
+            }
+            if let Err(e) = self.schedule_inbox(full).await {
+                tracing::error!(error = %e, "reading the inbox failed; retrying");
+            }
+            if let Err(e) = self.schedule_remote(full).await {
+                tracing::error!(error = %e, "reading platform events failed; retrying");
+            }
+            let mut wait = Duration::from_secs(1);
+            match self.schedule_deliveries(full).await {
+                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(10))),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "reading the outbox failed; retrying"),
+            }
+            self.beat("scheduler");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = self.inbox_ready.notified() => {}
+                _ = self.register_changed.notified() => queue_due = true,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Posts into rooms, in its own loop (see `room_posts.rs`).
+    async fn run_room_posts(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let mut wait = Duration::from_secs(2);
+            match self.drain_room_posts().await {
+                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),
+            }
+            self.beat("room posts");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = self.posts_ready.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Rooms with events the scheduler has not handed out yet get their lane started (or told
+    /// to look again). With `full`, every room with a pending event does.
+    async fn schedule_inbox(self: &Arc<Self>, full: bool) -> Result<(), StoreError> {
+        if full {
+            for room in self.store.pending_inbox_rooms().await? {
+                self.submit_room_inbox(room);
+            }
+        }
+        loop {
+            let after = self.cursors.inbox.load(Ordering::SeqCst);
+            let batch = self.store.pending_inbox_rooms_after(after, 1000).await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(());
+            };
+            self.cursors.inbox.store(*last, Ordering::SeqCst);
+            let mut rooms: Vec<String> = batch.into_iter().map(|(_, room)| room).collect();
+            rooms.dedup();
+            let more = rooms.len() >= 1000;
+            for room in rooms {
+                self.submit_room_inbox(room);
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn submit_room_inbox(self: &Arc<Self>, room: String) {
+        let me = self.clone();
+        let key = LaneKey::Room(room.clone());
+        self.lanes.submit(
+            key,
+            Some("inbox"),
+            Box::pin(async move {
+                if let Err(e) = me.drain_room_inbox(&room).await {
+                    // Picked up again by the next full scan.
+                    tracing::error!(room_id = %room, error = %e, "a conversation's events could not be read");
+                }
+            }),
+        );
+    }
+
+    /// Platform events after the cursor, each to the lane of the responder's chat.
+    async fn schedule_remote(self: &Arc<Self>, full: bool) -> Result<(), StoreError> {
+        if full {
+            // Events a lane left pending after a store failure are handed out again; one
+            // still in its lane is not (`remote_in_flight`).
+            self.cursors.remote.store(0, Ordering::SeqCst);
+        }
+        loop {
+            let after = self.cursors.remote.load(Ordering::SeqCst);
+            let batch = self.store.pending_remote_events_after(after, 200).await?;
+            let Some(last) = batch.last().map(|e| e.seq) else {
+                return Ok(());
+            };
+            self.cursors.remote.store(last, Ordering::SeqCst);
+            let n = batch.len();
+            for event in batch {
+                if !self
+                    .remote_in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .insert(event.seq)
+                {
+                    continue;
+                }
+                let address = serde_json::from_str::<RemoteEvent>(&event.event_json)
+                    .map(|e| e.address().to_owned())
+                    .unwrap_or_default();
+                let key = LaneKey::From {
+                    platform: event.platform.clone(),
+                    address,
+                };
+                let me = self.clone();
+                self.lanes.submit(
+                    key,
+                    None,
+                    Box::pin(async move {
+                        let seq = event.seq;
+                        me.handle_remote_item(&event).await;
+                        me.remote_in_flight
+                            .lock()
+                            .expect("in-flight lock")
+                            .remove(&seq);
+                    }),
+                );
+            }
+            if n < 200 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waiting conversations, each routed in its room's lane.
+    async fn schedule_waiting(self: &Arc<Self>) -> Result<(), StoreError> {
+        for conversation in self.store.waiting_conversations().await? {
+            let me = self.clone();
+            let room = conversation.room_id.clone();
+            self.lanes.submit(
+                LaneKey::Room(room.clone()),
+                Some("route"),
+                Box::pin(async move {
+                    if let Err(e) = me.route_waiting(&room).await {
+                        tracing::error!(room_id = %room, error = %e, "routing failed; retrying later");
+                    }
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Offers past their time, each withdrawn in its room's lane.
+    async fn schedule_expiries(self: &Arc<Self>) -> Result<(), StoreError> {
+        for room in self.rooms_with_expired_offers().await? {
+            let me = self.clone();
+            self.lanes.submit(
+                LaneKey::Room(room.clone()),
+                Some("expire"),
+                Box::pin(async move {
+                    if let Err(e) = me.expire_offers_in(&room).await {
+                        tracing::error!(room_id = %room, error = %e, "expiring offers failed; retrying");
+                    }
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Holders past a limit, each handed over in its room's lane.
+    async fn schedule_watch(self: &Arc<Self>) -> Result<(), StoreError> {
+        for (room, platform, address, why) in self.holders_past_limits().await? {
+            let me = self.clone();
+            self.lanes.submit(
+                LaneKey::Room(room.clone()),
+                Some("watch"),
+                Box::pin(async move {
+                    let _room = me.room_locks.lock(&room).await;
+                    let span = tracing::info_span!("conversation", room_id = %room);
+                    if let Err(e) = me
+                        .hand_over_because(&room, &platform, &address, why)
+                        .instrument(span)
+                        .await
+                    {
+                        tracing::error!(room_id = %room, error = %e, "hand-over failed; retrying");
+                    }
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// One room's pending events, in order, until none is left. Its lane runs one of these at
+    /// a time, so a room's events are never handled out of order or twice at once.
+    pub(super) async fn drain_room_inbox(&self, room: &str) -> Result<(), StoreError> {
+        loop {
+            let batch = self.store.pending_events_in_room(room, ROOM_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for event in &batch {
+                if let Handled::StoreDown(e) = self.handle_inbox_item(event).await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Handles pending homeserver events in arrival order until none is left, all in this
+    /// call: what the lanes do, without them, for tests that fix the order of everything.
+    pub async fn drain_inbox(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        loop {
+            let batch = self.store.pending_events(100).await?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            for event in &batch {
+                if let Handled::StoreDown(e) = self.handle_inbox_item(event).await {
+                    return Err(e);
+                }
+                n += 1;
+            }
+        }
+    }
+
+    /// Handles pending platform events in arrival order, all in this call (see `drain_inbox`).
+    pub async fn drain_remote(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        loop {
+            let batch = self.store.pending_remote_events(100).await?;
+            if batch.is_empty() {
+                return Ok(n);
+            }
+            for event in &batch {
+                if let Handled::StoreDown(e) = self.handle_remote_item(event).await {
+                    return Err(e);
+                }
+                n += 1;
+            }
+        }
+    }
+
+    /// One homeserver event: handled under its conversation's lock, retried while that is
+    /// worth it, then marked processed or set aside.
+    async fn handle_inbox_item(&self, event: &InboxEvent) -> Handled {
+        let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
+        let outcome = self
+            .with_retries(|| self.process_event(event.seq, &event.room_id, &event.event_json))
+            .instrument(span.clone())
+            .await;
+        let marked = match &outcome {
+            Handled::Done => self.store.mark_processed(event.seq).await,
+            Handled::SetAside(reason) => {
+                span.in_scope(|| tracing::error!(%reason, "event set aside"));
+                self.set_aside("inbox", event.seq, Some(&event.room_id), reason)
+                    .await
+            }
+            Handled::StoreDown(_) => Ok(()),
+        };
+        match marked {
+            Ok(()) => outcome,
+            Err(e) => Handled::StoreDown(e),
+        }
+    }
+
+    /// One platform event, like [`Self::handle_inbox_item`].
+    async fn handle_remote_item(&self, event: &RemoteInboxEvent) -> Handled {
+        let outcome = match serde_json::from_str::<RemoteEvent>(&event.event_json) {
+            Ok(parsed) => {
+                self.with_retries(|| self.handle_remote(&event.platform, parsed.clone()))
+                    .await
+            }
+            Err(e) => Handled::SetAside(format!("undecodable platform event: {e}")),
+        };
+        let marked = match &outcome {
+            Handled::Done => self.store.mark_remote_processed(event.seq).await,
+            Handled::SetAside(reason) => {
+                tracing::error!(platform = %event.platform, %reason, "platform event set aside");
+                self.set_aside("remote", event.seq, None, reason).await
+            }
+            Handled::StoreDown(_) => Ok(()),
+        };
+        match marked {
+            Ok(()) => outcome,
+            Err(e) => Handled::StoreDown(e),
+        }
+    }
+
+    /// Runs `work` until it succeeds, retrying transient store failures with backoff. A
+    /// failure that can never work, a panic, or a failure that outlasts the backoff is the
+    /// item's own problem: it is set aside. A database that is down is not: the item stays
+    /// pending.
+    async fn with_retries<F, Fut>(&self, mut work: F) -> Handled
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
+        let mut backoff = item_backoff();
+        loop {
+            match run_guarded(work()).await {
+                Ok(Ok(())) => return Handled::Done,
+                Err(panic) => return Handled::SetAside(panic),
+                Ok(Err(e)) if !is_transient(&e) => return Handled::SetAside(e.to_string()),
+                Ok(Err(e)) => match backoff.next() {
+                    Some(wait) => {
+                        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "handling failed; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None if self.store_is_up().await => {
+                        return Handled::SetAside(format!("kept failing: {e}"));
+                    }
+                    None => return Handled::StoreDown(e),
+                },
+            }
+        }
+    }
+
+    /// Whether the database answers at all, to tell an item that keeps failing from a
+    /// database that is down.
+    async fn store_is_up(&self) -> bool {
+        self.store.count_inbox().await.is_ok()
+    }
+
+    /// Records that an item was set aside, and why, and takes it out of its queue.
+    pub(super) async fn set_aside(
+        &self,
+        source: &str,
+        seq: i64,
+        room: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(source, seq, room_id = room.unwrap_or_default(), %reason, "set aside");
+        match source {
+            "inbox" => self.store.mark_processed(seq).await,
+            "remote" => self.store.mark_remote_processed(seq).await,
+            _ => self.store.outbox_failed(seq).await,
+        }
+    }
+
+    /// The scheduler and the other loops beat here; `/health` reads it.
+    fn beat(&self, _part: &str) {}
+}
+
+/// Runs the loop `make` builds until `stop` turns true, starting it again when it panics.
+async fn supervise<F, Fut>(name: &'static str, stop: watch::Receiver<bool>, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut restarts = 0u32;
+    loop {
+        match tokio::spawn(make()).await {
+            Ok(()) => return,
+            Err(e) if *stop.borrow() => {
+                tracing::debug!(part = name, error = %e, "stopped");
+                return;
+            }
+            Err(e) => {
+                restarts += 1;
+                tracing::error!(part = name, error = %e, restarts, "panicked; starting it again");
+                let wait = Duration::from_millis(100 * u64::from(restarts.min(50)));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+impl RemoteEvent {
+    /// The platform address of whoever the event came from: the key of their lane.
+    pub fn address(&self) -> &str {
+        match self {
+            RemoteEvent::Accept { address, .. }
+            | RemoteEvent::Decline { address, .. }
+            | RemoteEvent::Message { address, .. }
+            | RemoteEvent::Edit { address, .. }
+            | RemoteEvent::Command { address, .. }
+            | RemoteEvent::Unreadable { address } => address,
+        }
+    }
+}
