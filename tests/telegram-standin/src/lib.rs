@@ -173,6 +173,7 @@ impl StandIn {
             world: Mutex::new(World::new(BotIdentity::from_token(token))),
             updates_signal: watch::channel(0).0,
             sent_signal: watch::channel(0).0,
+            hung: watch::channel(Default::default()).0,
             shutdown: shutdown_rx.clone(),
             http,
         });
@@ -485,6 +486,22 @@ impl StandIn {
         self.world()
             .faults
             .add_failure(method, error_code, description);
+    }
+
+    /// Makes calls hang, as a server that accepts the connection and never answers: with
+    /// `Some(chat)`, every call naming that `chat_id`; with `None`, every call but
+    /// `getUpdates`. A hung call is not carried out while it hangs; when `release` is called,
+    /// calls still waiting go on normally, and calls whose client gave up (closed the
+    /// connection) are never carried out, as with a real server that never got to them.
+    pub fn hang(&self, chat_id: Option<i64>) {
+        self.shared().hung.send_modify(|h| {
+            h.insert(chat_id);
+        });
+    }
+
+    /// Ends every `hang`.
+    pub fn release(&self) {
+        self.shared().hung.send_modify(|h| h.clear());
     }
 
     /// Sends (sendMessage/sendPhoto/sendDocument) to one chat closer together than `d` get 429

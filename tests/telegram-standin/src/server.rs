@@ -102,6 +102,15 @@ async fn serve(
     }
     let params = Params::parse(query, content_type, body).await?;
     let chat = params.str("chat_id").and_then(|c| c.trim().parse().ok());
+    // A hung call waits here, before anything is carried out (see `StandIn::hang`).
+    let mut hung = shared.hung.subscribe();
+    let _ = hung
+        .wait_for(|h| {
+            let all = h.contains(&None) && method != "getupdates";
+            let this_chat = chat.is_some() && h.contains(&chat);
+            !(all || this_chat)
+        })
+        .await;
     if let Some(fault) = shared.world().faults.check(&method, chat, Instant::now()) {
         return Err(fault);
     }

@@ -26,6 +26,10 @@ pub(crate) struct Shared {
     pub updates_signal: watch::Sender<u64>,
     /// Bumped whenever a bot message is sent, edited or deleted; `wait_for_sent` waits on it.
     pub sent_signal: watch::Sender<u64>,
+    /// Which calls hang (see `StandIn::hang`): every call but `getUpdates` (`None` in the
+    /// set) or the calls to given chats. Changed only through `watch`, so hung calls wake
+    /// when it changes.
+    pub hung: watch::Sender<std::collections::HashSet<Option<i64>>>,
     /// Becomes `true` when the last `StandIn` handle is dropped or `stop` is called.
     pub shutdown: watch::Receiver<bool>,
     /// Client used to POST updates to a webhook.

@@ -1237,3 +1237,48 @@ async fn stopping_ends_long_polls_and_closes_the_port() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn a_hung_chat_answers_nothing_until_released_and_a_call_given_up_is_never_carried_out() {
+    let api = Api::start().await;
+    api.tg.user(1001, "Ann", None);
+    api.tg.user(1002, "Bob", None);
+    api.tg.hang(Some(1001));
+    // A client that gives up on the hung chat: nothing is sent.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        api.call("sendMessage", json!({"chat_id": 1001, "text": "lost"})),
+    )
+    .await;
+    assert!(gave_up.is_err(), "a hung chat does not answer");
+    // Another chat is served meanwhile.
+    api.ok(
+        "sendMessage",
+        json!({"chat_id": 1002, "text": "Bob is served"}),
+    )
+    .await;
+    // A call that waits is carried out once the chat is released.
+    let waiting = api.call("sendMessage", json!({"chat_id": 1001, "text": "kept"}));
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(api.tg.sent(1001).is_empty(), "nothing went out while hung");
+        api.tg.release();
+    };
+    let ((status, body), ()) = tokio::join!(waiting, release);
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
+    let texts: Vec<String> = api
+        .tg
+        .sent(1001)
+        .iter()
+        .filter_map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, ["kept"], "the call given up was never carried out");
+
+    // Hanging everything leaves getUpdates alone.
+    api.tg.hang(None);
+    let hung = tokio::time::timeout(Duration::from_millis(300), api.call("getMe", json!({}))).await;
+    assert!(hung.is_err());
+    api.ok("getUpdates", json!({"timeout": 0})).await;
+    api.tg.release();
+    api.ok("getMe", json!({})).await;
+}
