@@ -1,5 +1,5 @@
-//! `switchboard responders …` and `switchboard conversations …`: the admin API's operations on
-//! the command line. They work on the database directly, so they need the configuration (for
+//! `switchboard responders …`, `switchboard conversations …` and `switchboard dead-letters …`:
+//! the admin API's operations on the command line. They work on the database directly, so they need the configuration (for
 //! the database URL) but not a running service. A running service routes waiting
 //! conversations with the change at its next periodic look at the queue (within half a
 //! minute); the admin API wakes it at once.
@@ -385,6 +385,85 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
     Ok(())
 }
 
+/// List and retry dead letters: work set aside because it never succeeded.
+#[derive(Debug, Args)]
+pub struct DeadLettersCommand {
+    #[arg(
+        long,
+        short,
+        env = "SWITCHBOARD_CONFIG",
+        default_value = "config.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub action: DeadLettersAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersAction {
+    /// List dead letters, newest first: id, source and row, room, attempts, when, reason.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = admin_api::DEAD_LETTER_LIMIT)]
+        limit: i64,
+    },
+    /// Put a dead letter's work back in its queue (and remove the dead letter). A running
+    /// service picks it up at its next safety-net pass, within 2 seconds; the admin API's
+    /// retry wakes it at once.
+    Retry { id: i64 },
+}
+
+/// Runs a `dead-letters` subcommand against the store.
+pub async fn run_dead_letters(cmd: DeadLettersCommand, store: &Store) -> anyhow::Result<()> {
+    match cmd.action {
+        DeadLettersAction::List { limit } => {
+            anyhow::ensure!(limit > 0, "--limit must be at least 1");
+            let rows: Vec<[String; 6]> = store
+                .dead_letters(limit)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    [
+                        d.id.to_string(),
+                        format!("{} {}", d.source, d.source_seq),
+                        d.room_id.unwrap_or_else(|| "-".into()),
+                        d.attempts.to_string(),
+                        utc_timestamp(d.created_at),
+                        d.reason.split_whitespace().collect::<Vec<_>>().join(" "),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(
+                    [
+                        "ID",
+                        "SOURCE",
+                        "ROOM",
+                        "ATTEMPTS",
+                        "SET ASIDE (UTC)",
+                        "REASON"
+                    ],
+                    &rows
+                )
+            );
+        }
+        DeadLettersAction::Retry { id } => {
+            let letter = store
+                .retry_dead_letter(id)
+                .await?
+                .with_context(|| format!("no dead letter {id}"))?;
+            println!(
+                "retried dead letter {id} ({} {})",
+                letter.source, letter.source_seq
+            );
+            eprintln!("A running service picks it up within 2 seconds.");
+        }
+    }
+    Ok(())
+}
+
 /// Left-aligned columns, two spaces apart.
 fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
@@ -551,6 +630,7 @@ mod tests {
         enum Command {
             Responders(RespondersCommand),
             Conversations(ConversationsCommand),
+            DeadLetters(DeadLettersCommand),
         }
         let parse = |args: &[&str]| {
             Cli::try_parse_from(std::iter::once("switchboard").chain(args.iter().copied()))
@@ -604,6 +684,10 @@ mod tests {
         assert!(parse(&["conversations", "list", "--state", "transferring"]).is_ok());
         assert!(parse(&["conversations", "list", "--state", "open"]).is_err());
         assert!(parse(&["conversations", "show", "!room:example.org"]).is_ok());
+        assert!(parse(&["dead-letters", "list"]).is_ok());
+        assert!(parse(&["dead-letters", "list", "--limit", "5"]).is_ok());
+        assert!(parse(&["dead-letters", "retry", "7", "--config", "x.toml"]).is_ok());
+        assert!(parse(&["dead-letters", "retry", "seven"]).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use switchboard_bridge::{
         matrix::MatrixConnector,
         telegram::{TelegramConnector, Webhook},
     },
+    health::{DATABASE, HOMESERVER, Health, PartState},
     visitor_account::VisitorAccounts,
     visitor_api::{self, VisitorApiState},
     visitor_proxy::{self, ProxyState},
@@ -81,6 +82,8 @@ enum Command {
     Responders(admin_cli::RespondersCommand),
     /// List conversations and show their transcripts.
     Conversations(admin_cli::ConversationsCommand),
+    /// List work set aside because it never succeeded, and retry it.
+    DeadLetters(admin_cli::DeadLettersCommand),
     /// Run the service.
     Run {
         #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
@@ -161,6 +164,12 @@ fn main() -> anyhow::Result<()> {
                 admin_cli::run_conversations(cmd, &store).await
             })
         }
+        Command::DeadLetters(cmd) => {
+            let config = config::Config::load(&cmd.config)?;
+            with_store(&config, |store| async move {
+                admin_cli::run_dead_letters(cmd, &store).await
+            })
+        }
         Command::Run { config } => {
             // First, before anything can fail, so every log of a run names its build.
             tracing::info!(version = VERSION, "switchboard starting");
@@ -225,16 +234,24 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     tracing::info!(engine = ?store.engine(), "database ready");
+    // How each part is doing, for /health and /ready: shared by the bridge, the connectors
+    // and the web routes.
+    let health = Health::new();
+    health.report(DATABASE, PartState::Connected, None);
 
     let client = Arc::new(
         connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
     );
+    health.report(HOMESERVER, PartState::Connected, None);
+    // Matrix responders are reached through the homeserver: the connector is as well as it is.
     let mut connectors: Vec<Arc<dyn Connector>> =
         vec![Arc::new(MatrixConnector::new(client.clone()))];
+    health.report("matrix", PartState::Connected, None);
     if let Some(tg) = &config.telegram {
         let connector = TelegramConnector::new(&tg.token, tg.api_url.as_deref())
             .map_err(|e| anyhow::anyhow!("telegram: {e}"))?
-            .with_poll_timeout(Duration::from_secs(tg.poll_timeout_secs));
+            .with_poll_timeout(Duration::from_secs(tg.poll_timeout_secs))
+            .with_health(health.part("telegram"));
         let connector = match &tg.webhook_url {
             Some(url) => connector
                 .with_webhook(Webhook {
@@ -247,32 +264,35 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         connectors.push(Arc::new(connector));
         tracing::info!("telegram connector enabled");
     }
-    let bridge = Arc::new(Bridge::new(
-        store.clone(),
-        client.clone(),
-        registration.clone(),
-        BridgeConfig {
-            appservice_id: registration.inner.id.clone(),
-            server_name: server_name.to_string(),
-            public_homeserver_url: config
-                .homeserver
-                .public_url
-                .clone()
-                .unwrap_or_else(|| config.homeserver.url.clone()),
-            topics: config.topics.clone(),
-            responders: config.responders.clone(),
-            limits: config.visitors.clone(),
-            welcome_notice: config
-                .welcome_notice
-                .clone()
-                .unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
-            offline_message: config
-                .offline_message
-                .clone()
-                .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
-        },
-        connectors,
-    ));
+    let bridge = Arc::new(
+        Bridge::new(
+            store.clone(),
+            client.clone(),
+            registration.clone(),
+            BridgeConfig {
+                appservice_id: registration.inner.id.clone(),
+                server_name: server_name.to_string(),
+                public_homeserver_url: config
+                    .homeserver
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| config.homeserver.url.clone()),
+                topics: config.topics.clone(),
+                responders: config.responders.clone(),
+                limits: config.visitors.clone(),
+                welcome_notice: config
+                    .welcome_notice
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_WELCOME_NOTICE.to_owned()),
+                offline_message: config
+                    .offline_message
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_OFFLINE_MESSAGE.to_owned()),
+            },
+            connectors,
+        )
+        .with_health(health.clone()),
+    );
 
     let sink: Arc<dyn RemoteSink> = bridge.clone();
     bridge
@@ -290,8 +310,14 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
         .merge(visitor_api::router(visitor_state))
         .merge(
-            web::router(&bridge.config().public_homeserver_url)
-                .context("homeserver.public_url (or url)")?,
+            web::router(
+                &bridge.config().public_homeserver_url,
+                web::Probes {
+                    health: health.clone(),
+                    store: store.clone(),
+                },
+            )
+            .context("homeserver.public_url (or url)")?,
         );
     if config.visitors.mode == VisitorMode::Proxied {
         let proxy = ProxyState::new(bridge.clone(), client.clone())
@@ -313,7 +339,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             bridge.register_changed(),
             platforms,
         )
-        .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
+        .with_wake({
+            let bridge = bridge.clone();
+            move || bridge.wake()
+        });
         app = app.merge(admin_api::router(state));
         tracing::info!("admin API enabled");
     }
@@ -356,9 +386,15 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             match pinger.ping_homeserver().await {
                 Ok(rtt) => {
                     tracing::info!(rtt_ms = rtt.as_millis() as u64, "homeserver ping succeeded");
+                    pinger
+                        .health()
+                        .report(HOMESERVER, PartState::Connected, None);
                     break;
                 }
                 Err(e) => {
+                    pinger
+                        .health()
+                        .report(HOMESERVER, PartState::Degraded, Some(e.to_string()));
                     tracing::warn!(error = %e, "homeserver ping failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));

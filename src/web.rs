@@ -1,12 +1,29 @@
-//! The widget script, the demo page and the health probe, served from the binary itself so a
-//! deployment is one file.
+//! The widget script, the demo page and the health probes (`/health`, `/ready`), served from
+//! the binary itself so a deployment is one file.
+
+use std::time::Duration;
 
 use axum::{
-    Router,
-    http::{HeaderValue, Uri, header},
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use switchboard_bridge::{
+    Store,
+    health::{DATABASE, Health, PartState},
+};
+
+/// How long `/ready` waits for the database to answer `SELECT 1`.
+const DATABASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the health probes look at: the parts' reports, and the database to ask directly.
+#[derive(Clone)]
+pub struct Probes {
+    pub health: Health,
+    pub store: Store,
+}
 
 /// The minified bundle `scripts/widget.sh` builds from `web-widget/switchboard-widget.js` and
 /// commits (its build checks the committed file is current).
@@ -41,7 +58,7 @@ pub fn origin_of(url: &str) -> anyhow::Result<String> {
 
 /// The routes; `homeserver_url` is the homeserver as visitors' browsers reach it (for the
 /// demo page's `connect-src`).
-pub fn router(homeserver_url: &str) -> anyhow::Result<Router> {
+pub fn router(homeserver_url: &str, probes: Probes) -> anyhow::Result<Router> {
     let csp = HeaderValue::from_str(&demo_csp(&origin_of(homeserver_url)?))?;
     Ok(Router::new()
         .route(
@@ -52,7 +69,12 @@ pub fn router(homeserver_url: &str) -> anyhow::Result<Router> {
             }),
         )
         .route("/widget/switchboard-widget.js", get(widget_js))
-        .route("/health", get(|| async { "ok" }))
+        .merge(
+            Router::new()
+                .route("/health", get(health))
+                .route("/ready", get(ready))
+                .with_state(probes),
+        )
         // Browsers ask for it on every page; answer quietly instead of with a 404.
         .route(
             "/favicon.ico",
@@ -75,6 +97,58 @@ async fn asset_headers(mut response: Response) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     response
+}
+
+/// # `GET /health`
+///
+/// Liveness: 200 `{"status":"ok"}` while the worker's heartbeat is fresh, 503
+/// `{"status":"down"}` otherwise (a supervisor should restart the process). Nothing else is
+/// said: this is for load balancers and supervisors, without authentication.
+async fn health(State(probes): State<Probes>) -> Response {
+    let (status, word) = if probes.health.live() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "down")
+    };
+    #[derive(serde::Serialize)]
+    struct Liveness {
+        status: &'static str,
+    }
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(Liveness { status: word }),
+    )
+        .into_response()
+}
+
+/// # `GET /ready`
+///
+/// Readiness: asks the database for `SELECT 1` (at most two seconds), then answers every
+/// part's report (`switchboard_bridge::health::HealthReport`): 200 when the database, the
+/// homeserver and the worker are connected, 503 otherwise. Connectors are reported but do not
+/// make the service unready. Error texts in it are redacted (no URLs, tokens or IDs).
+async fn ready(State(probes): State<Probes>) -> Response {
+    let health = &probes.health;
+    match tokio::time::timeout(DATABASE_PING_TIMEOUT, probes.store.ping()).await {
+        Ok(Ok(())) => health.report(DATABASE, PartState::Connected, None),
+        Ok(Err(e)) => health.report(DATABASE, PartState::Down, Some(e.to_string())),
+        Err(_) => health.report(
+            DATABASE,
+            PartState::Down,
+            Some(format!(
+                "no answer within {} s",
+                DATABASE_PING_TIMEOUT.as_secs()
+            )),
+        ),
+    }
+    let report = health.snapshot();
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
 }
 
 /// # `GET /`
@@ -106,14 +180,133 @@ async fn widget_js() -> impl IntoResponse {
 mod tests {
     use super::*;
     use axum::{body::Body, http::Request};
+    use serde_json::json;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    };
+    use switchboard_bridge::health::{HOMESERVER, WORKER};
     use tower::ServiceExt;
 
-    async fn get(path: &str) -> Response {
-        router("https://matrix.example.org/some/path")
-            .unwrap()
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+    /// The routes on a fresh SQLite store, with a health handle on a clock the test moves.
+    struct App {
+        router: Router,
+        health: Health,
+        clock: Arc<AtomicI64>,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn app() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("db").display()))
             .await
-            .unwrap()
+            .unwrap();
+        let clock = Arc::new(AtomicI64::new(1_000_000));
+        let c = clock.clone();
+        let health = Health::with_clock(move || c.load(Ordering::SeqCst));
+        let probes = Probes {
+            health: health.clone(),
+            store: store.clone(),
+        };
+        App {
+            router: router("https://matrix.example.org/some/path", probes).unwrap(),
+            health,
+            clock,
+            store,
+            _dir: dir,
+        }
+    }
+
+    impl App {
+        async fn get(&self, path: &str) -> Response {
+            self.router
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+        }
+
+        async fn get_json(&self, path: &str) -> (StatusCode, serde_json::Value) {
+            let response = self.get(path).await;
+            let status = response.status();
+            assert_eq!(header(&response, "cache-control"), "no-store");
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap())
+        }
+    }
+
+    async fn get(path: &str) -> Response {
+        app().await.get(path).await
+    }
+
+    #[tokio::test]
+    async fn health_is_ok_while_the_worker_beats_and_503_when_it_stops() {
+        let app = app().await;
+        // Not started yet.
+        assert_eq!(
+            app.get_json("/health").await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "down"}))
+        );
+        app.health.heartbeat(WORKER);
+        assert_eq!(
+            app.get_json("/health").await,
+            (StatusCode::OK, json!({"status": "ok"}))
+        );
+        // A minute and more without a beat: the worker is stuck.
+        app.clock.fetch_add(61_000, Ordering::SeqCst);
+        assert_eq!(
+            app.get_json("/health").await,
+            (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "down"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn ready_asks_the_database_and_reports_every_part() {
+        let app = app().await;
+        app.health.heartbeat(WORKER);
+        let telegram = app.health.part("telegram");
+        telegram.degraded(
+            "A network error: error sending request for url (https://api.telegram.org/bot123:SECRET/GetUpdates)",
+        );
+        // The homeserver has not been heard from: not ready, and it says why.
+        let (status, report) = app.get_json("/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(report["ready"], false);
+        assert_eq!(report["parts"]["database"]["state"], "connected");
+        assert_eq!(report["parts"]["homeserver"]["state"], "down");
+
+        app.health.report(HOMESERVER, PartState::Connected, None);
+        let (status, report) = app.get_json("/ready").await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["ready"], true);
+        assert_eq!(report["live"], true);
+        for part in ["database", "homeserver", "worker"] {
+            assert_eq!(report["parts"][part]["state"], "connected", "{part}");
+            assert_eq!(report["parts"][part]["essential"], true, "{part}");
+        }
+        // A degraded connector is reported, with its error redacted, and does not make the
+        // service unready.
+        let tg = &report["parts"]["telegram"];
+        assert_eq!(
+            (tg["state"].as_str(), tg["essential"].as_bool()),
+            (Some("degraded"), Some(false))
+        );
+        let error = tg["last_error"]["message"].as_str().unwrap();
+        assert!(
+            !error.contains("SECRET") && !error.contains("telegram.org"),
+            "{error}"
+        );
+        assert_eq!(tg["last_error"]["at"], 1_000_000);
+
+        // The database goes away: down, with the error, and not ready.
+        app.store.close().await;
+        let (status, report) = app.get_json("/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(report["parts"]["database"]["state"], "down");
+        assert!(report["parts"]["database"]["last_error"]["message"].is_string());
     }
 
     fn header<'a>(response: &'a Response, name: &str) -> &'a str {

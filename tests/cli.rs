@@ -1,6 +1,7 @@
 //! The binary's own command line, no services needed: `--version` names the commit it was
-//! built from, and the committed example `registration.yaml` is exactly what
-//! `generate-registration` writes (tokens aside), so the two cannot drift apart.
+//! built from, the committed example `registration.yaml` is exactly what
+//! `generate-registration` writes (tokens aside), so the two cannot drift apart, and the
+//! `dead-letters` commands work on the database.
 
 use std::{
     path::Path,
@@ -133,6 +134,106 @@ fn the_start_up_log_names_the_version_even_when_start_up_fails() -> anyhow::Resu
             .next()
             .is_some_and(|first| first.contains("starting") && first.contains(version)),
         "the first log line does not name version {version:?}:\n{log}"
+    );
+    Ok(())
+}
+
+#[test]
+fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> anyhow::Result<()> {
+    use switchboard_bridge::{
+        Store,
+        store::{DeadLetterSource, NewInboxEvent},
+    };
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
+             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [database]\nurl = \"{db}\"\n"
+        ),
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (seq, id) = runtime.block_on(async {
+        let store = Store::connect(&db).await?;
+        store
+            .record_events(
+                "t1",
+                &[NewInboxEvent {
+                    event_id: "$stuck",
+                    room_id: "!room:example.org",
+                    event_json: "{}",
+                }],
+            )
+            .await?;
+        let seq = store.pending_events(1).await?[0].seq;
+        let id = store
+            .set_aside(
+                DeadLetterSource::Inbox,
+                seq,
+                Some("!room:example.org"),
+                "database error: disk I/O error",
+                5,
+            )
+            .await?;
+        store.close().await;
+        anyhow::Ok((seq, id))
+    })?;
+    let config = config.to_str().context("a UTF-8 path")?;
+
+    let list =
+        String::from_utf8(switchboard(&["dead-letters", "list", "--config", config])?.stdout)?;
+    let mut lines = list.lines();
+    let header = lines.next().context("a header")?;
+    assert!(
+        header.starts_with("ID") && header.contains("REASON"),
+        "{list}"
+    );
+    let row = lines.next().context("a row")?;
+    for expected in [
+        id.to_string(),
+        format!("inbox {seq}"),
+        "!room:example.org".into(),
+        "database error: disk I/O error".into(),
+    ] {
+        assert!(row.contains(&expected), "{expected:?} missing from {row:?}");
+    }
+
+    let id = id.to_string();
+    let retried = String::from_utf8(
+        switchboard(&["dead-letters", "retry", &id, "--config", config])?.stdout,
+    )?;
+    assert!(
+        retried.contains(&format!("retried dead letter {id}")),
+        "{retried}"
+    );
+    let again = Command::new(BIN)
+        .args(["dead-letters", "retry", &id, "--config", config])
+        .output()?;
+    assert!(!again.status.success(), "a dead letter was retried twice");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("no dead letter {id}")),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let list =
+        String::from_utf8(switchboard(&["dead-letters", "list", "--config", config])?.stdout)?;
+    assert_eq!(list.lines().count(), 1, "only the header is left: {list}");
+    let pending = runtime.block_on(async {
+        let store = Store::connect(&db).await?;
+        let pending = store.pending_events(10).await?;
+        store.close().await;
+        anyhow::Ok(pending)
+    })?;
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["$stuck"],
+        "the event is waiting for the worker again"
     );
     Ok(())
 }

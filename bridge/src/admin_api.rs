@@ -1,5 +1,6 @@
-//! The operators' HTTP API: the responder register (create, edit, set status, remove) and a
-//! read-only view of conversations with their transcripts.
+//! The operators' HTTP API: the responder register (create, edit, set status, remove), a
+//! read-only view of conversations with their transcripts, and the dead letters (work set
+//! aside because it never succeeded), which can be listed and retried.
 //!
 //! Every route requires `Authorization: Bearer <admin token>`. The token is operator-grade:
 //! it reads every transcript, so it is compared in constant time, never accepted in the query
@@ -20,7 +21,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, put},
+    routing::{get, post, put},
 };
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -32,7 +33,7 @@ use crate::{
     conversation::{Conversation, ConversationState, Message},
     responder::{Contact, Responder, ResponderStatus, WeeklyHours},
     routing::{FieldError, validate_responder},
-    store::SOURCE_ADMIN,
+    store::{DeadLetter, SOURCE_ADMIN},
 };
 
 /// A responder body is a few hundred bytes; anything near this is a mistake or an attack.
@@ -45,6 +46,8 @@ pub struct AdminState {
     token: Arc<str>,
     changed: Arc<Notify>,
     known_platforms: Arc<[String]>,
+    /// Makes the running worker look at its queues (after a dead letter was retried).
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// The admin API was configured without a token. Serving it would hand every transcript and
@@ -73,7 +76,15 @@ impl AdminState {
             token,
             changed,
             known_platforms: known_platforms.into(),
+            wake: None,
         })
+    }
+
+    /// `wake` is called after a dead letter was retried, so the worker takes the work up at
+    /// once (the service passes `Bridge::wake`); without it, at the worker's next look.
+    pub fn with_wake(mut self, wake: impl Fn() + Send + Sync + 'static) -> Self {
+        self.wake = Some(Arc::new(wake));
+        self
     }
 
     fn validate(&self, r: &Responder) -> Result<(), AdminError> {
@@ -165,6 +176,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/responders/{id}/status", put(put_status))
         .route("/admin/v1/conversations", get(list_conversations))
         .route("/admin/v1/conversations/{room_id}", get(get_conversation))
+        .route("/admin/v1/dead-letters", get(list_dead_letters))
+        .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -643,6 +656,66 @@ async fn get_conversation(
     detail
         .map(Json)
         .ok_or_else(|| AdminError::not_found("conversation"))
+}
+
+// ---- dead letters ------------------------------------------------------------------------
+
+/// How many dead letters a list shows unless `?limit=` says otherwise, and at most.
+pub const DEAD_LETTER_LIMIT: i64 = 100;
+const MAX_DEAD_LETTER_LIMIT: i64 = 1000;
+
+#[derive(Debug, Deserialize)]
+struct DeadLetterQuery {
+    limit: Option<i64>,
+}
+
+/// # `GET /admin/v1/dead-letters`
+///
+/// `?limit=N` optional (1-1000, default 100). Answers `{"dead_letters": [...]}`, newest first.
+async fn list_dead_letters(
+    State(state): State<AdminState>,
+    query: Result<Query<DeadLetterQuery>, QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let Query(query) = query
+        .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEAD_LETTER_LIMIT);
+    if !(1..=MAX_DEAD_LETTER_LIMIT).contains(&limit) {
+        return Err(AdminError::field(
+            "M_INVALID_PARAM",
+            "limit",
+            format!("{limit} is not between 1 and {MAX_DEAD_LETTER_LIMIT}"),
+        ));
+    }
+    let dead_letters = state.store.dead_letters(limit).await?;
+    Ok(Json(json!({ "dead_letters": dead_letters })))
+}
+
+/// # `POST /admin/v1/dead-letters/{id}/retry`
+///
+/// Removes the dead letter and puts its work back in its queue; answers the dead letter as it
+/// was, or 404. The worker is woken to take the work up at once.
+async fn retry_dead_letter(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeadLetter>, AdminError> {
+    let id: i64 = id.parse().map_err(|_| {
+        AdminError::field("M_INVALID_PARAM", "id", format!("{id:?} is not a number"))
+    })?;
+    let letter = state
+        .store
+        .retry_dead_letter(id)
+        .await?
+        .ok_or_else(|| AdminError::not_found("dead letter"))?;
+    tracing::info!(
+        dead_letter = id,
+        source = %letter.source,
+        seq = letter.source_seq,
+        "admin API: dead letter retried"
+    );
+    if let Some(wake) = &state.wake {
+        wake();
+    }
+    Ok(Json(letter))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use crate::{
     config::BridgeConfig,
     connector::{Connector, FileKind, MediaRef, Platform},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
+    health::{Health, PartState},
     store::{NewInboxEvent, Store, StoreError, now_ms},
 };
 use typing::TypingUpdate;
@@ -106,6 +107,8 @@ pub struct Bridge {
     /// is taken when the workers start.
     typing_tx: tokio::sync::mpsc::Sender<TypingUpdate>,
     typing_rx: Mutex<Option<tokio::sync::mpsc::Receiver<TypingUpdate>>>,
+    /// How the parts are doing, for `/health` and `/ready` (see `health.rs`).
+    health: Health,
 }
 
 impl Bridge {
@@ -148,7 +151,24 @@ impl Bridge {
             pacer: pacing::Pacer::default(),
             typing_tx,
             typing_rx: Mutex::new(Some(typing_rx)),
+            health: Health::new(),
         }
+    }
+
+    /// Reports into `health` (shared with the connectors and the health endpoints) instead of
+    /// a handle of its own.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Makes the worker look at its queues now (e.g. after a dead letter was retried).
+    pub fn wake(&self) {
+        self.inbox_ready.notify_one();
     }
 
     fn server_name(&self) -> &ServerName {
@@ -511,6 +531,9 @@ impl EventSink for Bridge {
             self.inbox_ready.notify_one();
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");
+        // The homeserver just talked to us.
+        self.health
+            .report(crate::health::HOMESERVER, PartState::Connected, None);
         self.homeserver_is_up().await;
         Ok(())
     }

@@ -12,6 +12,8 @@ use sqlx::{
 
 use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
+mod dead_letters;
+pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 mod queues;
 mod remote;
 pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
@@ -32,6 +34,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    #[error("no row {seq} in {table}")]
+    NoSuchRow { table: &'static str, seq: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +126,12 @@ impl Store {
 
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// One trivial query: whether the database answers at all (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     pub async fn close(&self) {

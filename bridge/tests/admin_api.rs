@@ -3,7 +3,13 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -16,7 +22,7 @@ use switchboard_bridge::{
     admin_api::{self, AdminState},
     conversation::{Conversation, ConversationState, Message, SenderRole},
     responder::{Contact, Responder, ResponderStatus},
-    store::{AssignmentRow, Engine, SOURCE_ADMIN, SOURCE_CONFIG},
+    store::{AssignmentRow, DeadLetterSource, Engine, NewInboxEvent, SOURCE_ADMIN, SOURCE_CONFIG},
 };
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -27,6 +33,8 @@ struct Admin {
     router: Router,
     store: Store,
     changed: Arc<Notify>,
+    /// How often the worker was woken (`AdminState::with_wake`).
+    woken: Arc<AtomicUsize>,
     _dir: tempfile::TempDir,
 }
 
@@ -40,10 +48,16 @@ async fn admin() -> anyhow::Result<Admin> {
         changed.clone(),
         vec!["matrix".into(), "telegram".into()],
     )?;
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = woken.clone();
+    let state = state.with_wake(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
     Ok(Admin {
         router: admin_api::router(state),
         store,
         changed,
+        woken,
         _dir: dir,
     })
 }
@@ -149,6 +163,8 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         (Method::PUT, "/admin/v1/responders/alex/status"),
         (Method::GET, "/admin/v1/conversations"),
         (Method::GET, "/admin/v1/conversations/!room:x"),
+        (Method::GET, "/admin/v1/dead-letters"),
+        (Method::POST, "/admin/v1/dead-letters/1/retry"),
     ];
     let body = || Some(json!({"display_name": "Mallory", "status": "offline"}).to_string());
     for (method, uri) in routes {
@@ -184,6 +200,7 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         Some(responder("alex"))
     );
     assert!(!admin.was_notified().await);
+    assert_eq!(admin.woken.load(Ordering::SeqCst), 0);
     Ok(())
 }
 
@@ -880,4 +897,120 @@ async fn register_store_suite_on_postgres() -> anyhow::Result<()> {
     let (store, _) = common::fresh_postgres("sbadmin").await?;
     assert_eq!(store.engine(), Engine::Postgres);
     suite(store).await
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_newest_first_and_a_retry_puts_the_work_back_and_wakes_the_worker()
+-> anyhow::Result<()> {
+    let admin = admin().await?;
+    let (status, json) = admin
+        .call(Method::GET, "/admin/v1/dead-letters", None)
+        .await;
+    assert_eq!(
+        (status, json),
+        (StatusCode::OK, json!({"dead_letters": []}))
+    );
+
+    let ev = |id: &'static str| NewInboxEvent {
+        event_id: id,
+        room_id: "!r:x",
+        event_json: "{}",
+    };
+    admin
+        .store
+        .record_events("t", &[ev("$one"), ev("$two")])
+        .await?;
+    let pending = admin.store.pending_events(10).await?;
+    let first = admin
+        .store
+        .set_aside(
+            DeadLetterSource::Inbox,
+            pending[0].seq,
+            Some("!r:x"),
+            "store failed: database is locked",
+            5,
+        )
+        .await?;
+    let second = admin
+        .store
+        .set_aside(
+            DeadLetterSource::Inbox,
+            pending[1].seq,
+            None,
+            "bad event",
+            1,
+        )
+        .await?;
+    assert!(admin.store.pending_events(10).await?.is_empty());
+
+    let (status, json) = admin
+        .call(Method::GET, "/admin/v1/dead-letters", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let letters = json["dead_letters"].as_array().expect("a list");
+    assert_eq!(
+        letters.iter().map(|l| l["id"].as_i64()).collect::<Vec<_>>(),
+        [Some(second), Some(first)]
+    );
+    let created_at = letters[1]["created_at"].as_i64().expect("a time");
+    assert_eq!(
+        letters[1],
+        json!({
+            "id": first, "source": "inbox", "source_seq": pending[0].seq, "room_id": "!r:x",
+            "reason": "store failed: database is locked", "attempts": 5, "created_at": created_at
+        })
+    );
+    let (status, json) = admin
+        .call(Method::GET, "/admin/v1/dead-letters?limit=1", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["dead_letters"].as_array().map(Vec::len), Some(1));
+    let (status, json) = admin
+        .call(Method::GET, "/admin/v1/dead-letters?limit=0", None)
+        .await;
+    assert_eq!(
+        (status, json["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("limit"))
+    );
+
+    let retry = format!("/admin/v1/dead-letters/{first}/retry");
+    let (status, json) = admin.call(Method::POST, &retry, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["id"], first);
+    assert_eq!(json["reason"], "store failed: database is locked");
+    assert_eq!(
+        admin.woken.load(Ordering::SeqCst),
+        1,
+        "the worker was woken"
+    );
+    assert_eq!(
+        admin
+            .store
+            .pending_events(10)
+            .await?
+            .iter()
+            .map(|e| e.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["$one"]
+    );
+
+    // Retried once: the second time it is unknown, and nothing is woken for it.
+    let (status, json) = admin.call(Method::POST, &retry, None).await;
+    assert_eq!(
+        (status, json["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND"))
+    );
+    let (status, json) = admin
+        .call(Method::POST, "/admin/v1/dead-letters/abc/retry", None)
+        .await;
+    assert_eq!(
+        (status, json["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+    assert_eq!(admin.woken.load(Ordering::SeqCst), 1);
+    let (_, json) = admin
+        .call(Method::GET, "/admin/v1/dead-letters", None)
+        .await;
+    assert_eq!(json["dead_letters"].as_array().map(Vec::len), Some(1));
+    Ok(())
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use switchboard_bridge::{
-    Store,
+    Store, StoreError,
     conversation::{Conversation, ConversationState, Message, SenderRole},
-    store::{AssignmentRow, Engine, NewInboxEvent, OutboxRow},
+    store::{AssignmentRow, DeadLetterSource, Engine, NewInboxEvent, OutboxRow},
 };
 
 fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
@@ -684,6 +684,159 @@ async fn routing_reads_only_waiting_conversations(store: &Store) -> anyhow::Resu
     Ok(())
 }
 
+async fn never_working_events_are_set_aside_and_can_be_retried(
+    store: &Store,
+) -> anyhow::Result<()> {
+    // One row of each kind of work, each among others of its queue.
+    let ev = |id: &'static str| NewInboxEvent {
+        event_id: id,
+        room_id: "!dead:x",
+        event_json: "{}",
+    };
+    store
+        .record_events("t-dead", &[ev("$dead"), ev("$alive")])
+        .await?;
+    let inbox_seq = |id: &'static str| async move {
+        let pending = store.pending_events(100).await?;
+        anyhow::Ok(
+            pending
+                .into_iter()
+                .find(|e| e.event_id == id)
+                .map(|e| e.seq),
+        )
+    };
+    let dead_event = inbox_seq("$dead").await?.expect("pending");
+    store
+        .record_remote_event("telegram", "dead.0", r#"{"dead":true}"#)
+        .await?;
+    let remote_seq = || async {
+        let pending = store.pending_remote_events(100).await?;
+        anyhow::Ok(
+            pending
+                .into_iter()
+                .find(|e| e.event_json == r#"{"dead":true}"#)
+                .map(|e| e.seq),
+        )
+    };
+    let dead_remote = remote_seq().await?.expect("pending");
+    store
+        .enqueue_outbox("!dead:x", "telegram", "7001", "$dead", "payload")
+        .await?;
+    let delivery = || async {
+        let pending = store.pending_outbox(1000).await?;
+        anyhow::Ok(pending.into_iter().find(|(row, _)| row.event_id == "$dead"))
+    };
+    let (dead_delivery, _) = delivery().await?.expect("pending");
+    store.outbox_retry_at(dead_delivery.seq, i64::MAX).await?;
+
+    // Set aside: out of its queue, with the reason, in one step.
+    let a = store
+        .set_aside(
+            DeadLetterSource::Inbox,
+            dead_event,
+            Some("!dead:x"),
+            "boom",
+            5,
+        )
+        .await?;
+    let b = store
+        .set_aside(DeadLetterSource::Remote, dead_remote, None, "bad", 3)
+        .await?;
+    let c = store
+        .set_aside(
+            DeadLetterSource::Outbox,
+            dead_delivery.seq,
+            Some("!dead:x"),
+            &"x".repeat(5000),
+            9,
+        )
+        .await?;
+    assert_eq!(inbox_seq("$dead").await?, None);
+    assert!(
+        inbox_seq("$alive").await?.is_some(),
+        "the conversation goes on"
+    );
+    assert_eq!(remote_seq().await?, None);
+    assert!(delivery().await?.is_none());
+
+    // Listed newest first; a second set-aside of the same row updates it.
+    let again = store
+        .set_aside(
+            DeadLetterSource::Inbox,
+            dead_event,
+            Some("!dead:x"),
+            "still boom",
+            6,
+        )
+        .await?;
+    assert_eq!(again, a);
+    let letters = store.dead_letters(10).await?;
+    assert_eq!(
+        letters.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [c, b, a],
+        "{letters:?}"
+    );
+    let inbox_letter = &letters[2];
+    assert_eq!(
+        (
+            inbox_letter.source,
+            inbox_letter.source_seq,
+            inbox_letter.room_id.as_deref(),
+            inbox_letter.reason.as_str(),
+            inbox_letter.attempts
+        ),
+        (
+            DeadLetterSource::Inbox,
+            dead_event,
+            Some("!dead:x"),
+            "still boom",
+            6
+        )
+    );
+    assert_eq!(letters[1].room_id, None);
+    assert_eq!(
+        letters[0].reason.chars().count(),
+        switchboard_bridge::store::MAX_REASON_CHARS + 1,
+        "reasons are kept short"
+    );
+    assert_eq!(store.dead_letters(1).await?.len(), 1);
+
+    // A row that does not exist is not set aside, and nothing is recorded.
+    assert!(matches!(
+        store
+            .set_aside(DeadLetterSource::Remote, 999_999, None, "?", 1)
+            .await,
+        Err(StoreError::NoSuchRow { .. })
+    ));
+    assert_eq!(store.dead_letters(10).await?.len(), 3);
+
+    // Retried: the dead letter is gone and its row pending again.
+    let retried = store.retry_dead_letter(a).await?.expect("known");
+    assert_eq!(retried, *inbox_letter);
+    assert_eq!(inbox_seq("$dead").await?, Some(dead_event));
+    assert_eq!(store.retry_dead_letter(a).await?, None, "retried once");
+    store.retry_dead_letter(b).await?.expect("known");
+    assert_eq!(remote_seq().await?, Some(dead_remote));
+    store.retry_dead_letter(c).await?.expect("known");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let (row, due) = delivery().await?.expect("pending again");
+    assert_eq!(row.attempts, 0);
+    assert!(due <= before, "due now, not at its old backoff");
+    assert!(store.dead_letters(10).await?.is_empty());
+    assert_eq!(store.retry_dead_letter(123_456).await?, None);
+
+    // Leave nothing pending for the rest of the suite.
+    store.mark_processed(dead_event).await?;
+    store
+        .mark_processed(inbox_seq("$alive").await?.expect("pending"))
+        .await?;
+    store.mark_remote_processed(dead_remote).await?;
+    store.outbox_done(row.seq).await?;
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
@@ -700,6 +853,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     // Last: they leave queued rows behind.
     one_conversations_backlog_leaves_room_for_the_others(&store).await?;
     routing_reads_only_waiting_conversations(&store).await?;
+    never_working_events_are_set_aside_and_can_be_retried(&store).await?;
     store.close().await;
     Ok(())
 }
@@ -712,7 +866,7 @@ async fn store_suite_on_sqlite() -> anyhow::Result<()> {
     suite(store).await?;
     // Reopening runs the migrations again, which must be a no-op, and the data is still there.
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 3);
+    assert_eq!(reopened.count_inbox().await?, 5);
     Ok(())
 }
 
@@ -722,7 +876,7 @@ async fn store_suite_on_postgres() -> anyhow::Result<()> {
     assert_eq!(store.engine(), Engine::Postgres);
     suite(store).await?;
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 3);
+    assert_eq!(reopened.count_inbox().await?, 5);
     reopened.close().await;
     Ok(())
 }

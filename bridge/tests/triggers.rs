@@ -37,6 +37,7 @@ use switchboard_bridge::{
     },
     conversation::{Conversation, ConversationState},
     responder::{Responder, ResponderStatus},
+    store::DeadLetterSource,
 };
 use tokio::sync::watch;
 
@@ -882,5 +883,89 @@ async fn an_unreadable_update_gets_its_sender_a_clear_answer() -> anyhow::Result
             .collect();
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].contains("could not be read"), "{told:?}");
+    Ok(())
+}
+
+/// An event that can never be handled (here: its conversation's row is corrupt) is set aside
+/// as a dead letter with its reason, and the other conversation's events go on. Retried after
+/// the row is repaired, it is handled like any other.
+#[tokio::test]
+async fn an_event_that_can_never_work_is_set_aside_and_the_others_go_on() -> anyhow::Result<()> {
+    const BROKEN: &str = "!broken:test";
+    let w = world(NO_LIMITS).await?;
+    w.store()
+        .insert_conversation(&Conversation {
+            room_id: BROKEN.into(),
+            topic: "support".into(),
+            visitor_user_id: "@guest2:test".into(),
+            visitor_alias: "Visitor 00CD".into(),
+            state: ConversationState::Queued,
+            created_at: 1,
+            language: None,
+        })
+        .await?;
+    let url = format!("sqlite://{}", w._dir.path().join("store.db").display());
+    let db = sqlx::AnyPool::connect(&url).await?;
+    sqlx::query("UPDATE conversations SET state = 'no-such-state' WHERE room_id = $1")
+        .bind(BROKEN)
+        .execute(&db)
+        .await?;
+
+    let event = |room: &str, sender: &str, id: &str, body: &str| {
+        let e = json!({
+            "type": "m.room.message", "event_id": id, "room_id": room, "sender": sender,
+            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": body},
+        });
+        Raw::from_json(serde_json::value::to_raw_value(&e).unwrap())
+    };
+    // The broken conversation's event arrives first, in the same transaction as the other's.
+    w.bridge
+        .record_transaction(
+            "txn-mixed",
+            vec![
+                event(BROKEN, "@guest2:test", "$b1", "Hello?"),
+                event(ROOM, VISITOR, "$v2", "Still leaking."),
+            ],
+        )
+        .await?;
+    w.bridge.drain_inbox().await?;
+    let transcript: Vec<String> = w
+        .store()
+        .messages(ROOM)
+        .await?
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert!(
+        transcript.contains(&"Still leaking.".to_owned()),
+        "the other conversation went on: {transcript:?}"
+    );
+    let dead = w.store().dead_letters(10).await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].source, DeadLetterSource::Inbox);
+    assert_eq!(dead[0].room_id.as_deref(), Some(BROKEN));
+    assert!(dead[0].reason.contains("corrupt"), "{:?}", dead[0].reason);
+    assert!(
+        !dead[0].reason.contains("Hello?"),
+        "the reason holds no content"
+    );
+    assert_eq!(w.store().pending_events(10).await?.len(), 0);
+
+    // Repaired and retried: handled once, and no longer a dead letter.
+    sqlx::query("UPDATE conversations SET state = 'queued' WHERE room_id = $1")
+        .bind(BROKEN)
+        .execute(&db)
+        .await?;
+    assert!(w.store().retry_dead_letter(dead[0].id).await?.is_some());
+    w.bridge.drain_inbox().await?;
+    let broken: Vec<String> = w
+        .store()
+        .messages(BROKEN)
+        .await?
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(broken, ["Hello?"]);
+    assert!(w.store().dead_letters(10).await?.is_empty());
     Ok(())
 }

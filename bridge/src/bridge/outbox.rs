@@ -14,7 +14,7 @@ use super::{Bridge, lanes::LaneKey};
 use crate::{
     connector::{Attachment, Connector, ConnectorError, Delivery, MediaRef},
     conversation::Conversation,
-    store::{AssignmentRow, OutboxRow, StoreError, now_ms},
+    store::{AssignmentRow, DeadLetterSource, OutboxRow, StoreError, now_ms},
 };
 
 impl Bridge {
@@ -235,8 +235,14 @@ impl Bridge {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable outbox row set aside");
-                self.set_aside("outbox", row.seq, Some(&row.room_id), &e.to_string())
-                    .await?;
+                self.set_aside(
+                    DeadLetterSource::Outbox,
+                    row.seq,
+                    Some(&row.room_id),
+                    &format!("undecodable delivery: {e}"),
+                    row.attempts,
+                )
+                .await?;
                 return Ok(RowOutcome::Delivered);
             }
         };
@@ -308,8 +314,14 @@ impl Bridge {
             }
             None => {
                 tracing::error!(error = %e, part = sent, "delivery failed for good");
-                self.set_aside("outbox", row.seq, Some(&row.room_id), &e.to_string())
-                    .await?;
+                self.set_aside(
+                    DeadLetterSource::Outbox,
+                    row.seq,
+                    Some(&row.room_id),
+                    &e.to_string(),
+                    row.attempts + 1,
+                )
+                .await?;
                 Ok(RowOutcome::Unreachable)
             }
         }

@@ -32,6 +32,7 @@ use super::Bridge;
 use crate::{
     connector::{ConnectorError, FileKind, RemoteFile},
     conversation::{Message, SenderRole},
+    health::{HOMESERVER, PartState},
     store::{RoomPostRow, StoreError, now_ms},
 };
 
@@ -193,9 +194,14 @@ impl Bridge {
             let span =
                 tracing::info_span!("conversation", room_id = %row.room_id, post = %row.txn_id);
             match self.post_row(&row).instrument(span.clone()).await {
-                Ok(()) => self.store.room_post_done(row.seq).await?,
+                Ok(()) => {
+                    self.health.report(HOMESERVER, PartState::Connected, None);
+                    self.store.room_post_done(row.seq).await?
+                }
                 Err(PostError::Store(e)) => return Err(e),
                 Err(PostError::RetryLater(e)) => {
+                    self.health
+                        .report(HOMESERVER, PartState::Degraded, Some(e.clone()));
                     self.posts_waiting
                         .store(true, std::sync::atomic::Ordering::SeqCst);
                     let wait =

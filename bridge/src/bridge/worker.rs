@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     connector::RemoteEvent,
-    store::{InboxEvent, RemoteInboxEvent, StoreError},
+    store::{DeadLetterSource, InboxEvent, RemoteInboxEvent, StoreError},
 };
 
 /// How often queued conversations are routed again without any other reason to.
@@ -78,9 +78,10 @@ fn is_transient(e: &StoreError) -> bool {
                 | sqlx::Error::ColumnNotFound(_)
                 | sqlx::Error::RowNotFound
         ),
-        StoreError::Corrupt { .. } | StoreError::UnsupportedUrl(_) | StoreError::Migrate(_) => {
-            false
-        }
+        StoreError::Corrupt { .. }
+        | StoreError::NoSuchRow { .. }
+        | StoreError::UnsupportedUrl(_)
+        | StoreError::Migrate(_) => false,
     }
 }
 
@@ -166,7 +167,9 @@ impl Bridge {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "reading the outbox failed; retrying"),
             }
-            self.beat("scheduler");
+            // The scheduler never waits on a platform, so it beats at least once a second
+            // while it lives; `/health` reads this.
+            self.health.heartbeat(crate::health::WORKER);
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = self.inbox_ready.notified() => {}
@@ -185,7 +188,6 @@ impl Bridge {
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),
             }
-            self.beat("room posts");
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
                 _ = self.posts_ready.notified() => {}
@@ -400,7 +402,7 @@ impl Bridge {
     /// worth it, then marked processed or set aside.
     async fn handle_inbox_item(&self, event: &InboxEvent) -> Handled {
         let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
-        let outcome = self
+        let (outcome, attempts) = self
             .with_retries(|| self.process_event(event.seq, &event.room_id, &event.event_json))
             .instrument(span.clone())
             .await;
@@ -408,8 +410,14 @@ impl Bridge {
             Handled::Done => self.store.mark_processed(event.seq).await,
             Handled::SetAside(reason) => {
                 span.in_scope(|| tracing::error!(%reason, "event set aside"));
-                self.set_aside("inbox", event.seq, Some(&event.room_id), reason)
-                    .await
+                self.set_aside(
+                    DeadLetterSource::Inbox,
+                    event.seq,
+                    Some(&event.room_id),
+                    reason,
+                    attempts,
+                )
+                .await
             }
             Handled::StoreDown(_) => Ok(()),
         };
@@ -421,18 +429,22 @@ impl Bridge {
 
     /// One platform event, like [`Self::handle_inbox_item`].
     async fn handle_remote_item(&self, event: &RemoteInboxEvent) -> Handled {
-        let outcome = match serde_json::from_str::<RemoteEvent>(&event.event_json) {
+        let (outcome, attempts) = match serde_json::from_str::<RemoteEvent>(&event.event_json) {
             Ok(parsed) => {
                 self.with_retries(|| self.handle_remote(&event.platform, parsed.clone()))
                     .await
             }
-            Err(e) => Handled::SetAside(format!("undecodable platform event: {e}")),
+            Err(e) => (
+                Handled::SetAside(format!("undecodable platform event: {e}")),
+                1,
+            ),
         };
         let marked = match &outcome {
             Handled::Done => self.store.mark_remote_processed(event.seq).await,
             Handled::SetAside(reason) => {
                 tracing::error!(platform = %event.platform, %reason, "platform event set aside");
-                self.set_aside("remote", event.seq, None, reason).await
+                self.set_aside(DeadLetterSource::Remote, event.seq, None, reason, attempts)
+                    .await
             }
             Handled::StoreDown(_) => Ok(()),
         };
@@ -446,55 +458,58 @@ impl Bridge {
     /// failure that can never work, a panic, or a failure that outlasts the backoff is the
     /// item's own problem: it is set aside. A database that is down is not: the item stays
     /// pending.
-    async fn with_retries<F, Fut>(&self, mut work: F) -> Handled
+    /// Returns the outcome and how many attempts it took.
+    async fn with_retries<F, Fut>(&self, mut work: F) -> (Handled, i64)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), StoreError>>,
     {
         let mut backoff = item_backoff();
+        let mut attempts = 0;
         loop {
-            match run_guarded(work()).await {
-                Ok(Ok(())) => return Handled::Done,
-                Err(panic) => return Handled::SetAside(panic),
-                Ok(Err(e)) if !is_transient(&e) => return Handled::SetAside(e.to_string()),
+            attempts += 1;
+            let outcome = match run_guarded(work()).await {
+                Ok(Ok(())) => Handled::Done,
+                Err(panic) => Handled::SetAside(panic),
+                Ok(Err(e)) if !is_transient(&e) => Handled::SetAside(e.to_string()),
                 Ok(Err(e)) => match backoff.next() {
                     Some(wait) => {
                         tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "handling failed; retrying");
                         tokio::time::sleep(wait).await;
+                        continue;
                     }
-                    None if self.store_is_up().await => {
-                        return Handled::SetAside(format!("kept failing: {e}"));
+                    None if self.store.ping().await.is_ok() => {
+                        Handled::SetAside(format!("kept failing: {e}"))
                     }
-                    None => return Handled::StoreDown(e),
+                    None => Handled::StoreDown(e),
                 },
-            }
+            };
+            return (outcome, attempts);
         }
     }
 
-    /// Whether the database answers at all, to tell an item that keeps failing from a
-    /// database that is down.
-    async fn store_is_up(&self) -> bool {
-        self.store.count_inbox().await.is_ok()
-    }
-
-    /// Records that an item was set aside, and why, and takes it out of its queue.
+    /// Records that an item was set aside, and why, in the dead letters (listed by the admin
+    /// API, retried from the CLI), and takes it out of its queue, in one transaction.
+    /// `reason` is error text only, never the item's content.
     pub(super) async fn set_aside(
         &self,
-        source: &str,
+        source: DeadLetterSource,
         seq: i64,
         room: Option<&str>,
         reason: &str,
+        attempts: i64,
     ) -> Result<(), StoreError> {
-        tracing::warn!(source, seq, room_id = room.unwrap_or_default(), %reason, "set aside");
-        match source {
-            "inbox" => self.store.mark_processed(seq).await,
-            "remote" => self.store.mark_remote_processed(seq).await,
-            _ => self.store.outbox_failed(seq).await,
+        tracing::warn!(source = source.as_str(), seq, room_id = room.unwrap_or_default(), %reason, "set aside as a dead letter");
+        match self
+            .store
+            .set_aside(source, seq, room, reason, attempts)
+            .await
+        {
+            // Already gone (handled meanwhile, or retention): nothing left to set aside.
+            Ok(_) | Err(StoreError::NoSuchRow { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
-
-    /// The scheduler and the other loops beat here; `/health` reads it.
-    fn beat(&self, _part: &str) {}
 }
 
 /// Runs the loop `make` builds until `stop` turns true, starting it again when it panics.

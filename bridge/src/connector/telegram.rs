@@ -24,6 +24,8 @@ use teloxide::{
 };
 use tokio::sync::watch;
 
+use crate::health::{PartReporter, PartState};
+
 use super::{
     Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, Offer, Platform,
     RemoteEvent, RemoteFile, RemoteSink,
@@ -66,6 +68,8 @@ pub struct TelegramConnector {
     poll_timeout: Duration,
     /// Set: receive by webhook; unset: long polling (the default).
     webhook: Option<Webhook>,
+    /// Where the receive loop says how the connection to Telegram is doing.
+    health: Option<PartReporter>,
 }
 
 impl TelegramConnector {
@@ -83,7 +87,25 @@ impl TelegramConnector {
             redact: Redactor(token.into()),
             poll_timeout: Duration::from_secs(25),
             webhook: None,
+            health: None,
         })
+    }
+
+    /// Reports the connection's state (`connected` after a successful `getUpdates` or
+    /// `setWebhook`, `degraded` or `down` with the kind of error) to `health`.
+    pub fn with_health(mut self, health: PartReporter) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, outcome: Result<(), &RequestError>) {
+        if let Some(health) = &self.health {
+            match outcome.map_err(health_of) {
+                Ok(()) => health.connected(),
+                Err((PartState::Down, kind)) => health.down(kind),
+                Err((_, kind)) => health.degraded(kind),
+            }
+        }
     }
 
     pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
@@ -185,9 +207,11 @@ impl TelegramConnector {
             match request.await {
                 Ok(_) => {
                     tracing::info!("telegram: webhook registered");
+                    self.report(Ok(()));
                     break;
                 }
                 Err(e) => {
+                    self.report(Err(&e));
                     tracing::warn!(error = %self.redact.clean(e), "telegram: setWebhook failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -260,6 +284,32 @@ impl TelegramConnector {
 
 fn reqwest_url(url: &str) -> Result<url::Url, String> {
     url::Url::parse(url).map_err(|e| e.to_string())
+}
+
+/// What a failed Bot API call says about the connection, for the health report: its state and
+/// the kind of error, not the error's text (a network error's text has the URL, with the token).
+fn health_of(e: &RequestError) -> (PartState, String) {
+    use teloxide::ApiError;
+    let kind = match e {
+        RequestError::Api(ApiError::InvalidToken) => {
+            return (
+                PartState::Down,
+                "the Bot API refused the bot token (401)".into(),
+            );
+        }
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => {
+            "conflict: another getUpdates or a webhook uses this bot (409)".into()
+        }
+        RequestError::Api(api) => format!("Bot API error: {api}"),
+        RequestError::RetryAfter(_) => "flood control (429)".into(),
+        RequestError::Network(e) if e.is_timeout() => "network error: timed out".into(),
+        RequestError::Network(e) if e.is_connect() => "network error: cannot connect".into(),
+        RequestError::Network(_) => "network error".into(),
+        RequestError::InvalidJson { .. } => "unreadable answer from the Bot API".into(),
+        RequestError::MigrateToChatId(_) => "group migrated to a supergroup".into(),
+        RequestError::Io(_) => "I/O error".into(),
+    };
+    (PartState::Degraded, kind)
 }
 
 fn is_transient_api_error(api: &teloxide::ApiError) -> bool {
@@ -557,8 +607,12 @@ impl Connector for TelegramConnector {
             return self.register_webhook(webhook, shutdown).await;
         }
         // Long polling and webhooks exclude each other; make sure no webhook is left behind.
-        if let Err(e) = self.bot.delete_webhook().await {
-            tracing::warn!(error = %self.redact.clean(e), "telegram: deleteWebhook failed");
+        match self.bot.delete_webhook().await {
+            Ok(_) => self.report(Ok(())),
+            Err(e) => {
+                self.report(Err(&e));
+                tracing::warn!(error = %self.redact.clean(e), "telegram: deleteWebhook failed");
+            }
         }
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_millis(500);
@@ -581,9 +635,11 @@ impl Connector for TelegramConnector {
             let updates = match updates {
                 Ok(u) => {
                     backoff = Duration::from_millis(500);
+                    self.report(Ok(()));
                     u
                 }
                 Err(e) => {
+                    self.report(Err(&e));
                     let wait = match &e {
                         RequestError::RetryAfter(after) => after.duration(),
                         _ => backoff,
