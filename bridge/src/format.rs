@@ -31,7 +31,6 @@
 
 use std::ops::Range;
 
-pub mod html_tokens;
 pub mod matrix_html;
 pub mod render_html;
 

@@ -2,10 +2,15 @@
 //! would show it, within what the target platform can display.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use super::html_tokens::{HtmlToken, html_tokens};
+use html5ever::tendril::StrTendril;
+use html5ever::tokenizer::{
+    BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+};
+
 use super::{Span, Style, StyledText, checked_link, code_language};
 
 /// What the platform a Matrix message is read for can show; the layout keeps to it, so
@@ -148,17 +153,76 @@ static MATRIX_SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| 
 });
 
 /// Sanitises Matrix HTML and lays it out as styled text `target` can show.
+///
+/// ammonia parses the input with html5ever and writes the sanitised tree back out as
+/// HTML; that is read again with html5ever's own tokenizer, so every character reference,
+/// quoting style and comment ammonia may write is read by the parser that matches it.
+/// (ammonia's parsed tree itself is only public behind its `ammonia_unstable` cfg.)
 pub fn from_matrix_html(html: &str, target: &Target) -> StyledText {
     let clean = MATRIX_SANITIZER.clean(html).to_string();
-    let mut layout = Layout::new(target);
-    for token in html_tokens(&clean) {
-        match token {
-            HtmlToken::Text(text) => layout.text(&text),
-            HtmlToken::Start { name, attrs } => layout.start_element(&name, &attrs),
-            HtmlToken::End { name } => layout.end_element(&name),
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from(clean));
+    let tokenizer = Tokenizer::new(
+        LayoutSink {
+            layout: RefCell::new(Layout::new(target)),
+            text: RefCell::new(String::new()),
+        },
+        TokenizerOpts {
+            // A U+FEFF at the start of ammonia's output is text, not a byte-order mark.
+            discard_bom: false,
+            ..TokenizerOpts::default()
+        },
+    );
+    let _ = tokenizer.feed(&input);
+    tokenizer.end();
+    let sink = tokenizer.sink;
+    sink.flush_text();
+    sink.layout.into_inner().finish()
+}
+
+/// Hands the tokens of sanitised HTML to the layout.
+struct LayoutSink {
+    layout: RefCell<Layout>,
+    /// Text not yet handed over: the tokenizer cuts text at newlines and references, and
+    /// the layout must see, for instance, the start of a `<pre>`'s text in one piece.
+    text: RefCell<String>,
+}
+
+impl LayoutSink {
+    fn flush_text(&self) {
+        let text = std::mem::take(&mut *self.text.borrow_mut());
+        if !text.is_empty() {
+            self.layout.borrow_mut().text(&text);
         }
     }
-    layout.finish()
+}
+
+impl TokenSink for LayoutSink {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, _line_number: u64) -> TokenSinkResult<()> {
+        match token {
+            Token::CharacterTokens(text) => self.text.borrow_mut().push_str(&text),
+            Token::TagToken(tag) => {
+                self.flush_text();
+                let mut layout = self.layout.borrow_mut();
+                match tag.kind {
+                    TagKind::StartTag => {
+                        let attrs: Vec<(String, String)> = tag
+                            .attrs
+                            .iter()
+                            .map(|attr| (attr.name.local.to_string(), attr.value.to_string()))
+                            .collect();
+                        layout.start_element(&tag.name, &attrs);
+                    }
+                    TagKind::EndTag => layout.end_element(&tag.name),
+                }
+            }
+            // Comments, doctypes, NUL (never in ammonia's output) and parse errors.
+            _ => {}
+        }
+        TokenSinkResult::Continue
+    }
 }
 
 /// An element open during layout.

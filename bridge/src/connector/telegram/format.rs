@@ -14,7 +14,9 @@ use std::borrow::Cow;
 
 use teloxide::types::{MessageEntity, MessageEntityKind};
 
-use crate::format::html_tokens::{HtmlToken, html_tokens};
+mod html_reader;
+use html_reader::{HtmlToken, html_tokens};
+
 use crate::format::render_html::escape_attribute;
 use crate::format::{
     HtmlDialect, MATRIX_LINK_SCHEMES, Open, Span, Style, StyledText, Target, checked_link,

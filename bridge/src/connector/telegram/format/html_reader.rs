@@ -1,4 +1,12 @@
-//! A small tokenizer for simple, well-formed HTML.
+//! A reader for Telegram's HTML dialect (`parse_mode = HTML`).
+//!
+//! Hand-written on purpose: Telegram's parser is not an HTML5 parser, so html5ever's
+//! tokenizer (which reads Matrix HTML in `crate::format::matrix_html`) would count a
+//! Telegram text differently. Telegram knows four named character references (`&lt;`,
+//! `&gt;`, `&amp;`, `&quot;`) plus numeric ones, while HTML5 decodes over two thousand
+//! names, some even without their `;`; HTML5 also turns every `\r\n` and `\r` into
+//! `\n` before anything else, which changes a text's length. Telegram texts are what we
+//! wrote ourselves, so this small reader is enough.
 
 /// One piece of simple HTML, with character references already decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,10 +22,8 @@ pub enum HtmlToken {
     },
 }
 
-/// Tokenizes the two kinds of HTML this module reads: ammonia's serialised output
-/// (canonical: quoted attributes, escaped text, no comments) and Telegram HTML (which we
-/// wrote ourselves). It is not a general HTML parser and does not need to be: anything it
-/// does not recognise as a tag is kept as text, which the renderers escape again.
+/// Tokenizes Telegram HTML (which we wrote ourselves). It is not a general HTML parser
+/// and does not need to be: anything it does not recognise as a tag is kept as text.
 pub fn html_tokens(html: &str) -> Vec<HtmlToken> {
     let mut tokens = Vec::new();
     let mut text = String::new();
@@ -124,7 +130,7 @@ fn parse_tag(input: &str) -> Option<(Option<HtmlToken>, usize)> {
 
 /// Appends `raw` to `out` with character references decoded: the named ones ammonia and
 /// Telegram use, and numeric ones. Anything else is left as written.
-pub fn decode_references(raw: &str, out: &mut String) {
+fn decode_references(raw: &str, out: &mut String) {
     let mut rest = raw;
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
