@@ -33,11 +33,13 @@ use std::ops::Range;
 
 pub mod matrix_html;
 pub mod render_html;
+pub mod sanitise;
 
 pub mod split;
 
 pub use matrix_html::{Open, Target, from_matrix_html, from_matrix_message};
 pub use render_html::{HtmlDialect, MatrixHtml, render_html, to_matrix_html};
+pub use sanitise::sanitise_matrix_html;
 
 pub use split::split;
 
