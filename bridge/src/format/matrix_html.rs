@@ -556,6 +556,9 @@ impl Layout {
         }
     }
 
+    /// Writes the pending collapsed space, unless the text is empty or already ends with
+    /// collapsible whitespace (a space, or a newline). A no-break space is not collapsible:
+    /// as in a browser, a space after one is kept.
     fn flush_space(&mut self) {
         if std::mem::take(&mut self.pending_space)
             && self
@@ -563,7 +566,7 @@ impl Layout {
                 .text
                 .chars()
                 .next_back()
-                .is_some_and(|c| !c.is_whitespace())
+                .is_some_and(|c| !is_html_whitespace(c))
         {
             self.push_raw(" ");
         }

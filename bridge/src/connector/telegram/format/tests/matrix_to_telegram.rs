@@ -223,6 +223,13 @@ fn source_whitespace_collapses_like_in_a_browser() {
 }
 
 #[test]
+fn a_space_after_a_no_break_space_is_kept() {
+    // A no-break space is text, not collapsible whitespace (found by the property tests:
+    // the space after it used to be dropped).
+    assert_eq!(to_telegram("a&nbsp; b &nbsp;c"), "a\u{A0} b \u{A0}c");
+}
+
+#[test]
 fn block_breaks_stay_outside_styles() {
     assert_eq!(
         to_telegram("<p>intro</p><blockquote><p>quoted</p><p>more</p></blockquote><p>after</p>"),
