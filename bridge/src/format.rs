@@ -167,3 +167,6 @@ pub fn checked_link(href: &str, schemes: &[&str]) -> Option<String> {
 pub fn utf16_len(text: &str) -> usize {
     text.chars().map(char::len_utf16).sum()
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

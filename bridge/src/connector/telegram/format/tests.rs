@@ -7,6 +7,7 @@ use crate::format::from_matrix_html;
 
 mod generated;
 mod matrix_to_telegram;
+mod props;
 mod splitting;
 mod telegram_to_matrix;
 
