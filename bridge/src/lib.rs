@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod config;
 pub mod connector;
 pub mod conversation;
+pub mod format;
 pub mod health;
 pub mod responder;
 pub mod routing;

@@ -969,3 +969,51 @@ async fn an_event_that_can_never_work_is_set_aside_and_the_others_go_on() -> any
     assert!(w.store().dead_letters(10).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -> anyhow::Result<()>
+{
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    let html = r#"<b>Hi</b> <img src="https://tracker.example/p.png" alt="pic"><script>x()</script><a href="javascript:x()" onclick="x()">here</a>"#;
+    w.remote(
+        "80.message",
+        RemoteEvent::Message {
+            address: "1".into(),
+            message_id: "80".into(),
+            reply_to: None,
+            body: "Hi here".into(),
+            formatted_body: Some(html.into()),
+            display_name: "Ann".into(),
+            file: None,
+        },
+    )
+    .await?;
+    w.remote(
+        "81.edit",
+        RemoteEvent::Edit {
+            address: "1".into(),
+            message_id: "80".into(),
+            body: "Hi there".into(),
+            formatted_body: Some(html.replace("here", "there")),
+        },
+    )
+    .await?;
+    let sent: Vec<Value> =
+        w.hs.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/send/m.room.message/"))
+            .map(|(_, _, body)| body.clone())
+            .filter(|body| body["body"].as_str().is_some_and(|b| b.contains("Hi ")))
+            .collect();
+    assert_eq!(sent.len(), 2, "the message and its edit: {sent:?}");
+    let message = sent[0]["formatted_body"].as_str().unwrap_or_default();
+    assert_eq!(message, r#"<b>Hi</b> <img alt="pic"><a>here</a>"#);
+    let edit = sent[1]["m.new_content"]["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(edit, r#"<b>Hi</b> <img alt="pic"><a>there</a>"#);
+    Ok(())
+}

@@ -640,7 +640,7 @@ impl Bridge {
             if let Some(html) = obj
                 .get("formatted_body")
                 .and_then(|h| h.as_str())
-                .map(ammonia::clean)
+                .map(crate::format::sanitise_matrix_html)
             {
                 obj.insert("formatted_body".into(), html.into());
             }

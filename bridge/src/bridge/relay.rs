@@ -192,7 +192,10 @@ impl Bridge {
                     },
                     None => {
                         let content = match formatted_body {
-                            Some(html) => RoomMessageEventContent::text_html(body, html),
+                            Some(html) => RoomMessageEventContent::text_html(
+                                body,
+                                crate::format::sanitise_matrix_html(&html),
+                            ),
                             None => RoomMessageEventContent::text_plain(body),
                         };
                         RoomPost::Message {

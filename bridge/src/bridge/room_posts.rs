@@ -300,7 +300,10 @@ impl Bridge {
                 let original = OwnedEventId::try_from(original.as_str())
                     .map_err(|e| PostError::Never(format!("bad original event ID: {e}")))?;
                 let content = match formatted_body {
-                    Some(html) => RoomMessageEventContent::text_html(body, html),
+                    Some(html) => RoomMessageEventContent::text_html(
+                        body,
+                        crate::format::sanitise_matrix_html(&html),
+                    ),
                     None => RoomMessageEventContent::text_plain(body),
                 }
                 .make_replacement(ReplacementMetadata::new(original, None));

@@ -197,7 +197,7 @@ impl Connector for MatrixConnector {
             Some(html) => format!(
                 "<b>{}</b>: {}",
                 escape(&delivery.visitor_alias),
-                ammonia::clean(html)
+                crate::format::sanitise_matrix_html(html)
             ),
             None => format!(
                 "<b>{}</b>: {}",
