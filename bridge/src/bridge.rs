@@ -34,6 +34,7 @@ use crate::{
 };
 use typing::TypingUpdate;
 
+mod batch;
 mod dispatch;
 mod handoff;
 mod lanes;
@@ -352,73 +353,43 @@ impl Bridge {
                 return Ok(());
             }
         };
-        if self.store.conversation(room_id).await?.is_none() {
-            // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
-            return self.bot_room_event(room_id, &event).await;
-        }
         // Work about this conversation from other lanes (a responder's accept, a hand-over)
-        // waits until this event is handled, and this waits for it. Read under the lock.
+        // waits until this event is handled, and this waits for it; read under the lock.
         let _room = self.room_locks.lock(room_id).await;
         let Some(conversation) = self.store.conversation(room_id).await? else {
+            // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
+            // (This lock is the relay room's own; its conversation's is taken inside.)
+            return self.bot_room_event(room_id, &event).await;
+        };
+        let sender = event
+            .get("sender")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let role = self.role_of(&conversation, sender);
+        let Some((message, media)) = message_of(room_id, seq, role, &event) else {
             return Ok(());
         };
-        let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
-        let sender = field("sender");
-        let role = self.role_of(&conversation, sender);
-        if field("type") == "m.room.message" {
-            let content = &event["content"];
-            let media = media_of(content);
-            // A message must have a text body (a file's body is its name); a numeric body, a
-            // `null` content or an empty text would reach the responder as an empty
-            // "Visitor XXXX:" line. Such an event is set aside with a log line, nothing more.
-            let body = content.get("body").and_then(Value::as_str);
-            if body.is_none_or(|b| b.trim().is_empty() && media.is_none()) {
-                // Only the shape is logged: the content is the visitor's.
-                tracing::warn!(
-                    sender_role = role.as_str(),
-                    content = json_kind(content),
-                    body = json_kind(&content["body"]),
-                    "message without a usable text body skipped"
-                );
-                return Ok(());
-            }
-            let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
-            let message = Message {
-                event_id: field("event_id").to_owned(),
-                room_id: room_id.to_owned(),
-                inbox_seq: seq,
-                sender: sender.to_owned(),
-                sender_role: role,
-                msgtype: text("msgtype").unwrap_or_default(),
-                body: text("body").unwrap_or_default(),
-                formatted_body: text("formatted_body"),
-                origin_server_ts: event
-                    .get("origin_server_ts")
-                    .and_then(Value::as_i64)
-                    .unwrap_or_default(),
-            };
-            if self.store.record_message(&message).await? {
-                tracing::debug!(role = role.as_str(), "message recorded");
-            }
-            if let Some(media) = &media {
-                let json = serde_json::to_string(media).expect("a MediaRef serialises");
-                self.store
-                    .set_message_media(&message.event_id, &json)
-                    .await?;
-            }
-            if role == SenderRole::Visitor {
-                if conversation.state.is_waiting() {
-                    self.route(&conversation).await?;
-                }
-                self.relay_to_responders(
-                    &conversation,
-                    &message.event_id,
-                    &message.body,
-                    message.formatted_body.as_deref(),
-                    media,
-                )
+        if self.store.record_message(&message).await? {
+            tracing::debug!(role = role.as_str(), "message recorded");
+        }
+        if let Some(media) = &media {
+            let json = serde_json::to_string(media).expect("a MediaRef serialises");
+            self.store
+                .set_message_media(&message.event_id, &json)
                 .await?;
+        }
+        if role == SenderRole::Visitor {
+            if conversation.state.is_waiting() {
+                self.route(&conversation).await?;
             }
+            self.relay_to_responders(
+                &conversation,
+                &message.event_id,
+                &message.body,
+                message.formatted_body.as_deref(),
+                media,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -439,6 +410,51 @@ impl Bridge {
         let txn = format!("switchboard-startup-{}", now_ms());
         self.client.ping(&self.config.appservice_id, &txn).await
     }
+}
+
+/// The transcript entry an `m.room.message` event becomes, with the file it carries, if
+/// any; `None` for any other event, and for a message without a usable text body (a file's
+/// body is its name): a numeric body, a `null` content or an empty text would reach the
+/// responder as an empty "Visitor XXXX:" line, so such an event is left out with a log line.
+fn message_of(
+    room_id: &str,
+    seq: i64,
+    role: SenderRole,
+    event: &Value,
+) -> Option<(Message, Option<MediaRef>)> {
+    let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
+    if field("type") != "m.room.message" {
+        return None;
+    }
+    let content = &event["content"];
+    let media = media_of(content);
+    let body = content.get("body").and_then(Value::as_str);
+    if body.is_none_or(|b| b.trim().is_empty() && media.is_none()) {
+        // Only the shape is logged: the content is the visitor's.
+        tracing::warn!(
+            sender_role = role.as_str(),
+            content = json_kind(content),
+            body = json_kind(&content["body"]),
+            "message without a usable text body skipped"
+        );
+        return None;
+    }
+    let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
+    let message = Message {
+        event_id: field("event_id").to_owned(),
+        room_id: room_id.to_owned(),
+        inbox_seq: seq,
+        sender: field("sender").to_owned(),
+        sender_role: role,
+        msgtype: text("msgtype").unwrap_or_default(),
+        body: text("body").unwrap_or_default(),
+        formatted_body: text("formatted_body"),
+        origin_server_ts: event
+            .get("origin_server_ts")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+    };
+    Some((message, media))
 }
 
 /// What kind of JSON value this is, for a log line about an odd event.

@@ -15,6 +15,7 @@ use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 mod dead_letters;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 mod queues;
+pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
 pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
 mod responders;
@@ -140,6 +141,10 @@ impl Store {
 
     /// Records the events of one transaction atomically. Events already known (by event ID)
     /// are skipped. Returns how many were new.
+    ///
+    /// Rows go in as multi-row `INSERT`s, `RECORD_CHUNK` events a statement: one round trip
+    /// per chunk instead of per event, inside the one database transaction whose commit is
+    /// what the homeserver's 200 waits for.
     pub async fn record_events(
         &self,
         txn_id: &str,
@@ -148,19 +153,22 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
-        for e in events {
-            inserted += sqlx::query(
-                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(e.event_id)
-            .bind(e.room_id)
-            .bind(txn_id)
-            .bind(e.event_json)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        for chunk in events.chunks(ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at) VALUES ",
+            );
+            sql.push_str(&placeholders(chunk.len(), 5));
+            sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(e.event_id)
+                    .bind(e.room_id)
+                    .bind(txn_id)
+                    .bind(e.event_json)
+                    .bind(now);
+            }
+            inserted += query.execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -356,22 +364,7 @@ impl Store {
 
     /// Adds a message to its conversation's transcript. Returns false if it was already there.
     pub async fn record_message(&self, m: &Message) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
-                                   body, formatted_body, origin_server_ts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&m.event_id)
-        .bind(&m.room_id)
-        .bind(m.inbox_seq)
-        .bind(&m.sender)
-        .bind(m.sender_role.as_str())
-        .bind(&m.msgtype)
-        .bind(&m.body)
-        .bind(m.formatted_body.as_deref())
-        .bind(m.origin_server_ts)
-        .execute(&self.pool)
-        .await?;
+        let done = insert_message(m).execute(&self.pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -453,6 +446,30 @@ impl Store {
             .flatten())
     }
 
+    /// When `sender` last wrote in the room at or after `since`, and when the visitor last
+    /// wrote (unix ms, the homeserver's timestamps): what the holders' time limits need, read
+    /// without loading the transcript.
+    pub async fn last_message_times(
+        &self,
+        room_id: &str,
+        sender: &str,
+        since: i64,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(CASE WHEN sender = $2 AND origin_server_ts >= $3
+                             THEN origin_server_ts END) AS last_reply,
+                    MAX(CASE WHEN sender_role = $4 THEN origin_server_ts END) AS last_visitor
+             FROM messages WHERE room_id = $1",
+        )
+        .bind(room_id)
+        .bind(sender)
+        .bind(since)
+        .bind(SenderRole::Visitor.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("last_reply")?, row.try_get("last_visitor")?))
+    }
+
     /// The transcript of a conversation, in the order Switchboard received it.
     pub async fn messages(&self, room_id: &str) -> Result<Vec<Message>, StoreError> {
         let rows = sqlx::query(
@@ -499,4 +516,48 @@ fn conversation_from_row(r: &AnyRow) -> Result<Conversation, StoreError> {
         })?,
         created_at: r.try_get("created_at")?,
     })
+}
+
+/// A transcript entry, once per event ID.
+pub(crate) fn insert_message(
+    m: &Message,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
+                               body, formatted_body, origin_server_ts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(&m.event_id)
+    .bind(&m.room_id)
+    .bind(m.inbox_seq)
+    .bind(&m.sender)
+    .bind(m.sender_role.as_str())
+    .bind(&m.msgtype)
+    .bind(&m.body)
+    .bind(m.formatted_body.as_deref())
+    .bind(m.origin_server_ts)
+}
+
+/// How many rows one multi-row `INSERT` carries: well within SQLite's 32766 and
+/// PostgreSQL's 65535 bound parameters at nine columns.
+pub(crate) const ROWS_PER_INSERT: usize = 100;
+
+/// `($1, $2), ($3, $4), …`: the `VALUES` of a multi-row statement, `rows` rows of `cols`
+/// parameters numbered from `$1`.
+pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
 }

@@ -6,7 +6,10 @@ mod common;
 use switchboard_bridge::{
     Store, StoreError,
     conversation::{Conversation, ConversationState, Message, SenderRole},
-    store::{AssignmentRow, DeadLetterSource, Engine, NewInboxEvent, OutboxRow},
+    store::{
+        AssignmentRow, DeadLetterSource, Engine, NewDelivery, NewInboxEvent, OutboxRow,
+        VisitorBatch,
+    },
 };
 
 fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
@@ -65,6 +68,47 @@ async fn inbox_dedups_by_event_id_and_keeps_arrival_order(store: &Store) -> anyh
     assert_eq!(ids, ["$b", "$c"]);
     // The limit bounds a batch.
     assert_eq!(store.pending_events(1).await?.len(), 1);
+
+    // What the lanes read: which rooms have new work after a cursor, and one room's events
+    // without the others'. A transaction of more events than one multi-row insert holds is
+    // recorded whole, in order.
+    let many: Vec<String> = (0..250).map(|i| format!("$m{i}")).collect();
+    let rows: Vec<NewInboxEvent<'_>> = many
+        .iter()
+        .enumerate()
+        .map(|(i, id)| NewInboxEvent {
+            event_id: id,
+            room_id: if i % 2 == 0 { "!even:x" } else { "!odd:x" },
+            event_json: "{}",
+        })
+        .collect();
+    assert_eq!(store.record_events("t3", &rows).await?, 250);
+    assert_eq!(
+        store.record_events("t3", &rows).await?,
+        0,
+        "a replay adds nothing"
+    );
+    let cursor = pending[2].seq;
+    let after = store.pending_inbox_rooms_after(cursor, 1000).await?;
+    assert_eq!(after.len(), 250);
+    assert!(
+        after.windows(2).all(|w| w[0].0 < w[1].0),
+        "in arrival order"
+    );
+    let mut rooms = store.pending_inbox_rooms().await?;
+    rooms.sort();
+    assert_eq!(rooms, ["!even:x", "!odd:x", "!r:x"]);
+    let odd = store.pending_events_in_room("!odd:x", 3).await?;
+    let ids: Vec<&str> = odd.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["$m1", "$m3", "$m5"]);
+    for e in store.pending_events_in_room("!odd:x", 1000).await? {
+        store.mark_processed(e.seq).await?;
+    }
+    assert!(store.pending_events_in_room("!odd:x", 10).await?.is_empty());
+    for e in store.pending_events(1000).await? {
+        store.mark_processed(e.seq).await?;
+    }
+    assert!(store.pending_inbox_rooms().await?.is_empty());
     Ok(())
 }
 
@@ -179,6 +223,26 @@ async fn transcript_records_each_message_once_in_inbox_order(store: &Store) -> a
         Some(r#"{"mxc":"mxc://x/y"}"#)
     );
     assert_eq!(store.message_media("$2").await?, None);
+
+    // The two times the holders' limits need, read without the transcript.
+    let base = 1_700_000_000_000;
+    assert_eq!(
+        store
+            .last_message_times("!t:x", "@someone:localhost", base)
+            .await?,
+        (Some(base + 2), Some(base + 1))
+    );
+    assert_eq!(
+        store
+            .last_message_times("!t:x", "@someone:localhost", base + 3)
+            .await?,
+        (None, Some(base + 1)),
+        "a reply before the holder started does not count"
+    );
+    assert_eq!(
+        store.last_message_times("!none:x", "@a:x", 0).await?,
+        (None, None)
+    );
     Ok(())
 }
 
@@ -365,6 +429,25 @@ async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Res
             .enqueue_outbox("!r1:x", "telegram", "7001", event, body)
             .await?;
     }
+    store
+        .enqueue_outbox("!r2:x", "telegram", "7002", "$o3", "other chat")
+        .await?;
+    let mut lanes = store.outbox_lanes().await?;
+    lanes.sort();
+    let keys: Vec<(&str, &str)> = lanes
+        .iter()
+        .map(|(p, a, _)| (p.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(keys, [("telegram", "7001"), ("telegram", "7002")]);
+    let to_7001: Vec<String> = store
+        .pending_outbox_to("telegram", "7001", 10)
+        .await?
+        .into_iter()
+        .map(|(r, _)| r.payload_json)
+        .collect();
+    assert_eq!(to_7001, ["one", "two"], "one chat's rows, in order");
+    let other = store.pending_outbox_to("telegram", "7002", 10).await?;
+    store.outbox_done(other[0].0.seq).await?;
     let pending = store.pending_outbox(10).await?;
     let bodies: Vec<&str> = pending
         .iter()
@@ -837,6 +920,57 @@ async fn never_working_events_are_set_aside_and_can_be_retried(
     Ok(())
 }
 
+/// A run of visitor messages is stored in one transaction: transcript, deliveries and the
+/// processed marks, each row once, also past one multi-row statement's hundred rows.
+async fn a_run_of_visitor_messages_is_stored_whole(store: &Store) -> anyhow::Result<()> {
+    let ids: Vec<String> = (0..150).map(|i| format!("$run{i}")).collect();
+    let rows: Vec<NewInboxEvent<'_>> = ids
+        .iter()
+        .map(|id| NewInboxEvent {
+            event_id: id,
+            room_id: "!run:x",
+            event_json: "{}",
+        })
+        .collect();
+    store.record_events("t-run", &rows).await?;
+    let pending = store.pending_events_in_room("!run:x", 1000).await?;
+    assert_eq!(pending.len(), 150);
+    let mut batch = VisitorBatch::default();
+    for (i, e) in pending.iter().enumerate() {
+        batch.messages.push(message(
+            &e.event_id,
+            "!run:x",
+            e.seq,
+            SenderRole::Visitor,
+            &format!("line {i}"),
+        ));
+        batch.deliveries.push(NewDelivery {
+            room_id: "!run:x".into(),
+            platform: "telegram".into(),
+            address: "7009".into(),
+            event_id: e.event_id.clone(),
+            payload_json: format!("p{i}"),
+        });
+        batch.processed.push(e.seq);
+    }
+    store.record_visitor_batch(&batch).await?;
+    // Again, as after a crash before anything else moved: nothing doubles.
+    store.record_visitor_batch(&batch).await?;
+    assert!(store.pending_events_in_room("!run:x", 10).await?.is_empty());
+    let transcript = store.messages("!run:x").await?;
+    assert_eq!(transcript.len(), 150);
+    assert_eq!(transcript[149].body, "line 149");
+    let queued = store.pending_outbox_to("telegram", "7009", 1000).await?;
+    let payloads: Vec<String> = queued.into_iter().map(|(r, _)| r.payload_json).collect();
+    assert_eq!(payloads.len(), 150);
+    assert_eq!(payloads[0], "p0");
+    assert_eq!(payloads[149], "p149");
+    for (row, _) in store.pending_outbox_to("telegram", "7009", 1000).await? {
+        store.outbox_done(row.seq).await?;
+    }
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
@@ -850,6 +984,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     conversations_are_keyed_by_room_and_resumable(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;
     visitor_sessions_resolve_until_they_expire(&store).await?;
+    a_run_of_visitor_messages_is_stored_whole(&store).await?;
     // Last: they leave queued rows behind.
     one_conversations_backlog_leaves_room_for_the_others(&store).await?;
     routing_reads_only_waiting_conversations(&store).await?;
@@ -866,7 +1001,7 @@ async fn store_suite_on_sqlite() -> anyhow::Result<()> {
     suite(store).await?;
     // Reopening runs the migrations again, which must be a no-op, and the data is still there.
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 5);
+    assert_eq!(reopened.count_inbox().await?, 405);
     Ok(())
 }
 
@@ -876,7 +1011,7 @@ async fn store_suite_on_postgres() -> anyhow::Result<()> {
     assert_eq!(store.engine(), Engine::Postgres);
     suite(store).await?;
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 5);
+    assert_eq!(reopened.count_inbox().await?, 405);
     reopened.close().await;
     Ok(())
 }

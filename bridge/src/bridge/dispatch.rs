@@ -458,22 +458,16 @@ impl Bridge {
                 first_reply_secs: topic.and_then(|t| t.first_reply_timeout_secs),
                 idle_secs: topic.and_then(|t| t.idle_limit_secs),
             };
-            // Called about once a second: read the transcript only when a limit needs it.
-            let transcript = if limits.first_reply_secs.is_some() || limits.idle_secs.is_some() {
-                self.store.messages(&a.room_id).await?
-            } else {
-                Vec::new()
-            };
-            let last_reply = transcript
-                .iter()
-                .filter(|m| m.sender == a.ghost_user_id && m.origin_server_ts >= started)
-                .map(|m| m.origin_server_ts)
-                .max();
-            let last_visitor = transcript
-                .iter()
-                .filter(|m| m.sender_role == SenderRole::Visitor)
-                .map(|m| m.origin_server_ts)
-                .max();
+            // Called about once a second: read the two times only when a limit needs them,
+            // never the whole transcript.
+            let (last_reply, last_visitor) =
+                if limits.first_reply_secs.is_some() || limits.idle_secs.is_some() {
+                    self.store
+                        .last_message_times(&a.room_id, &a.ghost_user_id, started)
+                        .await?
+                } else {
+                    (None, None)
+                };
             if let Some(why) =
                 handover_reason(now, started, last_reply, last_visitor, status, limits)
             {

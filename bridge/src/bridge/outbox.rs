@@ -27,18 +27,7 @@ impl Bridge {
         formatted_body: Option<&str>,
         media: Option<MediaRef>,
     ) -> Result<(), StoreError> {
-        for a in self
-            .store
-            .active_assignments_for_room(&conversation.room_id)
-            .await?
-        {
-            let Some((_, connector)) = self.remote(&a.platform) else {
-                continue;
-            };
-            if connector.capabilities().shares_room {
-                continue;
-            }
-            let thread = self.thread_of(&conversation.room_id, &a).await?;
+        for (a, thread) in self.remote_holders(conversation).await? {
             let delivery = Delivery {
                 room_id: conversation.room_id.clone(),
                 event_id: event_id.to_owned(),
@@ -61,6 +50,30 @@ impl Bridge {
             self.want_delivery(&a.platform, &a.address);
         }
         Ok(())
+    }
+
+    /// Who holds the conversation on a platform the bridge relays to (not one that shares
+    /// the room), each with the connector's handle of it (`thread_of`).
+    pub(super) async fn remote_holders(
+        &self,
+        conversation: &Conversation,
+    ) -> Result<Vec<(AssignmentRow, Option<String>)>, StoreError> {
+        let mut holders = Vec::new();
+        for a in self
+            .store
+            .active_assignments_for_room(&conversation.room_id)
+            .await?
+        {
+            let Some((_, connector)) = self.remote(&a.platform) else {
+                continue;
+            };
+            if connector.capabilities().shares_room {
+                continue;
+            }
+            let thread = self.thread_of(&conversation.room_id, &a).await?;
+            holders.push((a, thread));
+        }
+        Ok(holders)
     }
 
     /// The connector's handle of this conversation with the responder holding it (Matrix:

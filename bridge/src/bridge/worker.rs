@@ -45,7 +45,7 @@ const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 const FULL_SCAN: Duration = Duration::from_secs(10);
 
 /// How many events one pass of a room's lane takes from the store.
-const ROOM_BATCH: i64 = 50;
+const ROOM_BATCH: i64 = 200;
 
 /// Where the scheduler has read up to, per queue. Kept in memory: after a restart every
 /// pending item is read again, and the lanes' work is idempotent.
@@ -355,10 +355,25 @@ impl Bridge {
             if batch.is_empty() {
                 return Ok(());
             }
-            for event in &batch {
-                if let Handled::StoreDown(e) = self.handle_inbox_item(event).await {
+            let mut i = 0;
+            while i < batch.len() {
+                // A run of plain visitor messages goes in one transaction (`batch.rs`);
+                // anything else, or a run that failed, is handled event by event, with
+                // retries and setting aside.
+                match self.handle_plain_run(room, &batch[i..]).await {
+                    Ok(n) if n > 0 => {
+                        i += n;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(room_id = %room, error = %e, "a run of messages failed; handling them one by one")
+                    }
+                }
+                if let Handled::StoreDown(e) = self.handle_inbox_item(&batch[i]).await {
                     return Err(e);
                 }
+                i += 1;
             }
         }
     }
@@ -372,10 +387,19 @@ impl Bridge {
             if batch.is_empty() {
                 return Ok(n);
             }
-            for event in &batch {
-                if let Handled::StoreDown(e) = self.handle_inbox_item(event).await {
+            let mut i = 0;
+            while i < batch.len() {
+                if let Ok(run) = self.handle_plain_run(&batch[i].room_id, &batch[i..]).await
+                    && run > 0
+                {
+                    i += run;
+                    n += run;
+                    continue;
+                }
+                if let Handled::StoreDown(e) = self.handle_inbox_item(&batch[i]).await {
                     return Err(e);
                 }
+                i += 1;
                 n += 1;
             }
         }
@@ -429,6 +453,14 @@ impl Bridge {
 
     /// One platform event, like [`Self::handle_inbox_item`].
     async fn handle_remote_item(&self, event: &RemoteInboxEvent) -> Handled {
+        // The scheduler's full look may hand out an event again just as its first hand-out
+        // finishes; both run in the same lane, one after the other, so the second finds it
+        // done here.
+        match self.store.remote_event_pending(event.seq).await {
+            Ok(true) => {}
+            Ok(false) => return Handled::Done,
+            Err(e) => return Handled::StoreDown(e),
+        }
         let (outcome, attempts) = match serde_json::from_str::<RemoteEvent>(&event.event_json) {
             Ok(parsed) => {
                 self.with_retries(|| self.handle_remote(&event.platform, parsed.clone()))

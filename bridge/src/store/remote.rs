@@ -455,18 +455,15 @@ impl Store {
         event_id: &str,
         payload_json: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO outbox (room_id, platform, address, event_id, payload_json, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, platform, address) DO NOTHING",
-        )
-        .bind(room_id)
-        .bind(platform)
-        .bind(address)
-        .bind(event_id)
-        .bind(payload_json)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(ENQUEUE_OUTBOX)
+            .bind(room_id)
+            .bind(platform)
+            .bind(address)
+            .bind(event_id)
+            .bind(payload_json)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -581,6 +578,11 @@ impl Store {
         Ok(())
     }
 }
+
+/// A delivery queued once per (event, platform, address).
+pub(super) const ENQUEUE_OUTBOX: &str =
+    "INSERT INTO outbox (room_id, platform, address, event_id, payload_json, next_attempt_at)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, platform, address) DO NOTHING";
 
 /// An outbox row as read by the queries here, with when it is next due.
 pub(super) fn outbox_row(r: &sqlx::any::AnyRow) -> Result<(OutboxRow, i64), StoreError> {
