@@ -353,8 +353,9 @@ impl Bridge {
             }
         };
         if self.store.conversation(room_id).await?.is_none() {
-            // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
-            return self.bot_room_event(room_id, &event).await;
+            // Not a conversation: a Matrix responder's relay room or direct chat with the bot,
+            // read by the Matrix connector into a remote event (`relay.rs`).
+            return self.homeserver_room_event(room_id, &event).await;
         }
         // Work about this conversation from other lanes (a responder's accept, a hand-over)
         // waits until this event is handled, and this waits for it. Read under the lock.

@@ -33,7 +33,7 @@ use switchboard_bridge::{
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
         Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform,
-        RemoteEvent, RemoteSink,
+        RemoteEvent, RemoteSink, matrix::MatrixConnector, telegram,
     },
     conversation::{Conversation, ConversationState},
     responder::{Responder, ResponderStatus},
@@ -158,7 +158,7 @@ impl RecordingConnector {
 #[async_trait]
 impl Connector for RecordingConnector {
     fn platform(&self) -> Platform {
-        Platform::Telegram
+        telegram::SPEC.platform()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -326,12 +326,14 @@ async fn world(limits: Limits) -> anyhow::Result<World> {
     };
     let tg = Arc::new(RecordingConnector::default());
     let connector: Arc<dyn Connector> = tg.clone();
+    // Matrix responders' events come with the homeserver's transactions (the stub's).
+    let matrix: Arc<dyn Connector> = Arc::new(MatrixConnector::new(client.clone()));
     let bridge = Arc::new(Bridge::new(
         store.clone(),
         client,
         registration,
         config,
-        vec![connector],
+        vec![connector, matrix],
     ));
     bridge.seed_register().await?;
     store
@@ -390,7 +392,7 @@ impl World {
     /// Something from Telegram, recorded and handled.
     async fn remote(&self, key: &str, event: RemoteEvent) -> anyhow::Result<()> {
         self.bridge
-            .record_remote(Platform::Telegram, key, &event)
+            .record_remote(telegram::SPEC.platform(), key, &event)
             .await?;
         self.bridge.drain_remote().await?;
         self.settle().await
@@ -417,6 +419,7 @@ impl World {
                 command: command.into(),
                 args: args.into(),
                 reply_to: None,
+                thread: None,
             },
         )
         .await
@@ -838,7 +841,9 @@ async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow
     });
     let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
     w.bridge.record_transaction("txn-late", vec![raw]).await?;
+    // The Matrix connector reads it into a remote event, handled in the responder's lane.
     w.bridge.drain_inbox().await?;
+    w.bridge.drain_remote().await?;
     w.settle().await?;
     let sent: Vec<(String, Value)> =
         w.hs.requests
@@ -986,6 +991,7 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
             formatted_body: Some(html.into()),
             display_name: "Ann".into(),
             file: None,
+            thread: None,
         },
     )
     .await?;
