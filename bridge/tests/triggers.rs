@@ -869,6 +869,69 @@ async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow
     Ok(())
 }
 
+/// A Matrix responder accepts by joining their relay room: the Matrix connector reads the join
+/// into an Accept that is handled like Telegram's (in their lane, under the conversation's
+/// lock), so they hold the conversation; a join the homeserver delivers again (another
+/// transaction, after a restart) changes nothing; leaving afterwards does not decline.
+#[tokio::test]
+async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> anyhow::Result<()> {
+    const RELAY: &str = "!relay:test";
+    const MARA: &str = "@mara:test";
+    let w = world(NO_LIMITS).await?;
+    let offer = w.store().create_offer(ROOM, "ann", "matrix", MARA).await?;
+    w.store().set_offer_message(offer.id, RELAY).await?;
+    let member = |id: &str, membership: &str| {
+        let event = json!({
+            "type": "m.room.member", "event_id": id, "room_id": RELAY, "sender": MARA,
+            "state_key": MARA, "origin_server_ts": 1,
+            "content": {"membership": membership, "displayname": "Mara"},
+        });
+        Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
+    };
+    for txn in ["txn-join", "txn-join-again"] {
+        w.bridge
+            .record_transaction(txn, vec![member("$join", "join")])
+            .await?;
+        w.bridge.drain_inbox().await?;
+        w.bridge.drain_remote().await?;
+        w.settle().await?;
+    }
+    assert_eq!(w.state().await?, ConversationState::Active);
+    let holders = w.store().active_assignments_for_room(ROOM).await?;
+    assert_eq!(holders.len(), 1);
+    assert_eq!(
+        (holders[0].platform.as_str(), holders[0].address.as_str()),
+        ("matrix", MARA)
+    );
+    let told: Vec<String> =
+        w.hs.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/send/m.room.message/"))
+            .filter_map(|(_, _, b)| b["body"].as_str().map(str::to_owned))
+            .filter(|b| b.starts_with("You are now talking with"))
+            .collect();
+    // The visitor is told once who they talk with, and Mara once in her relay room (with
+    // Matrix's way of writing commands).
+    assert_eq!(
+        told,
+        [
+            "You are now talking with Visitor 00AB. Reply to their messages to answer; !end closes the conversation.",
+            "You are now talking with Ann."
+        ],
+        "each told once"
+    );
+
+    w.bridge
+        .record_transaction("txn-leave", vec![member("$leave", "leave")])
+        .await?;
+    w.bridge.drain_inbox().await?;
+    w.bridge.drain_remote().await?;
+    assert_eq!(w.state().await?, ConversationState::Active, "not declined");
+    Ok(())
+}
+
 /// A Telegram update the connector could not read at all is recorded like any other event,
 /// and its sender is told (through the bridge, at the chat's pace) that nothing was passed on.
 #[tokio::test]
