@@ -10,14 +10,12 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use switchboard_bridge::{
     Store, admin_api,
+    connector::registry,
     conversation::ConversationState,
     responder::{Contact, Responder, ResponderStatus, WeeklyHours},
     routing::validate_responder,
     store::SOURCE_ADMIN,
 };
-
-/// Platforms a contact may name from the command line.
-const KNOWN_PLATFORMS: &[&str] = &["matrix", "telegram"];
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -226,7 +224,9 @@ fn weekdays(days: &str) -> Option<Vec<&'static str>> {
 }
 
 fn validated(r: &Responder) -> anyhow::Result<()> {
-    validate_responder(r, KNOWN_PLATFORMS).map_err(|e| anyhow!("invalid responder: {e}"))
+    // Every registered platform may be named from the command line (the CLI works on the
+    // database, whichever platforms the running service has enabled).
+    validate_responder(r, &registry::known_names()).map_err(|e| anyhow!("invalid responder: {e}"))
 }
 
 async fn existing(store: &Store, id: &str) -> anyhow::Result<Responder> {

@@ -1,6 +1,7 @@
 //! The configuration file (TOML), with `SWITCHBOARD_SECTION__KEY` environment overrides.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -13,6 +14,7 @@ use figment::{
 use serde::Deserialize;
 use switchboard_bridge::{
     config::{TopicConfig, VisitorLimits},
+    connector::registry,
     responder::Responder,
     routing::validate_responder,
     visitor_api::AllowedOrigins,
@@ -34,10 +36,25 @@ pub struct Config {
     pub welcome_notice: Option<String>,
     /// Told to visitors when nobody can take their conversation right now.
     pub offline_message: Option<String>,
-    pub telegram: Option<TelegramSection>,
     pub admin: Option<AdminSection>,
     #[serde(default)]
     pub web: WebSection,
+    /// Every other top-level section, by name. A registered platform's section (`[telegram]`)
+    /// is read by that platform's module (`connector::registry`), so adding a platform adds no
+    /// field here: its section is typed next to its connector.
+    #[serde(flatten)]
+    pub sections: Sections,
+}
+
+/// Sections not known to the loader itself, by name. They may hold secrets (bot tokens), so
+/// only their names are ever printed.
+#[derive(Default, Deserialize)]
+pub struct Sections(BTreeMap<String, serde_json::Value>);
+
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,36 +77,6 @@ pub struct AdminSection {
 impl std::fmt::Debug for AdminSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminSection").finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize)]
-pub struct TelegramSection {
-    /// The bot token from @BotFather. Prefer the environment: `SWITCHBOARD_TELEGRAM__TOKEN`.
-    pub token: String,
-    /// A self-hosted Bot API server (default: Telegram's).
-    pub api_url: Option<String>,
-    /// Seconds one long poll waits for updates.
-    #[serde(default = "default_poll_timeout")]
-    pub poll_timeout_secs: u64,
-    /// Receive updates by webhook instead of long polling: the public HTTPS URL at which
-    /// Telegram reaches Switchboard's `/telegram/webhook` route.
-    pub webhook_url: Option<String>,
-    /// The secret Telegram must send with each webhook request. Default: a fresh random one
-    /// at every start (Switchboard registers the webhook itself).
-    pub webhook_secret: Option<String>,
-}
-
-fn default_poll_timeout() -> u64 {
-    25
-}
-
-impl std::fmt::Debug for TelegramSection {
-    // Hand-written so the token can never be printed with the configuration.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TelegramSection")
-            .field("api_url", &self.api_url)
-            .finish_non_exhaustive()
     }
 }
 
@@ -135,11 +122,7 @@ impl Config {
             )
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;
-        let platforms: Vec<&str> = if config.telegram.is_some() {
-            vec!["matrix", "telegram"]
-        } else {
-            vec!["matrix"]
-        };
+        let platforms = config.enabled_platforms()?;
         for (i, r) in config.responders.iter().enumerate() {
             validate_responder(r, &platforms)
                 .map_err(|e| anyhow::anyhow!("responders[{i}] ({}): {e}", r.id))?;
@@ -162,6 +145,25 @@ impl Config {
         Ok(config)
     }
 
+    /// A registered platform's section of the file (`[telegram]`), if present.
+    pub fn platform_section(&self, platform: &str) -> Option<&serde_json::Value> {
+        self.sections.0.get(platform)
+    }
+
+    /// The registered platforms this configuration enables, each section read by its
+    /// platform's module (an error names the section).
+    pub fn enabled_platforms(&self) -> anyhow::Result<Vec<&'static str>> {
+        let mut enabled = Vec::new();
+        for spec in registry::PLATFORMS {
+            if (spec.check)(self.platform_section(spec.name))
+                .map_err(|e| anyhow::anyhow!("[{}]: {e}", spec.name))?
+            {
+                enabled.push(spec.name);
+            }
+        }
+        Ok(enabled)
+    }
+
     /// `[web] allowed_origins`, checked.
     pub fn allowed_origins(&self) -> anyhow::Result<AllowedOrigins> {
         AllowedOrigins::parse(&self.web.allowed_origins)
@@ -182,6 +184,23 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, format!("{MINIMAL}\n{extra}"))?;
         Config::load(&path)
+    }
+
+    #[test]
+    fn a_platform_is_enabled_by_its_section_which_its_module_reads() {
+        assert_eq!(load("").unwrap().enabled_platforms().unwrap(), ["matrix"]);
+        let config = load("[telegram]\ntoken = \"1:abc\"\npoll_timeout_secs = 5\n").unwrap();
+        assert_eq!(config.enabled_platforms().unwrap(), ["matrix", "telegram"]);
+        let err = load("[telegram]\napi_url = \"http://x\"\n").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("[telegram]") && text.contains("token"),
+            "{text}"
+        );
+        // A Telegram contact needs Telegram enabled; the error lists what is.
+        let err = load("[[responders]]\nid = \"ann\"\ndisplay_name = \"Ann\"\ncontacts = [{ platform = \"telegram\", address = \"1\" }]\n")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("known: matrix"), "{err:#}");
     }
 
     #[test]

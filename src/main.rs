@@ -21,8 +21,7 @@ use switchboard_bridge::{
     config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
         Connector, RemoteSink,
-        matrix::MatrixConnector,
-        telegram::{TelegramConnector, Webhook},
+        registry::{self, BuildContext},
     },
     health::{DATABASE, HOMESERVER, Health, PartState},
     visitor_account::VisitorAccounts,
@@ -132,10 +131,16 @@ fn main() -> anyhow::Result<()> {
             platform,
         } => {
             let config = config::Config::load(&config)?;
+            let spec = registry::lookup(&platform).map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(
-                switchboard_bridge::connector::Platform::parse(&platform)
-                    .is_some_and(|p| p.as_str() != "matrix"),
-                "platform {platform:?}: link codes are for remote platforms (telegram)"
+                spec.links_by_code,
+                "platform {platform:?}: link codes are for platforms with a bot to send them to ({})",
+                registry::PLATFORMS
+                    .iter()
+                    .filter(|p| p.links_by_code)
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             let seeded = config.responders.iter().any(|r| r.id == responder);
             with_store(&config, |store| async move {
@@ -195,15 +200,6 @@ where
     })
 }
 
-fn random_secret() -> String {
-    use rand::{Rng, distributions::Alphanumeric};
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(48)
-        .map(char::from)
-        .collect()
-}
-
 /// Ten characters from an alphabet without look-alikes (no 0/O, 1/I/L): easy to type on a phone.
 fn new_link_code() -> String {
     use rand::Rng;
@@ -243,26 +239,19 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
     );
     health.report(HOMESERVER, PartState::Connected, None);
-    // Matrix responders are reached through the homeserver: the connector is as well as it is.
-    let mut connectors: Vec<Arc<dyn Connector>> =
-        vec![Arc::new(MatrixConnector::new(client.clone()))];
-    health.report("matrix", PartState::Connected, None);
-    if let Some(tg) = &config.telegram {
-        let connector = TelegramConnector::new(&tg.token, tg.api_url.as_deref())
-            .map_err(|e| anyhow::anyhow!("telegram: {e}"))?
-            .with_poll_timeout(Duration::from_secs(tg.poll_timeout_secs))
-            .with_health(health.part("telegram"));
-        let connector = match &tg.webhook_url {
-            Some(url) => connector
-                .with_webhook(Webhook {
-                    url: url.clone(),
-                    secret: tg.webhook_secret.clone().unwrap_or_else(random_secret),
-                })
-                .map_err(|e| anyhow::anyhow!("telegram: {e}"))?,
-            None => connector,
-        };
-        connectors.push(Arc::new(connector));
-        tracing::info!("telegram connector enabled");
+    // Every enabled platform's connector, built by its own module from its own section.
+    let context = BuildContext {
+        client: client.clone(),
+        health: health.clone(),
+    };
+    let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+    for spec in registry::PLATFORMS {
+        if let Some(connector) = (spec.build)(config.platform_section(spec.name), &context)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?
+        {
+            connectors.push(connector);
+            tracing::info!(platform = spec.name, "connector enabled");
+        }
     }
     let bridge = Arc::new(
         Bridge::new(

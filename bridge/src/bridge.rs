@@ -357,9 +357,10 @@ impl Bridge {
         // waits until this event is handled, and this waits for it; read under the lock.
         let _room = self.room_locks.lock(room_id).await;
         let Some(conversation) = self.store.conversation(room_id).await? else {
-            // Not a conversation: a Matrix responder's relay room or direct chat with the bot.
-            // (This lock is the relay room's own; its conversation's is taken inside.)
-            return self.bot_room_event(room_id, &event).await;
+            // Not a conversation: a Matrix responder's relay room or direct chat with the bot,
+            // read by the Matrix connector into a remote event (`relay.rs`), handled in the
+            // responder's lane like any platform's. (This lock is the relay room's own.)
+            return self.homeserver_room_event(room_id, &event).await;
         };
         let sender = event
             .get("sender")

@@ -11,49 +11,103 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub mod matrix;
+pub mod registry;
 pub mod telegram;
 mod timed;
 
 pub use timed::Timed;
 
-/// The platforms a responder can be reached on.
+/// A platform responders can be reached on: the name of a registered platform
+/// (`registry::PLATFORMS`). A thin name, so adding a platform touches nothing here; what the
+/// bridge needs to know about it comes from the platform's [`registry::PlatformSpec`] or its
+/// running connector's [`Capabilities`], never from matching on the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    Matrix,
-    Telegram,
-}
+pub struct Platform(&'static str);
 
 impl Platform {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Matrix => "matrix",
-            Platform::Telegram => "telegram",
-        }
+        self.0
+    }
+
+    /// The registered platform called `s`, if there is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        registry::spec(s).map(registry::PlatformSpec::platform)
+    }
+
+    /// What the platform's module declares about it.
+    pub fn spec(self) -> &'static registry::PlatformSpec {
+        registry::spec(self.0).expect("a Platform is only made from a registered spec")
     }
 
     /// The platform's name as people write it.
     pub fn display_name(self) -> &'static str {
-        match self {
-            Platform::Matrix => "Matrix",
-            Platform::Telegram => "Telegram",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "matrix" => Some(Platform::Matrix),
-            "telegram" => Some(Platform::Telegram),
-            _ => None,
-        }
+        self.spec().display_name
     }
 }
 
 /// How long a platform call may take unless the connector declares otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// In what a platform counts the length of a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextUnit {
+    /// UTF-16 code units (Telegram).
+    Utf16,
+    /// Unicode scalar values (`char`s).
+    Chars,
+    /// UTF-8 bytes (Matrix events are limited in bytes).
+    Bytes,
+}
+
+impl TextUnit {
+    /// How many units this character counts for (the measure `format::split` takes).
+    pub fn of(self) -> fn(char) -> usize {
+        match self {
+            TextUnit::Utf16 => char::len_utf16,
+            TextUnit::Chars => |_| 1,
+            TextUnit::Bytes => char::len_utf8,
+        }
+    }
+
+    /// The length of `text` in this unit.
+    pub fn len(self, text: &str) -> usize {
+        match self {
+            TextUnit::Utf16 => text.encode_utf16().count(),
+            TextUnit::Chars => text.chars().count(),
+            TextUnit::Bytes => text.len(),
+        }
+    }
+}
+
+/// The longest text one message may carry on a platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextLimit {
+    pub max: usize,
+    pub unit: TextUnit,
+}
+
+/// Whether and how big files a platform carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimits {
+    /// The largest file the bridge may send there, in bytes.
+    pub max_bytes: u64,
+}
+
 /// What a connector can do, declared up front.
 #[derive(Debug, Clone, Copy)]
 pub struct Capabilities {
+    /// The longest text of one message, in the platform's unit (after rendering: Telegram
+    /// counts the text without its HTML tags). Longer texts are split by the connector's
+    /// `render` into parts within this.
+    pub max_text_len: TextLimit,
+    /// The files the platform carries; `None`: none at all (`deliver_file` refuses).
+    pub files: Option<FileLimits>,
+    /// Whether a responder's edits of their messages reach Switchboard (as
+    /// [`RemoteEvent::Edit`]) and offers can be edited in place.
+    pub edits: bool,
+    /// How often a typing indicator must be sent again to stay on (Telegram's chat action
+    /// lasts about five seconds); `None`: once is enough (it lasts until turned off).
+    pub typing_renewal: Option<Duration>,
     /// The responder is a member of the conversation room itself, so the homeserver already
     /// delivers every message both ways and the bridge must not relay them.
     pub shares_room: bool,
@@ -82,8 +136,16 @@ pub struct Capabilities {
 impl Capabilities {
     /// A platform with no sending limits that does not share the conversation room, whose
     /// commands start with `command_prefix`.
+    /// Texts of up to 4096 characters, no files, no edits, typing shown once.
     pub const fn unpaced(command_prefix: char) -> Capabilities {
         Capabilities {
+            max_text_len: TextLimit {
+                max: 4096,
+                unit: TextUnit::Chars,
+            },
+            files: None,
+            edits: false,
+            typing_renewal: None,
             shares_room: false,
             command_prefix,
             min_interval_per_chat: Duration::ZERO,
@@ -190,6 +252,11 @@ pub enum RemoteEvent {
         /// A photo or document sent with the message (its caption is `body`).
         #[serde(default)]
         file: Option<RemoteFile>,
+        /// Where the responder wrote it, on platforms where a conversation has a place of its
+        /// own (Matrix: the relay room, the handle of its offer); answers about it go there.
+        /// `None` where the address alone is enough (Telegram).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
     },
     /// The responder edited a message they sent earlier.
     Edit {
@@ -203,6 +270,10 @@ pub enum RemoteEvent {
         command: String,
         args: String,
         reply_to: Option<String>,
+        /// Where the command was written, as for [`RemoteEvent::Message`] (Matrix: the relay
+        /// room or the direct chat with the bot); the answer goes there.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
     },
     /// The responder sent something the connector could not read at all (the platform's
     /// update did not parse). Recorded like any event, so they are told, at the platform's
@@ -210,6 +281,52 @@ pub enum RemoteEvent {
     Unreadable {
         address: String,
     },
+}
+
+/// The side of a platform that reads its responders' events from the homeserver's
+/// transactions (see [`Connector::homeserver_events`]). Implemented by the Matrix connector.
+#[async_trait]
+pub trait HomeserverEvents: Send + Sync {
+    /// Reads one homeserver event in `room_id`, a room that is not a conversation (a relay
+    /// room, a direct chat with the bot), into the remote event it carries, keyed by
+    /// something unique to it (its event ID) so a redelivery is recorded once. `None`: it
+    /// carries nothing for the bridge (an echo of the bot's own events, small talk).
+    ///
+    /// May do network I/O for what only concerns the platform itself (joining a direct chat
+    /// a registered responder invited the bot to); idempotent, since an event may be handled
+    /// again after a crash. Never blocks on anything but `rooms` and that one call.
+    async fn receive(
+        &self,
+        rooms: &dyn RoomDirectory,
+        room_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<Option<(String, RemoteEvent)>, crate::store::StoreError>;
+}
+
+/// The offer whose handle (Matrix: its relay room) a place on a platform is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleOffer {
+    pub offer_id: i64,
+    /// The address the offer went to: only that responder's events there count.
+    pub address: String,
+}
+
+/// What a [`HomeserverEvents`] reader may ask the bridge. Read-only lookups in the store.
+#[async_trait]
+pub trait RoomDirectory: Send + Sync {
+    /// The offer on `platform` whose handle is `handle`, if there is one (in any state).
+    async fn offer_by_handle(
+        &self,
+        platform: Platform,
+        handle: &str,
+    ) -> Result<Option<HandleOffer>, crate::store::StoreError>;
+
+    /// Whether `address` on `platform` belongs to a responder (registered or self-linked).
+    async fn is_responder(
+        &self,
+        platform: Platform,
+        address: &str,
+    ) -> Result<bool, crate::store::StoreError>;
 }
 
 /// Where connectors hand remote events. Implemented by the bridge.
@@ -253,6 +370,28 @@ pub trait Connector: Send + Sync + 'static {
 
     /// What the platform can do and how fast it may be sent to. Pure; never changes.
     fn capabilities(&self) -> Capabilities;
+
+    /// Whether `address` is one this platform can reach (Telegram: a chat ID, an integer;
+    /// Matrix: a user ID); the error says, for people, what was expected. Pure and fast; the
+    /// same check as the platform's `registry::PlatformSpec::validate_address`, which is
+    /// what the default uses.
+    fn validate_address(&self, address: &str) -> Result<(), String> {
+        (self.platform().spec().validate_address)(address)
+    }
+
+    /// The Matrix side of a platform whose responders' events arrive with the homeserver's
+    /// transactions rather than from a receive loop of its own (Matrix responders write in
+    /// relay rooms and direct chats with the bot). The bridge hands it every event in a room
+    /// that is not a conversation. `None` (the default) for every other platform.
+    fn homeserver_events(&self) -> Option<&dyn HomeserverEvents> {
+        None
+    }
+
+    /// How a responder accepts an offer here, to complete "Accept this conversation first
+    /// (…)". Pure.
+    fn how_to_accept(&self) -> &'static str {
+        "the Accept button on its offer"
+    }
 
     /// Offers a conversation to the responder at `address` (platform-specific, e.g. a Matrix
     /// user ID or a Telegram chat ID). Does network I/O; one message. Not idempotent: a retry

@@ -419,21 +419,9 @@ pub fn validate_responder(r: &Responder, known_platforms: &[&str]) -> Result<(),
         if address.is_empty() {
             return Err(FieldError::new(field, "must not be empty"));
         }
-        match contact.platform.as_str() {
-            "matrix" if !valid_matrix_user_id(address) => {
-                return Err(FieldError::new(
-                    field,
-                    format!("{address:?} is not a Matrix user ID such as \"@alice:example.org\""),
-                ));
-            }
-            "telegram" if address.parse::<i64>().is_err() => {
-                return Err(FieldError::new(
-                    field,
-                    format!("{address:?} is not a Telegram chat ID (an integer)"),
-                ));
-            }
-            _ => {}
-        }
+        // Each platform says what its addresses look like (`connector::registry`).
+        crate::connector::registry::validate_address(&contact.platform, address)
+            .map_err(|e| FieldError::new(field, e))?;
     }
 
     Ok(())
@@ -460,11 +448,6 @@ fn valid_language(tag: &str) -> bool {
         && primary.bytes().all(|b| b.is_ascii_alphabetic())
         && subtags
             .all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
-fn valid_matrix_user_id(address: &str) -> bool {
-    // ruma checks the server name; it allows an empty localpart, which no real user has.
-    <&ruma::UserId>::try_from(address).is_ok_and(|id| !id.localpart().is_empty())
 }
 
 fn parse_weekday(day: &str) -> Option<Weekday> {
@@ -1409,11 +1392,17 @@ mod tests {
         let err = validate_responder(&r, PLATFORMS).unwrap_err();
         assert_eq!(err.field, "contacts[1].platform");
         assert!(err.message.contains("discord"), "{}", err.message);
-        // The same contact is fine where the platform is known.
-        assert_eq!(
-            validate_responder(&r, &["matrix", "telegram", "discord"]),
-            Ok(())
-        );
+        // A registered platform that is not enabled is refused the same way, listing the
+        // enabled ones; enabled, it is fine.
+        r.contacts.pop();
+        r.contacts.push(Contact {
+            platform: "telegram".into(),
+            address: "1234".into(),
+        });
+        let err = validate_responder(&r, &["matrix"]).unwrap_err();
+        assert_eq!(err.field, "contacts[1].platform");
+        assert!(err.message.contains("known: matrix"), "{}", err.message);
+        assert_eq!(validate_responder(&r, PLATFORMS), Ok(()));
     }
 
     #[test]

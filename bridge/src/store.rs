@@ -183,16 +183,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InboxEvent {
-                    seq: r.try_get("seq")?,
-                    event_id: r.try_get("event_id")?,
-                    room_id: r.try_get("room_id")?,
-                    event_json: r.try_get("event_json")?,
-                })
-            })
-            .collect()
+        rows.iter().map(inbox_event).collect()
     }
 
     pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
@@ -560,4 +551,14 @@ pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
         sql.push(')');
     }
     sql
+}
+
+/// An inbox row as the queries here read it.
+pub(crate) fn inbox_event(r: &AnyRow) -> Result<InboxEvent, StoreError> {
+    Ok(InboxEvent {
+        seq: r.try_get("seq")?,
+        event_id: r.try_get("event_id")?,
+        room_id: r.try_get("room_id")?,
+        event_json: r.try_get("event_json")?,
+    })
 }

@@ -33,7 +33,7 @@ use switchboard_bridge::{
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
         Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform,
-        RemoteEvent, RemoteSink,
+        RemoteEvent, RemoteSink, matrix::MatrixConnector, telegram,
     },
     conversation::{Conversation, ConversationState},
     responder::{Responder, ResponderStatus},
@@ -158,7 +158,7 @@ impl RecordingConnector {
 #[async_trait]
 impl Connector for RecordingConnector {
     fn platform(&self) -> Platform {
-        Platform::Telegram
+        telegram::SPEC.platform()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -326,12 +326,14 @@ async fn world(limits: Limits) -> anyhow::Result<World> {
     };
     let tg = Arc::new(RecordingConnector::default());
     let connector: Arc<dyn Connector> = tg.clone();
+    // Matrix responders' events come with the homeserver's transactions (the stub's).
+    let matrix: Arc<dyn Connector> = Arc::new(MatrixConnector::new(client.clone()));
     let bridge = Arc::new(Bridge::new(
         store.clone(),
         client,
         registration,
         config,
-        vec![connector],
+        vec![connector, matrix],
     ));
     bridge.seed_register().await?;
     store
@@ -390,7 +392,7 @@ impl World {
     /// Something from Telegram, recorded and handled.
     async fn remote(&self, key: &str, event: RemoteEvent) -> anyhow::Result<()> {
         self.bridge
-            .record_remote(Platform::Telegram, key, &event)
+            .record_remote(telegram::SPEC.platform(), key, &event)
             .await?;
         self.bridge.drain_remote().await?;
         self.settle().await
@@ -417,6 +419,7 @@ impl World {
                 command: command.into(),
                 args: args.into(),
                 reply_to: None,
+                thread: None,
             },
         )
         .await
@@ -838,7 +841,9 @@ async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow
     });
     let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
     w.bridge.record_transaction("txn-late", vec![raw]).await?;
+    // The Matrix connector reads it into a remote event, handled in the responder's lane.
     w.bridge.drain_inbox().await?;
+    w.bridge.drain_remote().await?;
     w.settle().await?;
     let sent: Vec<(String, Value)> =
         w.hs.requests
@@ -861,6 +866,69 @@ async fn writing_in_a_relay_room_no_longer_yours_gets_a_clear_answer() -> anyhow
             .any(|(_, b)| b["body"].as_str() == Some("Still there?")),
         "the late message reached the visitor: {sent:#?}"
     );
+    Ok(())
+}
+
+/// A Matrix responder accepts by joining their relay room: the Matrix connector reads the join
+/// into an Accept that is handled like Telegram's (in their lane, under the conversation's
+/// lock), so they hold the conversation; a join the homeserver delivers again (another
+/// transaction, after a restart) changes nothing; leaving afterwards does not decline.
+#[tokio::test]
+async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> anyhow::Result<()> {
+    const RELAY: &str = "!relay:test";
+    const MARA: &str = "@mara:test";
+    let w = world(NO_LIMITS).await?;
+    let offer = w.store().create_offer(ROOM, "ann", "matrix", MARA).await?;
+    w.store().set_offer_message(offer.id, RELAY).await?;
+    let member = |id: &str, membership: &str| {
+        let event = json!({
+            "type": "m.room.member", "event_id": id, "room_id": RELAY, "sender": MARA,
+            "state_key": MARA, "origin_server_ts": 1,
+            "content": {"membership": membership, "displayname": "Mara"},
+        });
+        Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
+    };
+    for txn in ["txn-join", "txn-join-again"] {
+        w.bridge
+            .record_transaction(txn, vec![member("$join", "join")])
+            .await?;
+        w.bridge.drain_inbox().await?;
+        w.bridge.drain_remote().await?;
+        w.settle().await?;
+    }
+    assert_eq!(w.state().await?, ConversationState::Active);
+    let holders = w.store().active_assignments_for_room(ROOM).await?;
+    assert_eq!(holders.len(), 1);
+    assert_eq!(
+        (holders[0].platform.as_str(), holders[0].address.as_str()),
+        ("matrix", MARA)
+    );
+    let told: Vec<String> =
+        w.hs.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _)| m == "PUT" && p.contains("/send/m.room.message/"))
+            .filter_map(|(_, _, b)| b["body"].as_str().map(str::to_owned))
+            .filter(|b| b.starts_with("You are now talking with"))
+            .collect();
+    // The visitor is told once who they talk with, and Mara once in her relay room (with
+    // Matrix's way of writing commands).
+    assert_eq!(
+        told,
+        [
+            "You are now talking with Visitor 00AB. Reply to their messages to answer; !end closes the conversation.",
+            "You are now talking with Ann."
+        ],
+        "each told once"
+    );
+
+    w.bridge
+        .record_transaction("txn-leave", vec![member("$leave", "leave")])
+        .await?;
+    w.bridge.drain_inbox().await?;
+    w.bridge.drain_remote().await?;
+    assert_eq!(w.state().await?, ConversationState::Active, "not declined");
     Ok(())
 }
 
@@ -986,6 +1054,7 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
             formatted_body: Some(html.into()),
             display_name: "Ann".into(),
             file: None,
+            thread: None,
         },
     )
     .await?;

@@ -3,14 +3,9 @@
 
 use std::collections::HashSet;
 
-use switchboard_appservice::ruma::{OwnedRoomId, events::room::message::RoomMessageEventContent};
-
 use tracing::Instrument;
 
-use super::{
-    Bridge,
-    room_posts::{RemoteRef, RoomPost},
-};
+use super::Bridge;
 use crate::{
     connector::{Offer, Platform},
     conversation::{Conversation, ConversationState, SenderRole},
@@ -477,190 +472,6 @@ impl Bridge {
         Ok(due)
     }
 
-    /// Events in rooms that are not conversations: the bot accepts invites (so a Matrix
-    /// responder can open a direct chat with it) and answers `!away`, `!offline`,
-    /// `!available` and `!help` there. Commands go to this private room, not to conversation
-    /// rooms, where the visitor would read them.
-    pub(super) async fn bot_room_event(
-        &self,
-        room_id: &str,
-        event: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let field = |name: &str| {
-            event
-                .get(name)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-        };
-        let Ok(room) = OwnedRoomId::try_from(room_id) else {
-            return Ok(());
-        };
-        if let Some(offer) = self.store.offer_by_handle("matrix", room_id).await? {
-            return self.relay_room_event(offer, event).await;
-        }
-        let bot = self.client.bot().as_str();
-        match field("type") {
-            "m.room.member"
-                if field("state_key") == bot && event["content"]["membership"] == "invite" =>
-            {
-                // Only registered Matrix responders get a bot that answers.
-                if self
-                    .responder_at("matrix", field("sender"))
-                    .await?
-                    .is_some()
-                    && let Err(e) = self.client.join(&room, self.client.bot()).await
-                {
-                    tracing::warn!(error = %e, "could not accept a responder's invite");
-                }
-            }
-            "m.room.message" if field("sender") != bot => {
-                let body = event["content"]["body"].as_str().unwrap_or_default().trim();
-                let Some(command) = body.strip_prefix('!') else {
-                    return Ok(());
-                };
-                let reply = match ResponderStatus::parse(command.trim()) {
-                    Some(status) => self
-                        .set_status_from("matrix", field("sender"), status)
-                        .await?
-                        .map(|t| t.replace("/available", "!available")),
-                    None => Some("Commands: !available, !away, !offline.".to_owned()),
-                };
-                let Some(reply) = reply else { return Ok(()) };
-                let txn = format!("switchboard-reply-{}", field("event_id"));
-                self.post_notice(room_id, &txn, reply).await?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// An event in a Matrix responder's relay room (the handle of their offer): joining
-    /// accepts, leaving declines, and what they write goes to the visitor as their ghost.
-    async fn relay_room_event(
-        &self,
-        offer: OfferRow,
-        event: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let field = |name: &str| {
-            event
-                .get(name)
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-        };
-        // Only the responder the offer went to counts; the bot's own events echo back too.
-        if field("sender") != offer.address {
-            return Ok(());
-        }
-        // This room's lane is the relay room's; the conversation may be busy in its own.
-        let _room = self.room_locks.lock(&offer.room_id).await;
-        let span = tracing::info_span!("conversation", room_id = %offer.room_id);
-        match (field("type"), event["content"]["membership"].as_str()) {
-            ("m.room.member", Some("join")) => {
-                let name = event["content"]["displayname"]
-                    .as_str()
-                    .unwrap_or(&offer.address)
-                    .to_owned();
-                self.accept("matrix", offer.id, &offer.address, &name)
-                    .instrument(span)
-                    .await
-            }
-            ("m.room.member", Some("leave")) => self.decline(&offer).instrument(span).await,
-            ("m.room.message", _) => {
-                self.relay_room_message(&offer, event)
-                    .instrument(span)
-                    .await
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// A Matrix responder's message in their relay room, posted into the conversation room
-    /// as their ghost; `!end` ends the conversation; edits become edits.
-    async fn relay_room_message(
-        &self,
-        offer: &OfferRow,
-        event: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let content = &event["content"];
-        let relay_event = event["event_id"].as_str().unwrap_or_default();
-        let relay_room = event["room_id"].as_str().unwrap_or_default();
-        let body = content["body"].as_str().unwrap_or_default().trim();
-        if content["m.relates_to"]["rel_type"] == "m.replace" {
-            let original = content["m.relates_to"]["event_id"]
-                .as_str()
-                .unwrap_or_default();
-            let new = &content["m.new_content"];
-            let body = new["body"].as_str().unwrap_or_default().to_owned();
-            let html = new["formatted_body"].as_str().map(ammonia::clean);
-            return self
-                .edit_from_remote("matrix", &offer.address, original, body, html)
-                .await;
-        }
-        let Some(assignment) = self
-            .assignment_of(&offer.room_id, "matrix", &offer.address)
-            .await?
-        else {
-            // Not (or no longer) theirs: say so rather than let them write into the void.
-            let text = if offer.state == "open" {
-                "Join this room to accept the conversation first; nothing you write here reaches the visitor until then."
-            } else {
-                "This conversation is no longer yours (it ended or was handed to a colleague): nothing you write here reaches the visitor."
-            };
-            self.post_notice(
-                relay_room,
-                &format!("switchboard-notyours-{relay_event}"),
-                text,
-            )
-            .await?;
-            return Ok(());
-        };
-        if body == "!end" {
-            return self
-                .end_assignment(&offer.room_id, "matrix", &offer.address)
-                .await;
-        }
-        // `!transfer`, `!transfer TOPIC`, `!transfer RESPONDER`: as `/transfer` on Telegram.
-        if let Some(target) = body.strip_prefix("!transfer")
-            && (target.is_empty() || target.starts_with(char::is_whitespace))
-        {
-            return self
-                .transfer(&offer.room_id, "matrix", &offer.address, target.trim())
-                .await;
-        }
-        // The same content, without relations that point into the relay room.
-        let mut copy = content.clone();
-        if let Some(obj) = copy.as_object_mut() {
-            obj.remove("m.relates_to");
-            if let Some(html) = obj
-                .get("formatted_body")
-                .and_then(|h| h.as_str())
-                .map(crate::format::sanitise_matrix_html)
-            {
-                obj.insert("formatted_body".into(), html.into());
-            }
-        }
-        // Only a message with a text body is posted as it is; anything else the homeserver
-        // might refuse becomes its plain text.
-        if !copy["body"].is_string() || !copy["msgtype"].is_string() {
-            copy = serde_json::to_value(RoomMessageEventContent::text_plain(body))
-                .expect("content serialises");
-        }
-        self.post(
-            &offer.room_id,
-            &format!("matrix-{relay_event}"),
-            RoomPost::Message {
-                sender: Some(assignment.ghost_user_id),
-                content: copy,
-                remote: Some(RemoteRef {
-                    platform: "matrix".into(),
-                    address: offer.address.clone(),
-                    message_id: relay_event.to_owned(),
-                }),
-            },
-        )
-        .await
-    }
-
     /// A responder set their status from their platform (`/away`, `!available`, ...).
     pub(super) async fn set_status_from(
         &self,
@@ -678,15 +489,16 @@ impl Bridge {
         if status == ResponderStatus::Available {
             self.register_changed.notify_one();
         }
+        let prefix = self.command_prefix(platform);
         Ok(Some(match status {
             ResponderStatus::Available => {
                 "You are available: new conversations will be offered to you.".to_owned()
             }
             ResponderStatus::Away => {
-                "You are away: no new conversations until you send /available.".to_owned()
+                format!("You are away: no new conversations until you send {prefix}available.")
             }
             ResponderStatus::Offline => {
-                "You are offline: no new conversations until you send /available.".to_owned()
+                format!("You are offline: no new conversations until you send {prefix}available.")
             }
         }))
     }

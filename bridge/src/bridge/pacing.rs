@@ -119,12 +119,10 @@ mod tests {
     use super::*;
 
     const TELEGRAM: Capabilities = Capabilities {
-        shares_room: false,
-        command_prefix: '/',
         min_interval_per_chat: Duration::from_secs(1),
         max_messages_per_second: Some(30),
-        unreachable_hands_over: true,
         call_timeout: Duration::from_secs(30),
+        ..Capabilities::unpaced('/')
     };
     const T0: i64 = 1_700_000_000_000;
 
@@ -132,22 +130,46 @@ mod tests {
     fn one_message_per_interval_per_chat_whatever_kind_it_is() {
         let p = Pacer::default();
         // A part of a long message goes now; the next part of it must wait a second.
-        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 10),
+            p.try_take(Platform::parse("telegram").unwrap(), "7", &TELEGRAM, T0),
+            Ok(())
+        );
+        assert_eq!(
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 10
+            ),
             Err(T0 + 1000)
         );
         // A notice to the same chat queues behind it, and the next part behind the notice.
         assert_eq!(
-            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0 + 20, i64::MAX),
+            p.reserve_by(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 20,
+                i64::MAX
+            ),
             Some(T0 + 1000)
         );
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 1000),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 1000
+            ),
             Err(T0 + 2000)
         );
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 2000),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 2000
+            ),
             Ok(())
         );
     }
@@ -155,18 +177,32 @@ mod tests {
     #[test]
     fn other_chats_only_keep_to_the_platform_wide_rate() {
         let p = Pacer::default();
-        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
+        assert_eq!(
+            p.try_take(Platform::parse("telegram").unwrap(), "7", &TELEGRAM, T0),
+            Ok(())
+        );
         // 30 per second: the next chat waits 34 ms, not a second.
         assert_eq!(
-            p.try_take(Platform::Telegram, "8", &TELEGRAM, T0),
+            p.try_take(Platform::parse("telegram").unwrap(), "8", &TELEGRAM, T0),
             Err(T0 + 34)
         );
         assert_eq!(
-            p.try_take(Platform::Telegram, "8", &TELEGRAM, T0 + 34),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "8",
+                &TELEGRAM,
+                T0 + 34
+            ),
             Ok(())
         );
         assert_eq!(
-            p.reserve_by(Platform::Telegram, "9", &TELEGRAM, T0 + 34, i64::MAX),
+            p.reserve_by(
+                Platform::parse("telegram").unwrap(),
+                "9",
+                &TELEGRAM,
+                T0 + 34,
+                i64::MAX
+            ),
             Some(T0 + 68)
         );
     }
@@ -176,13 +212,18 @@ mod tests {
         let p = Pacer::default();
         for i in 0..100 {
             assert_eq!(
-                p.try_take(Platform::Matrix, "@sam:x", &Capabilities::unpaced('!'), T0),
+                p.try_take(
+                    Platform::parse("matrix").unwrap(),
+                    "@sam:x",
+                    &Capabilities::unpaced('!'),
+                    T0
+                ),
                 Ok(()),
                 "message {i}"
             );
             assert_eq!(
                 p.reserve_by(
-                    Platform::Matrix,
+                    Platform::parse("matrix").unwrap(),
                     "@sam:x",
                     &Capabilities::unpaced('!'),
                     T0,
@@ -192,9 +233,17 @@ mod tests {
             );
         }
         // Pacing one platform does not slow another down at the same address.
-        assert_eq!(p.try_take(Platform::Telegram, "7", &TELEGRAM, T0), Ok(()));
         assert_eq!(
-            p.try_take(Platform::Matrix, "7", &Capabilities::unpaced('!'), T0),
+            p.try_take(Platform::parse("telegram").unwrap(), "7", &TELEGRAM, T0),
+            Ok(())
+        );
+        assert_eq!(
+            p.try_take(
+                Platform::parse("matrix").unwrap(),
+                "7",
+                &Capabilities::unpaced('!'),
+                T0
+            ),
             Ok(())
         );
     }
@@ -202,14 +251,25 @@ mod tests {
     #[test]
     fn a_slot_past_the_callers_patience_is_not_reserved() {
         let p = Pacer::default();
-        p.hold(Platform::Telegram, "7", T0 + 30_000);
+        p.hold(Platform::parse("telegram").unwrap(), "7", T0 + 30_000);
         assert_eq!(
-            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0, T0 + 5000),
+            p.reserve_by(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0,
+                T0 + 5000
+            ),
             None
         );
         // Nothing was taken: the chat is free right after the hold, not a second later.
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 30_000),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 30_000
+            ),
             Ok(())
         );
     }
@@ -217,19 +277,35 @@ mod tests {
     #[test]
     fn a_retry_after_holds_the_chat() {
         let p = Pacer::default();
-        p.hold(Platform::Telegram, "7", T0 + 5000);
+        p.hold(Platform::parse("telegram").unwrap(), "7", T0 + 5000);
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 1000),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 1000
+            ),
             Err(T0 + 5000)
         );
         assert_eq!(
-            p.reserve_by(Platform::Telegram, "7", &TELEGRAM, T0 + 1000, i64::MAX),
+            p.reserve_by(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 1000,
+                i64::MAX
+            ),
             Some(T0 + 5000)
         );
         // A hold never shortens a wait already reserved.
-        p.hold(Platform::Telegram, "7", T0 + 10);
+        p.hold(Platform::parse("telegram").unwrap(), "7", T0 + 10);
         assert_eq!(
-            p.try_take(Platform::Telegram, "7", &TELEGRAM, T0 + 5500),
+            p.try_take(
+                Platform::parse("telegram").unwrap(),
+                "7",
+                &TELEGRAM,
+                T0 + 5500
+            ),
             Err(T0 + 6000)
         );
     }

@@ -13,7 +13,10 @@ use super::{
     room_posts::{RemoteRef, RoomPost},
 };
 use crate::{
-    connector::{Connector, ConnectorError, MediaRef, Platform, RemoteEvent, RemoteSink},
+    connector::{
+        Connector, ConnectorError, HandleOffer, MediaRef, Platform, RemoteEvent, RemoteSink,
+        RoomDirectory,
+    },
     conversation::{ConversationState, SenderRole},
     responder::ResponderStatus,
     store::{AssignmentRow, OfferRow, StoreError, now_ms},
@@ -163,10 +166,11 @@ impl Bridge {
                 body,
                 formatted_body,
                 file,
+                thread,
                 ..
             } => {
                 let Some(room) = self
-                    .pick_conversation(platform, &address, reply_to.as_deref())
+                    .pick_conversation(platform, &address, reply_to.as_deref(), thread.as_deref())
                     .await?
                 else {
                     return Ok(());
@@ -231,15 +235,22 @@ impl Bridge {
                 command,
                 reply_to,
                 args,
+                thread,
             } => {
+                // Answers go where the command was written (Matrix: that room).
+                let thread = thread.as_deref();
+                let to = address.as_str();
+                let answer = |text: String| async move {
+                    self.send_notice(platform, to, thread, &text).await;
+                };
+                let prefix = self.command_prefix(platform);
                 match command.as_str() {
                     "conversations" => {
-                        let list = self.describe_conversations(platform, &address).await?;
-                        self.notify(platform, &address, &list).await;
+                        answer(self.describe_conversations(platform, &address).await?).await;
                     }
                     "end" => {
                         if let Some(room) = self
-                            .pick_conversation(platform, &address, reply_to.as_deref())
+                            .pick_conversation(platform, &address, reply_to.as_deref(), thread)
                             .await?
                         {
                             let _room = self.room_locks.lock(&room).await;
@@ -248,7 +259,7 @@ impl Bridge {
                     }
                     "transfer" => {
                         if let Some(room) = self
-                            .pick_conversation(platform, &address, reply_to.as_deref())
+                            .pick_conversation(platform, &address, reply_to.as_deref(), thread)
                             .await?
                         {
                             let _room = self.room_locks.lock(&room).await;
@@ -264,30 +275,32 @@ impl Bridge {
                             .set_status_from(platform, &address, status)
                             .await?
                             .unwrap_or_else(|| "You are not a registered responder.".to_owned());
-                        self.notify(platform, &address, &text).await;
+                        answer(text).await;
                     }
                     "start" | "help" => {
-                        self.notify(
-                            platform,
-                            &address,
+                        answer(format!(
                             "Switchboard relays website visitors to you. Reply to a visitor's message to answer it; \
-                             /conversations lists yours, /end ends one (reply to one of its messages if you hold several); \
-                             /away, /offline and /available set whether you get new conversations.",
-                        )
+                             {prefix}conversations lists yours, {prefix}end ends one (reply to one of its messages if you hold several); \
+                             {prefix}away, {prefix}offline and {prefix}available set whether you get new conversations."
+                        ))
                         .await;
                     }
                     other => {
-                        self.notify(
-                            platform,
-                            &address,
-                            &format!("Unknown command /{other}. Try /help."),
-                        )
+                        answer(format!(
+                            "Unknown command {prefix}{other}. Try {prefix}help."
+                        ))
                         .await;
                     }
                 }
                 Ok(())
             }
         }
+    }
+
+    /// How commands start on `platform` (`/` on Telegram), as its connector declares.
+    pub(super) fn command_prefix(&self, platform: &str) -> char {
+        self.remote(platform)
+            .map_or('/', |(_, c)| c.capabilities().command_prefix)
     }
 
     /// A responder declined an offer (on any of their platforms): every offer of that
@@ -423,24 +436,41 @@ impl Bridge {
             .find(|a| a.platform == platform && a.address == address))
     }
 
-    /// Which conversation a responder's message is meant for: the one it replies to, else their
-    /// only active one. With several and no reply, ask rather than guess.
+    /// Which conversation a responder's message is meant for: the one whose place (`thread`,
+    /// an offer's handle: a Matrix relay room) they wrote in, else the one it replies to, else
+    /// their only active one. With several and no reply, ask rather than guess. Notices go to
+    /// `thread`, where the responder wrote.
     async fn pick_conversation(
         &self,
         platform: &str,
         address: &str,
         reply_to: Option<&str>,
+        thread: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
         let active = self
             .store
             .active_assignments_for_address(platform, address)
             .await?;
-        if let Some(reply_to) = reply_to
-            && let Some(room) = self
+        // Where the responder wrote names the conversation when it is an offer's handle (a
+        // Matrix relay room); else the message they reply to may.
+        let in_thread = match thread {
+            Some(thread) => self
                 .store
-                .room_of_remote_message(platform, address, reply_to)
+                .offer_by_handle(platform, thread)
                 .await?
-        {
+                .filter(|o| o.address == address)
+                .map(|o| o.room_id),
+            None => None,
+        };
+        let replied = match (&in_thread, reply_to) {
+            (None, Some(reply_to)) => {
+                self.store
+                    .room_of_remote_message(platform, address, reply_to)
+                    .await?
+            }
+            _ => None,
+        };
+        if let Some(room) = in_thread.or(replied) {
             if active.iter().any(|a| a.room_id == room) {
                 return Ok(Some(room));
             }
@@ -453,19 +483,23 @@ impl Bridge {
                 .iter()
                 .any(|o| o.platform == platform && o.address == address && o.state == "open");
             let text = if offered {
-                "Accept this conversation first (the Accept button on its offer); nothing was sent to the visitor."
+                let how = self
+                    .remote(platform)
+                    .map_or("the Accept button on its offer", |(_, c)| c.how_to_accept());
+                format!("Accept this conversation first ({how}); nothing was sent to the visitor.")
             } else {
-                "That conversation is no longer yours (it ended or was handed to a colleague); nothing was sent to the visitor."
+                "That conversation is no longer yours (it ended or was handed to a colleague); nothing was sent to the visitor.".to_owned()
             };
-            self.notify(platform, address, text).await;
+            self.send_notice(platform, address, thread, &text).await;
             return Ok(None);
         }
         match active.as_slice() {
             [only] => Ok(Some(only.room_id.clone())),
             [] => {
-                self.notify(
+                self.send_notice(
                     platform,
                     address,
+                    thread,
                     "You have no open conversation right now.",
                 )
                 .await;
@@ -473,9 +507,10 @@ impl Bridge {
             }
             _ => {
                 let list = self.describe_conversations(platform, address).await?;
-                self.notify(
+                self.send_notice(
                     platform,
                     address,
+                    thread,
                     &format!("You have several conversations. Reply to a message from the one you mean.\n\n{list}"),
                 )
                 .await;
@@ -622,10 +657,7 @@ impl Bridge {
             let edit = c.offer_accepted(address, msg, &text);
             let _ = self.in_turn(c.as_ref(), address, edit).await;
         }
-        let end = self.remote(platform).map_or_else(
-            || "/end".to_owned(),
-            |(_, c)| format!("{}end", c.capabilities().command_prefix),
-        );
+        let end = format!("{}end", self.command_prefix(platform));
         self.notify_about(
             &offer.room_id,
             platform,
@@ -673,6 +705,50 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+impl Bridge {
+    /// An event in a room that is not a conversation (a Matrix responder's relay room or
+    /// direct chat with the bot): the platform whose events arrive this way reads it
+    /// (`Connector::homeserver_events`) and what it carries is recorded as that platform's
+    /// remote event, keyed by the event ID, exactly like a Telegram update. It is handled
+    /// later by [`Self::handle_remote`], in the lane of the responder's chat, in order with
+    /// their other events; accepts, declines, ends and transfers take the conversation's
+    /// lock there.
+    pub(super) async fn homeserver_room_event(
+        &self,
+        room_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        for connector in self.connectors.values() {
+            let Some(reader) = connector.homeserver_events() else {
+                continue;
+            };
+            if let Some((key, remote)) = reader.receive(self, room_id, event).await? {
+                self.record_remote_event(connector.platform(), &key, &remote)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a platform's event once per (platform, key) and wakes the scheduler.
+    async fn record_remote_event(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).expect("a RemoteEvent serialises");
+        if self
+            .store
+            .record_remote_event(platform.as_str(), key, &json)
+            .await?
+        {
+            self.inbox_ready.notify_one();
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl RemoteSink for Bridge {
     async fn record_remote(
@@ -681,16 +757,33 @@ impl RemoteSink for Bridge {
         key: &str,
         event: &RemoteEvent,
     ) -> Result<(), ConnectorError> {
-        let json =
-            serde_json::to_string(event).map_err(|e| ConnectorError::Permanent(e.to_string()))?;
-        let new = self
-            .store
-            .record_remote_event(platform.as_str(), key, &json)
+        self.record_remote_event(platform, key, event)
             .await
-            .map_err(|e| ConnectorError::Transient(e.to_string()))?;
-        if new {
-            self.inbox_ready.notify_one();
-        }
-        Ok(())
+            .map_err(|e| ConnectorError::Transient(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl RoomDirectory for Bridge {
+    async fn offer_by_handle(
+        &self,
+        platform: Platform,
+        handle: &str,
+    ) -> Result<Option<HandleOffer>, StoreError> {
+        Ok(self
+            .store
+            .offer_by_handle(platform.as_str(), handle)
+            .await?
+            .map(|o| HandleOffer {
+                offer_id: o.id,
+                address: o.address,
+            }))
+    }
+
+    async fn is_responder(&self, platform: Platform, address: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .responder_at(platform.as_str(), address)
+            .await?
+            .is_some())
     }
 }

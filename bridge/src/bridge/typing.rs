@@ -22,11 +22,12 @@ use crate::store::StoreError;
 
 /// How often the typing task looks at what needs renewing or retrying.
 const TICK: Duration = Duration::from_secs(1);
-/// Telegram's chat action lasts about five seconds; renew a little before that.
-const RENEW_EVERY: Duration = Duration::from_secs(4);
 /// Stop renewing after this long even if no "stopped typing" came (a lost update must not
 /// leave the responder watching "typing…" forever).
 const RENEW_AT_MOST: Duration = Duration::from_secs(60);
+/// Matrix responders type in their relay rooms, which the homeserver reports with every
+/// other typing notice; only they are shown typing (by their ghost).
+const MATRIX: &str = crate::connector::matrix::NAME;
 /// How long a Matrix user is shown typing unless told otherwise.
 const MATRIX_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Updates waiting for the typing task; beyond this they are dropped.
@@ -105,10 +106,14 @@ impl Bridge {
         state
             .visitors
             .retain(|_, (since, _)| since.elapsed() < RENEW_AT_MOST);
+        // Each holder's platform says how often its indicator must be sent again
+        // (`Capabilities::typing_renewal`; Telegram's chat action lasts about five seconds).
         for (room, (_, shown)) in state.visitors.iter_mut() {
-            if shown.elapsed() >= RENEW_EVERY {
+            if self
+                .show_visitor_typing_as_due(room, shown.elapsed())
+                .await?
+            {
                 *shown = Instant::now();
-                self.show_visitor_typing(room, true).await?;
             }
         }
         state
@@ -140,7 +145,7 @@ impl Bridge {
             return Ok(());
         }
         // A relay room: is the Matrix responder it belongs to typing?
-        let Some(offer) = self.store.offer_by_handle("matrix", room).await? else {
+        let Some(offer) = self.store.offer_by_handle(MATRIX, room).await? else {
             return Ok(());
         };
         let typing = update.user_ids.contains(&offer.address);
@@ -161,11 +166,11 @@ impl Bridge {
     /// Shows (or stops) the ghost of the Matrix responder of `relay` typing in the
     /// conversation they hold. Returns whether the homeserver took it.
     async fn show_responder_typing(&self, relay: &str, typing: bool) -> Result<bool, StoreError> {
-        let Some(offer) = self.store.offer_by_handle("matrix", relay).await? else {
+        let Some(offer) = self.store.offer_by_handle(MATRIX, relay).await? else {
             return Ok(true); // nothing to show it in, ever
         };
         let Some(assignment) = self
-            .assignment_of(&offer.room_id, "matrix", &offer.address)
+            .assignment_of(&offer.room_id, MATRIX, &offer.address)
             .await?
         else {
             return Ok(false); // not (yet, or any longer) theirs
@@ -192,14 +197,50 @@ impl Bridge {
 
     /// Shows (or stops showing) the visitor typing to whoever holds the conversation.
     async fn show_visitor_typing(&self, room: &str, typing: bool) -> Result<(), StoreError> {
+        self.send_visitor_typing(room, typing, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Shows the visitor still typing to the holders whose platform needs it renewed, once
+    /// `shown_for` reaches the shortest renewal period among them. Returns whether it did.
+    async fn show_visitor_typing_as_due(
+        &self,
+        room: &str,
+        shown_for: Duration,
+    ) -> Result<bool, StoreError> {
+        self.send_visitor_typing(room, true, Some(shown_for)).await
+    }
+
+    /// With `renewing_after`, only to platforms that declare a renewal period, and only once
+    /// the shortest of those has passed.
+    async fn send_visitor_typing(
+        &self,
+        room: &str,
+        typing: bool,
+        renewing_after: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut holders = Vec::new();
         for a in self.store.active_assignments_for_room(room).await? {
             let Some((_, connector)) = self.remote(&a.platform) else {
                 continue;
             };
-            if connector.capabilities().shares_room {
+            let capabilities = connector.capabilities();
+            if capabilities.shares_room
+                || (renewing_after.is_some() && capabilities.typing_renewal.is_none())
+            {
                 continue;
             }
-            let thread = self.thread_of(room, &a).await?;
+            holders.push((a, connector.clone(), capabilities.typing_renewal));
+        }
+        if let Some(elapsed) = renewing_after {
+            let due = holders.iter().filter_map(|(_, _, every)| *every).min();
+            if due.is_none_or(|every| elapsed < every) {
+                return Ok(false);
+            }
+        }
+        for (a, connector, _) in &holders {
+            let thread = self.thread_of(room, a).await?;
             if let Err(e) = connector
                 .typing(&a.address, thread.as_deref(), typing)
                 .await
@@ -207,7 +248,7 @@ impl Bridge {
                 tracing::debug!(platform = %a.platform, error = %e, "typing not shown");
             }
         }
-        Ok(())
+        Ok(!holders.is_empty())
     }
 }
 

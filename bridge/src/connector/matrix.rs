@@ -4,7 +4,10 @@
 //! their own account.
 //!
 //! The relay room is the offer's handle: joining it accepts, leaving it declines. What the
-//! responder writes there is picked up from the homeserver's transactions by the bridge.
+//! responder writes there (and `!` commands in their direct chat with the bot) arrives with
+//! the homeserver's transactions; the bridge hands every event in a room that is not a
+//! conversation to [`MatrixConnector`]'s [`HomeserverEvents::receive`], which reads it into
+//! a [`RemoteEvent`] like any other platform's, keyed by its event ID.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,10 +24,62 @@ use switchboard_appservice::{
 };
 use tokio::sync::watch;
 
+use serde_json::Value;
+
 use super::{
-    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, Offer, Platform,
-    RemoteSink,
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, HandleOffer,
+    HomeserverEvents, Offer, Platform, RemoteEvent, RemoteFile, RemoteSink, RoomDirectory,
+    TextLimit, TextUnit,
+    registry::{BuildContext, PlatformSpec},
 };
+use crate::{health::PartState, responder::ResponderStatus, store::StoreError};
+
+/// The platform's name in the configuration, the store and the admin API.
+pub const NAME: &str = "matrix";
+
+/// Matrix in the platform registry (`registry.rs`). Always on: its responders are reached
+/// through the homeserver Switchboard needs anyway, so it has no section of its own.
+pub static SPEC: PlatformSpec = PlatformSpec {
+    name: NAME,
+    display_name: "Matrix",
+    command_prefix: COMMAND_PREFIX,
+    validate_address,
+    links_by_code: false,
+    check: |_| Ok(true),
+    build,
+};
+
+/// Commands in relay rooms and direct chats start with `!` (`!end`), as bots in Matrix
+/// rooms usually do: a slash is taken by the responder's own client.
+const COMMAND_PREFIX: char = '!';
+
+/// A Matrix address is a user ID such as `@alice:example.org`.
+pub fn validate_address(address: &str) -> Result<(), String> {
+    // ruma checks the server name; it allows an empty localpart, which no real user has.
+    if <&switchboard_appservice::ruma::UserId>::try_from(address)
+        .is_ok_and(|id| !id.localpart().is_empty())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{address:?} is not a Matrix user ID such as \"@alice:example.org\""
+        ))
+    }
+}
+
+/// The connector rides the homeserver connection: it is as well as the homeserver is.
+fn build(
+    _section: Option<&Value>,
+    context: &BuildContext,
+) -> Result<Option<Arc<dyn super::Connector>>, String> {
+    context.health.report(SPEC.name, PartState::Connected, None);
+    Ok(Some(Arc::new(MatrixConnector::new(context.client.clone()))))
+}
+
+/// How long the bot is shown typing in a relay room unless told otherwise.
+const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Renewed well before [`TYPING_TIMEOUT`] while the visitor keeps typing.
+const TYPING_RENEWAL: Duration = Duration::from_secs(20);
 
 pub struct MatrixConnector {
     client: Arc<HomeserverClient>,
@@ -81,16 +136,54 @@ fn escape(s: &str) -> String {
 #[async_trait]
 impl Connector for MatrixConnector {
     fn platform(&self) -> Platform {
-        Platform::Matrix
+        SPEC.platform()
     }
 
     /// The bot is exempt from the homeserver's rate limits (`rate_limited: false` in the
-    /// registration), so nothing is paced.
+    /// registration), so nothing is paced. An event may be at most 65536 bytes with its
+    /// envelope; a visitor's message arrived in such an event, so `render` never needs to
+    /// split one. Files go through the media repository, whose limit is the homeserver's
+    /// (Synapse: 50 MB by default). Typing is shown with a 30 s time-out, renewed before it
+    /// lapses.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            max_text_len: TextLimit {
+                max: 65536,
+                unit: TextUnit::Bytes,
+            },
+            files: Some(super::FileLimits {
+                max_bytes: 50 * 1024 * 1024,
+            }),
+            edits: true,
+            typing_renewal: Some(TYPING_RENEWAL),
             unreachable_hands_over: false,
-            ..Capabilities::unpaced('!')
+            ..Capabilities::unpaced(COMMAND_PREFIX)
         }
+    }
+
+    fn how_to_accept(&self) -> &'static str {
+        "join this room"
+    }
+
+    fn homeserver_events(&self) -> Option<&dyn HomeserverEvents> {
+        Some(self)
+    }
+
+    /// A file a Matrix responder sent is in the media repository already: fetched as the bot
+    /// (authenticated media), to be uploaded again as their ghost.
+    async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
+        let uri = switchboard_appservice::ruma::OwnedMxcUri::from(file.file_id.as_str());
+        let (mimetype, bytes) = self
+            .client
+            .download_media(&uri)
+            .await
+            .map_err(connector_error)?;
+        Ok(Attachment {
+            bytes,
+            mimetype: file.mimetype.clone().or(mimetype),
+            filename: file.filename.clone(),
+            kind: file.kind,
+        })
     }
 
     /// Creates the relay room, invites the responder and explains the offer in it. The invite
@@ -179,7 +272,7 @@ impl Connector for MatrixConnector {
         let Some(room) = thread.and_then(|t| OwnedRoomId::try_from(t).ok()) else {
             return Ok(());
         };
-        let timeout = typing.then_some(Duration::from_secs(30));
+        let timeout = typing.then_some(TYPING_TIMEOUT);
         self.client
             .set_typing(&room, self.client.bot(), timeout)
             .await
@@ -294,4 +387,447 @@ impl Connector for MatrixConnector {
 
     /// Nothing to receive: the homeserver's transactions carry Matrix responders' messages.
     async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
+}
+
+#[async_trait]
+impl HomeserverEvents for MatrixConnector {
+    /// Relay rooms (the handles of Matrix offers) and direct chats with the bot: see
+    /// [`read_event`]. Joins a direct chat a registered responder invites the bot to (the
+    /// one network call; joining twice is harmless).
+    async fn receive(
+        &self,
+        rooms: &dyn RoomDirectory,
+        room_id: &str,
+        event: &Value,
+    ) -> Result<Option<(String, RemoteEvent)>, StoreError> {
+        let relay = rooms.offer_by_handle(SPEC.platform(), room_id).await?;
+        match read_event(self.client.bot().as_str(), room_id, relay.as_ref(), event) {
+            Reading::Remote { key, event } => Ok(Some((key, *event))),
+            Reading::Invited { inviter } => {
+                // Only registered Matrix responders get a bot that answers.
+                if rooms.is_responder(SPEC.platform(), &inviter).await?
+                    && let Ok(room) = OwnedRoomId::try_from(room_id)
+                    && let Err(e) = self.client.join(&room, self.client.bot()).await
+                {
+                    tracing::warn!(error = %e, "could not accept a responder's invite");
+                }
+                Ok(None)
+            }
+            Reading::Nothing => Ok(None),
+        }
+    }
+}
+
+/// What one homeserver event in a room that is not a conversation means.
+#[derive(Debug, PartialEq)]
+pub enum Reading {
+    /// A responder's event for the bridge, keyed by its event ID.
+    Remote {
+        key: String,
+        event: Box<RemoteEvent>,
+    },
+    /// Someone invited the bot to a direct chat.
+    Invited { inviter: String },
+    /// Nothing for the bridge: the bot's own echo, someone else's event, small talk.
+    Nothing,
+}
+
+/// Reads one event in `room_id`, which is the relay room of `relay` (a Matrix offer's handle)
+/// or else a direct chat with the bot. Pure.
+///
+/// In a relay room only the responder the offer went to counts (the bot's own events echo
+/// back too): joining accepts, leaving declines, `!end` and `!transfer [target]` are
+/// commands, an `m.replace` is an edit, and anything else they write is a message for the
+/// visitor (its formatted body sanitised to the spec's allow-list, a file fetched from the
+/// media repository). In a direct chat, `!available`, `!away` and `!offline` set the
+/// responder's status and any other `!` word asks for help; the answers go into that chat.
+pub fn read_event(bot: &str, room_id: &str, relay: Option<&HandleOffer>, event: &Value) -> Reading {
+    let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
+    let sender = field("sender");
+    let key = field("event_id").to_owned();
+    if sender == bot || key.is_empty() {
+        return Reading::Nothing;
+    }
+    let content = &event["content"];
+    let membership = content["membership"].as_str();
+    let Some(offer) = relay else {
+        return match field("type") {
+            "m.room.member" if field("state_key") == bot && membership == Some("invite") => {
+                Reading::Invited {
+                    inviter: sender.to_owned(),
+                }
+            }
+            "m.room.message" => {
+                let body = content["body"].as_str().unwrap_or_default().trim();
+                let Some(word) = body.strip_prefix(COMMAND_PREFIX) else {
+                    return Reading::Nothing;
+                };
+                let command = ResponderStatus::parse(word.trim())
+                    .map_or("help", ResponderStatus::as_str)
+                    .to_owned();
+                Reading::Remote {
+                    key,
+                    event: Box::new(RemoteEvent::Command {
+                        address: sender.to_owned(),
+                        command,
+                        args: String::new(),
+                        reply_to: None,
+                        thread: Some(room_id.to_owned()),
+                    }),
+                }
+            }
+            _ => Reading::Nothing,
+        };
+    };
+    if sender != offer.address {
+        return Reading::Nothing;
+    }
+    let address = offer.address.clone();
+    let event = match (field("type"), membership) {
+        ("m.room.member", Some("join")) => RemoteEvent::Accept {
+            offer_id: offer.offer_id,
+            display_name: content["displayname"]
+                .as_str()
+                .unwrap_or(&address)
+                .to_owned(),
+            address,
+        },
+        ("m.room.member", Some("leave")) => RemoteEvent::Decline {
+            offer_id: offer.offer_id,
+            address,
+        },
+        ("m.room.message", _) => relay_room_message(room_id, &key, address, content),
+        _ => return Reading::Nothing,
+    };
+    Reading::Remote {
+        key,
+        event: Box::new(event),
+    }
+}
+
+/// A responder's message in their relay room (see [`read_event`]).
+fn relay_room_message(
+    room_id: &str,
+    event_id: &str,
+    address: String,
+    content: &Value,
+) -> RemoteEvent {
+    let html = |v: &Value| v.as_str().map(crate::format::sanitise_matrix_html);
+    if content["m.relates_to"]["rel_type"] == "m.replace" {
+        let new = &content["m.new_content"];
+        return RemoteEvent::Edit {
+            address,
+            message_id: content["m.relates_to"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body: new["body"].as_str().unwrap_or_default().to_owned(),
+            formatted_body: html(&new["formatted_body"]),
+        };
+    }
+    let body = content["body"].as_str().unwrap_or_default();
+    let command = |name: &str, args: &str| RemoteEvent::Command {
+        address: address.clone(),
+        command: name.to_owned(),
+        args: args.trim().to_owned(),
+        reply_to: None,
+        // The relay room is the offer's handle: it names the conversation.
+        thread: Some(room_id.to_owned()),
+    };
+    let trimmed = body.trim();
+    if trimmed == "!end" {
+        return command("end", "");
+    }
+    // `!transfer`, `!transfer TOPIC`, `!transfer RESPONDER`: as `/transfer` on Telegram.
+    if let Some(target) = trimmed.strip_prefix("!transfer")
+        && (target.is_empty() || target.starts_with(char::is_whitespace))
+    {
+        return command("transfer", target);
+    }
+    RemoteEvent::Message {
+        address: address.clone(),
+        message_id: event_id.to_owned(),
+        reply_to: None,
+        body: body.to_owned(),
+        formatted_body: html(&content["formatted_body"]),
+        display_name: address.clone(),
+        file: file_of(content),
+        thread: Some(room_id.to_owned()),
+    }
+}
+
+/// The file an `m.image`/`m.file`/`m.video`/`m.audio` message carries, if any.
+fn file_of(content: &Value) -> Option<RemoteFile> {
+    let kind = match content["msgtype"].as_str()? {
+        "m.image" => FileKind::Image,
+        "m.file" | "m.video" | "m.audio" => FileKind::File,
+        _ => return None,
+    };
+    let mxc = content["url"].as_str()?.to_owned();
+    let body = content["body"].as_str().unwrap_or("file");
+    Some(RemoteFile {
+        file_id: mxc,
+        mimetype: content["info"]["mimetype"].as_str().map(str::to_owned),
+        filename: content["filename"].as_str().unwrap_or(body).to_owned(),
+        kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BOT: &str = "@switchboard:example.org";
+    const SAM: &str = "@sam:example.org";
+    const RELAY: &str = "!relay:example.org";
+
+    fn offer() -> HandleOffer {
+        HandleOffer {
+            offer_id: 7,
+            address: SAM.into(),
+        }
+    }
+
+    fn in_relay(event: Value) -> Reading {
+        read_event(BOT, RELAY, Some(&offer()), &event)
+    }
+
+    fn remote(reading: Reading) -> (String, RemoteEvent) {
+        match reading {
+            Reading::Remote { key, event } => (key, *event),
+            other => panic!("expected a remote event, got {other:?}"),
+        }
+    }
+
+    fn message(sender: &str, content: Value) -> Value {
+        json!({"type": "m.room.message", "event_id": "$m", "room_id": RELAY,
+               "sender": sender, "content": content})
+    }
+
+    #[test]
+    fn joining_the_relay_room_accepts_the_offer_under_the_event_id() {
+        let (key, event) = remote(in_relay(json!({
+            "type": "m.room.member", "event_id": "$join", "sender": SAM, "state_key": SAM,
+            "content": {"membership": "join", "displayname": "Sam"}
+        })));
+        assert_eq!(key, "$join");
+        assert_eq!(
+            event,
+            RemoteEvent::Accept {
+                offer_id: 7,
+                address: SAM.into(),
+                display_name: "Sam".into()
+            }
+        );
+    }
+
+    #[test]
+    fn leaving_the_relay_room_declines_the_offer() {
+        let (_, event) = remote(in_relay(json!({
+            "type": "m.room.member", "event_id": "$leave", "sender": SAM, "state_key": SAM,
+            "content": {"membership": "leave"}
+        })));
+        assert_eq!(
+            event,
+            RemoteEvent::Decline {
+                offer_id: 7,
+                address: SAM.into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_bots_own_events_and_strangers_are_ignored() {
+        // The bot removing the responder (a kick is a leave sent by the bot).
+        let kick = json!({
+            "type": "m.room.member", "event_id": "$kick", "sender": BOT, "state_key": SAM,
+            "content": {"membership": "leave"}
+        });
+        assert_eq!(in_relay(kick), Reading::Nothing);
+        // The bot's own messages echo back.
+        assert_eq!(
+            in_relay(message(
+                BOT,
+                json!({"msgtype": "m.text", "body": "Visitor 7F3A: hi"})
+            )),
+            Reading::Nothing
+        );
+        assert_eq!(
+            read_event(BOT, "!dm:x", None, &message(BOT, json!({"body": "!help"}))),
+            Reading::Nothing
+        );
+        // Someone else in the relay room.
+        assert_eq!(
+            in_relay(message(
+                "@eve:x",
+                json!({"msgtype": "m.text", "body": "!end"})
+            )),
+            Reading::Nothing
+        );
+    }
+
+    #[test]
+    fn an_m_replace_is_an_edit_of_the_original_with_its_html_sanitised() {
+        let (_, event) = remote(in_relay(message(
+            SAM,
+            json!({
+                "msgtype": "m.text", "body": "* fixed",
+                "m.new_content": {"msgtype": "m.text", "body": "fixed",
+                    "format": "org.matrix.custom.html",
+                    "formatted_body": "<b>fixed</b><script>x()</script><img src=\"https://t.example/p.png\">"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}
+            }),
+        )));
+        let RemoteEvent::Edit {
+            address,
+            message_id,
+            body,
+            formatted_body,
+        } = event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(
+            (address.as_str(), message_id.as_str(), body.as_str()),
+            (SAM, "$orig", "fixed")
+        );
+        let html = formatted_body.unwrap();
+        assert!(html.starts_with("<b>fixed</b>"), "{html}");
+        assert!(
+            !html.contains("script") && !html.contains("t.example"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn end_and_transfer_in_the_relay_room_are_commands_about_its_conversation() {
+        let (_, end) = remote(in_relay(message(
+            SAM,
+            json!({"msgtype": "m.text", "body": " !end "}),
+        )));
+        assert_eq!(
+            end,
+            RemoteEvent::Command {
+                address: SAM.into(),
+                command: "end".into(),
+                args: String::new(),
+                reply_to: None,
+                thread: Some(RELAY.into()),
+            }
+        );
+        let (_, transfer) = remote(in_relay(message(
+            SAM,
+            json!({"msgtype": "m.text", "body": "!transfer  sales"}),
+        )));
+        assert!(
+            matches!(&transfer, RemoteEvent::Command { command, args, .. } if command == "transfer" && args == "sales"),
+            "{transfer:?}"
+        );
+        // Any other `!` text is a message for the visitor, as before.
+        let (_, other) = remote(in_relay(message(
+            SAM,
+            json!({"msgtype": "m.text", "body": "!transferred it"}),
+        )));
+        assert!(matches!(other, RemoteEvent::Message { .. }), "{other:?}");
+    }
+
+    #[test]
+    fn a_message_is_relayed_with_its_html_sanitised_and_its_file() {
+        let (key, event) = remote(in_relay(message(
+            SAM,
+            json!({"msgtype": "m.text", "body": "hello",
+                   "format": "org.matrix.custom.html",
+                   "formatted_body": "<i>hello</i><a href=\"javascript:x()\">x</a>"}),
+        )));
+        assert_eq!(key, "$m");
+        let RemoteEvent::Message {
+            message_id,
+            thread,
+            body,
+            formatted_body,
+            file,
+            ..
+        } = event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(
+            (message_id.as_str(), thread.as_deref(), body.as_str()),
+            ("$m", Some(RELAY), "hello")
+        );
+        let html = formatted_body.unwrap();
+        assert!(
+            html.starts_with("<i>hello</i>") && !html.contains("javascript"),
+            "{html}"
+        );
+        assert_eq!(file, None);
+
+        let (_, event) = remote(in_relay(message(
+            SAM,
+            json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/cat",
+                   "info": {"mimetype": "image/png"}}),
+        )));
+        let RemoteEvent::Message { file, .. } = event else {
+            panic!()
+        };
+        assert_eq!(
+            file,
+            Some(RemoteFile {
+                file_id: "mxc://x/cat".into(),
+                mimetype: Some("image/png".into()),
+                filename: "cat.png".into(),
+                kind: FileKind::Image
+            })
+        );
+    }
+
+    #[test]
+    fn in_a_direct_chat_status_words_are_commands_and_the_rest_asks_for_help() {
+        let dm = "!dm:example.org";
+        let command_of = |body: &str| match read_event(
+            BOT,
+            dm,
+            None,
+            &message(SAM, json!({"msgtype": "m.text", "body": body})),
+        ) {
+            Reading::Remote { event, .. } => match *event {
+                RemoteEvent::Command {
+                    command, thread, ..
+                } => {
+                    assert_eq!(thread.as_deref(), Some(dm), "answered in the direct chat");
+                    Some(command)
+                }
+                other => panic!("{other:?}"),
+            },
+            Reading::Nothing => None,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(command_of("!away").as_deref(), Some("away"));
+        assert_eq!(command_of(" !available ").as_deref(), Some("available"));
+        assert_eq!(command_of("!offline").as_deref(), Some("offline"));
+        assert_eq!(command_of("!help").as_deref(), Some("help"));
+        assert_eq!(command_of("!end").as_deref(), Some("help"));
+        assert_eq!(command_of("hello"), None, "small talk is not answered");
+    }
+
+    #[test]
+    fn an_invite_to_a_direct_chat_is_noticed() {
+        let invite = json!({
+            "type": "m.room.member", "event_id": "$i", "sender": SAM, "state_key": BOT,
+            "content": {"membership": "invite"}
+        });
+        assert_eq!(
+            read_event(BOT, "!dm:x", None, &invite),
+            Reading::Invited {
+                inviter: SAM.into()
+            }
+        );
+    }
+
+    #[test]
+    fn addresses_are_user_ids() {
+        assert_eq!(validate_address(SAM), Ok(()));
+        assert!(validate_address("sam").is_err());
+    }
 }

@@ -27,12 +27,116 @@ use tokio::sync::watch;
 use crate::health::{PartReporter, PartState};
 
 use super::{
-    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, Offer, Platform,
-    RemoteEvent, RemoteFile, RemoteSink,
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, FileLimits, Offer,
+    Platform, RemoteEvent, RemoteFile, RemoteSink, TextLimit, TextUnit,
+    registry::{BuildContext, PlatformSpec},
 };
 
 pub mod format;
 mod raw_update;
+
+/// The platform's name in the configuration, the store and the admin API.
+pub const NAME: &str = "telegram";
+
+/// Telegram in the platform registry (`registry.rs`).
+pub static SPEC: PlatformSpec = PlatformSpec {
+    name: NAME,
+    display_name: "Telegram",
+    command_prefix: COMMAND_PREFIX,
+    validate_address,
+    links_by_code: true,
+    check: |section| match section {
+        None => Ok(false),
+        Some(section) => TelegramConfig::read(section).map(|_| true),
+    },
+    build,
+};
+
+/// Bot commands start with a slash (`/end`).
+const COMMAND_PREFIX: char = '/';
+
+/// A Telegram address is the chat ID of the responder's private chat with the bot: an integer.
+pub fn validate_address(address: &str) -> Result<(), String> {
+    match address.parse::<i64>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "{address:?} is not a Telegram chat ID (an integer)"
+        )),
+    }
+}
+
+/// The `[telegram]` section of the configuration file; without it Telegram is off.
+#[derive(serde::Deserialize)]
+pub struct TelegramConfig {
+    /// The bot token from @BotFather. Prefer the environment: `SWITCHBOARD_TELEGRAM__TOKEN`.
+    pub token: String,
+    /// A self-hosted Bot API server (default: Telegram's).
+    pub api_url: Option<String>,
+    /// Seconds one long poll waits for updates.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_secs: u64,
+    /// Receive updates by webhook instead of long polling: the public HTTPS URL at which
+    /// Telegram reaches Switchboard's `/telegram/webhook` route.
+    pub webhook_url: Option<String>,
+    /// The secret Telegram must send with each webhook request. Default: a fresh random one
+    /// at every start (Switchboard registers the webhook itself).
+    pub webhook_secret: Option<String>,
+}
+
+fn default_poll_timeout() -> u64 {
+    25
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    // Hand-written so the token can never be printed with the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramConfig {
+    /// Reads the section; the error names the field, never the token's value.
+    pub fn read(section: &serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(section.clone()).map_err(|e| e.to_string())
+    }
+}
+
+/// The connector the configuration asks for (long polling, or a webhook with `webhook_url`).
+fn build(
+    section: Option<&serde_json::Value>,
+    context: &BuildContext,
+) -> Result<Option<Arc<dyn Connector>>, String> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let config = TelegramConfig::read(section)?;
+    let connector = TelegramConnector::new(&config.token, config.api_url.as_deref())
+        .map_err(|e| e.to_string())?
+        .with_poll_timeout(Duration::from_secs(config.poll_timeout_secs))
+        .with_health(context.health.part(SPEC.name));
+    let connector = match config.webhook_url {
+        Some(url) => connector
+            .with_webhook(Webhook {
+                url,
+                secret: config.webhook_secret.unwrap_or_else(random_secret),
+            })
+            .map_err(|e| e.to_string())?,
+        None => connector,
+    };
+    Ok(Some(Arc::new(connector)))
+}
+
+/// A webhook secret nobody can guess: 48 letters and digits.
+fn random_secret() -> String {
+    use rand::{Rng, distributions::Alphanumeric};
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(48)
+        .map(char::from)
+        .collect()
+}
 
 /// Removes the bot token from any text before it reaches a log or an error message.
 #[derive(Clone)]
@@ -139,7 +243,7 @@ impl TelegramConnector {
         let key = update.id.0.to_string();
         for (i, event) in Self::events_of(update).iter().enumerate() {
             if let Err(e) = sink
-                .record_remote(Platform::Telegram, &format!("{key}.{i}"), event)
+                .record_remote(SPEC.platform(), &format!("{key}.{i}"), event)
                 .await
             {
                 tracing::error!(error = %e, "telegram: could not record an update; it will come again");
@@ -177,7 +281,7 @@ impl TelegramConnector {
             address: chat.0.to_string(),
         };
         match sink
-            .record_remote(Platform::Telegram, &format!("{id}.unreadable"), &event)
+            .record_remote(SPEC.platform(), &format!("{id}.unreadable"), &event)
             .await
         {
             Ok(()) => true,
@@ -366,10 +470,11 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
             formatted_body,
             display_name,
             file: Some(file),
+            thread: None,
         });
     }
     let text = m.text()?;
-    if let Some(command) = text.strip_prefix('/') {
+    if let Some(command) = text.strip_prefix(COMMAND_PREFIX) {
         let (name, args) = command
             .split_once(char::is_whitespace)
             .unwrap_or((command, ""));
@@ -380,6 +485,7 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
             command: name,
             args: args.trim().to_owned(),
             reply_to,
+            thread: None,
         });
     }
     let (body, formatted_body) = format::telegram_to_matrix(text, m.entities().unwrap_or_default());
@@ -391,21 +497,33 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
         formatted_body,
         display_name,
         file: None,
+        thread: None,
     })
 }
 
 #[async_trait]
 impl Connector for TelegramConnector {
     fn platform(&self) -> Platform {
-        Platform::Telegram
+        SPEC.platform()
     }
 
     /// Telegram's documented limits: about one message per second to one chat, and about
-    /// 30 per second across chats; faster sending only earns 429s.
+    /// 30 per second across chats; faster sending only earns 429s. Texts of 4096 UTF-16
+    /// units once the HTML is parsed; bots may send files of up to 50 MB; a chat action
+    /// ("typing…") lasts about five seconds, so it is renewed every four.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            max_text_len: TextLimit {
+                max: format::TELEGRAM_MAX_TEXT,
+                unit: TextUnit::Utf16,
+            },
+            files: Some(FileLimits {
+                max_bytes: 50 * 1024 * 1024,
+            }),
+            edits: true,
+            typing_renewal: Some(Duration::from_secs(4)),
             shares_room: false,
-            command_prefix: '/',
+            command_prefix: COMMAND_PREFIX,
             min_interval_per_chat: Duration::from_secs(1),
             max_messages_per_second: Some(30),
             unreachable_hands_over: true,
@@ -480,7 +598,8 @@ impl Connector for TelegramConnector {
         self.close_offer(address, handle, text).await
     }
 
-    /// Text: Telegram HTML texts of at most 4096 characters, the first headed by the alias.
+    /// Text: Telegram HTML texts within `max_text_len` (4096 UTF-16 units once parsed), the
+    /// first headed by the alias.
     /// A file: its caption.
     fn render(&self, delivery: &Delivery) -> Vec<String> {
         if delivery.media.is_some() {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteFile,
-    RemoteSink,
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, HomeserverEvents, Offer,
+    Platform, RemoteFile, RemoteSink,
 };
 
 /// A connector whose calls are cut off after its declared `call_timeout`.
@@ -51,6 +51,20 @@ impl Connector for Timed {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn validate_address(&self, address: &str) -> Result<(), String> {
+        self.inner.validate_address(address)
+    }
+
+    /// Not cut off here: reading an event is mostly store lookups, and its one platform call
+    /// (joining a direct chat) goes through the homeserver client's own time limit.
+    fn homeserver_events(&self) -> Option<&dyn HomeserverEvents> {
+        self.inner.homeserver_events()
+    }
+
+    fn how_to_accept(&self) -> &'static str {
+        self.inner.how_to_accept()
     }
 
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
@@ -173,7 +187,7 @@ mod tests {
     #[async_trait]
     impl Connector for Hanging {
         fn platform(&self) -> Platform {
-            Platform::Telegram
+            super::super::telegram::SPEC.platform()
         }
         fn capabilities(&self) -> Capabilities {
             Capabilities {

@@ -6,8 +6,9 @@
 use sqlx::Row;
 
 use super::{
-    InboxEvent, OutboxRow, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError, now_ms,
-    placeholders, remote::outbox_row,
+    InboxEvent, OutboxRow, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError, inbox_event,
+    now_ms, placeholders,
+    remote::{outbox_row, remote_inbox_event},
 };
 use crate::conversation::Message;
 
@@ -137,16 +138,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InboxEvent {
-                    seq: r.try_get("seq")?,
-                    event_id: r.try_get("event_id")?,
-                    room_id: r.try_get("room_id")?,
-                    event_json: r.try_get("event_json")?,
-                })
-            })
-            .collect()
+        rows.iter().map(inbox_event).collect()
     }
 
     /// Unprocessed remote events after `after`, in arrival order.
@@ -163,15 +155,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RemoteInboxEvent {
-                    seq: r.try_get("seq")?,
-                    platform: r.try_get("platform")?,
-                    event_json: r.try_get("event_json")?,
-                })
-            })
-            .collect()
+        rows.iter().map(remote_inbox_event).collect()
     }
 
     /// Whether the platform event `seq` is still waiting to be handled.

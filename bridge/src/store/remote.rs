@@ -128,15 +128,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RemoteInboxEvent {
-                    seq: r.try_get("seq")?,
-                    platform: r.try_get("platform")?,
-                    event_json: r.try_get("event_json")?,
-                })
-            })
-            .collect()
+        rows.iter().map(remote_inbox_event).collect()
     }
 
     pub async fn mark_remote_processed(&self, seq: i64) -> Result<(), StoreError> {
@@ -577,6 +569,15 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// A platform event as the queries here read it.
+pub(super) fn remote_inbox_event(r: &sqlx::any::AnyRow) -> Result<RemoteInboxEvent, StoreError> {
+    Ok(RemoteInboxEvent {
+        seq: r.try_get("seq")?,
+        platform: r.try_get("platform")?,
+        event_json: r.try_get("event_json")?,
+    })
 }
 
 /// A delivery queued once per (event, platform, address).
