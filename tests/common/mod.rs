@@ -134,12 +134,29 @@ pub struct Switchboard {
     pub base: String,
     pub log: PathBuf,
     bin: PathBuf,
+    /// `RUST_LOG` for the process.
+    log_filter: String,
     _dir: tempfile::TempDir,
 }
+
+/// What the tests log: debug for Switchboard's own crates, so a failure's log tells the story.
+pub const TEST_LOG_FILTER: &str =
+    "info,switchboard_bridge=debug,switchboard_appservice=debug,sqlx=warn";
 
 impl Switchboard {
     /// Writes a config with SQLite in a fresh directory and starts the binary.
     pub async fn start(env: &TestEnv, slot: &Slot, extra_toml: &str) -> anyhow::Result<Self> {
+        Self::start_logging(env, slot, extra_toml, TEST_LOG_FILTER).await
+    }
+
+    /// Like [`Self::start`], with `RUST_LOG` set to `log_filter` (the benchmark runs at
+    /// `info`, as a deployment would, instead of the tests' debug logging).
+    pub async fn start_logging(
+        env: &TestEnv,
+        slot: &Slot,
+        extra_toml: &str,
+        log_filter: &str,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("switchboard.db");
         let db_url = format!("sqlite://{}", db.display());
@@ -163,6 +180,7 @@ impl Switchboard {
             base: format!("http://{}", slot.listen),
             log: dir.path().join("switchboard.log"),
             bin: env.bin.clone(),
+            log_filter: log_filter.to_owned(),
             _dir: dir,
         };
         sb.spawn().await?;
@@ -177,10 +195,7 @@ impl Switchboard {
         let child = Command::new(&self.bin)
             .args(["run", "--config"])
             .arg(&self.config)
-            .env(
-                "RUST_LOG",
-                "info,switchboard_bridge=debug,switchboard_appservice=debug,sqlx=warn",
-            )
+            .env("RUST_LOG", &self.log_filter)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -221,6 +236,12 @@ impl Switchboard {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn().await
+    }
+
+    /// The process ID of the running Switchboard, if it is running (the benchmark reads its
+    /// CPU time and memory from `/proc/<pid>`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,316 @@
+//! The benchmark of issue 11: everything measured in one run, side by side, on a real Synapse
+//! and the Telegram stand-in, against a release build. Run by `scripts/bench.sh`, which starts
+//! the services the way the test suite does and writes the printed report into
+//! `docs/benchmarks.md`.
+//!
+//! 1. Synapse's own client → client floor ([`floor`]).
+//! 2. Bridged latency, both directions, for a Matrix responder (relay room) and a Telegram
+//!    responder, plus a visitor's first message → the Telegram offer ([`paths`]).
+//! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
+//!    and processed per second, and every event stored once ([`flood`]).
+//! 4. A quiet conversation's latency while a second such flood hits other conversations.
+//! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]).
+//! 6. Its resident memory with 1 000 and 10 000 stored conversations ([`resident`]).
+//!
+//! This is a measurement, not a test: it asserts nothing about speed, and prints each target
+//! next to what was measured.
+//!
+//!   bench_relay [N]    N samples per unpaced latency path (default 30)
+//!
+//! Environment: what `scripts/test.sh` exports, plus optionally `SWITCHBOARD_BENCH_SLOT`
+//! (default 8; the memory runs use the next three slots) and `SWITCHBOARD_BENCH_FLOOD`
+//! (events per flood, default 40000).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+mod flood;
+mod floor;
+mod paths;
+mod procfs;
+mod report;
+mod resident;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use report::{LatencyTarget, progress, verdict};
+
+/// Samples on paths paced to Telegram's one message a second per chat.
+const MAX_PACED: usize = 20;
+/// Quiet-conversation samples under the flood.
+const QUIET_SAMPLES: usize = 20;
+/// Visitor messages relayed back to back to the Matrix responder for the CPU figure.
+const BURST: usize = 200;
+const FLOOD_ROOMS: usize = 10;
+const PER_TXN: usize = 100;
+/// How long the benchmark waits for a flood to be processed before it reports what it got.
+const FLOOD_WAIT: Duration = Duration::from_secs(240);
+/// Targets from issue 11.
+const TARGET_EVENTS_PER_S: f64 = 20_000.0;
+const TARGET_CPU_MS: f64 = 0.5;
+const TARGET_RSS_MIB: f64 = 64.0;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(match std::env::var(name) {
+        Ok(v) => v.parse()?,
+        Err(_) => default,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(30);
+    let paced = n.min(MAX_PACED);
+    let slot_no: u32 = env_or("SWITCHBOARD_BENCH_SLOT", 8)?;
+    let flood_events: usize = env_or("SWITCHBOARD_BENCH_FLOOD", 40_000)?;
+    let env = TestEnv::from_env();
+    let ticks = procfs::clock_ticks()?;
+    let run = Instant::now();
+
+    // --- 1. the floor ----------------------------------------------------------------------
+    progress(&format!("Synapse floor: {n} samples each way"));
+    let floor = floor::measure(&env, n).await?;
+    let towards_responder = LatencyTarget {
+        floor_p50: floor.from_plain.p50(),
+    };
+    let towards_visitor = LatencyTarget {
+        floor_p50: floor.from_sdk.p50(),
+    };
+
+    // --- Switchboard, idle -----------------------------------------------------------------
+    let mut b = paths::Bench::start(&env, slot_no).await?;
+    tokio::time::sleep(resident::SETTLE).await;
+    let idle_rss = procfs::rss_mib(b.pid)?;
+    let idle_cpu_before = procfs::cpu_ms(b.pid, ticks)?;
+    let idle_window = Duration::from_secs(5);
+    tokio::time::sleep(idle_window).await;
+    let idle_cpu_per_s =
+        (procfs::cpu_ms(b.pid, ticks)? - idle_cpu_before) / idle_window.as_secs_f64();
+
+    // --- 2. bridged paths, 5. CPU ------------------------------------------------------------
+    let tg = paths::telegram(&env, &b, paced, n, ticks).await?;
+    let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
+    let mx = paths::matrix(&mut b, &mut mx_conv, n).await?;
+    let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
+
+    // --- 3. ingest, 4. the quiet conversation under a flood ------------------------------------
+    progress(&format!("flood: {FLOOD_ROOMS} conversations"));
+    let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
+    let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+    progress(&format!(
+        "flood 1: {flood_events} events, nothing else going on"
+    ));
+    let ingest = flood::run(
+        &mut b,
+        &db,
+        flood::Flood::build(&rooms, flood_events, PER_TXN, "a"),
+        None,
+        FLOOD_WAIT,
+    )
+    .await?;
+    progress(&format!(
+        "flood 2: {flood_events} events and {QUIET_SAMPLES} quiet samples"
+    ));
+    let under = flood::run(
+        &mut b,
+        &db,
+        flood::Flood::build(&rooms, flood_events, PER_TXN, "b"),
+        Some((&mut mx_conv, QUIET_SAMPLES)),
+        FLOOD_WAIT,
+    )
+    .await?;
+    db.close().await;
+    let rss_after = procfs::rss_mib(b.pid)?;
+    let max_id = b
+        .max
+        .client
+        .user_id()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    drop(mx_conv);
+    drop(b);
+
+    // --- 6. memory with stored conversations ----------------------------------------------------
+    let mut stored = vec![];
+    for (i, count) in [0, 1_000, 10_000].into_iter().enumerate() {
+        stored.push(resident::measure(&env, slot_no + 1 + i as u32, count, &max_id).await?);
+    }
+    let run_s = run.elapsed().as_secs_f64();
+
+    // --- the report -----------------------------------------------------------------------------
+    println!("| path | samples | p50 | p95 | min | max | target (p50) | |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let count = |r: &report::Row| r.samples.len().to_string();
+    println!(
+        "{}",
+        floor
+            .from_plain
+            .markdown(&count(&floor.from_plain), "(floor)", "")
+    );
+    println!(
+        "{}",
+        floor
+            .from_sdk
+            .markdown(&count(&floor.from_sdk), "(floor)", "")
+    );
+    println!(
+        "{}",
+        towards_responder.judge(&mx.to_matrix, &count(&mx.to_matrix))
+    );
+    println!(
+        "{}",
+        towards_visitor.judge(&mx.from_matrix, &count(&mx.from_matrix))
+    );
+    println!("{}", towards_responder.judge(&tg.offer, &count(&tg.offer)));
+    println!(
+        "{}",
+        towards_responder.judge(&tg.to_telegram, &count(&tg.to_telegram))
+    );
+    println!(
+        "{}",
+        towards_visitor.judge(&tg.from_telegram, &count(&tg.from_telegram))
+    );
+    if let Some(q) = &under.quiet {
+        if q.row.samples.is_empty() {
+            println!(
+                "| {} | 0 of {QUIET_SAMPLES} delivered | | | | | | **not met** |",
+                q.row.what
+            );
+        } else {
+            let label = format!(
+                "{}{} ({} began during the flood{})",
+                q.row.samples.len(),
+                if q.lost > 0 {
+                    format!(" of {QUIET_SAMPLES}")
+                } else {
+                    String::new()
+                },
+                q.under_flood,
+                if q.lost > 0 {
+                    format!("; {} not delivered in 30 s", q.lost)
+                } else {
+                    String::new()
+                },
+            );
+            println!("{}", towards_responder.judge(&q.row, &label));
+        }
+    }
+    println!();
+
+    println!("| measure | result | target | |");
+    println!("|---|---|---|---|");
+    let ack_rate = ingest.events as f64 / ingest.ack_s;
+    println!(
+        "| ingest, acknowledged: {} events, {} per transaction ({} transactions), one in flight, {} conversations | {:.0} events/s ({:.1} s{}) | ≥ 20 000 events/s | {} |",
+        ingest.events,
+        ingest.per_txn,
+        ingest.txns,
+        ingest.rooms,
+        ack_rate,
+        ingest.ack_s,
+        if ingest.retries > 0 {
+            format!(", {} retried", ingest.retries)
+        } else {
+            String::new()
+        },
+        verdict(ack_rate >= TARGET_EVENTS_PER_S),
+    );
+    match ingest.processed_s {
+        Some(s) => {
+            let rate = ingest.events as f64 / s;
+            println!(
+                "| ingest, processed: first transaction sent → last of its events marked processed | {rate:.0} events/s ({s:.1} s) | ≥ 20 000 events/s | {} |",
+                verdict(rate >= TARGET_EVENTS_PER_S)
+            );
+        }
+        None => println!(
+            "| ingest, processed: first transaction sent → last of its events marked processed | not finished: {} of {} processed after {:.0} s ({:.0} events/s) | ≥ 20 000 events/s | **not met** |",
+            ingest.processed,
+            ingest.events,
+            ingest.waited_s,
+            ingest.processed as f64 / ingest.waited_s
+        ),
+    }
+    let once = ingest.inbox_rows == ingest.events as i64
+        && ingest.distinct_rows == ingest.inbox_rows
+        && ingest.transcript_rows == ingest.events as i64;
+    println!(
+        "| stored once: inbox rows / distinct event IDs / transcript rows for {} events sent | {} / {} / {} | all equal | {} |",
+        ingest.events,
+        ingest.inbox_rows,
+        ingest.distinct_rows,
+        ingest.transcript_rows,
+        verdict(once)
+    );
+    let under_ack = under.events as f64 / under.ack_s;
+    let under_processed = match under.processed_s {
+        Some(s) => format!(
+            "processed {:.0} events/s ({s:.1} s)",
+            under.events as f64 / s
+        ),
+        None => format!(
+            "{} of {} processed after {:.0} s",
+            under.processed, under.events, under.waited_s
+        ),
+    };
+    println!(
+        "| second flood (with the quiet samples): acknowledged, processed | {under_ack:.0} events/s ({:.1} s), {under_processed} | (for the record) | |",
+        under.ack_s
+    );
+    for (what, cpu) in [
+        (
+            format!(
+                "CPU per relayed message: visitor → Matrix responder, {} back to back ({} delivered)",
+                burst.messages, burst.delivered
+            ),
+            &burst,
+        ),
+        (
+            format!(
+                "CPU per relayed message: visitor → Telegram responder, {} paced over a second apart",
+                tg.cpu.messages
+            ),
+            &tg.cpu,
+        ),
+    ] {
+        let per = cpu.delivered.max(1) as f64;
+        let raw = cpu.cpu_ms / per;
+        let net = (cpu.cpu_ms - idle_cpu_per_s * cpu.wall_s).max(0.0) / per;
+        println!(
+            "| {what} | {net:.2} ms ({raw:.2} ms before subtracting idle time: {:.0} ms CPU over {:.1} s) | ≤ 0.5 ms | {} |",
+            cpu.cpu_ms,
+            cpu.wall_s,
+            verdict(net <= TARGET_CPU_MS)
+        );
+    }
+    println!(
+        "| CPU while idle (for the subtraction above) | {idle_cpu_per_s:.1} ms per second | | |"
+    );
+    for r in &stored {
+        let (target, v) = if r.conversations >= 10_000 {
+            ("≤ 64 MiB", verdict(r.rss_mib <= TARGET_RSS_MIB))
+        } else {
+            ("", "")
+        };
+        println!(
+            "| RSS with {} stored conversations ({} s after start; inserted in {:.1} s) | {:.1} MiB | {target} | {v} |",
+            r.conversations,
+            resident::SETTLE.as_secs(),
+            r.insert_s,
+            r.rss_mib
+        );
+    }
+    println!(
+        "| RSS of the benchmark's Switchboard: idle at start, after the two floods | {idle_rss:.1} MiB, {rss_after:.1} MiB | | |"
+    );
+    println!();
+    println!("Run time of the measurement: {run_s:.0} s.");
+    Ok(())
+}
