@@ -231,8 +231,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .context("opening the database")?;
     tracing::info!(engine = ?store.engine(), "database ready");
     // How each part is doing, for /health and /ready: shared by the bridge, the connectors
-    // and the web routes.
-    let health = Health::new();
+    // and the web routes, on the store's clock (the system's) like everything else.
+    let health = Health::with_clock(store.clock().clone());
     health.report(DATABASE, PartState::Connected, None);
 
     let client = Arc::new(

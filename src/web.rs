@@ -181,18 +181,17 @@ mod tests {
     use super::*;
     use axum::{body::Body, http::Request};
     use serde_json::json;
-    use std::sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
+    use switchboard_bridge::{
+        clock::ManualClock,
+        health::{HOMESERVER, WORKER},
     };
-    use switchboard_bridge::health::{HOMESERVER, WORKER};
     use tower::ServiceExt;
 
     /// The routes on a fresh SQLite store, with a health handle on a clock the test moves.
     struct App {
         router: Router,
         health: Health,
-        clock: Arc<AtomicI64>,
+        clock: ManualClock,
         store: Store,
         _dir: tempfile::TempDir,
     }
@@ -202,9 +201,8 @@ mod tests {
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("db").display()))
             .await
             .unwrap();
-        let clock = Arc::new(AtomicI64::new(1_000_000));
-        let c = clock.clone();
-        let health = Health::with_clock(move || c.load(Ordering::SeqCst));
+        let clock = ManualClock::new(1_000_000);
+        let health = Health::with_clock(clock.clone());
         let probes = Probes {
             health: health.clone(),
             store: store.clone(),
@@ -256,7 +254,7 @@ mod tests {
             (StatusCode::OK, json!({"status": "ok"}))
         );
         // A minute and more without a beat: the worker is stuck.
-        app.clock.fetch_add(61_000, Ordering::SeqCst);
+        app.clock.advance(std::time::Duration::from_secs(61));
         assert_eq!(
             app.get_json("/health").await,
             (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "down"}))

@@ -30,7 +30,7 @@ use crate::{
     connector::{Connector, FileKind, MediaRef, Platform},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     health::{Health, PartState},
-    store::{NewInboxEvent, Store, StoreError, now_ms},
+    store::{NewInboxEvent, Store, StoreError},
 };
 use typing::TypingUpdate;
 
@@ -131,6 +131,7 @@ impl Bridge {
         let server_name = client.bot().server_name().to_owned();
         let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
         let post_client = client.without_retries();
+        let store_clock = store.clock().clone();
         Self {
             store,
             post_client,
@@ -152,7 +153,7 @@ impl Bridge {
             pacer: pacing::Pacer::default(),
             typing_tx,
             typing_rx: Mutex::new(Some(typing_rx)),
-            health: Health::new(),
+            health: Health::with_clock(store_clock),
         }
     }
 
@@ -165,6 +166,17 @@ impl Bridge {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The clock the bridge reads the time from: its store's (see `clock.rs`), so what it
+    /// writes and what it compares with agree.
+    pub fn clock(&self) -> &crate::clock::SharedClock {
+        self.store.clock()
+    }
+
+    /// Now, by the injected clock (unix ms).
+    fn now_ms(&self) -> i64 {
+        self.store.now_ms()
     }
 
     /// Makes the worker look at its queues now (e.g. after a dead letter was retried).
@@ -232,7 +244,7 @@ impl Bridge {
             visitor_user_id: visitor.to_string(),
             visitor_alias: new_visitor_alias(),
             state: ConversationState::Queued,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             language: language.and_then(primary_language),
         };
         self.store.insert_conversation(&conversation).await?;
@@ -408,7 +420,7 @@ impl Bridge {
     /// Tells the homeserver we are up, so it delivers transactions queued while we were down
     /// at once instead of after its backoff.
     pub async fn ping_homeserver(&self) -> Result<Duration, ClientError> {
-        let txn = format!("switchboard-startup-{}", now_ms());
+        let txn = format!("switchboard-startup-{}", self.now_ms());
         self.client.ping(&self.config.appservice_id, &txn).await
     }
 }

@@ -7,7 +7,7 @@
 //! [`HealthReport`] from it. A part can also be a heartbeat: the worker beats on every pass,
 //! and a heartbeat not seen within its window makes the part `down`, whatever it reported.
 //!
-//! Time comes from a clock given to the handle, so tests set it instead of sleeping. Error
+//! Time comes from a [`Clock`] given to the handle, so tests set it instead of sleeping. Error
 //! text is passed through [`redact`] before it is kept: the report is served without
 //! authentication, so it must not carry tokens, URLs, room or user IDs.
 
@@ -18,6 +18,8 @@ use std::{
 };
 
 use serde::Serialize;
+
+use crate::clock::{Clock, SharedClock, SystemClock};
 
 /// The parts that must be `connected` for the service to be ready. Connectors are reported
 /// too, but one of them failing leaves the others (and the visitors) working.
@@ -85,7 +87,7 @@ pub struct Health {
 }
 
 struct Inner {
-    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    clock: SharedClock,
     // A std Mutex: it is held only to read or change a few fields, never across an await.
     parts: Mutex<BTreeMap<String, Entry>>,
 }
@@ -158,19 +160,14 @@ impl Default for Health {
 impl Health {
     /// A handle on the system clock.
     pub fn new() -> Self {
-        Self::with_clock(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or_default()
-        })
+        Self::with_clock(SystemClock)
     }
 
-    /// A handle on the given clock (milliseconds since the Unix epoch). The essential parts
-    /// start `down` until they are first reported; the worker is a heartbeat with
-    /// [`DEFAULT_HEARTBEAT_WINDOW`].
-    pub fn with_clock(clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
-        let now = clock();
+    /// A handle on the given clock (the store's, in the running service; a
+    /// [`crate::clock::ManualClock`] in tests). The essential parts start `down` until they
+    /// are first reported; the worker is a heartbeat with [`DEFAULT_HEARTBEAT_WINDOW`].
+    pub fn with_clock(clock: impl Clock) -> Self {
+        let now = clock.now_ms();
         let down = Entry {
             state: PartState::Down,
             since: now,
@@ -187,14 +184,14 @@ impl Health {
         ]);
         Self {
             inner: Arc::new(Inner {
-                clock: Box::new(clock),
+                clock: Arc::new(clock),
                 parts: Mutex::new(parts),
             }),
         }
     }
 
     fn now(&self) -> i64 {
-        (self.inner.clock)()
+        self.inner.clock.now_ms()
     }
 
     fn parts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -403,15 +400,13 @@ pub fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicI64, Ordering};
-
     use super::*;
+    use crate::clock::ManualClock;
 
     /// A handle on a clock the test moves by hand, starting at `start`.
-    fn at(start: i64) -> (Health, Arc<AtomicI64>) {
-        let clock = Arc::new(AtomicI64::new(start));
-        let c = clock.clone();
-        (Health::with_clock(move || c.load(Ordering::SeqCst)), clock)
+    fn at(start: i64) -> (Health, ManualClock) {
+        let clock = ManualClock::new(start);
+        (Health::with_clock(clock.clone()), clock)
     }
 
     fn part(health: &Health, name: &str) -> PartReport {
@@ -427,7 +422,7 @@ mod tests {
         health.report("database", PartState::Connected, None);
         health.report("homeserver", PartState::Connected, None);
         assert!(!health.ready(), "the worker has not beaten yet");
-        clock.store(2_000, Ordering::SeqCst);
+        clock.set(2_000);
         health.heartbeat("worker");
         assert!(health.ready());
         let worker = part(&health, "worker");
@@ -464,12 +459,12 @@ mod tests {
         let (health, clock) = at(10_000);
         let hs = health.part("homeserver");
         hs.connected();
-        clock.store(11_000, Ordering::SeqCst);
+        clock.set(11_000);
         hs.connected();
         assert_eq!(part(&health, "homeserver").since, 10_000);
-        clock.store(12_000, Ordering::SeqCst);
+        clock.set(12_000);
         hs.degraded("homeserver refused (502 M_UNKNOWN): bad gateway");
-        clock.store(13_000, Ordering::SeqCst);
+        clock.set(13_000);
         hs.degraded("homeserver refused (503 M_UNKNOWN): unavailable");
         let degraded = part(&health, "homeserver");
         assert_eq!(
@@ -483,7 +478,7 @@ mod tests {
                 at: 13_000
             })
         );
-        clock.store(20_000, Ordering::SeqCst);
+        clock.set(20_000);
         hs.connected();
         let back = part(&health, "homeserver");
         assert_eq!((back.state, back.since), (PartState::Connected, 20_000));
@@ -496,16 +491,16 @@ mod tests {
         health.expect_heartbeat("worker", Duration::from_secs(10));
         health.heartbeat("worker");
         assert!(health.live());
-        clock.store(10_000, Ordering::SeqCst);
+        clock.set(10_000);
         assert!(health.live(), "exactly at the window's end it still counts");
-        clock.store(25_000, Ordering::SeqCst);
+        clock.set(25_000);
         assert!(!health.live());
         let worker = part(&health, "worker");
         assert_eq!((worker.state, worker.since), (PartState::Down, 10_000));
         assert_eq!(worker.last_error.unwrap().message, "no heartbeat for 25 s");
         assert!(!health.ready());
 
-        clock.store(30_000, Ordering::SeqCst);
+        clock.set(30_000);
         health.heartbeat("worker");
         assert!(health.live());
         let worker = part(&health, "worker");
@@ -528,7 +523,7 @@ mod tests {
             PartState::Degraded,
             Some("inbox processing failed".into()),
         );
-        clock.store(1_000, Ordering::SeqCst);
+        clock.set(1_000);
         health.heartbeat("worker");
         assert!(health.live());
         assert_eq!(part(&health, "worker").state, PartState::Degraded);

@@ -5,6 +5,7 @@
 
 pub mod admin_api;
 pub mod bridge;
+pub mod clock;
 pub mod config;
 pub mod connector;
 pub mod conversation;

@@ -10,14 +10,19 @@ use sqlx::{
     any::{AnyPoolOptions, AnyRow},
 };
 
-use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
+use crate::{
+    clock::{Clock, SharedClock},
+    conversation::{Conversation, ConversationState, Message, SenderRole},
+};
 
 mod dead_letters;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 mod queues;
 pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
-pub use remote::{AssignmentHistory, AssignmentRow, OfferRow, OutboxRow, RemoteInboxEvent};
+pub use remote::{
+    AssignmentHistory, AssignmentRow, LINK_CODE_TTL_MS, OfferRow, OutboxRow, RemoteInboxEvent,
+};
 mod responders;
 mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
@@ -66,6 +71,8 @@ pub struct NewInboxEvent<'a> {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// Where every timestamp the store writes or compares with comes from (see `clock.rs`).
+    clock: SharedClock,
 }
 
 /// How many queued rows of one conversation one pass over a queue (outbox, room posts) looks
@@ -73,15 +80,9 @@ pub struct Store {
 /// in the batch for every other conversation.
 pub const PER_ROOM_BATCH: i64 = 20;
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the database and brings its schema up to date. Its time
+    /// is the system clock's; see [`Self::with_clock`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
@@ -122,7 +123,28 @@ impl Store {
             Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, engine })
+        Ok(Self {
+            pool,
+            engine,
+            clock: crate::clock::system(),
+        })
+    }
+
+    /// The same database, with its time read from `clock`: what it writes as "now", and
+    /// what it compares stored deadlines with. Only this handle (and its clones) use it.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = std::sync::Arc::new(clock);
+        self
+    }
+
+    /// The clock this store reads its time from; the bridge reads its own from it too.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Now, by this store's clock (unix ms).
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn engine(&self) -> Engine {
@@ -150,7 +172,7 @@ impl Store {
         txn_id: &str,
         events: &[NewInboxEvent<'_>],
     ) -> Result<u64, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -188,7 +210,7 @@ impl Store {
 
     pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(seq)
             .execute(&self.pool)
             .await?;
@@ -284,7 +306,7 @@ impl Store {
     pub async fn set_handoff(&self, room_id: &str, note: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE conversations SET handoff = $1, updated_at = $2 WHERE room_id = $3")
             .bind(note)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(room_id)
             .execute(&self.pool)
             .await?;
@@ -310,7 +332,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE conversations SET topic = $1, updated_at = $2 WHERE room_id = $3")
             .bind(topic)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(room_id)
             .execute(&self.pool)
             .await?;
@@ -325,7 +347,7 @@ impl Store {
         let done =
             sqlx::query("UPDATE conversations SET state = $1, updated_at = $2 WHERE room_id = $3")
                 .bind(state.as_str())
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .bind(room_id)
                 .execute(&self.pool)
                 .await?;

@@ -35,7 +35,7 @@ use switchboard_appservice::{
 
 use crate::{
     bridge::Bridge,
-    store::{Store, StoreError, now_ms},
+    store::{Store, StoreError},
     visitor_api::{AllowedOrigins, ApiError, cors_layer_for, too_many},
 };
 
@@ -76,7 +76,9 @@ pub async fn issue_session(
     ttl: Duration,
 ) -> Result<String, StoreError> {
     let token = new_token();
-    let expires_at = now_ms().saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+    let expires_at = store
+        .now_ms()
+        .saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
     store
         .insert_visitor_session(&hash_token(&token), user.as_str(), expires_at)
         .await?;
@@ -91,7 +93,10 @@ pub async fn resolve_session(
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
-    let Some(user) = store.visitor_session(&hash_token(token), now_ms()).await? else {
+    let Some(user) = store
+        .visitor_session(&hash_token(token), store.now_ms())
+        .await?
+    else {
         return Ok(None);
     };
     Ok(UserId::parse(user).ok())

@@ -3,12 +3,15 @@
 
 mod common;
 
+use std::time::Duration;
+
 use switchboard_bridge::{
     Store, StoreError,
+    clock::ManualClock,
     conversation::{Conversation, ConversationState, Message, SenderRole},
     store::{
-        AssignmentRow, DeadLetterSource, Engine, NewDelivery, NewInboxEvent, OutboxRow,
-        VisitorBatch,
+        AssignmentRow, DeadLetterSource, Engine, LINK_CODE_TTL_MS, NewDelivery, NewInboxEvent,
+        OfferRow, OutboxRow, VisitorBatch,
     },
 };
 
@@ -971,6 +974,104 @@ async fn a_run_of_visitor_messages_is_stored_whole(store: &Store) -> anyhow::Res
     Ok(())
 }
 
+/// Every timestamp the store writes is its clock's, and every "is it due yet" it answers is
+/// judged by that clock: moving a manual clock changes the answers, with no sleep. The time
+/// is years away from the system's, so a timestamp taken from the system could not pass.
+async fn time_is_read_from_the_clock_the_store_was_given(store: &Store) -> anyhow::Result<()> {
+    const T0: i64 = 2_000_000_000_000;
+    let clock = ManualClock::new(T0);
+    let store = store.clone().with_clock(clock.clone());
+    let room = "!clock:x";
+    store
+        .insert_conversation(&conversation(room, "@clock:x", "support", T0))
+        .await?;
+
+    // Written at the clock's time: an offer, a room post, a delivery.
+    let offer = store
+        .create_offer(room, "clockwise", "telegram", "77")
+        .await?;
+    let made_at = |open: Vec<(OfferRow, String, i64)>| {
+        open.into_iter()
+            .find(|(o, _, _)| o.id == offer.id)
+            .map(|(_, _, created)| created)
+    };
+    assert_eq!(made_at(store.open_offers_before(T0 + 1).await?), Some(T0));
+    assert_eq!(
+        made_at(store.open_offers_before(T0).await?),
+        None,
+        "not made before its own time"
+    );
+    assert!(store.enqueue_room_post(room, "clock-1", "{}").await?);
+    let post = store
+        .pending_room_posts(1000)
+        .await?
+        .into_iter()
+        .find(|p| p.room_id == room)
+        .expect("queued");
+    assert_eq!(
+        post.next_attempt_at, T0,
+        "due at once, by the store's clock"
+    );
+    store
+        .enqueue_outbox(room, "telegram", "clock-chat", "$clock", "{}")
+        .await?;
+    let (delivery, due) = store
+        .pending_outbox_to("telegram", "clock-chat", 10)
+        .await?
+        .pop()
+        .expect("queued");
+    assert_eq!(due, T0);
+    // Made due "now" again after a backoff: the clock's now, not the system's.
+    store
+        .room_post_retry_at(post.seq, T0 + 60_000, "busy")
+        .await?;
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(store.retry_room_posts_now().await?, 1);
+    let post = store
+        .pending_room_posts(1000)
+        .await?
+        .into_iter()
+        .find(|p| p.room_id == room)
+        .expect("still queued");
+    assert_eq!(post.next_attempt_at, T0 + 5_000);
+
+    // A link code lasts its 24 hours by this clock: still good a millisecond before, gone at.
+    clock.set(T0);
+    store
+        .create_link_code("CLOCK-EARLY", "clockwise", "telegram")
+        .await?;
+    store
+        .create_link_code("CLOCK-LATE", "clockwise", "telegram")
+        .await?;
+    clock.advance(Duration::from_millis(LINK_CODE_TTL_MS as u64 - 1));
+    assert_eq!(
+        store
+            .redeem_link_code("CLOCK-EARLY", "telegram", "77")
+            .await?
+            .as_deref(),
+        Some("clockwise")
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        store
+            .redeem_link_code("CLOCK-LATE", "telegram", "78")
+            .await?,
+        None,
+        "expired once the clock moved past its day"
+    );
+
+    // Leave nothing open or queued for the rest of the suite.
+    store
+        .transition_offer(offer.id, "open", "withdrawn")
+        .await?;
+    store.room_post_done(post.seq).await?;
+    store.outbox_done(delivery.seq).await?;
+    store
+        .set_conversation_state(room, ConversationState::Closed)
+        .await?;
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
@@ -989,6 +1090,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     one_conversations_backlog_leaves_room_for_the_others(&store).await?;
     routing_reads_only_waiting_conversations(&store).await?;
     never_working_events_are_set_aside_and_can_be_retried(&store).await?;
+    time_is_read_from_the_clock_the_store_was_given(&store).await?;
     store.close().await;
     Ok(())
 }

@@ -3,8 +3,9 @@
 //! and a recording stub in place of the homeserver. Nothing runs in the background: each
 //! test calls the worker's steps itself (`drain_inbox`, `drain_remote`, `drain_outbox`,
 //! `expire_offers`, `watch_responders`), so what happens, and in which order, is fixed.
-//! Time limits of zero make a limit due as soon as it is looked at, so no test waits for one.
-//! (The end-to-end tests on Synapse show the same triggers with real time limits.)
+//! Time is a manual clock given to the store (and so to the bridge): a test moves it past a
+//! limit instead of waiting for one, and nothing sleeps. (The end-to-end tests on Synapse show
+//! the same triggers with real time limits.)
 
 mod common;
 
@@ -30,6 +31,7 @@ use switchboard_appservice::{
 };
 use switchboard_bridge::{
     Bridge, Store,
+    clock::{Clock, ManualClock},
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
         Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform,
@@ -42,6 +44,8 @@ use switchboard_bridge::{
 use tokio::sync::watch;
 
 const ROOM: &str = "!conversation:test";
+/// Where every test's clock starts: Wednesday 2024-06-05 06:30 UTC (08:30 in Berlin).
+const T0: i64 = 1_717_569_000_000;
 const VISITOR: &str = "@guest1:test";
 
 /// Stands in for Synapse: answers what the bridge asks with the smallest valid answer and
@@ -269,6 +273,8 @@ struct World {
     bridge: Arc<Bridge>,
     hs: StubHomeserver,
     tg: Arc<RecordingConnector>,
+    /// The time everything reads, the stub homeserver's timestamps included.
+    clock: ManualClock,
     _dir: tempfile::TempDir,
 }
 
@@ -299,8 +305,23 @@ fn topic(id: &str, limits: &Limits) -> TopicConfig {
 /// A bridge with Ann and Ben answering `support` on Telegram (chats 1 and 2) and Cleo
 /// answering `billing` (chat 3), and one conversation whose visitor has written once.
 async fn world(limits: Limits) -> anyhow::Result<World> {
+    world_of(
+        limits,
+        vec![
+            responder("ann", "1", &["support"]),
+            responder("ben", "2", &["support"]),
+            responder("cleo", "3", &["billing"]),
+        ],
+    )
+    .await
+}
+
+/// The same with the given register, at [`T0`].
+async fn world_of(limits: Limits, responders: Vec<Responder>) -> anyhow::Result<World> {
     let dir = tempfile::tempdir()?;
+    let clock = ManualClock::new(T0);
     let (store, _) = common::fresh_sqlite(dir.path()).await?;
+    let store = store.with_clock(clock.clone());
     let hs = StubHomeserver::start().await?;
     let registration = Arc::new(AppserviceRegistration::generate(&GenerateOptions {
         id: "triggers",
@@ -315,11 +336,7 @@ async fn world(limits: Limits) -> anyhow::Result<World> {
         server_name: "test".into(),
         public_homeserver_url: hs.base.clone(),
         topics: vec![topic("support", &limits), topic("billing", &limits)],
-        responders: vec![
-            responder("ann", "1", &["support"]),
-            responder("ben", "2", &["support"]),
-            responder("cleo", "3", &["billing"]),
-        ],
+        responders,
         limits: VisitorLimits::default(),
         welcome_notice: "Welcome.".into(),
         offline_message: "Nobody is available right now.".into(),
@@ -351,6 +368,7 @@ async fn world(limits: Limits) -> anyhow::Result<World> {
         bridge,
         hs,
         tg,
+        clock,
         _dir: dir,
     };
     w.room_event(VISITOR, "$v1", "My kettle leaks.").await?;
@@ -374,9 +392,7 @@ impl World {
         event_id: &str,
         content: Value,
     ) -> anyhow::Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
+        let now = self.clock.now_ms();
         let event = json!({
             "type": "m.room.message", "event_id": event_id, "room_id": ROOM, "sender": sender,
             "origin_server_ts": now, "content": content,
@@ -445,11 +461,11 @@ impl World {
         Ok(())
     }
 
-    /// Delivers the outbox until nothing is due any more (waiting out the per-chat pacing).
+    /// Delivers the outbox until nothing is due any more (moving the clock past retries).
     async fn drain_outbox(&self) -> anyhow::Result<()> {
         for _ in 0..10 {
             match self.bridge.drain_outbox().await? {
-                Some(wait) if wait <= Duration::from_secs(2) => tokio::time::sleep(wait).await,
+                Some(wait) if wait <= Duration::from_secs(2) => self.clock.advance(wait),
                 _ => return self.settle().await,
             }
         }
@@ -563,6 +579,70 @@ async fn an_offer_left_unanswered_moves_on_to_the_next_responder() -> anyhow::Re
     Ok(())
 }
 
+/// The offer's time-out is the row's time and the clock's: a millisecond before it nothing
+/// moves, at it the offer is withdrawn and the next responder asked. Nobody waits two minutes.
+#[tokio::test]
+async fn an_offer_expires_exactly_when_the_clock_reaches_its_time_out() -> anyhow::Result<()> {
+    let w = world(Limits {
+        offer_timeout_secs: 120,
+        ..NO_LIMITS
+    })
+    .await?;
+    assert_eq!(w.tg.offers_to("1").len(), 1, "Ann is asked at once");
+    w.clock.advance(Duration::from_millis(120_000 - 1));
+    w.bridge.expire_offers().await?;
+    w.settle().await?;
+    assert!(w.tg.calls().is_empty(), "{:?}", w.tg.calls());
+    assert!(w.tg.offers_to("2").is_empty(), "Ben is not asked yet");
+    assert_eq!(w.state().await?, ConversationState::Offered);
+
+    w.clock.advance(Duration::from_millis(1));
+    w.bridge.expire_offers().await?;
+    w.settle().await?;
+    assert_eq!(w.tg.calls(), ["close 1: This offer expired."]);
+    assert_eq!(w.tg.offers_to("2").len(), 1, "Ben is asked now");
+    let ann = w
+        .store()
+        .offers_for_room(ROOM)
+        .await?
+        .into_iter()
+        .find(|o| o.address == "1")
+        .expect("Ann's offer");
+    assert_eq!(ann.state, "expired");
+    Ok(())
+}
+
+/// Working hours are judged at the clock's time, in the responder's own zone: Ann works
+/// from 09:00 in Berlin, so a visitor writing at 08:30 there waits, and is offered to her
+/// when the clock reaches nine, not a minute before.
+#[tokio::test]
+async fn working_hours_are_judged_at_the_clocks_time_in_the_responders_zone() -> anyhow::Result<()>
+{
+    let mut ann = responder("ann", "1", &["support"]);
+    ann.timezone = "Europe/Berlin".into();
+    ann.hours = [("wed".to_owned(), vec!["09:00-17:00".to_owned()])].into();
+    // The world starts at 06:30 UTC, 08:30 in Berlin; the visitor has written.
+    let w = world_of(NO_LIMITS, vec![ann]).await?;
+    assert!(w.tg.offers_to("1").is_empty(), "not before her hours");
+    assert_eq!(w.state().await?, ConversationState::Queued);
+    assert!(
+        w.hs.sent_bodies()
+            .contains(&"Nobody is available right now.".to_owned())
+    );
+
+    w.clock.advance(Duration::from_secs(29 * 60)); // 08:59 in Berlin
+    w.bridge.drain_queue().await?;
+    w.settle().await?;
+    assert!(w.tg.offers_to("1").is_empty(), "08:59 is still before nine");
+
+    w.clock.advance(Duration::from_secs(60)); // 09:00 in Berlin
+    w.bridge.drain_queue().await?;
+    w.settle().await?;
+    assert_eq!(w.tg.offers_to("1").len(), 1, "offered at nine");
+    assert_eq!(w.state().await?, ConversationState::Offered);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_decline_moves_on_at_once() -> anyhow::Result<()> {
     let w = world(NO_LIMITS).await?;
@@ -592,7 +672,7 @@ async fn no_first_reply_in_time_hands_over() -> anyhow::Result<()> {
     })
     .await?;
     w.ann_holds_it().await?;
-    tokio::time::sleep(Duration::from_millis(5)).await; // past a limit of zero
+    w.clock.advance(Duration::from_millis(5)); // past a limit of zero
     w.bridge.watch_responders().await?;
     w.settle().await?;
     w.handed_to_ben_because("no first reply in time").await?;
@@ -617,7 +697,7 @@ async fn silence_while_the_visitor_waits_hands_over() -> anyhow::Result<()> {
     w.room_event("@_sb_ann:test", "$r1", "Let me check.")
         .await?;
     w.drain_outbox().await?;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.clock.advance(Duration::from_millis(5));
     w.bridge.watch_responders().await?;
     w.settle().await?;
     assert_eq!(
@@ -625,10 +705,10 @@ async fn silence_while_the_visitor_waits_hands_over() -> anyhow::Result<()> {
         ConversationState::Active,
         "nobody waits while the responder spoke last"
     );
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.clock.advance(Duration::from_millis(5));
     w.room_event(VISITOR, "$v2", "Hello?").await?;
     w.drain_outbox().await?;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    w.clock.advance(Duration::from_millis(5));
     w.bridge.watch_responders().await?;
     w.settle().await?;
     w.handed_to_ben_because("silent while the visitor waited")

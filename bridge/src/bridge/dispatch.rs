@@ -7,11 +7,12 @@ use tracing::Instrument;
 
 use super::Bridge;
 use crate::{
+    clock::Clock,
     connector::{Offer, Platform},
     conversation::{Conversation, ConversationState, SenderRole},
     responder::{Contact, Responder, ResponderStatus},
     routing::{self, Candidate, RouteRequest},
-    store::{OfferRow, StoreError, now_ms},
+    store::{OfferRow, StoreError},
 };
 
 impl Bridge {
@@ -121,7 +122,7 @@ impl Bridge {
         let request = RouteRequest {
             topic: &conversation.topic,
             language: conversation.language.as_deref(),
-            now: chrono::Utc::now(),
+            now: self.clock().now_utc(),
             exclude: &exclude,
         };
         let cursor = self.store.routing_cursor(&conversation.topic).await?;
@@ -171,7 +172,9 @@ impl Bridge {
         if contacts.is_empty() {
             return Ok(0);
         }
-        self.store.note_offered(&responder.id, now_ms()).await?;
+        self.store
+            .note_offered(&responder.id, self.now_ms())
+            .await?;
         self.store
             .set_routing_cursor(&conversation.topic, &responder.id)
             .await?;
@@ -350,10 +353,12 @@ impl Bridge {
             .map(|t| t.offer_timeout_secs)
             .min()
             .unwrap_or(120);
-        let now = now_ms();
+        let now = self.now_ms();
+        // Made at or before the shortest time-out ago: `offer_expired` counts an offer made
+        // exactly that long ago as expired, so the store's strict "before" is one ms later.
         Ok(self
             .store
-            .open_offers_before(now - (shortest * 1000) as i64)
+            .open_offers_before(now - (shortest * 1000) as i64 + 1)
             .await?
             .into_iter()
             .filter(|(_, topic, created)| {
@@ -437,7 +442,7 @@ impl Bridge {
     pub(super) async fn holders_past_limits(
         &self,
     ) -> Result<Vec<(String, String, String, &'static str)>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut due = Vec::new();
         for (a, started) in self.store.all_active_assignments().await? {
             let Some(conversation) = self.store.conversation(&a.room_id).await? else {

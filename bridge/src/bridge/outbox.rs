@@ -14,7 +14,7 @@ use super::{Bridge, lanes::LaneKey};
 use crate::{
     connector::{Attachment, Connector, ConnectorError, Delivery, MediaRef},
     conversation::Conversation,
-    store::{AssignmentRow, DeadLetterSource, OutboxRow, StoreError, now_ms},
+    store::{AssignmentRow, DeadLetterSource, OutboxRow, StoreError},
 };
 
 impl Bridge {
@@ -118,13 +118,14 @@ impl Bridge {
             if next == i64::MAX {
                 return Ok(None);
             }
-            if next > now_ms() {
-                return Ok(Some(Duration::from_millis((next - now_ms()) as u64)));
+            let now = self.now_ms();
+            if next > now {
+                return Ok(Some(Duration::from_millis((next - now) as u64)));
             }
         }
         // A retry fell due (or a full look): read which chats have undelivered rows.
         self.next_delivery_due.store(i64::MAX, Ordering::SeqCst);
-        let now = now_ms();
+        let now = self.now_ms();
         let mut next: Option<i64> = None;
         for (platform, address, due) in self.store.outbox_lanes().await? {
             if due <= now {
@@ -136,7 +137,7 @@ impl Bridge {
         if let Some(at) = next {
             self.next_delivery_due.fetch_min(at, Ordering::SeqCst);
         }
-        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+        Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
     }
 
     fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
@@ -158,7 +159,7 @@ impl Bridge {
                     Err(e) => {
                         tracing::error!(platform = %platform, error = %e, "delivery failed; retrying later");
                         me.next_delivery_due
-                            .fetch_min(now_ms() + 1000, Ordering::SeqCst);
+                            .fetch_min(me.now_ms() + 1000, Ordering::SeqCst);
                     }
                 }
             }),
@@ -184,7 +185,7 @@ impl Bridge {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
-        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+        Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
     }
 
     /// Delivers one chat's due rows, oldest first; the lane of the chat runs one of these at
@@ -214,7 +215,7 @@ impl Bridge {
                 return Ok(None);
             }
             for (row, due_at) in rows {
-                if due_at > now_ms() {
+                if due_at > self.now_ms() {
                     return Ok(Some(due_at));
                 }
                 let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
@@ -272,14 +273,19 @@ impl Bridge {
         let mut sent = row.parts_sent.max(0) as usize;
         let mut failure = None;
         while sent < parts.len() {
-            if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now_ms()) {
-                let wait = free_at - now_ms();
-                if wait > MAX_PACING_WAIT.as_millis() as i64 {
+            let now = self.now_ms();
+            if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now) {
+                let latest = now + MAX_PACING_WAIT.as_millis() as i64;
+                let Some(at) = self
+                    .pacer
+                    .reserve_by(platform, &row.address, &caps, now, latest)
+                else {
                     return Ok(RowOutcome::Later(free_at));
-                }
-                // The chat's own slot: waiting here holds up only this chat.
-                tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
-                continue;
+                };
+                // The chat's own slot, reserved: waiting here holds up only this chat. Once
+                // the wait is over the slot is ours, without asking the clock again (a
+                // test's clock that stands still would otherwise keep us waiting).
+                tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
             }
             match self
                 .deliver_one(
@@ -317,7 +323,7 @@ impl Bridge {
         match retry_delay(&e, attempts, caps.unreachable_hands_over) {
             Some(wait) => {
                 tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
-                let at = now_ms() + wait.as_millis() as i64;
+                let at = self.now_ms() + wait.as_millis() as i64;
                 if let ConnectorError::RetryAfter(_) = e {
                     // Nothing else goes to this chat before then (notices included).
                     self.pacer.hold(platform, &row.address, at);
@@ -378,7 +384,7 @@ impl Bridge {
     /// `NOTICE_PATIENCE`: a chat held longer (after a 429 with a long `retry_after`) is sent
     /// to at once, and the platform's refusal is handled as it was before pacing.
     pub(super) async fn wait_turn(&self, connector: &dyn Connector, address: &str) {
-        let now = now_ms();
+        let now = self.now_ms();
         let latest = now + NOTICE_PATIENCE.as_millis() as i64;
         let platform = connector.platform();
         let caps = connector.capabilities();

@@ -19,7 +19,7 @@ use crate::{
     },
     conversation::{ConversationState, SenderRole},
     responder::ResponderStatus,
-    store::{AssignmentRow, OfferRow, StoreError, now_ms},
+    store::{AssignmentRow, OfferRow, StoreError},
 };
 
 impl Bridge {
@@ -105,7 +105,8 @@ impl Bridge {
         text: &str,
     ) -> Option<String> {
         let (_, c) = self.remote(platform)?;
-        let give_up_at = now_ms() + NOTICE_PATIENCE.as_millis() as i64;
+        // A timer, not a timestamp: tokio's time, like the sleeps it bounds.
+        let give_up_at = tokio::time::Instant::now() + NOTICE_PATIENCE;
         loop {
             self.wait_turn(c.as_ref(), address).await;
             let e = match c.notify(address, thread, text).await {
@@ -119,7 +120,7 @@ impl Bridge {
                 _ => None,
             };
             match wait {
-                Some(wait) if now_ms() + (wait.as_millis() as i64) < give_up_at => {
+                Some(wait) if tokio::time::Instant::now() + wait < give_up_at => {
                     tracing::debug!(error = %e, wait_ms = wait.as_millis() as u64, "notice not sent; retrying");
                     tokio::time::sleep(wait).await;
                 }

@@ -33,7 +33,7 @@ use crate::{
     connector::{ConnectorError, FileKind, RemoteFile},
     conversation::{Message, SenderRole},
     health::{HOMESERVER, PartState},
-    store::{RoomPostRow, StoreError, now_ms},
+    store::{RoomPostRow, StoreError},
 };
 
 /// The remote message a post carries, so the Matrix event it becomes is mapped to it (replies
@@ -147,7 +147,7 @@ impl Bridge {
                 .await?;
         }
         // And it is part of the conversation from now on, for summaries and time limits.
-        if let Some(message) = provisional_message(room, txn_id, &op) {
+        if let Some(message) = provisional_message(room, txn_id, &op, self.now_ms()) {
             self.store.record_provisional_message(&message).await?;
         }
         if self.store.enqueue_room_post(room, txn_id, &json).await? {
@@ -185,7 +185,7 @@ impl Bridge {
             if blocked.contains(&row.room_id) {
                 continue;
             }
-            if row.next_attempt_at > now_ms() {
+            if row.next_attempt_at > self.now_ms() {
                 blocked.insert(row.room_id.clone());
                 next_due =
                     Some(next_due.map_or(row.next_attempt_at, |n| n.min(row.next_attempt_at)));
@@ -207,7 +207,7 @@ impl Bridge {
                     let wait =
                         post_retry_delay(row.attempts, rand::thread_rng().gen_range(0.0..0.2));
                     span.in_scope(|| tracing::warn!(error = %e, attempts = row.attempts + 1, wait_ms = wait.as_millis() as u64, "homeserver did not take a post; will retry"));
-                    let at = now_ms() + wait.as_millis() as i64;
+                    let at = self.now_ms() + wait.as_millis() as i64;
                     self.store.room_post_retry_at(row.seq, at, &e).await?;
                     blocked.insert(row.room_id.clone());
                     next_due = Some(next_due.map_or(at, |n| n.min(at)));
@@ -222,7 +222,7 @@ impl Bridge {
                 }
             }
         }
-        Ok(next_due.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+        Ok(next_due.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
     }
 
     /// The homeserver just showed it is up (it pushed us a transaction): posts waiting out a
@@ -464,8 +464,8 @@ fn provisional_id(room: &str, txn: &str) -> String {
 }
 
 /// A responder's message (text or file) as the transcript keeps it, from the moment it is
-/// queued; `None` for every other post.
-fn provisional_message(room: &str, txn: &str, op: &RoomPost) -> Option<Message> {
+/// queued (`now`, unix ms); `None` for every other post.
+fn provisional_message(room: &str, txn: &str, op: &RoomPost, now: i64) -> Option<Message> {
     let (sender, msgtype, body, formatted_body) = match op {
         RoomPost::Message {
             sender: Some(sender),
@@ -507,7 +507,7 @@ fn provisional_message(room: &str, txn: &str, op: &RoomPost) -> Option<Message> 
         msgtype,
         body,
         formatted_body,
-        origin_server_ts: now_ms(),
+        origin_server_ts: now,
     })
 }
 

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 /// At most this many characters of a reason are kept: enough for any error message, not a
 /// place to store payloads.
@@ -133,7 +133,7 @@ impl Store {
         reason: &str,
         attempts: i64,
     ) -> Result<i64, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         // The write comes first: a SQLite transaction that reads before writing may find
         // another writer in its way and fail instead of waiting.
@@ -199,7 +199,7 @@ impl Store {
         };
         let mut retry = sqlx::query(letter.source.retry_sql()).bind(letter.source_seq);
         if letter.source == DeadLetterSource::Outbox {
-            retry = retry.bind(now_ms());
+            retry = retry.bind(self.now_ms());
         }
         retry.execute(&mut *tx).await?;
         tx.commit().await?;

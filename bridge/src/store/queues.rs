@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{
     InboxEvent, OutboxRow, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError, inbox_event,
-    now_ms, placeholders,
+    placeholders,
     remote::{outbox_row, remote_inbox_event},
 };
 use crate::conversation::Message;
@@ -38,7 +38,7 @@ impl Store {
     /// transcript entries, the deliveries (each once per event and address) and the events
     /// marked processed. All or nothing, as if each event had been handled on its own.
     pub async fn record_visitor_batch(&self, batch: &VisitorBatch) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         // Multi-row statements: one round trip per hundred rows, not per row.
         for chunk in batch.messages.chunks(ROWS_PER_INSERT) {

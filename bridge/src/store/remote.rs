@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 /// One recorded remote event.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ impl Store {
         .bind(platform)
         .bind(key)
         .bind(json)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -133,7 +133,7 @@ impl Store {
 
     pub async fn mark_remote_processed(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(seq)
             .execute(&self.pool)
             .await?;
@@ -157,7 +157,7 @@ impl Store {
         .bind(responder_id)
         .bind(platform)
         .bind(address)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         let row = sqlx::query(&format!(
@@ -268,7 +268,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE conversations SET state = 'active', updated_at = $1 WHERE room_id = $2 AND state IN ('queued', 'offered', 'transferring')",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(room_id)
         .execute(&self.pool)
         .await?;
@@ -287,7 +287,7 @@ impl Store {
         .bind(&a.address)
         .bind(&a.ghost_user_id)
         .bind(&a.state)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -321,7 +321,7 @@ impl Store {
              WHERE room_id = $4 AND responder_id = $5 AND state = 'active'",
         )
         .bind(state)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(reason)
         .bind(room_id)
         .bind(responder_id)
@@ -453,7 +453,7 @@ impl Store {
             .bind(address)
             .bind(event_id)
             .bind(payload_json)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -543,7 +543,7 @@ impl Store {
 
     pub async fn outbox_done(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(seq)
             .execute(&self.pool)
             .await?;
@@ -563,7 +563,7 @@ impl Store {
 
     pub async fn outbox_failed(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET failed_at = $1 WHERE seq = $2")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(seq)
             .execute(&self.pool)
             .await?;
@@ -625,7 +625,7 @@ impl Store {
             .bind(code)
             .bind(responder_id)
             .bind(platform)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -640,7 +640,7 @@ impl Store {
         platform: &str,
         address: &str,
     ) -> Result<Option<String>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool.begin().await?;
         let used = sqlx::query(
             "UPDATE link_codes SET used_at = $1

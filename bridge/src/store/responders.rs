@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{Row, any::AnyRow};
 
-use super::{AssignmentRow, Store, StoreError, now_ms};
+use super::{AssignmentRow, Store, StoreError};
 use crate::responder::{Responder, ResponderStatus};
 
 /// `source` of a responder seeded from the configuration file; start-up may overwrite it.
@@ -73,7 +73,7 @@ impl Store {
     /// Adds a responder. Returns false, changing nothing, if one with this id exists.
     pub async fn insert_responder(&self, r: &Responder, source: &str) -> Result<bool, StoreError> {
         let json = JsonColumns::of(r);
-        let now = now_ms();
+        let now = self.now_ms();
         let done = sqlx::query(
             "INSERT INTO responders (id, display_name, pseudonym, topics_json, languages_json,
                  timezone, hours_json, max_concurrent, status, contacts_json, source,
@@ -106,7 +106,7 @@ impl Store {
     /// written.
     pub async fn upsert_responder(&self, r: &Responder, source: &str) -> Result<bool, StoreError> {
         let json = JsonColumns::of(r);
-        let now = now_ms();
+        let now = self.now_ms();
         let done = sqlx::query(
             "INSERT INTO responders (id, display_name, pseudonym, topics_json, languages_json,
                  timezone, hours_json, max_concurrent, status, contacts_json, source,
@@ -158,7 +158,7 @@ impl Store {
         .bind(r.status.as_str())
         .bind(&json.contacts)
         .bind(SOURCE_ADMIN)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(&r.id)
         .execute(&self.pool)
         .await?;
@@ -213,7 +213,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE responders SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status.as_str())
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -278,7 +278,7 @@ impl Store {
         )
         .bind(topic)
         .bind(responder_id)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 /// One queued write into a room. `op_json` is the bridge's description of what to do.
 #[derive(Debug, Clone)]
@@ -36,7 +36,7 @@ impl Store {
         txn_id: &str,
         op_json: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let done = sqlx::query(
             "INSERT INTO room_posts (room_id, txn_id, op_json, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, txn_id) DO NOTHING",
@@ -71,7 +71,7 @@ impl Store {
 
     /// Makes every post that waits for a retry due now (the homeserver is known to be back).
     pub async fn retry_room_posts_now(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let done = sqlx::query(
             "UPDATE room_posts SET next_attempt_at = $1
              WHERE done_at IS NULL AND failed_at IS NULL AND next_attempt_at > $1",
@@ -84,7 +84,7 @@ impl Store {
 
     pub async fn room_post_done(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE room_posts SET done_at = $1 WHERE seq = $2")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(seq)
             .execute(&self.pool)
             .await?;
@@ -114,7 +114,7 @@ impl Store {
     /// later writes go on.
     pub async fn room_post_failed(&self, seq: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE room_posts SET failed_at = $1, last_error = $2 WHERE seq = $3")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .bind(error)
             .bind(seq)
             .execute(&self.pool)

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 impl Store {
     /// Records a session for `user_id`, valid until `expires_at` (ms since the epoch). Sessions
@@ -14,7 +14,7 @@ impl Store {
         user_id: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         sqlx::query("DELETE FROM visitor_sessions WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
