@@ -74,8 +74,10 @@ enum Command {
         /// The responder's `id` from `[[responders]]`.
         #[arg(long)]
         responder: String,
-        #[arg(long, default_value = "telegram")]
-        platform: String,
+        /// The platform they link (one whose bot takes `/start CODE`, e.g. `telegram`).
+        /// Required: no platform is assumed.
+        #[arg(long)]
+        platform: Option<String>,
     },
     /// Manage the responder register (add, list, show, update, remove, status).
     Responders(admin_cli::RespondersCommand),
@@ -130,18 +132,23 @@ fn main() -> anyhow::Result<()> {
             responder,
             platform,
         } => {
-            let config = config::Config::load(&config)?;
+            let linking = registry::PLATFORMS
+                .iter()
+                .filter(|p| p.links_by_code)
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let platform = platform.with_context(|| {
+                format!(
+                    "--platform is required: the platform the responder links, one of: {linking}"
+                )
+            })?;
             let spec = registry::lookup(&platform).map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(
                 spec.links_by_code,
-                "platform {platform:?}: link codes are for platforms with a bot to send them to ({})",
-                registry::PLATFORMS
-                    .iter()
-                    .filter(|p| p.links_by_code)
-                    .map(|p| p.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "platform {platform:?}: link codes are for platforms with a bot to send them to ({linking})"
             );
+            let config = config::Config::load(&config)?;
             let seeded = config.responders.iter().any(|r| r.id == responder);
             with_store(&config, |store| async move {
                 anyhow::ensure!(

@@ -1,7 +1,7 @@
 //! The binary's own command line, no services needed: `--version` names the commit it was
 //! built from, the committed example `registration.yaml` is exactly what
-//! `generate-registration` writes (tokens aside), so the two cannot drift apart, and the
-//! `dead-letters` commands work on the database.
+//! `generate-registration` writes (tokens aside), so the two cannot drift apart, the
+//! `dead-letters` commands work on the database, and `link-code` names its platform.
 
 use std::{
     path::Path,
@@ -234,6 +234,59 @@ fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> any
             .collect::<Vec<_>>(),
         ["$stuck"],
         "the event is waiting for the worker again"
+    );
+    Ok(())
+}
+
+/// `link-code` assumes no platform: without `--platform` it refuses and names the platforms
+/// whose responders link by code (from the registry); with one of them it issues a code; a
+/// platform without a bot to send it to is refused with the same list.
+#[test]
+fn link_code_needs_a_platform_and_names_the_ones_it_knows() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
+             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [database]\nurl = \"{db}\"\n\n\
+             [[responders]]\nid = \"alex\"\ndisplay_name = \"Alex\"\ntopics = [\"support\"]\n"
+        ),
+    )?;
+    let config = config.to_str().context("a UTF-8 path")?;
+    let run = |extra: &[&str]| {
+        let mut args = vec!["link-code", "--responder", "alex", "--config", config];
+        args.extend_from_slice(extra);
+        Command::new(BIN).args(&args).output()
+    };
+
+    let without = run(&[])?;
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        !without.status.success(),
+        "a code was issued for no platform"
+    );
+    assert!(
+        stderr.contains("--platform is required") && stderr.contains("one of: telegram"),
+        "{stderr}"
+    );
+
+    let issued = run(&["--platform", "telegram"])?;
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    assert_eq!(String::from_utf8(issued.stdout)?.trim().len(), 10);
+
+    let matrix = run(&["--platform", "matrix"])?;
+    let stderr = String::from_utf8_lossy(&matrix.stderr);
+    assert!(!matrix.status.success());
+    assert!(
+        stderr.contains("with a bot to send them to (telegram)"),
+        "{stderr}"
     );
     Ok(())
 }

@@ -527,7 +527,14 @@ async fn webhook_mode_and_responders_who_link_themselves() -> anyhow::Result<()>
 
     // --- a responder links their Telegram account with a one-time code --------------------------
     let out = std::process::Command::new(&env.bin)
-        .args(["link-code", "--responder", "sam", "--config"])
+        .args([
+            "link-code",
+            "--platform",
+            "telegram",
+            "--responder",
+            "sam",
+            "--config",
+        ])
         .arg(&sb.config)
         .output()?;
     assert!(
@@ -538,7 +545,14 @@ async fn webhook_mode_and_responders_who_link_themselves() -> anyhow::Result<()>
     let code = String::from_utf8(out.stdout)?.trim().to_owned();
     assert_eq!(code.len(), 10, "{code}");
     let unknown = std::process::Command::new(&env.bin)
-        .args(["link-code", "--responder", "nobody", "--config"])
+        .args([
+            "link-code",
+            "--platform",
+            "telegram",
+            "--responder",
+            "nobody",
+            "--config",
+        ])
         .arg(&sb.config)
         .output()?;
     assert!(
