@@ -100,7 +100,9 @@ pub struct Capabilities {
     /// counts the text without its HTML tags). Longer texts are split by the connector's
     /// `render` into parts within this.
     pub max_text_len: TextLimit,
-    /// The files the platform carries; `None`: none at all (`deliver_file` refuses).
+    /// The files the platform carries; `None`: none at all. Kept by the bridge: a visitor's
+    /// file the platform does not carry, or larger than `max_bytes`, never reaches
+    /// `deliver_file`; the responder gets a notice in its place and the visitor is told.
     pub files: Option<FileLimits>,
     /// Whether a responder's edits of their messages reach Switchboard (as
     /// [`RemoteEvent::Edit`]) and offers can be edited in place.

@@ -34,7 +34,7 @@ use switchboard_bridge::{
     clock::{Clock, ManualClock},
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
-        Attachment, Capabilities, Connector, ConnectorError, Delivery, Offer, Platform,
+        Attachment, Capabilities, Connector, ConnectorError, Delivery, FileLimits, Offer, Platform,
         RemoteEvent, RemoteSink, matrix::MatrixConnector, telegram,
     },
     conversation::{Conversation, ConversationState},
@@ -140,9 +140,24 @@ struct RecordingConnector {
     rate_limit_part: Mutex<Option<(String, Duration)>>,
     /// Notices are numbered apart from offers and messages, whose IDs tests name.
     notices: AtomicUsize,
+    /// What it declares instead of [`RecordingConnector::STANDARD`], if set.
+    declared: Mutex<Option<Capabilities>>,
 }
 
 impl RecordingConnector {
+    /// Unpaced, files up to 50 MB, edits: what it declares unless a test says otherwise.
+    const STANDARD: Capabilities = Capabilities {
+        files: Some(FileLimits {
+            max_bytes: 50 * 1024 * 1024,
+        }),
+        edits: true,
+        ..Capabilities::unpaced('/')
+    };
+
+    fn declare(&self, caps: Capabilities) {
+        *self.declared.lock().unwrap() = Some(caps);
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -166,7 +181,7 @@ impl Connector for RecordingConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::unpaced('/')
+        self.declared.lock().unwrap().unwrap_or(Self::STANDARD)
     }
 
     fn render(&self, delivery: &Delivery) -> Vec<String> {
@@ -232,6 +247,15 @@ impl Connector for RecordingConnector {
         file: Attachment,
         address: &str,
     ) -> Result<String, ConnectorError> {
+        // As a real platform would: what it does not take is refused for good.
+        match self.capabilities().files {
+            Some(limits) if file.bytes.len() as u64 <= limits.max_bytes => {}
+            _ => {
+                return Err(ConnectorError::Permanent(
+                    "Bad Request: file is too big".into(),
+                ));
+            }
+        }
         self.calls
             .lock()
             .unwrap()
@@ -899,6 +923,89 @@ async fn a_file_sent_before_the_accept_reaches_the_responder_as_a_file() -> anyh
             .collect();
     // The first message was quoted in the offer; the photo follows as a photo, in order.
     assert_eq!(delivered, ["file 1: leak.jpg", "deliver 1: See the photo."]);
+    Ok(())
+}
+
+/// A visitor's file larger than the responder's platform declares it takes is not uploaded
+/// (to be refused, retried, or to make the responder look unreachable): the responder gets a
+/// notice in its place, the visitor is told, and the conversation goes on with her.
+#[tokio::test]
+async fn a_file_larger_than_the_platform_takes_becomes_a_notice_both_ways() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    // The stub homeserver serves every download as two bytes (`{}`).
+    w.tg.declare(Capabilities {
+        files: Some(FileLimits { max_bytes: 1 }),
+        ..RecordingConnector::STANDARD
+    });
+    w.room_content(
+        VISITOR,
+        "$big",
+        json!({"msgtype": "m.file", "body": "manual.pdf", "url": "mxc://test/manual"}),
+    )
+    .await?;
+    w.room_event(VISITOR, "$v3", "Page 4.").await?;
+    w.ann_holds_it().await?;
+    w.drain_outbox().await?;
+    let to_ann: Vec<String> = w
+        .tg
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("deliver ") || c.starts_with("file ") || c.contains("manual.pdf"))
+        .collect();
+    assert_eq!(
+        to_ann,
+        [
+            "notify 1: Visitor 00AB sent a file, manual.pdf (2 bytes), larger than Telegram takes (1 byte); it was not passed on.",
+            "deliver 1: Page 4.",
+        ]
+    );
+    assert!(
+        w.hs.sent_bodies().contains(
+            &"Your file manual.pdf was not passed on: it is 2 bytes, more than the 1 byte the responder can receive."
+                .to_owned()
+        ),
+        "{:?}",
+        w.hs.sent_bodies()
+    );
+    assert_eq!(w.state().await?, ConversationState::Active, "Ann keeps it");
+    assert!(w.store().pending_outbox(10).await?.is_empty());
+    assert!(w.store().dead_letters(10).await?.is_empty());
+    Ok(())
+}
+
+/// A platform that declares no files gets none: a notice in its place, and the visitor told.
+#[tokio::test]
+async fn a_file_to_a_platform_without_files_becomes_a_notice_both_ways() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.tg.declare(Capabilities {
+        files: None,
+        ..RecordingConnector::STANDARD
+    });
+    w.ann_holds_it().await?;
+    w.room_content(
+        VISITOR,
+        "$img",
+        json!({"msgtype": "m.image", "body": "leak.jpg", "url": "mxc://test/leak"}),
+    )
+    .await?;
+    w.drain_outbox().await?;
+    let calls = w.tg.calls();
+    assert!(
+        calls.contains(
+            &"notify 1: Visitor 00AB sent a file, leak.jpg, which cannot be sent on Telegram; it was not passed on."
+                .to_owned()
+        ),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("file ")), "{calls:?}");
+    assert!(
+        w.hs.sent_bodies().iter().any(|b| b.starts_with(
+            "Your file leak.jpg was not passed on: the responder cannot receive files here."
+        )),
+        "{:?}",
+        w.hs.sent_bodies()
+    );
+    assert_eq!(w.state().await?, ConversationState::Active);
     Ok(())
 }
 

@@ -297,10 +297,44 @@ impl Bridge {
                 )
                 .await
             {
-                Ok(message_id) => {
+                Ok(PartSent::Message(message_id)) => {
                     self.store
                         .outbox_part_sent(row, sent as i64, &message_id)
                         .await?;
+                    sent += 1;
+                }
+                Ok(PartSent::FileRefused(refusal)) => {
+                    // Told instead of sent: the visitor in their room, the responder where
+                    // the file would have gone (this part's slot). Neither is a failure of
+                    // the responder's platform, so nothing is retried or handed over.
+                    let media = delivery.media.as_ref().expect("only a file is refused");
+                    self.post_notice(
+                        &row.room_id,
+                        &format!("switchboard-file-refused-{}", row.event_id),
+                        refusal.to_visitor(&media.filename),
+                    )
+                    .await?;
+                    let text = refusal.to_responder(
+                        &delivery.visitor_alias,
+                        &media.filename,
+                        platform.display_name(),
+                    );
+                    match connector
+                        .notify(&row.address, delivery.thread.as_deref(), &text)
+                        .await
+                    {
+                        Ok(Some(notice)) => {
+                            self.store
+                                .outbox_part_sent(row, sent as i64, &notice)
+                                .await?;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    tracing::info!(platform = %row.platform, ?refusal, "file not relayed: the platform does not take it");
                     sent += 1;
                 }
                 Err(e) => {
@@ -347,7 +381,10 @@ impl Bridge {
     }
 
     /// One part of an outbox row to its platform: text as text; a file fetched from the media
-    /// repository first (a failing download is worth retrying, like a failing send).
+    /// repository first (a failing download is worth retrying, like a failing send). A file
+    /// the platform does not carry, or larger than it takes (its declared
+    /// `Capabilities::files`), is not sent: an upload the platform must refuse would only be
+    /// retried or, refused for good, make the responder look unreachable.
     async fn deliver_one(
         &self,
         connector: &dyn Connector,
@@ -355,9 +392,15 @@ impl Bridge {
         index: usize,
         part: &str,
         address: &str,
-    ) -> Result<String, ConnectorError> {
+    ) -> Result<PartSent, ConnectorError> {
         let Some(media) = &delivery.media else {
-            return connector.deliver(delivery, index, part, address).await;
+            return connector
+                .deliver(delivery, index, part, address)
+                .await
+                .map(PartSent::Message);
+        };
+        let Some(limits) = connector.capabilities().files else {
+            return Ok(PartSent::FileRefused(FileRefusal::NotCarried));
         };
         let uri = OwnedMxcUri::from(media.mxc.as_str());
         let (mimetype, bytes) = self.client.download_media(&uri).await.map_err(|e| {
@@ -367,6 +410,13 @@ impl Bridge {
                 ConnectorError::Permanent(e.to_string())
             }
         })?;
+        let size = bytes.len() as u64;
+        if size > limits.max_bytes {
+            return Ok(PartSent::FileRefused(FileRefusal::TooLarge {
+                size,
+                max: limits.max_bytes,
+            }));
+        }
         let attachment = Attachment {
             bytes,
             mimetype: media.mimetype.clone().or(mimetype),
@@ -376,6 +426,7 @@ impl Bridge {
         connector
             .deliver_file(delivery, part, attachment, address)
             .await
+            .map(PartSent::Message)
     }
 
     /// Waits for the next free slot of this chat on the connector's platform: for notices,
@@ -410,6 +461,68 @@ impl Bridge {
     ) -> T {
         self.wait_turn(connector, address).await;
         send.await
+    }
+}
+
+/// What became of one part the platform answered for.
+enum PartSent {
+    /// The platform took it as this message.
+    Message(String),
+    /// A file the platform does not take: not sent (see `deliver_one`).
+    FileRefused(FileRefusal),
+}
+
+/// Why a visitor's file is not relayed to the responder's platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileRefusal {
+    /// The platform carries no files (`Capabilities::files` is `None`).
+    NotCarried,
+    /// Larger than the platform's `max_bytes`.
+    TooLarge { size: u64, max: u64 },
+}
+
+impl FileRefusal {
+    /// What the visitor is told in their room; the responder's platform is not named.
+    fn to_visitor(self, filename: &str) -> String {
+        match self {
+            Self::NotCarried => format!(
+                "Your file {filename} was not passed on: the responder cannot receive files here. Please describe it in a message instead."
+            ),
+            Self::TooLarge { size, max } => format!(
+                "Your file {filename} was not passed on: it is {}, more than the {} the responder can receive.",
+                human_size(size),
+                human_size(max)
+            ),
+        }
+    }
+
+    /// What the responder is told where the file would have arrived.
+    fn to_responder(self, alias: &str, filename: &str, platform: &str) -> String {
+        match self {
+            Self::NotCarried => format!(
+                "{alias} sent a file, {filename}, which cannot be sent on {platform}; it was not passed on."
+            ),
+            Self::TooLarge { size, max } => format!(
+                "{alias} sent a file, {filename} ({}), larger than {platform} takes ({}); it was not passed on.",
+                human_size(size),
+                human_size(max)
+            ),
+        }
+    }
+}
+
+/// A size for people: bytes below a KiB, else KB or MB (of 1024), one decimal where needed.
+fn human_size(bytes: u64) -> String {
+    let scaled = |unit: f64, name: &str| {
+        let n = bytes as f64 / unit;
+        let text = format!("{n:.1}");
+        format!("{} {name}", text.strip_suffix(".0").unwrap_or(&text))
+    };
+    match bytes {
+        1 => "1 byte".into(),
+        0..1024 => format!("{bytes} bytes"),
+        1024..1_048_576 => scaled(1024.0, "KB"),
+        _ => scaled(1_048_576.0, "MB"),
     }
 }
 
@@ -452,6 +565,15 @@ pub fn retry_delay(error: &ConnectorError, attempts: i64, may_give_up: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_sizes_read_as_people_write_them() {
+        assert_eq!(human_size(1), "1 byte");
+        assert_eq!(human_size(2), "2 bytes");
+        assert_eq!(human_size(1536), "1.5 KB");
+        assert_eq!(human_size(50 * 1024 * 1024), "50 MB");
+        assert_eq!(human_size(60 * 1024 * 1024 + 300 * 1024), "60.3 MB");
+    }
 
     #[test]
     fn transient_failures_back_off_then_give_up() {
