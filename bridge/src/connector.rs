@@ -105,7 +105,9 @@ pub struct Capabilities {
     /// `deliver_file`; the responder gets a notice in its place and the visitor is told.
     pub files: Option<FileLimits>,
     /// Whether a responder's edits of their messages reach Switchboard (as
-    /// [`RemoteEvent::Edit`]) and offers can be edited in place.
+    /// [`RemoteEvent::Edit`]) and offers can be edited in place. Kept by the bridge: where
+    /// `false` it never calls `offer_accepted` or `close_offer`; why an offer closed goes out
+    /// as a new message (`notify`) naming the conversation instead.
     pub edits: bool,
     /// How often a typing indicator must be sent again to stay on (Telegram's chat action
     /// lasts about five seconds); `None`: once is enough (it lasts until turned off).

@@ -158,6 +158,22 @@ impl RecordingConnector {
         *self.declared.lock().unwrap() = Some(caps);
     }
 
+    /// As a real platform would: a message that cannot be edited is refused for good (and
+    /// the attempt recorded).
+    fn can_edit(&self, address: &str, what: &str) -> Result<(), ConnectorError> {
+        if self.capabilities().edits {
+            Ok(())
+        } else {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("refused edit {address}: {what}"));
+            Err(ConnectorError::Permanent(
+                "Bad Request: message can't be edited".into(),
+            ))
+        }
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -197,12 +213,27 @@ impl Connector for RecordingConnector {
         Ok(Some(format!("offer-message-{id}")))
     }
 
+    async fn offer_accepted(
+        &self,
+        address: &str,
+        _handle: &str,
+        text: &str,
+    ) -> Result<(), ConnectorError> {
+        self.can_edit(address, text)?;
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("accepted {address}: {text}"));
+        Ok(())
+    }
+
     async fn close_offer(
         &self,
         address: &str,
         _remote_message_id: &str,
         why: &str,
     ) -> Result<(), ConnectorError> {
+        self.can_edit(address, why)?;
         self.calls
             .lock()
             .unwrap()
@@ -923,6 +954,43 @@ async fn a_file_sent_before_the_accept_reaches_the_responder_as_a_file() -> anyh
             .collect();
     // The first message was quoted in the offer; the photo follows as a photo, in order.
     assert_eq!(delivered, ["file 1: leak.jpg", "deliver 1: See the photo."]);
+    Ok(())
+}
+
+/// On a platform that declares no edits, an offer cannot change once sent: closing it says
+/// why in a new message naming the conversation, and an accepted offer is answered by the
+/// notice alone, never by an edit the platform would refuse.
+#[tokio::test]
+async fn offers_on_a_platform_without_edits_are_closed_by_a_new_message() -> anyhow::Result<()> {
+    let w = world(Limits {
+        offer_timeout_secs: 120,
+        ..NO_LIMITS
+    })
+    .await?;
+    w.tg.declare(Capabilities {
+        edits: false,
+        ..RecordingConnector::STANDARD
+    });
+    w.clock.advance(Duration::from_secs(120));
+    w.bridge.expire_offers().await?;
+    w.settle().await?;
+    assert_eq!(
+        w.tg.calls(),
+        ["notify 1: The offer of Visitor 00AB (support): This offer expired."]
+    );
+    w.accept("2", "Ben").await?;
+    assert_eq!(w.state().await?, ConversationState::Active);
+    let to_ben: Vec<String> =
+        w.tg.calls()
+            .into_iter()
+            .filter(|c| c.contains(" 2: "))
+            .collect();
+    assert_eq!(
+        to_ben,
+        [
+            "notify 2: You are now talking with Visitor 00AB. Reply to their messages to answer; /end closes the conversation."
+        ]
+    );
     Ok(())
 }
 

@@ -403,15 +403,8 @@ impl Bridge {
             }
             expired = true;
             span.in_scope(|| tracing::info!(responder = %offer.responder_id, "offer not answered in time; withdrawn"));
-            if let (Some(handle), Some(connector)) = (
-                &offer.remote_message_id,
-                Platform::parse(&offer.platform).and_then(|p| self.connectors.get(&p)),
-            ) && let Err(e) = self
-                .in_turn(
-                    connector.as_ref(),
-                    &offer.address,
-                    connector.close_offer(&offer.address, handle, "This offer expired."),
-                )
+            if let Err(e) = self
+                .close_offer_on(&offer, "This offer expired.")
                 .instrument(span.clone())
                 .await
             {

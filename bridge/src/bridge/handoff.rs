@@ -190,11 +190,8 @@ impl Bridge {
                 .store
                 .transition_offer(offer.id, "open", "withdrawn")
                 .await?
-                && let (Some(handle), Some((_, c))) =
-                    (&offer.remote_message_id, self.remote(&offer.platform))
             {
-                let close = c.close_offer(&offer.address, handle, "The visitor left.");
-                let _ = self.in_turn(c.as_ref(), &offer.address, close).await;
+                let _ = self.close_offer_on(&offer, "The visitor left.").await;
             }
         }
         self.set_state(room, ConversationState::Closed, None, false)

@@ -58,6 +58,43 @@ impl Bridge {
         Ok(())
     }
 
+    /// Closes an open offer on its platform, saying `why`: the offer message is edited in
+    /// place where the platform edits messages (`Capabilities::edits`); elsewhere it cannot
+    /// change, so `why` goes out as a new message naming the conversation it was about. In
+    /// the chat's turn. An offer that never reached its platform (no handle) has nothing to
+    /// close.
+    pub(super) async fn close_offer_on(
+        &self,
+        offer: &OfferRow,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        let (Some(handle), Some((_, c))) = (&offer.remote_message_id, self.remote(&offer.platform))
+        else {
+            return Ok(());
+        };
+        if c.capabilities().edits {
+            let close = c.close_offer(&offer.address, handle, why);
+            return self.in_turn(c.as_ref(), &offer.address, close).await;
+        }
+        let text = match self.store.conversation(&offer.room_id).await {
+            Ok(Some(conversation)) => {
+                let topic = self
+                    .config
+                    .topic(&conversation.topic)
+                    .map_or(conversation.topic.as_str(), |t| t.name.as_str());
+                format!(
+                    "The offer of {} ({topic}): {why}",
+                    conversation.visitor_alias
+                )
+            }
+            _ => why.to_owned(),
+        };
+        let tell = c.notify(&offer.address, Some(handle), &text);
+        self.in_turn(c.as_ref(), &offer.address, tell)
+            .await
+            .map(|_| ())
+    }
+
     /// Sends a responder a service message (offer taken, command answers, hand-off notes).
     /// These are short and rare, so they are sent at once rather than queued, but they keep
     /// to the per-chat pacing and wait out a rate limit within `NOTICE_PATIENCE`, so a 429
@@ -324,10 +361,9 @@ impl Bridge {
             {
                 continue;
             }
-            if let (Some(handle), Some((_, c))) = (&o.remote_message_id, self.remote(&o.platform)) {
-                let close = c.close_offer(&o.address, handle, "You declined this conversation.");
-                let _ = self.in_turn(c.as_ref(), &o.address, close).await;
-            }
+            let _ = self
+                .close_offer_on(&o, "You declined this conversation.")
+                .await;
         }
         // Someone else may take it (routing skips whoever already had it).
         if let Some(conversation) = self.store.conversation(&offer.room_id).await? {
@@ -361,15 +397,7 @@ impl Bridge {
                 )
             };
             if self.store.transition_offer(other.id, "open", state).await?
-                && let (Some(handle), Some((_, c))) =
-                    (&other.remote_message_id, self.remote(&other.platform))
-                && let Err(e) = self
-                    .in_turn(
-                        c.as_ref(),
-                        &other.address,
-                        c.close_offer(&other.address, handle, &text),
-                    )
-                    .await
+                && let Err(e) = self.close_offer_on(&other, &text).await
             {
                 tracing::warn!(error = %e, "could not withdraw an offer");
             }
@@ -581,7 +609,9 @@ impl Bridge {
                 .await?;
             drop(_g);
             let taken = "Someone else has already taken this conversation.";
+            // Where the offer cannot be edited, the notice below says it alone.
             if let (Some(handle), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
+                && c.capabilities().edits
                 && let Err(e) = self
                     .in_turn(c.as_ref(), address, c.close_offer(address, handle, taken))
                     .await
@@ -650,7 +680,11 @@ impl Bridge {
         .await?;
         // Other open offers for this conversation are taken now.
         self.withdraw_other_offers(&offer).await?;
-        if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
+        // The offer becomes the "accepted" message where it can be edited; elsewhere the
+        // notice below is the answer.
+        if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
+            && c.capabilities().edits
+        {
             let text = format!(
                 "You accepted the conversation with {}.",
                 conversation.visitor_alias
