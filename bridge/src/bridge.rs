@@ -557,6 +557,7 @@ impl EventSink for Bridge {
             .await
             .map_err(|e| SinkError(Box::new(e)))?;
         if new > 0 {
+            self.cursors.inbox_recorded();
             self.inbox_ready.notify_one();
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");

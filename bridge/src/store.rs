@@ -1,7 +1,8 @@
 //! Persistent state: the inbox of pushed events, conversations and their transcripts.
 //!
 //! SQL is written once with `$n` placeholders and runs on SQLite and PostgreSQL through sqlx's
-//! `Any` driver; only the migrations differ per engine (auto-increment syntax).
+//! `Any` driver; only the migrations differ per engine (auto-increment syntax). Statements built
+//! at run time (multi-row inserts) spell their parameters per engine ([`Params`]).
 
 use std::str::FromStr;
 
@@ -69,7 +70,13 @@ pub struct NewInboxEvent<'a> {
 
 #[derive(Clone)]
 pub struct Store {
+    /// Where reads go.
     pool: AnyPool,
+    /// Where writes go. On SQLite, one connection: SQLite takes one writer at a time, and a
+    /// second one waiting on its lock sleeps in SQLite's busy handler (1, 2, 5, 10… ms) with
+    /// the thread blocked, while waiting here is queueing in the pool, woken the moment the
+    /// connection is free. On PostgreSQL, the same pool as reads.
+    writer: AnyPool,
     engine: Engine,
     /// Where every timestamp the store writes or compares with comes from (see `clock.rs`).
     clock: SharedClock,
@@ -99,9 +106,12 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new().max_connections(8);
-        if engine == Engine::Sqlite {
-            options = options.after_connect(|conn, _| {
+        let options = |max: u32| {
+            let options = AnyPoolOptions::new().max_connections(max);
+            if engine != Engine::Sqlite {
+                return options;
+            }
+            options.after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; synchronous=FULL makes a commit
                     // durable before we acknowledge a transaction to the homeserver.
@@ -116,15 +126,24 @@ impl Store {
                         .await?;
                     Ok(())
                 })
-            });
-        }
-        let pool = options.connect(&url).await?;
+            })
+        };
+        let writer = match engine {
+            Engine::Sqlite => options(1).connect(&url).await?,
+            Engine::Postgres => options(8).connect(&url).await?,
+        };
         match engine {
-            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&writer).await?,
+            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&writer).await?,
         }
+        // Readers are opened after the migrations, so none holds a schema from before them.
+        let pool = match engine {
+            Engine::Sqlite => options(8).connect(&url).await?,
+            Engine::Postgres => writer.clone(),
+        };
         Ok(Self {
             pool,
+            writer,
             engine,
             clock: crate::clock::system(),
         })
@@ -159,12 +178,13 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// Records the events of one transaction atomically. Events already known (by event ID)
     /// are skipped. Returns how many were new.
     ///
-    /// Rows go in as multi-row `INSERT`s, `RECORD_CHUNK` events a statement: one round trip
+    /// Rows go in as multi-row `INSERT`s, `ROWS_PER_INSERT` events a statement: one round trip
     /// per chunk instead of per event, inside the one database transaction whose commit is
     /// what the homeserver's 200 waits for.
     pub async fn record_events(
@@ -173,13 +193,13 @@ impl Store {
         events: &[NewInboxEvent<'_>],
     ) -> Result<u64, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut sql = String::from(
                 "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at) VALUES ",
             );
-            sql.push_str(&placeholders(chunk.len(), 5));
+            sql.push_str(&Params::new(self.engine, 1).rows(chunk.len(), 5));
             sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
             let mut query = sqlx::query(&sql);
             for e in chunk {
@@ -212,7 +232,7 @@ impl Store {
         sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -237,7 +257,7 @@ impl Store {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(c.language.as_deref())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -308,7 +328,7 @@ impl Store {
             .bind(note)
             .bind(self.now_ms())
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -334,7 +354,7 @@ impl Store {
             .bind(topic)
             .bind(self.now_ms())
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -349,7 +369,7 @@ impl Store {
                 .bind(state.as_str())
                 .bind(self.now_ms())
                 .bind(room_id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -370,14 +390,14 @@ impl Store {
         sqlx::query("UPDATE conversations SET published_status = $1 WHERE room_id = $2")
             .bind(json)
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     /// Adds a message to its conversation's transcript. Returns false if it was already there.
     pub async fn record_message(&self, m: &Message) -> Result<bool, StoreError> {
-        let done = insert_message(m).execute(&self.pool).await?;
+        let done = insert_message(m).execute(&self.writer).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -400,7 +420,7 @@ impl Store {
         .bind(&m.body)
         .bind(m.formatted_body.as_deref())
         .bind(m.origin_server_ts)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -418,12 +438,12 @@ impl Store {
         )
         .bind(provisional)
         .bind(event_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
             .bind(event_id)
             .bind(provisional)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -432,7 +452,7 @@ impl Store {
     pub async fn forget_message(&self, provisional: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM messages WHERE event_id = $1")
             .bind(provisional)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -442,7 +462,7 @@ impl Store {
         sqlx::query("UPDATE messages SET media_json = $1 WHERE event_id = $2")
             .bind(json)
             .bind(event_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -555,24 +575,51 @@ pub(crate) fn insert_message(
 /// PostgreSQL's 65535 bound parameters at nine columns.
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 
-/// `($1, $2), ($3, $4), …`: the `VALUES` of a multi-row statement, `rows` rows of `cols`
-/// parameters numbered from `$1`.
-pub(crate) fn placeholders(rows: usize, cols: usize) -> String {
-    let mut sql = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
+/// The parameters of one statement, in the engine's spelling, numbered from `first`.
+///
+/// On SQLite they are anonymous (`?`), bound in order: sqlx looks up each numbered
+/// parameter's name in a list SQLite keeps per statement, which makes binding quadratic in
+/// their number (most of the CPU of a 100-row insert went there). PostgreSQL has only
+/// numbered ones (`$n`).
+#[derive(Clone, Copy)]
+pub(crate) struct Params {
+    engine: Engine,
+    next: usize,
+}
+
+impl Params {
+    pub(crate) fn new(engine: Engine, first: usize) -> Self {
+        Self {
+            engine,
+            next: first,
         }
-        sql.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * cols + c + 1));
-        }
-        sql.push(')');
     }
-    sql
+
+    /// The next parameter.
+    pub(crate) fn one(&mut self) -> String {
+        let n = self.next;
+        self.next += 1;
+        match self.engine {
+            Engine::Sqlite => "?".to_owned(),
+            Engine::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `count` parameters separated by commas: `?, ?` or `$2, $3`.
+    pub(crate) fn list(&mut self, count: usize) -> String {
+        (0..count)
+            .map(|_| self.one())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `(…), (…)`: the `VALUES` of a multi-row statement, `rows` rows of `cols` parameters.
+    pub(crate) fn rows(&mut self, rows: usize, cols: usize) -> String {
+        (0..rows)
+            .map(|_| format!("({})", self.list(cols)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// An inbox row as the queries here read it.

@@ -211,6 +211,9 @@ impl Bridge {
                 .store
                 .pending_outbox_to(platform_name, address, super::DELIVERY_BATCH)
                 .await?;
+            // A short batch was all there was: rows queued since then start this lane again
+            // (`want_delivery`), so there is no need to read once more to find none.
+            let all = rows.len() < super::DELIVERY_BATCH as usize;
             if rows.is_empty() {
                 return Ok(None);
             }
@@ -236,6 +239,9 @@ impl Bridge {
                     }
                 }
             }
+            if all {
+                return Ok(None);
+            }
         }
     }
 
@@ -260,13 +266,19 @@ impl Bridge {
                 return Ok(RowOutcome::Delivered);
             }
         };
-        // Rendered once, stored before the first part goes out, and never again.
+        // Rendered once, stored before the first part goes out, and never again. A message
+        // of one part is not stored: until that part is recorded as sent nothing of the row
+        // has gone out, so rendering it again later cannot split it differently from what a
+        // responder already saw (and it saves a disk flush per message).
         let parts = match &row.parts {
             Some(parts) => parts.clone(),
             None => {
-                self.store
-                    .outbox_set_parts(row.seq, &connector.render(&delivery))
-                    .await?
+                let rendered = connector.render(&delivery);
+                if rendered.len() <= 1 {
+                    rendered
+                } else {
+                    self.store.outbox_set_parts(row.seq, &rendered).await?
+                }
             }
         };
         let caps = connector.capabilities();
@@ -298,10 +310,15 @@ impl Bridge {
                 .await
             {
                 Ok(PartSent::Message(message_id)) => {
+                    let last = sent + 1 == parts.len();
                     self.store
-                        .outbox_part_sent(row, sent as i64, &message_id)
+                        .outbox_part_sent_done(row, sent as i64, &message_id, last)
                         .await?;
                     sent += 1;
+                    if last {
+                        tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+                        return Ok(RowOutcome::Delivered);
+                    }
                 }
                 Ok(PartSent::FileRefused(refusal)) => {
                     // Told instead of sent: the visitor in their room, the responder where

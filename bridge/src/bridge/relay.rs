@@ -778,6 +778,7 @@ impl Bridge {
             .record_remote_event(platform.as_str(), key, &json)
             .await?
         {
+            self.cursors.remote_recorded();
             self.inbox_ready.notify_one();
         }
         Ok(())

@@ -19,7 +19,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -53,6 +53,22 @@ const ROOM_BATCH: i64 = 200;
 pub(super) struct Cursors {
     inbox: AtomicI64,
     remote: AtomicI64,
+    /// Whether events were recorded since the scheduler last read past its cursor: a wake
+    /// for anything else (a delivery queued) then reads nothing.
+    inbox_new: AtomicBool,
+    remote_new: AtomicBool,
+}
+
+impl Cursors {
+    /// Events were recorded from the homeserver.
+    pub(super) fn inbox_recorded(&self) {
+        self.inbox_new.store(true, Ordering::SeqCst);
+    }
+
+    /// Events were recorded from a platform.
+    pub(super) fn remote_recorded(&self) {
+        self.remote_new.store(true, Ordering::SeqCst);
+    }
 }
 
 /// How an item's handling is retried: exponential from 200 ms to 30 s with jitter, eight
@@ -155,10 +171,16 @@ impl Bridge {
             if full {
                 next_full_scan = now + FULL_SCAN;
             }
-            if let Err(e) = self.schedule_inbox(full).await {
+            if (full || self.cursors.inbox_new.swap(false, Ordering::SeqCst))
+                && let Err(e) = self.schedule_inbox(full).await
+            {
+                self.cursors.inbox_recorded();
                 tracing::error!(error = %e, "reading the inbox failed; retrying");
             }
-            if let Err(e) = self.schedule_remote(full).await {
+            if (full || self.cursors.remote_new.swap(false, Ordering::SeqCst))
+                && let Err(e) = self.schedule_remote(full).await
+            {
+                self.cursors.remote_recorded();
                 tracing::error!(error = %e, "reading platform events failed; retrying");
             }
             let mut wait = Duration::from_secs(1);
@@ -374,6 +396,11 @@ impl Bridge {
                     return Err(e);
                 }
                 i += 1;
+            }
+            // A short batch was all there was: events recorded since then start this lane
+            // again (the scheduler reads past its cursor), so no read to find none.
+            if batch.len() < ROOM_BATCH as usize {
+                return Ok(());
             }
         }
     }

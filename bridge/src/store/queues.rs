@@ -6,8 +6,8 @@
 use sqlx::Row;
 
 use super::{
-    InboxEvent, OutboxRow, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError, inbox_event,
-    placeholders,
+    InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
+    inbox_event,
     remote::{outbox_row, remote_inbox_event},
 };
 use crate::conversation::Message;
@@ -39,14 +39,14 @@ impl Store {
     /// marked processed. All or nothing, as if each event had been handled on its own.
     pub async fn record_visitor_batch(&self, batch: &VisitorBatch) -> Result<(), StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // Multi-row statements: one round trip per hundred rows, not per row.
         for chunk in batch.messages.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
                                        body, formatted_body, origin_server_ts)
                  VALUES {} ON CONFLICT (event_id) DO NOTHING",
-                placeholders(chunk.len(), 9)
+                Params::new(self.engine, 1).rows(chunk.len(), 9)
             );
             let mut query = sqlx::query(&sql);
             for m in chunk {
@@ -67,7 +67,7 @@ impl Store {
             let sql = format!(
                 "INSERT INTO outbox (room_id, platform, address, event_id, payload_json, next_attempt_at)
                  VALUES {} ON CONFLICT (event_id, platform, address) DO NOTHING",
-                placeholders(chunk.len(), 6)
+                Params::new(self.engine, 1).rows(chunk.len(), 6)
             );
             let mut query = sqlx::query(&sql);
             for d in chunk {
@@ -82,10 +82,11 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         for chunk in batch.processed.chunks(ROWS_PER_INSERT) {
-            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let mut params = Params::new(self.engine, 1);
             let sql = format!(
-                "UPDATE inbox SET processed_at = $1 WHERE seq IN ({})",
-                list.join(", ")
+                "UPDATE inbox SET processed_at = {} WHERE seq IN ({})",
+                params.one(),
+                params.list(chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(now);
             for seq in chunk {
