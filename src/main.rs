@@ -18,6 +18,7 @@ use switchboard_appservice::{
 use switchboard_bridge::{
     Bridge, Store,
     admin_api::{self, AdminState},
+    bridge::RoomPostQueue,
     config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
         Connector, RemoteSink,
@@ -246,10 +247,14 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
     );
     health.report(HOMESERVER, PartState::Connected, None);
+    // Writes into rooms are queued in the store and posted by the bridge; the Matrix
+    // connector queues its notices there too, so it gets the queue before the bridge exists.
+    let room_posts = RoomPostQueue::new(store.clone());
     // Every enabled platform's connector, built by its own module from its own section.
     let context = BuildContext {
         client: client.clone(),
         health: health.clone(),
+        room_writes: Arc::new(room_posts.clone()),
     };
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     for spec in registry::PLATFORMS {
@@ -287,7 +292,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             },
             connectors,
         )
-        .with_health(health.clone()),
+        .with_health(health.clone())
+        .with_room_posts(room_posts),
     );
 
     let sink: Arc<dyn RemoteSink> = bridge.clone();

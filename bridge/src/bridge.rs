@@ -32,6 +32,7 @@ use crate::{
     health::{Health, PartState},
     store::{NewInboxEvent, Store, StoreError},
 };
+pub use room_posts::RoomPostQueue;
 use typing::TypingUpdate;
 
 mod batch;
@@ -85,8 +86,8 @@ pub struct Bridge {
     connectors: HashMap<Platform, Arc<dyn Connector>>,
     /// Wakes the scheduler when a transaction, a remote event or a delivery has been recorded.
     inbox_ready: Notify,
-    /// Wakes the room-post loop when a post has been queued.
-    posts_ready: Notify,
+    /// The queue of writes into rooms, shared with the Matrix connector (`room_posts.rs`).
+    room_posts: RoomPostQueue,
     /// Work partitioned by conversation and by chat (see `lanes.rs` and `worker.rs`).
     lanes: lanes::Lanes,
     /// One lock per conversation, so work about it from different lanes happens in turn.
@@ -133,6 +134,7 @@ impl Bridge {
         let post_client = client.without_retries();
         let store_clock = store.clock().clone();
         Self {
+            room_posts: RoomPostQueue::new(store.clone()),
             store,
             post_client,
             posts_waiting: std::sync::atomic::AtomicBool::new(true),
@@ -141,7 +143,6 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
-            posts_ready: Notify::new(),
             lanes: lanes::Lanes::new(LANE_CONCURRENCY),
             room_locks: lanes::RoomLocks::default(),
             cursors: worker::Cursors::default(),
@@ -161,6 +162,14 @@ impl Bridge {
     /// a handle of its own.
     pub fn with_health(mut self, health: Health) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Posts the writes into rooms from `queue`, made from the same store and handed to the
+    /// connectors (`BuildContext::room_writes`) before the bridge was built, so what they
+    /// queue wakes this bridge's posting loop at once.
+    pub fn with_room_posts(mut self, queue: RoomPostQueue) -> Self {
+        self.room_posts = queue;
         self
     }
 
