@@ -135,18 +135,8 @@ async fn what_responders_write_and_are_told_while_the_homeserver_is_down_arrives
     // Mara also has a direct chat with the bot, for her status.
     let bot =
         matrix_sdk::ruma::OwnedUserId::try_from(format!("@sbt{SLOT}bot:{}", env.server_name))?;
-    let mut dm = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
-    dm.invite = vec![bot.clone()];
-    dm.is_direct = true;
-    let dm = mara.client.create_room(dm).await?;
+    let dm = mara.direct_chat_with(&bot).await?;
     let dm_id = dm.room_id().to_owned();
-    wait_for("the bot to join the direct chat", || async {
-        let members = dm
-            .members_no_sync(matrix_sdk::RoomMemberships::JOIN)
-            .await?;
-        Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
-    })
-    .await?;
 
     // The homeserver goes away for longer than the client's retries last. Both responders
     // write meanwhile.

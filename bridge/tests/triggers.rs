@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use switchboard_appservice::{
     AppserviceRegistration, EventSink, HomeserverClient,
     registration::GenerateOptions,
-    ruma::{OwnedUserId, serde::Raw},
+    ruma::{OwnedUserId, events::AnyTimelineEvent, serde::Raw},
 };
 use switchboard_bridge::{
     Bridge, Store,
@@ -537,6 +537,16 @@ impl World {
             .await?;
         self.bridge.drain_inbox().await?;
         self.settle().await
+    }
+
+    /// Events the homeserver pushes in one transaction, recorded and handled (a Matrix
+    /// responder's, in relay rooms and direct chats, become remote events, handled too); what
+    /// they queue for rooms is not posted yet.
+    async fn pushed(&self, txn: &str, events: Vec<Raw<AnyTimelineEvent>>) -> anyhow::Result<()> {
+        self.bridge.record_transaction(txn, events).await?;
+        self.bridge.drain_inbox().await?;
+        self.bridge.drain_remote().await?;
+        Ok(())
     }
 
     /// Something from Telegram, recorded and handled.
@@ -1223,11 +1233,7 @@ async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> a
         Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
     };
     for txn in ["txn-join", "txn-join-again"] {
-        w.bridge
-            .record_transaction(txn, vec![member("$join", "join")])
-            .await?;
-        w.bridge.drain_inbox().await?;
-        w.bridge.drain_remote().await?;
+        w.pushed(txn, vec![member("$join", "join")]).await?;
         w.settle().await?;
     }
     assert_eq!(w.state().await?, ConversationState::Active);
@@ -1258,11 +1264,8 @@ async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> a
         "each told once"
     );
 
-    w.bridge
-        .record_transaction("txn-leave", vec![member("$leave", "leave")])
+    w.pushed("txn-leave", vec![member("$leave", "leave")])
         .await?;
-    w.bridge.drain_inbox().await?;
-    w.bridge.drain_remote().await?;
     assert_eq!(w.state().await?, ConversationState::Active, "not declined");
     Ok(())
 }
@@ -1297,39 +1300,24 @@ async fn a_matrix_responders_notices_while_the_homeserver_is_down_arrive_once_it
         Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
     };
     // Mara accepts by joining her relay room, while the homeserver is up.
-    w.bridge
-        .record_transaction(
-            "txn-join",
-            vec![event(
-                RELAY,
-                "$join",
-                json!({"membership": "join", "displayname": "Mara"}),
-            )],
-        )
+    let join = json!({"membership": "join", "displayname": "Mara"});
+    w.pushed("txn-join", vec![event(RELAY, "$join", join)])
         .await?;
-    w.bridge.drain_inbox().await?;
-    w.bridge.drain_remote().await?;
     w.settle().await?;
     assert_eq!(w.state().await?, ConversationState::Active);
 
     // The homeserver goes away (it still pushed us what Mara wrote, as Synapse does from
     // its own queue while we cannot reach it). Mara ends the conversation and asks for help.
     w.hs.set_down(true);
-    w.bridge
-        .record_transaction(
-            "txn-mara",
-            vec![
-                event(RELAY, "$end", json!({"msgtype": "m.text", "body": "!end"})),
-                event(
-                    DIRECT,
-                    "$help",
-                    json!({"msgtype": "m.text", "body": "!help"}),
-                ),
-            ],
-        )
-        .await?;
-    w.bridge.drain_inbox().await?;
-    w.bridge.drain_remote().await?;
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    w.pushed(
+        "txn-mara",
+        vec![
+            event(RELAY, "$end", text("!end")),
+            event(DIRECT, "$help", text("!help")),
+        ],
+    )
+    .await?;
     assert_eq!(w.state().await?, ConversationState::Closed);
     // Tried, refused, tried again later (past the backoff of every room's first post).
     for _ in 0..2 {
