@@ -4,8 +4,6 @@
 //! conversations with the change at its next periodic look at the queue (within half a
 //! minute); the admin API wakes it at once.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use switchboard_bridge::{
@@ -17,19 +15,15 @@ use switchboard_bridge::{
     store::SOURCE_ADMIN,
 };
 
+use crate::config::ConfigArg;
+
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Manage the responder register.
 #[derive(Debug, Args)]
 pub struct RespondersCommand {
-    #[arg(
-        long,
-        short,
-        env = "SWITCHBOARD_CONFIG",
-        default_value = "config.toml",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     #[command(subcommand)]
     pub action: RespondersAction,
 }
@@ -320,14 +314,8 @@ pub async fn run_responders(cmd: RespondersCommand, store: &Store) -> anyhow::Re
 /// Read conversations and their transcripts.
 #[derive(Debug, Args)]
 pub struct ConversationsCommand {
-    #[arg(
-        long,
-        short,
-        env = "SWITCHBOARD_CONFIG",
-        default_value = "config.toml",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     #[command(subcommand)]
     pub action: ConversationsAction,
 }
@@ -388,14 +376,8 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
 /// List and retry dead letters: work set aside because it never succeeded.
 #[derive(Debug, Args)]
 pub struct DeadLettersCommand {
-    #[arg(
-        long,
-        short,
-        env = "SWITCHBOARD_CONFIG",
-        default_value = "config.toml",
-        global = true
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
     #[command(subcommand)]
     pub action: DeadLettersAction,
 }
@@ -665,7 +647,10 @@ mod tests {
         else {
             panic!("not responders add");
         };
-        assert_eq!((config, id.as_str()), (PathBuf::from("x.toml"), "alex"));
+        assert_eq!(
+            (config.path, id.as_str()),
+            (std::path::PathBuf::from("x.toml"), "alex")
+        );
         assert_eq!(fields.topics, strings(&["billing/*", "sales"]));
         assert_eq!(fields.max_concurrent, Some(-1));
         assert_eq!(fields.status, Some(ResponderStatus::Away));

@@ -20,6 +20,31 @@ use switchboard_bridge::{
     visitor_api::AllowedOrigins,
 };
 
+/// `--config FILE` (`-c`, or `SWITCHBOARD_CONFIG`): where the configuration is, for every
+/// subcommand that reads it. Defined once and flattened into each (`#[command(flatten)]`),
+/// so they all take it the same way, before or after their own subcommand's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// The configuration file (TOML); `SWITCHBOARD_SECTION__KEY` variables override it.
+    #[arg(
+        id = "config",
+        long = "config",
+        short = 'c',
+        value_name = "FILE",
+        env = "SWITCHBOARD_CONFIG",
+        default_value = "config.toml",
+        global = true
+    )]
+    pub path: PathBuf,
+}
+
+impl ConfigArg {
+    /// Reads and checks the configuration at this path (see [`Config::load`]).
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Config::load(&self.path)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Config {
     pub homeserver: HomeserverSection,

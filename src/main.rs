@@ -18,6 +18,7 @@ use switchboard_appservice::{
 use switchboard_bridge::{
     Bridge, Store,
     admin_api::{self, AdminState},
+    bridge::RoomPostQueue,
     config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
         Connector, RemoteSink,
@@ -69,8 +70,8 @@ enum Command {
     /// Issue a one-time code with which a responder links their platform account themselves
     /// (Telegram: they send the bot `/start CODE`). Valid for 24 hours.
     LinkCode {
-        #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: config::ConfigArg,
         /// The responder's `id` from `[[responders]]`.
         #[arg(long)]
         responder: String,
@@ -87,8 +88,8 @@ enum Command {
     DeadLetters(admin_cli::DeadLettersCommand),
     /// Run the service.
     Run {
-        #[arg(long, short, env = "SWITCHBOARD_CONFIG", default_value = "config.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: config::ConfigArg,
     },
 }
 
@@ -148,7 +149,7 @@ fn main() -> anyhow::Result<()> {
                 spec.links_by_code,
                 "platform {platform:?}: link codes are for platforms with a bot to send them to ({linking})"
             );
-            let config = config::Config::load(&config)?;
+            let config = config.load()?;
             let seeded = config.responders.iter().any(|r| r.id == responder);
             with_store(&config, |store| async move {
                 anyhow::ensure!(
@@ -165,19 +166,19 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Responders(cmd) => {
-            let config = config::Config::load(&cmd.config)?;
+            let config = cmd.config.load()?;
             with_store(&config, |store| async move {
                 admin_cli::run_responders(cmd, &store).await
             })
         }
         Command::Conversations(cmd) => {
-            let config = config::Config::load(&cmd.config)?;
+            let config = cmd.config.load()?;
             with_store(&config, |store| async move {
                 admin_cli::run_conversations(cmd, &store).await
             })
         }
         Command::DeadLetters(cmd) => {
-            let config = config::Config::load(&cmd.config)?;
+            let config = cmd.config.load()?;
             with_store(&config, |store| async move {
                 admin_cli::run_dead_letters(cmd, &store).await
             })
@@ -185,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             // First, before anything can fail, so every log of a run names its build.
             tracing::info!(version = VERSION, "switchboard starting");
-            let config = config::Config::load(&config)?;
+            let config = config.load()?;
             tokio::runtime::Runtime::new()?.block_on(run(config))
         }
     }
@@ -246,10 +247,14 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         connect_homeserver(&config.homeserver.url, &registration.inner.as_token, bot).await?,
     );
     health.report(HOMESERVER, PartState::Connected, None);
+    // Writes into rooms are queued in the store and posted by the bridge; the Matrix
+    // connector queues its notices there too, so it gets the queue before the bridge exists.
+    let room_posts = RoomPostQueue::new(store.clone());
     // Every enabled platform's connector, built by its own module from its own section.
     let context = BuildContext {
         client: client.clone(),
         health: health.clone(),
+        room_writes: Arc::new(room_posts.clone()),
     };
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     for spec in registry::PLATFORMS {
@@ -287,7 +292,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             },
             connectors,
         )
-        .with_health(health.clone()),
+        .with_health(health.clone())
+        .with_room_posts(room_posts),
     );
 
     let sink: Arc<dyn RemoteSink> = bridge.clone();
@@ -444,4 +450,48 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The configuration file a parsed command reads, if it reads one.
+    fn config_of(command: &Command) -> Option<&std::path::Path> {
+        match command {
+            Command::GenerateRegistration { .. } => None,
+            Command::LinkCode { config, .. } | Command::Run { config } => Some(&config.path),
+            Command::Responders(cmd) => Some(&cmd.config.path),
+            Command::Conversations(cmd) => Some(&cmd.config.path),
+            Command::DeadLetters(cmd) => Some(&cmd.config.path),
+        }
+    }
+
+    #[test]
+    fn every_command_that_reads_the_configuration_takes_config_the_same_way() {
+        Cli::command().debug_assert();
+        let commands: [&[&str]; 6] = [
+            &["run"],
+            &["link-code", "--responder", "alex"],
+            &["responders", "list"],
+            &["conversations", "list"],
+            &["dead-letters", "list"],
+            // Before the subcommand's own subcommand, too.
+            &["responders", "-c", "x.toml", "list"],
+        ];
+        for args in commands {
+            for flag in ["--config", "-c"] {
+                let argv = std::iter::once("switchboard")
+                    .chain(args.iter().copied())
+                    .chain([flag, "x.toml"]);
+                let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert_eq!(
+                    config_of(&cli.command),
+                    Some(std::path::Path::new("x.toml")),
+                    "{args:?} {flag}"
+                );
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! A homeserver outage longer than the client's own retries (about 23 s) delays what
-//! responders write, and never drops it. Switchboard reaches the real Synapse through a TCP
+//! responders write, and what Switchboard tells a Matrix responder, and never drops either. Switchboard reaches the real Synapse through a TCP
 //! proxy the test can cut: while it is cut, every request Switchboard makes to the homeserver
 //! fails as it would with Synapse down (connection refused or reset), while Synapse itself
 //! keeps running for the visitor and the Matrix responder's own client.
@@ -75,7 +75,7 @@ impl CuttableProxy {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it_is_back()
+async fn what_responders_write_and_are_told_while_the_homeserver_is_down_arrives_once_it_is_back()
 -> anyhow::Result<()> {
     let env = TestEnv::from_env();
     let slot = Slot::load(&env, SLOT)?;
@@ -104,7 +104,7 @@ async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it
     );
     let sb = Switchboard::start(&via_proxy, &slot, &config).await?;
     let store = sb.store().await?;
-    let mara = MatrixResponder::register(&env, &mara_local).await?;
+    let mut mara = MatrixResponder::register(&env, &mara_local).await?;
 
     // Tina (Telegram) holds one conversation, Mara (Matrix) another.
     let mut tinas_visitor = Visitor::guest(&env, &sb.base).await?;
@@ -132,6 +132,11 @@ async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it
                 .any(|s| s.body.starts_with("You are now talking with"))
         })
         .await?;
+    // Mara also has a direct chat with the bot, for her status.
+    let bot =
+        matrix_sdk::ruma::OwnedUserId::try_from(format!("@sbt{SLOT}bot:{}", env.server_name))?;
+    let dm = mara.direct_chat_with(&bot).await?;
+    let dm_id = dm.room_id().to_owned();
 
     // The homeserver goes away for longer than the client's retries last. Both responders
     // write meanwhile.
@@ -144,6 +149,10 @@ async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it
                 "Mara writes during the outage",
             ),
         )
+        .await?;
+    // And Mara steps away: the answer is a notice from the bot into her direct chat, due
+    // while Switchboard cannot reach the homeserver (Synapse still pushes her message to it).
+    dm.send(matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain("!away"))
         .await?;
     tokio::time::sleep(OUTAGE).await;
     assert!(
@@ -192,6 +201,26 @@ async fn responders_messages_written_while_the_homeserver_is_down_arrive_once_it
         .filter(|s| s.body == "Mara writes during the outage")
         .count();
     assert_eq!(maras, 1);
+    // Mara is told she is away, once, although the notice was due while the homeserver was
+    // out of reach (it used to be dropped after the client's retries).
+    const AWAY: &str = "You are away: no new conversations until you send !available.";
+    const BACK: &str = "You are available: new conversations will be offered to you.";
+    mara.wait_for_messages(dm_id.as_str(), bot.as_str(), &[AWAY])
+        .await?;
+    // The answer to her next command comes after it in the same queue: by then a second
+    // copy would have arrived.
+    dm.send(
+        matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain("!available"),
+    )
+    .await?;
+    mara.wait_for_messages(dm_id.as_str(), bot.as_str(), &[BACK])
+        .await?;
+    let told = mara
+        .bodies(dm_id.as_str(), bot.as_str())
+        .into_iter()
+        .filter(|b| b == AWAY)
+        .count();
+    assert_eq!(told, 1, "{:?}", mara.bodies(dm_id.as_str(), bot.as_str()));
     // Tina was never told her message failed.
     assert!(
         !tg.sent(tina.id).iter().any(|m| m

@@ -261,18 +261,8 @@ async fn routing_offers_claims_and_drains_the_queue() -> anyhow::Result<()> {
     // A Matrix responder uses a direct chat with the bot, never the visitor's room.
     let bot =
         matrix_sdk::ruma::OwnedUserId::try_from(format!("@sbt{SLOT}bot:{}", env.server_name))?;
-    let mut dm = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
-    dm.invite = vec![bot.clone()];
-    dm.is_direct = true;
-    let dm = m1.client.create_room(dm).await?;
+    let dm = m1.direct_chat_with(&bot).await?;
     let dm_id = dm.room_id().to_owned();
-    wait_for("the bot to join the direct chat", || async {
-        let members = dm
-            .members_no_sync(matrix_sdk::RoomMemberships::JOIN)
-            .await?;
-        Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
-    })
-    .await?;
     dm.send(matrix_sdk::ruma::events::room::message::RoomMessageEventContent::text_plain("!away"))
         .await?;
     wait_for("mone away", || async {

@@ -32,6 +32,7 @@ use crate::{
     health::{Health, PartState},
     store::{NewInboxEvent, Store, StoreError},
 };
+pub use room_posts::RoomPostQueue;
 use typing::TypingUpdate;
 
 mod batch;
@@ -85,8 +86,8 @@ pub struct Bridge {
     connectors: HashMap<Platform, Arc<dyn Connector>>,
     /// Wakes the scheduler when a transaction, a remote event or a delivery has been recorded.
     inbox_ready: Notify,
-    /// Wakes the room-post loop when a post has been queued.
-    posts_ready: Notify,
+    /// The queue of writes into rooms, shared with the Matrix connector (`room_posts.rs`).
+    room_posts: RoomPostQueue,
     /// Work partitioned by conversation and by chat (see `lanes.rs` and `worker.rs`).
     lanes: lanes::Lanes,
     /// One lock per conversation, so work about it from different lanes happens in turn.
@@ -133,6 +134,7 @@ impl Bridge {
         let post_client = client.without_retries();
         let store_clock = store.clock().clone();
         Self {
+            room_posts: RoomPostQueue::new(store.clone()),
             store,
             post_client,
             posts_waiting: std::sync::atomic::AtomicBool::new(true),
@@ -141,7 +143,6 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
-            posts_ready: Notify::new(),
             lanes: lanes::Lanes::new(LANE_CONCURRENCY),
             room_locks: lanes::RoomLocks::default(),
             cursors: worker::Cursors::default(),
@@ -161,6 +162,14 @@ impl Bridge {
     /// a handle of its own.
     pub fn with_health(mut self, health: Health) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Posts the writes into rooms from `queue`, made from the same store and handed to the
+    /// connectors (`BuildContext::room_writes`) before the bridge was built, so what they
+    /// queue wakes this bridge's posting loop at once.
+    pub fn with_room_posts(mut self, queue: RoomPostQueue) -> Self {
+        self.room_posts = queue;
         self
     }
 
@@ -379,8 +388,15 @@ impl Bridge {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let role = self.role_of(&conversation, sender);
-        let Some((message, media)) = message_of(room_id, seq, role, &event) else {
-            return Ok(());
+        let (message, media) = match message_of(room_id, seq, role, &event) {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(()),
+            Err(unusable) => {
+                // Logged here only: every such event ends up here, the batch path stops at
+                // it and leaves it to this one (`batch.rs`).
+                unusable.log(role);
+                return Ok(());
+            }
         };
         if self.store.record_message(&message).await? {
             tracing::debug!(role = role.as_str(), "message recorded");
@@ -426,31 +442,29 @@ impl Bridge {
 }
 
 /// The transcript entry an `m.room.message` event becomes, with the file it carries, if
-/// any; `None` for any other event, and for a message without a usable text body (a file's
-/// body is its name): a numeric body, a `null` content or an empty text would reach the
-/// responder as an empty "Visitor XXXX:" line, so such an event is left out with a log line.
+/// any; `Ok(None)` for any other event. A message without a usable text body (a file's body
+/// is its name) is [`Unusable`]: a numeric body, a `null` content or an empty text would
+/// reach the responder as an empty "Visitor XXXX:" line, so such an event is left out, and
+/// the caller that gives up on it says so in the log. Pure: logs nothing itself, since the
+/// same event may be read more than once (the batch path reads it before handing it on).
 fn message_of(
     room_id: &str,
     seq: i64,
     role: SenderRole,
     event: &Value,
-) -> Option<(Message, Option<MediaRef>)> {
+) -> Result<Option<(Message, Option<MediaRef>)>, Unusable> {
     let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
     if field("type") != "m.room.message" {
-        return None;
+        return Ok(None);
     }
     let content = &event["content"];
     let media = media_of(content);
     let body = content.get("body").and_then(Value::as_str);
     if body.is_none_or(|b| b.trim().is_empty() && media.is_none()) {
-        // Only the shape is logged: the content is the visitor's.
-        tracing::warn!(
-            sender_role = role.as_str(),
-            content = json_kind(content),
-            body = json_kind(&content["body"]),
-            "message without a usable text body skipped"
-        );
-        return None;
+        return Err(Unusable {
+            content: json_kind(content),
+            body: json_kind(&content["body"]),
+        });
     }
     let text = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
     let message = Message {
@@ -467,7 +481,26 @@ fn message_of(
             .and_then(Value::as_i64)
             .unwrap_or_default(),
     };
-    Some((message, media))
+    Ok(Some((message, media)))
+}
+
+/// An `m.room.message` without a usable text body, by the shape of what it had (never its
+/// content, which is the visitor's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unusable {
+    content: &'static str,
+    body: &'static str,
+}
+
+impl Unusable {
+    fn log(self, role: SenderRole) {
+        tracing::warn!(
+            sender_role = role.as_str(),
+            content = self.content,
+            body = self.body,
+            "message without a usable text body skipped"
+        );
+    }
 }
 
 /// What kind of JSON value this is, for a log line about an odd event.

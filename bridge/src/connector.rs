@@ -333,6 +333,37 @@ pub trait RoomDirectory: Send + Sync {
     ) -> Result<bool, crate::store::StoreError>;
 }
 
+/// Writes into Matrix rooms that must not be lost, for a platform whose responders are on the
+/// homeserver itself (Matrix: what the bot posts in relay rooms and direct chats). Each is
+/// recorded before it is sent, then sent by the bridge in order per room, retried with
+/// backoff for as long as the homeserver is away (also across a restart), and never twice:
+/// a message is sent under its transaction ID every time it is tried, so the homeserver
+/// answers a repeat with the first event. Implemented by the bridge's room-post queue
+/// (`bridge/room_posts.rs`) and handed to connectors in `registry::BuildContext`.
+///
+/// Both methods write to the store only: no network I/O; they return once the write is
+/// recorded. Idempotent per (`room`, `txn`): queued twice, sent once.
+#[async_trait]
+pub trait RoomWrites: Send + Sync {
+    /// Queues a message event (`m.room.message` `content`) from the bot into `room`.
+    async fn send_message(
+        &self,
+        room: &str,
+        txn: &str,
+        content: serde_json::Value,
+    ) -> Result<(), ConnectorError>;
+
+    /// Queues removing `user` from `room` (withdrawing their invite, or kicking them), with
+    /// `reason` shown in their client. Already gone counts as done.
+    async fn remove(
+        &self,
+        room: &str,
+        txn: &str,
+        user: &str,
+        reason: &str,
+    ) -> Result<(), ConnectorError>;
+}
+
 /// Where connectors hand remote events. Implemented by the bridge.
 #[async_trait]
 pub trait RemoteSink: Send + Sync + 'static {
@@ -400,7 +431,9 @@ pub trait Connector: Send + Sync + 'static {
     /// Offers a conversation to the responder at `address` (platform-specific, e.g. a Matrix
     /// user ID or a Telegram chat ID). Does network I/O; one message. Not idempotent: a retry
     /// may offer twice, so the bridge calls it once per offer row. Returns the remote message
-    /// that carries the offer, if there is one, so it can be marked taken later.
+    /// that carries the offer, if there is one, so it can be marked taken later. What can
+    /// wait once that handle exists (Matrix: the offer's text in the relay room just created)
+    /// may be queued durably, as for [`Connector::notify`].
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError>;
 
     /// Tells the responder their accept won (Telegram: the offer's buttons go away). Network
@@ -415,7 +448,8 @@ pub trait Connector: Send + Sync + 'static {
     }
 
     /// Marks an earlier offer as no longer available (taken by someone else, withdrawn).
-    /// Network I/O, one edit; idempotent: an offer already closed is `Ok`.
+    /// Network I/O, one edit; idempotent: an offer already closed is `Ok`. May be queued
+    /// durably instead of done at once, as for [`Connector::notify`].
     async fn close_offer(
         &self,
         _address: &str,
@@ -490,8 +524,11 @@ pub trait Connector: Send + Sync + 'static {
     /// conversation's handle (as in [`Delivery::thread`]) when the message is about one
     /// conversation, so it appears there (Matrix: in its relay room); `None` for messages
     /// about none. Returns the remote message's ID, so a reply to it can be routed back to
-    /// that conversation; `None` where the platform has no such ID or nothing was sent.
-    /// Does network I/O; not idempotent (a retry may show the message twice).
+    /// that conversation; `None` where the platform has no such ID, nothing was sent, or the
+    /// notice was queued rather than sent. Does network I/O; not idempotent (a retry may
+    /// show the message twice). A connector with a durable queue for its platform (Matrix:
+    /// [`RoomWrites`]) records the notice there instead and returns at once: `Ok` then means
+    /// it will be shown, however long the platform is away.
     async fn notify(
         &self,
         address: &str,

@@ -21,16 +21,18 @@ use async_trait::async_trait;
 use axum::{
     Json, Router,
     body::Bytes,
-    http::{Method, Uri},
+    http::{Method, StatusCode, Uri},
+    response::IntoResponse,
 };
 use serde_json::{Value, json};
 use switchboard_appservice::{
     AppserviceRegistration, EventSink, HomeserverClient,
     registration::GenerateOptions,
-    ruma::{OwnedUserId, serde::Raw},
+    ruma::{OwnedUserId, events::AnyTimelineEvent, serde::Raw},
 };
 use switchboard_bridge::{
     Bridge, Store,
+    bridge::RoomPostQueue,
     clock::{Clock, ManualClock},
     config::{BridgeConfig, TopicConfig, VisitorLimits},
     connector::{
@@ -53,15 +55,24 @@ const VISITOR: &str = "@guest1:test";
 struct StubHomeserver {
     base: String,
     requests: Arc<Mutex<Vec<(String, String, Value)>>>,
+    /// While set, every request is answered 502 (a proxy in front of a homeserver that is
+    /// down) and recorded in `refused` instead.
+    down: Arc<AtomicBool>,
+    refused: Arc<Mutex<Vec<(String, String, Value)>>>,
 }
+
+type Recorded = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 impl StubHomeserver {
     async fn start() -> anyhow::Result<Self> {
-        let requests: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
-        let seen = requests.clone();
+        let requests: Recorded = Arc::default();
+        let refused: Recorded = Arc::default();
+        let down = Arc::new(AtomicBool::new(false));
+        let (seen, turned_away, is_down) = (requests.clone(), refused.clone(), down.clone());
         let counter = Arc::new(AtomicUsize::new(0));
         let app = Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
             let (seen, counter) = (seen.clone(), counter.clone());
+            let (turned_away, is_down) = (turned_away.clone(), is_down.clone());
             async move {
                 // Path and query: identity assertion (`user_id=`) travels in the query.
                 let path = uri
@@ -69,6 +80,14 @@ impl StubHomeserver {
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if is_down.load(Ordering::SeqCst) {
+                    turned_away
+                        .lock()
+                        .unwrap()
+                        .push((method.to_string(), path, body));
+                    let error = json!({"errcode": "M_UNKNOWN", "error": "Bad Gateway"});
+                    return (StatusCode::BAD_GATEWAY, Json(error)).into_response();
+                }
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let bare = path.split('?').next().unwrap_or_default().to_owned();
                 let answer = if bare.ends_with("/versions") {
@@ -85,13 +104,43 @@ impl StubHomeserver {
                     json!({})
                 };
                 seen.lock().unwrap().push((method.to_string(), path, body));
-                Json(answer)
+                Json(answer).into_response()
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { base, requests })
+        Ok(Self {
+            base,
+            requests,
+            down,
+            refused,
+        })
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// What reached a room whose ID contains `room`, in order: the bodies of messages sent
+    /// there (with the path, whose last segment is the transaction ID) and `kick: REASON`
+    /// for removals.
+    fn writes_into(requests: &Recorded, room: &str) -> Vec<(String, String)> {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, _)| p.contains(room))
+            .filter_map(|(m, p, b)| {
+                if m == "PUT" && p.contains("/send/m.room.message/") {
+                    Some((p.clone(), b["body"].as_str()?.to_owned()))
+                } else if m == "POST" && p.contains("/kick") {
+                    Some((p.clone(), format!("kick: {}", b["reason"].as_str()?)))
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The `org.switchboard.conversation` contents published, in order.
@@ -330,6 +379,8 @@ struct World {
     tg: Arc<RecordingConnector>,
     /// The time everything reads, the stub homeserver's timestamps included.
     clock: ManualClock,
+    /// What [`World::restart`] builds a bridge from again.
+    config: BridgeConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -378,14 +429,6 @@ async fn world_of(limits: Limits, responders: Vec<Responder>) -> anyhow::Result<
     let (store, _) = common::fresh_sqlite(dir.path()).await?;
     let store = store.with_clock(clock.clone());
     let hs = StubHomeserver::start().await?;
-    let registration = Arc::new(AppserviceRegistration::generate(&GenerateOptions {
-        id: "triggers",
-        url: "http://127.0.0.1:1",
-        bot_localpart: "bot",
-        ghost_prefix: "_sb_",
-    }));
-    let bot: OwnedUserId = "@bot:test".try_into()?;
-    let client = Arc::new(HomeserverClient::connect(&hs.base, "as-token", bot).await?);
     let config = BridgeConfig {
         appservice_id: "triggers".into(),
         server_name: "test".into(),
@@ -397,16 +440,7 @@ async fn world_of(limits: Limits, responders: Vec<Responder>) -> anyhow::Result<
         offline_message: "Nobody is available right now.".into(),
     };
     let tg = Arc::new(RecordingConnector::default());
-    let connector: Arc<dyn Connector> = tg.clone();
-    // Matrix responders' events come with the homeserver's transactions (the stub's).
-    let matrix: Arc<dyn Connector> = Arc::new(MatrixConnector::new(client.clone()));
-    let bridge = Arc::new(Bridge::new(
-        store.clone(),
-        client,
-        registration,
-        config,
-        vec![connector, matrix],
-    ));
+    let bridge = bridge_on(&store, &hs, &tg, &config).await?;
     bridge.seed_register().await?;
     store
         .insert_conversation(&Conversation {
@@ -424,15 +458,60 @@ async fn world_of(limits: Limits, responders: Vec<Responder>) -> anyhow::Result<
         hs,
         tg,
         clock,
+        config,
         _dir: dir,
     };
     w.room_event(VISITOR, "$v1", "My kettle leaks.").await?;
     Ok(w)
 }
 
+/// A bridge on `store`, talking to the stub homeserver, with the recording connector in
+/// place of Telegram and the real Matrix connector.
+async fn bridge_on(
+    store: &Store,
+    hs: &StubHomeserver,
+    tg: &Arc<RecordingConnector>,
+    config: &BridgeConfig,
+) -> anyhow::Result<Arc<Bridge>> {
+    let registration = Arc::new(AppserviceRegistration::generate(&GenerateOptions {
+        id: "triggers",
+        url: "http://127.0.0.1:1",
+        bot_localpart: "bot",
+        ghost_prefix: "_sb_",
+    }));
+    let bot: OwnedUserId = "@bot:test".try_into()?;
+    let client = Arc::new(HomeserverClient::connect(&hs.base, "as-token", bot).await?);
+    let connector: Arc<dyn Connector> = tg.clone();
+    // Matrix responders' events come with the homeserver's transactions (the stub's); what
+    // the bot says to them is queued with the bridge's room posts, as `main` wires it.
+    let room_posts = RoomPostQueue::new(store.clone());
+    let matrix: Arc<dyn Connector> = Arc::new(MatrixConnector::new(
+        client.clone(),
+        Arc::new(room_posts.clone()),
+    ));
+    Ok(Arc::new(
+        Bridge::new(
+            store.clone(),
+            client,
+            registration,
+            config.clone(),
+            vec![connector, matrix],
+        )
+        .with_room_posts(room_posts),
+    ))
+}
+
 impl World {
     fn store(&self) -> &Store {
         self.bridge.store()
+    }
+
+    /// Switchboard stopped and started again: a new bridge on the same database, with
+    /// nothing of the old one's memory.
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let store = self.store().clone();
+        self.bridge = bridge_on(&store, &self.hs, &self.tg, &self.config).await?;
+        Ok(())
     }
 
     /// A message event in the conversation room, as the homeserver pushes it, processed.
@@ -458,6 +537,16 @@ impl World {
             .await?;
         self.bridge.drain_inbox().await?;
         self.settle().await
+    }
+
+    /// Events the homeserver pushes in one transaction, recorded and handled (a Matrix
+    /// responder's, in relay rooms and direct chats, become remote events, handled too); what
+    /// they queue for rooms is not posted yet.
+    async fn pushed(&self, txn: &str, events: Vec<Raw<AnyTimelineEvent>>) -> anyhow::Result<()> {
+        self.bridge.record_transaction(txn, events).await?;
+        self.bridge.drain_inbox().await?;
+        self.bridge.drain_remote().await?;
+        Ok(())
     }
 
     /// Something from Telegram, recorded and handled.
@@ -1144,11 +1233,7 @@ async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> a
         Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
     };
     for txn in ["txn-join", "txn-join-again"] {
-        w.bridge
-            .record_transaction(txn, vec![member("$join", "join")])
-            .await?;
-        w.bridge.drain_inbox().await?;
-        w.bridge.drain_remote().await?;
+        w.pushed(txn, vec![member("$join", "join")]).await?;
         w.settle().await?;
     }
     assert_eq!(w.state().await?, ConversationState::Active);
@@ -1158,7 +1243,7 @@ async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> a
         (holders[0].platform.as_str(), holders[0].address.as_str()),
         ("matrix", MARA)
     );
-    let told: Vec<String> =
+    let mut told: Vec<String> =
         w.hs.requests
             .lock()
             .unwrap()
@@ -1168,22 +1253,135 @@ async fn joining_a_relay_room_accepts_once_however_often_the_join_arrives() -> a
             .filter(|b| b.starts_with("You are now talking with"))
             .collect();
     // The visitor is told once who they talk with, and Mara once in her relay room (with
-    // Matrix's way of writing commands).
+    // Matrix's way of writing commands). Different rooms: in either order.
+    told.sort();
     assert_eq!(
         told,
         [
+            "You are now talking with Ann.",
             "You are now talking with Visitor 00AB. Reply to their messages to answer; !end closes the conversation.",
-            "You are now talking with Ann."
         ],
         "each told once"
     );
 
-    w.bridge
-        .record_transaction("txn-leave", vec![member("$leave", "leave")])
+    w.pushed("txn-leave", vec![member("$leave", "leave")])
         .await?;
-    w.bridge.drain_inbox().await?;
-    w.bridge.drain_remote().await?;
     assert_eq!(w.state().await?, ConversationState::Active, "not declined");
+    Ok(())
+}
+
+/// What the bot tells a Matrix responder while the homeserver is down (here: that the
+/// conversation they ended has ended, and the answer to a `!help` in their direct chat), and
+/// their removal from the relay room, are kept until it is back, across a restart, and then
+/// arrive once each, in order, every attempt under the same transaction ID. (They used to be
+/// sent at once and dropped when the homeserver did not answer.)
+#[tokio::test]
+async fn a_matrix_responders_notices_while_the_homeserver_is_down_arrive_once_it_is_back()
+-> anyhow::Result<()> {
+    const RELAY: &str = "!relay:test";
+    const DIRECT: &str = "!directchat:test";
+    const MARA: &str = "@mara:test";
+    let mut w = world(NO_LIMITS).await?;
+    let offer = w.store().create_offer(ROOM, "ann", "matrix", MARA).await?;
+    w.store().set_offer_message(offer.id, RELAY).await?;
+    let event = |room: &str, id: &str, content: Value| {
+        let (kind, key) = if content.get("membership").is_some() {
+            ("m.room.member", Some(MARA))
+        } else {
+            ("m.room.message", None)
+        };
+        let mut event = json!({
+            "type": kind, "event_id": id, "room_id": room, "sender": MARA,
+            "origin_server_ts": 1, "content": content,
+        });
+        if let Some(key) = key {
+            event["state_key"] = json!(key);
+        }
+        Raw::from_json(serde_json::value::to_raw_value(&event).expect("JSON"))
+    };
+    // Mara accepts by joining her relay room, while the homeserver is up.
+    let join = json!({"membership": "join", "displayname": "Mara"});
+    w.pushed("txn-join", vec![event(RELAY, "$join", join)])
+        .await?;
+    w.settle().await?;
+    assert_eq!(w.state().await?, ConversationState::Active);
+
+    // The homeserver goes away (it still pushed us what Mara wrote, as Synapse does from
+    // its own queue while we cannot reach it). Mara ends the conversation and asks for help.
+    w.hs.set_down(true);
+    let text = |body: &str| json!({"msgtype": "m.text", "body": body});
+    w.pushed(
+        "txn-mara",
+        vec![
+            event(RELAY, "$end", text("!end")),
+            event(DIRECT, "$help", text("!help")),
+        ],
+    )
+    .await?;
+    assert_eq!(w.state().await?, ConversationState::Closed);
+    // Tried, refused, tried again later (past the backoff of every room's first post).
+    for _ in 0..2 {
+        let wait = w.bridge.drain_room_posts().await?;
+        assert!(wait.is_some(), "the refused posts wait for a retry");
+        w.clock.advance(Duration::from_secs(2));
+    }
+    let refused = StubHomeserver::writes_into(&w.hs.refused, "relay");
+    assert!(
+        refused
+            .iter()
+            .filter(|(_, b)| b == "Conversation ended.")
+            .count()
+            >= 2,
+        "the notice was tried while the homeserver was down: {refused:#?}"
+    );
+
+    // The homeserver comes back, and Switchboard restarts (it starts once the homeserver
+    // answers): the new process posts what the old one had queued.
+    w.hs.set_down(false);
+    w.restart().await?;
+    w.clock.advance(Duration::from_secs(60));
+    w.settle().await?;
+
+    let relay = StubHomeserver::writes_into(&w.hs.requests, "relay");
+    let bodies: Vec<&str> = relay.iter().map(|(_, b)| b.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "You are now talking with Visitor 00AB. Reply to their messages to answer; !end closes the conversation.",
+            "Conversation ended.",
+            "kick: Conversation ended.",
+        ],
+        "Mara is told once, then removed"
+    );
+    // Every attempt carried the transaction ID it finally went through with, so a lost
+    // answer could not have shown it twice.
+    let posted_as = &relay[1].0;
+    assert!(
+        refused
+            .iter()
+            .filter(|(_, b)| b == "Conversation ended.")
+            .all(|(p, _)| p == posted_as),
+        "{posted_as} vs {refused:#?}"
+    );
+    let direct = StubHomeserver::writes_into(&w.hs.requests, "directchat");
+    assert_eq!(direct.len(), 1, "{direct:#?}");
+    assert!(
+        direct[0]
+            .1
+            .starts_with("Switchboard relays website visitors to you."),
+        "{direct:#?}"
+    );
+    assert!(
+        direct[0].1.contains("!end"),
+        "Matrix's commands: {direct:#?}"
+    );
+    // The visitor's side too, once.
+    let ended =
+        w.hs.sent_bodies()
+            .into_iter()
+            .filter(|b| b == "The conversation has ended.")
+            .count();
+    assert_eq!(ended, 1);
     Ok(())
 }
 

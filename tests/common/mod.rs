@@ -687,6 +687,23 @@ impl MatrixResponder {
         Ok(self.client.join_room_by_id(&room_id).await?)
     }
 
+    /// Opens a direct chat with `bot` (Switchboard's bot user, which joins it for a registered
+    /// responder) and waits until the bot is in it; `!` commands there set their status.
+    pub async fn direct_chat_with(&self, bot: &matrix_sdk::ruma::UserId) -> anyhow::Result<Room> {
+        let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+        request.invite = vec![bot.to_owned()];
+        request.is_direct = true;
+        let dm = self.client.create_room(request).await?;
+        wait_for("the bot to join the direct chat", || async {
+            let members = dm
+                .members_no_sync(matrix_sdk::RoomMemberships::JOIN)
+                .await?;
+            Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
+        })
+        .await?;
+        Ok(dm)
+    }
+
     /// Waits until the responder's client has received `bodies` in `room` from `sender`.
     pub async fn wait_for_messages(
         &mut self,

@@ -55,9 +55,11 @@ impl Bridge {
             {
                 break;
             }
-            let Some((message, None)) = message_of(room, event.seq, SenderRole::Visitor, &json)
+            let Ok(Some((message, None))) = message_of(room, event.seq, SenderRole::Visitor, &json)
             else {
-                break; // a file, or not a usable message: handled on its own
+                // A file, or not a usable message: handled on its own (and an unusable one
+                // logged there, once).
+                break;
             };
             for (a, thread) in &holders {
                 let delivery = Delivery {

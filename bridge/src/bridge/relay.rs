@@ -96,10 +96,12 @@ impl Bridge {
     }
 
     /// Sends a responder a service message (offer taken, command answers, hand-off notes).
-    /// These are short and rare, so they are sent at once rather than queued, but they keep
-    /// to the per-chat pacing and wait out a rate limit within `NOTICE_PATIENCE`, so a 429
-    /// no longer drops them. Other failures, or a longer wait, are logged and the notice is
-    /// dropped: the one worker must not stall on one platform.
+    /// These are short and rare, so the bridge hands them to the connector at once rather
+    /// than through the outbox, but they keep to the per-chat pacing and wait out a rate
+    /// limit within `NOTICE_PATIENCE`, so a 429 no longer drops them. Other failures, or a
+    /// longer wait, are logged and the notice is dropped: the one worker must not stall on one
+    /// platform. (The Matrix connector never fails that way: it queues its notices durably
+    /// with the room posts, see `room_posts.rs`.)
     pub(super) async fn notify(&self, platform: &str, address: &str, text: &str) {
         self.send_notice(platform, address, None, text).await;
     }

@@ -7,9 +7,22 @@
 //! homeserver outage of any length delays what responders write, never drops it, and the
 //! event that caused a post is never held up waiting for the homeserver. One room's failing
 //! post holds up only the posts behind it in that room.
+//!
+//! The Matrix connector writes through the same queue ([`RoomPostQueue`], handed to it as
+//! `connector::RoomWrites`): what the bot tells a Matrix responder in their relay room or
+//! direct chat (notices, the offer's text) and removing them from a relay room. Those are
+//! writes into rooms that fail only when the homeserver does, which is what this queue is
+//! for. The outbox (`outbox.rs`) was the other candidate, and would keep notices in order with
+//! the visitor's messages to the same responder; but its rows are visitor messages, one per
+//! visitor event and conversation, sent through `Connector::deliver`, and a row that fails
+//! for good makes the responder unreachable and hands the conversation over, which a lost
+//! notice must not. Here a notice is one more write into a room, under a transaction ID kept
+//! with its row. The price: a notice and a visitor message to the same relay room travel in
+//! different queues, so after an outage they may arrive in another order than they were sent.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,14 +39,15 @@ use switchboard_appservice::{
         },
     },
 };
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::Bridge;
 use crate::{
-    connector::{ConnectorError, FileKind, RemoteFile},
+    connector::{ConnectorError, FileKind, RemoteFile, RoomWrites},
     conversation::{Message, SenderRole},
     health::{HOMESERVER, PartState},
-    store::{RoomPostRow, StoreError},
+    store::{RoomPostRow, Store, StoreError},
 };
 
 /// The remote message a post carries, so the Matrix event it becomes is mapped to it (replies
@@ -82,6 +96,9 @@ pub(crate) enum RoomPost {
     Join { user: String, display_name: String },
     /// One of our users leaves.
     Leave { user: String },
+    /// The bot removes someone (a Matrix responder from their relay room, or their invite to
+    /// it), with the reason shown in their client.
+    Kick { user: String, reason: String },
 }
 
 /// Why a post did not go through.
@@ -125,6 +142,85 @@ fn post_retry_delay(attempts: i64, jitter: f64) -> Duration {
     Duration::from_millis(base + (base as f64 * jitter.clamp(0.0, 0.2)) as u64)
 }
 
+/// The queue itself: records a post and wakes the loop that posts them. Made from the store
+/// before the bridge, so connectors built before it can be handed one (as
+/// `connector::RoomWrites`); the bridge is then given the same one
+/// (`Bridge::with_room_posts`), so it is woken by what they queue.
+#[derive(Clone)]
+pub struct RoomPostQueue {
+    store: Store,
+    ready: Arc<Notify>,
+}
+
+impl RoomPostQueue {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            ready: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Records `op` for `room` under `txn_id` (queued twice, posted once) and wakes the loop.
+    pub(super) async fn enqueue(
+        &self,
+        room: &str,
+        txn_id: &str,
+        op: &RoomPost,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(op).expect("a RoomPost serialises");
+        if self.store.enqueue_room_post(room, txn_id, &json).await? {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Makes the posting loop look at the queue now.
+    pub(super) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Resolves when the loop was woken.
+    pub(super) async fn woken(&self) {
+        self.ready.notified().await
+    }
+}
+
+#[async_trait]
+impl RoomWrites for RoomPostQueue {
+    async fn send_message(
+        &self,
+        room: &str,
+        txn: &str,
+        content: Value,
+    ) -> Result<(), ConnectorError> {
+        let op = RoomPost::Message {
+            sender: None,
+            content,
+            remote: None,
+        };
+        self.enqueue(room, txn, &op).await.map_err(not_queued)
+    }
+
+    async fn remove(
+        &self,
+        room: &str,
+        txn: &str,
+        user: &str,
+        reason: &str,
+    ) -> Result<(), ConnectorError> {
+        let op = RoomPost::Kick {
+            user: user.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.enqueue(room, txn, &op).await.map_err(not_queued)
+    }
+}
+
+/// The database did not take a write: worth trying again, as a platform that is away is.
+fn not_queued(e: StoreError) -> ConnectorError {
+    ConnectorError::Transient(format!("could not queue a write into a room: {e}"))
+}
+
 impl Bridge {
     /// Queues `op` for `room` under `txn_id` (its key: queued twice, posted once) and wakes
     /// the worker to post it.
@@ -134,7 +230,6 @@ impl Bridge {
         txn_id: &str,
         op: RoomPost,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&op).expect("a RoomPost serialises");
         // The responder's message belongs to this room from now on: a reply or an edit that
         // comes before it is posted (the homeserver may be away) still finds it.
         if let RoomPost::Message {
@@ -150,10 +245,7 @@ impl Bridge {
         if let Some(message) = provisional_message(room, txn_id, &op, self.now_ms()) {
             self.store.record_provisional_message(&message).await?;
         }
-        if self.store.enqueue_room_post(room, txn_id, &json).await? {
-            self.posts_ready.notify_one();
-        }
-        Ok(())
+        self.room_posts.enqueue(room, txn_id, &op).await
     }
 
     /// Queues a notice from the bot to the room, once per `txn_id`.
@@ -237,7 +329,7 @@ impl Bridge {
         match self.store.retry_room_posts_now().await {
             Ok(n) if n > 0 => {
                 tracing::info!(posts = n, "homeserver is back; retrying waiting posts now");
-                self.posts_ready.notify_one();
+                self.room_posts.wake();
             }
             Ok(_) => {}
             Err(e) => {
@@ -353,6 +445,13 @@ impl Bridge {
                 Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
                 other => Ok(other?),
             },
+            RoomPost::Kick { user, reason } => {
+                match client.kick(room, &user_id(&user)?, &reason).await {
+                    // They left already: nothing to remove them from.
+                    Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
+                    other => Ok(other?),
+                }
+            }
         }
     }
 

@@ -6,7 +6,8 @@
 //!   limits) and hands each piece of work to its lane (`lanes.rs`): a conversation's events,
 //!   routing and time-outs to the lane of its room; a responder's events to the lane of their
 //!   chat; deliveries to the lane of the chat they go to.
-//! - **Room posts** (writes into conversation rooms) have their own loop, so a homeserver that
+//! - **Room posts** (writes into conversation rooms, and the bot's notices to Matrix
+//!   responders in their relay rooms and direct chats) have their own loop, so a homeserver that
 //!   hangs holds up posting and nothing else.
 //! - **Typing** has its own task (`typing.rs`).
 //!
@@ -212,7 +213,7 @@ impl Bridge {
             }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                _ = self.posts_ready.notified() => {}
+                _ = self.room_posts.woken() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }

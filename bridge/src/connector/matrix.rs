@@ -29,7 +29,7 @@ use serde_json::Value;
 use super::{
     Attachment, Capabilities, Connector, ConnectorError, Delivery, FileKind, HandleOffer,
     HomeserverEvents, Offer, Platform, RemoteEvent, RemoteFile, RemoteSink, RoomDirectory,
-    TextLimit, TextUnit,
+    RoomWrites, TextLimit, TextUnit,
     registry::{BuildContext, PlatformSpec},
 };
 use crate::{health::PartState, responder::ResponderStatus, store::StoreError};
@@ -73,7 +73,10 @@ fn build(
     context: &BuildContext,
 ) -> Result<Option<Arc<dyn super::Connector>>, String> {
     context.health.report(SPEC.name, PartState::Connected, None);
-    Ok(Some(Arc::new(MatrixConnector::new(context.client.clone()))))
+    Ok(Some(Arc::new(MatrixConnector::new(
+        context.client.clone(),
+        context.room_writes.clone(),
+    ))))
 }
 
 /// How long the bot is shown typing in a relay room unless told otherwise.
@@ -87,12 +90,24 @@ pub struct MatrixConnector {
     /// retries them with its own backoff, so a homeserver outage does not hold the worker in
     /// the client's retry loop on every attempt.
     once: HomeserverClient,
+    /// What the bot says in relay rooms and direct chats (notices, the offer's text) and
+    /// removing a responder from a relay room are queued here, not sent: recorded first,
+    /// then posted in order per room and retried for as long as the homeserver is away, so
+    /// an outage delays them and never drops them (the bridge's room posts, see
+    /// [`RoomWrites`]). Only what cannot wait is done at once: creating the relay room (its
+    /// ID is the offer's handle), deliveries (the outbox retries those), typing (stale in
+    /// seconds) and joining a direct chat.
+    writes: Arc<dyn RoomWrites>,
 }
 
 impl MatrixConnector {
-    pub fn new(client: Arc<HomeserverClient>) -> Self {
+    pub fn new(client: Arc<HomeserverClient>, writes: Arc<dyn RoomWrites>) -> Self {
         let once = client.without_retries();
-        Self { client, once }
+        Self {
+            client,
+            once,
+            writes,
+        }
     }
 
     /// One visitor message into the relay room as the bot, once: the outbox retries it.
@@ -125,6 +140,10 @@ fn connector_error(e: ClientError) -> ConnectorError {
     } else {
         ConnectorError::Permanent(e.to_string())
     }
+}
+
+fn content_json(content: &RoomMessageEventContent) -> Value {
+    serde_json::to_value(content).expect("event content always serialises")
 }
 
 fn escape(s: &str) -> String {
@@ -186,8 +205,8 @@ impl Connector for MatrixConnector {
         })
     }
 
-    /// Creates the relay room, invites the responder and explains the offer in it. The invite
-    /// shows the topic and alias as the room name.
+    /// Creates the relay room, invites the responder and queues the offer's explanation in
+    /// it. The invite shows the topic and alias as the room name.
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let user = OwnedUserId::try_from(address).map_err(|e| {
             ConnectorError::Permanent(format!("{address:?} is not a Matrix user ID: {e}"))
@@ -230,15 +249,17 @@ impl Connector for MatrixConnector {
         text.push_str("\n\nJoin this room to accept the conversation; leave it to decline.");
         html.push_str("<p>Join this room to accept the conversation; leave it to decline.</p>");
         let notice = RoomMessageEventContent::notice_html(text, html);
-        self.client
-            .send_message(&room, None, "switchboard-offer", &notice)
-            .await
-            .map_err(connector_error)?;
+        // Queued, so an outage right after the room was made delays the text, and never
+        // leaves the responder invited to a room without it (the room is new: one text, one
+        // fixed transaction ID).
+        self.writes
+            .send_message(room.as_str(), "switchboard-offer", content_json(&notice))
+            .await?;
         Ok(Some(room.to_string()))
     }
 
     /// Withdraws the invite, or removes a responder who joined too late, with the reason
-    /// shown in their client.
+    /// shown in their client: queued, after whatever the bot said in the room before.
     async fn close_offer(
         &self,
         address: &str,
@@ -253,12 +274,12 @@ impl Connector for MatrixConnector {
                 "bad Matrix offer handle {handle:?}"
             )));
         };
-        match self.client.kick(&room, &user, why).await {
-            Ok(()) => Ok(()),
-            // They left already: nothing to withdraw.
-            Err(ClientError::Matrix { status: 403, .. }) => Ok(()),
-            Err(e) => Err(connector_error(e)),
-        }
+        // Once per responder and relay room: the room is invite-only, so someone removed
+        // from it never comes back, and a second removal would have nothing to do.
+        let txn = format!("switchboard-remove-{user}");
+        self.writes
+            .remove(room.as_str(), &txn, user.as_str(), why)
+            .await
     }
 
     /// The bot types in the relay room while the visitor types (the relay room is where the
@@ -349,9 +370,10 @@ impl Connector for MatrixConnector {
         self.post_to_relay_room(&room, &txn, &content).await
     }
 
-    /// A notice about a conversation goes into its relay room, as the bot. Notices about none
-    /// (answers to `!` commands) are posted by the bridge into the direct chat they came
-    /// from, so there is nothing to do here without a relay room.
+    /// A notice goes where `thread` says, as the bot: a conversation's relay room, or the
+    /// direct chat a `!` command came from. Queued, not sent (see [`RoomWrites`]), so there
+    /// is no event ID to return yet; none is needed, since the room itself names the
+    /// conversation. Without a room there is nowhere to say it.
     async fn notify(
         &self,
         _address: &str,
@@ -362,15 +384,13 @@ impl Connector for MatrixConnector {
             return Ok(None);
         };
         let content = RoomMessageEventContent::notice_plain(text);
-        // Fresh per notice (the same text may rightly be sent twice); the client's own retries
-        // reuse it, so they cannot show it twice.
+        // Fresh per notice (the same text may rightly be sent twice), and kept with the
+        // queued row: every attempt to post it reuses it, so retries cannot show it twice.
         let txn = format!("notice-{:016x}", rand::random::<u64>());
-        let event = self
-            .client
-            .send_message(&room, None, &txn, &content)
-            .await
-            .map_err(connector_error)?;
-        Ok(Some(event.to_string()))
+        self.writes
+            .send_message(room.as_str(), &txn, content_json(&content))
+            .await?;
+        Ok(None)
     }
 
     /// The relay room is the conversation's place for this responder: once it is no longer

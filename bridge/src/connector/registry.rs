@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use switchboard_appservice::HomeserverClient;
 
-use super::{Connector, Platform, matrix, telegram};
+use super::{Connector, Platform, RoomWrites, matrix, telegram};
 use crate::health::Health;
 
 /// The registered platforms. One line per platform; the order is the order they are listed
@@ -56,6 +56,10 @@ pub struct BuildContext {
     pub client: Arc<HomeserverClient>,
     /// Where the connector reports how its connection is doing (`Health::part(name)`).
     pub health: Health,
+    /// The bridge's durable queue of writes into Matrix rooms, for a connector whose
+    /// platform is the homeserver itself (Matrix: notices, offer texts and removals in relay
+    /// rooms and direct chats go through it rather than straight to the homeserver).
+    pub room_writes: Arc<dyn RoomWrites>,
 }
 
 /// The registered platform with this name.
