@@ -228,13 +228,32 @@ impl Store {
         rows.iter().map(inbox_event).collect()
     }
 
+    /// Marks an event handled. A relaxed write (see [`Relaxed`]): losing it in a power cut
+    /// means handling the event again, which is idempotent.
     pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
+        let mut relaxed = self.relaxed().await?;
         sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.writer)
+            .execute(relaxed.conn())
             .await?;
-        Ok(())
+        relaxed.restore().await
+    }
+
+    /// The writer connection for a write that needs no disk flush of its own (see
+    /// [`Relaxed`]). Give it back with [`Relaxed::restore`].
+    pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let sqlite = self.engine == Engine::Sqlite;
+        if sqlite {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(Relaxed {
+            conn: Some(conn),
+            sqlite,
+        })
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
@@ -575,6 +594,51 @@ pub(crate) fn insert_message(
 /// PostgreSQL's 65535 bound parameters at nine columns.
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 
+/// The writer connection, lent for a write that is not an acknowledgement: on SQLite its
+/// commits are not flushed to disk on their own (`synchronous = NORMAL`).
+///
+/// Acknowledged writes (a homeserver transaction, a platform's events, a part recorded as
+/// sent, anything a visitor or operator was answered about) stay `synchronous = FULL`. The
+/// write-ahead log is written in order, so the next such commit flushes every relaxed one
+/// before it too; a kill -9 loses nothing either way (the log is in the OS's hands). What a
+/// power cut can lose is the relaxed commits since the last flush, and those are handling
+/// results the inbox lets us redo (messages transcribed, events marked processed), all
+/// idempotent. In a flood, this turns about ten disk flushes per homeserver transaction (one
+/// per conversation lane's batch) into one.
+pub(crate) struct Relaxed {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    sqlite: bool,
+}
+
+impl Relaxed {
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        self.conn
+            .as_mut()
+            .expect("a lent connection until restored")
+    }
+
+    /// Makes the connection flush its commits again and gives it back to the pool.
+    pub(crate) async fn restore(mut self) -> Result<(), StoreError> {
+        if self.sqlite {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(self.conn())
+                .await?;
+        }
+        self.conn.take();
+        Ok(())
+    }
+}
+
+impl Drop for Relaxed {
+    /// Not restored (an error, or the future dropped): the connection is closed rather than
+    /// given back relaxed, so no acknowledged write can go through it unflushed.
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
+    }
+}
+
 /// The parameters of one statement, in the engine's spelling, numbered from `first`.
 ///
 /// On SQLite they are anonymous (`?`), bound in order: sqlx looks up each numbered
@@ -630,4 +694,50 @@ pub(crate) fn inbox_event(r: &AnyRow) -> Result<InboxEvent, StoreError> {
         room_id: r.try_get("room_id")?,
         event_json: r.try_get("event_json")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row as _;
+
+    use super::*;
+
+    async fn writer_synchronous(store: &Store) -> i64 {
+        sqlx::query("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .expect("pragma")
+            .try_get(0)
+            .expect("a number")
+    }
+
+    const FULL: i64 = 2;
+
+    #[tokio::test]
+    async fn a_relaxed_write_leaves_the_writer_flushing_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        assert_eq!(writer_synchronous(&store).await, FULL);
+
+        // Restored: the same connection, flushing again.
+        let mut relaxed = store.relaxed().await.expect("relaxed");
+        let during: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(relaxed.conn())
+            .await
+            .expect("pragma")
+            .try_get(0)
+            .expect("a number");
+        assert_eq!(during, 1, "NORMAL while lent");
+        relaxed.restore().await.expect("restore");
+        assert_eq!(writer_synchronous(&store).await, FULL);
+
+        // Dropped without restoring (an error on the way, or a cancelled future): that
+        // connection is closed, and the next one is opened flushing.
+        let relaxed = store.relaxed().await.expect("relaxed");
+        drop(relaxed);
+        assert_eq!(writer_synchronous(&store).await, FULL);
+        store.mark_processed(1).await.expect("mark");
+        assert_eq!(writer_synchronous(&store).await, FULL);
+    }
 }

@@ -37,9 +37,13 @@ impl Store {
     /// Stores what handling a run of visitor messages decided, in one transaction: the
     /// transcript entries, the deliveries (each once per event and address) and the events
     /// marked processed. All or nothing, as if each event had been handled on its own.
+    ///
+    /// A relaxed write ([`super::Relaxed`]): the events stay in the inbox, durably, until it
+    /// is; losing it in a power cut means doing it again.
     pub async fn record_visitor_batch(&self, batch: &VisitorBatch) -> Result<(), StoreError> {
         let now = self.now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut relaxed = self.relaxed().await?;
+        let mut tx = sqlx::Connection::begin(relaxed.conn()).await?;
         // Multi-row statements: one round trip per hundred rows, not per row.
         for chunk in batch.messages.chunks(ROWS_PER_INSERT) {
             let sql = format!(
@@ -95,7 +99,7 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        relaxed.restore().await
     }
 
     /// Pending events after `after` (by arrival), as (seq, room): which rooms have new work.
