@@ -112,7 +112,7 @@ impl Store {
         .bind(key)
         .bind(json)
         .bind(self.now_ms())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -135,7 +135,7 @@ impl Store {
         sqlx::query("UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -158,7 +158,7 @@ impl Store {
         .bind(platform)
         .bind(address)
         .bind(self.now_ms())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         let row = sqlx::query(&format!(
             "SELECT {OFFER_COLUMNS} FROM offers
@@ -241,7 +241,7 @@ impl Store {
         sqlx::query("UPDATE offers SET remote_message_id = $1 WHERE id = $2")
             .bind(remote_message_id)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -257,7 +257,7 @@ impl Store {
             .bind(to)
             .bind(id)
             .bind(from)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -270,7 +270,7 @@ impl Store {
         )
         .bind(self.now_ms())
         .bind(room_id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -288,7 +288,7 @@ impl Store {
         .bind(&a.ghost_user_id)
         .bind(&a.state)
         .bind(self.now_ms())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -325,7 +325,7 @@ impl Store {
         .bind(reason)
         .bind(room_id)
         .bind(responder_id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -399,7 +399,7 @@ impl Store {
             .bind(message_id)
             .bind(room_id)
             .bind(event_id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -454,7 +454,7 @@ impl Store {
             .bind(event_id)
             .bind(payload_json)
             .bind(self.now_ms())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -490,7 +490,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET parts_json = $1 WHERE seq = $2 AND parts_json IS NULL")
             .bind(&json)
             .bind(seq)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         let stored: Option<String> = sqlx::query("SELECT parts_json FROM outbox WHERE seq = $1")
             .bind(seq)
@@ -528,7 +528,7 @@ impl Store {
         done: bool,
     ) -> Result<i64, StoreError> {
         let seq = row.seq;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(MAP_REMOTE_MESSAGE)
             .bind(&row.platform)
             .bind(&row.address)
@@ -565,7 +565,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -576,7 +576,7 @@ impl Store {
         )
         .bind(at_ms)
         .bind(seq)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -585,7 +585,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET failed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -646,7 +646,7 @@ impl Store {
             .bind(responder_id)
             .bind(platform)
             .bind(self.now_ms())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -661,7 +661,7 @@ impl Store {
         address: &str,
     ) -> Result<Option<String>, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let used = sqlx::query(
             "UPDATE link_codes SET used_at = $1
              WHERE code = $2 AND platform = $3 AND used_at IS NULL AND created_at > $4",
