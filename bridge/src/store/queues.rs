@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::{
     InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
-    inbox_event,
+    bind_message, inbox_event,
     remote::{outbox_row, remote_inbox_event},
 };
 use crate::conversation::Message;
@@ -54,16 +54,7 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for m in chunk {
-                query = query
-                    .bind(&m.event_id)
-                    .bind(&m.room_id)
-                    .bind(m.inbox_seq)
-                    .bind(&m.sender)
-                    .bind(m.sender_role.as_str())
-                    .bind(&m.msgtype)
-                    .bind(&m.body)
-                    .bind(m.formatted_body.as_deref())
-                    .bind(m.origin_server_ts);
+                query = bind_message(query, m);
             }
             query.execute(&mut *tx).await?;
         }
