@@ -96,6 +96,8 @@ pub struct Bridge {
     cursors: worker::Cursors,
     /// Chats a delivery was queued for since the scheduler last looked.
     deliveries_wanted: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Chats an offer was recorded for since the scheduler last looked (`dispatch.rs`).
+    offers_wanted: Mutex<std::collections::HashSet<(String, String)>>,
     /// When the earliest delivery waiting out a retry or a paced slot falls due (unix ms).
     next_delivery_due: std::sync::atomic::AtomicI64,
     /// Platform events handed to a lane and not finished yet.
@@ -148,6 +150,7 @@ impl Bridge {
             cursors: worker::Cursors::default(),
             remote_in_flight: Mutex::default(),
             deliveries_wanted: Mutex::default(),
+            offers_wanted: Mutex::default(),
             next_delivery_due: std::sync::atomic::AtomicI64::new(i64::MAX),
             register_changed: Arc::new(Notify::new()),
             server_name,

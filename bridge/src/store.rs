@@ -71,6 +71,10 @@ pub struct NewInboxEvent<'a> {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Connections for writes that need no disk flush of their own (see [`Store::relaxed`]):
+    /// on SQLite a pool of its own whose commits are `synchronous = NORMAL`; on PostgreSQL
+    /// the same pool.
+    relaxed_pool: AnyPool,
     engine: Engine,
     /// Where every timestamp the store writes or compares with comes from (see `clock.rs`).
     clock: SharedClock,
@@ -100,36 +104,55 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new().max_connections(8);
-        if engine == Engine::Sqlite {
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; synchronous=FULL makes a commit
-                    // durable before we acknowledge a transaction to the homeserver.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = FULL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            });
-        }
         // One pool for reads and writes. A single writer connection (writes queued in the
         // pool instead of waiting on SQLite's lock) was tried: `scripts/bench.sh` measured
         // ingest at 6,300 events/s with it, against 10,800 for the code before it in a run
         // on the same idle machine, and bridged latency was worse too.
-        let pool = options.connect(&url).await?;
+        let options = |max, synchronous: &'static str| {
+            let options = AnyPoolOptions::new().max_connections(max);
+            if engine != Engine::Sqlite {
+                return options;
+            }
+            // A local file does not go stale: no ping before each use (one thread hop
+            // less per statement).
+            options
+                .test_before_acquire(false)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer. A checkpoint (copying the
+                        // log back into the database) every 10,000 pages rather than
+                        // SQLite's 1,000: a flood rewrites the same index pages over and
+                        // over, and each checkpoint copies every page written since the
+                        // last once (it took a seventh of the store's CPU in a flood).
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            synchronous,
+                            "PRAGMA busy_timeout = 10000",
+                            "PRAGMA wal_autocheckpoint = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        // synchronous=FULL makes a commit durable before we acknowledge what it recorded.
+        let pool = options(8, "PRAGMA synchronous = FULL").connect(&url).await?;
         match engine {
             Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
+        let relaxed_pool = match engine {
+            Engine::Sqlite => {
+                options(4, "PRAGMA synchronous = NORMAL")
+                    .connect(&url)
+                    .await?
+            }
+            Engine::Postgres => pool.clone(),
+        };
         Ok(Self {
             pool,
+            relaxed_pool,
             engine,
             clock: crate::clock::system(),
         })
@@ -216,29 +239,31 @@ impl Store {
     /// Marks an event handled. A relaxed write (see [`Relaxed`]): losing it in a power cut
     /// means handling the event again, which is idempotent.
     pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
-        let mut relaxed = self.relaxed().await?;
         sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(relaxed.conn())
+            .execute(&mut *self.relaxed().await?)
             .await?;
-        relaxed.restore().await
+        Ok(())
     }
 
-    /// A connection for a write that needs no disk flush of its own (see
-    /// [`Relaxed`]). Give it back with [`Relaxed::restore`].
-    pub(crate) async fn relaxed(&self) -> Result<Relaxed, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let sqlite = self.engine == Engine::Sqlite;
-        if sqlite {
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(Relaxed {
-            conn: Some(conn),
-            sqlite,
-        })
+    /// A connection for a write that is not an acknowledgement: on SQLite its commits are
+    /// not flushed to disk on their own (`synchronous = NORMAL`).
+    ///
+    /// Acknowledged writes (a homeserver transaction, a platform's events, a part recorded as
+    /// sent, anything a visitor or operator was answered about) go through the main pool,
+    /// `synchronous = FULL`. The write-ahead log is written in order, so the next such commit
+    /// flushes every relaxed one before it too; a kill -9 loses nothing either way (the log is
+    /// in the OS's hands). What a power cut can lose is the relaxed commits since the last
+    /// flush, and those are handling results the inbox lets us redo (messages transcribed,
+    /// events marked processed), all idempotent. In a flood, this turns about ten disk
+    /// flushes per homeserver transaction (one per conversation lane's batch) into one. The
+    /// relaxed connections are a pool of their own, so no connection ever changes mode and
+    /// none can be given back in the wrong one.
+    pub(crate) async fn relaxed(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        Ok(self.relaxed_pool.acquire().await?)
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
@@ -591,51 +616,6 @@ pub(crate) fn bind_message<'q>(
 /// PostgreSQL's 65535 bound parameters at nine columns.
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 
-/// A pool connection, lent for a write that is not an acknowledgement: on SQLite its
-/// commits are not flushed to disk on their own (`synchronous = NORMAL`).
-///
-/// Acknowledged writes (a homeserver transaction, a platform's events, a part recorded as
-/// sent, anything a visitor or operator was answered about) stay `synchronous = FULL`. The
-/// write-ahead log is written in order, so the next such commit flushes every relaxed one
-/// before it too; a kill -9 loses nothing either way (the log is in the OS's hands). What a
-/// power cut can lose is the relaxed commits since the last flush, and those are handling
-/// results the inbox lets us redo (messages transcribed, events marked processed), all
-/// idempotent. In a flood, this turns about ten disk flushes per homeserver transaction (one
-/// per conversation lane's batch) into one.
-pub(crate) struct Relaxed {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
-    sqlite: bool,
-}
-
-impl Relaxed {
-    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        self.conn
-            .as_mut()
-            .expect("a lent connection until restored")
-    }
-
-    /// Makes the connection flush its commits again and gives it back to the pool.
-    pub(crate) async fn restore(mut self) -> Result<(), StoreError> {
-        if self.sqlite {
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(self.conn())
-                .await?;
-        }
-        self.conn.take();
-        Ok(())
-    }
-}
-
-impl Drop for Relaxed {
-    /// Not restored (an error, or the future dropped): the connection is closed rather than
-    /// given back relaxed, so no acknowledged write can go through it unflushed.
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.close_on_drop();
-        }
-    }
-}
-
 /// The parameters of one statement, in the engine's spelling, numbered from `first`.
 ///
 /// On SQLite they are anonymous (`?`), bound in order: sqlx looks up each numbered
@@ -699,13 +679,13 @@ mod tests {
 
     use super::*;
 
-    /// `PRAGMA synchronous` of every connection in the pool, all held at once so none is
-    /// missed.
-    async fn pool_synchronous(store: &Store) -> Vec<i64> {
+    /// `PRAGMA synchronous` of every connection a pool can open, all held at once so none
+    /// is missed.
+    async fn synchronous_of(pool: &AnyPool, connections: usize) -> Vec<i64> {
         let mut held = Vec::new();
         let mut values = Vec::new();
-        for _ in 0..8 {
-            let mut conn = store.pool.acquire().await.expect("connection");
+        for _ in 0..connections {
+            let mut conn = pool.acquire().await.expect("connection");
             values.push(
                 sqlx::query("PRAGMA synchronous")
                     .fetch_one(&mut *conn)
@@ -719,33 +699,26 @@ mod tests {
         values
     }
 
+    const NORMAL: i64 = 1;
     const FULL: i64 = 2;
 
     #[tokio::test]
-    async fn a_relaxed_write_leaves_every_connection_flushing_again() {
+    async fn acknowledged_writes_flush_and_relaxed_ones_have_their_own_connections() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/s.db", dir.path().display());
         let store = Store::connect(&url).await.expect("store");
-        assert_eq!(pool_synchronous(&store).await, vec![FULL; 8]);
-
-        // Restored: the connection flushes again.
-        let mut relaxed = store.relaxed().await.expect("relaxed");
-        let during: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(relaxed.conn())
-            .await
-            .expect("pragma")
-            .try_get(0)
-            .expect("a number");
-        assert_eq!(during, 1, "NORMAL while lent");
-        relaxed.restore().await.expect("restore");
-        assert_eq!(pool_synchronous(&store).await, vec![FULL; 8]);
-
-        // Dropped without restoring (an error on the way, or a cancelled future): that
-        // connection is closed, and the next one is opened flushing.
-        let relaxed = store.relaxed().await.expect("relaxed");
-        drop(relaxed);
-        assert_eq!(pool_synchronous(&store).await, vec![FULL; 8]);
-        store.mark_processed(1).await.expect("mark");
-        assert_eq!(pool_synchronous(&store).await, vec![FULL; 8]);
+        assert_eq!(synchronous_of(&store.pool, 8).await, vec![FULL; 8]);
+        assert_eq!(synchronous_of(&store.relaxed_pool, 4).await, vec![NORMAL; 4]);
+        // What a relaxed write did is seen through the flushing pool.
+        let rows = [NewInboxEvent {
+            event_id: "$e",
+            room_id: "!r:x",
+            event_json: "{}",
+        }];
+        store.record_events("t", &rows).await.expect("record");
+        let seq = store.pending_events(1).await.expect("pending")[0].seq;
+        store.mark_processed(seq).await.expect("mark");
+        assert!(store.pending_events(1).await.expect("pending").is_empty());
+        assert_eq!(synchronous_of(&store.pool, 8).await, vec![FULL; 8]);
     }
 }

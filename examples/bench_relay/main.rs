@@ -19,7 +19,8 @@
 //!
 //! Environment: what `scripts/test.sh` exports, plus optionally `SWITCHBOARD_BENCH_SLOT`
 //! (default 8; the memory runs use the next three slots) and `SWITCHBOARD_BENCH_FLOOD`
-//! (events per flood, default 40000).
+//! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
+//! and prints its two rates: a quick loop for profiling ingest, not a report.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -93,6 +94,31 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(idle_window).await;
     let idle_cpu_per_s =
         (procfs::cpu_ms(b.pid, ticks)? - idle_cpu_before) / idle_window.as_secs_f64();
+
+    if std::env::var_os("SWITCHBOARD_BENCH_FLOOD_ONLY").is_some() {
+        let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
+        let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+        progress(&format!("flood only: {flood_events} events"));
+        let cpu_before = procfs::cpu_ms(b.pid, ticks)?;
+        let f = flood::run(
+            &mut b,
+            &db,
+            flood::Flood::build(&rooms, flood_events, PER_TXN, "a"),
+            None,
+            FLOOD_WAIT,
+        )
+        .await?;
+        let cpu = procfs::cpu_ms(b.pid, ticks)? - cpu_before;
+        println!(
+            "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event",
+            f.events as f64 / f.ack_s,
+            f.processed_s
+                .map(|s| format!("{:.0} events/s", f.events as f64 / s))
+                .unwrap_or_else(|| format!("{} of {} only", f.processed, f.events)),
+            cpu * 1000.0 / f.events as f64
+        );
+        return Ok(());
+    }
 
     // --- 2. bridged paths, 5. CPU ------------------------------------------------------------
     let tg = paths::telegram(&env, &b, paced, n, ticks).await?;

@@ -81,14 +81,15 @@ impl Bridge {
         if offers.iter().any(|o| o.state == "open") {
             return Ok(()); // someone is still considering it
         }
-        let Some(first_message) = self.first_visitor_message(&conversation.room_id).await? else {
+        if self
+            .first_visitor_message(&conversation.room_id)
+            .await?
+            .is_none()
+        {
             return Ok(()); // offered once the visitor has said something
-        };
+        }
         let topic = self.config.topic(&conversation.topic);
         let strategy = topic.map(|t| t.strategy).unwrap_or_default();
-        let topic_name = topic
-            .map(|t| t.name.clone())
-            .unwrap_or_else(|| conversation.topic.clone());
 
         let mut register = Vec::new();
         for r in self.store.list_responders().await? {
@@ -130,7 +131,7 @@ impl Bridge {
         let mut open = 0;
         for responder in chosen {
             open += self
-                .offer_to(conversation, &topic_name, &first_message, responder)
+                .offer_to(conversation, responder)
                 .await?;
         }
         if open == 0 {
@@ -154,11 +155,14 @@ impl Bridge {
     /// they answer from whichever is at hand, and the conversation stays on that platform.
     /// So one responder can hold one conversation on Telegram and the next on Matrix. Returns
     /// how many of these offers are open.
+    ///
+    /// The offers are recorded here and sent by the lane of the chat each goes to
+    /// ([`Self::send_offers_to`]), in that chat's paced turn: a responder whose chat is busy
+    /// (Telegram takes about one message a second per chat) holds up their own chat, not the
+    /// conversation's lane, which goes on recording the visitor's messages.
     async fn offer_to(
         &self,
         conversation: &Conversation,
-        topic_name: &str,
-        first_message: &str,
         responder: &Responder,
     ) -> Result<usize, StoreError> {
         let contacts: Vec<_> = responder
@@ -166,7 +170,7 @@ impl Bridge {
             .iter()
             .filter_map(|c| {
                 let platform = Platform::parse(&c.platform)?;
-                Some((platform, self.connectors.get(&platform)?, c))
+                self.connectors.contains_key(&platform).then_some((platform, c))
             })
             .collect();
         if contacts.is_empty() {
@@ -178,9 +182,8 @@ impl Bridge {
         self.store
             .set_routing_cursor(&conversation.topic, &responder.id)
             .await?;
-        let summary = self.handoff_summary(conversation).await?;
         let mut open = 0;
-        for (platform, connector, contact) in contacts {
+        for (platform, contact) in contacts {
             let offer = self
                 .store
                 .create_offer(
@@ -193,50 +196,131 @@ impl Bridge {
             if offer.state != "open" {
                 continue;
             }
-            if offer.remote_message_id.is_some() {
-                open += 1; // already sent before a restart
-                continue;
-            }
-            let request = Offer {
-                offer_id: offer.id,
-                room_id: conversation.room_id.clone(),
-                topic_name: topic_name.to_owned(),
-                visitor_alias: conversation.visitor_alias.clone(),
-                first_message: Some(first_message.to_owned()),
-                language: conversation.language.clone(),
-                summary: summary.clone(),
-            };
-            self.wait_turn(connector.as_ref(), &contact.address).await;
-            match connector.offer(&request, &contact.address).await {
-                Ok(handle) => {
-                    if let Some(handle) = handle {
-                        self.store.set_offer_message(offer.id, &handle).await?;
-                        // A reply to the offer (or to what it becomes once accepted) goes to
-                        // this conversation, even if the visitor wrote nothing else yet.
-                        self.store
-                            .map_remote_message(
-                                platform.as_str(),
-                                &contact.address,
-                                &handle,
-                                &conversation.room_id,
-                                None,
-                            )
-                            .await?;
-                    }
-                    open += 1;
-                    tracing::info!(responder = %responder.id, platform = platform.as_str(), "conversation offered");
-                }
-                Err(e) => {
-                    // Unreachable there: give this offer up; other contacts or responders
-                    // may still answer.
-                    tracing::warn!(responder = %responder.id, platform = platform.as_str(), error = %e, "offer failed");
-                    self.store
-                        .transition_offer(offer.id, "open", "failed")
-                        .await?;
-                }
+            open += 1;
+            if offer.remote_message_id.is_none() {
+                self.want_offers_sent(platform.as_str(), &contact.address);
             }
         }
         Ok(open)
+    }
+
+    /// Asks the scheduler to start the lane of this chat: an offer to it is waiting to go out.
+    fn want_offers_sent(&self, platform: &str, address: &str) {
+        self.offers_wanted
+            .lock()
+            .expect("offers lock")
+            .insert((platform.to_owned(), address.to_owned()));
+        self.inbox_ready.notify_one();
+    }
+
+    /// Chats an offer was recorded for since the scheduler last looked.
+    pub(super) fn take_offers_wanted(&self) -> Vec<(String, String)> {
+        self.offers_wanted
+            .lock()
+            .expect("offers lock")
+            .drain()
+            .collect()
+    }
+
+    /// Sends one chat's offers that have not gone out yet, oldest first; the lane of the chat
+    /// runs this, so the wait for the chat's paced turn holds up nobody else.
+    pub(super) async fn send_offers_to(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        for offer in self.store.unsent_offers_to(platform, address).await? {
+            let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+            self.send_offer(&offer).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    /// Every chat's offers that have not gone out yet, and those of the conversations routed
+    /// again because one could not be sent, all in this call: what the lanes do, without
+    /// them, for tests that fix the order of everything.
+    pub(super) async fn drain_offers(&self) -> Result<(), StoreError> {
+        // Each round sends every unsent offer; one that fails routes its conversation to
+        // responders who had no offer yet, so the rounds end.
+        for _ in 0..16 {
+            let chats = self.store.unsent_offer_chats().await?;
+            if chats.is_empty() {
+                break;
+            }
+            for (platform, address) in chats {
+                self.send_offers_to(&platform, &address).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one offer in its chat's turn, unless it was taken, declined, withdrawn or expired
+    /// while it waited. One the platform refuses is given up (other contacts or responders
+    /// may still answer) and the conversation is routed again.
+    async fn send_offer(&self, offer: &OfferRow) -> Result<(), StoreError> {
+        let Some((platform, connector)) = self.remote(&offer.platform) else {
+            self.store
+                .transition_offer(offer.id, "open", "failed")
+                .await?;
+            return Ok(());
+        };
+        // The chat's turn first, without the conversation's lock: meanwhile its lane goes on.
+        self.wait_turn(connector.as_ref(), &offer.address).await;
+        let _room = self.room_locks.lock(&offer.room_id).await;
+        let Some(current) = self.store.offer(offer.id).await? else {
+            return Ok(());
+        };
+        if current.state != "open" || current.remote_message_id.is_some() {
+            return Ok(());
+        }
+        let Some(conversation) = self.store.conversation(&offer.room_id).await? else {
+            return Ok(());
+        };
+        let topic_name = self
+            .config
+            .topic(&conversation.topic)
+            .map_or_else(|| conversation.topic.clone(), |t| t.name.clone());
+        let request = Offer {
+            offer_id: offer.id,
+            room_id: conversation.room_id.clone(),
+            topic_name,
+            visitor_alias: conversation.visitor_alias.clone(),
+            first_message: self.first_visitor_message(&conversation.room_id).await?,
+            language: conversation.language.clone(),
+            summary: self.handoff_summary(&conversation).await?,
+        };
+        match connector.offer(&request, &offer.address).await {
+            Ok(handle) => {
+                if let Some(handle) = handle {
+                    self.store.set_offer_message(offer.id, &handle).await?;
+                    // A reply to the offer (or to what it becomes once accepted) goes to
+                    // this conversation, even if the visitor wrote nothing else yet.
+                    self.store
+                        .map_remote_message(
+                            platform.as_str(),
+                            &offer.address,
+                            &handle,
+                            &conversation.room_id,
+                            None,
+                        )
+                        .await?;
+                }
+                tracing::info!(responder = %offer.responder_id, platform = platform.as_str(), "conversation offered");
+            }
+            Err(e) => {
+                // Unreachable there: give this offer up; other contacts or responders may
+                // still answer, or the visitor is told nobody can (`route`).
+                tracing::warn!(responder = %offer.responder_id, platform = platform.as_str(), error = %e, "offer failed");
+                if self
+                    .store
+                    .transition_offer(offer.id, "open", "failed")
+                    .await?
+                {
+                    self.route(&conversation).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// For a conversation that was handed over, or offered before without success: who handed
@@ -322,7 +406,7 @@ impl Bridge {
         for conversation in self.store.waiting_conversations().await? {
             self.route_waiting(&conversation.room_id).await?;
         }
-        Ok(())
+        self.drain_offers().await
     }
 
     /// Routes one conversation again if it is still waiting, under its lock.
@@ -341,7 +425,7 @@ impl Bridge {
         for room in self.rooms_with_expired_offers().await? {
             self.expire_offers_in(&room).await?;
         }
-        Ok(())
+        self.drain_offers().await
     }
 
     /// The open offers past their topic's time-out, with their topic and creation time.
@@ -428,7 +512,7 @@ impl Bridge {
                 .instrument(span)
                 .await?;
         }
-        Ok(())
+        self.drain_offers().await
     }
 
     /// Every holder that must hand over now, as (room, platform, address, why).

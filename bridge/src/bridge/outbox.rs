@@ -113,6 +113,14 @@ impl Bridge {
         for (platform, address) in wanted {
             self.submit_delivery(platform, address);
         }
+        let mut offers = self.take_offers_wanted();
+        if full {
+            // Offers recorded before a restart, or whose lane stopped on a store failure.
+            offers.extend(self.store.unsent_offer_chats().await?);
+        }
+        for (platform, address) in offers {
+            self.submit_offers(platform, address);
+        }
         if !full {
             let next = self.next_delivery_due.load(Ordering::SeqCst);
             if next == i64::MAX {
@@ -138,6 +146,25 @@ impl Bridge {
             self.next_delivery_due.fetch_min(at, Ordering::SeqCst);
         }
         Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
+    }
+
+    /// Starts the lane of a chat to send its offers that have not gone out yet.
+    fn submit_offers(self: &Arc<Self>, platform: String, address: String) {
+        let me = self.clone();
+        let key = LaneKey::To {
+            platform: platform.clone(),
+            address: address.clone(),
+        };
+        self.lanes.submit(
+            key,
+            Some("offers"),
+            Box::pin(async move {
+                if let Err(e) = me.send_offers_to(&platform, &address).await {
+                    // Picked up again by the scheduler's next full look.
+                    tracing::error!(platform = %platform, error = %e, "sending offers failed; retrying later");
+                }
+            }),
+        );
     }
 
     fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
@@ -185,6 +212,8 @@ impl Bridge {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
         }
+        // A hand-over routes the conversation again.
+        self.drain_offers().await?;
         Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
     }
 

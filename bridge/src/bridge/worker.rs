@@ -406,13 +406,15 @@ impl Bridge {
         }
     }
 
-    /// Handles pending homeserver events in arrival order until none is left, all in this
-    /// call: what the lanes do, without them, for tests that fix the order of everything.
+    /// Handles pending homeserver events in arrival order until none is left, then sends the
+    /// offers they led to, all in this call: what the lanes do, without them, for tests that
+    /// fix the order of everything.
     pub async fn drain_inbox(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         loop {
             let batch = self.store.pending_events(100).await?;
             if batch.is_empty() {
+                self.drain_offers().await?;
                 return Ok(n);
             }
             let mut i = 0;
@@ -439,6 +441,7 @@ impl Bridge {
         loop {
             let batch = self.store.pending_remote_events(100).await?;
             if batch.is_empty() {
+                self.drain_offers().await?;
                 return Ok(n);
             }
             for event in &batch {

@@ -43,7 +43,7 @@ impl Store {
     pub async fn record_visitor_batch(&self, batch: &VisitorBatch) -> Result<(), StoreError> {
         let now = self.now_ms();
         let mut relaxed = self.relaxed().await?;
-        let mut tx = sqlx::Connection::begin(relaxed.conn()).await?;
+        let mut tx = sqlx::Connection::begin(&mut *relaxed).await?;
         // Multi-row statements: one round trip per hundred rows, not per row.
         for chunk in batch.messages.chunks(ROWS_PER_INSERT) {
             let sql = format!(
@@ -90,7 +90,7 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        relaxed.restore().await
+        Ok(())
     }
 
     /// Pending events after `after` (by arrival), as (seq, room): which rooms have new work.

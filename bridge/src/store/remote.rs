@@ -233,6 +233,38 @@ impl Store {
         rows.iter().map(offer_from_row).collect()
     }
 
+    /// One chat's open offers that have not gone out yet, oldest first. An offer is sent in
+    /// the lane of the chat it goes to, in that chat's paced turn, not by routing itself.
+    pub async fn unsent_offers_to(
+        &self,
+        platform: &str,
+        address: &str,
+    ) -> Result<Vec<OfferRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers
+             WHERE state = 'open' AND remote_message_id IS NULL AND platform = $1 AND address = $2
+             ORDER BY id"
+        ))
+        .bind(platform)
+        .bind(address)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(offer_from_row).collect()
+    }
+
+    /// The chats (platform, address) with an open offer that has not gone out yet.
+    pub async fn unsent_offer_chats(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT platform, address FROM offers
+             WHERE state = 'open' AND remote_message_id IS NULL ORDER BY platform, address",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("platform")?, r.try_get("address")?)))
+            .collect()
+    }
+
     pub async fn set_offer_message(
         &self,
         id: i64,
