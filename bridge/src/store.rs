@@ -75,6 +75,8 @@ pub struct Store {
     /// on SQLite a pool of its own whose commits are `synchronous = NORMAL`; on PostgreSQL
     /// the same pool.
     relaxed_pool: AnyPool,
+    /// Runs of visitor messages being written together (`queues.rs`).
+    batches: std::sync::Arc<queues::BatchGroup>,
     engine: Engine,
     /// Where every timestamp the store writes or compares with comes from (see `clock.rs`).
     clock: SharedClock,
@@ -137,7 +139,9 @@ impl Store {
                 })
         };
         // synchronous=FULL makes a commit durable before we acknowledge what it recorded.
-        let pool = options(8, "PRAGMA synchronous = FULL").connect(&url).await?;
+        let pool = options(8, "PRAGMA synchronous = FULL")
+            .connect(&url)
+            .await?;
         match engine {
             Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
@@ -153,6 +157,7 @@ impl Store {
         Ok(Self {
             pool,
             relaxed_pool,
+            batches: Default::default(),
             engine,
             clock: crate::clock::system(),
         })
@@ -708,7 +713,10 @@ mod tests {
         let url = format!("sqlite://{}/s.db", dir.path().display());
         let store = Store::connect(&url).await.expect("store");
         assert_eq!(synchronous_of(&store.pool, 8).await, vec![FULL; 8]);
-        assert_eq!(synchronous_of(&store.relaxed_pool, 4).await, vec![NORMAL; 4]);
+        assert_eq!(
+            synchronous_of(&store.relaxed_pool, 4).await,
+            vec![NORMAL; 4]
+        );
         // What a relaxed write did is seen through the flushing pool.
         let rows = [NewInboxEvent {
             event_id: "$e",

@@ -956,9 +956,9 @@ async fn a_run_of_visitor_messages_is_stored_whole(store: &Store) -> anyhow::Res
         });
         batch.processed.push(e.seq);
     }
-    store.record_visitor_batch(&batch).await?;
+    store.record_visitor_batch(batch.clone()).await?;
     // Again, as after a crash before anything else moved: nothing doubles.
-    store.record_visitor_batch(&batch).await?;
+    store.record_visitor_batch(batch).await?;
     assert!(store.pending_events_in_room("!run:x", 10).await?.is_empty());
     let transcript = store.messages("!run:x").await?;
     assert_eq!(transcript.len(), 150);
@@ -970,6 +970,53 @@ async fn a_run_of_visitor_messages_is_stored_whole(store: &Store) -> anyhow::Res
     assert_eq!(payloads[149], "p149");
     for (row, _) in store.pending_outbox_to("telegram", "7009", 1000).await? {
         store.outbox_done(row.seq).await?;
+    }
+
+    // Runs from many lanes at once are written in groups; each is stored whole, once.
+    let rooms: Vec<String> = (0..12).map(|r| format!("!group{r}:x")).collect();
+    let mut runs = Vec::new();
+    for room in &rooms {
+        let ids: Vec<String> = (0..7).map(|i| format!("${room}-{i}")).collect();
+        let rows: Vec<NewInboxEvent<'_>> = ids
+            .iter()
+            .map(|id| NewInboxEvent {
+                event_id: id,
+                room_id: room,
+                event_json: "{}",
+            })
+            .collect();
+        store.record_events(&format!("t-{room}"), &rows).await?;
+        let mut batch = VisitorBatch::default();
+        for e in store.pending_events_in_room(room, 100).await? {
+            batch.messages.push(message(
+                &e.event_id,
+                room,
+                e.seq,
+                SenderRole::Visitor,
+                &e.event_id,
+            ));
+            batch.processed.push(e.seq);
+        }
+        runs.push(batch);
+    }
+    let writers: Vec<_> = runs
+        .into_iter()
+        .map(|batch| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record_visitor_batch(batch).await })
+        })
+        .collect();
+    for w in writers {
+        w.await??;
+    }
+    for room in &rooms {
+        assert!(
+            store.pending_events_in_room(room, 10).await?.is_empty(),
+            "{room}"
+        );
+        let transcript = store.messages(room).await?;
+        assert_eq!(transcript.len(), 7, "{room}");
+        assert_eq!(transcript[6].body, format!("${room}-6"));
     }
     Ok(())
 }
@@ -1103,7 +1150,7 @@ async fn store_suite_on_sqlite() -> anyhow::Result<()> {
     suite(store).await?;
     // Reopening runs the migrations again, which must be a no-op, and the data is still there.
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 405);
+    assert_eq!(reopened.count_inbox().await?, 489);
     Ok(())
 }
 
@@ -1113,7 +1160,7 @@ async fn store_suite_on_postgres() -> anyhow::Result<()> {
     assert_eq!(store.engine(), Engine::Postgres);
     suite(store).await?;
     let reopened = Store::connect(&url).await?;
-    assert_eq!(reopened.count_inbox().await?, 405);
+    assert_eq!(reopened.count_inbox().await?, 489);
     reopened.close().await;
     Ok(())
 }

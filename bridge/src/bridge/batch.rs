@@ -87,7 +87,7 @@ impl Bridge {
         if n == 0 {
             return Ok(0);
         }
-        self.store.record_visitor_batch(&batch).await?;
+        self.store.record_visitor_batch(batch).await?;
         for (a, _) in &holders {
             self.want_delivery(&a.platform, &a.address);
         }

@@ -130,9 +130,7 @@ impl Bridge {
         let chosen = routing::select(strategy, &candidates, &request, cursor.as_deref());
         let mut open = 0;
         for responder in chosen {
-            open += self
-                .offer_to(conversation, responder)
-                .await?;
+            open += self.offer_to(conversation, responder).await?;
         }
         if open == 0 {
             tracing::info!(topic = %conversation.topic, "nobody is eligible; conversation queued");
@@ -170,7 +168,9 @@ impl Bridge {
             .iter()
             .filter_map(|c| {
                 let platform = Platform::parse(&c.platform)?;
-                self.connectors.contains_key(&platform).then_some((platform, c))
+                self.connectors
+                    .contains_key(&platform)
+                    .then_some((platform, c))
             })
             .collect();
         if contacts.is_empty() {

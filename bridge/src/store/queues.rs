@@ -13,7 +13,7 @@ use super::{
 use crate::conversation::Message;
 
 /// What handling a run of plain visitor messages stores (see `bridge/batch.rs`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct VisitorBatch {
     /// Their transcript entries.
     pub messages: Vec<Message>,
@@ -23,8 +23,25 @@ pub struct VisitorBatch {
     pub processed: Vec<i64>,
 }
 
+/// Runs of visitor messages waiting to be written together (see
+/// [`Store::record_visitor_batch`]), shared by every clone of the store.
+#[derive(Default)]
+pub(crate) struct BatchGroup {
+    waiting: std::sync::Mutex<Vec<(VisitorBatch, Waiter)>>,
+    /// Held by the lane writing a group.
+    writer: tokio::sync::Mutex<()>,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+
+/// The lane writing a group stopped before it said how the write went (it was cancelled):
+/// worth trying again, and the write is idempotent.
+fn group_lost() -> StoreError {
+    StoreError::Database(sqlx::Error::WorkerCrashed)
+}
+
 /// One outbox row to queue.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub room_id: String,
     pub platform: String,
@@ -38,14 +55,56 @@ impl Store {
     /// transcript entries, the deliveries (each once per event and address) and the events
     /// marked processed. All or nothing, as if each event had been handled on its own.
     ///
-    /// A relaxed write ([`super::Relaxed`]): the events stay in the inbox, durably, until it
+    /// A relaxed write ([`Store::relaxed`]): the events stay in the inbox, durably, until it
     /// is; losing it in a power cut means doing it again.
-    pub async fn record_visitor_batch(&self, batch: &VisitorBatch) -> Result<(), StoreError> {
+    ///
+    /// Runs from several conversations' lanes that arrive while one is being written are
+    /// written together next, in one transaction (a group commit): in a flood each lane
+    /// stores a few events at a time, and ten commits of a few rows each write the same
+    /// table and index pages to the log ten times. Should that shared transaction fail, each
+    /// run is written again on its own, so one run's failure is its own.
+    pub async fn record_visitor_batch(&self, batch: VisitorBatch) -> Result<(), StoreError> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.batches
+            .waiting
+            .lock()
+            .expect("batch queue lock")
+            .push((batch, done));
+        let turn = self.batches.writer.lock().await;
+        // Whoever wrote before us may have taken ours along.
+        match result.try_recv() {
+            Ok(outcome) => return outcome,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Err(group_lost()),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = std::mem::take(&mut *self.batches.waiting.lock().expect("batch queue lock"));
+        let all: Vec<&VisitorBatch> = group.iter().map(|(b, _)| b).collect();
+        if group.len() > 1 && self.write_visitor_batches(&all).await.is_ok() {
+            for (_, done) in group {
+                let _ = done.send(Ok(()));
+            }
+        } else {
+            for (b, done) in group {
+                let _ = done.send(self.write_visitor_batches(&[&b]).await);
+            }
+        }
+        drop(turn);
+        result.await.unwrap_or_else(|_| Err(group_lost()))
+    }
+
+    /// Writes runs of visitor messages in one transaction.
+    async fn write_visitor_batches(&self, batches: &[&VisitorBatch]) -> Result<(), StoreError> {
         let now = self.now_ms();
         let mut relaxed = self.relaxed().await?;
         let mut tx = sqlx::Connection::begin(&mut *relaxed).await?;
+        let messages: Vec<&Message> = batches.iter().flat_map(|b| &b.messages).collect();
+        let deliveries: Vec<&NewDelivery> = batches.iter().flat_map(|b| &b.deliveries).collect();
+        let processed: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.processed.iter().copied())
+            .collect();
         // Multi-row statements: one round trip per hundred rows, not per row.
-        for chunk in batch.messages.chunks(ROWS_PER_INSERT) {
+        for chunk in messages.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
                                        body, formatted_body, origin_server_ts)
@@ -58,7 +117,7 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-        for chunk in batch.deliveries.chunks(ROWS_PER_INSERT) {
+        for chunk in deliveries.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO outbox (room_id, platform, address, event_id, payload_json, next_attempt_at)
                  VALUES {} ON CONFLICT (event_id, platform, address) DO NOTHING",
@@ -76,7 +135,7 @@ impl Store {
             }
             query.execute(&mut *tx).await?;
         }
-        for chunk in batch.processed.chunks(ROWS_PER_INSERT) {
+        for chunk in processed.chunks(ROWS_PER_INSERT) {
             let mut params = Params::new(self.engine, 1);
             let sql = format!(
                 "UPDATE inbox SET processed_at = {} WHERE seq IN ({})",
