@@ -51,6 +51,23 @@ const TARGET_EVENTS_PER_S: f64 = 20_000.0;
 const TARGET_CPU_MS: f64 = 0.5;
 const TARGET_RSS_MIB: f64 = 64.0;
 
+/// The first flood: `events` events into `rooms`, nothing else going on.
+async fn first_flood(
+    b: &mut paths::Bench,
+    db: &sqlx::SqlitePool,
+    rooms: &flood::FloodRooms,
+    events: usize,
+) -> anyhow::Result<flood::FloodResult> {
+    flood::run(
+        b,
+        db,
+        flood::Flood::build(rooms, events, PER_TXN, "a"),
+        None,
+        FLOOD_WAIT,
+    )
+    .await
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
@@ -100,14 +117,7 @@ async fn main() -> anyhow::Result<()> {
         let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
         progress(&format!("flood only: {flood_events} events"));
         let cpu_before = procfs::cpu_ms(b.pid, ticks)?;
-        let f = flood::run(
-            &mut b,
-            &db,
-            flood::Flood::build(&rooms, flood_events, PER_TXN, "a"),
-            None,
-            FLOOD_WAIT,
-        )
-        .await?;
+        let f = first_flood(&mut b, &db, &rooms, flood_events).await?;
         let cpu = procfs::cpu_ms(b.pid, ticks)? - cpu_before;
         println!(
             "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event",
@@ -133,14 +143,7 @@ async fn main() -> anyhow::Result<()> {
     progress(&format!(
         "flood 1: {flood_events} events, nothing else going on"
     ));
-    let ingest = flood::run(
-        &mut b,
-        &db,
-        flood::Flood::build(&rooms, flood_events, PER_TXN, "a"),
-        None,
-        FLOOD_WAIT,
-    )
-    .await?;
+    let ingest = first_flood(&mut b, &db, &rooms, flood_events).await?;
     progress(&format!(
         "flood 2: {flood_events} events and {QUIET_SAMPLES} quiet samples"
     ));

@@ -150,46 +150,51 @@ impl Bridge {
 
     /// Starts the lane of a chat to send its offers that have not gone out yet.
     fn submit_offers(self: &Arc<Self>, platform: String, address: String) {
-        let me = self.clone();
-        let key = LaneKey::To {
-            platform: platform.clone(),
-            address: address.clone(),
-        };
-        self.lanes.submit(
-            key,
-            Some("offers"),
-            Box::pin(async move {
-                if let Err(e) = me.send_offers_to(&platform, &address).await {
-                    // Picked up again by the scheduler's next full look.
-                    tracing::error!(platform = %platform, error = %e, "sending offers failed; retrying later");
-                }
-            }),
-        );
+        self.submit_to_chat(platform, address, "offers", |me, platform, address| async move {
+            if let Err(e) = me.send_offers_to(&platform, &address).await {
+                // Picked up again by the scheduler's next full look.
+                tracing::error!(platform = %platform, error = %e, "sending offers failed; retrying later");
+            }
+        });
     }
 
     fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
-        let me = self.clone();
+        self.submit_to_chat(platform, address, "deliver", |me, platform, address| async move {
+            match me.drain_chat(&platform, &address).await {
+                Ok(Some(at)) => {
+                    me.next_delivery_due.fetch_min(at, Ordering::SeqCst);
+                    me.inbox_ready.notify_one();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(platform = %platform, error = %e, "delivery failed; retrying later");
+                    me.next_delivery_due
+                        .fetch_min(me.now_ms() + 1000, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+
+    /// Hands `job` to the lane of the chat it is about (`LaneKey::To`); a job of this `kind`
+    /// already queued there is not queued twice.
+    fn submit_to_chat<F, Fut>(
+        self: &Arc<Self>,
+        platform: String,
+        address: String,
+        kind: &'static str,
+        job: F,
+    ) where
+        F: FnOnce(Arc<Self>, String, String) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let key = LaneKey::To {
             platform: platform.clone(),
             address: address.clone(),
         };
         self.lanes.submit(
             key,
-            Some("deliver"),
-            Box::pin(async move {
-                match me.drain_chat(&platform, &address).await {
-                    Ok(Some(at)) => {
-                        me.next_delivery_due.fetch_min(at, Ordering::SeqCst);
-                        me.inbox_ready.notify_one();
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(platform = %platform, error = %e, "delivery failed; retrying later");
-                        me.next_delivery_due
-                            .fetch_min(me.now_ms() + 1000, Ordering::SeqCst);
-                    }
-                }
-            }),
+            Some(kind),
+            Box::pin(job(self.clone(), platform, address)),
         );
     }
 
