@@ -5,7 +5,9 @@
 //! accepts the connection and never answers, as a stuck server does). While it hangs, the
 //! visitors of Tom's and Max's conversations write, and their messages reach Tom and Max; the
 //! hang lasts past the platform client's own time-out (17 s), so Tara's first delivery is cut
-//! off and retried. When the chat recovers, every message to Tara arrives once and in order.
+//! off and retried. A fourth conversation offered to Tara meanwhile goes on recording its
+//! visitor's messages: its offer waits in Tara's chat's lane, not in the conversation's. When
+//! the chat recovers, every message to Tara arrives once and in order, and the offer follows.
 //!
 //! The delays are printed for the record (the benchmark measures them properly); the test's
 //! assertions are about order and arrival, never about how fast.
@@ -45,7 +47,8 @@ async fn a_hung_telegram_chat_holds_up_no_other_conversation() -> anyhow::Result
         )
     };
     let config = format!(
-        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{}{}{}{}{}{}",
+        // Four visitors start conversations from one address within seconds.
+        "[visitors]\nburst = 8\n\n[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{}{}{}{}{}{}",
         topic("a"),
         topic("b"),
         topic("m"),
@@ -137,6 +140,30 @@ async fn a_hung_telegram_chat_holds_up_no_other_conversation() -> anyhow::Result
         "ISOLATION matrix before={before:?} during={during:?}; second telegram chat during={tom_during:?}"
     );
 
+    // A new conversation offered to Tara while her chat hangs. The offer waits in her chat's
+    // lane, behind the hung delivery; the conversation's own lane goes on recording its
+    // visitor's messages. (Sent from the conversation's lane, the offer would hang with the
+    // chat and hold the conversation's later messages behind it.)
+    let mut d = Visitor::guest(&env, &sb.base).await?;
+    let room_d = d.start("a").await?;
+    d.send("delta-0 first question").await?;
+    d.send("delta-1 while the offer waits").await?;
+    wait_for("delta-1 in the transcript", || async {
+        Ok(store
+            .messages(&room_d)
+            .await?
+            .iter()
+            .any(|m| m.body.contains("delta-1"))
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        !tg.requests()
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("delta-0")),
+        "the offer was sent before the conversation's next message was recorded"
+    );
+
     // Hold the hang past teloxide's 17 s request time-out, so the first attempt is cut off
     // and retried, and make sure Switchboard saw that happen.
     let held = Duration::from_secs(19);
@@ -190,8 +217,27 @@ async fn a_hung_telegram_chat_holds_up_no_other_conversation() -> anyhow::Result
         .count();
     assert!(
         cut_off >= 1,
-        "the first attempt to Tara should have been cut off unanswered"
+        "the first attempt to Tara should have been cut off unanswered: {:?}",
+        tg.requests()
+            .iter()
+            .filter(|r| r.method_lower == "sendmessage")
+            .map(|r| (
+                r.status,
+                String::from_utf8_lossy(&r.body)
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            ))
+            .collect::<Vec<_>>()
     );
+    // The offer that waited in Tara's lane went out once her chat recovered.
+    tg.wait_for_sent(
+        tara.id,
+        |s| texts(s).iter().any(|t| t.contains("delta-0")),
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     // Nothing was lost on the other side either, and nothing was set aside.
     assert_eq!(
         texts(&tg.sent(tom.id))
