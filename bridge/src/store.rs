@@ -75,6 +75,8 @@ pub struct Store {
     /// on SQLite a pool of its own whose commits are `synchronous = NORMAL`; on PostgreSQL
     /// the same pool.
     relaxed_pool: AnyPool,
+    /// On SQLite, one writer at a time, in the order they asked (see [`Store::writer`]).
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Runs of visitor messages being written together (`queues.rs`).
     batches: std::sync::Arc<queues::BatchGroup>,
     engine: Engine,
@@ -106,10 +108,11 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        // One pool for reads and writes. A single writer connection (writes queued in the
-        // pool instead of waiting on SQLite's lock) was tried: `scripts/bench.sh` measured
-        // ingest at 6,300 events/s with it, against 10,800 for the code before it in a run
-        // on the same idle machine, and bridged latency was worse too.
+        // One pool for reads and writes; writers take turns (`Store::writer`). A single
+        // writer connection (writes and the reads between them queued in the pool) was tried:
+        // `scripts/bench.sh` measured ingest at 6,300 events/s with it, against 10,800 for
+        // the code before it in a run on the same idle machine, and bridged latency was worse
+        // too.
         let options = |max, synchronous: &'static str| {
             let options = AnyPoolOptions::new().max_connections(max);
             if engine != Engine::Sqlite {
@@ -158,6 +161,7 @@ impl Store {
             pool,
             relaxed_pool,
             batches: Default::default(),
+            write_gate: (engine == Engine::Sqlite).then(Default::default),
             engine,
             clock: crate::clock::system(),
         })
@@ -186,7 +190,9 @@ impl Store {
 
     /// One trivial query: whether the database answers at all (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.writer().await?)
+            .await?;
         Ok(())
     }
 
@@ -206,7 +212,8 @@ impl Store {
         events: &[NewInboxEvent<'_>],
     ) -> Result<u64, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
             let mut sql = String::from(
@@ -265,10 +272,28 @@ impl Store {
     /// flushes per homeserver transaction (one per conversation lane's batch) into one. The
     /// relaxed connections are a pool of their own, so no connection ever changes mode and
     /// none can be given back in the wrong one.
-    pub(crate) async fn relaxed(
-        &self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
-        Ok(self.relaxed_pool.acquire().await?)
+    pub(crate) async fn relaxed(&self) -> Result<Writer, StoreError> {
+        self.writer_from(&self.relaxed_pool).await
+    }
+
+    /// A connection to write with, in its turn. SQLite takes one writer at a time; one that
+    /// finds the database locked sleeps in SQLite's busy handler (1, 2, 5, 10 … ms) and tries
+    /// again, so under a flood a quiet conversation's few writes waited behind the flood's
+    /// commits out of order (one statement waited a second). Here writers queue in the order
+    /// they ask and none sleeps. PostgreSQL locks rows, not the database: no queue there.
+    pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
+        self.writer_from(&self.pool).await
+    }
+
+    async fn writer_from(&self, pool: &AnyPool) -> Result<Writer, StoreError> {
+        let turn = match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(Writer {
+            conn: pool.acquire().await?,
+            _turn: turn,
+        })
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
@@ -291,7 +316,7 @@ impl Store {
         .bind(c.state.as_str())
         .bind(c.created_at)
         .bind(c.language.as_deref())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -362,7 +387,7 @@ impl Store {
             .bind(note)
             .bind(self.now_ms())
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -388,7 +413,7 @@ impl Store {
             .bind(topic)
             .bind(self.now_ms())
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -403,7 +428,7 @@ impl Store {
                 .bind(state.as_str())
                 .bind(self.now_ms())
                 .bind(room_id)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -424,14 +449,16 @@ impl Store {
         sqlx::query("UPDATE conversations SET published_status = $1 WHERE room_id = $2")
             .bind(json)
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
 
     /// Adds a message to its conversation's transcript. Returns false if it was already there.
     pub async fn record_message(&self, m: &Message) -> Result<bool, StoreError> {
-        let done = insert_message(m).execute(&self.pool).await?;
+        let done = insert_message(m)
+            .execute(&mut *self.writer().await?)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -454,7 +481,7 @@ impl Store {
         .bind(&m.body)
         .bind(m.formatted_body.as_deref())
         .bind(m.origin_server_ts)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -472,12 +499,12 @@ impl Store {
         )
         .bind(provisional)
         .bind(event_id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
             .bind(event_id)
             .bind(provisional)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -486,7 +513,7 @@ impl Store {
     pub async fn forget_message(&self, provisional: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM messages WHERE event_id = $1")
             .bind(provisional)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -496,7 +523,7 @@ impl Store {
         sqlx::query("UPDATE messages SET media_json = $1 WHERE event_id = $2")
             .bind(json)
             .bind(event_id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -620,6 +647,25 @@ pub(crate) fn bind_message<'q>(
 /// How many rows one multi-row `INSERT` carries: well within SQLite's 32766 and
 /// PostgreSQL's 65535 bound parameters at nine columns.
 pub(crate) const ROWS_PER_INSERT: usize = 100;
+
+/// A pool connection held for writing, with the writer's turn (see [`Store::writer`]).
+pub(crate) struct Writer {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for Writer {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
 
 /// The parameters of one statement, in the engine's spelling, numbered from `first`.
 ///

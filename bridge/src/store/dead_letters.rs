@@ -134,7 +134,8 @@ impl Store {
         attempts: i64,
     ) -> Result<i64, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         // The write comes first: a SQLite transaction that reads before writing may find
         // another writer in its way and fail instead of waiting.
         let id: i64 = sqlx::query(
@@ -187,7 +188,8 @@ impl Store {
     /// with no attempts and due now. Returns what was removed; `None` if there is no such
     /// dead letter. A running worker picks the row up when woken or at its next look.
     pub async fn retry_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         let row = sqlx::query(&format!(
             "DELETE FROM dead_letters WHERE id = $1 RETURNING {COLUMNS}"
         ))

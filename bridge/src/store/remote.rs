@@ -112,7 +112,7 @@ impl Store {
         .bind(key)
         .bind(json)
         .bind(self.now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -135,7 +135,7 @@ impl Store {
         sqlx::query("UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -158,7 +158,7 @@ impl Store {
         .bind(platform)
         .bind(address)
         .bind(self.now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         let row = sqlx::query(&format!(
             "SELECT {OFFER_COLUMNS} FROM offers
@@ -273,7 +273,7 @@ impl Store {
         sqlx::query("UPDATE offers SET remote_message_id = $1 WHERE id = $2")
             .bind(remote_message_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -289,7 +289,7 @@ impl Store {
             .bind(to)
             .bind(id)
             .bind(from)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -302,7 +302,7 @@ impl Store {
         )
         .bind(self.now_ms())
         .bind(room_id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -320,7 +320,7 @@ impl Store {
         .bind(&a.ghost_user_id)
         .bind(&a.state)
         .bind(self.now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -357,7 +357,7 @@ impl Store {
         .bind(reason)
         .bind(room_id)
         .bind(responder_id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -431,7 +431,7 @@ impl Store {
             .bind(message_id)
             .bind(room_id)
             .bind(event_id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -486,7 +486,7 @@ impl Store {
             .bind(event_id)
             .bind(payload_json)
             .bind(self.now_ms())
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -522,7 +522,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET parts_json = $1 WHERE seq = $2 AND parts_json IS NULL")
             .bind(&json)
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         let stored: Option<String> = sqlx::query("SELECT parts_json FROM outbox WHERE seq = $1")
             .bind(seq)
@@ -560,7 +560,8 @@ impl Store {
         done: bool,
     ) -> Result<i64, StoreError> {
         let seq = row.seq;
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         sqlx::query(MAP_REMOTE_MESSAGE)
             .bind(&row.platform)
             .bind(&row.address)
@@ -597,7 +598,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -608,7 +609,7 @@ impl Store {
         )
         .bind(at_ms)
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -617,7 +618,7 @@ impl Store {
         sqlx::query("UPDATE outbox SET failed_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -678,7 +679,7 @@ impl Store {
             .bind(responder_id)
             .bind(platform)
             .bind(self.now_ms())
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -693,7 +694,8 @@ impl Store {
         address: &str,
     ) -> Result<Option<String>, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer().await?;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         let used = sqlx::query(
             "UPDATE link_codes SET used_at = $1
              WHERE code = $2 AND platform = $3 AND used_at IS NULL AND created_at > $4",

@@ -93,7 +93,7 @@ impl Store {
         .bind(&json.contacts)
         .bind(source)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -133,7 +133,7 @@ impl Store {
         .bind(source)
         .bind(now)
         .bind(SOURCE_CONFIG)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -160,7 +160,7 @@ impl Store {
         .bind(SOURCE_ADMIN)
         .bind(self.now_ms())
         .bind(&r.id)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -199,7 +199,7 @@ impl Store {
     pub async fn remove_responder(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM responders WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -215,7 +215,7 @@ impl Store {
             .bind(status.as_str())
             .bind(self.now_ms())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -240,7 +240,7 @@ impl Store {
         sqlx::query("UPDATE responders SET last_offered_at = $1 WHERE id = $2")
             .bind(at_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -279,7 +279,7 @@ impl Store {
         .bind(topic)
         .bind(responder_id)
         .bind(self.now_ms())
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }

@@ -46,7 +46,7 @@ impl Store {
         .bind(op_json)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -77,7 +77,7 @@ impl Store {
              WHERE done_at IS NULL AND failed_at IS NULL AND next_attempt_at > $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -86,7 +86,7 @@ impl Store {
         sqlx::query("UPDATE room_posts SET done_at = $1 WHERE seq = $2")
             .bind(self.now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }
@@ -105,7 +105,7 @@ impl Store {
         .bind(at_ms)
         .bind(error)
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -117,7 +117,7 @@ impl Store {
             .bind(self.now_ms())
             .bind(error)
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         Ok(())
     }

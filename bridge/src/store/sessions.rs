@@ -17,7 +17,7 @@ impl Store {
         let now = self.now_ms();
         sqlx::query("DELETE FROM visitor_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&mut *self.writer().await?)
             .await?;
         sqlx::query(
             "INSERT INTO visitor_sessions (token_hash, user_id, created_at, expires_at)
@@ -27,7 +27,7 @@ impl Store {
         .bind(user_id)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
     }
@@ -53,7 +53,7 @@ impl Store {
         Ok(
             sqlx::query("DELETE FROM visitor_sessions WHERE user_id = $1")
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?
                 .rows_affected(),
         )
