@@ -190,9 +190,8 @@ impl Store {
 
     /// One trivial query: whether the database answers at all (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.writer().await?)
-            .await?;
+        // A read: it must not wait for a writer's turn (readiness asks while a flood writes).
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
