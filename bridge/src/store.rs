@@ -247,7 +247,7 @@ impl Store {
         rows.iter().map(inbox_event).collect()
     }
 
-    /// Marks an event handled. A relaxed write (see [`Relaxed`]): losing it in a power cut
+    /// Marks an event handled. A relaxed write (see [`Store::relaxed`]): losing it in a power cut
     /// means handling the event again, which is idempotent.
     pub async fn mark_processed(&self, seq: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE inbox SET processed_at = $1 WHERE seq = $2")

@@ -255,17 +255,15 @@ impl Bridge {
     }
 
     /// Sends one offer in its chat's turn, unless it was taken, declined, withdrawn or expired
-    /// while it waited. One the platform refuses is given up (other contacts or responders
-    /// may still answer) and the conversation is routed again.
+    /// while it waited. One that cannot go out (the platform refuses it, or it is no longer
+    /// configured) is given up, and the conversation is routed again: other contacts or
+    /// responders may still answer, or the visitor is told nobody can (`route`).
     async fn send_offer(&self, offer: &OfferRow) -> Result<(), StoreError> {
-        let Some((platform, connector)) = self.remote(&offer.platform) else {
-            self.store
-                .transition_offer(offer.id, "open", "failed")
-                .await?;
-            return Ok(());
-        };
+        let remote = self.remote(&offer.platform);
         // The chat's turn first, without the conversation's lock: meanwhile its lane goes on.
-        self.wait_turn(connector.as_ref(), &offer.address).await;
+        if let Some((_, connector)) = remote {
+            self.wait_turn(connector.as_ref(), &offer.address).await;
+        }
         let _room = self.room_locks.lock(&offer.room_id).await;
         let Some(current) = self.store.offer(offer.id).await? else {
             return Ok(());
@@ -275,6 +273,10 @@ impl Bridge {
         }
         let Some(conversation) = self.store.conversation(&offer.room_id).await? else {
             return Ok(());
+        };
+        let Some((platform, connector)) = remote else {
+            tracing::warn!(responder = %offer.responder_id, platform = %offer.platform, "offer to a platform no longer configured given up");
+            return self.give_up_offer(offer, &conversation).await;
         };
         let topic_name = self
             .config
@@ -308,17 +310,26 @@ impl Bridge {
                 tracing::info!(responder = %offer.responder_id, platform = platform.as_str(), "conversation offered");
             }
             Err(e) => {
-                // Unreachable there: give this offer up; other contacts or responders may
-                // still answer, or the visitor is told nobody can (`route`).
                 tracing::warn!(responder = %offer.responder_id, platform = platform.as_str(), error = %e, "offer failed");
-                if self
-                    .store
-                    .transition_offer(offer.id, "open", "failed")
-                    .await?
-                {
-                    self.route(&conversation).await?;
-                }
+                return self.give_up_offer(offer, &conversation).await;
             }
+        }
+        Ok(())
+    }
+
+    /// Marks an offer that could not go out as failed and routes its conversation again.
+    /// Called under the conversation's lock.
+    async fn give_up_offer(
+        &self,
+        offer: &OfferRow,
+        conversation: &Conversation,
+    ) -> Result<(), StoreError> {
+        if self
+            .store
+            .transition_offer(offer.id, "open", "failed")
+            .await?
+        {
+            self.route(conversation).await?;
         }
         Ok(())
     }
