@@ -94,6 +94,12 @@ pub struct Bridge {
     room_locks: lanes::RoomLocks,
     /// How far the scheduler has handed out the inbox and the platform events.
     cursors: worker::Cursors,
+    /// The bridge itself, once `run` has started the lanes. Work found while handling
+    /// something (a transaction stored, a delivery queued, an offer recorded) then goes
+    /// straight to its lane: through the scheduler it would cost a wake of the scheduler and a
+    /// read of what it was just told. Unset, as in tests that drive the queues by hand, the
+    /// work is left to the scheduler.
+    running: std::sync::OnceLock<std::sync::Weak<Bridge>>,
     /// Chats a delivery was queued for since the scheduler last looked.
     deliveries_wanted: Mutex<std::collections::HashSet<(String, String)>>,
     /// Chats an offer was recorded for since the scheduler last looked (`dispatch.rs`).
@@ -148,6 +154,7 @@ impl Bridge {
             lanes: lanes::Lanes::new(LANE_CONCURRENCY),
             room_locks: lanes::RoomLocks::default(),
             cursors: worker::Cursors::default(),
+            running: std::sync::OnceLock::new(),
             remote_in_flight: Mutex::default(),
             deliveries_wanted: Mutex::default(),
             offers_wanted: Mutex::default(),
@@ -189,6 +196,11 @@ impl Bridge {
     /// Now, by the injected clock (unix ms).
     fn now_ms(&self) -> i64 {
         self.store.now_ms()
+    }
+
+    /// The bridge, if its lanes are running (see `running`).
+    fn lanes_running(&self) -> Option<Arc<Self>> {
+        self.running.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// Makes the worker look at its queues now (e.g. after a dead letter was retried).
@@ -593,8 +605,23 @@ impl EventSink for Bridge {
             .await
             .map_err(|e| SinkError(Box::new(e)))?;
         if new > 0 {
-            self.cursors.inbox_recorded();
-            self.inbox_ready.notify_one();
+            match self.lanes_running() {
+                Some(me) => {
+                    // Every room of the transaction: a room whose events were all
+                    // duplicates finds nothing pending, which is rare and cheap.
+                    let mut rooms: Vec<&str> =
+                        indexed.iter().map(|(_, room, _)| room.as_str()).collect();
+                    rooms.sort_unstable();
+                    rooms.dedup();
+                    for room in rooms {
+                        me.submit_room_inbox(room.to_owned());
+                    }
+                }
+                None => {
+                    self.cursors.inbox_recorded();
+                    self.inbox_ready.notify_one();
+                }
+            }
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");
         // The homeserver just talked to us.

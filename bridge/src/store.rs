@@ -212,24 +212,22 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let now = self.now_ms();
         let mut writer = self.writer().await?;
+        if events.len() <= ROWS_PER_INSERT {
+            // One statement is a transaction of its own: no BEGIN and COMMIT round trips.
+            let sql = inbox_insert(self.engine, events.len());
+            return Ok(bind_inbox(sqlx::query(&sql), events, txn_id, now)
+                .execute(&mut *writer)
+                .await?
+                .rows_affected());
+        }
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
         let mut inserted = 0;
         for chunk in events.chunks(ROWS_PER_INSERT) {
-            let mut sql = String::from(
-                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at) VALUES ",
-            );
-            sql.push_str(&Params::new(self.engine, 1).rows(chunk.len(), 5));
-            sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
-            let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(e.event_id)
-                    .bind(e.room_id)
-                    .bind(txn_id)
-                    .bind(e.event_json)
-                    .bind(now);
-            }
-            inserted += query.execute(&mut *tx).await?.rows_affected();
+            let sql = inbox_insert(self.engine, chunk.len());
+            inserted += bind_inbox(sqlx::query(&sql), chunk, txn_id, now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(inserted)
@@ -664,6 +662,32 @@ impl std::ops::DerefMut for Writer {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }
+}
+
+/// The statement recording `rows` homeserver events in the inbox, each once.
+fn inbox_insert(engine: Engine, rows: usize) -> String {
+    format!(
+        "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at) VALUES {}
+         ON CONFLICT (event_id) DO NOTHING",
+        Params::new(engine, 1).rows(rows, 5)
+    )
+}
+
+fn bind_inbox<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    events: &'q [NewInboxEvent<'q>],
+    txn_id: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for e in events {
+        query = query
+            .bind(e.event_id)
+            .bind(e.room_id)
+            .bind(txn_id)
+            .bind(e.event_json)
+            .bind(now);
+    }
+    query
 }
 
 /// The parameters of one statement, in the engine's spelling, numbered from `first`.

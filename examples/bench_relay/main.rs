@@ -21,6 +21,10 @@
 //! (default 8; the memory runs use the next three slots) and `SWITCHBOARD_BENCH_FLOOD`
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
+//! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
+//! prints its CPU per relayed message; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
+//! is copied there. `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
+//! `info,sqlx::query=debug` lists every statement, to count them per message).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -130,6 +134,23 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if std::env::var_os("SWITCHBOARD_BENCH_BURST_ONLY").is_some() {
+        let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
+        let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
+        println!(
+            "{} of {} delivered in {:.1} s; Switchboard CPU {:.0} ms, {:.2} ms per message",
+            burst.delivered,
+            burst.messages,
+            burst.wall_s,
+            burst.cpu_ms,
+            burst.cpu_ms / burst.delivered.max(1) as f64
+        );
+        if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
+            std::fs::copy(&b.sb.log, keep)?;
+        }
+        return Ok(());
+    }
+
     // --- 2. bridged paths, 5. CPU ------------------------------------------------------------
     let tg = paths::telegram(&env, &b, paced, n, ticks).await?;
     let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
@@ -198,6 +219,11 @@ async fn main() -> anyhow::Result<()> {
         towards_visitor.judge(&mx.from_matrix, &count(&mx.from_matrix))
     );
     println!("{}", towards_responder.judge(&tg.offer, &count(&tg.offer)));
+    println!(
+        "{}",
+        tg.offer_at_once
+            .markdown(&count(&tg.offer_at_once), "(for the record)", "")
+    );
     println!(
         "{}",
         towards_responder.judge(&tg.to_telegram, &count(&tg.to_telegram))

@@ -19,15 +19,16 @@ use crate::{
 
 impl Bridge {
     /// Handles the leading run of `events` (one room's, in order) that are plain visitor text
-    /// messages needing no routing. Returns how many it handled: 0 when the first is not one.
+    /// messages needing no routing. Returns how many it handled: 0 when the first is not one,
+    /// `None` when the room is not a conversation.
     pub(super) async fn handle_plain_run(
         &self,
         room: &str,
         events: &[InboxEvent],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Option<usize>, StoreError> {
         let _room = self.room_locks.lock(room).await;
         let Some(conversation) = self.store.conversation(room).await? else {
-            return Ok(0);
+            return Ok(None);
         };
         // A waiting conversation is routed by a visitor message unless an offer is open
         // (then routing does nothing): only the latter is a plain run.
@@ -39,7 +40,7 @@ impl Bridge {
                 .iter()
                 .any(|o| o.state == "open")
         {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let holders = self.remote_holders(&conversation).await?;
         let mut batch = VisitorBatch::default();
@@ -85,13 +86,13 @@ impl Bridge {
         }
         let n = batch.processed.len();
         if n == 0 {
-            return Ok(0);
+            return Ok(Some(0));
         }
         self.store.record_visitor_batch(batch).await?;
         for (a, _) in &holders {
             self.want_delivery(&a.platform, &a.address);
         }
         tracing::debug!(room_id = %room, events = n, "visitor messages handled in one transaction");
-        Ok(n)
+        Ok(Some(n))
     }
 }

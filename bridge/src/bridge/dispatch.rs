@@ -204,8 +204,13 @@ impl Bridge {
         Ok(open)
     }
 
-    /// Asks the scheduler to start the lane of this chat: an offer to it is waiting to go out.
+    /// Starts the lane of this chat, or asks the scheduler to: an offer to it is waiting to go
+    /// out.
     fn want_offers_sent(&self, platform: &str, address: &str) {
+        if let Some(me) = self.lanes_running() {
+            me.submit_offers(platform.to_owned(), address.to_owned());
+            return;
+        }
         self.offers_wanted
             .lock()
             .expect("offers lock")

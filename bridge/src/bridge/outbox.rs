@@ -149,7 +149,7 @@ impl Bridge {
     }
 
     /// Starts the lane of a chat to send its offers that have not gone out yet.
-    fn submit_offers(self: &Arc<Self>, platform: String, address: String) {
+    pub(super) fn submit_offers(self: &Arc<Self>, platform: String, address: String) {
         self.submit_to_chat(platform, address, "offers", |me, platform, address| async move {
             if let Err(e) = me.send_offers_to(&platform, &address).await {
                 // Picked up again by the scheduler's next full look.
@@ -158,7 +158,7 @@ impl Bridge {
         });
     }
 
-    fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
+    pub(super) fn submit_delivery(self: &Arc<Self>, platform: String, address: String) {
         self.submit_to_chat(platform, address, "deliver", |me, platform, address| async move {
             match me.drain_chat(&platform, &address).await {
                 Ok(Some(at)) => {
@@ -198,8 +198,12 @@ impl Bridge {
         );
     }
 
-    /// Asks the scheduler to start the lane of this chat (a delivery was queued for it).
+    /// Starts the lane of this chat (a delivery was queued for it), or asks the scheduler to.
     pub(super) fn want_delivery(&self, platform: &str, address: &str) {
+        if let Some(me) = self.lanes_running() {
+            me.submit_delivery(platform.to_owned(), address.to_owned());
+            return;
+        }
         self.deliveries_wanted
             .lock()
             .expect("deliveries lock")

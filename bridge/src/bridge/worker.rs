@@ -115,6 +115,7 @@ impl Bridge {
     /// Runs the service's loops until `stop` turns true: the scheduler and the room posts,
     /// each restarted if it panics, and the typing task.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let _ = self.running.set(Arc::downgrade(&self));
         let typing = self
             .typing_rx
             .lock()
@@ -223,9 +224,13 @@ impl Bridge {
     /// to look again). With `full`, every room with a pending event does.
     async fn schedule_inbox(self: &Arc<Self>, full: bool) -> Result<(), StoreError> {
         if full {
+            // Every room with a pending event gets its lane; what is recorded from here on
+            // goes to its lane as it is stored (`record_transaction`), so the cursor need
+            // not be walked over the same rows again.
             for room in self.store.pending_inbox_rooms().await? {
                 self.submit_room_inbox(room);
             }
+            return Ok(());
         }
         loop {
             let after = self.cursors.inbox.load(Ordering::SeqCst);
@@ -246,7 +251,7 @@ impl Bridge {
         }
     }
 
-    fn submit_room_inbox(self: &Arc<Self>, room: String) {
+    pub(super) fn submit_room_inbox(self: &Arc<Self>, room: String) {
         let me = self.clone();
         let key = LaneKey::Room(room.clone());
         self.lanes.submit(
@@ -379,16 +384,23 @@ impl Bridge {
                 return Ok(());
             }
             let mut i = 0;
+            // Not a conversation (a Matrix responder's relay room): no run to look for.
+            let mut runs = true;
             while i < batch.len() {
                 // A run of plain visitor messages goes in one transaction (`batch.rs`);
                 // anything else, or a run that failed, is handled event by event, with
                 // retries and setting aside.
-                match self.handle_plain_run(room, &batch[i..]).await {
-                    Ok(n) if n > 0 => {
+                match if runs {
+                    self.handle_plain_run(room, &batch[i..]).await
+                } else {
+                    Ok(Some(0))
+                } {
+                    Ok(Some(n)) if n > 0 => {
                         i += n;
                         continue;
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
+                    Ok(None) => runs = false,
                     Err(e) => {
                         tracing::warn!(room_id = %room, error = %e, "a run of messages failed; handling them one by one")
                     }
@@ -419,7 +431,7 @@ impl Bridge {
             }
             let mut i = 0;
             while i < batch.len() {
-                if let Ok(run) = self.handle_plain_run(&batch[i].room_id, &batch[i..]).await
+                if let Ok(Some(run)) = self.handle_plain_run(&batch[i].room_id, &batch[i..]).await
                     && run > 0
                 {
                     i += run;

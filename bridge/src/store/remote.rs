@@ -570,26 +570,38 @@ impl Store {
             .bind(&row.event_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE outbox SET parts_sent = $1, attempts = 0 WHERE seq = $2 AND parts_sent = $3",
+        // The count moves only from the part it was at; the row is done with its last part.
+        let moved = sqlx::query(
+            "UPDATE outbox SET parts_sent = $1, attempts = 0,
+                    done_at = CASE WHEN $2 THEN $3 ELSE done_at END
+             WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent",
         )
         .bind(index + 1)
+        .bind(done)
+        .bind(self.now_ms())
         .bind(seq)
         .bind(index)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let sent: i64 = sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("parts_sent")?;
-        if done {
-            sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
-                .bind(self.now_ms())
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let sent: i64 = match moved {
+            Some(row) => row.try_get("parts_sent")?,
+            None => {
+                // Recorded already (a second pass over the same part): say where it stands,
+                // and finish the row if this was its last part.
+                if done {
+                    sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
+                        .bind(self.now_ms())
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("parts_sent")?
+            }
+        };
         tx.commit().await?;
         Ok(sent)
     }
