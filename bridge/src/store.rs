@@ -210,6 +210,10 @@ impl Store {
         txn_id: &str,
         events: &[NewInboxEvent<'_>],
     ) -> Result<u64, StoreError> {
+        if events.is_empty() {
+            // A transaction of typing notifications and receipts only.
+            return Ok(0);
+        }
         let now = self.now_ms();
         let mut writer = self.writer().await?;
         if events.len() <= ROWS_PER_INSERT {

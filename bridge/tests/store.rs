@@ -47,6 +47,8 @@ async fn inbox_dedups_by_event_id_and_keeps_arrival_order(store: &Store) -> anyh
         room_id: "!r:x",
         event_json: "{}",
     };
+    // A transaction of typing notifications only has no timeline events to record.
+    assert_eq!(store.record_events("t0", &[]).await?, 0);
     assert_eq!(store.record_events("t1", &[ev("$a"), ev("$b")]).await?, 2);
     // The same events again under another transaction ID, plus one new one.
     assert_eq!(

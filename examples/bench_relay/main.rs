@@ -22,7 +22,8 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! prints its CPU per relayed message; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
+//! prints its CPU per relayed message, and `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
+//! quiet conversation's samples; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
 //! `info,sqlx::query=debug` lists every statement, to count them per message).
 
@@ -134,6 +135,34 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if std::env::var_os("SWITCHBOARD_BENCH_QUIET_ONLY").is_some() {
+        let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
+        let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
+        let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+        progress(&format!("quiet only: {flood_events} events"));
+        let f = flood::run(
+            &mut b,
+            &db,
+            flood::Flood::build(&rooms, flood_events, PER_TXN, "q"),
+            Some((&mut mx_conv, QUIET_SAMPLES)),
+            FLOOD_WAIT,
+        )
+        .await?;
+        let q = f.quiet.as_ref().expect("asked for");
+        println!(
+            "quiet {}; {} began during the flood; acknowledged {:.0} events/s, processed {}",
+            q.row.markdown("", "", ""),
+            q.under_flood,
+            f.events as f64 / f.ack_s,
+            f.processed_s
+                .map(|s| format!("{:.0} events/s", f.events as f64 / s))
+                .unwrap_or_else(|| "not all".into()),
+        );
+        if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
+            std::fs::copy(&b.sb.log, keep)?;
+        }
+        return Ok(());
+    }
     if std::env::var_os("SWITCHBOARD_BENCH_BURST_ONLY").is_some() {
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
         let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
