@@ -408,6 +408,25 @@ async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Res
         .await?;
     assert_eq!(active, vec![assignment("!r1:x", "active")]);
     assert!(store.active_assignments_for_room("!r2:x").await?.is_empty());
+    // With the handle of the offer the holder accepted, once there is one.
+    assert_eq!(
+        store.active_assignments_with_threads("!r1:x").await?,
+        vec![(assignment("!r1:x", "active"), None)]
+    );
+    let offer = store
+        .create_offer("!r1:x", "alex", "telegram", "7001")
+        .await?;
+    store.set_offer_message(offer.id, "!relay:x").await?;
+    assert_eq!(
+        store.active_assignments_with_threads("!r1:x").await?,
+        vec![(assignment("!r1:x", "active"), None)],
+        "an open offer is not the holder's"
+    );
+    assert!(store.transition_offer(offer.id, "open", "accepted").await?);
+    assert_eq!(
+        store.active_assignments_with_threads("!r1:x").await?,
+        vec![(assignment("!r1:x", "active"), Some("!relay:x".to_owned()))]
+    );
 
     store
         .map_remote_message("telegram", "7001", "10", "!r1:x", Some("$e1"))

@@ -14,6 +14,7 @@ use serde_json::json;
 use sqlx::{Row as _, SqlitePool};
 
 use crate::common::*;
+use crate::floor::PlainPair;
 use crate::paths::{Bench, MatrixConversation};
 use crate::report::{Row, ms, progress};
 
@@ -124,7 +125,16 @@ async fn push_all(
     Ok((started.elapsed().as_secs_f64(), retries))
 }
 
-/// The quiet conversation's samples, taken while the flood ran.
+/// What is sampled while a flood runs.
+pub enum Sampler<'a> {
+    /// The quiet conversation: its visitor's message → the Matrix responder's `/sync`.
+    Quiet(&'a mut MatrixConversation),
+    /// Synapse's own floor, two plain users in a room Switchboard has nothing to do with:
+    /// what the same flood does to the homeserver's share of the machine.
+    Floor(&'a mut PlainPair),
+}
+
+/// The samples taken while the flood ran.
 pub struct Quiet {
     pub row: Row,
     /// Samples that started while flood events were still unacknowledged or unprocessed.
@@ -167,7 +177,7 @@ pub async fn run(
     b: &mut Bench,
     db: &SqlitePool,
     flood: Flood,
-    quiet: Option<(&mut MatrixConversation, usize)>,
+    quiet: Option<(Sampler<'_>, usize)>,
     max_wait: Duration,
 ) -> anyhow::Result<FloodResult> {
     let (events, txns, per_txn, rooms) = (flood.events, flood.txns(), flood.per_txn, flood.rooms);
@@ -183,14 +193,21 @@ pub async fn run(
 
     let quiet = match quiet {
         None => None,
-        Some((c, samples)) => {
+        Some((mut sampler, samples)) => {
             // Let a backlog build first.
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let mut q = Quiet {
-                row: Row::new(format!(
+            let what = match sampler {
+                Sampler::Quiet(_) => format!(
                     "quiet conversation (Matrix responder), visitor → responder, while {events} \
                      events flood {rooms} others"
-                )),
+                ),
+                Sampler::Floor(_) => format!(
+                    "Synapse floor: client `PUT /send` → another user's `/sync` long poll, while \
+                     the same flood of {events} events hits Switchboard"
+                ),
+            };
+            let mut q = Quiet {
+                row: Row::new(what),
                 under_flood: 0,
                 lost: 0,
             };
@@ -199,10 +216,16 @@ pub async fn run(
                     q.under_flood += 1;
                 }
                 let text = format!("bench quiet {i} end");
-                let t = Instant::now();
-                c.visitor.send(&text).await?;
-                match c.max_sees(&b.bot_id, &text).await {
-                    Ok(()) => q.row.samples.push(ms(t)),
+                let sample = match &mut sampler {
+                    Sampler::Quiet(c) => {
+                        let t = Instant::now();
+                        c.visitor.send(&text).await?;
+                        c.max_sees(&b.bot_id, &text).await.map(|()| ms(t))
+                    }
+                    Sampler::Floor(pair) => pair.sample(&text).await,
+                };
+                match sample {
+                    Ok(ms) => q.row.samples.push(ms),
                     Err(_) => q.lost += 1,
                 }
             }

@@ -48,6 +48,52 @@ async fn register(env: &TestEnv, localpart: &str) -> anyhow::Result<Visitor> {
     ))
 }
 
+/// Two ordinary users in a room of their own, both plain HTTP clients: the floor of the
+/// paths towards a responder, sampled again while a flood runs (see `flood.rs`).
+pub struct PlainPair {
+    sender: Visitor,
+    receiver: Visitor,
+}
+
+impl PlainPair {
+    pub async fn new(env: &TestEnv) -> anyhow::Result<Self> {
+        let mut sender = register(env, &unique("floorsend")).await?;
+        let mut receiver = register(env, &unique("floorrecv")).await?;
+        let r: Value = reqwest::Client::new()
+            .post(format!("{}/_matrix/client/v3/createRoom", env.hs_url))
+            .bearer_auth(&sender.token)
+            .json(&json!({"invite": [receiver.user_id]}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let room_id = r["room_id"].as_str().context("room_id")?.to_owned();
+        let (status, body) = receiver.join(&room_id).await?;
+        anyhow::ensure!(
+            status == 200,
+            "joining the floor room answered {status}: {body}"
+        );
+        sender.room_id = Some(room_id.clone());
+        receiver.room_id = Some(room_id);
+        let mut pair = Self { sender, receiver };
+        pair.sample("floor warm-up").await?;
+        Ok(pair)
+    }
+
+    /// One message from one to the other: `PUT /send` → the other's `/sync` long poll.
+    pub async fn sample(&mut self, text: &str) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        self.sender.send(text).await?;
+        self.receiver
+            .sync_until("the floor message", |seen| {
+                seen.iter().any(|s| s.body == text)
+            })
+            .await?;
+        Ok(ms(t))
+    }
+}
+
 pub async fn measure(env: &TestEnv, n: usize) -> anyhow::Result<Floor> {
     let plain_local = unique("floorplain");
     let mut plain = register(env, &plain_local).await?;

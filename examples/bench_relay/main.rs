@@ -8,7 +8,8 @@
 //!    responder, plus a visitor's first message → the Telegram offer ([`paths`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
 //!    and processed per second, and every event stored once ([`flood`]).
-//! 4. A quiet conversation's latency while a second such flood hits other conversations.
+//! 4. A quiet conversation's latency while a second such flood hits other conversations, and
+//!    Synapse's own floor while a third one does.
 //! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]).
 //! 6. Its resident memory with 1 000 and 10 000 stored conversations ([`resident`]).
 //!
@@ -144,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
             &mut b,
             &db,
             flood::Flood::build(&rooms, flood_events, PER_TXN, "q"),
-            Some((&mut mx_conv, QUIET_SAMPLES)),
+            Some((flood::Sampler::Quiet(&mut mx_conv), QUIET_SAMPLES)),
             FLOOD_WAIT,
         )
         .await?;
@@ -201,7 +202,19 @@ async fn main() -> anyhow::Result<()> {
         &mut b,
         &db,
         flood::Flood::build(&rooms, flood_events, PER_TXN, "b"),
-        Some((&mut mx_conv, QUIET_SAMPLES)),
+        Some((flood::Sampler::Quiet(&mut mx_conv), QUIET_SAMPLES)),
+        FLOOD_WAIT,
+    )
+    .await?;
+    progress(&format!(
+        "flood 3: {flood_events} events and {QUIET_SAMPLES} samples of Synapse's floor"
+    ));
+    let mut pair = floor::PlainPair::new(&env).await?;
+    let floor_under = flood::run(
+        &mut b,
+        &db,
+        flood::Flood::build(&rooms, flood_events, PER_TXN, "c"),
+        Some((flood::Sampler::Floor(&mut pair), QUIET_SAMPLES)),
         FLOOD_WAIT,
     )
     .await?;
@@ -285,6 +298,19 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("{}", towards_responder.judge(&q.row, &label));
         }
+    }
+    if let Some(q) = &floor_under.quiet {
+        let label = format!(
+            "{} ({} began during the flood{})",
+            q.row.samples.len(),
+            q.under_flood,
+            if q.lost > 0 {
+                format!("; {} not seen in 30 s", q.lost)
+            } else {
+                String::new()
+            }
+        );
+        println!("{}", q.row.markdown(&label, "(floor under the flood)", ""));
     }
     println!();
 

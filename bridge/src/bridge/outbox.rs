@@ -53,15 +53,16 @@ impl Bridge {
     }
 
     /// Who holds the conversation on a platform the bridge relays to (not one that shares
-    /// the room), each with the connector's handle of it (`thread_of`).
+    /// the room), each with the connector's handle of it: the offer they accepted (see
+    /// [`Self::thread_of`]).
     pub(super) async fn remote_holders(
         &self,
         conversation: &Conversation,
     ) -> Result<Vec<(AssignmentRow, Option<String>)>, StoreError> {
         let mut holders = Vec::new();
-        for a in self
+        for (a, thread) in self
             .store
-            .active_assignments_for_room(&conversation.room_id)
+            .active_assignments_with_threads(&conversation.room_id)
             .await?
         {
             let Some((_, connector)) = self.remote(&a.platform) else {
@@ -70,7 +71,6 @@ impl Bridge {
             if connector.capabilities().shares_room {
                 continue;
             }
-            let thread = self.thread_of(&conversation.room_id, &a).await?;
             holders.push((a, thread));
         }
         Ok(holders)

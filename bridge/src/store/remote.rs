@@ -338,6 +338,28 @@ impl Store {
         rows.iter().map(assignment_from_row).collect()
     }
 
+    /// The conversation's active assignments, each with the handle of the offer its holder
+    /// accepted (`remote_message_id`: a Matrix responder's relay room), in one read.
+    pub async fn active_assignments_with_threads(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<(AssignmentRow, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.room_id, a.responder_id, a.platform, a.address, a.ghost_user_id, a.state,
+                    o.remote_message_id
+             FROM assignments a
+             LEFT JOIN offers o ON o.room_id = a.room_id AND o.responder_id = a.responder_id
+                  AND o.platform = a.platform AND o.address = a.address AND o.state = 'accepted'
+             WHERE a.room_id = $1 AND a.state = 'active'",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((assignment_from_row(r)?, r.try_get("remote_message_id")?)))
+            .collect()
+    }
+
     /// Every active assignment with when it started (unix ms), oldest first.
     /// Ends an active assignment: `state` is `transferred` or `ended`, `reason` says why. Only
     /// an active one changes, so handling the same hand-off twice records it once.
