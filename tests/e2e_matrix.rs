@@ -123,6 +123,36 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         visitor.bodies_from(&responder_id).is_empty(),
         "the responder's own account appeared in the visitor's room"
     );
+    // The homeserver sent the bot's relayed posts back to us before the replies: those echoes
+    // were acknowledged without being recorded (they need nothing), while the relay room's
+    // other events, the responder's join and replies among them, were recorded and handled.
+    let db = sqlx::SqlitePool::connect(&sb.db_url).await?;
+    let relay_rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT event_json, processed_at FROM inbox WHERE room_id = ?1")
+            .bind(&relay)
+            .fetch_all(&db)
+            .await?;
+    db.close().await;
+    let echoes = relay_rows
+        .iter()
+        .filter_map(|(json, _)| serde_json::from_str::<serde_json::Value>(json).ok())
+        .filter(|e| {
+            e["sender"] == bot.as_str()
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("hello 2") || b.contains("hello 3"))
+        })
+        .count();
+    assert_eq!(echoes, 0, "an echo of a relayed post was recorded");
+    assert!(
+        relay_rows
+            .iter()
+            .filter(|(json, _)| json.contains(&responder_id))
+            .count()
+            >= 3,
+        "the responder's join and two replies should be recorded: {relay_rows:?}"
+    );
+    assert!(relay_rows.iter().all(|(_, done)| done.is_some()));
     assert!(
         visitor
             .seen

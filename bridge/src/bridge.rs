@@ -574,6 +574,22 @@ fn index_fields(raw: &Raw<AnyTimelineEvent>) -> Option<(String, String)> {
     Some((event_id, room_id))
 }
 
+/// Whether `raw` is the echo of a visitor message the bot relayed into a Matrix responder's
+/// relay room ([`crate::connector::matrix::RELAYED_MARK`]): nothing to record or handle.
+fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Marked {
+        #[serde(rename = "org.switchboard.relayed", default)]
+        relayed: bool,
+    }
+    raw.get_field::<String>("sender").ok().flatten().as_deref() == Some(bot)
+        && raw
+            .get_field::<Marked>("content")
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.relayed)
+}
+
 #[async_trait]
 impl EventSink for Bridge {
     async fn record_transaction(
@@ -581,8 +597,10 @@ impl EventSink for Bridge {
         txn_id: &str,
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), SinkError> {
+        let bot = self.client.bot().as_str();
         let indexed: Vec<(String, String, &str)> = events
             .iter()
+            .filter(|raw| !is_relayed_echo(bot, raw))
             .filter_map(|raw| match index_fields(raw) {
                 Some((event_id, room_id)) => Some((event_id, room_id, raw.json().get())),
                 None => {
@@ -665,5 +683,42 @@ impl EventSink for Bridge {
             return false;
         };
         matches!(self.store.responder(id).await, Ok(Some(_)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(sender: &str, content: Value) -> Raw<AnyTimelineEvent> {
+        Raw::from_json(
+            serde_json::value::to_raw_value(&serde_json::json!({
+                "type": "m.room.message",
+                "event_id": "$e",
+                "room_id": "!relay:x",
+                "sender": sender,
+                "origin_server_ts": 1,
+                "content": content,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn only_the_bots_marked_posts_are_echoes_to_drop() {
+        let marked = serde_json::json!({"msgtype": "m.text", "body": "V: hi", "org.switchboard.relayed": true});
+        let plain = serde_json::json!({"msgtype": "m.text", "body": "V: hi"});
+        assert!(is_relayed_echo("@bot:x", &raw("@bot:x", marked.clone())));
+        // Anyone else may put the field in their content: theirs is still recorded.
+        assert!(!is_relayed_echo("@bot:x", &raw("@alice:x", marked)));
+        // The bot's other posts (notices in conversation rooms) are recorded.
+        assert!(!is_relayed_echo("@bot:x", &raw("@bot:x", plain)));
+        assert!(!is_relayed_echo(
+            "@bot:x",
+            &raw(
+                "@bot:x",
+                serde_json::json!({"org.switchboard.relayed": "yes"})
+            )
+        ));
     }
 }
