@@ -549,6 +549,26 @@ async fn a_split_delivery_resumes_at_its_first_unsent_part(store: &Store) -> any
     );
     store.outbox_done(row.seq).await?;
     assert!(store.pending_outbox(10).await?.is_empty());
+
+    // A one-part row: its part recorded as sent and the row done in the same commit, also
+    // when that part had been recorded already (a second pass after a crash).
+    store
+        .enqueue_outbox("!r3:x", "telegram", "7003", "$p2", "{}")
+        .await?;
+    let row = pending(store, "$p2").await?;
+    assert_eq!(store.outbox_part_sent_done(&row, 0, "m4", true).await?, 1);
+    assert!(store.pending_outbox(10).await?.is_empty());
+    assert_eq!(
+        store.remote_message("telegram", "7003", "m4").await?,
+        Some(("!r3:x".to_owned(), Some("$p2".to_owned())))
+    );
+    store
+        .enqueue_outbox("!r3:x", "telegram", "7003", "$p3", "{}")
+        .await?;
+    let row = pending(store, "$p3").await?;
+    assert_eq!(store.outbox_part_sent(&row, 0, "m5").await?, 1);
+    assert_eq!(store.outbox_part_sent_done(&row, 0, "m5", true).await?, 1);
+    assert!(store.pending_outbox(10).await?.is_empty());
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 use sqlx::Row;
 
 use super::{
-    InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
+    Engine, InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
     bind_message, inbox_event,
     remote::{outbox_row, remote_inbox_event},
 };
@@ -38,6 +38,47 @@ type Waiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
 /// worth trying again, and the write is idempotent.
 fn group_lost() -> StoreError {
     StoreError::Database(sqlx::Error::WorkerCrashed)
+}
+
+/// The rows of one statement of a group write, to bind.
+enum Part<'a> {
+    Messages(&'a [&'a Message]),
+    Deliveries(&'a [&'a NewDelivery]),
+    Processed(&'a [i64]),
+}
+
+impl<'a> Part<'a> {
+    fn bind(
+        &self,
+        mut query: sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>,
+        now: i64,
+    ) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
+        match self {
+            Part::Messages(rows) => {
+                for m in rows.iter() {
+                    query = bind_message(query, m);
+                }
+            }
+            Part::Deliveries(rows) => {
+                for d in rows.iter() {
+                    query = query
+                        .bind(&d.room_id)
+                        .bind(&d.platform)
+                        .bind(&d.address)
+                        .bind(&d.event_id)
+                        .bind(&d.payload_json)
+                        .bind(now);
+                }
+            }
+            Part::Processed(seqs) => {
+                query = query.bind(now);
+                for seq in seqs.iter() {
+                    query = query.bind(*seq);
+                }
+            }
+        }
+        query
+    }
 }
 
 /// One outbox row to queue.
@@ -103,7 +144,11 @@ impl Store {
             .iter()
             .flat_map(|b| b.processed.iter().copied())
             .collect();
-        // Multi-row statements: one round trip per hundred rows, not per row.
+        // Multi-row statements, a hundred rows each. On SQLite they go in one round trip to
+        // its connection's thread, their anonymous parameters bound in order across them
+        // (sqlx-sqlite runs each statement of a string in turn); PostgreSQL takes one
+        // statement per request.
+        let mut parts: Vec<(String, Part<'_>)> = Vec::new();
         for chunk in messages.chunks(ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
@@ -111,11 +156,7 @@ impl Store {
                  VALUES {} ON CONFLICT (event_id) DO NOTHING",
                 Params::new(self.engine, 1).rows(chunk.len(), 9)
             );
-            let mut query = sqlx::query(&sql);
-            for m in chunk {
-                query = bind_message(query, m);
-            }
-            query.execute(&mut *tx).await?;
+            parts.push((sql, Part::Messages(chunk)));
         }
         for chunk in deliveries.chunks(ROWS_PER_INSERT) {
             let sql = format!(
@@ -123,17 +164,7 @@ impl Store {
                  VALUES {} ON CONFLICT (event_id, platform, address) DO NOTHING",
                 Params::new(self.engine, 1).rows(chunk.len(), 6)
             );
-            let mut query = sqlx::query(&sql);
-            for d in chunk {
-                query = query
-                    .bind(&d.room_id)
-                    .bind(&d.platform)
-                    .bind(&d.address)
-                    .bind(&d.event_id)
-                    .bind(&d.payload_json)
-                    .bind(now);
-            }
-            query.execute(&mut *tx).await?;
+            parts.push((sql, Part::Deliveries(chunk)));
         }
         for chunk in processed.chunks(ROWS_PER_INSERT) {
             let mut params = Params::new(self.engine, 1);
@@ -142,11 +173,23 @@ impl Store {
                 params.one(),
                 params.list(chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(now);
-            for seq in chunk {
-                query = query.bind(seq);
+            parts.push((sql, Part::Processed(chunk)));
+        }
+        if self.engine == Engine::Sqlite {
+            let sql = parts
+                .iter()
+                .map(|(sql, _)| sql.as_str())
+                .collect::<Vec<_>>()
+                .join(";\n");
+            let mut query = sqlx::query(&sql);
+            for (_, part) in &parts {
+                query = part.bind(query, now);
             }
             query.execute(&mut *tx).await?;
+        } else {
+            for (sql, part) in &parts {
+                part.bind(sqlx::query(sql), now).execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

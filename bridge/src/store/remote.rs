@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Engine, Store, StoreError};
 
 /// One recorded remote event.
 #[derive(Debug, Clone)]
@@ -68,10 +68,27 @@ const ASSIGNMENT_COLUMNS: &str = "room_id, responder_id, platform, address, ghos
 
 /// Maps a remote message to its room and Matrix event (`$1` platform, `$2` chat, `$3` message
 /// ID, `$4` room, `$5` event). Mapping again only fills in a missing event.
-const MAP_REMOTE_MESSAGE: &str =
-    "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id)
-     DO UPDATE SET event_id = COALESCE(remote_messages.event_id, excluded.event_id)";
+const MAP_REMOTE_MESSAGE: &str = map_remote_message!();
+
+macro_rules! map_remote_message {
+    () => {
+        "INSERT INTO remote_messages (platform, chat, message_id, room_id, event_id)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (platform, chat, message_id)
+         DO UPDATE SET event_id = COALESCE(remote_messages.event_id, excluded.event_id)"
+    };
+}
+use map_remote_message;
+
+/// [`MAP_REMOTE_MESSAGE`], then a part of an outbox row counted as sent (`$6` the new count,
+/// `$7` whether that was its last part, `$8` now, `$9` the row, `$10` the count it was at),
+/// returning the count if it moved: SQLite runs both from one string.
+const MAP_AND_MOVE: &str = concat!(
+    map_remote_message!(),
+    ";\n",
+    "UPDATE outbox SET parts_sent = $6, attempts = 0,
+         done_at = CASE WHEN $7 THEN $8 ELSE done_at END
+     WHERE seq = $9 AND parts_sent = $10 RETURNING parts_sent"
+);
 
 fn offer_from_row(r: &sqlx::any::AnyRow) -> Result<OfferRow, StoreError> {
     Ok(OfferRow {
@@ -584,27 +601,45 @@ impl Store {
         let seq = row.seq;
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-        sqlx::query(MAP_REMOTE_MESSAGE)
-            .bind(&row.platform)
-            .bind(&row.address)
-            .bind(message_id)
-            .bind(&row.room_id)
-            .bind(&row.event_id)
-            .execute(&mut *tx)
-            .await?;
         // The count moves only from the part it was at; the row is done with its last part.
-        let moved = sqlx::query(
-            "UPDATE outbox SET parts_sent = $1, attempts = 0,
-                    done_at = CASE WHEN $2 THEN $3 ELSE done_at END
-             WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent",
-        )
-        .bind(index + 1)
-        .bind(done)
-        .bind(self.now_ms())
-        .bind(seq)
-        .bind(index)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let moved = if self.engine == Engine::Sqlite {
+            // Both statements in one round trip to the connection's thread: numbered
+            // parameters count across them, and the row (if any) is the UPDATE's.
+            sqlx::query(MAP_AND_MOVE)
+                .bind(&row.platform)
+                .bind(&row.address)
+                .bind(message_id)
+                .bind(&row.room_id)
+                .bind(&row.event_id)
+                .bind(index + 1)
+                .bind(done)
+                .bind(self.now_ms())
+                .bind(seq)
+                .bind(index)
+                .fetch_optional(&mut *tx)
+                .await?
+        } else {
+            sqlx::query(MAP_REMOTE_MESSAGE)
+                .bind(&row.platform)
+                .bind(&row.address)
+                .bind(message_id)
+                .bind(&row.room_id)
+                .bind(&row.event_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE outbox SET parts_sent = $1, attempts = 0,
+                        done_at = CASE WHEN $2 THEN $3 ELSE done_at END
+                 WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent",
+            )
+            .bind(index + 1)
+            .bind(done)
+            .bind(self.now_ms())
+            .bind(seq)
+            .bind(index)
+            .fetch_optional(&mut *tx)
+            .await?
+        };
         let sent: i64 = match moved {
             Some(row) => row.try_get("parts_sent")?,
             None => {
