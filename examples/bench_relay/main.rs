@@ -418,7 +418,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| RSS of the benchmark's Switchboard: idle at start, after the two floods | {idle_rss:.1} MiB, {rss_after:.1} MiB | | |"
+        "| RSS of the benchmark's Switchboard: idle at start, after the floods | {idle_rss:.1} MiB, {rss_after:.1} MiB | | |"
     );
     println!();
     println!("Run time of the measurement: {run_s:.0} s.");
