@@ -79,9 +79,43 @@ macro_rules! map_remote_message {
 }
 use map_remote_message;
 
-/// [`MAP_REMOTE_MESSAGE`], then a part of an outbox row counted as sent (`$6` the new count,
-/// `$7` whether that was its last part, `$8` now, `$9` the row, `$10` the count it was at),
-/// returning the count if it moved: SQLite runs both from one string.
+/// A part of an outbox row counted as sent (`$1` the new count, `$2` whether that was its
+/// last part, `$3` now, `$4` the row, `$5` the count it was at), returning the count if it
+/// moved: the count moves only from the part it was at; the row is done with its last part.
+const MOVE_PART: &str = "UPDATE outbox SET parts_sent = $1, attempts = 0,
+         done_at = CASE WHEN $2 THEN $3 ELSE done_at END
+     WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds [`MAP_REMOTE_MESSAGE`]'s parameters for a part of `row` sent as `message_id`.
+fn bind_map<'q>(query: AnyQuery<'q>, row: &'q OutboxRow, message_id: &'q str) -> AnyQuery<'q> {
+    query
+        .bind(&row.platform)
+        .bind(&row.address)
+        .bind(message_id)
+        .bind(&row.room_id)
+        .bind(&row.event_id)
+}
+
+/// Binds [`MOVE_PART`]'s parameters (after [`bind_map`]'s in [`MAP_AND_MOVE`]).
+fn bind_move<'q>(
+    query: AnyQuery<'q>,
+    row: &OutboxRow,
+    index: i64,
+    done: bool,
+    now: i64,
+) -> AnyQuery<'q> {
+    query
+        .bind(index + 1)
+        .bind(done)
+        .bind(now)
+        .bind(row.seq)
+        .bind(index)
+}
+
+/// [`MAP_REMOTE_MESSAGE`], then [`MOVE_PART`] numbered on from it: SQLite runs both from one
+/// string.
 const MAP_AND_MOVE: &str = concat!(
     map_remote_message!(),
     ";\n",
@@ -601,44 +635,21 @@ impl Store {
         let seq = row.seq;
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
-        // The count moves only from the part it was at; the row is done with its last part.
+        let now = self.now_ms();
         let moved = if self.engine == Engine::Sqlite {
             // Both statements in one round trip to the connection's thread: numbered
             // parameters count across them, and the row (if any) is the UPDATE's.
-            sqlx::query(MAP_AND_MOVE)
-                .bind(&row.platform)
-                .bind(&row.address)
-                .bind(message_id)
-                .bind(&row.room_id)
-                .bind(&row.event_id)
-                .bind(index + 1)
-                .bind(done)
-                .bind(self.now_ms())
-                .bind(seq)
-                .bind(index)
+            let query = bind_map(sqlx::query(MAP_AND_MOVE), row, message_id);
+            bind_move(query, row, index, done, now)
                 .fetch_optional(&mut *tx)
                 .await?
         } else {
-            sqlx::query(MAP_REMOTE_MESSAGE)
-                .bind(&row.platform)
-                .bind(&row.address)
-                .bind(message_id)
-                .bind(&row.room_id)
-                .bind(&row.event_id)
+            bind_map(sqlx::query(MAP_REMOTE_MESSAGE), row, message_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "UPDATE outbox SET parts_sent = $1, attempts = 0,
-                        done_at = CASE WHEN $2 THEN $3 ELSE done_at END
-                 WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent",
-            )
-            .bind(index + 1)
-            .bind(done)
-            .bind(self.now_ms())
-            .bind(seq)
-            .bind(index)
-            .fetch_optional(&mut *tx)
-            .await?
+            bind_move(sqlx::query(MOVE_PART), row, index, done, now)
+                .fetch_optional(&mut *tx)
+                .await?
         };
         let sent: i64 = match moved {
             Some(row) => row.try_get("parts_sent")?,
