@@ -126,12 +126,14 @@ async fn main() -> anyhow::Result<()> {
         let f = first_flood(&mut b, &db, &rooms, flood_events).await?;
         let cpu = procfs::cpu_ms(b.pid, ticks)? - cpu_before;
         println!(
-            "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event",
+            "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event; RSS {:.1} MiB before, {:.1} MiB after",
             f.events as f64 / f.ack_s,
             f.processed_s
                 .map(|s| format!("{:.0} events/s", f.events as f64 / s))
                 .unwrap_or_else(|| format!("{} of {} only", f.processed, f.events)),
-            cpu * 1000.0 / f.events as f64
+            cpu * 1000.0 / f.events as f64,
+            idle_rss,
+            procfs::rss_mib(b.pid)?
         );
         return Ok(());
     }
