@@ -75,8 +75,9 @@ pub struct Store {
     /// on SQLite a pool of its own whose commits are `synchronous = NORMAL`; on PostgreSQL
     /// the same pool.
     relaxed_pool: AnyPool,
-    /// On SQLite, one writer at a time, in the order they asked (see [`Store::writer`]).
-    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// On SQLite, one writer at a time, in the order they asked, with the connections
+    /// writes go through (see [`Store::writer`]).
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<WriteConns>>>,
     /// Runs of visitor messages being written together (`queues.rs`).
     batches: std::sync::Arc<queues::BatchGroup>,
     engine: Engine,
@@ -192,6 +193,22 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         // A read: it must not wait for a writer's turn (readiness asks while a flood writes).
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // The writers' own connections, when no writer holds them: one that does not answer
+        // is dropped, and the next writer takes a fresh one from the pool. (Handling that
+        // keeps failing asks this before it gives up on an item, see `worker.rs`.)
+        if let Some(gate) = &self.write_gate
+            && let Ok(mut conns) = gate.try_lock()
+        {
+            for relaxed in [false, true] {
+                let slot = conns.slot(relaxed);
+                if let Some(conn) = slot
+                    && let Err(e) = sqlx::Connection::ping(conn).await
+                {
+                    tracing::warn!(error = %e, "a writer's connection stopped answering; replacing it");
+                    *slot = None;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -274,7 +291,7 @@ impl Store {
     /// relaxed connections are a pool of their own, so no connection ever changes mode and
     /// none can be given back in the wrong one.
     pub(crate) async fn relaxed(&self) -> Result<Writer, StoreError> {
-        self.writer_from(&self.relaxed_pool).await
+        self.writer_from(&self.relaxed_pool, true).await
     }
 
     /// A connection to write with, in its turn. SQLite takes one writer at a time; one that
@@ -282,19 +299,25 @@ impl Store {
     /// again, so under a flood a quiet conversation's few writes waited behind the flood's
     /// commits out of order (one statement waited a second). Here writers queue in the order
     /// they ask and none sleeps. PostgreSQL locks rows, not the database: no queue there.
+    ///
+    /// On SQLite the turn comes with a connection of its own, taken from the pool once and
+    /// kept: sqlx pings a pooled connection each time it is given back (one more round trip
+    /// to the connection's thread, and a task, per write). [`Store::ping`] replaces one that
+    /// stopped answering.
     pub(crate) async fn writer(&self) -> Result<Writer, StoreError> {
-        self.writer_from(&self.pool).await
+        self.writer_from(&self.pool, false).await
     }
 
-    async fn writer_from(&self, pool: &AnyPool) -> Result<Writer, StoreError> {
-        let turn = match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
+    async fn writer_from(&self, pool: &AnyPool, relaxed: bool) -> Result<Writer, StoreError> {
+        let Some(gate) = &self.write_gate else {
+            return Ok(Writer::Pooled(pool.acquire().await?));
         };
-        Ok(Writer {
-            conn: pool.acquire().await?,
-            _turn: turn,
-        })
+        let mut conns = gate.clone().lock_owned().await;
+        let slot = conns.slot(relaxed);
+        if slot.is_none() {
+            *slot = Some(pool.acquire().await?.detach());
+        }
+        Ok(Writer::Kept { conns, relaxed })
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
@@ -650,21 +673,59 @@ pub(crate) fn bind_message<'q>(
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 
 /// A pool connection held for writing, with the writer's turn (see [`Store::writer`]).
-pub(crate) struct Writer {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+pub(crate) enum Writer {
+    /// PostgreSQL: any connection of the pool.
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+    /// SQLite: the writers' turn, and one of the connections kept with it.
+    Kept {
+        conns: tokio::sync::OwnedMutexGuard<WriteConns>,
+        relaxed: bool,
+    },
+}
+
+/// The connections SQLite's writers use, in their turn: one flushing each commit to disk, one
+/// not (see [`Store::relaxed`]). Taken from their pools when first needed.
+#[derive(Default)]
+pub(crate) struct WriteConns {
+    full: Option<sqlx::AnyConnection>,
+    relaxed: Option<sqlx::AnyConnection>,
+}
+
+impl WriteConns {
+    fn slot(&mut self, relaxed: bool) -> &mut Option<sqlx::AnyConnection> {
+        if relaxed {
+            &mut self.relaxed
+        } else {
+            &mut self.full
+        }
+    }
 }
 
 impl std::ops::Deref for Writer {
     type Target = sqlx::AnyConnection;
     fn deref(&self) -> &Self::Target {
-        &self.conn
+        match self {
+            Writer::Pooled(conn) => conn,
+            Writer::Kept { conns, relaxed } => if *relaxed {
+                &conns.relaxed
+            } else {
+                &conns.full
+            }
+            .as_ref()
+            .expect("set before the writer is handed out"),
+        }
     }
 }
 
 impl std::ops::DerefMut for Writer {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
+        match self {
+            Writer::Pooled(conn) => conn,
+            Writer::Kept { conns, relaxed } => conns
+                .slot(*relaxed)
+                .as_mut()
+                .expect("set before the writer is handed out"),
+        }
     }
 }
 
@@ -801,5 +862,28 @@ mod tests {
         store.mark_processed(seq).await.expect("mark");
         assert!(store.pending_events(1).await.expect("pending").is_empty());
         assert_eq!(synchronous_of(&store.pool, 8).await, vec![FULL; 8]);
+        // The writers' kept connections are one of each.
+        async fn pragma(conn: &mut sqlx::AnyConnection) -> i64 {
+            sqlx::query("PRAGMA synchronous")
+                .fetch_one(conn)
+                .await
+                .expect("pragma")
+                .try_get(0)
+                .expect("a number")
+        }
+        assert_eq!(
+            pragma(&mut store.writer().await.expect("writer")).await,
+            FULL
+        );
+        assert_eq!(
+            pragma(&mut store.relaxed().await.expect("relaxed")).await,
+            NORMAL
+        );
+        // Checked by the readiness ping, and kept while they answer.
+        store.ping().await.expect("ping");
+        assert_eq!(
+            pragma(&mut store.writer().await.expect("writer")).await,
+            FULL
+        );
     }
 }
