@@ -95,15 +95,10 @@ pub struct Bridge {
     /// How far the scheduler has handed out the inbox and the platform events.
     cursors: worker::Cursors,
     /// The bridge itself, once `run` has started the lanes. Work found while handling
-    /// something (a transaction stored, a delivery queued, an offer recorded) then goes
-    /// straight to its lane: through the scheduler it would cost a wake of the scheduler and a
-    /// read of what it was just told. Unset, as in tests that drive the queues by hand, the
-    /// work is left to the scheduler.
+    /// something (a transaction stored, a delivery queued, an offer recorded) goes straight
+    /// to its lane. Work found before that is picked up by the scheduler's first full look
+    /// when `run` starts it, or, in tests that drive the queues by hand, by the drains.
     running: std::sync::OnceLock<std::sync::Weak<Bridge>>,
-    /// Chats a delivery was queued for since the scheduler last looked.
-    deliveries_wanted: Mutex<std::collections::HashSet<(String, String)>>,
-    /// Chats an offer was recorded for since the scheduler last looked (`dispatch.rs`).
-    offers_wanted: Mutex<std::collections::HashSet<(String, String)>>,
     /// When the earliest delivery waiting out a retry or a paced slot falls due (unix ms).
     next_delivery_due: std::sync::atomic::AtomicI64,
     /// Platform events handed to a lane and not finished yet.
@@ -156,8 +151,6 @@ impl Bridge {
             cursors: worker::Cursors::default(),
             running: std::sync::OnceLock::new(),
             remote_in_flight: Mutex::default(),
-            deliveries_wanted: Mutex::default(),
-            offers_wanted: Mutex::default(),
             next_delivery_due: std::sync::atomic::AtomicI64::new(i64::MAX),
             register_changed: Arc::new(Notify::new()),
             server_name,
@@ -582,7 +575,8 @@ fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
         #[serde(rename = "org.switchboard.relayed", default)]
         relayed: bool,
     }
-    raw.get_field::<String>("sender").ok().flatten().as_deref() == Some(bot)
+    // Borrowed: the bot's ID needs no escaping, so a sender that does is not the bot.
+    raw.get_field::<&str>("sender").ok().flatten() == Some(bot)
         && raw
             .get_field::<Marked>("content")
             .ok()
@@ -622,23 +616,16 @@ impl EventSink for Bridge {
             .record_events(txn_id, &rows)
             .await
             .map_err(|e| SinkError(Box::new(e)))?;
-        if new > 0 {
-            match self.lanes_running() {
-                Some(me) => {
-                    // Every room of the transaction: a room whose events were all
-                    // duplicates finds nothing pending, which is rare and cheap.
-                    let mut rooms: Vec<&str> =
-                        indexed.iter().map(|(_, room, _)| room.as_str()).collect();
-                    rooms.sort_unstable();
-                    rooms.dedup();
-                    for room in rooms {
-                        me.submit_room_inbox(room.to_owned());
-                    }
-                }
-                None => {
-                    self.cursors.inbox_recorded();
-                    self.inbox_ready.notify_one();
-                }
+        if new > 0
+            && let Some(me) = self.lanes_running()
+        {
+            // Every room of the transaction: a room whose events were all duplicates finds
+            // nothing pending, which is rare and cheap.
+            let mut rooms: Vec<&str> = indexed.iter().map(|(_, room, _)| room.as_str()).collect();
+            rooms.sort_unstable();
+            rooms.dedup();
+            for room in rooms {
+                me.submit_room_inbox(room.to_owned());
             }
         }
         tracing::debug!(%txn_id, received = events.len(), new, "transaction stored");

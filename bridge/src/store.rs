@@ -109,11 +109,11 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        // One pool for reads and writes; writers take turns (`Store::writer`). A single
-        // writer connection (writes and the reads between them queued in the pool) was tried:
-        // `scripts/bench.sh` measured ingest at 6,300 events/s with it, against 10,800 for
-        // the code before it in a run on the same idle machine, and bridged latency was worse
-        // too.
+        // Reads go through the pool; writers take turns on connections kept for them
+        // (`Store::writer`). One connection for every read and write (the reads queued
+        // behind the writes) was tried: `scripts/bench.sh` measured ingest at 6,300 events/s
+        // with it, against 10,800 for the code before it in a run on the same idle machine,
+        // and bridged latency was worse too.
         let options = |max, synchronous: &'static str| {
             let options = AnyPoolOptions::new().max_connections(max);
             if engine != Engine::Sqlite {

@@ -204,27 +204,12 @@ impl Bridge {
         Ok(open)
     }
 
-    /// Starts the lane of this chat, or asks the scheduler to: an offer to it is waiting to go
-    /// out.
+    /// Starts the lane of this chat: an offer to it is waiting to go out. (Before the lanes
+    /// run, the scheduler's first full look finds it, or a test's `drain_offers`.)
     fn want_offers_sent(&self, platform: &str, address: &str) {
         if let Some(me) = self.lanes_running() {
             me.submit_offers(platform.to_owned(), address.to_owned());
-            return;
         }
-        self.offers_wanted
-            .lock()
-            .expect("offers lock")
-            .insert((platform.to_owned(), address.to_owned()));
-        self.inbox_ready.notify_one();
-    }
-
-    /// Chats an offer was recorded for since the scheduler last looked.
-    pub(super) fn take_offers_wanted(&self) -> Vec<(String, String)> {
-        self.offers_wanted
-            .lock()
-            .expect("offers lock")
-            .drain()
-            .collect()
     }
 
     /// Sends one chat's offers that have not gone out yet, oldest first; the lane of the chat

@@ -104,22 +104,12 @@ impl Bridge {
         self: &Arc<Self>,
         full: bool,
     ) -> Result<Option<Duration>, StoreError> {
-        let wanted: Vec<(String, String)> = self
-            .deliveries_wanted
-            .lock()
-            .expect("deliveries lock")
-            .drain()
-            .collect();
-        for (platform, address) in wanted {
-            self.submit_delivery(platform, address);
-        }
-        let mut offers = self.take_offers_wanted();
         if full {
-            // Offers recorded before a restart, or whose lane stopped on a store failure.
-            offers.extend(self.store.unsent_offer_chats().await?);
-        }
-        for (platform, address) in offers {
-            self.submit_offers(platform, address);
+            // Offers recorded before a restart (or before the lanes ran), or whose lane
+            // stopped on a store failure.
+            for (platform, address) in self.store.unsent_offer_chats().await? {
+                self.submit_offers(platform, address);
+            }
         }
         if !full {
             let next = self.next_delivery_due.load(Ordering::SeqCst);
@@ -198,17 +188,12 @@ impl Bridge {
         );
     }
 
-    /// Starts the lane of this chat (a delivery was queued for it), or asks the scheduler to.
+    /// Starts the lane of this chat: a delivery was queued for it. (Before the lanes run,
+    /// the scheduler's first full look finds it, or a test's `drain_outbox`.)
     pub(super) fn want_delivery(&self, platform: &str, address: &str) {
         if let Some(me) = self.lanes_running() {
             me.submit_delivery(platform.to_owned(), address.to_owned());
-            return;
         }
-        self.deliveries_wanted
-            .lock()
-            .expect("deliveries lock")
-            .insert((platform.to_owned(), address.to_owned()));
-        self.inbox_ready.notify_one();
     }
 
     /// Delivers every due row of every chat, each chat in order, all in this call: what the

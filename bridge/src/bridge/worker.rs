@@ -1,11 +1,15 @@
 //! The running service's work: who does what, in which lane, and what happens when it fails.
 //!
-//! - The **scheduler** (`run_scheduler`) does no platform calls itself. It reads what is new in
-//!   the store (events recorded from the homeserver, events recorded from platforms,
-//!   deliveries queued, waiting conversations, offers past their time, holders past their
-//!   limits) and hands each piece of work to its lane (`lanes.rs`): a conversation's events,
-//!   routing and time-outs to the lane of its room; a responder's events to the lane of their
-//!   chat; deliveries to the lane of the chat they go to.
+//! - Work goes to its lane (`lanes.rs`): a conversation's events, routing and time-outs to
+//!   the lane of its room; a responder's events to the lane of their chat; deliveries and
+//!   offers to the lane of the chat they go to. Whoever records work that has a lane hands it
+//!   over at once: a stored transaction its rooms, a queued delivery or a recorded offer its
+//!   chat (`Bridge::running`).
+//! - The **scheduler** (`run_scheduler`) does no platform calls itself. It hands out the rest:
+//!   events recorded from platforms (after its cursor), waiting conversations, offers past
+//!   their time, holders past their limits, deliveries whose retry fell due; and at start-up
+//!   and every `FULL_SCAN` everything pending, which restarts a lane that stopped on a
+//!   database failure.
 //! - **Room posts** (writes into conversation rooms, and the bot's notices to Matrix
 //!   responders in their relay rooms and direct chats) have their own loop, so a homeserver that
 //!   hangs holds up posting and nothing else.
@@ -48,24 +52,18 @@ const FULL_SCAN: Duration = Duration::from_secs(10);
 /// How many events one pass of a room's lane takes from the store.
 const ROOM_BATCH: i64 = 200;
 
-/// Where the scheduler has read up to, per queue. Kept in memory: after a restart every
-/// pending item is read again, and the lanes' work is idempotent.
+/// Where the scheduler has read the platform events up to. Kept in memory: after a restart
+/// every pending item is read again, and the lanes' work is idempotent. (Homeserver events
+/// need none: each transaction hands its rooms to their lanes as it is stored.)
 #[derive(Default)]
 pub(super) struct Cursors {
-    inbox: AtomicI64,
     remote: AtomicI64,
     /// Whether events were recorded since the scheduler last read past its cursor: a wake
     /// for anything else (a delivery queued) then reads nothing.
-    inbox_new: AtomicBool,
     remote_new: AtomicBool,
 }
 
 impl Cursors {
-    /// Events were recorded from the homeserver.
-    pub(super) fn inbox_recorded(&self) {
-        self.inbox_new.store(true, Ordering::SeqCst);
-    }
-
     /// Events were recorded from a platform.
     pub(super) fn remote_recorded(&self) {
         self.remote_new.store(true, Ordering::SeqCst);
@@ -150,6 +148,8 @@ impl Bridge {
         let mut queue_due = true;
         let mut next_tick = tokio::time::Instant::now();
         let mut next_full_scan = tokio::time::Instant::now();
+        // The last look at the inbox failed: look again on the next beat.
+        let mut inbox_again = false;
         loop {
             let now = tokio::time::Instant::now();
             if queue_due || now >= next_queue_check {
@@ -173,11 +173,11 @@ impl Bridge {
             if full {
                 next_full_scan = now + FULL_SCAN;
             }
-            if (full || self.cursors.inbox_new.swap(false, Ordering::SeqCst))
-                && let Err(e) = self.schedule_inbox(full).await
-            {
-                self.cursors.inbox_recorded();
-                tracing::error!(error = %e, "reading the inbox failed; retrying");
+            if full || inbox_again {
+                inbox_again = self.schedule_inbox().await.is_err_and(|e| {
+                    tracing::error!(error = %e, "reading the inbox failed; retrying");
+                    true
+                });
             }
             if (full || self.cursors.remote_new.swap(false, Ordering::SeqCst))
                 && let Err(e) = self.schedule_remote(full).await
@@ -220,35 +220,14 @@ impl Bridge {
         }
     }
 
-    /// Rooms with events the scheduler has not handed out yet get their lane started (or told
-    /// to look again). With `full`, every room with a pending event does.
-    async fn schedule_inbox(self: &Arc<Self>, full: bool) -> Result<(), StoreError> {
-        if full {
-            // Every room with a pending event gets its lane; what is recorded from here on
-            // goes to its lane as it is stored (`record_transaction`), so the cursor need
-            // not be walked over the same rows again.
-            for room in self.store.pending_inbox_rooms().await? {
-                self.submit_room_inbox(room);
-            }
-            return Ok(());
+    /// Every room with a pending event gets its lane started (or told to look again): at
+    /// start-up, every `FULL_SCAN`, and after a failed look. In between, each transaction
+    /// hands its rooms to their lanes as it is stored (`record_transaction`).
+    async fn schedule_inbox(self: &Arc<Self>) -> Result<(), StoreError> {
+        for room in self.store.pending_inbox_rooms().await? {
+            self.submit_room_inbox(room);
         }
-        loop {
-            let after = self.cursors.inbox.load(Ordering::SeqCst);
-            let batch = self.store.pending_inbox_rooms_after(after, 1000).await?;
-            let Some((last, _)) = batch.last() else {
-                return Ok(());
-            };
-            self.cursors.inbox.store(*last, Ordering::SeqCst);
-            let mut rooms: Vec<String> = batch.into_iter().map(|(_, room)| room).collect();
-            rooms.dedup();
-            let more = rooms.len() >= 1000;
-            for room in rooms {
-                self.submit_room_inbox(room);
-            }
-            if !more {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 
     pub(super) fn submit_room_inbox(self: &Arc<Self>, room: String) {
@@ -390,11 +369,12 @@ impl Bridge {
                 // A run of plain visitor messages goes in one transaction (`batch.rs`);
                 // anything else, or a run that failed, is handled event by event, with
                 // retries and setting aside.
-                match if runs {
+                let run = if runs {
                     self.handle_plain_run(room, &batch[i..]).await
                 } else {
                     Ok(Some(0))
-                } {
+                };
+                match run {
                     Ok(Some(n)) if n > 0 => {
                         i += n;
                         continue;

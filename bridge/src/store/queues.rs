@@ -195,25 +195,6 @@ impl Store {
         Ok(())
     }
 
-    /// Pending events after `after` (by arrival), as (seq, room): which rooms have new work.
-    pub async fn pending_inbox_rooms_after(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, room_id FROM inbox
-             WHERE processed_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("seq")?, r.try_get("room_id")?)))
-            .collect()
-    }
-
     /// Every room with an unprocessed event, for the lanes' periodic look at the whole inbox.
     pub async fn pending_inbox_rooms(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT room_id FROM inbox WHERE processed_at IS NULL")
