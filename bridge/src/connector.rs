@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod discord;
 pub mod matrix;
 pub mod registry;
 pub mod telegram;

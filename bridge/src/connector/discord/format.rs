@@ -1,0 +1,1 @@
+//! Discord's markdown: what we send and what we receive (being written).
