@@ -343,3 +343,33 @@ fn mentions_and_emoji_become_readable_text_without_ids() {
         "hi @Alice, @user"
     );
 }
+
+#[test]
+fn styles_discord_would_misread_give_way_and_the_text_still_arrives() {
+    // `*a***b**` would show a stray `**`: the italic is written with underscores.
+    assert_eq!(discord("<em>a</em><strong>b</strong>"), "_a_**b**");
+    assert_eq!(discord("<em>a<strong>b</strong></em>"), "*a**b***");
+    // A code span holding `**` inside bold: the bold would close inside it.
+    let sent = discord("<strong>x <code>a**b</code></strong>");
+    assert_eq!(body(&sent), "x a**b");
+    assert!(matrix_html(&sent).contains("<code>a**b</code>"));
+}
+
+#[test]
+fn hostile_markdown_is_read_in_reasonable_time() {
+    let started = std::time::Instant::now();
+    for content in ["*".repeat(4000), "**a".repeat(1300), "*_~|`[".repeat(700)] {
+        let (text, _) = from_discord(&content);
+        assert!(!text.is_empty());
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_long_message_is_written_in_reasonable_time() {
+    let started = std::time::Instant::now();
+    let html = format!("<p>{}</p>", "<strong>word</strong> *x* ".repeat(4000));
+    let parts = to_discord("", Some(&html), None);
+    assert!(parts.len() > 20);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

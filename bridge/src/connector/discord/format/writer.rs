@@ -47,7 +47,14 @@ pub(super) fn render_parts(styled: &StyledText) -> Vec<String> {
     while !rest.text.is_empty() {
         let mut limit = DISCORD_MAX_TEXT;
         let (chunk, written) = loop {
-            let chunk = split(&rest, limit, |_| 1)
+            // The first chunk depends only on the first `limit + 1` characters; splitting
+            // no more than those keeps long messages linear.
+            let prefix = rest
+                .text
+                .char_indices()
+                .nth(limit + 1)
+                .map_or(rest.text.len(), |(i, _)| i);
+            let chunk = split(&rest.slice(0..prefix), limit, |_| 1)
                 .into_iter()
                 .next()
                 .expect("trimmed non-empty text gives a chunk");
@@ -173,6 +180,8 @@ pub(super) fn render(styled: &StyledText) -> String {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
     Full,
+    /// Italics as `_x_`, which do not merge with a `**` beside them (`*a***b**` does).
+    UnderscoreItalic,
     NoItalic,
     CodeAndLinks,
     Plain,
@@ -184,6 +193,7 @@ fn render_line(styled: &StyledText, line: Range<usize>) -> String {
     let mut written = String::new();
     for level in [
         Level::Full,
+        Level::UnderscoreItalic,
         Level::NoItalic,
         Level::CodeAndLinks,
         Level::Plain,
@@ -298,7 +308,7 @@ fn write_line(styled: &StyledText, line: Range<usize>, level: Level) -> String {
             range: url,
         });
     }
-    write_pieces(text, clipped)
+    write_pieces(text, clipped, level == Level::UnderscoreItalic)
 }
 
 /// `range` without whitespace at its ends, if anything is left: emphasis next to a
@@ -365,7 +375,8 @@ fn urls(text: &str) -> Vec<Range<usize>> {
 
 /// Writes a line's pieces, well nested: pieces that overlap without nesting are closed
 /// and reopened around each other. A `Link` with an empty href is a written-out URL.
-fn write_pieces(text: &str, mut pieces: Vec<Piece>) -> String {
+/// Italics are written `_x_` with `underscore_italic`.
+fn write_pieces(text: &str, mut pieces: Vec<Piece>, underscore_italic: bool) -> String {
     // Outer pieces first: earlier start, then longer, then links outermost and italics
     // innermost (so `***x***` reads as bold around italic).
     let rank = |style: &Style| match style {
@@ -399,14 +410,14 @@ fn write_pieces(text: &str, mut pieces: Vec<Piece>) -> String {
     for (k, &pos) in points.iter().enumerate() {
         if let Some(first) = open.iter().position(|piece| piece.range.end <= pos) {
             for piece in open[first..].iter().rev() {
-                out.push_str(&close(&piece.style));
+                out.push_str(&close(&piece.style, underscore_italic));
             }
             let continuing: Vec<&Piece> = open
                 .drain(first..)
                 .filter(|piece| piece.range.end > pos)
                 .collect();
             for piece in continuing {
-                out.push_str(opening(&piece.style));
+                out.push_str(opening(&piece.style, underscore_italic));
                 open.push(piece);
             }
         }
@@ -416,7 +427,7 @@ fn write_pieces(text: &str, mut pieces: Vec<Piece>) -> String {
                 Style::Code => atom = Some(piece),
                 Style::Link { href } if href.is_empty() => atom = Some(piece),
                 style => {
-                    out.push_str(opening(style));
+                    out.push_str(opening(style, underscore_italic));
                     open.push(piece);
                 }
             }
@@ -441,8 +452,9 @@ fn write_pieces(text: &str, mut pieces: Vec<Piece>) -> String {
     out
 }
 
-fn opening(style: &Style) -> &'static str {
+fn opening(style: &Style, underscore_italic: bool) -> &'static str {
     match style {
+        Style::Italic if underscore_italic => "_",
         Style::Bold => "**",
         Style::Italic => "*",
         Style::Underline => "__",
@@ -453,12 +465,12 @@ fn opening(style: &Style) -> &'static str {
     }
 }
 
-fn close(style: &Style) -> String {
+fn close(style: &Style, underscore_italic: bool) -> String {
     match style {
         // `<…>` keeps `)` and `(` in the target from ending the link early; the target
         // was normalised by `checked_link`, so it has no `>` or space.
         Style::Link { href } => format!("](<{href}>)"),
-        style => opening(style).to_owned(),
+        style => opening(style, underscore_italic).to_owned(),
     }
 }
 
