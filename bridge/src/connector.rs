@@ -448,6 +448,24 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The responder at `address` now holds the conversation whose offer's handle is
+    /// `handle`. Platforms where a held conversation gets a place of its own (Discord: a
+    /// private thread in the staff channel) make it here and return its handle, which from
+    /// then on is the conversation's [`Delivery::thread`] with this responder and what
+    /// [`RemoteEvent::Message::thread`] names for what they write there. `None` (the default):
+    /// the offer's handle stays. Network I/O; called once per accepted offer, after
+    /// [`Connector::offer_accepted`]. Nothing it names may identify the visitor: `visitor_alias`
+    /// is the conversation's pseudonym.
+    async fn conversation_opened(
+        &self,
+        _address: &str,
+        _handle: &str,
+        _visitor_alias: &str,
+        _topic_name: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        Ok(None)
+    }
+
     /// Marks an earlier offer as no longer available (taken by someone else, withdrawn).
     /// Network I/O, one edit; idempotent: an offer already closed is `Ok`. May be queued
     /// durably instead of done at once, as for [`Connector::notify`].

@@ -694,6 +694,24 @@ impl Bridge {
             let edit = c.offer_accepted(address, msg, &text);
             let _ = self.in_turn(c.as_ref(), address, edit).await;
         }
+        // Where a held conversation is a place of its own (a Discord thread), it is made now;
+        // its handle replaces the offer's, so deliveries, notices and what the responder writes
+        // there name this conversation. Without it, the conversation stays where the offer was.
+        if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
+            let topic_name = self
+                .config
+                .topic(&conversation.topic)
+                .map_or_else(|| conversation.topic.clone(), |t| t.name.clone());
+            let open =
+                c.conversation_opened(address, msg, &conversation.visitor_alias, &topic_name);
+            match self.in_turn(c.as_ref(), address, open).await {
+                Ok(Some(handle)) => self.store.set_offer_message(offer.id, &handle).await?,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the conversation got no place of its own; it stays where the offer was");
+                }
+            }
+        }
         let end = format!("{}end", self.command_prefix(platform));
         self.notify_about(
             &offer.room_id,

@@ -1,3 +1,716 @@
-//! Responders on Discord, through a bot (serenity's gateway, our own REST client).
+//! Responders on Discord, through a bot: offers as direct messages with Accept and Decline
+//! buttons, and each accepted conversation in a private thread of the operator's staff
+//! channel (or, without one, in the direct chat, replies routed by Discord's reply reference
+//! as on Telegram).
+//!
+//! This is the mapping Discord support-ticket bots converged on: a direct message reaches a
+//! responder wherever they are, buttons make accepting one press, and a thread per
+//! conversation routes every reply exactly however many conversations a responder holds.
+//!
+//! - Requests: [`rest`], our own small client reading Discord's rate-limit headers.
+//! - Events: [`gateway`], our own loop over the websocket, handling dispatches in order;
+//!   [`events`] turns them into [`RemoteEvent`]s, recorded before an interaction is
+//!   answered.
+//! - Formats: [`format`], Matrix HTML ↔ Discord markdown through the shared message model.
+//!
+//! No identifier of the visitor reaches Discord: offers, thread names, messages and webhook
+//! names carry the conversation's pseudonym only, and every message goes out with
+//! `allowed_mentions` empty, so nothing a visitor writes (`@everyone`, `<@&role>`) pings
+//! anyone. The bot token is never logged.
 
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+use serenity::model::{channel::Channel, channel::Message};
+use tokio::sync::{Mutex, watch};
+
+use super::{
+    Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteSink, TextLimit,
+    TextUnit,
+    registry::{BuildContext, PlatformSpec},
+};
+use crate::health::PartReporter;
+
+mod events;
 pub mod format;
+mod gateway;
+mod rest;
+
+use rest::{Body, Rest, RestError, Route, codes};
+
+/// The platform's name in the configuration, the store and the admin API.
+pub const NAME: &str = "discord";
+
+/// Discord in the platform registry (`registry.rs`).
+pub static SPEC: PlatformSpec = PlatformSpec {
+    name: NAME,
+    display_name: "Discord",
+    command_prefix: COMMAND_PREFIX,
+    validate_address,
+    links_by_code: true,
+    check: |section| match section {
+        None => Ok(false),
+        Some(section) => DiscordConfig::read(section).map(|_| true),
+    },
+    build,
+};
+
+/// Slash commands, and their text forms (`/end`).
+const COMMAND_PREFIX: char = '/';
+
+/// How a handle names a thread (a conversation's place of its own) rather than an offer's
+/// direct message.
+const THREAD_HANDLE: &str = "thread:";
+
+/// The gateway intents Switchboard identifies with: guilds (threads), guild and direct
+/// messages, and message content (privileged: enabled in the developer portal).
+const INTENTS: u64 = 1 // GUILDS
+    | 1 << 9 // GUILD_MESSAGES
+    | 1 << 12 // DIRECT_MESSAGES
+    | 1 << 15; // MESSAGE_CONTENT
+
+/// A Discord address is the responder's user ID: a snowflake, a positive integer.
+pub fn validate_address(address: &str) -> Result<(), String> {
+    match address.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(()),
+        _ => Err(format!(
+            "{address:?} is not a Discord user ID (a number, shown by Copy User ID in Discord's developer mode)"
+        )),
+    }
+}
+
+/// The `[discord]` section of the configuration file; without it Discord is off.
+#[derive(serde::Deserialize)]
+pub struct DiscordConfig {
+    /// The bot token from the developer portal. Prefer the environment:
+    /// `SWITCHBOARD_DISCORD__TOKEN`.
+    pub token: String,
+    /// The application's ID (slash commands are registered for it).
+    pub application_id: Snowflake,
+    /// The operator's guild: slash commands are registered there (at once, where global ones
+    /// take up to an hour), and the staff channel is in it.
+    pub guild: Option<Snowflake>,
+    /// A text channel of `guild` in which each accepted conversation gets a private thread.
+    /// Without it, conversations happen in the responder's direct chat with the bot.
+    pub staff_channel: Option<Snowflake>,
+    /// Discord's address, for tests (`http://127.0.0.1:PORT` of a stand-in). The gateway's
+    /// address is asked from it.
+    pub api_url: Option<String>,
+}
+
+/// A snowflake written as a number or as a string (Discord writes them as strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snowflake(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Snowflake {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Snowflake(n)),
+            Either::Text(s) => s
+                .parse()
+                .map(Snowflake)
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a Discord ID"))),
+        }
+    }
+}
+
+impl std::fmt::Debug for DiscordConfig {
+    // Hand-written so the token can never be printed with the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("application_id", &self.application_id)
+            .field("guild", &self.guild)
+            .field("staff_channel", &self.staff_channel)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiscordConfig {
+    /// Reads the section; the error names the field, never the token's value.
+    pub fn read(section: &Value) -> Result<Self, String> {
+        let config: Self = serde_json::from_value(section.clone()).map_err(|e| e.to_string())?;
+        if config.staff_channel.is_some() && config.guild.is_none() {
+            return Err("discord.staff_channel needs discord.guild (the guild it is in)".into());
+        }
+        Ok(config)
+    }
+}
+
+fn build(
+    section: Option<&Value>,
+    context: &BuildContext,
+) -> Result<Option<Arc<dyn Connector>>, String> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let config = DiscordConfig::read(section)?;
+    let connector = DiscordConnector::new(&config)?.with_health(context.health.part(SPEC.name));
+    Ok(Some(Arc::new(connector)))
+}
+
+/// The longest one REST call may take (a file of up to 10 MiB goes up in one).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct DiscordConnector {
+    rest: Rest,
+    token: String,
+    application_id: u64,
+    guild: Option<u64>,
+    staff_channel: Option<u64>,
+    health: Option<PartReporter>,
+    /// Direct-message channel per responder, as Discord answered `POST /users/@me/channels`
+    /// (the same channel every time, so losing this on restart costs one call).
+    dms: Mutex<HashMap<u64, u64>>,
+    /// What is known of guild channels that messages arrive in: whether each is a thread of
+    /// the staff channel (only those are conversations).
+    staff_threads: Mutex<HashMap<u64, bool>>,
+    /// The bot's own user ID, from READY: its own messages are not responders'.
+    bot_user: std::sync::Mutex<Option<u64>>,
+}
+
+impl DiscordConnector {
+    pub fn new(config: &DiscordConfig) -> Result<Self, String> {
+        let base = config.api_url.as_deref().unwrap_or("https://discord.com");
+        Ok(DiscordConnector {
+            rest: Rest::new(base, &config.token, CALL_TIMEOUT)?,
+            token: config.token.clone(),
+            application_id: config.application_id.0,
+            guild: config.guild.map(|g| g.0),
+            staff_channel: config.staff_channel.map(|c| c.0),
+            health: None,
+            dms: Mutex::new(HashMap::new()),
+            staff_threads: Mutex::new(HashMap::new()),
+            bot_user: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn with_health(mut self, health: PartReporter) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn user(address: &str) -> Result<u64, ConnectorError> {
+        address
+            .parse::<u64>()
+            .map_err(|_| ConnectorError::Permanent(format!("{address:?} is not a Discord user ID")))
+    }
+
+    /// The responder's direct-message channel with the bot.
+    async fn dm_channel(&self, address: &str) -> Result<u64, ConnectorError> {
+        let user = Self::user(address)?;
+        if let Some(&channel) = self.dms.lock().await.get(&user) {
+            return Ok(channel);
+        }
+        let route = Route::new(
+            Method::POST,
+            "/users/@me/channels",
+            "/users/@me/channels".into(),
+            "",
+        );
+        let channel: Channel = self
+            .rest
+            .call(route, Body::Json(json!({"recipient_id": user.to_string()})))
+            .await
+            .map_err(|e| self.refusal("open a direct chat", e))?;
+        let id = channel.id().get();
+        self.dms.lock().await.insert(user, id);
+        Ok(id)
+    }
+
+    /// Where something about a conversation goes: its thread, else the direct chat.
+    async fn channel_for(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+    ) -> Result<u64, ConnectorError> {
+        match thread.and_then(thread_id) {
+            Some(thread) => Ok(thread),
+            None => self.dm_channel(address).await,
+        }
+    }
+
+    /// Posts a message; `body` holds its fields besides `allowed_mentions`, which is always
+    /// empty so nothing relayed pings anyone.
+    async fn post(&self, channel: u64, mut body: Value) -> Result<Message, ConnectorError> {
+        body["allowed_mentions"] = json!({"parse": []});
+        let route = Route::new(
+            Method::POST,
+            "/channels/{}/messages",
+            format!("/channels/{channel}/messages"),
+            channel,
+        );
+        self.rest
+            .call(route, Body::Json(body))
+            .await
+            .map_err(|e| self.refusal("send a message", e))
+    }
+
+    async fn edit(&self, channel: u64, message: &str, body: Value) -> Result<(), ConnectorError> {
+        let route = Route::new(
+            Method::PATCH,
+            "/channels/{}/messages/{}",
+            format!("/channels/{channel}/messages/{message}"),
+            channel,
+        );
+        match self.rest.call::<Value>(route, Body::Json(body)).await {
+            Ok(_) => Ok(()),
+            // Deleted meanwhile: there is nothing left to mark.
+            Err(e) if e.code() == Some(codes::UNKNOWN_MESSAGE) => Ok(()),
+            Err(e) => Err(self.refusal("edit a message", e)),
+        }
+    }
+
+    /// A failed call as the bridge should take it, logged with what Discord said: a responder
+    /// who refuses direct messages, a channel that is gone, a full guild are never retried.
+    fn refusal(&self, what: &str, e: RestError) -> ConnectorError {
+        match e.code() {
+            Some(codes::CANNOT_DM) => tracing::warn!(
+                "discord: cannot {what}: the responder does not accept direct messages from the bot (50007)"
+            ),
+            Some(codes::UNKNOWN_CHANNEL) => {
+                tracing::warn!("discord: cannot {what}: the channel or thread is gone (10003)")
+            }
+            Some(code) => tracing::warn!(code, error = %e, "discord: cannot {what}"),
+            None => tracing::debug!(error = %e, "discord: cannot {what} now"),
+        }
+        e.into()
+    }
+
+    /// Text for a message of Switchboard's own, escaped so it shows as written.
+    fn plain(text: &str) -> String {
+        format::to_discord(text, None, None).concat()
+    }
+
+    /// Whether `channel`, a guild channel a message arrived in, is a thread of the staff
+    /// channel (asked from Discord once, then remembered).
+    async fn is_staff_thread(&self, channel: u64) -> bool {
+        let Some(staff) = self.staff_channel else {
+            return false;
+        };
+        if let Some(&known) = self.staff_threads.lock().await.get(&channel) {
+            return known;
+        }
+        let route = Route::new(
+            Method::GET,
+            "/channels/{}",
+            format!("/channels/{channel}"),
+            channel,
+        );
+        match self.rest.call::<Value>(route, Body::None).await {
+            Ok(c) => {
+                let known = c["parent_id"].as_str() == Some(&staff.to_string())
+                    && matches!(c["type"].as_u64(), Some(11 | 12));
+                self.staff_threads.lock().await.insert(channel, known);
+                known
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "discord: cannot tell whether a channel is a staff thread");
+                false
+            }
+        }
+    }
+
+    async fn remember_thread(&self, channel: u64, is_staff_thread: bool) {
+        self.staff_threads
+            .lock()
+            .await
+            .insert(channel, is_staff_thread);
+    }
+
+    /// Registers the slash commands (in the guild where there is one: they show at once).
+    async fn register_commands(&self) {
+        let (template, path, major) = match self.guild {
+            Some(guild) => (
+                "/applications/{}/guilds/{}/commands",
+                format!(
+                    "/applications/{}/guilds/{guild}/commands",
+                    self.application_id
+                ),
+                guild.to_string(),
+            ),
+            None => (
+                "/applications/{}/commands",
+                format!("/applications/{}/commands", self.application_id),
+                self.application_id.to_string(),
+            ),
+        };
+        let route = Route::new(Method::PUT, template, path, major);
+        if let Err(e) = self
+            .rest
+            .call::<Value>(route, Body::Json(events::commands()))
+            .await
+        {
+            tracing::warn!(error = %e, "discord: could not register the slash commands; their text forms still work");
+        }
+    }
+}
+
+/// The thread a handle names, if it names one.
+fn thread_id(handle: &str) -> Option<u64> {
+    handle.strip_prefix(THREAD_HANDLE)?.parse().ok()
+}
+
+fn thread_handle(id: u64) -> String {
+    format!("{THREAD_HANDLE}{id}")
+}
+
+/// An offer's text and its two buttons.
+fn offer_message(offer: &Offer) -> Value {
+    let mut text = format!(
+        "**New conversation** about **{}** from {}",
+        DiscordConnector::plain(&offer.topic_name),
+        DiscordConnector::plain(&offer.visitor_alias)
+    );
+    if let Some(language) = &offer.language {
+        text.push_str(&format!(
+            "\nLanguage: {}",
+            DiscordConnector::plain(language)
+        ));
+    }
+    let quoted = offer
+        .summary
+        .as_deref()
+        .map(|s| truncate(s, 1200))
+        .or_else(|| offer.first_message.as_deref().map(|m| truncate(m, 800)));
+    if let Some(quoted) = quoted {
+        for line in DiscordConnector::plain(&quoted).lines() {
+            text.push_str("\n> ");
+            text.push_str(line);
+        }
+    }
+    json!({
+        "content": text,
+        "components": [{"type": 1, "components": [
+            {"type": 2, "style": 3, "label": "Accept", "custom_id": format!("accept:{}", offer.offer_id)},
+            {"type": 2, "style": 4, "label": "Decline", "custom_id": format!("decline:{}", offer.offer_id)},
+        ]}],
+    })
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[async_trait]
+impl Connector for DiscordConnector {
+    fn platform(&self) -> Platform {
+        SPEC.platform()
+    }
+
+    /// Discord's documented limits: 2000 characters per message; a global 50 requests per
+    /// second; every other limit is learnt from Discord's own headers (see `rest.rs`), never
+    /// assumed, so no pacing per chat is declared. "Typing…" lasts ten seconds.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_text_len: TextLimit {
+                max: format::DISCORD_MAX_TEXT,
+                unit: TextUnit::Chars,
+            },
+            // Files are not relayed yet: the bridge tells both sides instead.
+            files: None,
+            edits: true,
+            typing_renewal: Some(Duration::from_secs(8)),
+            shares_room: false,
+            command_prefix: COMMAND_PREFIX,
+            min_interval_per_chat: Duration::ZERO,
+            max_messages_per_second: Some(50),
+            unreachable_hands_over: true,
+            call_timeout: CALL_TIMEOUT,
+        }
+    }
+
+    fn how_to_accept(&self) -> &'static str {
+        "the Accept button on its offer"
+    }
+
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
+        let channel = self.dm_channel(address).await?;
+        let sent = self.post(channel, offer_message(offer)).await?;
+        Ok(Some(sent.id.get().to_string()))
+    }
+
+    async fn offer_accepted(
+        &self,
+        address: &str,
+        handle: &str,
+        text: &str,
+    ) -> Result<(), ConnectorError> {
+        self.close_offer(address, handle, text).await
+    }
+
+    async fn close_offer(
+        &self,
+        address: &str,
+        remote_message_id: &str,
+        why: &str,
+    ) -> Result<(), ConnectorError> {
+        if thread_id(remote_message_id).is_some() {
+            return Ok(());
+        }
+        let channel = self.dm_channel(address).await?;
+        // The buttons go with the edit: an offer taken or withdrawn can no longer be pressed.
+        self.edit(
+            channel,
+            remote_message_id,
+            json!({"content": Self::plain(why), "components": [], "allowed_mentions": {"parse": []}}),
+        )
+        .await
+    }
+
+    /// A private thread in the staff channel, named after the visitor's pseudonym and the
+    /// topic, that only the responder (and the bot) are in and nobody else can be invited to.
+    async fn conversation_opened(
+        &self,
+        address: &str,
+        _handle: &str,
+        visitor_alias: &str,
+        topic_name: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let Some(staff) = self.staff_channel else {
+            return Ok(None);
+        };
+        let user = Self::user(address)?;
+        let name: String = format!("{visitor_alias} · {topic_name}")
+            .chars()
+            .take(100)
+            .collect();
+        let route = Route::new(
+            Method::POST,
+            "/channels/{}/threads",
+            format!("/channels/{staff}/threads"),
+            staff,
+        );
+        let body =
+            json!({"name": name, "type": 12, "invitable": false, "auto_archive_duration": 10080});
+        let thread: Value = match self.rest.call(route, Body::Json(body)).await {
+            Ok(thread) => thread,
+            Err(e) if e.code() == Some(codes::TOO_MANY_THREADS) => {
+                tracing::warn!(
+                    "discord: the guild has as many active threads as it may (160006); the conversation stays in the direct chat"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(self.refusal("create the conversation's thread", e)),
+        };
+        let Some(id) = thread["id"].as_str().and_then(|s| s.parse::<u64>().ok()) else {
+            return Err(ConnectorError::Permanent(
+                "Discord answered a thread without an ID".into(),
+            ));
+        };
+        self.remember_thread(id, true).await;
+        let route = Route::new(
+            Method::PUT,
+            "/channels/{}/thread-members/{}",
+            format!("/channels/{id}/thread-members/{user}"),
+            id,
+        );
+        self.rest
+            .call_empty(route, Body::None)
+            .await
+            .map_err(|e| self.refusal("add the responder to the conversation's thread", e))?;
+        Ok(Some(thread_handle(id)))
+    }
+
+    /// Text: Discord markdown within 2000 characters a part, the first headed by the alias.
+    fn render(&self, delivery: &Delivery) -> Vec<String> {
+        format::to_discord(
+            &delivery.body,
+            delivery.formatted_body.as_deref(),
+            Some(&delivery.visitor_alias),
+        )
+    }
+
+    /// Discord has no idempotency key for messages: a send whose answer is lost is sent again.
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        _index: usize,
+        part: &str,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let channel = self
+            .channel_for(address, delivery.thread.as_deref())
+            .await?;
+        let sent = self.post(channel, json!({"content": part})).await?;
+        Ok(sent.id.get().to_string())
+    }
+
+    /// "Typing…" shows for ten seconds or until the bot posts; there is no way to stop it.
+    async fn typing(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+        typing: bool,
+    ) -> Result<(), ConnectorError> {
+        if !typing {
+            return Ok(());
+        }
+        let channel = self.channel_for(address, thread).await?;
+        let route = Route::new(
+            Method::POST,
+            "/channels/{}/typing",
+            format!("/channels/{channel}/typing"),
+            channel,
+        );
+        self.rest
+            .call_empty(route, Body::None)
+            .await
+            .map_err(|e| self.refusal("show typing", e))
+    }
+
+    async fn notify(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let channel = self.channel_for(address, thread).await?;
+        let sent = self
+            .post(channel, json!({"content": Self::plain(text)}))
+            .await?;
+        Ok(Some(sent.id.get().to_string()))
+    }
+
+    /// The responder leaves the conversation's thread, which is archived and locked.
+    async fn conversation_closed(
+        &self,
+        address: &str,
+        thread: &str,
+        _why: &str,
+    ) -> Result<(), ConnectorError> {
+        let Some(id) = thread_id(thread) else {
+            return Ok(());
+        };
+        let user = Self::user(address)?;
+        let route = Route::new(
+            Method::DELETE,
+            "/channels/{}/thread-members/{}",
+            format!("/channels/{id}/thread-members/{user}"),
+            id,
+        );
+        match self.rest.call_empty(route, Body::None).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(codes::UNKNOWN_CHANNEL) => return Ok(()),
+            Err(e) => return Err(self.refusal("remove the responder from the thread", e)),
+        }
+        let route = Route::new(Method::PATCH, "/channels/{}", format!("/channels/{id}"), id);
+        match self
+            .rest
+            .call::<Value>(route, Body::Json(json!({"archived": true, "locked": true})))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(codes::UNKNOWN_CHANNEL) => Ok(()),
+            Err(e) => Err(self.refusal("archive the thread", e)),
+        }
+    }
+
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+        self.register_commands().await;
+        let dispatcher = events::Events {
+            connector: &self,
+            sink: sink.as_ref(),
+        };
+        let config = gateway::GatewayConfig {
+            rest: &self.rest,
+            token: &self.token,
+            intents: INTENTS,
+            health: self.health.as_ref(),
+        };
+        gateway::run(config, &dispatcher, shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discord_address_is_a_user_id() {
+        assert_eq!(validate_address("80351110224678912"), Ok(()));
+        for bad in ["", "0", "@alice", "alice#1234", "-5", "12.5"] {
+            assert!(
+                validate_address(bad)
+                    .unwrap_err()
+                    .contains("Discord user ID"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_section_needs_a_token_and_an_application_and_a_staff_channel_needs_its_guild() {
+        let ok = json!({"token": "t", "application_id": "42", "guild": 7, "staff_channel": "9"});
+        let config = DiscordConfig::read(&ok).unwrap();
+        assert_eq!(
+            (config.guild, config.staff_channel),
+            (Some(Snowflake(7)), Some(Snowflake(9)))
+        );
+        assert!(
+            !format!("{config:?}").contains("\"t\""),
+            "the token is never printed"
+        );
+        let err = DiscordConfig::read(&json!({"application_id": "42"})).unwrap_err();
+        assert!(err.contains("token"), "{err}");
+        let err = DiscordConfig::read(
+            &json!({"token": "t", "application_id": "42", "staff_channel": "9"}),
+        )
+        .unwrap_err();
+        assert!(err.contains("guild"), "{err}");
+        let err = DiscordConfig::read(&json!({"token": "t", "application_id": "x"})).unwrap_err();
+        assert!(err.contains("not a Discord ID"), "{err}");
+    }
+
+    #[test]
+    fn handles_tell_threads_from_offers() {
+        assert_eq!(thread_id(&thread_handle(123)), Some(123));
+        assert_eq!(thread_id("123"), None, "an offer's message");
+    }
+
+    #[test]
+    fn an_offer_shows_the_pseudonym_and_two_buttons_and_quotes_escaped() {
+        let offer = Offer {
+            offer_id: 5,
+            room_id: "!room:x".into(),
+            topic_name: "Billing".into(),
+            visitor_alias: "Visitor 7F3A".into(),
+            first_message: Some("**hi** @everyone\nsecond".into()),
+            language: Some("de".into()),
+            summary: None,
+        };
+        let m = offer_message(&offer);
+        let text = m["content"].as_str().unwrap();
+        assert!(
+            text.contains("Visitor 7F3A") && text.contains("Billing"),
+            "{text}"
+        );
+        assert!(!text.contains("!room"), "no room ID: {text}");
+        assert!(
+            !text.contains("> **hi**"),
+            "visitor markup is escaped: {text}"
+        );
+        assert!(
+            text.contains("\n> ") && text.matches("\n> ").count() == 2,
+            "{text}"
+        );
+        let ids: Vec<_> = m["components"][0]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["custom_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["accept:5", "decline:5"]);
+    }
+}

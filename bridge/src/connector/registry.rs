@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use switchboard_appservice::HomeserverClient;
 
-use super::{Connector, Platform, RoomWrites, matrix, telegram};
+use super::{Connector, Platform, RoomWrites, discord, matrix, telegram};
 use crate::health::Health;
 
 /// The registered platforms. One line per platform; the order is the order they are listed
 /// in (error messages, help texts).
-pub static PLATFORMS: &[&PlatformSpec] = &[&matrix::SPEC, &telegram::SPEC];
+pub static PLATFORMS: &[&PlatformSpec] = &[&matrix::SPEC, &telegram::SPEC, &discord::SPEC];
 
 /// What the rest of Switchboard may know about a platform, declared by its module.
 pub struct PlatformSpec {
@@ -100,7 +100,7 @@ mod tests {
     #[test]
     fn every_platform_is_registered_once_with_a_lower_case_name() {
         let names = known_names();
-        assert_eq!(names, ["matrix", "telegram"]);
+        assert_eq!(names, ["matrix", "telegram", "discord"]);
         for name in &names {
             assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
             assert_eq!(*name, name.to_ascii_lowercase());
@@ -109,8 +109,11 @@ mod tests {
 
     #[test]
     fn an_unknown_platform_is_refused_with_the_known_ones_listed() {
-        let err = lookup("discord").err().expect("not registered (yet)");
-        assert_eq!(err, "unknown platform \"discord\"; known: matrix, telegram");
+        let err = lookup("icq").err().expect("not registered");
+        assert_eq!(
+            err,
+            "unknown platform \"icq\"; known: matrix, telegram, discord"
+        );
         assert_eq!(Platform::parse("Telegram"), None, "names are exact");
         assert!(validate_address("icq", "123").is_err());
     }
@@ -152,13 +155,13 @@ mod tests {
     }
 
     #[test]
-    fn only_telegram_links_by_code() {
+    fn the_platforms_with_a_bot_link_by_code() {
         let linking: Vec<_> = PLATFORMS
             .iter()
             .filter(|p| p.links_by_code)
             .map(|p| p.name)
             .collect();
-        assert_eq!(linking, ["telegram"]);
+        assert_eq!(linking, ["telegram", "discord"]);
     }
 
     #[test]

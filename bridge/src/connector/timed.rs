@@ -84,6 +84,21 @@ impl Connector for Timed {
         .await
     }
 
+    async fn conversation_opened(
+        &self,
+        address: &str,
+        handle: &str,
+        visitor_alias: &str,
+        topic_name: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        self.within(
+            "opening of the conversation's place",
+            self.inner
+                .conversation_opened(address, handle, visitor_alias, topic_name),
+        )
+        .await
+    }
+
     async fn close_offer(
         &self,
         address: &str,

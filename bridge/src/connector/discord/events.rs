@@ -1,0 +1,342 @@
+//! What the gateway's dispatches mean for the bridge: responders' messages, edits, button
+//! presses and slash commands become [`RemoteEvent`]s, recorded (keyed by Discord's own IDs)
+//! before anything is answered.
+//!
+//! Only what responders do counts: the bot's own messages, other bots' and webhooks' are
+//! skipped, and in the guild only threads of the staff channel are conversations.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use serenity::model::{
+    application::{CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction},
+    channel::Message,
+    event::MessageUpdateEvent,
+    user::User,
+};
+
+use super::{
+    COMMAND_PREFIX, DiscordConnector, SPEC, format,
+    gateway::Dispatcher,
+    rest::{Body, Route},
+    thread_handle,
+};
+use crate::connector::{RemoteEvent, RemoteSink};
+
+/// The slash commands Switchboard registers (bulk overwrite), with their text forms
+/// (`/end`) handled alike.
+pub fn commands() -> Value {
+    let plain = |name: &str, description: &str| json!({"name": name, "type": 1, "description": description});
+    json!([
+        plain("conversations", "List the conversations you hold"),
+        {"name": "transfer", "type": 1, "description": "Hand this conversation to a colleague or another topic",
+         "options": [{"name": "to", "type": 3, "required": false, "description": "A topic or a colleague's name"}]},
+        plain("end", "End this conversation"),
+        plain("available", "Get new conversations"),
+        plain("away", "Get no new conversations for now"),
+        plain("offline", "Get no new conversations until you are available again"),
+        plain("help", "How Switchboard works"),
+        {"name": "start", "type": 1, "description": "Link your Discord account with a code from the operator",
+         "options": [{"name": "code", "type": 3, "required": true, "description": "The one-time code"}]},
+    ])
+}
+
+/// The gateway's dispatches, handled for one connector.
+pub struct Events<'a> {
+    pub connector: &'a DiscordConnector,
+    pub sink: &'a dyn RemoteSink,
+}
+
+#[async_trait]
+impl Dispatcher for Events<'_> {
+    async fn dispatch(&self, name: &str, data: Value) {
+        match name {
+            "READY" => {
+                let id = data["user"]["id"].as_str().and_then(|s| s.parse().ok());
+                *self.connector.bot_user.lock().expect("bot user") = id;
+            }
+            "GUILD_CREATE" => {
+                for thread in data["threads"].as_array().into_iter().flatten() {
+                    self.learn_thread(thread).await;
+                }
+            }
+            "THREAD_CREATE" | "THREAD_UPDATE" => self.learn_thread(&data).await,
+            "MESSAGE_CREATE" => match serde_json::from_value::<Message>(data) {
+                Ok(m) => self.message(&m).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "discord: a message could not be read and was skipped")
+                }
+            },
+            "MESSAGE_UPDATE" => match serde_json::from_value::<MessageUpdateEvent>(data) {
+                Ok(m) => self.edit(&m).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "discord: an edit could not be read and was skipped")
+                }
+            },
+            "INTERACTION_CREATE" => match serde_json::from_value::<Interaction>(data) {
+                Ok(Interaction::Component(i)) => self.pressed(&i).await,
+                Ok(Interaction::Command(i)) => self.command(&i).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "discord: an interaction could not be read and was skipped")
+                }
+            },
+            _ => {}
+        }
+    }
+}
+
+impl Events<'_> {
+    async fn learn_thread(&self, thread: &Value) {
+        let (Some(id), Some(staff)) = (
+            thread["id"].as_str().and_then(|s| s.parse::<u64>().ok()),
+            self.connector.staff_channel,
+        ) else {
+            return;
+        };
+        let ours = thread["parent_id"].as_str() == Some(&staff.to_string());
+        self.connector.remember_thread(id, ours).await;
+    }
+
+    /// Records `event`, trying again for a while if the store is away. Gateway events are
+    /// not acknowledged to Discord, so there is no later redelivery to wait for.
+    async fn record(&self, key: &str, event: &RemoteEvent) -> bool {
+        let mut wait = Duration::from_millis(200);
+        for attempt in 1..=6 {
+            match self.sink.record_remote(SPEC.platform(), key, event).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::error!(error = %e, attempt, "discord: could not record an event");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        false
+    }
+
+    fn is_own_or_bot(&self, author: &User) -> bool {
+        author.bot || Some(author.id.get()) == *self.connector.bot_user.lock().expect("bot user")
+    }
+
+    /// Where a message was written, if it is a place conversations happen: the direct chat
+    /// (`None`) or a staff thread (`Some(handle)`).
+    async fn place(&self, channel: u64, in_guild: bool) -> Option<Option<String>> {
+        if !in_guild {
+            return Some(None);
+        }
+        self.connector
+            .is_staff_thread(channel)
+            .await
+            .then(|| Some(thread_handle(channel)))
+    }
+
+    async fn message(&self, m: &Message) {
+        if m.webhook_id.is_some() || self.is_own_or_bot(&m.author) {
+            return;
+        }
+        let Some(thread) = self.place(m.channel_id.get(), m.guild_id.is_some()).await else {
+            return;
+        };
+        let address = m.author.id.get().to_string();
+        let reply_to = m
+            .message_reference
+            .as_ref()
+            .and_then(|r| r.message_id)
+            .map(|id| id.get().to_string());
+        let event = if let Some(command) = m.content.strip_prefix(COMMAND_PREFIX) {
+            let (name, args) = command
+                .split_once(char::is_whitespace)
+                .unwrap_or((command, ""));
+            RemoteEvent::Command {
+                address,
+                command: name.to_lowercase(),
+                args: args.trim().to_owned(),
+                reply_to,
+                thread,
+            }
+        } else {
+            let (body, formatted_body) = format::from_discord(&m.content);
+            if body.trim().is_empty() {
+                // Stickers, embeds only, or a file (not relayed yet).
+                return;
+            }
+            RemoteEvent::Message {
+                address,
+                message_id: m.id.get().to_string(),
+                reply_to,
+                body,
+                formatted_body,
+                display_name: display_name(
+                    &m.author,
+                    m.member.as_ref().and_then(|p| p.nick.as_deref()),
+                ),
+                file: None,
+                thread,
+            }
+        };
+        self.record(&format!("m{}", m.id.get()), &event).await;
+    }
+
+    async fn edit(&self, m: &MessageUpdateEvent) {
+        let (Some(author), Some(content)) = (&m.author, &m.content) else {
+            return;
+        };
+        if self.is_own_or_bot(author) {
+            return;
+        }
+        let (body, formatted_body) = format::from_discord(content);
+        let event = RemoteEvent::Edit {
+            address: author.id.get().to_string(),
+            message_id: m.id.get().to_string(),
+            body,
+            formatted_body,
+        };
+        // Each edit is its own event: keyed by when it was made.
+        let at = m
+            .edited_timestamp
+            .map(|t| t.unix_timestamp())
+            .unwrap_or_default();
+        self.record(&format!("e{}.{at}", m.id.get()), &event).await;
+    }
+
+    /// Accept or Decline on an offer: recorded, then the press is acknowledged (the offer's
+    /// message is edited by the bridge once the accept is handled).
+    async fn pressed(&self, i: &ComponentInteraction) {
+        let custom_id = i.data.custom_id.as_str();
+        let (action, id) = custom_id.split_once(':').unwrap_or((custom_id, ""));
+        let address = i.user.id.get().to_string();
+        let event = match (action, id.parse::<i64>()) {
+            ("accept", Ok(offer_id)) => RemoteEvent::Accept {
+                offer_id,
+                address,
+                display_name: display_name(
+                    &i.user,
+                    i.member.as_ref().and_then(|m| m.nick.as_deref()),
+                ),
+            },
+            ("decline", Ok(offer_id)) => RemoteEvent::Decline { offer_id, address },
+            _ => return,
+        };
+        let recorded = self.record(&format!("i{}", i.id.get()), &event).await;
+        // 6: DEFERRED_UPDATE_MESSAGE, "got it", the message changes later.
+        let answer = if recorded {
+            json!({"type": 6})
+        } else {
+            unrecorded()
+        };
+        self.answer(i.id.get(), &i.token, answer).await;
+    }
+
+    async fn command(&self, i: &CommandInteraction) {
+        let in_guild = i.guild_id.is_some();
+        let address = i.user.id.get().to_string();
+        let Some(thread) = self.place(i.channel_id.get(), in_guild).await else {
+            let answer =
+                ephemeral("Use this in your direct chat with me or in a conversation's thread.");
+            return self.answer(i.id.get(), &i.token, answer).await;
+        };
+        let args = i
+            .data
+            .options
+            .iter()
+            .filter_map(|o| match &o.value {
+                CommandDataOptionValue::String(s) => Some(s.clone()),
+                CommandDataOptionValue::Integer(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let event = RemoteEvent::Command {
+            address,
+            command: i.data.name.to_lowercase(),
+            args,
+            reply_to: None,
+            thread,
+        };
+        let recorded = self.record(&format!("i{}", i.id.get()), &event).await;
+        // The answer itself comes as a message where the command was used.
+        let answer = if recorded {
+            ephemeral(&format!("{COMMAND_PREFIX}{}: on it.", i.data.name))
+        } else {
+            unrecorded()
+        };
+        self.answer(i.id.get(), &i.token, answer).await;
+    }
+
+    /// Answers an interaction (within Discord's 3 seconds, or it shows as failed).
+    async fn answer(&self, id: u64, token: &str, body: Value) {
+        let route = Route::new(
+            reqwest::Method::POST,
+            "/interactions/{}/{}/callback",
+            format!("/interactions/{id}/{token}/callback"),
+            id,
+        );
+        if let Err(e) = self
+            .connector
+            .rest
+            .call_empty(route, Body::Json(body))
+            .await
+        {
+            tracing::warn!(error = %e, "discord: could not answer an interaction");
+        }
+    }
+}
+
+/// A reply only the person who pressed or typed sees (flag 64, EPHEMERAL).
+fn ephemeral(text: &str) -> Value {
+    json!({"type": 4, "data": {"content": text, "flags": 64, "allowed_mentions": {"parse": []}}})
+}
+
+fn unrecorded() -> Value {
+    ephemeral("Switchboard could not take this in just now; please try again in a moment.")
+}
+
+/// The name a responder shows: their nickname in the guild, else their display name, else
+/// their username.
+fn display_name(user: &User, nick: Option<&str>) -> String {
+    nick.map(str::to_owned)
+        .or_else(|| user.global_name.clone())
+        .unwrap_or_else(|| user.name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_the_bridge_knows_is_registered_with_a_valid_name() {
+        let commands = commands();
+        let names: Vec<_> = commands
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        for name in [
+            "conversations",
+            "transfer",
+            "end",
+            "available",
+            "away",
+            "offline",
+            "start",
+            "help",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+        for c in commands.as_array().unwrap() {
+            let name = c["name"].as_str().unwrap();
+            assert!(
+                name.len() <= 32 && name.chars().all(|ch| ch.is_ascii_lowercase()),
+                "{name}"
+            );
+            let description = c["description"].as_str().unwrap();
+            assert!(
+                (1..=100).contains(&description.chars().count()),
+                "{description}"
+            );
+        }
+    }
+}
