@@ -216,6 +216,10 @@ mod tests {
         assert_eq!(load("").unwrap().enabled_platforms().unwrap(), ["matrix"]);
         let config = load("[telegram]\ntoken = \"1:abc\"\npoll_timeout_secs = 5\n").unwrap();
         assert_eq!(config.enabled_platforms().unwrap(), ["matrix", "telegram"]);
+        let config = load("[discord]\ntoken = \"t\"\napplication_id = \"42\"\n").unwrap();
+        assert_eq!(config.enabled_platforms().unwrap(), ["matrix", "discord"]);
+        let err = load("[discord]\ntoken = \"t\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("application_id"), "{err:#}");
         let err = load("[telegram]\napi_url = \"http://x\"\n").unwrap_err();
         let text = format!("{err:#}");
         assert!(

@@ -697,6 +697,7 @@ impl Bridge {
         // Where a held conversation is a place of its own (a Discord thread), it is made now;
         // its handle replaces the offer's, so deliveries, notices and what the responder writes
         // there name this conversation. Without it, the conversation stays where the offer was.
+        let mut own_place = false;
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform)) {
             let topic_name = self
                 .config
@@ -705,7 +706,10 @@ impl Bridge {
             let open =
                 c.conversation_opened(address, msg, &conversation.visitor_alias, &topic_name);
             match self.in_turn(c.as_ref(), address, open).await {
-                Ok(Some(handle)) => self.store.set_offer_message(offer.id, &handle).await?,
+                Ok(Some(handle)) => {
+                    self.store.set_offer_message(offer.id, &handle).await?;
+                    own_place = true;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "the conversation got no place of its own; it stays where the offer was");
@@ -725,7 +729,8 @@ impl Bridge {
         .await;
         // Whatever the visitor wrote after the message quoted in the offer follows in order,
         // files included (the offer could only quote a file's name, so a first message that
-        // is a file follows too).
+        // is a file follows too). A conversation in a place of its own gets all of it there,
+        // the quoted message too: that is where the responder reads it from now on.
         let transcript = self.store.messages(&offer.room_id).await?;
         for (i, m) in transcript
             .iter()
@@ -737,7 +742,7 @@ impl Bridge {
                 .message_media(&m.event_id)
                 .await?
                 .and_then(|json| serde_json::from_str(&json).ok());
-            if i == 0 && media.is_none() {
+            if i == 0 && media.is_none() && !own_place {
                 continue; // quoted in the offer
             }
             self.relay_to_responders(

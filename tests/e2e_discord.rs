@@ -1,0 +1,397 @@
+//! Discord responders end to end: visitor → real Synapse → Switchboard → Discord stand-in
+//! (REST and gateway) → Accept button → a private thread → replies as the responder's ghost,
+//! with formatting, mentions that never ping, two conversations in two threads, the direct-chat
+//! mode with a reply to the offer, and no visitor identifier in any byte sent to Discord.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use common::*;
+use discord_standin::{DcMessage, DcUser, DiscordStandIn};
+
+const TOKEN: &str = "MTA.standin.bot-token";
+
+/// The config section for the stand-in; `staff`: the staff channel, if any.
+fn discord_section(dc: &DiscordStandIn, staff: Option<u64>) -> String {
+    let mut s = format!(
+        "[discord]\ntoken = {TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\napi_url = {api:?}\n",
+        app = dc.application_id(),
+        guild = dc.guild_id(),
+        api = dc.base_url(),
+    );
+    if let Some(staff) = staff {
+        s.push_str(&format!("staff_channel = \"{staff}\"\n"));
+    }
+    s
+}
+
+fn responder(id: &str, pseudonym: &str, user: &DcUser) -> String {
+    format!(
+        "[[responders]]\nid = \"{id}\"\ndisplay_name = \"{pseudonym}\"\npseudonym = \"{pseudonym}\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\ncontacts = [{{ platform = \"discord\", address = \"{}\" }}]\n\n",
+        user.id
+    )
+}
+
+const TOPICS: &str = "[[topics]]\nid = \"support\"\nname = \"General support\"\n";
+
+/// The open offer (a message with an Accept button) that quotes `hint`: (message ID, custom ID).
+fn offer_of(messages: &[DcMessage], hint: &str) -> Option<(u64, String)> {
+    messages.iter().find_map(|m| {
+        if !m.content.contains("New conversation") || !m.content.contains(hint) {
+            return None;
+        }
+        let id = m.components[0]["components"][0]["custom_id"].as_str()?;
+        id.starts_with("accept:").then(|| (m.id, id.to_owned()))
+    })
+}
+
+async fn wait_messages(
+    dc: &DiscordStandIn,
+    channel: u64,
+    what: &str,
+    pred: impl Fn(&[DcMessage]) -> bool,
+) -> anyhow::Result<Vec<DcMessage>> {
+    let messages = dc.wait_for_messages(channel, &pred, WAIT).await;
+    anyhow::ensure!(pred(&messages), "waiting for {what}: {messages:#?}");
+    Ok(messages)
+}
+
+async fn dm_of(dc: &DiscordStandIn, user: &DcUser) -> anyhow::Result<u64> {
+    wait_for("the bot's direct chat", || async {
+        Ok(dc.dm_channel_of(user))
+    })
+    .await
+}
+
+/// The private thread whose name holds `alias`.
+async fn thread_for(dc: &DiscordStandIn, alias: &str) -> anyhow::Result<discord_standin::DcThread> {
+    wait_for("the conversation's thread", || async {
+        Ok(dc.threads().into_iter().find(|t| t.name.contains(alias)))
+    })
+    .await
+}
+
+/// Presses Accept on the offer quoting `hint` and waits until the thread (or, without a staff
+/// channel, the confirmation) is there.
+async fn accept(dc: &DiscordStandIn, who: &DcUser, hint: &str) -> anyhow::Result<()> {
+    let dm = dm_of(dc, who).await?;
+    let messages = wait_messages(dc, dm, "the offer", |m| offer_of(m, hint).is_some()).await?;
+    let (offer, custom_id) = offer_of(&messages, hint).unwrap();
+    let press = dc.user_presses(who, dm, offer, &custom_id);
+    let answer = dc
+        .wait_for_interaction_response(&press, Duration::from_secs(3))
+        .await
+        .context("the button press was not answered within Discord's 3 seconds")?;
+    assert_eq!(answer["type"], 6, "{answer}");
+    Ok(())
+}
+
+fn alias_of(text: &str) -> String {
+    text.split("from ")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_responder_answers_two_visitors_in_two_private_threads() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 2)?;
+    let dc = DiscordStandIn::start(TOKEN).await?;
+    let staff = dc.create_text_channel("support-staff");
+    let sam = dc.user("sam");
+    let config = format!(
+        "{}\n{}{TOPICS}",
+        discord_section(&dc, Some(staff)),
+        responder("sam", "Sam (Support)", &sam)
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+    wait_for("the bot's gateway session", || async {
+        Ok((dc.identify_count() > 0).then_some(()))
+    })
+    .await?;
+    let commands: Vec<String> = dc
+        .commands()
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    for name in [
+        "conversations",
+        "transfer",
+        "end",
+        "available",
+        "away",
+        "offline",
+    ] {
+        assert!(
+            commands.iter().any(|c| c == name),
+            "/{name} not registered: {commands:?}"
+        );
+    }
+
+    // --- the offer: a direct message with the pseudonym, the topic, the first message, buttons --
+    let mut v1 = Visitor::guest(&env, &sb.base).await?;
+    let room1 = v1.start("support").await?;
+    v1.send("My kettle **whistles** @everyone <@&123>").await?;
+    let dm = dm_of(&dc, &sam).await?;
+    let messages = wait_messages(&dc, dm, "the first offer", |m| {
+        offer_of(m, "kettle").is_some()
+    })
+    .await?;
+    let offer = messages
+        .iter()
+        .find(|m| m.content.contains("kettle"))
+        .unwrap();
+    assert!(
+        offer.content.contains("General support"),
+        "{}",
+        offer.content
+    );
+    let alias1 = alias_of(&offer.content);
+    assert!(alias1.starts_with("Visitor "), "{}", offer.content);
+    assert_eq!(
+        offer.allowed_mentions.as_ref().map(|a| a["parse"].clone()),
+        Some(serde_json::json!([])),
+        "offers ping nobody"
+    );
+
+    accept(&dc, &sam, "kettle").await?;
+    let thread1 = thread_for(&dc, &alias1).await?;
+    assert_eq!(thread1.parent_id, staff);
+    assert_eq!(thread1.kind, 12, "a private thread");
+    assert!(!thread1.invitable, "nobody else can be invited");
+    assert!(thread1.members.contains(&sam.id), "the responder is in it");
+    // The offer now says it is theirs, without buttons.
+    wait_messages(&dc, dm, "the offer marked accepted", |m| {
+        m.iter().any(|m| {
+            m.content.contains("You accepted")
+                && m.components.as_array().is_none_or(|c| c.is_empty())
+        })
+    })
+    .await?;
+
+    // --- what the visitor wrote reaches the thread, mentions inert ------------------------------
+    let relayed = wait_messages(&dc, thread1.id, "the first message in the thread", |m| {
+        m.iter().any(|m| m.content.contains("kettle"))
+    })
+    .await?;
+    let first = relayed
+        .iter()
+        .find(|m| m.content.contains("kettle"))
+        .unwrap();
+    assert_eq!(
+        first.allowed_mentions.as_ref().map(|a| a["parse"].clone()),
+        Some(serde_json::json!([])),
+        "{first:?}"
+    );
+    assert!(
+        first.content.contains(&alias1),
+        "relayed messages name their visitor: {}",
+        first.content
+    );
+    assert!(
+        first.content.contains("\\*\\*whistles\\*\\*"),
+        "the visitor's asterisks are shown, not formatting: {}",
+        first.content
+    );
+
+    // --- responder → visitor: as the ghost, formatting kept -------------------------------------
+    dc.user_sends(&sam, thread1.id, "**Hello!** Try _descaling_ it.");
+    v1.sync_until("the responder's reply", |seen| {
+        seen.iter().any(|s| s.body.contains("descaling"))
+    })
+    .await?;
+    let reply = v1
+        .seen
+        .iter()
+        .find(|s| s.body.contains("descaling"))
+        .unwrap()
+        .clone();
+    let ghost = sb
+        .store()
+        .await?
+        .active_assignments_for_room(&room1)
+        .await?
+        .first()
+        .context("assignment")?
+        .ghost_user_id
+        .clone();
+    assert_eq!(
+        reply.sender, ghost,
+        "the reply comes from the responder's ghost"
+    );
+    let html = reply.formatted_body.clone().context("formatting lost")?;
+    assert!(html.contains("<strong>Hello!</strong>"), "{html}");
+    assert!(html.contains("<em>descaling</em>"), "{html}");
+
+    // --- formatted visitor text becomes Discord markdown ---------------------------------------
+    v1.send_html(
+        "It is **still** loud",
+        "It is <b>still</b> loud<img src=x onerror=alert(1)>",
+    )
+    .await?;
+    let relayed = wait_messages(&dc, thread1.id, "the formatted message", |m| {
+        m.iter().any(|m| m.content.contains("still"))
+    })
+    .await?;
+    let formatted = relayed
+        .iter()
+        .find(|m| m.content.contains("still"))
+        .unwrap();
+    assert!(
+        formatted.content.contains("**still**"),
+        "{}",
+        formatted.content
+    );
+    assert!(
+        !formatted.content.contains("onerror"),
+        "{}",
+        formatted.content
+    );
+
+    // --- a second conversation in a second thread; replies land right -------------------------
+    let mut v2 = Visitor::guest(&env, &sb.base).await?;
+    let room2 = v2.start("support").await?;
+    v2.send("Question about toasters").await?;
+    let messages = wait_messages(&dc, dm, "the second offer", |m| {
+        offer_of(m, "toasters").is_some()
+    })
+    .await?;
+    let alias2 = alias_of(
+        &messages
+            .iter()
+            .find(|m| m.content.contains("toasters"))
+            .unwrap()
+            .content,
+    );
+    accept(&dc, &sam, "toasters").await?;
+    let thread2 = thread_for(&dc, &alias2).await?;
+    assert_ne!(thread1.id, thread2.id);
+    wait_messages(
+        &dc,
+        thread2.id,
+        "the second conversation's first message",
+        |m| m.iter().any(|m| m.content.contains("toasters")),
+    )
+    .await?;
+    dc.user_sends(&sam, thread2.id, "Toasters: unplug first");
+    dc.user_sends(&sam, thread1.id, "Kettle: vinegar works");
+    v2.sync_until("the toaster answer", |seen| {
+        seen.iter().any(|s| s.body.contains("unplug"))
+    })
+    .await?;
+    v1.sync_until("the kettle answer", |seen| {
+        seen.iter().any(|s| s.body.contains("vinegar"))
+    })
+    .await?;
+    assert!(
+        !v1.seen.iter().any(|s| s.body.contains("unplug")),
+        "crossed threads"
+    );
+    assert!(
+        !v2.seen.iter().any(|s| s.body.contains("vinegar")),
+        "crossed threads"
+    );
+
+    // --- several lines in a row keep their order -----------------------------------------------
+    for i in 0..5 {
+        dc.user_sends(&sam, thread1.id, &format!("line {i}"));
+    }
+    v1.sync_until("five lines", |seen| seen.iter().any(|s| s.body == "line 4"))
+        .await?;
+    let lines: Vec<_> = v1
+        .seen
+        .iter()
+        .filter(|s| s.body.starts_with("line "))
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(lines, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+
+    // --- /end in a thread ends that conversation: the thread is archived and locked -----------
+    dc.user_sends(&sam, thread2.id, "/end");
+    wait_for("the second thread archived and locked", || async {
+        Ok(dc
+            .threads()
+            .into_iter()
+            .find(|t| t.id == thread2.id && t.archived && t.locked && !t.members.contains(&sam.id)))
+    })
+    .await?;
+
+    // --- no visitor identifier in any byte sent to Discord -------------------------------------
+    for r in dc.requests() {
+        let body = String::from_utf8_lossy(&r.body);
+        let text = format!("{} {}", r.path, body);
+        for secret in [
+            &v1.user_id,
+            &v2.user_id,
+            &v1.token,
+            &v2.token,
+            &room1,
+            &room2,
+        ] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{} carried a visitor identifier: {text}",
+                r.method
+            );
+        }
+        assert!(
+            !text.contains(&format!(":{}", env.server_name)),
+            "{} leaked a Matrix ID: {text}",
+            r.method
+        );
+    }
+    sb.kill();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_staff_channel_the_direct_chat_carries_the_conversation() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 3)?;
+    let dc = DiscordStandIn::start(TOKEN).await?;
+    let kim = dc.user("kim");
+    let config = format!(
+        "{}\n{}{TOPICS}",
+        discord_section(&dc, None),
+        responder("kim", "Kim", &kim)
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+
+    let mut v = Visitor::guest(&env, &sb.base).await?;
+    v.start("support").await?;
+    v.send("Is the shop open on Sunday?").await?;
+    let dm = dm_of(&dc, &kim).await?;
+    let messages = wait_messages(&dc, dm, "the offer", |m| offer_of(m, "Sunday").is_some()).await?;
+    let (offer, _) = offer_of(&messages, "Sunday").unwrap();
+    accept(&dc, &kim, "Sunday").await?;
+    assert!(dc.threads().is_empty(), "no staff channel, no thread");
+    wait_messages(&dc, dm, "the accept's confirmation", |m| {
+        m.iter()
+            .any(|m| m.content.contains("You are now talking with"))
+    })
+    .await?;
+    // The offer quoted the first message; what follows arrives in the direct chat.
+    v.send("And is there parking?").await?;
+    wait_messages(
+        &dc,
+        dm,
+        "the next message relayed into the direct chat",
+        |m| m.iter().any(|m| m.content.contains("parking")),
+    )
+    .await?;
+    // A reply to the offer itself routes to its conversation.
+    dc.user_replies(&kim, dm, "Yes, 10 to 4.", offer);
+    v.sync_until("the answer", |seen| {
+        seen.iter().any(|s| s.body == "Yes, 10 to 4.")
+    })
+    .await?;
+    sb.kill();
+    Ok(())
+}
