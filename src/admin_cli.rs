@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn an_unknown_platform_is_refused_by_name() {
         let mut r = admin_api::responder_with_defaults("alex", "Alex");
-        r.contacts = vec![parse_contact("discord:1").unwrap()];
+        r.contacts = vec![parse_contact("icq:1").unwrap()];
         let err = validated(&r).unwrap_err().to_string();
         assert!(err.contains("contacts[0].platform"), "{err}");
     }

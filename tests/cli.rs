@@ -285,7 +285,7 @@ fn link_code_needs_a_platform_and_names_the_ones_it_knows() -> anyhow::Result<()
     let stderr = String::from_utf8_lossy(&matrix.stderr);
     assert!(!matrix.status.success());
     assert!(
-        stderr.contains("with a bot to send them to (telegram)"),
+        stderr.contains("with a bot to send them to (telegram, discord)"),
         "{stderr}"
     );
     Ok(())

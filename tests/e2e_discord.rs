@@ -395,3 +395,285 @@ async fn without_a_staff_channel_the_direct_chat_carries_the_conversation() -> a
     sb.kill();
     Ok(())
 }
+
+/// The words `w0 … w{n-1}` as they arrived in `messages`, in order.
+fn words(messages: &[DcMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .flat_map(|m| m.content.split_whitespace())
+        .filter(|w| w.starts_with('w') && w[1..].chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_loses_and_doubles_nothing_through_429s_drops_and_restarts() -> anyhow::Result<()> {
+    use discord_standin::{Fault, Route};
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 4)?;
+    let dc = DiscordStandIn::start(TOKEN).await?;
+    let staff = dc.create_text_channel("support-staff");
+    let sam = dc.user("sam");
+    // Rex does not accept direct messages: his offer cannot go out, Sam's does.
+    let rex = dc.user("rex");
+    dc.set_refuses_dms(&rex, true);
+    let config = format!(
+        "{}\n{}{}{TOPICS}",
+        discord_section(&dc, Some(staff)),
+        responder("rex", "Rex", &rex),
+        responder("sam", "Sam (Support)", &sam)
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut v = Visitor::guest(&env, &sb.base).await?;
+    v.start("support").await?;
+    v.send("Hello there").await?;
+    accept(&dc, &sam, "Hello there").await?;
+    let dm = dm_of(&dc, &sam).await?;
+    let alias = alias_of(
+        &dc.messages(dm)
+            .iter()
+            .find(|m| m.content.contains("New conversation"))
+            .context("offer")?
+            .content,
+    );
+    let thread = thread_for(&dc, &alias).await?.id;
+    assert!(
+        dc.dm_channel_of(&rex).is_some(),
+        "Rex's direct chat was tried"
+    );
+    assert!(
+        dc.messages(dc.dm_channel_of(&rex).unwrap()).is_empty(),
+        "but nothing reached him"
+    );
+
+    // --- a long message split in parts, paced by Discord's headers, one part meeting a 429 ----
+    // One message per second in the thread: the bot learns it from the headers and waits
+    // without sending; a 429 armed after the first part hits a later one.
+    dc.set_bucket_limit(
+        Route::CreateMessage {
+            channel_id: Some(thread),
+        },
+        1,
+        Duration::from_secs(1),
+    );
+    // A fresh window, so the new limit holds from the first request the bot sends under it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = dc.messages(thread).len();
+    let armer = {
+        let dc = dc.clone();
+        tokio::spawn(async move {
+            dc.wait_for_messages(thread, |m| m.len() > before, WAIT)
+                .await;
+            dc.fail_next(
+                Route::CreateMessage {
+                    channel_id: Some(thread),
+                },
+                Fault::RateLimited {
+                    retry_after: 1.0,
+                    global: false,
+                },
+            );
+        })
+    };
+    let long = (0..900)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(long.chars().count() > 2 * 2000, "three parts at least");
+    v.send(&long).await?;
+    let expected: Vec<String> = (0..900).map(|i| format!("w{i}")).collect();
+    let arrived = wait_messages(&dc, thread, "every part of the long message", |m| {
+        words(m).len() >= expected.len()
+    })
+    .await?;
+    armer.await?;
+    assert_eq!(
+        words(&arrived),
+        expected,
+        "parts lost, doubled or out of order"
+    );
+    let limited = dc
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429 && r.path.contains(&format!("/channels/{thread}/messages")))
+        .count();
+    assert_eq!(
+        limited, 1,
+        "exactly the armed 429: the headers' limits were kept"
+    );
+
+    // --- the gateway drops: the session is resumed and what was written meanwhile replayed -----
+    let resumes = dc.resume_count();
+    dc.drop_gateway();
+    dc.user_sends(&sam, thread, "during the drop 1");
+    dc.user_sends(&sam, thread, "during the drop 2");
+    v.sync_until("what was written during the drop", |seen| {
+        seen.iter().any(|s| s.body == "during the drop 2")
+    })
+    .await?;
+    assert!(
+        dc.resume_count() > resumes,
+        "the session was resumed, not identified anew"
+    );
+
+    // --- Switchboard is killed; what Sam writes meanwhile is fetched after the restart --------
+    sb.kill();
+    dc.user_sends(&sam, thread, "while down 1");
+    dc.user_sends(&sam, thread, "while down 2");
+    sb.restart().await?;
+    v.sync_until("what was written while Switchboard was down", |seen| {
+        seen.iter().any(|s| s.body == "while down 2")
+    })
+    .await?;
+    dc.user_sends(&sam, thread, "after the restart");
+    v.sync_until("a live message after the restart", |seen| {
+        seen.iter().any(|s| s.body == "after the restart")
+    })
+    .await?;
+    let from_sam: Vec<String> = v
+        .seen
+        .iter()
+        .filter(|s| {
+            s.body.starts_with("during")
+                || s.body.starts_with("while")
+                || s.body.starts_with("after")
+        })
+        .map(|s| s.body.clone())
+        .collect();
+    assert_eq!(
+        from_sam,
+        [
+            "during the drop 1",
+            "during the drop 2",
+            "while down 1",
+            "while down 2",
+            "after the restart"
+        ],
+        "lost, doubled or out of order"
+    );
+    sb.kill();
+    Ok(())
+}
+
+/// A conversation handed from a Discord responder to a Telegram responder and back: the
+/// visitor's room never changes, each holder answers as their own ghost, and the Discord
+/// responder's first thread is closed when they hand over (a new one opens when it comes back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_goes_from_discord_to_telegram_and_back() -> anyhow::Result<()> {
+    const TG_TOKEN: &str = "5151:discord-handoff-standin-token";
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 5)?;
+    let dc = DiscordStandIn::start(TOKEN).await?;
+    let staff = dc.create_text_channel("support-staff");
+    let sam = dc.user("sam");
+    let tg = telegram_standin::StandIn::start(TG_TOKEN).await?;
+    let alex = tg.user(7101, "Alexandra", Some("alex_tg"));
+    let config = format!(
+        "{}\n[telegram]\ntoken = {TG_TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{}\
+         [[responders]]\nid = \"alex\"\ndisplay_name = \"Alex\"\npseudonym = \"Alex\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\ncontacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n\n{TOPICS}",
+        discord_section(&dc, Some(staff)),
+        responder("sam", "Sam (Support)", &sam),
+        api = tg.api_url(),
+        chat = alex.id,
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut v = Visitor::guest(&env, &sb.base).await?;
+    let room = v.start("support").await?;
+    v.send("My order never came").await?;
+    accept(&dc, &sam, "order").await?;
+    let dm = dm_of(&dc, &sam).await?;
+    let alias = alias_of(
+        &dc.messages(dm)
+            .iter()
+            .find(|m| m.content.contains("New conversation"))
+            .context("offer")?
+            .content,
+    );
+    let first_thread = thread_for(&dc, &alias).await?.id;
+    dc.user_sends(&sam, first_thread, "Sam here, passing you to Alex");
+    v.sync_until("Sam's answer", |seen| {
+        seen.iter().any(|s| s.body.contains("Sam here"))
+    })
+    .await?;
+
+    // --- Discord → Telegram ----------------------------------------------------------------------
+    dc.user_sends(&sam, first_thread, "/transfer alex");
+    tg.wait_for_sent(
+        alex.id,
+        |s| {
+            s.iter().any(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("New conversation") && t.contains(&alias))
+            })
+        },
+        WAIT,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("the hand-off offer on Telegram: {e}\n{}", sb.log_text()))?;
+    accept_open_offer(&tg, &alex);
+    wait_for(
+        "Sam out of his thread, the thread archived and locked",
+        || async {
+            Ok(dc.threads().into_iter().find(|t| {
+                t.id == first_thread && t.archived && t.locked && !t.members.contains(&sam.id)
+            }))
+        },
+    )
+    .await?;
+    tg.user_sends(&alex, "Alex here: it ships tomorrow");
+    v.sync_until("Alex's answer", |seen| {
+        seen.iter().any(|s| s.body.contains("Alex here"))
+    })
+    .await?;
+
+    // --- Telegram → Discord ----------------------------------------------------------------------
+    tg.user_sends(&alex, "/transfer sam");
+    // The first offer now reads "You accepted …"; the new one is an offer again.
+    let offers = wait_messages(&dc, dm, "the offer back on Discord", |m| {
+        m.iter()
+            .any(|m| m.content.contains("New conversation") && m.content.contains(&alias))
+    })
+    .await?;
+    let back = offers
+        .iter()
+        .rev()
+        .find(|m| m.content.contains("New conversation"))
+        .unwrap();
+    let custom_id = back.components[0]["components"][0]["custom_id"]
+        .as_str()
+        .context("Accept button")?
+        .to_owned();
+    let press = dc.user_presses(&sam, dm, back.id, &custom_id);
+    dc.wait_for_interaction_response(&press, Duration::from_secs(3))
+        .await
+        .context("the press was not answered")?;
+    let second_thread = wait_for("Sam's new thread", || async {
+        Ok(dc
+            .threads()
+            .into_iter()
+            .find(|t| t.name.contains(&alias) && t.id != first_thread)
+            .map(|t| t.id))
+    })
+    .await?;
+    dc.user_sends(&sam, second_thread, "Sam again: anything else?");
+    v.sync_until("Sam's second answer", |seen| {
+        seen.iter().any(|s| s.body.contains("Sam again"))
+    })
+    .await?;
+
+    // The same room all along, each holder as their own ghost.
+    assert_eq!(v.room_id.as_deref(), Some(room.as_str()));
+    let sender = |needle: &str| {
+        v.seen
+            .iter()
+            .find(|s| s.body.contains(needle))
+            .map(|s| s.sender.clone())
+            .unwrap()
+    };
+    assert_eq!(sender("Sam here"), sender("Sam again"));
+    assert_ne!(sender("Sam here"), sender("Alex here"));
+    sb.kill();
+    Ok(())
+}

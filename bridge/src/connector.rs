@@ -369,13 +369,27 @@ pub trait RoomWrites: Send + Sync {
 #[async_trait]
 pub trait RemoteSink: Send + Sync + 'static {
     /// Records the event durably, once per (platform, key), before returning. Only after `Ok`
-    /// may the connector acknowledge the event to its platform.
+    /// may the connector acknowledge the event to its platform. A key recorded once is
+    /// recorded for good: recording it again, however much later, is a no-op.
     async fn record_remote(
         &self,
         platform: Platform,
         key: &str,
         event: &RemoteEvent,
     ) -> Result<(), ConnectorError>;
+
+    /// Where conversations are held on `platform` right now, for a connector whose platform
+    /// does not deliver again what was written while Switchboard was away (Discord's gateway),
+    /// so it can fetch that itself. A store read; no side effects.
+    async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError>;
+}
+
+/// A conversation held on a platform: the responder's address and the conversation's handle
+/// there (as in [`Delivery::thread`]; `None` where the offer left none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldPlace {
+    pub address: String,
+    pub handle: Option<String>,
 }
 
 /// Why a connector could not do what it was asked.

@@ -113,10 +113,12 @@ impl Bridge {
             });
         }
         // Whoever already had an offer for this conversation (declined, taken, withdrawn)
-        // is not asked again.
+        // is not asked again, unless the conversation is handed to them by name (to a
+        // colleague who saw it taken, or back to whoever handed it on).
         let exclude: Vec<String> = offers
             .iter()
             .map(|o| o.responder_id.clone())
+            .filter(|id| only != Some(id.as_str()))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -130,7 +132,9 @@ impl Bridge {
         let chosen = routing::select(strategy, &candidates, &request, cursor.as_deref());
         let mut open = 0;
         for responder in chosen {
-            open += self.offer_to(conversation, responder).await?;
+            open += self
+                .offer_to(conversation, responder, only.is_some())
+                .await?;
         }
         if open == 0 {
             tracing::info!(topic = %conversation.topic, "nobody is eligible; conversation queued");
@@ -158,10 +162,13 @@ impl Bridge {
     /// ([`Self::send_offers_to`]), in that chat's paced turn: a responder whose chat is busy
     /// (Telegram takes about one message a second per chat) holds up their own chat, not the
     /// conversation's lane, which goes on recording the visitor's messages.
+    /// `named`: the conversation is handed to this responder by name, so an offer they had
+    /// before is made again.
     async fn offer_to(
         &self,
         conversation: &Conversation,
         responder: &Responder,
+        named: bool,
     ) -> Result<usize, StoreError> {
         let contacts: Vec<_> = responder
             .contacts
@@ -193,11 +200,13 @@ impl Bridge {
                     &contact.address,
                 )
                 .await?;
-            if offer.state != "open" {
+            let reopened =
+                offer.state != "open" && named && self.store.reopen_offer(offer.id).await?;
+            if offer.state != "open" && !reopened {
                 continue;
             }
             open += 1;
-            if offer.remote_message_id.is_none() {
+            if offer.remote_message_id.is_none() || reopened {
                 self.want_offers_sent(platform.as_str(), &contact.address);
             }
         }

@@ -93,10 +93,10 @@ impl Bridge {
         // The ghost leaves first, so by the time the visitor reads that a colleague takes
         // over, the previous responder is gone from the room.
         self.ghost_leaves(room, &assignment).await?;
-        let handovers = self.store.assignments_for_room(room).await?.len();
+        let round = self.round_of(room, &assignment).await?;
         self.post_notice(
             room,
-            &format!("switchboard-transfer-{handovers}"),
+            &format!("switchboard-transfer-{}-{round}", assignment.responder_id),
             "One moment, please: a colleague will take over.",
         )
         .await?;
@@ -113,8 +113,26 @@ impl Bridge {
         Ok(())
     }
 
-    /// Queues the holder's ghost leaving the room (once per holder: a responder is never
-    /// offered the same conversation twice). Only our own users are made to leave.
+    /// Which time this holder holds the conversation: when the offer they accepted was made
+    /// (a conversation handed back to someone by name is offered to them again). Keys the
+    /// room posts of their stint, so a second stint's are not taken for repeats of the first.
+    async fn round_of(&self, room: &str, holder: &AssignmentRow) -> Result<i64, StoreError> {
+        Ok(self
+            .store
+            .offers_for_room(room)
+            .await?
+            .iter()
+            .find(|o| {
+                o.responder_id == holder.responder_id
+                    && o.platform == holder.platform
+                    && o.address == holder.address
+                    && o.state == "accepted"
+            })
+            .map_or(0, |o| o.created_at))
+    }
+
+    /// Queues the holder's ghost leaving the room, once per stint (see [`Self::round_of`]).
+    /// Only our own users are made to leave.
     async fn ghost_leaves(&self, room: &str, holder: &AssignmentRow) -> Result<(), StoreError> {
         if !OwnedUserId::try_from(holder.ghost_user_id.as_str())
             .is_ok_and(|ghost| self.registration.owns(&ghost))
@@ -123,7 +141,11 @@ impl Bridge {
         }
         self.post(
             room,
-            &format!("switchboard-leave-{}", holder.responder_id),
+            &format!(
+                "switchboard-leave-{}-{}",
+                holder.responder_id,
+                self.round_of(room, holder).await?
+            ),
             RoomPost::Leave {
                 user: holder.ghost_user_id.clone(),
             },

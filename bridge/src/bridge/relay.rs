@@ -14,8 +14,8 @@ use super::{
 };
 use crate::{
     connector::{
-        Connector, ConnectorError, HandleOffer, MediaRef, Platform, RemoteEvent, RemoteSink,
-        RoomDirectory,
+        Connector, ConnectorError, HandleOffer, HeldPlace, MediaRef, Platform, RemoteEvent,
+        RemoteSink, RoomDirectory,
     },
     conversation::{ConversationState, SenderRole},
     responder::ResponderStatus,
@@ -660,7 +660,7 @@ impl Bridge {
         // One join and one notice per accepted offer, however often this accept is handled.
         self.post(
             &offer.room_id,
-            &format!("switchboard-join-{}", offer.id),
+            &format!("switchboard-join-{}-{}", offer.id, offer.created_at),
             RoomPost::Join {
                 user: ghost.to_string(),
                 display_name: name.clone(),
@@ -676,7 +676,7 @@ impl Bridge {
         .await?;
         self.post_notice(
             &offer.room_id,
-            &format!("switchboard-now-{}", offer.id),
+            &format!("switchboard-now-{}-{}", offer.id, offer.created_at),
             format!("You are now talking with {name}."),
         )
         .await?;
@@ -821,6 +821,17 @@ impl RemoteSink for Bridge {
         self.record_remote_event(platform, key, event)
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))
+    }
+
+    async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError> {
+        Ok(self
+            .store
+            .held_places(platform.as_str())
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?
+            .into_iter()
+            .map(|(address, handle)| HeldPlace { address, handle })
+            .collect())
     }
 }
 

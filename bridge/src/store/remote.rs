@@ -22,6 +22,9 @@ pub struct OfferRow {
     pub address: String,
     pub state: String,
     pub remote_message_id: Option<String>,
+    /// When the offer was made (unix ms), or made again (see [`Store::reopen_offer`]): tells
+    /// one round of an offer from the next.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,7 @@ pub struct OutboxRow {
 }
 
 const OFFER_COLUMNS: &str =
-    "id, room_id, responder_id, platform, address, state, remote_message_id";
+    "id, room_id, responder_id, platform, address, state, remote_message_id, created_at";
 const ASSIGNMENT_COLUMNS: &str = "room_id, responder_id, platform, address, ghost_user_id, state";
 
 /// Maps a remote message to its room and Matrix event (`$1` platform, `$2` chat, `$3` message
@@ -133,6 +136,7 @@ fn offer_from_row(r: &sqlx::any::AnyRow) -> Result<OfferRow, StoreError> {
         address: r.try_get("address")?,
         state: r.try_get("state")?,
         remote_message_id: r.try_get("remote_message_id")?,
+        created_at: r.try_get("created_at")?,
     })
 }
 
@@ -362,7 +366,11 @@ impl Store {
         sqlx::query(
             "INSERT INTO assignments (room_id, responder_id, platform, address, ghost_user_id, state, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (room_id, responder_id) DO UPDATE SET state = excluded.state",
+             ON CONFLICT (room_id, responder_id) DO UPDATE SET state = excluded.state,
+                 platform = excluded.platform, address = excluded.address,
+                 ghost_user_id = excluded.ghost_user_id, created_at = excluded.created_at,
+                 ended_at = NULL, end_reason = NULL
+             WHERE assignments.state <> excluded.state",
         )
         .bind(&a.room_id)
         .bind(&a.responder_id)
@@ -408,6 +416,45 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| Ok((assignment_from_row(r)?, r.try_get("remote_message_id")?)))
+            .collect()
+    }
+
+    /// Makes a finished offer (taken, declined, withdrawn, expired, or accepted by a holder
+    /// who has since handed the conversation over) open again, as a new round: its message is
+    /// forgotten so a new one goes out. For a conversation handed to this responder by name.
+    /// False if it was open already.
+    pub async fn reopen_offer(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE offers SET state = 'open', remote_message_id = NULL, created_at = $1
+             WHERE id = $2 AND state <> 'open'",
+        )
+        .bind(self.now_ms())
+        .bind(id)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Where conversations are held on `platform` now: each active assignment's address and
+    /// the handle of the offer it was accepted by (a Discord thread, a Telegram offer message),
+    /// oldest handle first.
+    pub async fn held_places(
+        &self,
+        platform: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.address, o.remote_message_id
+             FROM assignments a
+             LEFT JOIN offers o ON o.room_id = a.room_id AND o.responder_id = a.responder_id
+                  AND o.platform = a.platform AND o.address = a.address AND o.state = 'accepted'
+             WHERE a.platform = $1 AND a.state = 'active'
+             ORDER BY o.id",
+        )
+        .bind(platform)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("address")?, r.try_get("remote_message_id")?)))
             .collect()
     }
 

@@ -55,6 +55,10 @@ impl Dispatcher for Events<'_> {
             "READY" => {
                 let id = data["user"]["id"].as_str().and_then(|s| s.parse().ok());
                 *self.connector.bot_user.lock().expect("bot user") = id;
+                // A new session: nothing of what was written before it will be dispatched.
+                // Handled before the next dispatch is read, so what was missed is recorded
+                // before anything newer.
+                self.catch_up().await;
             }
             "GUILD_CREATE" => {
                 for thread in data["threads"].as_array().into_iter().flatten() {
@@ -63,7 +67,12 @@ impl Dispatcher for Events<'_> {
             }
             "THREAD_CREATE" | "THREAD_UPDATE" => self.learn_thread(&data).await,
             "MESSAGE_CREATE" => match serde_json::from_value::<Message>(data) {
-                Ok(m) => self.message(&m).await,
+                Ok(m) => {
+                    let in_guild = m.guild_id.is_some();
+                    if let Some(place) = self.place(m.channel_id.get(), in_guild).await {
+                        self.message(&m, place).await;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "discord: a message could not be read and was skipped")
                 }
@@ -132,13 +141,12 @@ impl Events<'_> {
             .then(|| Some(thread_handle(channel)))
     }
 
-    async fn message(&self, m: &Message) {
+    /// A message in a place conversations happen: the direct chat (`thread` `None`) or a
+    /// staff thread.
+    async fn message(&self, m: &Message, thread: Option<String>) {
         if m.webhook_id.is_some() || self.is_own_or_bot(&m.author) {
             return;
         }
-        let Some(thread) = self.place(m.channel_id.get(), m.guild_id.is_some()).await else {
-            return;
-        };
         let address = m.author.id.get().to_string();
         let reply_to = m
             .message_reference
@@ -177,6 +185,77 @@ impl Events<'_> {
             }
         };
         self.record(&format!("m{}", m.id.get()), &event).await;
+    }
+
+    /// Records what responders wrote where they hold conversations while no gateway session
+    /// was there to see it (Switchboard was down, or the session could not be resumed).
+    /// Discord keeps it: each place's messages since the conversation's start there (its
+    /// thread's creation, or the offer in the direct chat) are fetched and recorded under the
+    /// same keys as live messages, so what was recorded already is not recorded again.
+    async fn catch_up(&self) {
+        let places = match self.sink.held_places(SPEC.platform()).await {
+            Ok(places) => places,
+            Err(e) => {
+                tracing::error!(error = %e, "discord: cannot list the conversations held on Discord; what was written meanwhile is not fetched");
+                return;
+            }
+        };
+        // One fetch per channel, from the oldest conversation start in it.
+        let mut channels: Vec<(u64, u64, Option<String>)> = Vec::new();
+        for place in places {
+            let handle = place.handle.as_deref();
+            let (channel, since, thread) = match handle.and_then(super::thread_id) {
+                Some(thread) => (thread, thread, Some(thread_handle(thread))),
+                None => {
+                    let Some(since) = handle.and_then(|h| h.parse::<u64>().ok()) else {
+                        continue;
+                    };
+                    match self.connector.dm_channel(&place.address).await {
+                        Ok(dm) => (dm, since, None),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "discord: cannot open a direct chat to fetch what was written meanwhile");
+                            continue;
+                        }
+                    }
+                }
+            };
+            match channels.iter_mut().find(|(c, _, _)| *c == channel) {
+                Some(known) => known.1 = known.1.min(since),
+                None => channels.push((channel, since, thread)),
+            }
+        }
+        for (channel, since, thread) in channels {
+            self.catch_up_channel(channel, since, thread).await;
+        }
+    }
+
+    async fn catch_up_channel(&self, channel: u64, mut after: u64, thread: Option<String>) {
+        const PAGE: usize = 100;
+        loop {
+            let route = Route::new(
+                reqwest::Method::GET,
+                "/channels/{}/messages",
+                format!("/channels/{channel}/messages?after={after}&limit={PAGE}"),
+                channel,
+            );
+            let mut page: Vec<Message> = match self.connector.rest.call(route, Body::None).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "discord: cannot fetch what was written meanwhile in a conversation");
+                    return;
+                }
+            };
+            // Discord answers newest first.
+            page.sort_by_key(|m| m.id.get());
+            let full = page.len() >= PAGE;
+            for m in &page {
+                self.message(m, thread.clone()).await;
+                after = after.max(m.id.get());
+            }
+            if !full {
+                return;
+            }
+        }
     }
 
     async fn edit(&self, m: &MessageUpdateEvent) {

@@ -197,7 +197,14 @@ async fn connection(
     shutdown: &mut watch::Receiver<bool>,
     connected: &mut bool,
 ) -> Ended {
-    let address = format!("{}/?v=10&encoding=json", url.trim_end_matches('/'));
+    // Discord's URLs have no path, a stand-in's may: the query goes on whatever is there.
+    let address = match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(Some("v=10&encoding=json"));
+            u.to_string()
+        }
+        Err(e) => return Ended::Lost(format!("the gateway URL is invalid: {e}")),
+    };
     let socket = match tokio::time::timeout(
         Duration::from_secs(30),
         tokio_tungstenite::connect_async(&address),

@@ -112,6 +112,11 @@ pub mod codes {
     pub const TOO_MANY_THREADS: i64 = 160006;
 }
 
+/// Added to a bucket's reset time and to a 429's wait: Discord counts from when it answered,
+/// we from when the answer arrived, and a request that arrives a moment early is a 429 (an
+/// invalid request, which Discord counts against the bot).
+const RESET_MARGIN: Duration = Duration::from_millis(50);
+
 /// What is known of Discord's rate limits so far.
 #[derive(Default)]
 struct Limits {
@@ -160,7 +165,7 @@ impl Limits {
         let reset_after = header_secs(headers, "x-ratelimit-reset-after");
         match (remaining, reset_after) {
             (Some(0), Some(after)) => {
-                self.exhausted.insert(bucket, now + after);
+                self.exhausted.insert(bucket, now + after + RESET_MARGIN);
             }
             (Some(_), _) => {
                 self.exhausted.remove(&bucket);
@@ -171,11 +176,12 @@ impl Limits {
 
     /// Learns from a 429: the wait it names holds the bucket, or everything if global.
     fn limited(&mut self, route: &Route, wait: Duration, global: bool, now: Instant) {
+        let until = now + wait + RESET_MARGIN;
         if global {
-            self.global_until = Some(now + wait);
+            self.global_until = Some(until);
         } else {
             let bucket = self.bucket(route);
-            self.exhausted.insert(bucket, now + wait);
+            self.exhausted.insert(bucket, until);
         }
     }
 }
@@ -316,7 +322,7 @@ impl Rest {
                 global,
                 "discord: rate limited"
             );
-            return Err(RestError::RateLimited(wait));
+            return Err(RestError::RateLimited(wait + RESET_MARGIN));
         }
         drop(limits);
         if status.is_server_error() {
@@ -368,7 +374,7 @@ mod tests {
         limits.learn(&route(1), &h, now);
         assert_eq!(
             limits.wait(&route(1), now),
-            Some(Duration::from_millis(2500))
+            Some(Duration::from_millis(2550))
         );
         assert_eq!(
             limits.wait(&route(2), now),
