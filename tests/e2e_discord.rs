@@ -392,6 +392,43 @@ async fn without_a_staff_channel_the_direct_chat_carries_the_conversation() -> a
         seen.iter().any(|s| s.body == "Yes, 10 to 4.")
     })
     .await?;
+
+    // --- files both ways, through the homeserver's media repository ---------------------------
+    let mxc = upload_media(&env, &slot, "map.png", "image/png", PNG).await?;
+    v.send_content(serde_json::json!({"msgtype": "m.image", "body": "map.png", "url": mxc, "info": {"mimetype": "image/png"}}))
+        .await?;
+    let messages = wait_messages(&dc, dm, "the visitor's image", |m| {
+        m.iter().any(|m| !m.attachments.is_empty())
+    })
+    .await?;
+    let relayed = messages.iter().find(|m| !m.attachments.is_empty()).unwrap();
+    assert_eq!(
+        relayed.attachments[0].bytes, PNG,
+        "the image changed on the way"
+    );
+    assert_eq!(relayed.attachments[0].filename, "map.png");
+    assert!(relayed.content.contains("map.png"), "{}", relayed.content);
+
+    dc.user_sends_file(
+        &kim,
+        dm,
+        "Here is the leaflet",
+        "leaflet.png",
+        "image/png",
+        PNG.to_vec(),
+    );
+    let visitor = v.user_id.clone();
+    let from_kim = move |s: &Seen| s.msgtype == "m.image" && s.sender != visitor;
+    v.sync_until("the responder's image", |seen| seen.iter().any(&from_kim))
+        .await?;
+    let image = v.seen.iter().find(|s| from_kim(s)).unwrap().clone();
+    assert_eq!(image.body, "Here is the leaflet");
+    let downloaded = download_media(&env, &v.token, &image.url).await?;
+    assert_eq!(
+        &downloaded[..],
+        PNG,
+        "the responder's image changed on the way"
+    );
     sb.kill();
     Ok(())
 }
@@ -675,5 +712,89 @@ async fn a_conversation_goes_from_discord_to_telegram_and_back() -> anyhow::Resu
     assert_eq!(sender("Sam here"), sender("Sam again"));
     assert_ne!(sender("Sam here"), sender("Alex here"));
     sb.kill();
+    Ok(())
+}
+
+/// A responder links their Discord account with a one-time code through the `/start` slash
+/// command, and `/conversations` and `/end` work as slash commands too: each interaction is
+/// answered within Discord's 3 seconds, the answer itself arrives as a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responder_links_with_a_code_and_uses_slash_commands() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 6)?;
+    let dc = DiscordStandIn::start(TOKEN).await?;
+    let kai = dc.user("kai");
+    let config = format!(
+        "{}\n[[responders]]\nid = \"kai\"\ndisplay_name = \"Kai\"\ntopics = [\"support\"]\n\n{TOPICS}",
+        discord_section(&dc, None)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    wait_for("the slash commands registered", || async {
+        Ok((!dc.commands().is_empty()).then_some(()))
+    })
+    .await?;
+    let out = std::process::Command::new(&env.bin)
+        .args([
+            "link-code",
+            "--platform",
+            "discord",
+            "--responder",
+            "kai",
+            "--config",
+        ])
+        .arg(&sb.config)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = String::from_utf8(out.stdout)?.trim().to_owned();
+
+    let dm = dc.user_opens_dm(&kai);
+    let slash =
+        |name: &str, options: serde_json::Value| dc.user_runs_command(&kai, dm, name, options);
+    let answered = |i: discord_standin::Interaction| {
+        let dc = dc.clone();
+        async move {
+            dc.wait_for_interaction_response(&i, Duration::from_secs(3))
+                .await
+                .context("a slash command was not answered within 3 seconds")
+        }
+    };
+    let answer = answered(slash("start", serde_json::json!({"code": "WRONGCODE1"}))).await?;
+    assert_eq!(answer["type"], 4, "{answer}");
+    wait_messages(&dc, dm, "the refusal of a wrong code", |m| {
+        m.iter()
+            .any(|m| m.content.contains("unknown, expired or already used"))
+    })
+    .await?;
+    answered(slash("start", serde_json::json!({"code": code}))).await?;
+    wait_messages(&dc, dm, "the link confirmation", |m| {
+        m.iter().any(|m| m.content.starts_with("Linked."))
+    })
+    .await?;
+
+    // Linked: Kai gets offers now.
+    let mut v = Visitor::guest(&env, &sb.base).await?;
+    v.start("support").await?;
+    v.send("Where is my parcel?").await?;
+    accept(&dc, &kai, "parcel").await?;
+    answered(slash("conversations", serde_json::json!({}))).await?;
+    wait_messages(&dc, dm, "the list of conversations", |m| {
+        m.iter()
+            .any(|m| m.content.contains("Your conversations (1)"))
+    })
+    .await?;
+    answered(slash("end", serde_json::json!({}))).await?;
+    wait_for("the conversation ended", || async {
+        let store = sb.store().await?;
+        Ok(store
+            .active_assignments_for_address("discord", &kai.id.to_string())
+            .await?
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -11,12 +11,6 @@ use telegram_standin::{SentMessage, StandIn, TgUser};
 
 const SLOT: u32 = 2;
 
-/// A valid 2x1 PNG (the stand-in reads image headers like Telegram does).
-const PNG: &[u8] = &[
-    137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 2, 0, 0, 0, 1, 8, 2, 0,
-    0, 0, 123, 64, 232, 221, 0, 0, 0, 13, 73, 68, 65, 84, 120, 156, 99, 248, 207, 0, 4, 255, 1, 7,
-    0, 1, 255, 226, 35, 158, 89, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
-];
 const TOKEN: &str = "4242:standin-secret-token";
 
 fn offer_of(sent: &[SentMessage], alias_hint: &str) -> Option<(i64, String)> {
@@ -339,26 +333,7 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
     .await?;
 
     // --- photos both ways, through the homeserver's media repository -----------------------------
-    // Synapse lets no guest upload media, so the file is put in the repository by the bot and
-    // the visitor's message refers to it, exactly as a visitor account's upload would.
-    let http = reqwest::Client::new();
-    let upload: serde_json::Value = http
-        .post(format!(
-            "{}/_matrix/media/v3/upload?filename=kettle.png",
-            env.hs_url
-        ))
-        .bearer_auth(&slot.as_token)
-        .header("content-type", "image/png")
-        .body(PNG.to_vec())
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let mxc = upload["content_uri"]
-        .as_str()
-        .context("content_uri")?
-        .to_owned();
+    let mxc = upload_media(&env, &slot, "kettle.png", "image/png", PNG).await?;
     v2.send_content(json!({"msgtype": "m.image", "body": "kettle.png", "url": mxc, "info": {"mimetype": "image/png"}}))
         .await?;
     let sent = wait_sent(&tg, alex.id, "the visitor's photo", |s| {
@@ -388,22 +363,7 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
     .await?;
     let image = v2.seen.iter().find(|s| from_responder(s)).unwrap().clone();
     assert_eq!(image.body, "Here is the manual page");
-    let (server, media_id) = image
-        .url
-        .trim_start_matches("mxc://")
-        .split_once('/')
-        .context("mxc")?;
-    let downloaded = http
-        .get(format!(
-            "{}/_matrix/client/v1/media/download/{server}/{media_id}",
-            env.hs_url
-        ))
-        .bearer_auth(&v2.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
+    let downloaded = download_media(&env, &v2.token, &image.url).await?;
     assert_eq!(
         &downloaded[..],
         PNG,

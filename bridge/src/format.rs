@@ -163,6 +163,15 @@ pub fn checked_link(href: &str, schemes: &[&str]) -> Option<String> {
     schemes.contains(&url.scheme()).then(|| url.into())
 }
 
+/// `s` cut to at most `max_chars` characters, with "…" where it was cut (offers quote the
+/// start of a visitor's message, not all of it).
+pub fn truncate_chars(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 /// The length of `text` in UTF-16 code units (Telegram's and JavaScript's unit).
 pub fn utf16_len(text: &str) -> usize {
     text.chars().map(char::len_utf16).sum()

@@ -1,11 +1,12 @@
 //! The benchmark of issue 11: everything measured in one run, side by side, on a real Synapse
-//! and the Telegram stand-in, against a release build. Run by `scripts/bench.sh`, which starts
+//! and the Telegram and Discord stand-ins, against a release build. Run by `scripts/bench.sh`, which starts
 //! the services the way the test suite does and writes the printed report into
 //! `docs/benchmarks.md`.
 //!
 //! 1. Synapse's own client → client floor ([`floor`]).
-//! 2. Bridged latency, both directions, for a Matrix responder (relay room) and a Telegram
-//!    responder, plus a visitor's first message → the Telegram offer ([`paths`]).
+//! 2. Bridged latency, both directions, for a Matrix responder (relay room), a Telegram
+//!    responder and a Discord responder (a private thread), plus a visitor's first message →
+//!    the Telegram and the Discord offer ([`paths`], [`discord`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
 //!    and processed per second, and every event stored once ([`flood`]).
 //! 4. A quiet conversation's latency while a second such flood hits other conversations, and
@@ -30,6 +31,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod discord;
 mod flood;
 mod floor;
 mod paths;
@@ -185,6 +187,7 @@ async fn main() -> anyhow::Result<()> {
 
     // --- 2. bridged paths, 5. CPU ------------------------------------------------------------
     let tg = paths::telegram(&env, &b, paced, n, ticks).await?;
+    let dc = discord::discord(&env, &b, paced, n).await?;
     let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
     let mx = paths::matrix(&mut b, &mut mx_conv, n).await?;
     let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
@@ -275,6 +278,15 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         towards_visitor.judge(&tg.from_telegram, &count(&tg.from_telegram))
+    );
+    println!("{}", towards_responder.judge(&dc.offer, &count(&dc.offer)));
+    println!(
+        "{}",
+        towards_responder.judge(&dc.to_discord, &count(&dc.to_discord))
+    );
+    println!(
+        "{}",
+        towards_visitor.judge(&dc.from_discord, &count(&dc.from_discord))
     );
     if let Some(q) = &under.quiet {
         if q.row.samples.is_empty() {

@@ -1,5 +1,6 @@
-//! The bridged paths: one Switchboard with a Telegram responder (the stand-in) and a Matrix
-//! responder (a matrix-sdk client in a relay room), and the latency of each direction.
+//! The bridged paths: one Switchboard with a Telegram responder (the stand-in), a Discord
+//! responder (its stand-in, `discord.rs`) and a Matrix responder (a matrix-sdk client in a
+//! relay room), and the latency of each direction.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use matrix_sdk::{Room, ruma::events::room::message::RoomMessageEventContent};
 use telegram_standin::{StandIn, TgUser};
 
 use crate::common::*;
+use crate::discord::DiscordSide;
 use crate::procfs;
 use crate::report::{Row, ms, progress};
 
@@ -27,6 +29,8 @@ pub struct Bench {
     pub bella: TgUser,
     /// Holds the Matrix conversation.
     pub max: MatrixResponder,
+    /// The Discord stand-in and the responder on it.
+    pub discord: DiscordSide,
     pub bot_id: String,
     /// The registration's token the homeserver authenticates its transactions with.
     pub hs_token: String,
@@ -41,6 +45,7 @@ impl Bench {
         let bella = tg.user(9401, "Bella", None);
         // Offered the flood's conversations on Telegram; never answers, so they stay offered.
         let fred = tg.user(9402, "Fred", None);
+        let discord = DiscordSide::start().await?;
         let max_local = unique("benchmax");
         let max_id = env.user_id(&max_local);
         let max = MatrixResponder::register(env, &max_local).await?;
@@ -59,13 +64,16 @@ impl Bench {
         };
         let config = format!(
             "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\n\n\
-             [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\n{}{}{}{}{}{}",
+             [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\n{}{}{}{}{}{}{}{}{}",
+            discord.section(),
             topic("telegram"),
             topic("matrix"),
             topic("flood"),
+            topic("discord"),
             responder("bella", "telegram", "telegram", &bella.id.to_string()),
             responder("max", "matrix", "matrix", &max_id),
             responder("fred", "flood", "telegram", &fred.id.to_string()),
+            responder("dora", "discord", "discord", &discord.dora.id.to_string()),
             api = tg.api_url(),
         );
         let filter = std::env::var("SWITCHBOARD_BENCH_LOG").unwrap_or_else(|_| LOG_FILTER.into());
@@ -76,6 +84,7 @@ impl Bench {
             tg,
             bella,
             max,
+            discord,
             bot_id: format!("@sbt{slot_no}bot:{}", env.server_name),
             hs_token: slot.hs_token.clone(),
             hs_url: env.hs_url.clone(),

@@ -27,10 +27,11 @@ use serenity::model::{channel::Channel, channel::Message};
 use tokio::sync::{Mutex, watch};
 
 use super::{
-    Capabilities, Connector, ConnectorError, Delivery, Offer, Platform, RemoteSink, TextLimit,
-    TextUnit,
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileLimits, Offer, Platform,
+    RemoteFile, RemoteSink, TextLimit, TextUnit,
     registry::{BuildContext, PlatformSpec},
 };
+use crate::format::truncate_chars as truncate;
 use crate::health::PartReporter;
 
 mod events;
@@ -89,8 +90,7 @@ pub struct DiscordConfig {
     pub token: String,
     /// The application's ID (slash commands are registered for it).
     pub application_id: Snowflake,
-    /// The operator's guild: slash commands are registered there (at once, where global ones
-    /// take up to an hour), and the staff channel is in it.
+    /// The operator's guild, where the staff channel is.
     pub guild: Option<Snowflake>,
     /// A text channel of `guild` in which each accepted conversation gets a private thread.
     /// Without it, conversations happen in the responder's direct chat with the bot.
@@ -307,7 +307,11 @@ impl DiscordConnector {
         );
         match self.rest.call::<Value>(route, Body::None).await {
             Ok(c) => {
-                let known = c["parent_id"].as_str() == Some(&staff.to_string())
+                let in_guild = self
+                    .guild
+                    .is_none_or(|g| c["guild_id"].as_str() == Some(&g.to_string()));
+                let known = in_guild
+                    && c["parent_id"].as_str() == Some(&staff.to_string())
                     && matches!(c["type"].as_u64(), Some(11 | 12));
                 self.staff_threads.lock().await.insert(channel, known);
                 known
@@ -326,23 +330,14 @@ impl DiscordConnector {
             .insert(channel, is_staff_thread);
     }
 
-    /// Registers the slash commands (in the guild where there is one: they show at once).
+    /// Registers the slash commands, globally: a guild's commands do not show in direct
+    /// messages, where offers arrive and responders link their account.
     async fn register_commands(&self) {
-        let (template, path, major) = match self.guild {
-            Some(guild) => (
-                "/applications/{}/guilds/{}/commands",
-                format!(
-                    "/applications/{}/guilds/{guild}/commands",
-                    self.application_id
-                ),
-                guild.to_string(),
-            ),
-            None => (
-                "/applications/{}/commands",
-                format!("/applications/{}/commands", self.application_id),
-                self.application_id.to_string(),
-            ),
-        };
+        let (template, path, major) = (
+            "/applications/{}/commands",
+            format!("/applications/{}/commands", self.application_id),
+            self.application_id.to_string(),
+        );
         let route = Route::new(Method::PUT, template, path, major);
         if let Err(e) = self
             .rest
@@ -396,13 +391,6 @@ fn offer_message(offer: &Offer) -> Value {
     })
 }
 
-fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 #[async_trait]
 impl Connector for DiscordConnector {
     fn platform(&self) -> Platform {
@@ -418,8 +406,11 @@ impl Connector for DiscordConnector {
                 max: format::DISCORD_MAX_TEXT,
                 unit: TextUnit::Chars,
             },
-            // Files are not relayed yet: the bridge tells both sides instead.
-            files: None,
+            // Discord's default upload limit per file (since January 2025); larger ones get
+            // 413, so the bridge tells both sides instead.
+            files: Some(FileLimits {
+                max_bytes: 10 * 1024 * 1024,
+            }),
             edits: true,
             typing_renewal: Some(Duration::from_secs(8)),
             shares_room: false,
@@ -524,7 +515,13 @@ impl Connector for DiscordConnector {
     }
 
     /// Text: Discord markdown within 2000 characters a part, the first headed by the alias.
+    /// A file: one part, its caption (the alias and the file's name or text).
     fn render(&self, delivery: &Delivery) -> Vec<String> {
+        if delivery.media.is_some() {
+            let caption = truncate(&delivery.body, 1000);
+            let parts = format::to_discord(&caption, None, Some(&delivery.visitor_alias));
+            return vec![parts.concat()];
+        }
         format::to_discord(
             &delivery.body,
             delivery.formatted_body.as_deref(),
@@ -545,6 +542,58 @@ impl Connector for DiscordConnector {
             .await?;
         let sent = self.post(channel, json!({"content": part})).await?;
         Ok(sent.id.get().to_string())
+    }
+
+    async fn deliver_file(
+        &self,
+        delivery: &Delivery,
+        caption: &str,
+        file: Attachment,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let channel = self
+            .channel_for(address, delivery.thread.as_deref())
+            .await?;
+        let route = Route::new(
+            Method::POST,
+            "/channels/{}/messages",
+            format!("/channels/{channel}/messages"),
+            channel,
+        );
+        let payload = json!({
+            "content": caption,
+            "allowed_mentions": {"parse": []},
+            "attachments": [{"id": 0, "filename": file.filename}],
+        });
+        let sent: Message = self
+            .rest
+            .call(
+                route,
+                Body::WithFile {
+                    payload,
+                    filename: file.filename,
+                    mimetype: file.mimetype,
+                    bytes: file.bytes,
+                },
+            )
+            .await
+            .map_err(|e| self.refusal("send a file", e))?;
+        Ok(sent.id.get().to_string())
+    }
+
+    /// `file_id` is the attachment's URL on Discord's CDN.
+    async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
+        let bytes = self
+            .rest
+            .download(&file.file_id)
+            .await
+            .map_err(|e| self.refusal("download an attachment", e))?;
+        Ok(Attachment {
+            bytes,
+            mimetype: file.mimetype.clone(),
+            filename: file.filename.clone(),
+            kind: file.kind,
+        })
     }
 
     /// "Typing…" shows for ten seconds or until the bot posts; there is no way to stop it.

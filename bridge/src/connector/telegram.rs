@@ -24,6 +24,7 @@ use teloxide::{
 };
 use tokio::sync::watch;
 
+use crate::format::truncate_chars as truncate;
 use crate::health::{PartReporter, PartState};
 
 use super::{
@@ -873,13 +874,6 @@ pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn truncate(s: &str, max_chars: usize) -> String {
-    match s.char_indices().nth(max_chars) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
 }
 
 #[cfg(test)]

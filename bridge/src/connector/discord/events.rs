@@ -22,7 +22,7 @@ use super::{
     rest::{Body, Route},
     thread_handle,
 };
-use crate::connector::{RemoteEvent, RemoteSink};
+use crate::connector::{FileKind, RemoteEvent, RemoteFile, RemoteSink};
 
 /// The slash commands Switchboard registers (bulk overwrite), with their text forms
 /// (`/end`) handled alike.
@@ -153,6 +153,58 @@ impl Events<'_> {
             .as_ref()
             .and_then(|r| r.message_id)
             .map(|id| id.get().to_string());
+        let key = format!("m{}", m.id.get());
+        let display_name =
+            display_name(&m.author, m.member.as_ref().and_then(|p| p.nick.as_deref()));
+        if !m.attachments.is_empty() {
+            // Each file is a message of its own; the text goes with the first as its caption.
+            for (i, a) in m.attachments.iter().enumerate() {
+                let kind = if a
+                    .content_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("image/"))
+                {
+                    FileKind::Image
+                } else {
+                    FileKind::File
+                };
+                let (body, formatted_body) = if i == 0 {
+                    format::from_discord(&m.content)
+                } else {
+                    (String::new(), None)
+                };
+                let event = RemoteEvent::Message {
+                    address: address.clone(),
+                    message_id: if i == 0 {
+                        m.id.get().to_string()
+                    } else {
+                        format!("{}.{i}", m.id.get())
+                    },
+                    reply_to: reply_to.clone(),
+                    body: if body.is_empty() {
+                        a.filename.clone()
+                    } else {
+                        body
+                    },
+                    formatted_body,
+                    display_name: display_name.clone(),
+                    file: Some(RemoteFile {
+                        file_id: a.url.clone(),
+                        mimetype: a.content_type.clone(),
+                        filename: a.filename.clone(),
+                        kind,
+                    }),
+                    thread: thread.clone(),
+                };
+                let key = if i == 0 {
+                    key.clone()
+                } else {
+                    format!("{key}.{i}")
+                };
+                self.record(&key, &event).await;
+            }
+            return;
+        }
         let event = if let Some(command) = m.content.strip_prefix(COMMAND_PREFIX) {
             let (name, args) = command
                 .split_once(char::is_whitespace)
@@ -176,15 +228,12 @@ impl Events<'_> {
                 reply_to,
                 body,
                 formatted_body,
-                display_name: display_name(
-                    &m.author,
-                    m.member.as_ref().and_then(|p| p.nick.as_deref()),
-                ),
+                display_name,
                 file: None,
                 thread,
             }
         };
-        self.record(&format!("m{}", m.id.get()), &event).await;
+        self.record(&key, &event).await;
     }
 
     /// Records what responders wrote where they hold conversations while no gateway session

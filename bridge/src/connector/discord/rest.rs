@@ -228,6 +228,13 @@ pub struct Rest {
 pub enum Body {
     None,
     Json(serde_json::Value),
+    /// `payload_json` and one file (`files[0]`), as Discord takes uploads.
+    WithFile {
+        payload: serde_json::Value,
+        filename: String,
+        mimetype: Option<String>,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Rest {
@@ -249,6 +256,34 @@ impl Rest {
             authorization: format!("Bot {token}"),
             limits: Mutex::new(Limits::default()),
         })
+    }
+
+    /// Downloads an attachment from Discord's CDN (its URL needs no token). The answer may be
+    /// as large as Discord allows an upload; the bridge checks the size against its own
+    /// limits before passing the file on.
+    pub async fn download(&self, url: &str) -> Result<Vec<u8>, RestError> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| RestError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(RestError::Unavailable(format!("HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(RestError::Refused {
+                status: status.as_u16(),
+                code: 0,
+                message: "the attachment could not be downloaded".into(),
+            });
+        }
+        Ok(response
+            .bytes()
+            .await
+            .map_err(|e| RestError::Unavailable(e.without_url().to_string()))?
+            .to_vec())
     }
 
     /// Sends a request and reads its answer as `T`.
@@ -283,6 +318,23 @@ impl Rest {
         request = match body {
             Body::None => request,
             Body::Json(json) => request.json(&json),
+            Body::WithFile {
+                payload,
+                filename,
+                mimetype,
+                bytes,
+            } => {
+                let mut file = reqwest::multipart::Part::bytes(bytes).file_name(filename);
+                if let Some(mime) = mimetype {
+                    file = file
+                        .mime_str(&mime)
+                        .map_err(|e| RestError::Unreadable(format!("file type: {e}")))?;
+                }
+                let form = reqwest::multipart::Form::new()
+                    .text("payload_json", payload.to_string())
+                    .part("files[0]", file);
+                request.multipart(form)
+            }
         };
         // Webhook and interaction URLs hold their tokens: errors never name the URL.
         let response = request
