@@ -230,6 +230,13 @@ async fn discord_responder_answers_two_visitors_in_two_private_threads() -> anyh
     assert!(html.contains("<strong>Hello!</strong>"), "{html}");
     assert!(html.contains("<em>descaling</em>"), "{html}");
 
+    // Sam types in the thread: the visitor sees his ghost typing.
+    dc.user_types(&sam, thread1.id);
+    assert!(
+        ghost_typing_seen(&v1, &room1, &ghost).await?,
+        "the visitor never saw Sam typing"
+    );
+
     // --- formatted visitor text becomes Discord markdown ---------------------------------------
     v1.send_html(
         "It is **still** loud",

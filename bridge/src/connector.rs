@@ -382,6 +382,12 @@ pub trait RemoteSink: Send + Sync + 'static {
     /// does not deliver again what was written while Switchboard was away (Discord's gateway),
     /// so it can fetch that itself. A store read; no side effects.
     async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError>;
+
+    /// The responder at `address` is typing, where `thread` says (as for
+    /// [`RemoteEvent::Message::thread`]): their ghost is shown typing in the conversation for
+    /// `lasts`, or until they post. Ephemeral and best effort: nothing is recorded, and it
+    /// returns at once (the homeserver is told in the background).
+    fn typing(&self, platform: Platform, address: &str, thread: Option<&str>, lasts: Duration);
 }
 
 /// A conversation held on a platform: the responder's address and the conversation's handle

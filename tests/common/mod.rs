@@ -873,3 +873,36 @@ pub async fn download_media(env: &TestEnv, token: &str, mxc: &str) -> anyhow::Re
         .await?
         .to_vec())
 }
+
+/// Long-polls the visitor's sync until the room's `m.typing` lists `ghost`, for up to WAIT.
+pub async fn ghost_typing_seen(visitor: &Visitor, room: &str, ghost: &str) -> anyhow::Result<bool> {
+    let filter =
+        serde_json::json!({"room": {"rooms": [room], "timeline": {"limit": 1}}}).to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut since: Option<String> = None;
+    while std::time::Instant::now() < deadline {
+        let mut req = reqwest::Client::new()
+            .get(format!("{}/_matrix/client/v3/sync", visitor.hs))
+            .bearer_auth(&visitor.token)
+            .query(&[("timeout", "2000"), ("filter", filter.as_str())]);
+        if let Some(s) = &since {
+            req = req.query(&[("since", s.as_str())]);
+        }
+        let r: serde_json::Value = req.send().await?.error_for_status()?.json().await?;
+        since = r["next_batch"].as_str().map(str::to_owned);
+        let typing = r["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"] == "m.typing")
+            .any(|e| {
+                e["content"]["user_ids"]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|id| id == ghost))
+            });
+        if typing {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -2,10 +2,12 @@
 //! messages and commands, hand-overs and ends. The visitor's side goes through the outbox
 //! (`outbox.rs`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use switchboard_appservice::ruma::events::room::message::RoomMessageEventContent;
+use switchboard_appservice::ruma::{
+    OwnedRoomId, OwnedUserId, events::room::message::RoomMessageEventContent,
+};
 
 use super::{
     Bridge,
@@ -758,6 +760,51 @@ impl Bridge {
     }
 }
 
+impl Bridge {
+    /// Shows the ghost of the responder at `address` typing in the conversation they write in
+    /// (the one `thread` names, else their only one).
+    async fn show_remote_typing(
+        &self,
+        platform: Platform,
+        address: &str,
+        thread: Option<&str>,
+        lasts: Duration,
+    ) -> Result<(), StoreError> {
+        let name = platform.as_str();
+        let room = match thread {
+            Some(thread) => self
+                .store
+                .offer_by_handle(name, thread)
+                .await?
+                .filter(|o| o.address == address)
+                .map(|o| o.room_id),
+            None => match self
+                .store
+                .active_assignments_for_address(name, address)
+                .await?
+                .as_slice()
+            {
+                [only] => Some(only.room_id.clone()),
+                _ => None, // none, or several: which one is not known
+            },
+        };
+        let Some(room) = room else { return Ok(()) };
+        let Some(assignment) = self.assignment_of(&room, name, address).await? else {
+            return Ok(());
+        };
+        let (Ok(room_id), Ok(ghost)) = (
+            OwnedRoomId::try_from(room.as_str()),
+            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+        ) else {
+            return Ok(());
+        };
+        if let Err(e) = self.client.set_typing(&room_id, &ghost, Some(lasts)).await {
+            tracing::debug!(error = %e, "ghost typing not shown");
+        }
+        Ok(())
+    }
+}
+
 /// A small stable hash (FNV-1a) for transaction IDs; std's hasher is randomly seeded.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
@@ -821,6 +868,21 @@ impl RemoteSink for Bridge {
         self.record_remote_event(platform, key, event)
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))
+    }
+
+    fn typing(&self, platform: Platform, address: &str, thread: Option<&str>, lasts: Duration) {
+        let Some(me) = self.lanes_running() else {
+            return;
+        };
+        let (address, thread) = (address.to_owned(), thread.map(str::to_owned));
+        tokio::spawn(async move {
+            if let Err(e) = me
+                .show_remote_typing(platform, &address, thread.as_deref(), lasts)
+                .await
+            {
+                tracing::debug!(error = %e, "a responder's typing was not shown");
+            }
+        });
     }
 
     async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError> {

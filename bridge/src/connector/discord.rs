@@ -66,10 +66,13 @@ const COMMAND_PREFIX: char = '/';
 const THREAD_HANDLE: &str = "thread:";
 
 /// The gateway intents Switchboard identifies with: guilds (threads), guild and direct
-/// messages, and message content (privileged: enabled in the developer portal).
+/// messages and typing in them, and message content (privileged: enabled in the developer
+/// portal).
 const INTENTS: u64 = 1 // GUILDS
     | 1 << 9 // GUILD_MESSAGES
+    | 1 << 11 // GUILD_MESSAGE_TYPING
     | 1 << 12 // DIRECT_MESSAGES
+    | 1 << 14 // DIRECT_MESSAGE_TYPING
     | 1 << 15; // MESSAGE_CONTENT
 
 /// A Discord address is the responder's user ID: a snowflake, a positive integer.

@@ -83,6 +83,7 @@ impl Dispatcher for Events<'_> {
                     tracing::warn!(error = %e, "discord: an edit could not be read and was skipped")
                 }
             },
+            "TYPING_START" => self.typing(&data).await,
             "INTERACTION_CREATE" => match serde_json::from_value::<Interaction>(data) {
                 Ok(Interaction::Component(i)) => self.pressed(&i).await,
                 Ok(Interaction::Command(i)) => self.command(&i).await,
@@ -234,6 +235,27 @@ impl Events<'_> {
             }
         };
         self.record(&key, &event).await;
+    }
+
+    /// A responder typing where they hold a conversation: their ghost types in it. Discord
+    /// shows "typing…" for ten seconds per signal, and so does the ghost.
+    async fn typing(&self, data: &Value) {
+        let id = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+        let (Some(user), Some(channel)) = (id(&data["user_id"]), id(&data["channel_id"])) else {
+            return;
+        };
+        if Some(user) == *self.connector.bot_user.lock().expect("bot user") {
+            return;
+        }
+        let Some(thread) = self.place(channel, !data["guild_id"].is_null()).await else {
+            return;
+        };
+        self.sink.typing(
+            SPEC.platform(),
+            &user.to_string(),
+            thread.as_deref(),
+            Duration::from_secs(10),
+        );
     }
 
     /// Records what responders wrote where they hold conversations while no gateway session
