@@ -44,6 +44,7 @@ mod outbox;
 mod pacing;
 mod relay;
 mod room_posts;
+mod sink;
 mod typing;
 mod worker;
 

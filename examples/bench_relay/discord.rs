@@ -65,7 +65,9 @@ pub async fn discord(
     let mut offer = Row::new(
         "Discord responder: visitor's first message → offer in their direct chat (sent once the welcome shows)",
     );
-    let dm_of = || dc.dm_channel_of(dora);
+    // Dora has written to the bot before (as a responder must, to share a direct chat): the
+    // chat exists, and the offers are watched there as they arrive, not polled.
+    let dm = dc.user_opens_dm(dora);
     let mut last = None;
     for i in 0..paced {
         let mut v = Visitor::guest(env, &b.sb.base).await?;
@@ -78,15 +80,10 @@ pub async fn discord(
         let text = format!("bench first message {i}");
         let t = Instant::now();
         v.send(&text).await?;
-        wait_for("the offer", || async {
-            Ok(dm_of().and_then(|dm| {
-                dc.messages(dm)
-                    .iter()
-                    .find(|m| m.content.contains(&text))
-                    .map(|m| (dm, m.id))
-            }))
-        })
-        .await?;
+        let offered =
+            |m: &[discord_standin::DcMessage]| m.iter().any(|m| m.content.contains(&text));
+        let seen = dc.wait_for_messages(dm, offered, WAIT).await;
+        anyhow::ensure!(offered(&seen), "no offer for {text:?}");
         offer.samples.push(ms(t));
         last = Some((i, v));
         tokio::time::sleep(DISCORD_SPACING).await;
@@ -94,7 +91,6 @@ pub async fn discord(
     let (last_i, mut visitor) = last.expect("paced > 0");
 
     // Dora takes the last conversation into its thread.
-    let dm = dm_of().expect("offers went to Dora's direct chat");
     let needle = format!("bench first message {last_i}");
     let m = dc
         .messages(dm)

@@ -1,0 +1,172 @@
+//! What connectors call into the bridge for: recording their platform's events (and the
+//! Matrix connector's reading of homeserver events in rooms that are not conversations), the
+//! places conversations are held (for a platform that does not deliver again what was written
+//! while Switchboard was away), a responder's typing, and the lookups the Matrix reader asks.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard_appservice::ruma::{OwnedRoomId, OwnedUserId};
+
+use super::Bridge;
+use crate::{
+    connector::{
+        ConnectorError, HandleOffer, HeldPlace, Platform, RemoteEvent, RemoteSink, RoomDirectory,
+    },
+    store::StoreError,
+};
+
+impl Bridge {
+    /// Shows the ghost of the responder at `address` typing in the conversation they write in
+    /// (the one `thread` names, else their only one).
+    async fn show_remote_typing(
+        &self,
+        platform: Platform,
+        address: &str,
+        thread: Option<&str>,
+        lasts: Duration,
+    ) -> Result<(), StoreError> {
+        let name = platform.as_str();
+        let room = match thread {
+            Some(thread) => self
+                .store
+                .offer_by_handle(name, thread)
+                .await?
+                .filter(|o| o.address == address)
+                .map(|o| o.room_id),
+            None => match self
+                .store
+                .active_assignments_for_address(name, address)
+                .await?
+                .as_slice()
+            {
+                [only] => Some(only.room_id.clone()),
+                _ => None, // none, or several: which one is not known
+            },
+        };
+        let Some(room) = room else { return Ok(()) };
+        let Some(assignment) = self.assignment_of(&room, name, address).await? else {
+            return Ok(());
+        };
+        let (Ok(room_id), Ok(ghost)) = (
+            OwnedRoomId::try_from(room.as_str()),
+            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+        ) else {
+            return Ok(());
+        };
+        if let Err(e) = self.client.set_typing(&room_id, &ghost, Some(lasts)).await {
+            tracing::debug!(error = %e, "ghost typing not shown");
+        }
+        Ok(())
+    }
+}
+
+impl Bridge {
+    /// An event in a room that is not a conversation (a Matrix responder's relay room or
+    /// direct chat with the bot): the platform whose events arrive this way reads it
+    /// (`Connector::homeserver_events`) and what it carries is recorded as that platform's
+    /// remote event, keyed by the event ID, exactly like a Telegram update. It is handled
+    /// later by [`Self::handle_remote`], in the lane of the responder's chat, in order with
+    /// their other events; accepts, declines, ends and transfers take the conversation's
+    /// lock there.
+    pub(super) async fn homeserver_room_event(
+        &self,
+        room_id: &str,
+        event: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        for connector in self.connectors.values() {
+            let Some(reader) = connector.homeserver_events() else {
+                continue;
+            };
+            if let Some((key, remote)) = reader.receive(self, room_id, event).await? {
+                self.record_remote_event(connector.platform(), &key, &remote)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a platform's event once per (platform, key) and wakes the scheduler.
+    async fn record_remote_event(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).expect("a RemoteEvent serialises");
+        if self
+            .store
+            .record_remote_event(platform.as_str(), key, &json)
+            .await?
+        {
+            self.cursors.remote_recorded();
+            self.inbox_ready.notify_one();
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RemoteSink for Bridge {
+    async fn record_remote(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), ConnectorError> {
+        self.record_remote_event(platform, key, event)
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))
+    }
+
+    fn typing(&self, platform: Platform, address: &str, thread: Option<&str>, lasts: Duration) {
+        let Some(me) = self.lanes_running() else {
+            return;
+        };
+        let (address, thread) = (address.to_owned(), thread.map(str::to_owned));
+        tokio::spawn(async move {
+            if let Err(e) = me
+                .show_remote_typing(platform, &address, thread.as_deref(), lasts)
+                .await
+            {
+                tracing::debug!(error = %e, "a responder's typing was not shown");
+            }
+        });
+    }
+
+    async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError> {
+        Ok(self
+            .store
+            .held_places(platform.as_str())
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?
+            .into_iter()
+            .map(|(address, handle)| HeldPlace { address, handle })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RoomDirectory for Bridge {
+    async fn offer_by_handle(
+        &self,
+        platform: Platform,
+        handle: &str,
+    ) -> Result<Option<HandleOffer>, StoreError> {
+        Ok(self
+            .store
+            .offer_by_handle(platform.as_str(), handle)
+            .await?
+            .map(|o| HandleOffer {
+                offer_id: o.id,
+                address: o.address,
+            }))
+    }
+
+    async fn is_responder(&self, platform: Platform, address: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .responder_at(platform.as_str(), address)
+            .await?
+            .is_some())
+    }
+}
