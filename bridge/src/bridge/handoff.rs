@@ -118,16 +118,8 @@ impl Bridge {
     /// room posts of their stint, so a second stint's are not taken for repeats of the first.
     async fn round_of(&self, room: &str, holder: &AssignmentRow) -> Result<i64, StoreError> {
         Ok(self
-            .store
-            .offers_for_room(room)
+            .accepted_offer_of(room, holder)
             .await?
-            .iter()
-            .find(|o| {
-                o.responder_id == holder.responder_id
-                    && o.platform == holder.platform
-                    && o.address == holder.address
-                    && o.state == "accepted"
-            })
             .map_or(0, |o| o.created_at))
     }
 

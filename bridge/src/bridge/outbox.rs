@@ -84,6 +84,18 @@ impl Bridge {
         holder: &AssignmentRow,
     ) -> Result<Option<String>, StoreError> {
         Ok(self
+            .accepted_offer_of(room, holder)
+            .await?
+            .and_then(|o| o.remote_message_id))
+    }
+
+    /// The offer the holder accepted, on the platform and address they hold it on.
+    pub(super) async fn accepted_offer_of(
+        &self,
+        room: &str,
+        holder: &AssignmentRow,
+    ) -> Result<Option<crate::store::OfferRow>, StoreError> {
+        Ok(self
             .store
             .offers_for_room(room)
             .await?
@@ -93,8 +105,7 @@ impl Bridge {
                     && o.platform == holder.platform
                     && o.address == holder.address
                     && o.state == "accepted"
-            })
-            .and_then(|o| o.remote_message_id))
+            }))
     }
 
     /// Hands each chat with deliveries due to its lane (`LaneKey::To`), and returns when the

@@ -425,10 +425,6 @@ impl Connector for DiscordConnector {
         }
     }
 
-    fn how_to_accept(&self) -> &'static str {
-        "the Accept button on its offer"
-    }
-
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let channel = self.dm_channel(address).await?;
         let sent = self.post(channel, offer_message(offer)).await?;
