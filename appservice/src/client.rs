@@ -8,7 +8,8 @@
 use std::{borrow::Cow, time::Duration};
 
 use ruma::{
-    MxcUri, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    EventId, MxcUri, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId,
+    UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
@@ -22,6 +23,7 @@ use ruma::{
             membership::{invite_user, join_room_by_id, kick_user, leave_room},
             message::send_message_event,
             profile::set_display_name,
+            redact::redact_event,
             room::create_room,
             state::send_state_event,
             typing::create_typing_event,
@@ -397,6 +399,22 @@ impl HomeserverClient {
         let mut request = kick_user::v3::Request::new(room.to_owned(), user.to_owned());
         request.reason = Some(reason.to_owned());
         self.send(request, None).await.map(|_| ())
+    }
+
+    /// Redacts `event` in `room` as `as_user`, under a caller-chosen transaction ID so a
+    /// retry redacts once.
+    pub async fn redact(
+        &self,
+        room: &RoomId,
+        as_user: &UserId,
+        event: &EventId,
+        txn_id: &str,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId, ClientError> {
+        let mut request =
+            redact_event::v3::Request::new(room.to_owned(), event.to_owned(), txn_id.into());
+        request.reason = reason.map(str::to_owned);
+        Ok(self.send(request, Some(as_user)).await?.event_id)
     }
 
     pub async fn join(&self, room: &RoomId, as_user: &UserId) -> Result<(), ClientError> {

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 use crate::{
     config::BridgeConfig,
-    connector::{Connector, FileKind, MediaRef, Platform},
+    connector::{Connector, FileKind, MediaRef, Platform, Revision},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
     health::{Health, PartState},
     store::{NewInboxEvent, Store, StoreError},
@@ -43,6 +43,7 @@ mod lifecycle;
 mod outbox;
 mod pacing;
 mod relay;
+mod revisions;
 mod room_posts;
 mod sink;
 mod typing;
@@ -397,6 +398,11 @@ impl Bridge {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let role = self.role_of(&conversation, sender);
+        if role == SenderRole::Visitor
+            && let Some(change) = visitor_change_of(&event)
+        {
+            return self.relay_visitor_change(&conversation, change).await;
+        }
         let (message, media) = match message_of(room_id, seq, role, &event) {
             Ok(Some(message)) => message,
             Ok(None) => return Ok(()),
@@ -426,6 +432,7 @@ impl Bridge {
                 &message.body,
                 message.formatted_body.as_deref(),
                 media,
+                None,
             )
             .await?;
         }
@@ -491,6 +498,59 @@ fn message_of(
             .unwrap_or_default(),
     };
     Ok(Some((message, media)))
+}
+
+/// A visitor's change to a message they sent earlier: an edit (`m.replace`, its new text
+/// from `m.new_content`) or a redaction.
+#[derive(Debug, Clone, PartialEq)]
+struct VisitorChange {
+    /// The change's own event.
+    event_id: String,
+    revision: Revision,
+    body: String,
+    formatted_body: Option<String>,
+}
+
+/// The change `event` makes to an earlier message, if it is an edit or a redaction. An edit
+/// whose new content has no text is not one this bridge can carry (left to `message_of`).
+fn visitor_change_of(event: &Value) -> Option<VisitorChange> {
+    let event_id = event.get("event_id").and_then(Value::as_str)?.to_owned();
+    let content = &event["content"];
+    match event.get("type").and_then(Value::as_str)? {
+        "m.room.redaction" => {
+            // Room versions up to 10 name the redacted event at the top; 11 in the content.
+            let of = event
+                .get("redacts")
+                .or_else(|| content.get("redacts"))
+                .and_then(Value::as_str)?;
+            Some(VisitorChange {
+                event_id,
+                revision: Revision::Delete { of: of.to_owned() },
+                body: String::new(),
+                formatted_body: None,
+            })
+        }
+        "m.room.message" if content["m.relates_to"]["rel_type"] == "m.replace" => {
+            let of = content["m.relates_to"]["event_id"].as_str()?;
+            let new = &content["m.new_content"];
+            let body = new.get("body").and_then(Value::as_str)?;
+            if body.trim().is_empty() {
+                return None;
+            }
+            let formatted_body = (new.get("format").and_then(Value::as_str)
+                == Some("org.matrix.custom.html"))
+            .then(|| new.get("formatted_body").and_then(Value::as_str))
+            .flatten()
+            .map(str::to_owned);
+            Some(VisitorChange {
+                event_id,
+                revision: Revision::Edit { of: of.to_owned() },
+                body: body.to_owned(),
+                formatted_body,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// An `m.room.message` without a usable text body, by the shape of what it had (never its

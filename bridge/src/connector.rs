@@ -110,6 +110,10 @@ pub struct Capabilities {
     /// `false` it never calls `offer_accepted` or `close_offer`; why an offer closed goes out
     /// as a new message (`notify`) naming the conversation instead.
     pub edits: bool,
+    /// Whether a visitor's edit or deletion changes the messages the responder was already
+    /// sent ([`Connector::edit_delivered`], [`Connector::delete_delivered`]). Where `false`
+    /// an edit goes out as a new message marked as edited, and a deletion as a short note.
+    pub revises_deliveries: bool,
     /// How often a typing indicator must be sent again to stay on (Telegram's chat action
     /// lasts about five seconds); `None`: once is enough (it lasts until turned off).
     pub typing_renewal: Option<Duration>,
@@ -150,6 +154,7 @@ impl Capabilities {
             },
             files: None,
             edits: false,
+            revises_deliveries: false,
             typing_renewal: None,
             shares_room: false,
             command_prefix,
@@ -196,6 +201,29 @@ pub struct Delivery {
     /// (Matrix: the relay room); `None` where the address alone is enough (Telegram).
     #[serde(default)]
     pub thread: Option<String>,
+    /// Set when the visitor edited or deleted a message relayed earlier: this delivery
+    /// changes what the responder was sent for it instead of sending something new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revises: Option<Revision>,
+}
+
+/// A visitor's change to a message they sent earlier (the Matrix event `of`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revision {
+    /// Replaced by the delivery's text (`m.replace`).
+    Edit { of: String },
+    /// Redacted.
+    Delete { of: String },
+}
+
+impl Revision {
+    /// The visitor's event it changes.
+    pub fn of(&self) -> &str {
+        match self {
+            Revision::Edit { of } | Revision::Delete { of } => of,
+        }
+    }
 }
 
 /// Whether a file is shown as a picture.
@@ -279,6 +307,11 @@ pub enum RemoteEvent {
         /// room or the direct chat with the bot); the answer goes there.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread: Option<String>,
+    },
+    /// The responder deleted a message they sent earlier.
+    Delete {
+        address: String,
+        message_id: String,
     },
     /// The responder sent something the connector could not read at all (the platform's
     /// update did not parse). Recorded like any event, so they are told, at the platform's
@@ -382,6 +415,15 @@ pub trait RemoteSink: Send + Sync + 'static {
     /// does not deliver again what was written while Switchboard was away (Discord's gateway),
     /// so it can fetch that itself. A store read; no side effects.
     async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError>;
+
+    /// The address whose conversation a relayed message on `platform` belongs to, for a
+    /// platform that names only the message when it is deleted (Discord's MESSAGE_DELETE has
+    /// no author). `None`: not a message Switchboard relayed. A store read.
+    async fn chat_of_message(
+        &self,
+        platform: Platform,
+        message_id: &str,
+    ) -> Result<Option<String>, ConnectorError>;
 
     /// The responder at `address` is typing, where `thread` says (as for
     /// [`RemoteEvent::Message::thread`]): their ghost is shown typing in the conversation for
@@ -533,6 +575,37 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Result<String, ConnectorError> {
         Err(ConnectorError::Permanent(format!(
             "{} cannot carry files",
+            self.platform().as_str()
+        )))
+    }
+
+    /// Replaces the text of `message_id`, a message sent earlier for the delivery's original
+    /// (`delivery.revises`), with `part` (rendered from the edited text). Network I/O;
+    /// idempotent. Called only where `revises_deliveries` is declared.
+    async fn edit_delivered(
+        &self,
+        _delivery: &Delivery,
+        _message_id: &str,
+        _part: &str,
+        _address: &str,
+    ) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "{} cannot edit what it sent",
+            self.platform().as_str()
+        )))
+    }
+
+    /// Deletes `message_id`, a message sent earlier for the delivery's original. A message
+    /// that is gone already counts as deleted. Network I/O; idempotent. Called only where
+    /// `revises_deliveries` is declared.
+    async fn delete_delivered(
+        &self,
+        _delivery: &Delivery,
+        _message_id: &str,
+        _address: &str,
+    ) -> Result<(), ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "{} cannot delete what it sent",
             self.platform().as_str()
         )))
     }

@@ -25,6 +25,7 @@ pub use remote::{
     AssignmentHistory, AssignmentRow, LINK_CODE_TTL_MS, OfferRow, OutboxRow, RemoteInboxEvent,
 };
 mod responders;
+mod revisions;
 mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 pub use room_posts::RoomPostRow;

@@ -719,6 +719,74 @@ async fn provisional_transcript_entries_become_their_event(store: &Store) -> any
     Ok(())
 }
 
+async fn changed_messages_are_found_and_kept_in_step(store: &Store) -> anyhow::Result<()> {
+    let room = "!revised:x";
+    // A message sent in three parts (IDs out of text order: "9" < "10" as numbers), another
+    // event's part, and a responder's message in the same chat.
+    for (id, event) in [
+        ("10", "$long"),
+        ("9", "$long"),
+        ("11", "$long"),
+        ("12", "$other"),
+    ] {
+        store
+            .map_remote_message("discord", "u1", id, room, Some(event))
+            .await?;
+    }
+    assert_eq!(
+        store
+            .messages_sent_for("discord", "u1", room, "$long")
+            .await?,
+        ["9", "10", "11"],
+        "in the order they were sent"
+    );
+    assert!(
+        store
+            .messages_sent_for("discord", "u2", room, "$long")
+            .await?
+            .is_empty(),
+        "another responder's chat"
+    );
+    assert_eq!(
+        store.chat_of_message("discord", "12").await?.as_deref(),
+        Some("u1")
+    );
+    assert_eq!(store.chat_of_message("telegram", "12").await?, None);
+    store.forget_remote_message("discord", "u1", "11").await?;
+    assert_eq!(
+        store
+            .messages_sent_for("discord", "u1", room, "$long")
+            .await?,
+        ["9", "10"]
+    );
+
+    store
+        .record_message(&message("$long", room, 1, SenderRole::Visitor, "blue"))
+        .await?;
+    store
+        .record_message(&message("$gone", room, 2, SenderRole::Visitor, "4111"))
+        .await?;
+    store.set_message_media("$gone", "{}").await?;
+    store
+        .revise_message("$long", Some(("red", Some("<b>red</b>"))))
+        .await?;
+    store.revise_message("$gone", None).await?;
+    let transcript = store.messages(room).await?;
+    assert_eq!(transcript[0].body, "red");
+    assert_eq!(transcript[0].formatted_body.as_deref(), Some("<b>red</b>"));
+    assert_eq!(transcript[1].body, "(deleted)");
+    assert_eq!(
+        store.message_media("$gone").await?,
+        None,
+        "its file goes too"
+    );
+    assert_eq!(
+        store.message_author("$long").await?,
+        Some((room.to_owned(), "@someone:localhost".to_owned()))
+    );
+    Ok(())
+}
+
 async fn one_conversations_backlog_leaves_room_for_the_others(store: &Store) -> anyhow::Result<()> {
     // A conversation with a long backlog queued first, then one message of another.
     for n in 0..300 {
@@ -1156,6 +1224,7 @@ async fn time_is_read_from_the_clock_the_store_was_given(store: &Store) -> anyho
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
+    changed_messages_are_found_and_kept_in_step(&store).await?;
     link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
     exactly_one_claim_wins_and_offers_move_once(&store).await?;

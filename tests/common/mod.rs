@@ -289,6 +289,8 @@ pub struct Visitor {
     pub seen: Vec<Seen>,
     /// Contents of the `org.switchboard.conversation` state events seen, in order.
     pub states: Vec<Value>,
+    /// The events redactions seen named, in order.
+    pub redacted: Vec<String>,
     txn: u32,
 }
 
@@ -320,6 +322,7 @@ impl Visitor {
             since: None,
             seen: vec![],
             states: vec![],
+            redacted: vec![],
             txn: 0,
         };
         let _ = v
@@ -475,58 +478,119 @@ impl Visitor {
         Ok(r["event_id"].as_str().context("event_id")?.to_owned())
     }
 
+    /// Replaces the text of the visitor's message `original` (`m.replace`), as a Matrix
+    /// client edits.
+    pub async fn edit(&mut self, original: &str, text: &str) -> anyhow::Result<String> {
+        self.send_content(json!({
+            "msgtype": "m.text",
+            "body": format!("* {text}"),
+            "m.new_content": {"msgtype": "m.text", "body": text},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        }))
+        .await
+    }
+
+    /// Redacts the visitor's event `event` (not open to guests: Synapse refuses them).
+    pub async fn redact(&mut self, event: &str) -> anyhow::Result<String> {
+        self.txn += 1;
+        let room = self.room_id.clone().context("no conversation yet")?;
+        let r: Value = self
+            .http
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{}/redact/{}/sbw-redact-{}",
+                self.hs,
+                urlencode(&room),
+                urlencode(event),
+                self.txn
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!({"reason": "typo"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(r["event_id"].as_str().context("event_id")?.to_owned())
+    }
+
     /// Long-polls `/sync` for the conversation room until `done` holds for what was seen.
     pub async fn sync_until(
         &mut self,
         what: &str,
         done: impl Fn(&[Seen]) -> bool,
     ) -> anyhow::Result<()> {
-        let room = self.room_id.clone().context("no conversation yet")?;
-        let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 50}}}).to_string();
         let deadline = Instant::now() + WAIT;
         while !done(&self.seen) {
             if Instant::now() > deadline {
                 bail!("visitor did not see {what} in time; saw {:#?}", self.seen);
             }
-            let mut req = self
-                .http
-                .get(format!("{}/_matrix/client/v3/sync", self.hs))
-                .bearer_auth(&self.token)
-                .query(&[("timeout", "5000"), ("filter", filter.as_str())]);
-            if let Some(since) = &self.since {
-                req = req.query(&[("since", since.as_str())]);
+            self.sync_once().await?;
+        }
+        Ok(())
+    }
+
+    /// Long-polls `/sync` until a redaction of `event` was seen.
+    pub async fn wait_for_redaction(&mut self, event: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while !self.redacted.iter().any(|r| r == event) {
+            if Instant::now() > deadline {
+                bail!(
+                    "visitor saw no redaction of {event}; saw {:?}",
+                    self.redacted
+                );
             }
-            let r: Value = req.send().await?.error_for_status()?.json().await?;
-            self.since = r["next_batch"].as_str().map(str::to_owned);
-            let events = r["rooms"]["join"][&room]["timeline"]["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for e in events {
-                if e["type"] == "org.switchboard.conversation" {
-                    self.states.push(e["content"].clone());
-                    continue;
-                }
-                if e["type"] != "m.room.message" {
-                    continue;
-                }
-                let event_id = e["event_id"].as_str().unwrap_or_default().to_owned();
-                if self.seen.iter().any(|s| s.event_id == event_id) {
-                    continue;
-                }
-                self.seen.push(Seen {
-                    event_id,
-                    sender: e["sender"].as_str().unwrap_or_default().to_owned(),
-                    msgtype: e["content"]["msgtype"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
-                    formatted_body: e["content"]["formatted_body"].as_str().map(str::to_owned),
-                    relates_to: e["content"]["m.relates_to"].clone(),
-                    url: e["content"]["url"].as_str().unwrap_or_default().to_owned(),
-                });
+            self.sync_once().await?;
+        }
+        Ok(())
+    }
+
+    /// One `/sync` long poll (up to five seconds) of the conversation room.
+    async fn sync_once(&mut self) -> anyhow::Result<()> {
+        let room = self.room_id.clone().context("no conversation yet")?;
+        let filter = json!({"room": {"rooms": [room], "timeline": {"limit": 50}}}).to_string();
+        let mut req = self
+            .http
+            .get(format!("{}/_matrix/client/v3/sync", self.hs))
+            .bearer_auth(&self.token)
+            .query(&[("timeout", "5000"), ("filter", filter.as_str())]);
+        if let Some(since) = &self.since {
+            req = req.query(&[("since", since.as_str())]);
+        }
+        let r: Value = req.send().await?.error_for_status()?.json().await?;
+        self.since = r["next_batch"].as_str().map(str::to_owned);
+        let events = r["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for e in events {
+            if e["type"] == "org.switchboard.conversation" {
+                self.states.push(e["content"].clone());
+                continue;
             }
+            if e["type"] == "m.room.redaction" {
+                let of = e["redacts"].as_str().or(e["content"]["redacts"].as_str());
+                self.redacted.extend(of.map(str::to_owned));
+                continue;
+            }
+            if e["type"] != "m.room.message" {
+                continue;
+            }
+            let event_id = e["event_id"].as_str().unwrap_or_default().to_owned();
+            if self.seen.iter().any(|s| s.event_id == event_id) {
+                continue;
+            }
+            self.seen.push(Seen {
+                event_id,
+                sender: e["sender"].as_str().unwrap_or_default().to_owned(),
+                msgtype: e["content"]["msgtype"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: e["content"]["body"].as_str().unwrap_or_default().to_owned(),
+                formatted_body: e["content"]["formatted_body"].as_str().map(str::to_owned),
+                relates_to: e["content"]["m.relates_to"].clone(),
+                url: e["content"]["url"].as_str().unwrap_or_default().to_owned(),
+            });
         }
         Ok(())
     }
@@ -544,6 +608,7 @@ impl Visitor {
             since: None,
             seen: vec![],
             states: vec![],
+            redacted: vec![],
             txn: self.txn + 1000,
         }
     }

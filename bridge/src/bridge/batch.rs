@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::{Bridge, message_of};
+use super::{Bridge, message_of, visitor_change_of};
 use crate::{
     connector::Delivery,
     conversation::SenderRole,
@@ -56,6 +56,9 @@ impl Bridge {
             {
                 break;
             }
+            if visitor_change_of(&json).is_some() {
+                break; // an edit or a deletion: handled on its own
+            }
             let Ok(Some((message, None))) = message_of(room, event.seq, SenderRole::Visitor, &json)
             else {
                 // A file, or not a usable message: handled on its own (and an unusable one
@@ -71,6 +74,7 @@ impl Bridge {
                     body: message.body.clone(),
                     formatted_body: message.formatted_body.clone(),
                     media: None,
+                    revises: None,
                 };
                 batch.deliveries.push(NewDelivery {
                     room_id: room.to_owned(),

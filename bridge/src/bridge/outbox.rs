@@ -12,7 +12,9 @@ use tracing::Instrument;
 
 use super::{Bridge, lanes::LaneKey};
 use crate::{
-    connector::{Attachment, Connector, ConnectorError, Delivery, MediaRef},
+    connector::{
+        Attachment, Capabilities, Connector, ConnectorError, Delivery, MediaRef, Platform, Revision,
+    },
     conversation::Conversation,
     store::{AssignmentRow, DeadLetterSource, OutboxRow, StoreError},
 };
@@ -26,6 +28,7 @@ impl Bridge {
         body: &str,
         formatted_body: Option<&str>,
         media: Option<MediaRef>,
+        revises: Option<Revision>,
     ) -> Result<(), StoreError> {
         for (a, thread) in self.remote_holders(conversation).await? {
             let delivery = Delivery {
@@ -36,6 +39,7 @@ impl Bridge {
                 body: body.to_owned(),
                 formatted_body: formatted_body.map(str::to_owned),
                 media: media.clone(),
+                revises: revises.clone(),
             };
             let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
             self.store
@@ -300,38 +304,34 @@ impl Bridge {
                 return Ok(RowOutcome::Delivered);
             }
         };
-        // Rendered once, stored before the first part goes out, and never again. A message
-        // of one part is not stored: until that part is recorded as sent nothing of the row
-        // has gone out, so rendering it again later cannot split it differently from what a
-        // responder already saw (and it saves a disk flush per message).
-        let parts = match &row.parts {
-            Some(parts) => parts.clone(),
-            None => {
-                let rendered = connector.render(&delivery);
-                if rendered.len() <= 1 {
-                    rendered
-                } else {
-                    self.store.outbox_set_parts(row.seq, &rendered).await?
+        let caps = connector.capabilities();
+        let delivery = match &delivery.revises {
+            None => delivery,
+            Some(revision) => {
+                let sent_before = self
+                    .store
+                    .messages_sent_for(&row.platform, &row.address, &row.room_id, revision.of())
+                    .await?;
+                if sent_before.is_empty() {
+                    // The responder was never sent the original (it came before they held
+                    // the conversation): nothing of theirs to change.
+                    self.store.outbox_done(row.seq).await?;
+                    return Ok(RowOutcome::Delivered);
                 }
+                if caps.revises_deliveries {
+                    return self
+                        .deliver_revision(row, &delivery, connector.as_ref(), sent_before)
+                        .await;
+                }
+                delivery.into_new_message()
             }
         };
-        let caps = connector.capabilities();
+        let parts = self.parts_of(row, connector.as_ref(), &delivery).await?;
         let mut sent = row.parts_sent.max(0) as usize;
         let mut failure = None;
         while sent < parts.len() {
-            let now = self.now_ms();
-            if let Err(free_at) = self.pacer.try_take(platform, &row.address, &caps, now) {
-                let latest = now + MAX_PACING_WAIT.as_millis() as i64;
-                let Some(at) = self
-                    .pacer
-                    .reserve_by(platform, &row.address, &caps, now, latest)
-                else {
-                    return Ok(RowOutcome::Later(free_at));
-                };
-                // The chat's own slot, reserved: waiting here holds up only this chat. Once
-                // the wait is over the slot is ours, without asking the clock again (a
-                // test's clock that stands still would otherwise keep us waiting).
-                tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
+            if let Err(at) = self.paced_slot(platform, &row.address, &caps).await {
+                return Ok(RowOutcome::Later(at));
             }
             match self
                 .deliver_one(
@@ -399,6 +399,67 @@ impl Bridge {
             tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
             return Ok(RowOutcome::Delivered);
         };
+        self.row_failed(row, platform, &caps, e, sent, true).await
+    }
+
+    /// The parts a row's delivery becomes: rendered once, stored before the first part goes
+    /// out, and never again. A message of one part is not stored: until that part is
+    /// recorded as sent nothing of the row has gone out, so rendering it again later cannot
+    /// split it differently from what a responder already saw (and it saves a disk flush per
+    /// message).
+    pub(super) async fn parts_of(
+        &self,
+        row: &OutboxRow,
+        connector: &dyn Connector,
+        delivery: &Delivery,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(match &row.parts {
+            Some(parts) => parts.clone(),
+            None => {
+                let rendered = connector.render(delivery);
+                if rendered.len() <= 1 {
+                    rendered
+                } else {
+                    self.store.outbox_set_parts(row.seq, &rendered).await?
+                }
+            }
+        })
+    }
+
+    /// Takes this chat's next paced slot, waiting for it here if it comes soon; `Err(at)`:
+    /// not before `at` (unix ms), so the row is left for then.
+    pub(super) async fn paced_slot(
+        &self,
+        platform: Platform,
+        address: &str,
+        caps: &Capabilities,
+    ) -> Result<(), i64> {
+        let now = self.now_ms();
+        if let Err(free_at) = self.pacer.try_take(platform, address, caps, now) {
+            let latest = now + MAX_PACING_WAIT.as_millis() as i64;
+            let Some(at) = self.pacer.reserve_by(platform, address, caps, now, latest) else {
+                return Err(free_at);
+            };
+            // The chat's own slot, reserved: waiting here holds up only this chat. Once
+            // the wait is over the slot is ours, without asking the clock again (a
+            // test's clock that stands still would otherwise keep us waiting).
+            tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
+        }
+        Ok(())
+    }
+
+    /// A row whose step `sent` failed with `e`: retried later with backoff, or set aside for
+    /// good. A visitor message that can never be delivered makes the responder unreachable
+    /// (`hands_over`); a change to one already delivered does not.
+    pub(super) async fn row_failed(
+        &self,
+        row: &OutboxRow,
+        platform: Platform,
+        caps: &Capabilities,
+        e: ConnectorError,
+        sent: usize,
+        hands_over: bool,
+    ) -> Result<RowOutcome, StoreError> {
         // Parts accepted in this pass started the count afresh (see `outbox_part_sent`).
         let attempts = if sent > row.parts_sent as usize {
             0
@@ -426,7 +487,11 @@ impl Bridge {
                     row.attempts + 1,
                 )
                 .await?;
-                Ok(RowOutcome::Unreachable)
+                Ok(if hands_over {
+                    RowOutcome::Unreachable
+                } else {
+                    RowOutcome::Delivered
+                })
             }
         }
     }
@@ -578,7 +643,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 /// What became of one outbox row in one pass.
-enum RowOutcome {
+pub(super) enum RowOutcome {
     /// Every part went out (or the row was set aside).
     Delivered,
     /// To be tried again at this time (unix ms).

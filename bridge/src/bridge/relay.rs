@@ -256,6 +256,13 @@ impl Bridge {
                 self.edit_from_remote(platform, &address, &message_id, body, formatted_body)
                     .await
             }
+            RemoteEvent::Delete {
+                address,
+                message_id,
+            } => {
+                self.delete_from_remote(platform, &address, &message_id)
+                    .await
+            }
             RemoteEvent::Unreadable { address } => {
                 self.notify(
                     platform,
@@ -747,6 +754,7 @@ impl Bridge {
                 &m.body,
                 m.formatted_body.as_deref(),
                 media,
+                None,
             )
             .await?;
         }

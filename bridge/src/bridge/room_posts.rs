@@ -71,6 +71,9 @@ pub(crate) enum RoomPost {
         #[serde(default)]
         remote: Option<RemoteRef>,
     },
+    /// A responder's deletion: redacts the event their message became (looked up when
+    /// posted, like an edit's original).
+    Redact { sender: String, remote: RemoteRef },
     /// A responder's edit: replaces the event their original message became (looked up when
     /// posted, since the original is posted by an earlier row of the same room).
     Edit {
@@ -103,7 +106,7 @@ pub(crate) enum RoomPost {
 
 /// Why a post did not go through.
 #[derive(Debug)]
-enum PostError {
+pub(super) enum PostError {
     /// The homeserver is away or busy: try again later, as long as it takes.
     RetryLater(String),
     /// Refused for good (bad content, not allowed): set aside so the room goes on.
@@ -422,6 +425,9 @@ impl Bridge {
                     .await?;
                 self.map_posted(room, Some(&remote), &event).await
             }
+            RoomPost::Redact { sender, remote } => {
+                self.redact_posted(room, txn, &sender, &remote).await
+            }
             RoomPost::State {
                 event_type,
                 state_key,
@@ -610,7 +616,7 @@ fn provisional_message(room: &str, txn: &str, op: &RoomPost, now: i64) -> Option
     })
 }
 
-fn user_id(s: &str) -> Result<OwnedUserId, PostError> {
+pub(super) fn user_id(s: &str) -> Result<OwnedUserId, PostError> {
     OwnedUserId::try_from(s).map_err(|e| PostError::Never(format!("bad user ID {s:?}: {e}")))
 }
 

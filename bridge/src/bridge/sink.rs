@@ -144,6 +144,17 @@ impl RemoteSink for Bridge {
             .map(|(address, handle)| HeldPlace { address, handle })
             .collect())
     }
+
+    async fn chat_of_message(
+        &self,
+        platform: Platform,
+        message_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        self.store
+            .chat_of_message(platform.as_str(), message_id)
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))
+    }
 }
 
 #[async_trait]

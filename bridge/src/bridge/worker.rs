@@ -599,6 +599,7 @@ impl RemoteEvent {
             | RemoteEvent::Decline { address, .. }
             | RemoteEvent::Message { address, .. }
             | RemoteEvent::Edit { address, .. }
+            | RemoteEvent::Delete { address, .. }
             | RemoteEvent::Command { address, .. }
             | RemoteEvent::Unreadable { address } => address,
         }

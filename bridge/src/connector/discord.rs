@@ -415,6 +415,7 @@ impl Connector for DiscordConnector {
                 max_bytes: 10 * 1024 * 1024,
             }),
             edits: true,
+            revises_deliveries: true,
             typing_renewal: Some(Duration::from_secs(8)),
             shares_room: false,
             command_prefix: COMMAND_PREFIX,
@@ -541,6 +542,49 @@ impl Connector for DiscordConnector {
             .await?;
         let sent = self.post(channel, json!({"content": part})).await?;
         Ok(sent.id.get().to_string())
+    }
+
+    /// The bot may edit its own messages at any time; a file's message keeps its file and
+    /// gets the new caption.
+    async fn edit_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        part: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        let channel = self
+            .channel_for(address, delivery.thread.as_deref())
+            .await?;
+        self.edit(
+            channel,
+            message_id,
+            json!({"content": part, "allowed_mentions": {"parse": []}}),
+        )
+        .await
+    }
+
+    async fn delete_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        let channel = self
+            .channel_for(address, delivery.thread.as_deref())
+            .await?;
+        let route = Route::new(
+            Method::DELETE,
+            "/channels/{}/messages/{}",
+            format!("/channels/{channel}/messages/{message_id}"),
+            channel,
+        );
+        match self.rest.call_empty(route, Body::None).await {
+            Ok(()) => Ok(()),
+            // Gone already (deleted by hand, or by an earlier attempt whose answer was lost).
+            Err(e) if e.code() == Some(codes::UNKNOWN_MESSAGE) => Ok(()),
+            Err(e) => Err(self.refusal("delete a message", e)),
+        }
     }
 
     async fn deliver_file(

@@ -12,8 +12,8 @@ use teloxide::{
     Bot, RequestError,
     net::Download,
     payloads::{
-        GetUpdates, GetUpdatesSetters, SendDocumentSetters, SendMessageSetters, SendPhotoSetters,
-        SetWebhookSetters,
+        EditMessageCaptionSetters, EditMessageTextSetters, GetUpdates, GetUpdatesSetters,
+        SendDocumentSetters, SendMessageSetters, SendPhotoSetters, SetWebhookSetters,
     },
     prelude::Requester,
     requests::JsonRequest,
@@ -346,6 +346,12 @@ impl TelegramConnector {
         })
     }
 
+    fn message(id: &str) -> Result<MessageId, ConnectorError> {
+        id.parse::<i32>()
+            .map(MessageId)
+            .map_err(|_| ConnectorError::Permanent(format!("bad message id {id:?}")))
+    }
+
     /// Turns one update into the events it carries (none for kinds we do not handle).
     fn events_of(update: &Update) -> Vec<RemoteEvent> {
         match &update.kind {
@@ -522,6 +528,7 @@ impl Connector for TelegramConnector {
                 max_bytes: 50 * 1024 * 1024,
             }),
             edits: true,
+            revises_deliveries: true,
             typing_renewal: Some(Duration::from_secs(4)),
             shares_room: false,
             command_prefix: COMMAND_PREFIX,
@@ -574,16 +581,9 @@ impl Connector for TelegramConnector {
         remote_message_id: &str,
         why: &str,
     ) -> Result<(), ConnectorError> {
-        let chat = Self::chat(address)?;
-        let id = remote_message_id.parse::<i32>().map_err(|_| {
-            ConnectorError::Permanent(format!("bad message id {remote_message_id:?}"))
-        })?;
+        let (chat, id) = (Self::chat(address)?, Self::message(remote_message_id)?);
         // Editing without a reply_markup removes the buttons.
-        match self
-            .bot
-            .edit_message_text(chat, MessageId(id), why.to_owned())
-            .await
-        {
+        match self.bot.edit_message_text(chat, id, why.to_owned()).await {
             Ok(_) => Ok(()),
             Err(RequestError::Api(teloxide::ApiError::MessageNotModified)) => Ok(()),
             Err(e) => Err(self.error(e)),
@@ -630,6 +630,57 @@ impl Connector for TelegramConnector {
             .await
             .map_err(|e| self.error(e))?;
         Ok(sent.id.0.to_string())
+    }
+
+    /// A text is edited as text; a file's message (which has no text, only a caption) gets
+    /// the new caption.
+    async fn edit_delivered(
+        &self,
+        _delivery: &Delivery,
+        message_id: &str,
+        part: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        let (chat, id) = (Self::chat(address)?, Self::message(message_id)?);
+        let text = self
+            .bot
+            .edit_message_text(chat, id, part.to_owned())
+            .parse_mode(ParseMode::Html)
+            .await;
+        let result = match text {
+            Err(RequestError::Api(teloxide::ApiError::Unknown(ref why)))
+                if why.contains("no text in the message") =>
+            {
+                self.bot
+                    .edit_message_caption(chat, id)
+                    .caption(part.to_owned())
+                    .parse_mode(ParseMode::Html)
+                    .await
+            }
+            other => other,
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // Already so (an earlier attempt whose answer was lost), or gone.
+            Err(RequestError::Api(
+                teloxide::ApiError::MessageNotModified | teloxide::ApiError::MessageToEditNotFound,
+            )) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    async fn delete_delivered(
+        &self,
+        _delivery: &Delivery,
+        message_id: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        let (chat, id) = (Self::chat(address)?, Self::message(message_id)?);
+        match self.bot.delete_message(chat, id).await {
+            Ok(_) => Ok(()),
+            Err(RequestError::Api(teloxide::ApiError::MessageToDeleteNotFound)) => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
@@ -899,6 +950,7 @@ mod tests {
             formatted_body: None,
             media,
             thread: None,
+            revises: None,
         }
     }
 

@@ -144,6 +144,34 @@ impl Connector for Timed {
         .await
     }
 
+    async fn edit_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        part: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        self.within(
+            "edit",
+            self.inner
+                .edit_delivered(delivery, message_id, part, address),
+        )
+        .await
+    }
+
+    async fn delete_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        address: &str,
+    ) -> Result<(), ConnectorError> {
+        self.within(
+            "deletion",
+            self.inner.delete_delivered(delivery, message_id, address),
+        )
+        .await
+    }
+
     async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
         self.within("file download", self.inner.fetch_file(file))
             .await
@@ -247,6 +275,7 @@ mod tests {
             formatted_body: None,
             media: None,
             thread: None,
+            revises: None,
         };
         let started = tokio::time::Instant::now();
         let err = timed.deliver(&delivery, 0, "hi", "42").await.unwrap_err();

@@ -83,6 +83,7 @@ impl Dispatcher for Events<'_> {
                     tracing::warn!(error = %e, "discord: an edit could not be read and was skipped")
                 }
             },
+            "MESSAGE_DELETE" => self.deleted(&data).await,
             "TYPING_START" => self.typing(&data).await,
             "INTERACTION_CREATE" => match serde_json::from_value::<Interaction>(data) {
                 Ok(Interaction::Component(i)) => self.pressed(&i).await,
@@ -349,6 +350,41 @@ impl Events<'_> {
             .map(|t| t.unix_timestamp())
             .unwrap_or_default();
         self.record(&format!("e{}.{at}", m.id.get()), &event).await;
+    }
+
+    /// A message deleted where conversations happen. Discord names only the message, not
+    /// who wrote it: the bridge knows whose chat a message it relayed belongs to, and
+    /// whether it was the responder's own (only those are taken back in the room).
+    async fn deleted(&self, data: &Value) {
+        let id = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+        let (Some(message), Some(channel)) = (id(&data["id"]), id(&data["channel_id"])) else {
+            return;
+        };
+        if self
+            .place(channel, !data["guild_id"].is_null())
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let message_id = message.to_string();
+        let address = match self
+            .sink
+            .chat_of_message(SPEC.platform(), &message_id)
+            .await
+        {
+            Ok(Some(address)) => address,
+            Ok(None) => return, // not a message Switchboard relayed
+            Err(e) => {
+                tracing::error!(error = %e, "discord: a deletion could not be looked up and is not passed on");
+                return;
+            }
+        };
+        let event = RemoteEvent::Delete {
+            address,
+            message_id,
+        };
+        self.record(&format!("d{message}"), &event).await;
     }
 
     /// Accept or Decline on an offer: recorded, then the press is acknowledged (the offer's
