@@ -25,6 +25,7 @@ use switchboard_bridge::{
         registry::{self, BuildContext},
     },
     health::{DATABASE, HOMESERVER, Health, PartState},
+    media_links,
     visitor_account::VisitorAccounts,
     visitor_api::{self, VisitorApiState},
     visitor_proxy::{self, ProxyState},
@@ -311,6 +312,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     );
     let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
         .merge(visitor_api::router(visitor_state))
+        .merge(media_links::router(bridge.clone()))
         .merge(
             web::router(
                 &bridge.config().public_homeserver_url,

@@ -364,8 +364,10 @@ async fn without_a_staff_channel_the_direct_chat_carries_the_conversation() -> a
     let slot = Slot::load(&env, 3)?;
     let dc = DiscordStandIn::start(TOKEN).await?;
     let kim = dc.user("kim");
+    // A public address: files too large for Discord are passed on as links to it.
     let config = format!(
-        "{}\n{}{TOPICS}",
+        "[visitors]\npublic_url = \"http://{}\"\n\n{}\n{}{TOPICS}",
+        slot.listen,
         discord_section(&dc, None),
         responder("kim", "Kim", &kim)
     );
@@ -435,6 +437,76 @@ async fn without_a_staff_channel_the_direct_chat_carries_the_conversation() -> a
         &downloaded[..],
         PNG,
         "the responder's image changed on the way"
+    );
+
+    // --- a file over Discord's 10 MiB: a link through Switchboard, not a refusal -----------------
+    let big: Vec<u8> = (0..11 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mxc = upload_media(&env, &slot, "site plan.pdf", "application/pdf", &big).await?;
+    v.send_content(serde_json::json!({"msgtype": "m.file", "body": "site plan.pdf", "url": mxc, "info": {"mimetype": "application/pdf"}}))
+        .await?;
+    let messages = wait_messages(&dc, dm, "the link to the large file", |m| {
+        m.iter().any(|m| m.content.contains("too large to attach"))
+    })
+    .await?;
+    let text = &messages
+        .iter()
+        .find(|m| m.content.contains("too large to attach"))
+        .unwrap()
+        .content;
+    assert!(text.contains("site plan.pdf (11 MB)"), "{text}");
+    let link = text
+        .split('<')
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .with_context(|| format!("no <link> in {text}"))?
+        .to_owned();
+    assert!(
+        link.starts_with(&format!("http://{}/media/v1/", slot.listen)),
+        "{link}"
+    );
+    assert!(!link.contains(&v.user_id) && !link.contains(v.room_id.as_deref().unwrap()));
+    let http = reqwest::Client::new();
+    let got = http.get(&link).send().await?;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "application/pdf");
+    let disposition = got.headers()["content-disposition"].to_str()?.to_owned();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    assert!(disposition.contains("site%20plan%2Epdf"), "{disposition}");
+    assert_eq!(got.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        got.bytes().await? == big,
+        "the linked file changed on the way"
+    );
+    // A link altered in any part opens nothing.
+    let mut forged = link.clone();
+    let at = forged.rfind('/').unwrap() - 3;
+    let flipped = if &forged[at..at + 1] == "A" { "B" } else { "A" };
+    forged.replace_range(at..at + 1, flipped);
+    assert_eq!(http.get(&forged).send().await?.status(), 404, "{forged}");
+    let renamed = format!("{}/plan.exe", &link[..link.rfind('/').unwrap()]);
+    assert_eq!(http.get(&renamed).send().await?.status(), 404);
+
+    // --- Discord refuses a file below the declared limit (413, 40005): a link again, and the
+    // responder stays reachable -----------------------------------------------------------------
+    dc.set_max_file(1000);
+    let mxc = upload_media(&env, &slot, "notes.txt", "text/plain", &[b'n'; 2048]).await?;
+    v.send_content(serde_json::json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc, "info": {"mimetype": "text/plain"}}))
+        .await?;
+    wait_messages(&dc, dm, "the link after a 413", |m| {
+        m.iter()
+            .any(|m| m.content.contains("notes.txt (2 KB) is too large"))
+    })
+    .await?;
+    v.send("Still there?").await?;
+    wait_messages(&dc, dm, "the next message after the 413", |m| {
+        m.iter().any(|m| m.content.contains("Still there?"))
+    })
+    .await?;
+    assert!(
+        dc.requests().iter().any(|r| r.status == 413),
+        "Discord never refused the file"
     );
     sb.kill();
     Ok(())

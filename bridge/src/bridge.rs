@@ -116,6 +116,9 @@ pub struct Bridge {
     typing_rx: Mutex<Option<tokio::sync::mpsc::Receiver<TypingUpdate>>>,
     /// How the parts are doing, for `/health` and `/ready` (see `health.rs`).
     health: Health,
+    /// Links to visitors' files too large for a responder's platform; `None` where
+    /// Switchboard's public address is not configured (such files are then refused).
+    media_links: Option<crate::media_links::MediaLinks>,
 }
 
 impl Bridge {
@@ -138,7 +141,13 @@ impl Bridge {
         let (typing_tx, typing_rx) = tokio::sync::mpsc::channel(typing::QUEUE);
         let post_client = client.without_retries();
         let store_clock = store.clock().clone();
+        let media_links = config
+            .limits
+            .public_url
+            .as_deref()
+            .map(|url| crate::media_links::MediaLinks::new(&registration.inner.as_token, url));
         Self {
+            media_links,
             room_posts: RoomPostQueue::new(store.clone()),
             store,
             post_client,
@@ -186,6 +195,19 @@ impl Bridge {
     /// writes and what it compares with agree.
     pub fn clock(&self) -> &crate::clock::SharedClock {
         self.store.clock()
+    }
+
+    /// Links to visitors' files too large for a platform, if a public address is set.
+    pub fn media_links(&self) -> Option<&crate::media_links::MediaLinks> {
+        self.media_links.as_ref()
+    }
+
+    /// A file from the homeserver's media repository, as the bot: its type and bytes.
+    pub async fn download_media(
+        &self,
+        mxc: &switchboard_appservice::ruma::MxcUri,
+    ) -> Result<(Option<String>, Vec<u8>), ClientError> {
+        self.client.download_media(mxc).await
     }
 
     /// Now, by the injected clock (unix ms).

@@ -452,6 +452,11 @@ pub enum ConnectorError {
     /// The platform asked us to wait this long before trying again (rate limit).
     #[error("rate limited; retry after {0:?}")]
     RetryAfter(std::time::Duration),
+    /// The platform refused a file for its size (HTTP 413), below the limit the connector
+    /// declared. Never retried, and no sign the responder is unreachable: the bridge passes
+    /// the file on as a link instead, or tells both sides.
+    #[error("file too large for the platform: {0}")]
+    FileTooLarge(String),
 }
 
 /// One platform's way to reach responders.

@@ -11,6 +11,7 @@ pub mod connector;
 pub mod conversation;
 pub mod format;
 pub mod health;
+pub mod media_links;
 pub mod responder;
 pub mod routing;
 pub mod store;

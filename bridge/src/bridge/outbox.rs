@@ -11,6 +11,7 @@ use switchboard_appservice::ruma::OwnedMxcUri;
 use tracing::Instrument;
 
 use super::{Bridge, lanes::LaneKey};
+use crate::media_links::LINK_LIFETIME;
 use crate::{
     connector::{
         Attachment, Capabilities, Connector, ConnectorError, Delivery, MediaRef, Platform, Revision,
@@ -516,7 +517,10 @@ impl Bridge {
                 .map(PartSent::Message);
         };
         let Some(limits) = connector.capabilities().files else {
-            return Ok(PartSent::FileRefused(FileRefusal::NotCarried));
+            return self
+                .deliver_link(connector, delivery, media, None, index, address)
+                .await
+                .unwrap_or(Ok(PartSent::FileRefused(FileRefusal::NotCarried)));
         };
         let uri = OwnedMxcUri::from(media.mxc.as_str());
         let (mimetype, bytes) = self.client.download_media(&uri).await.map_err(|e| {
@@ -528,10 +532,14 @@ impl Bridge {
         })?;
         let size = bytes.len() as u64;
         if size > limits.max_bytes {
-            return Ok(PartSent::FileRefused(FileRefusal::TooLarge {
+            let refusal = FileRefusal::TooLarge {
                 size,
                 max: limits.max_bytes,
-            }));
+            };
+            return self
+                .deliver_link(connector, delivery, media, Some(size), index, address)
+                .await
+                .unwrap_or(Ok(PartSent::FileRefused(refusal)));
         }
         let attachment = Attachment {
             bytes,
@@ -539,10 +547,72 @@ impl Bridge {
             filename: media.filename.clone(),
             kind: media.kind,
         };
-        connector
+        match connector
             .deliver_file(delivery, part, attachment, address)
             .await
-            .map(PartSent::Message)
+        {
+            Err(ConnectorError::FileTooLarge(why)) => {
+                // Smaller than the platform declared it takes, yet refused for its size.
+                tracing::warn!(platform = connector.platform().as_str(), size, %why, "the platform refused a file for its size (413)");
+                let refusal = FileRefusal::TooLarge {
+                    size,
+                    max: limits.max_bytes.min(size.saturating_sub(1)),
+                };
+                self.deliver_link(connector, delivery, media, Some(size), index, address)
+                    .await
+                    .unwrap_or(Ok(PartSent::FileRefused(refusal)))
+            }
+            other => other.map(PartSent::Message),
+        }
+    }
+
+    /// A file the platform does not take, sent as a message with a link to it through
+    /// Switchboard (`media_links.rs`) in its place, headed like the visitor's messages and
+    /// with their caption; `None` where no link can be made (no public address configured),
+    /// so the file is refused as before.
+    async fn deliver_link(
+        &self,
+        connector: &dyn Connector,
+        delivery: &Delivery,
+        media: &MediaRef,
+        size: Option<u64>,
+        index: usize,
+        address: &str,
+    ) -> Option<Result<PartSent, ConnectorError>> {
+        let expires = (self.now_ms() / 1000).max(0) as u64 + LINK_LIFETIME.as_secs();
+        let url = self
+            .media_links
+            .as_ref()?
+            .link(&media.mxc, &media.filename, expires)?;
+        let caption = crate::format::truncate_chars(&delivery.body, 1000);
+        let mut body = if caption.trim() == media.filename.trim() {
+            String::new()
+        } else {
+            format!("{caption}\n")
+        };
+        let size = size
+            .map(|s| format!(" ({})", human_size(s)))
+            .unwrap_or_default();
+        body.push_str(&format!(
+            "{}{size} is too large to attach on {}; download it here (the link works for {} days): {url}",
+            media.filename,
+            connector.platform().display_name(),
+            LINK_LIFETIME.as_secs() / 86_400,
+        ));
+        let text = Delivery {
+            body,
+            formatted_body: None,
+            media: None,
+            ..delivery.clone()
+        };
+        // Within one part: the caption is cut to 1000 characters, the rest is short.
+        let part = connector.render(&text).concat();
+        Some(
+            connector
+                .deliver(&text, index, &part, address)
+                .await
+                .map(PartSent::Message),
+        )
     }
 
     /// Waits for the next free slot of this chat on the connector's platform: for notices,

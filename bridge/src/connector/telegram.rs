@@ -332,6 +332,9 @@ impl TelegramConnector {
     fn error(&self, e: RequestError) -> ConnectorError {
         match e {
             RequestError::RetryAfter(after) => ConnectorError::RetryAfter(after.duration()),
+            RequestError::Api(teloxide::ApiError::RequestEntityTooLarge) => {
+                ConnectorError::FileTooLarge(self.redact.clean(e))
+            }
             RequestError::Network(_) => ConnectorError::Transient(self.redact.clean(e)),
             RequestError::Api(ref api) if is_transient_api_error(api) => {
                 ConnectorError::Transient(self.redact.clean(e))

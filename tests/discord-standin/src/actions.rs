@@ -169,6 +169,12 @@ impl DiscordStandIn {
         }
     }
 
+    /// The largest file an upload may carry from now on (Discord answers 413 with code
+    /// 40005 above it).
+    pub fn set_max_file(&self, bytes: usize) {
+        self.world().max_file = bytes;
+    }
+
     /// The DM channel the bot has with the user, if one was opened.
     pub fn dm_channel_of(&self, user: &DcUser) -> Option<u64> {
         self.world().dm_with(user.id)
@@ -389,7 +395,7 @@ impl DiscordStandIn {
             "app_permissions": ALL_PERMISSIONS,
             "locale": "en-US",
             "entitlements": [],
-            "attachment_size_limit": crate::rest::MAX_FILE,
+            "attachment_size_limit": world.max_file,
         });
         if let Some(guild) = channel.guild_id {
             let mut member = world.member_json(user.id, true);

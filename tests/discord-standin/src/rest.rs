@@ -212,7 +212,8 @@ async fn serve(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Response {
         Ok(bucket) => bucket,
         Err(limited) => return too_many_requests(&limited),
     };
-    let request = match decode(parts, body).await {
+    let max_file = shared.world().max_file;
+    let request = match decode(parts, body, max_file).await {
         Ok(request) => request,
         Err(error) => return error_response(error, Some(&bucket)),
     };
@@ -284,7 +285,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Decodes the query and the body: JSON, or multipart with `payload_json` and `files[n]`.
-async fn decode(parts: &Parts, body: Bytes) -> ApiResult<Req> {
+async fn decode(parts: &Parts, body: Bytes, max_file: usize) -> ApiResult<Req> {
     let (uri, headers) = (&parts.uri, &parts.headers);
     let query = uri
         .query()
@@ -315,7 +316,7 @@ async fn decode(parts: &Parts, body: Bytes) -> ApiResult<Req> {
     if content_type.starts_with("application/json") {
         request.json = serde_json::from_slice(&body).map_err(|_| ApiError::invalid_json())?;
     } else if content_type.starts_with("multipart/form-data") {
-        decode_multipart(parts, body, &mut request).await?;
+        decode_multipart(parts, body, &mut request, max_file).await?;
     } else {
         return Err(ApiError::field(
             &[],
@@ -326,7 +327,12 @@ async fn decode(parts: &Parts, body: Bytes) -> ApiResult<Req> {
     Ok(request)
 }
 
-async fn decode_multipart(parts: &Parts, body: Bytes, request: &mut Req) -> ApiResult<()> {
+async fn decode_multipart(
+    parts: &Parts,
+    body: Bytes,
+    request: &mut Req,
+    max_file: usize,
+) -> ApiResult<()> {
     let mut http = Request::new(Body::from(body));
     *http.headers_mut() = parts.headers.clone();
     // The router's `DefaultBodyLimit::disable()` travels in the extensions; without it the
@@ -344,7 +350,7 @@ async fn decode_multipart(parts: &Parts, body: Bytes, request: &mut Req) -> ApiR
         if name == "payload_json" {
             request.json = serde_json::from_slice(&bytes).map_err(|_| ApiError::invalid_json())?;
         } else if let Some(filename) = filename {
-            if bytes.len() > MAX_FILE {
+            if bytes.len() > max_file {
                 return Err(ApiError::new(413, 40005, "Request entity too large"));
             }
             let index = name

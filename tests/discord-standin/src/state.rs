@@ -228,6 +228,9 @@ pub(crate) struct World {
     /// Guild members and when they joined (unix ms).
     pub members: BTreeMap<u64, u64>,
     pub refuses_dms: HashSet<u64>,
+    /// The largest file one upload may carry (413 40005 above it): Discord's default
+    /// 10 MiB unless a test sets a guild's lower or higher limit.
+    pub max_file: usize,
     pub channels: BTreeMap<u64, ChannelRec>,
     /// Messages per channel, by id (ids increase with time, so this is oldest first).
     pub messages: HashMap<u64, BTreeMap<u64, MessageRec>>,
@@ -284,6 +287,7 @@ impl World {
             users,
             members,
             refuses_dms: HashSet::new(),
+            max_file: crate::rest::MAX_FILE,
             channels: BTreeMap::new(),
             messages: HashMap::new(),
             webhooks: BTreeMap::new(),

@@ -92,6 +92,7 @@ impl From<RestError> for ConnectorError {
     fn from(e: RestError) -> Self {
         match e {
             RestError::RateLimited(wait) => ConnectorError::RetryAfter(wait),
+            RestError::Refused { status: 413, .. } => ConnectorError::FileTooLarge(e.to_string()),
             RestError::Unavailable(_) => ConnectorError::Transient(e.to_string()),
             RestError::Refused { .. } | RestError::Unreadable(_) => {
                 ConnectorError::Permanent(e.to_string())
