@@ -632,13 +632,35 @@ async fn discord_loses_and_doubles_nothing_through_429s_drops_and_restarts() -> 
         "the session was resumed, not identified anew"
     );
 
-    // --- Switchboard is killed; what Sam writes meanwhile is fetched after the restart --------
+    // --- Switchboard is killed; what Sam writes and edits meanwhile is fetched after the restart
+    let typo = dc.user_sends(&sam, thread, "Opening hours are 9 to 5 on Sundy");
+    v.sync_until("the message to be corrected", |seen| {
+        seen.iter().any(|s| s.body.ends_with("Sundy"))
+    })
+    .await?;
+    let typo_event = v
+        .seen
+        .iter()
+        .find(|s| s.body.ends_with("Sundy"))
+        .unwrap()
+        .event_id
+        .clone();
     sb.kill();
     dc.user_sends(&sam, thread, "while down 1");
+    dc.user_edits(&sam, thread, typo, "Opening hours are 9 to 5 on Sunday");
     dc.user_sends(&sam, thread, "while down 2");
     sb.restart().await?;
     v.sync_until("what was written while Switchboard was down", |seen| {
         seen.iter().any(|s| s.body == "while down 2")
+    })
+    .await?;
+    let corrected = |s: &Seen| {
+        s.relates_to["rel_type"] == "m.replace"
+            && s.relates_to["event_id"] == typo_event.as_str()
+            && s.body.ends_with("Sunday")
+    };
+    v.sync_until("the edit made while Switchboard was down", |seen| {
+        seen.iter().any(corrected)
     })
     .await?;
     dc.user_sends(&sam, thread, "after the restart");
@@ -666,6 +688,11 @@ async fn discord_loses_and_doubles_nothing_through_429s_drops_and_restarts() -> 
             "after the restart"
         ],
         "lost, doubled or out of order"
+    );
+    assert_eq!(
+        v.seen.iter().filter(|s| corrected(s)).count(),
+        1,
+        "the edit doubled"
     );
     sb.kill();
     Ok(())

@@ -136,11 +136,12 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
     );
 
     // --- visitor → responder: formatting survives, sanitised -------------------------------------
-    v1.send_html(
-        "It is **still** loud",
-        "It is <b>still</b> loud<img src=x onerror=alert(1)>",
-    )
-    .await?;
+    let loud = v1
+        .send_html(
+            "It is **still** loud",
+            "It is <b>still</b> loud<img src=x onerror=alert(1)>",
+        )
+        .await?;
     let sent = wait_sent(&tg, alex.id, "the formatted visitor message", |s| {
         texts(s).iter().any(|t| t.contains("still"))
     })
@@ -162,6 +163,23 @@ async fn telegram_responder_accepts_and_answers_two_visitors() -> anyhow::Result
         relayed.entities
     );
     let v1_msg_on_tg = relayed.message_id;
+
+    // --- the visitor's edit changes the message in place, still headed by the alias -------------
+    v1.edit(&loud, "It is quieter now").await?;
+    let sent = wait_sent(&tg, alex.id, "the visitor's edit", |s| {
+        s.iter().any(|m| {
+            m.message_id == v1_msg_on_tg
+                && m.edited
+                && m.text.as_deref().is_some_and(|t| t.contains("quieter"))
+        })
+    })
+    .await?;
+    let edited = sent.iter().find(|m| m.message_id == v1_msg_on_tg).unwrap();
+    assert!(edited.text.as_deref().unwrap().contains(&alias1));
+    assert!(
+        !texts(&sent).iter().any(|t| t.contains("(edited)")),
+        "edited in place, not sent again"
+    );
 
     // --- visitor 2: a second concurrent conversation -------------------------------------------
     let mut v2 = Visitor::guest(&env, &sb.base).await?;

@@ -66,7 +66,7 @@ impl Dispatcher for Events<'_> {
                 }
             }
             "THREAD_CREATE" | "THREAD_UPDATE" => self.learn_thread(&data).await,
-            "MESSAGE_CREATE" => match serde_json::from_value::<Message>(data) {
+            "MESSAGE_CREATE" => match serde_json::from_value::<Message>(data.clone()) {
                 Ok(m) => {
                     let in_guild = m.guild_id.is_some();
                     if let Some(place) = self.place(m.channel_id.get(), in_guild).await {
@@ -74,7 +74,8 @@ impl Dispatcher for Events<'_> {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "discord: a message could not be read and was skipped")
+                    tracing::warn!(error = %e, "discord: a message could not be read");
+                    self.unreadable(&data).await;
                 }
             },
             "MESSAGE_UPDATE" => match serde_json::from_value::<MessageUpdateEvent>(data) {
@@ -322,6 +323,11 @@ impl Events<'_> {
             let full = page.len() >= PAGE;
             for m in &page {
                 self.message(m, thread.clone()).await;
+                // An edit made while no session was there (or one seen live: same key).
+                if let Some(at) = m.edited_timestamp {
+                    self.record_edit(&m.author, m.id.get(), &m.content, Some(at.unix_timestamp()))
+                        .await;
+                }
                 after = after.max(m.id.get());
             }
             if !full {
@@ -334,22 +340,53 @@ impl Events<'_> {
         let (Some(author), Some(content)) = (&m.author, &m.content) else {
             return;
         };
+        let at = m.edited_timestamp.map(|t| t.unix_timestamp());
+        self.record_edit(author, m.id.get(), content, at).await;
+    }
+
+    /// Records a responder's edit, keyed by when it was made (`at`, unix seconds): each edit
+    /// is its own event, and the same edit seen live and again in a catch-up is one.
+    async fn record_edit(&self, author: &User, id: u64, content: &str, at: Option<i64>) {
         if self.is_own_or_bot(author) {
             return;
         }
         let (body, formatted_body) = format::from_discord(content);
         let event = RemoteEvent::Edit {
             address: author.id.get().to_string(),
-            message_id: m.id.get().to_string(),
+            message_id: id.to_string(),
             body,
             formatted_body,
         };
-        // Each edit is its own event: keyed by when it was made.
-        let at = m
-            .edited_timestamp
-            .map(|t| t.unix_timestamp())
-            .unwrap_or_default();
-        self.record(&format!("e{}.{at}", m.id.get()), &event).await;
+        let at = at.unwrap_or_default();
+        self.record(&format!("e{id}.{at}"), &event).await;
+    }
+
+    /// A message that did not read as Discord documents it, written by a responder where
+    /// conversations happen: recorded as [`RemoteEvent::Unreadable`] under the message's
+    /// key, so they are told it was not passed on instead of believing the visitor read it.
+    async fn unreadable(&self, data: &Value) {
+        let id = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+        let (Some(message), Some(channel), Some(author)) = (
+            id(&data["id"]),
+            id(&data["channel_id"]),
+            id(&data["author"]["id"]),
+        ) else {
+            return;
+        };
+        if data["author"]["bot"].as_bool() == Some(true)
+            || !data["webhook_id"].is_null()
+            || Some(author) == *self.connector.bot_user.lock().expect("bot user")
+            || self
+                .place(channel, !data["guild_id"].is_null())
+                .await
+                .is_none()
+        {
+            return;
+        }
+        let event = RemoteEvent::Unreadable {
+            address: author.to_string(),
+        };
+        self.record(&format!("m{message}"), &event).await;
     }
 
     /// A message deleted where conversations happen. Discord names only the message, not
