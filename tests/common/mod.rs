@@ -458,18 +458,24 @@ impl Visitor {
     }
 
     pub async fn send_content(&mut self, content: Value) -> anyhow::Result<String> {
+        self.put_in_room("send/m.room.message/sbw-test", content)
+            .await
+    }
+
+    /// `PUT /rooms/{room}/{what}-{txn}` with `body` as the visitor; the event ID it made.
+    async fn put_in_room(&mut self, what: &str, body: Value) -> anyhow::Result<String> {
         self.txn += 1;
         let room = self.room_id.clone().context("no conversation yet")?;
         let r: Value = self
             .http
             .put(format!(
-                "{}/_matrix/client/v3/rooms/{}/send/m.room.message/sbw-test-{}",
+                "{}/_matrix/client/v3/rooms/{}/{what}-{}",
                 self.hs,
                 urlencode(&room),
                 self.txn
             ))
             .bearer_auth(&self.token)
-            .json(&content)
+            .json(&body)
             .send()
             .await?
             .error_for_status()?
@@ -492,25 +498,8 @@ impl Visitor {
 
     /// Redacts the visitor's event `event` (not open to guests: Synapse refuses them).
     pub async fn redact(&mut self, event: &str) -> anyhow::Result<String> {
-        self.txn += 1;
-        let room = self.room_id.clone().context("no conversation yet")?;
-        let r: Value = self
-            .http
-            .put(format!(
-                "{}/_matrix/client/v3/rooms/{}/redact/{}/sbw-redact-{}",
-                self.hs,
-                urlencode(&room),
-                urlencode(event),
-                self.txn
-            ))
-            .bearer_auth(&self.token)
-            .json(&json!({"reason": "typo"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(r["event_id"].as_str().context("event_id")?.to_owned())
+        let what = format!("redact/{}/sbw-redact", urlencode(event));
+        self.put_in_room(&what, json!({"reason": "typo"})).await
     }
 
     /// Long-polls `/sync` for the conversation room until `done` holds for what was seen.

@@ -420,15 +420,9 @@ impl Bridge {
         body: String,
         formatted_body: Option<String>,
     ) -> Result<(), StoreError> {
-        let Some((room, _)) = self
-            .store
-            .remote_message(platform, address, message_id)
-            .await?
+        let Some((room, assignment)) = self.held_message(platform, address, message_id).await?
         else {
-            return Ok(()); // not a message we relayed (or a visitor message shown to them)
-        };
-        let Some(assignment) = self.assignment_of(&room, platform, address).await? else {
-            return Ok(());
+            return Ok(()); // not a message we relayed, or no longer theirs
         };
         // One edit of one message is one event: the hash of the new text keeps a redelivered
         // edit from posting twice, while a second, different edit still goes through. Only the
@@ -453,6 +447,27 @@ impl Bridge {
             },
         )
         .await
+    }
+
+    /// The conversation a remote message belongs to and the assignment of `address` in it,
+    /// if the message is mapped and they still hold the conversation.
+    pub(super) async fn held_message(
+        &self,
+        platform: &str,
+        address: &str,
+        message_id: &str,
+    ) -> Result<Option<(String, AssignmentRow)>, StoreError> {
+        let Some((room, _)) = self
+            .store
+            .remote_message(platform, address, message_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .assignment_of(&room, platform, address)
+            .await?
+            .map(|a| (room, a)))
     }
 
     /// The active assignment of this platform address in this conversation, if it holds it.

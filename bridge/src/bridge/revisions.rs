@@ -180,14 +180,8 @@ impl Bridge {
         address: &str,
         message_id: &str,
     ) -> Result<(), StoreError> {
-        let Some((room, _)) = self
-            .store
-            .remote_message(platform, address, message_id)
-            .await?
+        let Some((room, assignment)) = self.held_message(platform, address, message_id).await?
         else {
-            return Ok(());
-        };
-        let Some(assignment) = self.assignment_of(&room, platform, address).await? else {
             return Ok(());
         };
         let ids = std::iter::once(message_id.to_owned())
