@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub mod discord;
+pub mod email;
 pub mod matrix;
 pub mod registry;
 pub mod telegram;
