@@ -273,7 +273,7 @@ fn with_lowercase_domain(address: &str) -> String {
 }
 
 /// The values of every header field called `name`, unfolded and trimmed.
-pub(crate) fn raw_header_values<'m>(message: &'m Message<'_>, name: &str) -> Vec<String> {
+fn raw_header_values(message: &Message<'_>, name: &str) -> Vec<String> {
     message
         .headers_raw()
         .filter(|(field, _)| field.eq_ignore_ascii_case(name))
