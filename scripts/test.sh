@@ -20,6 +20,10 @@
 #   SWITCHBOARD_TEST_AS_SLOTS       12
 #   SWITCHBOARD_TEST_AS_PORT_<i>    the port slot i's registration points Synapse at
 #   SWITCHBOARD_BIN                 the built switchboard binary
+# and for the mail server (scripts/mail.sh: Dovecot behind an SMTP front, loopback, no TLS; every
+# address is a mailbox, the IMAP login is the address, all share one password):
+#   SWITCHBOARD_TEST_SMTP_PORT, SWITCHBOARD_TEST_IMAP_PORT, SWITCHBOARD_TEST_MAIL_PASSWORD,
+#   SWITCHBOARD_TEST_MAIL_SERVER (what runs, with versions)
 # and for the guest-less Synapse (server name noguest.localhost):
 #   SWITCHBOARD_TEST_NOGUEST_HS_URL         http://127.0.0.1:PORT
 #   SWITCHBOARD_TEST_NOGUEST_SERVER_NAME    noguest.localhost
@@ -85,8 +89,9 @@ cleanup() {
     "$REPO/scripts/synapse.sh" stop "$T/noguest/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/synapse.sh" stop "$T/mas/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/postgres.sh" stop "$T/pg" >/dev/null 2>&1 || true
+    "$REPO/scripts/mail.sh" stop "$T/mail" >/dev/null 2>&1 || true
     if [ "$status" -ne 0 ] && [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
-        log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, env)"
+        log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, mail/*.log, env)"
     else
         rm -rf "$T"
     fi
@@ -100,9 +105,9 @@ trap 'exit 143' TERM
 
 # ---- ports -----------------------------------------------------------------------------------
 # Ask the kernel for free ports, holding all sockets open at once so they are distinct.
-read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT AS_PORTS <<<"$(python3 -c '
+read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT SMTP_PORT IMAP_PORT AS_PORTS <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(5 + '"$SLOTS + $NOGUEST_SLOTS"')]
+socks = [socket.socket() for _ in range(7 + '"$SLOTS + $NOGUEST_SLOTS"')]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -161,6 +166,17 @@ wait "$mas_pid" || mas_status=$?
 [ "$ng_status" -eq 0 ] || { log "error: the guest-less Synapse did not start"; exit 1; }
 [ "$mas_status" -eq 0 ] || { log "error: the MAS-delegating Synapse did not start"; exit 1; }
 log "services up in $((SECONDS - t)) s"
+
+# ---- mail server (tests/mail_server.rs, the email connector) -------------------------------
+# Dovecot (IMAP with IDLE) behind an aiosmtpd SMTP front, all in $T/mail; stopped by cleanup.
+# It exports SWITCHBOARD_TEST_SMTP_PORT, _IMAP_PORT, _MAIL_PASSWORD and _MAIL_SERVER.
+"$REPO/scripts/mail.sh" install
+"$REPO/scripts/mail.sh" start "$T/mail" "$SMTP_PORT" "$IMAP_PORT" >/dev/null
+set -a
+# shellcheck disable=SC1091  # written by scripts/mail.sh start
+. "$T/mail/env"
+set +a
+# ---- end of mail server --------------------------------------------------------------------
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
 export SWITCHBOARD_TEST_SERVER_NAME=localhost

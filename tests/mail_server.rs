@@ -1,0 +1,342 @@
+//! The test mail server (`scripts/mail.sh`: Dovecot behind an SMTP front, started by
+//! `scripts/test.sh`) does what the email connector relies on, spoken to with the connector's
+//! own crates: lettre sends over SMTP (with AUTH), async-imap reads over IMAP and is woken by
+//! IDLE, mail-parser reads what was fetched. No connector code runs here: these are the
+//! protocol facts the connector is built on.
+//!
+//! Every address is a mailbox on that server and all share one password, so each test uses
+//! addresses of its own.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use async_imap::{
+    Session,
+    extensions::idle::IdleResponse,
+    imap_proto::{MailboxDatum, Response},
+    types::{Fetch, Flag},
+};
+use futures_util::TryStreamExt;
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    transport::smtp::authentication::Credentials,
+};
+use mail_parser::MessageParser;
+use tokio::net::TcpStream;
+
+/// How long a mail may take to show up; a server that is slower than this is broken.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct MailServer {
+    smtp_port: u16,
+    imap_port: u16,
+    password: String,
+}
+
+impl MailServer {
+    /// Where scripts/test.sh says the mail server is; `None` when run outside it (the test then
+    /// says it skipped). Inside scripts/test.sh (SWITCHBOARD_TEST_DIR set) a missing mail server
+    /// is a failure, so a broken setup cannot pass as skipped.
+    fn from_env() -> Option<Self> {
+        let Ok(smtp_port) = std::env::var("SWITCHBOARD_TEST_SMTP_PORT") else {
+            assert!(
+                std::env::var_os("SWITCHBOARD_TEST_DIR").is_none(),
+                "scripts/test.sh ran but SWITCHBOARD_TEST_SMTP_PORT is not set: it started no mail server"
+            );
+            eprintln!(
+                "skipped: SWITCHBOARD_TEST_SMTP_PORT is not set (scripts/test.sh starts the mail \
+                 server; or scripts/mail.sh start DIR, then export the variables in DIR/env)"
+            );
+            return None;
+        };
+        let var = |name: &str| {
+            std::env::var(name)
+                .unwrap_or_else(|_| panic!("{name} is not set (see scripts/mail.sh)"))
+        };
+        let server = Self {
+            smtp_port: smtp_port
+                .parse()
+                .expect("SWITCHBOARD_TEST_SMTP_PORT is a port"),
+            imap_port: var("SWITCHBOARD_TEST_IMAP_PORT")
+                .parse()
+                .expect("SWITCHBOARD_TEST_IMAP_PORT is a port"),
+            password: var("SWITCHBOARD_TEST_MAIL_PASSWORD"),
+        };
+        eprintln!("mail server: {}", var("SWITCHBOARD_TEST_MAIL_SERVER"));
+        Some(server)
+    }
+
+    /// Sends over SMTP as the connector will: authenticated, no TLS (the test server has none).
+    async fn send(&self, mail: Message) -> anyhow::Result<()> {
+        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.smtp_port)
+            .credentials(Credentials::new(
+                "switchboard@example.test".into(),
+                self.password.clone(),
+            ))
+            .timeout(Some(WAIT))
+            .build();
+        let reply = smtp.send(mail).await.context("SMTP send")?;
+        ensure!(reply.is_positive(), "SMTP refused the mail: {reply:?}");
+        Ok(())
+    }
+
+    async fn login(&self, user: &str) -> anyhow::Result<Session<TcpStream>> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await?;
+        let mut client = async_imap::Client::new(tcp);
+        client
+            .read_response()
+            .await?
+            .context("IMAP server closed before its greeting")?;
+        client
+            .login(user, &self.password)
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("IMAP login as {user}"))
+    }
+}
+
+/// An address no other test (or earlier run on a kept server) uses.
+fn fresh_address(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}@example.test", std::process::id())
+}
+
+fn mail(to: &str, message_id: &str, subject: &str, body: &str) -> anyhow::Result<Message> {
+    Ok(Message::builder()
+        .from("Visitor relay <switchboard@example.test>".parse()?)
+        .to(to.parse()?)
+        .subject(subject)
+        .message_id(Some(format!("<{message_id}>")))
+        .body(body.to_owned())?)
+}
+
+/// What follows the header block of a raw RFC 5322 message.
+fn after_headers(raw: &[u8]) -> &[u8] {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&[][..], |i| &raw[i + 4..])
+}
+
+async fn fetch_all(
+    session: &mut Session<TcpStream>,
+    set: &str,
+    query: &str,
+) -> anyhow::Result<Vec<Fetch>> {
+    Ok(session.fetch(set, query).await?.try_collect().await?)
+}
+
+#[tokio::test]
+async fn idle_wakes_when_a_mail_arrives_and_the_fetched_mail_parses_intact() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let alice = fresh_address("alice");
+    server
+        .send(mail(
+            &alice,
+            "first@switchboard.test",
+            "First",
+            "the first mail",
+        )?)
+        .await?;
+
+    let mut session = server.login(&alice).await?;
+    let caps = session.capabilities().await?;
+    for cap in ["IDLE", "MOVE", "UIDPLUS"] {
+        ensure!(caps.has_str(cap), "the server does not advertise {cap}");
+    }
+    let inbox = session.select("INBOX").await?;
+    // SMTP answers 250 only once the mailbox server has stored the mail.
+    assert_eq!(
+        inbox.exists, 1,
+        "the first mail is in the inbox when SMTP has accepted it"
+    );
+
+    let mut idle = session.idle();
+    idle.init().await.context("entering IDLE")?;
+    // Sent only now, while the session idles: IDLE has to push it.
+    let body = "Hello from a visitor.\nSecond line, with Grüße and 👋.\n";
+    let second = mail(&alice, "second@switchboard.test", "Second", body)?;
+    let sent_raw = second.formatted();
+    let sent_at = Instant::now();
+    let (woke, sent) = {
+        let (wait, _interrupt) = idle.wait_with_timeout(WAIT);
+        tokio::join!(wait, server.send(second))
+    };
+    sent?;
+    match woke? {
+        IdleResponse::NewData(data) => match data.parsed() {
+            Response::MailboxData(MailboxDatum::Exists(n)) => {
+                assert_eq!(*n, 2, "IDLE announces the second message")
+            }
+            other => bail!("IDLE woke with {other:?}, not EXISTS"),
+        },
+        IdleResponse::Timeout => bail!("IDLE did not announce the new mail within {WAIT:?}"),
+        IdleResponse::ManualInterrupt => bail!("IDLE was interrupted"),
+    }
+    eprintln!(
+        "IDLE announced the mail {} ms after the send began",
+        sent_at.elapsed().as_millis()
+    );
+    let mut session = idle.done().await.context("leaving IDLE")?;
+
+    // BODY.PEEK[]: the raw RFC 822 bytes, without marking the mail \Seen.
+    let fetched = fetch_all(&mut session, "2", "(UID FLAGS BODY.PEEK[])").await?;
+    let [fetch] = fetched.as_slice() else {
+        bail!("FETCH 2 gave {} messages", fetched.len())
+    };
+    ensure!(fetch.uid.is_some(), "FETCH gave no UID");
+    ensure!(
+        !fetch.flags().any(|f| f == Flag::Seen),
+        "BODY.PEEK[] must not set \\Seen"
+    );
+    let raw = fetch.body().context("FETCH gave no BODY[]")?;
+    let parsed = MessageParser::default()
+        .parse(raw)
+        .context("mail-parser could not read the fetched mail")?;
+    assert_eq!(parsed.message_id(), Some("second@switchboard.test"));
+    assert_eq!(parsed.subject(), Some("Second"));
+    // The server prepends its trace headers (Return-Path, Delivered-To, Received) and leaves
+    // the body's bytes alone, but for one CRLF more at the end: lettre ends DATA with
+    // "\r\n.\r\n" even after a body that already ends with CRLF (smtplib does not), so the
+    // stored mail gains an empty last line. DKIM's body canonicalisation ignores trailing empty
+    // lines, so signatures still verify.
+    assert_eq!(
+        after_headers(raw),
+        [after_headers(&sent_raw), b"\r\n"].concat(),
+        "the body arrives byte for byte as lettre sent it"
+    );
+    // As text: CRLF line ends (lettre converts them) and that extra line break at the end.
+    let text = parsed.body_text(0).context("no text body")?;
+    assert_eq!(text.replace("\r\n", "\n").trim_end(), body.trim_end());
+
+    session.logout().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn flags_and_keywords_persist_across_connections_and_move_keeps_them() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let bob = fresh_address("bob");
+    server
+        .send(mail(
+            &bob,
+            "flagged@switchboard.test",
+            "Flag me",
+            "a reply to relay",
+        )?)
+        .await?;
+
+    let mut session = server.login(&bob).await?;
+    let inbox = session.select("INBOX").await?;
+    ensure!(
+        inbox.permanent_flags.contains(&Flag::MayCreate),
+        "the server does not let clients create keywords (no \\* in PERMANENTFLAGS)"
+    );
+    let fetched = fetch_all(&mut session, "1", "(UID)").await?;
+    let uid = fetched
+        .first()
+        .and_then(|f| f.uid)
+        .context("no UID for message 1")?;
+    let _: Vec<Fetch> = session
+        .uid_store(uid.to_string(), "+FLAGS (\\Seen $SwitchboardRelayed)")
+        .await?
+        .try_collect()
+        .await?;
+    session.logout().await?;
+
+    let flags_of = |f: &Fetch| f.flags().map(|f| format!("{f:?}")).collect::<Vec<_>>();
+    let mut session = server.login(&bob).await?;
+    session.select("INBOX").await?;
+    let fetched: Vec<Fetch> = session
+        .uid_fetch(uid.to_string(), "FLAGS")
+        .await?
+        .try_collect()
+        .await?;
+    let fetch = fetched.first().context("the flagged mail is gone")?;
+    let flags = flags_of(fetch);
+    ensure!(
+        fetch.flags().any(|f| f == Flag::Seen),
+        "\\Seen was not kept: {flags:?}"
+    );
+    ensure!(
+        fetch
+            .flags()
+            .any(|f| f == Flag::Custom("$SwitchboardRelayed".into())),
+        "the keyword was not kept: {flags:?}"
+    );
+
+    // A handled mail moved out of the inbox keeps its flags.
+    session.create("Relayed").await?;
+    session.uid_mv(uid.to_string(), "Relayed").await?;
+    let inbox = session.select("INBOX").await?;
+    assert_eq!(inbox.exists, 0, "MOVE leaves nothing behind in the inbox");
+    let relayed = session.select("Relayed").await?;
+    assert_eq!(relayed.exists, 1);
+    let fetched = fetch_all(&mut session, "1", "(FLAGS BODY.PEEK[HEADER])").await?;
+    let fetch = fetched
+        .first()
+        .context("the moved mail is not in Relayed")?;
+    ensure!(
+        fetch
+            .flags()
+            .any(|f| f == Flag::Custom("$SwitchboardRelayed".into())),
+        "MOVE dropped the keyword: {:?}",
+        flags_of(fetch)
+    );
+    let header = fetch.header().context("no header fetched")?;
+    ensure!(
+        String::from_utf8_lossy(header).contains("<flagged@switchboard.test>"),
+        "a different mail was moved"
+    );
+    session.logout().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_mail_sent_twice_arrives_twice() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let carol = fresh_address("carol");
+    for _ in 0..2 {
+        server
+            .send(mail(
+                &carol,
+                "twice@switchboard.test",
+                "Twice",
+                "the same mail",
+            )?)
+            .await?;
+    }
+
+    let mut session = server.login(&carol).await?;
+    let inbox = session.select("INBOX").await?;
+    assert_eq!(
+        inbox.exists, 2,
+        "the server keeps both copies: deduplicating is the connector's job"
+    );
+    let fetched = fetch_all(&mut session, "1:2", "(UID BODY.PEEK[])").await?;
+    ensure!(
+        fetched.len() == 2,
+        "FETCH 1:2 gave {} messages",
+        fetched.len()
+    );
+    let mut uids = Vec::new();
+    for fetch in &fetched {
+        let parsed = MessageParser::default()
+            .parse(fetch.body().context("no BODY[]")?)
+            .context("unreadable mail")?;
+        assert_eq!(parsed.message_id(), Some("twice@switchboard.test"));
+        uids.push(fetch.uid.context("no UID")?);
+    }
+    assert_ne!(uids[0], uids[1], "each copy has its own UID");
+    session.logout().await?;
+    Ok(())
+}
