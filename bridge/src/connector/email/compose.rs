@@ -61,7 +61,6 @@ pub struct ComposerConfig {
 }
 
 /// Writes Switchboard's mails. Built once; `Send + Sync`, shared by the connector's tasks.
-#[derive(Debug)]
 pub struct Composer {
     domain: String,
     from: Address,
@@ -162,6 +161,18 @@ pub enum ComposeError {
     DkimKey(String),
     #[error("lettre refused the mail: {0}")]
     Build(#[from] lettre::error::Error),
+}
+
+impl std::fmt::Debug for Composer {
+    // Not derived: lettre's signing key prints its private numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Composer")
+            .field("domain", &self.domain)
+            .field("from", &self.from)
+            .field("dkim", &self.dkim.is_some())
+            .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .finish()
+    }
 }
 
 impl Composer {

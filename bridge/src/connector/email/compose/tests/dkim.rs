@@ -216,8 +216,14 @@ fn a_bad_key_is_refused_when_the_composer_is_built() {
         Composer::new(&config(bad_selector)),
         Err(ComposeError::DkimKey(_))
     ));
-    // The key's text never shows in its Debug form.
+    // The key never shows in a Debug form.
     assert!(!format!("{:?}", rsa_key()).contains("PRIVATE"));
+    let composer = composer_with(Some(rsa_key()), 0);
+    let shown = format!("{composer:?}");
+    assert!(
+        shown.contains("dkim: true") && !shown.contains("Rsa"),
+        "{shown}"
+    );
 }
 
 proptest! {
