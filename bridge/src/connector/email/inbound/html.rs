@@ -368,10 +368,18 @@ fn node_mut<'a>(element: &'a mut Element, path: &[usize]) -> Option<&'a mut Node
     }
 }
 
+/// Removes every quote. A removed quote still ends the line it was on: the text before it
+/// and after it are two lines, not one run-together word.
 fn remove_quotes(element: &mut Element) {
-    element
-        .children
-        .retain(|child| !matches!(child, Node::Element(e) if e.is_quote()));
+    for child in &mut element.children {
+        if matches!(child, Node::Element(e) if e.is_quote()) {
+            *child = Node::Element(Element {
+                name: "br".to_owned(),
+                attrs: Vec::new(),
+                children: Vec::new(),
+            });
+        }
+    }
     for child in &mut element.children {
         if let Node::Element(child) = child {
             remove_quotes(child);

@@ -443,3 +443,16 @@ proptest! {
         }
     }
 }
+
+/// Found by `html_stripping_keeps_only_words_of_its_input`: a removed quote between two
+/// pieces of text once joined them into one word.
+#[test]
+fn a_removed_quote_still_separates_the_text_around_it() {
+    let html = "a<div class=\"gmail_quote\"></div><b>From:</b> a<br><b>Sent:</b> b<br><b>To:</b> c";
+    let found = super::html::new_content(html);
+    assert!(
+        !found.text.contains("aFrom"),
+        "run together: {:?}",
+        found.text
+    );
+}
