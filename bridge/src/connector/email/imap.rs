@@ -118,16 +118,19 @@ impl ImapConfig {
     fn validate(&self) -> Result<(), ImapError> {
         for keyword in [&self.done_keyword, &self.refused_keyword] {
             let atom = !keyword.is_empty()
-                && keyword.bytes().all(|b| {
-                    b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b)
-                });
+                && keyword
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
             if !atom {
                 return Err(ImapError::Config(format!(
                     "{keyword:?} is not an IMAP keyword (printable ASCII, no spaces, none of (){{%*\"\\])"
                 )));
             }
         }
-        if self.done_keyword.eq_ignore_ascii_case(&self.refused_keyword) {
+        if self
+            .done_keyword
+            .eq_ignore_ascii_case(&self.refused_keyword)
+        {
             return Err(ImapError::Config(
                 "the done and refused keywords must differ".into(),
             ));
@@ -387,12 +390,16 @@ where
         let mailbox = within(c, "SELECT", session.select(&c.mailbox)).await?;
         let keywords_kept = mailbox.permanent_flags.iter().any(|f| {
             *f == Flag::MayCreate
-                || [&c.done_keyword, &c.refused_keyword]
-                    .iter()
-                    .all(|k| mailbox.permanent_flags.contains(&Flag::Custom(k.as_str().into())))
+                || [&c.done_keyword, &c.refused_keyword].iter().all(|k| {
+                    mailbox
+                        .permanent_flags
+                        .contains(&Flag::Custom(k.as_str().into()))
+                })
         });
         if !keywords_kept {
-            return Err(SessionError::Fatal(ImapError::NoKeywords(c.mailbox.clone())));
+            return Err(SessionError::Fatal(ImapError::NoKeywords(
+                c.mailbox.clone(),
+            )));
         }
         if mailbox.uid_validity != self.state.uid_validity {
             // The UIDs now name other mails: those left unflagged are found and handed over
@@ -659,7 +666,9 @@ mod tests {
             .collect();
         assert_eq!(
             schedule,
-            [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
+            ]
         );
         assert_eq!(base_delay(min, max, u32::MAX), max, "no overflow");
     }
