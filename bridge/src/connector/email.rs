@@ -8,4 +8,5 @@
 //!   stripped.
 
 pub mod compose;
+pub mod imap;
 pub mod inbound;

@@ -1,0 +1,704 @@
+//! Reading the connector's mailbox over IMAP: every mail is handed over until the handler
+//! has taken it, and marked on the server only then.
+//!
+//! The server is the queue. A mail is handed over while it lacks the done keyword
+//! (`$SwitchboardRecorded` by default): [`run_mailbox`] searches for such mails
+//! (`UID SEARCH NOT KEYWORD ...`), fetches each with `BODY.PEEK[]` (which, unlike `BODY[]`,
+//! does not set `\Seen`), calls the handler, and only after it returns `Ok` stores
+//! `+FLAGS.SILENT ($SwitchboardRecorded \Seen)`. Then it waits in IDLE (RFC 2177) and searches
+//! again after every wake, whatever the wake said: the search, not the IDLE response, decides
+//! what is new. After a reconnect the same search finds whatever arrived meanwhile.
+//!
+//! # Delivery guarantee: at least once
+//!
+//! A mail is never lost: it keeps being found until it is flagged, and it is flagged only
+//! after the handler returned `Ok`. It can be handed over twice:
+//! - when the process dies, or the connection drops and the mailbox's `UIDVALIDITY` changes,
+//!   between the handler's `Ok` and the server confirming the flag (within one run the flag
+//!   is stored again after a reconnect, without a second handover);
+//! - when the same mail is delivered twice (a sender retrying, a mailing list): the server
+//!   holds two copies with two UIDs, and this layer hands over both.
+//!
+//! Deduplicating is the caller's job, by the mail's `Message-ID` (or a hash of its bytes:
+//! `inbound::MailId`) as the key of `RemoteSink::record_remote`, which records a key once.
+//!
+//! # A mail that never works
+//!
+//! A [`HandlerError::Transient`] leaves the mail unflagged; the pass stops there (so a
+//! store that is down is not hammered once per mail) and resumes after a growing pause.
+//! A mail that failed before is tried after the mails that never failed, so one mail that
+//! keeps failing delays the others by one attempt, never blocks them. A
+//! [`HandlerError::Permanent`] flags the mail with the refused keyword
+//! (`$SwitchboardRefused`) instead, and not `\Seen`: it is never handed over again, is not
+//! mistaken for a recorded mail, and stays unread for a person to find (search the keyword),
+//! who can remove the keyword to have it tried again.
+
+use std::{collections::HashMap, fmt, future::Future, time::Duration};
+
+use async_imap::{
+    Session,
+    extensions::idle::IdleResponse,
+    types::{Fetch, Flag, UnsolicitedResponse},
+};
+use futures_util::TryStreamExt;
+use tokio::{net::TcpStream, sync::watch, time::timeout};
+use tracing::Instrument;
+
+use crate::connector::ConnectorError;
+
+/// How the connection to the IMAP server is protected.
+///
+/// Only plain TCP exists for now: TLS (implicit, port 993) needs `tokio-rustls` as a direct
+/// dependency of this crate, which it is not yet. Until then, use it on loopback or over a
+/// tunnel only: the password crosses the connection as written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImapTls {
+    /// Plain TCP, no TLS, no STARTTLS.
+    None,
+}
+
+/// Where the mailbox is and how it is read.
+#[derive(Clone)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: ImapTls,
+    /// The IMAP login (often the full address).
+    pub username: String,
+    /// Never printed: [`fmt::Debug`] leaves it out.
+    pub password: String,
+    /// The mailbox read, `INBOX` by default.
+    pub mailbox: String,
+    /// Set (with `\Seen`) on a mail once the handler took it. `$SwitchboardRecorded` by default.
+    pub done_keyword: String,
+    /// Set on a mail the handler refused for good. `$SwitchboardRefused` by default.
+    pub refused_keyword: String,
+    /// How long one IDLE lasts before it is ended, the mailbox searched again and IDLE
+    /// re-issued. RFC 2177 asks for less than 29 minutes; 10 minutes by default, which also
+    /// bounds how long a connection that died silently (a NAT forgetting it) goes unnoticed.
+    pub idle_renewal: Duration,
+    /// How long one command (connect, login, search, fetch, store, leaving IDLE) may take
+    /// before the connection counts as dead. 60 s by default.
+    pub command_timeout: Duration,
+    /// The first pause after a failure (reconnecting, or retrying a mail the handler could
+    /// not take); it doubles up to [`MAX_RETRY_DELAY`]. 500 ms by default.
+    pub retry_min: Duration,
+}
+
+/// The longest pause between two reconnection attempts, or two tries of a failing mail.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+impl ImapConfig {
+    /// A configuration with the defaults above.
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        tls: ImapTls,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            tls,
+            username: username.into(),
+            password: password.into(),
+            mailbox: "INBOX".into(),
+            done_keyword: "$SwitchboardRecorded".into(),
+            refused_keyword: "$SwitchboardRefused".into(),
+            idle_renewal: Duration::from_secs(10 * 60),
+            command_timeout: Duration::from_secs(60),
+            retry_min: Duration::from_millis(500),
+        }
+    }
+
+    /// The keywords are written into commands as they are, so each must be an IMAP atom;
+    /// and they must differ, or a refused mail would look recorded.
+    fn validate(&self) -> Result<(), ImapError> {
+        for keyword in [&self.done_keyword, &self.refused_keyword] {
+            let atom = !keyword.is_empty()
+                && keyword
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+            if !atom {
+                return Err(ImapError::Config(format!(
+                    "{keyword:?} is not an IMAP keyword (printable ASCII, no spaces, none of (){{%*\"\\])"
+                )));
+            }
+        }
+        if self
+            .done_keyword
+            .eq_ignore_ascii_case(&self.refused_keyword)
+        {
+            return Err(ImapError::Config(
+                "the done and refused keywords must differ".into(),
+            ));
+        }
+        if self.idle_renewal.is_zero() || self.idle_renewal >= Duration::from_secs(29 * 60) {
+            return Err(ImapError::Config(
+                "idle_renewal must be above zero and below 29 minutes (RFC 2177)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ImapConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("mailbox", &self.mailbox)
+            .field("done_keyword", &self.done_keyword)
+            .field("refused_keyword", &self.refused_keyword)
+            .field("idle_renewal", &self.idle_renewal)
+            .field("command_timeout", &self.command_timeout)
+            .field("retry_min", &self.retry_min)
+            .finish()
+    }
+}
+
+/// One mail as the server stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMail {
+    /// The mail's UID in the mailbox: for logs only (it is not stable across a
+    /// `UIDVALIDITY` change, nor across two copies of one mail).
+    pub uid: u32,
+    /// The whole RFC 5322 message, header and body, as fetched with `BODY.PEEK[]`.
+    pub bytes: Vec<u8>,
+}
+
+/// Why the handler did not take a mail.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Worth trying again later (the store is unreachable): the mail stays unflagged.
+    #[error("temporary failure: {0}")]
+    Transient(String),
+    /// Will never work: the mail is flagged with the refused keyword and not handed over again.
+    #[error("permanent failure: {0}")]
+    Permanent(String),
+}
+
+impl From<ConnectorError> for HandlerError {
+    fn from(e: ConnectorError) -> Self {
+        match e {
+            ConnectorError::Transient(_) | ConnectorError::RetryAfter(_) => {
+                HandlerError::Transient(e.to_string())
+            }
+            ConnectorError::Permanent(_) | ConnectorError::FileTooLarge(_) => {
+                HandlerError::Permanent(e.to_string())
+            }
+        }
+    }
+}
+
+/// Why [`run_mailbox`] gave up. Connection failures never end it (it reconnects); these do,
+/// because trying again could not help.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("invalid IMAP configuration: {0}")]
+    Config(String),
+    /// Without keywords nothing could be marked as handled: every mail would be handed over
+    /// again on every pass.
+    #[error("the mailbox {0:?} cannot store keywords (no \\* in PERMANENTFLAGS)")]
+    NoKeywords(String),
+}
+
+/// Reads the mailbox until `shutdown` turns true (or its sender is dropped), handing each
+/// mail without the done keyword to `handler` and flagging it once the handler returns `Ok`
+/// (see the module documentation for the guarantees).
+///
+/// Connection failures (refused, login refused, dropped, a command timing out) are logged
+/// and retried with exponential backoff up to [`MAX_RETRY_DELAY`], forever. On shutdown it
+/// leaves IDLE (`DONE`) and logs out; a handler call in progress is let finish (and its mail
+/// flagged) first. Returns `Err` only for what no retry can fix.
+pub async fn run_mailbox<H, F>(
+    config: ImapConfig,
+    handler: H,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ImapError>
+where
+    H: Fn(RawMail) -> F,
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    config.validate()?;
+    let span = tracing::info_span!("imap", user = %config.username, mailbox = %config.mailbox);
+    Reader {
+        config: &config,
+        handler: &handler,
+        shutdown,
+        state: State::new(config.retry_min),
+    }
+    .run()
+    .instrument(span)
+    .await
+}
+
+/// What outlives one connection.
+struct State {
+    /// Transient failures so far per UID, to try mails that failed after those that did not.
+    failures: HashMap<u32, u32>,
+    /// Mails the handler took whose flag the server may not have stored (the connection
+    /// dropped in between), with the keyword they need: stored again, without handing them
+    /// over, after reconnecting to the same `UIDVALIDITY`.
+    unflagged: HashMap<u32, Outcome>,
+    uid_validity: Option<u32>,
+    reconnect: Backoff,
+    retry: Backoff,
+}
+
+impl State {
+    fn new(retry_min: Duration) -> Self {
+        Self {
+            failures: HashMap::new(),
+            unflagged: HashMap::new(),
+            uid_validity: None,
+            reconnect: Backoff::new(retry_min, MAX_RETRY_DELAY),
+            retry: Backoff::new(retry_min, MAX_RETRY_DELAY),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Recorded,
+    Refused,
+}
+
+/// How a pass over the unflagged mails ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// Every mail found was recorded or refused.
+    Done,
+    /// The handler failed for a mail; the rest waits for the next pass.
+    Retry,
+    Stopped,
+}
+
+/// What ended an IDLE.
+#[derive(Debug, PartialEq, Eq)]
+enum Wake {
+    Server,
+    Timer,
+    Stop,
+}
+
+/// A connection failure; never ends the loop.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Imap(#[from] async_imap::error::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer to {0} within the command timeout")]
+    Timeout(&'static str),
+    #[error("the server closed the connection before greeting")]
+    NoGreeting,
+    #[error(transparent)]
+    Fatal(ImapError),
+}
+
+type ImapSession = Session<TcpStream>;
+
+struct Reader<'a, H> {
+    config: &'a ImapConfig,
+    handler: &'a H,
+    shutdown: watch::Receiver<bool>,
+    state: State,
+}
+
+impl<H, F> Reader<'_, H>
+where
+    H: Fn(RawMail) -> F,
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    async fn run(mut self) -> Result<(), ImapError> {
+        loop {
+            if stop_requested(&self.shutdown) {
+                return Ok(());
+            }
+            match self.serve().await {
+                Ok(()) => return Ok(()),
+                Err(SessionError::Fatal(e)) => {
+                    tracing::error!(error = %e, "imap: giving up on the mailbox");
+                    return Err(e);
+                }
+                Err(e) => {
+                    let wait = self.state.reconnect.next_delay();
+                    tracing::warn!(
+                        error = %e,
+                        wait_ms = wait.as_millis() as u64,
+                        "imap: disconnected; reconnecting"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopped(&mut self.shutdown) => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection: resync, then IDLE and search until shutdown (`Ok`) or a failure.
+    async fn serve(&mut self) -> Result<(), SessionError> {
+        let mut session = self.connect().await?;
+        tracing::info!("imap: connected");
+        loop {
+            // Announcements so far are answered by the search below.
+            while session.unsolicited_responses.try_recv().is_ok() {}
+            let pass = self.pass(&mut session).await?;
+            self.state.reconnect.reset();
+            let wait = match pass {
+                Pass::Stopped => break,
+                Pass::Done => {
+                    self.state.retry.reset();
+                    self.config.idle_renewal
+                }
+                Pass::Retry => self.state.retry.next_delay().min(self.config.idle_renewal),
+            };
+            let (back, wake) = self.idle(session, wait).await?;
+            session = back;
+            tracing::debug!(?wake, "imap: searching again");
+            if wake == Wake::Stop {
+                break;
+            }
+        }
+        let logout = timeout(self.config.command_timeout, session.logout()).await;
+        tracing::info!(clean = matches!(logout, Ok(Ok(()))), "imap: logged out");
+        Ok(())
+    }
+
+    async fn connect(&mut self) -> Result<ImapSession, SessionError> {
+        let c = self.config;
+        let ImapTls::None = c.tls;
+        let tcp = within(c, "connect", TcpStream::connect((c.host.as_str(), c.port))).await?;
+        let mut client = async_imap::Client::new(tcp);
+        within(c, "the greeting", client.read_response())
+            .await?
+            .ok_or(SessionError::NoGreeting)?;
+        let mut session = within(c, "LOGIN", async {
+            client
+                .login(&c.username, &c.password)
+                .await
+                .map_err(|(e, _)| e)
+        })
+        .await?;
+        let mailbox = within(c, "SELECT", session.select(&c.mailbox)).await?;
+        let keywords_kept = mailbox.permanent_flags.iter().any(|f| {
+            *f == Flag::MayCreate
+                || [&c.done_keyword, &c.refused_keyword].iter().all(|k| {
+                    mailbox
+                        .permanent_flags
+                        .contains(&Flag::Custom(k.as_str().into()))
+                })
+        });
+        if !keywords_kept {
+            return Err(SessionError::Fatal(ImapError::NoKeywords(
+                c.mailbox.clone(),
+            )));
+        }
+        if mailbox.uid_validity != self.state.uid_validity {
+            // The UIDs now name other mails: those left unflagged are found and handed over
+            // again (the caller deduplicates); the failure counts mean nothing either.
+            if !self.state.unflagged.is_empty() {
+                tracing::warn!(
+                    mails = self.state.unflagged.len(),
+                    "imap: UIDVALIDITY changed before handled mails were flagged; they will be handed over again"
+                );
+            }
+            self.state.unflagged.clear();
+            self.state.failures.clear();
+            self.state.uid_validity = mailbox.uid_validity;
+        }
+        let pending: Vec<(u32, Outcome)> = self.state.unflagged.drain().collect();
+        for (uid, outcome) in pending {
+            self.flag(&mut session, uid, outcome).await?;
+        }
+        Ok(session)
+    }
+
+    /// Hands over every mail lacking both keywords, those that never failed first.
+    async fn pass(&mut self, session: &mut ImapSession) -> Result<Pass, SessionError> {
+        let c = self.config;
+        let query = format!(
+            "NOT KEYWORD {} NOT KEYWORD {}",
+            c.done_keyword, c.refused_keyword
+        );
+        let found = within(c, "UID SEARCH", session.uid_search(&query)).await?;
+        self.state.failures.retain(|uid, _| found.contains(uid));
+        let mut uids: Vec<u32> = found.into_iter().collect();
+        uids.sort_by_key(|uid| (self.state.failures.get(uid).copied().unwrap_or(0), *uid));
+        if !uids.is_empty() {
+            tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
+        }
+        for uid in uids {
+            if stop_requested(&self.shutdown) {
+                return Ok(Pass::Stopped);
+            }
+            let Some(bytes) = self.fetch(session, uid).await? else {
+                tracing::debug!(uid, "imap: mail gone before it was fetched");
+                continue;
+            };
+            let outcome = match (self.handler)(RawMail { uid, bytes }).await {
+                Ok(()) => Outcome::Recorded,
+                Err(HandlerError::Permanent(reason)) => {
+                    tracing::error!(uid, %reason, keyword = %c.refused_keyword, "imap: mail refused for good; flagged and skipped");
+                    Outcome::Refused
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    let failures = self.state.failures.entry(uid).or_default();
+                    *failures += 1;
+                    tracing::warn!(uid, %reason, failures = *failures, "imap: mail not taken; it will be tried again");
+                    return Ok(Pass::Retry);
+                }
+            };
+            self.state.failures.remove(&uid);
+            // Remembered until the server confirms, so a reconnect stores it without a
+            // second handover.
+            self.state.unflagged.insert(uid, outcome);
+            self.flag(session, uid, outcome).await?;
+            self.state.unflagged.remove(&uid);
+        }
+        Ok(Pass::Done)
+    }
+
+    /// The mail's bytes, or `None` if it was expunged meanwhile.
+    async fn fetch(
+        &self,
+        session: &mut ImapSession,
+        uid: u32,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
+        let fetches: Vec<Fetch> = within(self.config, "UID FETCH", async {
+            session
+                .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        // Other mails' FETCH responses (flags changed elsewhere) may come along.
+        Ok(fetches
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .and_then(Fetch::body)
+            .map(<[u8]>::to_vec))
+    }
+
+    async fn flag(
+        &self,
+        session: &mut ImapSession,
+        uid: u32,
+        outcome: Outcome,
+    ) -> Result<(), SessionError> {
+        let c = self.config;
+        let flags = match outcome {
+            Outcome::Recorded => format!("+FLAGS.SILENT ({} \\Seen)", c.done_keyword),
+            Outcome::Refused => format!("+FLAGS.SILENT ({})", c.refused_keyword),
+        };
+        let _: Vec<Fetch> = within(c, "UID STORE", async {
+            session
+                .uid_store(uid.to_string(), &flags)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Waits in IDLE until the server says anything, `wait` passes, or shutdown.
+    async fn idle(
+        &mut self,
+        session: ImapSession,
+        wait: Duration,
+    ) -> Result<(ImapSession, Wake), SessionError> {
+        let c = self.config;
+        // A mail announced while a command ran, or before the server accepted IDLE, is in
+        // this queue and would not be announced again.
+        let announced = session.unsolicited_responses.clone();
+        let mut handle = session.idle();
+        within(c, "IDLE", handle.init()).await?;
+        let early = std::iter::from_fn(|| announced.try_recv().ok()).any(|r| {
+            matches!(
+                r,
+                UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+            )
+        });
+        let wake = if early {
+            Wake::Server
+        } else {
+            let (waiting, _interrupt) = handle.wait_with_timeout(wait);
+            // The crate's own timeout restarts at every keepalive (`* OK Still here`), so
+            // the renewal is timed here as well.
+            tokio::select! {
+                r = waiting => match r? {
+                    IdleResponse::NewData(_) => Wake::Server,
+                    IdleResponse::Timeout | IdleResponse::ManualInterrupt => Wake::Timer,
+                },
+                _ = tokio::time::sleep(wait) => Wake::Timer,
+                _ = stopped(&mut self.shutdown) => Wake::Stop,
+            }
+        };
+        let session = within(c, "DONE", handle.done()).await?;
+        Ok((session, wake))
+    }
+}
+
+/// Runs one command under the command timeout.
+async fn within<T, E>(
+    config: &ImapConfig,
+    what: &'static str,
+    command: impl Future<Output = Result<T, E>>,
+) -> Result<T, SessionError>
+where
+    SessionError: From<E>,
+{
+    match timeout(config.command_timeout, command).await {
+        Ok(r) => r.map_err(SessionError::from),
+        Err(_) => Err(SessionError::Timeout(what)),
+    }
+}
+
+fn stop_requested(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Resolves once shutdown is asked for (or nobody can ask any more).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Exponential backoff with jitter: the n-th delay (from 0) is `min * 2^n` capped at `max`,
+/// then drawn from its upper half, so many readers restarting at once spread out.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            attempt: 0,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = base_delay(self.min, self.max, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        base.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+fn base_delay(min: Duration, max: Duration, attempt: u32) -> Duration {
+    min.saturating_mul(2u32.saturating_pow(attempt)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ImapConfig {
+        ImapConfig::new(
+            "imap.example.test",
+            143,
+            ImapTls::None,
+            "relay@example.test",
+            "hunter2-secret",
+        )
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let printed = format!("{:?}", config());
+        assert!(!printed.contains("hunter2-secret"), "{printed}");
+        assert!(printed.contains("relay@example.test"));
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn defaults_read_the_inbox_and_renew_idle_well_before_29_minutes() {
+        let c = config();
+        assert_eq!(c.mailbox, "INBOX");
+        assert_eq!(c.done_keyword, "$SwitchboardRecorded");
+        assert_eq!(c.refused_keyword, "$SwitchboardRefused");
+        assert!(c.idle_renewal < Duration::from_secs(29 * 60));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn keywords_that_would_break_the_command_are_refused() {
+        for bad in ["", "two words", "(x", "$Seen)", "a\"b", "\\Seen", "ünï"] {
+            let mut c = config();
+            c.done_keyword = bad.into();
+            assert!(c.validate().is_err(), "{bad:?} was accepted");
+        }
+        let mut c = config();
+        c.refused_keyword = c.done_keyword.to_lowercase();
+        assert!(c.validate().is_err(), "equal keywords were accepted");
+    }
+
+    #[test]
+    fn idle_renewal_must_stay_below_29_minutes() {
+        let mut c = config();
+        c.idle_renewal = Duration::from_secs(29 * 60);
+        assert!(c.validate().is_err());
+        c.idle_renewal = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_minimum_up_to_the_cap() {
+        let min = Duration::from_millis(500);
+        let max = MAX_RETRY_DELAY;
+        let schedule: Vec<u64> = (0..10)
+            .map(|n| base_delay(min, max, n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            schedule,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
+            ]
+        );
+        assert_eq!(base_delay(min, max, u32::MAX), max, "no overflow");
+    }
+
+    #[test]
+    fn jittered_delays_stay_within_half_and_all_of_the_base_and_reset() {
+        let min = Duration::from_millis(500);
+        let mut backoff = Backoff::new(min, MAX_RETRY_DELAY);
+        for n in 0..40 {
+            let base = base_delay(min, MAX_RETRY_DELAY, n);
+            let d = backoff.next_delay();
+            assert!(d >= base / 2 && d <= base, "delay {n}: {d:?} vs {base:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= min);
+    }
+
+    #[test]
+    fn connector_errors_map_to_retry_or_refuse() {
+        assert!(matches!(
+            HandlerError::from(ConnectorError::Transient("db down".into())),
+            HandlerError::Transient(_)
+        ));
+        assert!(matches!(
+            HandlerError::from(ConnectorError::RetryAfter(Duration::from_secs(1))),
+            HandlerError::Transient(_)
+        ));
+        assert!(matches!(
+            HandlerError::from(ConnectorError::Permanent("bad".into())),
+            HandlerError::Permanent(_)
+        ));
+    }
+}

@@ -1,0 +1,597 @@
+//! The email connector's IMAP receive loop (`connector::email::imap::run_mailbox`) against the
+//! real test mail server (`scripts/mail.sh`: Dovecot with IDLE behind an SMTP front): every
+//! mail is handed over, flagged only once taken, found again after a failure, a restart or a
+//! dropped connection, and never handed over twice by one mailbox copy.
+//!
+//! Mails are sent with lettre over SMTP, as anyone writing to Switchboard would; what the
+//! server holds afterwards is read with a separate IMAP session. Each test uses addresses of
+//! its own: the tests share the server.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, ensure};
+use async_imap::{Session, types::Fetch};
+use futures_util::TryStreamExt;
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    transport::smtp::authentication::Credentials,
+};
+use mail_parser::MessageParser;
+use switchboard_bridge::connector::email::imap::{
+    HandlerError, ImapConfig, ImapError, ImapTls, RawMail, run_mailbox,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+/// How long a mail may take to be handed over; slower than this is broken.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a test watches for a second, unwanted handover.
+const QUIET: Duration = Duration::from_secs(2);
+const DONE: &str = "$SwitchboardRecorded";
+const REFUSED: &str = "$SwitchboardRefused";
+
+struct MailServer {
+    smtp_port: u16,
+    imap_port: u16,
+    password: String,
+}
+
+impl MailServer {
+    /// As in tests/mail_server.rs: `None` outside scripts/test.sh (skipped, said so), a
+    /// failure inside it when the mail server's variables are missing.
+    fn from_env() -> Option<Self> {
+        let Ok(imap_port) = std::env::var("SWITCHBOARD_TEST_IMAP_PORT") else {
+            assert!(
+                std::env::var_os("SWITCHBOARD_TEST_DIR").is_none(),
+                "scripts/test.sh ran but SWITCHBOARD_TEST_IMAP_PORT is not set: it started no mail server"
+            );
+            eprintln!(
+                "skipped: SWITCHBOARD_TEST_IMAP_PORT is not set (scripts/test.sh starts the mail \
+                 server; or scripts/mail.sh start DIR, then export the variables in DIR/env)"
+            );
+            return None;
+        };
+        let var = |name: &str| {
+            std::env::var(name)
+                .unwrap_or_else(|_| panic!("{name} is not set (see scripts/mail.sh)"))
+        };
+        Some(Self {
+            smtp_port: var("SWITCHBOARD_TEST_SMTP_PORT")
+                .parse()
+                .expect("SWITCHBOARD_TEST_SMTP_PORT is a port"),
+            imap_port: imap_port
+                .parse()
+                .expect("SWITCHBOARD_TEST_IMAP_PORT is a port"),
+            password: var("SWITCHBOARD_TEST_MAIL_PASSWORD"),
+        })
+    }
+
+    async fn send(&self, to: &str, message_id: &str) -> anyhow::Result<()> {
+        let mail = Message::builder()
+            .from("Responder <responder@example.test>".parse()?)
+            .to(to.parse()?)
+            .subject(format!("About {message_id}"))
+            .message_id(Some(format!("<{message_id}>")))
+            .body(format!("reply {message_id}\n"))?;
+        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.smtp_port)
+            .credentials(Credentials::new(
+                "responder@example.test".into(),
+                self.password.clone(),
+            ))
+            .timeout(Some(WAIT))
+            .build();
+        let reply = smtp.send(mail).await.context("SMTP send")?;
+        ensure!(reply.is_positive(), "SMTP refused the mail: {reply:?}");
+        Ok(())
+    }
+
+    fn config(&self, address: &str, port: u16) -> ImapConfig {
+        let mut config = ImapConfig::new("127.0.0.1", port, ImapTls::None, address, &self.password);
+        config.retry_min = Duration::from_millis(100);
+        config.command_timeout = WAIT;
+        config
+    }
+
+    /// Every mail in the mailbox: its Message-ID and its flags, as another client sees them.
+    async fn mailbox(&self, address: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await?;
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await?.context("no greeting")?;
+        let mut session: Session<TcpStream> = client
+            .login(address, &self.password)
+            .await
+            .map_err(|(e, _)| e)?;
+        let inbox = session.select("INBOX").await?;
+        let mut mails = Vec::new();
+        if inbox.exists > 0 {
+            let fetched: Vec<Fetch> = session
+                .fetch("1:*", "(FLAGS BODY.PEEK[])")
+                .await?
+                .try_collect()
+                .await?;
+            for f in &fetched {
+                let flags = f.flags().map(|f| format!("{f:?}")).collect();
+                mails.push((message_id(f.body().context("no body")?), flags));
+            }
+        }
+        session.logout().await?;
+        Ok(mails)
+    }
+}
+
+fn message_id(raw: &[u8]) -> String {
+    MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.message_id().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// An address, or a Message-ID's left part, no other test or earlier run uses.
+fn fresh(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn address(name: &str) -> String {
+    format!("{}@example.test", fresh(name))
+}
+
+fn has(flags: &[String], flag: &str) -> bool {
+    flags.iter().any(|f| f.contains(flag))
+}
+
+/// What the handler saw: the Message-ID, the UID, and what it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handed {
+    message_id: String,
+    uid: u32,
+    taken: bool,
+}
+
+/// How the test's handler answers a mail.
+type Policy = Arc<dyn Fn(&RawMail, &str) -> Result<(), HandlerError> + Send + Sync>;
+
+struct Reader {
+    handed: mpsc::UnboundedReceiver<Handed>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ImapError>>,
+}
+
+impl Reader {
+    /// Runs `run_mailbox` in a task of its own, as the connector will (so its future must be
+    /// `Send`).
+    fn start(config: ImapConfig, policy: Policy) -> Self {
+        let (tx, handed) = mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let handler = move |mail: RawMail| {
+            let tx = tx.clone();
+            let policy = policy.clone();
+            async move {
+                let id = message_id(&mail.bytes);
+                let answer = policy(&mail, &id);
+                let _ = tx.send(Handed {
+                    message_id: id,
+                    uid: mail.uid,
+                    taken: answer.is_ok(),
+                });
+                answer
+            }
+        };
+        let task = tokio::spawn(run_mailbox(config, handler, shutdown));
+        Self { handed, stop, task }
+    }
+
+    fn taking_all(config: ImapConfig) -> Self {
+        Self::start(config, Arc::new(|_, _| Ok(())))
+    }
+
+    async fn next(&mut self) -> anyhow::Result<Handed> {
+        tokio::time::timeout(WAIT, self.handed.recv())
+            .await
+            .context("nothing was handed over in time")?
+            .context("the reader stopped")
+    }
+
+    /// Asserts nothing more is handed over for a while.
+    async fn quiet(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(more)) = tokio::time::timeout(QUIET, self.handed.recv()).await {
+            anyhow::bail!("handed over again: {more:?}");
+        }
+        Ok(())
+    }
+
+    /// Asks it to stop; it must return promptly, and cleanly.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.send(true)?;
+        let result = tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .context("the reader did not stop within 5 s of shutdown")??;
+        result.context("the reader failed")
+    }
+}
+
+#[tokio::test]
+async fn mails_sent_before_the_loop_starts_are_each_handed_over_once_and_flagged()
+-> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("before");
+    let ids = [fresh("one") + "@t", fresh("two") + "@t"];
+    for id in &ids {
+        server.send(&inbox, id).await?;
+    }
+    // Sent, not yet handed over: neither flag is set.
+    for (_, flags) in server.mailbox(&inbox).await? {
+        ensure!(!has(&flags, DONE) && !has(&flags, "Seen"), "{flags:?}");
+    }
+
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    let got: HashSet<String> = [reader.next().await?, reader.next().await?]
+        .into_iter()
+        .map(|h| h.message_id)
+        .collect();
+    assert_eq!(got, ids.iter().cloned().collect());
+    reader.quiet().await?;
+    reader.stop().await?;
+
+    let mailbox = server.mailbox(&inbox).await?;
+    assert_eq!(mailbox.len(), 2);
+    for (id, flags) in mailbox {
+        ensure!(
+            has(&flags, DONE) && has(&flags, "Seen"),
+            "{id} handed over but flagged {flags:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mail_sent_while_the_loop_idles_is_handed_over_within_seconds() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("idle");
+    let mut config = server.config(&inbox, server.imap_port);
+    // Far beyond the test's wait: only IDLE can wake the loop in time.
+    config.idle_renewal = Duration::from_secs(120);
+    let mut reader = Reader::taking_all(config);
+    // The first (empty) pass is over and the loop idles.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let id = fresh("live") + "@t";
+    let sent = std::time::Instant::now();
+    server.send(&inbox, &id).await?;
+    let handed = tokio::time::timeout(Duration::from_secs(5), reader.handed.recv())
+        .await
+        .context("IDLE did not bring the mail within 5 s")?
+        .context("the reader stopped")?;
+    assert_eq!(handed.message_id, id);
+    eprintln!(
+        "handed over {} ms after the send began",
+        sent.elapsed().as_millis()
+    );
+    reader.quiet().await?;
+    reader.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mail_the_handler_fails_once_is_handed_over_again_and_flagged_only_once_taken()
+-> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("retry");
+    let id = fresh("flaky") + "@t";
+    server.send(&inbox, &id).await?;
+
+    let failed = Arc::new(Mutex::new(false));
+    let policy: Policy = Arc::new(move |_, _| {
+        let mut failed = failed.lock().unwrap();
+        if *failed {
+            Ok(())
+        } else {
+            *failed = true;
+            Err(HandlerError::Transient("the store is down".into()))
+        }
+    });
+    let mut reader = Reader::start(server.config(&inbox, server.imap_port), policy);
+    let first = reader.next().await?;
+    assert_eq!(
+        (first.message_id.as_str(), first.taken),
+        (id.as_str(), false)
+    );
+    let second = reader.next().await?;
+    assert_eq!(
+        (second.message_id.as_str(), second.taken),
+        (id.as_str(), true)
+    );
+    assert_eq!(first.uid, second.uid, "the same copy came again");
+    reader.quiet().await?;
+    reader.stop().await?;
+    let mailbox = server.mailbox(&inbox).await?;
+    ensure!(has(&mailbox[0].1, DONE), "{mailbox:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_mail_is_not_flagged_while_the_handler_is_still_taking_it() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("during");
+    server.send(&inbox, &(fresh("m") + "@t")).await?;
+
+    // The handler looks at the server from another connection before it answers.
+    let (stop, shutdown) = watch::channel(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let seen = seen.clone();
+        let server = &server;
+        let inbox = inbox.as_str();
+        move |_mail: RawMail| {
+            let seen = seen.clone();
+            async move {
+                let flags = server.mailbox(inbox).await.expect("mailbox readable");
+                seen.lock().unwrap().push(flags[0].1.clone());
+                Ok(())
+            }
+        }
+    };
+    let run = run_mailbox(server.config(&inbox, server.imap_port), handler, shutdown);
+    let stopper = async {
+        for _ in 0..100 {
+            if !seen.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.send(true).unwrap();
+    };
+    let (result, ()) = tokio::join!(run, stopper);
+    result?;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "handed over once");
+    ensure!(
+        !has(&seen[0], DONE) && !has(&seen[0], "Seen"),
+        "flagged before the handler answered: {:?}",
+        seen[0]
+    );
+    let mailbox = server.mailbox(&inbox).await?;
+    ensure!(has(&mailbox[0].1, DONE), "{mailbox:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mail_refused_for_good_is_flagged_refused_and_does_not_hold_up_the_next()
+-> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("refused");
+    let bad = fresh("bad") + "@t";
+    let good = fresh("good") + "@t";
+    server.send(&inbox, &bad).await?;
+    server.send(&inbox, &good).await?;
+
+    let refuse = bad.clone();
+    let policy: Policy = Arc::new(move |_, id| {
+        if id == refuse {
+            Err(HandlerError::Permanent("unreadable".into()))
+        } else {
+            Ok(())
+        }
+    });
+    let mut reader = Reader::start(server.config(&inbox, server.imap_port), policy);
+    let got = [reader.next().await?, reader.next().await?];
+    assert_eq!(
+        got.iter()
+            .map(|h| (h.message_id.as_str(), h.taken))
+            .collect::<Vec<_>>(),
+        [(bad.as_str(), false), (good.as_str(), true)]
+    );
+    reader.quiet().await?;
+    reader.stop().await?;
+    for (id, flags) in server.mailbox(&inbox).await? {
+        if id == bad {
+            ensure!(
+                has(&flags, REFUSED) && !has(&flags, DONE) && !has(&flags, "Seen"),
+                "refused mail flagged {flags:?}"
+            );
+        } else {
+            ensure!(has(&flags, DONE) && !has(&flags, REFUSED), "{flags:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mail_that_keeps_failing_does_not_hold_up_the_mails_after_it() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("poison");
+    let poison = fresh("poison") + "@t";
+    server.send(&inbox, &poison).await?;
+    let after = [fresh("after1") + "@t", fresh("after2") + "@t"];
+    for id in &after {
+        server.send(&inbox, id).await?;
+    }
+
+    let refuse = poison.clone();
+    let policy: Policy = Arc::new(move |_, id| {
+        if id == refuse {
+            Err(HandlerError::Transient("always fails".into()))
+        } else {
+            Ok(())
+        }
+    });
+    let mut reader = Reader::start(server.config(&inbox, server.imap_port), policy);
+    let mut taken = HashSet::new();
+    let mut poison_tries = 0;
+    while taken.len() < 2 {
+        let h = reader.next().await?;
+        if h.taken {
+            taken.insert(h.message_id);
+        } else {
+            assert_eq!(h.message_id, poison);
+            poison_tries += 1;
+        }
+    }
+    assert_eq!(taken, after.iter().cloned().collect());
+    assert_eq!(
+        poison_tries, 1,
+        "the mails after it were taken right after its first failure"
+    );
+    // It keeps being tried, never flagged.
+    let again = reader.next().await?;
+    assert_eq!(
+        (again.message_id.as_str(), again.taken),
+        (poison.as_str(), false)
+    );
+    reader.stop().await?;
+    for (id, flags) in server.mailbox(&inbox).await? {
+        ensure!(
+            has(&flags, DONE) != (id == poison),
+            "{id} flagged {flags:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_loop_after_shutdown_hands_over_nothing_already_taken() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("restart");
+    for name in ["a", "b"] {
+        server.send(&inbox, &(fresh(name) + "@t")).await?;
+    }
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    reader.next().await?;
+    reader.next().await?;
+    reader.stop().await?;
+
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    reader.quiet().await?;
+    reader.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_mail_that_arrives_while_no_loop_runs_is_handed_over_by_the_next() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("resync");
+    let first = fresh("first") + "@t";
+    server.send(&inbox, &first).await?;
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    assert_eq!(reader.next().await?.message_id, first);
+    reader.stop().await?;
+
+    let meanwhile = fresh("meanwhile") + "@t";
+    server.send(&inbox, &meanwhile).await?;
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    assert_eq!(reader.next().await?.message_id, meanwhile);
+    reader.quiet().await?;
+    reader.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_mail_delivered_twice_is_handed_over_twice() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = address("twice");
+    let id = fresh("twice") + "@t";
+    server.send(&inbox, &id).await?;
+    server.send(&inbox, &id).await?;
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    let (a, b) = (reader.next().await?, reader.next().await?);
+    assert_eq!(
+        (a.message_id.as_str(), b.message_id.as_str()),
+        (id.as_str(), id.as_str())
+    );
+    assert_ne!(
+        a.uid, b.uid,
+        "two copies, two UIDs: deduplicating is the caller's job"
+    );
+    reader.quiet().await?;
+    reader.stop().await?;
+    Ok(())
+}
+
+/// A TCP relay to the IMAP server whose connections the test can cut, as a network would.
+struct Relay {
+    port: u16,
+    cut: watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (cut, cuts) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { port, cut })
+    }
+
+    /// Drops every connection open now; new ones are relayed again.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn after_a_dropped_connection_the_loop_reconnects_and_hands_over_what_came_meanwhile()
+-> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let relay = Relay::start(server.imap_port).await?;
+    let inbox = address("drop");
+    let first = fresh("first") + "@t";
+    server.send(&inbox, &first).await?;
+    let mut reader = Reader::taking_all(server.config(&inbox, relay.port));
+    assert_eq!(reader.next().await?.message_id, first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    relay.cut();
+    let meanwhile = fresh("meanwhile") + "@t";
+    server.send(&inbox, &meanwhile).await?;
+    let h = reader.next().await?;
+    assert_eq!(h.message_id, meanwhile, "the first mail came again: {h:?}");
+    reader.quiet().await?;
+    reader.stop().await?;
+    Ok(())
+}
