@@ -8,4 +8,6 @@
 //!   stripped.
 
 pub mod compose;
+pub mod config;
 pub mod inbound;
+pub mod smtp;
