@@ -10,16 +10,11 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{Context, ensure};
-use async_imap::{Session, types::Fetch};
-use futures_util::TryStreamExt;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    transport::smtp::authentication::Credentials,
-};
+use lettre::Message;
 use mail_parser::MessageParser;
 use switchboard_bridge::connector::email::imap::{
     HandlerError, ImapConfig, ImapError, ImapTls, RawMail, run_mailbox,
@@ -30,49 +25,15 @@ use tokio::{
     task::JoinHandle,
 };
 
-/// How long a mail may take to be handed over; slower than this is broken.
-const WAIT: Duration = Duration::from_secs(10);
+mod mailbox;
+use mailbox::{MailServer, WAIT, fetch_all, fresh, fresh_address};
+
 /// How long a test watches for a second, unwanted handover.
 const QUIET: Duration = Duration::from_secs(2);
 const DONE: &str = "$SwitchboardRecorded";
 const REFUSED: &str = "$SwitchboardRefused";
 
-struct MailServer {
-    smtp_port: u16,
-    imap_port: u16,
-    password: String,
-}
-
 impl MailServer {
-    /// As in tests/mail_server.rs: `None` outside scripts/test.sh (skipped, said so), a
-    /// failure inside it when the mail server's variables are missing.
-    fn from_env() -> Option<Self> {
-        let Ok(imap_port) = std::env::var("SWITCHBOARD_TEST_IMAP_PORT") else {
-            assert!(
-                std::env::var_os("SWITCHBOARD_TEST_DIR").is_none(),
-                "scripts/test.sh ran but SWITCHBOARD_TEST_IMAP_PORT is not set: it started no mail server"
-            );
-            eprintln!(
-                "skipped: SWITCHBOARD_TEST_IMAP_PORT is not set (scripts/test.sh starts the mail \
-                 server; or scripts/mail.sh start DIR, then export the variables in DIR/env)"
-            );
-            return None;
-        };
-        let var = |name: &str| {
-            std::env::var(name)
-                .unwrap_or_else(|_| panic!("{name} is not set (see scripts/mail.sh)"))
-        };
-        Some(Self {
-            smtp_port: var("SWITCHBOARD_TEST_SMTP_PORT")
-                .parse()
-                .expect("SWITCHBOARD_TEST_SMTP_PORT is a port"),
-            imap_port: imap_port
-                .parse()
-                .expect("SWITCHBOARD_TEST_IMAP_PORT is a port"),
-            password: var("SWITCHBOARD_TEST_MAIL_PASSWORD"),
-        })
-    }
-
     async fn send(&self, to: &str, message_id: &str) -> anyhow::Result<()> {
         let mail = Message::builder()
             .from("Responder <responder@example.test>".parse()?)
@@ -80,17 +41,7 @@ impl MailServer {
             .subject(format!("About {message_id}"))
             .message_id(Some(format!("<{message_id}>")))
             .body(format!("reply {message_id}\n"))?;
-        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(self.smtp_port)
-            .credentials(Credentials::new(
-                "responder@example.test".into(),
-                self.password.clone(),
-            ))
-            .timeout(Some(WAIT))
-            .build();
-        let reply = smtp.send(mail).await.context("SMTP send")?;
-        ensure!(reply.is_positive(), "SMTP refused the mail: {reply:?}");
-        Ok(())
+        self.send_as("responder@example.test", mail).await
     }
 
     fn config(&self, address: &str, port: u16) -> ImapConfig {
@@ -102,21 +53,11 @@ impl MailServer {
 
     /// Every mail in the mailbox: its Message-ID and its flags, as another client sees them.
     async fn mailbox(&self, address: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await?;
-        let mut client = async_imap::Client::new(tcp);
-        client.read_response().await?.context("no greeting")?;
-        let mut session: Session<TcpStream> = client
-            .login(address, &self.password)
-            .await
-            .map_err(|(e, _)| e)?;
+        let mut session = self.login(address).await?;
         let inbox = session.select("INBOX").await?;
         let mut mails = Vec::new();
         if inbox.exists > 0 {
-            let fetched: Vec<Fetch> = session
-                .fetch("1:*", "(FLAGS BODY.PEEK[])")
-                .await?
-                .try_collect()
-                .await?;
+            let fetched = fetch_all(&mut session, "1:*", "(FLAGS BODY.PEEK[])").await?;
             for f in &fetched {
                 let flags = f.flags().map(|f| format!("{f:?}")).collect();
                 mails.push((message_id(f.body().context("no body")?), flags));
@@ -132,19 +73,6 @@ fn message_id(raw: &[u8]) -> String {
         .parse(raw)
         .and_then(|m| m.message_id().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// An address, or a Message-ID's left part, no other test or earlier run uses.
-fn fresh(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}", std::process::id())
-}
-
-fn address(name: &str) -> String {
-    format!("{}@example.test", fresh(name))
 }
 
 fn has(flags: &[String], flag: &str) -> bool {
@@ -227,7 +155,7 @@ async fn mails_sent_before_the_loop_starts_are_each_handed_over_once_and_flagged
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("before");
+    let inbox = fresh_address("before");
     let ids = [fresh("one") + "@t", fresh("two") + "@t"];
     for id in &ids {
         server.send(&inbox, id).await?;
@@ -262,7 +190,7 @@ async fn a_mail_sent_while_the_loop_idles_is_handed_over_within_seconds() -> any
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("idle");
+    let inbox = fresh_address("idle");
     let mut config = server.config(&inbox, server.imap_port);
     // Far beyond the test's wait: only IDLE can wake the loop in time.
     config.idle_renewal = Duration::from_secs(120);
@@ -293,7 +221,7 @@ async fn a_mail_the_handler_fails_once_is_handed_over_again_and_flagged_only_onc
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("retry");
+    let inbox = fresh_address("retry");
     let id = fresh("flaky") + "@t";
     server.send(&inbox, &id).await?;
 
@@ -331,7 +259,7 @@ async fn the_mail_is_not_flagged_while_the_handler_is_still_taking_it() -> anyho
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("during");
+    let inbox = fresh_address("during");
     server.send(&inbox, &(fresh("m") + "@t")).await?;
 
     // The handler looks at the server from another connection before it answers.
@@ -381,7 +309,7 @@ async fn a_mail_refused_for_good_is_flagged_refused_and_does_not_hold_up_the_nex
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("refused");
+    let inbox = fresh_address("refused");
     let bad = fresh("bad") + "@t";
     let good = fresh("good") + "@t";
     server.send(&inbox, &bad).await?;
@@ -423,7 +351,7 @@ async fn a_mail_that_keeps_failing_does_not_hold_up_the_mails_after_it() -> anyh
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("poison");
+    let inbox = fresh_address("poison");
     let poison = fresh("poison") + "@t";
     server.send(&inbox, &poison).await?;
     let after = [fresh("after1") + "@t", fresh("after2") + "@t"];
@@ -477,7 +405,7 @@ async fn a_new_loop_after_shutdown_hands_over_nothing_already_taken() -> anyhow:
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("restart");
+    let inbox = fresh_address("restart");
     for name in ["a", "b"] {
         server.send(&inbox, &(fresh(name) + "@t")).await?;
     }
@@ -497,7 +425,7 @@ async fn a_mail_that_arrives_while_no_loop_runs_is_handed_over_by_the_next() -> 
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("resync");
+    let inbox = fresh_address("resync");
     let first = fresh("first") + "@t";
     server.send(&inbox, &first).await?;
     let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
@@ -518,7 +446,7 @@ async fn the_same_mail_delivered_twice_is_handed_over_twice() -> anyhow::Result<
     let Some(server) = MailServer::from_env() else {
         return Ok(());
     };
-    let inbox = address("twice");
+    let inbox = fresh_address("twice");
     let id = fresh("twice") + "@t";
     server.send(&inbox, &id).await?;
     server.send(&inbox, &id).await?;
@@ -579,7 +507,7 @@ async fn after_a_dropped_connection_the_loop_reconnects_and_hands_over_what_came
         return Ok(());
     };
     let relay = Relay::start(server.imap_port).await?;
-    let inbox = address("drop");
+    let inbox = fresh_address("drop");
     let first = fresh("first") + "@t";
     server.send(&inbox, &first).await?;
     let mut reader = Reader::taking_all(server.config(&inbox, relay.port));

@@ -4,12 +4,9 @@
 //! for byte as composed, threaded, with their reply and bounce addresses, and (when signed)
 //! their DKIM signature. A wrong password and a closed port fail the way the caller relies on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail, ensure};
-use async_imap::Session;
-use async_imap::types::Fetch;
-use futures_util::TryStreamExt;
 use mail_parser::MessageParser;
 use switchboard_bridge::connector::ConnectorError;
 use switchboard_bridge::connector::email::compose::{
@@ -18,7 +15,9 @@ use switchboard_bridge::connector::email::compose::{
 };
 use switchboard_bridge::connector::email::config::{Login, Secret, Security, SmtpSettings};
 use switchboard_bridge::connector::email::smtp::Sender;
-use tokio::net::TcpStream;
+
+mod mailbox;
+use mailbox::{MailServer, fetch_all, fresh_address};
 
 const DOMAIN: &str = "example.test";
 const FROM: &str = "support@example.test";
@@ -53,43 +52,7 @@ nYgbz2NOECCdRw6Gdfo9bqMk9VbdwhG/cp+kBstjxJHdBf3GwvvDWlFB2h2bH9vy
 ZVxSQICEiJrZ3P24TWkGMBW2TE4Qwrn/ija6WlVudf8bfbCH//HALQ==
 -----END RSA PRIVATE KEY-----";
 
-struct MailServer {
-    smtp_port: u16,
-    imap_port: u16,
-    password: String,
-}
-
 impl MailServer {
-    /// Where scripts/test.sh says the mail server is; `None` when run outside it (the test then
-    /// says it skipped). Inside scripts/test.sh (SWITCHBOARD_TEST_DIR set) a missing mail server
-    /// is a failure, so a broken setup cannot pass as skipped.
-    fn from_env() -> Option<Self> {
-        let Ok(smtp_port) = std::env::var("SWITCHBOARD_TEST_SMTP_PORT") else {
-            assert!(
-                std::env::var_os("SWITCHBOARD_TEST_DIR").is_none(),
-                "scripts/test.sh ran but SWITCHBOARD_TEST_SMTP_PORT is not set: it started no mail server"
-            );
-            eprintln!(
-                "skipped: SWITCHBOARD_TEST_SMTP_PORT is not set (scripts/test.sh starts the mail \
-                 server; or scripts/mail.sh start DIR, then export the variables in DIR/env)"
-            );
-            return None;
-        };
-        let var = |name: &str| {
-            std::env::var(name)
-                .unwrap_or_else(|_| panic!("{name} is not set (see scripts/mail.sh)"))
-        };
-        Some(Self {
-            smtp_port: smtp_port
-                .parse()
-                .expect("SWITCHBOARD_TEST_SMTP_PORT is a port"),
-            imap_port: var("SWITCHBOARD_TEST_IMAP_PORT")
-                .parse()
-                .expect("SWITCHBOARD_TEST_IMAP_PORT is a port"),
-            password: var("SWITCHBOARD_TEST_MAIL_PASSWORD"),
-        })
-    }
-
     /// SMTP settings as `[email.smtp]` would give them: AUTH as our own address, no TLS (the
     /// test server has none).
     fn smtp(&self, password: &str) -> SmtpSettings {
@@ -104,20 +67,6 @@ impl MailServer {
         }
     }
 
-    async fn login(&self, user: &str) -> anyhow::Result<Session<TcpStream>> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await?;
-        let mut client = async_imap::Client::new(tcp);
-        client
-            .read_response()
-            .await?
-            .context("IMAP server closed before its greeting")?;
-        client
-            .login(user, &self.password)
-            .await
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("IMAP login as {user}"))
-    }
-
     /// Every mail in `user`'s inbox, raw, oldest first.
     async fn inbox(&self, user: &str) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut session = self.login(user).await?;
@@ -126,26 +75,14 @@ impl MailServer {
             session.logout().await?;
             return Ok(Vec::new());
         }
-        let fetched: Vec<Fetch> = session
-            .fetch(format!("1:{}", inbox.exists), "BODY.PEEK[]")
-            .await?
-            .try_collect()
-            .await?;
+        let fetched =
+            fetch_all(&mut session, &format!("1:{}", inbox.exists), "BODY.PEEK[]").await?;
         session.logout().await?;
         fetched
             .iter()
             .map(|f| f.body().map(<[u8]>::to_vec).context("FETCH gave no BODY[]"))
             .collect()
     }
-}
-
-/// An address no other test (or earlier run on a kept server) uses.
-fn fresh_address(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}@{DOMAIN}", std::process::id())
 }
 
 fn composer(dkim: bool) -> Composer {

@@ -7,103 +7,19 @@
 //! Every address is a mailbox on that server and all share one password, so each test uses
 //! addresses of its own.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, bail, ensure};
 use async_imap::{
-    Session,
     extensions::idle::IdleResponse,
     imap_proto::{MailboxDatum, Response},
     types::{Fetch, Flag},
 };
 use futures_util::TryStreamExt;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    transport::smtp::authentication::Credentials,
-};
+use lettre::Message;
 use mail_parser::MessageParser;
-use tokio::net::TcpStream;
-
-/// How long a mail may take to show up; a server that is slower than this is broken.
-const WAIT: Duration = Duration::from_secs(10);
-
-struct MailServer {
-    smtp_port: u16,
-    imap_port: u16,
-    password: String,
-}
-
-impl MailServer {
-    /// Where scripts/test.sh says the mail server is; `None` when run outside it (the test then
-    /// says it skipped). Inside scripts/test.sh (SWITCHBOARD_TEST_DIR set) a missing mail server
-    /// is a failure, so a broken setup cannot pass as skipped.
-    fn from_env() -> Option<Self> {
-        let Ok(smtp_port) = std::env::var("SWITCHBOARD_TEST_SMTP_PORT") else {
-            assert!(
-                std::env::var_os("SWITCHBOARD_TEST_DIR").is_none(),
-                "scripts/test.sh ran but SWITCHBOARD_TEST_SMTP_PORT is not set: it started no mail server"
-            );
-            eprintln!(
-                "skipped: SWITCHBOARD_TEST_SMTP_PORT is not set (scripts/test.sh starts the mail \
-                 server; or scripts/mail.sh start DIR, then export the variables in DIR/env)"
-            );
-            return None;
-        };
-        let var = |name: &str| {
-            std::env::var(name)
-                .unwrap_or_else(|_| panic!("{name} is not set (see scripts/mail.sh)"))
-        };
-        let server = Self {
-            smtp_port: smtp_port
-                .parse()
-                .expect("SWITCHBOARD_TEST_SMTP_PORT is a port"),
-            imap_port: var("SWITCHBOARD_TEST_IMAP_PORT")
-                .parse()
-                .expect("SWITCHBOARD_TEST_IMAP_PORT is a port"),
-            password: var("SWITCHBOARD_TEST_MAIL_PASSWORD"),
-        };
-        eprintln!("mail server: {}", var("SWITCHBOARD_TEST_MAIL_SERVER"));
-        Some(server)
-    }
-
-    /// Sends over SMTP as the connector will: authenticated, no TLS (the test server has none).
-    async fn send(&self, mail: Message) -> anyhow::Result<()> {
-        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(self.smtp_port)
-            .credentials(Credentials::new(
-                "switchboard@example.test".into(),
-                self.password.clone(),
-            ))
-            .timeout(Some(WAIT))
-            .build();
-        let reply = smtp.send(mail).await.context("SMTP send")?;
-        ensure!(reply.is_positive(), "SMTP refused the mail: {reply:?}");
-        Ok(())
-    }
-
-    async fn login(&self, user: &str) -> anyhow::Result<Session<TcpStream>> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await?;
-        let mut client = async_imap::Client::new(tcp);
-        client
-            .read_response()
-            .await?
-            .context("IMAP server closed before its greeting")?;
-        client
-            .login(user, &self.password)
-            .await
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("IMAP login as {user}"))
-    }
-}
-
-/// An address no other test (or earlier run on a kept server) uses.
-fn fresh_address(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{nanos}@example.test", std::process::id())
-}
+mod mailbox;
+use mailbox::{MailServer, WAIT, fetch_all, fresh_address};
 
 fn mail(to: &str, message_id: &str, subject: &str, body: &str) -> anyhow::Result<Message> {
     Ok(Message::builder()
@@ -121,14 +37,6 @@ fn after_headers(raw: &[u8]) -> &[u8] {
         .map_or(&[][..], |i| &raw[i + 4..])
 }
 
-async fn fetch_all(
-    session: &mut Session<TcpStream>,
-    set: &str,
-    query: &str,
-) -> anyhow::Result<Vec<Fetch>> {
-    Ok(session.fetch(set, query).await?.try_collect().await?)
-}
-
 #[tokio::test]
 async fn idle_wakes_when_a_mail_arrives_and_the_fetched_mail_parses_intact() -> anyhow::Result<()> {
     let Some(server) = MailServer::from_env() else {
@@ -136,12 +44,10 @@ async fn idle_wakes_when_a_mail_arrives_and_the_fetched_mail_parses_intact() -> 
     };
     let alice = fresh_address("alice");
     server
-        .send(mail(
-            &alice,
-            "first@switchboard.test",
-            "First",
-            "the first mail",
-        )?)
+        .send_as(
+            "switchboard@example.test",
+            mail(&alice, "first@switchboard.test", "First", "the first mail")?,
+        )
         .await?;
 
     let mut session = server.login(&alice).await?;
@@ -165,7 +71,7 @@ async fn idle_wakes_when_a_mail_arrives_and_the_fetched_mail_parses_intact() -> 
     let sent_at = Instant::now();
     let (woke, sent) = {
         let (wait, _interrupt) = idle.wait_with_timeout(WAIT);
-        tokio::join!(wait, server.send(second))
+        tokio::join!(wait, server.send_as("switchboard@example.test", second))
     };
     sent?;
     match woke? {
@@ -225,12 +131,15 @@ async fn flags_and_keywords_persist_across_connections_and_move_keeps_them() -> 
     };
     let bob = fresh_address("bob");
     server
-        .send(mail(
-            &bob,
-            "flagged@switchboard.test",
-            "Flag me",
-            "a reply to relay",
-        )?)
+        .send_as(
+            "switchboard@example.test",
+            mail(
+                &bob,
+                "flagged@switchboard.test",
+                "Flag me",
+                "a reply to relay",
+            )?,
+        )
         .await?;
 
     let mut session = server.login(&bob).await?;
@@ -307,12 +216,10 @@ async fn the_same_mail_sent_twice_arrives_twice() -> anyhow::Result<()> {
     let carol = fresh_address("carol");
     for _ in 0..2 {
         server
-            .send(mail(
-                &carol,
-                "twice@switchboard.test",
-                "Twice",
-                "the same mail",
-            )?)
+            .send_as(
+                "switchboard@example.test",
+                mail(&carol, "twice@switchboard.test", "Twice", "the same mail")?,
+            )
             .await?;
     }
 
