@@ -24,33 +24,8 @@ const FROM: &str = "support@example.test";
 
 /// A 2048-bit RSA key made for tests only (`openssl genrsa -traditional 2048`; the same as the
 /// composer's DKIM tests).
-const RSA_PRIVATE: &str = "-----BEGIN RSA PRIVATE KEY-----
-MIIEpAIBAAKCAQEAq0d1fe9tteE+O+0KvMkOLW35LJFkSwNYHOEoYKkWgFxB0zm9
-s9CEvDR/S+sG5wGTCVw185UYqjrJxBBGU17TRqur0mIVQAUBuLqa/z6/oKZ5S7OW
-eEw/DWVqRPB0ZakiTFSHyJLmrtNRbQBky0Y5dw87bRKbg22tsS4alIDpG2WcrxIT
-Ftm4Jl7iImzmI05neGzOw488UsHDY0FANf6rn6qBvYMIqb5j7b592Du53BpwqkE4
-lZz//RTSUo8sOVvDafxp4QYBpq0t3ku0AXVcIYMUx/4EySy+TnWXQUhLPM7qLPTx
-Hz2jRQqxXiJf6mEtlq69FyDHkGPadAGsnoOWowIDAQABAoIBAAcgm5/dy+5yzOYD
-KLG6Gh1uLfLFVWuWXDR4yCHcQhlIUt2T0bQ/BpmrA5W+ANUHEz54owQbsww5EwwA
-yLRlG0dIaIeCLl6Hds61m909mA162qGkUQF43BzWGLR9XxKbQFf1zTVdq5IggrXA
-UPFxNCijWSE3p4IHboq+H5FeGz/ZCoOUhblJCU5BCvOB8eeX7c/WKfnCRroOi2Ms
-/IwV/515fQoe5UJRezYut5Y33ekWts2qiUlkrq51atadAVRywByLsc1CRV+ivphS
-AY5fmeM1mficDy4s8xytIlCywtiM8Ar47HL9cvOWoj2LBxjjiSd7K+CTHd/Dvl+h
-kb/tj/kCgYEA8g4C5KfxBt3XPUrBpuBKkNoc/ijP2KgzXngc8MnN1G9FumMqyxRv
-8tK9jhnNhwxJ+z1Y9hqDGQx5YS5g3GNplDVviHo5TKMLYW4pB7M5VSPB1JRfEchl
-YeJTkW7LVhf5BogbkTD0rMZdmwN/GaayhW/d3Xsov/WeXZFU63oSmJkCgYEAtSWZ
-zJ9uXvaMYXhadtxWI+VLr8HSKiuyQgZoSGAjyhS9OAizAkC06gK+r4rqaHp9eMji
-SaclGNGW5IVN75N6cnuE0msAVsbzDY/yr4YunFNNlequSRNiWF/IEIIEuKF//Tdm
-RAs05VAjxWfVK0TT11HjMQTGkJqSmN7c38qQApsCgYEAnCsUDMiZxk9crkvME0mE
-cl529DgKmYMz2VBvg57/8H52I2IV2v5tl+IFsGfPZcE0/ia/fdDvIjsdGOkeTzLI
-jHnJYulQjLRpBExZpoEojVjLlsa/a666UmP+fMdZ40sGPQOVnaBTTCGThQ7FcxxM
-87CQGXR7fxYOPdolSuPwmYkCgYAN9g7reWItSX06SedW/9ZXv+Vcb2i+PU3ozsuc
-wGQhwAVxWyJIyynmWz3NE7zLPp2LAJiIKqyuRAEILcn66/fk+OYcvYhyJ7U112FR
-69qNy9HP+x1hnm/W9dLaitrITBIsNufX2LFD9zA6l60TP6PAFZyX+5E+NduUkqCd
-UuRUfwKBgQCvSvq0bihk8umwb4zlPjoP/eduoLLDCt1lkHxeGKK3HgfJ2lgACEW7
-nYgbz2NOECCdRw6Gdfo9bqMk9VbdwhG/cp+kBstjxJHdBf3GwvvDWlFB2h2bH9vy
-ZVxSQICEiJrZ3P24TWkGMBW2TE4Qwrn/ija6WlVudf8bfbCH//HALQ==
------END RSA PRIVATE KEY-----";
+const RSA_PRIVATE: &str =
+    include_str!("../bridge/src/connector/email/compose/testdata/dkim-test-rsa.pem");
 
 impl MailServer {
     /// SMTP settings as `[email.smtp]` would give them: AUTH as our own address, no TLS (the
