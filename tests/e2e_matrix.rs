@@ -75,8 +75,9 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         (201, Some(room.as_str()))
     );
 
+    let mut sent = Vec::new();
     for text in ["hello 1", "hello 2", "hello 3"] {
-        visitor.send(text).await?;
+        sent.push(visitor.send(text).await?);
     }
     // The responder is offered the conversation in a relay room of their own, never the
     // visitor's room: the invite carries the topic and the visitor's alias.
@@ -100,6 +101,20 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         .filter(|b| b.starts_with(&alias))
         .collect();
     assert_eq!(relayed, [h2.clone(), h3.clone()], "visitor→responder order");
+    // The visitor corrects a message: the responder's client gets it replaced in place
+    // (`m.replace`, whose fallback body starts "* "), not a second message.
+    visitor.edit(&sent[2], "hello 3, corrected").await?;
+    let corrected = format!("* {alias}: hello 3, corrected");
+    responder
+        .wait_for_messages(&relay, &bot, &[&corrected])
+        .await?;
+    assert!(
+        !responder
+            .bodies(&relay, &bot)
+            .iter()
+            .any(|b| b.contains("(edited)")),
+        "an edit must replace the message, not follow it"
+    );
 
     // --- responder → visitor, live, in order -----------------------------------------------------
     for text in ["reply 1", "reply 2"] {
@@ -292,6 +307,7 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         Ok(m.iter().any(|m| m.body == "after restart").then_some(m))
     })
     .await?;
+    // The transcript holds what the visitor said last: their correction replaced the text.
     let visitor_said: Vec<&str> = transcript
         .iter()
         .filter(|m| m.sender_role == SenderRole::Visitor)
@@ -302,7 +318,7 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
         [
             "hello 1",
             "hello 2",
-            "hello 3",
+            "hello 3, corrected",
             "while down 1",
             "while down 2",
             "while down 3"
@@ -350,6 +366,7 @@ async fn visitor_and_matrix_responder_talk_through_a_conversation_room() -> anyh
             "hello 1",
             "hello 2",
             "hello 3",
+            "* hello 3, corrected", // the edit event, as /sync gives it
             "reply 1",
             "reply 2",
             "while down 1",

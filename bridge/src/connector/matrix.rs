@@ -15,10 +15,11 @@ use async_trait::async_trait;
 use switchboard_appservice::{
     ClientError, HomeserverClient,
     ruma::{
-        OwnedRoomId, OwnedUserId,
+        OwnedEventId, OwnedRoomId, OwnedUserId,
         api::client::room::{Visibility, create_room},
         events::room::message::{
-            FileMessageEventContent, ImageMessageEventContent, MessageType, RoomMessageEventContent,
+            FileMessageEventContent, ImageMessageEventContent, MessageType, ReplacementMetadata,
+            RoomMessageEventContent,
         },
     },
 };
@@ -128,6 +129,12 @@ impl MatrixConnector {
         Ok(event.to_string())
     }
 
+    fn event(message_id: &str) -> Result<OwnedEventId, ConnectorError> {
+        OwnedEventId::try_from(message_id).map_err(|e| {
+            ConnectorError::Permanent(format!("bad relayed event ID {message_id:?}: {e}"))
+        })
+    }
+
     fn relay_room(delivery: &Delivery) -> Result<OwnedRoomId, ConnectorError> {
         let handle = delivery.thread.as_deref().ok_or_else(|| {
             ConnectorError::Permanent("no relay room for this conversation".into())
@@ -186,6 +193,7 @@ impl Connector for MatrixConnector {
                 max_bytes: 50 * 1024 * 1024,
             }),
             edits: true,
+            revises_deliveries: true,
             typing_renewal: Some(TYPING_RENEWAL),
             unreachable_hands_over: false,
             ..Capabilities::unpaced(COMMAND_PREFIX)
@@ -353,6 +361,50 @@ impl Connector for MatrixConnector {
             n => format!("relay-{}-{n}", delivery.event_id),
         };
         self.post_to_relay_room(&room, &txn, &content).await
+    }
+
+    /// An `m.replace` of the bot's event in the relay room, so the responder's client shows
+    /// the visitor's message corrected in place.
+    async fn edit_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        part: &str,
+        _address: &str,
+    ) -> Result<(), ConnectorError> {
+        let room = Self::relay_room(delivery)?;
+        let original = Self::event(message_id)?;
+        let content: RoomMessageEventContent = serde_json::from_str(part)
+            .map_err(|e| ConnectorError::Permanent(format!("unreadable rendered message: {e}")))?;
+        let content = content.make_replacement(ReplacementMetadata::new(original, None));
+        // One edit of one event is one transaction: a retry is answered with the first.
+        let txn = format!("relay-{}-edits-{message_id}", delivery.event_id);
+        self.post_to_relay_room(&room, &txn, &content)
+            .await
+            .map(drop)
+    }
+
+    /// A redaction by the bot of its event in the relay room.
+    async fn delete_delivered(
+        &self,
+        delivery: &Delivery,
+        message_id: &str,
+        _address: &str,
+    ) -> Result<(), ConnectorError> {
+        let room = Self::relay_room(delivery)?;
+        let event = Self::event(message_id)?;
+        let txn = format!("relay-{}-deletes-{message_id}", delivery.event_id);
+        self.once
+            .redact(
+                &room,
+                self.once.bot(),
+                &event,
+                &txn,
+                Some("deleted by the visitor"),
+            )
+            .await
+            .map(drop)
+            .map_err(connector_error)
     }
 
     async fn deliver_file(
