@@ -839,23 +839,9 @@ async fn a_responder_links_with_a_code_and_uses_slash_commands() -> anyhow::Resu
         Ok((!dc.commands().is_empty()).then_some(()))
     })
     .await?;
-    let out = std::process::Command::new(&env.bin)
-        .args([
-            "link-code",
-            "--platform",
-            "discord",
-            "--responder",
-            "kai",
-            "--config",
-        ])
-        .arg(&sb.config)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = String::from_utf8(out.stdout)?.trim().to_owned();
+    let code = sb
+        .link_code(&env, "discord", "kai")?
+        .map_err(anyhow::Error::msg)?;
 
     let dm = dc.user_opens_dm(&kai);
     let slash =

@@ -504,37 +504,12 @@ async fn webhook_mode_and_responders_who_link_themselves() -> anyhow::Result<()>
     assert!(String::from_utf8_lossy(&set.body).contains(SECRET));
 
     // --- a responder links their Telegram account with a one-time code --------------------------
-    let out = std::process::Command::new(&env.bin)
-        .args([
-            "link-code",
-            "--platform",
-            "telegram",
-            "--responder",
-            "sam",
-            "--config",
-        ])
-        .arg(&sb.config)
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = String::from_utf8(out.stdout)?.trim().to_owned();
+    let code = sb
+        .link_code(&env, "telegram", "sam")?
+        .map_err(anyhow::Error::msg)?;
     assert_eq!(code.len(), 10, "{code}");
-    let unknown = std::process::Command::new(&env.bin)
-        .args([
-            "link-code",
-            "--platform",
-            "telegram",
-            "--responder",
-            "nobody",
-            "--config",
-        ])
-        .arg(&sb.config)
-        .output()?;
     assert!(
-        !unknown.status.success(),
+        sb.link_code(&env, "telegram", "nobody")?.is_err(),
         "a code for an unknown responder was issued"
     );
 

@@ -244,6 +244,32 @@ impl Switchboard {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Runs `switchboard link-code --platform P --responder R` on this instance's config, as
+    /// an operator would: the code it printed, or the command's error output.
+    pub fn link_code(
+        &self,
+        env: &TestEnv,
+        platform: &str,
+        responder: &str,
+    ) -> anyhow::Result<Result<String, String>> {
+        let out = std::process::Command::new(&env.bin)
+            .args([
+                "link-code",
+                "--platform",
+                platform,
+                "--responder",
+                responder,
+            ])
+            .arg("--config")
+            .arg(&self.config)
+            .output()?;
+        Ok(if out.status.success() {
+            Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

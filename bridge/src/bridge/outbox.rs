@@ -584,7 +584,10 @@ impl Bridge {
             .media_links
             .as_ref()?
             .link(&media.mxc, &media.filename, expires)?;
+        // Caption and name are cut so the whole text fits one message on any platform
+        // (Discord's 2000 characters being the least): one part, with the link at its end.
         let caption = crate::format::truncate_chars(&delivery.body, 1000);
+        let filename = crate::format::truncate_chars(&media.filename, 100);
         let mut body = if caption.trim() == media.filename.trim() {
             String::new()
         } else {
@@ -594,8 +597,7 @@ impl Bridge {
             .map(|s| format!(" ({})", human_size(s)))
             .unwrap_or_default();
         body.push_str(&format!(
-            "{}{size} is too large to attach on {}; download it here (the link works for {} days): {url}",
-            media.filename,
+            "{filename}{size} is too large to attach on {}; download it here (the link works for {} days): {url}",
             connector.platform().display_name(),
             LINK_LIFETIME.as_secs() / 86_400,
         ));
@@ -605,8 +607,7 @@ impl Bridge {
             media: None,
             ..delivery.clone()
         };
-        // Within one part: the caption is cut to 1000 characters, the rest is short.
-        let part = connector.render(&text).concat();
+        let part = connector.render(&text).swap_remove(0);
         Some(
             connector
                 .deliver(&text, index, &part, address)

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use serenity::model::{
     application::{CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction},
@@ -66,7 +67,7 @@ impl Dispatcher for Events<'_> {
                 }
             }
             "THREAD_CREATE" | "THREAD_UPDATE" => self.learn_thread(&data).await,
-            "MESSAGE_CREATE" => match serde_json::from_value::<Message>(data.clone()) {
+            "MESSAGE_CREATE" => match Message::deserialize(&data) {
                 Ok(m) => {
                     let in_guild = m.guild_id.is_some();
                     if let Some(place) = self.place(m.channel_id.get(), in_guild).await {
