@@ -14,6 +14,9 @@
 # Users: every address is a mailbox, created on first delivery or login. The IMAP login is the
 # full address (lowercased); every mailbox has the one password of the run. Tests share the
 # server, so each should use addresses of its own (e.g. alice-<test>@example.test).
+# Catch-all: every address at a domain ending in .catchall.test is delivered to inbox@ that
+# domain, as an operator's catch-all alias would (Switchboard reads its reply+TOKEN@ and
+# bounce+ID@ mail from one mailbox).
 #
 # DIR/env (KEY=VALUE lines, shell-quoted; `set -a; . DIR/env; set +a`):
 #   SWITCHBOARD_TEST_SMTP_PORT      SMTP on 127.0.0.1: any sender, any recipient; AUTH PLAIN and
@@ -180,11 +183,25 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=ok)
 
 
+CATCH_ALL = ".catchall.test"
+
+
+def mailbox_of(rcpt):
+    """Where a recipient's mail goes: its own mailbox, except that every address at a domain
+    ending in .catchall.test goes to inbox@ that domain, as an operator's catch-all alias
+    would (Switchboard reads reply+TOKEN@ and bounce+ID@ mail from one mailbox)."""
+    local, _, domain = rcpt.rpartition("@")
+    if domain.lower().endswith(CATCH_ALL):
+        return "inbox@" + domain.lower()
+    return rcpt
+
+
 class Relay:
     async def handle_DATA(self, server, session, envelope):
         def deliver():
             with smtplib.LMTP(lmtp_path) as lmtp:
-                return lmtp.sendmail(envelope.mail_from, envelope.rcpt_tos,
+                return lmtp.sendmail(envelope.mail_from,
+                                     [mailbox_of(r) for r in envelope.rcpt_tos],
                                      envelope.original_content)
         try:
             refused = await asyncio.to_thread(deliver)

@@ -256,6 +256,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         client: client.clone(),
         health: health.clone(),
         room_writes: Arc::new(room_posts.clone()),
+        state: Arc::new(store.clone()),
+        public_url: config.visitors.public_url.clone(),
     };
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     for spec in registry::PLATFORMS {

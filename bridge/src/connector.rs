@@ -141,6 +141,13 @@ pub struct Capabilities {
     /// makes through a connector is cut off at this (see `timed.rs`), so a platform that
     /// hangs holds up only the lane that called it, for at most this long.
     pub call_timeout: Duration,
+    /// How long a visitor message waits for the next ones before it goes out, so several
+    /// lines written in a row become one platform message (email: one mail, not ten).
+    /// Where it is above zero the bridge sends text messages through
+    /// [`Connector::deliver_batch`], each run of one conversation's messages queued within
+    /// the window together; files and changes still go one by one. `Duration::ZERO`: every
+    /// message at once, on its own.
+    pub batch_window: Duration,
 }
 
 impl Capabilities {
@@ -163,6 +170,7 @@ impl Capabilities {
             max_messages_per_second: None,
             unreachable_hands_over: true,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            batch_window: Duration::ZERO,
         }
     }
 }
@@ -320,6 +328,17 @@ pub enum RemoteEvent {
     Unreadable {
         address: String,
     },
+    /// The platform reported that what was sent to `address` never arrived and never will
+    /// (email: a bounce). The conversation `thread` names (its handle, as for
+    /// [`RemoteEvent::Message::thread`]) goes to someone else; an offer still open there
+    /// counts as declined.
+    Unreachable {
+        address: String,
+        thread: Option<String>,
+        /// Why, for the log and the hand-over note (no visitor detail: it is the platform's
+        /// own report about the responder's address).
+        reason: String,
+    },
 }
 
 /// The side of a platform that reads its responders' events from the homeserver's
@@ -348,6 +367,10 @@ pub struct HandleOffer {
     pub offer_id: i64,
     /// The address the offer went to: only that responder's events there count.
     pub address: String,
+    /// Whether it still waits for an answer (neither accepted, declined, taken nor
+    /// withdrawn): a platform where answering an offer and writing in its conversation look
+    /// the same (email: a reply to the offer accepts it) accepts only an open one.
+    pub open: bool,
 }
 
 /// What a [`HomeserverEvents`] reader may ask the bridge. Read-only lookups in the store.
@@ -431,6 +454,28 @@ pub trait RemoteSink: Send + Sync + 'static {
     /// `lasts`, or until they post. Ephemeral and best effort: nothing is recorded, and it
     /// returns at once (the homeserver is told in the background).
     fn typing(&self, platform: Platform, address: &str, thread: Option<&str>, lasts: Duration);
+
+    /// Read-only lookups of offers by their handle and of who is a responder, for a
+    /// connector that must know which offer a platform event answers before it records it
+    /// (email: the reply token in a mail's address is an offer's handle).
+    fn rooms(&self) -> &dyn RoomDirectory;
+}
+
+/// A small durable key-value store each connector may keep its own platform state in (email:
+/// the Message-IDs of each conversation's thread, single-use link tokens), so a platform's
+/// needs never add tables or columns outside its module. Keys are the connector's own,
+/// namespaced by platform. Values are short texts (JSON, base64): not for bulk data.
+#[async_trait]
+pub trait ConnectorState: Send + Sync {
+    /// The value under `key`, if there is one.
+    async fn get(&self, platform: Platform, key: &str) -> Result<Option<String>, ConnectorError>;
+
+    /// Sets `key` to `value`, replacing what was there; durable when it returns.
+    async fn put(&self, platform: Platform, key: &str, value: &str) -> Result<(), ConnectorError>;
+
+    /// Removes `key` and returns what it held, atomically: of two concurrent takes of one
+    /// key, exactly one gets the value (a single-use token is used once).
+    async fn take(&self, platform: Platform, key: &str) -> Result<Option<String>, ConnectorError>;
 }
 
 /// A conversation held on a platform: the responder's address and the conversation's handle
@@ -568,6 +613,21 @@ pub trait Connector: Send + Sync + 'static {
         part: &str,
         address: &str,
     ) -> Result<String, ConnectorError>;
+
+    /// Sends several text messages of one conversation (same room and thread, in order,
+    /// none a file or a change) to `address` as one platform message. Called instead of
+    /// [`Connector::deliver`] where `batch_window` is declared; same contract otherwise, and
+    /// the returned message ID is mapped to every delivery's event.
+    async fn deliver_batch(
+        &self,
+        _deliveries: &[Delivery],
+        _address: &str,
+    ) -> Result<String, ConnectorError> {
+        Err(ConnectorError::Permanent(format!(
+            "{} does not send messages together",
+            self.platform().as_str()
+        )))
+    }
 
     /// Relays a visitor's file or image, with `caption` (its one rendered part). Same
     /// contract as [`Connector::deliver`]. Connectors that cannot carry files keep the

@@ -16,6 +16,7 @@ use crate::{
     conversation::{Conversation, ConversationState, Message, SenderRole},
 };
 
+mod connector_state;
 mod dead_letters;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 mod queues;

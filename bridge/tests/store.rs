@@ -719,6 +719,47 @@ async fn provisional_transcript_entries_become_their_event(store: &Store) -> any
     Ok(())
 }
 
+async fn connector_state_is_kept_per_platform_and_taken_once(store: &Store) -> anyhow::Result<()> {
+    assert_eq!(store.connector_state("email", "thread:t1").await?, None);
+    store
+        .put_connector_state("email", "thread:t1", "{\"ids\":[]}")
+        .await?;
+    store
+        .put_connector_state("email", "thread:t1", "{\"ids\":[\"<a@x>\"]}")
+        .await?;
+    store
+        .put_connector_state("discord", "thread:t1", "other")
+        .await?;
+    assert_eq!(
+        store
+            .connector_state("email", "thread:t1")
+            .await?
+            .as_deref(),
+        Some("{\"ids\":[\"<a@x>\"]}"),
+        "a put replaces"
+    );
+    assert_eq!(
+        store
+            .connector_state("discord", "thread:t1")
+            .await?
+            .as_deref(),
+        Some("other"),
+        "keys are per platform"
+    );
+    // Taken once: of two concurrent takes, one gets the value.
+    store
+        .put_connector_state("email", "link:l1", "offer 7")
+        .await?;
+    let (a, b) = tokio::join!(
+        store.take_connector_state("email", "link:l1"),
+        store.take_connector_state("email", "link:l1")
+    );
+    let got: Vec<_> = [a?, b?].into_iter().flatten().collect();
+    assert_eq!(got, ["offer 7"]);
+    assert_eq!(store.connector_state("email", "link:l1").await?, None);
+    Ok(())
+}
+
 async fn changed_messages_are_found_and_kept_in_step(store: &Store) -> anyhow::Result<()> {
     let room = "!revised:x";
     // A message sent in three parts (IDs out of text order: "9" < "10" as numbers), another
@@ -1225,6 +1266,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
     changed_messages_are_found_and_kept_in_step(&store).await?;
+    connector_state_is_kept_per_platform_and_taken_once(&store).await?;
     link_codes_work_once_and_move_a_responder(&store).await?;
     remote_events_are_recorded_once_per_platform_key(&store).await?;
     exactly_one_claim_wins_and_offers_move_once(&store).await?;

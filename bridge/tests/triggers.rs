@@ -320,6 +320,20 @@ impl Connector for RecordingConnector {
         Ok(format!("message-{id}"))
     }
 
+    async fn deliver_batch(
+        &self,
+        deliveries: &[Delivery],
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let bodies: Vec<&str> = deliveries.iter().map(|d| d.body.as_str()).collect();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("batch {address}: {}", bodies.join(" / ")));
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        Ok(format!("message-{id}"))
+    }
+
     async fn deliver_file(
         &self,
         _delivery: &Delivery,
@@ -885,6 +899,109 @@ async fn an_unreachable_platform_hands_over() -> anyhow::Result<()> {
     w.drain_outbox().await?;
     w.handed_to_ben_because("their platform could not be reached")
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn lines_written_within_the_batch_window_go_out_as_one_message() -> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.tg.declare(Capabilities {
+        batch_window: Duration::from_secs(5),
+        ..RecordingConnector::STANDARD
+    });
+    w.ann_holds_it().await?;
+    let sent = |w: &World| -> Vec<String> {
+        w.tg.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("deliver ") || c.starts_with("batch "))
+            .collect()
+    };
+    let before = sent(&w);
+    for (id, text) in [("$v2", "one"), ("$v3", "two"), ("$v4", "three")] {
+        w.room_event(VISITOR, id, text).await?;
+        w.clock.advance(Duration::from_secs(1));
+    }
+    // Not before the window of the first has passed.
+    assert!(w.bridge.drain_outbox().await?.is_some());
+    assert_eq!(sent(&w), before, "nothing goes out within the window");
+    w.clock.advance(Duration::from_secs(3));
+    w.bridge.drain_outbox().await?;
+    let after: Vec<String> = sent(&w).into_iter().skip(before.len()).collect();
+    assert_eq!(after, ["batch 1: one / two / three"]);
+    assert!(w.store().pending_outbox(10).await?.is_empty());
+    // Each line's event is done; a reply to the message finds the conversation.
+    let id = format!("message-{}", w.tg.next_id.load(Ordering::SeqCst) - 1);
+    assert_eq!(
+        w.store()
+            .room_of_remote_message("telegram", "1", &id)
+            .await?
+            .as_deref(),
+        Some(ROOM)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bounce_of_a_held_conversation_hands_it_over_and_of_an_offer_declines_it()
+-> anyhow::Result<()> {
+    let w = world(NO_LIMITS).await?;
+    w.ann_holds_it().await?;
+    let handle = w
+        .store()
+        .offers_for_room(ROOM)
+        .await?
+        .into_iter()
+        .find(|o| o.address == "1")
+        .and_then(|o| o.remote_message_id)
+        .expect("Ann's offer has a handle");
+    // About a conversation that is not Ann's to lose: nothing happens, nobody is told.
+    w.remote(
+        "bounce-0",
+        RemoteEvent::Unreachable {
+            address: "2".into(),
+            thread: Some(handle.clone()),
+            reason: "the mail bounced (5.1.1)".into(),
+        },
+    )
+    .await?;
+    assert_eq!(w.state().await?, ConversationState::Active);
+    w.remote(
+        "bounce-1",
+        RemoteEvent::Unreachable {
+            address: "1".into(),
+            thread: Some(handle),
+            reason: "the mail bounced (5.1.1)".into(),
+        },
+    )
+    .await?;
+    w.handed_to_ben_because("their address could not be reached")
+        .await?;
+    // Ben's offer bounces too: it counts as declined, and nobody else answers support.
+    let to_ben = w
+        .store()
+        .offers_for_room(ROOM)
+        .await?
+        .into_iter()
+        .find(|o| o.address == "2")
+        .expect("Ben's offer");
+    w.remote(
+        "bounce-2",
+        RemoteEvent::Unreachable {
+            address: "2".into(),
+            thread: to_ben.remote_message_id.clone(),
+            reason: "the mail bounced (5.1.1)".into(),
+        },
+    )
+    .await?;
+    let state = w
+        .store()
+        .offers_for_room(ROOM)
+        .await?
+        .into_iter()
+        .find(|o| o.id == to_ben.id)
+        .expect("Ben's offer")
+        .state;
+    assert_eq!(state, "declined");
     Ok(())
 }
 

@@ -20,6 +20,9 @@ use crate::{
     store::{AssignmentRow, DeadLetterSource, OutboxRow, StoreError},
 };
 
+/// The most visitor messages one batched platform message carries (email: one mail).
+const MAX_BATCH: usize = 50;
+
 impl Bridge {
     /// Queues a visitor message for every responder holding the conversation remotely.
     pub(super) async fn relay_to_responders(
@@ -256,12 +259,36 @@ impl Bridge {
             if rows.is_empty() {
                 return Ok(None);
             }
-            for (row, due_at) in rows {
+            // Where the platform sends messages together, a new message waits the window
+            // out for the ones written after it.
+            let window = self
+                .remote(platform_name)
+                .map_or(0, |(_, c)| c.capabilities().batch_window.as_millis() as i64);
+            let mut next = 0;
+            while next < rows.len() {
+                let (row, due_at) = &rows[next];
+                let due_at = if row.attempts == 0 {
+                    due_at + window
+                } else {
+                    *due_at
+                };
                 if due_at > self.now_ms() {
                     return Ok(Some(due_at));
                 }
                 let span = tracing::info_span!("conversation", room_id = %row.room_id, event_id = %row.event_id);
-                match self.deliver_row(&row).instrument(span.clone()).await? {
+                let batch = if window > 0 {
+                    self.batch_at(&rows[next..])
+                } else {
+                    Vec::new()
+                };
+                let outcome = if batch.is_empty() {
+                    next += 1;
+                    self.deliver_row(row).instrument(span.clone()).await?
+                } else {
+                    next += batch.len();
+                    self.deliver_batch(&batch).instrument(span.clone()).await?
+                };
+                match outcome {
                     RowOutcome::Delivered => {}
                     RowOutcome::Later(at) => return Ok(Some(at)),
                     RowOutcome::Unreachable => {
@@ -281,6 +308,60 @@ impl Bridge {
             if all {
                 return Ok(None);
             }
+        }
+    }
+
+    /// The run of rows at the head of `rows` that go out together as one message: text
+    /// messages of one conversation (one room, one thread), none begun, none a file or a
+    /// change. Empty when the first row is not one of them.
+    fn batch_at(&self, rows: &[(OutboxRow, i64)]) -> Vec<(OutboxRow, Delivery)> {
+        let mut batch: Vec<(OutboxRow, Delivery)> = Vec::new();
+        for (row, _) in rows {
+            let Ok(delivery) = serde_json::from_str::<Delivery>(&row.payload_json) else {
+                break;
+            };
+            let plain = row.parts_sent == 0
+                && row.parts.is_none()
+                && delivery.media.is_none()
+                && delivery.revises.is_none();
+            let same = batch.first().is_none_or(|(first, d)| {
+                first.room_id == row.room_id && d.thread == delivery.thread
+            });
+            if !plain || !same || batch.len() >= MAX_BATCH {
+                break;
+            }
+            batch.push((row.clone(), delivery));
+        }
+        batch
+    }
+
+    /// Sends a run of text messages as one platform message (`Connector::deliver_batch`).
+    /// All of it is recorded as sent once the platform accepts it; a failure retries the
+    /// run from its first row, with whatever was queued after it by then.
+    async fn deliver_batch(
+        &self,
+        batch: &[(OutboxRow, Delivery)],
+    ) -> Result<RowOutcome, StoreError> {
+        let head = &batch[0].0;
+        let Some((platform, connector)) = self.remote(&head.platform) else {
+            return Ok(RowOutcome::Later(self.now_ms() + 1000));
+        };
+        let caps = connector.capabilities();
+        if let Err(at) = self.paced_slot(platform, &head.address, &caps).await {
+            return Ok(RowOutcome::Later(at));
+        }
+        let deliveries: Vec<Delivery> = batch.iter().map(|(_, d)| d.clone()).collect();
+        match connector.deliver_batch(&deliveries, &head.address).await {
+            Ok(message_id) => {
+                for (row, _) in batch {
+                    self.store
+                        .outbox_part_sent_done(row, 0, &message_id, true)
+                        .await?;
+                }
+                tracing::debug!(platform = %head.platform, messages = batch.len(), "delivered to responder as one message");
+                Ok(RowOutcome::Delivered)
+            }
+            Err(e) => self.row_failed(head, platform, &caps, e, 0, true).await,
         }
     }
 

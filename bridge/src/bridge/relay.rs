@@ -263,6 +263,14 @@ impl Bridge {
                 self.delete_from_remote(platform, &address, &message_id)
                     .await
             }
+            RemoteEvent::Unreachable {
+                address,
+                thread,
+                reason,
+            } => {
+                self.unreachable(platform, &address, thread.as_deref(), &reason)
+                    .await
+            }
             RemoteEvent::Unreadable { address } => {
                 self.notify(
                     platform,
@@ -338,6 +346,52 @@ impl Bridge {
                 Ok(())
             }
         }
+    }
+
+    /// The platform reported that what went to `address` about the conversation `thread`
+    /// names cannot arrive (a bounce): an offer still open there is declined, a conversation
+    /// they hold goes to someone else. Only those: anything else is ignored without a word,
+    /// since a notice to an address that bounces would only bounce again.
+    async fn unreachable(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let Some(thread) = thread else {
+            tracing::warn!(platform, reason, "a responder's address is unreachable");
+            return Ok(());
+        };
+        let Some(offer) = self
+            .store
+            .offer_by_handle(platform, thread)
+            .await?
+            .filter(|o| o.address == address)
+        else {
+            return Ok(());
+        };
+        let _room = self.room_locks.lock(&offer.room_id).await;
+        let span = tracing::info_span!("conversation", room_id = %offer.room_id);
+        if offer.state == "open" {
+            tracing::warn!(parent: &span, platform, reason, "the offer could not reach the responder; declined");
+            return self.decline(&offer).await;
+        }
+        if self
+            .assignment_of(&offer.room_id, platform, address)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        tracing::warn!(parent: &span, platform, reason, "the responder cannot be reached; handing over");
+        self.hand_over_because(
+            &offer.room_id,
+            platform,
+            address,
+            "their address could not be reached",
+        )
+        .await
     }
 
     /// How commands start on `platform` (`/` on Telegram), as its connector declares.

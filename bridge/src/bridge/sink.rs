@@ -155,6 +155,10 @@ impl RemoteSink for Bridge {
             .await
             .map_err(|e| ConnectorError::Transient(e.to_string()))
     }
+
+    fn rooms(&self) -> &dyn RoomDirectory {
+        self
+    }
 }
 
 #[async_trait]
@@ -169,6 +173,7 @@ impl RoomDirectory for Bridge {
             .offer_by_handle(platform.as_str(), handle)
             .await?
             .map(|o| HandleOffer {
+                open: o.state == "open",
                 offer_id: o.id,
                 address: o.address,
             }))

@@ -601,7 +601,8 @@ impl RemoteEvent {
             | RemoteEvent::Edit { address, .. }
             | RemoteEvent::Delete { address, .. }
             | RemoteEvent::Command { address, .. }
-            | RemoteEvent::Unreadable { address } => address,
+            | RemoteEvent::Unreadable { address }
+            | RemoteEvent::Unreachable { address, .. } => address,
         }
     }
 }

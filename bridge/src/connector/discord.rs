@@ -423,6 +423,7 @@ impl Connector for DiscordConnector {
             max_messages_per_second: Some(50),
             unreachable_hands_over: true,
             call_timeout: CALL_TIMEOUT,
+            batch_window: Duration::ZERO,
         }
     }
 

@@ -1,20 +1,442 @@
-//! Email responders (issue 13, in progress): the parts of the connector, each tested on its
-//! own (the network parts against a real Dovecot, `scripts/mail.sh`), before the connector
-//! itself plugs them together and is registered.
+//! Email responders: offers and visitor messages by mail, replies routed back by a reply
+//! address of each conversation.
 //!
-//! - [`compose`]: the mails Switchboard sends (offers, visitor messages), their headers built
-//!   only from encoded values, threaded by Message-IDs of our own, DKIM-signed.
-//! - [`inbound`]: what a reply means: which conversation (reply token, else `In-Reply-To` /
-//!   `References`), whether it is an auto-reply or a bounce, and only the new text, quotes and
-//!   signature stripped.
-//! - [`config`]: the `[email]` section (SMTP, IMAP, DKIM key, batching window).
-//! - [`smtp`]: sending a composed mail exactly as signed, errors sorted into retry-later and
-//!   never-works.
-//! - [`imap`]: the mailbox reader: every mail handed over at least once and flagged only
-//!   after, IDLE between passes, reconnect and resync.
+//! How it works for a responder:
+//! - An **offer** comes as a mail from "General support via Switchboard": topic, pseudonym,
+//!   language, the first message, and Accept / Decline links to a page on Switchboard
+//!   ([`links`]). Its `Reply-To` is `reply+TOKEN@domain`, TOKEN being 128 random bits bound to
+//!   this offer, so to this conversation and this responder; **replying accepts**, and the
+//!   reply's text is the first answer. The token is the offer's handle in the bridge, so it
+//!   stays the conversation's handle ([`crate::connector::Delivery::thread`]) once accepted.
+//! - **Visitor messages** follow in the same thread (`In-Reply-To` / `References` chained
+//!   from Message-IDs we mint, which name no room or event); lines written within
+//!   `batch_window` go out as one mail (`Capabilities::batch_window`).
+//! - **Replies** are matched by the token in any recipient address, else by `In-Reply-To` /
+//!   `References` against the mails we sent, and taken only from the address the offer went
+//!   to, after SPF/DKIM/DMARC. Only the new text goes on (quotes and signature stripped), with
+//!   attachments, and `/end`, `/transfer …` alone on a line are commands.
+//! - A **bounce** of any of our mails (its `bounce+ID@domain` return path) declines the offer
+//!   or hands the conversation to someone else.
+//!
+//! Parts, each tested on its own (the network parts against a real Dovecot, `scripts/mail.sh`):
+//! - [`compose`]: the mails Switchboard sends, headers built only from encoded values,
+//!   DKIM-signed.
+//! - [`inbound`]: what a mail means: token, auto-reply, bounce, only the new text.
+//! - [`receive`]: one mail, however it came, into the bridge's remote events, once.
+//! - [`threads`]: what the connector remembers (in the bridge's connector state).
+//! - [`links`]: the Accept / Decline page.
+//! - [`config`]: the `[email]` section.
+//! - [`smtp`]: sending a composed mail exactly as signed.
+//! - [`imap`]: the mailbox reader: every mail handed over at least once, flagged only after.
 
 pub mod compose;
 pub mod config;
 pub mod imap;
 pub mod inbound;
+pub mod links;
+pub mod receive;
 pub mod smtp;
+pub mod threads;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{
+    Attachment, Capabilities, Connector, ConnectorError, Delivery, FileLimits, Offer, Platform,
+    RemoteFile, RemoteSink, TextLimit, TextUnit,
+    registry::{BuildContext, PlatformSpec},
+};
+use crate::clock::SharedClock;
+use crate::health::PartReporter;
+use compose::{
+    Composer, NoticeMail, NoticeThread, OfferMail, Recipient, ThreadMail, VisitorFile,
+    VisitorMessage,
+};
+use config::EmailConfig;
+use links::{Answer, Links};
+use smtp::Sender;
+use threads::{Thread, Threads, new_token};
+
+const NAME: &str = "email";
+const COMMAND_PREFIX: char = '/';
+
+/// The name a responder's ghost shows when their registration gives none: never their
+/// address, which the visitor must not see.
+pub const RESPONDER_NAME: &str = "Responder";
+
+/// A mail is one SMTP transaction: connecting, TLS, the data; lettre's own limits are longer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest text one mail carries: far more than anyone types, so a message is never split.
+const MAX_TEXT_CHARS: usize = 100_000;
+
+pub static SPEC: PlatformSpec = PlatformSpec {
+    name: NAME,
+    display_name: "Email",
+    command_prefix: COMMAND_PREFIX,
+    validate_address,
+    links_by_code: false,
+    check: |section| match section {
+        None => Ok(false),
+        Some(section) => EmailConfig::read(section).map(|_| true),
+    },
+    build,
+};
+
+/// A responder's address: one plain mail address (`alice@example.org`).
+fn validate_address(address: &str) -> Result<(), String> {
+    let ok = address.trim() == address
+        && address.parse::<lettre::Address>().is_ok()
+        && !address.contains(['<', '>', ',', '\r', '\n']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{address:?} is not a mail address (expected something like alice@example.org)"
+        ))
+    }
+}
+
+fn build(
+    section: Option<&serde_json::Value>,
+    context: &BuildContext,
+) -> Result<Option<Arc<dyn Connector>>, String> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let config = EmailConfig::read(section)?;
+    if config.imap.security != config::Security::None {
+        // Not built yet: the reader speaks plain IMAP only (see `imap::ImapTls`).
+        return Err(
+            "email.imap.security: only \"none\" works so far (IMAP over TLS is not built); \
+             reach the mailbox on loopback or through a tunnel"
+                .into(),
+        );
+    }
+    let public_url = context.public_url.as_deref().ok_or(
+        "email needs visitors.public_url: offers link to a page there to accept or decline",
+    )?;
+    let connector = EmailConnector::new(
+        config,
+        context.state.clone(),
+        crate::clock::system(),
+        public_url,
+    )?
+    .with_health(context.health.part(SPEC.name));
+    Ok(Some(Arc::new(connector)))
+}
+
+/// The email connector. See the module's doc.
+pub struct EmailConnector {
+    config: EmailConfig,
+    composer: Composer,
+    sender: Sender,
+    threads: Threads,
+    links: Links,
+    health: Option<PartReporter>,
+}
+
+impl EmailConnector {
+    pub fn new(
+        config: EmailConfig,
+        state: Arc<dyn super::ConnectorState>,
+        clock: SharedClock,
+        public_url: &str,
+    ) -> Result<Self, String> {
+        let composer = Composer::new(&config.composer_config()).map_err(|e| e.to_string())?;
+        let sender = Sender::new(&config.smtp)?;
+        let threads = Threads::new(state, SPEC.platform());
+        let links = Links::new(threads.clone(), clock, public_url);
+        Ok(EmailConnector {
+            config,
+            composer,
+            sender,
+            threads,
+            links,
+            health: None,
+        })
+    }
+
+    pub fn with_health(mut self, health: PartReporter) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Sends a composed mail; on success the thread `token` (if any) remembers it.
+    async fn send(
+        &self,
+        composed: &compose::Composed,
+        token: Option<&str>,
+    ) -> Result<String, ConnectorError> {
+        let sent = self.sender.send(composed).await;
+        if let Some(health) = &self.health {
+            match &sent {
+                Ok(()) => health.connected(),
+                Err(ConnectorError::Transient(e)) => health.degraded(e),
+                Err(_) => {}
+            }
+        }
+        sent?;
+        if let Some(token) = token {
+            self.threads.sent(token, &composed.message_id).await?;
+        }
+        Ok(composed.message_id.as_str().to_owned())
+    }
+
+    async fn thread(&self, token: Option<&str>) -> Result<(String, Thread), ConnectorError> {
+        let token = token.ok_or_else(|| {
+            ConnectorError::Permanent("a mail delivery needs its conversation's thread".into())
+        })?;
+        let thread =
+            self.threads.get(token).await?.ok_or_else(|| {
+                ConnectorError::Permanent(format!("no mail thread {token} is known"))
+            })?;
+        Ok((token.to_owned(), thread))
+    }
+
+    async fn send_messages(
+        &self,
+        deliveries: &[Delivery],
+        messages: Vec<VisitorMessage>,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let first = deliveries
+            .first()
+            .ok_or_else(|| ConnectorError::Permanent("a mail needs at least one message".into()))?;
+        let (token, thread) = self.thread(first.thread.as_deref()).await?;
+        let mail = ThreadMail {
+            responder: recipient(address),
+            topic: thread.topic.clone(),
+            pseudonym: first.visitor_alias.clone(),
+            earlier: thread.earlier(),
+            reply_token: token.clone(),
+            messages,
+        };
+        let composed = self
+            .composer
+            .messages(&mail, std::time::SystemTime::now())
+            .map_err(never_works)?;
+        if !composed.files_left_out.is_empty() {
+            return Err(ConnectorError::FileTooLarge(
+                composed.files_left_out.join(", "),
+            ));
+        }
+        self.send(&composed, Some(&token)).await
+    }
+}
+
+fn recipient(address: &str) -> Recipient {
+    Recipient {
+        address: address.to_owned(),
+        name: None,
+    }
+}
+
+fn never_works(e: compose::ComposeError) -> ConnectorError {
+    ConnectorError::Permanent(e.to_string())
+}
+
+#[async_trait]
+impl Connector for EmailConnector {
+    fn platform(&self) -> Platform {
+        SPEC.platform()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_text_len: TextLimit {
+                max: MAX_TEXT_CHARS,
+                unit: TextUnit::Chars,
+            },
+            files: Some(FileLimits {
+                max_bytes: self.config.max_attachment_bytes as u64,
+            }),
+            // A sent mail cannot be changed: the bridge sends what changed as a new mail.
+            edits: false,
+            revises_deliveries: false,
+            typing_renewal: None,
+            shares_room: false,
+            command_prefix: COMMAND_PREFIX,
+            min_interval_per_chat: Duration::ZERO,
+            max_messages_per_second: None,
+            unreachable_hands_over: true,
+            call_timeout: CALL_TIMEOUT,
+            batch_window: self.config.batch_window,
+        }
+    }
+
+    fn how_to_accept(&self) -> &'static str {
+        "reply to its offer mail, or use its Accept link"
+    }
+
+    async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
+        let token = new_token();
+        let accept_url = self
+            .links
+            .mint(offer.offer_id, address, Answer::Accept)
+            .await?;
+        let decline_url = self
+            .links
+            .mint(offer.offer_id, address, Answer::Decline)
+            .await?;
+        let mail = OfferMail {
+            responder: recipient(address),
+            topic: offer.topic_name.clone(),
+            pseudonym: offer.visitor_alias.clone(),
+            language: offer.language.clone(),
+            first_message: offer.first_message.clone(),
+            summary: offer.summary.clone(),
+            accept_url,
+            decline_url,
+            reply_token: token.clone(),
+        };
+        let composed = self
+            .composer
+            .offer(&mail, std::time::SystemTime::now())
+            .map_err(never_works)?;
+        self.threads
+            .start(
+                &token,
+                &Thread {
+                    address: address.to_owned(),
+                    topic: offer.topic_name.clone(),
+                    pseudonym: offer.visitor_alias.clone(),
+                    ids: Vec::new(),
+                },
+            )
+            .await?;
+        self.send(&composed, Some(&token)).await?;
+        Ok(Some(token))
+    }
+
+    /// One part: a mail has room for any message.
+    fn render(&self, delivery: &Delivery) -> Vec<String> {
+        vec![delivery.body.clone()]
+    }
+
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        _index: usize,
+        part: &str,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let message = VisitorMessage {
+            body: part.to_owned(),
+            html: delivery.formatted_body.clone(),
+            file: None,
+        };
+        self.send_messages(std::slice::from_ref(delivery), vec![message], address)
+            .await
+    }
+
+    async fn deliver_batch(
+        &self,
+        deliveries: &[Delivery],
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let messages = deliveries
+            .iter()
+            .map(|d| VisitorMessage {
+                body: d.body.clone(),
+                html: d.formatted_body.clone(),
+                file: None,
+            })
+            .collect();
+        self.send_messages(deliveries, messages, address).await
+    }
+
+    async fn deliver_file(
+        &self,
+        delivery: &Delivery,
+        caption: &str,
+        file: Attachment,
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        let message = VisitorMessage {
+            body: caption.to_owned(),
+            html: None,
+            file: Some(VisitorFile {
+                name: file.filename,
+                mimetype: file.mimetype,
+                bytes: file.bytes,
+                link: None,
+            }),
+        };
+        self.send_messages(std::slice::from_ref(delivery), vec![message], address)
+            .await
+    }
+
+    async fn fetch_file(&self, file: &RemoteFile) -> Result<Attachment, ConnectorError> {
+        self.threads.file(&file.file_id).await
+    }
+
+    async fn notify(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+        text: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        let known = match thread {
+            Some(token) => self.threads.get(token).await?.map(|t| (token, t)),
+            None => None,
+        };
+        let mail = NoticeMail {
+            responder: recipient(address),
+            thread: known.as_ref().map(|(_, t)| NoticeThread {
+                topic: t.topic.clone(),
+                pseudonym: t.pseudonym.clone(),
+                earlier: t.earlier(),
+            }),
+            // A notice about no conversation still gets a token of ours: a reply to it
+            // names no conversation, so only its commands count.
+            reply_token: known
+                .as_ref()
+                .map_or_else(new_token, |(token, _)| (*token).to_owned()),
+            text: text.to_owned(),
+        };
+        let composed = self
+            .composer
+            .notice(&mail, std::time::SystemTime::now())
+            .map_err(never_works)?;
+        let token = known.as_ref().map(|(token, _)| *token);
+        self.send(&composed, token).await.map(Some)
+    }
+
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+        let receiver = receive::Receiver::new(
+            self.config.domain.clone(),
+            self.config.max_attachment_bytes,
+            self.threads.clone(),
+            sink,
+        );
+        let imap = &self.config.imap;
+        let mut config = imap::ImapConfig::new(
+            imap.host.clone(),
+            imap.port,
+            imap::ImapTls::None,
+            imap.login.username.clone(),
+            imap.login.password.expose().to_owned(),
+        );
+        config.mailbox = imap.mailbox.clone();
+        if let Some(health) = &self.health {
+            health.connected();
+        }
+        let handler = |mail: imap::RawMail| {
+            let receiver = receiver.clone();
+            async move { receiver.receive(&mail.bytes, &[]).await }
+        };
+        if let Err(e) = imap::run_mailbox(config, handler, shutdown).await {
+            tracing::error!(error = %e, "the mailbox reader stopped");
+            if let Some(health) = &self.health {
+                health.down(&e);
+            }
+        }
+    }
+
+    fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
+        Some(self.links.clone().router(sink))
+    }
+}

@@ -668,6 +668,7 @@ mod tests {
 
     fn offer() -> HandleOffer {
         HandleOffer {
+            open: true,
             offer_id: 7,
             address: SAM.into(),
         }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use switchboard_appservice::HomeserverClient;
 
-use super::{Connector, Platform, RoomWrites, discord, matrix, telegram};
+use super::{Connector, ConnectorState, Platform, RoomWrites, discord, email, matrix, telegram};
 use crate::health::Health;
 
 /// The registered platforms. One line per platform; the order is the order they are listed
 /// in (error messages, help texts).
-pub static PLATFORMS: &[&PlatformSpec] = &[&matrix::SPEC, &telegram::SPEC, &discord::SPEC];
+pub static PLATFORMS: &[&PlatformSpec] =
+    &[&matrix::SPEC, &telegram::SPEC, &discord::SPEC, &email::SPEC];
 
 /// What the rest of Switchboard may know about a platform, declared by its module.
 pub struct PlatformSpec {
@@ -60,6 +61,13 @@ pub struct BuildContext {
     /// platform is the homeserver itself (Matrix: notices, offer texts and removals in relay
     /// rooms and direct chats go through it rather than straight to the homeserver).
     pub room_writes: Arc<dyn RoomWrites>,
+    /// Where a connector keeps durable state of its own platform (email: each thread's
+    /// Message-IDs, link tokens).
+    pub state: Arc<dyn ConnectorState>,
+    /// Switchboard's address as browsers reach it (`[visitors] public_url`), for links a
+    /// connector puts in what it sends (email: the Accept and Decline page); `None` when not
+    /// configured.
+    pub public_url: Option<String>,
 }
 
 /// The registered platform with this name.
@@ -100,7 +108,7 @@ mod tests {
     #[test]
     fn every_platform_is_registered_once_with_a_lower_case_name() {
         let names = known_names();
-        assert_eq!(names, ["matrix", "telegram", "discord"]);
+        assert_eq!(names, ["matrix", "telegram", "discord", "email"]);
         for name in &names {
             assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{name}");
             assert_eq!(*name, name.to_ascii_lowercase());
@@ -112,7 +120,7 @@ mod tests {
         let err = lookup("icq").err().expect("not registered");
         assert_eq!(
             err,
-            "unknown platform \"icq\"; known: matrix, telegram, discord"
+            "unknown platform \"icq\"; known: matrix, telegram, discord, email"
         );
         assert_eq!(Platform::parse("Telegram"), None, "names are exact");
         assert!(validate_address("icq", "123").is_err());

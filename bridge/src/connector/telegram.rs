@@ -540,6 +540,7 @@ impl Connector for TelegramConnector {
             unreachable_hands_over: true,
             // A file of up to 50 MB goes up in one call; texts take well under a second.
             call_timeout: Duration::from_secs(30),
+            batch_window: Duration::ZERO,
         }
     }
 

@@ -130,6 +130,18 @@ impl Connector for Timed {
         .await
     }
 
+    async fn deliver_batch(
+        &self,
+        deliveries: &[Delivery],
+        address: &str,
+    ) -> Result<String, ConnectorError> {
+        self.within(
+            "delivery of several messages",
+            self.inner.deliver_batch(deliveries, address),
+        )
+        .await
+    }
+
     async fn deliver_file(
         &self,
         delivery: &Delivery,

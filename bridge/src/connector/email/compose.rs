@@ -101,6 +101,27 @@ pub struct ThreadMail {
     pub messages: Vec<VisitorMessage>,
 }
 
+/// A short message from Switchboard itself (a command's answer, why a conversation ended),
+/// in the conversation's thread when it is about one.
+#[derive(Debug, Clone)]
+pub struct NoticeMail {
+    pub responder: Recipient,
+    pub thread: Option<NoticeThread>,
+    /// The token in `reply+TOKEN@domain`: the conversation's, or any of ours for a notice
+    /// about none (a reply then names no conversation, and only its commands count).
+    pub reply_token: String,
+    pub text: String,
+}
+
+/// The conversation a notice is about.
+#[derive(Debug, Clone)]
+pub struct NoticeThread {
+    pub topic: String,
+    pub pseudonym: String,
+    /// As in [`ThreadMail::earlier`].
+    pub earlier: Vec<MessageId>,
+}
+
 /// Who a mail goes to.
 #[derive(Debug, Clone)]
 pub struct Recipient {
@@ -230,7 +251,7 @@ impl Composer {
 
         let head = Head {
             responder: &offer.responder,
-            topic: &topic,
+            from_name: format!("{topic} {VIA}"),
             subject: subject(&topic, &pseudonym, false),
             reply_token: &offer.reply_token,
             earlier: &[],
@@ -286,7 +307,7 @@ impl Composer {
 
         let head = Head {
             responder: &mail.responder,
-            topic: &topic,
+            from_name: format!("{topic} {VIA}"),
             subject: subject(&topic, &pseudonym, !mail.earlier.is_empty()),
             reply_token: &mail.reply_token,
             earlier: &mail.earlier,
@@ -294,6 +315,38 @@ impl Composer {
         let mut composed = self.build(head, alternative(text, html), attachments, date)?;
         composed.files_left_out = left_out;
         Ok(composed)
+    }
+
+    /// A notice from Switchboard: its text, nothing else.
+    pub fn notice(&self, mail: &NoticeMail, date: SystemTime) -> Result<Composed, ComposeError> {
+        let mut body = Body::default();
+        body.paragraph(&mail.text);
+        let (text, html) = body.finish();
+        let (topic, subject, earlier) = match &mail.thread {
+            Some(thread) => {
+                let topic = header_text(&thread.topic, MAX_TOPIC_CHARS);
+                let pseudonym = header_text(&thread.pseudonym, MAX_PSEUDONYM_CHARS);
+                let subject = subject(&topic, &pseudonym, !thread.earlier.is_empty());
+                (topic, subject, thread.earlier.as_slice())
+            }
+            None => (
+                "Switchboard".to_owned(),
+                SafeSubject::new("Switchboard".to_owned()),
+                &[][..],
+            ),
+        };
+        let from_name = match &mail.thread {
+            Some(_) => format!("{topic} {VIA}"),
+            None => topic.clone(),
+        };
+        let head = Head {
+            responder: &mail.responder,
+            from_name,
+            subject,
+            reply_token: &mail.reply_token,
+            earlier,
+        };
+        self.build(head, alternative(text, html), Vec::new(), date)
     }
 
     /// The Message-ID of our mail that a bounce was sent back for, from the address the
@@ -327,7 +380,7 @@ impl Composer {
             .as_deref()
             .map(|name| header_text(name, MAX_NAME_CHARS))
             .filter(|name| !name.is_empty());
-        let from_name = header_text(&format!("{} {VIA}", head.topic), usize::MAX);
+        let from_name = header_text(&head.from_name, usize::MAX);
         let reply_to = parse_address(
             "reply",
             &format!("reply+{}@{}", head.reply_token, self.domain),
@@ -382,7 +435,8 @@ impl Composer {
 /// The headers that differ between mails.
 struct Head<'a> {
     responder: &'a Recipient,
-    topic: &'a str,
+    /// The name `From` shows: "General support via Switchboard".
+    from_name: String,
     subject: SafeSubject,
     reply_token: &'a str,
     earlier: &'a [MessageId],

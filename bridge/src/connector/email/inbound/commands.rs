@@ -2,7 +2,15 @@
 
 /// The commands a reply may carry. Others stay text: a line like `/etc/hosts` or
 /// `/shrug` is what the responder wanted the visitor to read.
-pub const COMMANDS: &[&str] = &["end", "transfer"];
+pub const COMMANDS: &[&str] = &[
+    "end",
+    "transfer",
+    "conversations",
+    "available",
+    "away",
+    "offline",
+    "help",
+];
 
 /// A command written alone on a line of the new text: `/end`, `/transfer sales`.
 #[derive(Clone, Debug, PartialEq, Eq)]

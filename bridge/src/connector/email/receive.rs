@@ -1,0 +1,291 @@
+//! One mail, however it reached Switchboard (the IMAP mailbox, the SMTP listener, the HTTP
+//! endpoint), into the bridge's remote events: recorded once, keyed by the mail's own ID
+//! (`Message-ID`, else a hash of its bytes), before whoever handed it over is told it was
+//! taken. Handling a mail again (a redelivery, a restart before the IMAP flag was stored)
+//! records the same keys, which are recorded once, so nothing is doubled.
+//!
+//! What a mail becomes, in order:
+//! 1. A delivery status notification about one of our mails (its `bounce+ID` return path):
+//!    a permanent failure makes the responder unreachable for that conversation
+//!    ([`RemoteEvent::Unreachable`]); a delay is only logged.
+//! 2. A mail written by a machine (auto-reply, out of office, list): nothing.
+//! 3. A reply: the conversation is the one its `reply+TOKEN` names, else the one whose mail
+//!    it answers (`In-Reply-To`, then `References`, newest first). It must come from the
+//!    address the offer went to. An open offer is accepted by it; then its new text, its
+//!    files and its commands, in that order.
+//! 4. Anything else from a responder: its commands (about no conversation in particular).
+//!
+//! A mail refused for good (not a mail, not a reply of a responder's, from another address
+//! than the conversation's) is [`HandlerError::Permanent`]: the mailbox keeps it, marked
+//! refused, for a person to look at; nothing of it is passed on.
+
+use std::sync::Arc;
+
+use super::imap::HandlerError;
+use super::inbound::{self, InboundMail};
+use super::threads::Threads;
+use crate::connector::{FileKind, HandleOffer, RemoteEvent, RemoteFile, RemoteSink};
+
+/// Turns mails into remote events. Cheap to clone; shared by every way mail comes in.
+#[derive(Clone)]
+pub struct Receiver {
+    domain: String,
+    max_file_bytes: usize,
+    threads: Threads,
+    sink: Arc<dyn RemoteSink>,
+}
+
+/// The conversation a reply belongs to.
+struct Conversation {
+    token: String,
+    offer: HandleOffer,
+}
+
+impl Receiver {
+    pub fn new(
+        domain: String,
+        max_file_bytes: usize,
+        threads: Threads,
+        sink: Arc<dyn RemoteSink>,
+    ) -> Self {
+        Receiver {
+            domain,
+            max_file_bytes,
+            threads,
+            sink,
+        }
+    }
+
+    /// Handles one raw mail; `envelope_recipients`: the SMTP `RCPT TO` addresses, where the
+    /// mail came by SMTP (they may hold the reply token when no header does).
+    pub async fn receive(
+        &self,
+        raw: &[u8],
+        envelope_recipients: &[String],
+    ) -> Result<(), HandlerError> {
+        let mail = inbound::parse(raw)
+            .map_err(|e| HandlerError::Permanent(format!("not a mail we can read: {e}")))?;
+        let rcpts: Vec<&str> = envelope_recipients.iter().map(String::as_str).collect();
+        let key = mail.id.as_str().to_owned();
+        let span = tracing::info_span!("mail", id = %key);
+        let _enter = span.enter();
+
+        if mail.delivery_report.is_some() {
+            return self.bounce(&mail, &rcpts, &key).await;
+        }
+        if let Some(automated) = &mail.automated {
+            tracing::info!(?automated, "an automatic mail was not passed on");
+            return Ok(());
+        }
+        let content = inbound::new_content(&mail);
+        let Some(conversation) = self.conversation_of(&mail, &rcpts).await? else {
+            return self.loose_commands(&mail, &content, &key).await;
+        };
+        let address = conversation.offer.address.clone();
+        if !mail.from.eq_ignore_ascii_case(&address) {
+            return Err(HandlerError::Permanent(format!(
+                "a reply in a conversation held by another address came from {}; not passed on",
+                mail.from
+            )));
+        }
+        let thread = Some(conversation.token.clone());
+        let mut events = Vec::new();
+        if conversation.offer.open {
+            events.push((
+                format!("{key}/accept"),
+                RemoteEvent::Accept {
+                    offer_id: conversation.offer.offer_id,
+                    address: address.clone(),
+                    display_name: super::RESPONDER_NAME.to_owned(),
+                },
+            ));
+        }
+        if !content.text.is_empty() {
+            events.push((
+                key.clone(),
+                RemoteEvent::Message {
+                    address: address.clone(),
+                    message_id: key.clone(),
+                    reply_to: None,
+                    body: content.text.clone(),
+                    formatted_body: content.html.clone(),
+                    display_name: super::RESPONDER_NAME.to_owned(),
+                    file: None,
+                    thread: thread.clone(),
+                },
+            ));
+        }
+        for (n, file) in mail.attachments.iter().enumerate() {
+            let file_key = format!("{key}/file{n}");
+            let name = file_name(file.name.as_deref(), n);
+            if file.bytes.len() > self.max_file_bytes {
+                tracing::info!(
+                    size = file.bytes.len(),
+                    "a mailed file over the size limit was left out"
+                );
+                continue;
+            }
+            self.threads
+                .hold_file(&file_key, &name, &file.mimetype, &file.bytes)
+                .await?;
+            events.push((
+                file_key.clone(),
+                RemoteEvent::Message {
+                    address: address.clone(),
+                    message_id: file_key.clone(),
+                    reply_to: None,
+                    body: name.clone(),
+                    formatted_body: None,
+                    display_name: super::RESPONDER_NAME.to_owned(),
+                    file: Some(RemoteFile {
+                        file_id: file_key,
+                        mimetype: Some(file.mimetype.clone()),
+                        filename: name,
+                        kind: if file.mimetype.starts_with("image/") {
+                            FileKind::Image
+                        } else {
+                            FileKind::File
+                        },
+                    }),
+                    thread: thread.clone(),
+                },
+            ));
+        }
+        for (n, command) in content.commands.iter().enumerate() {
+            events.push((
+                format!("{key}/command{n}"),
+                RemoteEvent::Command {
+                    address: address.clone(),
+                    command: command.name.clone(),
+                    args: command.args.clone(),
+                    reply_to: None,
+                    thread: thread.clone(),
+                },
+            ));
+        }
+        for (event_key, event) in &events {
+            self.sink
+                .record_remote(self.threads.platform(), event_key, event)
+                .await?;
+        }
+        tracing::info!(events = events.len(), "a responder's mail was recorded");
+        Ok(())
+    }
+
+    /// A delivery report: a permanent failure of one of our mails makes its conversation's
+    /// responder unreachable.
+    async fn bounce(
+        &self,
+        mail: &InboundMail,
+        rcpts: &[&str],
+        key: &str,
+    ) -> Result<(), HandlerError> {
+        let Some(bounce) = inbound::bounce(mail, rcpts, &self.domain) else {
+            tracing::info!("a delivery report about no mail of ours, or of success; ignored");
+            return Ok(());
+        };
+        if !bounce.permanent {
+            tracing::info!(status = %bounce.status, "a mail of ours is delayed; waiting");
+            return Ok(());
+        }
+        let Some(token) = self.threads.token_of_mail(&bounce.token).await? else {
+            tracing::info!("a bounce of a mail we do not know; ignored");
+            return Ok(());
+        };
+        let Some(thread) = self.threads.get(&token).await? else {
+            return Ok(());
+        };
+        let event = RemoteEvent::Unreachable {
+            address: thread.address,
+            thread: Some(token),
+            reason: format!("the mail bounced ({})", bounce.status),
+        };
+        self.sink
+            .record_remote(self.threads.platform(), &format!("{key}/bounce"), &event)
+            .await?;
+        tracing::warn!(status = %bounce.status, "a mail to a responder bounced");
+        Ok(())
+    }
+
+    /// The conversation a reply belongs to: its reply token, else the mail of ours it
+    /// answers.
+    async fn conversation_of(
+        &self,
+        mail: &InboundMail,
+        rcpts: &[&str],
+    ) -> Result<Option<Conversation>, HandlerError> {
+        let mut tokens = Vec::new();
+        if let Some(token) = inbound::reply_token(mail, rcpts, &self.domain) {
+            tokens.push(token);
+        }
+        let answered = mail.in_reply_to.iter().chain(mail.references.iter().rev());
+        for id in answered.take(20) {
+            if let Some(token) = self.threads.token_of_mail(id).await? {
+                tokens.push(token);
+            }
+        }
+        for token in tokens {
+            let offer = self
+                .sink
+                .rooms()
+                .offer_by_handle(self.threads.platform(), &token)
+                .await
+                .map_err(|e| HandlerError::Transient(e.to_string()))?;
+            if let Some(offer) = offer {
+                return Ok(Some(Conversation { token, offer }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A mail that answers no conversation: a responder's commands count (`/conversations`,
+    /// `/away`); anything else is refused.
+    async fn loose_commands(
+        &self,
+        mail: &InboundMail,
+        content: &inbound::NewContent,
+        key: &str,
+    ) -> Result<(), HandlerError> {
+        let is_responder = self
+            .sink
+            .rooms()
+            .is_responder(self.threads.platform(), &mail.from)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        if !is_responder || content.commands.is_empty() {
+            return Err(HandlerError::Permanent(
+                "not a reply to a mail of ours, nor a responder's command".into(),
+            ));
+        }
+        for (n, command) in content.commands.iter().enumerate() {
+            let event = RemoteEvent::Command {
+                address: mail.from.clone(),
+                command: command.name.clone(),
+                args: command.args.clone(),
+                reply_to: None,
+                thread: None,
+            };
+            self.sink
+                .record_remote(
+                    self.threads.platform(),
+                    &format!("{key}/command{n}"),
+                    &event,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A file's name as the visitor will see it: the sender's, without any path, or a plain one.
+fn file_name(name: Option<&str>, n: usize) -> String {
+    let name = name
+        .map(|n| super::compose::header_text(n, 100))
+        .unwrap_or_default();
+    let name = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if name.is_empty() {
+        format!("attachment-{}", n + 1)
+    } else {
+        name.to_owned()
+    }
+}

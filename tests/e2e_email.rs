@@ -1,0 +1,640 @@
+//! Email responders end to end, over real mail servers: visitor → real Synapse → Switchboard
+//! → SMTP (aiosmtpd in front of Dovecot, `scripts/mail.sh`) → the responder's mailbox, read
+//! over IMAP → a reply sent over SMTP → Switchboard's own mailbox, read with IMAP IDLE → the
+//! visitor sees the responder's ghost.
+//!
+//! Switchboard's mail domain in each test is `<fresh>.catchall.test`: the test mail server
+//! delivers every address there (`reply+TOKEN@`, `bounce+ID@`, `support@`) to `inbox@` that
+//! domain, the mailbox Switchboard reads, as an operator's catch-all alias would.
+
+mod common;
+mod mailbox;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use common::*;
+use lettre::message::{Mailbox, header::ContentType};
+use mail_parser::{HeaderValue, MessageParser};
+use mailbox::{MailServer, fetch_all, fresh, fresh_address};
+
+const TOPICS: &str = "[[topics]]\nid = \"support\"\nname = \"General support\"\n\n";
+
+/// One test's mail setup: the server, and Switchboard's domain on it.
+struct Mail {
+    server: MailServer,
+    domain: String,
+}
+
+impl Mail {
+    fn new(name: &str) -> Option<Self> {
+        Some(Mail {
+            server: MailServer::from_env()?,
+            domain: format!("{}.catchall.test", fresh(name)),
+        })
+    }
+
+    /// The `[visitors]` and `[email]` sections for Switchboard at `slot`.
+    fn section(&self, slot: &Slot, batch_window_secs: u64) -> String {
+        format!(
+            "[visitors]\npublic_url = \"http://{listen}\"\n\n\
+             [email]\ndomain = {domain:?}\nfrom_address = \"support@{domain}\"\n\
+             batch_window_secs = {batch_window_secs}\n\n\
+             [email.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\n\
+             [email.imap]\nhost = \"127.0.0.1\"\nport = {imap}\nsecurity = \"none\"\n\
+             username = \"inbox@{domain}\"\npassword = {password:?}\n\n",
+            listen = slot.listen,
+            domain = self.domain,
+            smtp = self.server.smtp_port,
+            imap = self.server.imap_port,
+            password = self.server.password,
+        )
+    }
+
+    /// Every mail in `user`'s INBOX, raw, oldest first.
+    async fn inbox(&self, user: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut session = self.server.login(user).await?;
+        let selected = session.select("INBOX").await?;
+        let mails = if selected.exists == 0 {
+            Vec::new()
+        } else {
+            fetch_all(&mut session, "1:*", "BODY.PEEK[]")
+                .await?
+                .iter()
+                .filter_map(|f| f.body().map(<[u8]>::to_vec))
+                .collect()
+        };
+        session.logout().await.ok();
+        Ok(mails)
+    }
+
+    /// Waits until `user`'s INBOX holds a mail for which `pred` holds; returns it, raw.
+    async fn wait_mail(
+        &self,
+        user: &str,
+        what: &str,
+        pred: impl Fn(&Received) -> bool,
+    ) -> anyhow::Result<Received> {
+        wait_for(what, || async {
+            Ok(self
+                .inbox(user)
+                .await?
+                .into_iter()
+                .map(Received::new)
+                .find(|m| pred(m)))
+        })
+        .await
+    }
+
+    /// Sends a reply from `from` to `to`, in answer to `parent` (its Message-ID in
+    /// `In-Reply-To` / `References`, as mail clients write them), with `text` as its body.
+    async fn reply(
+        &self,
+        from: &str,
+        to: &str,
+        parent: Option<&Received>,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        let id = format!("<{}@responder.example.test>", fresh("reply"));
+        let mut builder = lettre::Message::builder()
+            .from(from.parse::<Mailbox>()?)
+            .to(to.parse::<Mailbox>()?)
+            .subject("Re: your conversation")
+            .message_id(Some(id.clone()));
+        if let Some(parent) = parent {
+            builder = builder
+                .in_reply_to(parent.message_id.clone())
+                .references(parent.message_id.clone());
+        }
+        let mail = builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(text.to_owned())?;
+        self.server.send_as(from, mail).await?;
+        Ok(id)
+    }
+}
+
+/// A mail as a responder's client sees it.
+#[derive(Clone, Debug)]
+struct Received {
+    raw: Vec<u8>,
+    message_id: String,
+    subject: String,
+    reply_to: String,
+    from: String,
+    text: String,
+    in_reply_to: Vec<String>,
+}
+
+impl Received {
+    fn new(raw: Vec<u8>) -> Self {
+        let parsed = MessageParser::default().parse(&raw).expect("a mail");
+        let first = |v: Option<&mail_parser::Address<'_>>| {
+            v.and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let in_reply_to = match parsed.in_reply_to() {
+            HeaderValue::Text(t) => vec![t.to_string()],
+            HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        Received {
+            message_id: format!("<{}>", parsed.message_id().unwrap_or_default()),
+            subject: parsed.subject().unwrap_or_default().to_owned(),
+            reply_to: first(parsed.reply_to()),
+            from: first(parsed.from()),
+            text: parsed.body_text(0).unwrap_or_default().into_owned(),
+            in_reply_to,
+            raw,
+        }
+    }
+
+    fn header_block(&self) -> String {
+        let raw = String::from_utf8_lossy(&self.raw);
+        raw.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// The Accept or Decline link (`label`) of an offer.
+    fn link(&self, label: &str) -> Option<String> {
+        let at = self.text.find(&format!("{label}:"))?;
+        let rest = &self.text[at..];
+        let start = rest.find("http")?;
+        let url: String = rest[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '>')
+            .collect();
+        Some(url)
+    }
+}
+
+fn email_responder(id: &str, pseudonym: &str, address: &str) -> String {
+    format!(
+        "[[responders]]\nid = \"{id}\"\ndisplay_name = \"{pseudonym}\"\npseudonym = \"{pseudonym}\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\ncontacts = [{{ platform = \"email\", address = \"{address}\" }}]\n\n"
+    )
+}
+
+async fn alias_of(sb: &Switchboard, room: &str) -> anyhow::Result<String> {
+    Ok(sb
+        .store()
+        .await?
+        .conversation(room)
+        .await?
+        .context("stored")?
+        .visitor_alias)
+}
+
+async fn ghost_of(sb: &Switchboard, room: &str) -> anyhow::Result<String> {
+    wait_for("the responder's assignment", || async {
+        Ok(sb
+            .store()
+            .await?
+            .active_assignments_for_room(room)
+            .await?
+            .first()
+            .map(|a| a.ghost_user_id.clone()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("offer") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 0)?;
+    let alice = fresh_address("alice");
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 2),
+        email_responder("alice", "Alice (Support)", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+
+    // --- the offer: who, what, links; nothing that identifies the visitor -------------------
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("My parcel 4711 never arrived").await?;
+    let alias = alias_of(&sb, &room).await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("parcel 4711"))
+        .await?;
+    assert_eq!(offer.from, format!("support@{}", mail.domain));
+    let headers = offer.header_block();
+    assert!(
+        headers.contains("General support via Switchboard"),
+        "{headers}"
+    );
+    assert!(offer.subject.contains(&alias), "{}", offer.subject);
+    let token = offer
+        .reply_to
+        .strip_prefix("reply+")
+        .and_then(|r| r.strip_suffix(&format!("@{}", mail.domain)))
+        .context("Reply-To is reply+TOKEN@domain")?;
+    assert!(
+        token.len() >= 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
+        "{token}"
+    );
+    let raw = String::from_utf8_lossy(&offer.raw);
+    for secret in [&visitor.user_id, &room, &visitor.token] {
+        assert!(
+            !raw.contains(secret.as_str()),
+            "{secret} leaked into the offer mail"
+        );
+    }
+    assert!(offer.link("Accept").is_some() && offer.link("Decline").is_some());
+
+    // --- replying accepts; only the new text reaches the visitor, as the ghost ---------------
+    let quoted = format!(
+        "Hello! I am looking into it right now.\n\nOn Mon, 30 Nov 2026, {} wrote:\n> {}\n",
+        offer.from, "My parcel 4711 never arrived"
+    );
+    mail.reply(&alice, &offer.reply_to, Some(&offer), &quoted)
+        .await?;
+    let ghost = ghost_of(&sb, &room).await?;
+    visitor
+        .sync_until("the emailed answer", |seen| {
+            seen.iter().any(|s| s.body.contains("looking into it"))
+        })
+        .await?;
+    let answer = visitor
+        .seen
+        .iter()
+        .find(|s| s.body.contains("looking into it"))
+        .unwrap()
+        .clone();
+    assert_eq!(answer.sender, ghost);
+    assert_eq!(answer.body, "Hello! I am looking into it right now.");
+
+    // --- three quick lines from the visitor: one mail, threaded under the offer --------------
+    for line in [
+        "It was sent on Monday",
+        "Tracking says delivered",
+        "But nothing here",
+    ] {
+        visitor.send(line).await?;
+    }
+    let follow = mail
+        .wait_mail(&alice, "the visitor's lines", |m| {
+            m.text.contains("Tracking says delivered")
+        })
+        .await?;
+    for line in ["It was sent on Monday", "But nothing here"] {
+        assert!(
+            follow.text.contains(line),
+            "one mail for all three: {}",
+            follow.text
+        );
+    }
+    assert_eq!(follow.in_reply_to, vec![offer.message_id.clone()]);
+    assert_eq!(
+        follow.reply_to, offer.reply_to,
+        "one reply address per conversation"
+    );
+    let all = mail.inbox(&alice).await?;
+    assert_eq!(all.len(), 2, "the offer and one mail for three lines");
+
+    // --- a reply that lost the reply address lands by In-Reply-To; /end ends it --------------
+    mail.reply(
+        &alice,
+        &format!("support@{}", mail.domain),
+        Some(&follow),
+        "Found it at your neighbour's.\n/end\n-- \nAlice, Support team\n",
+    )
+    .await?;
+    visitor
+        .sync_until("the second answer", |seen| {
+            seen.iter().any(|s| s.body.contains("neighbour"))
+        })
+        .await?;
+    let second = visitor
+        .seen
+        .iter()
+        .find(|s| s.body.contains("neighbour"))
+        .unwrap();
+    assert_eq!(
+        second.body, "Found it at your neighbour's.",
+        "signature and command stripped"
+    );
+    wait_for("the conversation to end", || async {
+        let active = sb.store().await?.active_assignments_for_room(&room).await?;
+        Ok(active.is_empty().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_page_accepts_and_declines_with_a_post_only() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("links") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 1)?;
+    let alice = fresh_address("alice");
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let http = reqwest::Client::new();
+
+    let mut v1 = Visitor::guest(&env, &sb.base).await?;
+    let room1 = v1.start("support").await?;
+    v1.send("first visitor here").await?;
+    let offer1 = mail
+        .wait_mail(&alice, "the first offer", |m| {
+            m.text.contains("first visitor")
+        })
+        .await?;
+    let accept = offer1.link("Accept").context("Accept link")?;
+    // Opening the link (what a mail scanner does) decides nothing.
+    let page = http.get(&accept).send().await?;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await?;
+    assert!(html.contains("<form method=\"post\""), "{html}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        sb.store()
+            .await?
+            .active_assignments_for_room(&room1)
+            .await?
+            .is_empty(),
+        "a GET must not accept"
+    );
+    let pressed = http.post(&accept).send().await?;
+    assert_eq!(pressed.status(), 200);
+    ghost_of(&sb, &room1).await?;
+    // Used once: a second press finds the link gone.
+    assert_eq!(http.post(&accept).send().await?.status(), 404);
+    assert_eq!(http.get(&accept).send().await?.status(), 404);
+
+    let mut v2 = Visitor::guest(&env, &sb.base).await?;
+    let room2 = v2.start("support").await?;
+    v2.send("second visitor here").await?;
+    let offer2 = mail
+        .wait_mail(&alice, "the second offer", |m| {
+            m.text.contains("second visitor")
+        })
+        .await?;
+    let decline = offer2.link("Decline").context("Decline link")?;
+    assert_eq!(http.post(&decline).send().await?.status(), 200);
+    wait_for("the offer to be declined", || async {
+        let offers = sb.store().await?.offers_for_room(&room2).await?;
+        Ok(offers.iter().any(|o| o.state == "declined").then_some(()))
+    })
+    .await?;
+    // Declined: a later reply to that offer does not take the conversation.
+    mail.reply(
+        &alice,
+        &offer2.reply_to,
+        Some(&offer2),
+        "Actually, I can take it",
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        sb.store()
+            .await?
+            .active_assignments_for_room(&room2)
+            .await?
+            .is_empty(),
+        "a declined offer stays declined"
+    );
+    // A link that was never minted is refused the same way.
+    let forged = format!("{}/email/v1/offers/{}", sb.base, "0".repeat(32));
+    assert_eq!(http.post(&forged).send().await?.status(), 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_conversations_replies_land_in_their_own() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("two") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 2)?;
+    let alice = fresh_address("alice");
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+
+    let mut v1 = Visitor::guest(&env, &sb.base).await?;
+    let room1 = v1.start("support").await?;
+    v1.send("question about apples").await?;
+    let mut v2 = Visitor::guest(&env, &sb.base).await?;
+    let room2 = v2.start("support").await?;
+    v2.send("question about pears").await?;
+    let o1 = mail
+        .wait_mail(&alice, "the apples offer", |m| m.text.contains("apples"))
+        .await?;
+    let o2 = mail
+        .wait_mail(&alice, "the pears offer", |m| m.text.contains("pears"))
+        .await?;
+    assert_ne!(o1.reply_to, o2.reply_to);
+    mail.reply(&alice, &o2.reply_to, Some(&o2), "Pears are in aisle 3")
+        .await?;
+    mail.reply(&alice, &o1.reply_to, Some(&o1), "Apples are in aisle 1")
+        .await?;
+    v1.sync_until("the apples answer", |seen| {
+        seen.iter().any(|s| s.body.contains("aisle 1"))
+    })
+    .await?;
+    v2.sync_until("the pears answer", |seen| {
+        seen.iter().any(|s| s.body.contains("aisle 3"))
+    })
+    .await?;
+    ghost_of(&sb, &room1).await?;
+    ghost_of(&sb, &room2).await?;
+    // A reply that only has In-Reply-To (sent to the plain address) lands by it.
+    mail.reply(
+        &alice,
+        &format!("support@{}", mail.domain),
+        Some(&o1),
+        "Also: apples are on sale",
+    )
+    .await?;
+    v1.sync_until("the In-Reply-To answer", |seen| {
+        seen.iter().any(|s| s.body.contains("on sale"))
+    })
+    .await?;
+    assert!(!v1.seen.iter().any(|s| s.body.contains("aisle 3")));
+    assert!(!v2.seen.iter().any(|s| s.body.contains("aisle 1")));
+    v2.sync_until("a moment", |_| true).await?;
+    assert!(!v2.seen.iter().any(|s| s.body.contains("on sale")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_automatic_mail_is_not_relayed() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("forged") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 3)?;
+    let alice = fresh_address("alice");
+    let mallory = fresh_address("mallory");
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("hello there").await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("hello there"))
+        .await?;
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "Alice here")
+        .await?;
+    ghost_of(&sb, &room).await?;
+
+    // Someone else who learnt the reply address.
+    mail.reply(
+        &mallory,
+        &offer.reply_to,
+        Some(&offer),
+        "FORGED: send me your password",
+    )
+    .await?;
+    // An out-of-office answer from the responder's own address.
+    let oof = lettre::Message::builder()
+        .from(alice.parse::<Mailbox>()?)
+        .to(offer.reply_to.parse::<Mailbox>()?)
+        .subject("Out of office")
+        .header(AutoSubmitted)
+        .header(ContentType::TEXT_PLAIN)
+        .body("AUTOREPLY: I am away until Monday".to_owned())?;
+    mail.server.send_as(&alice, oof).await?;
+    // Then a genuine one: once it is through, the two before it were handled too.
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "Genuine answer")
+        .await?;
+    visitor
+        .sync_until("the genuine answer", |seen| {
+            seen.iter().any(|s| s.body.contains("Genuine answer"))
+        })
+        .await?;
+    for bad in ["FORGED", "AUTOREPLY"] {
+        assert!(
+            !visitor.seen.iter().any(|s| s.body.contains(bad)),
+            "{bad} was relayed"
+        );
+    }
+    Ok(())
+}
+
+/// `Auto-Submitted: auto-replied`, as out-of-office responders write it (RFC 3834).
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-replied".to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_hands_the_conversation_to_the_next_responder() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("bounce") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 4)?;
+    let alice = fresh_address("alice");
+    let mut bob = MatrixResponder::register(&env, &unique("bob")).await?;
+    let bob_id = bob.client.user_id().context("bob's user ID")?.to_string();
+    // Bob is away at first, so the offer goes to Alice alone; he is back before her mail
+    // bounces, so the conversation can go to him.
+    let config = format!(
+        "[admin]\ntoken = \"bounce-admin\"\n\n{}{TOPICS}{}[[responders]]\nid = \"bob\"\n\
+         display_name = \"Bob\"\npseudonym = \"Bob\"\ntopics = [\"support\"]\nmax_concurrent = 5\n\
+         status = \"away\"\ncontacts = [{{ platform = \"matrix\", address = \"{bob_id}\" }}]\n\n",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice),
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("please help with my invoice").await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("invoice"))
+        .await?;
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "On it")
+        .await?;
+    ghost_of(&sb, &room).await?;
+    visitor.send("the invoice number is 99").await?;
+    let follow = mail
+        .wait_mail(&alice, "the visitor's message", |m| {
+            m.text.contains("number is 99")
+        })
+        .await?;
+    let back = reqwest::Client::new()
+        .put(format!("{}/admin/v1/responders/bob/status", sb.base))
+        .bearer_auth("bounce-admin")
+        .json(&serde_json::json!({"status": "available"}))
+        .send()
+        .await?;
+    assert_eq!(back.status(), 200);
+    // The mail's return path, as the delivering server recorded it.
+    let return_path = follow
+        .header_block()
+        .lines()
+        .find_map(|l| l.strip_prefix("Return-Path: "))
+        .map(|l| l.trim().trim_matches(['<', '>']).to_owned())
+        .context("Return-Path")?;
+    assert!(return_path.starts_with("bounce+"), "{return_path}");
+    // A later hop refuses it for good, and sends a report back (RFC 3464), as Postfix would.
+    let report = format!(
+        "From: MAILER-DAEMON@mx.example.test\r\nTo: {return_path}\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <{}@mx.example.test>\r\n\
+         Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+         --b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
+         Final-Recipient: rfc822; {alice}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 mailbox unavailable\r\n\r\n--b1--\r\n",
+        fresh("dsn")
+    );
+    send_raw(&mail.server, "", &return_path, report.as_bytes()).await?;
+    // The conversation goes to Bob, on Matrix, with what was said so far.
+    let relay = relay_room_of(&sb.store().await?, &room, "bob").await?;
+    bob.accept_invite(&relay).await?;
+    let bot = format!("@sbt4bot:{}", env.server_name);
+    bob.wait_for_text(&relay, &bot, "invoice").await?;
+    wait_for("Alice to lose the conversation", || async {
+        let active = sb.store().await?.active_assignments_for_room(&room).await?;
+        Ok((!active.iter().any(|a| a.responder_id == "alice")).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sends raw bytes over SMTP with the given envelope (a null sender for a bounce).
+async fn send_raw(server: &MailServer, from: &str, to: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    use lettre::AsyncTransport;
+    let smtp = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(server.smtp_port)
+        .build();
+    let from = if from.is_empty() {
+        None
+    } else {
+        Some(from.parse()?)
+    };
+    let envelope = lettre::address::Envelope::new(from, vec![to.parse()?])?;
+    smtp.send_raw(&envelope, bytes).await?;
+    Ok(())
+}
