@@ -12,9 +12,12 @@
 //!   never-works.
 //! - [`imap`]: the mailbox reader: every mail handed over at least once and flagged only
 //!   after, IDLE between passes, reconnect and resync.
+//! - [`listener`]: the embedded SMTP server mail can be delivered to, answering `250` only
+//!   once the handler has recorded the mail.
 
 pub mod compose;
 pub mod config;
 pub mod imap;
 pub mod inbound;
+pub mod listener;
 pub mod smtp;
