@@ -36,9 +36,9 @@
 //! gets `421` and is closed, as is one still connected at shutdown once its current mail is
 //! answered.
 //!
-//! - [`command`](self::command): command lines read into commands, pure.
-//! - [`session`](self::session): the order of commands and the replies, pure.
-//! - [`data`](self::data): the mail text: dot-unstuffing, line ends, size limit, pure.
+//! The parts, the first three pure and tested without a socket: `command` (command lines read
+//! into commands), `session` (the order of commands, and the replies), `data` (the mail text:
+//! dot-unstuffing, line ends, size limit); the I/O is here.
 
 mod command;
 mod data;
@@ -86,6 +86,8 @@ pub struct ListenerConfig {
     /// Our name in the greeting and the `421`/`221` replies.
     pub hostname: String,
     /// Connections served at once; more are answered `421 4.3.2` and closed. 100 by default.
+    /// With [`Self::max_message_bytes`] it bounds the memory mails can take:
+    /// `max_connections * max_message_bytes` at worst.
     pub max_connections: usize,
 }
 
@@ -100,6 +102,27 @@ impl ListenerConfig {
             hostname: hostname.into(),
             max_connections: 100,
         }
+    }
+
+    /// The names are written into replies as they are, so a line break in one would let it
+    /// forge replies; zero limits would refuse everything.
+    fn validate(&self) -> io::Result<()> {
+        let name = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'@');
+        let problem = if !name(&self.domain) {
+            "domain must be a domain name"
+        } else if !name(&self.hostname) {
+            "hostname must be one printable word"
+        } else if self.max_connections == 0 || self.max_recipients == 0 {
+            "max_connections and max_recipients must be above zero"
+        } else if self.max_message_bytes == 0 || self.idle_timeout.is_zero() {
+            "max_message_bytes and idle_timeout must be above zero"
+        } else {
+            return Ok(());
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid SMTP listener configuration: {problem}"),
+        ))
     }
 }
 
@@ -128,11 +151,16 @@ pub struct Envelope {
 /// each mail received to `handler` with its envelope, and answering the client with what
 /// the handler returned (see the module documentation).
 ///
+/// The handler is not timed out here: the client waits for the answer (RFC 5321 §4.5.3.2.6
+/// suggests 10 minutes, then it tries again later), so the handler should bound its own work
+/// well below that. It may be called for several mails at once (one per connection).
+///
 /// On shutdown it stops accepting, lets each connection finish the mail it is receiving or
 /// handing over, answers `421` to those waiting for a command, and returns once all are
 /// closed. Failures to accept a connection (out of file descriptors) are logged and retried
-/// after a pause; they never end it. Returns `Err` only if the listener's address cannot be
-/// read.
+/// after a pause; they never end it. Returns `Err` only for an invalid configuration (an
+/// empty domain, a hostname that is not one printable word, a zero limit) or if the
+/// listener's address cannot be read.
 pub async fn serve<H, F>(
     listener: TcpListener,
     config: ListenerConfig,
@@ -143,6 +171,7 @@ where
     H: Fn(Envelope, Vec<u8>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
+    config.validate()?;
     let local = listener.local_addr()?;
     let span = tracing::info_span!("smtp_listener", %local, domain = %config.domain);
     async move {

@@ -476,6 +476,58 @@ async fn shutdown_answers_waiting_clients_421_and_serve_returns() {
     );
 }
 
+#[tokio::test]
+async fn shutdown_lets_a_mail_being_handed_over_finish_with_250() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&release);
+    let handler = move |_: Envelope, _: Vec<u8>| {
+        let (entered_tx, gate) = (entered_tx.clone(), Arc::clone(&gate));
+        async move {
+            entered_tx.send(()).unwrap();
+            gate.notified().await;
+            Ok(())
+        }
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(serve(listener, config(), handler, shutdown));
+    let send = tokio::spawn(async move {
+        lettre_client(port)
+            .send_raw(
+                &lettre_envelope(Some("a@example.org"), &["t@support.example"]),
+                MAIL,
+            )
+            .await
+    });
+    let mut entered = entered;
+    entered.recv().await.unwrap();
+    stop.send(true).unwrap();
+    // The listener waits for the handler instead of cutting the client off.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!task.is_finished());
+    release.notify_one();
+    let response = send.await.unwrap().unwrap();
+    assert_eq!(response.code().to_string(), "250");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_hostname_that_could_forge_replies_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (_stop, shutdown) = watch::channel(false);
+    let config = ListenerConfig::new("support.example", "mx\r\n250 forged");
+    let error = serve(listener, config, |_, _| async { Ok(()) }, shutdown)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+}
+
 /// Python's `smtplib`, a client written independently of lettre: lower-case commands,
 /// `size=` on MAIL, its own dot-stuffing, and bare LFs in a bytes message passed through.
 #[tokio::test]
