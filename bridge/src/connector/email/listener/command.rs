@@ -400,4 +400,15 @@ mod tests {
         );
         assert_eq!(parse(b"RCPT FROM:<a@b.c>"), Err(SyntaxError::Arguments));
     }
+
+    proptest::proptest! {
+        /// Any bytes, however broken, get an answer and never a panic.
+        #[test]
+        fn any_line_is_parsed_without_panicking(
+            line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            verb in "(MAIL FROM:|RCPT TO:|EHLO |)",
+        ) {
+            let _ = parse(&[verb.as_bytes(), &line].concat());
+        }
+    }
 }

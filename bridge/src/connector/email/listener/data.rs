@@ -218,4 +218,56 @@ mod tests {
         }
         assert_eq!(progress, Progress::Abort);
     }
+
+    /// Splits the wire as the connection reads it: at each LF, and every `limit` bytes of a
+    /// longer line.
+    fn pieces(wire: &[u8], limit: usize) -> Vec<(&[u8], bool)> {
+        let mut pieces = Vec::new();
+        let mut rest = wire;
+        while !rest.is_empty() {
+            let window = &rest[..rest.len().min(limit)];
+            let (len, complete) = match window.iter().position(|&b| b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (window.len(), false),
+            };
+            pieces.push((&rest[..len], complete));
+            rest = &rest[len..];
+        }
+        pieces
+    }
+
+    proptest::proptest! {
+        /// Whatever the mail's lines (dots, CRs, empty lines) and however long lines are cut
+        /// into pieces, dot-stuffing it as a client does and reading it back gives it back.
+        #[test]
+        fn any_mail_survives_stuffing_and_any_piece_size(
+            lines in proptest::collection::vec("[.\ra ]{0,12}", 0..12),
+            limit in 3usize..16,
+        ) {
+            let mail: Vec<u8> = lines.iter().flat_map(|l| [l.as_bytes(), b"\r\n"].concat()).collect();
+            let mut wire = Vec::new();
+            for line in &lines {
+                if line.starts_with('.') {
+                    wire.push(b'.');
+                }
+                wire.extend_from_slice(line.as_bytes());
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b".\r\nQUIT\r\n");
+            let mut reader = DataReader::new(mail.len());
+            let mut ended = false;
+            for (piece, complete) in pieces(&wire, limit) {
+                match reader.push(piece, complete) {
+                    Progress::More => {}
+                    Progress::End => {
+                        ended = true;
+                        break;
+                    }
+                    Progress::Abort => proptest::prop_assert!(false, "aborted"),
+                }
+            }
+            proptest::prop_assert!(ended);
+            proptest::prop_assert_eq!(reader.finish(), Ok(mail));
+        }
+    }
 }
