@@ -28,12 +28,15 @@
 //! - [`config`]: the `[email]` section.
 //! - [`smtp`]: sending a composed mail exactly as signed.
 //! - [`imap`]: the mailbox reader: every mail handed over at least once, flagged only after.
+//! - [`listener`]: the embedded SMTP server mail can be delivered to, answering `250` only
+//!   once the mail is recorded.
 
 pub mod compose;
 pub mod config;
 pub mod imap;
 pub mod inbound;
 pub mod links;
+pub mod listener;
 pub mod receive;
 pub mod smtp;
 pub mod threads;
