@@ -110,7 +110,11 @@ fn build(
         return Ok(None);
     };
     let config = EmailConfig::read(section)?;
-    if config.imap.security != config::Security::None {
+    if config
+        .imap
+        .as_ref()
+        .is_some_and(|imap| imap.security != config::Security::None)
+    {
         // Not built yet: the reader speaks plain IMAP only (see `imap::ImapTls`).
         return Err(
             "email.imap.security: only \"none\" works so far (IMAP over TLS is not built); \
@@ -160,6 +164,15 @@ impl EmailConnector {
             links,
             health: None,
         })
+    }
+
+    fn receiver(&self, sink: Arc<dyn RemoteSink>) -> receive::Receiver {
+        receive::Receiver::new(
+            self.config.domain.clone(),
+            self.config.max_attachment_bytes,
+            self.threads.clone(),
+            sink,
+        )
     }
 
     pub fn with_health(mut self, health: PartReporter) -> Self {
@@ -408,38 +421,80 @@ impl Connector for EmailConnector {
         self.send(&composed, token).await.map(Some)
     }
 
+    /// Reads the mailbox and serves the SMTP listener, whichever are configured, each in
+    /// its own task so one that fails or stalls never holds up the other.
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
-        let receiver = receive::Receiver::new(
-            self.config.domain.clone(),
-            self.config.max_attachment_bytes,
-            self.threads.clone(),
-            sink,
-        );
-        let imap = &self.config.imap;
-        let mut config = imap::ImapConfig::new(
-            imap.host.clone(),
-            imap.port,
-            imap::ImapTls::None,
-            imap.login.username.clone(),
-            imap.login.password.expose().to_owned(),
-        );
-        config.mailbox = imap.mailbox.clone();
-        if let Some(health) = &self.health {
-            health.connected();
-        }
-        let handler = |mail: imap::RawMail| {
+        let receiver = self.receiver(sink);
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(imap) = &self.config.imap {
+            let mut config = imap::ImapConfig::new(
+                imap.host.clone(),
+                imap.port,
+                imap::ImapTls::None,
+                imap.login.username.clone(),
+                imap.login.password.expose().to_owned(),
+            );
+            config.mailbox = imap.mailbox.clone();
             let receiver = receiver.clone();
-            async move { receiver.receive(&mail.bytes, &[]).await }
-        };
-        if let Err(e) = imap::run_mailbox(config, handler, shutdown).await {
-            tracing::error!(error = %e, "the mailbox reader stopped");
-            if let Some(health) = &self.health {
-                health.down(&e);
-            }
+            let health = self.health.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let handler = |mail: imap::RawMail| {
+                    let receiver = receiver.clone();
+                    async move { receiver.receive(&mail.bytes, &[]).await }
+                };
+                if let Some(health) = &health {
+                    health.connected();
+                }
+                if let Err(e) = imap::run_mailbox(config, handler, shutdown).await {
+                    tracing::error!(error = %e, "the mailbox reader stopped");
+                    if let Some(health) = &health {
+                        health.down(&e);
+                    }
+                }
+            });
         }
+        if let Some(settings) = &self.config.listener {
+            let mut config = listener::ListenerConfig::new(
+                self.config.domain.clone(),
+                self.config.domain.clone(),
+            );
+            config.max_message_bytes = settings.max_message_bytes;
+            let address = settings.address;
+            let health = self.health.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let socket = match tokio::net::TcpListener::bind(address).await {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::error!(error = %e, %address, "the SMTP listener could not bind");
+                        if let Some(health) = &health {
+                            health.down(format!("SMTP listener on {address}: {e}"));
+                        }
+                        return;
+                    }
+                };
+                tracing::info!(%address, "SMTP listener ready");
+                let handler = move |envelope: listener::Envelope, bytes: Vec<u8>| {
+                    let receiver = receiver.clone();
+                    async move { receiver.receive(&bytes, &envelope.rcpt_to).await }
+                };
+                if let Err(e) = listener::serve(socket, config, handler, shutdown).await {
+                    tracing::error!(error = %e, "the SMTP listener stopped");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     }
 
     fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
-        Some(self.links.clone().router(sink))
+        let mut routes = self.links.clone().router(sink.clone());
+        if let Some(token) = &self.config.http_token {
+            routes = routes.merge(receive::http_route(
+                self.receiver(sink),
+                token.expose().to_owned(),
+            ));
+        }
+        Some(routes)
     }
 }

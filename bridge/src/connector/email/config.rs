@@ -14,13 +14,24 @@
 //! username = "support@example.org"     # optional: no AUTH without it
 //! password = "..."                     # or SWITCHBOARD_EMAIL_SMTP_PASSWORD
 //!
-//! [email.imap]
+//! [email.imap]                         # one way mail comes in; at least one of the three
 //! host = "imap.example.org"
 //! port = 993
 //! security = "tls"
 //! username = "support@example.org"
 //! password = "..."                     # or SWITCHBOARD_EMAIL_IMAP_PASSWORD
 //! mailbox = "INBOX"
+//!
+//! [email.listener]                     # optional: an SMTP server of our own for the MX
+//! address = "127.0.0.1:2525"           # (or a relay) to deliver to; answers 250 once recorded
+//! max_message_bytes = 26214400
+//!
+//! [email.http]                         # optional: POST /email/v1/inbound takes a raw mail
+//! token = "..."                        # or SWITCHBOARD_EMAIL_HTTP_TOKEN (Bearer)
+//!
+//! [email.authentication]               # SPF, DKIM, DMARC of replies
+//! nameservers = ["127.0.0.1:53"]       # default: the system's resolver
+//! strict = false                       # true: refuse a DMARC failure even under p=none
 //!
 //! [email.dkim]                         # optional
 //! selector = "sb2026"
@@ -44,6 +55,11 @@ use super::compose::{ComposeError, Composer, ComposerConfig, DkimAlgorithm, Dkim
 pub const SMTP_PASSWORD_ENV: &str = "SWITCHBOARD_EMAIL_SMTP_PASSWORD";
 /// The environment variable that overrides `email.imap.password`.
 pub const IMAP_PASSWORD_ENV: &str = "SWITCHBOARD_EMAIL_IMAP_PASSWORD";
+/// The environment variable that overrides `email.http.token`.
+pub const HTTP_TOKEN_ENV: &str = "SWITCHBOARD_EMAIL_HTTP_TOKEN";
+/// The shortest HTTP token accepted: it is all that guards the endpoint.
+const MIN_HTTP_TOKEN_CHARS: usize = 24;
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 25 * 1024 * 1024;
 
 const DEFAULT_BATCH_WINDOW_SECS: u64 = 5;
 /// Longest batch window accepted: a visitor's first line should not wait longer than this.
@@ -59,7 +75,13 @@ pub struct EmailConfig {
     /// The address our mails come from.
     pub from_address: String,
     pub smtp: SmtpSettings,
-    pub imap: ImapSettings,
+    /// The mailbox replies are read from, if mail comes in that way.
+    pub imap: Option<ImapSettings>,
+    /// Our own SMTP server, if mail is delivered to it.
+    pub listener: Option<ListenerSettings>,
+    /// The bearer token of `POST /email/v1/inbound`, if mail is posted there.
+    pub http_token: Option<Secret>,
+    pub authentication: AuthenticationSettings,
     /// The signing key, read from `dkim.key_file` at start-up.
     pub dkim: Option<DkimKey>,
     /// Visitor lines written within this window go out as one mail.
@@ -117,6 +139,21 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// `[email.listener]`.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub address: std::net::SocketAddr,
+    pub max_message_bytes: usize,
+}
+
+/// `[email.authentication]`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthenticationSettings {
+    /// Empty: the system's resolver.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    pub strict: bool,
+}
+
 /// How a connection to a mail server is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -149,6 +186,12 @@ impl std::fmt::Debug for EmailConfig {
             .field("from_address", &self.from_address)
             .field("smtp", &self.smtp)
             .field("imap", &self.imap)
+            .field("listener", &self.listener)
+            .field(
+                "http_token",
+                &self.http_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("authentication", &self.authentication)
             .field("dkim", &self.dkim)
             .field("batch_window", &self.batch_window)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
@@ -176,6 +219,9 @@ impl EmailConfig {
             "from_address",
             "smtp",
             "imap",
+            "listener",
+            "http",
+            "authentication",
             "dkim",
             "batch_window_secs",
             "max_attachment_bytes",
@@ -192,19 +238,103 @@ impl EmailConfig {
             credentials: optional_login(&smtp, env(SMTP_PASSWORD_ENV), SMTP_PASSWORD_ENV)?,
         };
 
-        let imap = email.required_table("imap")?;
-        imap.only(&[
-            "host", "port", "security", "username", "password", "mailbox",
-        ])?;
-        let imap = ImapSettings {
-            host: imap.required_string("host")?,
-            port: imap.required_port("port")?,
-            security: imap.required_security("security")?,
-            login: optional_login(&imap, env(IMAP_PASSWORD_ENV), IMAP_PASSWORD_ENV)?
-                .ok_or_else(|| imap.missing("username"))?,
-            mailbox: imap
-                .string("mailbox")?
-                .unwrap_or_else(|| DEFAULT_MAILBOX.to_owned()),
+        let imap = match email.table("imap")? {
+            None => None,
+            Some(imap) => {
+                imap.only(&[
+                    "host", "port", "security", "username", "password", "mailbox",
+                ])?;
+                Some(ImapSettings {
+                    host: imap.required_string("host")?,
+                    port: imap.required_port("port")?,
+                    security: imap.required_security("security")?,
+                    login: optional_login(&imap, env(IMAP_PASSWORD_ENV), IMAP_PASSWORD_ENV)?
+                        .ok_or_else(|| imap.missing("username"))?,
+                    mailbox: imap
+                        .string("mailbox")?
+                        .unwrap_or_else(|| DEFAULT_MAILBOX.to_owned()),
+                })
+            }
+        };
+        let listener = match email.table("listener")? {
+            None => None,
+            Some(listener) => {
+                listener.only(&["address", "max_message_bytes"])?;
+                let address = listener.required_string("address")?;
+                Some(ListenerSettings {
+                    address: address.parse().map_err(|_| {
+                        format!(
+                            "{} {address:?} is not an IP address and port like 127.0.0.1:2525",
+                            listener.name("address")
+                        )
+                    })?,
+                    max_message_bytes: match listener.integer("max_message_bytes")? {
+                        None => DEFAULT_MAX_MESSAGE_BYTES,
+                        Some(n) => usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                            format!("{} must be above 0", listener.name("max_message_bytes"))
+                        })?,
+                    },
+                })
+            }
+        };
+        let http_token = match email.table("http")? {
+            None => None,
+            Some(http) => {
+                http.only(&["token"])?;
+                let token = env(HTTP_TOKEN_ENV)
+                    .filter(|t| !t.is_empty())
+                    .or(http.string("token")?)
+                    .ok_or_else(|| format!("{} (or {HTTP_TOKEN_ENV})", http.missing("token")))?;
+                if token.chars().count() < MIN_HTTP_TOKEN_CHARS {
+                    return Err(format!(
+                        "{} must be at least {MIN_HTTP_TOKEN_CHARS} characters: it is all that \
+                         guards the endpoint",
+                        http.name("token")
+                    ));
+                }
+                Some(Secret(token))
+            }
+        };
+        if imap.is_none() && listener.is_none() && http_token.is_none() {
+            return Err(
+                "email: no way for replies to come in: configure email.imap, \
+                        email.listener or email.http"
+                    .into(),
+            );
+        }
+        let authentication = match email.table("authentication")? {
+            None => AuthenticationSettings::default(),
+            Some(auth) => {
+                auth.only(&["nameservers", "strict"])?;
+                let nameservers = match auth.fields.get("nameservers") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(list)) => list
+                        .iter()
+                        .map(|v| {
+                            v.as_str().and_then(|s| s.trim().parse().ok()).ok_or_else(|| {
+                                format!(
+                                    "{} must list IP addresses with ports, like \"127.0.0.1:53\"",
+                                    auth.name("nameservers")
+                                )
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => {
+                        return Err(format!("{} must be a list", auth.name("nameservers")));
+                    }
+                };
+                let strict = match auth.fields.get("strict") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(format!("{} must be true or false", auth.name("strict")));
+                    }
+                };
+                AuthenticationSettings {
+                    nameservers,
+                    strict,
+                }
+            }
         };
 
         let dkim = match email.table("dkim")? {
@@ -232,6 +362,9 @@ impl EmailConfig {
             from_address,
             smtp,
             imap,
+            listener,
+            http_token,
+            authentication,
             dkim,
             batch_window: Duration::from_secs(batch_window_secs),
             max_attachment_bytes,

@@ -289,3 +289,63 @@ fn file_name(name: Option<&str>, n: usize) -> String {
         name.to_owned()
     }
 }
+
+/// The path a raw mail is posted to (a Postfix pipe with curl, a provider's inbound webhook).
+pub const INBOUND_PATH: &str = "/email/v1/inbound";
+
+/// Largest mail the HTTP endpoint takes.
+const MAX_POSTED_BYTES: usize = 25 * 1024 * 1024;
+
+/// `POST /email/v1/inbound`: the body is one raw RFC 5322 mail; `Authorization: Bearer TOKEN`.
+/// Answers `204` once the mail is recorded (or was already), `422` for a mail refused for
+/// good (the reason in the body: the sender should not retry), `503` with `Retry-After` when
+/// it may work later; `401` without the token.
+pub fn http_route(receiver: Receiver, token: String) -> axum::Router {
+    use axum::{
+        body::Bytes,
+        extract::{DefaultBodyLimit, State},
+        http::{HeaderMap, StatusCode, header},
+        response::IntoResponse,
+        routing::post,
+    };
+    async fn take(
+        State((receiver, token)): State<(Receiver, Arc<str>)>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::response::Response {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same(given.as_bytes(), token.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "a valid bearer token is needed\n").into_response();
+        }
+        match receiver.receive(&body, &[]).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(HandlerError::Permanent(why)) => {
+                tracing::info!(reason = %why, "a posted mail was refused");
+                (StatusCode::UNPROCESSABLE_ENTITY, format!("{why}\n")).into_response()
+            }
+            Err(HandlerError::Transient(why)) => {
+                tracing::warn!(reason = %why, "a posted mail could not be recorded yet");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "30")],
+                    "not recorded; try again later\n",
+                )
+                    .into_response()
+            }
+        }
+    }
+    axum::Router::new()
+        .route(INBOUND_PATH, post(take))
+        .layer(DefaultBodyLimit::max(MAX_POSTED_BYTES))
+        .with_state((receiver, Arc::from(token)))
+}
+
+/// Compares in time that depends on the lengths only, so the token cannot be guessed byte by
+/// byte from how fast a wrong one is refused.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -98,7 +98,7 @@ fn a_full_section_is_read_field_by_field() {
         }
     );
     assert_eq!(
-        config.imap,
+        config.imap.clone().expect("an IMAP mailbox"),
         ImapSettings {
             host: "imap.example.org".into(),
             port: 143,
@@ -132,7 +132,7 @@ fn optional_fields_take_their_defaults() {
     let config = read(&minimal()).expect("a valid section");
     assert_eq!(config.batch_window, Duration::from_secs(5));
     assert_eq!(config.max_attachment_bytes, 10 * 1024 * 1024);
-    assert_eq!(config.imap.mailbox, "INBOX");
+    assert_eq!(config.imap.as_ref().unwrap().mailbox, "INBOX");
     assert_eq!(config.smtp.credentials, None, "no AUTH without a username");
     assert!(config.dkim.is_none());
     assert!(config.composer_config().dkim.is_none());
@@ -153,7 +153,6 @@ fn each_missing_required_field_is_named_with_its_path() {
         &["smtp", "host"],
         &["smtp", "port"],
         &["smtp", "security"],
-        &["imap"],
         &["imap", "host"],
         &["imap", "port"],
         &["imap", "security"],
@@ -167,6 +166,55 @@ fn each_missing_required_field_is_named_with_its_path() {
             "{name}: the error does not say so: {error}"
         );
     }
+}
+
+#[test]
+fn replies_must_have_a_way_in() {
+    let error = read(&without(minimal(), &["imap"])).unwrap_err();
+    assert!(error.contains("no way for replies to come in"), "{error}");
+    let listener = with(
+        without(minimal(), &["imap"]),
+        &["listener"],
+        json!({ "address": "127.0.0.1:2525" }),
+    );
+    let config = read(&listener).expect("the listener alone is a way in");
+    assert_eq!(
+        config.listener.expect("a listener").address,
+        "127.0.0.1:2525".parse().unwrap()
+    );
+    let bad = with(minimal(), &["listener"], json!({ "address": "localhost" }));
+    assert!(read(&bad).unwrap_err().contains("email.listener.address"));
+    let short = with(minimal(), &["http"], json!({ "token": "short" }));
+    assert!(read(&short).unwrap_err().contains("at least 24"));
+    let http = with(
+        without(minimal(), &["imap"]),
+        &["http"],
+        json!({ "token": "a-long-enough-random-token-123" }),
+    );
+    assert!(
+        read(&http)
+            .expect("HTTP alone is a way in")
+            .http_token
+            .is_some()
+    );
+    let auth = with(
+        minimal(),
+        &["authentication"],
+        json!({ "nameservers": ["127.0.0.1:5353"], "strict": true }),
+    );
+    let auth = read(&auth).unwrap().authentication;
+    assert_eq!(auth.nameservers, ["127.0.0.1:5353".parse().unwrap()]);
+    assert!(auth.strict);
+    let bad = with(
+        minimal(),
+        &["authentication"],
+        json!({ "nameservers": ["dns.example"] }),
+    );
+    assert!(
+        read(&bad)
+            .unwrap_err()
+            .contains("email.authentication.nameservers")
+    );
 }
 
 #[test]
@@ -195,7 +243,7 @@ fn a_security_value_outside_the_three_is_refused_with_the_choices() {
     }
     // Like every string, it is trimmed.
     let ok = with(minimal(), &["imap", "security"], json!(" none "));
-    assert_eq!(read(&ok).unwrap().imap.security, Security::None);
+    assert_eq!(read(&ok).unwrap().imap.unwrap().security, Security::None);
 }
 
 #[test]
@@ -262,13 +310,19 @@ fn the_environment_overrides_the_passwords_of_the_file() {
     let config = EmailConfig::read_with_env(&section, env).unwrap();
     let smtp = config.smtp.credentials.expect("SMTP credentials");
     assert_eq!(smtp.password.expose(), "smtp-from-env");
-    assert_eq!(config.imap.login.password.expose(), "imap-from-env");
+    assert_eq!(
+        config.imap.as_ref().unwrap().login.password.expose(),
+        "imap-from-env"
+    );
 
     // Only from the environment: the file need not hold the password at all.
     let section = without(minimal(), &["imap", "password"]);
     let imap_only = |name: &str| env(name).filter(|_| name == IMAP_PASSWORD_ENV);
     let config = EmailConfig::read_with_env(&section, imap_only).unwrap();
-    assert_eq!(config.imap.login.password.expose(), "imap-from-env");
+    assert_eq!(
+        config.imap.as_ref().unwrap().login.password.expose(),
+        "imap-from-env"
+    );
 
     // A password from the environment for an SMTP server with no username is a mistake.
     let error = EmailConfig::read_with_env(&minimal(), env).unwrap_err();
@@ -281,7 +335,10 @@ fn the_environment_overrides_the_passwords_of_the_file() {
     // An empty variable is no override.
     let empty = |_: &str| Some(String::new());
     let config = EmailConfig::read_with_env(&minimal(), empty).unwrap();
-    assert_eq!(config.imap.login.password.expose(), "imap-secret-1");
+    assert_eq!(
+        config.imap.as_ref().unwrap().login.password.expose(),
+        "imap-secret-1"
+    );
 }
 
 #[test]
