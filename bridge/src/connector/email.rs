@@ -12,7 +12,10 @@
 //!   never-works.
 //! - [`imap`]: the mailbox reader: every mail handed over at least once and flagged only
 //!   after, IDLE between passes, reconnect and resync.
+//! - [`auth`]: who really sent an inbound mail (SPF, DKIM, DMARC by mail-auth) and whether it
+//!   may be relayed; never trusts `Authentication-Results` headers in the mail.
 
+pub mod auth;
 pub mod compose;
 pub mod config;
 pub mod imap;
