@@ -338,7 +338,8 @@ pub enum Refusal {
     AuthorWithoutDomain { address: String },
     #[error("DMARC fails for {domain} and its policy is p={policy}")]
     DmarcFail { domain: String, policy: Policy },
-    #[error("DMARC cannot be evaluated for {domain}: not a valid DNS name")]
+    /// The From domain is no DNS name one can look up (or the verdict was never checked).
+    #[error("DMARC cannot be evaluated for {domain}")]
     DmarcPermError { domain: String },
     /// A DNS lookup failed for now: the caller keeps the mail and checks it again later (an
     /// IMAP mail stays unflagged; SMTP answers 4xx).

@@ -17,6 +17,9 @@ use lettre::message::dkim::{
 };
 use lettre::message::header::HeaderName;
 use lettre::message::{Mailbox, Mailboxes};
+use mail_auth::common::crypto::{RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{Canonicalization, DkimSigner};
 use proptest::prelude::*;
 
 use super::*;
@@ -73,7 +76,8 @@ fn reply(from: &str) -> Message {
 
 /// `reply(from)` DKIM-signed by lettre with the responders.test key (selector `sb`), relaxed
 /// canonicalisation as our own composer signs. (lettre's default, `simple` headers, made a
-/// signature that mail-auth found invalid when this test was written: not what is tested here.)
+/// signature mail-auth 0.13 finds invalid, though it verifies simple signatures of its own
+/// signer, below; not looked into further: our composer signs relaxed.)
 fn signed_reply(from: &str) -> Vec<u8> {
     let key = DkimSigningKey::new(RESPONDERS_KEY.trim(), DkimSigningAlgorithm::Rsa).unwrap();
     let config = DkimConfig::new(
@@ -130,6 +134,29 @@ async fn a_reply_signed_by_the_responders_domain_passes_dkim_and_dmarc_and_is_re
         verdict.summary(),
         "dkim=pass (responders.test) spf=skipped dmarc=pass"
     );
+}
+
+#[tokio::test]
+async fn a_reply_signed_by_another_signer_with_simple_canonicalisation_passes_too() {
+    // Responders' own mail servers sign, not lettre: mail-auth's signer, simple/simple (the
+    // strictest canonicalisation), over the unsigned reply.
+    let unsigned = unsigned_reply("ada@responders.test");
+    // Deprecated for `from_key_der`, which takes rustls-pki-types' key type: not worth a
+    // dependency of its own for one test.
+    #[allow(deprecated)]
+    let key = RsaKey::<Sha256>::from_rsa_pem(RESPONDERS_KEY).unwrap();
+    let signature = DkimSigner::from_key(key)
+        .domain("responders.test")
+        .selector("sb")
+        .headers(["From", "To", "Subject", "Date"])
+        .header_canonicalization(Canonicalization::Simple)
+        .body_canonicalization(Canonicalization::Simple)
+        .sign(&unsigned)
+        .unwrap();
+    let raw = [signature.to_header().into_bytes(), unsigned].concat();
+    let verdict = authenticator().check(&raw, None).await;
+    assert_eq!(verdict.dkim.pass, ["responders.test"]);
+    assert_eq!(verdict.decide(true), Ok(()));
 }
 
 #[tokio::test]
