@@ -24,6 +24,10 @@
 # address is a mailbox, the IMAP login is the address, all share one password):
 #   SWITCHBOARD_TEST_SMTP_PORT, SWITCHBOARD_TEST_IMAP_PORT, SWITCHBOARD_TEST_MAIL_PASSWORD,
 #   SWITCHBOARD_TEST_MAIL_SERVER (what runs, with versions)
+# and for the DNS server (scripts/dns.sh: dnsmasq serving only the TXT records of
+# bridge/src/connector/email/auth/testdata/zone.txt, for SPF/DKIM/DMARC):
+#   SWITCHBOARD_TEST_DNS            127.0.0.1:PORT (UDP and TCP)
+#   SWITCHBOARD_TEST_DNS_SERVER     what runs, with its version
 # and for the guest-less Synapse (server name noguest.localhost):
 #   SWITCHBOARD_TEST_NOGUEST_HS_URL         http://127.0.0.1:PORT
 #   SWITCHBOARD_TEST_NOGUEST_SERVER_NAME    noguest.localhost
@@ -90,8 +94,9 @@ cleanup() {
     "$REPO/scripts/synapse.sh" stop "$T/mas/synapse" >/dev/null 2>&1 || true
     "$REPO/scripts/postgres.sh" stop "$T/pg" >/dev/null 2>&1 || true
     "$REPO/scripts/mail.sh" stop "$T/mail" >/dev/null 2>&1 || true
+    "$REPO/scripts/dns.sh" stop "$T/dns" >/dev/null 2>&1 || true
     if [ "$status" -ne 0 ] && [ "${KEEP_TEST_DIR:-0}" = 1 ]; then
-        log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, mail/*.log, env)"
+        log "tests failed; kept $T (synapse/homeserver.log, noguest/synapse/homeserver.log, pg/postgres.log, mail/*.log, dns/dnsmasq.log, env)"
     else
         rm -rf "$T"
     fi
@@ -105,9 +110,9 @@ trap 'exit 143' TERM
 
 # ---- ports -----------------------------------------------------------------------------------
 # Ask the kernel for free ports, holding all sockets open at once so they are distinct.
-read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT SMTP_PORT IMAP_PORT AS_PORTS <<<"$(python3 -c '
+read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT SMTP_PORT IMAP_PORT DNS_PORT AS_PORTS <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(7 + '"$SLOTS + $NOGUEST_SLOTS"')]
+socks = [socket.socket() for _ in range(8 + '"$SLOTS + $NOGUEST_SLOTS"')]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -177,6 +182,19 @@ set -a
 . "$T/mail/env"
 set +a
 # ---- end of mail server --------------------------------------------------------------------
+
+# ---- DNS server (the email connector's SPF/DKIM/DMARC checks, email/auth/tests.rs) ---------
+# dnsmasq in $T/dns answering only the test zone; stopped by cleanup. It exports
+# SWITCHBOARD_TEST_DNS and SWITCHBOARD_TEST_DNS_SERVER. (DNS_PORT was checked free for TCP;
+# dnsmasq binds UDP on it too.)
+"$REPO/scripts/dns.sh" install
+"$REPO/scripts/dns.sh" start "$T/dns" "$DNS_PORT" \
+    "$REPO/bridge/src/connector/email/auth/testdata/zone.txt" >/dev/null
+set -a
+# shellcheck disable=SC1091  # written by scripts/dns.sh start
+. "$T/dns/env"
+set +a
+# ---- end of DNS server ---------------------------------------------------------------------
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
 export SWITCHBOARD_TEST_SERVER_NAME=localhost

@@ -22,6 +22,8 @@
 //! - [`compose`]: the mails Switchboard sends, headers built only from encoded values,
 //!   DKIM-signed.
 //! - [`inbound`]: what a mail means: token, auto-reply, bounce, only the new text.
+//! - [`auth`]: who really sent an inbound mail (SPF, DKIM, DMARC by mail-auth) and whether it
+//!   may be relayed; never trusts `Authentication-Results` headers in the mail.
 //! - [`receive`]: one mail, however it came, into the bridge's remote events, once.
 //! - [`threads`]: what the connector remembers (in the bridge's connector state).
 //! - [`links`]: the Accept / Decline page.
@@ -31,6 +33,7 @@
 //! - [`listener`]: the embedded SMTP server mail can be delivered to, answering `250` only
 //!   once the mail is recorded.
 
+pub mod auth;
 pub mod compose;
 pub mod config;
 pub mod imap;
