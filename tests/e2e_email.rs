@@ -42,12 +42,15 @@ impl Mail {
              batch_window_secs = {batch_window_secs}\n\n\
              [email.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\n\
              [email.imap]\nhost = \"127.0.0.1\"\nport = {imap}\nsecurity = \"none\"\n\
-             username = \"inbox@{domain}\"\npassword = {password:?}\n\n",
+             username = \"inbox@{domain}\"\npassword = {password:?}\n\n\
+             [email.authentication]\nnameservers = [{dns:?}]\n\n",
             listen = slot.listen,
             domain = self.domain,
             smtp = self.server.smtp_port,
             imap = self.server.imap_port,
             password = self.server.password,
+            dns = std::env::var("SWITCHBOARD_TEST_DNS")
+                .expect("SWITCHBOARD_TEST_DNS: scripts/test.sh starts the test DNS server"),
         )
     }
 
@@ -289,13 +292,35 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
             follow.text
         );
     }
-    assert_eq!(follow.in_reply_to, vec![offer.message_id.clone()]);
+    // Threaded: it answers the latest mail of the conversation, and its References start
+    // with the offer.
+    let all: Vec<Received> = mail
+        .inbox(&alice)
+        .await?
+        .into_iter()
+        .map(Received::new)
+        .collect();
+    let parent = follow.in_reply_to.first().context("In-Reply-To")?;
+    assert!(
+        all.iter().any(|m| m.message_id == format!("<{parent}>")),
+        "In-Reply-To names one of our earlier mails: {parent}"
+    );
+    let references = follow
+        .header_block()
+        .lines()
+        .find_map(|l| l.strip_prefix("References: "))
+        .context("References")?
+        .to_owned();
+    assert!(references.starts_with(&offer.message_id), "{references}");
     assert_eq!(
         follow.reply_to, offer.reply_to,
         "one reply address per conversation"
     );
-    let all = mail.inbox(&alice).await?;
-    assert_eq!(all.len(), 2, "the offer and one mail for three lines");
+    let carrying = all
+        .iter()
+        .filter(|m| m.text.contains("It was sent on Monday") || m.text.contains("But nothing here"))
+        .count();
+    assert_eq!(carrying, 1, "one mail for three lines");
 
     // --- a reply that lost the reply address lands by In-Reply-To; /end ends it --------------
     mail.reply(
@@ -531,6 +556,237 @@ async fn forged_and_automatic_mail_is_not_relayed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A responder whose domain publishes DMARC `p=reject` (the test zone's responders.test): an
+/// unsigned reply in their name is held, one signed with their domain's key goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_failing_its_domains_dmarc_policy_is_held() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("dmarc") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 6)?;
+    let rita = format!("{}@responders.test", fresh("rita"));
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("rita", "Rita", &rita)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("is anyone there").await?;
+    let offer = mail
+        .wait_mail(&rita, "the offer", |m| m.text.contains("anyone there"))
+        .await?;
+    // Unsigned, and over IMAP there is no SMTP client to check SPF for: DMARC fails.
+    mail.reply(&rita, &offer.reply_to, Some(&offer), "UNSIGNED: I accept")
+        .await?;
+    let signed = signed_reply(&rita, &offer, "Signed: I accept")?;
+    mail.server.send_as(&rita, signed).await?;
+    visitor
+        .sync_until("the signed answer", |seen| {
+            seen.iter().any(|s| s.body.contains("Signed: I accept"))
+        })
+        .await?;
+    assert!(
+        !visitor.seen.iter().any(|s| s.body.contains("UNSIGNED")),
+        "a mail failing DMARC p=reject was relayed"
+    );
+    ghost_of(&sb, &room).await?;
+    let log = sb.log_text();
+    assert!(log.contains("dmarc=fail"), "the refusal is logged with why");
+    Ok(())
+}
+
+/// A reply DKIM-signed with the test zone's responders.test key (selector `sb`).
+fn signed_reply(from: &str, parent: &Received, text: &str) -> anyhow::Result<lettre::Message> {
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    };
+    let key = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bridge/src/connector/email/auth/testdata/dkim-responders-test-rsa.pem"
+    ))?;
+    let key = DkimSigningKey::new(key.trim(), DkimSigningAlgorithm::Rsa)?;
+    let config = DkimConfig::new(
+        "sb".to_owned(),
+        "responders.test".to_owned(),
+        key,
+        vec![
+            lettre::message::header::HeaderName::new_from_ascii_str("From"),
+            lettre::message::header::HeaderName::new_from_ascii_str("Subject"),
+            lettre::message::header::HeaderName::new_from_ascii_str("To"),
+        ],
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    );
+    let mut message = lettre::Message::builder()
+        .from(from.parse::<Mailbox>()?)
+        .to(parent.reply_to.parse::<Mailbox>()?)
+        .subject("Re: your conversation")
+        .in_reply_to(parent.message_id.clone())
+        .header(ContentType::TEXT_PLAIN)
+        .body(text.to_owned())?;
+    message.sign(&config);
+    Ok(message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_ways_in_take_a_reply_once() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("ways") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 7)?;
+    let alice = fresh_address("alice");
+    let smtp_port = free_port()?;
+    let token = "http-inbound-token-0123456789";
+    let config = format!(
+        "{}[email.listener]\naddress = \"127.0.0.1:{smtp_port}\"\n\n[email.http]\ntoken = {token:?}\n\n{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let mut sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("three ways in").await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("three ways"))
+        .await?;
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "By IMAP")
+        .await?;
+    ghost_of(&sb, &room).await?;
+
+    // Straight to the SMTP listener (as an MX would deliver it).
+    let by_smtp = raw_reply(&alice, &offer, "By the SMTP listener", &fresh("smtp"));
+    let listener =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(smtp_port)
+            .build();
+    let envelope =
+        lettre::address::Envelope::new(Some(alice.parse()?), vec![offer.reply_to.parse()?])?;
+    use lettre::AsyncTransport;
+    listener.send_raw(&envelope, by_smtp.as_bytes()).await?;
+    // The same mail again (a sender retrying after a lost 250): recorded once.
+    listener.send_raw(&envelope, by_smtp.as_bytes()).await?;
+
+    // Posted over HTTP, twice, and once without the token.
+    let by_http = raw_reply(&alice, &offer, "By HTTP", &fresh("http"));
+    let http = reqwest::Client::new();
+    let url = format!("{}/email/v1/inbound", sb.base);
+    let refused = http.post(&url).body(by_http.clone()).send().await?;
+    assert_eq!(refused.status(), 401);
+    for _ in 0..2 {
+        let posted = http
+            .post(&url)
+            .bearer_auth(token)
+            .body(by_http.clone())
+            .send()
+            .await?;
+        assert_eq!(posted.status(), 204);
+    }
+    let junk = http
+        .post(&url)
+        .bearer_auth(token)
+        .body("no mail")
+        .send()
+        .await?;
+    assert_eq!(junk.status(), 422);
+
+    // Switchboard dies; replies arrive meanwhile, one of them twice; after the restart each
+    // reaches the visitor once.
+    sb.kill();
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "While down 1")
+        .await?;
+    let twice = raw_reply(&alice, &offer, "While down 2", &fresh("twice"));
+    for _ in 0..2 {
+        send_raw(&mail.server, &alice, &offer.reply_to, twice.as_bytes()).await?;
+    }
+    sb.restart().await?;
+    visitor
+        .sync_until("every reply", |seen| {
+            [
+                "By IMAP",
+                "By the SMTP listener",
+                "By HTTP",
+                "While down 1",
+                "While down 2",
+            ]
+            .iter()
+            .all(|t| seen.iter().any(|s| s.body == *t))
+        })
+        .await?;
+    visitor.sync_until("a moment more", |_| true).await?;
+    for text in ["By the SMTP listener", "By HTTP", "While down 2"] {
+        let times = visitor.seen.iter().filter(|s| s.body == text).count();
+        assert_eq!(times, 1, "{text:?} reached the visitor {times} times");
+    }
+    Ok(())
+}
+
+/// A plain reply as raw bytes with a Message-ID of `id_local`.
+fn raw_reply(from: &str, parent: &Received, text: &str, id_local: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: Re: your conversation\r\n\
+         Message-ID: <{id_local}@responder.example.test>\r\nIn-Reply-To: {parent}\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n",
+        to = parent.reply_to,
+        parent = parent.message_id,
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_in_topic_pseudonym_and_text_creates_no_header() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("inject") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 5)?;
+    let alice = fresh_address("alice");
+    let config = format!(
+        "{}[[topics]]\nid = \"support\"\nname = \"Help\\r\\nBcc: topic@evil.test =?utf-8?q?X-Injected=3A_1?=\"\n\n{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let _room = visitor.start("support").await?;
+    visitor
+        .send("Hi\r\nBcc: text@evil.test\r\n\r\n=?utf-8?b?QmNjOiBldmlsQGV2aWwudGVzdA==?= marker-42")
+        .await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("marker-42"))
+        .await?;
+    let headers = offer.header_block();
+    for line in headers.lines() {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(
+            !["bcc", "x-injected"].contains(&name.as_str()),
+            "an injected header: {line}\n{headers}"
+        );
+    }
+    assert!(!headers.contains("evil.test"), "{headers}");
+    // Only the real recipient got it.
+    let mut session = mail.server.login("topic@evil.test").await?;
+    let evil = session.select("INBOX").await?;
+    assert_eq!(evil.exists, 0, "an injected Bcc received the offer");
+    session.logout().await.ok();
+    Ok(())
+}
+
 /// `Auto-Submitted: auto-replied`, as out-of-office responders write it (RFC 3834).
 #[derive(Clone)]
 struct AutoSubmitted;
@@ -636,5 +892,86 @@ async fn send_raw(server: &MailServer, from: &str, to: &str, bytes: &[u8]) -> an
     };
     let envelope = lettre::address::Envelope::new(from, vec![to.parse()?])?;
     smtp.send_raw(&envelope, bytes).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_both_ways() -> anyhow::Result<()> {
+    let Some(mail) = Mail::new("files") else {
+        return Ok(());
+    };
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 8)?;
+    let alice = fresh_address("alice");
+    let config = format!(
+        "{}{TOPICS}{}",
+        mail.section(&slot, 1),
+        email_responder("alice", "Alice", &alice)
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("I have a file for you").await?;
+    let offer = mail
+        .wait_mail(&alice, "the offer", |m| m.text.contains("file for you"))
+        .await?;
+    mail.reply(&alice, &offer.reply_to, Some(&offer), "Send it over")
+        .await?;
+    ghost_of(&sb, &room).await?;
+
+    // Visitor → responder: an attachment with the same bytes.
+    let notes: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mxc = upload_media(&env, &slot, "notes.txt", "text/plain", &notes).await?;
+    visitor
+        .send_content(serde_json::json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc, "info": {"mimetype": "text/plain"}}))
+        .await?;
+    let with_file = mail
+        .wait_mail(&alice, "the visitor's file", |m| {
+            String::from_utf8_lossy(&m.raw).contains("notes.txt")
+        })
+        .await?;
+    let parsed = MessageParser::default()
+        .parse(&with_file.raw)
+        .context("a mail")?;
+    let attached = parsed
+        .attachments()
+        .find(|a| mail_parser::MimeHeaders::attachment_name(*a) == Some("notes.txt"))
+        .context("notes.txt attached")?;
+    assert_eq!(attached.contents(), notes.as_slice());
+
+    // Responder → visitor: a mailed picture arrives as an image from the ghost.
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n-not-really-a-png-but-bytes-are-bytes";
+    let reply = lettre::Message::builder()
+        .from(alice.parse::<Mailbox>()?)
+        .to(offer.reply_to.parse::<Mailbox>()?)
+        .subject("Re: file")
+        .in_reply_to(offer.message_id.clone())
+        .multipart(
+            lettre::message::MultiPart::mixed()
+                .singlepart(lettre::message::SinglePart::plain(
+                    "Here is the map".to_owned(),
+                ))
+                .singlepart(
+                    lettre::message::Attachment::new("map.png".to_owned())
+                        .body(png.to_vec(), ContentType::parse("image/png")?),
+                ),
+        )?;
+    mail.server.send_as(&alice, reply).await?;
+    visitor
+        .sync_until("the mailed picture", |seen| {
+            seen.iter()
+                .any(|s| s.body == "map.png" && !s.url.is_empty())
+        })
+        .await?;
+    let picture = visitor
+        .seen
+        .iter()
+        .find(|s| s.body == "map.png")
+        .unwrap()
+        .clone();
+    assert_eq!(picture.msgtype, "m.image");
+    let bytes = download_media(&env, &visitor.token, &picture.url).await?;
+    assert_eq!(bytes, png);
+    assert!(visitor.seen.iter().any(|s| s.body == "Here is the map"));
     Ok(())
 }

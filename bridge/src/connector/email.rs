@@ -145,6 +145,7 @@ pub struct EmailConnector {
     sender: Sender,
     threads: Threads,
     links: Links,
+    authenticator: auth::Authenticator,
     health: Option<PartReporter>,
 }
 
@@ -159,7 +160,10 @@ impl EmailConnector {
         let sender = Sender::new(&config.smtp)?;
         let threads = Threads::new(state, SPEC.platform());
         let links = Links::new(threads.clone(), clock, public_url);
+        let authenticator = auth::Authenticator::new(&config.authentication.nameservers)
+            .map_err(|e| format!("email.authentication: {e}"))?;
         Ok(EmailConnector {
+            authenticator,
             config,
             composer,
             sender,
@@ -175,6 +179,8 @@ impl EmailConnector {
             self.config.max_attachment_bytes,
             self.threads.clone(),
             sink,
+            self.authenticator.clone(),
+            self.config.authentication.strict,
         )
     }
 
@@ -444,7 +450,11 @@ impl Connector for EmailConnector {
             tasks.spawn(async move {
                 let handler = |mail: imap::RawMail| {
                     let receiver = receiver.clone();
-                    async move { receiver.receive(&mail.bytes, &[]).await }
+                    async move {
+                        receiver
+                            .receive(&mail.bytes, receive::Arrival::default())
+                            .await
+                    }
                 };
                 if let Some(health) = &health {
                     health.connected();
@@ -480,7 +490,17 @@ impl Connector for EmailConnector {
                 tracing::info!(%address, "SMTP listener ready");
                 let handler = move |envelope: listener::Envelope, bytes: Vec<u8>| {
                     let receiver = receiver.clone();
-                    async move { receiver.receive(&bytes, &envelope.rcpt_to).await }
+                    async move {
+                        let arrival = receive::Arrival {
+                            recipients: &envelope.rcpt_to,
+                            peer: Some(auth::SmtpPeer {
+                                ip: envelope.peer.ip(),
+                                helo: envelope.helo.clone(),
+                                mail_from: envelope.mail_from.clone(),
+                            }),
+                        };
+                        receiver.receive(&bytes, arrival).await
+                    }
                 };
                 if let Err(e) = listener::serve(socket, config, handler, shutdown).await {
                     tracing::error!(error = %e, "the SMTP listener stopped");

@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 
+use super::auth::{Authenticator, Refusal, SmtpPeer};
 use super::imap::HandlerError;
 use super::inbound::{self, InboundMail};
 use super::threads::Threads;
@@ -33,6 +34,18 @@ pub struct Receiver {
     max_file_bytes: usize,
     threads: Threads,
     sink: Arc<dyn RemoteSink>,
+    authenticator: Authenticator,
+    strict: bool,
+}
+
+/// How a mail reached us, as far as the way it came knows.
+#[derive(Debug, Default)]
+pub struct Arrival<'a> {
+    /// The SMTP `RCPT TO` addresses (they may hold the reply token when no header does).
+    pub recipients: &'a [String],
+    /// The SMTP client, where the mail came straight from it (our listener): SPF is checked
+    /// only then.
+    pub peer: Option<SmtpPeer>,
 }
 
 /// The conversation a reply belongs to.
@@ -47,25 +60,24 @@ impl Receiver {
         max_file_bytes: usize,
         threads: Threads,
         sink: Arc<dyn RemoteSink>,
+        authenticator: Authenticator,
+        strict: bool,
     ) -> Self {
         Receiver {
             domain,
             max_file_bytes,
             threads,
             sink,
+            authenticator,
+            strict,
         }
     }
 
-    /// Handles one raw mail; `envelope_recipients`: the SMTP `RCPT TO` addresses, where the
-    /// mail came by SMTP (they may hold the reply token when no header does).
-    pub async fn receive(
-        &self,
-        raw: &[u8],
-        envelope_recipients: &[String],
-    ) -> Result<(), HandlerError> {
+    /// Handles one raw mail.
+    pub async fn receive(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<(), HandlerError> {
         let mail = inbound::parse(raw)
             .map_err(|e| HandlerError::Permanent(format!("not a mail we can read: {e}")))?;
-        let rcpts: Vec<&str> = envelope_recipients.iter().map(String::as_str).collect();
+        let rcpts: Vec<&str> = arrival.recipients.iter().map(String::as_str).collect();
         let key = mail.id.as_str().to_owned();
         let span = tracing::info_span!("mail", id = %key);
         let _enter = span.enter();
@@ -76,6 +88,33 @@ impl Receiver {
         if let Some(automated) = &mail.automated {
             tracing::info!(?automated, "an automatic mail was not passed on");
             return Ok(());
+        }
+        // Who really sent it, before anything of it counts. (A bounce is not checked: it
+        // names one of our mails by a random bounce address nobody else knows.)
+        let verdict = self.authenticator.check(raw, arrival.peer.as_ref()).await;
+        match verdict.decide(self.strict) {
+            Ok(()) => tracing::debug!(auth = %verdict.summary(), "sender authenticated"),
+            Err(Refusal::TryLater) => {
+                return Err(HandlerError::Transient(format!(
+                    "the sender could not be checked yet: {}",
+                    verdict.summary()
+                )));
+            }
+            Err(refusal) => {
+                return Err(HandlerError::Permanent(format!(
+                    "held, the sender failed authentication ({refusal:?}): {}",
+                    verdict.summary()
+                )));
+            }
+        }
+        // The author DMARC vouched for is the one the address check below is about.
+        if !verdict
+            .from_address()
+            .is_some_and(|from| from.eq_ignore_ascii_case(&mail.from))
+        {
+            return Err(HandlerError::Permanent(
+                "held: the From address could not be read the same way twice".into(),
+            ));
         }
         let content = inbound::new_content(&mail);
         let Some(conversation) = self.conversation_of(&mail, &rcpts).await? else {
@@ -321,7 +360,7 @@ pub fn http_route(receiver: Receiver, token: String) -> axum::Router {
         if !same(given.as_bytes(), token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "a valid bearer token is needed\n").into_response();
         }
-        match receiver.receive(&body, &[]).await {
+        match receiver.receive(&body, Arrival::default()).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(HandlerError::Permanent(why)) => {
                 tracing::info!(reason = %why, "a posted mail was refused");
