@@ -172,6 +172,76 @@ impl Received {
     }
 }
 
+/// One test's Switchboard on `slot`, with Alice answering `support` by email at `alice` and
+/// `extra` configured besides (the topics, and whatever else the test needs).
+struct World {
+    mail: Mail,
+    env: TestEnv,
+    slot: Slot,
+    sb: Switchboard,
+    alice: String,
+}
+
+impl World {
+    /// `None` outside scripts/test.sh (no mail server: the test says it skipped).
+    async fn start(
+        name: &str,
+        slot: u32,
+        alice: String,
+        extra: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(mail) = Mail::new(name) else {
+            return Ok(None);
+        };
+        let env = TestEnv::from_env();
+        let slot = Slot::load(&env, slot)?;
+        let config = format!(
+            "{}{extra}{}",
+            mail.section(&slot, 2),
+            email_responder("alice", "Alice", &alice)
+        );
+        let sb = Switchboard::start(&env, &slot, &config).await?;
+        Ok(Some(World {
+            mail,
+            env,
+            slot,
+            sb,
+            alice,
+        }))
+    }
+
+    /// A visitor on `support` who wrote `first`, their room, and the offer mail quoting it.
+    async fn offered(&self, first: &str) -> anyhow::Result<(Visitor, String, Received)> {
+        self.offered_with(first, first).await
+    }
+
+    /// The same, the offer found by `hint` (a part of `first` that reads the same in a mail).
+    async fn offered_with(
+        &self,
+        first: &str,
+        hint: &str,
+    ) -> anyhow::Result<(Visitor, String, Received)> {
+        let mut visitor = Visitor::guest(&self.env, &self.sb.base).await?;
+        let room = visitor.start("support").await?;
+        visitor.send(first).await?;
+        let offer = self
+            .mail
+            .wait_mail(&self.alice, "the offer", |m| m.text.contains(hint))
+            .await?;
+        Ok((visitor, room, offer))
+    }
+
+    /// The same, held by Alice: she replied `answer` to the offer.
+    async fn held(&self, first: &str, answer: &str) -> anyhow::Result<(Visitor, String, Received)> {
+        let (visitor, room, offer) = self.offered(first).await?;
+        self.mail
+            .reply(&self.alice, &offer.reply_to, Some(&offer), answer)
+            .await?;
+        ghost_of(&self.sb, &room).await?;
+        Ok((visitor, room, offer))
+    }
+}
+
 fn email_responder(id: &str, pseudonym: &str, address: &str) -> String {
     format!(
         "[[responders]]\nid = \"{id}\"\ndisplay_name = \"{pseudonym}\"\npseudonym = \"{pseudonym}\"\n\
@@ -204,28 +274,14 @@ async fn ghost_of(sb: &Switchboard, room: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("offer") else {
+    let Some(w) = World::start("offer", 0, fresh_address("alice"), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 0)?;
-    let alice = fresh_address("alice");
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 2),
-        email_responder("alice", "Alice (Support)", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
 
     // --- the offer: who, what, links; nothing that identifies the visitor -------------------
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let room = visitor.start("support").await?;
-    visitor.send("My parcel 4711 never arrived").await?;
-    let alias = alias_of(&sb, &room).await?;
-    let offer = mail
-        .wait_mail(&alice, "the offer", |m| m.text.contains("parcel 4711"))
-        .await?;
-    assert_eq!(offer.from, format!("support@{}", mail.domain));
+    let (mut visitor, room, offer) = w.offered("My parcel 4711 never arrived").await?;
+    let alias = alias_of(&w.sb, &room).await?;
+    assert_eq!(offer.from, format!("support@{}", w.mail.domain));
     let headers = offer.header_block();
     assert!(
         headers.contains("General support via Switchboard"),
@@ -235,7 +291,7 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
     let token = offer
         .reply_to
         .strip_prefix("reply+")
-        .and_then(|r| r.strip_suffix(&format!("@{}", mail.domain)))
+        .and_then(|r| r.strip_suffix(&format!("@{}", w.mail.domain)))
         .context("Reply-To is reply+TOKEN@domain")?;
     assert!(
         token.len() >= 32 && token.chars().all(|c| c.is_ascii_hexdigit()),
@@ -255,9 +311,10 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
         "Hello! I am looking into it right now.\n\nOn Mon, 30 Nov 2026, {} wrote:\n> {}\n",
         offer.from, "My parcel 4711 never arrived"
     );
-    mail.reply(&alice, &offer.reply_to, Some(&offer), &quoted)
+    w.mail
+        .reply(&w.alice, &offer.reply_to, Some(&offer), &quoted)
         .await?;
-    let ghost = ghost_of(&sb, &room).await?;
+    let ghost = ghost_of(&w.sb, &room).await?;
     visitor
         .sync_until("the emailed answer", |seen| {
             seen.iter().any(|s| s.body.contains("looking into it"))
@@ -280,8 +337,9 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
     ] {
         visitor.send(line).await?;
     }
-    let follow = mail
-        .wait_mail(&alice, "the visitor's lines", |m| {
+    let follow = w
+        .mail
+        .wait_mail(&w.alice, "the visitor's lines", |m| {
             m.text.contains("Tracking says delivered")
         })
         .await?;
@@ -294,8 +352,9 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
     }
     // Threaded: it answers the latest mail of the conversation, and its References start
     // with the offer.
-    let all: Vec<Received> = mail
-        .inbox(&alice)
+    let all: Vec<Received> = w
+        .mail
+        .inbox(&w.alice)
         .await?
         .into_iter()
         .map(Received::new)
@@ -323,13 +382,14 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
     assert_eq!(carrying, 1, "one mail for three lines");
 
     // --- a reply that lost the reply address lands by In-Reply-To; /end ends it --------------
-    mail.reply(
-        &alice,
-        &format!("support@{}", mail.domain),
-        Some(&follow),
-        "Found it at your neighbour's.\n/end\n-- \nAlice, Support team\n",
-    )
-    .await?;
+    w.mail
+        .reply(
+            &w.alice,
+            &format!("support@{}", w.mail.domain),
+            Some(&follow),
+            "Found it at your neighbour's.\n/end\n-- \nAlice, Support team\n",
+        )
+        .await?;
     visitor
         .sync_until("the second answer", |seen| {
             seen.iter().any(|s| s.body.contains("neighbour"))
@@ -345,7 +405,11 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
         "signature and command stripped"
     );
     wait_for("the conversation to end", || async {
-        let active = sb.store().await?.active_assignments_for_room(&room).await?;
+        let active =
+            w.sb.store()
+                .await?
+                .active_assignments_for_room(&room)
+                .await?;
         Ok(active.is_empty().then_some(()))
     })
     .await?;
@@ -354,28 +418,12 @@ async fn a_reply_to_the_offer_accepts_and_the_thread_goes_both_ways() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_page_accepts_and_declines_with_a_post_only() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("links") else {
+    let Some(w) = World::start("links", 1, fresh_address("alice"), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 1)?;
-    let alice = fresh_address("alice");
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
     let http = reqwest::Client::new();
+    let (_v1, room1, offer1) = w.offered("first visitor here").await?;
 
-    let mut v1 = Visitor::guest(&env, &sb.base).await?;
-    let room1 = v1.start("support").await?;
-    v1.send("first visitor here").await?;
-    let offer1 = mail
-        .wait_mail(&alice, "the first offer", |m| {
-            m.text.contains("first visitor")
-        })
-        .await?;
     let accept = offer1.link("Accept").context("Accept link")?;
     // Opening the link (what a mail scanner does) decides nothing.
     let page = http.get(&accept).send().await?;
@@ -384,7 +432,7 @@ async fn the_link_page_accepts_and_declines_with_a_post_only() -> anyhow::Result
     assert!(html.contains("<form method=\"post\""), "{html}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        sb.store()
+        w.sb.store()
             .await?
             .active_assignments_for_room(&room1)
             .await?
@@ -393,37 +441,39 @@ async fn the_link_page_accepts_and_declines_with_a_post_only() -> anyhow::Result
     );
     let pressed = http.post(&accept).send().await?;
     assert_eq!(pressed.status(), 200);
-    ghost_of(&sb, &room1).await?;
+    ghost_of(&w.sb, &room1).await?;
     // Used once: a second press finds the link gone.
     assert_eq!(http.post(&accept).send().await?.status(), 404);
     assert_eq!(http.get(&accept).send().await?.status(), 404);
 
-    let mut v2 = Visitor::guest(&env, &sb.base).await?;
+    let mut v2 = Visitor::guest(&w.env, &w.sb.base).await?;
     let room2 = v2.start("support").await?;
     v2.send("second visitor here").await?;
-    let offer2 = mail
-        .wait_mail(&alice, "the second offer", |m| {
+    let offer2 = w
+        .mail
+        .wait_mail(&w.alice, "the second offer", |m| {
             m.text.contains("second visitor")
         })
         .await?;
     let decline = offer2.link("Decline").context("Decline link")?;
     assert_eq!(http.post(&decline).send().await?.status(), 200);
     wait_for("the offer to be declined", || async {
-        let offers = sb.store().await?.offers_for_room(&room2).await?;
+        let offers = w.sb.store().await?.offers_for_room(&room2).await?;
         Ok(offers.iter().any(|o| o.state == "declined").then_some(()))
     })
     .await?;
     // Declined: a later reply to that offer does not take the conversation.
-    mail.reply(
-        &alice,
-        &offer2.reply_to,
-        Some(&offer2),
-        "Actually, I can take it",
-    )
-    .await?;
+    w.mail
+        .reply(
+            &w.alice,
+            &offer2.reply_to,
+            Some(&offer2),
+            "Actually, I can take it",
+        )
+        .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        sb.store()
+        w.sb.store()
             .await?
             .active_assignments_for_room(&room2)
             .await?
@@ -431,42 +481,25 @@ async fn the_link_page_accepts_and_declines_with_a_post_only() -> anyhow::Result
         "a declined offer stays declined"
     );
     // A link that was never minted is refused the same way.
-    let forged = format!("{}/email/v1/offers/{}", sb.base, "0".repeat(32));
+    let forged = format!("{}/email/v1/offers/{}", w.sb.base, "0".repeat(32));
     assert_eq!(http.post(&forged).send().await?.status(), 404);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_conversations_replies_land_in_their_own() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("two") else {
+    let Some(w) = World::start("two", 2, fresh_address("alice"), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 2)?;
-    let alice = fresh_address("alice");
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let (mut v1, room1, o1) = w.offered("question about apples").await?;
+    let (mut v2, room2, o2) = w.offered("question about pears").await?;
 
-    let mut v1 = Visitor::guest(&env, &sb.base).await?;
-    let room1 = v1.start("support").await?;
-    v1.send("question about apples").await?;
-    let mut v2 = Visitor::guest(&env, &sb.base).await?;
-    let room2 = v2.start("support").await?;
-    v2.send("question about pears").await?;
-    let o1 = mail
-        .wait_mail(&alice, "the apples offer", |m| m.text.contains("apples"))
-        .await?;
-    let o2 = mail
-        .wait_mail(&alice, "the pears offer", |m| m.text.contains("pears"))
-        .await?;
     assert_ne!(o1.reply_to, o2.reply_to);
-    mail.reply(&alice, &o2.reply_to, Some(&o2), "Pears are in aisle 3")
+    w.mail
+        .reply(&w.alice, &o2.reply_to, Some(&o2), "Pears are in aisle 3")
         .await?;
-    mail.reply(&alice, &o1.reply_to, Some(&o1), "Apples are in aisle 1")
+    w.mail
+        .reply(&w.alice, &o1.reply_to, Some(&o1), "Apples are in aisle 1")
         .await?;
     v1.sync_until("the apples answer", |seen| {
         seen.iter().any(|s| s.body.contains("aisle 1"))
@@ -476,16 +509,17 @@ async fn two_conversations_replies_land_in_their_own() -> anyhow::Result<()> {
         seen.iter().any(|s| s.body.contains("aisle 3"))
     })
     .await?;
-    ghost_of(&sb, &room1).await?;
-    ghost_of(&sb, &room2).await?;
+    ghost_of(&w.sb, &room1).await?;
+    ghost_of(&w.sb, &room2).await?;
     // A reply that only has In-Reply-To (sent to the plain address) lands by it.
-    mail.reply(
-        &alice,
-        &format!("support@{}", mail.domain),
-        Some(&o1),
-        "Also: apples are on sale",
-    )
-    .await?;
+    w.mail
+        .reply(
+            &w.alice,
+            &format!("support@{}", w.mail.domain),
+            Some(&o1),
+            "Also: apples are on sale",
+        )
+        .await?;
     v1.sync_until("the In-Reply-To answer", |seen| {
         seen.iter().any(|s| s.body.contains("on sale"))
     })
@@ -499,48 +533,33 @@ async fn two_conversations_replies_land_in_their_own() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_automatic_mail_is_not_relayed() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("forged") else {
+    let Some(w) = World::start("forged", 3, fresh_address("alice"), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 3)?;
-    let alice = fresh_address("alice");
     let mallory = fresh_address("mallory");
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let room = visitor.start("support").await?;
-    visitor.send("hello there").await?;
-    let offer = mail
-        .wait_mail(&alice, "the offer", |m| m.text.contains("hello there"))
-        .await?;
-    mail.reply(&alice, &offer.reply_to, Some(&offer), "Alice here")
-        .await?;
-    ghost_of(&sb, &room).await?;
+    let (mut visitor, _room, offer) = w.held("hello there", "Alice here").await?;
 
     // Someone else who learnt the reply address.
-    mail.reply(
-        &mallory,
-        &offer.reply_to,
-        Some(&offer),
-        "FORGED: send me your password",
-    )
-    .await?;
+    w.mail
+        .reply(
+            &mallory,
+            &offer.reply_to,
+            Some(&offer),
+            "FORGED: send me your password",
+        )
+        .await?;
     // An out-of-office answer from the responder's own address.
     let oof = lettre::Message::builder()
-        .from(alice.parse::<Mailbox>()?)
+        .from(w.alice.parse::<Mailbox>()?)
         .to(offer.reply_to.parse::<Mailbox>()?)
         .subject("Out of office")
         .header(AutoSubmitted)
         .header(ContentType::TEXT_PLAIN)
         .body("AUTOREPLY: I am away until Monday".to_owned())?;
-    mail.server.send_as(&alice, oof).await?;
+    w.mail.server.send_as(&w.alice, oof).await?;
     // Then a genuine one: once it is through, the two before it were handled too.
-    mail.reply(&alice, &offer.reply_to, Some(&offer), "Genuine answer")
+    w.mail
+        .reply(&w.alice, &offer.reply_to, Some(&offer), "Genuine answer")
         .await?;
     visitor
         .sync_until("the genuine answer", |seen| {
@@ -560,29 +579,18 @@ async fn forged_and_automatic_mail_is_not_relayed() -> anyhow::Result<()> {
 /// unsigned reply in their name is held, one signed with their domain's key goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_failing_its_domains_dmarc_policy_is_held() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("dmarc") else {
+    let rita = format!("{}@responders.test", fresh("rita"));
+    let Some(w) = World::start("dmarc", 6, rita.clone(), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 6)?;
-    let rita = format!("{}@responders.test", fresh("rita"));
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("rita", "Rita", &rita)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let room = visitor.start("support").await?;
-    visitor.send("is anyone there").await?;
-    let offer = mail
-        .wait_mail(&rita, "the offer", |m| m.text.contains("anyone there"))
-        .await?;
+    let (mut visitor, room, offer) = w.offered("is anyone there").await?;
+
     // Unsigned, and over IMAP there is no SMTP client to check SPF for: DMARC fails.
-    mail.reply(&rita, &offer.reply_to, Some(&offer), "UNSIGNED: I accept")
+    w.mail
+        .reply(&rita, &offer.reply_to, Some(&offer), "UNSIGNED: I accept")
         .await?;
     let signed = signed_reply(&rita, &offer, "Signed: I accept")?;
-    mail.server.send_as(&rita, signed).await?;
+    w.mail.server.send_as(&rita, signed).await?;
     visitor
         .sync_until("the signed answer", |seen| {
             seen.iter().any(|s| s.body.contains("Signed: I accept"))
@@ -592,8 +600,8 @@ async fn a_reply_failing_its_domains_dmarc_policy_is_held() -> anyhow::Result<()
         !visitor.seen.iter().any(|s| s.body.contains("UNSIGNED")),
         "a mail failing DMARC p=reject was relayed"
     );
-    ghost_of(&sb, &room).await?;
-    let log = sb.log_text();
+    ghost_of(&w.sb, &room).await?;
+    let log = w.sb.log_text();
     assert!(log.contains("dmarc=fail"), "the refusal is logged with why");
     Ok(())
 }
@@ -636,47 +644,33 @@ fn signed_reply(from: &str, parent: &Received, text: &str) -> anyhow::Result<let
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_ways_in_take_a_reply_once() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("ways") else {
-        return Ok(());
-    };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 7)?;
-    let alice = fresh_address("alice");
     let smtp_port = free_port()?;
     let token = "http-inbound-token-0123456789";
-    let config = format!(
-        "{}[email.listener]\naddress = \"127.0.0.1:{smtp_port}\"\n\n[email.http]\ntoken = {token:?}\n\n{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
+    let extra = format!(
+        "[email.listener]\naddress = \"127.0.0.1:{smtp_port}\"\n\n[email.http]\ntoken = {token:?}\n\n{TOPICS}"
     );
-    let mut sb = Switchboard::start(&env, &slot, &config).await?;
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let room = visitor.start("support").await?;
-    visitor.send("three ways in").await?;
-    let offer = mail
-        .wait_mail(&alice, "the offer", |m| m.text.contains("three ways"))
-        .await?;
-    mail.reply(&alice, &offer.reply_to, Some(&offer), "By IMAP")
-        .await?;
-    ghost_of(&sb, &room).await?;
+    let Some(mut w) = World::start("ways", 7, fresh_address("alice"), &extra).await? else {
+        return Ok(());
+    };
+    let (mut visitor, _room, offer) = w.held("three ways in", "By IMAP").await?;
 
     // Straight to the SMTP listener (as an MX would deliver it).
-    let by_smtp = raw_reply(&alice, &offer, "By the SMTP listener", &fresh("smtp"));
+    let by_smtp = raw_reply(&w.alice, &offer, "By the SMTP listener", &fresh("smtp"));
     let listener =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(smtp_port)
             .build();
     let envelope =
-        lettre::address::Envelope::new(Some(alice.parse()?), vec![offer.reply_to.parse()?])?;
+        lettre::address::Envelope::new(Some(w.alice.parse()?), vec![offer.reply_to.parse()?])?;
     use lettre::AsyncTransport;
     listener.send_raw(&envelope, by_smtp.as_bytes()).await?;
     // The same mail again (a sender retrying after a lost 250): recorded once.
     listener.send_raw(&envelope, by_smtp.as_bytes()).await?;
 
     // Posted over HTTP, twice, and once without the token.
-    let by_http = raw_reply(&alice, &offer, "By HTTP", &fresh("http"));
+    let by_http = raw_reply(&w.alice, &offer, "By HTTP", &fresh("http"));
     let http = reqwest::Client::new();
-    let url = format!("{}/email/v1/inbound", sb.base);
+    let url = format!("{}/email/v1/inbound", w.sb.base);
     let refused = http.post(&url).body(by_http.clone()).send().await?;
     assert_eq!(refused.status(), 401);
     for _ in 0..2 {
@@ -698,14 +692,15 @@ async fn the_other_ways_in_take_a_reply_once() -> anyhow::Result<()> {
 
     // Switchboard dies; replies arrive meanwhile, one of them twice; after the restart each
     // reaches the visitor once.
-    sb.kill();
-    mail.reply(&alice, &offer.reply_to, Some(&offer), "While down 1")
+    w.sb.kill();
+    w.mail
+        .reply(&w.alice, &offer.reply_to, Some(&offer), "While down 1")
         .await?;
-    let twice = raw_reply(&alice, &offer, "While down 2", &fresh("twice"));
+    let twice = raw_reply(&w.alice, &offer, "While down 2", &fresh("twice"));
     for _ in 0..2 {
-        send_raw(&mail.server, &alice, &offer.reply_to, twice.as_bytes()).await?;
+        send_raw(&w.mail.server, &w.alice, &offer.reply_to, twice.as_bytes()).await?;
     }
-    sb.restart().await?;
+    w.sb.restart().await?;
     visitor
         .sync_until("every reply", |seen| {
             [
@@ -746,26 +741,17 @@ fn free_port() -> anyhow::Result<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_in_topic_pseudonym_and_text_creates_no_header() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("inject") else {
+    let topics = "[[topics]]\nid = \"support\"\nname = \"Help\\r\\nBcc: topic@evil.test =?utf-8?q?X-Injected=3A_1?=\"\n\n";
+    let Some(w) = World::start("inject", 5, fresh_address("alice"), topics).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 5)?;
-    let alice = fresh_address("alice");
-    let config = format!(
-        "{}[[topics]]\nid = \"support\"\nname = \"Help\\r\\nBcc: topic@evil.test =?utf-8?q?X-Injected=3A_1?=\"\n\n{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let _room = visitor.start("support").await?;
-    visitor
-        .send("Hi\r\nBcc: text@evil.test\r\n\r\n=?utf-8?b?QmNjOiBldmlsQGV2aWwudGVzdA==?= marker-42")
+    let (_visitor, _room, offer) = w
+        .offered_with(
+            "Hi\r\nBcc: text@evil.test\r\n\r\n=?utf-8?b?QmNjOiBldmlsQGV2aWwudGVzdA==?= marker-42",
+            "marker-42",
+        )
         .await?;
-    let offer = mail
-        .wait_mail(&alice, "the offer", |m| m.text.contains("marker-42"))
-        .await?;
+
     let headers = offer.header_block();
     for line in headers.lines() {
         let name = line
@@ -780,7 +766,7 @@ async fn injection_in_topic_pseudonym_and_text_creates_no_header() -> anyhow::Re
     }
     assert!(!headers.contains("evil.test"), "{headers}");
     // Only the real recipient got it.
-    let mut session = mail.server.login("topic@evil.test").await?;
+    let mut session = w.mail.server.login("topic@evil.test").await?;
     let evil = session.select("INBOX").await?;
     assert_eq!(evil.exists, 0, "an injected Bcc received the offer");
     session.logout().await.ok();
@@ -897,36 +883,20 @@ async fn send_raw(server: &MailServer, from: &str, to: &str, bytes: &[u8]) -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_go_both_ways() -> anyhow::Result<()> {
-    let Some(mail) = Mail::new("files") else {
+    let Some(w) = World::start("files", 8, fresh_address("alice"), TOPICS).await? else {
         return Ok(());
     };
-    let env = TestEnv::from_env();
-    let slot = Slot::load(&env, 8)?;
-    let alice = fresh_address("alice");
-    let config = format!(
-        "{}{TOPICS}{}",
-        mail.section(&slot, 1),
-        email_responder("alice", "Alice", &alice)
-    );
-    let sb = Switchboard::start(&env, &slot, &config).await?;
-    let mut visitor = Visitor::guest(&env, &sb.base).await?;
-    let room = visitor.start("support").await?;
-    visitor.send("I have a file for you").await?;
-    let offer = mail
-        .wait_mail(&alice, "the offer", |m| m.text.contains("file for you"))
-        .await?;
-    mail.reply(&alice, &offer.reply_to, Some(&offer), "Send it over")
-        .await?;
-    ghost_of(&sb, &room).await?;
+    let (mut visitor, _room, offer) = w.held("I have a file for you", "Send it over").await?;
 
     // Visitor → responder: an attachment with the same bytes.
     let notes: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mxc = upload_media(&env, &slot, "notes.txt", "text/plain", &notes).await?;
+    let mxc = upload_media(&w.env, &w.slot, "notes.txt", "text/plain", &notes).await?;
     visitor
         .send_content(serde_json::json!({"msgtype": "m.file", "body": "notes.txt", "url": mxc, "info": {"mimetype": "text/plain"}}))
         .await?;
-    let with_file = mail
-        .wait_mail(&alice, "the visitor's file", |m| {
+    let with_file = w
+        .mail
+        .wait_mail(&w.alice, "the visitor's file", |m| {
             String::from_utf8_lossy(&m.raw).contains("notes.txt")
         })
         .await?;
@@ -942,7 +912,7 @@ async fn files_go_both_ways() -> anyhow::Result<()> {
     // Responder → visitor: a mailed picture arrives as an image from the ghost.
     let png: &[u8] = b"\x89PNG\r\n\x1a\n-not-really-a-png-but-bytes-are-bytes";
     let reply = lettre::Message::builder()
-        .from(alice.parse::<Mailbox>()?)
+        .from(w.alice.parse::<Mailbox>()?)
         .to(offer.reply_to.parse::<Mailbox>()?)
         .subject("Re: file")
         .in_reply_to(offer.message_id.clone())
@@ -956,7 +926,7 @@ async fn files_go_both_ways() -> anyhow::Result<()> {
                         .body(png.to_vec(), ContentType::parse("image/png")?),
                 ),
         )?;
-    mail.server.send_as(&alice, reply).await?;
+    w.mail.server.send_as(&w.alice, reply).await?;
     visitor
         .sync_until("the mailed picture", |seen| {
             seen.iter()
@@ -970,7 +940,7 @@ async fn files_go_both_ways() -> anyhow::Result<()> {
         .unwrap()
         .clone();
     assert_eq!(picture.msgtype, "m.image");
-    let bytes = download_media(&env, &visitor.token, &picture.url).await?;
+    let bytes = download_media(&w.env, &visitor.token, &picture.url).await?;
     assert_eq!(bytes, png);
     assert!(visitor.seen.iter().any(|s| s.body == "Here is the map"));
     Ok(())
