@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark of issue 11, in one run, side by side: Synapse's own client → client floor,
-# bridged latency both ways for a Matrix and a Telegram responder, ingest throughput
-# (acknowledged and processed) of a 40 000-event flood, a quiet conversation's latency under a
-# second flood, Switchboard's CPU per relayed message and its memory with 1k and 10k stored
-# conversations. Release build. Rewrites the relay section of docs/benchmarks.md.
+# bridged latency both ways for a Matrix, a Telegram, a Discord and an email responder, ingest
+# throughput (acknowledged and processed) of a 40 000-event flood, a quiet conversation's
+# latency under a second flood, Switchboard's CPU per relayed message and its memory with 1k
+# and 10k stored conversations. Release build. Rewrites the relay section of docs/benchmarks.md.
 #
 #   scripts/bench.sh [N]      N samples per unpaced latency path (default 30; paths paced to
-#                             Telegram's one message a second per chat take at most 20)
+#                             Telegram's one message a second per chat, and the email paths,
+#                             take at most 20)
 #
 # It starts the same services as the test suite (scripts/test.sh with SWITCHBOARD_TEST_COMMAND)
 # and runs examples/bench_relay/ against them. A measurement, not a test: nothing is asserted.
@@ -33,8 +34,9 @@ table = pathlib.Path(out).read_text().strip()
 block = (
     "<!-- relay-bench:start -->\n"
     f"Measured {datetime.date.today()} by `scripts/bench.sh {n}` on {commit}: release build, "
-    f"{cores} cores, Synapse {synapse} (SQLite), the Telegram stand-in and Switchboard (SQLite) "
-    "on loopback, all in one run.\n\n"
+    f"{cores} cores, Synapse {synapse} (SQLite), the Telegram and Discord stand-ins, the test "
+    "mail server (aiosmtpd in front of Dovecot) and Switchboard (SQLite) on loopback, all in "
+    "one run.\n\n"
     f"{table}\n"
     "<!-- relay-bench:end -->"
 )

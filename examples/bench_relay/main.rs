@@ -1,12 +1,13 @@
-//! The benchmark of issue 11: everything measured in one run, side by side, on a real Synapse
-//! and the Telegram and Discord stand-ins, against a release build. Run by `scripts/bench.sh`, which starts
-//! the services the way the test suite does and writes the printed report into
-//! `docs/benchmarks.md`.
+//! The benchmark of issue 11: everything measured in one run, side by side, on a real Synapse,
+//! the Telegram and Discord stand-ins and the test mail server, against a release build. Run
+//! by `scripts/bench.sh`, which starts the services the way the test suite does and writes the
+//! printed report into `docs/benchmarks.md`.
 //!
 //! 1. Synapse's own client → client floor ([`floor`]).
 //! 2. Bridged latency, both directions, for a Matrix responder (relay room), a Telegram
-//!    responder and a Discord responder (a private thread), plus a visitor's first message →
-//!    the Telegram and the Discord offer ([`paths`], [`discord`]).
+//!    responder, a Discord responder (a private thread) and an email responder (a mailbox,
+//!    watched with IMAP IDLE), plus a visitor's first message → the Telegram, the Discord and
+//!    the email offer ([`paths`], [`discord`], [`email`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
 //!    and processed per second, and every event stored once ([`flood`]).
 //! 4. A quiet conversation's latency while a second such flood hits other conversations, and
@@ -32,8 +33,11 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod discord;
+mod email;
 mod flood;
 mod floor;
+#[path = "../../tests/mailbox/mod.rs"]
+mod mailbox;
 mod paths;
 mod procfs;
 mod report;
@@ -193,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
     // After the Matrix paths, so those are measured as in earlier runs (with the Telegram
     // conversations only in the homeserver).
     let dc = discord::discord(&env, &b, paced, n).await?;
+    let em = email::email(&env, &b, paced).await?;
 
     // --- 3. ingest, 4. the quiet conversation under a flood ------------------------------------
     progress(&format!("flood: {FLOOD_ROOMS} conversations"));
@@ -289,6 +294,15 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         towards_visitor.judge(&dc.from_discord, &count(&dc.from_discord))
+    );
+    println!("{}", towards_responder.judge(&em.offer, &count(&em.offer)));
+    println!(
+        "{}",
+        towards_responder.judge(&em.to_email, &count(&em.to_email))
+    );
+    println!(
+        "{}",
+        towards_visitor.judge(&em.from_email, &count(&em.from_email))
     );
     if let Some(q) = &under.quiet {
         if q.row.samples.is_empty() {

@@ -1,6 +1,7 @@
 //! The bridged paths: one Switchboard with a Telegram responder (the stand-in), a Discord
-//! responder (its stand-in, `discord.rs`) and a Matrix responder (a matrix-sdk client in a
-//! relay room), and the latency of each direction.
+//! responder (its stand-in, `discord.rs`), an email responder (a mailbox on the test mail
+//! server, `email.rs`) and a Matrix responder (a matrix-sdk client in a relay room), and the
+//! latency of each direction.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use telegram_standin::{StandIn, TgUser};
 
 use crate::common::*;
 use crate::discord::DiscordSide;
+use crate::email::EmailSide;
 use crate::procfs;
 use crate::report::{Row, ms, progress};
 
@@ -31,6 +33,8 @@ pub struct Bench {
     pub max: MatrixResponder,
     /// The Discord stand-in and the responder on it.
     pub discord: DiscordSide,
+    /// The test mail server and the email responder's address on it.
+    pub email: EmailSide,
     pub bot_id: String,
     /// The registration's token the homeserver authenticates its transactions with.
     pub hs_token: String,
@@ -46,6 +50,7 @@ impl Bench {
         // Offered the flood's conversations on Telegram; never answers, so they stay offered.
         let fred = tg.user(9402, "Fred", None);
         let discord = DiscordSide::start().await?;
+        let email = EmailSide::start()?;
         let max_local = unique("benchmax");
         let max_id = env.user_id(&max_local);
         let max = MatrixResponder::register(env, &max_local).await?;
@@ -64,17 +69,23 @@ impl Bench {
         };
         let config = format!(
             "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\n\n\
-             [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\n{}{}{}{}{}{}{}{}{}",
+             [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\
+             public_url = \"http://{listen}\"\n\n{}{}{}{}{}{}{}{}{}{}{}{}",
             discord.section(),
+            email.section()?,
             topic("telegram"),
             topic("matrix"),
             topic("flood"),
             topic("discord"),
+            topic("email"),
             responder("bella", "telegram", "telegram", &bella.id.to_string()),
             responder("max", "matrix", "matrix", &max_id),
             responder("fred", "flood", "telegram", &fred.id.to_string()),
             responder("dora", "discord", "discord", &discord.dora.id.to_string()),
+            responder("emma", "email", "email", &email.emma),
             api = tg.api_url(),
+            // Email offers link to a page here to accept or decline.
+            listen = slot.listen,
         );
         let filter = std::env::var("SWITCHBOARD_BENCH_LOG").unwrap_or_else(|_| LOG_FILTER.into());
         let sb = Switchboard::start_logging(env, &slot, &config, &filter).await?;
@@ -85,6 +96,7 @@ impl Bench {
             bella,
             max,
             discord,
+            email,
             bot_id: format!("@sbt{slot_no}bot:{}", env.server_name),
             hs_token: slot.hs_token.clone(),
             hs_url: env.hs_url.clone(),
