@@ -72,8 +72,10 @@ const COMMAND_PREFIX: char = '/';
 /// address, which the visitor must not see.
 pub const RESPONDER_NAME: &str = "Responder";
 
-/// A mail is one SMTP transaction: connecting, TLS, the data; lettre's own limits are longer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A mail is one SMTP transaction: connecting, TLS, the data. Longer than the sender's own
+/// limits (`smtp.rs`: 120 s for a send), so those report first, with what was going on; a
+/// send cut off while the server was accepting the mail could be sent twice.
+const CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The longest text one mail carries: far more than anyone types, so a message is never split.
 const MAX_TEXT_CHARS: usize = 100_000;

@@ -21,6 +21,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::auth::{Authenticator, Refusal, SmtpPeer};
 use super::imap::HandlerError;
 use super::inbound::{self, InboundMail};
@@ -77,13 +79,23 @@ impl Receiver {
     pub async fn receive(&self, raw: &[u8], arrival: Arrival<'_>) -> Result<(), HandlerError> {
         let mail = inbound::parse(raw)
             .map_err(|e| HandlerError::Permanent(format!("not a mail we can read: {e}")))?;
+        // Instrumented, not entered: a span entered across an await would be attached to
+        // whatever else the worker thread runs meanwhile.
+        let span = tracing::info_span!("mail", id = %mail.id.as_str());
+        self.handle(raw, &mail, arrival).instrument(span).await
+    }
+
+    async fn handle(
+        &self,
+        raw: &[u8],
+        mail: &InboundMail,
+        arrival: Arrival<'_>,
+    ) -> Result<(), HandlerError> {
         let rcpts: Vec<&str> = arrival.recipients.iter().map(String::as_str).collect();
         let key = mail.id.as_str().to_owned();
-        let span = tracing::info_span!("mail", id = %key);
-        let _enter = span.enter();
 
         if mail.delivery_report.is_some() {
-            return self.bounce(&mail, &rcpts, &key).await;
+            return self.bounce(mail, &rcpts, &key).await;
         }
         if let Some(automated) = &mail.automated {
             tracing::info!(?automated, "an automatic mail was not passed on");
@@ -116,9 +128,9 @@ impl Receiver {
                 "held: the From address could not be read the same way twice".into(),
             ));
         }
-        let content = inbound::new_content(&mail);
-        let Some(conversation) = self.conversation_of(&mail, &rcpts).await? else {
-            return self.loose_commands(&mail, &content, &key).await;
+        let content = inbound::new_content(mail);
+        let Some(conversation) = self.conversation_of(mail, &rcpts).await? else {
+            return self.loose_commands(mail, &content, &key).await;
         };
         let address = conversation.offer.address.clone();
         if !mail.from.eq_ignore_ascii_case(&address) {
