@@ -171,6 +171,8 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// The status answered; 0 while unanswered (or if the connection was closed).
     pub status: u16,
+    /// When it arrived, so tests can tell how requests were spaced.
+    pub at: std::time::Instant,
 }
 
 /// An interaction a user started (button press or slash command).

@@ -257,6 +257,7 @@ fn record(shared: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body
         has_valid_auth: has_valid_auth(&shared.token, headers),
         body: body.to_vec(),
         status: 0,
+        at: Instant::now(),
     });
     world.requests.len() - 1
 }
