@@ -330,6 +330,11 @@ pub enum ConversationsAction {
     },
     /// Show a conversation with its assignments and transcript, as JSON.
     Show { room_id: String },
+    /// Stop the person who started this conversation from a platform (Telegram, …) from
+    /// starting more, without learning who they are.
+    BlockInitiator { room_id: String },
+    /// Lift such a block.
+    UnblockInitiator { room_id: String },
 }
 
 fn parse_state(s: &str) -> Result<ConversationState, String> {
@@ -368,6 +373,36 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
                 .await?
                 .with_context(|| format!("no conversation in room {room_id:?}"))?;
             println!("{}", admin_api::pretty_json(&detail));
+        }
+        ConversationsAction::BlockInitiator { room_id } => {
+            let changed = admin_api::set_initiator_block(store, &room_id, true)
+                .await?
+                .with_context(|| {
+                    format!("no conversation started from a platform in room {room_id:?}")
+                })?;
+            println!(
+                "{}",
+                if changed {
+                    "blocked"
+                } else {
+                    "already blocked"
+                }
+            );
+        }
+        ConversationsAction::UnblockInitiator { room_id } => {
+            let changed = admin_api::set_initiator_block(store, &room_id, false)
+                .await?
+                .with_context(|| {
+                    format!("no conversation started from a platform in room {room_id:?}")
+                })?;
+            println!(
+                "{}",
+                if changed {
+                    "unblocked"
+                } else {
+                    "was not blocked"
+                }
+            );
         }
     }
     Ok(())

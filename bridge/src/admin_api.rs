@@ -176,6 +176,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/responders/{id}/status", put(put_status))
         .route("/admin/v1/conversations", get(list_conversations))
         .route("/admin/v1/conversations/{room_id}", get(get_conversation))
+        .route(
+            "/admin/v1/conversations/{room_id}/initiator-block",
+            post(block_initiator_route).delete(unblock_initiator_route),
+        )
         .route("/admin/v1/dead-letters", get(list_dead_letters))
         .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -656,6 +660,61 @@ async fn get_conversation(
     detail
         .map(Json)
         .ok_or_else(|| AdminError::not_found("conversation"))
+}
+
+/// Blocks (or, with `block` false, unblocks) the person who started the conversation in
+/// `room_id` from a platform from starting more: by the keyed hash of their address stored
+/// with the conversation, so the operator names them by the conversation alone and learns
+/// nothing the pseudonym does not show. `None`: no such conversation, or one not started
+/// from a platform. `Some(changed)`: whether the block list changed.
+pub async fn set_initiator_block(
+    store: &Store,
+    room_id: &str,
+    block: bool,
+) -> Result<Option<bool>, StoreError> {
+    let Some(initiator) = store.initiator_of(room_id).await? else {
+        return Ok(None);
+    };
+    let changed = if block {
+        store.block_initiator(&initiator.address_key).await?
+    } else {
+        store.unblock_initiator(&initiator.address_key).await?
+    };
+    tracing::info!(room_id, block, changed, "initiator block changed");
+    Ok(Some(changed))
+}
+
+async fn initiator_block(
+    state: &AdminState,
+    room_id: &str,
+    block: bool,
+) -> Result<Json<Value>, AdminError> {
+    let changed = set_initiator_block(&state.store, room_id, block)
+        .await?
+        .ok_or_else(|| AdminError::not_found("conversation started from a platform"))?;
+    Ok(Json(json!({ "blocked": block, "changed": changed })))
+}
+
+/// # `POST /admin/v1/conversations/{room_id}/initiator-block`
+///
+/// The person who started this conversation from a platform may start no more (their open
+/// conversations go on). Answers `{"blocked": true, "changed": bool}`, or 404 for a
+/// conversation started from the widget or none at all.
+async fn block_initiator_route(
+    State(state): State<AdminState>,
+    Path(room_id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    initiator_block(&state, &room_id, true).await
+}
+
+/// # `DELETE /admin/v1/conversations/{room_id}/initiator-block`
+///
+/// Lifts that block. Answers `{"blocked": false, "changed": bool}`, or 404.
+async fn unblock_initiator_route(
+    State(state): State<AdminState>,
+    Path(room_id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    initiator_block(&state, &room_id, false).await
 }
 
 // ---- dead letters ------------------------------------------------------------------------

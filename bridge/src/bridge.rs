@@ -38,6 +38,7 @@ use typing::TypingUpdate;
 mod batch;
 mod dispatch;
 mod handoff;
+mod initiators;
 mod lanes;
 mod lifecycle;
 mod outbox;
@@ -278,7 +279,9 @@ impl Bridge {
             return Ok(existing);
         }
 
-        let room_id = self.create_conversation_room(&visitor, &topic.name).await?;
+        let room_id = self
+            .create_conversation_room(Some(&visitor), &topic.name)
+            .await?;
         let conversation = Conversation {
             room_id: room_id.to_string(),
             topic: topic.id.clone(),
@@ -369,9 +372,12 @@ impl Bridge {
         }
     }
 
+    /// A conversation's room, made by the bot. `visitor` is invited at once (a widget
+    /// visitor joins it themselves); an initiator's visitor ghost is invited and joined by
+    /// the room-post queue instead, after it is registered.
     async fn create_conversation_room(
         &self,
-        visitor: &UserId,
+        visitor: Option<&UserId>,
         topic_name: &str,
     ) -> Result<OwnedRoomId, ClientError> {
         let mut request = create_room::v3::Request::new();
@@ -380,7 +386,7 @@ impl Bridge {
         request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
         request.visibility = Visibility::Private;
         request.name = Some(topic_name.to_owned());
-        request.invite = vec![visitor.to_owned()];
+        request.invite = visitor.map(UserId::to_owned).into_iter().collect();
         request.initial_state = vec![
             // Guests may only join rooms that allow them explicitly.
             InitialStateEvent::new(
@@ -444,21 +450,24 @@ impl Bridge {
                 .set_message_media(&message.event_id, &json)
                 .await?;
         }
-        if role == SenderRole::Visitor {
-            if conversation.state.is_waiting() {
-                self.route(&conversation).await?;
-            }
-            self.relay_to_responders(
-                &conversation,
-                &message.event_id,
-                &message.body,
-                message.formatted_body.as_deref(),
-                media,
-                None,
-            )
-            .await?;
+        if role != SenderRole::Visitor {
+            // The responder's words and our notices, for a visitor on another platform.
+            return self
+                .relay_to_initiator(&conversation, &message, media)
+                .await;
         }
-        Ok(())
+        if conversation.state.is_waiting() {
+            self.route(&conversation).await?;
+        }
+        self.relay_to_responders(
+            &conversation,
+            &message.event_id,
+            &message.body,
+            message.formatted_body.as_deref(),
+            media,
+            None,
+        )
+        .await
     }
 
     fn role_of(&self, conversation: &Conversation, user: &str) -> SenderRole {

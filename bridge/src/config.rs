@@ -67,6 +67,10 @@ pub struct VisitorLimits {
     /// (and, with `trust_forwarded_for`, `X-Forwarded-Proto`/`X-Forwarded-Host`).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Conversations one person writing from a platform (an initiator: Telegram, …) may
+    /// start per hour, counted by a keyed hash of their address. 0 turns the limit off.
+    #[serde(default = "default_initiator_conversations_per_hour")]
+    pub initiator_conversations_per_hour: u32,
 }
 
 /// Where a visitor's Matrix user comes from.
@@ -115,6 +119,9 @@ fn default_accounts_per_hour() -> u32 {
 fn default_session_ttl_hours() -> u64 {
     24
 }
+fn default_initiator_conversations_per_hour() -> u32 {
+    6
+}
 
 impl Default for VisitorLimits {
     fn default() -> Self {
@@ -128,6 +135,7 @@ impl Default for VisitorLimits {
             accounts_per_hour: default_accounts_per_hour(),
             session_ttl_hours: default_session_ttl_hours(),
             public_url: None,
+            initiator_conversations_per_hour: default_initiator_conversations_per_hour(),
         }
     }
 }

@@ -214,6 +214,12 @@ pub struct Delivery {
     /// changes what the responder was sent for it instead of sending something new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revises: Option<Revision>,
+    /// The message goes the other way: from the conversation (its responder, or
+    /// Switchboard's notices) to the person who started it from this platform (an
+    /// initiator), who talks with the bot. So it is not headed by the visitor's alias, and a
+    /// delivery that can never arrive ends their conversation instead of handing it over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_initiator: bool,
 }
 
 /// A visitor's change to a message they sent earlier (the Matrix event `of`).
@@ -327,6 +333,12 @@ pub enum RemoteEvent {
     /// pace, that it was not passed on.
     Unreadable {
         address: String,
+    },
+    /// Someone who is not a responder picked what to talk about from the choices
+    /// [`Connector::ask_topic`] showed them (Telegram: a button): `topic` is its ID.
+    TopicChosen {
+        address: String,
+        topic: String,
     },
     /// The platform reported that what was sent to `address` never arrived and never will
     /// (email: a bounce). The conversation `thread` names (its handle, as for
@@ -534,6 +546,35 @@ pub trait Connector: Send + Sync + 'static {
     /// that is not a conversation. `None` (the default) for every other platform.
     fn homeserver_events(&self) -> Option<&dyn HomeserverEvents> {
         None
+    }
+
+    /// Whether people who are not responders may start conversations by writing here (an
+    /// *initiator*: their messages are the visitor's side of a conversation, and what its
+    /// responder writes comes back to them as [`Delivery::to_initiator`]). The operator's
+    /// choice in the platform's section; `false` (the default): only responders write here.
+    /// Pure; never changes.
+    fn takes_initiators(&self) -> bool {
+        false
+    }
+
+    /// Asks someone who wants to start a conversation what it is about: `text` and the
+    /// `topics` (ID, name) to choose from, answered by [`RemoteEvent::TopicChosen`]. The
+    /// default sends `text` and a numbered list as a notice; the bridge also takes an answer
+    /// that is a topic's number or name. Network I/O, one message; not idempotent.
+    async fn ask_topic(
+        &self,
+        address: &str,
+        text: &str,
+        topics: &[(String, String)],
+    ) -> Result<(), ConnectorError> {
+        let mut lines = vec![text.to_owned()];
+        for (i, (_, name)) in topics.iter().enumerate() {
+            lines.push(format!("{}. {name}", i + 1));
+        }
+        lines.push("Reply with a number.".to_owned());
+        self.notify(address, None, &lines.join("\n"))
+            .await
+            .map(|_| ())
     }
 
     /// How a responder accepts an offer here, to complete "Accept this conversation first

@@ -18,7 +18,9 @@ use crate::{
 
 mod connector_state;
 mod dead_letters;
+mod initiators;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
+pub use initiators::{InitiatorRow, PendingRow};
 mod queues;
 pub use queues::{NewDelivery, VisitorBatch};
 mod remote;

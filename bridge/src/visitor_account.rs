@@ -44,6 +44,20 @@ fn new_localpart(ghost_prefix: &str) -> String {
     format!("{ghost_prefix}{VISITOR_LOCALPART_PREFIX}{random}")
 }
 
+/// A fresh visitor user ID that nobody has registered yet: for a person who writes from a
+/// platform (an initiator), whose messages Switchboard posts as this user (registered and
+/// joined as a ghost by the room-post queue, never logged in).
+pub fn new_visitor_user_id(
+    registration: &AppserviceRegistration,
+    server_name: &switchboard_appservice::ruma::ServerName,
+) -> Result<OwnedUserId, String> {
+    UserId::parse(format!(
+        "@{}:{server_name}",
+        new_localpart(&registration.ghost_prefix)
+    ))
+    .map_err(|e| e.to_string())
+}
+
 /// Registers visitor accounts.
 pub struct VisitorAccounts {
     client: Arc<HomeserverClient>,

@@ -163,6 +163,14 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         (Method::PUT, "/admin/v1/responders/alex/status"),
         (Method::GET, "/admin/v1/conversations"),
         (Method::GET, "/admin/v1/conversations/!room:x"),
+        (
+            Method::POST,
+            "/admin/v1/conversations/!room:x/initiator-block",
+        ),
+        (
+            Method::DELETE,
+            "/admin/v1/conversations/!room:x/initiator-block",
+        ),
         (Method::GET, "/admin/v1/dead-letters"),
         (Method::POST, "/admin/v1/dead-letters/1/retry"),
     ];
@@ -572,6 +580,69 @@ async fn a_status_change_is_stored_and_wakes_the_bridge() -> anyhow::Result<()> 
         (StatusCode::BAD_REQUEST, &json!("status"))
     );
     assert!(!admin.was_notified().await);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_initiator_is_blocked_by_their_conversation_and_only_a_keyed_hash_is_kept()
+-> anyhow::Result<()> {
+    let admin = admin().await?;
+    let store = &admin.store;
+    store
+        .insert_conversation(&conversation(
+            "!tg:x",
+            "@_sb_visitor-abc:x",
+            ConversationState::Active,
+        ))
+        .await?;
+    store
+        .insert_initiator(&switchboard_bridge::store::InitiatorRow {
+            room_id: "!tg:x".into(),
+            platform: "telegram".into(),
+            address: "913572468".into(),
+            address_key: "hash-of-the-address".into(),
+            created_at: 1,
+        })
+        .await?;
+    store
+        .insert_conversation(&conversation(
+            "!web:x",
+            "@guest:x",
+            ConversationState::Active,
+        ))
+        .await?;
+    let uri = "/admin/v1/conversations/!tg:x/initiator-block";
+    let (status, body) = admin.call(Method::POST, uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"blocked": true, "changed": true}));
+    assert!(
+        !body.to_string().contains("913572468"),
+        "the answer names nobody"
+    );
+    assert!(store.is_initiator_blocked("hash-of-the-address").await?);
+    let (_, again) = admin.call(Method::POST, uri, None).await;
+    assert_eq!(again, json!({"blocked": true, "changed": false}));
+    let (status, body) = admin.call(Method::DELETE, uri, None).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"blocked": false, "changed": true}))
+    );
+    assert!(!store.is_initiator_blocked("hash-of-the-address").await?);
+    // A widget visitor's conversation, or none at all, has no initiator to block.
+    for room in ["!web:x", "!none:x"] {
+        let (status, body) = admin
+            .call(
+                Method::POST,
+                &format!("/admin/v1/conversations/{room}/initiator-block"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")),
+            "{room}: {body}"
+        );
+    }
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use switchboard_bridge::{
     clock::ManualClock,
     conversation::{Conversation, ConversationState, Message, SenderRole},
     store::{
-        AssignmentRow, DeadLetterSource, Engine, LINK_CODE_TTL_MS, NewDelivery, NewInboxEvent,
-        OfferRow, OutboxRow, VisitorBatch,
+        AssignmentRow, DeadLetterSource, Engine, InitiatorRow, LINK_CODE_TTL_MS, NewDelivery,
+        NewInboxEvent, OfferRow, OutboxRow, VisitorBatch,
     },
 };
 
@@ -1262,6 +1262,102 @@ async fn time_is_read_from_the_clock_the_store_was_given(store: &Store) -> anyho
     Ok(())
 }
 
+async fn initiators_are_found_by_address_counted_by_key_and_blocked(
+    store: &Store,
+) -> anyhow::Result<()> {
+    let row = |room: &str, address: &str, key: &str, at: i64| InitiatorRow {
+        room_id: room.into(),
+        platform: "telegram".into(),
+        address: address.into(),
+        address_key: key.into(),
+        created_at: at,
+    };
+    for (room, topic, at) in [("!i-a:x", "support", 100), ("!i-b:x", "billing", 200)] {
+        store
+            .insert_conversation(&conversation(room, "@_sb_visitor-a:x", topic, at))
+            .await?;
+        store
+            .insert_initiator(&row(room, "42", "key-42", at))
+            .await?;
+    }
+    // Once per room: a second insert (a pick handled again) changes nothing.
+    store
+        .insert_initiator(&row("!i-a:x", "99", "key-99", 300))
+        .await?;
+    assert_eq!(
+        store.initiator_of("!i-a:x").await?,
+        Some(row("!i-a:x", "42", "key-42", 100))
+    );
+    assert_eq!(store.initiator_of("!nobody:x").await?, None);
+    let open: Vec<String> = store
+        .open_initiator_conversations("telegram", "42")
+        .await?
+        .into_iter()
+        .map(|c| c.room_id)
+        .collect();
+    assert_eq!(open, ["!i-b:x", "!i-a:x"], "newest first");
+    store
+        .set_conversation_state("!i-b:x", ConversationState::Closed)
+        .await?;
+    let open: Vec<String> = store
+        .open_initiator_conversations("telegram", "42")
+        .await?
+        .into_iter()
+        .map(|c| c.room_id)
+        .collect();
+    assert_eq!(open, ["!i-a:x"], "a closed one is not open");
+    assert!(
+        store
+            .open_initiator_conversations("discord", "42")
+            .await?
+            .is_empty()
+    );
+    assert_eq!(store.initiator_conversations_since("key-42", 0).await?, 2);
+    assert_eq!(store.initiator_conversations_since("key-42", 150).await?, 1);
+    assert_eq!(store.initiator_conversations_since("key-7", 0).await?, 0);
+
+    // What they wrote before choosing: kept in order, cleared up to what was queued.
+    assert!(store.initiator_pending("telegram", "7").await?.is_empty());
+    assert_eq!(
+        store.add_initiator_pending("telegram", "7", "one").await?,
+        1
+    );
+    assert_eq!(
+        store.add_initiator_pending("telegram", "7", "two").await?,
+        2
+    );
+    assert_eq!(
+        store
+            .add_initiator_pending("telegram", "8", "other")
+            .await?,
+        1
+    );
+    let kept = store.initiator_pending("telegram", "7").await?;
+    let texts: Vec<&str> = kept.iter().map(|p| p.event_json.as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    store
+        .clear_initiator_pending("telegram", "7", kept[0].seq)
+        .await?;
+    let texts: Vec<String> = store
+        .initiator_pending("telegram", "7")
+        .await?
+        .into_iter()
+        .map(|p| p.event_json)
+        .collect();
+    assert_eq!(texts, ["two"]);
+    assert_eq!(store.initiator_pending("telegram", "8").await?.len(), 1);
+
+    assert!(!store.is_initiator_blocked("key-42").await?);
+    assert!(store.block_initiator("key-42").await?);
+    assert!(!store.block_initiator("key-42").await?, "blocked once");
+    assert!(store.is_initiator_blocked("key-42").await?);
+    assert!(!store.is_initiator_blocked("key-99").await?);
+    assert!(store.unblock_initiator("key-42").await?);
+    assert!(!store.unblock_initiator("key-42").await?);
+    assert!(!store.is_initiator_blocked("key-42").await?);
+    Ok(())
+}
+
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
@@ -1278,6 +1374,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     transcript_records_each_message_once_in_inbox_order(&store).await?;
     visitor_sessions_resolve_until_they_expire(&store).await?;
     a_run_of_visitor_messages_is_stored_whole(&store).await?;
+    initiators_are_found_by_address_counted_by_key_and_blocked(&store).await?;
     // Last: they leave queued rows behind.
     one_conversations_backlog_leaves_room_for_the_others(&store).await?;
     routing_reads_only_waiting_conversations(&store).await?;

@@ -285,6 +285,15 @@ impl Drop for Switchboard {
         if std::thread::panicking() {
             eprintln!("--- switchboard log ---\n{}", self.log_text());
         }
+        // A test that fails by returning an error does not panic: to read its log, name a
+        // directory to keep every log in.
+        if let Some(dir) = std::env::var_os("SWITCHBOARD_TEST_LOG_DIR") {
+            let name = self.log.parent().and_then(|p| p.file_name()).map_or_else(
+                || "switchboard".into(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let _ = std::fs::copy(&self.log, Path::new(&dir).join(format!("{name}.log")));
+        }
     }
 }
 

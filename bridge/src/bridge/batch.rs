@@ -75,6 +75,7 @@ impl Bridge {
                     formatted_body: message.formatted_body.clone(),
                     media: None,
                     revises: None,
+                    to_initiator: false,
                 };
                 batch.deliveries.push(NewDelivery {
                     room_id: room.to_owned(),

@@ -44,6 +44,7 @@ impl Bridge {
                 formatted_body: formatted_body.map(str::to_owned),
                 media: media.clone(),
                 revises: revises.clone(),
+                to_initiator: false,
             };
             let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
             self.store
@@ -292,16 +293,26 @@ impl Bridge {
                     RowOutcome::Delivered => {}
                     RowOutcome::Later(at) => return Ok(Some(at)),
                     RowOutcome::Unreachable => {
-                        // The responder cannot be reached: someone else takes over.
                         let _room = self.room_locks.lock(&row.room_id).await;
-                        self.hand_over_because(
-                            &row.room_id,
-                            &row.platform,
-                            &row.address,
-                            "their platform could not be reached",
-                        )
-                        .instrument(span)
-                        .await?;
+                        if self
+                            .is_initiator_of(&row.room_id, &row.platform, &row.address)
+                            .await?
+                        {
+                            // The person who started it cannot be reached (they blocked the
+                            // bot): their conversation ends, as if they had ended it.
+                            tracing::info!(room_id = %row.room_id, "the initiator cannot be reached; ending their conversation");
+                            self.end_by_visitor(&row.room_id).instrument(span).await?;
+                        } else {
+                            // The responder cannot be reached: someone else takes over.
+                            self.hand_over_because(
+                                &row.room_id,
+                                &row.platform,
+                                &row.address,
+                                "their platform could not be reached",
+                            )
+                            .instrument(span)
+                            .await?;
+                        }
                     }
                 }
             }
@@ -346,7 +357,7 @@ impl Bridge {
         let Some((platform, connector)) = self.remote(&head.platform) else {
             return Ok(RowOutcome::Later(self.now_ms() + 1000));
         };
-        let caps = connector.capabilities();
+        let caps = for_recipient(connector.capabilities(), &batch[0].1);
         if let Err(at) = self.paced_slot(platform, &head.address, &caps).await {
             return Ok(RowOutcome::Later(at));
         }
@@ -386,7 +397,7 @@ impl Bridge {
                 return Ok(RowOutcome::Delivered);
             }
         };
-        let caps = connector.capabilities();
+        let caps = for_recipient(connector.capabilities(), &delivery);
         let delivery = match &delivery.revises {
             None => delivery,
             Some(revision) => {
@@ -819,6 +830,20 @@ const DELIVERY_ATTEMPTS: i64 = 12;
 /// whose connector declares that unreachability does not hand over (`may_give_up` false:
 /// Matrix, where the platform is the homeserver itself) is retried as long as it takes. Pure,
 /// so the "unreachable after retries" trigger is tested without waiting.
+/// The platform's capabilities as they apply to `delivery`'s recipient. A delivery to an
+/// initiator is retried for as long as their platform fails for a passing reason: giving up
+/// would end their conversation (see `drain_chat`), where a responder is merely replaced.
+fn for_recipient(caps: Capabilities, delivery: &Delivery) -> Capabilities {
+    if delivery.to_initiator {
+        Capabilities {
+            unreachable_hands_over: false,
+            ..caps
+        }
+    } else {
+        caps
+    }
+}
+
 pub fn retry_delay(error: &ConnectorError, attempts: i64, may_give_up: bool) -> Option<Duration> {
     match error {
         // The platform said when; a rate limit is not a failure of the responder.

@@ -172,6 +172,9 @@ impl Bridge {
         platform: &str,
         event: RemoteEvent,
     ) -> Result<(), StoreError> {
+        if self.is_initiator_event(platform, &event).await? {
+            return self.handle_initiator(platform, event).await;
+        }
         match event {
             RemoteEvent::Accept {
                 offer_id,
@@ -271,6 +274,9 @@ impl Bridge {
                 self.unreachable(platform, &address, thread.as_deref(), &reason)
                     .await
             }
+            // A pick of a topic from someone who turned out to be a responder (or on a
+            // platform no longer taking initiators): nothing to do.
+            RemoteEvent::TopicChosen { .. } => Ok(()),
             RemoteEvent::Unreadable { address } => {
                 self.notify(
                     platform,
@@ -832,7 +838,7 @@ impl Bridge {
 }
 
 /// A small stable hash (FNV-1a) for transaction IDs; std's hasher is randomly seeded.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
     })

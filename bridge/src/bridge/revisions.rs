@@ -265,6 +265,7 @@ mod tests {
             media: None,
             thread: None,
             revises,
+            to_initiator: false,
         }
     }
 

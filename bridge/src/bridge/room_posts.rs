@@ -233,22 +233,41 @@ impl Bridge {
         txn_id: &str,
         op: RoomPost,
     ) -> Result<(), StoreError> {
-        // The responder's message belongs to this room from now on: a reply or an edit that
-        // comes before it is posted (the homeserver may be away) still finds it.
-        if let RoomPost::Message {
-            remote: Some(r), ..
-        }
-        | RoomPost::File { remote: r, .. } = &op
-        {
-            self.store
-                .map_remote_message(&r.platform, &r.address, &r.message_id, room, None)
-                .await?;
-        }
+        self.map_remote(room, &op).await?;
         // And it is part of the conversation from now on, for summaries and time limits.
         if let Some(message) = provisional_message(room, txn_id, &op, self.now_ms()) {
             self.store.record_provisional_message(&message).await?;
         }
         self.room_posts.enqueue(room, txn_id, &op).await
+    }
+
+    /// Queues what a visitor who writes from a platform said, as their visitor ghost. Like
+    /// [`Self::post`] but with no provisional transcript entry: a visitor's message enters
+    /// the transcript when its event comes back, as a visitor's (the event routes the
+    /// conversation and is relayed to its holders then).
+    pub(super) async fn post_as_visitor(
+        &self,
+        room: &str,
+        txn_id: &str,
+        op: RoomPost,
+    ) -> Result<(), StoreError> {
+        self.map_remote(room, &op).await?;
+        self.room_posts.enqueue(room, txn_id, &op).await
+    }
+
+    /// A remote message belongs to this room from the moment it is queued: a reply or an
+    /// edit that comes before it is posted (the homeserver may be away) still finds it.
+    async fn map_remote(&self, room: &str, op: &RoomPost) -> Result<(), StoreError> {
+        if let RoomPost::Message {
+            remote: Some(r), ..
+        }
+        | RoomPost::File { remote: r, .. } = op
+        {
+            self.store
+                .map_remote_message(&r.platform, &r.address, &r.message_id, room, None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Queues a notice from the bot to the room, once per `txn_id`.

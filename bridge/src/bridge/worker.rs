@@ -602,6 +602,7 @@ impl RemoteEvent {
             | RemoteEvent::Delete { address, .. }
             | RemoteEvent::Command { address, .. }
             | RemoteEvent::Unreadable { address }
+            | RemoteEvent::TopicChosen { address, .. }
             | RemoteEvent::Unreachable { address, .. } => address,
         }
     }

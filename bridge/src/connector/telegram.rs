@@ -82,6 +82,11 @@ pub struct TelegramConfig {
     /// The secret Telegram must send with each webhook request. Default: a fresh random one
     /// at every start (Switchboard registers the webhook itself).
     pub webhook_secret: Option<String>,
+    /// Whether people who are not responders may start conversations by writing to the bot
+    /// (they pick a topic from buttons, then talk with whoever takes it). Default: off, and
+    /// the bot answers only responders.
+    #[serde(default)]
+    pub initiators: bool,
 }
 
 fn default_poll_timeout() -> u64 {
@@ -116,6 +121,7 @@ fn build(
     let connector = TelegramConnector::new(&config.token, config.api_url.as_deref())
         .map_err(|e| e.to_string())?
         .with_poll_timeout(Duration::from_secs(config.poll_timeout_secs))
+        .with_initiators(config.initiators)
         .with_health(context.health.part(SPEC.name));
     let connector = match config.webhook_url {
         Some(url) => connector
@@ -175,6 +181,8 @@ pub struct TelegramConnector {
     webhook: Option<Webhook>,
     /// Where the receive loop says how the connection to Telegram is doing.
     health: Option<PartReporter>,
+    /// Whether people who are not responders may start conversations here.
+    initiators: bool,
 }
 
 impl TelegramConnector {
@@ -193,7 +201,14 @@ impl TelegramConnector {
             poll_timeout: Duration::from_secs(25),
             webhook: None,
             health: None,
+            initiators: false,
         })
+    }
+
+    /// Lets people who are not responders start conversations by writing to the bot.
+    pub fn with_initiators(mut self, initiators: bool) -> Self {
+        self.initiators = initiators;
+        self
     }
 
     /// Reports the connection's state (`connected` after a successful `getUpdates` or
@@ -378,16 +393,17 @@ impl TelegramConnector {
                 };
                 let data = q.data.as_deref().unwrap_or_default();
                 let (action, id) = data.split_once(':').unwrap_or((data, ""));
-                let Ok(offer_id) = id.parse::<i64>() else {
-                    return vec![];
-                };
-                match action {
-                    "accept" => vec![RemoteEvent::Accept {
+                match (action, id.parse::<i64>()) {
+                    ("accept", Ok(offer_id)) => vec![RemoteEvent::Accept {
                         offer_id,
                         address,
                         display_name: q.from.first_name.clone(),
                     }],
-                    "decline" => vec![RemoteEvent::Decline { offer_id, address }],
+                    ("decline", Ok(offer_id)) => vec![RemoteEvent::Decline { offer_id, address }],
+                    ("topic", _) if !id.is_empty() => vec![RemoteEvent::TopicChosen {
+                        address,
+                        topic: id.to_owned(),
+                    }],
                     _ => vec![],
                 }
             }
@@ -544,6 +560,39 @@ impl Connector for TelegramConnector {
         }
     }
 
+    fn takes_initiators(&self) -> bool {
+        self.initiators
+    }
+
+    /// One button per topic; its callback data names the topic (`topic:<id>`, within
+    /// Telegram's 64 bytes: a topic whose ID is longer gets no button, with a warning).
+    async fn ask_topic(
+        &self,
+        address: &str,
+        text: &str,
+        topics: &[(String, String)],
+    ) -> Result<(), ConnectorError> {
+        let chat = Self::chat(address)?;
+        let rows: Vec<Vec<InlineKeyboardButton>> = topics
+            .iter()
+            .filter(|(id, _)| {
+                let fits = "topic:".len() + id.len() <= 64;
+                if !fits {
+                    tracing::warn!(topic = %id, "telegram: a topic ID over 58 bytes gets no button");
+                }
+                fits
+            })
+            .map(|(id, name)| vec![InlineKeyboardButton::callback(name, format!("topic:{id}"))])
+            .collect();
+        self.bot
+            .send_message(chat, escape(text))
+            .parse_mode(ParseMode::Html)
+            .reply_markup(InlineKeyboardMarkup::new(rows))
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let chat = Self::chat(address)?;
         let mut text = format!(
@@ -607,6 +656,16 @@ impl Connector for TelegramConnector {
     /// first headed by the alias.
     /// A file: its caption.
     fn render(&self, delivery: &Delivery) -> Vec<String> {
+        if delivery.to_initiator {
+            // They talk with the bot: no heading (notices say who answers).
+            if delivery.media.is_some() {
+                return vec![escape(&truncate(&delivery.body, 900))];
+            }
+            return format::matrix_to_telegram_html(
+                &delivery.body,
+                delivery.formatted_body.as_deref(),
+            );
+        }
         if delivery.media.is_some() {
             return vec![format!(
                 "<b>{}</b>: {}",
@@ -955,6 +1014,7 @@ mod tests {
             media,
             thread: None,
             revises: None,
+            to_initiator: false,
         }
     }
 

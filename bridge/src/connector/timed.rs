@@ -67,6 +67,23 @@ impl Connector for Timed {
         self.inner.how_to_accept()
     }
 
+    fn takes_initiators(&self) -> bool {
+        self.inner.takes_initiators()
+    }
+
+    async fn ask_topic(
+        &self,
+        address: &str,
+        text: &str,
+        topics: &[(String, String)],
+    ) -> Result<(), ConnectorError> {
+        self.within(
+            "topic question",
+            self.inner.ask_topic(address, text, topics),
+        )
+        .await
+    }
+
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         self.within("offer", self.inner.offer(offer, address)).await
     }
@@ -274,6 +291,19 @@ mod tests {
             Ok(Some("7".into()))
         }
         async fn run(self: Arc<Self>, _: Arc<dyn RemoteSink>, _: watch::Receiver<bool>) {}
+        fn takes_initiators(&self) -> bool {
+            true
+        }
+    }
+
+    /// What a connector declares passes through the wrapper: a default method left
+    /// unforwarded would silently turn a platform's feature off.
+    #[test]
+    fn declarations_pass_through() {
+        let timed = Timed::new(Arc::new(Hanging));
+        assert!(timed.takes_initiators());
+        assert_eq!(timed.capabilities().call_timeout, Duration::from_secs(3));
+        assert_eq!(timed.how_to_accept(), Hanging.how_to_accept());
     }
 
     #[tokio::test(start_paused = true)]
@@ -288,6 +318,7 @@ mod tests {
             media: None,
             thread: None,
             revises: None,
+            to_initiator: false,
         };
         let started = tokio::time::Instant::now();
         let err = timed.deliver(&delivery, 0, "hi", "42").await.unwrap_err();

@@ -1,0 +1,555 @@
+//! Conversations started from a platform rather than the widget (issue 14).
+//!
+//! Someone who is not a responder writes to the bot on a platform whose connector takes
+//! initiators (`Connector::takes_initiators`). What they write before they have picked a
+//! topic is kept (`initiator_pending`) and they are asked for one (`Connector::ask_topic`).
+//! Their pick (`RemoteEvent::TopicChosen`, or an answer naming a topic) starts a conversation
+//! exactly like the widget's: a Matrix room whose ID is the conversation ID, in which they are
+//! a *visitor ghost* (`@{ghost_prefix}visitor-{random}`, named with the conversation's alias),
+//! so routing, offers, hand-off, time-outs and transcripts work unchanged, and no responder
+//! learns more about them than about a widget visitor. What they write is posted by that
+//! ghost (a room post, queued once per platform message); its echo from the homeserver is a
+//! visitor message like any other. What the responder writes, and Switchboard's notices, are
+//! queued in the outbox to the initiator's chat (`Delivery::to_initiator`) when their events
+//! come back (`relay_to_initiator`), so they arrive once and in order like any delivery.
+//!
+//! Everything here runs in the lane of the initiator's chat (`LaneKey::From`), like a
+//! responder's events; changes to one conversation take its room lock.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use switchboard_appservice::ruma::events::room::message::RoomMessageEventContent;
+
+use super::{Bridge, room_posts::RemoteRef, room_posts::RoomPost};
+use crate::{
+    config::TopicConfig,
+    connector::{Delivery, MediaRef, RemoteEvent},
+    conversation::{Conversation, ConversationState, Message, new_visitor_alias},
+    store::{InitiatorRow, StoreError},
+};
+
+/// What the bot asks someone who writes to it for the first time.
+const TOPIC_QUESTION: &str = "Hello! What would you like to talk about?";
+
+/// How many messages an initiator may write before picking a topic; more are not kept
+/// (they are asked again to pick one), so nobody can fill the store through a bot.
+const MAX_PENDING: i64 = 20;
+
+/// The window of `initiator_conversations_per_hour`.
+const HOUR_MS: i64 = 3_600_000;
+
+impl Bridge {
+    /// Whether `event` on `platform` comes from an initiator: the platform takes them, the
+    /// event is something a person writes or picks, and its address is no responder's.
+    /// `/start CODE` is always a responder linking themselves, whoever sends it.
+    pub(super) async fn is_initiator_event(
+        &self,
+        platform: &str,
+        event: &RemoteEvent,
+    ) -> Result<bool, StoreError> {
+        let written = match event {
+            RemoteEvent::Command { command, args, .. } => command != "start" || args.is_empty(),
+            RemoteEvent::Message { .. }
+            | RemoteEvent::Edit { .. }
+            | RemoteEvent::TopicChosen { .. } => true,
+            _ => false,
+        };
+        if !written
+            || !self
+                .remote(platform)
+                .is_some_and(|(_, c)| c.takes_initiators())
+        {
+            return Ok(false);
+        }
+        Ok(self
+            .responder_at(platform, event.address())
+            .await?
+            .is_none())
+    }
+
+    /// Handles what an initiator wrote or picked.
+    pub(super) async fn handle_initiator(
+        &self,
+        platform: &str,
+        event: RemoteEvent,
+    ) -> Result<(), StoreError> {
+        let address = event.address().to_owned();
+        match event {
+            RemoteEvent::TopicChosen { topic, .. } => {
+                self.initiator_chose(platform, &address, &topic).await
+            }
+            RemoteEvent::Command {
+                command, reply_to, ..
+            } => {
+                let prefix = self.command_prefix(platform);
+                match command.as_str() {
+                    "end" => {
+                        match self
+                            .initiator_conversation(platform, &address, reply_to.as_deref())
+                            .await?
+                        {
+                            Some(c) => {
+                                let _room = self.room_locks.lock(&c.room_id).await;
+                                self.end_by_visitor(&c.room_id).await?;
+                            }
+                            None => {
+                                self.notify(platform, &address, "You have no open conversation.")
+                                    .await;
+                            }
+                        }
+                        Ok(())
+                    }
+                    "start" | "new" | "topics" => {
+                        self.ask_initiator_topic(platform, &address).await
+                    }
+                    _ => {
+                        self.notify(
+                            platform,
+                            &address,
+                            &format!(
+                                "Write your message and someone will answer you here. \
+                                 {prefix}new starts a conversation about another topic; \
+                                 {prefix}end ends the conversation."
+                            ),
+                        )
+                        .await;
+                        Ok(())
+                    }
+                }
+            }
+            RemoteEvent::Message {
+                ref reply_to,
+                ref body,
+                ref file,
+                ..
+            } => {
+                if let Some(c) = self
+                    .initiator_conversation(platform, &address, reply_to.as_deref())
+                    .await?
+                {
+                    return self.post_from_initiator(&c, platform, event).await;
+                }
+                // Platforms without buttons: an answer that names a topic picks it.
+                let pending = self.store.initiator_pending(platform, &address).await?;
+                if !pending.is_empty()
+                    && file.is_none()
+                    && let Some(topic) = self.topic_named(body)
+                {
+                    let id = topic.id.clone();
+                    return self.initiator_chose(platform, &address, &id).await;
+                }
+                let json = serde_json::to_string(&event).expect("a RemoteEvent serialises");
+                let count = pending.len() as i64;
+                if count >= MAX_PENDING {
+                    return self.ask_initiator_topic(platform, &address).await;
+                }
+                self.store
+                    .add_initiator_pending(platform, &address, &json)
+                    .await?;
+                if count == 0 {
+                    self.ask_initiator_topic(platform, &address).await?;
+                }
+                Ok(())
+            }
+            RemoteEvent::Edit {
+                ref message_id,
+                ref body,
+                ref formatted_body,
+                ..
+            } => {
+                // Only an edit of a message already in one of their conversations changes
+                // anything; one written before a topic was picked goes as first written.
+                let Some(room) = self
+                    .store
+                    .room_of_remote_message(platform, &address, message_id)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let Some(c) = self
+                    .store
+                    .open_initiator_conversations(platform, &address)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.room_id == room)
+                else {
+                    return Ok(());
+                };
+                let txn = format!(
+                    "{platform}-{address}-{message_id}-edit-{:x}",
+                    super::relay::fnv1a(body.as_bytes())
+                );
+                self.post_as_visitor(
+                    &c.room_id,
+                    &txn,
+                    RoomPost::Edit {
+                        sender: c.visitor_user_id.clone(),
+                        remote: RemoteRef {
+                            platform: platform.to_owned(),
+                            address: address.clone(),
+                            message_id: message_id.clone(),
+                        },
+                        body: body.clone(),
+                        formatted_body: formatted_body.clone(),
+                    },
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The initiator's conversation a message of theirs is meant for: the one the message
+    /// it replies to belongs to, else the one they started last.
+    async fn initiator_conversation(
+        &self,
+        platform: &str,
+        address: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let open = self
+            .store
+            .open_initiator_conversations(platform, address)
+            .await?;
+        if let Some(reply_to) = reply_to
+            && let Some(room) = self
+                .store
+                .room_of_remote_message(platform, address, reply_to)
+                .await?
+            && let Some(c) = open.iter().find(|c| c.room_id == room)
+        {
+            return Ok(Some(c.clone()));
+        }
+        Ok(open.into_iter().next())
+    }
+
+    /// The topic `answer` names: its number in the list `ask_topic` showed, its ID or its
+    /// name (case and surrounding blanks aside).
+    fn topic_named(&self, answer: &str) -> Option<&TopicConfig> {
+        let answer = answer.trim();
+        let topics = &self.config.topics;
+        if let Ok(n) = answer.parse::<usize>() {
+            return n.checked_sub(1).and_then(|i| topics.get(i));
+        }
+        topics
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(answer) || t.name.eq_ignore_ascii_case(answer))
+    }
+
+    async fn ask_initiator_topic(&self, platform: &str, address: &str) -> Result<(), StoreError> {
+        let Some((_, c)) = self.remote(platform) else {
+            return Ok(());
+        };
+        let topics: Vec<(String, String)> = self
+            .config
+            .topics
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect();
+        let ask = c.ask_topic(address, TOPIC_QUESTION, &topics);
+        if let Err(e) = self.in_turn(c.as_ref(), address, ask).await {
+            // They are asked again when they write /new, or after MAX_PENDING messages.
+            tracing::warn!(error = %e, "could not ask an initiator for a topic");
+        }
+        Ok(())
+    }
+
+    /// The initiator picked `topic_id`: their open conversation on that topic, or a new one,
+    /// gets what they wrote while choosing.
+    async fn initiator_chose(
+        &self,
+        platform: &str,
+        address: &str,
+        topic_id: &str,
+    ) -> Result<(), StoreError> {
+        let Some(topic) = self.config.topic(topic_id).cloned() else {
+            return self.ask_initiator_topic(platform, address).await;
+        };
+        let open = self
+            .store
+            .open_initiator_conversations(platform, address)
+            .await?;
+        let conversation = match open.into_iter().find(|c| c.topic == topic.id) {
+            Some(c) => c,
+            None => {
+                let key = self.initiator_key(platform, address);
+                if self.store.is_initiator_blocked(&key).await? {
+                    self.notify(
+                        platform,
+                        address,
+                        "Sorry, you cannot start a conversation here.",
+                    )
+                    .await;
+                    return Ok(());
+                }
+                let limit = i64::from(self.config.limits.initiator_conversations_per_hour);
+                let since = self.now_ms() - HOUR_MS;
+                if limit > 0
+                    && self
+                        .store
+                        .initiator_conversations_since(&key, since)
+                        .await?
+                        >= limit
+                {
+                    self.notify(
+                        platform,
+                        address,
+                        "You have started many conversations in the last hour; please try again later.",
+                    )
+                    .await;
+                    return Ok(());
+                }
+                match self
+                    .start_initiator_conversation(platform, address, &key, &topic)
+                    .await?
+                {
+                    Some(c) => c,
+                    None => {
+                        self.notify(
+                            platform,
+                            address,
+                            "Sorry, the conversation could not be started. Please try again in a moment.",
+                        )
+                        .await;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let pending = self.store.initiator_pending(platform, address).await?;
+        for row in &pending {
+            match serde_json::from_str::<RemoteEvent>(&row.event_json) {
+                Ok(event) => {
+                    self.post_from_initiator(&conversation, platform, event)
+                        .await?
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an initiator's kept message is unreadable; left out")
+                }
+            }
+        }
+        if let Some(last) = pending.last() {
+            self.store
+                .clear_initiator_pending(platform, address, last.seq)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A new conversation on `topic` for the initiator at (`platform`, `address`): a room
+    /// like the widget's, with a fresh visitor ghost in it. `None`: the homeserver would not
+    /// make the room (they are told to try again).
+    async fn start_initiator_conversation(
+        &self,
+        platform: &str,
+        address: &str,
+        address_key: &str,
+        topic: &TopicConfig,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let ghost = match crate::visitor_account::new_visitor_user_id(
+            &self.registration,
+            self.server_name(),
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a visitor user ID");
+                return Ok(None);
+            }
+        };
+        let room_id = match self.create_conversation_room(None, &topic.name).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create an initiator's conversation room");
+                return Ok(None);
+            }
+        };
+        let conversation = Conversation {
+            room_id: room_id.to_string(),
+            topic: topic.id.clone(),
+            visitor_user_id: ghost.to_string(),
+            visitor_alias: new_visitor_alias(),
+            state: ConversationState::Queued,
+            created_at: self.now_ms(),
+            language: None,
+        };
+        let _room = self.room_locks.lock(&conversation.room_id).await;
+        self.store.insert_conversation(&conversation).await?;
+        self.store
+            .insert_initiator(&InitiatorRow {
+                room_id: conversation.room_id.clone(),
+                platform: platform.to_owned(),
+                address: address.to_owned(),
+                address_key: address_key.to_owned(),
+                created_at: conversation.created_at,
+            })
+            .await?;
+        self.set_state(
+            &conversation.room_id,
+            ConversationState::Queued,
+            None,
+            false,
+        )
+        .await?;
+        // The ghost joins before anything it says (room posts go out in order).
+        self.post(
+            &conversation.room_id,
+            "switchboard-visitor-join",
+            RoomPost::Join {
+                user: ghost.to_string(),
+                display_name: conversation.visitor_alias.clone(),
+            },
+        )
+        .await?;
+        self.post_notice(
+            &conversation.room_id,
+            "switchboard-welcome",
+            self.config.welcome_notice.replace("{topic}", &topic.name),
+        )
+        .await?;
+        tracing::info!(room_id = %conversation.room_id, topic = %topic.id, platform, "conversation started by an initiator");
+        Ok(Some(conversation))
+    }
+
+    /// Queues what the initiator wrote into their conversation, as its visitor ghost, once
+    /// per platform message.
+    async fn post_from_initiator(
+        &self,
+        conversation: &Conversation,
+        platform: &str,
+        event: RemoteEvent,
+    ) -> Result<(), StoreError> {
+        let RemoteEvent::Message {
+            address,
+            message_id,
+            body,
+            formatted_body,
+            file,
+            ..
+        } = event
+        else {
+            return Ok(());
+        };
+        let remote = RemoteRef {
+            platform: platform.to_owned(),
+            address: address.clone(),
+            message_id: message_id.clone(),
+        };
+        let txn = format!("{platform}-{address}-{message_id}");
+        let sender = conversation.visitor_user_id.clone();
+        let op = match file {
+            Some(file) => RoomPost::File {
+                sender,
+                remote,
+                file,
+                caption: body,
+            },
+            None => {
+                let content = match formatted_body {
+                    Some(html) => RoomMessageEventContent::text_html(
+                        body,
+                        crate::format::sanitise_matrix_html(&html),
+                    ),
+                    None => RoomMessageEventContent::text_plain(body),
+                };
+                RoomPost::Message {
+                    sender: Some(sender),
+                    content: serde_json::to_value(&content).expect("content serialises"),
+                    remote: Some(remote),
+                }
+            }
+        };
+        self.post_as_visitor(&conversation.room_id, &txn, op).await
+    }
+
+    /// A message in the conversation that is not the visitor's (the responder's, or a notice
+    /// of Switchboard's), for the initiator, if a platform initiator started it: queued in
+    /// the outbox to their chat, once per event.
+    pub(super) async fn relay_to_initiator(
+        &self,
+        conversation: &Conversation,
+        message: &Message,
+        media: Option<MediaRef>,
+    ) -> Result<(), StoreError> {
+        let Some(initiator) = self.store.initiator_of(&conversation.room_id).await? else {
+            return Ok(());
+        };
+        let delivery = Delivery {
+            room_id: conversation.room_id.clone(),
+            event_id: message.event_id.clone(),
+            visitor_alias: conversation.visitor_alias.clone(),
+            body: message.body.clone(),
+            formatted_body: message.formatted_body.clone(),
+            media,
+            thread: None,
+            revises: None,
+            to_initiator: true,
+        };
+        let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
+        self.store
+            .enqueue_outbox(
+                &conversation.room_id,
+                &initiator.platform,
+                &initiator.address,
+                &message.event_id,
+                &payload,
+            )
+            .await?;
+        self.want_delivery(&initiator.platform, &initiator.address);
+        Ok(())
+    }
+
+    /// Whether (`platform`, `address`) started the conversation in `room`.
+    pub(super) async fn is_initiator_of(
+        &self,
+        room: &str,
+        platform: &str,
+        address: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .initiator_of(room)
+            .await?
+            .is_some_and(|i| i.platform == platform && i.address == address))
+    }
+
+    /// The keyed hash of an initiator's address that limits and blocks count: HMAC-SHA256
+    /// under a key derived from the appservice's `as_token`, so the same person gets the
+    /// same key on every instance beside this homeserver, and the key says nothing of them.
+    pub(crate) fn initiator_key(&self, platform: &str, address: &str) -> String {
+        initiator_key(&self.registration.inner.as_token, platform, address)
+    }
+}
+
+/// See [`Bridge::initiator_key`].
+pub(crate) fn initiator_key(as_token: &str, platform: &str, address: &str) -> String {
+    type HmacSha256 = Hmac<Sha256>;
+    let mut derive = HmacSha256::new_from_slice(as_token.as_bytes()).expect("any key length");
+    derive.update(b"switchboard initiator address key v1");
+    let key = derive.finalize().into_bytes();
+    let mut mac = HmacSha256::new_from_slice(&key).expect("any key length");
+    mac.update(platform.as_bytes());
+    mac.update(b"\0");
+    mac.update(address.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_key_is_stable_keyed_and_per_platform() {
+        let a = initiator_key("token-one", "telegram", "42");
+        assert_eq!(a, initiator_key("token-one", "telegram", "42"));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("42"));
+        assert_ne!(a, initiator_key("token-two", "telegram", "42"));
+        assert_ne!(a, initiator_key("token-one", "discord", "42"));
+        // The separator keeps ("telegram", "42") apart from ("telegram4", "2").
+        assert_ne!(a, initiator_key("token-one", "telegram4", "2"));
+    }
+}
