@@ -313,3 +313,126 @@ async fn an_initiator_who_blocks_the_bot_ends_their_conversation() -> anyhow::Re
     assert!(held.is_empty(), "Sam still holds it: {held:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_initiator_talks_with_a_telegram_responder() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 2)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let mia = tg.user(73_001, "Mia", None);
+    let iris_local = unique("iris-initiator");
+    let iris_id = env.user_id(&iris_local);
+    let mut iris = MatrixResponder::register(&env, &iris_local).await?;
+    let bot_id = format!("@sbt2bot:{}", env.server_name);
+    let config = format!(
+        "[matrix]\ninitiators = true\n\n\
+         [telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
+         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
+         topics = [\"billing\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
+        api = tg.api_url(),
+        chat = mia.id,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let store = sb.store().await?;
+
+    // --- Iris invites the bot to a direct chat: it joins and asks what it is about ------------
+    let bot = matrix_sdk::ruma::UserId::parse(bot_id.as_str())?;
+    let dm = iris.direct_chat_with(&bot).await?;
+    let dm_id = dm.room_id().to_string();
+    iris.wait_for_text(&dm_id, &bot_id, "What would you like to talk about?")
+        .await?;
+    iris.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
+    dm.send(RoomMessageEventContent::text_plain("2")).await?;
+    let conversation = wait_for("Iris's conversation", || async {
+        Ok(store
+            .open_initiator_conversations("matrix", &iris_id)
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
+    assert_eq!(conversation.topic, "billing");
+    let welcome = DEFAULT_WELCOME_NOTICE.replace("{topic}", "Billing");
+    iris.wait_for_text(&dm_id, &bot_id, &welcome).await?;
+
+    // --- her first message is offered to Mia on Telegram; they talk both ways in order -------
+    dm.send(RoomMessageEventContent::text_plain("I was charged twice"))
+        .await?;
+    tg.wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    accept_open_offer(&tg, &mia);
+    iris.wait_for_text(&dm_id, &bot_id, "You are now talking with Mia.")
+        .await?;
+    for i in 1..=3 {
+        dm.send(RoomMessageEventContent::text_plain(format!("detail {i}")))
+            .await?;
+    }
+    let sent = tg
+        .wait_for_sent(
+            mia.id,
+            |s| texts(s).iter().any(|t| t.contains("detail 3")),
+            WAIT,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let to_mia = texts(&sent);
+    // Her first message was quoted in the offer; accepting it keeps the quote.
+    assert!(
+        to_mia
+            .iter()
+            .any(|t| t.starts_with("You accepted the conversation with")
+                && t.contains("I was charged twice")),
+        "{to_mia:?}"
+    );
+    let at = |w: &str| {
+        to_mia
+            .iter()
+            .position(|t| t.contains(w))
+            .unwrap_or_else(|| panic!("{w:?} did not reach Mia: {to_mia:?}"))
+    };
+    assert!(
+        at("detail 1") < at("detail 2") && at("detail 2") < at("detail 3"),
+        "out of order: {to_mia:?}"
+    );
+    for i in 1..=3 {
+        tg.user_sends(&mia, &format!("answer {i}"));
+    }
+    iris.wait_for_messages(&dm_id, &bot_id, &["answer 1", "answer 2", "answer 3"])
+        .await?;
+    let answers: Vec<String> = iris
+        .bodies(&dm_id, &bot_id)
+        .into_iter()
+        .filter(|b| b.starts_with("answer "))
+        .collect();
+    assert_eq!(answers, ["answer 1", "answer 2", "answer 3"]);
+
+    // --- nothing Switchboard sent to Telegram names Iris ----------------------------------------
+    for request in tg.requests() {
+        let bytes = String::from_utf8_lossy(&request.body).into_owned()
+            + request.query.as_deref().unwrap_or_default();
+        for secret in [iris_id.as_str(), iris_local.as_str(), dm_id.as_str()] {
+            assert!(
+                !bytes.contains(secret),
+                "{} to Telegram held {secret:?}: {bytes}",
+                request.method
+            );
+        }
+    }
+
+    // --- !end ends it for both -------------------------------------------------------------------
+    dm.send(RoomMessageEventContent::text_plain("!end")).await?;
+    iris.wait_for_text(&dm_id, &bot_id, "The conversation has ended.")
+        .await?;
+    tg.wait_for_sent(
+        mia.id,
+        |s| texts(s).iter().any(|t| t.contains("ended")),
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(())
+}

@@ -557,13 +557,15 @@ pub trait Connector: Send + Sync + 'static {
         false
     }
 
-    /// Asks someone who wants to start a conversation what it is about: `text` and the
-    /// `topics` (ID, name) to choose from, answered by [`RemoteEvent::TopicChosen`]. The
+    /// Asks someone who wants to start a conversation what it is about, where they wrote
+    /// (`thread`, as in [`RemoteEvent::Message::thread`]): `text` and the `topics` (ID, name)
+    /// to choose from, answered by [`RemoteEvent::TopicChosen`]. The
     /// default sends `text` and a numbered list as a notice; the bridge also takes an answer
     /// that is a topic's number or name. Network I/O, one message; not idempotent.
     async fn ask_topic(
         &self,
         address: &str,
+        thread: Option<&str>,
         text: &str,
         topics: &[(String, String)],
     ) -> Result<(), ConnectorError> {
@@ -572,7 +574,7 @@ pub trait Connector: Send + Sync + 'static {
             lines.push(format!("{}. {name}", i + 1));
         }
         lines.push("Reply with a number.".to_owned());
-        self.notify(address, None, &lines.join("\n"))
+        self.notify(address, thread, &lines.join("\n"))
             .await
             .map(|_| ())
     }

@@ -600,6 +600,7 @@ async fn an_initiator_is_blocked_by_their_conversation_and_only_a_keyed_hash_is_
             room_id: "!tg:x".into(),
             platform: "telegram".into(),
             address: "913572468".into(),
+            thread: None,
             address_key: "hash-of-the-address".into(),
             created_at: 1,
         })

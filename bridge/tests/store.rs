@@ -1269,6 +1269,7 @@ async fn initiators_are_found_by_address_counted_by_key_and_blocked(
         room_id: room.into(),
         platform: "telegram".into(),
         address: address.into(),
+        thread: (address == "42").then(|| "!dm:x".into()),
         address_key: key.into(),
         created_at: at,
     };

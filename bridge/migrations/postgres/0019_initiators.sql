@@ -7,6 +7,9 @@ CREATE TABLE initiators (
     room_id TEXT PRIMARY KEY,
     platform TEXT NOT NULL,
     address TEXT NOT NULL,
+    -- Where on the platform they wrote, if the address alone is not enough (Matrix: the
+    -- direct chat with the bot).
+    thread TEXT,
     address_key TEXT NOT NULL,
     created_at BIGINT NOT NULL
 );

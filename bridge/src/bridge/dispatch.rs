@@ -389,7 +389,10 @@ impl Bridge {
         Ok(Some(lines.join("\n")))
     }
 
-    async fn first_visitor_message(&self, room_id: &str) -> Result<Option<String>, StoreError> {
+    pub(super) async fn first_visitor_message(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         Ok(self
             .store
             .messages(room_id)

@@ -74,9 +74,19 @@ impl Bridge {
         event: RemoteEvent,
     ) -> Result<(), StoreError> {
         let address = event.address().to_owned();
+        // Where they wrote, if the address alone is not enough (Matrix: the direct chat):
+        // answers go there, and so does the conversation.
+        let thread = match &event {
+            RemoteEvent::Message { thread, .. } | RemoteEvent::Command { thread, .. } => {
+                thread.clone()
+            }
+            _ => None,
+        };
+        let thread = thread.as_deref();
         match event {
             RemoteEvent::TopicChosen { topic, .. } => {
-                self.initiator_chose(platform, &address, &topic).await
+                self.initiator_chose(platform, &address, thread, &topic)
+                    .await
             }
             RemoteEvent::Command {
                 command, reply_to, ..
@@ -93,19 +103,25 @@ impl Bridge {
                                 self.end_by_visitor(&c.room_id).await?;
                             }
                             None => {
-                                self.notify(platform, &address, "You have no open conversation.")
-                                    .await;
+                                self.send_notice(
+                                    platform,
+                                    &address,
+                                    thread,
+                                    "You have no open conversation.",
+                                )
+                                .await;
                             }
                         }
                         Ok(())
                     }
                     "start" | "new" | "topics" => {
-                        self.ask_initiator_topic(platform, &address).await
+                        self.ask_initiator_topic(platform, &address, thread).await
                     }
                     _ => {
-                        self.notify(
+                        self.send_notice(
                             platform,
                             &address,
+                            thread,
                             &format!(
                                 "Write your message and someone will answer you here. \
                                  {prefix}new starts a conversation about another topic; \
@@ -129,25 +145,25 @@ impl Bridge {
                 {
                     return self.post_from_initiator(&c, platform, event).await;
                 }
-                // Platforms without buttons: an answer that names a topic picks it.
+                // Platforms without buttons: with no conversation open, a message that is
+                // just a topic's number, ID or name picks it.
                 let pending = self.store.initiator_pending(platform, &address).await?;
-                if !pending.is_empty()
-                    && file.is_none()
+                if file.is_none()
                     && let Some(topic) = self.topic_named(body)
                 {
                     let id = topic.id.clone();
-                    return self.initiator_chose(platform, &address, &id).await;
+                    return self.initiator_chose(platform, &address, thread, &id).await;
                 }
                 let json = serde_json::to_string(&event).expect("a RemoteEvent serialises");
                 let count = pending.len() as i64;
                 if count >= MAX_PENDING {
-                    return self.ask_initiator_topic(platform, &address).await;
+                    return self.ask_initiator_topic(platform, &address, thread).await;
                 }
                 self.store
                     .add_initiator_pending(platform, &address, &json)
                     .await?;
                 if count == 0 {
-                    self.ask_initiator_topic(platform, &address).await?;
+                    self.ask_initiator_topic(platform, &address, thread).await?;
                 }
                 Ok(())
             }
@@ -236,7 +252,12 @@ impl Bridge {
             .find(|t| t.id.eq_ignore_ascii_case(answer) || t.name.eq_ignore_ascii_case(answer))
     }
 
-    async fn ask_initiator_topic(&self, platform: &str, address: &str) -> Result<(), StoreError> {
+    async fn ask_initiator_topic(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: Option<&str>,
+    ) -> Result<(), StoreError> {
         let Some((_, c)) = self.remote(platform) else {
             return Ok(());
         };
@@ -246,7 +267,7 @@ impl Bridge {
             .iter()
             .map(|t| (t.id.clone(), t.name.clone()))
             .collect();
-        let ask = c.ask_topic(address, TOPIC_QUESTION, &topics);
+        let ask = c.ask_topic(address, thread, TOPIC_QUESTION, &topics);
         if let Err(e) = self.in_turn(c.as_ref(), address, ask).await {
             // They are asked again when they write /new, or after MAX_PENDING messages.
             tracing::warn!(error = %e, "could not ask an initiator for a topic");
@@ -260,10 +281,11 @@ impl Bridge {
         &self,
         platform: &str,
         address: &str,
+        thread: Option<&str>,
         topic_id: &str,
     ) -> Result<(), StoreError> {
         let Some(topic) = self.config.topic(topic_id).cloned() else {
-            return self.ask_initiator_topic(platform, address).await;
+            return self.ask_initiator_topic(platform, address, thread).await;
         };
         let open = self
             .store
@@ -274,9 +296,10 @@ impl Bridge {
             None => {
                 let key = self.initiator_key(platform, address);
                 if self.store.is_initiator_blocked(&key).await? {
-                    self.notify(
+                    self.send_notice(
                         platform,
                         address,
+                        thread,
                         "Sorry, you cannot start a conversation here.",
                     )
                     .await;
@@ -291,23 +314,25 @@ impl Bridge {
                         .await?
                         >= limit
                 {
-                    self.notify(
+                    self.send_notice(
                         platform,
                         address,
+                        thread,
                         "You have started many conversations in the last hour; please try again later.",
                     )
                     .await;
                     return Ok(());
                 }
                 match self
-                    .start_initiator_conversation(platform, address, &key, &topic)
+                    .start_initiator_conversation(platform, address, thread, &key, &topic)
                     .await?
                 {
                     Some(c) => c,
                     None => {
-                        self.notify(
+                        self.send_notice(
                             platform,
                             address,
+                            thread,
                             "Sorry, the conversation could not be started. Please try again in a moment.",
                         )
                         .await;
@@ -343,6 +368,7 @@ impl Bridge {
         &self,
         platform: &str,
         address: &str,
+        thread: Option<&str>,
         address_key: &str,
         topic: &TopicConfig,
     ) -> Result<Option<Conversation>, StoreError> {
@@ -379,6 +405,7 @@ impl Bridge {
                 room_id: conversation.room_id.clone(),
                 platform: platform.to_owned(),
                 address: address.to_owned(),
+                thread: thread.map(str::to_owned),
                 address_key: address_key.to_owned(),
                 created_at: conversation.created_at,
             })
@@ -480,7 +507,7 @@ impl Bridge {
             body: message.body.clone(),
             formatted_body: message.formatted_body.clone(),
             media,
-            thread: None,
+            thread: initiator.thread,
             revises: None,
             to_initiator: true,
         };

@@ -132,7 +132,7 @@ impl Bridge {
     }
 
     /// Sends a notice; returns the platform's ID of the message it became, if it went out.
-    async fn send_notice(
+    pub(super) async fn send_notice(
         &self,
         platform: &str,
         address: &str,
@@ -765,10 +765,19 @@ impl Bridge {
         if let (Some(msg), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
             && c.capabilities().edits
         {
-            let text = format!(
+            let mut text = format!(
                 "You accepted the conversation with {}.",
                 conversation.visitor_alias
             );
+            // The offer quoted the visitor's first message, which is not sent again below:
+            // the edit must not take it away from the responder.
+            if let Some(first) = self.first_visitor_message(&offer.room_id).await? {
+                text.push_str(&format!(
+                    "\n\n{}: {}",
+                    conversation.visitor_alias,
+                    crate::format::truncate_chars(&first, 1000)
+                ));
+            }
             let edit = c.offer_accepted(address, msg, &text);
             let _ = self.in_turn(c.as_ref(), address, edit).await;
         }

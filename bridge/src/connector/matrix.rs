@@ -68,16 +68,31 @@ pub fn validate_address(address: &str) -> Result<(), String> {
     }
 }
 
+/// The optional `[matrix]` section. Matrix responders need no configuration (the
+/// homeserver is the platform); this only turns on what is off by default.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Whether Matrix users who are not responders may start conversations by inviting the
+    /// bot to a direct chat and writing there.
+    #[serde(default)]
+    pub initiators: bool,
+}
+
 /// The connector rides the homeserver connection: it is as well as the homeserver is.
 fn build(
-    _section: Option<&Value>,
+    section: Option<&Value>,
     context: &BuildContext,
 ) -> Result<Option<Arc<dyn super::Connector>>, String> {
+    let config: MatrixConfig = match section {
+        Some(section) => serde_json::from_value(section.clone()).map_err(|e| e.to_string())?,
+        None => MatrixConfig::default(),
+    };
     context.health.report(SPEC.name, PartState::Connected, None);
-    Ok(Some(Arc::new(MatrixConnector::new(
-        context.client.clone(),
-        context.room_writes.clone(),
-    ))))
+    Ok(Some(Arc::new(
+        MatrixConnector::new(context.client.clone(), context.room_writes.clone())
+            .with_initiators(config.initiators),
+    )))
 }
 
 /// How long the bot is shown typing in a relay room unless told otherwise.
@@ -99,6 +114,8 @@ pub struct MatrixConnector {
     /// ID is the offer's handle), deliveries (the outbox retries those), typing (stale in
     /// seconds) and joining a direct chat.
     writes: Arc<dyn RoomWrites>,
+    /// Whether users who are not responders may start conversations in a direct chat.
+    initiators: bool,
 }
 
 impl MatrixConnector {
@@ -108,7 +125,16 @@ impl MatrixConnector {
             client,
             once,
             writes,
+            initiators: false,
         }
+    }
+
+    /// Lets users who are not responders start conversations by inviting the bot to a
+    /// direct chat: it joins, asks what it is about, and their messages there are the
+    /// visitor's side of a conversation.
+    pub fn with_initiators(mut self, initiators: bool) -> Self {
+        self.initiators = initiators;
+        self
     }
 
     /// One visitor message into the relay room as the bot, once: the outbox retries it. It is
@@ -202,6 +228,10 @@ impl Connector for MatrixConnector {
 
     fn how_to_accept(&self) -> &'static str {
         "join this room"
+    }
+
+    fn takes_initiators(&self) -> bool {
+        self.initiators
     }
 
     fn homeserver_events(&self) -> Option<&dyn HomeserverEvents> {
@@ -323,6 +353,18 @@ impl Connector for MatrixConnector {
     /// One part: a text message's event content as JSON, headed by the visitor's alias; a
     /// file's caption.
     fn render(&self, delivery: &Delivery) -> Vec<String> {
+        if delivery.to_initiator {
+            // Into their direct chat with the bot: no heading (notices say who answers).
+            let content = match (&delivery.media, &delivery.formatted_body) {
+                (Some(media), _) => RoomMessageEventContent::text_plain(&media.filename),
+                (None, Some(html)) => RoomMessageEventContent::text_html(
+                    &delivery.body,
+                    crate::format::sanitise_matrix_html(html),
+                ),
+                (None, None) => RoomMessageEventContent::text_plain(&delivery.body),
+            };
+            return vec![serde_json::to_string(&content).expect("event content always serialises")];
+        }
         if let Some(media) = &delivery.media {
             return vec![format!("{}: {}", delivery.visitor_alias, media.filename)];
         }
@@ -485,17 +527,35 @@ impl HomeserverEvents for MatrixConnector {
         event: &Value,
     ) -> Result<Option<(String, RemoteEvent)>, StoreError> {
         let relay = rooms.offer_by_handle(SPEC.platform(), room_id).await?;
-        match read_event(self.client.bot().as_str(), room_id, relay.as_ref(), event) {
+        let bot = self.client.bot().as_str();
+        match read_event(bot, room_id, relay.as_ref(), self.initiators, event) {
             Reading::Remote { key, event } => Ok(Some((key, *event))),
-            Reading::Invited { inviter } => {
-                // Only registered Matrix responders get a bot that answers.
-                if rooms.is_responder(SPEC.platform(), &inviter).await?
-                    && let Ok(room) = OwnedRoomId::try_from(room_id)
+            Reading::Invited { inviter, key } => {
+                // Registered Matrix responders get a bot that answers; so does anyone, where
+                // they may start conversations.
+                let responder = rooms.is_responder(SPEC.platform(), &inviter).await?;
+                if !responder && !self.initiators {
+                    return Ok(None);
+                }
+                if let Ok(room) = OwnedRoomId::try_from(room_id)
                     && let Err(e) = self.client.join(&room, self.client.bot()).await
                 {
-                    tracing::warn!(error = %e, "could not accept a responder's invite");
+                    tracing::warn!(error = %e, "could not accept an invite to a direct chat");
+                    return Ok(None);
                 }
-                Ok(None)
+                // Someone who wants to talk: asked what about, in that chat, at once.
+                Ok((!responder).then(|| {
+                    (
+                        key,
+                        RemoteEvent::Command {
+                            address: inviter,
+                            command: "start".into(),
+                            args: String::new(),
+                            reply_to: None,
+                            thread: Some(room_id.to_owned()),
+                        },
+                    )
+                }))
             }
             Reading::Nothing => Ok(None),
         }
@@ -510,8 +570,8 @@ pub enum Reading {
         key: String,
         event: Box<RemoteEvent>,
     },
-    /// Someone invited the bot to a direct chat.
-    Invited { inviter: String },
+    /// Someone invited the bot to a direct chat (`key`: the invite's event ID).
+    Invited { inviter: String, key: String },
     /// Nothing for the bridge: the bot's own echo, someone else's event, small talk.
     Nothing,
 }
@@ -525,7 +585,15 @@ pub enum Reading {
 /// visitor (its formatted body sanitised to the spec's allow-list, a file fetched from the
 /// media repository). In a direct chat, `!available`, `!away` and `!offline` set the
 /// responder's status and any other `!` word asks for help; the answers go into that chat.
-pub fn read_event(bot: &str, room_id: &str, relay: Option<&HandleOffer>, event: &Value) -> Reading {
+/// Where `initiators` may write (see [`MatrixConnector::with_initiators`]), a direct chat's
+/// other messages are messages too, and `!end`, `!new` and `!topics` commands.
+pub fn read_event(
+    bot: &str,
+    room_id: &str,
+    relay: Option<&HandleOffer>,
+    initiators: bool,
+    event: &Value,
+) -> Reading {
     let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
     let sender = field("sender");
     let key = field("event_id").to_owned();
@@ -539,16 +607,28 @@ pub fn read_event(bot: &str, room_id: &str, relay: Option<&HandleOffer>, event: 
             "m.room.member" if field("state_key") == bot && membership == Some("invite") => {
                 Reading::Invited {
                     inviter: sender.to_owned(),
+                    key,
                 }
             }
             "m.room.message" => {
                 let body = content["body"].as_str().unwrap_or_default().trim();
                 let Some(word) = body.strip_prefix(COMMAND_PREFIX) else {
-                    return Reading::Nothing;
+                    if !initiators {
+                        return Reading::Nothing;
+                    }
+                    let message = relay_room_message(room_id, &key, sender.to_owned(), content);
+                    return Reading::Remote {
+                        key,
+                        event: Box::new(message),
+                    };
                 };
-                let command = ResponderStatus::parse(word.trim())
-                    .map_or("help", ResponderStatus::as_str)
-                    .to_owned();
+                let word = word.trim();
+                let command = match ResponderStatus::parse(word) {
+                    Some(status) => status.as_str(),
+                    None if initiators && matches!(word, "end" | "new" | "topics") => word,
+                    None => "help",
+                }
+                .to_owned();
                 Reading::Remote {
                     key,
                     event: Box::new(RemoteEvent::Command {
@@ -675,7 +755,7 @@ mod tests {
     }
 
     fn in_relay(event: Value) -> Reading {
-        read_event(BOT, RELAY, Some(&offer()), &event)
+        read_event(BOT, RELAY, Some(&offer()), false, &event)
     }
 
     fn remote(reading: Reading) -> (String, RemoteEvent) {
@@ -739,7 +819,13 @@ mod tests {
             Reading::Nothing
         );
         assert_eq!(
-            read_event(BOT, "!dm:x", None, &message(BOT, json!({"body": "!help"}))),
+            read_event(
+                BOT,
+                "!dm:x",
+                None,
+                false,
+                &message(BOT, json!({"body": "!help"}))
+            ),
             Reading::Nothing
         );
         // Someone else in the relay room.
@@ -874,6 +960,7 @@ mod tests {
             BOT,
             dm,
             None,
+            false,
             &message(SAM, json!({"msgtype": "m.text", "body": body})),
         ) {
             Reading::Remote { event, .. } => match *event {
@@ -903,11 +990,66 @@ mod tests {
             "content": {"membership": "invite"}
         });
         assert_eq!(
-            read_event(BOT, "!dm:x", None, &invite),
+            read_event(BOT, "!dm:x", None, false, &invite),
             Reading::Invited {
-                inviter: SAM.into()
+                inviter: SAM.into(),
+                key: "$i".into()
             }
         );
+    }
+
+    #[test]
+    fn where_initiators_may_write_a_direct_chat_carries_their_messages_and_commands() {
+        let dm = "!dm:example.org";
+        let read = |body: &str| {
+            read_event(
+                BOT,
+                dm,
+                None,
+                true,
+                &message(SAM, json!({"msgtype": "m.text", "body": body})),
+            )
+        };
+        let Reading::Remote { key, event } = read("hello, I need help") else {
+            panic!("a message")
+        };
+        assert_eq!(key, "$m");
+        let RemoteEvent::Message {
+            address,
+            message_id,
+            body,
+            thread,
+            ..
+        } = *event
+        else {
+            panic!("{event:?}")
+        };
+        assert_eq!(
+            (
+                address.as_str(),
+                message_id.as_str(),
+                body.as_str(),
+                thread.as_deref()
+            ),
+            (SAM, "$m", "hello, I need help", Some(dm))
+        );
+        for (body, command) in [
+            ("!end", "end"),
+            ("!new", "new"),
+            ("!away", "away"),
+            ("!what", "help"),
+        ] {
+            match read(body) {
+                Reading::Remote { event, .. } => {
+                    assert!(
+                        matches!(&*event, RemoteEvent::Command { command: c, thread, .. }
+                            if c == command && thread.as_deref() == Some(dm)),
+                        "{body}: {event:?}"
+                    );
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -569,6 +569,7 @@ impl Connector for TelegramConnector {
     async fn ask_topic(
         &self,
         address: &str,
+        _thread: Option<&str>,
         text: &str,
         topics: &[(String, String)],
     ) -> Result<(), ConnectorError> {

@@ -74,12 +74,13 @@ impl Connector for Timed {
     async fn ask_topic(
         &self,
         address: &str,
+        thread: Option<&str>,
         text: &str,
         topics: &[(String, String)],
     ) -> Result<(), ConnectorError> {
         self.within(
             "topic question",
-            self.inner.ask_topic(address, text, topics),
+            self.inner.ask_topic(address, thread, text, topics),
         )
         .await
     }

@@ -13,6 +13,9 @@ pub struct InitiatorRow {
     pub room_id: String,
     pub platform: String,
     pub address: String,
+    /// Where on the platform they wrote, if the address alone is not enough (Matrix: the
+    /// direct chat with the bot); what is sent to them goes there.
+    pub thread: Option<String>,
     pub address_key: String,
     pub created_at: i64,
 }
@@ -28,12 +31,13 @@ impl Store {
     /// Records who started the conversation in `room_id`; once per room.
     pub async fn insert_initiator(&self, row: &InitiatorRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO initiators (room_id, platform, address, address_key, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id) DO NOTHING",
+            "INSERT INTO initiators (room_id, platform, address, thread, address_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id) DO NOTHING",
         )
         .bind(&row.room_id)
         .bind(&row.platform)
         .bind(&row.address)
+        .bind(&row.thread)
         .bind(&row.address_key)
         .bind(row.created_at)
         .execute(&mut *self.writer().await?)
@@ -44,7 +48,7 @@ impl Store {
     /// Who started the conversation in `room_id`, if someone on a platform did.
     pub async fn initiator_of(&self, room_id: &str) -> Result<Option<InitiatorRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT room_id, platform, address, address_key, created_at
+            "SELECT room_id, platform, address, thread, address_key, created_at
              FROM initiators WHERE room_id = $1",
         )
         .bind(room_id)
@@ -55,6 +59,7 @@ impl Store {
                 room_id: r.try_get("room_id")?,
                 platform: r.try_get("platform")?,
                 address: r.try_get("address")?,
+                thread: r.try_get("thread")?,
                 address_key: r.try_get("address_key")?,
                 created_at: r.try_get("created_at")?,
             })
