@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use discord_standin::{DcMessage, DiscordStandIn};
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use switchboard_bridge::{config::DEFAULT_WELCOME_NOTICE, conversation::ConversationState};
 use telegram_standin::{SentMessage, StandIn, TgUser};
@@ -434,5 +435,147 @@ async fn a_matrix_initiator_talks_with_a_telegram_responder() -> anyhow::Result<
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+const DC_TOKEN: &str = "MTA.initiators.bot-token";
+
+/// The bot's messages in a Discord channel, once `pred` holds for them.
+async fn discord_messages(
+    dc: &DiscordStandIn,
+    channel: u64,
+    what: &str,
+    pred: impl Fn(&[DcMessage]) -> bool,
+) -> anyhow::Result<Vec<DcMessage>> {
+    let messages = dc.wait_for_messages(channel, &pred, WAIT).await;
+    anyhow::ensure!(pred(&messages), "waiting for {what}: {messages:#?}");
+    Ok(messages)
+}
+
+fn has_text(messages: &[DcMessage], text: &str) -> bool {
+    messages.iter().any(|m| m.content == text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_initiator_talks_with_a_matrix_responder() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 3)?;
+    let dc = DiscordStandIn::start(DC_TOKEN).await?;
+    let dora = dc.user("dora_secret_handle_31");
+    let local = unique("sam");
+    let sam_id = env.user_id(&local);
+    let mut sam = MatrixResponder::register(&env, &local).await?;
+    let bot_id = format!("@sbt3bot:{}", env.server_name);
+    let config = format!(
+        "[discord]\ntoken = {DC_TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
+         api_url = {api:?}\ninitiators = true\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
+         [[responders]]\nid = \"sam\"\ndisplay_name = \"Sam Example\"\npseudonym = \"Sam\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"matrix\", address = {sam_id:?} }}]\n",
+        app = dc.application_id(),
+        guild = dc.guild_id(),
+        api = dc.base_url(),
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let store = sb.store().await?;
+    wait_for("the bot's gateway session", || async {
+        Ok((dc.identify_count() > 0).then_some(()))
+    })
+    .await?;
+
+    // --- Dora writes to the bot: a topic menu comes back; her pick starts the conversation ----
+    let dm = dc.user_opens_dm(&dora);
+    dc.user_sends(&dora, dm, "Hi, my parcel is lost");
+    let messages = discord_messages(&dc, dm, "the topic menu", |m| {
+        m.iter()
+            .any(|m| m.components[0]["components"][0]["type"] == 3)
+    })
+    .await?;
+    let menu = messages
+        .iter()
+        .find(|m| m.components[0]["components"][0]["type"] == 3)
+        .unwrap();
+    assert_eq!(
+        menu.allowed_mentions,
+        Some(serde_json::json!({"parse": []}))
+    );
+    let pick = dc.user_selects(&dora, dm, menu.id, "topic", &["support"]);
+    let answer = dc
+        .wait_for_interaction_response(&pick, std::time::Duration::from_secs(3))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the pick was not answered within Discord's 3 seconds"))?;
+    assert_eq!(answer["type"], 6, "{answer}");
+    let conversation = wait_for("Dora's conversation", || async {
+        Ok(store
+            .open_initiator_conversations("discord", &dora.id.to_string())
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
+    assert_eq!(conversation.topic, "support");
+    let room = conversation.room_id.clone();
+
+    // --- Sam takes it in Matrix: what she wrote first reaches him, then both ways in order ----
+    let relay = relay_room_of(&store, &room, "sam").await?;
+    let relay_chat = sam.accept_invite(&relay).await?;
+    sam.wait_for_text(&relay, &bot_id, "my parcel is lost")
+        .await?;
+    discord_messages(&dc, dm, "who answers", |m| {
+        has_text(m, "You are now talking with Sam.")
+    })
+    .await?;
+    for i in 1..=3 {
+        relay_chat
+            .send(RoomMessageEventContent::text_plain(format!("reply {i}")))
+            .await?;
+    }
+    for i in 1..=3 {
+        dc.user_sends(&dora, dm, &format!("more {i}"));
+    }
+    let messages = discord_messages(&dc, dm, "Sam's replies", |m| has_text(m, "reply 3")).await?;
+    let replies: Vec<&str> = messages
+        .iter()
+        .map(|m| m.content.as_str())
+        .filter(|c| c.starts_with("reply "))
+        .collect();
+    assert_eq!(replies, ["reply 1", "reply 2", "reply 3"]);
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m.author_id != dora.id)
+            .all(|m| m.allowed_mentions == Some(serde_json::json!({"parse": []}))),
+        "every message of the bot's pings nobody"
+    );
+    sam.wait_for_text(&relay, &bot_id, "more 3").await?;
+    let relayed = sam.bodies(&relay, &bot_id);
+    let at = |w: &str| relayed.iter().position(|b| b.contains(w));
+    assert!(
+        at("more 1") < at("more 2") && at("more 2") < at("more 3") && at("more 1").is_some(),
+        "{relayed:?}"
+    );
+
+    // --- nothing of who Dora is on Discord reaches Sam --------------------------------------------
+    let mut everything = sam.all_bodies().join("\n");
+    everything.push_str(&everything_sam_can_read(&env, &sam).await?);
+    for secret in [dora.id.to_string(), dora.username.clone(), dm.to_string()] {
+        assert!(
+            !everything.contains(&secret),
+            "the responder could read {secret:?}"
+        );
+    }
+
+    // --- /end (a slash command) ends it for both -----------------------------------------------
+    let end = dc.user_runs_command(&dora, dm, "end", serde_json::json!({}));
+    dc.wait_for_interaction_response(&end, std::time::Duration::from_secs(3))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("/end was not answered within 3 seconds"))?;
+    discord_messages(&dc, dm, "the end", |m| {
+        has_text(m, "The conversation has ended.")
+    })
+    .await?;
+    sam.wait_for_text(&relay, &bot_id, "ended").await?;
     Ok(())
 }

@@ -37,6 +37,7 @@ use crate::health::PartReporter;
 mod events;
 pub mod format;
 mod gateway;
+mod messages;
 mod rest;
 
 use rest::{Body, Rest, RestError, Route, codes};
@@ -101,6 +102,10 @@ pub struct DiscordConfig {
     /// Discord's address, for tests (`http://127.0.0.1:PORT` of a stand-in). The gateway's
     /// address is asked from it.
     pub api_url: Option<String>,
+    /// Whether people who are not responders may start conversations by sending the bot a
+    /// direct message (they pick a topic from a menu). Default: off.
+    #[serde(default)]
+    pub initiators: bool,
 }
 
 /// A snowflake written as a number or as a string (Discord writes them as strings).
@@ -169,6 +174,8 @@ pub struct DiscordConnector {
     application_id: u64,
     guild: Option<u64>,
     staff_channel: Option<u64>,
+    /// Whether people who are not responders may start conversations here.
+    initiators: bool,
     health: Option<PartReporter>,
     /// Direct-message channel per responder, as Discord answered `POST /users/@me/channels`
     /// (the same channel every time, so losing this on restart costs one call).
@@ -189,6 +196,7 @@ impl DiscordConnector {
             application_id: config.application_id.0,
             guild: config.guild.map(|g| g.0),
             staff_channel: config.staff_channel.map(|c| c.0),
+            initiators: config.initiators,
             health: None,
             dms: Mutex::new(HashMap::new()),
             staff_threads: Mutex::new(HashMap::new()),
@@ -361,39 +369,6 @@ fn thread_handle(id: u64) -> String {
     format!("{THREAD_HANDLE}{id}")
 }
 
-/// An offer's text and its two buttons.
-fn offer_message(offer: &Offer) -> Value {
-    let mut text = format!(
-        "**New conversation** about **{}** from {}",
-        DiscordConnector::plain(&offer.topic_name),
-        DiscordConnector::plain(&offer.visitor_alias)
-    );
-    if let Some(language) = &offer.language {
-        text.push_str(&format!(
-            "\nLanguage: {}",
-            DiscordConnector::plain(language)
-        ));
-    }
-    let quoted = offer
-        .summary
-        .as_deref()
-        .map(|s| truncate(s, 1200))
-        .or_else(|| offer.first_message.as_deref().map(|m| truncate(m, 800)));
-    if let Some(quoted) = quoted {
-        for line in DiscordConnector::plain(&quoted).lines() {
-            text.push_str("\n> ");
-            text.push_str(line);
-        }
-    }
-    json!({
-        "content": text,
-        "components": [{"type": 1, "components": [
-            {"type": 2, "style": 3, "label": "Accept", "custom_id": format!("accept:{}", offer.offer_id)},
-            {"type": 2, "style": 4, "label": "Decline", "custom_id": format!("decline:{}", offer.offer_id)},
-        ]}],
-    })
-}
-
 #[async_trait]
 impl Connector for DiscordConnector {
     fn platform(&self) -> Platform {
@@ -427,9 +402,28 @@ impl Connector for DiscordConnector {
         }
     }
 
+    fn takes_initiators(&self) -> bool {
+        self.initiators
+    }
+
+    /// In their direct chat: the question and a menu of the topics, answered by an
+    /// interaction (`events.rs`).
+    async fn ask_topic(
+        &self,
+        address: &str,
+        thread: Option<&str>,
+        text: &str,
+        topics: &[(String, String)],
+    ) -> Result<(), ConnectorError> {
+        let channel = self.channel_for(address, thread).await?;
+        self.post(channel, messages::topic_menu(text, topics))
+            .await
+            .map(drop)
+    }
+
     async fn offer(&self, offer: &Offer, address: &str) -> Result<Option<String>, ConnectorError> {
         let channel = self.dm_channel(address).await?;
-        let sent = self.post(channel, offer_message(offer)).await?;
+        let sent = self.post(channel, messages::offer_message(offer)).await?;
         Ok(Some(sent.id.get().to_string()))
     }
 
@@ -518,16 +512,14 @@ impl Connector for DiscordConnector {
     /// Text: Discord markdown within 2000 characters a part, the first headed by the alias.
     /// A file: one part, its caption (the alias and the file's name or text).
     fn render(&self, delivery: &Delivery) -> Vec<String> {
+        // To an initiator no heading: they talk with the bot (notices say who answers).
+        let heading = (!delivery.to_initiator).then_some(delivery.visitor_alias.as_str());
         if delivery.media.is_some() {
             let caption = truncate(&delivery.body, 1000);
-            let parts = format::to_discord(&caption, None, Some(&delivery.visitor_alias));
+            let parts = format::to_discord(&caption, None, heading);
             return vec![parts.concat()];
         }
-        format::to_discord(
-            &delivery.body,
-            delivery.formatted_body.as_deref(),
-            Some(&delivery.visitor_alias),
-        )
+        format::to_discord(&delivery.body, delivery.formatted_body.as_deref(), heading)
     }
 
     /// Discord has no idempotency key for messages: a send whose answer is lost is sent again.
@@ -783,7 +775,7 @@ mod tests {
             language: Some("de".into()),
             summary: None,
         };
-        let m = offer_message(&offer);
+        let m = messages::offer_message(&offer);
         let text = m["content"].as_str().unwrap();
         assert!(
             text.contains("Visitor 7F3A") && text.contains("Billing"),

@@ -94,6 +94,25 @@ fn channel_for(world: &World, user: &DcUser, channel_id: u64) -> ChannelRec {
     channel
 }
 
+/// The values a string select (type 3) with `custom_id` under a message offers, and how
+/// many may be picked (`min_values`, `max_values`; Discord's defaults are 1 and 1).
+fn find_select(components: &Value, custom_id: &str) -> Option<(Vec<String>, usize, usize)> {
+    let select = components
+        .as_array()?
+        .iter()
+        .filter_map(|row| row["components"].as_array())
+        .flatten()
+        .find(|c| c["type"] == 3 && c["custom_id"] == custom_id)?;
+    let values = select["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["value"].as_str().map(str::to_owned))
+        .collect();
+    let bound = |field: &str| select[field].as_u64().map_or(1, |n| n as usize);
+    Some((values, bound("min_values"), bound("max_values")))
+}
+
 fn find_button(components: &Value, custom_id: &str) -> bool {
     components.as_array().is_some_and(|rows| {
         rows.iter().any(|row| {
@@ -443,7 +462,7 @@ impl DiscordStandIn {
         message_id: u64,
         custom_id: &str,
     ) -> Interaction {
-        let mut world = self.world();
+        let world = self.world();
         let channel = channel_for(&world, user, channel_id);
         let message = world
             .message(channel_id, message_id)
@@ -455,6 +474,62 @@ impl DiscordStandIn {
             message.components
         );
         let data = json!({ "custom_id": custom_id, "component_type": 2 });
+        self.component_interaction(world, user, channel, message, data)
+    }
+
+    /// The user picks `values` in the string select with `custom_id` under a message;
+    /// dispatches INTERACTION_CREATE (type 3, `component_type` 3, `values`). Panics if the
+    /// message has no such select, a value is not one of its options, or there are fewer or
+    /// more values than it allows (Discord's client lets none of that through).
+    pub fn user_selects(
+        &self,
+        user: &DcUser,
+        channel_id: u64,
+        message_id: u64,
+        custom_id: &str,
+        values: &[&str],
+    ) -> Interaction {
+        // Checked without holding the world, so a refused pick leaves it usable.
+        let (channel, message) = {
+            let world = self.world();
+            let channel = channel_for(&world, user, channel_id);
+            let message = world.message(channel_id, message_id).cloned();
+            (channel, message)
+        };
+        let message = message
+            .unwrap_or_else(|| panic!("message {message_id} is not in channel {channel_id}"));
+        let (offered, min, max) = find_select(&message.components, custom_id).unwrap_or_else(|| {
+            panic!(
+                "message {message_id} has no select with custom_id {custom_id:?}; its components: {}",
+                message.components
+            )
+        });
+        assert!(
+            (min..=max).contains(&values.len()),
+            "{} values picked where the select takes {min} to {max}",
+            values.len()
+        );
+        for value in values {
+            assert!(
+                offered.iter().any(|o| o == value),
+                "{value:?} is not an option of select {custom_id:?}: {offered:?}"
+            );
+        }
+        let data = json!({ "custom_id": custom_id, "component_type": 3, "values": values });
+        self.component_interaction(self.world(), user, channel, message, data)
+    }
+
+    /// Dispatches a component interaction (type 3) on `message` with `data`.
+    fn component_interaction(
+        &self,
+        mut world: std::sync::MutexGuard<'_, World>,
+        user: &DcUser,
+        channel: ChannelRec,
+        message: MessageRec,
+        data: Value,
+    ) -> Interaction {
+        let channel_id = channel.id;
+        let message_id = message.id;
         let (id, token, mut payload) = Self::interaction_base(&mut world, user, &channel, 3, data);
         let mut message_json = world.message_json(&message, false);
         if let Some(guild) = channel.guild_id {

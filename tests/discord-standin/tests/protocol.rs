@@ -269,6 +269,62 @@ async fn buttons_are_checked_and_pressable() {
 }
 
 #[tokio::test]
+async fn string_selects_are_checked_and_pickable() {
+    let api = Api::start().await;
+    let channel = api.dc.create_text_channel("topics");
+    let no_options = api
+        .post_message(
+            channel,
+            json!({"content": "pick", "components": [{"type": 1, "components": [
+            {"type": 3, "custom_id": "topic", "options": []}]}]}),
+        )
+        .await;
+    assert_eq!(no_options.status, 400, "a select needs 1 to 25 options");
+    let beside_a_button = api
+        .post_message(
+            channel,
+            json!({"content": "pick", "components": [{"type": 1, "components": [
+            {"type": 3, "custom_id": "topic", "options": [{"label": "A", "value": "a"}]},
+            {"type": 2, "style": 1, "label": "B", "custom_id": "b"}]}]}),
+        )
+        .await;
+    assert_eq!(
+        beside_a_button.body["errors"]["components"]["0"]["components"]["_errors"][0]["code"],
+        "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+        "a select fills its row: {}",
+        beside_a_button.body
+    );
+    let good = api
+        .post_message(
+            channel,
+            json!({"content": "pick", "components": [{"type": 1, "components": [
+            {"type": 3, "custom_id": "topic", "options": [
+                {"label": "Support", "value": "support"},
+                {"label": "Billing", "value": "billing"}]}]}]}),
+        )
+        .await;
+    assert_eq!(good.status, 200, "{}", good.body);
+    let visitor = api.dc.user("visitor");
+    let pick = api
+        .dc
+        .user_selects(&visitor, channel, id(&good.body), "topic", &["billing"]);
+    assert_eq!(pick.kind, 3);
+    assert_eq!(
+        pick.payload["data"],
+        json!({"custom_id": "topic", "component_type": 3, "values": ["billing"]})
+    );
+    assert_eq!(pick.payload["message"]["id"], good.body["id"]);
+    // Discord's client offers only the options, as many as the select allows.
+    for values in [&["refunds"][..], &["support", "billing"][..], &[][..]] {
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            api.dc
+                .user_selects(&visitor, channel, id(&good.body), "topic", values)
+        }));
+        assert!(refused.is_err(), "{values:?} was picked");
+    }
+}
+
+#[tokio::test]
 async fn allowed_mentions_decide_who_is_pinged() {
     let api = Api::start().await;
     let channel = api.dc.create_text_channel("general");

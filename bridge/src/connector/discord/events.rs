@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use serenity::model::{
-    application::{CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction},
+    application::{
+        CommandDataOptionValue, CommandInteraction, ComponentInteraction,
+        ComponentInteractionDataKind, Interaction,
+    },
     channel::Message,
     event::MessageUpdateEvent,
     user::User,
@@ -441,6 +444,15 @@ impl Events<'_> {
                 ),
             },
             ("decline", Ok(offer_id)) => RemoteEvent::Decline { offer_id, address },
+            (super::messages::TOPIC_MENU, _) => match &i.data.kind {
+                ComponentInteractionDataKind::StringSelect { values } if values.len() == 1 => {
+                    RemoteEvent::TopicChosen {
+                        address,
+                        topic: values[0].clone(),
+                    }
+                }
+                _ => return,
+            },
             _ => return,
         };
         let recorded = self.record(&format!("i{}", i.id.get()), &event).await;
