@@ -375,11 +375,7 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
             println!("{}", admin_api::pretty_json(&detail));
         }
         ConversationsAction::BlockInitiator { room_id } => {
-            let changed = admin_api::set_initiator_block(store, &room_id, true)
-                .await?
-                .with_context(|| {
-                    format!("no conversation started from a platform in room {room_id:?}")
-                })?;
+            let changed = set_initiator_block(store, &room_id, true).await?;
             println!(
                 "{}",
                 if changed {
@@ -390,11 +386,7 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
             );
         }
         ConversationsAction::UnblockInitiator { room_id } => {
-            let changed = admin_api::set_initiator_block(store, &room_id, false)
-                .await?
-                .with_context(|| {
-                    format!("no conversation started from a platform in room {room_id:?}")
-                })?;
+            let changed = set_initiator_block(store, &room_id, false).await?;
             println!(
                 "{}",
                 if changed {
@@ -406,6 +398,13 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
         }
     }
     Ok(())
+}
+
+/// Blocks or unblocks the initiator of `room_id`; whether that changed anything.
+async fn set_initiator_block(store: &Store, room_id: &str, block: bool) -> anyhow::Result<bool> {
+    admin_api::set_initiator_block(store, room_id, block)
+        .await?
+        .with_context(|| format!("no conversation started from a platform in room {room_id:?}"))
 }
 
 /// List and retry dead letters: work set aside because it never succeeded.

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Context;
+use common::discord_messages as wait_messages;
 use common::*;
 use discord_standin::{DcMessage, DcUser, DiscordStandIn};
 
@@ -46,17 +47,6 @@ fn offer_of(messages: &[DcMessage], hint: &str) -> Option<(u64, String)> {
         let id = m.components[0]["components"][0]["custom_id"].as_str()?;
         id.starts_with("accept:").then(|| (m.id, id.to_owned()))
     })
-}
-
-async fn wait_messages(
-    dc: &DiscordStandIn,
-    channel: u64,
-    what: &str,
-    pred: impl Fn(&[DcMessage]) -> bool,
-) -> anyhow::Result<Vec<DcMessage>> {
-    let messages = dc.wait_for_messages(channel, &pred, WAIT).await;
-    anyhow::ensure!(pred(&messages), "waiting for {what}: {messages:#?}");
-    Ok(messages)
 }
 
 async fn dm_of(dc: &DiscordStandIn, user: &DcUser) -> anyhow::Result<u64> {

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use discord_standin::{DcMessage, DiscordStandIn};
-use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::room::message::{ReplacementMetadata, RoomMessageEventContent};
 use switchboard_bridge::{config::DEFAULT_WELCOME_NOTICE, conversation::ConversationState};
 use telegram_standin::{SentMessage, StandIn, TgUser};
 
@@ -153,10 +153,12 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
     ana_receives(&tg, &ana, &["You are now talking with Sam."]).await?;
 
     // --- both ways, in order ---------------------------------------------------------------------
+    let mut reply_ids = Vec::new();
     for i in 1..=3 {
-        relay_chat
+        let sent = relay_chat
             .send(RoomMessageEventContent::text_plain(format!("reply {i}")))
             .await?;
+        reply_ids.push(sent.response.event_id);
     }
     for i in 1..=3 {
         tg.user_sends(&ana, &format!("more {i}"));
@@ -184,6 +186,32 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "out of order: {relayed:?}"
+    );
+
+    // --- Sam corrects a reply: Ana's copy is edited in place, not sent again ---------------------
+    let edit = RoomMessageEventContent::text_plain("reply 2, corrected")
+        .make_replacement(ReplacementMetadata::new(reply_ids[1].clone(), None));
+    relay_chat.send(edit).await?;
+    let sent = tg
+        .wait_for_sent(
+            ana.id,
+            |s| texts(s).iter().any(|t| t == "reply 2, corrected"),
+            WAIT,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let corrected: Vec<&SentMessage> = sent
+        .iter()
+        .filter(|m| m.text.as_deref() == Some("reply 2, corrected"))
+        .collect();
+    assert!(
+        corrected.len() == 1 && corrected[0].edited,
+        "edited in place: {corrected:?}"
+    );
+    let now = texts(&sent);
+    assert!(
+        !now.iter().any(|t| t == "reply 2" || t.starts_with("* ")),
+        "no old text and no fallback copy: {now:?}"
     );
 
     // --- a restart mid-conversation loses and doubles nothing ------------------------------------
@@ -440,18 +468,6 @@ async fn a_matrix_initiator_talks_with_a_telegram_responder() -> anyhow::Result<
 
 const DC_TOKEN: &str = "MTA.initiators.bot-token";
 
-/// The bot's messages in a Discord channel, once `pred` holds for them.
-async fn discord_messages(
-    dc: &DiscordStandIn,
-    channel: u64,
-    what: &str,
-    pred: impl Fn(&[DcMessage]) -> bool,
-) -> anyhow::Result<Vec<DcMessage>> {
-    let messages = dc.wait_for_messages(channel, &pred, WAIT).await;
-    anyhow::ensure!(pred(&messages), "waiting for {what}: {messages:#?}");
-    Ok(messages)
-}
-
 fn has_text(messages: &[DcMessage], text: &str) -> bool {
     messages.iter().any(|m| m.content == text)
 }
@@ -577,5 +593,123 @@ async fn a_discord_initiator_talks_with_a_matrix_responder() -> anyhow::Result<(
     })
     .await?;
     sam.wait_for_text(&relay, &bot_id, "ended").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiators_conversation_is_handed_across_platforms_in_the_same_room()
+-> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 4)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let ana = tg.user(ANA_ID, ANA_NAME, Some(ANA_HANDLE));
+    let mia = tg.user(73_002, "Mia", None);
+    let local = unique("sam");
+    let sam_id = env.user_id(&local);
+    let mut sam = MatrixResponder::register(&env, &local).await?;
+    let bot_id = format!("@sbt4bot:{}", env.server_name);
+    let config = format!(
+        "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\ninitiators = true\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"sales\"\nname = \"Sales\"\nstrategy = \"broadcast\"\n\n\
+         [[responders]]\nid = \"sam\"\ndisplay_name = \"Sam Example\"\npseudonym = \"Sam\"\n\
+         topics = [\"support\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"matrix\", address = {sam_id:?} }}]\n\n\
+         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
+         topics = [\"sales\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"telegram\", address = \"{mia_chat}\" }}]\n",
+        api = tg.api_url(),
+        mia_chat = mia.id,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let store = sb.store().await?;
+
+    // --- Ana (Telegram) starts on support; Sam takes it in Matrix --------------------------------
+    tg.user_sends(&ana, "I want to upgrade my plan");
+    let question = topic_question(&tg, &ana, 0).await?;
+    tg.user_presses(&ana, question.message_id, "topic:support");
+    let room = wait_for("Ana's conversation", || async {
+        Ok(store
+            .open_initiator_conversations("telegram", &ANA_ID.to_string())
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?
+    .room_id;
+    let relay = relay_room_of(&store, &room, "sam").await?;
+    let relay_chat = sam.accept_invite(&relay).await?;
+    sam.wait_for_text(&relay, &bot_id, "upgrade my plan")
+        .await?;
+    relay_chat
+        .send(RoomMessageEventContent::text_plain(
+            "Sales can help you with that",
+        ))
+        .await?;
+    ana_receives(
+        &tg,
+        &ana,
+        &[
+            "You are now talking with Sam.",
+            "Sales can help you with that",
+        ],
+    )
+    .await?;
+
+    // --- Sam hands it to sales: Mia takes it on Telegram, in the same room -----------------------
+    relay_chat
+        .send(RoomMessageEventContent::text_plain("!transfer sales"))
+        .await?;
+    tg.wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    accept_open_offer(&tg, &mia);
+    ana_receives(
+        &tg,
+        &ana,
+        &[
+            "One moment, please: a colleague will take over.",
+            "You are now talking with Mia.",
+        ],
+    )
+    .await?;
+    tg.user_sends(&mia, "Hi, Mia from sales here");
+    tg.user_sends(&ana, "Great, which plans are there?");
+    ana_receives(&tg, &ana, &["Hi, Mia from sales here"]).await?;
+    tg.wait_for_sent(
+        mia.id,
+        |s| {
+            texts(s)
+                .iter()
+                .any(|t| t.contains("which plans are there?"))
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let open = store
+        .open_initiator_conversations("telegram", &ANA_ID.to_string())
+        .await?;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].room_id, room, "the conversation kept its room");
+    let held = store.active_assignments_for_room(&room).await?;
+    assert_eq!(
+        held.iter()
+            .map(|a| a.responder_id.as_str())
+            .collect::<Vec<_>>(),
+        ["mia"]
+    );
+
+    // --- Mia, on Telegram like Ana, learns nothing of who Ana is there ---------------------------
+    for sent in tg.sent(mia.id) {
+        let text = format!("{sent:?}");
+        for secret in [
+            ANA_ID.to_string(),
+            ANA_NAME.to_owned(),
+            ANA_HANDLE.to_owned(),
+        ] {
+            assert!(!text.contains(&secret), "Mia was sent {secret:?}: {text}");
+        }
+    }
     Ok(())
 }

@@ -426,10 +426,17 @@ impl Bridge {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let role = self.role_of(&conversation, sender);
-        if role == SenderRole::Visitor
-            && let Some(change) = visitor_change_of(&event)
-        {
-            return self.relay_visitor_change(&conversation, change).await;
+        if let Some(change) = visitor_change_of(&event) {
+            if role == SenderRole::Visitor {
+                return self.relay_visitor_change(&conversation, change).await;
+            }
+            // A responder's change, for a visitor on another platform.
+            if self
+                .relay_change_to_initiator(&conversation, sender, &change)
+                .await?
+            {
+                return Ok(());
+            }
         }
         let (message, media) = match message_of(room_id, seq, role, &event) {
             Ok(Some(message)) => message,

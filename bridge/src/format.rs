@@ -163,8 +163,9 @@ pub fn checked_link(href: &str, schemes: &[&str]) -> Option<String> {
     schemes.contains(&url.scheme()).then(|| url.into())
 }
 
-/// `s` cut to at most `max_chars` characters, with "…" where it was cut (offers quote the
-/// start of a visitor's message, not all of it).
+/// `s` cut after its first `max_chars` characters, with "…" where it was cut (so a cut
+/// text is `max_chars + 1` characters long; offers quote the start of a visitor's message,
+/// not all of it).
 pub fn truncate_chars(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),

@@ -995,3 +995,16 @@ pub async fn ghost_typing_seen(visitor: &Visitor, room: &str, ghost: &str) -> an
     }
     Ok(false)
 }
+
+/// The messages in a channel of the Discord stand-in, once `pred` holds for them (or an
+/// error naming `what` and what there was).
+pub async fn discord_messages(
+    dc: &discord_standin::DiscordStandIn,
+    channel: u64,
+    what: &str,
+    pred: impl Fn(&[discord_standin::DcMessage]) -> bool,
+) -> anyhow::Result<Vec<discord_standin::DcMessage>> {
+    let messages = dc.wait_for_messages(channel, &pred, WAIT).await;
+    anyhow::ensure!(pred(&messages), "waiting for {what}: {messages:#?}");
+    Ok(messages)
+}

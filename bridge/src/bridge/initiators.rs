@@ -18,12 +18,11 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use switchboard_appservice::ruma::events::room::message::RoomMessageEventContent;
 
-use super::{Bridge, room_posts::RemoteRef, room_posts::RoomPost};
+use super::{Bridge, VisitorChange, room_posts::RemoteRef, room_posts::RoomPost};
 use crate::{
     config::TopicConfig,
-    connector::{Delivery, MediaRef, RemoteEvent},
+    connector::{Delivery, MediaRef, RemoteEvent, Revision},
     conversation::{Conversation, ConversationState, Message, new_visitor_alias},
     store::{InitiatorRow, StoreError},
 };
@@ -463,28 +462,7 @@ impl Bridge {
         };
         let txn = format!("{platform}-{address}-{message_id}");
         let sender = conversation.visitor_user_id.clone();
-        let op = match file {
-            Some(file) => RoomPost::File {
-                sender,
-                remote,
-                file,
-                caption: body,
-            },
-            None => {
-                let content = match formatted_body {
-                    Some(html) => RoomMessageEventContent::text_html(
-                        body,
-                        crate::format::sanitise_matrix_html(&html),
-                    ),
-                    None => RoomMessageEventContent::text_plain(body),
-                };
-                RoomPost::Message {
-                    sender: Some(sender),
-                    content: serde_json::to_value(&content).expect("content serialises"),
-                    remote: Some(remote),
-                }
-            }
-        };
+        let op = RoomPost::from_remote(sender, remote, body, formatted_body, file);
         self.post_as_visitor(&conversation.room_id, &txn, op).await
     }
 
@@ -500,15 +478,76 @@ impl Bridge {
         let Some(initiator) = self.store.initiator_of(&conversation.room_id).await? else {
             return Ok(());
         };
+        self.queue_for_initiator(
+            conversation,
+            &initiator,
+            &message.event_id,
+            (message.body.clone(), message.formatted_body.clone()),
+            media,
+            None,
+        )
+        .await
+    }
+
+    /// A responder's edit or deletion of their own message (`sender`'s), in a conversation a
+    /// platform initiator started: the transcript is corrected and the change queued for the
+    /// initiator like a visitor's change for a responder, so the message they were sent is
+    /// edited or deleted where their platform allows. `false`: not such a conversation (the
+    /// caller handles the event as before).
+    pub(super) async fn relay_change_to_initiator(
+        &self,
+        conversation: &Conversation,
+        sender: &str,
+        change: &VisitorChange,
+    ) -> Result<bool, StoreError> {
+        let Some(initiator) = self.store.initiator_of(&conversation.room_id).await? else {
+            return Ok(false);
+        };
+        let of = change.revision.of();
+        let own = self
+            .store
+            .message_author(of)
+            .await?
+            .is_some_and(|(room, author)| room == conversation.room_id && author == sender);
+        if !own {
+            tracing::debug!("a change to a message that is not its sender's own; ignored");
+            return Ok(true);
+        }
+        let text = match change.revision {
+            Revision::Edit { .. } => Some((change.body.as_str(), change.formatted_body.as_deref())),
+            Revision::Delete { .. } => None,
+        };
+        self.store.revise_message(of, text).await?;
+        self.queue_for_initiator(
+            conversation,
+            &initiator,
+            &change.event_id,
+            (change.body.clone(), change.formatted_body.clone()),
+            None,
+            Some(change.revision.clone()),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn queue_for_initiator(
+        &self,
+        conversation: &Conversation,
+        initiator: &InitiatorRow,
+        event_id: &str,
+        (body, formatted_body): (String, Option<String>),
+        media: Option<MediaRef>,
+        revises: Option<Revision>,
+    ) -> Result<(), StoreError> {
         let delivery = Delivery {
             room_id: conversation.room_id.clone(),
-            event_id: message.event_id.clone(),
+            event_id: event_id.to_owned(),
             visitor_alias: conversation.visitor_alias.clone(),
-            body: message.body.clone(),
-            formatted_body: message.formatted_body.clone(),
+            body,
+            formatted_body,
             media,
-            thread: initiator.thread,
-            revises: None,
+            thread: initiator.thread.clone(),
+            revises,
             to_initiator: true,
         };
         let payload = serde_json::to_string(&delivery).expect("a Delivery always serialises");
@@ -517,7 +556,7 @@ impl Bridge {
                 &conversation.room_id,
                 &initiator.platform,
                 &initiator.address,
-                &message.event_id,
+                event_id,
                 &payload,
             )
             .await?;

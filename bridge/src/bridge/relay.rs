@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use switchboard_appservice::ruma::events::room::message::RoomMessageEventContent;
-
 use super::{
     Bridge,
     outbox::NOTICE_PATIENCE,
@@ -226,28 +224,7 @@ impl Bridge {
                 // once, and the homeserver answers a repeated send with the first event.
                 let txn = format!("{platform}-{address}-{message_id}");
                 let sender = assignment.ghost_user_id;
-                let op = match file {
-                    Some(file) => RoomPost::File {
-                        sender,
-                        remote,
-                        file,
-                        caption: body,
-                    },
-                    None => {
-                        let content = match formatted_body {
-                            Some(html) => RoomMessageEventContent::text_html(
-                                body,
-                                crate::format::sanitise_matrix_html(&html),
-                            ),
-                            None => RoomMessageEventContent::text_plain(body),
-                        };
-                        RoomPost::Message {
-                            sender: Some(sender),
-                            content: serde_json::to_value(&content).expect("content serialises"),
-                            remote: Some(remote),
-                        }
-                    }
-                };
+                let op = RoomPost::from_remote(sender, remote, body, formatted_body, file);
                 self.post(&room, &txn, op).await
             }
             RemoteEvent::Edit {

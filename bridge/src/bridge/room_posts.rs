@@ -104,6 +104,42 @@ pub(crate) enum RoomPost {
     Kick { user: String, reason: String },
 }
 
+impl RoomPost {
+    /// What a message written on a platform becomes in the room, posted as `sender` (a
+    /// responder's ghost, or an initiator's visitor ghost): a file with its caption, or a
+    /// text whose formatted body is sanitised to the Matrix spec's allow-list.
+    pub(super) fn from_remote(
+        sender: String,
+        remote: RemoteRef,
+        body: String,
+        formatted_body: Option<String>,
+        file: Option<RemoteFile>,
+    ) -> RoomPost {
+        match file {
+            Some(file) => RoomPost::File {
+                sender,
+                remote,
+                file,
+                caption: body,
+            },
+            None => {
+                let content = match formatted_body {
+                    Some(html) => RoomMessageEventContent::text_html(
+                        body,
+                        crate::format::sanitise_matrix_html(&html),
+                    ),
+                    None => RoomMessageEventContent::text_plain(body),
+                };
+                RoomPost::Message {
+                    sender: Some(sender),
+                    content: serde_json::to_value(&content).expect("content serialises"),
+                    remote: Some(remote),
+                }
+            }
+        }
+    }
+}
+
 /// Why a post did not go through.
 #[derive(Debug)]
 pub(super) enum PostError {

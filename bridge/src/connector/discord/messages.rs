@@ -59,7 +59,8 @@ pub(super) fn topic_menu(text: &str, topics: &[(String, String)]) -> Value {
             fits
         })
         .take(25)
-        .map(|(id, name)| json!({"label": truncate(name, 100), "value": id}))
+        // 99 and the ellipsis: Discord's 100.
+        .map(|(id, name)| json!({"label": truncate(name, 99), "value": id}))
         .collect();
     json!({
         "content": plain(text),
