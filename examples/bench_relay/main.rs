@@ -36,6 +36,7 @@ mod discord;
 mod email;
 mod flood;
 mod floor;
+mod initiators;
 #[path = "../../tests/mailbox/mod.rs"]
 mod mailbox;
 mod paths;
@@ -198,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
     // conversations only in the homeserver).
     let dc = discord::discord(&env, &b, paced, n).await?;
     let em = email::email(&env, &b, paced).await?;
+    let ini = initiators::telegram_to_matrix(&env, &b, paced, n).await?;
 
     // --- 3. ingest, 4. the quiet conversation under a flood ------------------------------------
     progress(&format!("flood: {FLOOD_ROOMS} conversations"));
@@ -303,6 +305,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         towards_visitor.judge(&em.from_email, &count(&em.from_email))
+    );
+    println!(
+        "{}",
+        towards_responder.judge(&ini.to_matrix, &count(&ini.to_matrix))
+    );
+    println!(
+        "{}",
+        towards_visitor.judge(&ini.from_matrix, &count(&ini.from_matrix))
     );
     if let Some(q) = &under.quiet {
         if q.row.samples.is_empty() {

@@ -31,6 +31,8 @@ pub struct Bench {
     pub bella: TgUser,
     /// Holds the Matrix conversation.
     pub max: MatrixResponder,
+    /// Writes to the bot as an initiator (`initiators.rs`).
+    pub ivy: TgUser,
     /// The Discord stand-in and the responder on it.
     pub discord: DiscordSide,
     /// The test mail server and the email responder's address on it.
@@ -49,6 +51,7 @@ impl Bench {
         let bella = tg.user(9401, "Bella", None);
         // Offered the flood's conversations on Telegram; never answers, so they stay offered.
         let fred = tg.user(9402, "Fred", None);
+        let ivy = tg.user(9403, "Ivy", None);
         let discord = DiscordSide::start().await?;
         let email = EmailSide::start()?;
         let max_local = unique("benchmax");
@@ -68,7 +71,7 @@ impl Bench {
             )
         };
         let config = format!(
-            "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\n\n\
+            "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\ninitiators = true\n\n\
              [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\
              public_url = \"http://{listen}\"\n\n{}{}{}{}{}{}{}{}{}{}{}{}",
             discord.section(),
@@ -95,6 +98,7 @@ impl Bench {
             tg,
             bella,
             max,
+            ivy,
             discord,
             email,
             bot_id: format!("@sbt{slot_no}bot:{}", env.server_name),
