@@ -52,21 +52,8 @@ pub async fn telegram_to_matrix(
     let relay = relay_room_of(&store, &room, "max").await?;
     store.close().await;
     let max_room = b.max.accept_invite(&relay).await?;
-    let max_id = b
-        .max
-        .client
-        .user_id()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let token = b.max.client.access_token().unwrap_or_default();
-    let mut max_sync = Visitor::signed_in(env, "", &max_id, &token);
-    max_sync.room_id = Some(relay.clone());
-    max_sync
-        .sync_until("the offer", |seen| {
-            seen.iter()
-                .any(|s| s.body.contains("hello Max from Telegram"))
-        })
-        .await?;
+    let mut max_sync =
+        crate::paths::max_watching(env, b, &relay, "hello Max from Telegram").await?;
     tg.wait_for_sent(
         ivy.id,
         |s| {

@@ -278,14 +278,14 @@ impl MatrixConversation {
     }
 }
 
-pub async fn matrix_conversation(env: &TestEnv, b: &Bench) -> anyhow::Result<MatrixConversation> {
-    let mut visitor = Visitor::guest(env, &b.sb.base).await?;
-    let conversation = visitor.start("matrix").await?;
-    visitor.send("hello Max").await?;
-    let store = b.sb.store().await?;
-    let relay = relay_room_of(&store, &conversation, "max").await?;
-    store.close().await;
-    let room = b.max.accept_invite(&relay).await?;
+/// Max's account watching `relay` with a plain `/sync` long poll, once its initial sync has
+/// the offer there (which quotes `first`, the visitor's first message).
+pub async fn max_watching(
+    env: &TestEnv,
+    b: &Bench,
+    relay: &str,
+    first: &str,
+) -> anyhow::Result<Visitor> {
     let max_id = b
         .max
         .client
@@ -294,13 +294,24 @@ pub async fn matrix_conversation(env: &TestEnv, b: &Bench) -> anyhow::Result<Mat
         .unwrap_or_default();
     let token = b.max.client.access_token().unwrap_or_default();
     let mut max_sync = Visitor::signed_in(env, "", &max_id, &token);
-    max_sync.room_id = Some(relay.clone());
-    // The first /sync is the initial one; it has the offer, quoting the first message.
+    max_sync.room_id = Some(relay.to_owned());
     max_sync
         .sync_until("the offer", |seen| {
-            seen.iter().any(|s| s.body.contains("hello Max"))
+            seen.iter().any(|s| s.body.contains(first))
         })
         .await?;
+    Ok(max_sync)
+}
+
+pub async fn matrix_conversation(env: &TestEnv, b: &Bench) -> anyhow::Result<MatrixConversation> {
+    let mut visitor = Visitor::guest(env, &b.sb.base).await?;
+    let conversation = visitor.start("matrix").await?;
+    visitor.send("hello Max").await?;
+    let store = b.sb.store().await?;
+    let relay = relay_room_of(&store, &conversation, "max").await?;
+    store.close().await;
+    let room = b.max.accept_invite(&relay).await?;
+    let max_sync = max_watching(env, b, &relay, "hello Max").await?;
     visitor
         .sync_until("Max's arrival", |seen| {
             seen.iter()

@@ -455,14 +455,13 @@ impl Bridge {
         else {
             return Ok(());
         };
-        let remote = RemoteRef {
-            platform: platform.to_owned(),
-            address: address.clone(),
-            message_id: message_id.clone(),
-        };
-        let txn = format!("{platform}-{address}-{message_id}");
-        let sender = conversation.visitor_user_id.clone();
-        let op = RoomPost::from_remote(sender, remote, body, formatted_body, file);
+        let (txn, op) = RoomPost::from_remote(
+            conversation.visitor_user_id.clone(),
+            (platform, &address, &message_id),
+            body,
+            formatted_body,
+            file,
+        );
         self.post_as_visitor(&conversation.room_id, &txn, op).await
     }
 

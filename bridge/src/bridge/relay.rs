@@ -215,16 +215,13 @@ impl Bridge {
                 let Some(assignment) = self.assignment_of(&room, platform, &address).await? else {
                     return Ok(());
                 };
-                let remote = RemoteRef {
-                    platform: platform.to_owned(),
-                    address: address.clone(),
-                    message_id: message_id.clone(),
-                };
-                // Deterministic: if this event is handled again after a crash, it is queued
-                // once, and the homeserver answers a repeated send with the first event.
-                let txn = format!("{platform}-{address}-{message_id}");
-                let sender = assignment.ghost_user_id;
-                let op = RoomPost::from_remote(sender, remote, body, formatted_body, file);
+                let (txn, op) = RoomPost::from_remote(
+                    assignment.ghost_user_id,
+                    (platform, &address, &message_id),
+                    body,
+                    formatted_body,
+                    file,
+                );
                 self.post(&room, &txn, op).await
             }
             RemoteEvent::Edit {

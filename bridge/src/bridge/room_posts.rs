@@ -105,10 +105,32 @@ pub(crate) enum RoomPost {
 }
 
 impl RoomPost {
-    /// What a message written on a platform becomes in the room, posted as `sender` (a
-    /// responder's ghost, or an initiator's visitor ghost): a file with its caption, or a
-    /// text whose formatted body is sanitised to the Matrix spec's allow-list.
+    /// What message `message_id`, written at `address` on `platform`, becomes in the room,
+    /// posted as `sender` (a responder's ghost, or an initiator's visitor ghost): a file with
+    /// its caption, or a text whose formatted body is sanitised to the Matrix spec's
+    /// allow-list. With its transaction ID, derived from the message: if the event that
+    /// carried it is handled again after a crash, it is queued once, and the homeserver
+    /// answers a repeated send with the first event.
     pub(super) fn from_remote(
+        sender: String,
+        (platform, address, message_id): (&str, &str, &str),
+        body: String,
+        formatted_body: Option<String>,
+        file: Option<RemoteFile>,
+    ) -> (String, RoomPost) {
+        let txn = format!("{platform}-{address}-{message_id}");
+        let remote = RemoteRef {
+            platform: platform.to_owned(),
+            address: address.to_owned(),
+            message_id: message_id.to_owned(),
+        };
+        (
+            txn,
+            RoomPost::remote_message(sender, remote, body, formatted_body, file),
+        )
+    }
+
+    fn remote_message(
         sender: String,
         remote: RemoteRef,
         body: String,
