@@ -160,8 +160,9 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
             .await?;
         reply_ids.push(sent.response.event_id);
     }
+    let mut more_ids = Vec::new();
     for i in 1..=3 {
-        tg.user_sends(&ana, &format!("more {i}"));
+        more_ids.push(tg.user_sends(&ana, &format!("more {i}")));
     }
     let got = ana_receives(&tg, &ana, &["reply 1", "reply 2", "reply 3"]).await?;
     let replies: Vec<&String> = got.iter().filter(|t| t.starts_with("reply ")).collect();
@@ -187,6 +188,19 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
         order.windows(2).all(|w| w[0] < w[1]),
         "out of order: {relayed:?}"
     );
+
+    // --- Ana corrects a message: the transcript and Sam's copy change, nothing is added -------
+    tg.user_edits(&ana, more_ids[1], "more 2, fixed");
+    sam.wait_for_text(&relay, &bot_id, "more 2, fixed").await?;
+    wait_for("the corrected transcript", || async {
+        Ok(store
+            .messages(&room)
+            .await?
+            .iter()
+            .any(|m| m.sender == conversation.visitor_user_id && m.body == "more 2, fixed")
+            .then_some(()))
+    })
+    .await?;
 
     // --- Sam corrects a reply: Ana's copy is edited in place, not sent again ---------------------
     let edit = RoomMessageEventContent::text_plain("reply 2, corrected")
@@ -251,7 +265,7 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
             "Hello, my order 1234 is late",
             "It was due on Monday",
             "more 1",
-            "more 2",
+            "more 2, fixed",
             "more 3",
             "while down 1",
             "while down 2"
