@@ -146,15 +146,19 @@ impl Bridge {
                 }
                 // Platforms without buttons: with no conversation open, a message that is
                 // just a topic's number, ID or name picks it.
-                let pending = self.store.initiator_pending(platform, &address).await?;
                 if file.is_none()
                     && let Some(topic) = self.topic_named(body)
                 {
                     let id = topic.id.clone();
                     return self.initiator_chose(platform, &address, thread, &id).await;
                 }
+                // Kept in order until they pick; they are asked with the first.
+                let count = self
+                    .store
+                    .initiator_pending(platform, &address)
+                    .await?
+                    .len() as i64;
                 let json = serde_json::to_string(&event).expect("a RemoteEvent serialises");
-                let count = pending.len() as i64;
                 if count >= MAX_PENDING {
                     return self.ask_initiator_topic(platform, &address, thread).await;
                 }

@@ -106,15 +106,13 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Keeps something the initiator wrote before picking a topic; returns how many are
-    /// kept for them now.
+    /// Keeps something the initiator wrote before picking a topic.
     pub async fn add_initiator_pending(
         &self,
         platform: &str,
         address: &str,
         event_json: &str,
-    ) -> Result<i64, StoreError> {
-        let mut writer = self.writer().await?;
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO initiator_pending (platform, address, event_json, created_at)
              VALUES ($1, $2, $3, $4)",
@@ -123,16 +121,9 @@ impl Store {
         .bind(address)
         .bind(event_json)
         .bind(self.now_ms())
-        .execute(&mut *writer)
+        .execute(&mut *self.writer().await?)
         .await?;
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM initiator_pending WHERE platform = $1 AND address = $2",
-        )
-        .bind(platform)
-        .bind(address)
-        .fetch_one(&mut *writer)
-        .await?;
-        Ok(row.try_get("n")?)
+        Ok(())
     }
 
     /// What the initiator wrote before picking a topic, oldest first.
