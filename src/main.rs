@@ -258,6 +258,11 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         room_writes: Arc::new(room_posts.clone()),
         state: Arc::new(store.clone()),
         public_url: config.visitors.public_url.clone(),
+        topics: config
+            .topics
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect(),
     };
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     for spec in registry::PLATFORMS {

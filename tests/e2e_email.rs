@@ -8,6 +8,7 @@
 //! domain, the mailbox Switchboard reads, as an operator's catch-all alias would.
 
 mod common;
+mod mail_thread;
 mod mailbox;
 
 use std::time::Duration;
@@ -15,162 +16,11 @@ use std::time::Duration;
 use anyhow::Context;
 use common::*;
 use lettre::message::{Mailbox, header::ContentType};
-use mail_parser::{HeaderValue, MessageParser};
-use mailbox::{MailServer, fetch_all, fresh, fresh_address};
+use mail_parser::MessageParser;
+use mail_thread::{Mail, Received};
+use mailbox::{MailServer, fresh, fresh_address};
 
 const TOPICS: &str = "[[topics]]\nid = \"support\"\nname = \"General support\"\n\n";
-
-/// One test's mail setup: the server, and Switchboard's domain on it.
-struct Mail {
-    server: MailServer,
-    domain: String,
-}
-
-impl Mail {
-    fn new(name: &str) -> Option<Self> {
-        Some(Mail {
-            server: MailServer::from_env()?,
-            domain: format!("{}.catchall.test", fresh(name)),
-        })
-    }
-
-    /// The `[visitors]` and `[email]` sections for Switchboard at `slot`.
-    fn section(&self, slot: &Slot, batch_window_secs: u64) -> String {
-        format!(
-            "[visitors]\npublic_url = \"http://{listen}\"\n\n\
-             [email]\ndomain = {domain:?}\nfrom_address = \"support@{domain}\"\n\
-             batch_window_secs = {batch_window_secs}\n\n\
-             [email.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\n\
-             [email.imap]\nhost = \"127.0.0.1\"\nport = {imap}\nsecurity = \"none\"\n\
-             username = \"inbox@{domain}\"\npassword = {password:?}\n\n\
-             [email.authentication]\nnameservers = [{dns:?}]\n\n",
-            listen = slot.listen,
-            domain = self.domain,
-            smtp = self.server.smtp_port,
-            imap = self.server.imap_port,
-            password = self.server.password,
-            dns = std::env::var("SWITCHBOARD_TEST_DNS")
-                .expect("SWITCHBOARD_TEST_DNS: scripts/test.sh starts the test DNS server"),
-        )
-    }
-
-    /// Every mail in `user`'s INBOX, raw, oldest first.
-    async fn inbox(&self, user: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-        let mut session = self.server.login(user).await?;
-        let selected = session.select("INBOX").await?;
-        let mails = if selected.exists == 0 {
-            Vec::new()
-        } else {
-            fetch_all(&mut session, "1:*", "BODY.PEEK[]")
-                .await?
-                .iter()
-                .filter_map(|f| f.body().map(<[u8]>::to_vec))
-                .collect()
-        };
-        session.logout().await.ok();
-        Ok(mails)
-    }
-
-    /// Waits until `user`'s INBOX holds a mail for which `pred` holds; returns it, raw.
-    async fn wait_mail(
-        &self,
-        user: &str,
-        what: &str,
-        pred: impl Fn(&Received) -> bool,
-    ) -> anyhow::Result<Received> {
-        wait_for(what, || async {
-            Ok(self
-                .inbox(user)
-                .await?
-                .into_iter()
-                .map(Received::new)
-                .find(|m| pred(m)))
-        })
-        .await
-    }
-
-    /// Sends a reply from `from` to `to`, in answer to `parent` (its Message-ID in
-    /// `In-Reply-To` / `References`, as mail clients write them), with `text` as its body.
-    async fn reply(
-        &self,
-        from: &str,
-        to: &str,
-        parent: Option<&Received>,
-        text: &str,
-    ) -> anyhow::Result<String> {
-        let id = format!("<{}@responder.example.test>", fresh("reply"));
-        let mut builder = lettre::Message::builder()
-            .from(from.parse::<Mailbox>()?)
-            .to(to.parse::<Mailbox>()?)
-            .subject("Re: your conversation")
-            .message_id(Some(id.clone()));
-        if let Some(parent) = parent {
-            builder = builder
-                .in_reply_to(parent.message_id.clone())
-                .references(parent.message_id.clone());
-        }
-        let mail = builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(text.to_owned())?;
-        self.server.send_as(from, mail).await?;
-        Ok(id)
-    }
-}
-
-/// A mail as a responder's client sees it.
-#[derive(Clone, Debug)]
-struct Received {
-    raw: Vec<u8>,
-    message_id: String,
-    subject: String,
-    reply_to: String,
-    from: String,
-    text: String,
-    in_reply_to: Vec<String>,
-}
-
-impl Received {
-    fn new(raw: Vec<u8>) -> Self {
-        let parsed = MessageParser::default().parse(&raw).expect("a mail");
-        let first = |v: Option<&mail_parser::Address<'_>>| {
-            v.and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let in_reply_to = match parsed.in_reply_to() {
-            HeaderValue::Text(t) => vec![t.to_string()],
-            HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
-            _ => Vec::new(),
-        };
-        Received {
-            message_id: format!("<{}>", parsed.message_id().unwrap_or_default()),
-            subject: parsed.subject().unwrap_or_default().to_owned(),
-            reply_to: first(parsed.reply_to()),
-            from: first(parsed.from()),
-            text: parsed.body_text(0).unwrap_or_default().into_owned(),
-            in_reply_to,
-            raw,
-        }
-    }
-
-    fn header_block(&self) -> String {
-        let raw = String::from_utf8_lossy(&self.raw);
-        raw.split("\r\n\r\n").next().unwrap_or_default().to_owned()
-    }
-
-    /// The Accept or Decline link (`label`) of an offer.
-    fn link(&self, label: &str) -> Option<String> {
-        let at = self.text.find(&format!("{label}:"))?;
-        let rest = &self.text[at..];
-        let start = rest.find("http")?;
-        let url: String = rest[start..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && *c != '>')
-            .collect();
-        Some(url)
-    }
-}
 
 /// One test's Switchboard on `slot`, with Alice answering `support` by email at `alice` and
 /// `extra` configured besides (the topics, and whatever else the test needs).

@@ -727,3 +727,128 @@ async fn an_initiators_conversation_is_handed_across_platforms_in_the_same_room(
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_initiator_is_answered_by_a_discord_responder() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 5)?;
+    let dc = DiscordStandIn::start(DC_TOKEN).await?;
+    let dan = dc.user("dan_responder");
+    // A second user of the homeserver, not a responder: the initiator.
+    let iris_local = unique("iris-initiator");
+    let iris_id = env.user_id(&iris_local);
+    let mut iris = MatrixResponder::register(&env, &iris_local).await?;
+    let bot_id = format!("@sbt5bot:{}", env.server_name);
+    let config = format!(
+        "[matrix]\ninitiators = true\n\n\
+         [discord]\ntoken = {DC_TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
+         api_url = {api:?}\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
+         [[responders]]\nid = \"dan\"\ndisplay_name = \"Dan Example\"\npseudonym = \"Dan\"\n\
+         topics = [\"billing\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"discord\", address = \"{dan_id}\" }}]\n",
+        app = dc.application_id(),
+        guild = dc.guild_id(),
+        api = dc.base_url(),
+        dan_id = dan.id,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let store = sb.store().await?;
+    wait_for("the bot's gateway session", || async {
+        Ok((dc.identify_count() > 0).then_some(()))
+    })
+    .await?;
+
+    // --- Iris invites the bot, picks Billing by its number, writes --------------------------------
+    let bot = matrix_sdk::ruma::UserId::parse(bot_id.as_str())?;
+    let dm = iris.direct_chat_with(&bot).await?;
+    let dm_id = dm.room_id().to_string();
+    iris.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
+    dm.send(RoomMessageEventContent::text_plain("2")).await?;
+    wait_for("Iris's conversation", || async {
+        Ok(store
+            .open_initiator_conversations("matrix", &iris_id)
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
+    dm.send(RoomMessageEventContent::text_plain("I was charged twice"))
+        .await?;
+
+    // --- Dan is offered it in his direct chat with the bot on Discord and accepts -----------------
+    let dan_dm = wait_for("Dan's direct chat", || async { Ok(dc.dm_channel_of(&dan)) }).await?;
+    let messages = discord_messages(&dc, dan_dm, "the offer", |m| {
+        m.iter().any(|m| {
+            m.content.contains("charged twice")
+                && m.components[0]["components"][0]["custom_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("accept:"))
+        })
+    })
+    .await?;
+    let offer = messages
+        .iter()
+        .find(|m| {
+            m.content.contains("charged twice")
+                && m.components[0]["components"][0]["custom_id"].is_string()
+        })
+        .unwrap();
+    let accept = offer.components[0]["components"][0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let press = dc.user_presses(&dan, dan_dm, offer.id, &accept);
+    dc.wait_for_interaction_response(&press, std::time::Duration::from_secs(3))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("Accept was not answered within Discord's 3 seconds"))?;
+    iris.wait_for_text(&dm_id, &bot_id, "You are now talking with Dan.")
+        .await?;
+
+    // --- both ways in order ----------------------------------------------------------------------
+    for i in 1..=3 {
+        dm.send(RoomMessageEventContent::text_plain(format!("detail {i}")))
+            .await?;
+    }
+    let messages = discord_messages(&dc, dan_dm, "Iris's details", |m| {
+        m.iter().any(|m| m.content.contains("detail 3"))
+    })
+    .await?;
+    let at = |w: &str| messages.iter().position(|m| m.content.contains(w));
+    assert!(
+        at("detail 1").is_some()
+            && at("detail 1") < at("detail 2")
+            && at("detail 2") < at("detail 3"),
+        "out of order: {messages:#?}"
+    );
+    for i in 1..=3 {
+        dc.user_sends(&dan, dan_dm, &format!("answer {i}"));
+    }
+    iris.wait_for_messages(&dm_id, &bot_id, &["answer 1", "answer 2", "answer 3"])
+        .await?;
+    let answers: Vec<String> = iris
+        .bodies(&dm_id, &bot_id)
+        .into_iter()
+        .filter(|b| b.starts_with("answer "))
+        .collect();
+    assert_eq!(answers, ["answer 1", "answer 2", "answer 3"]);
+
+    // --- nothing Switchboard sent to Discord names Iris ------------------------------------------
+    for request in dc.requests() {
+        let bytes = format!(
+            "{} {}",
+            String::from_utf8_lossy(&request.body),
+            request.path
+        );
+        for secret in [iris_id.as_str(), iris_local.as_str(), dm_id.as_str()] {
+            assert!(
+                !bytes.contains(secret),
+                "{} {} to Discord held {secret:?}: {bytes}",
+                request.method,
+                request.path
+            );
+        }
+    }
+    Ok(())
+}

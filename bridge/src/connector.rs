@@ -335,10 +335,14 @@ pub enum RemoteEvent {
         address: String,
     },
     /// Someone who is not a responder picked what to talk about from the choices
-    /// [`Connector::ask_topic`] showed them (Telegram: a button): `topic` is its ID.
+    /// [`Connector::ask_topic`] showed them (Telegram: a button), or named by where they
+    /// wrote (email: `support+TOPIC@`): `topic` is its ID. `thread` as in
+    /// [`RemoteEvent::Message::thread`]: the conversation's answers go there.
     TopicChosen {
         address: String,
         topic: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread: Option<String>,
     },
     /// The platform reported that what was sent to `address` never arrived and never will
     /// (email: a bounce). The conversation `thread` names (its handle, as for

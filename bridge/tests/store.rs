@@ -1290,6 +1290,12 @@ async fn initiators_are_found_by_address_counted_by_key_and_blocked(
         Some(row("!i-a:x", "42", "key-42", 100))
     );
     assert_eq!(store.initiator_of("!nobody:x").await?, None);
+    // Answers follow where they picked the topic last.
+    store.set_initiator_thread("!i-a:x", "!dm2:x").await?;
+    assert_eq!(
+        store.initiator_of("!i-a:x").await?.and_then(|r| r.thread),
+        Some("!dm2:x".to_owned())
+    );
     let open: Vec<String> = store
         .open_initiator_conversations("telegram", "42")
         .await?

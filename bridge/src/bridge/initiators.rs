@@ -39,8 +39,9 @@ const HOUR_MS: i64 = 3_600_000;
 
 impl Bridge {
     /// Whether `event` on `platform` comes from an initiator: the platform takes them, the
-    /// event is something a person writes or picks, and its address is no responder's.
-    /// `/start CODE` is always a responder linking themselves, whoever sends it.
+    /// event is something a person writes or picks (or the platform saying they cannot be
+    /// reached), and its address is no responder's. `/start CODE` is always a responder
+    /// linking themselves, whoever sends it.
     pub(super) async fn is_initiator_event(
         &self,
         platform: &str,
@@ -50,7 +51,8 @@ impl Bridge {
             RemoteEvent::Command { command, args, .. } => command != "start" || args.is_empty(),
             RemoteEvent::Message { .. }
             | RemoteEvent::Edit { .. }
-            | RemoteEvent::TopicChosen { .. } => true,
+            | RemoteEvent::TopicChosen { .. }
+            | RemoteEvent::Unreachable { .. } => true,
             _ => false,
         };
         if !written
@@ -73,12 +75,13 @@ impl Bridge {
         event: RemoteEvent,
     ) -> Result<(), StoreError> {
         let address = event.address().to_owned();
-        // Where they wrote, if the address alone is not enough (Matrix: the direct chat):
-        // answers go there, and so does the conversation.
+        // Where they wrote, if the address alone is not enough (Matrix: the direct chat;
+        // email: the mail thread): answers go there, and so does the conversation.
         let thread = match &event {
-            RemoteEvent::Message { thread, .. } | RemoteEvent::Command { thread, .. } => {
-                thread.clone()
-            }
+            RemoteEvent::Message { thread, .. }
+            | RemoteEvent::Command { thread, .. }
+            | RemoteEvent::TopicChosen { thread, .. }
+            | RemoteEvent::Unreachable { thread, .. } => thread.clone(),
             _ => None,
         };
         let thread = thread.as_deref();
@@ -87,6 +90,22 @@ impl Bridge {
                 self.initiator_chose(platform, &address, thread, &topic)
                     .await
             }
+            // What was sent to them never arrived (a bounce): their conversation in that
+            // thread ends, as if they had ended it; nothing more is sent there.
+            RemoteEvent::Unreachable { reason, .. } => {
+                let Some(thread) = thread else {
+                    return Ok(());
+                };
+                if let Some(c) = self
+                    .initiator_conversation_in(platform, &address, thread)
+                    .await?
+                {
+                    let _room = self.room_locks.lock(&c.room_id).await;
+                    tracing::warn!(room_id = %c.room_id, platform, %reason, "the initiator cannot be reached; the conversation ends");
+                    self.end_by_visitor(&c.room_id).await?;
+                }
+                Ok(())
+            }
             RemoteEvent::Command {
                 command, reply_to, ..
             } => {
@@ -94,7 +113,7 @@ impl Bridge {
                 match command.as_str() {
                     "end" => {
                         match self
-                            .initiator_conversation(platform, &address, reply_to.as_deref())
+                            .initiator_conversation(platform, &address, reply_to.as_deref(), thread)
                             .await?
                         {
                             Some(c) => {
@@ -139,7 +158,7 @@ impl Bridge {
                 ..
             } => {
                 if let Some(c) = self
-                    .initiator_conversation(platform, &address, reply_to.as_deref())
+                    .initiator_conversation(platform, &address, reply_to.as_deref(), thread)
                     .await?
                 {
                     return self.post_from_initiator(&c, platform, event).await;
@@ -219,27 +238,63 @@ impl Bridge {
     }
 
     /// The initiator's conversation a message of theirs is meant for: the one the message
-    /// it replies to belongs to, else the one they started last.
+    /// it replies to belongs to, else the one whose answers go to the `thread` they wrote
+    /// in (email: each conversation has its own mail thread), else the one they started
+    /// last.
     async fn initiator_conversation(
         &self,
         platform: &str,
         address: &str,
         reply_to: Option<&str>,
+        thread: Option<&str>,
     ) -> Result<Option<Conversation>, StoreError> {
-        let open = self
-            .store
-            .open_initiator_conversations(platform, address)
-            .await?;
         if let Some(reply_to) = reply_to
             && let Some(room) = self
                 .store
                 .room_of_remote_message(platform, address, reply_to)
                 .await?
-            && let Some(c) = open.iter().find(|c| c.room_id == room)
+            && let Some(c) = self
+                .store
+                .open_initiator_conversations(platform, address)
+                .await?
+                .into_iter()
+                .find(|c| c.room_id == room)
         {
-            return Ok(Some(c.clone()));
+            return Ok(Some(c));
         }
-        Ok(open.into_iter().next())
+        if let Some(thread) = thread
+            && let Some(c) = self
+                .initiator_conversation_in(platform, address, thread)
+                .await?
+        {
+            return Ok(Some(c));
+        }
+        Ok(self
+            .store
+            .open_initiator_conversations(platform, address)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The initiator's open conversation whose answers go to `thread`.
+    async fn initiator_conversation_in(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        for c in self
+            .store
+            .open_initiator_conversations(platform, address)
+            .await?
+        {
+            let row = self.store.initiator_of(&c.room_id).await?;
+            if row.is_some_and(|r| r.thread.as_deref() == Some(thread)) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
     }
 
     /// The topic `answer` names: its number in the list `ask_topic` showed, its ID or its
@@ -295,7 +350,14 @@ impl Bridge {
             .open_initiator_conversations(platform, address)
             .await?;
         let conversation = match open.into_iter().find(|c| c.topic == topic.id) {
-            Some(c) => c,
+            // Picked again from another thread (a new mail, another direct chat): answers
+            // go where they wrote last.
+            Some(c) => {
+                if let Some(thread) = thread {
+                    self.store.set_initiator_thread(&c.room_id, thread).await?;
+                }
+                c
+            }
             None => {
                 let key = self.initiator_key(platform, address);
                 if self.store.is_initiator_blocked(&key).await? {

@@ -18,6 +18,11 @@
 //! - A **bounce** of any of our mails (its `bounce+ID@domain` return path) declines the offer
 //!   or hands the conversation to someone else.
 //!
+//! With `initiators = true`, mail from anyone else starts a conversation of theirs
+//! (`receive::initiators`): `support+TOPIC@` (or an address of the topic's own) names the
+//! topic; answers go back as mails in their thread ([`compose::AnswerMail`]), from the
+//! topic's name, `Re:` their subject, with a `reply+TOKEN` of that thread.
+//!
 //! Parts, each tested on its own (the network parts against a real Dovecot, `scripts/mail.sh`):
 //! - [`compose`]: the mails Switchboard sends, headers built only from encoded values,
 //!   DKIM-signed.
@@ -57,7 +62,7 @@ use super::{
 use crate::clock::SharedClock;
 use crate::health::PartReporter;
 use compose::{
-    Composer, NoticeMail, NoticeThread, OfferMail, Recipient, ThreadMail, VisitorFile,
+    AnswerMail, Composer, NoticeMail, NoticeThread, OfferMail, Recipient, ThreadMail, VisitorFile,
     VisitorMessage,
 };
 use config::EmailConfig;
@@ -130,13 +135,23 @@ fn build(
     let public_url = context.public_url.as_deref().ok_or(
         "email needs visitors.public_url: offers link to a page there to accept or decline",
     )?;
-    let connector = EmailConnector::new(
+    if let Some((topic, _)) = config
+        .topic_addresses
+        .iter()
+        .find(|(topic, _)| !context.topics.iter().any(|(id, _)| id == topic))
+    {
+        return Err(format!(
+            "email.topic_addresses.{topic}: there is no topic with that ID"
+        ));
+    }
+    let mut connector = EmailConnector::new(
         config,
         context.state.clone(),
         crate::clock::system(),
         public_url,
     )?
     .with_health(context.health.part(SPEC.name));
+    connector.initiators.topics = context.topics.clone();
     Ok(Some(Arc::new(connector)))
 }
 
@@ -149,6 +164,8 @@ pub struct EmailConnector {
     links: Links,
     authenticator: auth::Authenticator,
     health: Option<PartReporter>,
+    /// How initiators' mail is read (used when `config.initiators`).
+    initiators: receive::InitiatorSetup,
 }
 
 impl EmailConnector {
@@ -164,7 +181,19 @@ impl EmailConnector {
         let links = Links::new(threads.clone(), clock, public_url);
         let authenticator = auth::Authenticator::new(&config.authentication.nameservers)
             .map_err(|e| format!("email.authentication: {e}"))?;
+        let mut domains = vec![config.domain.to_ascii_lowercase()];
+        if let Some((_, domain)) = config.from_address.rsplit_once('@')
+            && !domain.eq_ignore_ascii_case(&config.domain)
+        {
+            domains.push(domain.to_ascii_lowercase());
+        }
+        let initiators = receive::InitiatorSetup {
+            topics: Vec::new(),
+            topic_addresses: config.topic_addresses.clone(),
+            domains,
+        };
         Ok(EmailConnector {
+            initiators,
             authenticator,
             config,
             composer,
@@ -176,14 +205,19 @@ impl EmailConnector {
     }
 
     fn receiver(&self, sink: Arc<dyn RemoteSink>) -> receive::Receiver {
-        receive::Receiver::new(
+        let receiver = receive::Receiver::new(
             self.config.domain.clone(),
             self.config.max_attachment_bytes,
             self.threads.clone(),
             sink,
             self.authenticator.clone(),
             self.config.authentication.strict,
-        )
+        );
+        if self.config.initiators {
+            receiver.with_initiators(self.initiators.clone())
+        } else {
+            receiver
+        }
     }
 
     pub fn with_health(mut self, health: PartReporter) -> Self {
@@ -233,6 +267,9 @@ impl EmailConnector {
             .first()
             .ok_or_else(|| ConnectorError::Permanent("a mail needs at least one message".into()))?;
         let (token, thread) = self.thread(first.thread.as_deref()).await?;
+        if thread.initiator {
+            return self.answer(&token, &thread, address, messages).await;
+        }
         let mail = ThreadMail {
             responder: recipient(address),
             topic: thread.topic.clone(),
@@ -251,6 +288,40 @@ impl EmailConnector {
             ));
         }
         self.send(&composed, Some(&token)).await
+    }
+}
+
+impl EmailConnector {
+    /// Mails what was said in the conversation to the initiator of the thread `token`.
+    async fn answer(
+        &self,
+        token: &str,
+        thread: &Thread,
+        address: &str,
+        messages: Vec<VisitorMessage>,
+    ) -> Result<String, ConnectorError> {
+        let mail = AnswerMail {
+            initiator: recipient(address),
+            topic: if thread.topic.is_empty() {
+                "Switchboard".to_owned()
+            } else {
+                thread.topic.clone()
+            },
+            subject: thread.subject.clone(),
+            earlier: thread.earlier(),
+            reply_token: token.to_owned(),
+            messages,
+        };
+        let composed = self
+            .composer
+            .answer(&mail, std::time::SystemTime::now())
+            .map_err(never_works)?;
+        if !composed.files_left_out.is_empty() {
+            return Err(ConnectorError::FileTooLarge(
+                composed.files_left_out.join(", "),
+            ));
+        }
+        self.send(&composed, Some(token)).await
     }
 }
 
@@ -294,6 +365,10 @@ impl Connector for EmailConnector {
         }
     }
 
+    fn takes_initiators(&self) -> bool {
+        self.config.initiators
+    }
+
     fn how_to_accept(&self) -> &'static str {
         "reply to its offer mail, or use its Accept link"
     }
@@ -331,6 +406,8 @@ impl Connector for EmailConnector {
                     topic: offer.topic_name.clone(),
                     pseudonym: offer.visitor_alias.clone(),
                     ids: Vec::new(),
+                    initiator: false,
+                    subject: None,
                 },
             )
             .await?;
@@ -410,6 +487,17 @@ impl Connector for EmailConnector {
             Some(token) => self.threads.get(token).await?.map(|t| (token, t)),
             None => None,
         };
+        if let Some((token, thread)) = known.as_ref().filter(|(_, t)| t.initiator) {
+            let message = VisitorMessage {
+                body: text.to_owned(),
+                html: None,
+                file: None,
+            };
+            return self
+                .answer(token, thread, address, vec![message])
+                .await
+                .map(Some);
+        }
         let mail = NoticeMail {
             responder: recipient(address),
             thread: known.as_ref().map(|(_, t)| NoticeThread {

@@ -68,6 +68,9 @@ pub struct BuildContext {
     /// connector puts in what it sends (email: the Accept and Decline page); `None` when not
     /// configured.
     pub public_url: Option<String>,
+    /// The topics conversations are about, (ID, name) in the configured order: for a
+    /// connector whose initiators name one by where they write (email: `support+TOPIC@`).
+    pub topics: Vec<(String, String)>,
 }
 
 /// The registered platform with this name.

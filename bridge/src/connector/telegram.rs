@@ -403,6 +403,7 @@ impl TelegramConnector {
                     ("topic", _) if !id.is_empty() => vec![RemoteEvent::TopicChosen {
                         address,
                         topic: id.to_owned(),
+                        thread: None,
                     }],
                     _ => vec![],
                 }

@@ -45,6 +45,21 @@ impl Store {
         Ok(())
     }
 
+    /// Where answers in `room_id` go to its initiator from now on (see
+    /// `RemoteEvent::TopicChosen::thread`).
+    pub async fn set_initiator_thread(
+        &self,
+        room_id: &str,
+        thread: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE initiators SET thread = $1 WHERE room_id = $2")
+            .bind(thread)
+            .bind(room_id)
+            .execute(&mut *self.writer().await?)
+            .await?;
+        Ok(())
+    }
+
     /// Who started the conversation in `room_id`, if someone on a platform did.
     pub async fn initiator_of(&self, room_id: &str) -> Result<Option<InitiatorRow>, StoreError> {
         let row = sqlx::query(

@@ -449,6 +449,7 @@ impl Events<'_> {
                     RemoteEvent::TopicChosen {
                         address,
                         topic: values[0].clone(),
+                        thread: None,
                     }
                 }
                 _ => return,

@@ -1,5 +1,7 @@
 //! The mails Switchboard sends a responder: offers of a new conversation, and the visitor's
-//! messages, one thread per conversation. Pure: no I/O, no logging; the date is the caller's.
+//! messages, one thread per conversation; and the answers it sends someone who started a
+//! conversation by mail ([`AnswerMail`]), in the thread they started. Pure: no I/O, no
+//! logging; the date is the caller's.
 //!
 //! **Headers.** Every header we write is one we chose, built from an address we checked, an
 //! ID or token of our own shape, or text cleaned by [`headers::header_text`] (no control
@@ -44,6 +46,9 @@ use headers::SafeSubject;
 /// Shown after the topic's name in `From`: "General support via Switchboard".
 const VIA: &str = "via Switchboard";
 
+/// At most this many characters of an initiator's subject come back in ours.
+const MAX_SUBJECT_CHARS: usize = 150;
+
 /// How much of a visitor's first message an offer quotes.
 const MAX_FIRST_MESSAGE_CHARS: usize = 1000;
 
@@ -66,6 +71,23 @@ pub struct Composer {
     from: Address,
     dkim: Option<DkimConfig>,
     max_attachment_bytes: usize,
+}
+
+/// What the people answering wrote, for someone who started the conversation by mail: one
+/// mail in their thread.
+#[derive(Debug, Clone)]
+pub struct AnswerMail {
+    pub initiator: Recipient,
+    /// The topic's name: who the mail is from ("General support").
+    pub topic: String,
+    /// The subject of the mail that started the thread, if it had one.
+    pub subject: Option<String>,
+    /// The Message-IDs of the thread so far, theirs and ours, oldest first.
+    pub earlier: Vec<MessageId>,
+    /// The token in `reply+TOKEN@domain`, bound to this thread.
+    pub reply_token: String,
+    /// The answers (or Switchboard's notices), in order. At least one.
+    pub messages: Vec<VisitorMessage>,
 }
 
 /// A conversation offered to a responder.
@@ -268,37 +290,7 @@ impl Composer {
         let pseudonym = header_text(&mail.pseudonym, MAX_PSEUDONYM_CHARS);
 
         let mut body = Body::default();
-        let mut budget = self.max_attachment_bytes;
-        let mut attachments = Vec::new();
-        let mut left_out = Vec::new();
-        for message in &mail.messages {
-            let styled = body::visitor_styled(&message.body, message.html.as_deref());
-            if !styled.text.is_empty() {
-                body.message(&styled);
-            }
-            let Some(file) = &message.file else { continue };
-            let name = file_name(&file.name);
-            if file.bytes.len() <= budget {
-                budget -= file.bytes.len();
-                attachments.push(
-                    Attachment::new(name)
-                        .body(file.bytes.clone(), content_type(file.mimetype.as_deref())),
-                );
-                continue;
-            }
-            let size = body::human_size(file.bytes.len());
-            body.paragraph(&format!(
-                "{pseudonym} sent a file that is too large to attach: {name} ({size})."
-            ));
-            if let Some(link) = file
-                .link
-                .as_deref()
-                .and_then(|l| checked_link(l, &["https"]))
-            {
-                body.link(&format!("Download {name}"), &link);
-            }
-            left_out.push(name);
-        }
+        let (attachments, left_out) = self.message_parts(&mut body, &mail.messages, &pseudonym);
         body.paragraph(&format!(
             "Reply to this mail to answer {pseudonym}. Only your new text is passed on, \
              without your address or signature."
@@ -315,6 +307,84 @@ impl Composer {
         let mut composed = self.build(head, alternative(text, html), attachments, date)?;
         composed.files_left_out = left_out;
         Ok(composed)
+    }
+
+    /// Answers for someone who started the conversation by mail, in their thread: the
+    /// answers alone, from the topic, `Re:` their subject.
+    pub fn answer(&self, mail: &AnswerMail, date: SystemTime) -> Result<Composed, ComposeError> {
+        if mail.messages.is_empty() {
+            return Err(ComposeError::NoMessages);
+        }
+        let topic = header_text(&mail.topic, MAX_TOPIC_CHARS);
+        let mut body = Body::default();
+        let (attachments, left_out) = self.message_parts(&mut body, &mail.messages, &topic);
+        body.paragraph(
+            "Reply to this mail to answer. Write /end alone on a line to end the conversation.",
+        );
+        let (text, html) = body.finish();
+        let subject = mail
+            .subject
+            .as_deref()
+            .map(|s| header_text(s, MAX_SUBJECT_CHARS))
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| topic.clone());
+        let subject = if subject.to_ascii_lowercase().starts_with("re:") {
+            subject
+        } else {
+            format!("Re: {subject}")
+        };
+        let head = Head {
+            responder: &mail.initiator,
+            from_name: topic,
+            subject: SafeSubject::new(subject),
+            reply_token: &mail.reply_token,
+            earlier: &mail.earlier,
+        };
+        let mut composed = self.build(head, alternative(text, html), attachments, date)?;
+        composed.files_left_out = left_out;
+        Ok(composed)
+    }
+
+    /// Writes `messages` into `body`, their files attached while they fit the limit; those
+    /// left out are named in the body (sent by `sender`) and returned by name.
+    fn message_parts(
+        &self,
+        body: &mut Body,
+        messages: &[VisitorMessage],
+        sender: &str,
+    ) -> (Vec<SinglePart>, Vec<String>) {
+        let mut budget = self.max_attachment_bytes;
+        let mut attachments = Vec::new();
+        let mut left_out = Vec::new();
+        for message in messages {
+            let styled = body::visitor_styled(&message.body, message.html.as_deref());
+            if !styled.text.is_empty() {
+                body.message(&styled);
+            }
+            let Some(file) = &message.file else { continue };
+            let name = file_name(&file.name);
+            if file.bytes.len() <= budget {
+                budget -= file.bytes.len();
+                attachments.push(
+                    Attachment::new(name)
+                        .body(file.bytes.clone(), content_type(file.mimetype.as_deref())),
+                );
+                continue;
+            }
+            let size = body::human_size(file.bytes.len());
+            body.paragraph(&format!(
+                "{sender} sent a file that is too large to attach: {name} ({size})."
+            ));
+            if let Some(link) = file
+                .link
+                .as_deref()
+                .and_then(|l| checked_link(l, &["https"]))
+            {
+                body.link(&format!("Download {name}"), &link);
+            }
+            left_out.push(name);
+        }
+        (attachments, left_out)
     }
 
     /// A notice from Switchboard: its text, nothing else.

@@ -6,6 +6,8 @@
 //! from_address = "support@example.org"
 //! batch_window_secs = 5                # visitor lines this close together go out as one mail
 //! max_attachment_bytes = 10485760      # files one mail carries, before base64
+//! initiators = false                   # true: a mail from anyone else starts a conversation
+//! topic_addresses = { billing = "billing@example.org" }   # optional, one address per topic
 //!
 //! [email.smtp]
 //! host = "smtp.example.org"
@@ -72,6 +74,12 @@ const DEFAULT_MAILBOX: &str = "INBOX";
 pub struct EmailConfig {
     /// Our mail domain: Message-IDs, `reply+TOKEN@` and `bounce+ID@` addresses.
     pub domain: String,
+    /// Whether a mail from someone who is not a responder starts a conversation (issue 14):
+    /// its topic is the one its address names (`support+TOPIC@domain`, or
+    /// [`Self::topic_addresses`]), else they are asked by mail.
+    pub initiators: bool,
+    /// (topic ID, address): a mail to the address is about that topic. Lower-cased.
+    pub topic_addresses: Vec<(String, String)>,
     /// The address our mails come from.
     pub from_address: String,
     pub smtp: SmtpSettings,
@@ -195,6 +203,8 @@ impl std::fmt::Debug for EmailConfig {
             .field("dkim", &self.dkim)
             .field("batch_window", &self.batch_window)
             .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("initiators", &self.initiators)
+            .field("topic_addresses", &self.topic_addresses)
             .finish()
     }
 }
@@ -225,6 +235,8 @@ impl EmailConfig {
             "dkim",
             "batch_window_secs",
             "max_attachment_bytes",
+            "initiators",
+            "topic_addresses",
         ])?;
         let domain = email.required_string("domain")?;
         let from_address = email.required_string("from_address")?;
@@ -323,13 +335,7 @@ impl EmailConfig {
                         return Err(format!("{} must be a list", auth.name("nameservers")));
                     }
                 };
-                let strict = match auth.fields.get("strict") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => *b,
-                    Some(_) => {
-                        return Err(format!("{} must be true or false", auth.name("strict")));
-                    }
-                };
+                let strict = auth.boolean("strict")?.unwrap_or(false);
                 AuthenticationSettings {
                     nameservers,
                     strict,
@@ -357,7 +363,35 @@ impl EmailConfig {
                 .map_err(|_| "email.max_attachment_bytes is too large".to_owned())?,
         };
 
+        let initiators = email.boolean("initiators")?.unwrap_or(false);
+        let topic_addresses = match email.table("topic_addresses")? {
+            None => Vec::new(),
+            Some(table) => table
+                .fields
+                .keys()
+                .map(|topic| {
+                    let address = table.required_string(topic)?;
+                    if address.parse::<lettre::Address>().is_err() {
+                        return Err(format!(
+                            "{} {address:?} is not a mail address",
+                            table.name(topic)
+                        ));
+                    }
+                    Ok((topic.clone(), address.to_ascii_lowercase()))
+                })
+                .collect::<Result<_, String>>()?,
+        };
+        if !topic_addresses.is_empty() && !initiators {
+            return Err(
+                "email.topic_addresses is set but email.initiators is not true: nobody could \
+                 start a conversation by writing to them"
+                    .into(),
+            );
+        }
+
         let config = EmailConfig {
+            initiators,
+            topic_addresses,
             domain,
             from_address,
             smtp,
@@ -539,6 +573,14 @@ impl<'a> Table<'a> {
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(not_integer),
             Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| not_integer()),
             Some(_) => Err(not_integer()),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(format!("{} must be true or false", self.name(key))),
         }
     }
 

@@ -14,6 +14,8 @@
 //!    address the offer went to. An open offer is accepted by it; then its new text, its
 //!    files and its commands, in that order.
 //! 4. Anything else from a responder: its commands (about no conversation in particular).
+//! 5. Anything else, where initiators are taken: someone starting or continuing a
+//!    conversation of their own ([`initiators`]).
 //!
 //! A mail refused for good (not a mail, not a reply of a responder's, from another address
 //! than the conversation's) is [`HandlerError::Permanent`]: the mailbox keeps it, marked
@@ -29,6 +31,10 @@ use super::inbound::{self, InboundMail};
 use super::threads::Threads;
 use crate::connector::{FileKind, HandleOffer, RemoteEvent, RemoteFile, RemoteSink};
 
+mod initiators;
+
+pub use initiators::InitiatorSetup;
+
 /// Turns mails into remote events. Cheap to clone; shared by every way mail comes in.
 #[derive(Clone)]
 pub struct Receiver {
@@ -38,6 +44,8 @@ pub struct Receiver {
     sink: Arc<dyn RemoteSink>,
     authenticator: Authenticator,
     strict: bool,
+    /// Set when mail from others than responders starts conversations.
+    initiators: Option<Arc<InitiatorSetup>>,
 }
 
 /// How a mail reached us, as far as the way it came knows.
@@ -72,7 +80,14 @@ impl Receiver {
             sink,
             authenticator,
             strict,
+            initiators: None,
         }
+    }
+
+    /// Takes mail from others than responders as conversations of theirs.
+    pub fn with_initiators(mut self, setup: InitiatorSetup) -> Self {
+        self.initiators = Some(Arc::new(setup));
+        self
     }
 
     /// Handles one raw mail.
@@ -130,6 +145,13 @@ impl Receiver {
         }
         let content = inbound::new_content(mail);
         let Some(conversation) = self.conversation_of(mail, &rcpts).await? else {
+            if let Some(setup) = self.initiators.clone()
+                && !self.is_responder(&mail.from).await?
+            {
+                return self
+                    .initiator_mail(&setup, mail, content, &key, &rcpts)
+                    .await;
+            }
             return self.loose_commands(mail, &content, &key).await;
         };
         let address = conversation.offer.address.clone();
@@ -151,6 +173,42 @@ impl Receiver {
                 },
             ));
         }
+        self.content_events(
+            mail,
+            &content,
+            &key,
+            (&address, super::RESPONDER_NAME),
+            thread,
+            &mut events,
+        )
+        .await?;
+        self.record(&events).await?;
+        tracing::info!(events = events.len(), "a responder's mail was recorded");
+        Ok(())
+    }
+
+    async fn record(&self, events: &[(String, RemoteEvent)]) -> Result<(), HandlerError> {
+        for (event_key, event) in events {
+            self.sink
+                .record_remote(self.threads.platform(), event_key, event)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What a mail's new content becomes, after `events`: its text, its files (held for the
+    /// bridge to fetch), its commands, in that order, from (`address`, `display_name`).
+    async fn content_events(
+        &self,
+        mail: &InboundMail,
+        content: &inbound::NewContent,
+        key: &str,
+        (address, display_name): (&str, &str),
+        thread: Option<String>,
+        events: &mut Vec<(String, RemoteEvent)>,
+    ) -> Result<(), HandlerError> {
+        let address = address.to_owned();
+        let key = key.to_owned();
         if !content.text.is_empty() {
             events.push((
                 key.clone(),
@@ -160,7 +218,7 @@ impl Receiver {
                     reply_to: None,
                     body: content.text.clone(),
                     formatted_body: content.html.clone(),
-                    display_name: super::RESPONDER_NAME.to_owned(),
+                    display_name: display_name.to_owned(),
                     file: None,
                     thread: thread.clone(),
                 },
@@ -187,7 +245,7 @@ impl Receiver {
                     reply_to: None,
                     body: name.clone(),
                     formatted_body: None,
-                    display_name: super::RESPONDER_NAME.to_owned(),
+                    display_name: display_name.to_owned(),
                     file: Some(RemoteFile {
                         file_id: file_key,
                         mimetype: Some(file.mimetype.clone()),
@@ -214,12 +272,6 @@ impl Receiver {
                 },
             ));
         }
-        for (event_key, event) in &events {
-            self.sink
-                .record_remote(self.threads.platform(), event_key, event)
-                .await?;
-        }
-        tracing::info!(events = events.len(), "a responder's mail was recorded");
         Ok(())
     }
 
@@ -297,13 +349,7 @@ impl Receiver {
         content: &inbound::NewContent,
         key: &str,
     ) -> Result<(), HandlerError> {
-        let is_responder = self
-            .sink
-            .rooms()
-            .is_responder(self.threads.platform(), &mail.from)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        if !is_responder || content.commands.is_empty() {
+        if !self.is_responder(&mail.from).await? || content.commands.is_empty() {
             return Err(HandlerError::Permanent(
                 "not a reply to a mail of ours, nor a responder's command".into(),
             ));
@@ -325,6 +371,16 @@ impl Receiver {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Receiver {
+    async fn is_responder(&self, address: &str) -> Result<bool, HandlerError> {
+        self.sink
+            .rooms()
+            .is_responder(self.threads.platform(), address)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))
     }
 }
 

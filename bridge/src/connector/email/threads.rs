@@ -3,7 +3,9 @@
 //!
 //! - `thread:TOKEN`: one conversation with one responder, under its reply token (which is
 //!   also the offer's handle): the responder's address, the topic and pseudonym its mails are
-//!   titled with, and the Message-IDs sent in it, for `In-Reply-To` / `References`;
+//!   titled with, and the Message-IDs sent in it, for `In-Reply-To` / `References`; or the
+//!   thread of someone who started a conversation by mail ([`Thread::initiator`]), under the
+//!   token of its `Reply-To`, which is the conversation's thread in the bridge;
 //! - `sent:ID`: the token of the thread a mail of ours belongs to, by the random part of its
 //!   Message-ID: a reply that lost its `reply+TOKEN` address (forwarded, "reply to sender")
 //!   still names it in `In-Reply-To`, and a bounce names it in its `bounce+ID` address;
@@ -31,8 +33,16 @@ pub struct Thread {
     pub address: String,
     pub topic: String,
     pub pseudonym: String,
-    /// Message-IDs of our mails in it (with angle brackets), oldest first.
+    /// Message-IDs of the mails in it (with angle brackets), oldest first: ours, and in an
+    /// initiator's thread theirs too, so our answers thread under what they wrote.
     pub ids: Vec<String>,
+    /// Set for the thread of someone who started a conversation by mail: `address` is
+    /// theirs, and what goes to it is an answer, not an offer or a visitor's message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initiator: bool,
+    /// The subject of the mail that started an initiator's thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Thread {
@@ -101,9 +111,22 @@ impl Threads {
         self.state
             .put(self.platform, &format!("sent:{}", id.local_part()), token)
             .await?;
+        self.add_id(token, id).await
+    }
+
+    /// Records an initiator's mail as part of their thread `token`, so our answer threads
+    /// under it (a mail already there is not added again).
+    pub async fn received(&self, token: &str, id: &MessageId) -> Result<(), ConnectorError> {
+        self.add_id(token, id).await
+    }
+
+    async fn add_id(&self, token: &str, id: &MessageId) -> Result<(), ConnectorError> {
         let Some(mut thread) = self.get(token).await? else {
             return Ok(());
         };
+        if thread.ids.iter().any(|known| known == id.as_str()) {
+            return Ok(());
+        }
         thread.ids.push(id.as_str().to_owned());
         if thread.ids.len() > KEPT_IDS {
             // The root stays: mail clients thread by it.

@@ -532,3 +532,64 @@ fn an_unusable_configuration_is_refused_with_its_reason() {
         Err(ComposeError::Address { which: "from", .. })
     ));
 }
+
+#[test]
+fn an_answer_to_an_initiator_threads_under_their_mail_from_the_topic() {
+    let theirs = MessageId::parse("<abc.123@client.example>").unwrap();
+    let answer = AnswerMail {
+        initiator: Recipient {
+            address: "carol@visitors.example".to_owned(),
+            name: None,
+        },
+        topic: "Billing".to_owned(),
+        subject: Some("Invoice 42 is wrong\r\nBcc: everyone@example.org".to_owned()),
+        earlier: vec![theirs.clone()],
+        reply_token: "initiator_tok-3".to_owned(),
+        messages: vec![text("We have corrected it."), text("Anything else?")],
+    };
+    let composed = composer().answer(&answer, date()).unwrap();
+    let mail = parse(&composed);
+    let from = mail.from().unwrap().first().unwrap();
+    assert_eq!(from.name(), Some("Billing"));
+    assert_eq!(from.address(), Some("support@mail.example.org"));
+    // Their subject, answered; the CR/LF in it made no header of its own.
+    assert_eq!(
+        mail.subject(),
+        Some("Re: Invoice 42 is wrong Bcc: everyone@example.org")
+    );
+    assert!(mail.bcc().is_none());
+    assert_eq!(mail.in_reply_to().as_text(), Some("abc.123@client.example"));
+    assert_eq!(
+        mail.reply_to().unwrap().first().unwrap().address(),
+        Some("reply+initiator_tok-3@mail.example.org")
+    );
+    let plain = mail.body_text(0).unwrap();
+    for expected in [
+        "We have corrected it.",
+        "Anything else?",
+        "/end alone on a line",
+    ] {
+        assert!(plain.contains(expected), "{expected:?} missing:\n{plain}");
+    }
+    // Without a subject of theirs, the topic titles it; "Re:" is never doubled.
+    let bare = AnswerMail {
+        subject: None,
+        ..answer.clone()
+    };
+    let composed = composer().answer(&bare, date()).unwrap();
+    assert_eq!(parse(&composed).subject(), Some("Re: Billing"));
+    let replied = AnswerMail {
+        subject: Some("RE: Invoice".to_owned()),
+        ..answer.clone()
+    };
+    let composed = composer().answer(&replied, date()).unwrap();
+    assert_eq!(parse(&composed).subject(), Some("RE: Invoice"));
+    let empty = AnswerMail {
+        messages: Vec::new(),
+        ..answer
+    };
+    assert!(matches!(
+        composer().answer(&empty, date()),
+        Err(ComposeError::NoMessages)
+    ));
+}

@@ -139,6 +139,41 @@ fn optional_fields_take_their_defaults() {
 }
 
 #[test]
+fn initiators_are_off_by_default_and_topic_addresses_need_them() {
+    let config = read(&minimal()).unwrap();
+    assert!(!config.initiators);
+    assert!(config.topic_addresses.is_empty());
+    let on = with(minimal(), &["initiators"], json!(true));
+    let config = read(&with(
+        on.clone(),
+        &["topic_addresses"],
+        json!({ "billing": "Invoices@Example.org" }),
+    ))
+    .unwrap();
+    assert!(config.initiators);
+    assert_eq!(
+        config.topic_addresses,
+        vec![("billing".to_owned(), "invoices@example.org".to_owned())]
+    );
+    let e = read(&with(
+        minimal(),
+        &["topic_addresses"],
+        json!({ "billing": "invoices@example.org" }),
+    ))
+    .unwrap_err();
+    assert!(e.contains("email.initiators"), "{e}");
+    let e = read(&with(
+        on.clone(),
+        &["topic_addresses"],
+        json!({ "billing": "not an address" }),
+    ))
+    .unwrap_err();
+    assert!(e.contains("email.topic_addresses.billing"), "{e}");
+    let e = read(&with(minimal(), &["initiators"], json!("yes"))).unwrap_err();
+    assert!(e.contains("email.initiators must be true or false"), "{e}");
+}
+
+#[test]
 fn a_zero_batch_window_sends_each_line_at_once() {
     let config = read(&with(minimal(), &["batch_window_secs"], json!(0))).unwrap();
     assert_eq!(config.batch_window, Duration::ZERO);
