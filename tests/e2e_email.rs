@@ -17,8 +17,8 @@ use anyhow::Context;
 use common::*;
 use lettre::message::{Mailbox, header::ContentType};
 use mail_parser::MessageParser;
-use mail_thread::{Mail, Received};
-use mailbox::{MailServer, fresh, fresh_address};
+use mail_thread::{Mail, Received, send_raw};
+use mailbox::{fresh, fresh_address};
 
 const TOPICS: &str = "[[topics]]\nid = \"support\"\nname = \"General support\"\n\n";
 
@@ -681,27 +681,8 @@ async fn a_bounce_hands_the_conversation_to_the_next_responder() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(back.status(), 200);
-    // The mail's return path, as the delivering server recorded it.
-    let return_path = follow
-        .header_block()
-        .lines()
-        .find_map(|l| l.strip_prefix("Return-Path: "))
-        .map(|l| l.trim().trim_matches(['<', '>']).to_owned())
-        .context("Return-Path")?;
-    assert!(return_path.starts_with("bounce+"), "{return_path}");
-    // A later hop refuses it for good, and sends a report back (RFC 3464), as Postfix would.
-    let report = format!(
-        "From: MAILER-DAEMON@mx.example.test\r\nTo: {return_path}\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <{}@mx.example.test>\r\n\
-         Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
-         --b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
-         --b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
-         Final-Recipient: rfc822; {alice}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
-         Diagnostic-Code: smtp; 550 5.1.1 mailbox unavailable\r\n\r\n--b1--\r\n",
-        fresh("dsn")
-    );
-    send_raw(&mail.server, "", &return_path, report.as_bytes()).await?;
+    // A later hop refuses it for good, and reports back to its return path.
+    mail.bounce(&follow, &alice).await?;
     // The conversation goes to Bob, on Matrix, with what was said so far.
     let relay = relay_room_of(&sb.store().await?, &room, "bob").await?;
     bob.accept_invite(&relay).await?;
@@ -712,22 +693,6 @@ async fn a_bounce_hands_the_conversation_to_the_next_responder() -> anyhow::Resu
         Ok((!active.iter().any(|a| a.responder_id == "alice")).then_some(()))
     })
     .await?;
-    Ok(())
-}
-
-/// Sends raw bytes over SMTP with the given envelope (a null sender for a bounce).
-async fn send_raw(server: &MailServer, from: &str, to: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use lettre::AsyncTransport;
-    let smtp = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(server.smtp_port)
-        .build();
-    let from = if from.is_empty() {
-        None
-    } else {
-        Some(from.parse()?)
-    };
-    let envelope = lettre::address::Envelope::new(from, vec![to.parse()?])?;
-    smtp.send_raw(&envelope, bytes).await?;
     Ok(())
 }
 

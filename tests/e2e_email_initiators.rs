@@ -285,7 +285,8 @@ async fn an_email_initiator_is_answered_by_a_telegram_responder() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mail_to_the_plain_address_is_asked_its_topic_by_mail() -> anyhow::Result<()> {
+async fn a_mail_to_the_plain_address_is_asked_its_topic_and_a_bounce_ends_it() -> anyhow::Result<()>
+{
     let Some(mail) = Mail::new("ask") else {
         return Ok(());
     };
@@ -364,6 +365,24 @@ async fn a_mail_to_the_plain_address_is_asked_its_topic_by_mail() -> anyhow::Res
     // Still the one thread she started.
     assert_eq!(answer.reply_to, question.reply_to);
     assert_eq!(answer.subject, "Re: Printer");
+
+    // --- her address stops taking mail: the answer bounces, and the conversation ends ------------
+    let room = conversation.room_id.clone();
+    mail.bounce(answer, &dave).await?;
+    tg.wait_for_sent(
+        mia.id,
+        |s| texts(s).iter().any(|t| t.contains("ended")),
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    wait_for("the conversation closed", || async {
+        Ok(store
+            .conversation(&room)
+            .await?
+            .filter(|c| c.state == ConversationState::Closed))
+    })
+    .await?;
     Ok(())
 }
 

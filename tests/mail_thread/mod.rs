@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+use anyhow::Context;
+
 use crate::common::{Slot, wait_for};
 use crate::mailbox::{MailServer, fetch_all, fresh};
 use lettre::message::{Mailbox, header::ContentType};
@@ -122,6 +124,54 @@ impl Mail {
         self.server.send_as(from, mail).await?;
         Ok(id)
     }
+}
+
+impl Mail {
+    /// Reports `sent` (a mail of Switchboard's to `recipient`) as undeliverable for good: a
+    /// delivery status notification (RFC 3464) to its return path, as Postfix would send
+    /// one from a later hop.
+    pub async fn bounce(&self, sent: &Received, recipient: &str) -> anyhow::Result<()> {
+        let return_path = sent
+            .header_block()
+            .lines()
+            .find_map(|l| l.strip_prefix("Return-Path: "))
+            .map(|l| l.trim().trim_matches(['<', '>']).to_owned())
+            .context("Return-Path")?;
+        anyhow::ensure!(return_path.starts_with("bounce+"), "{return_path}");
+        let report = format!(
+            "From: MAILER-DAEMON@mx.example.test\r\nTo: {return_path}\r\n\
+             Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <{}@mx.example.test>\r\n\
+             Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+             --b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+             --b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n\
+             Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Diagnostic-Code: smtp; 550 5.1.1 mailbox unavailable\r\n\r\n--b1--\r\n",
+            fresh("dsn")
+        );
+        send_raw(&self.server, "", &return_path, report.as_bytes()).await
+    }
+}
+
+/// Sends raw bytes over SMTP with the given envelope (a null sender for a bounce).
+pub async fn send_raw(
+    server: &MailServer,
+    from: &str,
+    to: &str,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    use lettre::AsyncTransport;
+    let smtp = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(server.smtp_port)
+        .build();
+    let from = if from.is_empty() {
+        None
+    } else {
+        Some(from.parse()?)
+    };
+    let envelope = lettre::address::Envelope::new(from, vec![to.parse()?])?;
+    smtp.send_raw(&envelope, bytes).await?;
+    Ok(())
 }
 
 /// A mail as a responder's client sees it.
