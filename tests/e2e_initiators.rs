@@ -21,7 +21,8 @@ const ANA_HANDLE: &str = "ana_secret_handle_77";
 fn config(tg: &StandIn, sam_id: &str) -> String {
     format!(
         "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\ninitiators = true\n\n\
-         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\
+         names = {{ de = \"Allgemeine Hilfe\" }}\n\n\
          [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
          [[responders]]\nid = \"sam\"\ndisplay_name = \"Sam Example\"\npseudonym = \"Sam\"\n\
          topics = [\"support\", \"billing\"]\nmax_concurrent = 5\n\
@@ -91,7 +92,10 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
     let env = TestEnv::from_env();
     let slot = Slot::load(&env, 0)?;
     let tg = StandIn::start(TOKEN).await?;
-    let ana = tg.user(ANA_ID, ANA_NAME, Some(ANA_HANDLE));
+    // Her Telegram app is in German (de-AT): she is asked in German where we can.
+    let ana = tg
+        .user(ANA_ID, ANA_NAME, Some(ANA_HANDLE))
+        .speaking(Some("de-AT"));
     let local = unique("sam");
     let sam_id = env.user_id(&local);
     let mut sam = MatrixResponder::register(&env, &local).await?;
@@ -115,9 +119,14 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
         })
         .collect();
     assert_eq!(
+        question.text.as_deref(),
+        Some("Hallo! Worüber möchten Sie sprechen?")
+    );
+    // A topic with a German name shows it; one without shows its own.
+    assert_eq!(
         buttons,
         [
-            ("General support".to_owned(), "topic:support".to_owned()),
+            ("Allgemeine Hilfe".to_owned(), "topic:support".to_owned()),
             ("Billing".to_owned(), "topic:billing".to_owned())
         ]
     );
@@ -136,6 +145,8 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
     let room = conversation.room_id.clone();
     assert!(room.starts_with('!'), "{room}");
     assert_eq!(conversation.topic, "support");
+    // Her app's language is the conversation's, as a browser's is for the widget.
+    assert_eq!(conversation.language.as_deref(), Some("de-AT"));
     assert!(
         conversation.visitor_user_id.contains("visitor-")
             && !conversation.visitor_user_id.contains(&ANA_ID.to_string()),
@@ -546,6 +557,8 @@ async fn a_discord_initiator_talks_with_a_matrix_responder() -> anyhow::Result<(
     })
     .await?;
     assert_eq!(conversation.topic, "support");
+    // The pick's interaction says her client's language.
+    assert_eq!(conversation.language.as_deref(), Some("en-US"));
     let room = conversation.room_id.clone();
 
     // --- Sam takes it in Matrix: what she wrote first reaches him, then both ways in order ----

@@ -9,6 +9,10 @@ pub struct TopicConfig {
     pub id: String,
     /// Shown to visitors and used as the room name.
     pub name: String,
+    /// The name in other languages, by language tag (`de = "Abrechnung"`), shown to someone
+    /// whose language is known (an initiator on Telegram or Discord); see [`Self::name_in`].
+    #[serde(default)]
+    pub names: std::collections::BTreeMap<String, String>,
     /// How its conversations are offered: `broadcast` (to every eligible responder, the first
     /// to accept gets it), `round_robin` or `least_busy`.
     #[serde(default)]
@@ -23,6 +27,26 @@ pub struct TopicConfig {
     /// How long a responder may stay silent while the visitor waits for an answer before the
     /// conversation is handed to someone else. Unset: no limit.
     pub idle_limit_secs: Option<u64>,
+}
+
+impl TopicConfig {
+    /// The name for someone speaking `language`: the one listed for that exact tag, else
+    /// for its primary subtag (`pt` for `pt-BR`), else `name`.
+    pub fn name_in(&self, language: Option<&str>) -> &str {
+        let Some(language) = language.map(str::trim).filter(|l| !l.is_empty()) else {
+            return &self.name;
+        };
+        let primary = crate::routing::primary_subtag(language);
+        let find = |wanted: &str| {
+            self.names
+                .iter()
+                .find(|(tag, _)| tag.eq_ignore_ascii_case(wanted))
+                .map(|(_, name)| name.as_str())
+        };
+        find(language)
+            .or_else(|| find(primary))
+            .unwrap_or(&self.name)
+    }
 }
 
 fn default_offer_timeout() -> u64 {

@@ -305,6 +305,12 @@ pub enum RemoteEvent {
         /// `None` where the address alone is enough (Telegram).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread: Option<String>,
+        /// The writer's language tag (`de`, `pt-BR`), where the platform says (Telegram: the
+        /// app's language). Only an initiator's counts: it picks the language their topic
+        /// question is asked in, and is their conversation's language for routing, as the
+        /// browser's is for a widget visitor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     /// The responder edited a message they sent earlier.
     Edit {
@@ -322,6 +328,9 @@ pub enum RemoteEvent {
         /// room or the direct chat with the bot); the answer goes there.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread: Option<String>,
+        /// As in [`RemoteEvent::Message::language`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     /// The responder deleted a message they sent earlier.
     Delete {
@@ -343,6 +352,9 @@ pub enum RemoteEvent {
         topic: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread: Option<String>,
+        /// As in [`RemoteEvent::Message::language`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     /// The platform reported that what was sent to `address` never arrived and never will
     /// (email: a bounce). The conversation `thread` names (its handle, as for

@@ -135,7 +135,7 @@ pub fn speaks(responder: &Responder, language: Option<&str>) -> bool {
 }
 
 /// The primary language subtag: `en` in `en-GB` (or in the POSIX-style `en_GB`).
-fn primary_subtag(tag: &str) -> &str {
+pub(crate) fn primary_subtag(tag: &str) -> &str {
     tag.split(['-', '_']).next().unwrap_or(tag).trim()
 }
 

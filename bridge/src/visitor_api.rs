@@ -644,6 +644,7 @@ mod tests {
                 topics: vec![TopicConfig {
                     id: "support".into(),
                     name: "Support".into(),
+                    names: Default::default(),
                     strategy: Default::default(),
                     offer_timeout_secs: 120,
                     first_reply_timeout_secs: None,

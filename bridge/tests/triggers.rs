@@ -414,6 +414,7 @@ fn topic(id: &str, limits: &Limits) -> TopicConfig {
     TopicConfig {
         id: id.into(),
         name: id.into(),
+        names: Default::default(),
         // Round robin offers one responder at a time: the order of events is fixed.
         strategy: serde_json::from_value(json!("round_robin")).unwrap(),
         offer_timeout_secs: limits.offer_timeout_secs,
@@ -594,6 +595,7 @@ impl World {
                 args: args.into(),
                 reply_to: None,
                 thread: None,
+                language: None,
             },
         )
         .await
@@ -1625,6 +1627,7 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
             display_name: "Ann".into(),
             file: None,
             thread: None,
+            language: None,
         },
     )
     .await?;

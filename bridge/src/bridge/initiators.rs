@@ -27,8 +27,30 @@ use crate::{
     store::{InitiatorRow, StoreError},
 };
 
-/// What the bot asks someone who writes to it for the first time.
-const TOPIC_QUESTION: &str = "Hello! What would you like to talk about?";
+/// What the bot asks someone who writes to it for the first time, in the languages it knows
+/// (by primary subtag); English for any other.
+const TOPIC_QUESTIONS: &[(&str, &str)] = &[
+    ("en", "Hello! What would you like to talk about?"),
+    ("de", "Hallo! Worüber möchten Sie sprechen?"),
+    ("es", "¡Hola! ¿De qué le gustaría hablar?"),
+    ("fr", "Bonjour ! De quoi souhaitez-vous parler ?"),
+    ("it", "Buongiorno! Di che cosa vorrebbe parlare?"),
+    ("nl", "Hallo! Waarover wilt u praten?"),
+    ("pl", "Dzień dobry! O czym chciałbyś porozmawiać?"),
+    ("pt", "Olá! Sobre o que gostaria de falar?"),
+    ("ru", "Здравствуйте! О чём вы хотели бы поговорить?"),
+    ("uk", "Вітаємо! Про що ви хотіли б поговорити?"),
+];
+
+/// The topic question in `language`, if we have it in that language, else in English.
+fn topic_question(language: Option<&str>) -> &'static str {
+    let wanted = language.map(crate::routing::primary_subtag);
+    TOPIC_QUESTIONS
+        .iter()
+        .find(|(tag, _)| wanted.is_some_and(|w| w.eq_ignore_ascii_case(tag)))
+        .unwrap_or(&TOPIC_QUESTIONS[0])
+        .1
+}
 
 /// How many messages an initiator may write before picking a topic; more are not kept
 /// (they are asked again to pick one), so nobody can fill the store through a bot.
@@ -85,9 +107,18 @@ impl Bridge {
             _ => None,
         };
         let thread = thread.as_deref();
+        // Their language, where the platform says: the question is asked in it, and it is
+        // the conversation's language, as a browser's is for a widget visitor.
+        let language = match &event {
+            RemoteEvent::Message { language, .. }
+            | RemoteEvent::Command { language, .. }
+            | RemoteEvent::TopicChosen { language, .. } => language.clone(),
+            _ => None,
+        };
+        let language = language.as_deref();
         match event {
             RemoteEvent::TopicChosen { topic, .. } => {
-                self.initiator_chose(platform, &address, thread, &topic)
+                self.initiator_chose(platform, &address, (thread, language), &topic)
                     .await
             }
             // What was sent to them never arrived (a bounce): their conversation in that
@@ -133,7 +164,8 @@ impl Bridge {
                         Ok(())
                     }
                     "start" | "new" | "topics" => {
-                        self.ask_initiator_topic(platform, &address, thread).await
+                        self.ask_initiator_topic(platform, &address, thread, language)
+                            .await
                     }
                     _ => {
                         self.send_notice(
@@ -169,7 +201,9 @@ impl Bridge {
                     && let Some(topic) = self.topic_named(body)
                 {
                     let id = topic.id.clone();
-                    return self.initiator_chose(platform, &address, thread, &id).await;
+                    return self
+                        .initiator_chose(platform, &address, (thread, language), &id)
+                        .await;
                 }
                 // Kept in order until they pick; they are asked with the first.
                 let count = self
@@ -179,13 +213,16 @@ impl Bridge {
                     .len() as i64;
                 let json = serde_json::to_string(&event).expect("a RemoteEvent serialises");
                 if count >= MAX_PENDING {
-                    return self.ask_initiator_topic(platform, &address, thread).await;
+                    return self
+                        .ask_initiator_topic(platform, &address, thread, language)
+                        .await;
                 }
                 self.store
                     .add_initiator_pending(platform, &address, &json)
                     .await?;
                 if count == 0 {
-                    self.ask_initiator_topic(platform, &address, thread).await?;
+                    self.ask_initiator_topic(platform, &address, thread, language)
+                        .await?;
                 }
                 Ok(())
             }
@@ -310,11 +347,13 @@ impl Bridge {
             .find(|t| t.id.eq_ignore_ascii_case(answer) || t.name.eq_ignore_ascii_case(answer))
     }
 
+    /// Asks for a topic, in `language` where we can: the question and the topics' names.
     async fn ask_initiator_topic(
         &self,
         platform: &str,
         address: &str,
         thread: Option<&str>,
+        language: Option<&str>,
     ) -> Result<(), StoreError> {
         let Some((_, c)) = self.remote(platform) else {
             return Ok(());
@@ -323,9 +362,9 @@ impl Bridge {
             .config
             .topics
             .iter()
-            .map(|t| (t.id.clone(), t.name.clone()))
+            .map(|t| (t.id.clone(), t.name_in(language).to_owned()))
             .collect();
-        let ask = c.ask_topic(address, thread, TOPIC_QUESTION, &topics);
+        let ask = c.ask_topic(address, thread, topic_question(language), &topics);
         if let Err(e) = self.in_turn(c.as_ref(), address, ask).await {
             // They are asked again when they write /new, or after MAX_PENDING messages.
             tracing::warn!(error = %e, "could not ask an initiator for a topic");
@@ -333,18 +372,39 @@ impl Bridge {
         Ok(())
     }
 
-    /// The initiator picked `topic_id`: their open conversation on that topic, or a new one,
-    /// gets what they wrote while choosing.
+    /// The initiator picked `topic_id` (in `thread`, speaking `language` if known): their
+    /// open conversation on that topic, or a new one, gets what they wrote while choosing.
     async fn initiator_chose(
         &self,
         platform: &str,
         address: &str,
-        thread: Option<&str>,
+        (thread, language): (Option<&str>, Option<&str>),
         topic_id: &str,
     ) -> Result<(), StoreError> {
         let Some(topic) = self.config.topic(topic_id).cloned() else {
-            return self.ask_initiator_topic(platform, address, thread).await;
+            return self
+                .ask_initiator_topic(platform, address, thread, language)
+                .await;
         };
+        let pending: Vec<(i64, Option<RemoteEvent>)> = self
+            .store
+            .initiator_pending(platform, address)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let event = serde_json::from_str::<RemoteEvent>(&row.event_json)
+                    .inspect_err(|e| tracing::warn!(error = %e, "an initiator's kept message is unreadable; left out"))
+                    .ok();
+                (row.seq, event)
+            })
+            .collect();
+        // The language they picked in, else the one they wrote in last.
+        let language = language.map(str::to_owned).or_else(|| {
+            pending.iter().rev().find_map(|(_, e)| match e {
+                Some(RemoteEvent::Message { language, .. }) => language.clone(),
+                _ => None,
+            })
+        });
         let open = self
             .store
             .open_initiator_conversations(platform, address)
@@ -389,7 +449,13 @@ impl Bridge {
                     return Ok(());
                 }
                 match self
-                    .start_initiator_conversation(platform, address, thread, &key, &topic)
+                    .start_initiator_conversation(
+                        platform,
+                        address,
+                        (thread, language),
+                        &key,
+                        &topic,
+                    )
                     .await?
                 {
                     Some(c) => c,
@@ -406,21 +472,16 @@ impl Bridge {
                 }
             }
         };
-        let pending = self.store.initiator_pending(platform, address).await?;
-        for row in &pending {
-            match serde_json::from_str::<RemoteEvent>(&row.event_json) {
-                Ok(event) => {
-                    self.post_from_initiator(&conversation, platform, event)
-                        .await?
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "an initiator's kept message is unreadable; left out")
-                }
+        let last = pending.last().map(|(seq, _)| *seq);
+        for (_, event) in pending {
+            if let Some(event) = event {
+                self.post_from_initiator(&conversation, platform, event)
+                    .await?;
             }
         }
-        if let Some(last) = pending.last() {
+        if let Some(last) = last {
             self.store
-                .clear_initiator_pending(platform, address, last.seq)
+                .clear_initiator_pending(platform, address, last)
                 .await?;
         }
         Ok(())
@@ -433,7 +494,7 @@ impl Bridge {
         &self,
         platform: &str,
         address: &str,
-        thread: Option<&str>,
+        (thread, language): (Option<&str>, Option<String>),
         address_key: &str,
         topic: &TopicConfig,
     ) -> Result<Option<Conversation>, StoreError> {
@@ -461,7 +522,7 @@ impl Bridge {
             visitor_alias: new_visitor_alias(),
             state: ConversationState::Queued,
             created_at: self.now_ms(),
-            language: None,
+            language,
         };
         let _room = self.room_locks.lock(&conversation.room_id).await;
         self.store.insert_conversation(&conversation).await?;
@@ -671,6 +732,33 @@ pub(crate) fn initiator_key(as_token: &str, platform: &str, address: &str) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_question_and_topic_names_follow_the_language_where_known() {
+        assert_eq!(topic_question(None), TOPIC_QUESTIONS[0].1);
+        assert_eq!(
+            topic_question(Some("de-AT")),
+            "Hallo! Worüber möchten Sie sprechen?"
+        );
+        assert_eq!(
+            topic_question(Some("PT_br")),
+            "Olá! Sobre o que gostaria de falar?"
+        );
+        assert_eq!(topic_question(Some("xx")), TOPIC_QUESTIONS[0].1);
+        assert_eq!(topic_question(Some("")), TOPIC_QUESTIONS[0].1);
+        let topic: TopicConfig = serde_json::from_value(serde_json::json!({
+            "id": "billing",
+            "name": "Billing",
+            "names": { "de": "Abrechnung", "pt-BR": "Cobrança", "pt": "Faturação" },
+        }))
+        .unwrap();
+        assert_eq!(topic.name_in(None), "Billing");
+        assert_eq!(topic.name_in(Some("de-CH")), "Abrechnung");
+        assert_eq!(topic.name_in(Some("pt-br")), "Cobrança");
+        assert_eq!(topic.name_in(Some("pt-PT")), "Faturação");
+        assert_eq!(topic.name_in(Some("fr")), "Billing");
+        assert_eq!(topic.name_in(Some("  ")), "Billing");
+    }
 
     #[test]
     fn the_address_key_is_stable_keyed_and_per_platform() {

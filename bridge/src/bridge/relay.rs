@@ -267,6 +267,7 @@ impl Bridge {
                 reply_to,
                 args,
                 thread,
+                ..
             } => {
                 // Answers go where the command was written (Matrix: that room).
                 let thread = thread.as_deref();

@@ -553,6 +553,7 @@ impl HomeserverEvents for MatrixConnector {
                             args: String::new(),
                             reply_to: None,
                             thread: Some(room_id.to_owned()),
+                            language: None,
                         },
                     )
                 }))
@@ -637,6 +638,7 @@ pub fn read_event(
                         args: String::new(),
                         reply_to: None,
                         thread: Some(room_id.to_owned()),
+                        language: None,
                     }),
                 }
             }
@@ -697,6 +699,7 @@ fn relay_room_message(
         reply_to: None,
         // The relay room is the offer's handle: it names the conversation.
         thread: Some(room_id.to_owned()),
+        language: None,
     };
     let trimmed = body.trim();
     if trimmed == "!end" {
@@ -717,6 +720,7 @@ fn relay_room_message(
         display_name: address.clone(),
         file: file_of(content),
         thread: Some(room_id.to_owned()),
+        language: None,
     }
 }
 
@@ -885,6 +889,7 @@ mod tests {
                 args: String::new(),
                 reply_to: None,
                 thread: Some(RELAY.into()),
+                language: None,
             }
         );
         let (_, transfer) = remote(in_relay(message(

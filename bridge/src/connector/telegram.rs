@@ -404,6 +404,7 @@ impl TelegramConnector {
                         address,
                         topic: id.to_owned(),
                         thread: None,
+                        language: q.from.language_code.clone(),
                     }],
                     _ => vec![],
                 }
@@ -485,6 +486,7 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
         .as_ref()
         .map(|u| u.first_name.clone())
         .unwrap_or_default();
+    let language = m.from.as_ref().and_then(|u| u.language_code.clone());
     if let Some(file) = file_of(m) {
         let caption = m.caption().unwrap_or_default();
         let (body, formatted_body) =
@@ -498,6 +500,7 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
             display_name,
             file: Some(file),
             thread: None,
+            language: language.clone(),
         });
     }
     let text = m.text()?;
@@ -513,6 +516,7 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
             args: args.trim().to_owned(),
             reply_to,
             thread: None,
+            language: language.clone(),
         });
     }
     let (body, formatted_body) = format::telegram_to_matrix(text, m.entities().unwrap_or_default());
@@ -525,6 +529,7 @@ fn message_event(m: &Message) -> Option<RemoteEvent> {
         display_name,
         file: None,
         thread: None,
+        language,
     })
 }
 

@@ -76,6 +76,17 @@ pub struct TgUser {
     pub id: i64,
     pub first_name: String,
     pub username: Option<String>,
+    /// `User.language_code`: the language of their Telegram app (`en` unless set with
+    /// [`TgUser::speaking`]).
+    pub language_code: Option<String>,
+}
+
+impl TgUser {
+    /// The same person, their app set to `language_code` (`None`: Telegram sends none).
+    pub fn speaking(mut self, language_code: Option<&str>) -> Self {
+        self.language_code = language_code.map(str::to_owned);
+        self
+    }
 }
 
 /// A message the bot has in a chat, in its current state (after any edits).
@@ -235,6 +246,7 @@ impl StandIn {
             id,
             first_name: first_name.to_owned(),
             username: username.map(str::to_owned),
+            language_code: Some("en".to_owned()),
         };
         self.world().ensure_chat(&user);
         user

@@ -175,7 +175,10 @@ impl Chat {
 
 /// The `User` object of a simulated human.
 pub(crate) fn user_json(user: &TgUser) -> Value {
-    let mut json = json!({ "id": user.id, "is_bot": false, "first_name": user.first_name, "language_code": "en" });
+    let mut json = json!({ "id": user.id, "is_bot": false, "first_name": user.first_name });
+    if let Some(language) = &user.language_code {
+        json["language_code"] = json!(language);
+    }
     if let Some(username) = &user.username {
         json["username"] = json!(username);
     }

@@ -417,6 +417,7 @@ async fn unknown_chats_are_not_found() {
         id: 77,
         first_name: "Bob".into(),
         username: None,
+        language_code: None,
     };
     api.tg.user_sends(&bob, "hello");
     api.ok("sendMessage", json!({"chat_id": "77", "text": "hi Bob"}))

@@ -202,6 +202,7 @@ impl Events<'_> {
                         kind,
                     }),
                     thread: thread.clone(),
+                    language: None,
                 };
                 let key = if i == 0 {
                     key.clone()
@@ -222,6 +223,7 @@ impl Events<'_> {
                 args: args.trim().to_owned(),
                 reply_to,
                 thread,
+                language: None,
             }
         } else {
             let (body, formatted_body) = format::from_discord(&m.content);
@@ -238,6 +240,7 @@ impl Events<'_> {
                 display_name,
                 file: None,
                 thread,
+                language: None,
             }
         };
         self.record(&key, &event).await;
@@ -450,6 +453,8 @@ impl Events<'_> {
                         address,
                         topic: values[0].clone(),
                         thread: None,
+                        // The user's client language, as every interaction carries it.
+                        language: Some(i.locale.clone()).filter(|l| !l.is_empty()),
                     }
                 }
                 _ => return,
@@ -491,6 +496,7 @@ impl Events<'_> {
             args,
             reply_to: None,
             thread,
+            language: None,
         };
         let recorded = self.record(&format!("i{}", i.id.get()), &event).await;
         // The answer itself comes as a message where the command was used.

@@ -221,6 +221,7 @@ impl Receiver {
                     display_name: display_name.to_owned(),
                     file: None,
                     thread: thread.clone(),
+                    language: None,
                 },
             ));
         }
@@ -257,6 +258,7 @@ impl Receiver {
                         },
                     }),
                     thread: thread.clone(),
+                    language: None,
                 },
             ));
         }
@@ -269,6 +271,7 @@ impl Receiver {
                     args: command.args.clone(),
                     reply_to: None,
                     thread: thread.clone(),
+                    language: None,
                 },
             ));
         }
@@ -361,6 +364,7 @@ impl Receiver {
                 args: command.args.clone(),
                 reply_to: None,
                 thread: None,
+                language: None,
             };
             self.sink
                 .record_remote(

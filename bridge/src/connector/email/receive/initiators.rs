@@ -124,6 +124,7 @@ impl Receiver {
                             address: from.clone(),
                             topic,
                             thread: Some(token.clone()),
+                            language: None,
                         },
                     ));
                 }
