@@ -239,6 +239,25 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
         "no old text and no fallback copy: {now:?}"
     );
 
+    // --- Sam typing in Matrix shows as "typing…" in Ana's Telegram chat --------------------------
+    relay_chat.typing_notice(true).await?;
+    let chat = ANA_ID.to_string();
+    wait_for("the chat action in Ana's chat", || async {
+        Ok(tg
+            .requests()
+            .iter()
+            .any(|q| {
+                let body = String::from_utf8_lossy(&q.body);
+                q.method_lower == "sendchataction"
+                    && q.status == 200
+                    && body.contains(&chat)
+                    && body.contains("typing")
+            })
+            .then_some(()))
+    })
+    .await?;
+    relay_chat.typing_notice(false).await?;
+
     // --- a restart mid-conversation loses and doubles nothing ------------------------------------
     sb.kill();
     tg.user_sends(&ana, "while down 1");
@@ -599,6 +618,24 @@ async fn a_discord_initiator_talks_with_a_matrix_responder() -> anyhow::Result<(
         at("more 1") < at("more 2") && at("more 2") < at("more 3") && at("more 1").is_some(),
         "{relayed:?}"
     );
+
+    // --- typing both ways: Dora's shows to Sam (the bot types in his room), his to her ---------
+    dc.user_types(&dora, dm);
+    let sam_token = sam.client.access_token().expect("logged in");
+    assert!(
+        typing_seen(&env.hs_url, &sam_token, &relay, &bot_id).await?,
+        "Sam never saw Dora typing"
+    );
+    relay_chat.typing_notice(true).await?;
+    let typing_path = format!("/channels/{dm}/typing");
+    wait_for("Discord's typing in Dora's chat", || async {
+        Ok(dc
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with(&typing_path))
+            .then_some(()))
+    })
+    .await?;
 
     // --- nothing of who Dora is on Discord reaches Sam --------------------------------------------
     let mut everything = sam.all_bodies().join("\n");

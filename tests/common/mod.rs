@@ -965,14 +965,21 @@ pub async fn download_media(env: &TestEnv, token: &str, mxc: &str) -> anyhow::Re
 
 /// Long-polls the visitor's sync until the room's `m.typing` lists `ghost`, for up to WAIT.
 pub async fn ghost_typing_seen(visitor: &Visitor, room: &str, ghost: &str) -> anyhow::Result<bool> {
+    typing_seen(&visitor.hs, &visitor.token, room, ghost).await
+}
+
+/// Long-polls the sync of the account with `token` on `hs` until the room's `m.typing`
+/// lists `user`, for up to WAIT.
+pub async fn typing_seen(hs: &str, token: &str, room: &str, user: &str) -> anyhow::Result<bool> {
+    let ghost = user;
     let filter =
         serde_json::json!({"room": {"rooms": [room], "timeline": {"limit": 1}}}).to_string();
     let deadline = std::time::Instant::now() + WAIT;
     let mut since: Option<String> = None;
     while std::time::Instant::now() < deadline {
         let mut req = reqwest::Client::new()
-            .get(format!("{}/_matrix/client/v3/sync", visitor.hs))
-            .bearer_auth(&visitor.token)
+            .get(format!("{hs}/_matrix/client/v3/sync"))
+            .bearer_auth(token)
             .query(&[("timeout", "2000"), ("filter", filter.as_str())]);
         if let Some(s) = &since {
             req = req.query(&[("since", s.as_str())]);

@@ -314,6 +314,24 @@ impl Bridge {
             .next())
     }
 
+    /// The conversation an initiator typing at (`platform`, `address`, `thread`) is
+    /// writing in, if they are one (the same choice as for their next message).
+    pub(super) async fn initiator_typing_in(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: Option<&str>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        if !self
+            .remote(platform)
+            .is_some_and(|(_, c)| c.takes_initiators())
+        {
+            return Ok(None);
+        }
+        self.initiator_conversation(platform, address, None, thread)
+            .await
+    }
+
     /// The initiator's open conversation whose answers go to `thread`.
     async fn initiator_conversation_in(
         &self,

@@ -44,13 +44,32 @@ impl Bridge {
                 _ => None, // none, or several: which one is not known
             },
         };
-        let Some(room) = room else { return Ok(()) };
-        let Some(assignment) = self.assignment_of(&room, name, address).await? else {
+        let ghost = match room {
+            Some(room) => self
+                .assignment_of(&room, name, address)
+                .await?
+                .map(|a| (room, a.ghost_user_id)),
+            None => None,
+        };
+        // A responder's typing is shown to an initiator who started the conversation too
+        // (once: the platforms that report typing repeat it while it goes on).
+        let ghost = match ghost {
+            Some((room, ghost)) => {
+                self.show_typing_to_initiator(&room, true, None).await?;
+                Some((room, ghost))
+            }
+            // Not a responder's: an initiator's typing shows as their visitor ghost's.
+            None => self
+                .initiator_typing_in(name, address, thread)
+                .await?
+                .map(|c| (c.room_id, c.visitor_user_id)),
+        };
+        let Some((room, ghost)) = ghost else {
             return Ok(());
         };
         let (Ok(room_id), Ok(ghost)) = (
             OwnedRoomId::try_from(room.as_str()),
-            OwnedUserId::try_from(assignment.ghost_user_id.as_str()),
+            OwnedUserId::try_from(ghost.as_str()),
         ) else {
             return Ok(());
         };

@@ -11,6 +11,11 @@
 //! - A Matrix responder types in their relay room → their ghost types in the conversation room,
 //!   which the widget shows. Telegram does not tell bots when a user types, so Telegram
 //!   responders' typing cannot be shown.
+//! - In a conversation someone started from a platform (issue 14), a responder typing where
+//!   that is reported (Matrix, Discord) is shown to the initiator where they wrote, renewed as
+//!   their platform needs; and an initiator typing on Discord is shown by their visitor ghost,
+//!   and so to the responders (`sink.rs`). Matrix initiators' typing in their direct chat is
+//!   not read yet.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -64,6 +69,9 @@ impl TypingUpdate {
 struct Typing {
     /// Conversation rooms whose visitor is typing: since when, and when last shown.
     visitors: HashMap<String, (Instant, Instant)>,
+    /// Conversation rooms started from a platform in which a responder's ghost is typing:
+    /// since when, and when last shown to the initiator.
+    to_initiators: HashMap<String, (Instant, Instant)>,
     /// Relay rooms whose Matrix responder is typing: since when, and whether their ghost
     /// shows it yet. Right after an accept the ghost may not be in the room; it is tried
     /// again, since the homeserver sends no new notice while the responder keeps typing.
@@ -116,6 +124,18 @@ impl Bridge {
                 *shown = Instant::now();
             }
         }
+        // A Matrix responder's typing lapses like their own indicator does.
+        state
+            .to_initiators
+            .retain(|_, (since, _)| since.elapsed() < MATRIX_TYPING_TIMEOUT);
+        for (room, (_, shown)) in state.to_initiators.iter_mut() {
+            if self
+                .show_typing_to_initiator(room, true, Some(shown.elapsed()))
+                .await?
+            {
+                *shown = Instant::now();
+            }
+        }
         state
             .responders
             .retain(|_, (since, _)| since.elapsed() < MATRIX_TYPING_TIMEOUT);
@@ -159,6 +179,21 @@ impl Bridge {
                 .insert(room.to_owned(), (Instant::now(), shown));
         } else {
             state.responders.remove(room);
+        }
+        // Shown to an initiator straight away, not from the homeserver's echo of the ghost
+        // typing: the homeserver does not send an appservice its own users' typing reliably
+        // (Synapse 1.163 reported the room with nobody typing), and this is one hop less.
+        let conversation = offer.room_id.as_str();
+        if self.store.initiator_of(conversation).await?.is_some() {
+            if typing {
+                state
+                    .to_initiators
+                    .insert(conversation.to_owned(), (Instant::now(), Instant::now()));
+            } else {
+                state.to_initiators.remove(conversation);
+            }
+            self.show_typing_to_initiator(conversation, typing, None)
+                .await?;
         }
         Ok(())
     }
@@ -249,6 +284,38 @@ impl Bridge {
             }
         }
         Ok(!holders.is_empty())
+    }
+}
+
+impl Bridge {
+    /// Shows (or stops showing) a responder typing to the initiator of `room`, where they
+    /// wrote (nothing when no initiator started it). With `renewing_after`, only where their platform lets the indicator lapse, and
+    /// only once its period has passed. Returns whether it was sent.
+    pub(super) async fn show_typing_to_initiator(
+        &self,
+        room: &str,
+        typing: bool,
+        renewing_after: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let Some(initiator) = self.store.initiator_of(room).await? else {
+            return Ok(false);
+        };
+        let Some((_, connector)) = self.remote(&initiator.platform) else {
+            return Ok(false);
+        };
+        if let Some(elapsed) = renewing_after {
+            match connector.capabilities().typing_renewal {
+                Some(every) if elapsed >= every => {}
+                _ => return Ok(false),
+            }
+        }
+        if let Err(e) = connector
+            .typing(&initiator.address, initiator.thread.as_deref(), typing)
+            .await
+        {
+            tracing::debug!(platform = %initiator.platform, error = %e, "typing not shown to the initiator");
+        }
+        Ok(true)
     }
 }
 
