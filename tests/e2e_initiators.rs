@@ -902,3 +902,111 @@ async fn a_matrix_initiator_is_answered_by_a_discord_responder() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn someone_writing_in_the_matrix_lobby_is_answered_in_private() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 6)?;
+    let tg = StandIn::start(TOKEN).await?;
+    let mia = tg.user(73_006, "Mia", None);
+    // An operator's public lobby room.
+    let host = MatrixResponder::register(&env, &unique("lobbyhost")).await?;
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.preset =
+        Some(matrix_sdk::ruma::api::client::room::create_room::v3::RoomPreset::PublicChat);
+    request.name = Some("Ask us anything".to_owned());
+    let lobby = host.client.create_room(request).await?;
+    let lobby_id = lobby.room_id().to_owned();
+    let bot_id = format!("@sbt6bot:{}", env.server_name);
+    let config = format!(
+        "[matrix]\ninitiators = true\nlobby = \"{lobby_id}\"\n\n\
+         [telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
+         [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
+         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
+         topics = [\"billing\"]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
+        api = tg.api_url(),
+        chat = mia.id,
+    );
+    let sb = Switchboard::start(&env, &slot, &config).await?;
+    let store = sb.store().await?;
+    let bot = matrix_sdk::ruma::UserId::parse(bot_id.as_str())?;
+    wait_for("the bot in the lobby", || async {
+        let members = lobby
+            .members_no_sync(matrix_sdk::RoomMemberships::JOIN)
+            .await?;
+        Ok(members.iter().any(|m| m.user_id() == bot).then_some(()))
+    })
+    .await?;
+
+    // --- Lena writes in the lobby: the bot invites her to a private chat and asks there ---------
+    let lena_local = unique("lena");
+    let lena_id = env.user_id(&lena_local);
+    let mut lena = MatrixResponder::register(&env, &lena_local).await?;
+    let in_lobby = lena.client.join_room_by_id(&lobby_id).await?;
+    in_lobby
+        .send(RoomMessageEventContent::text_plain(
+            "Hello, I was charged twice",
+        ))
+        .await?;
+    let dm_id = wait_for("Lena's invite to a private chat", || async {
+        Ok(lena
+            .client
+            .invited_rooms()
+            .into_iter()
+            .map(|r| r.room_id().to_owned())
+            .find(|r| *r != lobby_id))
+    })
+    .await?;
+    let dm = lena.accept_invite(dm_id.as_str()).await?;
+    let dm_id = dm_id.to_string();
+    lena.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
+    dm.send(RoomMessageEventContent::text_plain("2")).await?;
+    let conversation = wait_for("Lena's conversation", || async {
+        Ok(store
+            .open_initiator_conversations("matrix", &lena_id)
+            .await?
+            .into_iter()
+            .next())
+    })
+    .await?;
+    assert_eq!(conversation.topic, "billing");
+
+    // --- her lobby words are offered to Mia; the answer comes to the private chat ---------------
+    let sent = tg
+        .wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let offer = open_offers(&sent)[0].text.clone().unwrap_or_default();
+    assert!(offer.contains("charged twice"), "{offer}");
+    accept_open_offer(&tg, &mia);
+    tg.user_sends(&mia, "Let me check that for you");
+    lena.wait_for_text(&dm_id, &bot_id, "Let me check that for you")
+        .await?;
+
+    // --- writing in the lobby again continues in the same private chat -----------------------------
+    in_lobby
+        .send(RoomMessageEventContent::text_plain("It was order 88"))
+        .await?;
+    tg.wait_for_sent(
+        mia.id,
+        |s| texts(s).iter().any(|t| t.contains("It was order 88")),
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        store
+            .open_initiator_conversations("matrix", &lena_id)
+            .await?
+            .len(),
+        1
+    );
+    // The bot never spoke in the lobby.
+    assert!(
+        lena.bodies(lobby_id.as_str(), &bot_id).is_empty(),
+        "the bot wrote in the lobby"
+    );
+    Ok(())
+}

@@ -35,6 +35,7 @@ use super::{
 };
 use crate::{health::PartState, store::StoreError};
 
+mod lobby;
 mod read;
 
 pub use read::{Reading, read_event};
@@ -81,6 +82,11 @@ pub struct MatrixConfig {
     /// bot to a direct chat and writing there.
     #[serde(default)]
     pub initiators: bool,
+    /// A room (its ID, `!…:server`) where people may also start conversations by writing:
+    /// the bot joins it and continues with each of them in a private chat (`lobby.rs`).
+    /// Needs `initiators`.
+    #[serde(default)]
+    pub lobby: Option<String>,
 }
 
 /// The connector rides the homeserver connection: it is as well as the homeserver is.
@@ -92,11 +98,23 @@ fn build(
         Some(section) => serde_json::from_value(section.clone()).map_err(|e| e.to_string())?,
         None => MatrixConfig::default(),
     };
+    let lobby = match &config.lobby {
+        None => None,
+        Some(_) if !config.initiators => {
+            return Err("matrix.lobby needs matrix.initiators = true".into());
+        }
+        Some(room) => Some(lobby::Lobby::new(
+            OwnedRoomId::try_from(room.as_str()).map_err(|_| {
+                format!("matrix.lobby {room:?} is not a room ID such as \"!abc:example.org\"")
+            })?,
+            context.state.clone(),
+        )),
+    };
     context.health.report(SPEC.name, PartState::Connected, None);
-    Ok(Some(Arc::new(
-        MatrixConnector::new(context.client.clone(), context.room_writes.clone())
-            .with_initiators(config.initiators),
-    )))
+    let mut connector = MatrixConnector::new(context.client.clone(), context.room_writes.clone())
+        .with_initiators(config.initiators);
+    connector.lobby = lobby;
+    Ok(Some(Arc::new(connector)))
 }
 
 /// How long the bot is shown typing in a relay room unless told otherwise.
@@ -120,6 +138,8 @@ pub struct MatrixConnector {
     writes: Arc<dyn RoomWrites>,
     /// Whether users who are not responders may start conversations in a direct chat.
     initiators: bool,
+    /// Where else they may start them, if the operator opened a lobby.
+    lobby: Option<lobby::Lobby>,
 }
 
 impl MatrixConnector {
@@ -130,6 +150,7 @@ impl MatrixConnector {
             once,
             writes,
             initiators: false,
+            lobby: None,
         }
     }
 
@@ -516,7 +537,12 @@ impl Connector for MatrixConnector {
     }
 
     /// Nothing to receive: the homeserver's transactions carry Matrix responders' messages.
-    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
+    /// With a lobby, the bot joins it.
+    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+        if let Some(lobby) = &self.lobby {
+            self.join_lobby(lobby, shutdown).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -530,6 +556,9 @@ impl HomeserverEvents for MatrixConnector {
         room_id: &str,
         event: &Value,
     ) -> Result<Option<(String, RemoteEvent)>, StoreError> {
+        if let Some(lobby) = self.lobby.as_ref().filter(|l| l.room.as_str() == room_id) {
+            return self.lobby_event(lobby, rooms, event).await;
+        }
         let relay = rooms.offer_by_handle(SPEC.platform(), room_id).await?;
         let bot = self.client.bot().as_str();
         match read_event(bot, room_id, relay.as_ref(), self.initiators, event) {
