@@ -16,7 +16,7 @@ use discord_standin::{DcMessage, DiscordStandIn};
 use mail_thread::{Mail, Received};
 use mailbox::fresh_address;
 use switchboard_bridge::conversation::ConversationState;
-use telegram_standin::{SentMessage, StandIn};
+use telegram_standin::{SentMessage, StandIn, TgUser};
 
 const TG_TOKEN: &str = "8585:email-initiators-token";
 const DC_TOKEN: &str = "MTA.email-initiators.bot-token";
@@ -31,6 +31,27 @@ fn email_section(mail: &Mail, slot: &Slot, batch_window_secs: u64) -> String {
         &batch,
         &format!("{batch}initiators = true\n"),
         1,
+    )
+}
+
+/// Switchboard taking mail from initiators (lines within `batch_window_secs` sent as one
+/// mail), with Mia answering `topic` on Telegram.
+fn with_mia(
+    mail: &Mail,
+    slot: &Slot,
+    tg: &StandIn,
+    mia: &TgUser,
+    topic: &str,
+    batch: u64,
+) -> String {
+    format!(
+        "{email}[telegram]\ntoken = {TG_TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{TOPICS}\
+         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
+         topics = [{topic:?}]\nmax_concurrent = 5\n\
+         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
+        email = email_section(mail, slot, batch),
+        api = tg.api_url(),
+        chat = mia.id,
     )
 }
 
@@ -74,15 +95,7 @@ async fn an_email_initiator_is_answered_by_a_telegram_responder() -> anyhow::Res
     let tg = StandIn::start(TG_TOKEN).await?;
     let mia = tg.user(74_001, "Mia", None);
     let carol = fresh_address("carol");
-    let config = format!(
-        "{email}[telegram]\ntoken = {TG_TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{TOPICS}\
-         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
-         topics = [\"billing\"]\nmax_concurrent = 5\n\
-         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
-        email = email_section(&mail, &slot, 1),
-        api = tg.api_url(),
-        chat = mia.id,
-    );
+    let config = with_mia(&mail, &slot, &tg, &mia, "billing", 1);
     let mut sb = Switchboard::start(&env, &slot, &config).await?;
     let store = sb.store().await?;
 
@@ -96,24 +109,13 @@ async fn an_email_initiator_is_answered_by_a_telegram_responder() -> anyhow::Res
             "I was charged twice for order 77.",
         )
         .await?;
-    let conversation = wait_for("Carol's conversation", || async {
-        Ok(store
-            .open_initiator_conversations("email", &carol)
-            .await?
-            .into_iter()
-            .next())
-    })
-    .await?;
+    let conversation = initiator_conversation(&store, "email", &carol).await?;
     assert_eq!(conversation.topic, "billing");
     let room = conversation.room_id.clone();
     assert!(conversation.visitor_user_id.contains("visitor-"));
 
     // --- Mia is offered it on Telegram, with the subject and the text, and takes it ---------------
-    let sent = tg
-        .wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let offer = open_offers(&sent)[0].text.clone().unwrap_or_default();
+    let offer = telegram_offer(&tg, &mia).await?;
     assert!(
         offer.contains("Charged twice") && offer.contains("charged twice for order 77"),
         "{offer}"
@@ -295,15 +297,7 @@ async fn a_mail_to_the_plain_address_is_asked_its_topic_and_a_bounce_ends_it() -
     let tg = StandIn::start(TG_TOKEN).await?;
     let mia = tg.user(74_002, "Mia", None);
     let dave = fresh_address("dave");
-    let config = format!(
-        "{email}[telegram]\ntoken = {TG_TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n{TOPICS}\
-         [[responders]]\nid = \"mia\"\ndisplay_name = \"Mia Example\"\npseudonym = \"Mia\"\n\
-         topics = [\"support\"]\nmax_concurrent = 5\n\
-         contacts = [{{ platform = \"telegram\", address = \"{chat}\" }}]\n",
-        email = email_section(&mail, &slot, 0),
-        api = tg.api_url(),
-        chat = mia.id,
-    );
+    let config = with_mia(&mail, &slot, &tg, &mia, "support", 0);
     let sb = Switchboard::start(&env, &slot, &config).await?;
     let store = sb.store().await?;
 
@@ -340,20 +334,9 @@ async fn a_mail_to_the_plain_address_is_asked_its_topic_and_a_bounce_ends_it() -
     .await?;
 
     // --- her answer picks it; what she wrote first is offered ------------------------------------
-    let conversation = wait_for("Dave's conversation", || async {
-        Ok(store
-            .open_initiator_conversations("email", &dave)
-            .await?
-            .into_iter()
-            .next())
-    })
-    .await?;
+    let conversation = initiator_conversation(&store, "email", &dave).await?;
     assert_eq!(conversation.topic, "support");
-    let sent = tg
-        .wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let offer = open_offers(&sent)[0].text.clone().unwrap_or_default();
+    let offer = telegram_offer(&tg, &mia).await?;
     assert!(offer.contains("prints only blank pages"), "{offer}");
     accept_open_offer(&tg, &mia);
     tg.user_sends(&mia, "Is there toner in it?");
@@ -401,35 +384,19 @@ async fn a_discord_initiator_is_answered_by_an_email_responder() -> anyhow::Resu
     let dora = dc.user("dora_secret_handle_52");
     let alice = fresh_address("alice");
     let config = format!(
-        "{email}[discord]\ntoken = {DC_TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
-         api_url = {api:?}\ninitiators = true\n\n{TOPICS}\
+        "{email}{discord}{TOPICS}\
          [[responders]]\nid = \"alice\"\ndisplay_name = \"Alice Example\"\npseudonym = \"Alice\"\n\
          topics = [\"support\"]\nmax_concurrent = 5\n\
          contacts = [{{ platform = \"email\", address = {alice:?} }}]\n",
         email = mail.section(&slot, 1),
-        app = dc.application_id(),
-        guild = dc.guild_id(),
-        api = dc.base_url(),
+        discord = discord_config(&dc, DC_TOKEN, "initiators = true\n"),
     );
     let sb = Switchboard::start(&env, &slot, &config).await?;
     let store = sb.store().await?;
-    wait_for("the bot's gateway session", || async {
-        Ok((dc.identify_count() > 0).then_some(()))
-    })
-    .await?;
+    discord_gateway_up(&dc).await?;
 
     // --- Dora writes to the bot on Discord and picks a topic ---------------------------------------
-    let dm = dc.user_opens_dm(&dora);
-    dc.user_sends(&dora, dm, "Hi, my parcel 5521 is lost");
-    let messages = discord_messages(&dc, dm, "the topic menu", |m| {
-        m.iter()
-            .any(|m| m.components[0]["components"][0]["type"] == 3)
-    })
-    .await?;
-    let menu = messages
-        .iter()
-        .find(|m| m.components[0]["components"][0]["type"] == 3)
-        .unwrap();
+    let (dm, menu) = discord_topic_menu(&dc, &dora, "Hi, my parcel 5521 is lost").await?;
     dc.user_selects(&dora, dm, menu.id, "topic", &["support"]);
     let room = wait_for("Dora's conversation", || async {
         Ok(store

@@ -419,14 +419,7 @@ async fn a_matrix_initiator_talks_with_a_telegram_responder() -> anyhow::Result<
         .await?;
     iris.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
     dm.send(RoomMessageEventContent::text_plain("2")).await?;
-    let conversation = wait_for("Iris's conversation", || async {
-        Ok(store
-            .open_initiator_conversations("matrix", &iris_id)
-            .await?
-            .into_iter()
-            .next())
-    })
-    .await?;
+    let conversation = initiator_conversation(&store, "matrix", &iris_id).await?;
     assert_eq!(conversation.topic, "billing");
     let welcome = DEFAULT_WELCOME_NOTICE.replace("{topic}", "Billing");
     iris.wait_for_text(&dm_id, &bot_id, &welcome).await?;
@@ -527,36 +520,20 @@ async fn a_discord_initiator_talks_with_a_matrix_responder() -> anyhow::Result<(
     let mut sam = MatrixResponder::register(&env, &local).await?;
     let bot_id = format!("@sbt3bot:{}", env.server_name);
     let config = format!(
-        "[discord]\ntoken = {DC_TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
-         api_url = {api:?}\ninitiators = true\n\n\
+        "{discord}\
          [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
          [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
          [[responders]]\nid = \"sam\"\ndisplay_name = \"Sam Example\"\npseudonym = \"Sam\"\n\
          topics = [\"support\"]\nmax_concurrent = 5\n\
          contacts = [{{ platform = \"matrix\", address = {sam_id:?} }}]\n",
-        app = dc.application_id(),
-        guild = dc.guild_id(),
-        api = dc.base_url(),
+        discord = discord_config(&dc, DC_TOKEN, "initiators = true\n"),
     );
     let sb = Switchboard::start(&env, &slot, &config).await?;
     let store = sb.store().await?;
-    wait_for("the bot's gateway session", || async {
-        Ok((dc.identify_count() > 0).then_some(()))
-    })
-    .await?;
+    discord_gateway_up(&dc).await?;
 
     // --- Dora writes to the bot: a topic menu comes back; her pick starts the conversation ----
-    let dm = dc.user_opens_dm(&dora);
-    dc.user_sends(&dora, dm, "Hi, my parcel is lost");
-    let messages = discord_messages(&dc, dm, "the topic menu", |m| {
-        m.iter()
-            .any(|m| m.components[0]["components"][0]["type"] == 3)
-    })
-    .await?;
-    let menu = messages
-        .iter()
-        .find(|m| m.components[0]["components"][0]["type"] == 3)
-        .unwrap();
+    let (dm, menu) = discord_topic_menu(&dc, &dora, "Hi, my parcel is lost").await?;
     assert_eq!(
         menu.allowed_mentions,
         Some(serde_json::json!({"parse": []}))
@@ -790,25 +767,18 @@ async fn a_matrix_initiator_is_answered_by_a_discord_responder() -> anyhow::Resu
     let mut iris = MatrixResponder::register(&env, &iris_local).await?;
     let bot_id = format!("@sbt5bot:{}", env.server_name);
     let config = format!(
-        "[matrix]\ninitiators = true\n\n\
-         [discord]\ntoken = {DC_TOKEN:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
-         api_url = {api:?}\n\n\
+        "[matrix]\ninitiators = true\n\n{discord}\
          [[topics]]\nid = \"support\"\nname = \"General support\"\nstrategy = \"broadcast\"\n\n\
          [[topics]]\nid = \"billing\"\nname = \"Billing\"\nstrategy = \"broadcast\"\n\n\
          [[responders]]\nid = \"dan\"\ndisplay_name = \"Dan Example\"\npseudonym = \"Dan\"\n\
          topics = [\"billing\"]\nmax_concurrent = 5\n\
          contacts = [{{ platform = \"discord\", address = \"{dan_id}\" }}]\n",
-        app = dc.application_id(),
-        guild = dc.guild_id(),
-        api = dc.base_url(),
+        discord = discord_config(&dc, DC_TOKEN, ""),
         dan_id = dan.id,
     );
     let sb = Switchboard::start(&env, &slot, &config).await?;
     let store = sb.store().await?;
-    wait_for("the bot's gateway session", || async {
-        Ok((dc.identify_count() > 0).then_some(()))
-    })
-    .await?;
+    discord_gateway_up(&dc).await?;
 
     // --- Iris invites the bot, picks Billing by its number, writes --------------------------------
     let bot = matrix_sdk::ruma::UserId::parse(bot_id.as_str())?;
@@ -816,14 +786,7 @@ async fn a_matrix_initiator_is_answered_by_a_discord_responder() -> anyhow::Resu
     let dm_id = dm.room_id().to_string();
     iris.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
     dm.send(RoomMessageEventContent::text_plain("2")).await?;
-    wait_for("Iris's conversation", || async {
-        Ok(store
-            .open_initiator_conversations("matrix", &iris_id)
-            .await?
-            .into_iter()
-            .next())
-    })
-    .await?;
+    initiator_conversation(&store, "matrix", &iris_id).await?;
     dm.send(RoomMessageEventContent::text_plain("I was charged twice"))
         .await?;
 
@@ -963,22 +926,11 @@ async fn someone_writing_in_the_matrix_lobby_is_answered_in_private() -> anyhow:
     let dm_id = dm_id.to_string();
     lena.wait_for_text(&dm_id, &bot_id, "2. Billing").await?;
     dm.send(RoomMessageEventContent::text_plain("2")).await?;
-    let conversation = wait_for("Lena's conversation", || async {
-        Ok(store
-            .open_initiator_conversations("matrix", &lena_id)
-            .await?
-            .into_iter()
-            .next())
-    })
-    .await?;
+    let conversation = initiator_conversation(&store, "matrix", &lena_id).await?;
     assert_eq!(conversation.topic, "billing");
 
     // --- her lobby words are offered to Mia; the answer comes to the private chat ---------------
-    let sent = tg
-        .wait_for_sent(mia.id, |s| !open_offers(s).is_empty(), WAIT)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let offer = open_offers(&sent)[0].text.clone().unwrap_or_default();
+    let offer = telegram_offer(&tg, &mia).await?;
     assert!(offer.contains("charged twice"), "{offer}");
     accept_open_offer(&tg, &mia);
     tg.user_sends(&mia, "Let me check that for you");

@@ -893,6 +893,38 @@ pub fn open_offers(sent: &[telegram_standin::SentMessage]) -> Vec<&telegram_stan
         .collect()
 }
 
+/// Waits for an open offer the bot sent `who` on Telegram; returns its text.
+pub async fn telegram_offer(
+    tg: &telegram_standin::StandIn,
+    who: &telegram_standin::TgUser,
+) -> anyhow::Result<String> {
+    let sent = tg
+        .wait_for_sent(who.id, |s| !open_offers(s).is_empty(), WAIT)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(open_offers(&sent)[0].text.clone().unwrap_or_default())
+}
+
+/// Waits until the initiator at (`platform`, `address`) has an open conversation; returns
+/// the newest.
+pub async fn initiator_conversation(
+    store: &switchboard_bridge::Store,
+    platform: &str,
+    address: &str,
+) -> anyhow::Result<switchboard_bridge::conversation::Conversation> {
+    wait_for(
+        &format!("the conversation of {platform} initiator {address}"),
+        || async {
+            Ok(store
+                .open_initiator_conversations(platform, address)
+                .await?
+                .into_iter()
+                .next())
+        },
+    )
+    .await
+}
+
 /// Presses Accept on the first open offer the bot sent `who`; returns the offer's message ID.
 pub fn accept_open_offer(tg: &telegram_standin::StandIn, who: &telegram_standin::TgUser) -> i64 {
     let sent = tg.sent(who.id);
@@ -1001,6 +1033,41 @@ pub async fn typing_seen(hs: &str, token: &str, room: &str, user: &str) -> anyho
         }
     }
     Ok(false)
+}
+
+/// The `[discord]` section for the stand-in `dc` with bot token `token`, `extra` (lines such
+/// as `initiators = true\n`) inside it.
+pub fn discord_config(dc: &discord_standin::DiscordStandIn, token: &str, extra: &str) -> String {
+    format!(
+        "[discord]\ntoken = {token:?}\napplication_id = \"{app}\"\nguild = \"{guild}\"\n\
+         api_url = {api:?}\n{extra}\n",
+        app = dc.application_id(),
+        guild = dc.guild_id(),
+        api = dc.base_url(),
+    )
+}
+
+/// Waits until Switchboard's bot has a gateway session with the Discord stand-in.
+pub async fn discord_gateway_up(dc: &discord_standin::DiscordStandIn) -> anyhow::Result<()> {
+    wait_for("the bot's gateway session", || async {
+        Ok((dc.identify_count() > 0).then_some(()))
+    })
+    .await
+}
+
+/// `who` writes `first` to the bot in a direct chat (as an initiator) and waits for the topic
+/// menu the bot answers with: (the direct chat, the menu's message).
+pub async fn discord_topic_menu(
+    dc: &discord_standin::DiscordStandIn,
+    who: &discord_standin::DcUser,
+    first: &str,
+) -> anyhow::Result<(u64, discord_standin::DcMessage)> {
+    let is_menu = |m: &discord_standin::DcMessage| m.components[0]["components"][0]["type"] == 3;
+    let dm = dc.user_opens_dm(who);
+    dc.user_sends(who, dm, first);
+    let messages = discord_messages(dc, dm, "the topic menu", |m| m.iter().any(is_menu)).await?;
+    let menu = messages.into_iter().find(is_menu).expect("waited for it");
+    Ok((dm, menu))
 }
 
 /// The messages in a channel of the Discord stand-in, once `pred` holds for them (or an

@@ -320,17 +320,7 @@ impl Receiver {
         mail: &InboundMail,
         rcpts: &[&str],
     ) -> Result<Option<Conversation>, HandlerError> {
-        let mut tokens = Vec::new();
-        if let Some(token) = inbound::reply_token(mail, rcpts, &self.domain) {
-            tokens.push(token);
-        }
-        let answered = mail.in_reply_to.iter().chain(mail.references.iter().rev());
-        for id in answered.take(20) {
-            if let Some(token) = self.threads.token_of_mail(id).await? {
-                tokens.push(token);
-            }
-        }
-        for token in tokens {
+        for token in self.thread_tokens(mail, rcpts).await? {
             let offer = self
                 .sink
                 .rooms()
@@ -379,6 +369,27 @@ impl Receiver {
 }
 
 impl Receiver {
+    /// The threads a mail may continue, most telling first: the token of its `reply+TOKEN`
+    /// address, then those of the mails of ours it answers (`In-Reply-To`, then
+    /// `References`, newest first).
+    async fn thread_tokens(
+        &self,
+        mail: &InboundMail,
+        rcpts: &[&str],
+    ) -> Result<Vec<String>, HandlerError> {
+        let mut tokens = Vec::new();
+        if let Some(token) = inbound::reply_token(mail, rcpts, &self.domain) {
+            tokens.push(token);
+        }
+        let answered = mail.in_reply_to.iter().chain(mail.references.iter().rev());
+        for id in answered.take(20) {
+            if let Some(token) = self.threads.token_of_mail(id).await? {
+                tokens.push(token);
+            }
+        }
+        Ok(tokens)
+    }
+
     async fn is_responder(&self, address: &str) -> Result<bool, HandlerError> {
         self.sink
             .rooms()

@@ -171,17 +171,7 @@ impl Receiver {
         mail: &InboundMail,
         rcpts: &[&str],
     ) -> Result<Option<String>, HandlerError> {
-        let mut tokens = Vec::new();
-        if let Some(token) = inbound::reply_token(mail, rcpts, &self.domain) {
-            tokens.push(token);
-        }
-        let answered = mail.in_reply_to.iter().chain(mail.references.iter().rev());
-        for id in answered.take(20) {
-            if let Some(token) = self.threads.token_of_mail(id).await? {
-                tokens.push(token);
-            }
-        }
-        for token in tokens {
+        for token in self.thread_tokens(mail, rcpts).await? {
             if let Some(thread) = self.threads.get(&token).await?
                 && thread.initiator
                 && thread.address.eq_ignore_ascii_case(&mail.from)
