@@ -14,7 +14,7 @@ pub const TOKEN: &str = "MTA.bench.discord-bot-token";
 /// Spacing of samples into one Discord channel: Discord's bucket for creating messages (the
 /// stand-in's, as Discord's, five per five seconds per channel) is kept by Switchboard from the
 /// headers, and these are latencies, not the wait.
-const DISCORD_SPACING: Duration = Duration::from_millis(1100);
+pub const DISCORD_SPACING: Duration = Duration::from_millis(1100);
 
 /// The stand-in and the responder on it, made before Switchboard starts (its configuration
 /// names them).
@@ -33,11 +33,12 @@ impl DiscordSide {
         Ok(Self { dc, staff, dora })
     }
 
-    /// The `[discord]` section of Switchboard's configuration.
+    /// The `[discord]` section of Switchboard's configuration. It takes initiators for the
+    /// Discord → Telegram path (`initiators.rs`); Dora, a responder, is never taken for one.
     pub fn section(&self) -> String {
         format!(
             "[discord]\ntoken = {TOKEN:?}\napplication_id = \"{}\"\nguild = \"{}\"\n\
-             staff_channel = \"{}\"\napi_url = {:?}\n\n",
+             staff_channel = \"{}\"\napi_url = {:?}\ninitiators = true\n\n",
             self.dc.application_id(),
             self.dc.guild_id(),
             self.staff,

@@ -1,24 +1,30 @@
-//! A cross-platform path (issue 14): a person writes to the Telegram bot (an initiator),
-//! picks Max's topic from its buttons, and Max answers from his Matrix client. Each direction
-//! crosses Synapse twice, as a widget visitor's does: the initiator's message is posted by
-//! their visitor ghost and relayed from its echo into Max's relay room; Max's reply is posted
-//! by his ghost and relayed from its echo to Telegram.
+//! Cross-platform paths (issue 14): a person who is no responder writes to the bot (an
+//! initiator), picks a topic, and a responder on another platform answers. Ivy writes to the
+//! Telegram bot, picks Max's topic from its buttons, and Max answers from his Matrix client;
+//! Dina writes to the Discord bot, picks Tess's topic from its menu, and Tess accepts the
+//! offer and answers in her Telegram chat. Each direction crosses Synapse as a widget
+//! visitor's does: the initiator's message is posted by their visitor ghost and relayed from
+//! its echo to the responder; the responder's reply is posted by their ghost and relayed from
+//! its echo to the initiator. With Max that is twice, as his relay room is a room too (the
+//! relayed message there; his own message to Switchboard); with Tess once.
 
 use std::time::{Duration, Instant};
 
+use discord_standin::DcUser;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 
 use crate::common::*;
+use crate::discord::DISCORD_SPACING;
 use crate::paths::Bench;
 use crate::report::{Row, ms, progress};
 
-/// Spacing of samples into the initiator's Telegram chat: Switchboard keeps to about one
-/// message a second per chat (these are latencies, not the wait).
+/// Spacing of samples into a Telegram chat (the initiator's, the responder's): Switchboard
+/// keeps to about one message a second per chat (these are latencies, not the wait).
 const TELEGRAM_SPACING: Duration = Duration::from_millis(1100);
 
 pub struct InitiatorPaths {
-    pub to_matrix: Row,
-    pub from_matrix: Row,
+    pub to_responder: Row,
+    pub to_initiator: Row,
 }
 
 /// `n` initiator messages → Max's relay room, `paced` Max messages → the initiator.
@@ -70,7 +76,7 @@ pub async fn telegram_to_matrix(
     tokio::time::sleep(TELEGRAM_SPACING).await;
 
     progress(&format!("Telegram initiator: {n} messages → Max"));
-    let mut to_matrix = Row::new(
+    let mut to_responder = Row::new(
         "Telegram initiator → Matrix responder: initiator's message → responder's `/sync` long poll (relay room)",
     );
     for i in 0..n {
@@ -83,13 +89,13 @@ pub async fn telegram_to_matrix(
                     .any(|s| s.sender == b.bot_id && s.body.ends_with(&text))
             })
             .await?;
-        to_matrix.samples.push(ms(t));
+        to_responder.samples.push(ms(t));
     }
 
     progress(&format!(
         "Telegram initiator: {paced} Max messages → the initiator"
     ));
-    let mut from_matrix = Row::new(
+    let mut to_initiator = Row::new(
         "Telegram initiator ← Matrix responder: responder's message (matrix-sdk) → initiator's Telegram chat",
     );
     for i in 0..paced {
@@ -105,13 +111,94 @@ pub async fn telegram_to_matrix(
         )
         .await
         .map_err(anyhow::Error::msg)?;
-        from_matrix.samples.push(ms(t));
+        to_initiator.samples.push(ms(t));
         if i + 1 < paced {
             tokio::time::sleep(TELEGRAM_SPACING).await;
         }
     }
     Ok(InitiatorPaths {
-        to_matrix,
-        from_matrix,
+        to_responder,
+        to_initiator,
     })
+}
+
+/// `paced` initiator messages → Tess's chat, `paced` Tess messages → the initiator: both
+/// directions end in a chat Switchboard paces its sending to.
+pub async fn discord_to_telegram(b: &Bench, paced: usize) -> anyhow::Result<InitiatorPaths> {
+    let (tg, tess, dc) = (&b.tg, &b.tess, &b.discord.dc);
+    progress("Discord initiator: a conversation with Tess");
+    let (dina, dm) = discord_conversation(b).await?;
+    // Tess's chat has just had the offer and its close.
+    tokio::time::sleep(TELEGRAM_SPACING).await;
+
+    progress(&format!("Discord initiator: {paced} messages → Tess"));
+    let mut to_responder =
+        Row::new("Discord initiator → Telegram responder: initiator's message → responder's chat");
+    for i in 0..paced {
+        let text = format!("bench discord initiator message {i}");
+        let t = Instant::now();
+        dc.user_sends(&dina, dm, &text);
+        tg.wait_for_sent(
+            tess.id,
+            // Relayed as "Visitor 1234:\n<text>".
+            |s| {
+                s.iter()
+                    .any(|m| m.text.as_deref().is_some_and(|x| x.ends_with(&text)))
+            },
+            WAIT,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        to_responder.samples.push(ms(t));
+        if i + 1 < paced {
+            tokio::time::sleep(TELEGRAM_SPACING).await;
+        }
+    }
+
+    progress(&format!(
+        "Discord initiator: {paced} Tess messages → the initiator"
+    ));
+    let mut to_initiator = Row::new(
+        "Discord initiator ← Telegram responder: responder's message → initiator's direct chat with the bot",
+    );
+    for i in 0..paced {
+        let text = format!("bench tess answers {i}");
+        let t = Instant::now();
+        tg.user_sends(tess, &text);
+        // To an initiator without a heading: the text as Tess wrote it.
+        discord_messages(dc, dm, "Tess's answer", |m| {
+            m.iter().any(|m| m.content == text)
+        })
+        .await?;
+        to_initiator.samples.push(ms(t));
+        if i + 1 < paced {
+            tokio::time::sleep(DISCORD_SPACING).await;
+        }
+    }
+    Ok(InitiatorPaths {
+        to_responder,
+        to_initiator,
+    })
+}
+
+/// Dina, a Discord user who is no responder, writes to the bot, picks Tess's topic from the
+/// menu it answers with, and Tess accepts the offer in her Telegram chat. Dina and her direct
+/// chat with the bot.
+async fn discord_conversation(b: &Bench) -> anyhow::Result<(DcUser, u64)> {
+    let dc = &b.discord.dc;
+    let dina = dc.user("dina");
+    let (dm, menu) = discord_topic_menu(dc, &dina, "hello Tess from Discord").await?;
+    let pick = dc.user_selects(&dina, dm, menu.id, "topic", &["tess"]);
+    dc.wait_for_interaction_response(&pick, Duration::from_secs(3))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the topic pick was not answered"))?;
+    // What she wrote before picking starts the conversation, and so its offer.
+    telegram_offer(&b.tg, &b.tess).await?;
+    accept_open_offer(&b.tg, &b.tess);
+    discord_messages(dc, dm, "who answers", |m| {
+        m.iter()
+            .any(|m| m.content.starts_with("You are now talking with"))
+    })
+    .await?;
+    Ok((dina, dm))
 }

@@ -7,7 +7,9 @@
 //! 2. Bridged latency, both directions, for a Matrix responder (relay room), a Telegram
 //!    responder, a Discord responder (a private thread) and an email responder (a mailbox,
 //!    watched with IMAP IDLE), plus a visitor's first message → the Telegram, the Discord and
-//!    the email offer ([`paths`], [`discord`], [`email`]).
+//!    the email offer ([`paths`], [`discord`], [`email`]), and for two initiators, who start
+//!    conversations from a platform: Telegram answered from Matrix, Discord answered from
+//!    Telegram ([`initiators`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
 //!    and processed per second, and every event stored once ([`flood`]).
 //! 4. A quiet conversation's latency while a second such flood hits other conversations, and
@@ -199,7 +201,8 @@ async fn main() -> anyhow::Result<()> {
     // conversations only in the homeserver).
     let dc = discord::discord(&env, &b, paced, n).await?;
     let em = email::email(&env, &b, paced).await?;
-    let ini = initiators::telegram_to_matrix(&env, &b, paced, n).await?;
+    let tg_ini = initiators::telegram_to_matrix(&env, &b, paced, n).await?;
+    let dc_ini = initiators::discord_to_telegram(&b, paced).await?;
 
     // --- 3. ingest, 4. the quiet conversation under a flood ------------------------------------
     progress(&format!("flood: {FLOOD_ROOMS} conversations"));
@@ -306,14 +309,16 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         towards_visitor.judge(&em.from_email, &count(&em.from_email))
     );
-    println!(
-        "{}",
-        towards_responder.judge(&ini.to_matrix, &count(&ini.to_matrix))
-    );
-    println!(
-        "{}",
-        towards_visitor.judge(&ini.from_matrix, &count(&ini.from_matrix))
-    );
+    for ini in [&tg_ini, &dc_ini] {
+        println!(
+            "{}",
+            towards_responder.judge(&ini.to_responder, &count(&ini.to_responder))
+        );
+        println!(
+            "{}",
+            towards_visitor.judge(&ini.to_initiator, &count(&ini.to_initiator))
+        );
+    }
     if let Some(q) = &under.quiet {
         if q.row.samples.is_empty() {
             println!(

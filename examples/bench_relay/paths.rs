@@ -33,6 +33,8 @@ pub struct Bench {
     pub max: MatrixResponder,
     /// Writes to the bot as an initiator (`initiators.rs`).
     pub ivy: TgUser,
+    /// Answers the Discord initiator (`initiators.rs`), alone on her topic.
+    pub tess: TgUser,
     /// The Discord stand-in and the responder on it.
     pub discord: DiscordSide,
     /// The test mail server and the email responder's address on it.
@@ -52,6 +54,7 @@ impl Bench {
         // Offered the flood's conversations on Telegram; never answers, so they stay offered.
         let fred = tg.user(9402, "Fred", None);
         let ivy = tg.user(9403, "Ivy", None);
+        let tess = tg.user(9404, "Tess", None);
         let discord = DiscordSide::start().await?;
         let email = EmailSide::start()?;
         let max_local = unique("benchmax");
@@ -73,7 +76,7 @@ impl Bench {
         let config = format!(
             "[telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 10\ninitiators = true\n\n\
              [visitors]\nconversations_per_minute = 1000\nburst = 1000\n\
-             public_url = \"http://{listen}\"\n\n{}{}{}{}{}{}{}{}{}{}{}{}",
+             public_url = \"http://{listen}\"\n\n{}{}{}{}{}{}{}{}{}{}{}{}{}{}",
             discord.section(),
             email.section()?,
             topic("telegram"),
@@ -81,11 +84,13 @@ impl Bench {
             topic("flood"),
             topic("discord"),
             topic("email"),
+            topic("tess"),
             responder("bella", "telegram", "telegram", &bella.id.to_string()),
             responder("max", "matrix", "matrix", &max_id),
             responder("fred", "flood", "telegram", &fred.id.to_string()),
             responder("dora", "discord", "discord", &discord.dora.id.to_string()),
             responder("emma", "email", "email", &email.emma),
+            responder("tess", "tess", "telegram", &tess.id.to_string()),
             api = tg.api_url(),
             // Email offers link to a page here to accept or decline.
             listen = slot.listen,
@@ -99,6 +104,7 @@ impl Bench {
             bella,
             max,
             ivy,
+            tess,
             discord,
             email,
             bot_id: format!("@sbt{slot_no}bot:{}", env.server_name),
