@@ -241,21 +241,7 @@ async fn a_telegram_initiator_talks_with_a_matrix_responder() -> anyhow::Result<
 
     // --- Sam typing in Matrix shows as "typing…" in Ana's Telegram chat --------------------------
     relay_chat.typing_notice(true).await?;
-    let chat = ANA_ID.to_string();
-    wait_for("the chat action in Ana's chat", || async {
-        Ok(tg
-            .requests()
-            .iter()
-            .any(|q| {
-                let body = String::from_utf8_lossy(&q.body);
-                q.method_lower == "sendchataction"
-                    && q.status == 200
-                    && body.contains(&chat)
-                    && body.contains("typing")
-            })
-            .then_some(()))
-    })
-    .await?;
+    telegram_typing_shown(&tg, ANA_ID).await?;
     relay_chat.typing_notice(false).await?;
 
     // --- a restart mid-conversation loses and doubles nothing ------------------------------------

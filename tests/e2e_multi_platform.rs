@@ -241,21 +241,7 @@ async fn one_responder_holds_three_conversations_on_two_platforms() -> anyhow::R
         .send()
         .await?;
     assert_eq!(r.status().as_u16(), 404);
-    let chat = mia_tg.id.to_string();
-    wait_for("the Telegram chat action", || async {
-        Ok(tg
-            .requests()
-            .iter()
-            .any(|q| {
-                let body = String::from_utf8_lossy(&q.body);
-                q.method_lower == "sendchataction"
-                    && q.status == 200
-                    && body.contains(&chat)
-                    && body.contains("typing")
-            })
-            .then_some(()))
-    })
-    .await?;
+    telegram_typing_shown(&tg, mia_tg.id).await?;
     // Mia types in her Matrix client: visitor 2 sees her ghost typing in the conversation.
     relay_chat.typing_notice(true).await?;
     assert!(

@@ -893,6 +893,29 @@ pub fn open_offers(sent: &[telegram_standin::SentMessage]) -> Vec<&telegram_stan
         .collect()
 }
 
+/// Waits until the bot has shown "typing…" in the Telegram chat `chat` (a `sendChatAction`
+/// the stand-in took).
+pub async fn telegram_typing_shown(
+    tg: &telegram_standin::StandIn,
+    chat: i64,
+) -> anyhow::Result<()> {
+    let chat = chat.to_string();
+    wait_for(&format!("the chat action in chat {chat}"), || async {
+        Ok(tg
+            .requests()
+            .iter()
+            .any(|q| {
+                let body = String::from_utf8_lossy(&q.body);
+                q.method_lower == "sendchataction"
+                    && q.status == 200
+                    && body.contains(&chat)
+                    && body.contains("typing")
+            })
+            .then_some(()))
+    })
+    .await
+}
+
 /// Waits for an open offer the bot sent `who` on Telegram; returns its text.
 pub async fn telegram_offer(
     tg: &telegram_standin::StandIn,
