@@ -1262,6 +1262,14 @@ async fn time_is_read_from_the_clock_the_store_was_given(store: &Store) -> anyho
     Ok(())
 }
 
+/// Telegram chat 42's open conversation answered in `thread`, by room.
+async fn in_thread(store: &Store, thread: &str) -> anyhow::Result<Option<String>> {
+    Ok(store
+        .open_initiator_conversation_in("telegram", "42", thread)
+        .await?
+        .map(|c| c.room_id))
+}
+
 async fn initiators_are_found_by_address_counted_by_key_and_blocked(
     store: &Store,
 ) -> anyhow::Result<()> {
@@ -1303,9 +1311,16 @@ async fn initiators_are_found_by_address_counted_by_key_and_blocked(
         .map(|c| c.room_id)
         .collect();
     assert_eq!(open, ["!i-b:x", "!i-a:x"], "newest first");
+    assert_eq!(in_thread(store, "!dm2:x").await?.as_deref(), Some("!i-a:x"));
+    assert_eq!(in_thread(store, "!dm:x").await?.as_deref(), Some("!i-b:x"));
     store
         .set_conversation_state("!i-b:x", ConversationState::Closed)
         .await?;
+    assert_eq!(
+        in_thread(store, "!dm:x").await?,
+        None,
+        "a closed one is not open"
+    );
     let open: Vec<String> = store
         .open_initiator_conversations("telegram", "42")
         .await?

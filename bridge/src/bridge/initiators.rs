@@ -128,7 +128,8 @@ impl Bridge {
                     return Ok(());
                 };
                 if let Some(c) = self
-                    .initiator_conversation_in(platform, &address, thread)
+                    .store
+                    .open_initiator_conversation_in(platform, &address, thread)
                     .await?
                 {
                     let _room = self.room_locks.lock(&c.room_id).await;
@@ -301,7 +302,8 @@ impl Bridge {
         }
         if let Some(thread) = thread
             && let Some(c) = self
-                .initiator_conversation_in(platform, address, thread)
+                .store
+                .open_initiator_conversation_in(platform, address, thread)
                 .await?
         {
             return Ok(Some(c));
@@ -330,26 +332,6 @@ impl Bridge {
         }
         self.initiator_conversation(platform, address, None, thread)
             .await
-    }
-
-    /// The initiator's open conversation whose answers go to `thread`.
-    async fn initiator_conversation_in(
-        &self,
-        platform: &str,
-        address: &str,
-        thread: &str,
-    ) -> Result<Option<Conversation>, StoreError> {
-        for c in self
-            .store
-            .open_initiator_conversations(platform, address)
-            .await?
-        {
-            let row = self.store.initiator_of(&c.room_id).await?;
-            if row.is_some_and(|r| r.thread.as_deref() == Some(thread)) {
-                return Ok(Some(c));
-            }
-        }
-        Ok(None)
     }
 
     /// The topic `answer` names: its number in the list `ask_topic` showed, its ID or its

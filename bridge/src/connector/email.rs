@@ -144,14 +144,14 @@ fn build(
             "email.topic_addresses.{topic}: there is no topic with that ID"
         ));
     }
-    let mut connector = EmailConnector::new(
+    let connector = EmailConnector::new(
         config,
         context.state.clone(),
         crate::clock::system(),
         public_url,
+        context.topics.clone(),
     )?
     .with_health(context.health.part(SPEC.name));
-    connector.initiators.topics = context.topics.clone();
     Ok(Some(Arc::new(connector)))
 }
 
@@ -174,6 +174,7 @@ impl EmailConnector {
         state: Arc<dyn super::ConnectorState>,
         clock: SharedClock,
         public_url: &str,
+        topics: Vec<(String, String)>,
     ) -> Result<Self, String> {
         let composer = Composer::new(&config.composer_config()).map_err(|e| e.to_string())?;
         let sender = Sender::new(&config.smtp)?;
@@ -188,7 +189,7 @@ impl EmailConnector {
             domains.push(domain.to_ascii_lowercase());
         }
         let initiators = receive::InitiatorSetup {
-            topics: Vec::new(),
+            topics,
             topic_addresses: config.topic_addresses.clone(),
             domains,
         };
@@ -267,21 +268,21 @@ impl EmailConnector {
             .first()
             .ok_or_else(|| ConnectorError::Permanent("a mail needs at least one message".into()))?;
         let (token, thread) = self.thread(first.thread.as_deref()).await?;
-        if thread.initiator {
-            return self.answer(&token, &thread, address, messages).await;
-        }
-        let mail = ThreadMail {
-            responder: recipient(address),
-            topic: thread.topic.clone(),
-            pseudonym: first.visitor_alias.clone(),
-            earlier: thread.earlier(),
-            reply_token: token.clone(),
-            messages,
+        let composed = if thread.initiator {
+            self.answer(&token, &thread, address, messages)?
+        } else {
+            let mail = ThreadMail {
+                responder: recipient(address),
+                topic: thread.topic.clone(),
+                pseudonym: first.visitor_alias.clone(),
+                earlier: thread.earlier(),
+                reply_token: token.clone(),
+                messages,
+            };
+            self.composer
+                .messages(&mail, std::time::SystemTime::now())
+                .map_err(never_works)?
         };
-        let composed = self
-            .composer
-            .messages(&mail, std::time::SystemTime::now())
-            .map_err(never_works)?;
         if !composed.files_left_out.is_empty() {
             return Err(ConnectorError::FileTooLarge(
                 composed.files_left_out.join(", "),
@@ -289,17 +290,16 @@ impl EmailConnector {
         }
         self.send(&composed, Some(&token)).await
     }
-}
 
-impl EmailConnector {
-    /// Mails what was said in the conversation to the initiator of the thread `token`.
-    async fn answer(
+    /// The mail of what was said in the conversation, for the initiator of the thread
+    /// `token`.
+    fn answer(
         &self,
         token: &str,
         thread: &Thread,
         address: &str,
         messages: Vec<VisitorMessage>,
-    ) -> Result<String, ConnectorError> {
+    ) -> Result<compose::Composed, ConnectorError> {
         let mail = AnswerMail {
             initiator: recipient(address),
             topic: if thread.topic.is_empty() {
@@ -312,16 +312,9 @@ impl EmailConnector {
             reply_token: token.to_owned(),
             messages,
         };
-        let composed = self
-            .composer
+        self.composer
             .answer(&mail, std::time::SystemTime::now())
-            .map_err(never_works)?;
-        if !composed.files_left_out.is_empty() {
-            return Err(ConnectorError::FileTooLarge(
-                composed.files_left_out.join(", "),
-            ));
-        }
-        self.send(&composed, Some(token)).await
+            .map_err(never_works)
     }
 }
 
@@ -493,10 +486,8 @@ impl Connector for EmailConnector {
                 html: None,
                 file: None,
             };
-            return self
-                .answer(token, thread, address, vec![message])
-                .await
-                .map(Some);
+            let composed = self.answer(token, thread, address, vec![message])?;
+            return self.send(&composed, Some(token)).await.map(Some);
         }
         let mail = NoticeMail {
             responder: recipient(address),

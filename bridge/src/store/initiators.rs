@@ -104,6 +104,30 @@ impl Store {
         rows.iter().map(conversation_from_row).collect()
     }
 
+    /// The newest open conversation of the initiator at (`platform`, `address`) whose
+    /// answers go to `thread`.
+    pub async fn open_initiator_conversation_in(
+        &self,
+        platform: &str,
+        address: &str,
+        thread: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state,
+                    c.created_at, c.language
+             FROM initiators i JOIN conversations c ON c.room_id = i.room_id
+             WHERE i.platform = $1 AND i.address = $2 AND i.thread = $3 AND c.state <> $4
+             ORDER BY c.created_at DESC, c.room_id LIMIT 1",
+        )
+        .bind(platform)
+        .bind(address)
+        .bind(thread)
+        .bind(ConversationState::Closed.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
     /// How many conversations the initiator whose keyed address is `address_key` started
     /// at or after `since` (unix ms), on any platform.
     pub async fn initiator_conversations_since(
