@@ -148,6 +148,13 @@ pub struct Capabilities {
     /// the window together; files and changes still go one by one. `Duration::ZERO`: every
     /// message at once, on its own.
     pub batch_window: Duration,
+    /// Whether sending the same part of the same delivery again is answered with the message
+    /// first sent, never a second one (Matrix: the send is keyed by a transaction ID made
+    /// from the visitor's event and the part). Where `true` the record of a part sent needs
+    /// no disk flush of its own: should a power cut lose it, the part is sent again and the
+    /// platform folds the two. Elsewhere the record is flushed before the next part goes, so
+    /// nothing is sent twice.
+    pub idempotent_sends: bool,
 }
 
 impl Capabilities {
@@ -171,6 +178,7 @@ impl Capabilities {
             unreachable_hands_over: true,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             batch_window: Duration::ZERO,
+            idempotent_sends: false,
         }
     }
 }

@@ -25,7 +25,8 @@ mod queues;
 pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
 pub use remote::{
-    AssignmentHistory, AssignmentRow, LINK_CODE_TTL_MS, OfferRow, OutboxRow, RemoteInboxEvent,
+    AssignmentHistory, AssignmentRow, ConversationWithHolders, LINK_CODE_TTL_MS, OfferRow,
+    OutboxRow, RemoteInboxEvent,
 };
 mod responders;
 mod revisions;
@@ -317,9 +318,14 @@ impl Store {
             return Ok(Writer::Pooled(pool.acquire().await?));
         };
         let mut conns = gate.clone().lock_owned().await;
+        let open = std::mem::take(&mut conns.open[usize::from(relaxed)]);
         let slot = conns.slot(relaxed);
         if slot.is_none() {
             *slot = Some(pool.acquire().await?.detach());
+        } else if open && let Some(conn) = slot.as_mut() {
+            // Left inside a transaction by a dropped `Writer::atomic`: nothing of it was
+            // committed, and nothing after it may join it.
+            let _ = sqlx::query("ROLLBACK").execute(conn).await;
         }
         Ok(Writer::Kept { conns, relaxed })
     }
@@ -693,6 +699,10 @@ pub(crate) enum Writer {
 pub(crate) struct WriteConns {
     full: Option<sqlx::AnyConnection>,
     relaxed: Option<sqlx::AnyConnection>,
+    /// Which of the two may be inside a transaction begun by [`Writer::atomic`] that never
+    /// reached its end (the future was dropped half-way): rolled back before the next use,
+    /// or the next writer's statements would join it and never be committed.
+    open: [bool; 2],
 }
 
 impl WriteConns {
@@ -703,6 +713,47 @@ impl WriteConns {
             &mut self.full
         }
     }
+}
+
+impl Writer {
+    /// SQLite: runs `query`, whose text is `BEGIN IMMEDIATE`, then several statements, then
+    /// `COMMIT` (see [`atomic_sql`]), as one transaction in **one** round trip to the
+    /// connection's thread, where `Connection::begin` and `commit` would add two. Returns
+    /// the rows the statements return, in order. If a statement fails, SQLite runs none
+    /// after it, so the transaction is rolled back here before the error is returned.
+    pub(crate) async fn atomic<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+        let Writer::Kept { conns, relaxed } = self else {
+            unreachable!("atomic statements are for SQLite's kept writers");
+        };
+        let which = usize::from(*relaxed);
+        conns.open[which] = true;
+        let conn = conns
+            .slot(*relaxed)
+            .as_mut()
+            .expect("set before the writer is handed out");
+        match query.fetch_all(&mut *conn).await {
+            Ok(rows) => {
+                conns.open[which] = false;
+                Ok(rows)
+            }
+            Err(e) => {
+                // "no transaction is active" when BEGIN itself failed: nothing to undo.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                conns.open[which] = false;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// `statements` (separated by `;`) between `BEGIN IMMEDIATE` and `COMMIT`, for
+/// [`Writer::atomic`]. Immediate: the write lock is taken at the start, as the write gate
+/// already gives this connection the turn, so the commit cannot fail on a busy database.
+pub(crate) fn atomic_sql(statements: &str) -> String {
+    format!("BEGIN IMMEDIATE;\n{statements};\nCOMMIT")
 }
 
 impl std::ops::Deref for Writer {
@@ -889,5 +940,85 @@ mod tests {
             pragma(&mut store.writer().await.expect("writer")).await,
             FULL
         );
+    }
+
+    /// What one atomic round trip wrote is all there or none of it, and a transaction it
+    /// left open (its future dropped half-way) is rolled back before the next writer, whose
+    /// own writes are then committed as usual.
+    #[tokio::test]
+    async fn atomic_statements_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        let insert = |id: &str| {
+            format!(
+                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
+                 VALUES ('{id}', '!r:x', 't', '{{}}', 0)"
+            )
+        };
+        let count = || async {
+            let n: i64 = sqlx::query("SELECT COUNT(*) FROM inbox")
+                .fetch_one(&store.pool)
+                .await
+                .expect("count")
+                .try_get(0)
+                .expect("a number");
+            n
+        };
+        for relaxed in [false, true] {
+            let writer = || async {
+                if relaxed {
+                    store.relaxed().await.expect("relaxed")
+                } else {
+                    store.writer().await.expect("writer")
+                }
+            };
+            let before = count().await;
+            // The second statement fails: the first is not kept.
+            let sql = atomic_sql(&format!(
+                "{};\nINSERT INTO no_such_table VALUES (1)",
+                insert("$a")
+            ));
+            let failed = writer().await.atomic(sqlx::query(&sql)).await;
+            assert!(failed.is_err(), "a failing statement fails the whole");
+            assert_eq!(count().await, before, "nothing of a failed whole is kept");
+            // Both statements succeed: both are kept, and seen by other connections.
+            let sql = atomic_sql(&format!(
+                "{};\n{}",
+                insert(&format!("$b{relaxed}")),
+                insert(&format!("$c{relaxed}"))
+            ));
+            writer()
+                .await
+                .atomic(sqlx::query(&sql))
+                .await
+                .expect("atomic");
+            assert_eq!(count().await, before + 2);
+            // A transaction left open, as by a dropped `atomic`: the next writer starts clean.
+            {
+                let mut w = writer().await;
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *w)
+                    .await
+                    .expect("begin");
+                sqlx::query(&insert(&format!("$d{relaxed}")))
+                    .execute(&mut *w)
+                    .await
+                    .expect("insert");
+                let Writer::Kept { conns, .. } = &mut w else {
+                    unreachable!("SQLite")
+                };
+                conns.open[usize::from(relaxed)] = true;
+            }
+            sqlx::query(&insert(&format!("$e{relaxed}")))
+                .execute(&mut *writer().await)
+                .await
+                .expect("the next write");
+            assert_eq!(
+                count().await,
+                before + 3,
+                "the abandoned insert is rolled back and the next write committed"
+            );
+        }
     }
 }

@@ -486,6 +486,60 @@ async fn assignments_mapping_and_outbox_keep_order(store: &Store) -> anyhow::Res
 }
 
 /// The pending outbox row of this event.
+/// A conversation and who holds it, read together: none, then two holders (one with the
+/// handle of the offer they accepted), and never one whose assignment ended.
+async fn a_conversation_is_read_with_its_holders(store: &Store) -> anyhow::Result<()> {
+    assert!(store.conversation_with_holders("!h:x").await?.is_none());
+    let started = conversation("!h:x", "@gh:x", "support", 50);
+    store.insert_conversation(&started).await?;
+    let (read, holders) = store
+        .conversation_with_holders("!h:x")
+        .await?
+        .expect("the conversation");
+    assert_eq!(read.room_id, "!h:x");
+    assert_eq!(read.visitor_user_id, "@gh:x");
+    assert!(holders.is_empty(), "nobody holds it yet");
+    let assignment = |who: &str, address: &str, state: &str| AssignmentRow {
+        room_id: "!h:x".into(),
+        responder_id: who.into(),
+        platform: "telegram".into(),
+        address: address.into(),
+        ghost_user_id: format!("@_sb_{who}:x"),
+        state: state.into(),
+    };
+    store
+        .upsert_assignment(&assignment("hana", "8001", "active"))
+        .await?;
+    store
+        .upsert_assignment(&assignment("hugo", "8002", "active"))
+        .await?;
+    store
+        .upsert_assignment(&assignment("hedy", "8003", "ended"))
+        .await?;
+    let offer = store
+        .create_offer("!h:x", "hana", "telegram", "8001")
+        .await?;
+    store.set_offer_message(offer.id, "42").await?;
+    assert!(store.transition_offer(offer.id, "open", "accepted").await?);
+    let (_, mut holders) = store
+        .conversation_with_holders("!h:x")
+        .await?
+        .expect("the conversation");
+    holders.sort_by(|a, b| a.0.responder_id.cmp(&b.0.responder_id));
+    assert_eq!(
+        holders,
+        vec![
+            (assignment("hana", "8001", "active"), Some("42".to_owned())),
+            (assignment("hugo", "8002", "active"), None),
+        ]
+    );
+    // The same as the two reads it replaces.
+    let mut apart = store.active_assignments_with_threads("!h:x").await?;
+    apart.sort_by(|a, b| a.0.responder_id.cmp(&b.0.responder_id));
+    assert_eq!(holders, apart);
+    Ok(())
+}
+
 async fn pending(store: &Store, event_id: &str) -> anyhow::Result<OutboxRow> {
     store
         .pending_outbox(10)
@@ -549,7 +603,12 @@ async fn a_split_delivery_resumes_at_its_first_unsent_part(store: &Store) -> any
         .enqueue_outbox("!r3:x", "telegram", "7003", "$p2", "{}")
         .await?;
     let row = pending(store, "$p2").await?;
-    assert_eq!(store.outbox_part_sent_done(&row, 0, "m4", true).await?, 1);
+    assert_eq!(
+        store
+            .outbox_part_sent_done(&row, 0, "m4", true, true)
+            .await?,
+        1
+    );
     assert!(store.pending_outbox(10).await?.is_empty());
     assert_eq!(
         store.remote_message("telegram", "7003", "m4").await?,
@@ -560,7 +619,12 @@ async fn a_split_delivery_resumes_at_its_first_unsent_part(store: &Store) -> any
         .await?;
     let row = pending(store, "$p3").await?;
     assert_eq!(store.outbox_part_sent(&row, 0, "m5").await?, 1);
-    assert_eq!(store.outbox_part_sent_done(&row, 0, "m5", true).await?, 1);
+    assert_eq!(
+        store
+            .outbox_part_sent_done(&row, 0, "m5", true, false)
+            .await?,
+        1
+    );
     assert!(store.pending_outbox(10).await?.is_empty());
     Ok(())
 }
@@ -1384,6 +1448,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     a_split_delivery_resumes_at_its_first_unsent_part(&store).await?;
     inbox_dedups_by_event_id_and_keeps_arrival_order(&store).await?;
     conversations_are_keyed_by_room_and_resumable(&store).await?;
+    a_conversation_is_read_with_its_holders(&store).await?;
     transcript_records_each_message_once_in_inbox_order(&store).await?;
     visitor_sessions_resolve_until_they_expire(&store).await?;
     a_run_of_visitor_messages_is_stored_whole(&store).await?;

@@ -27,7 +27,9 @@ impl Bridge {
         events: &[InboxEvent],
     ) -> Result<Option<usize>, StoreError> {
         let _room = self.room_locks.lock(room).await;
-        let Some(conversation) = self.store.conversation(room).await? else {
+        // The conversation and who holds it in one read: most runs need nothing else.
+        let Some((conversation, holders)) = self.store.conversation_with_holders(room).await?
+        else {
             return Ok(None);
         };
         // A waiting conversation is routed by a visitor message unless an offer is open
@@ -42,7 +44,7 @@ impl Bridge {
         {
             return Ok(Some(0));
         }
-        let holders = self.remote_holders(&conversation).await?;
+        let holders = self.remote_only(holders);
         let mut batch = VisitorBatch::default();
         for event in events {
             if event.room_id != room {

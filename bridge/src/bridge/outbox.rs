@@ -68,21 +68,25 @@ impl Bridge {
         &self,
         conversation: &Conversation,
     ) -> Result<Vec<(AssignmentRow, Option<String>)>, StoreError> {
-        let mut holders = Vec::new();
-        for (a, thread) in self
-            .store
-            .active_assignments_with_threads(&conversation.room_id)
-            .await?
-        {
-            let Some((_, connector)) = self.remote(&a.platform) else {
-                continue;
-            };
-            if connector.capabilities().shares_room {
-                continue;
-            }
-            holders.push((a, thread));
-        }
-        Ok(holders)
+        Ok(self.remote_only(
+            self.store
+                .active_assignments_with_threads(&conversation.room_id)
+                .await?,
+        ))
+    }
+
+    /// Of a conversation's active assignments, those on a platform the bridge relays to.
+    pub(super) fn remote_only(
+        &self,
+        assignments: Vec<(AssignmentRow, Option<String>)>,
+    ) -> Vec<(AssignmentRow, Option<String>)> {
+        assignments
+            .into_iter()
+            .filter(|(a, _)| {
+                self.remote(&a.platform)
+                    .is_some_and(|(_, connector)| !connector.capabilities().shares_room)
+            })
+            .collect()
     }
 
     /// The connector's handle of this conversation with the responder holding it (Matrix:
@@ -366,7 +370,7 @@ impl Bridge {
             Ok(message_id) => {
                 for (row, _) in batch {
                     self.store
-                        .outbox_part_sent_done(row, 0, &message_id, true)
+                        .outbox_part_sent_done(row, 0, &message_id, true, !caps.idempotent_sends)
                         .await?;
                 }
                 tracing::debug!(platform = %head.platform, messages = batch.len(), "delivered to responder as one message");
@@ -439,7 +443,13 @@ impl Bridge {
                 Ok(PartSent::Message(message_id)) => {
                     let last = sent + 1 == parts.len();
                     self.store
-                        .outbox_part_sent_done(row, sent as i64, &message_id, last)
+                        .outbox_part_sent_done(
+                            row,
+                            sent as i64,
+                            &message_id,
+                            last,
+                            !caps.idempotent_sends,
+                        )
                         .await?;
                     sent += 1;
                     if last {

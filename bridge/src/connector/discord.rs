@@ -399,6 +399,8 @@ impl Connector for DiscordConnector {
             unreachable_hands_over: true,
             call_timeout: CALL_TIMEOUT,
             batch_window: Duration::ZERO,
+            // A repeated send is a second message (no nonce is enforced).
+            idempotent_sends: false,
         }
     }
 

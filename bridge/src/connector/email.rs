@@ -355,6 +355,8 @@ impl Connector for EmailConnector {
             unreachable_hands_over: true,
             call_timeout: CALL_TIMEOUT,
             batch_window: self.config.batch_window,
+            // A mail sent again is a second mail.
+            idempotent_sends: false,
         }
     }
 

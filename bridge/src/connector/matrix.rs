@@ -247,6 +247,8 @@ impl Connector for MatrixConnector {
             revises_deliveries: true,
             typing_renewal: Some(TYPING_RENEWAL),
             unreachable_hands_over: false,
+            // `deliver` keys each part's send by the visitor's event (see there).
+            idempotent_sends: true,
             ..Capabilities::unpaced(COMMAND_PREFIX)
         }
     }

@@ -563,6 +563,8 @@ impl Connector for TelegramConnector {
             // A file of up to 50 MB goes up in one call; texts take well under a second.
             call_timeout: Duration::from_secs(30),
             batch_window: Duration::ZERO,
+            // The Bot API has no idempotency key: a repeated send is a second message.
+            idempotent_sends: false,
         }
     }
 

@@ -137,7 +137,6 @@ impl Store {
     async fn write_visitor_batches(&self, batches: &[&VisitorBatch]) -> Result<(), StoreError> {
         let now = self.now_ms();
         let mut relaxed = self.relaxed().await?;
-        let mut tx = sqlx::Connection::begin(&mut *relaxed).await?;
         let messages: Vec<&Message> = batches.iter().flat_map(|b| &b.messages).collect();
         let deliveries: Vec<&NewDelivery> = batches.iter().flat_map(|b| &b.deliveries).collect();
         let processed: Vec<i64> = batches
@@ -176,22 +175,26 @@ impl Store {
             parts.push((sql, Part::Processed(chunk)));
         }
         if self.engine == Engine::Sqlite {
-            let sql = parts
-                .iter()
-                .map(|(sql, _)| sql.as_str())
-                .collect::<Vec<_>>()
-                .join(";\n");
+            // The transaction's BEGIN and COMMIT go in the same round trip.
+            let sql = super::atomic_sql(
+                &parts
+                    .iter()
+                    .map(|(sql, _)| sql.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
+            );
             let mut query = sqlx::query(&sql);
             for (_, part) in &parts {
                 query = part.bind(query, now);
             }
-            query.execute(&mut *tx).await?;
+            relaxed.atomic(query).await?;
         } else {
+            let mut tx = sqlx::Connection::begin(&mut *relaxed).await?;
             for (sql, part) in &parts {
                 part.bind(sqlx::query(sql), now).execute(&mut *tx).await?;
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

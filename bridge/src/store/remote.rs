@@ -91,6 +91,13 @@ const MOVE_PART: &str = "UPDATE outbox SET parts_sent = $1, attempts = 0,
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// A conversation and its active assignments, each with its holder's thread (see
+/// [`Store::conversation_with_holders`]).
+pub type ConversationWithHolders = (
+    crate::conversation::Conversation,
+    Vec<(AssignmentRow, Option<String>)>,
+);
+
 /// Binds [`MAP_REMOTE_MESSAGE`]'s parameters for a part of `row` sent as `message_id`.
 fn bind_map<'q>(query: AnyQuery<'q>, row: &'q OutboxRow, message_id: &'q str) -> AnyQuery<'q> {
     query
@@ -117,14 +124,16 @@ fn bind_move<'q>(
         .bind(index)
 }
 
-/// [`MAP_REMOTE_MESSAGE`], then [`MOVE_PART`] numbered on from it: SQLite runs both from one
-/// string.
-const MAP_AND_MOVE: &str = concat!(
+/// [`MAP_REMOTE_MESSAGE`], then [`MOVE_PART`] numbered on from it, as one transaction: SQLite
+/// runs them all from one string (see `Writer::atomic`).
+const MAP_AND_MOVE_ATOMIC: &str = concat!(
+    "BEGIN IMMEDIATE;\n",
     map_remote_message!(),
     ";\n",
     "UPDATE outbox SET parts_sent = $6, attempts = 0,
          done_at = CASE WHEN $7 THEN $8 ELSE done_at END
-     WHERE seq = $9 AND parts_sent = $10 RETURNING parts_sent"
+     WHERE seq = $9 AND parts_sent = $10 RETURNING parts_sent;\n",
+    "COMMIT"
 );
 
 fn offer_from_row(r: &sqlx::any::AnyRow) -> Result<OfferRow, StoreError> {
@@ -419,6 +428,50 @@ impl Store {
             .collect()
     }
 
+    /// The conversation in `room_id` with what [`Self::active_assignments_with_threads`]
+    /// gives, in one read: what a lane needs before it relays a visitor's messages.
+    pub async fn conversation_with_holders(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<ConversationWithHolders>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state, c.created_at,
+                    c.language, a.responder_id, a.platform, a.address, a.ghost_user_id,
+                    a.state AS assignment_state, o.remote_message_id
+             FROM conversations c
+             LEFT JOIN assignments a ON a.room_id = c.room_id AND a.state = 'active'
+             LEFT JOIN offers o ON o.room_id = a.room_id AND o.responder_id = a.responder_id
+                  AND o.platform = a.platform AND o.address = a.address AND o.state = 'accepted'
+             WHERE c.room_id = $1",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let conversation = super::conversation_from_row(first)?;
+        let mut holders = Vec::new();
+        for r in &rows {
+            // No active assignment: the one row has NULLs for the assignment's columns.
+            let Some(responder_id) = r.try_get::<Option<String>, _>("responder_id")? else {
+                continue;
+            };
+            holders.push((
+                AssignmentRow {
+                    room_id: conversation.room_id.clone(),
+                    responder_id,
+                    platform: r.try_get("platform")?,
+                    address: r.try_get("address")?,
+                    ghost_user_id: r.try_get("ghost_user_id")?,
+                    state: r.try_get("assignment_state")?,
+                },
+                r.try_get("remote_message_id")?,
+            ));
+        }
+        Ok(Some((conversation, holders)))
+    }
+
     /// Makes a finished offer (taken, declined, withdrawn, expired, or accepted by a holder
     /// who has since handed the conversation over) open again, as a new round: its message is
     /// forgotten so a new one goes out. For a conversation handed to this responder by name.
@@ -666,59 +719,68 @@ impl Store {
         index: i64,
         message_id: &str,
     ) -> Result<i64, StoreError> {
-        self.outbox_part_sent_done(row, index, message_id, false)
+        self.outbox_part_sent_done(row, index, message_id, false, true)
             .await
     }
 
     /// [`Self::outbox_part_sent`], and with `done` the row is marked delivered in the same
-    /// transaction: the last part of a message costs one commit, not two.
+    /// transaction: the last part of a message costs one commit, not two. Without `flush`
+    /// the commit is a relaxed one (see [`Store::relaxed`]): for a platform that folds a
+    /// part sent twice (`Capabilities::idempotent_sends`), where losing the record in a power
+    /// cut costs a send the platform ignores, not a message doubled.
     pub async fn outbox_part_sent_done(
         &self,
         row: &OutboxRow,
         index: i64,
         message_id: &str,
         done: bool,
+        flush: bool,
     ) -> Result<i64, StoreError> {
         let seq = row.seq;
-        let mut writer = self.writer().await?;
-        let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+        let mut writer = if flush {
+            self.writer().await?
+        } else {
+            self.relaxed().await?
+        };
         let now = self.now_ms();
         let moved = if self.engine == Engine::Sqlite {
-            // Both statements in one round trip to the connection's thread: numbered
-            // parameters count across them, and the row (if any) is the UPDATE's.
-            let query = bind_map(sqlx::query(MAP_AND_MOVE), row, message_id);
-            bind_move(query, row, index, done, now)
-                .fetch_optional(&mut *tx)
+            // Both statements, and the transaction around them, in one round trip to the
+            // connection's thread: numbered parameters count across them, and the row (if
+            // any) is the UPDATE's.
+            let query = bind_map(sqlx::query(MAP_AND_MOVE_ATOMIC), row, message_id);
+            writer
+                .atomic(bind_move(query, row, index, done, now))
                 .await?
+                .into_iter()
+                .next()
         } else {
+            let mut tx = sqlx::Connection::begin(&mut *writer).await?;
             bind_map(sqlx::query(MAP_REMOTE_MESSAGE), row, message_id)
                 .execute(&mut *tx)
                 .await?;
-            bind_move(sqlx::query(MOVE_PART), row, index, done, now)
+            let moved = bind_move(sqlx::query(MOVE_PART), row, index, done, now)
                 .fetch_optional(&mut *tx)
-                .await?
+                .await?;
+            tx.commit().await?;
+            moved
         };
-        let sent: i64 = match moved {
-            Some(row) => row.try_get("parts_sent")?,
-            None => {
-                // Recorded already (a second pass over the same part): say where it stands,
-                // and finish the row if this was its last part.
-                if done {
-                    sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2")
-                        .bind(self.now_ms())
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
-                    .bind(seq)
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("parts_sent")?
-            }
-        };
-        tx.commit().await?;
-        Ok(sent)
+        if let Some(row) = moved {
+            return Ok(row.try_get("parts_sent")?);
+        }
+        // Recorded already (a second pass over the same part): say where it stands, and
+        // finish the row if this was its last part.
+        if done {
+            sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2 AND done_at IS NULL")
+                .bind(now)
+                .bind(seq)
+                .execute(&mut *writer)
+                .await?;
+        }
+        Ok(sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_one(&mut *writer)
+            .await?
+            .try_get("parts_sent")?)
     }
 
     pub async fn outbox_done(&self, seq: i64) -> Result<(), StoreError> {
