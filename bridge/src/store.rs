@@ -83,6 +83,9 @@ pub struct Store {
     /// On SQLite, one writer at a time, in the order they asked, with the connections
     /// writes go through (see [`Store::writer`]).
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<WriteConns>>>,
+    /// On SQLite, connections for the reads every relayed message makes (see
+    /// [`Store::reader`]).
+    readers: Option<std::sync::Arc<KeptReaders>>,
     /// Runs of visitor messages being written together (`queues.rs`).
     batches: std::sync::Arc<queues::BatchGroup>,
     engine: Engine,
@@ -168,6 +171,12 @@ impl Store {
             relaxed_pool,
             batches: Default::default(),
             write_gate: (engine == Engine::Sqlite).then(Default::default),
+            readers: (engine == Engine::Sqlite).then(|| {
+                std::sync::Arc::new(KeptReaders {
+                    permits: std::sync::Arc::new(tokio::sync::Semaphore::new(KEPT_READERS)),
+                    idle: Default::default(),
+                })
+            }),
             engine,
             clock: crate::clock::system(),
         })
@@ -201,6 +210,19 @@ impl Store {
         // The writers' own connections, when no writer holds them: one that does not answer
         // is dropped, and the next writer takes a fresh one from the pool. (Handling that
         // keeps failing asks this before it gives up on an item, see `worker.rs`.)
+        if let Some(readers) = &self.readers {
+            // The kept readers no one is using: one that does not answer is dropped, and a
+            // fresh one is taken from the pool when next needed.
+            let idle = std::mem::take(&mut *readers.idle.lock().expect("readers lock"));
+            for mut conn in idle {
+                match sqlx::Connection::ping(&mut conn).await {
+                    Ok(()) => readers.idle.lock().expect("readers lock").push(conn),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a reader's connection stopped answering; replacing it")
+                    }
+                }
+            }
+        }
         if let Some(gate) = &self.write_gate
             && let Ok(mut conns) = gate.try_lock()
         {
@@ -328,6 +350,33 @@ impl Store {
             let _ = sqlx::query("ROLLBACK").execute(conn).await;
         }
         Ok(Writer::Kept { conns, relaxed })
+    }
+
+    /// A connection for one of the reads each relayed message makes (its room's pending
+    /// events, its conversation and holders, its chat's queue). On SQLite one of
+    /// `KEPT_READERS` connections kept out of the pool, because sqlx pings a pooled
+    /// connection when it is given back: a second round trip to the connection's thread,
+    /// and a spawned task, for every read. Other reads use the pool.
+    pub(crate) async fn reader(&self) -> Result<Reader, StoreError> {
+        let Some(kept) = &self.readers else {
+            return Ok(Reader::Pooled(self.pool.acquire().await?));
+        };
+        let permit = kept
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the readers' semaphore is never closed");
+        let idle = kept.idle.lock().expect("readers lock").pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?.detach(),
+        };
+        Ok(Reader::Kept {
+            conn: Some(conn),
+            home: kept.clone(),
+            _permit: permit,
+        })
     }
 
     pub async fn count_inbox(&self) -> Result<i64, StoreError> {
@@ -693,6 +742,59 @@ pub(crate) enum Writer {
     },
 }
 
+/// How many connections SQLite's hot reads keep (see [`Store::reader`]): at most this many
+/// such reads run at once.
+const KEPT_READERS: usize = 4;
+
+/// The connections [`Store::reader`] hands out on SQLite, and the permits bounding them.
+pub(crate) struct KeptReaders {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    idle: std::sync::Mutex<Vec<sqlx::AnyConnection>>,
+}
+
+/// A connection to read with (see [`Store::reader`]); given back when dropped.
+pub(crate) enum Reader {
+    /// PostgreSQL: any connection of the pool.
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+    /// SQLite: one of the kept readers. A read dropped half-way leaves nothing behind on
+    /// it (reads take no locks beyond their statement, which the connection's thread
+    /// finishes or resets before its next one), so it goes back as it is.
+    Kept {
+        conn: Option<sqlx::AnyConnection>,
+        home: std::sync::Arc<KeptReaders>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+}
+
+impl std::ops::Deref for Reader {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Reader::Pooled(conn) => conn,
+            Reader::Kept { conn, .. } => conn.as_ref().expect("held until dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Reader::Pooled(conn) => conn,
+            Reader::Kept { conn, .. } => conn.as_mut().expect("held until dropped"),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Reader::Kept { conn, home, .. } = self
+            && let Some(conn) = conn.take()
+        {
+            home.idle.lock().expect("readers lock").push(conn);
+        }
+    }
+}
+
 /// The connections SQLite's writers use, in their turn: one flushing each commit to disk, one
 /// not (see [`Store::relaxed`]). Taken from their pools when first needed.
 #[derive(Default)]
@@ -872,6 +974,7 @@ mod tests {
     use sqlx::Row as _;
 
     use super::*;
+    use std::time::Duration;
 
     /// `PRAGMA synchronous` of every connection a pool can open, all held at once so none
     /// is missed.
@@ -1019,6 +1122,58 @@ mod tests {
                 before + 3,
                 "the abandoned insert is rolled back and the next write committed"
             );
+        }
+    }
+
+    /// The hot reads' connections are kept and reused, at most `KEPT_READERS` at once, and
+    /// one whose read was dropped half-way answers the next read correctly.
+    #[tokio::test]
+    async fn kept_readers_are_bounded_reused_and_survive_a_dropped_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        let kept = store.readers.clone().expect("SQLite keeps readers");
+        let mut held = Vec::new();
+        for _ in 0..KEPT_READERS {
+            held.push(store.reader().await.expect("reader"));
+        }
+        let more = tokio::time::timeout(Duration::from_millis(100), store.reader()).await;
+        assert!(more.is_err(), "no more than KEPT_READERS at once");
+        drop(held);
+        assert_eq!(kept.idle.lock().unwrap().len(), KEPT_READERS, "all kept");
+        for _ in 0..3 {
+            store.reader().await.expect("reader");
+        }
+        assert_eq!(
+            kept.idle.lock().unwrap().len(),
+            KEPT_READERS,
+            "reused, not added"
+        );
+        // A long read given up on after a millisecond, then a short one on the same
+        // connections: the answer is the short one's.
+        let long = async {
+            let mut r = store.reader().await.expect("reader");
+            sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
+                 SELECT COUNT(*) FROM n",
+            )
+            .fetch_one(&mut *r)
+            .await
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), long)
+                .await
+                .is_err(),
+            "the long read is dropped half-way"
+        );
+        for _ in 0..KEPT_READERS {
+            let n: i64 = sqlx::query("SELECT 41 + 1")
+                .fetch_one(&mut *store.reader().await.expect("reader"))
+                .await
+                .expect("read")
+                .try_get(0)
+                .expect("a number");
+            assert_eq!(n, 42);
         }
     }
 }

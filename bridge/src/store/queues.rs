@@ -218,7 +218,7 @@ impl Store {
         )
         .bind(room_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.iter().map(inbox_event).collect()
     }
@@ -287,7 +287,7 @@ impl Store {
         .bind(platform)
         .bind(address)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.iter().map(outbox_row).collect()
     }

@@ -445,7 +445,7 @@ impl Store {
              WHERE c.room_id = $1",
         )
         .bind(room_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let Some(first) = rows.first() else {
             return Ok(None);
