@@ -27,7 +27,7 @@ pub struct Floor {
 }
 
 /// Registers an ordinary user over plain HTTP, as a client without an SDK would.
-async fn register(env: &TestEnv, localpart: &str) -> anyhow::Result<Visitor> {
+pub async fn register(env: &TestEnv, localpart: &str) -> anyhow::Result<Visitor> {
     let r: Value = reqwest::Client::new()
         .post(format!("{}/_matrix/client/v3/register", env.hs_url))
         .json(&json!({

@@ -14,7 +14,9 @@
 //!    and processed per second, and every event stored once ([`flood`]).
 //! 4. A quiet conversation's latency while a second such flood hits other conversations, and
 //!    Synapse's own floor while a third one does.
-//! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]).
+//! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]), and
+//!    beside it the floor: what a bare appservice that only relays spends on the same burst
+//!    ([`bare`]).
 //! 6. Its resident memory with 1 000 and 10 000 stored conversations ([`resident`]).
 //!
 //! This is a measurement, not a test: it asserts nothing about speed, and prints each target
@@ -32,6 +34,7 @@
 //! is copied there. `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
 //! `info,sqlx::query=debug` lists every statement, to count them per message).
 
+mod bare;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod discord;
@@ -93,8 +96,19 @@ where
     })
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Started again as the bare appservice of the CPU floor (`bare.rs`)?
+    if let Some(served) = bare::serve_if_asked() {
+        return served;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let n: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())
@@ -178,14 +192,17 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var_os("SWITCHBOARD_BENCH_BURST_ONLY").is_some() {
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
         let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
-        println!(
-            "{} of {} delivered in {:.1} s; Switchboard CPU {:.0} ms, {:.2} ms per message",
-            burst.delivered,
-            burst.messages,
-            burst.wall_s,
-            burst.cpu_ms,
-            burst.cpu_ms / burst.delivered.max(1) as f64
-        );
+        let floor = bare::burst(&env, slot_no + 1, BURST, ticks).await?;
+        for (who, spent) in [("Switchboard", &burst), ("bare appservice", &floor)] {
+            println!(
+                "{} of {} delivered in {:.1} s; {who} CPU {:.0} ms, {:.2} ms per message",
+                spent.delivered,
+                spent.messages,
+                spent.wall_s,
+                spent.cpu_ms,
+                spent.cpu_ms / spent.delivered.max(1) as f64
+            );
+        }
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
         }
@@ -197,6 +214,10 @@ async fn main() -> anyhow::Result<()> {
     let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
     let mx = paths::matrix(&mut b, &mut mx_conv, n).await?;
     let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
+    progress(&format!(
+        "CPU floor: a bare appservice relaying {BURST} messages back to back"
+    ));
+    let cpu_floor = bare::burst(&env, slot_no + 1, BURST, ticks).await?;
     // After the Matrix paths, so those are measured as in earlier runs (with the Telegram
     // conversations only in the homeserver).
     let dc = discord::discord(&env, &b, paced, n).await?;
@@ -445,6 +466,14 @@ async fn main() -> anyhow::Result<()> {
             verdict(net <= TARGET_CPU_MS)
         );
     }
+    println!(
+        "| CPU per relayed message, floor: a bare appservice (answers each transaction, posts a copy of each message as its bot, stores and checks nothing; `bare.rs`), {} back to back ({} delivered) | {:.2} ms ({:.0} ms CPU over {:.1} s) | (floor) | |",
+        cpu_floor.messages,
+        cpu_floor.delivered,
+        cpu_floor.cpu_ms / cpu_floor.delivered.max(1) as f64,
+        cpu_floor.cpu_ms,
+        cpu_floor.wall_s,
+    );
     println!(
         "| CPU while idle (for the subtraction above) | {idle_cpu_per_s:.1} ms per second | | |"
     );

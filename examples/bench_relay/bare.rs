@@ -1,0 +1,305 @@
+//! The floor of CPU per relayed message: what the least an appservice can do to relay a
+//! message costs on this machine, measured in the same run as Switchboard's own figure.
+//!
+//! A bare appservice, in a process of its own (this program started again with
+//! `SWITCHBOARD_BENCH_BARE` set), on the same stack as Switchboard (tokio's multi-threaded
+//! runtime, axum for the transactions Synapse pushes, reqwest for the calls back): for every
+//! `m.room.message` a transaction brings that its bot did not send, it answers the
+//! transaction and posts a copy of the message into a room of its own as its bot (keyed by
+//! the event, as Switchboard keys its relays); the echo of that post comes back in a
+//! transaction too and is answered. It stores nothing, checks nothing but the `hs_token`,
+//! and routes nothing. A visitor (an ordinary user in a room with that bot) sends the same
+//! burst as Switchboard's visitor, back to back, and the bare process's `utime + stime`
+//! over the burst, divided by the messages relayed, is the floor: the HTTP and JSON work
+//! any appservice relaying through the homeserver does per message, and the thread wake-ups
+//! that come with it.
+//!
+//! It uses the appservice slot after the benchmark's own (the memory runs start their
+//! Switchboards there later, after this one is stopped).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::paths::CpuSpent;
+use crate::procfs;
+
+/// What the bare appservice is told through its environment.
+const VAR: &str = "SWITCHBOARD_BENCH_BARE";
+
+/// In the child: serves as the bare appservice until killed, if this process was started
+/// as one. Returns `None` otherwise.
+pub fn serve_if_asked() -> Option<anyhow::Result<()>> {
+    let spec = std::env::var(VAR).ok()?;
+    Some(serve(&spec))
+}
+
+/// The child's settings, one per line: listen address, homeserver URL, `as_token`,
+/// `hs_token`, its bot's user ID. Once it listens it makes its bot's room and prints the
+/// room's ID on a line of its own. (Made before it listened, the room's first events would
+/// find nobody there, and Synapse would back off from the appservice for seconds.)
+fn serve(spec: &str) -> anyhow::Result<()> {
+    let lines: Vec<&str> = spec.lines().collect();
+    let [listen, hs, as_token, hs_token, bot] = lines[..] else {
+        anyhow::bail!("{VAR} needs five lines, got {}", lines.len());
+    };
+    // The same runtime Switchboard's `main` builds.
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let http = reqwest::Client::new();
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let (target_tx, target_rx) = tokio::sync::oneshot::channel::<String>();
+        let made = http
+            .post(format!("{hs}/_matrix/client/v3/createRoom"))
+            .bearer_auth(as_token);
+        tokio::spawn(async move {
+            let made = async {
+                let r: Value = made.json(&json!({})).send().await?.json().await?;
+                r["room_id"].as_str().map(str::to_owned).context("room_id")
+            };
+            match made.await {
+                Ok(room) => {
+                    println!("{room}");
+                    let _ = target_tx.send(room);
+                }
+                Err(e) => eprintln!("bare appservice: no room: {e:#}"),
+            }
+        });
+        let state = std::sync::Arc::new(Relay {
+            hs: hs.to_owned(),
+            as_token: as_token.to_owned(),
+            hs_token: format!("Bearer {hs_token}"),
+            bot: bot.to_owned(),
+            target: tokio::sync::OnceCell::new(),
+            target_rx: tokio::sync::Mutex::new(Some(target_rx)),
+            http,
+        });
+        let app = axum::Router::new()
+            .route(
+                "/_matrix/app/v1/transactions/{txn}",
+                axum::routing::put(transaction),
+            )
+            .with_state(state);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+struct Relay {
+    hs: String,
+    as_token: String,
+    hs_token: String,
+    bot: String,
+    /// Its bot's room, once made (URL-encoded).
+    target: tokio::sync::OnceCell<String>,
+    target_rx: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<String>>>,
+    http: reqwest::Client,
+}
+
+impl Relay {
+    async fn target(&self) -> Option<&str> {
+        self.target
+            .get_or_try_init(|| async {
+                let rx = self.target_rx.lock().await.take().ok_or(())?;
+                rx.await.map(|room| urlencode(&room)).map_err(|_| ())
+            })
+            .await
+            .ok()
+            .map(String::as_str)
+    }
+}
+
+async fn transaction(
+    axum::extract::State(relay): axum::extract::State<std::sync::Arc<Relay>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    if headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(relay.hs_token.as_str())
+    {
+        return (axum::http::StatusCode::FORBIDDEN, "{}");
+    }
+    let Ok(txn) = serde_json::from_slice::<Value>(&body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "{}");
+    };
+    for event in txn["events"].as_array().into_iter().flatten() {
+        // Its own posts come back as echoes: answered, not relayed again.
+        if event["type"] != "m.room.message" || event["sender"] == relay.bot.as_str() {
+            continue;
+        }
+        let (Some(event_id), Some(body)) = (
+            event["event_id"].as_str(),
+            event["content"]["body"].as_str(),
+        ) else {
+            continue;
+        };
+        // Answered at once and posted after, as Switchboard acknowledges a stored
+        // transaction before its lanes relay what it brought.
+        let Some(room) = relay.target().await else {
+            continue;
+        };
+        let url = format!(
+            "{hs}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}",
+            hs = relay.hs,
+            txn = urlencode(&format!("bare-{event_id}")),
+        );
+        let relay = relay.clone();
+        let content = json!({"msgtype": "m.text", "body": body});
+        tokio::spawn(async move {
+            let _ = relay
+                .http
+                .put(url)
+                .bearer_auth(&relay.as_token)
+                .json(&content)
+                .send()
+                .await;
+        });
+    }
+    (axum::http::StatusCode::OK, "{}")
+}
+
+/// The bare appservice, running as a child process.
+pub struct Bare {
+    child: std::process::Child,
+    pub target: String,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the bare appservice on `slot_no`, with a room of its bot's to post into, and a
+/// visitor in a room with that bot.
+pub async fn start(env: &TestEnv, slot_no: u32) -> anyhow::Result<(Bare, Visitor)> {
+    let slot = Slot::load(env, slot_no)?;
+    let http = reqwest::Client::new();
+    let bot = env.user_id(&format!("sbt{slot_no}bot"));
+    let spec = [
+        slot.listen.to_string(),
+        env.hs_url.clone(),
+        slot.as_token.clone(),
+        slot.hs_token.clone(),
+        bot.clone(),
+    ]
+    .join("\n");
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env(VAR, spec)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the bare appservice")?;
+    let stdout = child.stdout.take().context("its stdout")?;
+    let target = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .map(|_| line.trim().to_owned())
+    })
+    .await??;
+    anyhow::ensure!(target.starts_with('!'), "the bare appservice made no room");
+    let bare = Bare { child, target };
+    // A visitor in a room with its bot: Synapse pushes that room's events to it.
+    let mut visitor = crate::floor::register(env, &unique("barevisitor")).await?;
+    let r: Value = http
+        .post(format!("{}/_matrix/client/v3/createRoom", env.hs_url))
+        .bearer_auth(&visitor.token)
+        .json(&json!({"invite": [bot]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let room = r["room_id"].as_str().context("room_id")?.to_owned();
+    http.post(format!(
+        "{}/_matrix/client/v3/join/{}",
+        env.hs_url,
+        urlencode(&room)
+    ))
+    .bearer_auth(&slot.as_token)
+    .json(&json!({}))
+    .send()
+    .await?
+    .error_for_status()?;
+    visitor.room_id = Some(room);
+    Ok((bare, visitor))
+}
+
+/// `count` messages back to back from the visitor, until the bare appservice has posted
+/// them all into its room; its CPU over that time.
+pub async fn burst(
+    env: &TestEnv,
+    slot_no: u32,
+    count: usize,
+    ticks: f64,
+) -> anyhow::Result<CpuSpent> {
+    let (bare, mut visitor) = start(env, slot_no).await?;
+    let pid = bare.child.id();
+    let as_token = Slot::load(env, slot_no)?.as_token;
+    // One message through first, so the burst starts on a warm appservice, as Switchboard's
+    // does (its conversation has had messages before).
+    visitor.send("bare warm-up").await?;
+    relayed(env, &as_token, &bare.target, "bare warm-up", 1).await?;
+    let cpu_before = procfs::cpu_ms(pid, ticks)?;
+    let wall = Instant::now();
+    for i in 0..count {
+        visitor.send(&format!("bare burst {i} end")).await?;
+    }
+    let delivered = relayed(env, &as_token, &bare.target, "bare burst ", count).await?;
+    let cpu_ms = procfs::cpu_ms(pid, ticks)? - cpu_before;
+    let wall_s = wall.elapsed().as_secs_f64();
+    // The last echoes answered before it goes (the slot is used again later).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(bare);
+    Ok(CpuSpent {
+        messages: count,
+        delivered,
+        cpu_ms,
+        wall_s,
+    })
+}
+
+/// How many messages containing `marker` the bot has posted in `room`, once that is
+/// `count` (or a minute has passed), from the room's history as the homeserver has it.
+async fn relayed(
+    env: &TestEnv,
+    as_token: &str,
+    room: &str,
+    marker: &str,
+    count: usize,
+) -> anyhow::Result<usize> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: Value = http
+            .get(format!(
+                "{}/_matrix/client/v3/rooms/{}/messages",
+                env.hs_url,
+                urlencode(room)
+            ))
+            .query(&[("dir", "b"), ("limit", "1000")])
+            .bearer_auth(as_token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let n = r["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(marker))
+            })
+            .count();
+        if n >= count || Instant::now() > deadline {
+            return Ok(n);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
