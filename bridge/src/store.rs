@@ -1176,4 +1176,42 @@ mod tests {
             assert_eq!(n, 42);
         }
     }
+
+    /// The queries over undelivered outbox rows read the partial index of those rows
+    /// (migration 0020), not the whole table: a chat's queue, and the chats with rows due.
+    #[tokio::test]
+    async fn undelivered_outbox_rows_are_found_through_their_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        for (query, what) in [
+            (
+                "SELECT seq FROM outbox
+                 WHERE platform = 'telegram' AND address = '1' AND done_at IS NULL
+                   AND failed_at IS NULL ORDER BY seq LIMIT 10",
+                "a chat's queue",
+            ),
+            (
+                "SELECT platform, address, MIN(next_attempt_at) AS due FROM outbox
+                 WHERE done_at IS NULL AND failed_at IS NULL GROUP BY platform, address",
+                "the chats with rows due",
+            ),
+        ] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {query}"))
+                .fetch_all(&store.pool)
+                .await
+                .expect("plan")
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            assert!(
+                plan.iter().any(|d| d.contains("outbox_undelivered")),
+                "{what}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|d| d.contains("TEMP B-TREE")),
+                "{what} needs no sort: {plan:?}"
+            );
+        }
+    }
 }
