@@ -9,7 +9,8 @@ use std::{
 use anyhow::Context;
 use figment::{
     Figment,
-    providers::{Env, Format, Toml},
+    providers::{Env, Format, Serialized, Toml},
+    value::Value,
 };
 use serde::Deserialize;
 use switchboard_bridge::{
@@ -69,6 +70,72 @@ pub struct Config {
     /// field here: its section is typed next to its connector.
     #[serde(flatten)]
     pub sections: Sections,
+}
+
+/// The keys whose value may instead be read from a file named by `KEY_file`: every secret
+/// of every section (bot tokens, the admin token, mail passwords) is called one of these.
+const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
+
+/// Secrets from files, as container secrets are mounted: `token_file = "/run/secrets/tg"` in
+/// any section (or `SWITCHBOARD_TELEGRAM__TOKEN_FILE`) stands for `token` holding that
+/// file's content, without its trailing newline; likewise `password_file`, `secret_file`,
+/// and `database.url_file` (a PostgreSQL URL holds its password). Done before any section
+/// is read, so every platform's module sees the plain key. Other `*_file` keys (a DKIM
+/// key's `key_file`) are paths their module reads itself, and stay as they are.
+fn secrets_from_files(value: &mut Value, at: &str) -> anyhow::Result<()> {
+    match value {
+        Value::Dict(_, dict) => {
+            let from_files: Vec<String> = dict
+                .keys()
+                .filter(|k| {
+                    k.strip_suffix("_file").is_some_and(|name| {
+                        SECRET_KEYS.contains(&name) || (at == "database" && name == "url")
+                    })
+                })
+                .cloned()
+                .collect();
+            for key in from_files {
+                let name = key.trim_end_matches("_file").to_owned();
+                let shown = |k: &str| {
+                    if at.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{at}.{k}")
+                    }
+                };
+                anyhow::ensure!(
+                    !dict.contains_key(&name),
+                    "{} and {} are both set: give the secret once",
+                    shown(&name),
+                    shown(&key)
+                );
+                let Some(Value::String(tag, file)) = dict.remove(&key) else {
+                    anyhow::bail!("{}: give the path of a file", shown(&key));
+                };
+                // The error names the key and the file, never what the file holds.
+                let content = std::fs::read_to_string(&file)
+                    .with_context(|| format!("{}: cannot read {file}", shown(&key)))?;
+                let secret = content.trim_end_matches(['\n', '\r']).to_owned();
+                anyhow::ensure!(!secret.is_empty(), "{}: {file} is empty", shown(&key));
+                dict.insert(name, Value::String(tag, secret));
+            }
+            for (key, inner) in dict.iter_mut() {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                secrets_from_files(inner, &path)?;
+            }
+        }
+        Value::Array(_, items) => {
+            for (i, inner) in items.iter_mut().enumerate() {
+                secrets_from_files(inner, &format!("{at}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Sections not known to the loader itself, by name. They may hold secrets (bot tokens), so
@@ -138,13 +205,17 @@ impl Default for DatabaseSection {
 
 impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let config: Config = Figment::new()
+        let mut merged: Value = Figment::new()
             .merge(Toml::file_exact(path))
             .merge(
                 Env::prefixed("SWITCHBOARD_")
                     .split("__")
                     .ignore(&["config"]),
             )
+            .extract()
+            .with_context(|| format!("reading configuration {}", path.display()))?;
+        secrets_from_files(&mut merged, "")?;
+        let config: Config = Figment::from(Serialized::defaults(merged))
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;
         let platforms = config.enabled_platforms()?;
@@ -204,11 +275,20 @@ mod tests {
     const MINIMAL: &str = "[homeserver]\nurl = \"http://127.0.0.1:8008\"\nserver_name = \"example.org\"\n\n\
          [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:29330\"\n";
 
+    /// Loads `MINIMAL` plus `extra`, inside a `figment::Jail`: the loader reads the
+    /// environment, and a test that sets variables does so in a jail too, so no test sees
+    /// another's.
+    // `Jail::expect_with` fixes the closure's error type (figment's, which is large).
+    #[allow(clippy::result_large_err)]
     fn load(extra: &str) -> anyhow::Result<Config> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, format!("{MINIMAL}\n{extra}"))?;
-        Config::load(&path)
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("config.toml");
+            std::fs::write(&path, format!("{MINIMAL}\n{extra}")).expect("writing the config");
+            loaded = Some(Config::load(&path));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
     }
 
     #[test]
@@ -230,6 +310,91 @@ mod tests {
         let err = load("[[responders]]\nid = \"ann\"\ndisplay_name = \"Ann\"\ncontacts = [{ platform = \"telegram\", address = \"1\" }]\n")
             .unwrap_err();
         assert!(format!("{err:#}").contains("known: matrix"), "{err:#}");
+    }
+
+    /// Every secret can come from a file named by `KEY_file` (or `SWITCHBOARD_…_FILE`), as
+    /// container secrets are mounted: read without its trailing newline, refused when the
+    /// plain key is given too, and a missing file named in the error without any content.
+    #[test]
+    #[allow(clippy::result_large_err)] // see `load`
+    fn secrets_come_from_files_named_in_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            std::fs::write(dir.join("tg"), "1:from-a-file\n").unwrap();
+            std::fs::write(dir.join("admin"), "admin-from-a-file\r\n").unwrap();
+            std::fs::write(dir.join("db"), "sqlite://from-a-file.db\n").unwrap();
+            std::fs::write(dir.join("smtp"), "mail-password\n").unwrap();
+            let write = |extra: &str| {
+                std::fs::write(dir.join("config.toml"), format!("{MINIMAL}\n{extra}")).unwrap();
+                Config::load(&dir.join("config.toml"))
+            };
+            let config = write(&format!(
+                "[database]\nurl_file = \"{db}\"\n[telegram]\ntoken_file = \"{tg}\"\n",
+                db = dir.join("db").display(),
+                tg = dir.join("tg").display(),
+            ))
+            .unwrap();
+            assert_eq!(config.database.url, "sqlite://from-a-file.db");
+            assert_eq!(
+                config.platform_section("telegram").unwrap()["token"],
+                "1:from-a-file"
+            );
+            assert!(
+                config
+                    .platform_section("telegram")
+                    .unwrap()
+                    .get("token_file")
+                    .is_none()
+            );
+            // From the environment.
+            jail.set_env(
+                "SWITCHBOARD_ADMIN__TOKEN_FILE",
+                dir.join("admin").display().to_string(),
+            );
+            let config = write("").unwrap();
+            assert_eq!(config.admin.unwrap().token, "admin-from-a-file");
+            // Given twice.
+            let err = write("[admin]\ntoken = \"plain\"\n").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("admin.token and admin.token_file are both set"),
+                "{err:#}"
+            );
+            // A file that is not there: named, and nothing of any secret shown.
+            jail.set_env("SWITCHBOARD_ADMIN__TOKEN_FILE", "/nonexistent/admin-token");
+            let err = format!(
+                "{:#}",
+                write(&format!(
+                    "[telegram]\ntoken_file = \"{}\"\n",
+                    dir.join("tg").display()
+                ))
+                .unwrap_err()
+            );
+            assert!(
+                err.contains("admin.token_file: cannot read /nonexistent/admin-token"),
+                "{err}"
+            );
+            assert!(!err.contains("from-a-file"), "{err}");
+            // Nested tables too (a mail password), and other `*_file` keys are paths their
+            // module reads itself (a DKIM key), left as they are.
+            let mut value: Value = Figment::from(Toml::string(&format!(
+                "[email.smtp]\npassword_file = \"{}\"\n[email.dkim]\nkey_file = \"/etc/dkim.pem\"\n",
+                dir.join("smtp").display()
+            )))
+            .extract()
+            .unwrap();
+            secrets_from_files(&mut value, "").unwrap();
+            let email = value.find_ref("email").unwrap();
+            assert_eq!(
+                email.find_ref("smtp.password").and_then(Value::as_str),
+                Some("mail-password")
+            );
+            assert_eq!(
+                email.find_ref("dkim.key_file").and_then(Value::as_str),
+                Some("/etc/dkim.pem")
+            );
+            assert!(email.find_ref("dkim.key").is_none());
+            Ok(())
+        });
     }
 
     #[test]
