@@ -189,10 +189,20 @@ pub struct AppserviceSection {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DatabaseSection {
     /// `sqlite://PATH` (default) or `postgres://...`.
     pub url: String,
+}
+
+/// Only the engine: a PostgreSQL URL holds its password.
+impl std::fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = self.url.split_once(':').map_or("?", |(scheme, _)| scheme);
+        f.debug_struct("DatabaseSection")
+            .field("engine", &engine)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for DatabaseSection {
@@ -374,6 +384,24 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains("from-a-file"), "{err}");
+            // What the configuration prints (a log line, a panic) holds none of them.
+            std::fs::write(dir.join("db"), "postgres://sb:db-password@db/sb\n").unwrap();
+            jail.set_env(
+                "SWITCHBOARD_ADMIN__TOKEN_FILE",
+                dir.join("admin").display().to_string(),
+            );
+            let config = write(&format!(
+                "[database]\nurl_file = \"{db}\"\n[telegram]\ntoken_file = \"{tg}\"\n",
+                db = dir.join("db").display(),
+                tg = dir.join("tg").display(),
+            ))
+            .unwrap();
+            assert_eq!(config.database.url, "postgres://sb:db-password@db/sb");
+            let printed = format!("{config:?}");
+            for secret in ["db-password", "from-a-file"] {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+            assert!(printed.contains("postgres"), "{printed}");
             // Nested tables too (a mail password), and other `*_file` keys are paths their
             // module reads itself (a DKIM key), left as they are.
             let mut value: Value = Figment::from(Toml::string(&format!(
