@@ -220,7 +220,8 @@ impl Config {
             .merge(
                 Env::prefixed("SWITCHBOARD_")
                     .split("__")
-                    .ignore(&["config"]),
+                    // Read before the configuration is: `--config`, and how to log.
+                    .ignore(&["config", "log_format"]),
             )
             .extract()
             .with_context(|| format!("reading configuration {}", path.display()))?;

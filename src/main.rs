@@ -94,13 +94,31 @@ enum Command {
     },
 }
 
+/// Logs to standard output, filtered by `RUST_LOG` (default `info,sqlx=warn`), as text or,
+/// with `SWITCHBOARD_LOG_FORMAT=json`, one JSON object a line for a log collector (each with
+/// its level, target, fields and the span it was written in).
+fn init_logging() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    match std::env::var("SWITCHBOARD_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Ok("json") => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+        Ok(other) => {
+            anyhow::bail!(
+                "SWITCHBOARD_LOG_FORMAT={other:?}: use \"text\" (the default) or \"json\""
+            )
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
+    init_logging()?;
     let cli = Cli::parse();
     match cli.command {
         Command::GenerateRegistration {

@@ -138,6 +138,47 @@ fn the_start_up_log_names_the_version_even_when_start_up_fails() -> anyhow::Resu
     Ok(())
 }
 
+/// `SWITCHBOARD_LOG_FORMAT=json`: every log line is a JSON object a collector can read, with
+/// the level and the fields; a format it does not know is refused before anything runs.
+#[test]
+fn logs_can_be_json_lines() -> anyhow::Result<()> {
+    let version = String::from_utf8(switchboard(&["--version"])?.stdout)?;
+    let version = version.trim().trim_start_matches("switchboard ").to_owned();
+    let dir = tempfile::tempdir()?;
+    let run = |format: &str| {
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(dir.path().join("no-such-config.toml"))
+            .env("RUST_LOG", "info")
+            .env("SWITCHBOARD_LOG_FORMAT", format)
+            .output()
+    };
+    let out = run("json")?;
+    assert!(!out.status.success(), "it started without a configuration");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(!log.trim().is_empty(), "nothing logged");
+    for line in log.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not JSON ({e}): {line}"))?;
+        assert!(entry["level"].is_string(), "no level: {line}");
+    }
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap_or_default())?;
+    assert_eq!(first["level"], "INFO");
+    assert_eq!(first["fields"]["message"], "switchboard starting");
+    assert!(
+        first["fields"]["version"]
+            .as_str()
+            .is_some_and(|v| v.contains(&version)),
+        "{first}"
+    );
+    let out = run("xml")?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SWITCHBOARD_LOG_FORMAT=\"xml\""), "{err}");
+    assert!(out.stdout.is_empty(), "logged before refusing: {out:?}");
+    Ok(())
+}
+
 #[test]
 fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> anyhow::Result<()> {
     use switchboard_bridge::{
