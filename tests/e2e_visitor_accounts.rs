@@ -277,6 +277,19 @@ async fn visitor_accounts_work_where_guests_are_refused() -> anyhow::Result<()> 
     );
     assert_eq!(cors("/admin/v1/responders", SHOP, true).await?, None);
     assert_eq!(cors("/admin/v1/responders", SHOP, false).await?, None);
+    // What Switchboard logs at its usual levels never names the visitor (the test's own
+    // debug lines may: they are for developers).
+    let named: Vec<String> = sb
+        .log_text()
+        .lines()
+        .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+        .filter(|l| l.contains(&visitor_id))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        named.is_empty(),
+        "the visitor's user ID was logged: {named:#?}"
+    );
     Ok(())
 }
 

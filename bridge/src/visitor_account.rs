@@ -93,7 +93,8 @@ impl VisitorAccounts {
         self.client
             .set_displayname(&login.user_id, VISITOR_DISPLAY_NAME)
             .await?;
-        tracing::info!(user_id = %login.user_id, "visitor account created");
+        // Not its user ID: logs never name a visitor (docs/security.md).
+        tracing::info!("visitor account created");
         Ok(login)
     }
 
@@ -111,7 +112,7 @@ impl VisitorAccounts {
         self.client
             .set_displayname(&user_id, VISITOR_DISPLAY_NAME)
             .await?;
-        tracing::info!(%user_id, "proxied visitor registered");
+        tracing::info!("proxied visitor registered");
         Ok(user_id)
     }
 }
