@@ -37,9 +37,10 @@ pub fn serve_if_asked() -> Option<anyhow::Result<()>> {
 }
 
 /// The child's settings, one per line: listen address, homeserver URL, `as_token`,
-/// `hs_token`, its bot's user ID. Once it listens it makes its bot's room and prints the
-/// room's ID on a line of its own. (Made before it listened, the room's first events would
-/// find nobody there, and Synapse would back off from the appservice for seconds.)
+/// `hs_token`, its bot's user ID. It makes its bot's room and prints the room's ID on a line
+/// of its own, listening already: the room's first events are pushed to it at once, and wait
+/// in the socket's backlog until it serves. (Made with nobody listening, they would find the
+/// appservice down, and Synapse would back off from it for seconds.)
 fn serve(spec: &str) -> anyhow::Result<()> {
     let lines: Vec<&str> = spec.lines().collect();
     let [listen, hs, as_token, hs_token, bot] = lines[..] else {
@@ -49,30 +50,23 @@ fn serve(spec: &str) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let http = reqwest::Client::new();
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        let (target_tx, target_rx) = tokio::sync::oneshot::channel::<String>();
-        let made = http
+        let made: Value = http
             .post(format!("{hs}/_matrix/client/v3/createRoom"))
-            .bearer_auth(as_token);
-        tokio::spawn(async move {
-            let made = async {
-                let r: Value = made.json(&json!({})).send().await?.json().await?;
-                r["room_id"].as_str().map(str::to_owned).context("room_id")
-            };
-            match made.await {
-                Ok(room) => {
-                    println!("{room}");
-                    let _ = target_tx.send(room);
-                }
-                Err(e) => eprintln!("bare appservice: no room: {e:#}"),
-            }
-        });
+            .bearer_auth(as_token)
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let room = made["room_id"].as_str().context("room_id")?;
+        println!("{room}");
         let state = std::sync::Arc::new(Relay {
             hs: hs.to_owned(),
             as_token: as_token.to_owned(),
             hs_token: format!("Bearer {hs_token}"),
             bot: bot.to_owned(),
-            target: tokio::sync::OnceCell::new(),
-            target_rx: tokio::sync::Mutex::new(Some(target_rx)),
+            target: urlencode(room),
             http,
         });
         let app = axum::Router::new()
@@ -91,23 +85,9 @@ struct Relay {
     as_token: String,
     hs_token: String,
     bot: String,
-    /// Its bot's room, once made (URL-encoded).
-    target: tokio::sync::OnceCell<String>,
-    target_rx: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<String>>>,
+    /// Its bot's room (URL-encoded).
+    target: String,
     http: reqwest::Client,
-}
-
-impl Relay {
-    async fn target(&self) -> Option<&str> {
-        self.target
-            .get_or_try_init(|| async {
-                let rx = self.target_rx.lock().await.take().ok_or(())?;
-                rx.await.map(|room| urlencode(&room)).map_err(|_| ())
-            })
-            .await
-            .ok()
-            .map(String::as_str)
-    }
 }
 
 async fn transaction(
@@ -138,12 +118,10 @@ async fn transaction(
         };
         // Answered at once and posted after, as Switchboard acknowledges a stored
         // transaction before its lanes relay what it brought.
-        let Some(room) = relay.target().await else {
-            continue;
-        };
         let url = format!(
             "{hs}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}",
             hs = relay.hs,
+            room = relay.target,
             txn = urlencode(&format!("bare-{event_id}")),
         );
         let relay = relay.clone();

@@ -27,6 +27,17 @@ pub struct PendingRow {
     pub event_json: String,
 }
 
+/// The conversations of the initiator at (`$1` platform, `$2` address) that are not in state
+/// `$3` (closed), for the queries below to narrow and order.
+macro_rules! open_initiator_conversations {
+    () => {
+        "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state,
+                c.created_at, c.language
+         FROM initiators i JOIN conversations c ON c.room_id = i.room_id
+         WHERE i.platform = $1 AND i.address = $2 AND c.state <> $3"
+    };
+}
+
 impl Store {
     /// Records who started the conversation in `room_id`; once per room.
     pub async fn insert_initiator(&self, row: &InitiatorRow) -> Result<(), StoreError> {
@@ -89,13 +100,10 @@ impl Store {
         platform: &str,
         address: &str,
     ) -> Result<Vec<Conversation>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state,
-                    c.created_at, c.language
-             FROM initiators i JOIN conversations c ON c.room_id = i.room_id
-             WHERE i.platform = $1 AND i.address = $2 AND c.state <> $3
-             ORDER BY c.created_at DESC, c.room_id",
-        )
+        let rows = sqlx::query(concat!(
+            open_initiator_conversations!(),
+            " ORDER BY c.created_at DESC, c.room_id"
+        ))
         .bind(platform)
         .bind(address)
         .bind(ConversationState::Closed.as_str())
@@ -112,17 +120,14 @@ impl Store {
         address: &str,
         thread: &str,
     ) -> Result<Option<Conversation>, StoreError> {
-        let row = sqlx::query(
-            "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state,
-                    c.created_at, c.language
-             FROM initiators i JOIN conversations c ON c.room_id = i.room_id
-             WHERE i.platform = $1 AND i.address = $2 AND i.thread = $3 AND c.state <> $4
-             ORDER BY c.created_at DESC, c.room_id LIMIT 1",
-        )
+        let row = sqlx::query(concat!(
+            open_initiator_conversations!(),
+            " AND i.thread = $4 ORDER BY c.created_at DESC, c.room_id LIMIT 1"
+        ))
         .bind(platform)
         .bind(address)
-        .bind(thread)
         .bind(ConversationState::Closed.as_str())
+        .bind(thread)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(conversation_from_row).transpose()
