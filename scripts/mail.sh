@@ -88,13 +88,7 @@ need_installed() {
 }
 
 free_ports() { # free_ports N: N distinct free loopback ports
-    python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-' "$1"
+    python3 "$REPO/scripts/free_ports.py" "$1"
 }
 
 # greets HOST PORT PREFIX: does a server on PORT greet with a line starting with PREFIX?

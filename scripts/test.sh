@@ -109,14 +109,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- ports -----------------------------------------------------------------------------------
-# Ask the kernel for free ports, holding all sockets open at once so they are distinct.
-read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT SMTP_PORT IMAP_PORT DNS_PORT AS_PORTS <<<"$(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(8 + '"$SLOTS + $NOGUEST_SLOTS"')]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-')"
+# Free ports below the ephemeral range, so that a released slot port is never taken by an
+# outgoing connection before its next Switchboard binds it (scripts/free_ports.py says why).
+read -r HS_PORT NG_HS_PORT MAS_HS_PORT MAS_AS_PORT PG_PORT SMTP_PORT IMAP_PORT DNS_PORT AS_PORTS <<<"$(
+    python3 "$REPO/scripts/free_ports.py" $((8 + SLOTS + NOGUEST_SLOTS)))"
 read -r -a AS_PORT <<<"$AS_PORTS"
 
 # ---- appservice registrations (one per slot, all known to their Synapse from the start) ------

@@ -87,11 +87,7 @@ cmd_bench() {
     cmd_setup
     if [ -z "${SWITCHBOARD_URL:-}" ]; then
         demo_dir="$(mktemp -d /tmp/switchboard-bench.XXXXXX)"
-        read -r hs_port sb_port <<<"$(python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))')"
+        read -r hs_port sb_port <<<"$(python3 "$REPO/scripts/free_ports.py" 2)"
         log "starting scripts/demo.sh (Synapse :$hs_port, Switchboard :$sb_port; log $demo_dir/demo.log)"
         DEMO_DIR="$demo_dir/demo" HS_PORT="$hs_port" SB_PORT="$sb_port" \
             "$REPO/scripts/demo.sh" >"$demo_dir/demo.log" 2>&1 &
