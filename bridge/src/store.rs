@@ -576,18 +576,32 @@ impl Store {
         provisional: &str,
         event_id: &str,
     ) -> Result<(), StoreError> {
+        let mut writer = self.writer().await?;
+        // The echo keeps the provisional entry's place: the order in which the responder's
+        // messages were decided. Its own would put it after a later message still waiting
+        // for its echo (a reply written just after it would read as written before it).
+        sqlx::query(
+            "UPDATE messages SET
+                 inbox_seq = (SELECT inbox_seq FROM messages WHERE event_id = $2),
+                 origin_server_ts = (SELECT origin_server_ts FROM messages WHERE event_id = $2)
+             WHERE event_id = $1 AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
+        )
+        .bind(event_id)
+        .bind(provisional)
+        .execute(&mut *writer)
+        .await?;
         sqlx::query(
             "DELETE FROM messages WHERE event_id = $1
              AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
         )
         .bind(provisional)
         .bind(event_id)
-        .execute(&mut *self.writer().await?)
+        .execute(&mut *writer)
         .await?;
         sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
             .bind(event_id)
             .bind(provisional)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *writer)
             .await?;
         Ok(())
     }
@@ -652,7 +666,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT event_id, room_id, inbox_seq, sender, sender_role, msgtype, body,
                     formatted_body, origin_server_ts
-             FROM messages WHERE room_id = $1 ORDER BY inbox_seq",
+             FROM messages WHERE room_id = $1 ORDER BY inbox_seq, origin_server_ts",
         )
         .bind(room_id)
         .fetch_all(&self.pool)

@@ -780,6 +780,34 @@ async fn provisional_transcript_entries_become_their_event(store: &Store) -> any
         .map(|m| m.event_id)
         .collect();
     assert_eq!(ids, ["$a", "$b"]);
+
+    // Two replies decided in order; the first one's echo is recorded (later in the inbox than
+    // either was decided) before it is confirmed, while the second still waits for its echo.
+    // The first stays first (CI once read them swapped).
+    let room = "!provisional-race:x";
+    let mut x = message("pending:x", room, 0, SenderRole::Responder, "reply 1");
+    x.origin_server_ts = 1_000;
+    store.record_provisional_message(&x).await?;
+    let mut y = message("pending:y", room, 0, SenderRole::Responder, "reply 2");
+    y.origin_server_ts = 1_001;
+    store.record_provisional_message(&y).await?;
+    let mut echo_x = message("$x", room, 500, SenderRole::Responder, "reply 1");
+    echo_x.origin_server_ts = 2_000;
+    assert!(store.record_message(&echo_x).await?);
+    store.confirm_message("pending:x", "$x").await?;
+    let said: Vec<(String, String)> = store
+        .messages(room)
+        .await?
+        .into_iter()
+        .map(|m| (m.event_id, m.body))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("$x".to_owned(), "reply 1".to_owned()),
+            ("pending:y".to_owned(), "reply 2".to_owned())
+        ]
+    );
     Ok(())
 }
 
