@@ -28,6 +28,7 @@
 # bridge/src/connector/email/auth/testdata/zone.txt, for SPF/DKIM/DMARC):
 #   SWITCHBOARD_TEST_DNS            127.0.0.1:PORT (UDP and TCP)
 #   SWITCHBOARD_TEST_DNS_SERVER     what runs, with its version
+#   SWITCHBOARD_TEST_PROMETHEUS     the Prometheus server (scripts/prometheus.sh: Debian's package)
 # and for the guest-less Synapse (server name noguest.localhost):
 #   SWITCHBOARD_TEST_NOGUEST_HS_URL         http://127.0.0.1:PORT
 #   SWITCHBOARD_TEST_NOGUEST_SERVER_NAME    noguest.localhost
@@ -191,6 +192,14 @@ set -a
 . "$T/dns/env"
 set +a
 # ---- end of DNS server ---------------------------------------------------------------------
+
+# ---- Prometheus (tests/e2e_metrics.rs scrapes Switchboard with the real server) ------------
+# Debian's package; the test runs its own instance from this path. Its version is logged.
+"$REPO/scripts/prometheus.sh" install
+SWITCHBOARD_TEST_PROMETHEUS="$("$REPO/scripts/prometheus.sh" path)"
+export SWITCHBOARD_TEST_PROMETHEUS
+log "prometheus: $("$REPO/scripts/prometheus.sh" version)"
+# ---- end of Prometheus ---------------------------------------------------------------------
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
 export SWITCHBOARD_TEST_SERVER_NAME=localhost

@@ -63,6 +63,8 @@ pub struct Config {
     /// Told to visitors when nobody can take their conversation right now.
     pub offline_message: Option<String>,
     pub admin: Option<AdminSection>,
+    /// Prometheus metrics at `/metrics`, on `[metrics] listen` or else on the admin listener.
+    pub metrics: Option<MetricsSection>,
     #[serde(default)]
     pub web: WebSection,
     /// Every other top-level section, by name. A registered platform's section (`[telegram]`)
@@ -164,6 +166,18 @@ pub struct AdminSection {
     /// Bearer token for `/admin/v1/*`. Prefer the environment: `SWITCHBOARD_ADMIN__TOKEN`.
     /// Without it the admin API is off.
     pub token: String,
+    /// An address of its own for the admin API (and `/metrics`), e.g. `127.0.0.1:29331`, so
+    /// that it is not reachable where visitors and the homeserver are. Without it, the admin
+    /// API shares `[appservice] listen`.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Where Prometheus scrapes `/metrics`. Without it, `/metrics` is served on `[admin]
+    /// listen`; it is never served on the public listener.
+    pub listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for AdminSection {
@@ -243,6 +257,20 @@ impl Config {
             );
         }
         config.allowed_origins()?;
+        if let Some(metrics) = &config.metrics {
+            anyhow::ensure!(
+                metrics.listen.is_some()
+                    || config.admin.as_ref().is_some_and(|a| a.listen.is_some()),
+                "[metrics]: set metrics.listen (or admin.listen) to an address of its own: \
+                 metrics are never served on the public listener"
+            );
+        }
+        if let Some(listen) = config.admin.as_ref().and_then(|a| a.listen) {
+            anyhow::ensure!(
+                listen != config.appservice.listen,
+                "admin.listen {listen} is also appservice.listen: give the admin API an address of its own, or leave admin.listen out"
+            );
+        }
         if let Some(url) = &config.visitors.public_url {
             anyhow::ensure!(
                 url.starts_with("https://") || url.starts_with("http://"),
@@ -474,6 +502,34 @@ mod tests {
             format!("{err:#}").contains("visitors.public_url"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn metrics_and_the_admin_api_get_addresses_of_their_own() {
+        let err = format!("{:#}", load("[metrics]\n").unwrap_err());
+        assert!(err.contains("never served on the public listener"), "{err}");
+        let config =
+            load("[admin]\ntoken = \"t\"\nlisten = \"127.0.0.1:29331\"\n\n[metrics]\n").unwrap();
+        assert_eq!(
+            config.admin.unwrap().listen,
+            Some("127.0.0.1:29331".parse().unwrap())
+        );
+        assert!(config.metrics.unwrap().listen.is_none());
+        let config = load("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            config.metrics.unwrap().listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let err = format!(
+            "{:#}",
+            load("[admin]\ntoken = \"t\"\nlisten = \"127.0.0.1:29330\"\n").unwrap_err()
+        );
+        assert!(err.contains("an address of its own"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[metrics]\nlisen = \"127.0.0.1:9464\"\n").unwrap_err()
+        );
+        assert!(err.contains("lisen"), "a misspelt key is named: {err}");
     }
 
     #[test]

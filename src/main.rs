@@ -357,6 +357,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             "visitor proxy enabled"
         );
     }
+    // Off the public listener: the admin API when it has an address of its own, and metrics.
+    let mut private = axum::Router::new();
     if let Some(admin) = &config.admin {
         let platforms = bridge
             .connectors()
@@ -369,12 +371,33 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             platforms,
         )
         .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
+        .with_trusted_forwarded_for(config.visitors.trust_forwarded_for)
         .with_wake({
             let bridge = bridge.clone();
             move || bridge.wake()
         });
-        app = app.merge(admin_api::router(state));
-        tracing::info!("admin API enabled");
+        if admin.listen.is_some() {
+            private = private.merge(admin_api::router(state));
+        } else {
+            app = app.merge(admin_api::router(state));
+        }
+        tracing::info!(listen = ?admin.listen, "admin API enabled");
+    }
+    let mut metrics_app = None;
+    if let Some(metrics) = &config.metrics {
+        let handle = install_metrics_recorder()?;
+        let routes =
+            switchboard_bridge::metrics::router(switchboard_bridge::metrics::MetricsState {
+                store: store.clone(),
+                health: health.clone(),
+                platforms: bridge.connectors().map(|c| c.platform().as_str()).collect(),
+                render: Arc::new(move || handle.render()),
+            });
+        if metrics.listen.is_some() {
+            metrics_app = Some(routes);
+        } else {
+            private = private.merge(routes);
+        }
     }
     for routes in bridge
         .connectors()
@@ -389,17 +412,24 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     tracing::info!(listen = %config.appservice.listen, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future(),
-    );
+    let mut servers = vec![serve(listener, app, stop_rx.clone())];
+    let private_addr = config.admin.as_ref().and_then(|a| a.listen);
+    if let Some(addr) = private_addr {
+        servers.push(serve(
+            bind(addr, "admin.listen").await?,
+            private,
+            stop_rx.clone(),
+        ));
+    }
+    if let (Some(routes), Some(addr)) =
+        (metrics_app, config.metrics.as_ref().and_then(|m| m.listen))
+    {
+        servers.push(serve(
+            bind(addr, "metrics.listen").await?,
+            routes,
+            stop_rx.clone(),
+        ));
+    }
     let worker = tokio::spawn(bridge.clone().run(stop_rx.clone()));
     let receivers: Vec<_> = bridge
         .connectors()
@@ -435,13 +465,63 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     let _ = worker.await;
     for r in receivers {
         let _ = r.await;
     }
     store.close().await;
     Ok(())
+}
+
+/// Serves `app` on `listener` until `stop` turns true, with each request's peer address
+/// (rate limits key on it).
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
+    )
+}
+
+async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: binding {addr}"))?;
+    tracing::info!(listen = %addr, "{key}: listening");
+    Ok(listener)
+}
+
+/// Installs the Prometheus recorder the `metrics` facade reports to (once, for the process),
+/// with histogram buckets instead of summaries so Prometheus can aggregate and take quantiles
+/// across instances, and keeps its histograms trimmed.
+fn install_metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(switchboard_bridge::metrics::SECONDS_BUCKETS)
+        .context("metrics buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    switchboard_bridge::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// Waits for the homeserver: at start-up next to a homeserver that is itself starting, a

@@ -4,7 +4,8 @@
 //!
 //! Every route requires `Authorization: Bearer <admin token>`. The token is operator-grade:
 //! it reads every transcript, so it is compared in constant time, never accepted in the query
-//! string (URLs end up in proxy logs) and never logged. After any change to a responder the
+//! string (URLs end up in proxy logs) and never logged; an address that keeps presenting wrong
+//! tokens is locked out for a while (`auth.rs`). After any change to a responder the
 //! bridge is woken through `changed`, so conversations still waiting are routed again with the
 //! new register.
 //!
@@ -17,15 +18,14 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, Query, Request, State, rejection::QueryRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::{self, Next},
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    http::{HeaderValue, StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use crate::{
@@ -35,6 +35,10 @@ use crate::{
     routing::{FieldError, validate_responder},
     store::{DeadLetter, SOURCE_ADMIN},
 };
+
+mod auth;
+
+use auth::{FailedLogins, require_admin_token};
 
 /// A responder body is a few hundred bytes; anything near this is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,6 +52,8 @@ pub struct AdminState {
     known_platforms: Arc<[String]>,
     /// Makes the running worker look at its queues (after a dead letter was retried).
     wake: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Wrong tokens per address, and the addresses locked out for them.
+    failed_logins: Arc<FailedLogins>,
 }
 
 /// The admin API was configured without a token. Serving it would hand every transcript and
@@ -77,6 +83,7 @@ impl AdminState {
             changed,
             known_platforms: known_platforms.into(),
             wake: None,
+            failed_logins: Arc::new(FailedLogins::new(false)),
         })
     }
 
@@ -84,6 +91,13 @@ impl AdminState {
     /// once (the service passes `Bridge::wake`); without it, at the worker's next look.
     pub fn with_wake(mut self, wake: impl Fn() + Send + Sync + 'static) -> Self {
         self.wake = Some(Arc::new(wake));
+        self
+    }
+
+    /// Behind a reverse proxy: the last `X-Forwarded-For` hop, not the peer, is the address
+    /// whose wrong tokens are counted (otherwise one guesser would lock out every operator).
+    pub fn with_trusted_forwarded_for(mut self, trust: bool) -> Self {
+        self.failed_logins = Arc::new(FailedLogins::new(trust));
         self
     }
 
@@ -195,34 +209,6 @@ pub fn router(state: AdminState) -> Router {
             response
         }))
         .with_state(state)
-}
-
-/// `Authorization: Bearer <admin token>`, compared in constant time so the token cannot be
-/// guessed byte by byte from response timings. The answers say nothing about why a token
-/// failed.
-async fn require_admin_token(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if bool::from(token.as_bytes().ct_eq(state.token.as_bytes())) => {
-            next.run(request).await
-        }
-        Some(_) => AdminError::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", "Invalid admin token")
-            .into_response(),
-        None => AdminError::new(
-            StatusCode::UNAUTHORIZED,
-            "M_MISSING_TOKEN",
-            "Missing admin token",
-        )
-        .into_response(),
-    }
 }
 
 // ---- request bodies ---------------------------------------------------------------------

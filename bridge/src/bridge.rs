@@ -46,6 +46,7 @@ mod pacing;
 mod relay;
 mod revisions;
 mod room_posts;
+mod service_levels;
 mod sink;
 mod typing;
 mod worker;
@@ -690,6 +691,7 @@ impl EventSink for Bridge {
         txn_id: &str,
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), SinkError> {
+        let started = std::time::Instant::now();
         let bot = self.client.bot().as_str();
         let indexed: Vec<(String, String, &str)> = events
             .iter()
@@ -710,11 +712,16 @@ impl EventSink for Bridge {
                 event_json: json,
             })
             .collect();
-        let new = self
-            .store
-            .record_events(txn_id, &rows)
-            .await
-            .map_err(|e| SinkError(Box::new(e)))?;
+        let new = match self.store.record_events(txn_id, &rows).await {
+            Ok(new) => new,
+            Err(e) => {
+                crate::metrics::transaction(false, events.len(), 0, started.elapsed());
+                return Err(SinkError(Box::new(e)));
+            }
+        };
+        // Duplicates counted against what was indexed: a relayed echo skipped above is
+        // neither new nor a duplicate.
+        crate::metrics::transaction(true, rows.len(), new as usize, started.elapsed());
         if new > 0
             && let Some(me) = self.lanes_running()
         {

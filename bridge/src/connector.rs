@@ -541,6 +541,18 @@ pub enum ConnectorError {
     FileTooLarge(String),
 }
 
+impl ConnectorError {
+    /// The kind, as a metric's label: `retry_later`, `never`, `rate_limited`, `file_too_large`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorError::Transient(_) => "retry_later",
+            ConnectorError::Permanent(_) => "never",
+            ConnectorError::RetryAfter(_) => "rate_limited",
+            ConnectorError::FileTooLarge(_) => "file_too_large",
+        }
+    }
+}
+
 /// One platform's way to reach responders.
 ///
 /// Every method that sends something sends at most one message (or one edit of one) to one

@@ -12,6 +12,7 @@ pub mod conversation;
 pub mod format;
 pub mod health;
 pub mod media_links;
+pub mod metrics;
 pub mod responder;
 pub mod routing;
 pub mod store;

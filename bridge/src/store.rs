@@ -33,7 +33,11 @@ mod revisions;
 mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 pub use room_posts::RoomPostRow;
+mod service_levels;
+pub use service_levels::{Milestone, ReplyContext};
 mod sessions;
+mod stats;
+pub use stats::{OutboxDepth, StoreGauges};
 
 /// Errors from the store. Never shown to visitors as-is.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,8 @@ pub struct InboxEvent {
     pub event_id: String,
     pub room_id: String,
     pub event_json: String,
+    /// When it was recorded (unix ms): how long it waited is a metric.
+    pub received_at: i64,
 }
 
 /// An event to record: the parts the store indexes plus the raw JSON.
@@ -284,7 +290,7 @@ impl Store {
     /// The oldest unprocessed events, in the order they arrived.
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_id, room_id, event_json FROM inbox
+            "SELECT seq, event_id, room_id, event_json, received_at FROM inbox
              WHERE processed_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -980,6 +986,7 @@ pub(crate) fn inbox_event(r: &AnyRow) -> Result<InboxEvent, StoreError> {
         event_id: r.try_get("event_id")?,
         room_id: r.try_get("room_id")?,
         event_json: r.try_get("event_json")?,
+        received_at: r.try_get("received_at")?,
     })
 }
 

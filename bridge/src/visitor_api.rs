@@ -312,6 +312,7 @@ async fn post_visitor(
     let client = client_address(&headers, peer, config.limits.trust_forwarded_for);
     if let Err(not_until) = check_keyed(&state.account_limiter, &client) {
         return Err(too_many(
+            "visitor",
             not_until,
             "Too many new chats from your address. Please wait a moment.",
         ));
@@ -321,6 +322,7 @@ async fn post_visitor(
     {
         tracing::warn!("the hourly ceiling of visitor accounts was reached");
         return Err(too_many(
+            "visitor",
             not_until,
             "The chat is very busy right now. Please try again in a few minutes.",
         ));
@@ -432,9 +434,11 @@ where
 }
 
 pub(crate) fn too_many(
+    api: &'static str,
     not_until: governor::NotUntil<<governor::clock::DefaultClock as Clock>::Instant>,
     message: &str,
 ) -> ApiError {
+    crate::metrics::rate_limited(api);
     let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
     let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", message);
     e.retry_after = Some(wait.max(Duration::from_millis(1)));
@@ -537,6 +541,7 @@ async fn post_conversation(
     );
     if let Err(not_until) = check_keyed(&state.limiter, &client) {
         return Err(too_many(
+            "visitor",
             not_until,
             "Too many new conversations from your address. Please wait a moment.",
         ));

@@ -263,8 +263,13 @@ async fn own_room(state: &ProxyState, visitor: &UserId, room: &str) -> Result<()
 }
 
 fn check_write_rate(state: &ProxyState, visitor: &OwnedUserId) -> Result<(), ApiError> {
-    crate::visitor_api::check_keyed(&state.write_limiter, visitor)
-        .map_err(|not_until| too_many(not_until, "You are sending too fast. Please wait a moment."))
+    crate::visitor_api::check_keyed(&state.write_limiter, visitor).map_err(|not_until| {
+        too_many(
+            "proxy",
+            not_until,
+            "You are sending too fast. Please wait a moment.",
+        )
+    })
 }
 
 fn query_pairs(raw: Option<&str>) -> impl Iterator<Item = (String, String)> + '_ {

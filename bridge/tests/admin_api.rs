@@ -4,6 +4,7 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -14,6 +15,7 @@ use std::{
 use axum::{
     Router,
     body::Body,
+    extract::ConnectInfo,
     http::{Method, Request, StatusCode, header},
 };
 use serde_json::{Value, json};
@@ -82,7 +84,24 @@ impl Admin {
         uri: &str,
         body: Option<String>,
     ) -> (StatusCode, Value) {
+        let (status, _, json) = self.call_from(None, authorization, method, uri, body).await;
+        (status, json)
+    }
+
+    /// Like `call_as`, as if from `peer` (wrong tokens are counted per address); answers the
+    /// headers too.
+    async fn call_from(
+        &self,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+        method: Method,
+        uri: &str,
+        body: Option<String>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(uri);
+        if let Some(peer) = peer {
+            request = request.extension(ConnectInfo(peer));
+        }
         if let Some(auth) = authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
@@ -100,6 +119,7 @@ impl Admin {
             .await
             .expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .expect("body");
@@ -108,7 +128,7 @@ impl Admin {
         } else {
             serde_json::from_slice(&bytes).expect("the admin API answers JSON")
         };
-        (status, json)
+        (status, headers, json)
     }
 
     /// Whether `changed` was notified since the last look (consumes the notification).
@@ -175,7 +195,10 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         (Method::POST, "/admin/v1/dead-letters/1/retry"),
     ];
     let body = || Some(json!({"display_name": "Mallory", "status": "offline"}).to_string());
-    for (method, uri) in routes {
+    for (i, (method, uri)) in routes.into_iter().enumerate() {
+        // Each route's wrong tokens from an address of their own: the lock-out after five
+        // from one address is tested below.
+        let peer = SocketAddr::from(([192, 0, 2, i as u8 + 1], 40000));
         for missing in [None, Some("Basic YWRtaW46YWRtaW4="), Some(TOKEN)] {
             let (status, json) = admin.call_as(missing, method.clone(), uri, body()).await;
             assert_eq!(
@@ -190,8 +213,8 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
             "Bearer admin-secret-token2",
             "Bearer admin-secret-toke",
         ] {
-            let (status, json) = admin
-                .call_as(Some(wrong), method.clone(), uri, body())
+            let (status, _, json) = admin
+                .call_from(Some(peer), Some(wrong), method.clone(), uri, body())
                 .await;
             assert_eq!(
                 (status, json["errcode"].as_str()),
@@ -209,6 +232,56 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
     );
     assert!(!admin.was_notified().await);
     assert_eq!(admin.woken.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_address_presenting_wrong_tokens_is_locked_out_whatever_it_sends_next()
+-> anyhow::Result<()> {
+    let admin = admin().await?;
+    let guesser = SocketAddr::from(([198, 51, 100, 7], 50000));
+    let operator = SocketAddr::from(([198, 51, 100, 8], 50000));
+    let list = |peer, token: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .call_from(
+                    Some(peer),
+                    Some(token),
+                    Method::GET,
+                    "/admin/v1/responders",
+                    None,
+                )
+                .await
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(list(guesser, "Bearer guess").await.0, StatusCode::FORBIDDEN);
+    }
+    let (status, headers, json) = list(guesser, "Bearer guess").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json["errcode"], "M_LIMIT_EXCEEDED");
+    let after: u64 = headers[header::RETRY_AFTER].to_str()?.parse()?;
+    assert!((1..=12).contains(&after), "Retry-After {after}");
+    // Locked out: even the right token is refused from there, so a guess that happens to be
+    // right is not told apart from the wrong ones.
+    let right = "Bearer admin-secret-token";
+    assert_eq!(list(guesser, right).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(list(operator, right).await.0, StatusCode::OK);
+    // A missing token is a client set up wrong, not a guess: it never locks anyone out.
+    for _ in 0..10 {
+        let (status, _, _) = admin
+            .call_from(
+                Some(operator),
+                None,
+                Method::GET,
+                "/admin/v1/responders",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(list(operator, right).await.0, StatusCode::OK);
     Ok(())
 }
 

@@ -686,6 +686,29 @@ pub async fn push_transaction(
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// A loopback TCP port free now, from below the kernel's ephemeral range: one handed out by
+/// binding port 0 can, once released, become the local end of any outgoing connection before
+/// the process under test binds it (`scripts/free_ports.py` says the same for the slots).
+pub fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_low.saturating_sub(10_000).max(1);
+    let start = (std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos() as u64)
+        % u64::from(span);
+    for i in 0..u64::from(span) {
+        let port = 10_000 + ((start + i) % u64::from(span)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port below {ephemeral_low}")
+}
+
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -96,6 +96,10 @@ impl Bridge {
             return Ok(Some(0));
         }
         self.store.record_visitor_batch(batch).await?;
+        let now = self.now_ms();
+        for event in &events[..n] {
+            crate::metrics::event_handled("homeserver", now - event.received_at, false);
+        }
         for (a, _) in &holders {
             self.want_delivery(&a.platform, &a.address);
         }

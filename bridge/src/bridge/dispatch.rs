@@ -12,7 +12,7 @@ use crate::{
     conversation::{Conversation, ConversationState, SenderRole},
     responder::{Contact, Responder, ResponderStatus},
     routing::{self, Candidate, RouteRequest},
-    store::{OfferRow, StoreError},
+    store::{Milestone, OfferRow, StoreError},
 };
 
 impl Bridge {
@@ -307,6 +307,9 @@ impl Bridge {
                         .await?;
                 }
                 tracing::info!(responder = %offer.responder_id, platform = platform.as_str(), "conversation offered");
+                crate::metrics::offer(platform.as_str(), "sent");
+                self.milestone(&conversation, Milestone::FirstOffer, platform.as_str())
+                    .await?;
             }
             Err(e) => {
                 tracing::warn!(responder = %offer.responder_id, platform = platform.as_str(), error = %e, "offer failed");
@@ -328,6 +331,7 @@ impl Bridge {
             .transition_offer(offer.id, "open", "failed")
             .await?
         {
+            crate::metrics::offer(&offer.platform, "failed");
             self.route(conversation).await?;
         }
         Ok(())
@@ -499,6 +503,7 @@ impl Bridge {
                 continue;
             }
             expired = true;
+            crate::metrics::offer(&offer.platform, "expired");
             span.in_scope(|| tracing::info!(responder = %offer.responder_id, "offer not answered in time; withdrawn"));
             if let Err(e) = self
                 .close_offer_on(&offer, "This offer expired.")

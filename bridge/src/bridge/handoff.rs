@@ -79,6 +79,7 @@ impl Bridge {
             (false, None) => format!("transfer to the topic {target} requested"),
         };
         tracing::info!(room_id = %room, responder = %assignment.responder_id, %why, "conversation handed over");
+        crate::metrics::handoff(forced);
         self.store
             .finish_assignment(room, &assignment.responder_id, "transferred", &why)
             .await?;

@@ -430,7 +430,8 @@ impl Bridge {
             if let Err(at) = self.paced_slot(platform, &row.address, &caps).await {
                 return Ok(RowOutcome::Later(at));
             }
-            match self
+            let call = std::time::Instant::now();
+            let result = self
                 .deliver_one(
                     connector.as_ref(),
                     &delivery,
@@ -438,8 +439,11 @@ impl Bridge {
                     &parts[sent],
                     &row.address,
                 )
-                .await
-            {
+                .await;
+            if result.is_ok() {
+                crate::metrics::delivery_time(&row.platform, call.elapsed());
+            }
+            match result {
                 Ok(PartSent::Message(message_id)) => {
                     let last = sent + 1 == parts.len();
                     self.store
@@ -454,6 +458,7 @@ impl Bridge {
                     sent += 1;
                     if last {
                         tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+                        crate::metrics::delivery(&row.platform, "sent", "none");
                         return Ok(RowOutcome::Delivered);
                     }
                 }
@@ -500,6 +505,7 @@ impl Bridge {
         let Some(e) = failure else {
             self.store.outbox_done(row.seq).await?;
             tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
+            crate::metrics::delivery(&row.platform, "sent", "none");
             return Ok(RowOutcome::Delivered);
         };
         self.row_failed(row, platform, &caps, e, sent, true).await
@@ -569,7 +575,10 @@ impl Bridge {
         } else {
             row.attempts
         };
-        match retry_delay(&e, attempts, caps.unreachable_hands_over) {
+        let delay = retry_delay(&e, attempts, caps.unreachable_hands_over);
+        let outcome = if delay.is_some() { "retry" } else { "failed" };
+        crate::metrics::delivery(&row.platform, outcome, e.kind());
+        match delay {
             Some(wait) => {
                 tracing::warn!(error = %e, part = sent, wait_ms = wait.as_millis() as u64, "delivery failed; will retry");
                 let at = self.now_ms() + wait.as_millis() as i64;

@@ -13,7 +13,7 @@ use crate::{
     connector::{Connector, ConnectorError, MediaRef, Platform, RemoteEvent},
     conversation::{ConversationState, SenderRole},
     responder::ResponderStatus,
-    store::{AssignmentRow, OfferRow, StoreError},
+    store::{AssignmentRow, Milestone, OfferRow, StoreError},
 };
 
 impl Bridge {
@@ -215,6 +215,8 @@ impl Bridge {
                 let Some(assignment) = self.assignment_of(&room, platform, &address).await? else {
                     return Ok(());
                 };
+                // Read before the reply is recorded: what it answers, for the service levels.
+                let answers = self.store.reply_context(&room).await?;
                 let (txn, op) = RoomPost::from_remote(
                     assignment.ghost_user_id,
                     (platform, &address, &message_id),
@@ -222,7 +224,11 @@ impl Bridge {
                     formatted_body,
                     file,
                 );
-                self.post(&room, &txn, op).await
+                self.post(&room, &txn, op).await?;
+                match answers {
+                    Some(answers) => self.replied(&room, platform, answers).await,
+                    None => Ok(()),
+                }
             }
             RemoteEvent::Edit {
                 address,
@@ -391,6 +397,7 @@ impl Bridge {
         {
             return Ok(());
         }
+        crate::metrics::offer(&offer.platform, "declined");
         for o in self.store.offers_for_room(&offer.room_id).await? {
             if o.responder_id != offer.responder_id
                 || (o.id != offer.id
@@ -680,9 +687,12 @@ impl Bridge {
         self.store
             .transition_offer(offer_id, "open", "accepted")
             .await?;
+        crate::metrics::offer(platform, "accepted");
         let Some(conversation) = self.store.conversation(&offer.room_id).await? else {
             return Ok(());
         };
+        self.milestone(&conversation, Milestone::Accepted, platform)
+            .await?;
         // What visitors see: the pseudonym, else the name the responder shows on their platform.
         let name = self
             .store

@@ -469,8 +469,18 @@ impl Bridge {
             Handled::StoreDown(_) => Ok(()),
         };
         match marked {
-            Ok(()) => outcome,
+            Ok(()) => {
+                self.event_metrics("homeserver", event.received_at, &outcome);
+                outcome
+            }
             Err(e) => Handled::StoreDown(e),
+        }
+    }
+
+    fn event_metrics(&self, source: &'static str, received_at: i64, outcome: &Handled) {
+        if !matches!(outcome, Handled::StoreDown(_)) {
+            let set_aside = matches!(outcome, Handled::SetAside(_));
+            crate::metrics::event_handled(source, self.now_ms() - received_at, set_aside);
         }
     }
 
@@ -504,7 +514,10 @@ impl Bridge {
             Handled::StoreDown(_) => Ok(()),
         };
         match marked {
-            Ok(()) => outcome,
+            Ok(()) => {
+                self.event_metrics("platform", event.received_at, &outcome);
+                outcome
+            }
             Err(e) => Handled::StoreDown(e),
         }
     }
@@ -560,8 +573,12 @@ impl Bridge {
             .set_aside(source, seq, room, reason, attempts)
             .await
         {
+            Ok(_) => {
+                crate::metrics::dead_lettered(source.as_str());
+                Ok(())
+            }
             // Already gone (handled meanwhile, or retention): nothing left to set aside.
-            Ok(_) | Err(StoreError::NoSuchRow { .. }) => Ok(()),
+            Err(StoreError::NoSuchRow { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

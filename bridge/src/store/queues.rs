@@ -213,7 +213,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, event_id, room_id, event_json FROM inbox
+            "SELECT seq, event_id, room_id, event_json, received_at FROM inbox
              WHERE room_id = $1 AND processed_at IS NULL ORDER BY seq LIMIT $2",
         )
         .bind(room_id)
@@ -230,7 +230,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RemoteInboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, platform, event_json FROM remote_inbox
+            "SELECT seq, platform, event_json, received_at FROM remote_inbox
              WHERE processed_at IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)

@@ -11,6 +11,8 @@ pub struct RemoteInboxEvent {
     pub seq: i64,
     pub platform: String,
     pub event_json: String,
+    /// When it was recorded (unix ms): how long it waited is a metric.
+    pub received_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,7 +188,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RemoteInboxEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, platform, event_json FROM remote_inbox
+            "SELECT seq, platform, event_json, received_at FROM remote_inbox
              WHERE processed_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -819,6 +821,7 @@ pub(super) fn remote_inbox_event(r: &sqlx::any::AnyRow) -> Result<RemoteInboxEve
         seq: r.try_get("seq")?,
         platform: r.try_get("platform")?,
         event_json: r.try_get("event_json")?,
+        received_at: r.try_get("received_at")?,
     })
 }
 
