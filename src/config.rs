@@ -299,6 +299,14 @@ impl Config {
         Ok(enabled)
     }
 
+    /// Each topic's first-reply target, for the service-level report.
+    pub fn first_reply_targets(&self) -> std::collections::BTreeMap<String, u64> {
+        self.topics
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), t.first_reply_target_secs?)))
+            .collect()
+    }
+
     /// `[web] allowed_origins`, checked.
     pub fn allowed_origins(&self) -> anyhow::Result<AllowedOrigins> {
         AllowedOrigins::parse(&self.web.allowed_origins)

@@ -87,6 +87,9 @@ enum Command {
     Conversations(admin_cli::ConversationsCommand),
     /// List work set aside because it never succeeded, and retry it.
     DeadLetters(admin_cli::DeadLettersCommand),
+    /// How long visitors waited for a first reply, per topic and platform, against each
+    /// topic's target.
+    ServiceLevels(admin_cli::ServiceLevelsCommand),
     /// Run the service.
     Run {
         #[command(flatten)]
@@ -200,6 +203,13 @@ fn main() -> anyhow::Result<()> {
             let config = cmd.config.load()?;
             with_store(&config, |store| async move {
                 admin_cli::run_dead_letters(cmd, &store).await
+            })
+        }
+        Command::ServiceLevels(cmd) => {
+            let config = cmd.config.load()?;
+            let targets = config.first_reply_targets();
+            with_store(&config, |store| async move {
+                admin_cli::run_service_levels(cmd, &store, &targets).await
             })
         }
         Command::Run { config } => {
@@ -372,6 +382,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("admin.token: {e}"))?
         .with_trusted_forwarded_for(config.visitors.trust_forwarded_for)
+        .with_service_level_targets(config.first_reply_targets())
         .with_wake({
             let bridge = bridge.clone();
             move || bridge.wake()
@@ -572,18 +583,20 @@ mod tests {
             Command::Responders(cmd) => Some(&cmd.config.path),
             Command::Conversations(cmd) => Some(&cmd.config.path),
             Command::DeadLetters(cmd) => Some(&cmd.config.path),
+            Command::ServiceLevels(cmd) => Some(&cmd.config.path),
         }
     }
 
     #[test]
     fn every_command_that_reads_the_configuration_takes_config_the_same_way() {
         Cli::command().debug_assert();
-        let commands: [&[&str]; 6] = [
+        let commands: [&[&str]; 7] = [
             &["run"],
             &["link-code", "--responder", "alex"],
             &["responders", "list"],
             &["conversations", "list"],
             &["dead-letters", "list"],
+            &["service-levels"],
             // Before the subcommand's own subcommand, too.
             &["responders", "-c", "x.toml", "list"],
         ];

@@ -331,3 +331,102 @@ fn link_code_needs_a_platform_and_names_the_ones_it_knows() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[test]
+fn service_levels_report_first_reply_waits_against_the_topics_target() -> anyhow::Result<()> {
+    use switchboard_bridge::{
+        Store,
+        conversation::{Conversation, ConversationState},
+        store::Milestone,
+    };
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
+             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [database]\nurl = \"{db}\"\n\n\
+             [[topics]]\nid = \"support\"\nname = \"Support\"\nfirst_reply_target_secs = 300\n"
+        ),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let store = Store::connect(&db).await?;
+        // Answered after 2 and after 9 minutes; one more started a day ago, unanswered.
+        for (room, started, reply) in [
+            ("!a:example.org", now - 3_600_000, Some(120_000)),
+            ("!b:example.org", now - 3_000_000, Some(540_000)),
+            ("!c:example.org", now - 86_400_000, None),
+        ] {
+            store
+                .insert_conversation(&Conversation {
+                    room_id: room.into(),
+                    topic: "support".into(),
+                    visitor_user_id: "@v:example.org".into(),
+                    visitor_alias: "Visitor 0001".into(),
+                    state: ConversationState::Queued,
+                    created_at: started,
+                    language: None,
+                })
+                .await?;
+            if let Some(after) = reply {
+                store
+                    .reach_milestone(room, Milestone::Accepted, started + 1_000, "telegram")
+                    .await?;
+                store
+                    .reach_milestone(room, Milestone::FirstReply, started + after, "telegram")
+                    .await?;
+            }
+        }
+        store.close().await;
+        anyhow::Ok(())
+    })?;
+    let config = config.to_str().context("a UTF-8 path")?;
+    let out = switchboard(&["service-levels", "--config", config, "--json"])?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let levels = report["levels"].as_array().context("levels")?;
+    let telegram = levels
+        .iter()
+        .find(|l| l["platform"] == "telegram")
+        .context("a telegram row")?;
+    assert_eq!(telegram["topic"], "support");
+    assert_eq!(telegram["target_secs"], 300);
+    assert_eq!(
+        (telegram["met"].as_u64(), telegram["missed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(telegram["met_share"], 0.5);
+    assert_eq!(telegram["median_wait_secs"], 120.0);
+    assert_eq!(telegram["p90_wait_secs"], 540.0);
+    let nobody = levels
+        .iter()
+        .find(|l| l["platform"] == "none")
+        .context("the unanswered one")?;
+    assert_eq!(nobody["missed"], 1);
+
+    let text = String::from_utf8(switchboard(&["service-levels", "--config", config])?.stdout)?;
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("support") && l.contains("telegram"))
+        .with_context(|| format!("no support/telegram row in:\n{text}"))?;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "support", "telegram", "300", "s", "2", "2", "50%", "0", "120", "s", "540", "s"
+        ]
+    );
+
+    let bad = Command::new(BIN)
+        .args(["service-levels", "--config", config, "--from", "last week"])
+        .output()?;
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--from") && err.contains("RFC 3339"), "{err}");
+    Ok(())
+}

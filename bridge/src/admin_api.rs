@@ -37,8 +37,10 @@ use crate::{
 };
 
 mod auth;
+mod service_levels;
 
 use auth::{FailedLogins, require_admin_token};
+pub use service_levels::levels as service_levels;
 
 /// A responder body is a few hundred bytes; anything near this is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -54,6 +56,8 @@ pub struct AdminState {
     wake: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Wrong tokens per address, and the addresses locked out for them.
     failed_logins: Arc<FailedLogins>,
+    /// The topics' first-reply targets, for the service-level report.
+    targets: Arc<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The admin API was configured without a token. Serving it would hand every transcript and
@@ -84,6 +88,7 @@ impl AdminState {
             known_platforms: known_platforms.into(),
             wake: None,
             failed_logins: Arc::new(FailedLogins::new(false)),
+            targets: Arc::default(),
         })
     }
 
@@ -98,6 +103,16 @@ impl AdminState {
     /// whose wrong tokens are counted (otherwise one guesser would lock out every operator).
     pub fn with_trusted_forwarded_for(mut self, trust: bool) -> Self {
         self.failed_logins = Arc::new(FailedLogins::new(trust));
+        self
+    }
+
+    /// The topics' first-reply targets (`first_reply_target_secs`), which the service-level
+    /// report measures against.
+    pub fn with_service_level_targets(
+        mut self,
+        targets: std::collections::BTreeMap<String, u64>,
+    ) -> Self {
+        self.targets = Arc::new(targets);
         self
     }
 
@@ -193,6 +208,10 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/admin/v1/conversations/{room_id}/initiator-block",
             post(block_initiator_route).delete(unblock_initiator_route),
+        )
+        .route(
+            "/admin/v1/service-levels",
+            get(service_levels::get_service_levels),
         )
         .route("/admin/v1/dead-letters", get(list_dead_letters))
         .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))

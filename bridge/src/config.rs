@@ -27,6 +27,11 @@ pub struct TopicConfig {
     /// How long a responder may stay silent while the visitor waits for an answer before the
     /// conversation is handed to someone else. Unset: no limit.
     pub idle_limit_secs: Option<u64>,
+    /// The first-reply time promised for this topic: the service-level report
+    /// (`switchboard service-levels`, `GET /admin/v1/service-levels`) says what share of its
+    /// conversations met it, counting only the answering responder's working hours. Unset:
+    /// the report gives the waits without a share.
+    pub first_reply_target_secs: Option<u64>,
 }
 
 impl TopicConfig {

@@ -15,6 +15,7 @@ pub mod media_links;
 pub mod metrics;
 pub mod responder;
 pub mod routing;
+pub mod service_levels;
 pub mod store;
 pub mod visitor_account;
 pub mod visitor_api;

@@ -10,11 +10,16 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::responder::{Responder, ResponderStatus};
+
+mod hours;
+
+pub use hours::{HoursError, in_working_hours, working_time_between};
+use hours::{parse_interval, parse_weekday};
 
 /// How a topic's conversations are offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -87,17 +92,6 @@ pub struct RouteRequest<'a> {
     pub exclude: &'a [String],
 }
 
-/// Why working hours could not be evaluated. [`validate_responder`] rejects every such case, so
-/// these only occur for data that bypassed validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HoursError {
-    #[error("unknown time zone {0:?}")]
-    TimeZone(String),
-    /// A malformed interval, or a key that is not a weekday (`mon` … `sun`).
-    #[error("bad interval {0:?}")]
-    Interval(String),
-}
-
 /// Whether a responder's topic `pattern` covers `topic`.
 ///
 /// `*` covers everything; `billing/*` covers `billing` itself and any subtopic at any depth
@@ -137,46 +131,6 @@ pub fn speaks(responder: &Responder, language: Option<&str>) -> bool {
 /// The primary language subtag: `en` in `en-GB` (or in the POSIX-style `en_GB`).
 pub(crate) fn primary_subtag(tag: &str) -> &str {
     tag.split(['-', '_']).next().unwrap_or(tag).trim()
-}
-
-/// Whether `now` falls within `responder`'s weekly working hours.
-///
-/// Hours are read in the responder's own time zone: `now` is converted to local wall-clock
-/// time first, so daylight-saving changes need no special handling (on the day clocks spring
-/// forward, `01:00-04:00` lasts two real hours). An interval whose end is not after its start
-/// runs past midnight into the next day: `"fri": ["22:00-02:00"]` covers Saturday 01:00 local.
-/// An empty hours map means "any time" (and the time zone is then not consulted).
-///
-/// Every entry is parsed on every call, so a malformed entry is reported whatever the time.
-pub fn in_working_hours(responder: &Responder, now: DateTime<Utc>) -> Result<bool, HoursError> {
-    if responder.hours.is_empty() {
-        return Ok(true);
-    }
-    let tz: Tz = responder
-        .timezone
-        .parse()
-        .map_err(|_| HoursError::TimeZone(responder.timezone.clone()))?;
-    let local = now.with_timezone(&tz);
-    let today = local.weekday();
-    let yesterday = today.pred();
-    let second = local.num_seconds_from_midnight();
-
-    let mut inside = false;
-    for (day, intervals) in &responder.hours {
-        let day = parse_weekday(day).ok_or_else(|| HoursError::Interval(day.clone()))?;
-        for interval in intervals {
-            let (start, end) =
-                parse_interval(interval).ok_or_else(|| HoursError::Interval(interval.clone()))?;
-            let (start, end) = (start * 60, end * 60);
-            inside |= if start < end {
-                day == today && start <= second && second < end
-            } else {
-                // Crosses midnight: from `start` on `day` until `end` on the following day.
-                (day == today && start <= second) || (day == yesterday && second < end)
-            };
-        }
-    }
-    Ok(inside)
 }
 
 /// Whether the responder in `c` may be offered the conversation in `req` now, and if not,
@@ -448,45 +402,6 @@ fn valid_language(tag: &str) -> bool {
         && primary.bytes().all(|b| b.is_ascii_alphabetic())
         && subtags
             .all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
-
-fn parse_weekday(day: &str) -> Option<Weekday> {
-    Some(match day {
-        "mon" => Weekday::Mon,
-        "tue" => Weekday::Tue,
-        "wed" => Weekday::Wed,
-        "thu" => Weekday::Thu,
-        "fri" => Weekday::Fri,
-        "sat" => Weekday::Sat,
-        "sun" => Weekday::Sun,
-        _ => return None,
-    })
-}
-
-/// `"HH:MM-HH:MM"` → (start, end) in minutes since midnight. The start is before 24:00; the
-/// end may be 24:00 (1440). Start == end is returned as is: validation rejects it, while
-/// [`in_working_hours`] reads it as a full 24 hours running into the next day.
-fn parse_interval(interval: &str) -> Option<(u32, u32)> {
-    let (start, end) = interval.split_once('-')?;
-    let start = parse_time(start).filter(|&m| m < 24 * 60)?;
-    let end = parse_time(end)?;
-    Some((start, end))
-}
-
-/// `"HH:MM"` (exactly two digits each) → minutes since midnight, `00:00` to `24:00`.
-fn parse_time(time: &str) -> Option<u32> {
-    let bytes = time.as_bytes();
-    if bytes.len() != 5 || bytes[2] != b':' {
-        return None;
-    }
-    let digits = |s: &[u8]| -> Option<u32> {
-        s.iter().try_fold(0, |n, &b| {
-            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
-        })
-    };
-    let (hours, minutes) = (digits(&bytes[..2])?, digits(&bytes[3..])?);
-    let valid = (hours < 24 && minutes < 60) || (hours == 24 && minutes == 0);
-    valid.then_some(hours * 60 + minutes)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 pub use room_posts::RoomPostRow;
 mod service_levels;
-pub use service_levels::{Milestone, ReplyContext};
+pub use service_levels::{LevelInput, Milestone, ReplyContext};
 mod sessions;
 mod stats;
 pub use stats::{OutboxDepth, StoreGauges};

@@ -654,6 +654,7 @@ mod tests {
                     offer_timeout_secs: 120,
                     first_reply_timeout_secs: None,
                     idle_limit_secs: None,
+                    first_reply_target_secs: None,
                 }],
                 responders: vec![],
                 limits,

@@ -24,7 +24,10 @@ use switchboard_bridge::{
     admin_api::{self, AdminState},
     conversation::{Conversation, ConversationState, Message, SenderRole},
     responder::{Contact, Responder, ResponderStatus},
-    store::{AssignmentRow, DeadLetterSource, Engine, NewInboxEvent, SOURCE_ADMIN, SOURCE_CONFIG},
+    store::{
+        AssignmentRow, DeadLetterSource, Engine, Milestone, NewInboxEvent, SOURCE_ADMIN,
+        SOURCE_CONFIG,
+    },
 };
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -193,6 +196,7 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         ),
         (Method::GET, "/admin/v1/dead-letters"),
         (Method::POST, "/admin/v1/dead-letters/1/retry"),
+        (Method::GET, "/admin/v1/service-levels"),
     ];
     let body = || Some(json!({"display_name": "Mallory", "status": "offline"}).to_string());
     for (i, (method, uri)) in routes.into_iter().enumerate() {
@@ -1157,5 +1161,60 @@ async fn dead_letters_are_listed_newest_first_and_a_retry_puts_the_work_back_and
         .call(Method::GET, "/admin/v1/dead-letters", None)
         .await;
     assert_eq!(json["dead_letters"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn service_levels_are_reported_per_topic_and_platform_over_a_window() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    let now = admin.store.clock().now_ms();
+    let mut c = conversation("!sl:x", "@v:x", ConversationState::Active);
+    c.created_at = now - 600_000;
+    admin.store.insert_conversation(&c).await?;
+    admin
+        .store
+        .reach_milestone("!sl:x", Milestone::Accepted, now - 590_000, "telegram")
+        .await?;
+    admin
+        .store
+        .reach_milestone("!sl:x", Milestone::FirstReply, now - 540_000, "telegram")
+        .await?;
+    let (status, body) = admin
+        .call(Method::GET, "/admin/v1/service-levels", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let levels = body["levels"].as_array().expect("levels");
+    assert_eq!(levels.len(), 1, "{body}");
+    assert_eq!(levels[0]["platform"], "telegram");
+    assert_eq!(levels[0]["answered"], 1);
+    assert_eq!(levels[0]["median_wait_secs"], 60.0);
+    // Without a target for the topic: waits, no share.
+    assert_eq!(levels[0]["met_share"], Value::Null);
+    // A window that ends before it started holds nothing.
+    let (status, body) = admin
+        .call(
+            Method::GET,
+            "/admin/v1/service-levels?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["levels"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    for (query, field) in [
+        ("from=yesterday", "from"),
+        ("to=2020-13-01T00:00:00Z", "to"),
+    ] {
+        let (status, body) = admin
+            .call(
+                Method::GET,
+                &format!("/admin/v1/service-levels?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(body["field"], field, "{body}");
+    }
     Ok(())
 }

@@ -10,9 +10,9 @@ use switchboard_bridge::{
     clock::ManualClock,
     conversation::{Conversation, ConversationState, Message, SenderRole},
     store::{
-        AssignmentRow, DeadLetterSource, Engine, InitiatorRow, LINK_CODE_TTL_MS, Milestone,
-        NewDelivery, NewInboxEvent, OfferRow, OutboxDepth, OutboxRow, ReplyContext, StoreGauges,
-        VisitorBatch,
+        AssignmentRow, DeadLetterSource, Engine, InitiatorRow, LINK_CODE_TTL_MS, LevelInput,
+        Milestone, NewDelivery, NewInboxEvent, OfferRow, OutboxDepth, OutboxRow, ReplyContext,
+        StoreGauges, VisitorBatch,
     },
 };
 
@@ -1501,6 +1501,41 @@ async fn milestones_are_reached_once_and_the_gauges_count(store: &Store) -> anyh
             .await?,
         None
     );
+    // What the service-level report reads: both conversations, the first one answered.
+    store
+        .upsert_assignment(&AssignmentRow {
+            room_id: room.into(),
+            responder_id: "ann".into(),
+            platform: "telegram".into(),
+            address: "1".into(),
+            ghost_user_id: "@_sb_ann:x".into(),
+            state: "active".into(),
+        })
+        .await?;
+    let inputs = store.level_inputs(0, 10_000).await?;
+    assert_eq!(
+        inputs,
+        [
+            LevelInput {
+                topic: "support".into(),
+                platform: Some("telegram".into()),
+                responder_id: Some("ann".into()),
+                created_at: 1_000,
+                first_reply_at: Some(5_000),
+                closed_at: None,
+            },
+            LevelInput {
+                topic: "support".into(),
+                platform: None,
+                responder_id: None,
+                created_at: 2_000,
+                first_reply_at: None,
+                closed_at: None,
+            }
+        ]
+    );
+    assert_eq!(store.level_inputs(1_500, 10_000).await?.len(), 1);
+
     // What a reply answers: the visitor's oldest message since the responder last wrote.
     let at = |event: &str, seq, role, ts| {
         let mut m = message(event, room, seq, role, "text");

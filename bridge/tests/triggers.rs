@@ -420,6 +420,7 @@ fn topic(id: &str, limits: &Limits) -> TopicConfig {
         offer_timeout_secs: limits.offer_timeout_secs,
         first_reply_timeout_secs: limits.first_reply_timeout_secs,
         idle_limit_secs: limits.idle_limit_secs,
+        first_reply_target_secs: None,
     }
 }
 

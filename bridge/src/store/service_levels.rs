@@ -95,3 +95,52 @@ pub struct ReplyContext {
     pub replied_before: bool,
     pub waiting_since: Option<i64>,
 }
+
+/// A conversation as the service-level report reads it (see `crate::service_levels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelInput {
+    pub topic: String,
+    /// The platform of the responder who first accepted it; `None` if nobody did.
+    pub platform: Option<String>,
+    /// That responder, whose working hours the wait is measured in.
+    pub responder_id: Option<String>,
+    pub created_at: i64,
+    pub first_reply_at: Option<i64>,
+    /// When it closed, if it did (the wait of one never answered ends there).
+    pub closed_at: Option<i64>,
+}
+
+impl Store {
+    /// The conversations started in `[from, to)` (unix ms), for the service-level report.
+    pub async fn level_inputs(&self, from: i64, to: i64) -> Result<Vec<LevelInput>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.topic, c.responder_platform, c.created_at, c.first_reply_at, c.state,
+                    c.updated_at,
+                    (SELECT a.responder_id FROM assignments a WHERE a.room_id = c.room_id
+                     ORDER BY a.created_at LIMIT 1) AS responder_id
+             FROM conversations c WHERE c.created_at >= $1 AND c.created_at < $2
+             ORDER BY c.created_at",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(LevelInput {
+                    topic: r.try_get("topic")?,
+                    platform: r.try_get("responder_platform")?,
+                    responder_id: r.try_get("responder_id")?,
+                    created_at: r.try_get("created_at")?,
+                    first_reply_at: r.try_get("first_reply_at")?,
+                    closed_at: if state == "closed" {
+                        Some(r.try_get("updated_at")?)
+                    } else {
+                        None
+                    },
+                })
+            })
+            .collect()
+    }
+}
