@@ -243,6 +243,14 @@ impl Config {
             );
         }
         config.allowed_origins()?;
+        crate::web::origin_of(config.public_homeserver_url())
+            .context("homeserver.public_url (or url): the demo page's CSP names its origin")?;
+        if let Some(admin) = &config.admin {
+            anyhow::ensure!(
+                !admin.token.trim().is_empty(),
+                "admin.token is empty: give a long random token, or leave [admin] out to turn the admin API off"
+            );
+        }
         if let Some(url) = &config.visitors.public_url {
             anyhow::ensure!(
                 url.starts_with("https://") || url.starts_with("http://"),
@@ -250,6 +258,52 @@ impl Config {
             );
         }
         Ok(config)
+    }
+
+    /// The homeserver as visitors' browsers reach it: `public_url`, else `url`.
+    pub fn public_homeserver_url(&self) -> &str {
+        self.homeserver
+            .public_url
+            .as_deref()
+            .unwrap_or(&self.homeserver.url)
+    }
+
+    /// Every secret this configuration holds, to be cut out of anything printed: each value
+    /// of a [`SECRET_KEYS`] key in any section, the admin token, and the database URL's
+    /// password (and the URL itself, which holds it).
+    pub fn secrets(&self) -> Vec<String> {
+        fn collect(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, inner) in map {
+                        match inner {
+                            serde_json::Value::String(s) if SECRET_KEYS.contains(&key.as_str()) => {
+                                out.push(s.clone())
+                            }
+                            _ => collect(inner, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+                _ => {}
+            }
+        }
+        let mut secrets = Vec::new();
+        for section in self.sections.0.values() {
+            collect(section, &mut secrets);
+        }
+        if let Some(admin) = &self.admin {
+            secrets.push(admin.token.clone());
+        }
+        if let Some(password) = url::Url::parse(&self.database.url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+        {
+            secrets.push(password);
+            secrets.push(self.database.url.clone());
+        }
+        secrets.retain(|s| !s.is_empty());
+        secrets
     }
 
     /// A registered platform's section of the file (`[telegram]`), if present.
