@@ -705,3 +705,41 @@ async fn check_config_logs_in_to_smtp_and_imap_and_names_a_refused_login() -> an
     assert!(!out.contains(wrong), "the password was printed:\n{out}");
     Ok(())
 }
+
+/// Without a configuration nothing else is tried, and the line says which file; with a
+/// registration file that is not there, the registration fails naming the file and how to
+/// make one, the homeserver (whose token it holds) is skipped, and the rest is still checked.
+#[tokio::test]
+async fn check_config_names_a_missing_configuration_or_registration() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("config.toml");
+    let (passed, out) = check_config(&config).await?;
+    assert!(!passed, "{out}");
+    let line = check_line(&out, "FAIL", "config").context(out.clone())?;
+    assert!(line.contains("config.toml"), "{out}");
+    assert!(check_line(&out, "skip", "everything").is_some(), "{out}");
+
+    let registration = dir.path().join("no-such-registration.yaml");
+    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
+             [appservice]\nregistration = {reg:?}\nlisten = \"127.0.0.1:29330\"\n\n\
+             [database]\nurl = {db:?}\n",
+            reg = registration.display().to_string(),
+        ),
+    )?;
+    let (passed, out) = check_config(&config).await?;
+    assert!(!passed, "{out}");
+    let line = check_line(&out, "FAIL", "registration").context(out.clone())?;
+    assert!(
+        line.contains("no-such-registration.yaml") && line.contains("generate-registration"),
+        "{out}"
+    );
+    assert!(check_line(&out, "skip", "homeserver").is_some(), "{out}");
+    assert!(check_line(&out, "ok", "database").is_some(), "{out}");
+    assert!(check_line(&out, "ok", "matrix").is_some(), "{out}");
+    assert!(out.contains("1 check failed"), "{out}");
+    Ok(())
+}
