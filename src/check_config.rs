@@ -259,8 +259,8 @@ async fn homeserver(
                 Level::Fail,
                 "homeserver",
                 format!(
-                    "{url}: GET /_matrix/client/versions: {:#}; {fix_url}",
-                    anyhow::Error::new(e)
+                    "{url}: GET /_matrix/client/versions: {}; {fix_url}",
+                    causes(&e)
                 ),
             );
             return None;
@@ -331,6 +331,21 @@ async fn homeserver(
         ),
     }
     Some(client)
+}
+
+/// An error with its causes (`connection refused` is in reqwest's source, not its message),
+/// each said once: an error's text often repeats its source's.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The homeserver's software and version (`Synapse 1.163.2`), if it says: from the `Server`
