@@ -75,8 +75,20 @@ pub struct Config {
 }
 
 /// The keys whose value may instead be read from a file named by `KEY_file`: every secret
-/// of every section (bot tokens, the admin token, mail passwords) is called one of these.
+/// of every section (bot tokens, the admin token, mail passwords) is called one of these, or
+/// ends in one after an underscore (Telegram's `webhook_secret`): see [`is_secret_key`].
 const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
+
+/// Whether a key of any section holds a secret: `token`, `password`, `secret`, or a name
+/// ending in `_token`, `_password`, `_secret`.
+fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|secret| {
+        key == *secret
+            || key
+                .strip_suffix(secret)
+                .is_some_and(|head| head.ends_with('_'))
+    })
+}
 
 /// Secrets from files, as container secrets are mounted: `token_file = "/run/secrets/tg"` in
 /// any section (or `SWITCHBOARD_TELEGRAM__TOKEN_FILE`) stands for `token` holding that
@@ -91,7 +103,7 @@ fn secrets_from_files(value: &mut Value, at: &str) -> anyhow::Result<()> {
                 .keys()
                 .filter(|k| {
                     k.strip_suffix("_file").is_some_and(|name| {
-                        SECRET_KEYS.contains(&name) || (at == "database" && name == "url")
+                        is_secret_key(name) || (at == "database" && name == "url")
                     })
                 })
                 .cloned()
@@ -271,6 +283,16 @@ impl Config {
                 "admin.listen {listen} is also appservice.listen: give the admin API an address of its own, or leave admin.listen out"
             );
         }
+        switchboard_appservice::ruma::ServerName::parse(&config.homeserver.server_name)
+            .context("homeserver.server_name is not a valid server name")?;
+        crate::web::origin_of(config.public_homeserver_url())
+            .context("homeserver.public_url (or url): the demo page's CSP names its origin")?;
+        if let Some(admin) = &config.admin {
+            anyhow::ensure!(
+                !admin.token.trim().is_empty(),
+                "admin.token is empty: give a long random token, or leave [admin] out to turn the admin API off"
+            );
+        }
         if let Some(url) = &config.visitors.public_url {
             anyhow::ensure!(
                 url.starts_with("https://") || url.starts_with("http://"),
@@ -278,6 +300,52 @@ impl Config {
             );
         }
         Ok(config)
+    }
+
+    /// The homeserver as visitors' browsers reach it: `public_url`, else `url`.
+    pub fn public_homeserver_url(&self) -> &str {
+        self.homeserver
+            .public_url
+            .as_deref()
+            .unwrap_or(&self.homeserver.url)
+    }
+
+    /// Every secret this configuration holds, to be cut out of anything printed: each value
+    /// of a secret's key ([`is_secret_key`]) in any section, the admin token, and the
+    /// database URL's password (and the URL itself, which holds it).
+    pub fn secrets(&self) -> Vec<String> {
+        fn collect(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, inner) in map {
+                        match inner {
+                            serde_json::Value::String(s) if is_secret_key(key) => {
+                                out.push(s.clone())
+                            }
+                            _ => collect(inner, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+                _ => {}
+            }
+        }
+        let mut secrets = Vec::new();
+        for section in self.sections.0.values() {
+            collect(section, &mut secrets);
+        }
+        if let Some(admin) = &self.admin {
+            secrets.push(admin.token.clone());
+        }
+        if let Some(password) = url::Url::parse(&self.database.url)
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+        {
+            secrets.push(password);
+            secrets.push(self.database.url.clone());
+        }
+        secrets.retain(|s| !s.is_empty());
+        secrets
     }
 
     /// A registered platform's section of the file (`[telegram]`), if present.
@@ -460,6 +528,68 @@ mod tests {
             assert!(email.find_ref("dkim.key").is_none());
             Ok(())
         });
+    }
+
+    /// What `run` refused only once it had connected to the database and the homeserver is
+    /// refused by the loader, so `check-config` names it too: a server name that is not
+    /// one, a public homeserver URL without an origin, an empty admin token.
+    #[test]
+    #[allow(clippy::result_large_err)] // see `load`
+    fn a_bad_server_name_public_url_or_empty_admin_token_is_refused_on_loading() {
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("config.toml");
+            std::fs::write(&path, MINIMAL).unwrap();
+            jail.set_env("SWITCHBOARD_HOMESERVER__SERVER_NAME", "not a server name");
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains("homeserver.server_name"), "{err}");
+            jail.set_env("SWITCHBOARD_HOMESERVER__SERVER_NAME", "example.org");
+            jail.set_env("SWITCHBOARD_HOMESERVER__PUBLIC_URL", "chat.example.org");
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains("homeserver.public_url"), "{err}");
+            jail.set_env(
+                "SWITCHBOARD_HOMESERVER__PUBLIC_URL",
+                "https://matrix.example.org",
+            );
+            assert!(Config::load(&path).is_ok());
+            jail.set_env("SWITCHBOARD_ADMIN__TOKEN", " ");
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains("admin.token is empty"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// What `check-config` cuts out of its lines: every token, password and secret in any
+    /// section, however deep, the admin token, and a database URL's password with the URL.
+    #[test]
+    fn every_secret_of_a_configuration_is_listed() {
+        let config = load(
+            "[database]\nurl = \"postgres://sb:db-pw@db/sb\"\n\
+             [admin]\ntoken = \"admin-tok\"\n\
+             [telegram]\ntoken = \"1:tg-tok\"\nwebhook_secret = \"tg-webhook\"\n\
+             webhook_url = \"https://sb.example.org/telegram/webhook\"\n\
+             [elsewhere]\nlist = [{ password = \"in-a-list\" }]\n\
+             nested = { deeper = { api_token = \"deep-tok\" }, token_count = 3 }\n",
+        )
+        .unwrap();
+        let mut secrets = config.secrets();
+        secrets.sort();
+        assert_eq!(
+            secrets,
+            [
+                "1:tg-tok",
+                "admin-tok",
+                "db-pw",
+                "deep-tok",
+                "in-a-list",
+                "postgres://sb:db-pw@db/sb",
+                "tg-webhook",
+            ]
+        );
+        assert!(is_secret_key("webhook_secret") && !is_secret_key("tokens"));
+        assert!(
+            load("").unwrap().secrets().is_empty(),
+            "SQLite has no password"
+        );
     }
 
     #[test]

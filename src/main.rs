@@ -2,6 +2,7 @@
 //! the Matrix side (`switchboard-appservice`) to the conversation logic (`switchboard-bridge`).
 
 mod admin_cli;
+mod check_config;
 mod config;
 mod web;
 
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 use switchboard_appservice::{
     AppserviceRegistration, HomeserverClient,
     registration::GenerateOptions,
-    ruma::{OwnedServerName, ServerName},
+    ruma::{OwnedServerName, OwnedUserId, ServerName},
     server::{self as as_server, AppserviceState},
 };
 use switchboard_bridge::{
@@ -21,7 +22,7 @@ use switchboard_bridge::{
     bridge::RoomPostQueue,
     config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
-        Connector, RemoteSink,
+        Connector, ConnectorState, RemoteSink, RoomWrites,
         registry::{self, BuildContext},
     },
     health::{DATABASE, HOMESERVER, Health, PartState},
@@ -90,6 +91,16 @@ enum Command {
     /// How long visitors waited for a first reply, per topic and platform, against each
     /// topic's target.
     ServiceLevels(admin_cli::ServiceLevelsCommand),
+    /// Check the configuration, the registration, and that the homeserver, the database
+    /// and each enabled platform accept what it gives them, without starting anything.
+    /// One line per check; exits non-zero if any failed.
+    CheckConfig {
+        #[command(flatten)]
+        config: config::ConfigArg,
+        /// How long each check that connects somewhere may take, in seconds.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// Run the service.
     Run {
         #[command(flatten)]
@@ -212,6 +223,17 @@ fn main() -> anyhow::Result<()> {
                 admin_cli::run_service_levels(cmd, &store, &targets).await
             })
         }
+        Command::CheckConfig { config, timeout } => {
+            let report = tokio::runtime::Runtime::new()?
+                .block_on(check_config::check(&config, Duration::from_secs(timeout)));
+            let failed = report.failed();
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} check{} failed",
+                if failed == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         Command::Run { config } => {
             // First, before anything can fail, so every log of a run names its build.
             tracing::info!(version = VERSION, "switchboard starting");
@@ -247,21 +269,84 @@ fn new_link_code() -> String {
         .collect()
 }
 
+/// What `run` and `check-config` read and check before connecting anywhere: the
+/// registration, and the bot's user ID on the configured server.
+struct Prepared {
+    registration: Arc<AppserviceRegistration>,
+    server_name: OwnedServerName,
+    bot: OwnedUserId,
+}
+
+impl Prepared {
+    fn new(config: &config::Config) -> anyhow::Result<Self> {
+        let path = config.appservice.registration.display();
+        let registration = Arc::new(
+            AppserviceRegistration::load(&config.appservice.registration)
+                .context("loading the appservice registration")?,
+        );
+        let inner = &registration.inner;
+        anyhow::ensure!(
+            !inner.as_token.trim().is_empty() && !inner.hs_token.trim().is_empty(),
+            "{path}: as_token or hs_token is empty; generate a registration with `switchboard generate-registration`"
+        );
+        // The example registration in the repository has placeholder tokens, equal to each
+        // other; running with it would let anyone who read the repository talk to us.
+        anyhow::ensure!(
+            inner.as_token != inner.hs_token,
+            "{path}: as_token and hs_token must differ; generate a registration with `switchboard generate-registration`"
+        );
+        let server_name: OwnedServerName = ServerName::parse(&config.homeserver.server_name)
+            .context("homeserver.server_name is not a valid server name")?;
+        let bot = registration
+            .bot_user_id(&server_name)
+            .with_context(|| format!("{path}: sender_localpart"))?;
+        Ok(Self {
+            registration,
+            server_name,
+            bot,
+        })
+    }
+}
+
+/// What every platform's connector is built with, in `run` and in `check-config` alike.
+fn build_context(
+    config: &config::Config,
+    client: Arc<HomeserverClient>,
+    health: Health,
+    room_writes: Arc<dyn RoomWrites>,
+    state: Arc<dyn ConnectorState>,
+) -> BuildContext {
+    BuildContext {
+        client,
+        health,
+        room_writes,
+        state,
+        public_url: config.visitors.public_url.clone(),
+        topics: config
+            .topics
+            .iter()
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect(),
+    }
+}
+
+/// One platform's connector, built by its own module from its own section; `None`: the
+/// configuration does not enable it. The error names the platform.
+fn build_connector(
+    spec: &registry::PlatformSpec,
+    config: &config::Config,
+    context: &BuildContext,
+) -> anyhow::Result<Option<Arc<dyn Connector>>> {
+    (spec.build)(config.platform_section(spec.name), context)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))
+}
+
 async fn run(config: config::Config) -> anyhow::Result<()> {
-    let registration = Arc::new(
-        AppserviceRegistration::load(&config.appservice.registration)
-            .context("loading the appservice registration")?,
-    );
-    // The example registration in the repository has placeholder tokens, equal to each
-    // other; running with it would let anyone who read the repository talk to us.
-    anyhow::ensure!(
-        registration.inner.as_token != registration.inner.hs_token,
-        "{}: as_token and hs_token must differ; generate a registration with `switchboard generate-registration`",
-        config.appservice.registration.display()
-    );
-    let server_name: OwnedServerName = ServerName::parse(&config.homeserver.server_name)
-        .context("homeserver.server_name is not a valid server name")?;
-    let bot = registration.bot_user_id(&server_name)?;
+    let Prepared {
+        registration,
+        server_name,
+        bot,
+    } = Prepared::new(&config)?;
 
     let store = Store::connect(&config.database.url)
         .await
@@ -280,23 +365,16 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     // connector queues its notices there too, so it gets the queue before the bridge exists.
     let room_posts = RoomPostQueue::new(store.clone());
     // Every enabled platform's connector, built by its own module from its own section.
-    let context = BuildContext {
-        client: client.clone(),
-        health: health.clone(),
-        room_writes: Arc::new(room_posts.clone()),
-        state: Arc::new(store.clone()),
-        public_url: config.visitors.public_url.clone(),
-        topics: config
-            .topics
-            .iter()
-            .map(|t| (t.id.clone(), t.name.clone()))
-            .collect(),
-    };
+    let context = build_context(
+        &config,
+        client.clone(),
+        health.clone(),
+        Arc::new(room_posts.clone()),
+        Arc::new(store.clone()),
+    );
     let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
     for spec in registry::PLATFORMS {
-        if let Some(connector) = (spec.build)(config.platform_section(spec.name), &context)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))?
-        {
+        if let Some(connector) = build_connector(spec, &config, &context)? {
             connectors.push(connector);
             tracing::info!(platform = spec.name, "connector enabled");
         }
@@ -309,11 +387,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             BridgeConfig {
                 appservice_id: registration.inner.id.clone(),
                 server_name: server_name.to_string(),
-                public_homeserver_url: config
-                    .homeserver
-                    .public_url
-                    .clone()
-                    .unwrap_or_else(|| config.homeserver.url.clone()),
+                public_homeserver_url: config.public_homeserver_url().to_owned(),
                 topics: config.topics.clone(),
                 responders: config.responders.clone(),
                 limits: config.visitors.clone(),
@@ -579,7 +653,9 @@ mod tests {
     fn config_of(command: &Command) -> Option<&std::path::Path> {
         match command {
             Command::GenerateRegistration { .. } => None,
-            Command::LinkCode { config, .. } | Command::Run { config } => Some(&config.path),
+            Command::LinkCode { config, .. }
+            | Command::Run { config }
+            | Command::CheckConfig { config, .. } => Some(&config.path),
             Command::Responders(cmd) => Some(&cmd.config.path),
             Command::Conversations(cmd) => Some(&cmd.config.path),
             Command::DeadLetters(cmd) => Some(&cmd.config.path),
@@ -590,8 +666,9 @@ mod tests {
     #[test]
     fn every_command_that_reads_the_configuration_takes_config_the_same_way() {
         Cli::command().debug_assert();
-        let commands: [&[&str]; 7] = [
+        let commands: [&[&str]; 8] = [
             &["run"],
+            &["check-config"],
             &["link-code", "--responder", "alex"],
             &["responders", "list"],
             &["conversations", "list"],

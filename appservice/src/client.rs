@@ -170,6 +170,22 @@ impl HomeserverClient {
         })
     }
 
+    /// A client that has asked the homeserver nothing, so knows none of the spec versions it
+    /// speaks: every request made with it fails to build (`ClientError::Build`). For holding
+    /// a client where one is needed while the homeserver may be unreachable:
+    /// `switchboard check-config` builds every platform's connector to check its
+    /// credentials, whatever the homeserver's state, and sends nothing through it.
+    pub fn unconnected(base_url: &str, as_token: &str, bot: OwnedUserId) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            as_token: as_token.to_owned(),
+            bot,
+            versions: SupportedVersions::from_parts(&[], &Default::default()),
+            retry: RetryPolicy::default(),
+        }
+    }
+
     pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self

@@ -810,6 +810,18 @@ pub trait Connector: Send + Sync + 'static {
     /// and acknowledging it to the platform only after the sink recorded it.
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>);
 
+    /// Checks that the platform accepts the configured credentials, for
+    /// `switchboard check-config` (Telegram: `getMe` with the bot token). Returns what was
+    /// verified, for people (`getMe: @SupportBot (id 42)`); an error says what is wrong and
+    /// how to fix it, and never holds a secret. Network I/O, a request or two, read-only and
+    /// idempotent; may take as long as the connector's own time-outs (the caller cuts it off
+    /// after a few seconds). Called on a connector that was built but never `run`, and
+    /// starts nothing. The default, for a platform with no credentials of its own (Matrix:
+    /// the homeserver's are checked on their own), checks nothing.
+    async fn check(&self) -> Result<String, ConnectorError> {
+        Ok("no credentials of its own to check".into())
+    }
+
     /// HTTP routes the platform pushes events to (webhooks), merged into Switchboard's
     /// listener. Same rule as `run`: answer success only after the sink recorded the event.
     fn webhook_routes(self: Arc<Self>, _sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {

@@ -31,10 +31,12 @@ pub use remote::{
 mod responders;
 mod revisions;
 mod room_posts;
+mod schema;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 pub use room_posts::RoomPostRow;
 mod service_levels;
 pub use service_levels::{LevelInput, Milestone, ReplyContext};
+pub use schema::SchemaStatus;
 mod sessions;
 mod stats;
 pub use stats::{OutboxDepth, StoreGauges};
@@ -46,7 +48,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    /// Holds only the URL's scheme: the rest may hold a password.
+    #[error("unsupported database URL scheme {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
@@ -58,6 +61,31 @@ pub enum StoreError {
 pub enum Engine {
     Sqlite,
     Postgres,
+}
+
+impl Engine {
+    /// The engine a database URL names (`sqlite:`, `postgres:` or `postgresql:`).
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Engine::Postgres)
+        } else {
+            // Only a scheme's characters (RFC 3986), so nothing past it is ever shown.
+            let scheme = url
+                .split_once(':')
+                .map_or("", |(scheme, _)| scheme)
+                .trim_start_matches(|c: char| !c.is_ascii_alphabetic());
+            let scheme = match scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            {
+                true => scheme,
+                false => "",
+            };
+            Err(StoreError::UnsupportedUrl(scheme.to_owned()))
+        }
+    }
 }
 
 /// One event as pushed by the homeserver, waiting to be (or already) processed.
@@ -109,13 +137,7 @@ impl Store {
     /// is the system clock's; see [`Self::with_clock`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let engine = if url.starts_with("sqlite:") {
-            Engine::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Engine::Postgres
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
-        };
+        let engine = Engine::of_url(url)?;
         let url = match engine {
             // Create the file on first start: the zero-setup default must just work.
             Engine::Sqlite if !url.contains("mode=") => {
@@ -161,8 +183,8 @@ impl Store {
             .connect(&url)
             .await?;
         match engine {
-            Engine::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Engine::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            Engine::Sqlite => schema::SQLITE.run(&pool).await?,
+            Engine::Postgres => schema::POSTGRES.run(&pool).await?,
         }
         let relaxed_pool = match engine {
             Engine::Sqlite => {

@@ -704,6 +704,30 @@ impl Connector for DiscordConnector {
         }
     }
 
+    /// `GET /users/@me` with the bot token: the bot's name and ID, or why Discord refused.
+    async fn check(&self) -> Result<String, ConnectorError> {
+        let route = Route::new(Method::GET, "/users/@me", "/users/@me".into(), "");
+        match self.rest.call::<Value>(route, Body::None).await {
+            Ok(me) => Ok(format!(
+                "GET /users/@me: {} (id {})",
+                me["username"].as_str().unwrap_or("?"),
+                me["id"].as_str().unwrap_or("?")
+            )),
+            Err(RestError::Refused { status: 401, .. }) => Err(ConnectorError::Permanent(format!(
+                "GET /users/@me: 401 Unauthorized: {} refused the bot token (mistyped, or reset \
+                 since). In Discord's Developer Portal open the application, Bot, Reset Token, \
+                 and put the new token in discord.token, or in the file discord.token_file names",
+                self.rest.api()
+            ))),
+            Err(RestError::Unavailable(why)) => Err(ConnectorError::Permanent(format!(
+                "GET /users/@me: cannot reach {} ({why}): check discord.api_url (Discord's own \
+                 when unset) and that this machine may connect there",
+                self.rest.api()
+            ))),
+            Err(e) => Err(ConnectorError::Permanent(format!("GET /users/@me: {e}"))),
+        }
+    }
+
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
         self.register_commands().await;
         let dispatcher = events::Events {

@@ -169,6 +169,20 @@ pub struct EmailConnector {
 }
 
 impl EmailConnector {
+    /// How the mailbox reader reaches `[email.imap]`, if configured.
+    fn imap_config(&self) -> Option<imap::ImapConfig> {
+        let imap = self.config.imap.as_ref()?;
+        let mut config = imap::ImapConfig::new(
+            imap.host.clone(),
+            imap.port,
+            imap::ImapTls::None,
+            imap.login.username.clone(),
+            imap.login.password.expose().to_owned(),
+        );
+        config.mailbox = imap.mailbox.clone();
+        Some(config)
+    }
+
     pub fn new(
         config: EmailConfig,
         state: Arc<dyn super::ConnectorState>,
@@ -513,20 +527,39 @@ impl Connector for EmailConnector {
         self.send(&composed, token).await.map(Some)
     }
 
+    /// SMTP: connect and AUTH as a send would (sending nothing); IMAP, where configured:
+    /// log in and open the mailbox read-only. Both are tried, and both reported.
+    async fn check(&self) -> Result<String, ConnectorError> {
+        let smtp = self.sender.check().await.map_err(|e| match e {
+            ConnectorError::Transient(text)
+            | ConnectorError::Permanent(text)
+            | ConnectorError::FileTooLarge(text) => text,
+            other => other.to_string(),
+        });
+        let imap = match self.imap_config() {
+            None => None,
+            Some(config) => Some(imap::check_login(&config).await),
+        };
+        let hint = "check email.smtp (and email.imap): host, port, security, username, and the \
+                    password (or password_file)";
+        match (smtp, imap) {
+            (Ok(smtp), None) => Ok(smtp),
+            (Ok(smtp), Some(Ok(imap))) => Ok(format!("{smtp}; {imap}")),
+            (Err(e), None | Some(Ok(_))) | (Ok(_), Some(Err(e))) => {
+                Err(ConnectorError::Permanent(format!("{e}. {hint}")))
+            }
+            (Err(smtp), Some(Err(imap))) => {
+                Err(ConnectorError::Permanent(format!("{smtp}; {imap}. {hint}")))
+            }
+        }
+    }
+
     /// Reads the mailbox and serves the SMTP listener, whichever are configured, each in
     /// its own task so one that fails or stalls never holds up the other.
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
         let receiver = self.receiver(sink);
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(imap) = &self.config.imap {
-            let mut config = imap::ImapConfig::new(
-                imap.host.clone(),
-                imap.port,
-                imap::ImapTls::None,
-                imap.login.username.clone(),
-                imap.login.password.expose().to_owned(),
-            );
-            config.mailbox = imap.mailbox.clone();
+        if let Some(config) = self.imap_config() {
             let receiver = receiver.clone();
             let health = self.health.clone();
             let shutdown = shutdown.clone();

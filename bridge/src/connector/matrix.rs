@@ -228,6 +228,12 @@ impl Connector for MatrixConnector {
         SPEC.platform()
     }
 
+    /// Nothing of its own: Matrix responders are reached as the bot, whose homeserver and
+    /// `as_token` are checked on their own.
+    async fn check(&self) -> Result<String, ConnectorError> {
+        Ok("responders are reached through the homeserver, as the bot".into())
+    }
+
     /// The bot is exempt from the homeserver's rate limits (`rate_limited: false` in the
     /// registration), so nothing is paced. An event may be at most 65536 bytes with its
     /// envelope; a visitor's message arrived in such an event, so `render` never needs to

@@ -228,6 +228,34 @@ impl TelegramConnector {
         }
     }
 
+    /// What a failed `getMe` means for the operator and how to fix it, without the token
+    /// (a network error's text holds the request URL, which holds it).
+    fn check_failure(&self, e: &RequestError) -> String {
+        use teloxide::ApiError;
+        let url = self.bot.api_url();
+        let server = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or("?"),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        match e {
+            RequestError::Api(ApiError::InvalidToken) => format!(
+                "Unauthorized: the Bot API at {server} refused the bot token (mistyped, or revoked). \
+                 Copy the bot's token from @BotFather (/mybots, API Token) into telegram.token, \
+                 or into the file telegram.token_file names"
+            ),
+            RequestError::Network(n) if n.is_connect() || n.is_timeout() => format!(
+                "cannot reach the Bot API at {server}: check telegram.api_url (Telegram's own \
+                 when unset) and that this machine may connect there"
+            ),
+            other => format!(
+                "the Bot API at {server} answered: {}",
+                self.redact.clean(other)
+            ),
+        }
+    }
+
     pub fn with_poll_timeout(mut self, timeout: Duration) -> Self {
         self.poll_timeout = timeout;
         self
@@ -843,6 +871,21 @@ impl Connector for TelegramConnector {
             .await
             .map(|sent| Some(sent.id.0.to_string()))
             .map_err(|e| self.error(e))
+    }
+
+    /// `getMe` with the bot token: the bot's username and ID, or why the Bot API refused.
+    async fn check(&self) -> Result<String, ConnectorError> {
+        match self.bot.get_me().await {
+            Ok(me) => Ok(format!(
+                "getMe: @{} (id {})",
+                me.user.username.as_deref().unwrap_or("?"),
+                me.user.id
+            )),
+            Err(e) => Err(ConnectorError::Permanent(format!(
+                "getMe: {}",
+                self.check_failure(&e)
+            ))),
+        }
     }
 
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, mut shutdown: watch::Receiver<bool>) {

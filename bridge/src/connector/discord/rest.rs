@@ -259,6 +259,11 @@ impl Rest {
         })
     }
 
+    /// The API's address (`https://discord.com/api/v10`), for messages: it holds no token.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
     /// Downloads an attachment from Discord's CDN (its URL needs no token). The answer may be
     /// as large as Discord allows an upload; the bridge checks the size against its own
     /// limits before passing the file on.

@@ -208,6 +208,51 @@ pub enum ImapError {
     NoKeywords(String),
 }
 
+/// Connects, logs in and opens the mailbox read-only (`EXAMINE`: no flag changes), then logs
+/// out: whether [`run_mailbox`] could start reading. Returns the mailbox's size, for people;
+/// the error names the step that failed, never the password. For `switchboard check-config`.
+pub async fn check_login(config: &ImapConfig) -> Result<String, String> {
+    let c = config;
+    let ImapTls::None = c.tls;
+    let server = format!("IMAP {}:{}", c.host, c.port);
+    let steps = async {
+        let tcp = within(c, "connect", TcpStream::connect((c.host.as_str(), c.port))).await?;
+        let mut client = async_imap::Client::new(tcp);
+        within(c, "the greeting", client.read_response())
+            .await?
+            .ok_or(SessionError::NoGreeting)?;
+        let mut session = within(c, "LOGIN", async {
+            client
+                .login(&c.username, &c.password)
+                .await
+                .map_err(|(e, _)| e)
+        })
+        .await
+        .map_err(|e| match e {
+            SessionError::Imap(async_imap::error::Error::No(_)) => SessionError::Fatal(
+                ImapError::Config(format!("the server refused the login of {:?}", c.username)),
+            ),
+            other => other,
+        })?;
+        let mailbox = within(c, "EXAMINE", session.examine(&c.mailbox)).await?;
+        let _ = within(c, "LOGOUT", session.logout()).await;
+        Ok::<_, SessionError>(mailbox.exists)
+    };
+    match steps.await {
+        Ok(mails) => Ok(format!(
+            "{server}: logged in as {:?}, {:?} holds {mails} mails",
+            c.username, c.mailbox
+        )),
+        Err(e) => {
+            let mut text = e.to_string();
+            if !c.password.is_empty() {
+                text = text.replace(c.password.as_str(), "<redacted>");
+            }
+            Err(format!("{server}: {text}"))
+        }
+    }
+}
+
 /// Reads the mailbox until `shutdown` turns true (or its sender is dropped), handing each
 /// mail without the done keyword to `handler` and flagging it once the handler returns `Ok`
 /// (see the module documentation for the guarantees).

@@ -130,6 +130,32 @@ impl Sender {
         }
     }
 
+    /// Connects, greets and authenticates (where credentials are configured) as a send
+    /// would, then says NOOP and QUIT: sends nothing. For `switchboard check-config`.
+    pub async fn check(&self) -> Result<String, ConnectorError> {
+        match tokio::time::timeout(self.send_timeout, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(format!(
+                "SMTP {}: connected{}",
+                self.server,
+                if self.secrets.is_empty() {
+                    ""
+                } else {
+                    ", AUTH accepted"
+                }
+            )),
+            Ok(Ok(false)) => Err(ConnectorError::Transient(format!(
+                "SMTP {}: the server did not answer NOOP",
+                self.server
+            ))),
+            Ok(Err(error)) => Err(self.failure(&error)),
+            Err(_elapsed) => Err(ConnectorError::Transient(format!(
+                "SMTP {}: no answer within {} s",
+                self.server,
+                self.send_timeout.as_secs_f32()
+            ))),
+        }
+    }
+
     /// What `error` means for the caller, its text cleaned of the password.
     fn failure(&self, error: &lettre::transport::smtp::Error) -> ConnectorError {
         let mut text = format!("SMTP {}: {error}", self.server);
