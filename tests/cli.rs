@@ -190,16 +190,7 @@ fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> any
         store::{DeadLetterSource, NewInboxEvent},
     };
     let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
-             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
-             [database]\nurl = \"{db}\"\n"
-        ),
-    )?;
+    let (config, db) = offline_config(dir.path(), "")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let (seq, id) = runtime.block_on(async {
         let store = Store::connect(&db).await?;
@@ -283,22 +274,35 @@ fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> any
     Ok(())
 }
 
+/// A configuration in `dir` with a fresh SQLite database and a homeserver nobody listens at,
+/// for the commands that only use the database; `extra` is appended. Answers its path and
+/// the database URL.
+fn offline_config(
+    dir: &std::path::Path,
+    extra: &str,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
+    let db = format!("sqlite://{}", dir.join("switchboard.db").display());
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
+             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [database]\nurl = \"{db}\"\n\n{extra}"
+        ),
+    )?;
+    Ok((config, db))
+}
+
 /// `link-code` assumes no platform: without `--platform` it refuses and names the platforms
 /// whose responders link by code (from the registry); with one of them it issues a code; a
 /// platform without a bot to send it to is refused with the same list.
 #[test]
 fn link_code_needs_a_platform_and_names_the_ones_it_knows() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
-             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
-             [database]\nurl = \"{db}\"\n\n\
-             [[responders]]\nid = \"alex\"\ndisplay_name = \"Alex\"\ntopics = [\"support\"]\n"
-        ),
+    let (config, _db) = offline_config(
+        dir.path(),
+        "[[responders]]\nid = \"alex\"\ndisplay_name = \"Alex\"\ntopics = [\"support\"]\n",
     )?;
     let config = config.to_str().context("a UTF-8 path")?;
     let run = |extra: &[&str]| {
@@ -752,16 +756,9 @@ fn service_levels_report_first_reply_waits_against_the_topics_target() -> anyhow
         store::Milestone,
     };
     let dir = tempfile::tempdir()?;
-    let db = format!("sqlite://{}", dir.path().join("switchboard.db").display());
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[homeserver]\nurl = \"http://127.0.0.1:9\"\nserver_name = \"example.org\"\n\n\
-             [appservice]\nregistration = \"registration.yaml\"\nlisten = \"127.0.0.1:0\"\n\n\
-             [database]\nurl = \"{db}\"\n\n\
-             [[topics]]\nid = \"support\"\nname = \"Support\"\nfirst_reply_target_secs = 300\n"
-        ),
+    let (config, db) = offline_config(
+        dir.path(),
+        "[[topics]]\nid = \"support\"\nname = \"Support\"\nfirst_reply_target_secs = 300\n",
     )?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

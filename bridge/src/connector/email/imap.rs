@@ -208,27 +208,32 @@ pub enum ImapError {
     NoKeywords(String),
 }
 
+/// Connects, reads the greeting and logs in, each step within its time-out: how both the
+/// reader and `check_login` begin.
+async fn login(c: &ImapConfig) -> Result<ImapSession, SessionError> {
+    let ImapTls::None = c.tls;
+    let tcp = within(c, "connect", TcpStream::connect((c.host.as_str(), c.port))).await?;
+    let mut client = async_imap::Client::new(tcp);
+    within(c, "the greeting", client.read_response())
+        .await?
+        .ok_or(SessionError::NoGreeting)?;
+    within(c, "LOGIN", async {
+        client
+            .login(&c.username, &c.password)
+            .await
+            .map_err(|(e, _)| e)
+    })
+    .await
+}
+
 /// Connects, logs in and opens the mailbox read-only (`EXAMINE`: no flag changes), then logs
 /// out: whether [`run_mailbox`] could start reading. Returns the mailbox's size, for people;
 /// the error names the step that failed, never the password. For `switchboard check-config`.
 pub async fn check_login(config: &ImapConfig) -> Result<String, String> {
     let c = config;
-    let ImapTls::None = c.tls;
     let server = format!("IMAP {}:{}", c.host, c.port);
     let steps = async {
-        let tcp = within(c, "connect", TcpStream::connect((c.host.as_str(), c.port))).await?;
-        let mut client = async_imap::Client::new(tcp);
-        within(c, "the greeting", client.read_response())
-            .await?
-            .ok_or(SessionError::NoGreeting)?;
-        let mut session = within(c, "LOGIN", async {
-            client
-                .login(&c.username, &c.password)
-                .await
-                .map_err(|(e, _)| e)
-        })
-        .await
-        .map_err(|e| match e {
+        let mut session = login(c).await.map_err(|e| match e {
             SessionError::Imap(async_imap::error::Error::No(_)) => SessionError::Fatal(
                 ImapError::Config(format!("the server refused the login of {:?}", c.username)),
             ),
@@ -419,19 +424,7 @@ where
 
     async fn connect(&mut self) -> Result<ImapSession, SessionError> {
         let c = self.config;
-        let ImapTls::None = c.tls;
-        let tcp = within(c, "connect", TcpStream::connect((c.host.as_str(), c.port))).await?;
-        let mut client = async_imap::Client::new(tcp);
-        within(c, "the greeting", client.read_response())
-            .await?
-            .ok_or(SessionError::NoGreeting)?;
-        let mut session = within(c, "LOGIN", async {
-            client
-                .login(&c.username, &c.password)
-                .await
-                .map_err(|(e, _)| e)
-        })
-        .await?;
+        let mut session = login(c).await?;
         let mailbox = within(c, "SELECT", session.select(&c.mailbox)).await?;
         let keywords_kept = mailbox.permanent_flags.iter().any(|f| {
             *f == Flag::MayCreate
