@@ -29,9 +29,11 @@ pub use remote::{
     OutboxRow, RemoteInboxEvent,
 };
 mod responders;
+mod retention;
 mod revisions;
 mod room_posts;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
+pub use retention::{DeletedRows, EraseError};
 pub use room_posts::RoomPostRow;
 mod sessions;
 
