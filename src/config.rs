@@ -17,6 +17,7 @@ use switchboard_bridge::{
     config::{TopicConfig, VisitorLimits},
     connector::registry,
     responder::Responder,
+    retention::RetentionConfig,
     routing::validate_responder,
     visitor_api::AllowedOrigins,
 };
@@ -65,6 +66,9 @@ pub struct Config {
     pub admin: Option<AdminSection>,
     #[serde(default)]
     pub web: WebSection,
+    /// How long transcripts are kept, and how conversations are erased on the homeserver.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Every other top-level section, by name. A registered platform's section (`[telegram]`)
     /// is read by that platform's module (`connector::registry`), so adding a platform adds no
     /// field here: its section is typed next to its connector.
@@ -73,8 +77,15 @@ pub struct Config {
 }
 
 /// The keys whose value may instead be read from a file named by `KEY_file`: every secret
-/// of every section (bot tokens, the admin token, mail passwords) is called one of these.
+/// of every section (bot tokens, the admin token, mail passwords) is called one of these,
+/// or ends in `_` and one of these (`[retention] homeserver_admin_token`).
 const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
+
+fn is_secret_key(name: &str) -> bool {
+    SECRET_KEYS
+        .iter()
+        .any(|k| name == *k || name.strip_suffix(k).is_some_and(|rest| rest.ends_with('_')))
+}
 
 /// Secrets from files, as container secrets are mounted: `token_file = "/run/secrets/tg"` in
 /// any section (or `SWITCHBOARD_TELEGRAM__TOKEN_FILE`) stands for `token` holding that
@@ -89,7 +100,7 @@ fn secrets_from_files(value: &mut Value, at: &str) -> anyhow::Result<()> {
                 .keys()
                 .filter(|k| {
                     k.strip_suffix("_file").is_some_and(|name| {
-                        SECRET_KEYS.contains(&name) || (at == "database" && name == "url")
+                        is_secret_key(name) || (at == "database" && name == "url")
                     })
                 })
                 .cloned()
@@ -243,6 +254,7 @@ impl Config {
             );
         }
         config.allowed_origins()?;
+        config.retention.check().map_err(|e| anyhow::anyhow!(e))?;
         if let Some(url) = &config.visitors.public_url {
             anyhow::ensure!(
                 url.starts_with("https://") || url.starts_with("http://"),
@@ -422,6 +434,55 @@ mod tests {
                 Some("/etc/dkim.pem")
             );
             assert!(email.find_ref("dkim.key").is_none());
+            Ok(())
+        });
+    }
+
+    /// `[retention]`: absent keeps everything; days must be a positive whole number, checked
+    /// at start-up with the key named; the admin token is a secret like the others (from a
+    /// file, never printed); an unknown key is refused rather than ignored.
+    #[test]
+    #[allow(clippy::result_large_err)] // see `load`
+    fn retention_is_read_checked_and_its_token_kept_secret() {
+        let config = load("").unwrap();
+        assert_eq!(config.retention.transcript_days, None);
+        assert!(config.retention.homeserver_admin_token.is_none());
+        let config = load(
+            "[retention]
+transcript_days = 30
+",
+        )
+        .unwrap();
+        assert_eq!(config.retention.transcript_days, Some(30));
+        for (bad, says) in [
+            (
+                "transcript_days = 0",
+                "retention.transcript_days must be at least 1",
+            ),
+            ("transcript_days = -3", "transcript_days"),
+            ("transcript_days = 1.5", "transcript_days"),
+            ("transcript_day = 30", "transcript_day"),
+        ] {
+            let err = format!("{:#}", load(&format!("[retention]\n{bad}\n")).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        figment::Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            std::fs::write(dir.join("hs"), "syt_admin_from_a_file\n").unwrap();
+            std::fs::write(
+                dir.join("config.toml"),
+                format!(
+                    "{MINIMAL}\n[retention]\nhomeserver_admin_token_file = \"{}\"\n",
+                    dir.join("hs").display()
+                ),
+            )
+            .unwrap();
+            let config = Config::load(&dir.join("config.toml")).unwrap();
+            assert_eq!(
+                config.retention.homeserver_admin_token.as_deref(),
+                Some("syt_admin_from_a_file")
+            );
+            assert!(!format!("{config:?}").contains("syt_admin"), "{config:?}");
             Ok(())
         });
     }

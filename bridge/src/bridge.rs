@@ -120,6 +120,9 @@ pub struct Bridge {
     /// Links to visitors' files too large for a responder's platform; `None` where
     /// Switchboard's public address is not configured (such files are then refused).
     media_links: Option<crate::media_links::MediaLinks>,
+    /// `[retention]`: the sweep's age limit, and how conversations are erased.
+    retention: crate::retention::RetentionConfig,
+    eraser: crate::retention::Eraser,
 }
 
 impl Bridge {
@@ -147,8 +150,13 @@ impl Bridge {
             .public_url
             .as_deref()
             .map(|url| crate::media_links::MediaLinks::new(&registration.inner.as_token, url));
+        let retention = crate::retention::RetentionConfig::default();
+        let eraser =
+            crate::retention::Eraser::new(client.clone(), registration.clone(), &retention);
         Self {
             media_links,
+            retention,
+            eraser,
             room_posts: RoomPostQueue::new(store.clone()),
             store,
             post_client,
@@ -185,6 +193,15 @@ impl Bridge {
     /// queue wakes this bridge's posting loop at once.
     pub fn with_room_posts(mut self, queue: RoomPostQueue) -> Self {
         self.room_posts = queue;
+        self
+    }
+
+    /// Keeps and erases transcripts as `[retention]` says: the periodic sweep (when
+    /// `transcript_days` is set) and erasure through Synapse's admin API (when its token is).
+    pub fn with_retention(mut self, config: crate::retention::RetentionConfig) -> Self {
+        self.eraser =
+            crate::retention::Eraser::new(self.client.clone(), self.registration.clone(), &config);
+        self.retention = config;
         self
     }
 
@@ -681,6 +698,19 @@ fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
             .ok()
             .flatten()
             .is_some_and(|c| c.relayed)
+}
+
+#[async_trait]
+impl crate::retention::EraseConversation for Bridge {
+    async fn erase_conversation(
+        &self,
+        room_id: &str,
+    ) -> Result<crate::retention::Erasure, crate::retention::EraseFailure> {
+        // No event of the room is handled while it is erased: one handled meanwhile could
+        // write a row back after its table was emptied.
+        let _room = self.room_locks.lock(room_id).await;
+        self.eraser.erase(&self.store, room_id).await
+    }
 }
 
 #[async_trait]
