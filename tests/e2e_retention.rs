@@ -1,7 +1,7 @@
 //! Erasing a conversation, end to end on a real Synapse: through the admin API, with the
-//! room's messages redacted by the bot (no homeserver admin token), or the room purged
-//! through Synapse's admin API (with one, given as a secret file); in both cases the store
-//! keeps nothing of it. The periodic sweep is tested at store level, with a manual clock
+//! room's messages redacted by the bot (no homeserver admin token; Switchboard on
+//! PostgreSQL), or the room purged through Synapse's admin API (with one, given as a secret
+//! file; on SQLite); in both cases the store keeps nothing of it. The periodic sweep is tested at store level, with a manual clock
 //! (`bridge/tests/store.rs`): days cannot pass here.
 
 mod common;
@@ -144,12 +144,14 @@ async fn an_erased_conversation_is_redacted_on_the_homeserver_and_gone_from_the_
 -> anyhow::Result<()> {
     let env = TestEnv::from_env();
     let slot = Slot::load(&env, 0)?;
-    let sb = Switchboard::start(
+    // On PostgreSQL; the purge below runs on SQLite: the erasure is shown on both engines.
+    let sb = Switchboard::start_on_postgres(
         &env,
         &slot,
         &format!("[admin]\ntoken = {ADMIN:?}\n\n{TOPICS}"),
     )
     .await?;
+    assert!(sb.db_url.starts_with("postgres"));
     let (visitor, room) = closed_conversation(&env, &sb).await?;
 
     let (status, body) = erase(&sb, &room).await?;
