@@ -434,7 +434,7 @@ pub async fn run_conversations(
                     anyhow!("no conversation in room {room_id:?} (erased already?)")
                 }
                 EraseFailure::Open(_) => anyhow!("{e}: the visitor or the responder ends it"),
-                EraseFailure::Homeserver(_) => anyhow!(
+                EraseFailure::Homeserver(_) | EraseFailure::Platform { .. } => anyhow!(
                     "{e}; try again, or with --store-only to erase only Switchboard's database"
                 ),
                 EraseFailure::Store(e) => e.into(),

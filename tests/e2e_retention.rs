@@ -312,3 +312,85 @@ async fn with_a_homeserver_admin_token_the_erased_room_is_purged() -> anyhow::Re
     assert!(log.contains("synapse admin API"), "{log}");
     Ok(())
 }
+
+/// A Matrix responder was offered the conversation in a relay room, where the bot quoted the
+/// visitor: the erasure redacts that room too (the bot then leaves it), so the responder's
+/// client no longer shows the visitor's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_erasure_reaches_a_matrix_responders_relay_room() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, 2)?;
+    let responder_local = unique("rae");
+    let responder_id = env.user_id(&responder_local);
+    let mut responder = MatrixResponder::register(&env, &responder_local).await?;
+    let sb = Switchboard::start(
+        &env,
+        &slot,
+        &format!(
+            "[admin]\ntoken = {ADMIN:?}\n\n{TOPICS}\n\
+             [[responders]]\nid = \"rae\"\ndisplay_name = \"Rae\"\ntopics = [\"support\"]\n\
+             contacts = [{{ platform = \"matrix\", address = {responder_id:?} }}]\n"
+        ),
+    )
+    .await?;
+    let mut visitor = Visitor::guest(&env, &sb.base).await?;
+    let room = visitor.start("support").await?;
+    visitor.send("my name is Jo Bloggs").await?;
+    let store = sb.store().await?;
+    let relay = relay_room_of(&store, &room, "rae").await?;
+    responder.accept_invite(&relay).await?;
+    let bot = format!("@sbt2bot:{}", env.server_name);
+    responder
+        .wait_for_text(&relay, &bot, "my name is Jo Bloggs")
+        .await?;
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/conversations/{}/end",
+            sb.base,
+            urlencode(&room)
+        ))
+        .bearer_auth(&visitor.token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 204);
+    wait_for("the conversation to close", || async {
+        Ok(
+            (store.conversation(&room).await?.map(|c| c.state.as_str()) == Some("closed"))
+                .then_some(()),
+        )
+    })
+    .await?;
+
+    let (status, body) = erase(&sb, &room).await?;
+    assert_eq!(status, 200, "{body}");
+
+    // What the responder's client reads in the relay room now.
+    let token = responder
+        .client
+        .access_token()
+        .context("the responder's token")?;
+    let page: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+            env.hs_url,
+            urlencode(&relay)
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let chunk = page["chunk"].as_array().context("chunk")?;
+    assert!(
+        chunk.iter().any(|e| e["type"] == "m.room.message"),
+        "{page}"
+    );
+    for m in chunk.iter().filter(|e| e["type"] == "m.room.message") {
+        assert_eq!(m["content"], json!({}), "not redacted: {m}");
+    }
+    assert!(!page.to_string().contains("Jo Bloggs"), "{page}");
+    store_forgot(&sb, &room, &visitor.user_id).await?;
+    store.close().await;
+    Ok(())
+}

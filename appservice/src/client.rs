@@ -450,6 +450,45 @@ impl HomeserverClient {
         Ok((response.chunk, response.end))
     }
 
+    /// Redacts, as the bot, every message event of `room` not redacted yet, newest first,
+    /// under a transaction ID made from the event's ID (so doing it again redacts nothing
+    /// twice), and answers how many it redacted. State events stay (they are the room:
+    /// name, members). The bot needs the power to redact others' events: in a room it
+    /// created it has power level 100. Pages through the whole timeline (one request per
+    /// hundred events, one per redaction).
+    pub async fn redact_room_messages(
+        &self,
+        room: &RoomId,
+        reason: &str,
+    ) -> Result<u64, ClientError> {
+        let mut from: Option<String> = None;
+        let mut redacted = 0;
+        loop {
+            let (chunk, end) = self.messages_backward(room, from.as_deref(), 100).await?;
+            for raw in &chunk {
+                let Ok(event) = raw.deserialize_as_unchecked::<serde_json::Value>() else {
+                    continue;
+                };
+                let Some(event_id) = redactable(&event) else {
+                    continue;
+                };
+                self.redact(
+                    room,
+                    &self.bot,
+                    &event_id,
+                    &format!("switchboard-erase-{event_id}"),
+                    Some(reason),
+                )
+                .await?;
+                redacted += 1;
+            }
+            match end {
+                Some(end) if !chunk.is_empty() => from = Some(end),
+                _ => return Ok(redacted),
+            }
+        }
+    }
+
     /// Deletes `room` with Synapse's admin API, `DELETE /_synapse/admin/v2/rooms/{room_id}`
     /// with `purge`: every local member is removed and the room's events are deleted from
     /// Synapse's database. Synapse does it in the background; this waits for its
@@ -659,6 +698,28 @@ impl HomeserverClient {
     }
 }
 
+/// The ID of `event` if it is a message event with content left to redact: not a state
+/// event, not a redaction, not redacted already.
+fn redactable(event: &serde_json::Value) -> Option<OwnedEventId> {
+    if event.get("state_key").is_some() {
+        return None;
+    }
+    if event.get("type").and_then(|t| t.as_str()) == Some("m.room.redaction") {
+        return None;
+    }
+    let redacted = event
+        .pointer("/unsigned/redacted_because")
+        .is_some_and(|r| !r.is_null());
+    let empty = event
+        .get("content")
+        .and_then(|c| c.as_object())
+        .is_none_or(|c| c.is_empty());
+    if redacted || empty {
+        return None;
+    }
+    event.get("event_id")?.as_str()?.parse().ok()
+}
+
 async fn execute<R: IncomingResponse>(
     http: &reqwest::Client,
     request: http::Request<Vec<u8>>,
@@ -710,4 +771,28 @@ async fn execute_raw(
         });
     }
     Ok((status, headers, body))
+}
+
+#[cfg(test)]
+mod redactable_tests {
+    use super::redactable;
+    use serde_json::json;
+
+    #[test]
+    fn only_message_events_with_content_are_redacted() {
+        let message =
+            json!({"type": "m.room.message", "event_id": "$a", "content": {"body": "hi"}});
+        assert_eq!(
+            redactable(&message).map(|e| e.to_string()),
+            Some("$a".into())
+        );
+        for skipped in [
+            json!({"type": "m.room.name", "state_key": "", "event_id": "$s", "content": {"name": "x"}}),
+            json!({"type": "m.room.redaction", "event_id": "$r", "redacts": "$a", "content": {}}),
+            json!({"type": "m.room.message", "event_id": "$d", "content": {},
+                   "unsigned": {"redacted_because": {"type": "m.room.redaction"}}}),
+        ] {
+            assert_eq!(redactable(&skipped), None, "{skipped}");
+        }
+    }
 }

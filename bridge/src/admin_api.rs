@@ -693,6 +693,19 @@ impl From<EraseFailure> for AdminError {
                     "The homeserver failed; nothing was erased. Try again; see the service log",
                 )
             }
+            EraseFailure::Platform {
+                ref platform,
+                ref error,
+            } => {
+                tracing::error!(platform, error, "admin API: erasing on a platform failed");
+                AdminError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    format!(
+                        "{platform} failed; nothing was erased. Try again; see the service log"
+                    ),
+                )
+            }
             EraseFailure::Store(e) => e.into(),
         }
     }

@@ -709,6 +709,39 @@ impl crate::retention::EraseConversation for Bridge {
         // No event of the room is handled while it is erased: one handled meanwhile could
         // write a row back after its table was emptied.
         let _room = self.room_locks.lock(room_id).await;
+        use crate::retention::EraseFailure;
+        let conversation = self
+            .store
+            .conversation(room_id)
+            .await?
+            .ok_or(EraseFailure::NotFound)?;
+        if conversation.state != ConversationState::Closed {
+            return Err(EraseFailure::Open(conversation.state));
+        }
+        // What the connectors put on their platforms about it first (Matrix: the relay
+        // rooms, where the bot posted the visitor's words), by the offers' handles, while the
+        // store still has them.
+        let mut handles: HashMap<String, Vec<String>> = HashMap::new();
+        for offer in self.store.offers_for_room(room_id).await? {
+            if let Some(handle) = offer.remote_message_id {
+                // A notice still queued for a relay room would land after its redaction.
+                self.store
+                    .cancel_room_posts(&handle, "the conversation is being erased")
+                    .await?;
+                handles.entry(offer.platform).or_default().push(handle);
+            }
+        }
+        for connector in self.connectors.values() {
+            let platform = connector.platform().as_str();
+            if let Some(handles) = handles.get(platform) {
+                connector.erase_conversation(handles).await.map_err(|e| {
+                    EraseFailure::Platform {
+                        platform: platform.to_owned(),
+                        error: e.to_string(),
+                    }
+                })?;
+            }
+        }
         self.eraser.erase(&self.store, room_id).await
     }
 }

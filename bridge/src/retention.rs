@@ -23,7 +23,7 @@ use std::{sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use switchboard_appservice::{
     AppserviceRegistration, ClientError, HomeserverClient,
-    ruma::{OwnedEventId, OwnedUserId, RoomId},
+    ruma::{OwnedUserId, RoomId},
 };
 
 use crate::{
@@ -87,8 +87,8 @@ pub const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
 /// is still under way.
 const PURGE_WAIT: Duration = Duration::from_secs(60);
 
-/// How many events one page of the room's timeline holds while redacting.
-const PAGE: u32 = 100;
+/// The reason every redaction of an erasure gives.
+pub const REASON: &str = "erased on the operator's request";
 
 /// What happened to the room on the homeserver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,6 +125,10 @@ pub enum EraseFailure {
     /// The homeserver failed; nothing was deleted from the store.
     #[error("the homeserver failed, nothing was erased: {0}")]
     Homeserver(#[source] ClientError),
+    /// A platform's connector failed to remove what it put there (a Matrix relay room); nothing
+    /// was deleted from the store.
+    #[error("{platform} failed, nothing was erased: {error}")]
+    Platform { platform: String, error: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -250,8 +254,14 @@ impl Eraser {
         }
         // Twice: a write into the room the posting loop had taken before the erasure set the
         // room's writes aside (`Eraser::erase`) may land during the first pass.
-        let events = match self.redact_all(room).await {
-            Ok(n) => n + self.redact_all(room).await.unwrap_or(0),
+        let events = match self.client.redact_room_messages(room, REASON).await {
+            Ok(n) => {
+                n + self
+                    .client
+                    .redact_room_messages(room, REASON)
+                    .await
+                    .unwrap_or(0)
+            }
             // The bot is not in the room (any more): it can neither read nor redact there.
             Err(ClientError::Matrix {
                 status: 403 | 404, ..
@@ -274,88 +284,11 @@ impl Eraser {
         }
         Ok(HomeserverErasure::Redacted { events })
     }
-
-    /// Redacts, as the bot, every message event of the room not redacted yet, newest first.
-    /// State events stay (they are the room itself: name, members, our status). The
-    /// transaction ID is the event's, so a repeated erasure redacts nothing twice.
-    async fn redact_all(&self, room: &RoomId) -> Result<u64, ClientError> {
-        let mut from: Option<String> = None;
-        let mut redacted = 0;
-        loop {
-            let (chunk, end) = self
-                .client
-                .messages_backward(room, from.as_deref(), PAGE)
-                .await?;
-            for raw in &chunk {
-                let Ok(event) = raw.deserialize_as_unchecked::<serde_json::Value>() else {
-                    continue;
-                };
-                let Some(event_id) = redactable(&event) else {
-                    continue;
-                };
-                self.client
-                    .redact(
-                        room,
-                        self.client.bot(),
-                        &event_id,
-                        &format!("switchboard-erase-{event_id}"),
-                        Some("erased on the operator's request"),
-                    )
-                    .await?;
-                redacted += 1;
-            }
-            match end {
-                Some(end) if !chunk.is_empty() => from = Some(end),
-                _ => return Ok(redacted),
-            }
-        }
-    }
-}
-
-/// The ID of `event` if it is a message event with content left to redact: not a state
-/// event, not a redaction, not redacted already.
-fn redactable(event: &serde_json::Value) -> Option<OwnedEventId> {
-    if event.get("state_key").is_some() {
-        return None;
-    }
-    if event.get("type").and_then(|t| t.as_str()) == Some("m.room.redaction") {
-        return None;
-    }
-    let redacted = event
-        .pointer("/unsigned/redacted_because")
-        .is_some_and(|r| !r.is_null());
-    let empty = event
-        .get("content")
-        .and_then(|c| c.as_object())
-        .is_none_or(|c| c.is_empty());
-    if redacted || empty {
-        return None;
-    }
-    event.get("event_id")?.as_str()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn only_message_events_with_content_are_redacted() {
-        let message =
-            json!({"type": "m.room.message", "event_id": "$a", "content": {"body": "hi"}});
-        assert_eq!(
-            redactable(&message).map(|e| e.to_string()),
-            Some("$a".into())
-        );
-        for skipped in [
-            json!({"type": "m.room.name", "state_key": "", "event_id": "$s", "content": {"name": "x"}}),
-            json!({"type": "m.room.redaction", "event_id": "$r", "redacts": "$a", "content": {}}),
-            json!({"type": "m.room.message", "event_id": "$d", "content": {},
-                   "unsigned": {"redacted_because": {"type": "m.room.redaction"}}}),
-        ] {
-            assert_eq!(redactable(&skipped), None, "{skipped}");
-        }
-    }
 
     #[test]
     fn the_admin_token_is_never_printed_and_zero_days_are_refused() {
