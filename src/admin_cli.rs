@@ -1,22 +1,28 @@
 //! `switchboard responders …`, `switchboard conversations …` and `switchboard dead-letters …`:
 //! the admin API's operations on the command line. They work on the database directly, so they need the configuration (for
-//! the database URL) but not a running service. A running service routes waiting
+//! the database URL) but not a running service. `conversations erase` also talks to the
+//! homeserver (as the appservice, from the same configuration and registration), unless told
+//! `--store-only`. A running service routes waiting
 //! conversations with the change at its next periodic look at the queue (within half a
 //! minute); the admin API wakes it at once.
 
+use std::sync::Arc;
+
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
+use switchboard_appservice::{AppserviceRegistration, HomeserverClient, ruma::ServerName};
 use switchboard_bridge::{
     Store, admin_api,
     connector::registry,
     conversation::ConversationState,
     responder::{Contact, Responder, ResponderStatus, WeeklyHours},
+    retention::{EraseFailure, Eraser},
     routing::validate_responder,
     service_levels,
     store::SOURCE_ADMIN,
 };
 
-use crate::config::ConfigArg;
+use crate::config::{Config, ConfigArg};
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
@@ -336,6 +342,16 @@ pub enum ConversationsAction {
     BlockInitiator { room_id: String },
     /// Lift such a block.
     UnblockInitiator { room_id: String },
+    /// Erase a closed conversation: its room's messages on the homeserver (purged with
+    /// `[retention] homeserver_admin_token`, else redacted by the bot, which then leaves),
+    /// then everything Switchboard's database holds about it. Prints what was done, as JSON.
+    Erase {
+        room_id: String,
+        /// Erase only Switchboard's database, without contacting the homeserver (the room's
+        /// messages stay there).
+        #[arg(long)]
+        store_only: bool,
+    },
 }
 
 fn parse_state(s: &str) -> Result<ConversationState, String> {
@@ -344,8 +360,12 @@ fn parse_state(s: &str) -> Result<ConversationState, String> {
     })
 }
 
-/// Runs a `conversations` subcommand against the store.
-pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyhow::Result<()> {
+/// Runs a `conversations` subcommand against the store (and, to erase, the homeserver).
+pub async fn run_conversations(
+    cmd: ConversationsCommand,
+    store: &Store,
+    config: &Config,
+) -> anyhow::Result<()> {
     match cmd.action {
         ConversationsAction::List { state } => {
             let rows: Vec<[String; 5]> = admin_api::conversation_summaries(store, state)
@@ -397,8 +417,59 @@ pub async fn run_conversations(cmd: ConversationsCommand, store: &Store) -> anyh
                 }
             );
         }
+        ConversationsAction::Erase {
+            room_id,
+            store_only,
+        } => {
+            let erased = if store_only {
+                Eraser::erase_store_only(store, &room_id).await
+            } else {
+                homeserver_eraser(config)
+                    .await
+                    .context("the homeserver is needed to erase the room there; with --store-only, only Switchboard's database is erased")?
+                    .erase(store, &room_id)
+                    .await
+            };
+            let erasure = erased.map_err(|e| match e {
+                EraseFailure::NotFound => {
+                    anyhow!("no conversation in room {room_id:?} (erased already?)")
+                }
+                EraseFailure::Open(_) => anyhow!("{e}: the visitor or the responder ends it"),
+                EraseFailure::Homeserver(_) | EraseFailure::Platform { .. } => anyhow!(
+                    "{e}; try again, or with --store-only to erase only Switchboard's database"
+                ),
+                EraseFailure::Store(e) => e.into(),
+            })?;
+            println!("{}", admin_api::pretty_json(&erasure));
+            if store_only {
+                eprintln!(
+                    "Erased from Switchboard's database only: the room's messages are still on the homeserver."
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The appservice's connection to the homeserver, as the service makes it (one try: an
+/// operator at a prompt is told at once), for erasing rooms there.
+async fn homeserver_eraser(config: &Config) -> anyhow::Result<Eraser> {
+    let registration = Arc::new(
+        AppserviceRegistration::load(&config.appservice.registration)
+            .context("loading the appservice registration")?,
+    );
+    let server_name = ServerName::parse(&config.homeserver.server_name)
+        .context("homeserver.server_name is not a valid server name")?;
+    let bot = registration.bot_user_id(&server_name)?;
+    let client =
+        HomeserverClient::connect(&config.homeserver.url, &registration.inner.as_token, bot)
+            .await
+            .context("connecting to the homeserver")?;
+    Ok(Eraser::new(
+        Arc::new(client),
+        registration,
+        &config.retention,
+    ))
 }
 
 /// Blocks or unblocks the initiator of `room_id`; whether that changed anything.

@@ -17,6 +17,7 @@ use switchboard_bridge::{
     config::{TopicConfig, VisitorLimits},
     connector::registry,
     responder::Responder,
+    retention::RetentionConfig,
     routing::validate_responder,
     visitor_api::AllowedOrigins,
 };
@@ -67,6 +68,9 @@ pub struct Config {
     pub metrics: Option<MetricsSection>,
     #[serde(default)]
     pub web: WebSection,
+    /// How long transcripts are kept, and how conversations are erased on the homeserver.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Every other top-level section, by name. A registered platform's section (`[telegram]`)
     /// is read by that platform's module (`connector::registry`), so adding a platform adds no
     /// field here: its section is typed next to its connector.
@@ -76,7 +80,8 @@ pub struct Config {
 
 /// The keys whose value may instead be read from a file named by `KEY_file`: every secret
 /// of every section (bot tokens, the admin token, mail passwords) is called one of these, or
-/// ends in one after an underscore (Telegram's `webhook_secret`): see [`is_secret_key`].
+/// ends in one after an underscore (Telegram's `webhook_secret`, `[retention]
+/// homeserver_admin_token`): see [`is_secret_key`].
 const SECRET_KEYS: [&str; 3] = ["token", "password", "secret"];
 
 /// Whether a key of any section holds a secret: `token`, `password`, `secret`, or a name
@@ -293,6 +298,7 @@ impl Config {
                 "admin.token is empty: give a long random token, or leave [admin] out to turn the admin API off"
             );
         }
+        config.retention.check().map_err(|e| anyhow::anyhow!(e))?;
         if let Some(url) = &config.visitors.public_url {
             anyhow::ensure!(
                 url.starts_with("https://") || url.starts_with("http://"),
@@ -336,6 +342,9 @@ impl Config {
         }
         if let Some(admin) = &self.admin {
             secrets.push(admin.token.clone());
+        }
+        if let Some(token) = &self.retention.homeserver_admin_token {
+            secrets.push(token.to_string());
         }
         if let Some(password) = url::Url::parse(&self.database.url)
             .ok()
@@ -558,6 +567,55 @@ mod tests {
         });
     }
 
+    /// `[retention]`: absent keeps everything; days must be a positive whole number, checked
+    /// at start-up with the key named; the admin token is a secret like the others (from a
+    /// file, never printed); an unknown key is refused rather than ignored.
+    #[test]
+    #[allow(clippy::result_large_err)] // see `load`
+    fn retention_is_read_checked_and_its_token_kept_secret() {
+        let config = load("").unwrap();
+        assert_eq!(config.retention.transcript_days, None);
+        assert!(config.retention.homeserver_admin_token.is_none());
+        let config = load(
+            "[retention]
+transcript_days = 30
+",
+        )
+        .unwrap();
+        assert_eq!(config.retention.transcript_days, Some(30));
+        for (bad, says) in [
+            (
+                "transcript_days = 0",
+                "retention.transcript_days must be at least 1",
+            ),
+            ("transcript_days = -3", "transcript_days"),
+            ("transcript_days = 1.5", "transcript_days"),
+            ("transcript_day = 30", "transcript_day"),
+        ] {
+            let err = format!("{:#}", load(&format!("[retention]\n{bad}\n")).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        figment::Jail::expect_with(|jail| {
+            let dir = jail.directory().to_owned();
+            std::fs::write(dir.join("hs"), "syt_admin_from_a_file\n").unwrap();
+            std::fs::write(
+                dir.join("config.toml"),
+                format!(
+                    "{MINIMAL}\n[retention]\nhomeserver_admin_token_file = \"{}\"\n",
+                    dir.join("hs").display()
+                ),
+            )
+            .unwrap();
+            let config = Config::load(&dir.join("config.toml")).unwrap();
+            assert_eq!(
+                config.retention.homeserver_admin_token.as_deref(),
+                Some("syt_admin_from_a_file")
+            );
+            assert!(!format!("{config:?}").contains("syt_admin"), "{config:?}");
+            Ok(())
+        });
+    }
+
     /// What `check-config` cuts out of its lines: every token, password and secret in any
     /// section, however deep, the admin token, and a database URL's password with the URL.
     #[test]
@@ -586,6 +644,8 @@ mod tests {
             ]
         );
         assert!(is_secret_key("webhook_secret") && !is_secret_key("tokens"));
+        let config = load("[retention]\nhomeserver_admin_token = \"syt-hs-admin\"\n").unwrap();
+        assert!(config.secrets().contains(&"syt-hs-admin".to_owned()));
         assert!(
             load("").unwrap().secrets().is_empty(),
             "SQLite has no password"

@@ -206,8 +206,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Conversations(cmd) => {
             let config = cmd.config.load()?;
-            with_store(&config, |store| async move {
-                admin_cli::run_conversations(cmd, &store).await
+            let config_ref = &config;
+            with_store(config_ref, |store| async move {
+                admin_cli::run_conversations(cmd, &store, config_ref).await
             })
         }
         Command::DeadLetters(cmd) => {
@@ -403,7 +404,17 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             connectors,
         )
         .with_health(health.clone())
-        .with_room_posts(room_posts),
+        .with_room_posts(room_posts)
+        .with_retention(config.retention.clone()),
+    );
+    tracing::info!(
+        transcript_days = config.retention.transcript_days,
+        erase_by = if config.retention.homeserver_admin_token.is_some() {
+            "synapse admin API"
+        } else {
+            "redaction"
+        },
+        "retention"
     );
 
     let sink: Arc<dyn RemoteSink> = bridge.clone();
@@ -460,7 +471,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .with_wake({
             let bridge = bridge.clone();
             move || bridge.wake()
-        });
+        })
+        .with_eraser(bridge.clone());
         if admin.listen.is_some() {
             private = private.merge(admin_api::router(state));
         } else {

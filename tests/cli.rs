@@ -294,6 +294,93 @@ fn offline_config(
     Ok((config, db))
 }
 
+/// `conversations erase --store-only` erases a closed conversation from the database without
+/// a homeserver (the configuration names one nobody listens on) and prints what it deleted;
+/// without `--store-only` it needs the homeserver and says so, deleting nothing; an open
+/// conversation is refused with what to do.
+#[test]
+fn a_closed_conversation_is_erased_from_the_database_on_the_command_line() -> anyhow::Result<()> {
+    use switchboard_bridge::{
+        Store,
+        conversation::{Conversation, ConversationState},
+    };
+    let dir = tempfile::tempdir()?;
+    let (config, db) = offline_config(dir.path(), "")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let conversation = |room: &str, state| Conversation {
+        room_id: room.into(),
+        topic: "support".into(),
+        visitor_user_id: "@123:example.org".into(),
+        visitor_alias: "Visitor 1B2C".into(),
+        state,
+        created_at: 1,
+        language: None,
+    };
+    runtime.block_on(async {
+        let store = Store::connect(&db).await?;
+        store
+            .insert_conversation(&conversation(
+                "!closed:example.org",
+                ConversationState::Closed,
+            ))
+            .await?;
+        store
+            .insert_conversation(&conversation(
+                "!open:example.org",
+                ConversationState::Active,
+            ))
+            .await?;
+        store.close().await;
+        anyhow::Ok(())
+    })?;
+    let config = config.to_str().context("a UTF-8 path")?;
+    let erase = |args: &[&str]| {
+        let mut all = vec!["conversations", "erase", "--config", config];
+        all.extend_from_slice(args);
+        Command::new(BIN).args(&all).output()
+    };
+
+    let out = erase(&["!open:example.org", "--store-only"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not closed") && err.contains("ends it"),
+        "{err}"
+    );
+
+    let out = erase(&["!closed:example.org"])?;
+    assert!(!out.status.success(), "erased without its homeserver");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--store-only"), "{err}");
+
+    let out = erase(&["!closed:example.org", "--store-only"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The JSON follows the log lines the command writes to standard output too.
+    let stdout = String::from_utf8(out.stdout)?;
+    let json = stdout
+        .find("\n{")
+        .map_or(stdout.as_str(), |at| &stdout[at + 1..]);
+    let printed: serde_json::Value = serde_json::from_str(json).context(stdout.clone())?;
+    assert_eq!(printed["homeserver"]["method"], "not_asked");
+    assert_eq!(printed["rows_deleted"]["conversations"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still on the homeserver"));
+    let left = runtime.block_on(async {
+        let store = Store::connect(&db).await?;
+        let left = (
+            store.conversation("!closed:example.org").await?.is_some(),
+            store.conversation("!open:example.org").await?.is_some(),
+        );
+        store.close().await;
+        anyhow::Ok(left)
+    })?;
+    assert_eq!(left, (false, true));
+    Ok(())
+}
+
 /// `link-code` assumes no platform: without `--platform` it refuses and names the platforms
 /// whose responders link by code (from the registry); with one of them it issues a code; a
 /// platform without a bot to send it to is refused with the same list.

@@ -1,6 +1,6 @@
 //! The operators' HTTP API: the responder register (create, edit, set status, remove), a
-//! read-only view of conversations with their transcripts, and the dead letters (work set
-//! aside because it never succeeded), which can be listed and retried.
+//! view of conversations with their transcripts, erasing a closed conversation, and the dead
+//! letters (work set aside because it never succeeded), which can be listed and retried.
 //!
 //! Every route requires `Authorization: Bearer <admin token>`. The token is operator-grade:
 //! it reads every transcript, so it is compared in constant time, never accepted in the query
@@ -32,6 +32,7 @@ use crate::{
     Store, StoreError,
     conversation::{Conversation, ConversationState, Message},
     responder::{Contact, Responder, ResponderStatus, WeeklyHours},
+    retention::{EraseConversation, EraseFailure, Eraser, Erasure},
     routing::{FieldError, validate_responder},
     store::{DeadLetter, SOURCE_ADMIN},
 };
@@ -58,6 +59,9 @@ pub struct AdminState {
     failed_logins: Arc<FailedLogins>,
     /// The topics' first-reply targets, for the service-level report.
     targets: Arc<std::collections::BTreeMap<String, u64>>,
+    /// Erases a conversation on the homeserver and in the store (the service passes its
+    /// bridge); without it, an erasure is the store's only.
+    eraser: Option<Arc<dyn EraseConversation>>,
 }
 
 /// The admin API was configured without a token. Serving it would hand every transcript and
@@ -89,7 +93,15 @@ impl AdminState {
             wake: None,
             failed_logins: Arc::new(FailedLogins::new(false)),
             targets: Arc::default(),
+            eraser: None,
         })
+    }
+
+    /// `eraser` erases conversations on the homeserver as well as in the store (the service
+    /// passes its `Bridge`, which holds the room's lock meanwhile).
+    pub fn with_eraser(mut self, eraser: Arc<dyn EraseConversation>) -> Self {
+        self.eraser = Some(eraser);
+        self
     }
 
     /// `wake` is called after a dead letter was retried, so the worker takes the work up at
@@ -204,7 +216,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/admin/v1/responders/{id}/status", put(put_status))
         .route("/admin/v1/conversations", get(list_conversations))
-        .route("/admin/v1/conversations/{room_id}", get(get_conversation))
+        .route(
+            "/admin/v1/conversations/{room_id}",
+            get(get_conversation).delete(erase_conversation),
+        )
         .route(
             "/admin/v1/conversations/{room_id}/initiator-block",
             post(block_initiator_route).delete(unblock_initiator_route),
@@ -665,6 +680,64 @@ async fn get_conversation(
     detail
         .map(Json)
         .ok_or_else(|| AdminError::not_found("conversation"))
+}
+
+impl From<EraseFailure> for AdminError {
+    fn from(e: EraseFailure) -> Self {
+        match e {
+            EraseFailure::NotFound => AdminError::not_found("conversation"),
+            EraseFailure::Open(_) => {
+                AdminError::new(StatusCode::CONFLICT, "M_CONVERSATION_OPEN", e.to_string())
+            }
+            EraseFailure::Homeserver(ref inner) => {
+                // The homeserver's own words may name users or rooms: logged, not answered.
+                tracing::error!(error = %inner, "admin API: erasing on the homeserver failed");
+                AdminError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    "The homeserver failed; nothing was erased. Try again; see the service log",
+                )
+            }
+            EraseFailure::Platform {
+                ref platform,
+                ref error,
+            } => {
+                tracing::error!(platform, error, "admin API: erasing on a platform failed");
+                AdminError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    format!(
+                        "{platform} failed; nothing was erased. Try again; see the service log"
+                    ),
+                )
+            }
+            EraseFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+/// # `DELETE /admin/v1/conversations/{room_id}`
+///
+/// Erases a closed conversation: its room's messages on the homeserver (purged through
+/// Synapse's admin API with `[retention] homeserver_admin_token`, else redacted by the bot,
+/// whose users then leave), then every row the store holds about it. Answers
+/// `{"room_id", "homeserver": {"method": …}, "rows_deleted": {table: n}}`; 404 for no such
+/// conversation (or one erased already), 409 `M_CONVERSATION_OPEN` while it is not closed,
+/// 502 when the homeserver failed (the store is then untouched).
+async fn erase_conversation(
+    State(state): State<AdminState>,
+    Path(room_id): Path<String>,
+) -> Result<Json<Erasure>, AdminError> {
+    let erasure = match &state.eraser {
+        Some(eraser) => eraser.erase_conversation(&room_id).await?,
+        None => Eraser::erase_store_only(&state.store, &room_id).await?,
+    };
+    tracing::info!(
+        room_id,
+        rows = erasure.rows_deleted.total(),
+        "admin API: conversation erased"
+    );
+    Ok(Json(erasure))
 }
 
 /// Blocks (or, with `block` false, unblocks) the person who started the conversation in

@@ -121,6 +121,9 @@ pub struct Bridge {
     /// Links to visitors' files too large for a responder's platform; `None` where
     /// Switchboard's public address is not configured (such files are then refused).
     media_links: Option<crate::media_links::MediaLinks>,
+    /// `[retention]`: the sweep's age limit, and how conversations are erased.
+    retention: crate::retention::RetentionConfig,
+    eraser: crate::retention::Eraser,
 }
 
 impl Bridge {
@@ -148,8 +151,13 @@ impl Bridge {
             .public_url
             .as_deref()
             .map(|url| crate::media_links::MediaLinks::new(&registration.inner.as_token, url));
+        let retention = crate::retention::RetentionConfig::default();
+        let eraser =
+            crate::retention::Eraser::new(client.clone(), registration.clone(), &retention);
         Self {
             media_links,
+            retention,
+            eraser,
             room_posts: RoomPostQueue::new(store.clone()),
             store,
             post_client,
@@ -186,6 +194,15 @@ impl Bridge {
     /// queue wakes this bridge's posting loop at once.
     pub fn with_room_posts(mut self, queue: RoomPostQueue) -> Self {
         self.room_posts = queue;
+        self
+    }
+
+    /// Keeps and erases transcripts as `[retention]` says: the periodic sweep (when
+    /// `transcript_days` is set) and erasure through Synapse's admin API (when its token is).
+    pub fn with_retention(mut self, config: crate::retention::RetentionConfig) -> Self {
+        self.eraser =
+            crate::retention::Eraser::new(self.client.clone(), self.registration.clone(), &config);
+        self.retention = config;
         self
     }
 
@@ -682,6 +699,52 @@ fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
             .ok()
             .flatten()
             .is_some_and(|c| c.relayed)
+}
+
+#[async_trait]
+impl crate::retention::EraseConversation for Bridge {
+    async fn erase_conversation(
+        &self,
+        room_id: &str,
+    ) -> Result<crate::retention::Erasure, crate::retention::EraseFailure> {
+        // No event of the room is handled while it is erased: one handled meanwhile could
+        // write a row back after its table was emptied.
+        let _room = self.room_locks.lock(room_id).await;
+        use crate::retention::EraseFailure;
+        let conversation = self
+            .store
+            .conversation(room_id)
+            .await?
+            .ok_or(EraseFailure::NotFound)?;
+        if conversation.state != ConversationState::Closed {
+            return Err(EraseFailure::Open(conversation.state));
+        }
+        // What the connectors put on their platforms about it first (Matrix: the relay
+        // rooms, where the bot posted the visitor's words), by the offers' handles, while the
+        // store still has them.
+        let mut handles: HashMap<String, Vec<String>> = HashMap::new();
+        for offer in self.store.offers_for_room(room_id).await? {
+            if let Some(handle) = offer.remote_message_id {
+                // A notice still queued for a relay room would land after its redaction.
+                self.store
+                    .cancel_room_posts(&handle, "the conversation is being erased")
+                    .await?;
+                handles.entry(offer.platform).or_default().push(handle);
+            }
+        }
+        for connector in self.connectors.values() {
+            let platform = connector.platform().as_str();
+            if let Some(handles) = handles.get(platform) {
+                connector.erase_conversation(handles).await.map_err(|e| {
+                    EraseFailure::Platform {
+                        platform: platform.to_owned(),
+                        error: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        self.eraser.erase(&self.store, room_id).await
+    }
 }
 
 #[async_trait]

@@ -670,6 +670,18 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The conversation whose offers here had `handles` (each offer's handle, as
+    /// [`Connector::offer`] returned it) is being erased: remove from the platform what this
+    /// connector put there about it, where the platform lets it (Matrix: the bot redacts every
+    /// message in the relay rooms, the visitor's words among them, and leaves them). Network
+    /// I/O, possibly one request per message: not cut off at the connector's time limit.
+    /// Idempotent. The default does nothing: what was delivered to a Telegram chat, a Discord
+    /// thread or a mailbox is the responder's, and cannot be recalled.
+    async fn erase_conversation(&self, handles: &[String]) -> Result<(), ConnectorError> {
+        let _ = handles;
+        Ok(())
+    }
+
     /// Renders a visitor message into the messages it becomes on this platform, in order
     /// (Telegram: a long text split into 4096-character parts, the first headed by the
     /// visitor's alias; a file: one part, its caption). Pure and fast: no I/O, never blocks.

@@ -14,6 +14,7 @@ pub mod health;
 pub mod media_links;
 pub mod metrics;
 pub mod responder;
+pub mod retention;
 pub mod routing;
 pub mod service_levels;
 pub mod store;

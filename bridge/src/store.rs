@@ -29,10 +29,12 @@ pub use remote::{
     OutboxRow, RemoteInboxEvent,
 };
 mod responders;
+mod retention;
 mod revisions;
 mod room_posts;
 mod schema;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
+pub use retention::{DeletedRows, EraseError};
 pub use room_posts::RoomPostRow;
 mod service_levels;
 pub use schema::SchemaStatus;

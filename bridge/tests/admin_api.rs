@@ -186,6 +186,7 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         (Method::PUT, "/admin/v1/responders/alex/status"),
         (Method::GET, "/admin/v1/conversations"),
         (Method::GET, "/admin/v1/conversations/!room:x"),
+        (Method::DELETE, "/admin/v1/conversations/!room:x"),
         (
             Method::POST,
             "/admin/v1/conversations/!room:x/initiator-block",
@@ -721,6 +722,73 @@ async fn an_initiator_is_blocked_by_their_conversation_and_only_a_keyed_hash_is_
             "{room}: {body}"
         );
     }
+    Ok(())
+}
+
+/// Without a homeserver (no eraser given), `DELETE /admin/v1/conversations/{room}` erases the
+/// store only and says so; an open conversation is refused and kept, an unknown one is 404,
+/// and another conversation is left alone.
+#[tokio::test]
+async fn a_closed_conversation_is_erased_and_an_open_one_refused() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    for room in ["!gone:x", "!kept:x"] {
+        admin
+            .store
+            .insert_conversation(&Conversation {
+                room_id: room.into(),
+                topic: "support".into(),
+                visitor_user_id: format!("@visitor-of-{room}"),
+                visitor_alias: "Visitor 0A0A".into(),
+                state: ConversationState::Active,
+                created_at: 1,
+                language: None,
+            })
+            .await?;
+        admin
+            .store
+            .record_message(&Message {
+                event_id: format!("$m{room}"),
+                room_id: room.into(),
+                inbox_seq: 1,
+                sender: format!("@visitor-of-{room}"),
+                sender_role: SenderRole::Visitor,
+                msgtype: "m.text".into(),
+                body: "please forget me".into(),
+                formatted_body: None,
+                origin_server_ts: 1,
+            })
+            .await?;
+    }
+    let (status, json) = admin
+        .call(Method::DELETE, "/admin/v1/conversations/!gone:x", None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(json["errcode"], "M_CONVERSATION_OPEN");
+    assert_eq!(admin.store.messages("!gone:x").await?.len(), 1);
+
+    admin
+        .store
+        .set_conversation_state("!gone:x", ConversationState::Closed)
+        .await?;
+    let (status, json) = admin
+        .call(Method::DELETE, "/admin/v1/conversations/!gone:x", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        json,
+        json!({
+            "room_id": "!gone:x",
+            "homeserver": {"method": "not_asked"},
+            "rows_deleted": {"conversations": 1, "messages": 1},
+        })
+    );
+    assert!(admin.store.conversation("!gone:x").await?.is_none());
+    assert!(admin.store.messages("!gone:x").await?.is_empty());
+    assert_eq!(admin.store.messages("!kept:x").await?.len(), 1);
+    let (status, _) = admin
+        .call(Method::DELETE, "/admin/v1/conversations/!gone:x", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
 

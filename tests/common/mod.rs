@@ -157,9 +157,30 @@ impl Switchboard {
         extra_toml: &str,
         log_filter: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_on(env, slot, extra_toml, log_filter, None).await
+    }
+
+    /// Like [`Self::start`], on a fresh database of the PostgreSQL cluster scripts/test.sh
+    /// starts instead of SQLite.
+    pub async fn start_on_postgres(
+        env: &TestEnv,
+        slot: &Slot,
+        extra_toml: &str,
+    ) -> anyhow::Result<Self> {
+        let url = fresh_postgres_database("sbe2e").await?;
+        Self::start_on(env, slot, extra_toml, TEST_LOG_FILTER, Some(url)).await
+    }
+
+    async fn start_on(
+        env: &TestEnv,
+        slot: &Slot,
+        extra_toml: &str,
+        log_filter: &str,
+        db_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("switchboard.db");
-        let db_url = format!("sqlite://{}", db.display());
+        let db_url = db_url.unwrap_or_else(|| format!("sqlite://{}", db.display()));
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -295,6 +316,26 @@ impl Drop for Switchboard {
             let _ = std::fs::copy(&self.log, Path::new(&dir).join(format!("{name}.log")));
         }
     }
+}
+
+/// A new, empty database on the PostgreSQL cluster scripts/test.sh starts
+/// (`SWITCHBOARD_TEST_POSTGRES_URL`); its URL.
+pub async fn fresh_postgres_database(prefix: &str) -> anyhow::Result<String> {
+    let admin_url = required_var("SWITCHBOARD_TEST_POSTGRES_URL");
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros();
+    let db = format!("{prefix}_{}_{micros}", std::process::id());
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&admin_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(b, _)| b);
+    Ok(format!("{base}/{db}"))
 }
 
 /// A timeline message as the widget sees it.

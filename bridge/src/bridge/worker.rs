@@ -134,8 +134,18 @@ impl Bridge {
                 me.clone().run_room_posts(stop.clone())
             }))
         };
+        let sweep = self.retention.transcript_days.map(|days| {
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(supervise("retention sweep", stop.clone(), move || {
+                me.clone().run_sweep(days, stop.clone())
+            }))
+        });
         let _ = scheduler.await;
         let _ = posts.await;
+        if let Some(sweep) = sweep {
+            let _ = sweep.await;
+        }
         if let Some(typing) = typing {
             typing.abort();
         }
@@ -199,6 +209,32 @@ impl Bridge {
                 _ = self.inbox_ready.notified() => {}
                 _ = self.register_changed.notified() => queue_due = true,
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Erases what `[retention] transcript_days` says is too old (`Store::sweep`), in its own
+    /// loop: a sweep of many conversations takes the store's writers one conversation at a
+    /// time and holds up no other loop. The age is judged by the store's (injected) clock;
+    /// the loop's timing is tokio's. Logs counts only, never a visitor or a room.
+    async fn run_sweep(self: Arc<Self>, days: u32, mut stop: watch::Receiver<bool>) {
+        let mut wait = crate::retention::FIRST_SWEEP_AFTER;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = crate::retention::SWEEP_EVERY;
+            match self.store.sweep(days).await {
+                Ok(deleted) => tracing::info!(
+                    days,
+                    conversations = deleted.of("conversations"),
+                    rows = deleted.total(),
+                    tables = %deleted,
+                    "retention sweep done"
+                ),
+                // Tried again at the next sweep; what it did before failing stays done.
+                Err(e) => tracing::error!(error = %e, "retention sweep failed"),
             }
         }
     }

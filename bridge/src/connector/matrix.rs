@@ -234,6 +234,32 @@ impl Connector for MatrixConnector {
         Ok("responders are reached through the homeserver, as the bot".into())
     }
 
+    /// Each handle is a relay room the bot made for one offer: the bot redacts every message
+    /// there (its posts of the visitor's words, the responder's replies), then leaves. A room
+    /// the bot has left already, or that is gone, has nothing more to do.
+    async fn erase_conversation(&self, handles: &[String]) -> Result<(), ConnectorError> {
+        for handle in handles {
+            let Ok(room) = OwnedRoomId::try_from(handle.as_str()) else {
+                continue;
+            };
+            match self
+                .client
+                .redact_room_messages(&room, crate::retention::REASON)
+                .await
+            {
+                Ok(_) => {}
+                Err(ClientError::Matrix {
+                    status: 403 | 404, ..
+                }) => continue,
+                Err(e) => return Err(ConnectorError::Transient(e.to_string())),
+            }
+            if let Err(e) = self.client.leave(&room, self.client.bot()).await {
+                tracing::debug!(room_id = %room, error = %e, "the bot did not leave a relay room");
+            }
+        }
+        Ok(())
+    }
+
     /// The bot is exempt from the homeserver's rate limits (`rate_limited: false` in the
     /// registration), so nothing is paced. An event may be at most 65536 bytes with its
     /// envelope; a visitor's message arrived in such an event, so `render` never needs to

@@ -67,6 +67,12 @@ impl Connector for Timed {
         self.inner.how_to_accept()
     }
 
+    /// Not cut off: it takes a request per message of the conversation, and its caller (an
+    /// operator's erasure) waits for all of it.
+    async fn erase_conversation(&self, handles: &[String]) -> Result<(), ConnectorError> {
+        self.inner.erase_conversation(handles).await
+    }
+
     fn takes_initiators(&self) -> bool {
         self.inner.takes_initiators()
     }

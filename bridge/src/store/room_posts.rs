@@ -122,6 +122,22 @@ impl Store {
         Ok(())
     }
 
+    /// Sets aside every write into `room_id` not posted yet, with `reason`: the room is being
+    /// erased, and a notice posted after its messages were redacted would be left readable.
+    /// Returns how many there were.
+    pub async fn cancel_room_posts(&self, room_id: &str, reason: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE room_posts SET failed_at = $1, last_error = $2
+             WHERE room_id = $3 AND done_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(self.now_ms())
+        .bind(reason)
+        .bind(room_id)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Writes set aside for good, newest first, with why (for operators and tests).
     pub async fn failed_room_posts(
         &self,
