@@ -290,6 +290,14 @@ async fn visitor_accounts_work_where_guests_are_refused() -> anyhow::Result<()> 
         named.is_empty(),
         "the visitor's user ID was logged: {named:#?}"
     );
+    // Their conversation's lines carry its alias instead, in the span they were written in.
+    assert!(
+        sb.log_text()
+            .lines()
+            .any(|l| l.contains("alias") && l.contains(&stored.visitor_alias)),
+        "no log line names the conversation by its alias {:?}",
+        stored.visitor_alias
+    );
     Ok(())
 }
 

@@ -85,6 +85,10 @@ pub struct Bridge {
     post_client: HomeserverClient,
     /// Some room post waits out a backoff after a failure (see `homeserver_is_up`).
     posts_waiting: std::sync::atomic::AtomicBool,
+    /// Held by the posting loop for each pass over the room posts (`drain_room_posts`). A pass
+    /// posts the rows it read even if they are cancelled meanwhile; an erasure cancels a
+    /// room's posts, then waits for the pass under way, so nothing lands after it redacts.
+    room_post_pass: tokio::sync::Mutex<()>,
     registration: Arc<AppserviceRegistration>,
     config: BridgeConfig,
     connectors: HashMap<Platform, Arc<dyn Connector>>,
@@ -162,6 +166,7 @@ impl Bridge {
             store,
             post_client,
             posts_waiting: std::sync::atomic::AtomicBool::new(true),
+            room_post_pass: tokio::sync::Mutex::new(()),
             client,
             registration,
             config,
@@ -439,6 +444,7 @@ impl Bridge {
             // responder's lane like any platform's. (This lock is the relay room's own.)
             return self.homeserver_room_event(room_id, &event).await;
         };
+        tracing::Span::current().record("alias", conversation.visitor_alias.as_str());
         let sender = event
             .get("sender")
             .and_then(Value::as_str)
@@ -732,6 +738,12 @@ impl crate::retention::EraseConversation for Bridge {
                 handles.entry(offer.platform).or_default().push(handle);
             }
         }
+        self.store
+            .cancel_room_posts(room_id, "the conversation is being erased")
+            .await?;
+        // A post the loop read before it was cancelled (the responder's "the visitor ended
+        // the conversation", say) goes out with the pass under way: let it, then redact.
+        drop(self.room_post_pass.lock().await);
         for connector in self.connectors.values() {
             let platform = connector.platform().as_str();
             if let Some(handles) = handles.get(platform) {

@@ -351,6 +351,7 @@ impl Bridge {
     /// Posts due rows, oldest first, never letting a row overtake an earlier unposted row of
     /// its room. Returns when the next row is due, if one is waiting.
     pub async fn drain_room_posts(&self) -> Result<Option<Duration>, StoreError> {
+        let _pass = self.room_post_pass.lock().await;
         let mut blocked: HashSet<String> = HashSet::new();
         let mut next_due: Option<i64> = None;
         for row in self.store.pending_room_posts(BATCH).await? {

@@ -484,7 +484,14 @@ impl Bridge {
     /// One homeserver event: handled under its conversation's lock, retried while that is
     /// worth it, then marked processed or set aside.
     async fn handle_inbox_item(&self, event: &InboxEvent) -> Handled {
-        let span = tracing::info_span!("conversation", room_id = %event.room_id, event_id = %event.event_id);
+        // `alias` is the visitor's alias ("Visitor 7F3A"), recorded once the conversation is
+        // read (`process_event`): what operators and responders call the conversation.
+        let span = tracing::info_span!(
+            "conversation",
+            room_id = %event.room_id,
+            event_id = %event.event_id,
+            alias = tracing::field::Empty
+        );
         let (outcome, attempts) = self
             .with_retries(|| self.process_event(event.seq, &event.room_id, &event.event_json))
             .instrument(span.clone())
