@@ -41,23 +41,7 @@ async fn closed_conversation(env: &TestEnv, sb: &Switchboard) -> anyhow::Result<
     assert_eq!(body["errcode"], "M_CONVERSATION_OPEN", "{body}");
     assert_eq!(visitor_lines().await?, 2);
 
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/conversations/{}/end",
-            sb.base,
-            urlencode(&room)
-        ))
-        .bearer_auth(&visitor.token)
-        .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 204);
-    wait_for("the conversation to close", || async {
-        Ok(
-            (store.conversation(&room).await?.map(|c| c.state.as_str()) == Some("closed"))
-                .then_some(()),
-        )
-    })
-    .await?;
+    end_and_wait_closed(&sb, &visitor, &store, &room).await?;
     store.close().await;
     Ok((visitor, room))
 }
@@ -278,7 +262,7 @@ async fn with_a_homeserver_admin_token_the_erased_room_is_purged() -> anyhow::Re
     let (visitor, room) = closed_conversation(&env, &sb).await?;
 
     let (status, body) = erase(&sb, &room).await?;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 200, "{body}\n{}", sb.log_text());
     assert_eq!(
         body["homeserver"],
         json!({"method": "purged", "complete": true}),
@@ -343,23 +327,7 @@ async fn the_erasure_reaches_a_matrix_responders_relay_room() -> anyhow::Result<
     responder
         .wait_for_text(&relay, &bot, "my name is Jo Bloggs")
         .await?;
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{}/api/v1/conversations/{}/end",
-            sb.base,
-            urlencode(&room)
-        ))
-        .bearer_auth(&visitor.token)
-        .send()
-        .await?;
-    assert_eq!(r.status().as_u16(), 204);
-    wait_for("the conversation to close", || async {
-        Ok(
-            (store.conversation(&room).await?.map(|c| c.state.as_str()) == Some("closed"))
-                .then_some(()),
-        )
-    })
-    .await?;
+    end_and_wait_closed(&sb, &visitor, &store, &room).await?;
 
     let (status, body) = erase(&sb, &room).await?;
     assert_eq!(status, 200, "{body}");
@@ -393,4 +361,30 @@ async fn the_erasure_reaches_a_matrix_responders_relay_room() -> anyhow::Result<
     store_forgot(&sb, &room, &visitor.user_id).await?;
     store.close().await;
     Ok(())
+}
+
+/// The visitor ends their conversation through the visitor API; waits until it is closed.
+async fn end_and_wait_closed(
+    sb: &Switchboard,
+    visitor: &Visitor,
+    store: &switchboard_bridge::Store,
+    room: &str,
+) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/conversations/{}/end",
+            sb.base,
+            urlencode(room)
+        ))
+        .bearer_auth(&visitor.token)
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 204);
+    wait_for("the conversation to close", || async {
+        Ok(
+            (store.conversation(room).await?.map(|c| c.state.as_str()) == Some("closed"))
+                .then_some(()),
+        )
+    })
+    .await
 }
