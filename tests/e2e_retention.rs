@@ -41,7 +41,7 @@ async fn closed_conversation(env: &TestEnv, sb: &Switchboard) -> anyhow::Result<
     assert_eq!(body["errcode"], "M_CONVERSATION_OPEN", "{body}");
     assert_eq!(visitor_lines().await?, 2);
 
-    end_and_wait_closed(&sb, &visitor, &store, &room).await?;
+    end_and_wait_closed(sb, &visitor, &store, &room).await?;
     store.close().await;
     Ok((visitor, room))
 }
