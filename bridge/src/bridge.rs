@@ -36,7 +36,7 @@ pub use room_posts::RoomPostQueue;
 use typing::TypingUpdate;
 
 mod batch;
-mod dispatch;
+pub(crate) mod dispatch;
 mod handoff;
 mod initiators;
 mod lanes;

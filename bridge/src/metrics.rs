@@ -266,15 +266,19 @@ pub(crate) fn offer(platform: &str, event: &'static str) {
 /// A hand-over: `why` is `None` when the responder asked for it, else the reason it was
 /// forced (one of the fixed sentences the bridge gives; anything else counts as `other`).
 pub(crate) fn handoff(why: Option<&str>) {
-    let reason = match why {
+    counter!("switchboard_handoffs_total", "reason" => handoff_reason(why)).increment(1);
+}
+
+/// The label of a hand-over's reason (see [`handoff`]).
+fn handoff_reason(why: Option<&str>) -> &'static str {
+    match why {
         None => "requested",
         Some(why) if why.contains("offline") => "offline",
         Some(why) if why.contains("first reply") => "no_first_reply",
         Some(why) if why.contains("silent") => "idle",
         Some(why) if why.contains("could not be reached") => "unreachable",
         Some(_) => "other",
-    };
-    counter!("switchboard_handoffs_total", "reason" => reason).increment(1);
+    }
 }
 
 /// A request refused by a rate limit: `api` is `visitor`, `proxy` or `admin`.
@@ -370,4 +374,45 @@ async fn scrape(State(state): State<MetricsState>) -> Response {
         (state.render)(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        bridge::dispatch::{Limits, handover_reason},
+        responder::ResponderStatus,
+    };
+
+    /// Every reason the bridge gives for a forced hand-over has a label of its own: a
+    /// reworded sentence would otherwise be counted as `other` without anyone noticing.
+    #[test]
+    fn every_hand_over_reason_has_its_own_label() {
+        let limits = Limits {
+            first_reply_secs: Some(1),
+            idle_secs: Some(1),
+        };
+        let offline = handover_reason(
+            10_000,
+            0,
+            None,
+            None,
+            Some(ResponderStatus::Offline),
+            limits,
+        );
+        let no_reply = handover_reason(10_000, 0, None, None, None, limits);
+        let silent = handover_reason(10_000, 0, Some(1_000), Some(2_000), None, limits);
+        let labels: Vec<&str> = [offline, no_reply, silent]
+            .into_iter()
+            .map(|why| handoff_reason(Some(why.expect("a reason"))))
+            .collect();
+        assert_eq!(labels, ["offline", "no_first_reply", "idle"]);
+        for unreachable in [
+            "their address could not be reached",
+            "their platform could not be reached",
+        ] {
+            assert_eq!(handoff_reason(Some(unreachable)), "unreachable");
+        }
+        assert_eq!(handoff_reason(None), "requested");
+    }
 }

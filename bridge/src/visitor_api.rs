@@ -499,8 +499,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     })
 }
 
-/// The address a visitor's request comes from, for rate limiting.
-fn client_address(headers: &HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> IpAddr {
+/// The address a request comes from, for rate limiting (the visitor API's limits and the
+/// admin API's lock-out): the peer, or behind a trusted proxy `X-Forwarded-For`'s last hop.
+pub(crate) fn client_address(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trust_forwarded_for: bool,
+) -> IpAddr {
     if trust_forwarded_for {
         let last_hop = headers
             .get_all("x-forwarded-for")

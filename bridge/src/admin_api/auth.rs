@@ -86,23 +86,12 @@ impl FailedLogins {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip())
-            // Called without a socket (a router driven in-process): one shared key.
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if self.trust_forwarded_for {
-            let last_hop = request
-                .headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|ip| ip.trim().parse().ok());
-            if let Some(ip) = last_hop {
-                return ip;
-            }
-        }
-        peer
+            .map_or(
+                // Called without a socket (a router driven in-process): one shared key.
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                |ConnectInfo(addr)| *addr,
+            );
+        crate::visitor_api::client_address(request.headers(), peer, self.trust_forwarded_for)
     }
 }
 

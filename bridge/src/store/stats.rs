@@ -32,8 +32,9 @@ pub struct OutboxDepth {
 }
 
 impl Store {
-    /// Every count of [`StoreGauges`]. Each query is answered from an index (the undelivered
-    /// outbox rows have a partial one; the inbox's pending rows lead theirs).
+    /// Every count of [`StoreGauges`]. The queues are counted from their indexes (the
+    /// undelivered outbox rows have a partial one; the inbox's pending rows lead theirs); the
+    /// dead letters are few by nature.
     pub async fn gauges(&self) -> Result<StoreGauges, StoreError> {
         let count = |sql: &'static str| async move {
             let row = sqlx::query(sql).fetch_one(&self.pool).await?;
