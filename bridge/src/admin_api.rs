@@ -18,19 +18,24 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{BytesRejection, QueryRejection},
+    },
     http::{HeaderValue, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post, put},
 };
 use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use utoipa::{IntoParams, OpenApi as _, ToSchema, openapi::OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     Store, StoreError,
     conversation::{Conversation, ConversationState, Message},
+    openapi::{self as doc, ErrorBody},
     responder::{Contact, Responder, ResponderStatus, WeeklyHours},
     retention::{EraseConversation, EraseFailure, Eraser, Erasure},
     routing::{FieldError, validate_responder},
@@ -39,6 +44,9 @@ use crate::{
 
 mod auth;
 mod service_levels;
+
+/// Where the admin API's OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/admin/v1/openapi.json";
 
 use auth::{FailedLogins, require_admin_token};
 pub use service_levels::levels as service_levels;
@@ -175,11 +183,21 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "errcode": self.errcode, "error": self.message });
-        if let Some(field) = self.field {
-            body["field"] = json!(field);
-        }
+        let mut body = ErrorBody::new(self.errcode, self.message);
+        body.field = self.field;
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// A body that could not be read: too large (413 `M_TOO_LARGE`) or cut off.
+impl From<BytesRejection> for AdminError {
+    fn from(e: BytesRejection) -> Self {
+        let errcode = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "M_TOO_LARGE"
+        } else {
+            "M_BAD_JSON"
+        };
+        AdminError::new(e.status(), errcode, e.body_text())
     }
 }
 
@@ -200,41 +218,102 @@ impl From<FieldError> for AdminError {
     }
 }
 
-/// The admin routes, all behind the admin token check.
+/// The admin API's description: its title and version, the token every route needs, and the
+/// answers any route can give (the token check's, and a store failure).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard admin API",
+        description = "The responder register, conversations with their transcripts, erasure, \
+            the service-level report and dead letters. See docs/admin-api.md."
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "responders", description = "The responder register"),
+        (name = "conversations", description = "Conversations, transcripts, erasure, blocks"),
+        (name = "service levels", description = "First-reply times against each topic's target"),
+        (name = "dead letters", description = "Work set aside because it never succeeded"),
+    )
+)]
+struct AdminDocument;
+
+/// Every admin route, each registered with its description.
+fn routes() -> OpenApiRouter<AdminState> {
+    let mut document = AdminDocument::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    OpenApiRouter::with_openapi(document)
+        .routes(routes!(list_responders, create_responder))
+        .routes(routes!(
+            get_responder,
+            replace_responder,
+            patch_responder,
+            delete_responder
+        ))
+        .routes(routes!(put_status))
+        .routes(routes!(list_conversations))
+        .routes(routes!(get_conversation, erase_conversation))
+        .routes(routes!(block_initiator_route, unblock_initiator_route))
+        .routes(routes!(service_levels::get_service_levels))
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(retry_dead_letter))
+}
+
+/// The admin API's OpenAPI 3.1 document, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> OpenApi {
+    let (_, mut document) = routes().split_for_parts();
+    complete(&mut document);
+    document
+}
+
+/// Adds what every route shares to the handlers' own descriptions.
+fn complete(document: &mut OpenApi) {
+    doc::require_bearer(
+        document,
+        "admin_token",
+        "The admin token (`[admin] token`), as `Authorization: Bearer <token>`.",
+    );
+    let every = |_: &str, _| true;
+    doc::answer_everywhere(
+        document,
+        "401",
+        doc::error_answer("No admin token (`M_MISSING_TOKEN`)."),
+        every,
+    );
+    doc::answer_everywhere(
+        document,
+        "403",
+        doc::error_answer("A wrong admin token (`M_FORBIDDEN`)."),
+        every,
+    );
+    doc::answer_everywhere(
+        document,
+        "429",
+        doc::too_many_answer(
+            "Too many wrong tokens from this address: locked out for a while, right token \
+             included (`M_LIMIT_EXCEEDED`).",
+        ),
+        every,
+    );
+    doc::answer_everywhere(
+        document,
+        "500",
+        doc::error_answer("The store failed; the service log says why (`M_UNKNOWN`)."),
+        every,
+    );
+}
+
+/// The admin routes, all behind the admin token check, and the API's OpenAPI document.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route(
-            "/admin/v1/responders",
-            get(list_responders).post(create_responder),
-        )
-        .route(
-            "/admin/v1/responders/{id}",
-            get(get_responder)
-                .put(replace_responder)
-                .patch(patch_responder)
-                .delete(delete_responder),
-        )
-        .route("/admin/v1/responders/{id}/status", put(put_status))
-        .route("/admin/v1/conversations", get(list_conversations))
-        .route(
-            "/admin/v1/conversations/{room_id}",
-            get(get_conversation).delete(erase_conversation),
-        )
-        .route(
-            "/admin/v1/conversations/{room_id}/initiator-block",
-            post(block_initiator_route).delete(unblock_initiator_route),
-        )
-        .route(
-            "/admin/v1/service-levels",
-            get(service_levels::get_service_levels),
-        )
-        .route("/admin/v1/dead-letters", get(list_dead_letters))
-        .route("/admin/v1/dead-letters/{id}/retry", post(retry_dead_letter))
+    let (routes, mut document) = routes().split_for_parts();
+    complete(&mut document);
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_token,
         ))
+        // A description of the routes, nobody's data: served without the token.
+        .route(OPENAPI_PATH, doc::serve(&document))
         // Answers carry transcripts and the register: no cache may keep them.
         .layer(middleware::map_response(|mut response: Response| async {
             response
@@ -250,27 +329,46 @@ pub fn router(state: AdminState) -> Router {
 /// A responder as a request body. Mirrors [`Responder`] with every field optional (what is
 /// required depends on the method) and refuses unknown fields, so a typo such as
 /// `"max_concurent"` is an error naming it rather than a silently ignored setting.
-#[derive(Debug, Deserialize)]
+///
+/// In the OpenAPI document every member is optional and none but `pseudonym` may be `null`:
+/// `POST` needs `id` and `display_name`, `PUT` needs `display_name`, `PATCH` nothing.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ResponderRequest)]
 struct ResponderBody {
+    /// Required by `POST`; elsewhere, if given, the path's.
+    #[schema(nullable = false)]
     id: Option<String>,
+    #[schema(nullable = false)]
     display_name: Option<String>,
-    /// `Some(None)`: explicitly `null`, which removes the pseudonym.
+    /// `null` removes the pseudonym.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pseudonym: Option<Option<String>>,
+    #[schema(nullable = false)]
     topics: Option<Vec<String>>,
+    #[schema(nullable = false)]
     languages: Option<Vec<String>>,
+    #[schema(nullable = false)]
     timezone: Option<String>,
+    #[schema(nullable = false, inline)]
     hours: Option<WeeklyHours>,
+    #[schema(nullable = false)]
     max_concurrent: Option<i64>,
+    #[schema(nullable = false)]
     status: Option<ResponderStatus>,
+    #[schema(nullable = false)]
     contacts: Option<Vec<ContactBody>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One way to reach a responder.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ContactRequest)]
 struct ContactBody {
+    /// A platform Switchboard has a connector for: `matrix`, `telegram`, `discord`, `email`.
     platform: String,
+    /// The address there, in that platform's form.
     address: String,
 }
 
@@ -343,8 +441,10 @@ impl ResponderBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A responder's new status.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = StatusRequest)]
 struct StatusBody {
     status: ResponderStatus,
 }
@@ -409,23 +509,48 @@ pub fn pretty_json(value: &impl Serialize) -> String {
 
 // ---- responders ---------------------------------------------------------------------------
 
-/// # `GET /admin/v1/responders`
-///
-/// Every responder, by id: `{"responders": [...]}`.
-async fn list_responders(State(state): State<AdminState>) -> Result<Json<Value>, AdminError> {
-    let responders = state.store.list_responders().await?;
-    Ok(Json(json!({ "responders": responders })))
+/// Every responder in the register.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponderList {
+    /// By id.
+    pub responders: Vec<Responder>,
 }
 
-/// # `POST /admin/v1/responders`
+/// List the responders.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/responders",
+    tag = "responders",
+    responses((status = 200, description = "Every responder, by id.", body = ResponderList))
+)]
+async fn list_responders(
+    State(state): State<AdminState>,
+) -> Result<Json<ResponderList>, AdminError> {
+    let responders = state.store.list_responders().await?;
+    Ok(Json(ResponderList { responders }))
+}
+
+/// Add a responder.
 ///
-/// Body: a responder (`id` and `display_name` required, the rest defaulted). Answers 201 with
-/// the responder as stored, or 409 `M_EXISTS` if the id is taken.
+/// `id` and `display_name` are required; the rest takes the register's defaults (time zone
+/// UTC, three conversations at once, available, no topics, any hours, no contacts).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/responders",
+    tag = "responders",
+    request_body = ResponderBody,
+    responses(
+        (status = 201, description = "The responder as stored.", body = Responder),
+        (status = 400, description = "A member is missing, unknown, of the wrong type or not valid; `field` names it.", body = ErrorBody),
+        (status = 409, description = "The id is taken (`M_EXISTS`).", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`M_TOO_LARGE`).", body = ErrorBody),
+    )
+)]
 async fn create_responder(
     State(state): State<AdminState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Responder>), AdminError> {
-    let body: ResponderBody = parse_body(&body)?;
+    let body: ResponderBody = parse_body(&body?)?;
     let id = body
         .id
         .clone()
@@ -449,7 +574,17 @@ async fn create_responder(
     Ok((StatusCode::CREATED, Json(responder)))
 }
 
-/// # `GET /admin/v1/responders/{id}`
+/// Show one responder.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/responders/{id}",
+    tag = "responders",
+    params(("id" = String, Path, description = "The responder's id.")),
+    responses(
+        (status = 200, description = "The responder.", body = Responder),
+        (status = 404, description = "No such responder.", body = ErrorBody),
+    )
+)]
 async fn get_responder(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -460,32 +595,58 @@ async fn get_responder(
         .ok_or_else(|| AdminError::not_found("responder"))
 }
 
-/// # `PUT /admin/v1/responders/{id}`
+/// Replace a responder.
 ///
-/// Full replacement: fields left out take their defaults. The body's `id` may be left out;
+/// Full replacement: members left out take their defaults. The body's `id` may be left out;
 /// if given it must be the path's.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/responders/{id}",
+    tag = "responders",
+    params(("id" = String, Path, description = "The responder's id.")),
+    request_body = ResponderBody,
+    responses(
+        (status = 200, description = "The responder as stored.", body = Responder),
+        (status = 400, description = "A member is missing, unknown, of the wrong type or not valid; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such responder.", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`M_TOO_LARGE`).", body = ErrorBody),
+    )
+)]
 async fn replace_responder(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Responder>, AdminError> {
-    let body: ResponderBody = parse_body(&body)?;
+    let body: ResponderBody = parse_body(&body?)?;
     body.check_id(&id)?;
     let mut responder = responder_with_defaults(&id, body.required_display_name()?);
     body.apply_to(&mut responder);
     save(&state, responder).await
 }
 
-/// # `PATCH /admin/v1/responders/{id}`
+/// Change some of a responder's members.
 ///
-/// Changes the top-level fields the body gives and keeps the others; `"pseudonym": null`
+/// Changes the top-level members the body gives and keeps the others; `"pseudonym": null`
 /// removes the pseudonym. Lists (topics, contacts, ...) are replaced whole.
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/responders/{id}",
+    tag = "responders",
+    params(("id" = String, Path, description = "The responder's id.")),
+    request_body = ResponderBody,
+    responses(
+        (status = 200, description = "The responder as stored.", body = Responder),
+        (status = 400, description = "A member is unknown, of the wrong type or not valid; `field` names it.", body = ErrorBody),
+        (status = 404, description = "No such responder.", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`M_TOO_LARGE`).", body = ErrorBody),
+    )
+)]
 async fn patch_responder(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Responder>, AdminError> {
-    let body: ResponderBody = parse_body(&body)?;
+    let body: ResponderBody = parse_body(&body?)?;
     body.check_id(&id)?;
     let mut responder = state
         .store
@@ -507,9 +668,19 @@ async fn save(state: &AdminState, responder: Responder) -> Result<Json<Responder
     Ok(Json(responder))
 }
 
-/// # `DELETE /admin/v1/responders/{id}`
+/// Remove a responder.
 ///
-/// Answers 204. Conversations the responder holds stay theirs until they end.
+/// Conversations the responder holds stay theirs until they end.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/responders/{id}",
+    tag = "responders",
+    params(("id" = String, Path, description = "The responder's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such responder.", body = ErrorBody),
+    )
+)]
 async fn delete_responder(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -522,15 +693,26 @@ async fn delete_responder(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// # `PUT /admin/v1/responders/{id}/status`
-///
-/// Body `{"status": "available" | "away" | "offline"}`; answers with the responder.
+/// Set a responder's status.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/responders/{id}/status",
+    tag = "responders",
+    params(("id" = String, Path, description = "The responder's id.")),
+    request_body = StatusBody,
+    responses(
+        (status = 200, description = "The responder with its new status.", body = Responder),
+        (status = 400, description = "No status, or not one of the three; `field` says so.", body = ErrorBody),
+        (status = 404, description = "No such responder.", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (`M_TOO_LARGE`).", body = ErrorBody),
+    )
+)]
 async fn put_status(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Responder>, AdminError> {
-    let StatusBody { status } = parse_body(&body)?;
+    let StatusBody { status } = parse_body(&body?)?;
     if !state.store.set_responder_status(&id, status).await? {
         return Err(AdminError::not_found("responder"));
     }
@@ -547,7 +729,7 @@ async fn put_status(
 
 /// A conversation in a list. Deliberately without the visitor's Matrix ID: lists are glanced
 /// at and screenshotted; the ID is shown only with the transcript.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConversationSummary {
     pub room_id: String,
     pub topic: String,
@@ -569,7 +751,7 @@ impl From<Conversation> for ConversationSummary {
 }
 
 /// Who held (or holds) a conversation, on which platform, through which ghost.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AssignmentView {
     pub responder_id: String,
     pub platform: String,
@@ -588,7 +770,7 @@ pub struct AssignmentView {
 
 /// One conversation in full: the conversation (visitor's Matrix ID included), everyone
 /// assigned to it, and its transcript in order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConversationDetail {
     pub conversation: Conversation,
     pub assignments: Vec<AssignmentView>,
@@ -640,19 +822,37 @@ pub async fn conversation_detail(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ConversationQuery {
+    /// Only conversations in this state.
+    #[param(value_type = Option<ConversationState>)]
     state: Option<String>,
 }
 
-/// # `GET /admin/v1/conversations`
+/// Conversations, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationList {
+    pub conversations: Vec<ConversationSummary>,
+}
+
+/// List conversations.
 ///
-/// `?state=queued|offered|active|transferring|closed` optional. Answers `{"conversations": [...]}`, oldest first,
-/// without visitors' Matrix IDs.
+/// Oldest first, without visitors' Matrix IDs (lists are glanced at and screenshotted).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/conversations",
+    tag = "conversations",
+    params(ConversationQuery),
+    responses(
+        (status = 200, description = "The conversations, oldest first.", body = ConversationList),
+        (status = 400, description = "`state` is not a state (`M_INVALID_PARAM`).", body = ErrorBody),
+    )
+)]
 async fn list_conversations(
     State(state): State<AdminState>,
     query: Result<Query<ConversationQuery>, QueryRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<ConversationList>, AdminError> {
     let Query(query) = query
         .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", e.body_text()))?;
     let filter = match query.state.as_deref() {
@@ -666,12 +866,22 @@ async fn list_conversations(
         })?),
     };
     let conversations = conversation_summaries(&state.store, filter).await?;
-    Ok(Json(json!({ "conversations": conversations })))
+    Ok(Json(ConversationList { conversations }))
 }
 
-/// # `GET /admin/v1/conversations/{room_id}`
+/// Show one conversation in full.
 ///
 /// The conversation (with the visitor's Matrix ID), its assignments and its transcript.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/conversations/{room_id}",
+    tag = "conversations",
+    params(("room_id" = String, Path, description = "The conversation's room ID, e.g. `!abc:example.org`.")),
+    responses(
+        (status = 200, description = "The conversation, who held it, and its transcript.", body = ConversationDetail),
+        (status = 404, description = "No such conversation.", body = ErrorBody),
+    )
+)]
 async fn get_conversation(
     State(state): State<AdminState>,
     Path(room_id): Path<String>,
@@ -716,14 +926,23 @@ impl From<EraseFailure> for AdminError {
     }
 }
 
-/// # `DELETE /admin/v1/conversations/{room_id}`
+/// Erase a closed conversation.
 ///
-/// Erases a closed conversation: its room's messages on the homeserver (purged through
-/// Synapse's admin API with `[retention] homeserver_admin_token`, else redacted by the bot,
-/// whose users then leave), then every row the store holds about it. Answers
-/// `{"room_id", "homeserver": {"method": …}, "rows_deleted": {table: n}}`; 404 for no such
-/// conversation (or one erased already), 409 `M_CONVERSATION_OPEN` while it is not closed,
-/// 502 when the homeserver failed (the store is then untouched).
+/// Its room's messages on the homeserver (purged through Synapse's admin API with
+/// `[retention] homeserver_admin_token`, else redacted by the bot, whose users then leave),
+/// then every row the store holds about it.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/conversations/{room_id}",
+    tag = "conversations",
+    params(("room_id" = String, Path, description = "The conversation's room ID.")),
+    responses(
+        (status = 200, description = "Erased: what happened on the homeserver, and the rows deleted by table.", body = Erasure),
+        (status = 404, description = "No such conversation, or erased already.", body = ErrorBody),
+        (status = 409, description = "The conversation is not closed (`M_CONVERSATION_OPEN`).", body = ErrorBody),
+        (status = 502, description = "The homeserver or a platform failed; nothing was erased.", body = ErrorBody),
+    )
+)]
 async fn erase_conversation(
     State(state): State<AdminState>,
     Path(room_id): Path<String>,
@@ -762,36 +981,63 @@ pub async fn set_initiator_block(
     Ok(Some(changed))
 }
 
+/// Whether the conversation's initiator is blocked now, and whether this request changed it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InitiatorBlock {
+    pub blocked: bool,
+    pub changed: bool,
+}
+
 async fn initiator_block(
     state: &AdminState,
     room_id: &str,
     block: bool,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<InitiatorBlock>, AdminError> {
     let changed = set_initiator_block(&state.store, room_id, block)
         .await?
         .ok_or_else(|| AdminError::not_found("conversation started from a platform"))?;
-    Ok(Json(json!({ "blocked": block, "changed": changed })))
+    Ok(Json(InitiatorBlock {
+        blocked: block,
+        changed,
+    }))
 }
 
-/// # `POST /admin/v1/conversations/{room_id}/initiator-block`
+/// Block a conversation's initiator.
 ///
 /// The person who started this conversation from a platform may start no more (their open
-/// conversations go on). Answers `{"blocked": true, "changed": bool}`, or 404 for a
-/// conversation started from the widget or none at all.
+/// conversations go on). They are named by the conversation alone.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/conversations/{room_id}/initiator-block",
+    tag = "conversations",
+    params(("room_id" = String, Path, description = "The conversation's room ID.")),
+    responses(
+        (status = 200, description = "Blocked.", body = InitiatorBlock),
+        (status = 404, description = "No conversation started from a platform has that room.", body = ErrorBody),
+    )
+)]
 async fn block_initiator_route(
     State(state): State<AdminState>,
     Path(room_id): Path<String>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<InitiatorBlock>, AdminError> {
     initiator_block(&state, &room_id, true).await
 }
 
-/// # `DELETE /admin/v1/conversations/{room_id}/initiator-block`
-///
-/// Lifts that block. Answers `{"blocked": false, "changed": bool}`, or 404.
+/// Lift a block on a conversation's initiator.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/conversations/{room_id}/initiator-block",
+    tag = "conversations",
+    params(("room_id" = String, Path, description = "The conversation's room ID.")),
+    responses(
+        (status = 200, description = "Not blocked.", body = InitiatorBlock),
+        (status = 404, description = "No conversation started from a platform has that room.", body = ErrorBody),
+    )
+)]
 async fn unblock_initiator_route(
     State(state): State<AdminState>,
     Path(room_id): Path<String>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<InitiatorBlock>, AdminError> {
     initiator_block(&state, &room_id, false).await
 }
 
@@ -801,18 +1047,38 @@ async fn unblock_initiator_route(
 pub const DEAD_LETTER_LIMIT: i64 = 100;
 const MAX_DEAD_LETTER_LIMIT: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// How many to show at most (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-/// # `GET /admin/v1/dead-letters`
+/// Dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// List dead letters.
 ///
-/// `?limit=N` optional (1-1000, default 100). Answers `{"dead_letters": [...]}`, newest first.
+/// Work set aside because it failed in a way retrying would not mend, newest first. `reason`
+/// is the error, never the work's content.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/dead-letters",
+    tag = "dead letters",
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "The dead letters, newest first.", body = DeadLetterList),
+        (status = 400, description = "`limit` is not a number from 1 to 1000 (`M_INVALID_PARAM`).", body = ErrorBody),
+    )
+)]
 async fn list_dead_letters(
     State(state): State<AdminState>,
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<DeadLetterList>, AdminError> {
     let Query(query) = query
         .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", e.body_text()))?;
     let limit = query.limit.unwrap_or(DEAD_LETTER_LIMIT);
@@ -824,13 +1090,24 @@ async fn list_dead_letters(
         ));
     }
     let dead_letters = state.store.dead_letters(limit).await?;
-    Ok(Json(json!({ "dead_letters": dead_letters })))
+    Ok(Json(DeadLetterList { dead_letters }))
 }
 
-/// # `POST /admin/v1/dead-letters/{id}/retry`
+/// Retry a dead letter.
 ///
-/// Removes the dead letter and puts its work back in its queue; answers the dead letter as it
-/// was, or 404. The worker is woken to take the work up at once.
+/// Removes the dead letter and puts its work back in its queue; the worker is woken to take
+/// it up at once. A delivery resumes where it stopped: parts already sent are not sent again.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/dead-letters/{id}/retry",
+    tag = "dead letters",
+    params(("id" = i64, Path, description = "The dead letter's id.")),
+    responses(
+        (status = 200, description = "The dead letter as it was; its work is queued again.", body = DeadLetter),
+        (status = 400, description = "`id` is not a number (`M_INVALID_PARAM`).", body = ErrorBody),
+        (status = 404, description = "No such dead letter.", body = ErrorBody),
+    )
+)]
 async fn retry_dead_letter(
     State(state): State<AdminState>,
     Path(id): Path<String>,

@@ -14,7 +14,7 @@ use serde::Serialize;
 ///   └──nobody left─────┴───────────────────┼───────nobody left─────┘
 ///                                          └──/end, visitor ends──▶ closed
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationState {
     /// Nobody is being asked: the visitor has not written yet, or nobody is eligible.
@@ -87,7 +87,7 @@ impl ConversationStatus {
     pub const EVENT_TYPE: &'static str = "org.switchboard.conversation";
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub room_id: String,
     /// Topic ID from the configuration.
@@ -103,7 +103,7 @@ pub struct Conversation {
 }
 
 /// Who wrote a message, from the conversation's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SenderRole {
     Visitor,
@@ -135,7 +135,7 @@ impl FromStr for SenderRole {
 }
 
 /// One message of a transcript.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub event_id: String,
     pub room_id: String,

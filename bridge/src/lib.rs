@@ -13,6 +13,7 @@ pub mod format;
 pub mod health;
 pub mod media_links;
 pub mod metrics;
+pub mod openapi;
 pub mod responder;
 pub mod retention;
 pub mod routing;

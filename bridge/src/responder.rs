@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Whether a responder takes new conversations. Set by the responder (from their platform) or
 /// by an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponderStatus {
     #[default]
@@ -38,7 +40,7 @@ impl ResponderStatus {
 
 /// One way to reach a responder: a platform (`matrix`, `telegram`) and the address there
 /// (a Matrix user ID, a Telegram chat ID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     pub platform: String,
     pub address: String,
@@ -50,7 +52,7 @@ pub struct Contact {
 pub type WeeklyHours = BTreeMap<String, Vec<String>>;
 
 /// A responder in the register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Responder {
     /// Stable identifier: lowercase letters, digits and `._=-`. Also the ghost's localpart suffix.
     pub id: String,
@@ -58,26 +60,36 @@ pub struct Responder {
     pub display_name: String,
     /// What visitors see instead of the real name, if set.
     #[serde(default)]
+    #[schema(required = true)]
     pub pseudonym: Option<String>,
     /// Topics answered; hierarchical: `billing/refunds`, `billing/*` (any subtopic of billing,
     /// and billing itself), `*` (everything).
     #[serde(default)]
+    #[schema(required = true)]
     pub topics: Vec<String>,
     /// Languages spoken (primary tags such as `en`, `de`); empty means any.
     #[serde(default)]
+    #[schema(required = true)]
     pub languages: Vec<String>,
     /// IANA time zone of `hours`, e.g. `Europe/Berlin`.
     #[serde(default = "default_timezone")]
+    #[schema(required = true)]
     pub timezone: String,
+    /// Weekday (`mon` … `sun`) → intervals `"HH:MM-HH:MM"` in `timezone`; an interval that
+    /// ends before it starts runs past midnight. Empty: any time.
     #[serde(default)]
+    #[schema(required = true, inline)]
     pub hours: WeeklyHours,
     /// How many conversations they hold at once at most.
     #[serde(default = "default_max_concurrent")]
+    #[schema(required = true)]
     pub max_concurrent: i64,
     #[serde(default)]
+    #[schema(required = true)]
     pub status: ResponderStatus,
     /// Where to reach them, most preferred first.
     #[serde(default)]
+    #[schema(required = true)]
     pub contacts: Vec<Contact>,
 }
 

@@ -91,7 +91,7 @@ const PURGE_WAIT: Duration = Duration::from_secs(60);
 pub const REASON: &str = "erased on the operator's request";
 
 /// What happened to the room on the homeserver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum HomeserverErasure {
     /// Deleted and purged through Synapse's admin API; `complete` false if Synapse was still
@@ -107,7 +107,7 @@ pub enum HomeserverErasure {
 }
 
 /// An erasure's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Erasure {
     pub room_id: String,
     pub homeserver: HomeserverErasure,

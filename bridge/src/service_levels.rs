@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{responder::Responder, routing::working_time_between, store::LevelInput};
 
 /// One line of the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LevelRow {
     pub topic: String,
     /// The platform of the responder who accepted; `none` when nobody did.

@@ -11,23 +11,28 @@ use std::{net::IpAddr, net::SocketAddr, num::NonZeroU32, sync::Arc, time::Durati
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, State},
+    body::Bytes,
+    extract::{ConnectInfo, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::{OpenApi as _, ToSchema, openapi::OpenApi};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     bridge::{Bridge, VisitorError},
     config::VisitorMode,
+    openapi::{self as doc, ErrorBody},
     visitor_account::VisitorAccounts,
 };
+
+/// Where the visitor API's OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 #[derive(Clone)]
 pub struct VisitorApiState {
@@ -188,10 +193,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "errcode": self.errcode, "error": self.message });
+        let mut body = ErrorBody::new(self.errcode, self.message);
         let mut response = match self.retry_after {
             Some(after) => {
-                body["retry_after_ms"] = json!(after.as_millis() as u64);
+                body.retry_after_ms = Some(after.as_millis() as u64);
                 let secs = after.as_secs().max(1).to_string();
                 (self.status, [(header::RETRY_AFTER, secs)], Json(body)).into_response()
             }
@@ -240,17 +245,85 @@ impl From<VisitorError> for ApiError {
     }
 }
 
+/// The visitor API's description: its title and version, and the token its conversation
+/// routes take.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard visitor API",
+        description = "What the chat widget calls: the topics, a visitor account where the \
+            homeserver has no guests, starting and ending a conversation, typing. Messages \
+            themselves go through the homeserver's client-server API (or Switchboard's visitor \
+            proxy, a subset of it), not through this API."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct VisitorDocument;
+
+/// Every visitor route, each registered with its description.
+fn routes() -> OpenApiRouter<VisitorApiState> {
+    let mut document = VisitorDocument::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    OpenApiRouter::with_openapi(document)
+        .routes(routes!(get_config))
+        .routes(routes!(post_visitor))
+        .routes(routes!(post_conversation))
+        .routes(routes!(post_end_conversation))
+        .routes(routes!(post_typing))
+}
+
+/// The visitor API's OpenAPI 3.1 document, as served at [`OPENAPI_PATH`].
+pub fn openapi() -> OpenApi {
+    let (_, mut document) = routes().split_for_parts();
+    complete(&mut document);
+    document
+}
+
+/// The routes that act for a visitor take their token; the others take none.
+fn complete(document: &mut OpenApi) {
+    let mut with_token = document.clone();
+    with_token
+        .paths
+        .paths
+        .retain(|path, _| path.starts_with("/api/v1/conversations"));
+    doc::require_bearer(
+        &mut with_token,
+        "visitor_token",
+        "The visitor's access token: a guest's or visitor account's homeserver token, or in \
+         proxied mode the session token `POST /api/v1/visitors` gave.",
+    );
+    doc::answer_everywhere(
+        &mut with_token,
+        "401",
+        doc::error_answer(
+            "No token (`M_MISSING_TOKEN`), or one the homeserver does not know \
+             (`M_UNKNOWN_TOKEN`): the session expired.",
+        ),
+        |_, _| true,
+    );
+    doc::answer_everywhere(
+        &mut with_token,
+        "503",
+        doc::error_answer("The homeserver or the store failed; try again in a moment."),
+        |_, _| true,
+    );
+    document.paths.paths.extend(with_token.paths.paths);
+    if let Some(components) = with_token.components {
+        document
+            .components
+            .get_or_insert_with(Default::default)
+            .security_schemes
+            .extend(components.security_schemes);
+    }
+}
+
+/// The visitor routes, with the CORS policy the operator chose, and the API's OpenAPI document.
 pub fn router(state: VisitorApiState) -> Router {
     let cors = cors_layer(&state.allowed_origins);
-    let routes = Router::new()
-        .route("/api/v1/config", get(get_config))
-        .route("/api/v1/visitors", post(post_visitor))
-        .route("/api/v1/conversations", post(post_conversation))
-        .route(
-            "/api/v1/conversations/{room_id}/end",
-            post(post_end_conversation),
-        )
-        .route("/api/v1/conversations/{room_id}/typing", post(post_typing))
+    let (routes, mut document) = routes().split_for_parts();
+    complete(&mut document);
+    let routes = routes
+        .route(OPENAPI_PATH, doc::serve(&document))
         .with_state(state);
     match cors {
         Some(cors) => routes.layer(cors),
@@ -258,40 +331,79 @@ pub fn router(state: VisitorApiState) -> Router {
     }
 }
 
-#[derive(Serialize)]
-struct TopicView<'a> {
-    id: &'a str,
-    name: &'a str,
+/// A topic a visitor may pick.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicView {
+    /// What `POST /api/v1/conversations` takes as `topic`.
+    pub id: String,
+    /// What the widget shows.
+    pub name: String,
 }
 
-/// # `GET /api/v1/config`
-///
-/// Where the homeserver is and which topics are offered.
-async fn get_config(State(state): State<VisitorApiState>) -> Json<serde_json::Value> {
+/// What the widget needs before the visitor writes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WidgetConfig {
+    /// The homeserver the widget talks to (in proxied mode, the visitor token's
+    /// `homeserver_url` replaces it).
+    pub homeserver_url: String,
+    /// How visitors get a Matrix identity: `guests`, `accounts` or `proxied`.
+    #[schema(example = "guests")]
+    pub visitor_mode: String,
+    /// The topics offered, in the configuration's order.
+    pub topics: Vec<TopicView>,
+}
+
+/// Get the topics and where the homeserver is.
+#[utoipa::path(
+    get,
+    path = "/api/v1/config",
+    responses((status = 200, description = "The widget's settings.", body = WidgetConfig))
+)]
+async fn get_config(State(state): State<VisitorApiState>) -> Json<WidgetConfig> {
     let config = state.bridge.config();
-    let topics: Vec<TopicView<'_>> = config
-        .topics
-        .iter()
-        .map(|t| TopicView {
-            id: &t.id,
-            name: &t.name,
-        })
-        .collect();
-    Json(json!({
-        "homeserver_url": config.public_homeserver_url,
-        "visitor_mode": config.limits.mode.as_str(),
-        "topics": topics,
-    }))
+    Json(WidgetConfig {
+        homeserver_url: config.public_homeserver_url.clone(),
+        visitor_mode: config.limits.mode.as_str().to_owned(),
+        topics: config
+            .topics
+            .iter()
+            .map(|t| TopicView {
+                id: t.id.clone(),
+                name: t.name.clone(),
+            })
+            .collect(),
+    })
 }
 
-/// # `POST /api/v1/visitors`
+/// A visitor's identity, used from then on exactly like a guest's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VisitorSession {
+    pub user_id: String,
+    /// A credential: the homeserver's token for this user alone (accounts mode) or a
+    /// Switchboard session token (proxied mode). Never the appservice's.
+    pub access_token: String,
+    pub device_id: String,
+    /// Where to use the token: the homeserver, or Switchboard's visitor proxy.
+    pub homeserver_url: String,
+}
+
+/// Get a visitor identity where the homeserver has no guests.
 ///
-/// Only with `[visitors] mode = "accounts"` or `"proxied"` (otherwise 404 `M_NOT_FOUND`).
-/// Registers a fresh visitor user in Switchboard's namespace and answers 201
-/// `{"user_id", "access_token", "device_id", "homeserver_url"}`, used from then on exactly like
-/// a guest's. In accounts mode that is the homeserver's token for that user alone; in proxied
-/// mode it is a Switchboard session token and `homeserver_url` is Switchboard's visitor proxy
-/// (see `visitor_proxy.rs`). Rate-limited per client address, and in total.
+/// Only with `[visitors] mode = "accounts"` or `"proxied"`. Registers a fresh visitor user in
+/// Switchboard's namespace. In accounts mode the token is the homeserver's for that user
+/// alone; in proxied mode it is a Switchboard session token and `homeserver_url` is
+/// Switchboard's visitor proxy. Rate-limited per client address, and in total per hour.
+#[utoipa::path(
+    post,
+    path = "/api/v1/visitors",
+    responses(
+        (status = 201, description = "A fresh visitor identity; the answer is not to be cached.", body = VisitorSession),
+        (status = 404, description = "Visitors join as the homeserver's guests here (`M_NOT_FOUND`).", body = ErrorBody),
+        (status = 429, description = "Too many from this address, or in total this hour (`M_LIMIT_EXCEEDED`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds until a retry may succeed."))),
+        (status = 503, description = "The homeserver or the store failed; try again in a moment.", body = ErrorBody),
+    )
+)]
 async fn post_visitor(
     State(state): State<VisitorApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -346,16 +458,16 @@ async fn post_visitor(
                 tracing::error!(error = %e, "could not store a visitor session");
                 unavailable()
             })?;
-        json!({
-            "user_id": user_id,
-            "access_token": token,
-            "device_id": crate::visitor_proxy::DEVICE_ID,
-            "homeserver_url": format!(
+        VisitorSession {
+            user_id: user_id.to_string(),
+            access_token: token,
+            device_id: crate::visitor_proxy::DEVICE_ID.to_owned(),
+            homeserver_url: format!(
                 "{}{}",
                 public_base(&config.limits, &headers),
                 crate::visitor_proxy::PROXY_PREFIX
             ),
-        })
+        }
     } else {
         let login = accounts.create().await.map_err(|e| {
             if e.errcode() == Some("M_APPSERVICE_LOGIN_UNSUPPORTED") {
@@ -367,12 +479,12 @@ async fn post_visitor(
             }
             unavailable()
         })?;
-        json!({
-            "user_id": login.user_id,
-            "access_token": login.access_token,
-            "device_id": login.device_id,
-            "homeserver_url": config.public_homeserver_url,
-        })
+        VisitorSession {
+            user_id: login.user_id.to_string(),
+            access_token: login.access_token,
+            device_id: login.device_id.to_string(),
+            homeserver_url: config.public_homeserver_url.clone(),
+        }
     };
     Ok((
         StatusCode::CREATED,
@@ -445,10 +557,18 @@ pub(crate) fn too_many(
     e
 }
 
-/// # `POST /api/v1/conversations/{roomId}/end`
+/// End the visitor's conversation.
 ///
-/// `Authorization: Bearer <the visitor's homeserver access token>`. Ends the visitor's own
-/// conversation; any other room ID answers 404, so nobody learns which rooms exist.
+/// Any room but the visitor's own answers 404, so nobody learns which rooms exist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{room_id}/end",
+    params(("room_id" = String, Path, description = "The conversation's room ID.")),
+    responses(
+        (status = 204, description = "Ended (or ended already)."),
+        (status = 404, description = "Not a conversation of this visitor's (`M_NOT_FOUND`).", body = ErrorBody),
+    )
+)]
 async fn post_end_conversation(
     State(state): State<VisitorApiState>,
     axum::extract::Path(room_id): axum::extract::Path<String>,
@@ -459,20 +579,35 @@ async fn post_end_conversation(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// Whether the visitor is typing now.
+#[derive(Deserialize, ToSchema)]
 struct TypingRequest {
     typing: bool,
 }
 
-/// `POST /api/v1/conversations/{room_id}/typing` with `{"typing": bool}`: the visitor is
-/// typing. Guests may not send Matrix typing notices, so the widget sends them here.
+/// Say whether the visitor is typing.
+///
+/// Guests may not send Matrix typing notices, so the widget sends them here; the responder
+/// sees them where their platform shows typing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations/{room_id}/typing",
+    params(("room_id" = String, Path, description = "The conversation's room ID.")),
+    request_body = TypingRequest,
+    responses(
+        (status = 204, description = "Passed on."),
+        (status = 400, description = "The body is not `{\"typing\": true|false}` (`M_BAD_JSON`, `M_NOT_JSON`).", body = ErrorBody),
+        (status = 404, description = "Not a conversation of this visitor's (`M_NOT_FOUND`).", body = ErrorBody),
+    )
+)]
 async fn post_typing(
     State(state): State<VisitorApiState>,
     axum::extract::Path(room_id): axum::extract::Path<String>,
     headers: HeaderMap,
-    Json(body): Json<TypingRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let token = bearer(&headers)?;
+    let body: TypingRequest = json_body(body, "{\"typing\": true}")?;
     state
         .bridge
         .visitor_typing(token, &room_id, body.typing)
@@ -521,23 +656,66 @@ pub(crate) fn client_address(
     peer.ip()
 }
 
-#[derive(Deserialize)]
+/// A request body as JSON, or a 400 saying what was expected (`example`).
+fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    example: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "M_BAD_JSON", e.body_text()))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let errcode = if e.is_syntax() || e.is_eof() {
+            "M_NOT_JSON"
+        } else {
+            "M_BAD_JSON"
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            errcode,
+            format!("Expected {example}: {e}"),
+        )
+    })
+}
+
+/// The conversation to start.
+#[derive(Deserialize, ToSchema)]
 struct StartRequest {
+    /// A topic id from `GET /api/v1/config`.
     topic: String,
     /// The visitor's language (e.g. the browser's `navigator.language`), optional.
+    #[schema(nullable = false)]
     language: Option<String>,
 }
 
-/// # `POST /api/v1/conversations`
+/// A started conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationStarted {
+    /// The conversation's identifier everywhere: its room ID.
+    pub conversation_id: String,
+    /// The same value: a conversation is a room, which the visitor has joined.
+    pub room_id: String,
+}
+
+/// Start a conversation.
 ///
-/// `Authorization: Bearer <the visitor's homeserver access token>`, body `{"topic": "..."}`.
-/// Answers 201 `{"conversation_id", "room_id"}` (the same value: a conversation is a room).
+/// Creates the conversation's room with the visitor in it. Rate-limited per client address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    request_body = StartRequest,
+    responses(
+        (status = 201, description = "Started.", body = ConversationStarted),
+        (status = 400, description = "No such topic (`M_INVALID_PARAM`), or a body that is not `{\"topic\": …}` (`M_BAD_JSON`, `M_NOT_JSON`).", body = ErrorBody),
+        (status = 403, description = "This identity may not start conversations (`M_FORBIDDEN`).", body = ErrorBody),
+        (status = 429, description = "Too many new conversations from this address (`M_LIMIT_EXCEEDED`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds until a retry may succeed."))),
+    )
+)]
 async fn post_conversation(
     State(state): State<VisitorApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ConversationStarted>), ApiError> {
     // Rate-limit before anything costs us a homeserver round trip.
     let client = client_address(
         &headers,
@@ -552,27 +730,28 @@ async fn post_conversation(
         ));
     }
     let token = bearer(&headers)?;
-    let request: StartRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "M_BAD_JSON",
-            format!("Expected {{\"topic\": \"...\"}}: {e}"),
-        )
-    })?;
+    let request: StartRequest = json_body(body, "{\"topic\": \"...\"}")?;
     let conversation = state
         .bridge
         .start_conversation(token, &request.topic, request.language.as_deref())
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "conversation_id": conversation.room_id, "room_id": conversation.room_id })),
+        Json(ConversationStarted {
+            conversation_id: conversation.room_id.clone(),
+            room_id: conversation.room_id,
+        }),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::body::Body;
+    use axum::{
+        body::Body,
+        routing::{get, post},
+    };
+    use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use switchboard_appservice::{
         AppserviceRegistration, HomeserverClient, registration::GenerateOptions, ruma::UserId,

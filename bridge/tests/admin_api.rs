@@ -32,10 +32,14 @@ use switchboard_bridge::{
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
+use common::openapi::{Contract, Exchange};
+
 const TOKEN: &str = "admin-secret-token";
 
 struct Admin {
     router: Router,
+    /// The document the router serves: every call below is checked against it.
+    contract: Contract,
     store: Store,
     changed: Arc<Notify>,
     /// How often the worker was woken (`AdminState::with_wake`).
@@ -58,8 +62,11 @@ async fn admin() -> anyhow::Result<Admin> {
     let state = state.with_wake(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     });
+    let router = admin_api::router(state);
+    let contract = served_document(&router).await;
     Ok(Admin {
-        router: admin_api::router(state),
+        router,
+        contract,
         store,
         changed,
         woken,
@@ -101,17 +108,17 @@ impl Admin {
         uri: &str,
         body: Option<String>,
     ) -> (StatusCode, axum::http::HeaderMap, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
+        let mut request = Request::builder().method(method.clone()).uri(uri);
         if let Some(peer) = peer {
             request = request.extension(ConnectInfo(peer));
         }
         if let Some(auth) = authorization {
             request = request.header(header::AUTHORIZATION, auth);
         }
-        let request = match body {
+        let request = match &body {
             Some(body) => request
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body)),
+                .body(Body::from(body.clone())),
             None => request.body(Body::empty()),
         }
         .expect("valid request");
@@ -126,6 +133,18 @@ impl Admin {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .expect("body");
+        self.contract.check(&Exchange {
+            method: method.as_str(),
+            uri,
+            authorization: authorization.is_some(),
+            request_body: body.as_deref().map(str::as_bytes),
+            status: status.as_u16(),
+            response_headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                .collect(),
+            response_body: &bytes,
+        });
         let json = if bytes.is_empty() {
             Value::Null
         } else {
@@ -140,6 +159,30 @@ impl Admin {
             .await
             .is_ok()
     }
+}
+
+/// The OpenAPI document `router` serves, without a token.
+async fn served_document(router: &Router) -> Contract {
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get(admin_api::OPENAPI_PATH)
+                .body(Body::empty())
+                .expect("valid request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let served: Value = serde_json::from_slice(&bytes).expect("the document is JSON");
+    assert_eq!(
+        served,
+        serde_json::to_value(admin_api::openapi()).expect("JSON"),
+        "the router serves the document admin_api::openapi() gives"
+    );
+    Contract::new(served)
 }
 
 fn alex() -> Value {
@@ -176,31 +219,25 @@ async fn every_route_refuses_a_missing_or_wrong_token() -> anyhow::Result<()> {
         .store
         .insert_responder(&responder("alex"), SOURCE_ADMIN)
         .await?;
-    let routes = [
-        (Method::GET, "/admin/v1/responders"),
-        (Method::POST, "/admin/v1/responders"),
-        (Method::GET, "/admin/v1/responders/alex"),
-        (Method::PUT, "/admin/v1/responders/alex"),
-        (Method::PATCH, "/admin/v1/responders/alex"),
-        (Method::DELETE, "/admin/v1/responders/alex"),
-        (Method::PUT, "/admin/v1/responders/alex/status"),
-        (Method::GET, "/admin/v1/conversations"),
-        (Method::GET, "/admin/v1/conversations/!room:x"),
-        (Method::DELETE, "/admin/v1/conversations/!room:x"),
-        (
-            Method::POST,
-            "/admin/v1/conversations/!room:x/initiator-block",
-        ),
-        (
-            Method::DELETE,
-            "/admin/v1/conversations/!room:x/initiator-block",
-        ),
-        (Method::GET, "/admin/v1/dead-letters"),
-        (Method::POST, "/admin/v1/dead-letters/1/retry"),
-        (Method::GET, "/admin/v1/service-levels"),
-    ];
+    // Every route the document describes, so a route added later is held to this too.
+    let routes: Vec<(Method, String)> = admin
+        .contract
+        .operations()
+        .into_iter()
+        .map(|(method, template)| {
+            let id = if template.contains("dead-letters") {
+                "1"
+            } else {
+                "alex"
+            };
+            let uri = template.replace("{id}", id).replace("{room_id}", "!room:x");
+            (method.parse().expect("a method"), uri)
+        })
+        .collect();
+    assert_eq!(routes.len(), 15, "{routes:?}");
     let body = || Some(json!({"display_name": "Mallory", "status": "offline"}).to_string());
-    for (i, (method, uri)) in routes.into_iter().enumerate() {
+    for (i, (method, uri)) in routes.iter().enumerate() {
+        let uri = uri.as_str();
         // Each route's wrong tokens from an address of their own: the lock-out after five
         // from one address is tested below.
         let peer = SocketAddr::from(([192, 0, 2, i as u8 + 1], 40000));
@@ -1283,6 +1320,317 @@ async fn service_levels_are_reported_per_topic_and_platform_over_a_window() -> a
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(body["field"], field, "{body}");
+    }
+    Ok(())
+}
+
+/// Every operation the OpenAPI document describes, called once on its way to success, and
+/// every success it documents seen: with `Admin::call` checking each exchange against the
+/// document, nothing the API answers can differ from what the document says.
+#[tokio::test]
+async fn every_documented_operation_answers_as_the_document_says() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    let store = &admin.store;
+    let ok = |(status, body): (StatusCode, Value), want: StatusCode| {
+        assert_eq!(status, want, "{body}");
+        body
+    };
+    // The register.
+    ok(
+        admin.call(Method::GET, "/admin/v1/responders", None).await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(Method::POST, "/admin/v1/responders", Some(alex()))
+            .await,
+        StatusCode::CREATED,
+    );
+    ok(
+        admin
+            .call(Method::GET, "/admin/v1/responders/alex", None)
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(
+                Method::PUT,
+                "/admin/v1/responders/alex",
+                Some(json!({"display_name": "Alex", "pseudonym": null})),
+            )
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(
+                Method::PATCH,
+                "/admin/v1/responders/alex",
+                Some(json!({"topics": ["billing"], "hours": {"tue": ["22:00-02:00"]}})),
+            )
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(
+                Method::PUT,
+                "/admin/v1/responders/alex/status",
+                Some(json!({"status": "away"})),
+            )
+            .await,
+        StatusCode::OK,
+    );
+    // Conversations: one started from a platform (it has an initiator), closed.
+    store
+        .insert_conversation(&conversation(
+            "!tg:x",
+            "@_sb_visitor-abc:x",
+            ConversationState::Active,
+        ))
+        .await?;
+    store
+        .insert_initiator(&switchboard_bridge::store::InitiatorRow {
+            room_id: "!tg:x".into(),
+            platform: "telegram".into(),
+            address: "913572468".into(),
+            thread: None,
+            address_key: "hash-of-the-address".into(),
+            created_at: 1,
+        })
+        .await?;
+    ok(
+        admin
+            .call(Method::GET, "/admin/v1/conversations?state=active", None)
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(Method::GET, "/admin/v1/conversations/!tg:x", None)
+            .await,
+        StatusCode::OK,
+    );
+    let block = "/admin/v1/conversations/%21tg%3Ax/initiator-block";
+    ok(admin.call(Method::POST, block, None).await, StatusCode::OK);
+    ok(
+        admin.call(Method::DELETE, block, None).await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(
+                Method::GET,
+                "/admin/v1/service-levels?from=2023-11-01T00:00:00Z&to=2023-12-01T00:00:00Z",
+                None,
+            )
+            .await,
+        StatusCode::OK,
+    );
+    store
+        .set_conversation_state("!tg:x", ConversationState::Closed)
+        .await?;
+    let erased = ok(
+        admin
+            .call(Method::DELETE, "/admin/v1/conversations/!tg:x", None)
+            .await,
+        StatusCode::OK,
+    );
+    assert_eq!(erased["homeserver"]["method"], "not_asked", "{erased}");
+    // Dead letters.
+    store
+        .record_events(
+            "t",
+            &[NewInboxEvent {
+                event_id: "$e",
+                room_id: "!r:x",
+                event_json: "{}",
+            }],
+        )
+        .await?;
+    let pending = store.pending_events(10).await?;
+    let letter = store
+        .set_aside(
+            DeadLetterSource::Inbox,
+            pending[0].seq,
+            Some("!r:x"),
+            "bad event",
+            1,
+        )
+        .await?;
+    ok(
+        admin
+            .call(Method::GET, "/admin/v1/dead-letters?limit=5", None)
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(
+                Method::POST,
+                &format!("/admin/v1/dead-letters/{letter}/retry"),
+                None,
+            )
+            .await,
+        StatusCode::OK,
+    );
+    ok(
+        admin
+            .call(Method::DELETE, "/admin/v1/responders/alex", None)
+            .await,
+        StatusCode::NO_CONTENT,
+    );
+
+    assert_eq!(
+        admin.contract.never_called(),
+        Vec::<(String, String)>::new()
+    );
+    assert_eq!(admin.contract.successes_never_seen(), Vec::<String>::new());
+    Ok(())
+}
+
+/// The check itself fails where the API and its document part: an undocumented status, a
+/// body missing a member or carrying one the document does not know, a request the document
+/// refuses being accepted, an undocumented route. (Without this, a checker that let
+/// everything through would look the same as one that holds.)
+#[tokio::test]
+async fn the_document_check_catches_every_kind_of_drift() -> anyhow::Result<()> {
+    let admin = admin().await?;
+    let fails = |method: &str, uri: &str, request: Option<&str>, status: u16, body: &str| {
+        let contract = admin.contract.clone();
+        let (method, uri, request, body) = (
+            method.to_owned(),
+            uri.to_owned(),
+            request.map(str::to_owned),
+            body.to_owned(),
+        );
+        std::panic::catch_unwind(move || {
+            contract.check(&Exchange {
+                method: &method,
+                uri: &uri,
+                authorization: true,
+                request_body: request.as_deref().map(str::as_bytes),
+                status,
+                response_headers: vec![("content-type".into(), "application/json".into())],
+                response_body: body.as_bytes(),
+            });
+        })
+        .is_err()
+    };
+    let status_body = r#"{"status":"away"}"#;
+    let alex = alex().to_string();
+    // What holds passes…
+    assert!(!fails(
+        "PUT",
+        "/admin/v1/responders/alex/status",
+        Some(status_body),
+        200,
+        &alex
+    ));
+    assert!(!fails(
+        "GET",
+        "/admin/v1/dead-letters?limit=3",
+        None,
+        200,
+        r#"{"dead_letters":[]}"#
+    ));
+    // …and each kind of drift does not.
+    let drift = [
+        (
+            "an undocumented status",
+            "GET",
+            "/admin/v1/dead-letters",
+            None,
+            418,
+            r#"{"dead_letters":[]}"#.to_owned(),
+        ),
+        (
+            "a missing member",
+            "GET",
+            "/admin/v1/dead-letters",
+            None,
+            200,
+            "{}".to_owned(),
+        ),
+        (
+            "an undescribed member",
+            "GET",
+            "/admin/v1/dead-letters",
+            None,
+            200,
+            r#"{"dead_letters":[],"total":0}"#.to_owned(),
+        ),
+        (
+            "a wrongly typed member",
+            "GET",
+            "/admin/v1/responders/alex",
+            None,
+            200,
+            alex.replace("\"max_concurrent\":2", "\"max_concurrent\":\"2\""),
+        ),
+        (
+            "an error body without its code",
+            "GET",
+            "/admin/v1/responders/bob",
+            None,
+            404,
+            r#"{"error":"No such responder"}"#.to_owned(),
+        ),
+        (
+            "a refused request accepted",
+            "PUT",
+            "/admin/v1/responders/alex/status",
+            Some(r#"{"status":"busy"}"#),
+            200,
+            alex.clone(),
+        ),
+        (
+            "an undocumented query parameter accepted",
+            "GET",
+            "/admin/v1/dead-letters?limt=3",
+            None,
+            200,
+            r#"{"dead_letters":[]}"#.to_owned(),
+        ),
+        (
+            "a parameter out of range accepted",
+            "GET",
+            "/admin/v1/dead-letters?limit=0",
+            None,
+            200,
+            r#"{"dead_letters":[]}"#.to_owned(),
+        ),
+        (
+            "an undocumented route",
+            "GET",
+            "/admin/v1/nothing",
+            None,
+            200,
+            "{}".to_owned(),
+        ),
+        (
+            "an undocumented method",
+            "POST",
+            "/admin/v1/dead-letters",
+            None,
+            200,
+            "{}".to_owned(),
+        ),
+        (
+            "a body where none is documented",
+            "DELETE",
+            "/admin/v1/responders/alex",
+            None,
+            204,
+            "{}".to_owned(),
+        ),
+    ];
+    for (what, method, uri, request, status, body) in drift {
+        assert!(
+            fails(method, uri, request, status, &body),
+            "{what} went unnoticed"
+        );
     }
     Ok(())
 }

@@ -8,40 +8,65 @@ use axum::{
     extract::{Query, State, rejection::QueryRejection},
     http::StatusCode,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AdminError, AdminState};
-use crate::{Store, StoreError, service_levels};
+use crate::{Store, StoreError, openapi::ErrorBody, service_levels};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Window {
     /// RFC 3339, e.g. `2026-11-01T00:00:00Z`. Default: a week before `to`.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339. Default: now.
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 
-/// # `GET /admin/v1/service-levels`
+/// The report over a window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceLevels {
+    /// The window's start (RFC 3339, UTC).
+    pub from: String,
+    /// The window's end, not included.
+    pub to: String,
+    /// One entry per topic and platform of the conversations started in the window.
+    pub levels: Vec<service_levels::LevelRow>,
+}
+
+/// Report first-reply times per topic and platform.
 ///
-/// `?from=…&to=…` (RFC 3339, optional). Answers `{"from", "to", "levels": [...]}`: one entry
-/// per topic and platform of the conversations started in the window.
+/// Over the conversations started in the window: how many were answered, the share that met
+/// the topic's `first_reply_target_secs`, and the median and 90th percentile wait, counting
+/// only the working hours of the responder who accepted.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/service-levels",
+    tag = "service levels",
+    params(Window),
+    responses(
+        (status = 200, description = "The report.", body = ServiceLevels),
+        (status = 400, description = "`from` or `to` is not RFC 3339, or `from` is not before `to` (`M_INVALID_PARAM`).", body = ErrorBody),
+    )
+)]
 pub(super) async fn get_service_levels(
     State(state): State<AdminState>,
     query: Result<Query<Window>, QueryRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Json<ServiceLevels>, AdminError> {
     let Query(window) = query
         .map_err(|e| AdminError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", e.body_text()))?;
     let now = state.store.now_ms();
     let (from, to) = service_levels::window(window.from.as_deref(), window.to.as_deref(), now)
         .map_err(|(field, message)| AdminError::field("M_INVALID_PARAM", field, message))?;
     let levels = levels(&state.store, &state.targets, from, to, now).await?;
-    Ok(Json(json!({
-        "from": service_levels::rfc3339(from),
-        "to": service_levels::rfc3339(to),
-        "levels": levels,
-    })))
+    Ok(Json(ServiceLevels {
+        from: service_levels::rfc3339(from),
+        to: service_levels::rfc3339(to),
+        levels,
+    }))
 }
 
 /// The report over `[from, to)` at `now` (all unix ms), with the register as it is now.

@@ -15,7 +15,7 @@ use super::{Store, StoreError};
 pub const MAX_REASON_CHARS: usize = 1000;
 
 /// Where a dead letter's work came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeadLetterSource {
     /// An event the homeserver pushed (table `inbox`).
@@ -81,7 +81,7 @@ impl std::fmt::Display for DeadLetterSource {
 }
 
 /// One piece of work set aside. `reason` is error text, never the work's content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: i64,
     pub source: DeadLetterSource,

@@ -32,8 +32,9 @@ use crate::conversation::ConversationState;
 
 /// How many rows each table lost: what an erasure or a sweep reports (counts only, never a
 /// visitor's identifier).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = BTreeMap<String, u64>, example = json!({"messages": 12, "conversations": 1}))]
 pub struct DeletedRows(BTreeMap<&'static str, u64>);
 
 impl DeletedRows {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use switchboard_bridge::Store;
 
 /// A fresh PostgreSQL database on the throwaway cluster scripts/test.sh starts, so a suite
