@@ -101,11 +101,27 @@ enum Command {
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Print the OpenAPI 3.1 document of the admin API or the visitor API (the one the
+    /// running service serves at /admin/v1/openapi.json and /api/v1/openapi.json), for code
+    /// generators and API browsers. Needs no configuration.
+    Openapi {
+        #[arg(value_enum)]
+        api: Api,
+    },
     /// Run the service.
     Run {
         #[command(flatten)]
         config: config::ConfigArg,
     },
+}
+
+/// An HTTP API Switchboard describes with an OpenAPI document.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Api {
+    /// The operators' API (`/admin/v1/…`).
+    Admin,
+    /// The chat widget's API (`/api/v1/…`).
+    Visitor,
 }
 
 /// Logs to standard output, filtered by `RUST_LOG` (default `info,sqlx=warn`), as text or,
@@ -223,6 +239,14 @@ fn main() -> anyhow::Result<()> {
             with_store(&config, |store| async move {
                 admin_cli::run_service_levels(cmd, &store, &targets).await
             })
+        }
+        Command::Openapi { api } => {
+            let document = match api {
+                Api::Admin => switchboard_bridge::admin_api::openapi(),
+                Api::Visitor => switchboard_bridge::visitor_api::openapi(),
+            };
+            println!("{}", document.to_pretty_json()?);
+            Ok(())
         }
         Command::CheckConfig { config, timeout } => {
             let report = tokio::runtime::Runtime::new()?
@@ -664,7 +688,7 @@ mod tests {
     /// The configuration file a parsed command reads, if it reads one.
     fn config_of(command: &Command) -> Option<&std::path::Path> {
         match command {
-            Command::GenerateRegistration { .. } => None,
+            Command::GenerateRegistration { .. } | Command::Openapi { .. } => None,
             Command::LinkCode { config, .. }
             | Command::Run { config }
             | Command::CheckConfig { config, .. } => Some(&config.path),

@@ -73,6 +73,39 @@ fn version_names_the_commit_the_binary_was_built_from() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `switchboard openapi admin|visitor` prints the very documents the service serves, with no
+/// configuration at all.
+#[test]
+fn openapi_prints_each_apis_document() -> anyhow::Result<()> {
+    for (api, document, prefix) in [
+        (
+            "admin",
+            switchboard_bridge::admin_api::openapi(),
+            "/admin/v1/",
+        ),
+        (
+            "visitor",
+            switchboard_bridge::visitor_api::openapi(),
+            "/api/v1/",
+        ),
+    ] {
+        let out = switchboard(&["openapi", api])?;
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("`openapi {api}` printed no JSON"))?;
+        assert_eq!(printed, serde_json::to_value(document)?, "{api}");
+        assert_eq!(printed["openapi"], "3.1.0");
+        let paths = printed["paths"].as_object().context("paths")?;
+        assert!(
+            !paths.is_empty() && paths.keys().all(|p| p.starts_with(prefix)),
+            "{api}: {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+    let refused = Command::new(BIN).args(["openapi", "telegram"]).output()?;
+    assert!(!refused.status.success());
+    Ok(())
+}
+
 /// The placeholder the example carries instead of real tokens.
 const PLACEHOLDER: &str = "EXAMPLE-ONLY-run-switchboard-generate-registration-for-real-tokens";
 

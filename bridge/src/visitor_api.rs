@@ -346,8 +346,8 @@ pub struct WidgetConfig {
     /// The homeserver the widget talks to (in proxied mode, the visitor token's
     /// `homeserver_url` replaces it).
     pub homeserver_url: String,
-    /// How visitors get a Matrix identity: `guests`, `accounts` or `proxied`.
-    #[schema(example = "guests")]
+    /// How visitors get a Matrix identity: `guest`, `accounts` or `proxied`.
+    #[schema(example = "guest")]
     pub visitor_mode: String,
     /// The topics offered, in the configuration's order.
     pub topics: Vec<TopicView>,
