@@ -131,7 +131,11 @@ fn init_logging() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn".into());
     match std::env::var("SWITCHBOARD_LOG_FORMAT").as_deref() {
-        Err(_) | Ok("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colours only on a terminal: a log file or a journal would keep the escape codes.
+        Err(_) | Ok("text") => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init(),
         Ok("json") => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)

@@ -290,6 +290,11 @@ async fn visitor_accounts_work_where_guests_are_refused() -> anyhow::Result<()> 
         named.is_empty(),
         "the visitor's user ID was logged: {named:#?}"
     );
+    // Nor their address, at any level.
+    assert!(
+        !sb.log_text().contains("client=127.0.0.1"),
+        "the visitor's address was logged"
+    );
     // Their conversation's lines carry its alias instead, in the span they were written in.
     assert!(
         sb.log_text()
@@ -327,5 +332,69 @@ async fn guest_mode_hands_out_no_accounts() -> anyhow::Result<()> {
         .send()
         .await?;
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    Ok(())
+}
+
+/// With `[visitors] log_identifiers = true` the operator asked for them: the conversation's
+/// span names the visitor's Matrix ID beside the alias, and the visitor API logs the address
+/// that started it. (Off, the default, is the first test's last check: nothing at info names
+/// the visitor.) Noguest slot 1: binaries run one at a time, and the widget's is elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_are_logged_only_when_the_operator_turns_them_on() -> anyhow::Result<()> {
+    let env = TestEnv::noguest_from_env();
+    let slot = Slot::load(&env, 1)?;
+    let sb = Switchboard::start(
+        &env,
+        &slot,
+        "[visitors]\nmode = \"accounts\"\nlog_identifiers = true\n\n\
+         [[topics]]\nid = \"support\"\nname = \"General support\"\n",
+    )
+    .await?;
+    let (status, account) = request_visitor_account(&sb.base).await?;
+    assert_eq!(status, 201, "{account}");
+    let visitor_id = account["user_id"].as_str().context("user_id")?.to_owned();
+    let token = account["access_token"].as_str().context("token")?;
+    let mut visitor = Visitor::signed_in(&env, &sb.base, &visitor_id, token);
+    let room = visitor.start("support").await?;
+    visitor.send("please log me").await?;
+    let store = sb.store().await?;
+    let stored = store.conversation(&room).await?.context("conversation")?;
+    wait_for("the message handled", || async {
+        Ok(store
+            .messages(&room)
+            .await?
+            .iter()
+            .any(|m| m.body == "please log me")
+            .then_some(()))
+    })
+    .await?;
+
+    let log = sb.log_text();
+    let info: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    // The conversation's span, at info, names both (a span's recorded text is quoted).
+    let visitor_field = format!("visitor={visitor_id:?}");
+    assert!(
+        info.iter().any(|l| l.contains("conversation started")
+            && l.contains(&visitor_field)
+            && l.contains(&stored.visitor_alias)),
+        "no `conversation started` line names {visitor_id} and {}:\n{log}",
+        stored.visitor_alias
+    );
+    assert!(
+        info.iter()
+            .any(|l| l.contains("visitor API: conversation started")
+                && l.contains("client=127.0.0.1")),
+        "the starting address was not logged:\n{log}"
+    );
+    // The handling of the visitor's message ran in a span naming them too.
+    assert!(
+        log.lines().any(|l| l.contains(&visitor_field)
+            && l.contains(&stored.visitor_alias)
+            && !l.contains("conversation started")),
+        "no event-handling line carries the visitor's ID:\n{log}"
+    );
     Ok(())
 }

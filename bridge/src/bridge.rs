@@ -257,6 +257,16 @@ impl Bridge {
         &self.config
     }
 
+    /// Names the conversation in `span` (one with `alias` and `visitor` fields): by the
+    /// visitor's alias, and by their Matrix ID only when the operator asked for identifiers
+    /// in the log (`[visitors] log_identifiers`).
+    pub(crate) fn name_in_span(&self, span: &tracing::Span, conversation: &Conversation) {
+        span.record("alias", conversation.visitor_alias.as_str());
+        if self.config.limits.log_identifiers {
+            span.record("visitor", conversation.visitor_user_id.as_str());
+        }
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -317,7 +327,14 @@ impl Bridge {
         self.store.insert_conversation(&conversation).await?;
         self.set_state(room_id.as_str(), ConversationState::Queued, None, false)
             .await?;
-        tracing::info!(room_id = %room_id, topic = %topic.id, "conversation started");
+        let span = tracing::info_span!(
+            "conversation",
+            room_id = %room_id,
+            alias = tracing::field::Empty,
+            visitor = tracing::field::Empty
+        );
+        self.name_in_span(&span, &conversation);
+        span.in_scope(|| tracing::info!(topic = %topic.id, "conversation started"));
         // A fixed transaction ID per room: queued once, posted once. Responders are offered
         // the conversation when the visitor's first message arrives, so the offer can quote it
         // (`route`).
@@ -444,7 +461,7 @@ impl Bridge {
             // responder's lane like any platform's. (This lock is the relay room's own.)
             return self.homeserver_room_event(room_id, &event).await;
         };
-        tracing::Span::current().record("alias", conversation.visitor_alias.as_str());
+        self.name_in_span(&tracing::Span::current(), &conversation);
         let sender = event
             .get("sender")
             .and_then(Value::as_str)

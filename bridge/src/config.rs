@@ -100,6 +100,13 @@ pub struct VisitorLimits {
     /// start per hour, counted by a keyed hash of their address. 0 turns the limit off.
     #[serde(default = "default_initiator_conversations_per_hour")]
     pub initiator_conversations_per_hour: u32,
+    /// Write visitors' identifiers in the log: their Matrix ID in each conversation's span
+    /// (beside its alias), and the client address of each visitor API request that starts a
+    /// conversation or is refused for its rate. Off by default: logs travel to collectors
+    /// and outlive `[retention]`, so an erased conversation would live on there. Turn it on
+    /// only to chase a problem, and off again.
+    #[serde(default)]
+    pub log_identifiers: bool,
 }
 
 /// Where a visitor's Matrix user comes from.
@@ -165,6 +172,7 @@ impl Default for VisitorLimits {
             session_ttl_hours: default_session_ttl_hours(),
             public_url: None,
             initiator_conversations_per_hour: default_initiator_conversations_per_hour(),
+            log_identifiers: false,
         }
     }
 }

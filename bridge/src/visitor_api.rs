@@ -423,6 +423,7 @@ async fn post_visitor(
     };
     let client = client_address(&headers, peer, config.limits.trust_forwarded_for);
     if let Err(not_until) = check_keyed(&state.account_limiter, &client) {
+        log_refused(&config.limits, client);
         return Err(too_many(
             "visitor",
             not_until,
@@ -525,7 +526,14 @@ fn public_base(limits: &crate::config::VisitorLimits, headers: &HeaderMap) -> St
     format!("{scheme}://{host}")
 }
 
-/// A 429 with the time until the limiter lets the next request through.
+/// Logs a request refused for its rate with its address, only with `[visitors]
+/// log_identifiers` (the count is in the metrics either way).
+fn log_refused(limits: &crate::config::VisitorLimits, client: IpAddr) {
+    if limits.log_identifiers {
+        tracing::info!(client = %client, "visitor API: refused for its rate");
+    }
+}
+
 /// Keys a limiter may hold before it forgets those that are back to a full allowance.
 const KEYS_BEFORE_SWEEP: usize = 10_000;
 
@@ -545,6 +553,7 @@ where
     limiter.check_key(key)
 }
 
+/// A 429 with the time until the limiter lets the next request through.
 pub(crate) fn too_many(
     api: &'static str,
     not_until: governor::NotUntil<<governor::clock::DefaultClock as Clock>::Instant>,
@@ -723,6 +732,7 @@ async fn post_conversation(
         state.bridge.config().limits.trust_forwarded_for,
     );
     if let Err(not_until) = check_keyed(&state.limiter, &client) {
+        log_refused(&state.bridge.config().limits, client);
         return Err(too_many(
             "visitor",
             not_until,
@@ -735,6 +745,14 @@ async fn post_conversation(
         .bridge
         .start_conversation(token, &request.topic, request.language.as_deref())
         .await?;
+    if state.bridge.config().limits.log_identifiers {
+        tracing::info!(
+            room_id = %conversation.room_id,
+            visitor = %conversation.visitor_user_id,
+            client = %client,
+            "visitor API: conversation started or resumed"
+        );
+    }
     Ok((
         StatusCode::CREATED,
         Json(ConversationStarted {

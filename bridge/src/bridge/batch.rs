@@ -9,12 +9,13 @@
 //! routing) ends the run and goes through `process_event` on its own.
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{Bridge, message_of, visitor_change_of};
 use crate::{
     connector::Delivery,
-    conversation::SenderRole,
-    store::{InboxEvent, NewDelivery, StoreError, VisitorBatch},
+    conversation::{Conversation, SenderRole},
+    store::{AssignmentRow, InboxEvent, NewDelivery, StoreError, VisitorBatch},
 };
 
 impl Bridge {
@@ -44,6 +45,28 @@ impl Bridge {
         {
             return Ok(Some(0));
         }
+        let span = tracing::info_span!(
+            "conversation",
+            room_id = %room,
+            alias = tracing::field::Empty,
+            visitor = tracing::field::Empty
+        );
+        self.name_in_span(&span, &conversation);
+        self.record_plain_run(room, &conversation, holders, events)
+            .instrument(span)
+            .await
+            .map(Some)
+    }
+
+    /// The run itself, in the conversation's span: records the leading plain messages of
+    /// `events` with their deliveries in one transaction. Returns how many.
+    async fn record_plain_run(
+        &self,
+        room: &str,
+        conversation: &Conversation,
+        holders: Vec<(AssignmentRow, Option<String>)>,
+        events: &[InboxEvent],
+    ) -> Result<usize, StoreError> {
         let holders = self.remote_only(holders);
         let mut batch = VisitorBatch::default();
         for event in events {
@@ -93,7 +116,7 @@ impl Bridge {
         }
         let n = batch.processed.len();
         if n == 0 {
-            return Ok(Some(0));
+            return Ok(0);
         }
         self.store.record_visitor_batch(batch).await?;
         let now = self.now_ms();
@@ -103,7 +126,7 @@ impl Bridge {
         for (a, _) in &holders {
             self.want_delivery(&a.platform, &a.address);
         }
-        tracing::debug!(room_id = %room, events = n, "visitor messages handled in one transaction");
-        Ok(Some(n))
+        tracing::debug!(events = n, "visitor messages handled in one transaction");
+        Ok(n)
     }
 }

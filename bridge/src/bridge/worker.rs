@@ -486,11 +486,13 @@ impl Bridge {
     async fn handle_inbox_item(&self, event: &InboxEvent) -> Handled {
         // `alias` is the visitor's alias ("Visitor 7F3A"), recorded once the conversation is
         // read (`process_event`): what operators and responders call the conversation.
+        // `visitor` (their Matrix ID) only with `[visitors] log_identifiers`.
         let span = tracing::info_span!(
             "conversation",
             room_id = %event.room_id,
             event_id = %event.event_id,
-            alias = tracing::field::Empty
+            alias = tracing::field::Empty,
+            visitor = tracing::field::Empty
         );
         let (outcome, attempts) = self
             .with_retries(|| self.process_event(event.seq, &event.room_id, &event.event_json))
