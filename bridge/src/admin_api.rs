@@ -1132,6 +1132,25 @@ async fn retry_dead_letter(
     Ok(Json(letter))
 }
 
+/// For `crate::fuzzing`: the bodies an operator's client sends, read as the handlers read
+/// them, and an accepted responder body applied and validated as a creation would.
+#[doc(hidden)]
+pub(crate) mod fuzz_support {
+    use super::*;
+
+    pub(crate) fn bodies(data: &[u8]) {
+        match parse_body::<ResponderBody>(data) {
+            Ok(body) => {
+                let mut responder = responder_with_defaults("fuzz", "Fuzz");
+                body.apply_to(&mut responder);
+                let _ = validate_responder(&responder, &["matrix", "telegram", "discord", "email"]);
+            }
+            Err(e) => assert!(e.status == StatusCode::BAD_REQUEST, "{e:?}"),
+        }
+        let _ = parse_body::<StatusBody>(data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

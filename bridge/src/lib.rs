@@ -10,6 +10,8 @@ pub mod config;
 pub mod connector;
 pub mod conversation;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod media_links;
 pub mod metrics;

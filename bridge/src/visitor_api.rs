@@ -762,6 +762,20 @@ async fn post_conversation(
     ))
 }
 
+/// For `crate::fuzzing`: the bodies a browser sends, read as the handlers read them.
+#[doc(hidden)]
+pub(crate) mod fuzz_support {
+    use super::*;
+
+    pub(crate) fn bodies(data: &[u8]) {
+        let body = || Ok(Bytes::copy_from_slice(data));
+        if let Ok(start) = json_body::<StartRequest>(body(), "a start") {
+            let _ = (start.topic.len(), start.language.map(|l| l.len()));
+        }
+        let _ = json_body::<TypingRequest>(body(), "typing").map(|t| t.typing);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

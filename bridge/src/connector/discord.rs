@@ -744,6 +744,32 @@ impl Connector for DiscordConnector {
     }
 }
 
+/// For `crate::fuzzing`: a gateway frame's dispatch read with the models the gateway loop
+/// uses, and a message's content read as Matrix HTML.
+#[doc(hidden)]
+pub(crate) mod fuzz_support {
+    use serde::Deserialize;
+    use serde_json::Value;
+    use serenity::model::{application::Interaction, channel::Message, event::MessageUpdateEvent};
+
+    pub(crate) fn payload(frame: Value) {
+        let _ = (
+            frame["op"].as_u64(),
+            frame["s"].as_u64(),
+            frame["t"].as_str(),
+        );
+        let data = &frame["d"];
+        if let Ok(m) = Message::deserialize(data) {
+            let (_, html) = super::format::from_discord(&m.content);
+            if let Some(html) = html {
+                crate::fuzzing::check_matrix_html(&html);
+            }
+        }
+        let _ = serde_json::from_value::<MessageUpdateEvent>(data.clone());
+        let _ = serde_json::from_value::<Interaction>(data.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

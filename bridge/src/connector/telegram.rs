@@ -1042,6 +1042,19 @@ pub(crate) fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// For `crate::fuzzing`: an update read as long polling and the webhook read it.
+#[doc(hidden)]
+pub(crate) mod fuzz_support {
+    pub(crate) fn update(value: serde_json::Value) {
+        match super::raw_update::parse(value) {
+            Ok(update) => {
+                let _ = update.id;
+            }
+            Err(unreadable) => assert!(!unreadable.reason.is_empty()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

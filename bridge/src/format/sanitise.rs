@@ -14,7 +14,8 @@ use super::{MATRIX_LINK_SCHEMES, code_language};
 
 /// The tags the client-server spec lists for `org.matrix.custom.html` (`m.room.message`
 /// msgtypes, "HTML"), without the deprecated `mx-reply`.
-const MATRIX_TAGS: &[&str] = &[
+/// The elements the Matrix spec allows in `formatted_body`.
+pub(crate) const MATRIX_TAGS: &[&str] = &[
     "font",
     "del",
     "h1",

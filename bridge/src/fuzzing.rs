@@ -1,0 +1,392 @@
+//! Entry points for coverage-guided fuzzing: each takes arbitrary bytes, gives them to one
+//! parser that reads input from outside (a homeserver, a platform, a mail server, a browser),
+//! and checks what came out. A panic is a finding.
+//!
+//! `fuzz/` (cargo-fuzz with libFuzzer, on nightly, `scripts/fuzz.sh`) runs each of
+//! [`TARGETS`] for millions of inputs; `bridge/tests/fuzz_corpora.rs` replays every input
+//! those runs kept (`fuzz/corpus/`) and every finding (`fuzz/regressions/`) on stable Rust, so
+//! the ordinary test suite guards them. Not part of the service.
+
+use std::cell::RefCell;
+
+use html5ever::{
+    tendril::StrTendril,
+    tokenizer::{
+        BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts,
+    },
+};
+use serde_json::Value;
+
+use crate::{
+    connector::{
+        discord::format::{DISCORD_MAX_TEXT, from_discord, to_discord},
+        email::inbound,
+        telegram::format::{
+            TELEGRAM_MAX_TEXT, matrix_to_telegram_html, telegram_html_plain_len, telegram_to_matrix,
+        },
+    },
+    format::{
+        MATRIX_LINK_SCHEMES, Target, from_matrix_html, matrix_html, sanitise_matrix_html, split,
+        to_matrix_html,
+    },
+};
+
+/// A fuzz target: its name (the file under `fuzz/fuzz_targets/` and the corpus directory)
+/// and what it runs on one input.
+pub type FuzzTarget = (&'static str, fn(&[u8]));
+
+/// Every target, by name.
+pub const TARGETS: &[FuzzTarget] = &[
+    ("appservice_transaction", appservice_transaction),
+    ("visitor_requests", visitor_requests),
+    ("telegram_update", telegram_update),
+    ("discord_payload", discord_payload),
+    ("inbound_mail", inbound_mail),
+    ("html_sanitiser", html_sanitiser),
+    ("matrix_to_platforms", matrix_to_platforms),
+    ("split_styled", split_styled),
+];
+
+/// A homeserver transaction body, through the appservice endpoint as Synapse calls it: any
+/// body is answered 200 (recorded), 400 (not a transaction) or 413, never a panic or a 5xx.
+pub fn appservice_transaction(data: &[u8]) {
+    use axum::{body::Body, http::Request};
+    use switchboard_appservice::{
+        AppserviceRegistration,
+        registration::GenerateOptions,
+        server::{AppserviceState, router},
+    };
+    use tower::ServiceExt;
+
+    let registration = AppserviceRegistration::generate(&GenerateOptions {
+        id: "fuzz",
+        url: "http://127.0.0.1:1",
+        bot_localpart: "bot",
+        ghost_prefix: "_sb_",
+    });
+    let token = registration.inner.hs_token.clone();
+    let app = router(AppserviceState::new(
+        std::sync::Arc::new(registration),
+        std::sync::Arc::new(ReadingSink),
+    ));
+    let request = Request::put("/_matrix/app/v1/transactions/1")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(data.to_vec()))
+        .expect("a valid request");
+    let status = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(app.oneshot(request))
+        .expect("infallible")
+        .status()
+        .as_u16();
+    assert!(
+        matches!(status, 200 | 400 | 413),
+        "a transaction body answered {status}"
+    );
+}
+
+/// Takes every transaction, reading each event as the bridge's sink does (its ID and room,
+/// or skipped).
+struct ReadingSink;
+
+#[async_trait::async_trait]
+impl switchboard_appservice::EventSink for ReadingSink {
+    async fn record_transaction(
+        &self,
+        _txn_id: &str,
+        events: Vec<ruma::serde::Raw<ruma::events::AnyTimelineEvent>>,
+    ) -> Result<(), switchboard_appservice::SinkError> {
+        for raw in &events {
+            if let Ok(event) = serde_json::from_str::<Value>(raw.json().get()) {
+                let _ = (event["event_id"].as_str(), event["room_id"].as_str());
+            }
+        }
+        Ok(())
+    }
+
+    async fn user_exists(&self, _user_id: &ruma::UserId) -> bool {
+        false
+    }
+}
+
+/// What a browser or an operator's client sends as a body: the widget's conversation and
+/// typing requests and the admin API's responder and status bodies. Each is accepted or
+/// refused with a field-naming error; never a panic.
+pub fn visitor_requests(data: &[u8]) {
+    crate::visitor_api::fuzz_support::bodies(data);
+    crate::admin_api::fuzz_support::bodies(data);
+}
+
+/// A Telegram update as long polling or a webhook delivers it: read (or refused as
+/// unreadable), and a message's text with its entities turned into Matrix HTML that keeps
+/// to the allow-list.
+pub fn telegram_update(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    crate::connector::telegram::fuzz_support::update(value);
+    // The same bytes as a message's text and entities, however the update itself read.
+    if let Some(text) = std::str::from_utf8(data).ok().filter(|t| t.len() < 8192) {
+        let entities = entity_soup(data, text);
+        let (body, html) = telegram_to_matrix(text, &entities);
+        assert_eq!(body, text, "the body is the text unchanged");
+        if let Some(html) = html {
+            check_matrix_html(&html);
+        }
+    }
+}
+
+/// Entities over `text` made from the input's bytes: offsets and lengths anywhere, in or out
+/// of range, inside surrogate pairs, overlapping.
+fn entity_soup(data: &[u8], text: &str) -> Vec<teloxide::types::MessageEntity> {
+    use teloxide::types::{MessageEntity, MessageEntityKind};
+    let len = text.encode_utf16().count().max(1);
+    data.chunks(3)
+        .take(16)
+        .map(|c| {
+            let (a, b, k) = (c[0] as usize, *c.get(1).unwrap_or(&0) as usize, c.get(2));
+            let kind = match k.copied().unwrap_or(0) % 8 {
+                0 => MessageEntityKind::Bold,
+                1 => MessageEntityKind::Italic,
+                2 => MessageEntityKind::Code,
+                3 => MessageEntityKind::Pre {
+                    language: Some("rust".into()),
+                },
+                4 => MessageEntityKind::Spoiler,
+                5 => MessageEntityKind::Url,
+                6 => MessageEntityKind::Blockquote,
+                _ => MessageEntityKind::Strikethrough,
+            };
+            MessageEntity::new(kind, a % (len + 2), b % (len + 2))
+        })
+        .collect()
+}
+
+/// A Discord gateway payload: the frame, a message (created or edited) and an interaction
+/// read with serenity's models, and a message's content turned into Matrix HTML that keeps
+/// to the allow-list. Not JSON: the bytes as a message's content.
+pub fn discord_payload(data: &[u8]) {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(frame) => crate::connector::discord::fuzz_support::payload(frame),
+        Err(_) => {
+            let content = String::from_utf8_lossy(data);
+            let (_, html) = from_discord(&content);
+            if let Some(html) = html {
+                check_matrix_html(&html);
+            }
+        }
+    }
+}
+
+/// A mail as the SMTP listener or IMAP hands it over: parsed or refused; when parsed, its
+/// reply and bounce addresses are read, its quotes cut, its HTML read like a message's.
+pub fn inbound_mail(data: &[u8]) {
+    let Ok(mail) = inbound::parse(data) else {
+        return;
+    };
+    let rcpts = ["reply+abc@example.org", "bounce+abc@example.org"];
+    let _ = inbound::reply_token(&mail, &rcpts, "example.org");
+    let _ = inbound::bounce_token(&mail, &rcpts, "example.org");
+    let _ = inbound::bounce(&mail, &rcpts, "example.org");
+    if let Some(text) = &mail.text {
+        let kept = inbound::strip_plain_quotes(text);
+        assert!(
+            text.contains(kept),
+            "cutting quotes keeps a part of the text"
+        );
+    }
+    if let Some(html) = &mail.html {
+        check_matrix_html(&sanitise_matrix_html(html));
+    }
+}
+
+/// Any HTML a responder or visitor sends, through the sanitiser: nothing outside the Matrix
+/// spec's allow-list survives, and no image but an `mxc://` one.
+pub fn html_sanitiser(data: &[u8]) {
+    let html = String::from_utf8_lossy(data);
+    check_matrix_html(&sanitise_matrix_html(&html));
+}
+
+/// A Matrix message (the first line its plain body, the rest its HTML) rendered for each
+/// platform: every Telegram part within 4096 UTF-16 units with its tags balanced, every
+/// Discord part within 2000 characters, and the shared model rendered back to Matrix HTML
+/// within the allow-list.
+pub fn matrix_to_platforms(data: &[u8]) {
+    let input = String::from_utf8_lossy(data);
+    let (body, html) = input.split_once('\n').unwrap_or((&input, ""));
+    let html = (!html.is_empty()).then_some(html);
+    for part in matrix_to_telegram_html(body, html) {
+        assert!(!part.is_empty(), "an empty Telegram part");
+        let len = telegram_html_plain_len(&part);
+        assert!(len <= TELEGRAM_MAX_TEXT, "a Telegram part of {len} units");
+        check_balanced(&part);
+    }
+    for part in to_discord(body, html, Some("Visitor 7F3A")) {
+        let len = part.chars().count();
+        assert!(
+            len <= DISCORD_MAX_TEXT,
+            "a Discord part of {len} characters"
+        );
+    }
+    let read = from_matrix_html(html.unwrap_or(body), &ANYTHING);
+    check_matrix_html(&to_matrix_html(&read));
+}
+
+/// The shared splitter on the model of any HTML, with a limit from the first byte: every
+/// part within the limit and not empty, every style inside its part's text.
+pub fn split_styled(data: &[u8]) {
+    let Some((&limit, rest)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(limit);
+    let styled = from_matrix_html(&String::from_utf8_lossy(rest), &ANYTHING).trimmed();
+    let parts = split(&styled, max, char::len_utf16);
+    assert_eq!(parts.is_empty(), styled.text.is_empty());
+    let total: usize = parts.iter().map(|p| p.text.len()).sum();
+    assert!(
+        total <= styled.text.len(),
+        "the parts hold more than the text"
+    );
+    for part in &parts {
+        assert!(!part.text.is_empty(), "an empty part");
+        let units: usize = part.text.chars().map(char::len_utf16).sum();
+        // Below one character, a part holds one character (or one cluster) anyway.
+        assert!(
+            units <= max || part.text.chars().count() == 1 || max < 4,
+            "a part of {units} units over {max}"
+        );
+        for span in &part.spans {
+            assert!(span.start < span.end && span.end <= part.text.len());
+            assert!(part.text.is_char_boundary(span.start) && part.text.is_char_boundary(span.end));
+        }
+    }
+}
+
+/// A target that allows everything, so reading is checked without a platform's limits.
+pub const ANYTHING: Target = Target {
+    link_schemes: matrix_html::READ_LINK_SCHEMES,
+    may_open: |_, _| true,
+};
+
+/// Panics unless `html`, read as a client's HTML5 tokenizer reads it, holds only elements of
+/// the spec's allow-list, no event handler or style, no image but an `mxc://` one, and links
+/// only with the spec's schemes.
+pub fn check_matrix_html(html: &str) {
+    assert!(
+        !html.to_ascii_lowercase().contains("<script"),
+        "a script in {html}"
+    );
+    for (kind, name, attrs) in tags(html) {
+        if kind != TagKind::StartTag {
+            continue;
+        }
+        assert!(
+            crate::format::sanitise::MATRIX_TAGS.contains(&name.as_str()),
+            "<{name}> in {html}"
+        );
+        for (attr, value) in &attrs {
+            assert!(
+                !attr.starts_with("on") && attr != "style",
+                "{attr} in {html}"
+            );
+            if name == "img" && attr == "src" {
+                assert!(value.starts_with("mxc://"), "img src {value} in {html}");
+            }
+            if attr == "href" {
+                assert!(
+                    MATRIX_LINK_SCHEMES
+                        .iter()
+                        .any(|s| value.starts_with(&format!("{s}:"))),
+                    "href {value} in {html}"
+                );
+            }
+        }
+    }
+}
+
+/// Panics unless every tag in `html` (Telegram's HTML subset) is closed in order: Telegram
+/// refuses a message whose tags are not.
+fn check_balanced(html: &str) {
+    let mut open: Vec<String> = Vec::new();
+    for (kind, name, _) in tags(html) {
+        match kind {
+            TagKind::StartTag => open.push(name),
+            TagKind::EndTag => {
+                let top = open.pop();
+                assert_eq!(top.as_deref(), Some(name.as_str()), "</{name}> in {html}");
+            }
+        }
+    }
+    assert!(open.is_empty(), "unclosed {open:?} in {html}");
+}
+
+/// A tag as a tokenizer reads it: start or end, its name, its (attribute, value) pairs.
+pub type Tag = (TagKind, String, Vec<(String, String)>);
+
+/// The tags of `html` as an HTML5 tokenizer (a client's, say) reads them.
+pub fn tags(html: &str) -> Vec<Tag> {
+    struct Collect(RefCell<Vec<Tag>>);
+    impl TokenSink for Collect {
+        type Handle = ();
+        fn process_token(&self, token: Token, _line: u64) -> TokenSinkResult<()> {
+            if let Token::TagToken(tag) = token {
+                let attrs = tag
+                    .attrs
+                    .iter()
+                    .map(|a| (a.name.local.to_string(), a.value.to_string()))
+                    .collect();
+                self.0
+                    .borrow_mut()
+                    .push((tag.kind, tag.name.to_string(), attrs));
+            }
+            TokenSinkResult::Continue
+        }
+    }
+    let input = BufferQueue::default();
+    input.push_back(StrTendril::from(html));
+    let tokenizer = Tokenizer::new(Collect(RefCell::new(Vec::new())), TokenizerOpts::default());
+    let _ = tokenizer.feed(&input);
+    tokenizer.end();
+    tokenizer.sink.0.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+        std::panic::catch_unwind(f).is_err()
+    }
+
+    /// The checks the targets make do fail on what they are there to catch.
+    #[test]
+    fn the_checks_catch_what_they_are_for() {
+        check_matrix_html(r#"<b>ok</b><a href="https://x">x</a><img src="mxc://s/m">"#);
+        for bad in [
+            "<script>x</script>",
+            r#"<img src="https://tracker.example/x.png">"#,
+            r#"<a href="javascript:alert(1)">x</a>"#,
+            r#"<b onclick="x">x</b>"#,
+            r#"<iframe src="mxc://s/m"></iframe>"#,
+            r#"<span style="position:fixed">x</span>"#,
+        ] {
+            assert!(panics(|| check_matrix_html(bad)), "{bad} passed");
+        }
+        check_balanced("<b>a<i>b</i></b>");
+        for bad in ["<b>a", "<b>a<i>b</b></i>", "a</b>"] {
+            assert!(panics(|| check_balanced(bad)), "{bad} passed");
+        }
+    }
+
+    /// Every target runs on empty and on odd input without a finding.
+    #[test]
+    fn every_target_takes_empty_and_odd_input() {
+        for (name, run) in TARGETS {
+            for input in [&b""[..], b"\xff\xfe", b"{}", b"<", b"\x00\n<b>"] {
+                assert!(!panics(|| run(input)), "{name} fails on {input:?}");
+            }
+        }
+    }
+}
