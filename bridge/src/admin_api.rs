@@ -267,12 +267,13 @@ pub fn openapi() -> OpenApi {
 
 /// Adds what every route shares to the handlers' own descriptions.
 fn complete(document: &mut OpenApi) {
+    let every = |_: &str, _| true;
     doc::require_bearer(
         document,
         "admin_token",
         "The admin token (`[admin] token`), as `Authorization: Bearer <token>`.",
+        every,
     );
-    let every = |_: &str, _| true;
     doc::answer_everywhere(
         document,
         "401",

@@ -52,17 +52,25 @@ impl ErrorBody {
     }
 }
 
-/// Every operation of `doc` requires the bearer token `scheme` (described by `description`).
-pub(crate) fn require_bearer(doc: &mut OpenApi, scheme: &str, description: &str) {
+/// The operations of `doc` that `applies` picks require the bearer token `scheme`
+/// (described by `description`).
+pub(crate) fn require_bearer(
+    doc: &mut OpenApi,
+    scheme: &str,
+    description: &str,
+    applies: impl Fn(&str, HttpMethod) -> bool,
+) {
     let components = doc.components.get_or_insert_with(Default::default);
     let mut http = Http::new(HttpAuthScheme::Bearer);
     http.description = Some(description.to_owned());
     components.add_security_scheme(scheme, SecurityScheme::Http(http));
     let requirement = SecurityRequirement::new(scheme, Vec::<String>::new());
-    for_each_operation(doc, |_, _, op| {
-        op.security
-            .get_or_insert_with(Vec::new)
-            .push(requirement.clone());
+    for_each_operation(doc, |path, method, op| {
+        if applies(path, method) {
+            op.security
+                .get_or_insert_with(Vec::new)
+                .push(requirement.clone());
+        }
     });
 }
 

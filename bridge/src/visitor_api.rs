@@ -279,42 +279,32 @@ pub fn openapi() -> OpenApi {
     document
 }
 
-/// The routes that act for a visitor take their token; the others take none.
+/// The routes that act for a visitor (`/api/v1/conversations…`) take their token; the
+/// others take none.
 fn complete(document: &mut OpenApi) {
-    let mut with_token = document.clone();
-    with_token
-        .paths
-        .paths
-        .retain(|path, _| path.starts_with("/api/v1/conversations"));
+    let with_token = |path: &str, _| path.starts_with("/api/v1/conversations");
     doc::require_bearer(
-        &mut with_token,
+        document,
         "visitor_token",
         "The visitor's access token: a guest's or visitor account's homeserver token, or in \
          proxied mode the session token `POST /api/v1/visitors` gave.",
+        with_token,
     );
     doc::answer_everywhere(
-        &mut with_token,
+        document,
         "401",
         doc::error_answer(
             "No token (`M_MISSING_TOKEN`), or one the homeserver does not know \
              (`M_UNKNOWN_TOKEN`): the session expired.",
         ),
-        |_, _| true,
+        with_token,
     );
     doc::answer_everywhere(
-        &mut with_token,
+        document,
         "503",
         doc::error_answer("The homeserver or the store failed; try again in a moment."),
-        |_, _| true,
+        with_token,
     );
-    document.paths.paths.extend(with_token.paths.paths);
-    if let Some(components) = with_token.components {
-        document
-            .components
-            .get_or_insert_with(Default::default)
-            .security_schemes
-            .extend(components.security_schemes);
-    }
 }
 
 /// The visitor routes, with the CORS policy the operator chose, and the API's OpenAPI document.

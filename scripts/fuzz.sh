@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every parser that reads input from outside (issue 16 point 5):
+# the targets of `switchboard_bridge::fuzzing`, built by cargo-fuzz with libFuzzer and
+# AddressSanitizer on the nightly toolchain, each run for RUNS executions, its corpus then
+# minimised, and the figures written to docs/reliability.md (between the fuzz markers).
+#
+#   scripts/fuzz.sh [RUNS] [TARGET...]     RUNS default 10000000; all targets by default
+#
+# Installs cargo-fuzz (crates.io) when it is missing. Needs a nightly toolchain: this
+# machine image has one (`rustup toolchain list`); elsewhere `rustup toolchain install
+# nightly` first. Any finding (a crash, a timeout, a leak) stops nothing: every target runs,
+# the findings are listed with their input under fuzz/artifacts/, and the script exits 1.
+# Copy a fixed finding to fuzz/regressions/<target>/ so bridge/tests/fuzz_corpora.rs replays
+# it on stable Rust for ever. Targets run $(nproc) at a time.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO/fuzz"
+RUNS="${1:-10000000}"
+shift || true
+if [ $# -gt 0 ]; then
+    TARGETS=("$@")
+else
+    mapfile -t TARGETS < <(ls fuzz_targets | sed 's/\.rs$//')
+fi
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "scripts/fuzz.sh: no nightly toolchain; run: rustup toolchain install nightly" >&2
+    exit 2
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+
+LOGS="$(mktemp -d)"
+trap 'rm -rf "$LOGS"' EXIT
+echo "[fuzz] building the targets"
+cargo +nightly fuzz build -O 2>&1 | tail -3
+
+run_one() {
+    local target="$1" runs="$2" logs="$3"
+    mkdir -p "corpus/$target" "artifacts/$target"
+    local start=$SECONDS status=0
+    # -max_len: the largest body any of these entry points accepts whole (a homeserver
+    # transaction event is limited to 64 KiB); -timeout: a single input taking this long
+    # is a finding.
+    cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
+        -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 >"$logs/$target.log" 2>&1 || status=$?
+    echo "$status $((SECONDS - start))" >"$logs/$target.result"
+    echo "[fuzz] $target: exit $status after $((SECONDS - start)) s"
+}
+export -f run_one
+
+printf '%s\n' "${TARGETS[@]}" |
+    xargs -P "$(nproc)" -I{} bash -c 'run_one "$1" "$2" "$3"' _ {} "$RUNS" "$LOGS"
+
+# Keep only the inputs that add coverage: the corpus is committed and replayed by the tests.
+for target in "${TARGETS[@]}"; do
+    cargo +nightly fuzz cmin -O "$target" "corpus/$target" >"$LOGS/$target.cmin" 2>&1 || true
+done
+
+NIGHTLY="$(rustc +nightly --version)"
+FUZZ_VERSION="$(cargo +nightly fuzz --version)"
+CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+FOUND=0
+{
+    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer with AddressSanitizer, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $(nproc) at a time."
+    echo
+    echo "| target | executions | seconds | executions/s | findings | corpus kept (files) | edges covered |"
+    echo "|---|---|---|---|---|---|---|"
+    for target in "${TARGETS[@]}"; do
+        read -r status secs <"$LOGS/$target.result"
+        log="$LOGS/$target.log"
+        execs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+        speed="$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+        edges="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')"
+        findings="$(find "artifacts/$target" -type f | wc -l)"
+        corpus="$(find "corpus/$target" -type f | wc -l)"
+        if [ "$status" != 0 ] || [ "$findings" != 0 ]; then
+            FOUND=1
+            findings="**$findings** (exit $status; see fuzz/artifacts/$target)"
+        fi
+        echo "| \`$target\` | ${execs:-?} | $secs | ${speed:-?} | $findings | $corpus | ${edges:-?} |"
+    done
+} >"$LOGS/table.md"
+cat "$LOGS/table.md"
+
+python3 - "$REPO/docs/reliability.md" "$LOGS/table.md" <<'EOF'
+import sys
+path, table = sys.argv[1], open(sys.argv[2]).read()
+start, end = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
+doc = open(path).read()
+a, b = doc.index(start) + len(start), doc.index(end)
+open(path, "w").write(doc[:a] + "\n" + table + doc[b:])
+EOF
+echo "[fuzz] docs/reliability.md updated"
+exit "$FOUND"
