@@ -5,6 +5,7 @@
 # minimised, and the figures written to docs/reliability.md (between the fuzz markers).
 #
 #   scripts/fuzz.sh [RUNS] [TARGET...]     RUNS default 10000000; all targets by default
+#   FUZZ_SECONDS=N scripts/fuzz.sh ...      also stop each target after N seconds
 #
 # Installs cargo-fuzz (crates.io) when it is missing. Needs a nightly toolchain: this
 # machine image has one (`rustup toolchain list`); elsewhere `rustup toolchain install
@@ -44,8 +45,10 @@ run_one() {
     # -max_len: the largest body any of these entry points accepts whole (a homeserver
     # transaction event is limited to 64 KiB); -timeout: a single input taking this long
     # is a finding.
+    local cap=()
+    [ -n "${FUZZ_SECONDS:-}" ] && cap=(-max_total_time="$FUZZ_SECONDS")
     cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
-        -runs="$runs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+        -runs="$runs" "${cap[@]}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$logs/$target.log" 2>&1 || status=$?
     echo "$status $((SECONDS - start))" >"$logs/$target.result"
     echo "[fuzz] $target: exit $status after $((SECONDS - start)) s"
@@ -66,7 +69,7 @@ CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FOUND=0
 {
-    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer with AddressSanitizer, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $(nproc) at a time."
+    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS }scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer with AddressSanitizer, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $(nproc) at a time."
     echo
     echo "| target | executions | seconds | executions/s | findings | corpus kept (files) | edges covered |"
     echo "|---|---|---|---|---|---|---|"
