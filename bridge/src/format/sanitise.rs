@@ -112,7 +112,7 @@ pub fn sanitise_matrix_html(html: &str) -> String {
 /// The value an allowed attribute keeps, or `None` to drop it.
 fn keep_attribute<'v>(element: &str, attribute: &str, value: &'v str) -> Option<Cow<'v, str>> {
     let keep = match (element, attribute) {
-        ("img", "src") => scheme_is(value, &["mxc"]),
+        ("img", "src") => is_mxc_uri(value),
         ("a", "href") => scheme_is(value, MATRIX_LINK_SCHEMES),
         ("a", "target") => value == "_blank",
         (_, "data-mx-color" | "data-mx-bg-color") => is_hex_colour(value),
@@ -127,6 +127,26 @@ fn keep_attribute<'v>(element: &str, attribute: &str, value: &'v str) -> Option<
         _ => true,
     };
     keep.then_some(Cow::Borrowed(value))
+}
+
+/// `mxc://<server name>/<media ID>`, the only image source the spec allows: what a client
+/// fetches through its own homeserver. An opaque `mxc:…` that a URL parser accepts (found
+/// by fuzzing: `mxc:'/x/y`) is not one.
+fn is_mxc_uri(value: &str) -> bool {
+    let Some((server, media)) = value
+        .strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    !server.is_empty()
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        && !media.is_empty()
+        && media
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
 }
 
 fn scheme_is(url: &str, schemes: &[&str]) -> bool {
@@ -158,6 +178,22 @@ mod tests {
             // (ammonia may reorder the attributes it filtered.)
             r#"<img src="mxc://example.org/abc" width="32" title="cat" alt=":cat:">"#
         );
+        // Opaque or malformed `mxc` sources are not media on a homeserver (the first was a
+        // fuzzing finding: a URL parser accepts it with the scheme `mxc`).
+        for src in [
+            "mxc:'/x/y",
+            "mxc:/x/y",
+            "mxc://example.org",
+            "mxc:///abc",
+            "mxc://a/b/c",
+            "mxc://a/b c",
+        ] {
+            assert_eq!(
+                sanitise_matrix_html(&format!("<img src=\"{src}\">")),
+                "<img>",
+                "{src}"
+            );
+        }
     }
 
     #[test]
