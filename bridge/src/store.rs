@@ -59,6 +59,27 @@ pub enum StoreError {
     NoSuchRow { table: &'static str, seq: i64 },
 }
 
+impl StoreError {
+    /// Whether a failure is worth retrying: the database being busy, unreachable or
+    /// restarting is; a row we cannot read is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => !matches!(
+                e,
+                sqlx::Error::ColumnDecode { .. }
+                    | sqlx::Error::Decode(_)
+                    | sqlx::Error::TypeNotFound { .. }
+                    | sqlx::Error::ColumnNotFound(_)
+                    | sqlx::Error::RowNotFound
+            ),
+            StoreError::Corrupt { .. }
+            | StoreError::NoSuchRow { .. }
+            | StoreError::UnsupportedUrl(_)
+            | StoreError::Migrate(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Sqlite,

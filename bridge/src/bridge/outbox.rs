@@ -7,6 +7,8 @@ use std::{
     time::Duration,
 };
 
+use backon::BackoffBuilder;
+
 use switchboard_appservice::ruma::OwnedMxcUri;
 use tracing::Instrument;
 
@@ -22,6 +24,17 @@ use crate::{
 
 /// The most visitor messages one batched platform message carries (email: one mail).
 const MAX_BATCH: usize = 50;
+
+/// How the record of a sent message is retried while the store is away: 100 ms growing to
+/// 5 s, with jitter, for about ten minutes; a longer outage stops the whole service anyway.
+fn record_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(125)
+        .with_jitter()
+        .build()
+}
 
 impl Bridge {
     /// Queues a visitor message for every responder holding the conversation remotely.
@@ -369,9 +382,16 @@ impl Bridge {
         match connector.deliver_batch(&deliveries, &head.address).await {
             Ok(message_id) => {
                 for (row, _) in batch {
-                    self.store
-                        .outbox_part_sent_done(row, 0, &message_id, true, !caps.idempotent_sends)
-                        .await?;
+                    record_sent(|| {
+                        self.store.outbox_part_sent_done(
+                            row,
+                            0,
+                            &message_id,
+                            true,
+                            !caps.idempotent_sends,
+                        )
+                    })
+                    .await?;
                 }
                 tracing::debug!(platform = %head.platform, messages = batch.len(), "delivered to responder as one message");
                 Ok(RowOutcome::Delivered)
@@ -446,15 +466,16 @@ impl Bridge {
             match result {
                 Ok(PartSent::Message(message_id)) => {
                     let last = sent + 1 == parts.len();
-                    self.store
-                        .outbox_part_sent_done(
+                    record_sent(|| {
+                        self.store.outbox_part_sent_done(
                             row,
                             sent as i64,
                             &message_id,
                             last,
                             !caps.idempotent_sends,
                         )
-                        .await?;
+                    })
+                    .await?;
                     sent += 1;
                     if last {
                         tracing::debug!(platform = %row.platform, parts = parts.len(), "delivered to responder");
@@ -483,8 +504,7 @@ impl Bridge {
                         .await
                     {
                         Ok(Some(notice)) => {
-                            self.store
-                                .outbox_part_sent(row, sent as i64, &notice)
+                            record_sent(|| self.store.outbox_part_sent(row, sent as i64, &notice))
                                 .await?;
                         }
                         Ok(None) => {}
@@ -809,6 +829,31 @@ impl FileRefusal {
     }
 }
 
+/// Records what just reached a platform. The responder has it now: were the record lost
+/// to a store outage, the row would go out again and, on a platform that cannot tell
+/// (Telegram has no idempotency key), the responder would get it twice. So a transient
+/// store failure is retried here, holding up only this chat, for as long as
+/// [`record_backoff`] allows. (Found by the crash bursts, `tests/e2e_chaos.rs`: PostgreSQL
+/// killed under Switchboard doubled a Telegram message.)
+pub(super) async fn record_sent<T, Fut>(record: impl Fn() -> Fut) -> Result<T, StoreError>
+where
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = record_backoff();
+    loop {
+        match record().await {
+            Err(e) if e.is_transient() => match backoff.next() {
+                Some(wait) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "the store did not take the record of a sent message; trying again, not resending");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 /// A size for people: bytes below a KiB, else KB or MB (of 1024), one decimal where needed.
 fn human_size(bytes: u64) -> String {
     let scaled = |unit: f64, name: &str| {
@@ -877,6 +922,48 @@ pub fn retry_delay(error: &ConnectorError, attempts: i64, may_give_up: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record of a sent message outlasts a store outage (retried, never given up while
+    /// the failures are transient and the backoff lasts) and a lasting fault is not retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_sent_part_is_recorded_once_the_store_is_back() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let recorded = record_sent(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0..5 => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(recorded.unwrap(), 5, "tried until the store took it");
+
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let refused: Result<(), _> = record_sent(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Corrupt {
+                table: "outbox",
+                detail: "unreadable".into(),
+            })
+        })
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a lasting fault is not retried"
+        );
+
+        // An outage longer than the backoff ends in the error, after minutes, not at once.
+        let started = tokio::time::Instant::now();
+        let gone: Result<(), _> =
+            record_sent(|| async { Err(StoreError::Database(sqlx::Error::PoolTimedOut)) }).await;
+        assert!(gone.is_err());
+        assert!(
+            started.elapsed() >= Duration::from_secs(300),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn file_sizes_read_as_people_write_them() {

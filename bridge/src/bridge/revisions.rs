@@ -130,9 +130,10 @@ impl Bridge {
                     };
                     match result {
                         Ok(id) => {
-                            self.store
-                                .outbox_part_sent(&as_original, done as i64, &id)
-                                .await?;
+                            super::outbox::record_sent(|| {
+                                self.store.outbox_part_sent(&as_original, done as i64, &id)
+                            })
+                            .await?;
                             done += 1;
                         }
                         Err(e) => {

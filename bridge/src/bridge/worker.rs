@@ -81,25 +81,6 @@ fn item_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// Whether a store failure is worth retrying: the database being busy, unreachable or
-/// restarting is; a row we cannot read is not.
-fn is_transient(e: &StoreError) -> bool {
-    match e {
-        StoreError::Database(e) => !matches!(
-            e,
-            sqlx::Error::ColumnDecode { .. }
-                | sqlx::Error::Decode(_)
-                | sqlx::Error::TypeNotFound { .. }
-                | sqlx::Error::ColumnNotFound(_)
-                | sqlx::Error::RowNotFound
-        ),
-        StoreError::Corrupt { .. }
-        | StoreError::NoSuchRow { .. }
-        | StoreError::UnsupportedUrl(_)
-        | StoreError::Migrate(_) => false,
-    }
-}
-
 /// The outcome of handling one item, after retries.
 enum Handled {
     Done,
@@ -584,7 +565,7 @@ impl Bridge {
             let outcome = match run_guarded(work()).await {
                 Ok(Ok(())) => Handled::Done,
                 Err(panic) => Handled::SetAside(panic),
-                Ok(Err(e)) if !is_transient(&e) => Handled::SetAside(e.to_string()),
+                Ok(Err(e)) if !e.is_transient() => Handled::SetAside(e.to_string()),
                 Ok(Err(e)) => match backoff.next() {
                     Some(wait) => {
                         tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "handling failed; retrying");
