@@ -7,7 +7,10 @@
 #
 # The cluster lives in DIR (data in DIR/data, socket in DIR/sock, log in DIR/postgres.log),
 # listens on 127.0.0.1:PORT only, trusts every local connection and runs with fsync off:
-# fast and disposable, never for real data.
+# fast and disposable, never for real data. Commits stay synchronous, though: what a commit
+# acknowledged then survives a SIGKILL of the whole cluster (its WAL is in the page cache, not
+# only in PostgreSQL's own memory), which tests/e2e_chaos.rs relies on; without fsync it is
+# only a machine crash that could lose it.
 #
 # PostgreSQL refuses to run as root, and we run as root (CI too), so the server runs as the
 # `postgres` system user via runuser. DIR's parent directories must be traversable by that
@@ -88,10 +91,21 @@ cmd_start() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir/sock'
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 max_connections = 300
 EOF
+    fi
+    # A postmaster killed outright (tests/e2e_chaos.rs does it on purpose) leaves its
+    # postmaster.pid behind, and where nothing reaps orphans (the init of some containers) it
+    # lingers as a zombie, which pg_ctl takes for a running server: such a lock is stale.
+    local pm state
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        pm="$(head -n 1 "$dir/data/postmaster.pid")"
+        state="$(awk '{print $3}' "/proc/$pm/stat" 2>/dev/null || true)"
+        if [ -z "$state" ] || [ "$state" = Z ]; then
+            log "removing the stale lock files of dead postmaster $pm"
+            rm -f "$dir/data/postmaster.pid" "$dir"/sock/.s.PGSQL.*
+        fi
     fi
     if as_pg "$BINDIR/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         log "already running in $dir"

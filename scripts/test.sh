@@ -43,8 +43,9 @@
 #                                   (id sbmas0, bot @sbmas0bot, ghosts @_sbmas0_*), used by e2e_mas
 # Each test binary uses its own slots (grep `Slot::load`): main 0-6 the older e2e files (2 and 3
 # also e2e_outbox), 7
-# e2e_multi_platform, 8 e2e_handoff's named transfer (and scripts/bench.sh, which runs on its
-# own), 9 the widget in a browser, 10 e2e_visitor_accounts, 11
+# e2e_multi_platform, 8 e2e_handoff's named transfer and e2e_chaos (and scripts/bench.sh,
+# which runs on its own; e2e_chaos also kills the main Synapse and the PostgreSQL cluster with
+# SIGKILL and starts them again with their scripts), 9 the widget in a browser, 10 e2e_visitor_accounts, 11
 # e2e_visitor_proxy; noguest 0 e2e_visitor_accounts, e2e_visitor_proxy and the widget's proxied
 # run (binaries run one at a time; within one binary, one test per slot), 1 the widget's
 # accounts run.

@@ -1,0 +1,860 @@
+//! Crash bursts (issue 16, point 1): messages both ways across many conversations, held in turn
+//! by Matrix, Telegram and Discord responders, while one part of the system is killed
+//! with SIGKILL at random points and started again: Switchboard itself, Synapse, or the
+//! PostgreSQL under Switchboard. Afterwards each conversation is read where its people read
+//! it (the visitor's room; the responder's relay room, Telegram chat or Discord thread) and
+//! every message is counted: lost, doubled, out of order.
+//!
+//! Shared by the short form in the test suite (`tests/e2e_chaos.rs`) and the long form that
+//! `scripts/chaos.sh` runs on demand and writes into `docs/reliability.md`.
+//!
+//! The senders behave like real clients: a visitor or Matrix responder whose request fails
+//! (Synapse down) sends it again under the same transaction ID, so the homeserver itself never
+//! doubles; a Telegram or Discord responder's message waits in the stand-in (the update queue,
+//! the gateway's resumable session), as it would on the platform. So whatever is lost, doubled or reordered was Switchboard's doing.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use discord_standin::{DcUser, DiscordStandIn};
+use serde_json::{Value, json};
+use telegram_standin::{StandIn, TgUser};
+
+use crate::common::*;
+
+const TOKEN: &str = "1616:chaos-standin-token";
+const DISCORD_TOKEN: &str = "MTY.chaos.bot-token";
+/// Where the conversations' responders are, in turn.
+pub const PLATFORMS: [&str; 3] = ["matrix", "telegram", "discord"];
+/// How long, after the last message was sent, everything may take to arrive.
+const DRAIN: Duration = Duration::from_secs(180);
+/// How long a stray duplicate gets to show up once everything has arrived.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// What is killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Victim {
+    /// The Switchboard process (on SQLite).
+    Switchboard,
+    /// The homeserver (Switchboard on SQLite keeps running).
+    Synapse,
+    /// The PostgreSQL cluster Switchboard stores in (Switchboard keeps running).
+    Postgres,
+}
+
+impl Victim {
+    /// How `SWITCHBOARD_CHAOS_ONLY` names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Switchboard => "switchboard",
+            Self::Synapse => "synapse",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Switchboard => "Switchboard",
+            Self::Synapse => "Synapse",
+            Self::Postgres => "PostgreSQL under Switchboard",
+        }
+    }
+}
+
+/// The size of one run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Conversations; held in turn by a Matrix, a Telegram and a Discord responder.
+    pub conversations: usize,
+    /// Messages each way in each conversation.
+    pub per_way: usize,
+    /// The time over which each sender spreads its messages.
+    pub window: Duration,
+    /// SIGKILLs during the window.
+    pub kills: usize,
+    /// How long the victim stays down after each kill, at most (at least a fifth of it).
+    pub max_down: Duration,
+    /// Seeds the kill points, the down times and the senders' pacing, so a run can be repeated.
+    pub seed: u64,
+}
+
+/// One direction of one conversation, as counted at the receiving end.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    pub conversation: usize,
+    /// Where the responder is (one of [`PLATFORMS`]).
+    pub platform: &'static str,
+    /// `"visitor → responder"` or `"responder → visitor"`.
+    pub way: &'static str,
+    pub sent: usize,
+    pub lost: usize,
+    pub doubled: usize,
+    pub out_of_order: usize,
+    /// The numbers of the messages lost, then of those doubled.
+    pub missing: Vec<usize>,
+    pub extra: Vec<usize>,
+}
+
+impl Tally {
+    /// Counts what arrived (message numbers in arrival order) against `1..=sent`.
+    fn count(arrived: &[usize], sent: usize) -> (usize, usize, usize) {
+        let (missing, extra, out_of_order) = Self::read(arrived, sent);
+        (missing.len(), extra.len(), out_of_order)
+    }
+
+    /// The numbers lost, the numbers doubled (once per extra copy), and how many arrived
+    /// after a later one.
+    fn read(arrived: &[usize], sent: usize) -> (Vec<usize>, Vec<usize>, usize) {
+        let mut times: HashMap<usize, usize> = HashMap::new();
+        let mut out_of_order = 0;
+        let mut highest = 0;
+        for &k in arrived {
+            let seen = times.entry(k).or_default();
+            *seen += 1;
+            if *seen == 1 {
+                if k < highest {
+                    out_of_order += 1;
+                }
+                highest = highest.max(k);
+            }
+        }
+        let missing = (1..=sent).filter(|k| !times.contains_key(k)).collect();
+        let mut extra: Vec<usize> = times
+            .iter()
+            .flat_map(|(&k, &n)| std::iter::repeat_n(k, n - 1))
+            .collect();
+        extra.sort_unstable();
+        (missing, extra, out_of_order)
+    }
+}
+
+/// A kill: when in the window, and how long the victim stayed down (restart included).
+#[derive(Clone, Debug)]
+pub struct Kill {
+    pub at: Duration,
+    pub down: Duration,
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub victim: Victim,
+    pub plan: Plan,
+    pub kills: Vec<Kill>,
+    pub tallies: Vec<Tally>,
+    /// From the end of sending until everything had arrived (or the drain deadline).
+    pub drained_in: Duration,
+    /// While Synapse was down: what the visitor API answered a visitor starting a
+    /// conversation (status, errcode, how long it took), once per kill.
+    pub answers_while_down: Vec<(u16, String, Duration)>,
+}
+
+impl Outcome {
+    /// (sent, lost, doubled, out of order) over every conversation and direction.
+    pub fn totals(&self) -> (usize, usize, usize, usize) {
+        self.tallies.iter().fold((0, 0, 0, 0), |t, x| {
+            (
+                t.0 + x.sent,
+                t.1 + x.lost,
+                t.2 + x.doubled,
+                t.3 + x.out_of_order,
+            )
+        })
+    }
+
+    /// One Markdown table row per direction and platform, summed over conversations.
+    pub fn rows(&self) -> String {
+        let mut out = String::new();
+        let downs: Vec<String> = self
+            .kills
+            .iter()
+            .map(|k| format!("{:.1}/{:.1}", k.at.as_secs_f64(), k.down.as_secs_f64()))
+            .collect();
+        for platform in PLATFORMS {
+            for way in ["visitor → responder", "responder → visitor"] {
+                let mut sum = (0, 0, 0, 0, 0);
+                for t in self
+                    .tallies
+                    .iter()
+                    .filter(|t| t.platform == platform && t.way == way)
+                {
+                    sum = (
+                        sum.0 + 1,
+                        sum.1 + t.sent,
+                        sum.2 + t.lost,
+                        sum.3 + t.doubled,
+                        sum.4 + t.out_of_order,
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "| {} | {} ({}) | {platform} | {way} | {} | {} | {} | {} | {} | {:.1} s |",
+                    self.victim.name(),
+                    self.kills.len(),
+                    downs.join(", "),
+                    sum.0,
+                    sum.1,
+                    sum.2,
+                    sum.3,
+                    sum.4,
+                    self.drained_in.as_secs_f64(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The directions where something went wrong, one line each.
+    pub fn faults(&self) -> Vec<String> {
+        self.tallies
+            .iter()
+            .filter(|t| t.lost + t.doubled + t.out_of_order > 0)
+            .map(|t| {
+                format!(
+                    "{}: conversation {} ({}), {}: {} sent, {} lost {:?}, {} doubled {:?}, {} out of order",
+                    self.victim.name(),
+                    t.conversation,
+                    t.platform,
+                    t.way,
+                    t.sent,
+                    t.lost,
+                    t.missing,
+                    t.doubled,
+                    t.extra,
+                    t.out_of_order
+                )
+            })
+            .collect()
+    }
+}
+
+/// The header of the table [`Outcome::rows`] fills.
+pub const TABLE_HEAD: &str = "| killed | kills (each at / down for, s) | responder on | direction | conversations | sent | lost | doubled | out of order | drained after sending |\n|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// One conversation of the run.
+struct Conversation {
+    index: usize,
+    room: String,
+    visitor_token: String,
+    /// The responder's ghost in the visitor's room.
+    ghost: String,
+    side: Side,
+}
+
+enum Side {
+    Matrix {
+        relay: String,
+        token: String,
+        _client: Box<MatrixResponder>,
+    },
+    Telegram {
+        user: TgUser,
+    },
+    Discord {
+        user: DcUser,
+        /// The conversation's private thread in the staff channel.
+        thread: u64,
+    },
+}
+
+impl Side {
+    fn platform(&self) -> &'static str {
+        match self {
+            Self::Matrix { .. } => "matrix",
+            Self::Telegram { .. } => "telegram",
+            Self::Discord { .. } => "discord",
+        }
+    }
+}
+
+fn marker(conversation: usize, way: char, k: usize) -> String {
+    format!("chaos c{conversation} {way}{k}")
+}
+
+/// The message numbers of every `chaos c<conversation> <way><k>` in `text`, in order.
+fn markers_in(text: &str, conversation: usize, way: char) -> Vec<usize> {
+    let needle = format!("chaos c{conversation} {way}");
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(&needle) {
+        rest = &rest[at + needle.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(k) = digits.parse() {
+            found.push(k);
+        }
+    }
+    found
+}
+
+/// Runs one crash burst against the services `scripts/test.sh` started, on appservice slot
+/// `slot_no`, and counts what arrived. Errors only when the run itself could not be done;
+/// what was lost or doubled is in the outcome.
+pub async fn run(
+    env: &TestEnv,
+    slot_no: u32,
+    victim: Victim,
+    plan: &Plan,
+) -> anyhow::Result<Outcome> {
+    let slot = Slot::load(env, slot_no)?;
+    // The bot of slot N is @sbtNbot (scripts/test.sh); it speaks in relay rooms.
+    let bot = format!("@sbt{slot_no}bot:{}", env.server_name);
+    let tg = StandIn::start(TOKEN).await?;
+    let dc = DiscordStandIn::start(DISCORD_TOKEN).await?;
+    let staff = dc.create_text_channel("chaos-staff");
+    let mut config = format!(
+        // Every visitor comes from loopback: the per-address limit on new conversations would
+        // refuse all but the first few.
+        "[visitors]\nconversations_per_minute = 1000\nburst = 100\n\n\
+         [telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
+         {discord}staff_channel = \"{staff}\"\n\n",
+        api = tg.api_url(),
+        discord = discord_config(&dc, DISCORD_TOKEN, ""),
+    );
+    let mut matrix_ids = HashMap::new();
+    let mut tg_users = HashMap::new();
+    let mut dc_users = HashMap::new();
+    for i in 0..plan.conversations {
+        let contact = if PLATFORMS[i % 3] == "matrix" {
+            let local = unique(&format!("chaos{i}r"));
+            let id = env.user_id(&local);
+            let contact = format!("{{ platform = \"matrix\", address = {id:?} }}");
+            matrix_ids.insert(i, local);
+            contact
+        } else if PLATFORMS[i % 3] == "telegram" {
+            let user = tg.user(1_616_000 + i as i64, &format!("R{i}"), None);
+            let contact = format!("{{ platform = \"telegram\", address = \"{}\" }}", user.id);
+            tg_users.insert(i, user);
+            contact
+        } else {
+            let user = dc.user(&format!("r{i}"));
+            let contact = format!("{{ platform = \"discord\", address = \"{}\" }}", user.id);
+            dc_users.insert(i, user);
+            contact
+        };
+        let _ = write!(
+            config,
+            "[[topics]]\nid = \"c{i}\"\nname = \"Chaos {i}\"\n\n\
+             [[responders]]\nid = \"r{i}\"\ndisplay_name = \"R{i}\"\ntopics = [\"c{i}\"]\n\
+             contacts = [{contact}]\n\n"
+        );
+    }
+    let mut sb = match victim {
+        Victim::Postgres => Switchboard::start_on_postgres(env, &slot, &config).await?,
+        _ => Switchboard::start(env, &slot, &config).await?,
+    };
+    let store = sb.store().await?;
+    let http = reqwest::Client::new();
+    if !dc_users.is_empty() {
+        discord_gateway_up(&dc).await?;
+    }
+
+    // --- every conversation started, offered and accepted -----------------------------------
+    let mut conversations = Vec::new();
+    for i in 0..plan.conversations {
+        let mut visitor = Visitor::guest(env, &sb.base).await?;
+        let room = visitor.start(&format!("c{i}")).await?;
+        visitor
+            .send(&format!("hello from conversation {i}"))
+            .await?;
+        let side = if let Some(local) = matrix_ids.get(&i) {
+            let responder = MatrixResponder::register(env, local).await?;
+            let relay = relay_room_of(&store, &room, &format!("r{i}")).await?;
+            responder.accept_invite(&relay).await?;
+            Side::Matrix {
+                relay,
+                token: login(&http, &env.hs_url, local).await?,
+                _client: Box::new(responder),
+            }
+        } else if let Some(user) = dc_users.remove(&i) {
+            let alias = store
+                .conversation(&room)
+                .await?
+                .context("the conversation")?
+                .visitor_alias;
+            let thread = accept_on_discord(&dc, &user, &alias).await?;
+            Side::Discord { user, thread }
+        } else {
+            let user = tg_users.remove(&i).context("telegram user")?;
+            tg.wait_for_sent(user.id, |s| open_offers(s).len() == 1, WAIT)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            accept_open_offer(&tg, &user);
+            Side::Telegram { user }
+        };
+        visitor
+            .sync_until("who answers", |seen| {
+                seen.iter()
+                    .any(|s| s.body.starts_with("You are now talking with"))
+            })
+            .await?;
+        let ghost = wait_for("the assignment", || async {
+            Ok(store
+                .active_assignments_for_room(&room)
+                .await?
+                .first()
+                .map(|a| a.ghost_user_id.clone()))
+        })
+        .await?;
+        conversations.push(Conversation {
+            index: i,
+            room,
+            visitor_token: visitor.token.clone(),
+            ghost,
+            side,
+        });
+    }
+    drop(store);
+
+    // --- the burst, both ways, with the victim killed at random points ------------------------
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for (n, c) in conversations.iter().enumerate() {
+        senders.push(send_all(
+            &http,
+            env,
+            (&tg, &dc),
+            c,
+            'v',
+            plan,
+            plan.seed.wrapping_add(2 * n as u64 + 1),
+        ));
+        senders.push(send_all(
+            &http,
+            env,
+            (&tg, &dc),
+            c,
+            'r',
+            plan,
+            plan.seed.wrapping_add(2 * n as u64 + 2),
+        ));
+    }
+    let sending = futures_util::future::try_join_all(senders);
+    let probe = conversations.first().map(|c| c.visitor_token.clone());
+    let chaos = kill_repeatedly(env, &mut sb, victim, plan, started, probe.as_deref());
+    let (sent, killed) = tokio::join!(sending, chaos);
+    sent?;
+    let (kills, answers_while_down) = killed?;
+    let sent_at = Instant::now();
+
+    // --- everything counted where it arrives --------------------------------------------------
+    let mut arrived_at = None;
+    let tallies = loop {
+        let tallies = count_all(&http, env, (&tg, &dc), &conversations, plan, &bot).await?;
+        let complete = tallies.iter().all(|t| t.lost == 0);
+        match arrived_at {
+            None if complete => arrived_at = Some(Instant::now()),
+            Some(at) if at.elapsed() >= SETTLE => break tallies,
+            _ if sent_at.elapsed() > DRAIN => break tallies,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let drained_in = arrived_at.unwrap_or_else(Instant::now) - sent_at;
+    tg.stop();
+    dc.stop();
+    Ok(Outcome {
+        victim,
+        plan: plan.clone(),
+        kills,
+        tallies,
+        drained_in,
+        answers_while_down,
+    })
+}
+
+/// Sends `plan.per_way` numbered messages one way in one conversation, spread over the window
+/// with random gaps, each one only after the one before it was accepted.
+async fn send_all(
+    http: &reqwest::Client,
+    env: &TestEnv,
+    (tg, dc): (&StandIn, &DiscordStandIn),
+    c: &Conversation,
+    way: char,
+    plan: &Plan,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let gap = plan.window.as_secs_f64() / plan.per_way as f64;
+    for k in 1..=plan.per_way {
+        tokio::time::sleep(Duration::from_secs_f64(gap * (0.5 + rng.f64()))).await;
+        let text = marker(c.index, way, k);
+        let txn = format!("chaos-{way}{k}");
+        match (way, &c.side) {
+            ('v', _) => {
+                put_message(http, &env.hs_url, &c.visitor_token, &c.room, &txn, &text).await?
+            }
+            (_, Side::Matrix { relay, token, .. }) => {
+                put_message(http, &env.hs_url, token, relay, &txn, &text).await?;
+            }
+            (_, Side::Telegram { user }) => {
+                tg.user_sends(user, &text);
+            }
+            (_, Side::Discord { user, thread }) => {
+                dc.user_sends(user, *thread, &text);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Presses Accept on the Discord offer naming `alias` in `user`'s direct chat with the bot; the
+/// conversation's private thread.
+async fn accept_on_discord(dc: &DiscordStandIn, user: &DcUser, alias: &str) -> anyhow::Result<u64> {
+    let dm = wait_for("the bot's direct chat", || async {
+        Ok(dc.dm_channel_of(user))
+    })
+    .await?;
+    let offer = |messages: &[discord_standin::DcMessage]| {
+        messages.iter().find_map(|m| {
+            let id = m.components[0]["components"][0]["custom_id"].as_str()?;
+            (m.content.contains(alias) && id.starts_with("accept:")).then(|| (m.id, id.to_owned()))
+        })
+    };
+    let messages = discord_messages(dc, dm, "the offer", |m| offer(m).is_some()).await?;
+    let (message, custom_id) = offer(&messages).context("the offer")?;
+    let press = dc.user_presses(user, dm, message, &custom_id);
+    dc.wait_for_interaction_response(&press, Duration::from_secs(3))
+        .await
+        .context("the Accept press was not answered within Discord's 3 seconds")?;
+    wait_for("the conversation's thread", || async {
+        Ok(dc
+            .threads()
+            .into_iter()
+            .find(|t| t.name.contains(alias))
+            .map(|t| t.id))
+    })
+    .await
+}
+
+/// `PUT /rooms/{room}/send/m.room.message/{txn}`, sent again under the same transaction ID
+/// until the homeserver accepts it, as a Matrix client does while its server is away.
+async fn put_message(
+    http: &reqwest::Client,
+    hs: &str,
+    token: &str,
+    room: &str,
+    txn: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "{hs}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+        urlencode(room)
+    );
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let answer = http
+            .put(&url)
+            .bearer_auth(token)
+            .json(&json!({"msgtype": "m.text", "body": body}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
+                bail!("{url} answered {}: {}", r.status(), r.text().await?)
+            }
+            _ if Instant::now() > deadline => bail!("{url}: the homeserver never took {body:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Logs in as the Matrix responder (a second device): the token their messages are sent with.
+async fn login(http: &reqwest::Client, hs: &str, local: &str) -> anyhow::Result<String> {
+    let r: Value = http
+        .post(format!("{hs}/_matrix/client/v3/login"))
+        .json(&json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": local},
+            "password": "correct horse battery staple",
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(r["access_token"]
+        .as_str()
+        .context("access_token")?
+        .to_owned())
+}
+
+/// Every `m.room.message` body in `room` from `sender`, oldest first, read with `token`.
+async fn room_bodies(
+    http: &reqwest::Client,
+    hs: &str,
+    token: &str,
+    room: &str,
+    sender: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut bodies = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut req = http
+            .get(format!(
+                "{hs}/_matrix/client/v3/rooms/{}/messages",
+                urlencode(room)
+            ))
+            .bearer_auth(token)
+            .query(&[("dir", "b"), ("limit", "500")]);
+        if let Some(f) = &from {
+            req = req.query(&[("from", f.as_str())]);
+        }
+        let page: Value = req.send().await?.error_for_status()?.json().await?;
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        for e in &chunk {
+            if e["type"] == "m.room.message" && e["sender"] == sender {
+                bodies.push(e["content"]["body"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    bodies.reverse();
+    Ok(bodies)
+}
+
+/// Counts both directions of every conversation where they arrive. While the homeserver is
+/// down, reading fails; the caller polls again.
+async fn count_all(
+    http: &reqwest::Client,
+    env: &TestEnv,
+    (tg, dc): (&StandIn, &DiscordStandIn),
+    conversations: &[Conversation],
+    plan: &Plan,
+    bot: &str,
+) -> anyhow::Result<Vec<Tally>> {
+    let mut tallies = Vec::new();
+    for c in conversations {
+        let to_visitor =
+            retry_read(|| room_bodies(http, &env.hs_url, &c.visitor_token, &c.room, &c.ghost))
+                .await?;
+        let to_responder = match &c.side {
+            Side::Matrix { relay, token, .. } => {
+                retry_read(|| room_bodies(http, &env.hs_url, token, relay, bot)).await?
+            }
+            Side::Telegram { user } => tg
+                .sent(user.id)
+                .into_iter()
+                .filter_map(|m| m.text)
+                .collect(),
+            Side::Discord { thread, .. } => dc
+                .messages(*thread)
+                .into_iter()
+                .filter(|m| m.author_id == dc.bot_user_id())
+                .map(|m| m.content)
+                .collect(),
+        };
+        for (way, name, bodies) in [
+            ('v', "visitor → responder", &to_responder),
+            ('r', "responder → visitor", &to_visitor),
+        ] {
+            let arrived: Vec<usize> = bodies
+                .iter()
+                .flat_map(|b| markers_in(b, c.index, way))
+                .collect();
+            let (missing, extra, out_of_order) = Tally::read(&arrived, plan.per_way);
+            tallies.push(Tally {
+                conversation: c.index,
+                platform: c.side.platform(),
+                way: name,
+                sent: plan.per_way,
+                lost: missing.len(),
+                doubled: extra.len(),
+                out_of_order,
+                missing,
+                extra,
+            });
+        }
+    }
+    Ok(tallies)
+}
+
+/// Reads again for a while if the homeserver is not answering (it may be starting up).
+async fn retry_read<T, F, Fut>(mut read: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// Kills the victim `plan.kills` times at random points of the window, each time starting it
+/// again after a random while; returns when each kill happened and how long it was down, and
+/// what the visitor API answered `probe` (a visitor's token) starting a conversation while
+/// Synapse was down.
+async fn kill_repeatedly(
+    env: &TestEnv,
+    sb: &mut Switchboard,
+    victim: Victim,
+    plan: &Plan,
+    started: Instant,
+    probe: Option<&str>,
+) -> anyhow::Result<(Vec<Kill>, Vec<(u16, String, Duration)>)> {
+    let mut answers = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(plan.seed);
+    let window = plan.window.as_secs_f64();
+    let mut points: Vec<f64> = (0..plan.kills)
+        .map(|_| window * (0.05 + 0.9 * rng.f64()))
+        .collect();
+    points.sort_by(f64::total_cmp);
+    let mut kills = Vec::new();
+    for point in points {
+        if let Some(wait) = Duration::from_secs_f64(point).checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let pause = plan.max_down.mul_f64(0.2 + 0.8 * rng.f64());
+        let killed = Instant::now();
+        // A kill due while the last one was still down happens as soon as that is over.
+        let at = started.elapsed();
+        match victim {
+            Victim::Switchboard => {
+                sb.kill();
+                tokio::time::sleep(pause).await;
+                sb.restart().await?;
+            }
+            Victim::Synapse => {
+                let dir = env.dir.join("synapse");
+                kill_9(&dir.join("synapse.pid"), false)?;
+                if let Some(token) = probe {
+                    let asked = Instant::now();
+                    let r = reqwest::Client::new()
+                        .post(format!("{}/api/v1/conversations", sb.base))
+                        .bearer_auth(token)
+                        .json(&json!({"topic": "c0"}))
+                        .send()
+                        .await?;
+                    let status = r.status().as_u16();
+                    let body: Value = r.json().await.unwrap_or_default();
+                    let errcode = body["errcode"].as_str().unwrap_or("").to_owned();
+                    answers.push((status, errcode, asked.elapsed()));
+                }
+                tokio::time::sleep(pause.saturating_sub(killed.elapsed())).await;
+                script(&["synapse.sh", "start", &path_str(&dir)])?;
+            }
+            Victim::Postgres => {
+                let dir = env.dir.join("pg");
+                kill_9(&dir.join("data/postmaster.pid"), true)?;
+                tokio::time::sleep(pause).await;
+                let url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")?;
+                let port = url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.split('/').next())
+                    .context("no port in SWITCHBOARD_TEST_POSTGRES_URL")?
+                    .to_owned();
+                script(&["postgres.sh", "start", &path_str(&dir), &port])?;
+            }
+        }
+        kills.push(Kill {
+            at,
+            down: killed.elapsed(),
+        });
+    }
+    Ok((kills, answers))
+}
+
+/// SIGKILL to the process whose ID is the first line of `pid_file` and, for PostgreSQL, to its
+/// children at the same moment (the backends would otherwise outlive the postmaster); waits
+/// until they are gone.
+fn kill_9(pid_file: &Path, children_too: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pid_file)
+        .with_context(|| format!("reading {}", pid_file.display()))?;
+    let pid = text.lines().next().unwrap_or_default().trim().to_owned();
+    anyhow::ensure!(!pid.is_empty(), "{} names no process", pid_file.display());
+    let mut victims = vec![pid.clone()];
+    if children_too {
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &pid])
+            .output()?;
+        victims.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(&victims)
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for victim in &victims {
+        while running(victim) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "process {victim} outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a process runs: a killed one may linger as a zombie until something reaps it (in
+/// some containers nothing does).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.split_whitespace()
+            .nth(2)
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// Runs one of the project's scripts, as `scripts/test.sh` does.
+fn script(args: &[&str]) -> anyhow::Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(args[0]);
+    let status = std::process::Command::new("bash")
+        .arg(&path)
+        .args(&args[1..])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "{} {:?} failed",
+        path.display(),
+        &args[1..]
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_finds_each_kind_of_fault() {
+        assert_eq!(Tally::count(&[1, 2, 3], 3), (0, 0, 0));
+        assert_eq!(Tally::count(&[1, 3], 3), (1, 0, 0));
+        assert_eq!(Tally::count(&[1, 2, 2, 3], 3), (0, 1, 0));
+        assert_eq!(Tally::count(&[2, 1, 3], 3), (0, 0, 1));
+        // A resend of an earlier message after later ones is a double, not a reordering.
+        assert_eq!(Tally::count(&[1, 2, 3, 1], 3), (0, 1, 0));
+    }
+
+    #[test]
+    fn markers_are_read_in_order_even_when_batched() {
+        assert_eq!(
+            markers_in("A1: chaos c3 v7\nchaos c3 v8 chaos c31 v9", 3, 'v'),
+            [7, 8]
+        );
+        assert_eq!(markers_in(&marker(12, 'r', 40), 12, 'r'), [40]);
+        assert!(markers_in("chaos c1 r1", 1, 'v').is_empty());
+    }
+}

@@ -1,0 +1,143 @@
+//! Crash bursts (issue 16, point 1): nothing lost, doubled or reordered, with Matrix, Telegram
+//! and Discord responders, while Switchboard,
+//! then Synapse, then the PostgreSQL under Switchboard is killed with SIGKILL mid-burst.
+//!
+//! The short form runs in the ordinary test suite. `scripts/chaos.sh` runs the long form
+//! (`SWITCHBOARD_CHAOS=long`: 20 conversations, 1 000 messages each way per victim, more
+//! kills) and has the outcome written to `SWITCHBOARD_CHAOS_REPORT`, which it puts in
+//! `docs/reliability.md`. `SWITCHBOARD_CHAOS_SEED` repeats a run.
+//!
+//! This binary kills the test run's shared Synapse and PostgreSQL and starts them again with
+//! their own scripts: it holds a single test, so nothing else of this binary runs meanwhile,
+//! and the suite runs its binaries one at a time.
+
+mod chaos;
+mod common;
+
+use std::time::Duration;
+
+use chaos::{Outcome, Plan, TABLE_HEAD, Victim};
+use common::*;
+
+/// Slot 8: e2e_handoff's named transfer and the benchmark use it, never at the same time.
+const SLOT: u32 = 8;
+
+fn plan(long: bool, seed: u64) -> Plan {
+    if long {
+        Plan {
+            conversations: 20,
+            per_way: 50,
+            window: Duration::from_secs(75),
+            kills: 5,
+            max_down: Duration::from_secs(3),
+            seed,
+        }
+    } else {
+        Plan {
+            conversations: 6,
+            per_way: 10,
+            window: Duration::from_secs(15),
+            kills: 3,
+            max_down: Duration::from_secs(2),
+            seed,
+        }
+    }
+}
+
+fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
+    let mut out = format!(
+        "{} form, seed {seed}: per victim {} conversations (their responders in turn on Matrix, \
+         Telegram and Discord), {} messages each way in each, sent over {} s while the victim \
+         was killed (SIGKILL) at random points and started again.\n\n{TABLE_HEAD}",
+        if long { "Long" } else { "Short" },
+        outcomes.first().map_or(0, |o| o.plan.conversations),
+        outcomes.first().map_or(0, |o| o.plan.per_way),
+        outcomes.first().map_or(0, |o| o.plan.window.as_secs()),
+    );
+    for o in outcomes {
+        out.push_str(&o.rows());
+    }
+    for o in outcomes.iter().filter(|o| !o.answers_while_down.is_empty()) {
+        let answers: Vec<String> = o
+            .answers_while_down
+            .iter()
+            .map(|(status, errcode, took)| {
+                format!("{status} {errcode} in {:.1} s", took.as_secs_f64())
+            })
+            .collect();
+        out.push_str(&format!(
+            "\nWhile Synapse was down, a visitor starting a conversation was answered: {}.\n",
+            answers.join("; ")
+        ));
+    }
+    let faults: Vec<String> = outcomes.iter().flat_map(Outcome::faults).collect();
+    if !faults.is_empty() {
+        out.push_str("\nWhere it went wrong:\n\n");
+        for f in &faults {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgres_is_killed_mid_burst()
+-> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let long = std::env::var("SWITCHBOARD_CHAOS").is_ok_and(|v| v == "long");
+    let seed = match std::env::var("SWITCHBOARD_CHAOS_SEED") {
+        Ok(s) => s.parse()?,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    };
+    let mut outcomes = Vec::new();
+    // `SWITCHBOARD_CHAOS_ONLY=postgres` (or `switchboard`, `synapse`) runs one victim: to
+    // look into what a run found.
+    let only = std::env::var("SWITCHBOARD_CHAOS_ONLY").ok();
+    for (n, victim) in [Victim::Switchboard, Victim::Synapse, Victim::Postgres]
+        .into_iter()
+        .enumerate()
+        .filter(|(_, v)| only.as_deref().is_none_or(|o| v.key() == o))
+    {
+        // Each victim its own kill points, all from the one seed.
+        let mut plan = plan(long, seed.wrapping_add(1000 * n as u64));
+        if victim == Victim::Synapse {
+            // Synapse takes seconds to start again: fewer kills, each down longer.
+            plan.kills = plan.kills.div_ceil(2);
+        }
+        let outcome = chaos::run(&env, SLOT, victim, &plan).await?;
+        eprintln!("{}\n{}", victim.name(), outcome.rows());
+        outcomes.push(outcome);
+    }
+    let table = report(&outcomes, long, seed);
+    eprintln!("{table}");
+    if let Ok(path) = std::env::var("SWITCHBOARD_CHAOS_REPORT") {
+        std::fs::write(path, &table)?;
+    }
+    for o in &outcomes {
+        assert_eq!(
+            o.kills.len(),
+            o.plan.kills,
+            "{}: not every kill happened",
+            o.victim.name()
+        );
+        // A visitor is told the service is unavailable, in words a client can act on.
+        for (status, errcode, _) in &o.answers_while_down {
+            assert!(
+                *status == 503 && !errcode.is_empty(),
+                "while Synapse was down the visitor API answered {status} {errcode:?}"
+            );
+        }
+        let (sent, lost, doubled, out_of_order) = o.totals();
+        assert!(sent > 0);
+        assert_eq!(
+            (lost, doubled, out_of_order),
+            (0, 0, 0),
+            "{}: lost, doubled, out of order (seed {seed}):\n{}",
+            o.victim.name(),
+            o.faults().join("\n")
+        );
+    }
+    Ok(())
+}
