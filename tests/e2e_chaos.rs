@@ -48,7 +48,8 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
     let mut out = format!(
         "{} form, seed {seed}: per victim {} conversations (their responders in turn on Matrix, \
          Telegram and Discord), {} messages each way in each, sent over {} s while the victim \
-         was killed (SIGKILL) at random points and started again.\n\n{TABLE_HEAD}",
+         was killed (SIGKILL) at random points and started again; last, Synapse killed once and \
+         kept down for a long outage while everyone kept writing.\n\n{TABLE_HEAD}",
         if long { "Long" } else { "Short" },
         outcomes.first().map_or(0, |o| o.plan.conversations),
         outcomes.first().map_or(0, |o| o.plan.per_way),
@@ -66,7 +67,8 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
             })
             .collect();
         out.push_str(&format!(
-            "\nWhile Synapse was down, a visitor starting a conversation was answered: {}.\n",
+            "\n{}: while Synapse was down, a visitor starting a conversation was answered: {}.\n",
+            o.victim.name(),
             answers.join("; ")
         ));
     }
@@ -95,16 +97,28 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
     // `SWITCHBOARD_CHAOS_ONLY=postgres` (or `switchboard`, `synapse`) runs one victim: to
     // look into what a run found.
     let only = std::env::var("SWITCHBOARD_CHAOS_ONLY").ok();
-    for (n, victim) in [Victim::Switchboard, Victim::Synapse, Victim::Postgres]
-        .into_iter()
-        .enumerate()
-        .filter(|(_, v)| only.as_deref().is_none_or(|o| v.key() == o))
+    for (n, victim) in [
+        Victim::Switchboard,
+        Victim::Synapse,
+        Victim::Postgres,
+        Victim::SynapseOutage,
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(_, v)| only.as_deref().is_none_or(|o| v.key() == o))
     {
         // Each victim its own kill points, all from the one seed.
         let mut plan = plan(long, seed.wrapping_add(1000 * n as u64));
-        if victim == Victim::Synapse {
+        match victim {
             // Synapse takes seconds to start again: fewer kills, each down longer.
-            plan.kills = plan.kills.div_ceil(2);
+            Victim::Synapse => plan.kills = plan.kills.div_ceil(2),
+            // Point 3 of issue 16: five minutes (20 s in the short form) without the
+            // homeserver while visitors and responders keep writing.
+            Victim::SynapseOutage => {
+                plan.kills = 1;
+                plan.max_down = Duration::from_secs(if long { 300 } else { 20 });
+            }
+            _ => {}
         }
         let outcome = chaos::run(&env, SLOT, victim, &plan).await?;
         eprintln!("{}\n{}", victim.name(), outcome.rows());

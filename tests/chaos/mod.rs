@@ -43,6 +43,9 @@ pub enum Victim {
     Switchboard,
     /// The homeserver (Switchboard on SQLite keeps running).
     Synapse,
+    /// The homeserver, once, for a long outage (issue 16 point 3: five minutes in the long
+    /// form) while everyone keeps writing.
+    SynapseOutage,
     /// The PostgreSQL cluster Switchboard stores in (Switchboard keeps running).
     Postgres,
 }
@@ -53,6 +56,7 @@ impl Victim {
         match self {
             Self::Switchboard => "switchboard",
             Self::Synapse => "synapse",
+            Self::SynapseOutage => "outage",
             Self::Postgres => "postgres",
         }
     }
@@ -61,6 +65,7 @@ impl Victim {
         match self {
             Self::Switchboard => "Switchboard",
             Self::Synapse => "Synapse",
+            Self::SynapseOutage => "Synapse, one long outage",
             Self::Postgres => "PostgreSQL under Switchboard",
         }
     }
@@ -77,7 +82,8 @@ pub struct Plan {
     pub window: Duration,
     /// SIGKILLs during the window.
     pub kills: usize,
-    /// How long the victim stays down after each kill, at most (at least a fifth of it).
+    /// How long the victim stays down after each kill, at most (at least a fifth of it); a
+    /// [`Victim::SynapseOutage`] stays down exactly this long.
     pub max_down: Duration,
     /// Seeds the kill points, the down times and the senders' pacing, so a run can be repeated.
     pub seed: u64,
@@ -486,10 +492,19 @@ async fn send_all(
         let txn = format!("chaos-{way}{k}");
         match (way, &c.side) {
             ('v', _) => {
-                put_message(http, &env.hs_url, &c.visitor_token, &c.room, &txn, &text).await?
+                put_message(
+                    http,
+                    &env.hs_url,
+                    &c.visitor_token,
+                    &c.room,
+                    &txn,
+                    &text,
+                    plan,
+                )
+                .await?
             }
             (_, Side::Matrix { relay, token, .. }) => {
-                put_message(http, &env.hs_url, token, relay, &txn, &text).await?;
+                put_message(http, &env.hs_url, token, relay, &txn, &text, plan).await?;
             }
             (_, Side::Telegram { user }) => {
                 tg.user_sends(user, &text);
@@ -540,12 +555,13 @@ async fn put_message(
     room: &str,
     txn: &str,
     body: &str,
+    plan: &Plan,
 ) -> anyhow::Result<()> {
     let url = format!(
         "{hs}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
         urlencode(room)
     );
-    let deadline = Instant::now() + DRAIN;
+    let deadline = Instant::now() + DRAIN + plan.max_down;
     loop {
         let answer = http
             .put(&url)
@@ -718,7 +734,10 @@ async fn kill_repeatedly(
         if let Some(wait) = Duration::from_secs_f64(point).checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
         }
-        let pause = plan.max_down.mul_f64(0.2 + 0.8 * rng.f64());
+        let pause = match victim {
+            Victim::SynapseOutage => plan.max_down,
+            _ => plan.max_down.mul_f64(0.2 + 0.8 * rng.f64()),
+        };
         let killed = Instant::now();
         // A kill due while the last one was still down happens as soon as that is over.
         let at = started.elapsed();
@@ -728,7 +747,7 @@ async fn kill_repeatedly(
                 tokio::time::sleep(pause).await;
                 sb.restart().await?;
             }
-            Victim::Synapse => {
+            Victim::Synapse | Victim::SynapseOutage => {
                 let dir = env.dir.join("synapse");
                 kill_9(&dir.join("synapse.pid"), false)?;
                 if let Some(token) = probe {
