@@ -43,6 +43,11 @@ pub enum Victim {
     Switchboard,
     /// The homeserver (Switchboard on SQLite keeps running).
     Synapse,
+    /// Not a kill: the Telegram and Discord stand-ins misbehave in turn (issue 16 point 2):
+    /// 429s with `retry_after`, 500s, a connection dropped or a call left hanging, an answer
+    /// after the client's timeout to a request that landed (Discord; Telegram's Bot API has
+    /// no idempotency key, so a retry there would double), and both platforms away.
+    Platforms,
     /// The homeserver, once, for a long outage (issue 16 point 3: five minutes in the long
     /// form) while everyone keeps writing.
     SynapseOutage,
@@ -57,6 +62,7 @@ impl Victim {
             Self::Switchboard => "switchboard",
             Self::Synapse => "synapse",
             Self::SynapseOutage => "outage",
+            Self::Platforms => "platforms",
             Self::Postgres => "postgres",
         }
     }
@@ -66,6 +72,7 @@ impl Victim {
             Self::Switchboard => "Switchboard",
             Self::Synapse => "Synapse",
             Self::SynapseOutage => "Synapse, one long outage",
+            Self::Platforms => "Telegram and Discord faults",
             Self::Postgres => "PostgreSQL under Switchboard",
         }
     }
@@ -153,8 +160,9 @@ pub struct Outcome {
     pub plan: Plan,
     pub kills: Vec<Kill>,
     pub tallies: Vec<Tally>,
-    /// From the end of sending until everything had arrived (or the drain deadline).
-    pub drained_in: Duration,
+    /// For each platform's conversations, how long after the last message was sent they held
+    /// everything (absent: not within the drain deadline).
+    pub drained: Vec<(&'static str, Duration)>,
     /// While Synapse was down: what the visitor API answered a visitor starting a
     /// conversation (status, errcode, how long it took), once per kill.
     pub answers_while_down: Vec<(u16, String, Duration)>,
@@ -208,11 +216,30 @@ impl Outcome {
                     sum.2,
                     sum.3,
                     sum.4,
-                    self.drained_in.as_secs_f64(),
+                    self.drained
+                        .iter()
+                        .find(|(p, _)| *p == platform)
+                        .map_or(f64::NAN, |(_, d)| d.as_secs_f64()),
                 );
             }
         }
         out
+    }
+
+    /// Doubles Switchboard cannot prevent: a message it sent into a Matrix room (the bot into
+    /// a relay room, a ghost into the visitor's room) while Synapse was killed. Synapse keeps
+    /// the transaction IDs of requests without a device, which an appservice's are, only in
+    /// memory (`event_txn_id_device_id` is written only for a device): when it dies after
+    /// storing the event and before answering, the retry under the same transaction ID is a
+    /// new event. Counted and reported like any other double; the test does not fail on them.
+    pub fn homeserver_doubles(&self, t: &Tally) -> usize {
+        let killed_synapse = matches!(self.victim, Victim::Synapse | Victim::SynapseOutage);
+        let into_matrix = t.way == "responder → visitor" || t.platform == "matrix";
+        if killed_synapse && into_matrix {
+            t.doubled
+        } else {
+            0
+        }
     }
 
     /// The directions where something went wrong, one line each.
@@ -240,7 +267,7 @@ impl Outcome {
 }
 
 /// The header of the table [`Outcome::rows`] fills.
-pub const TABLE_HEAD: &str = "| killed | kills (each at / down for, s) | responder on | direction | conversations | sent | lost | doubled | out of order | drained after sending |\n|---|---|---|---|---|---|---|---|---|---|\n";
+pub const TABLE_HEAD: &str = "| what failed | times (each at / for, s) | responder on | direction | conversations | sent | lost | doubled | out of order | drained after sending |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One conversation of the run.
 struct Conversation {
@@ -441,7 +468,15 @@ pub async fn run(
     }
     let sending = futures_util::future::try_join_all(senders);
     let probe = conversations.first().map(|c| c.visitor_token.clone());
-    let chaos = kill_repeatedly(env, &mut sb, victim, plan, started, probe.as_deref());
+    let chaos = kill_repeatedly(
+        env,
+        &mut sb,
+        (&tg, &dc),
+        victim,
+        plan,
+        started,
+        probe.as_deref(),
+    );
     let (sent, killed) = tokio::join!(sending, chaos);
     sent?;
     let (kills, answers_while_down) = killed?;
@@ -449,9 +484,20 @@ pub async fn run(
 
     // --- everything counted where it arrives --------------------------------------------------
     let mut arrived_at = None;
+    let mut drained = Vec::new();
     let tallies = loop {
         let tallies = count_all(&http, env, (&tg, &dc), &conversations, plan, &bot).await?;
         let complete = tallies.iter().all(|t| t.lost == 0);
+        for platform in PLATFORMS {
+            if !drained.iter().any(|(p, _)| *p == platform)
+                && tallies
+                    .iter()
+                    .filter(|t| t.platform == platform)
+                    .all(|t| t.lost == 0)
+            {
+                drained.push((platform, sent_at.elapsed()));
+            }
+        }
         match arrived_at {
             None if complete => arrived_at = Some(Instant::now()),
             Some(at) if at.elapsed() >= SETTLE => break tallies,
@@ -460,7 +506,6 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let drained_in = arrived_at.unwrap_or_else(Instant::now) - sent_at;
     tg.stop();
     dc.stop();
     Ok(Outcome {
@@ -468,7 +513,7 @@ pub async fn run(
         plan: plan.clone(),
         kills,
         tallies,
-        drained_in,
+        drained,
         answers_while_down,
     })
 }
@@ -717,6 +762,7 @@ where
 async fn kill_repeatedly(
     env: &TestEnv,
     sb: &mut Switchboard,
+    (tg, dc): (&StandIn, &DiscordStandIn),
     victim: Victim,
     plan: &Plan,
     started: Instant,
@@ -735,7 +781,7 @@ async fn kill_repeatedly(
             tokio::time::sleep(wait).await;
         }
         let pause = match victim {
-            Victim::SynapseOutage => plan.max_down,
+            Victim::SynapseOutage | Victim::Platforms => plan.max_down,
             _ => plan.max_down.mul_f64(0.2 + 0.8 * rng.f64()),
         };
         let killed = Instant::now();
@@ -746,6 +792,9 @@ async fn kill_repeatedly(
                 sb.kill();
                 tokio::time::sleep(pause).await;
                 sb.restart().await?;
+            }
+            Victim::Platforms => {
+                misbehave(tg, dc, kills.len(), pause).await;
             }
             Victim::Synapse | Victim::SynapseOutage => {
                 let dir = env.dir.join("synapse");
@@ -786,6 +835,49 @@ async fn kill_repeatedly(
         });
     }
     Ok((kills, answers))
+}
+
+/// Fault round `round` of [`Victim::Platforms`], on both stand-ins at once; each fault hits
+/// whichever send comes next. `away` is how long a dropped-call hang or an absence lasts.
+async fn misbehave(tg: &StandIn, dc: &DiscordStandIn, round: usize, away: Duration) {
+    use discord_standin::{Fault, Route};
+    let next_send = || Route::CreateMessage { channel_id: None };
+    match round % 5 {
+        0 => {
+            tg.rate_limit_next("sendMessage", None, 2, 2);
+            dc.fail_next(
+                next_send(),
+                Fault::RateLimited {
+                    retry_after: 2.0,
+                    global: false,
+                },
+            );
+        }
+        1 => {
+            tg.fail_next("sendMessage", 500, "Internal Server Error");
+            dc.fail_next(next_send(), Fault::ServerError(500));
+        }
+        2 => {
+            // Discord closes the connection unanswered; Telegram's sends hang until then,
+            // and those whose client gave up meanwhile are never carried out.
+            dc.fail_next(next_send(), Fault::CloseConnection);
+            tg.hang(None);
+            tokio::time::sleep(away).await;
+            tg.release();
+        }
+        3 => {
+            // Carried out, answered after Switchboard's 30 s timeout: its retry carries the
+            // same nonce, and Discord answers with the message the first attempt made.
+            dc.fail_next(next_send(), Fault::AnswerLate(Duration::from_secs(32)));
+        }
+        _ => {
+            tg.set_down(true);
+            dc.set_down(true);
+            tokio::time::sleep(away).await;
+            tg.set_down(false);
+            dc.set_down(false);
+        }
+    }
 }
 
 /// SIGKILL to the process whose ID is the first line of `pid_file` and, for PostgreSQL, to its

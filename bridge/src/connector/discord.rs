@@ -399,8 +399,9 @@ impl Connector for DiscordConnector {
             unreachable_hands_over: true,
             call_timeout: CALL_TIMEOUT,
             batch_window: Duration::ZERO,
-            // A repeated send is a second message (no nonce is enforced).
-            idempotent_sends: false,
+            // Every send carries an enforced nonce (see `deliver`): Discord returns the
+            // message an earlier attempt made, within the few minutes it remembers nonces.
+            idempotent_sends: true,
         }
     }
 
@@ -524,18 +525,26 @@ impl Connector for DiscordConnector {
         format::to_discord(&delivery.body, delivery.formatted_body.as_deref(), heading)
     }
 
-    /// Discord has no idempotency key for messages: a send whose answer is lost is sent again.
+    /// Every attempt at a part carries the same nonce, enforced: a send whose answer was lost
+    /// or came after our timeout is answered the second time with the message the first one
+    /// made, not posted twice.
     async fn deliver(
         &self,
         delivery: &Delivery,
-        _index: usize,
+        index: usize,
         part: &str,
         address: &str,
     ) -> Result<String, ConnectorError> {
         let channel = self
             .channel_for(address, delivery.thread.as_deref())
             .await?;
-        let sent = self.post(channel, json!({"content": part})).await?;
+        let nonce = nonce_of(delivery, &index.to_string(), address);
+        let sent = self
+            .post(
+                channel,
+                json!({"content": part, "nonce": nonce, "enforce_nonce": true}),
+            )
+            .await?;
         Ok(sent.id.get().to_string())
     }
 
@@ -602,6 +611,8 @@ impl Connector for DiscordConnector {
             "content": caption,
             "allowed_mentions": {"parse": []},
             "attachments": [{"id": 0, "filename": file.filename}],
+            "nonce": nonce_of(delivery, "file", address),
+            "enforce_nonce": true,
         });
         let sent: Message = self
             .rest
@@ -770,9 +781,53 @@ pub(crate) mod fuzz_support {
     }
 }
 
+/// The nonce of one part of a delivery: the same for every attempt (derived from the
+/// conversation, the Matrix event, the part and the recipient), different for anything else.
+/// Discord takes at most 25 characters.
+fn nonce_of(delivery: &Delivery, part: &str, address: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!(
+        "{}\n{}\n{part}\n{address}",
+        delivery.room_id, delivery.event_id
+    ));
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..25]
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A retry carries the nonce of the first attempt; any other part, message or recipient
+    /// another one; always within Discord's 25 characters.
+    #[test]
+    fn a_part_keeps_its_nonce_across_attempts_and_nothing_else_shares_it() {
+        let delivery = |event: &str| Delivery {
+            room_id: "!room:example.org".into(),
+            event_id: event.into(),
+            visitor_alias: "Visitor".into(),
+            body: "hello".into(),
+            formatted_body: None,
+            media: None,
+            thread: None,
+            revises: None,
+            to_initiator: false,
+        };
+        let first = nonce_of(&delivery("$a"), "0", "42");
+        assert_eq!(first, nonce_of(&delivery("$a"), "0", "42"));
+        assert_eq!(first.len(), 25);
+        for other in [
+            nonce_of(&delivery("$b"), "0", "42"),
+            nonce_of(&delivery("$a"), "1", "42"),
+            nonce_of(&delivery("$a"), "file", "42"),
+            nonce_of(&delivery("$a"), "0", "43"),
+        ] {
+            assert_ne!(first, other);
+        }
+    }
 
     #[test]
     fn a_discord_address_is_a_user_id() {

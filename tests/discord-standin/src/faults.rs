@@ -44,6 +44,9 @@ pub enum Fault {
     Hang(Duration),
     /// Close the connection without answering (the request is not carried out).
     CloseConnection,
+    /// Carry the request out at once, then answer only after this long: a client whose
+    /// timeout is shorter sees a failure although the request landed.
+    AnswerLate(Duration),
 }
 
 /// What identifies a request for matching: method, template and major parameter.

@@ -176,8 +176,10 @@ async fn serve(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Response {
     };
     let key = resolved.key;
     let fault = shared.world().faults.take(&key);
+    let mut answer_after = None;
     match fault {
         Some(Fault::Hang(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::AnswerLate(delay)) => answer_after = Some(delay),
         Some(Fault::CloseConnection) => return closed_connection(),
         Some(Fault::RateLimited {
             retry_after,
@@ -223,6 +225,10 @@ async fn serve(shared: &Arc<Shared>, parts: &Parts, body: Bytes) -> Response {
         Err(error) => json_response(error.status, &error.body),
     };
     add_bucket_headers(response.headers_mut(), &bucket);
+    if let Some(delay) = answer_after {
+        // Done already; a client that gave up meanwhile never learns it.
+        tokio::time::sleep(delay).await;
+    }
     response
 }
 

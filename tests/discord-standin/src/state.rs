@@ -249,7 +249,14 @@ pub(crate) struct World {
     /// Whether the application may use the privileged intents (GUILD_MEMBERS, GUILD_PRESENCES,
     /// MESSAGE_CONTENT); Discord calls this enabling them in the developer portal.
     pub privileged_intents_allowed: bool,
+    /// Messages created with `enforce_nonce`: (author, nonce) → (channel, message, when), so
+    /// a repeat within [`NONCE_LIFETIME`] returns the first message instead of a second one.
+    pub nonces: HashMap<(u64, String), (u64, u64, std::time::Instant)>,
 }
+
+/// How long Discord remembers an enforced nonce: its documentation says "the past few
+/// minutes"; the stand-in keeps five.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 impl World {
     pub fn new(base_url: String) -> World {
@@ -298,6 +305,7 @@ impl World {
             faults: Faults::default(),
             limits: RateLimiter::default(),
             down: false,
+            nonces: HashMap::new(),
             // Discord's documented cap on active threads per guild.
             active_thread_limit: 1000,
             invalid_requests: 0,

@@ -36,6 +36,8 @@ pub(crate) struct MessageInput {
     pub flags: Option<u64>,
     pub tts: bool,
     pub nonce: Option<Value>,
+    /// `enforce_nonce`: a repeat of the nonce by the same author returns the first message.
+    pub enforce_nonce: bool,
     pub has_stickers: bool,
     /// The `attachments` array of the payload, as given.
     pub attachments: Option<Vec<Value>>,
@@ -151,6 +153,15 @@ pub(crate) fn message(body: &Value, purpose: Purpose) -> ApiResult<MessageInput>
             Some(_) => errors.add(&["flags"], "MESSAGE_FLAGS_INVALID", "Invalid flags"),
             None => errors.add(&["flags"], "NUMBER_TYPE_COERCE", "Value is not int."),
         }
+    }
+    match object.get("enforce_nonce") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => input.enforce_nonce = *b,
+        Some(_) => errors.add(
+            &["enforce_nonce"],
+            "BASE_TYPE_BOOLEAN",
+            "Must be either true or false.",
+        ),
     }
     match object.get("tts") {
         None | Some(Value::Null) => {}

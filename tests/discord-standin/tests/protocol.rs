@@ -615,6 +615,77 @@ async fn armed_faults_fire_once_each() {
     assert_eq!(api.call("GET", "/users/@me", None).await.status, 502);
 }
 
+/// `enforce_nonce`: a repeat of a nonce returns the first message instead of making a second;
+/// without it, the same nonce makes two. A late answer comes after the request was carried
+/// out, so a client that timed out and retries with the nonce still gets one message.
+#[tokio::test]
+async fn an_enforced_nonce_makes_one_message_and_a_late_answer_lands_first() {
+    let api = Api::start().await;
+    let channel = api.dc.create_text_channel("general");
+    let first = api
+        .post_message(
+            channel,
+            json!({"content": "a", "nonce": "n-1", "enforce_nonce": true}),
+        )
+        .await;
+    let again = api
+        .post_message(
+            channel,
+            json!({"content": "a", "nonce": "n-1", "enforce_nonce": true}),
+        )
+        .await;
+    assert_eq!((first.status, again.status), (200, 200));
+    assert_eq!(
+        first.body["id"], again.body["id"],
+        "the first message is returned"
+    );
+    assert_eq!(api.dc.messages(channel).len(), 1);
+    // Not enforced: a nonce is only echoed.
+    for _ in 0..2 {
+        api.post_message(channel, json!({"content": "b", "nonce": "n-2"}))
+            .await;
+    }
+    assert_eq!(api.dc.messages(channel).len(), 3);
+    let refused = api
+        .post_message(
+            channel,
+            json!({"content": "c", "nonce": "n-3", "enforce_nonce": "yes"}),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+
+    // Another channel: five messages a channel in five seconds is the bucket's limit.
+    let channel = api.dc.create_text_channel("late");
+    api.dc.fail_next(
+        Route::CreateMessage {
+            channel_id: Some(channel),
+        },
+        Fault::AnswerLate(Duration::from_secs(5)),
+    );
+    let body = json!({"content": "late", "nonce": "n-4", "enforce_nonce": true});
+    let timed_out = api
+        .http
+        .post(api.url(&format!("/channels/{channel}/messages")))
+        .header("authorization", format!("Bot {TOKEN}"))
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send()
+        .await;
+    assert!(timed_out.is_err(), "the answer came in time: {timed_out:?}");
+    assert_eq!(
+        api.dc.messages(channel).len(),
+        1,
+        "the request was carried out before the answer"
+    );
+    let retried = api.post_message(channel, body).await;
+    assert_eq!(retried.status, 200);
+    assert_eq!(
+        api.dc.messages(channel).len(),
+        1,
+        "the retry made no second message"
+    );
+}
+
 #[tokio::test]
 async fn threads_are_created_archived_unarchived_and_capped() {
     let api = Api::start().await;

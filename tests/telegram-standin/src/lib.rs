@@ -511,6 +511,12 @@ impl StandIn {
         });
     }
 
+    /// Takes the Bot API away (`true`: every call, `getUpdates` too, answers 502 Bad
+    /// Gateway) or brings it back; what users sent meanwhile waits in the update queue.
+    pub fn set_down(&self, down: bool) {
+        self.world().down = down;
+    }
+
     /// Ends every `hang`.
     pub fn release(&self) {
         self.shared().hung.send_modify(|h| h.clear());

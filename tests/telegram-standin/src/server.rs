@@ -92,6 +92,9 @@ async fn serve(
     content_type: Option<&str>,
     body: &[u8],
 ) -> ApiResult<Success> {
+    if shared.world().down {
+        return Err(ApiError::new(502, "Bad Gateway"));
+    }
     let token = percent_decode(token_segment, false);
     if token.strip_prefix("bot") != Some(shared.token.as_str()) {
         return Err(ApiError::unauthorized());

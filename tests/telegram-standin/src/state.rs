@@ -217,6 +217,9 @@ pub(crate) struct World {
     pub webhook: Option<Webhook>,
     pub requests: Vec<RecordedRequest>,
     pub faults: Faults,
+    /// While set, every call answers 502 Bad Gateway, as when Telegram's front ends are up
+    /// and the Bot API behind them is not; updates and messages are kept for afterwards.
+    pub down: bool,
 }
 
 impl World {
@@ -234,6 +237,7 @@ impl World {
             webhook: None,
             requests: Vec::new(),
             faults: Faults::default(),
+            down: false,
         }
     }
 

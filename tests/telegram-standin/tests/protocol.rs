@@ -649,6 +649,27 @@ async fn flood_control_holds_until_retry_after_has_passed() {
 }
 
 #[tokio::test]
+async fn a_bot_api_that_is_away_answers_502_and_keeps_what_users_send() {
+    let api = Api::start().await;
+    let ann = api.tg.user(1001, "Ann", None);
+    api.tg.set_down(true);
+    assert_eq!(
+        api.err("sendMessage", json!({"chat_id": 1001, "text": "x"}))
+            .await,
+        (502, "Bad Gateway".to_owned())
+    );
+    assert_eq!(
+        api.err("getUpdates", json!({})).await,
+        (502, "Bad Gateway".to_owned())
+    );
+    api.tg.user_sends(&ann, "while it was away");
+    assert!(api.tg.sent(1001).is_empty(), "nothing was carried out");
+    api.tg.set_down(false);
+    let updates = api.ok("getUpdates", json!({})).await;
+    assert_eq!(updates[0]["message"]["text"], "while it was away");
+}
+
+#[tokio::test]
 async fn flood_control_can_strike_in_the_middle_of_a_burst() {
     let api = Api::start().await;
     api.tg.user(1001, "Ann", None);

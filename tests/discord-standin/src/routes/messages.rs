@@ -155,11 +155,37 @@ pub(crate) fn create(shared: &Shared, channel_id: u64, req: Req) -> ApiResult<Re
         ));
     }
     let author = Author::User(world.bot_id);
+    // With `enforce_nonce`, a nonce this author used within the last minutes names the
+    // message it made, which is returned instead of a second one.
+    let now = std::time::Instant::now();
+    let nonce = input
+        .nonce
+        .as_ref()
+        .filter(|_| input.enforce_nonce)
+        .map(|n| {
+            (
+                world.bot_id,
+                n.as_str().map_or_else(|| n.to_string(), str::to_owned),
+            )
+        });
+    world
+        .nonces
+        .retain(|_, (_, _, at)| now.duration_since(*at) < crate::state::NONCE_LIFETIME);
+    if let Some(key) = &nonce
+        && let Some(&(channel, message, _)) = world.nonces.get(key)
+        && let Some(message) = world.message(channel, message)
+    {
+        let value = world.message_json(message, false);
+        return Ok(Reply::Json(value));
+    }
     let id = post(
         &mut world,
         channel_id,
         NewMessage::by(author, input, req.files),
     )?;
+    if let Some(key) = nonce {
+        world.nonces.insert(key, (channel_id, id, now));
+    }
     let message = world.message(channel_id, id).expect("just stored");
     let value = world.message_json(message, false);
     drop(world);
