@@ -40,7 +40,7 @@ table = open(out).read().strip()
 block = (
     f"Measured {datetime.date.today()} by `scripts/chaos.sh {form} {seed}` on commit {commit}: "
     f"debug build, {cores} cores ({cpu}), Synapse {synapse} (SQLite), PostgreSQL from Debian, "
-    "the Telegram stand-in, all on loopback.\n\n" + table + "\n"
+    "the Telegram and Discord stand-ins, all on loopback.\n\n" + table + "\n"
 )
 start, end = "<!-- chaos:start -->", "<!-- chaos:end -->"
 doc = open(path).read()
