@@ -82,24 +82,46 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
             out.push_str(&format!("- {f}\n"));
         }
     }
-    let beyond_us: usize = outcomes
-        .iter()
-        .flat_map(|o| o.tallies.iter().map(|t| o.homeserver_doubles(t)))
-        .sum();
-    if beyond_us > 0 {
+    let doubles = |kind: fn(&Outcome, &chaos::Tally) -> usize| -> usize {
+        outcomes
+            .iter()
+            .flat_map(|o| o.tallies.iter().map(move |t| kind(o, t)))
+            .sum()
+    };
+    let homeserver = doubles(Outcome::homeserver_doubles);
+    if homeserver > 0 {
         out.push_str(&format!(
-            "\n{beyond_us} of the doubles are messages Switchboard sent into a Matrix room while \
+            "\n{homeserver} of the doubles are messages Switchboard sent into a Matrix room while \
              Synapse was killed: Synapse remembers an appservice's transaction IDs only in memory \
              (it stores them only for requests made with a device), so the retry of a send it \
              stored but never answered becomes a second event.\n"
         ));
     }
+    let telegram = doubles(Outcome::telegram_doubles);
+    if telegram > 0 {
+        out.push_str(&format!(
+            "\n{telegram} of the doubles are visitor messages to a Telegram responder that the Bot \
+             API accepted in the instant before Switchboard was killed, before the send was \
+             recorded: sent again after the restart. The Bot API has no idempotency key and no \
+             way for a bot to read what it sent, so such a message is doubled rather than lost.\n"
+        ));
+    }
     out
+}
+
+/// Both tests here kill the main Synapse and use one slot: one at a time.
+static KILLS_SYNAPSE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_synapse_lost_when_killed_is_caught_up_on_when_it_returns() -> anyhow::Result<()> {
+    let _one_at_a_time = KILLS_SYNAPSE.lock().await;
+    chaos::lost::caught_up_after_the_homeserver_lost_them(&TestEnv::from_env(), SLOT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgres_is_killed_mid_burst()
 -> anyhow::Result<()> {
+    let _one_at_a_time = KILLS_SYNAPSE.lock().await;
     let env = TestEnv::from_env();
     let long = std::env::var("SWITCHBOARD_CHAOS").is_ok_and(|v| v == "long");
     let seed = match std::env::var("SWITCHBOARD_CHAOS_SEED") {
@@ -167,7 +189,7 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
         }
         let (sent, lost, doubled, out_of_order) = o.totals();
         assert!(sent > 0);
-        let beyond_us: usize = o.tallies.iter().map(|t| o.homeserver_doubles(t)).sum();
+        let beyond_us: usize = o.tallies.iter().map(|t| o.unavoidable_doubles(t)).sum();
         assert_eq!(
             (lost, doubled - beyond_us, out_of_order),
             (0, 0, 0),

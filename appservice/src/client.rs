@@ -317,6 +317,23 @@ impl HomeserverClient {
         request.send().await.map_err(ClientError::Transport)
     }
 
+    /// Whether the homeserver answers at all: the unauthenticated versions request, made
+    /// once, cut off after `wait`. For watching the homeserver go away and come back.
+    pub async fn reachable(&self, wait: Duration) -> Result<(), ClientError> {
+        let request = get_supported_versions::Request::new()
+            .try_into_http_request::<Vec<u8>>(&self.base_url, SendAccessToken::None, ())
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        match tokio::time::timeout(
+            wait,
+            execute::<get_supported_versions::Response>(&self.http, request),
+        )
+        .await
+        {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(ClientError::Response(format!("no answer within {wait:?}"))),
+        }
+    }
+
     /// Makes the homeserver ping us back, which also makes it retry queued transactions at once.
     pub async fn ping(&self, appservice_id: &str, txn_id: &str) -> Result<Duration, ClientError> {
         let mut request = request_ping::v1::Request::new(appservice_id.to_owned());

@@ -36,6 +36,7 @@ pub use room_posts::RoomPostQueue;
 use typing::TypingUpdate;
 
 mod batch;
+mod catch_up;
 pub(crate) mod dispatch;
 mod handoff;
 mod initiators;
@@ -128,6 +129,8 @@ pub struct Bridge {
     /// `[retention]`: the sweep's age limit, and how conversations are erased.
     retention: crate::retention::RetentionConfig,
     eraser: crate::retention::Eraser,
+    /// Rooms to read again after the homeserver was away (`catch_up.rs`).
+    catch_up: catch_up::CatchUp,
 }
 
 impl Bridge {
@@ -184,6 +187,7 @@ impl Bridge {
             typing_tx,
             typing_rx: Mutex::new(Some(typing_rx)),
             health: Health::with_clock(store_clock),
+            catch_up: catch_up::CatchUp::default(),
         }
     }
 
@@ -707,6 +711,25 @@ fn index_fields(raw: &Raw<AnyTimelineEvent>) -> Option<(String, String)> {
     Some((event_id, room_id))
 }
 
+/// What of `events` goes into the inbox, as (event ID, room ID, JSON): all but the relayed
+/// echoes and what lacks an event or room ID. A transaction and a catch-up record the same.
+fn indexed_events<'a>(
+    bot: &str,
+    events: &'a [Raw<AnyTimelineEvent>],
+) -> Vec<(String, String, &'a str)> {
+    events
+        .iter()
+        .filter(|raw| !is_relayed_echo(bot, raw))
+        .filter_map(|raw| match index_fields(raw) {
+            Some((event_id, room_id)) => Some((event_id, room_id, raw.json().get())),
+            None => {
+                tracing::warn!("event without event_id or room_id skipped");
+                None
+            }
+        })
+        .collect()
+}
+
 /// Whether `raw` is the echo of a visitor message the bot relayed into a Matrix responder's
 /// relay room ([`crate::connector::matrix::RELAYED_MARK`]): nothing to record or handle.
 fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
@@ -784,18 +807,10 @@ impl EventSink for Bridge {
         events: Vec<Raw<AnyTimelineEvent>>,
     ) -> Result<(), SinkError> {
         let started = std::time::Instant::now();
-        let bot = self.client.bot().as_str();
-        let indexed: Vec<(String, String, &str)> = events
-            .iter()
-            .filter(|raw| !is_relayed_echo(bot, raw))
-            .filter_map(|raw| match index_fields(raw) {
-                Some((event_id, room_id)) => Some((event_id, room_id, raw.json().get())),
-                None => {
-                    tracing::warn!(%txn_id, "event without event_id or room_id skipped");
-                    None
-                }
-            })
-            .collect();
+        let indexed = indexed_events(self.client.bot().as_str(), &events);
+        if indexed.len() < events.len() {
+            tracing::debug!(%txn_id, skipped = events.len() - indexed.len(), "relayed echoes or events without an ID skipped");
+        }
         let rows: Vec<NewInboxEvent<'_>> = indexed
             .iter()
             .map(|(event_id, room_id, json)| NewInboxEvent {
@@ -831,6 +846,12 @@ impl EventSink for Bridge {
         self.health
             .report(crate::health::HOMESERVER, PartState::Connected, None);
         self.homeserver_is_up().await;
+        // It may have lost what it had queued for us when it went away (`catch_up.rs`).
+        if self.catch_up.awaiting()
+            && let Some(me) = self.lanes_running()
+        {
+            me.homeserver_back();
+        }
         Ok(())
     }
 

@@ -68,6 +68,7 @@ pub fn describe() {
     }
     counter!("switchboard_events_received_total").increment(0);
     counter!("switchboard_events_deduplicated_total").increment(0);
+    counter!("switchboard_events_caught_up_total").increment(0);
     for reason in [
         "requested",
         "offline",
@@ -104,6 +105,11 @@ fn describe_all() {
         "switchboard_events_deduplicated_total",
         Count,
         "Events received again (a replayed transaction) and recorded only once"
+    );
+    describe_counter!(
+        "switchboard_events_caught_up_total",
+        Count,
+        "Events the homeserver stored but never pushed, found by reading rooms after it was away (a homeserver killed with events queued for us loses them: Synapse issue 11637)"
     );
     describe_histogram!(
         "switchboard_transaction_record_seconds",
@@ -224,6 +230,11 @@ pub(crate) fn transaction(recorded: bool, events: usize, new: usize, took: Durat
             .increment(events.saturating_sub(new) as u64);
         histogram!("switchboard_transaction_record_seconds").record(took.as_secs_f64());
     }
+}
+
+/// Events found by a catch-up (`bridge/catch_up.rs`) that no transaction had brought.
+pub(crate) fn caught_up(events: u64) {
+    counter!("switchboard_events_caught_up_total").increment(events);
 }
 
 /// An event handled: `source` is `homeserver` or `platform`, `waited_ms` its time since it

@@ -49,6 +49,12 @@ const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 /// a lane that gave up on a store failure is started again by this.
 const FULL_SCAN: Duration = Duration::from_secs(10);
 
+/// How often the homeserver watch looks, how long an answer may take, and how many looks in a
+/// row must fail before the homeserver counts as away (one lost request is not an outage).
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+const WATCH_WAIT: Duration = Duration::from_secs(5);
+const AWAY_AFTER: u32 = 2;
+
 /// How many events one pass of a room's lane takes from the store.
 const ROOM_BATCH: i64 = 200;
 
@@ -61,12 +67,39 @@ pub(super) struct Cursors {
     /// Whether events were recorded since the scheduler last read past its cursor: a wake
     /// for anything else (a delivery queued) then reads nothing.
     remote_new: AtomicBool,
+    /// Per chat, the first platform event a store failure left pending. Each event is its own
+    /// job in the chat's lane, so without this the next event, already queued behind it,
+    /// would be handled first once the store is back (a responder's messages reaching the
+    /// visitor out of order). Later events of the chat wait, pending, until the scheduler's
+    /// next full look hands them all out again in order.
+    stalled: std::sync::Mutex<std::collections::HashMap<LaneKey, i64>>,
 }
 
 impl Cursors {
     /// Events were recorded from a platform.
     pub(super) fn remote_recorded(&self) {
         self.remote_new.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an earlier event of `lane` is still pending after a store failure: event `seq`
+    /// must then wait for it.
+    fn stalled_before(&self, lane: &LaneKey, seq: i64) -> bool {
+        self.stalled
+            .lock()
+            .expect("stalled lock")
+            .get(lane)
+            .is_some_and(|&at| seq > at)
+    }
+
+    /// Event `seq` of `lane` was handled (`store_down`: or left pending by a store failure).
+    fn handled(&self, lane: &LaneKey, seq: i64, store_down: bool) {
+        let mut stalled = self.stalled.lock().expect("stalled lock");
+        if store_down {
+            let at = stalled.entry(lane.clone()).or_insert(seq);
+            *at = (*at).min(seq);
+        } else if stalled.get(lane) == Some(&seq) {
+            stalled.remove(lane);
+        }
     }
 }
 
@@ -115,6 +148,13 @@ impl Bridge {
                 me.clone().run_room_posts(stop.clone())
             }))
         };
+        let watch = {
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(supervise("homeserver watch", stop.clone(), move || {
+                me.clone().run_homeserver_watch(stop.clone())
+            }))
+        };
         let sweep = self.retention.transcript_days.map(|days| {
             let me = self.clone();
             let stop = stop.clone();
@@ -124,6 +164,7 @@ impl Bridge {
         });
         let _ = scheduler.await;
         let _ = posts.await;
+        let _ = watch.await;
         if let Some(sweep) = sweep {
             let _ = sweep.await;
         }
@@ -220,6 +261,57 @@ impl Bridge {
         }
     }
 
+    /// Looks at the homeserver every `WATCH_EVERY`: when it was away and answers again, the
+    /// rooms are caught up on (`catch_up.rs`), since it may have lost what it had queued for
+    /// us. At the start, what happened while Switchboard was not running is unknown, so the
+    /// first answer starts a catch-up too.
+    async fn run_homeserver_watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut away = true;
+        let mut noted = false;
+        let mut failures = 0u32;
+        loop {
+            if away && !noted {
+                match self.homeserver_away().await {
+                    Ok(()) => noted = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not note where the homeserver went away; trying again")
+                    }
+                }
+            }
+            match self.post_client.reachable(WATCH_WAIT).await {
+                Ok(()) => {
+                    failures = 0;
+                    if away && noted {
+                        away = false;
+                        self.health.report(
+                            crate::health::HOMESERVER,
+                            crate::health::PartState::Connected,
+                            None,
+                        );
+                        self.homeserver_back();
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= AWAY_AFTER && !away {
+                        tracing::warn!(error = %e, "the homeserver is away");
+                        self.health.report(
+                            crate::health::HOMESERVER,
+                            crate::health::PartState::Down,
+                            Some(e.to_string()),
+                        );
+                        away = true;
+                        noted = false;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+        }
+    }
+
     /// Posts into rooms, in its own loop (see `room_posts.rs`).
     async fn run_room_posts(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
@@ -294,12 +386,20 @@ impl Bridge {
                     address,
                 };
                 let me = self.clone();
+                let lane = key.clone();
                 self.lanes.submit(
                     key,
                     None,
                     Box::pin(async move {
                         let seq = event.seq;
-                        me.handle_remote_item(&event).await;
+                        if !me.cursors.stalled_before(&lane, seq) {
+                            let outcome = me.handle_remote_item(&event).await;
+                            me.cursors.handled(
+                                &lane,
+                                seq,
+                                matches!(outcome, Handled::StoreDown(_)),
+                            );
+                        }
                         me.remote_in_flight
                             .lock()
                             .expect("in-flight lock")
@@ -375,44 +475,61 @@ impl Bridge {
     /// a time, so a room's events are never handled out of order or twice at once.
     pub(super) async fn drain_room_inbox(&self, room: &str) -> Result<(), StoreError> {
         loop {
-            let batch = self.store.pending_events_in_room(room, ROOM_BATCH).await?;
-            if batch.is_empty() {
-                return Ok(());
+            let mut batch = self.store.pending_events_in_room(room, ROOM_BATCH).await?;
+            let full = batch.len() == ROOM_BATCH as usize;
+            // Events pushed since the homeserver was away wait for the room's catch-up,
+            // which handles them in the room's order (`catch_up.rs`).
+            let held = self
+                .catch_up
+                .held_after(room)
+                .and_then(|after| batch.iter().position(|e| e.seq > after));
+            if let Some(first_held) = held {
+                batch.truncate(first_held);
             }
-            let mut i = 0;
-            // Not a conversation (a Matrix responder's relay room): no run to look for.
-            let mut runs = true;
-            while i < batch.len() {
-                // A run of plain visitor messages goes in one transaction (`batch.rs`);
-                // anything else, or a run that failed, is handled event by event, with
-                // retries and setting aside.
-                let run = if runs {
-                    self.handle_plain_run(room, &batch[i..]).await
-                } else {
-                    Ok(Some(0))
-                };
-                match run {
-                    Ok(Some(n)) if n > 0 => {
-                        i += n;
-                        continue;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => runs = false,
-                    Err(e) => {
-                        tracing::warn!(room_id = %room, error = %e, "a run of messages failed; handling them one by one")
-                    }
-                }
-                if let Handled::StoreDown(e) = self.handle_inbox_item(&batch[i]).await {
-                    return Err(e);
-                }
-                i += 1;
-            }
+            self.handle_room_batch(room, &batch).await?;
             // A short batch was all there was: events recorded since then start this lane
             // again (the scheduler reads past its cursor), so no read to find none.
-            if batch.len() < ROOM_BATCH as usize {
+            if !full || held.is_some() {
                 return Ok(());
             }
         }
+    }
+
+    /// Handles `batch`, one room's pending events, in the order given.
+    pub(super) async fn handle_room_batch(
+        &self,
+        room: &str,
+        batch: &[InboxEvent],
+    ) -> Result<(), StoreError> {
+        let mut i = 0;
+        // Not a conversation (a Matrix responder's relay room): no run to look for.
+        let mut runs = true;
+        while i < batch.len() {
+            // A run of plain visitor messages goes in one transaction (`batch.rs`);
+            // anything else, or a run that failed, is handled event by event, with
+            // retries and setting aside.
+            let run = if runs {
+                self.handle_plain_run(room, &batch[i..]).await
+            } else {
+                Ok(Some(0))
+            };
+            match run {
+                Ok(Some(n)) if n > 0 => {
+                    i += n;
+                    continue;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => runs = false,
+                Err(e) => {
+                    tracing::warn!(room_id = %room, error = %e, "a run of messages failed; handling them one by one")
+                }
+            }
+            if let Handled::StoreDown(e) = self.handle_inbox_item(&batch[i]).await {
+                return Err(e);
+            }
+            i += 1;
+        }
+        Ok(())
     }
 
     /// Handles pending homeserver events in arrival order until none is left, then sends the
@@ -648,5 +765,52 @@ impl RemoteEvent {
             | RemoteEvent::TopicChosen { address, .. }
             | RemoteEvent::Unreachable { address, .. } => address,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(address: &str) -> LaneKey {
+        LaneKey::From {
+            platform: "discord".into(),
+            address: address.into(),
+        }
+    }
+
+    #[test]
+    fn a_chats_events_wait_behind_one_a_store_failure_left_pending() {
+        let c = Cursors::default();
+        let (a, b) = (chat("1"), chat("2"));
+        assert!(!c.stalled_before(&a, 5));
+        // Event 5 of chat a failed on the store: 6 and 7 of that chat wait; chat b goes on.
+        c.handled(&a, 5, true);
+        assert!(c.stalled_before(&a, 6));
+        assert!(c.stalled_before(&a, 7));
+        assert!(
+            !c.stalled_before(&a, 5),
+            "the pending event itself is tried again"
+        );
+        assert!(!c.stalled_before(&b, 6));
+        // Another of its events handled meanwhile changes nothing; the pending one done frees
+        // the chat.
+        c.handled(&a, 3, false);
+        assert!(c.stalled_before(&a, 6));
+        c.handled(&a, 5, false);
+        assert!(!c.stalled_before(&a, 6));
+    }
+
+    #[test]
+    fn the_earliest_pending_event_is_the_one_waited_for() {
+        let c = Cursors::default();
+        let a = chat("1");
+        c.handled(&a, 9, true);
+        c.handled(&a, 4, true);
+        assert!(c.stalled_before(&a, 5));
+        c.handled(&a, 9, false);
+        assert!(c.stalled_before(&a, 5), "4 is still pending");
+        c.handled(&a, 4, false);
+        assert!(!c.stalled_before(&a, 9));
     }
 }

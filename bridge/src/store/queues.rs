@@ -198,6 +198,38 @@ impl Store {
         Ok(())
     }
 
+    /// The newest homeserver event recorded: its sequence number and when it was recorded
+    /// (unix ms); `None` while the inbox is empty. Where a catch-up starts (`catch_up.rs`).
+    pub async fn inbox_mark(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, received_at FROM inbox WHERE seq = (SELECT MAX(seq) FROM inbox)",
+        )
+        .fetch_optional(&mut *self.reader().await?)
+        .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("received_at")?)))
+            .transpose()
+    }
+
+    /// The rooms a catch-up reads: every conversation not closed, and every room with one of
+    /// the `recent` newest events up to `upto` (a Matrix responder's relay room or direct
+    /// chat is no conversation, and one in use has had an offer or a command lately).
+    pub async fn rooms_to_catch_up(
+        &self,
+        upto: i64,
+        recent: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT room_id FROM conversations WHERE state <> 'closed'
+             UNION
+             SELECT DISTINCT room_id FROM inbox WHERE seq > $1 AND seq <= $2",
+        )
+        .bind(upto - recent)
+        .bind(upto)
+        .fetch_all(&mut *self.reader().await?)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("room_id")?)).collect()
+    }
+
     /// Every room with an unprocessed event, for the lanes' periodic look at the whole inbox.
     pub async fn pending_inbox_rooms(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT room_id FROM inbox WHERE processed_at IS NULL")

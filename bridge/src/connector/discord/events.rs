@@ -26,7 +26,10 @@ use super::{
     rest::{Body, Route},
     thread_handle,
 };
-use crate::connector::{FileKind, RemoteEvent, RemoteFile, RemoteSink};
+use crate::connector::{ConnectorError, FileKind, RemoteEvent, RemoteFile, RemoteSink};
+
+/// How long an event is tried to be recorded while the store is away (see `Events::record`).
+const RECORD_PATIENCE: Duration = Duration::from_secs(600);
 
 /// The slash commands Switchboard registers (bulk overwrite), with their text forms
 /// (`/end`) handled alike.
@@ -115,21 +118,33 @@ impl Events<'_> {
         self.connector.remember_thread(id, ours).await;
     }
 
-    /// Records `event`, trying again for a while if the store is away. Gateway events are
-    /// not acknowledged to Discord, so there is no later redelivery to wait for.
+    /// Records `event`, trying again while the store is away, for up to ten minutes. The
+    /// dispatch is counted (the sequence number a resume replays from) only once this returns,
+    /// and a counted dispatch is never sent again: giving up loses the event, where waiting
+    /// only holds up the gateway (if Discord drops the session meanwhile, the resume replays
+    /// the rest). The limit keeps a shutdown from waiting forever on a dead database.
     async fn record(&self, key: &str, event: &RemoteEvent) -> bool {
+        let started = tokio::time::Instant::now();
         let mut wait = Duration::from_millis(200);
-        for attempt in 1..=6 {
+        for attempt in 1.. {
             match self.sink.record_remote(SPEC.platform(), key, event).await {
                 Ok(()) => return true,
+                Err(ConnectorError::Permanent(e)) => {
+                    tracing::error!(error = %e, "discord: an event can never be recorded; skipped");
+                    return false;
+                }
+                Err(e) if started.elapsed() >= RECORD_PATIENCE => {
+                    tracing::error!(error = %e, attempt, "discord: gave up recording an event");
+                    return false;
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, attempt, "discord: could not record an event");
+                    tracing::error!(error = %e, attempt, "discord: could not record an event; trying again");
                     tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        false
+        unreachable!("the attempts never run out")
     }
 
     fn is_own_or_bot(&self, author: &User) -> bool {

@@ -1,0 +1,416 @@
+//! Catching up on what the homeserver stored but never pushed.
+//!
+//! Synapse queues an appservice's events in memory before it writes them into a transaction
+//! (matrix-org/synapse#11637, open): a homeserver killed with events in that queue has stored
+//! them, has moved its appservice stream past them, and never pushes them. The crash bursts
+//! (`tests/e2e_chaos.rs`) lost Matrix responders' messages that way, sent the moment Synapse
+//! was killed. So whenever the homeserver may have gone away (the watch in `worker.rs` saw it
+//! unreachable, or Switchboard has just started and cannot know what happened meanwhile),
+//! Switchboard reads the recent timeline of every room it follows as soon as the homeserver
+//! is back, records what the inbox lacks (deduplicated by event ID, as every transaction is),
+//! and handles the room's pending events in the room's own order.
+//!
+//! Order: events pushed after the homeserver came back can arrive before the catch-up has read
+//! their room. They wait: until its catch-up is done, a room handles only events recorded
+//! before the homeserver went away (`held_after`). The catch-up then handles everything the
+//! room has pending in the order of its timeline, and the room goes on as usual.
+//!
+//! A room whose timeline cannot be read (the bot left it: a refusal) is let go at once; one
+//! that cannot be read for a while (the homeserver away again) is retried with backoff for
+//! about two minutes and then let go, so a catch-up never holds a conversation for long.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use backon::BackoffBuilder;
+use switchboard_appservice::{ClientError, ruma::RoomId};
+
+use super::{Bridge, lanes::LaneKey};
+use crate::store::{InboxEvent, NewInboxEvent, StoreError};
+
+/// How far before the last event recorded a catch-up reads each room's timeline: Synapse's
+/// lost events were created after the last transaction it pushed began, and its clock and
+/// ours may differ a little.
+const LOOK_BEHIND_MS: i64 = 60_000;
+
+/// How many of the newest events before the outage name the rooms in use besides open
+/// conversations (relay rooms and direct chats of Matrix responders).
+const RECENT_EVENTS: i64 = 10_000;
+
+/// One page of a room's timeline, and how many pages a catch-up reads at most per room.
+const PAGE: u32 = 100;
+const MAX_PAGES: usize = 10;
+
+/// How many pending events a catch-up handles in its room's order at once; more (a long
+/// backlog) are handled by the room's usual drain after it, in arrival order.
+const REORDER_AT_MOST: i64 = 1_000;
+
+/// Where a catch-up starts: events recorded after `after_seq` wait for it, and each room's
+/// timeline is read back to `since_ms` (the homeserver's `origin_server_ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mark {
+    pub after_seq: i64,
+    pub since_ms: i64,
+}
+
+impl Mark {
+    fn earliest(self, other: Mark) -> Mark {
+        Mark {
+            after_seq: self.after_seq.min(other.after_seq),
+            since_ms: self.since_ms.min(other.since_ms),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// Nothing to catch up on.
+    #[default]
+    Idle,
+    /// The homeserver is or was away: every room waits for a catch-up.
+    Awaiting(Mark),
+    /// The homeserver is back and these rooms are being read; `None` while they are listed.
+    Reading {
+        mark: Mark,
+        rooms: Option<HashSet<String>>,
+    },
+}
+
+/// What is to be caught up on. Every change of state bumps a generation, so a catch-up that
+/// a newer outage overtook cannot let a room go.
+#[derive(Debug, Default)]
+pub(super) struct CatchUp {
+    inner: Mutex<(State, u64)>,
+}
+
+impl CatchUp {
+    /// The homeserver is (or may have been) away since `mark`.
+    pub fn away(&self, mark: Mark) {
+        let mut inner = self.inner.lock().expect("catch-up lock");
+        let mark = match inner.0 {
+            State::Idle => mark,
+            State::Awaiting(m) | State::Reading { mark: m, .. } => m.earliest(mark),
+        };
+        *inner = (State::Awaiting(mark), inner.1 + 1);
+    }
+
+    /// Whether a catch-up waits for the homeserver to come back.
+    pub fn awaiting(&self) -> bool {
+        matches!(
+            self.inner.lock().expect("catch-up lock").0,
+            State::Awaiting(_)
+        )
+    }
+
+    /// The homeserver is back: the catch-up to run, once.
+    fn begin(&self) -> Option<(u64, Mark)> {
+        let mut inner = self.inner.lock().expect("catch-up lock");
+        let State::Awaiting(mark) = inner.0 else {
+            return None;
+        };
+        inner.0 = State::Reading { mark, rooms: None };
+        Some((inner.1, mark))
+    }
+
+    /// The rooms catch-up `generation` reads; every other room goes on at once.
+    fn reading(&self, generation: u64, rooms: &[String]) {
+        let mut inner = self.inner.lock().expect("catch-up lock");
+        if inner.1 != generation {
+            return;
+        }
+        if let State::Reading { rooms: r, .. } = &mut inner.0 {
+            *r = Some(rooms.iter().cloned().collect());
+        }
+        if rooms.is_empty() {
+            inner.0 = State::Idle;
+        }
+    }
+
+    /// Room `room` has been caught up on by catch-up `generation`.
+    fn done(&self, generation: u64, room: &str) {
+        let mut inner = self.inner.lock().expect("catch-up lock");
+        if inner.1 != generation {
+            return;
+        }
+        if let State::Reading {
+            rooms: Some(rooms), ..
+        } = &mut inner.0
+        {
+            rooms.remove(room);
+            if rooms.is_empty() {
+                inner.0 = State::Idle;
+            }
+        }
+    }
+
+    /// If `room` waits for a catch-up: the last event it may handle meanwhile (the ones
+    /// recorded before the homeserver went away).
+    pub fn held_after(&self, room: &str) -> Option<i64> {
+        match &self.inner.lock().expect("catch-up lock").0 {
+            State::Idle => None,
+            State::Awaiting(mark) | State::Reading { mark, rooms: None } => Some(mark.after_seq),
+            State::Reading {
+                mark,
+                rooms: Some(rooms),
+            } => rooms.contains(room).then_some(mark.after_seq),
+        }
+    }
+}
+
+/// Why a room's timeline could not be read.
+enum ReadError {
+    /// The homeserver may answer later.
+    Later(String),
+    /// It never will (the bot is not in the room): the room is let go.
+    Never(String),
+    Store(StoreError),
+}
+
+impl From<ClientError> for ReadError {
+    fn from(e: ClientError) -> Self {
+        if e.is_transient() {
+            ReadError::Later(e.to_string())
+        } else {
+            ReadError::Never(e.to_string())
+        }
+    }
+}
+
+impl Bridge {
+    /// The homeserver is (or may have been) away: from now on what it pushes waits for a
+    /// catch-up, and the catch-up reads back from the last event recorded before.
+    pub(super) async fn homeserver_away(&self) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let mark = match self.store.inbox_mark().await? {
+            Some((seq, received_at)) => Mark {
+                after_seq: seq,
+                since_ms: received_at.min(now) - LOOK_BEHIND_MS,
+            },
+            None => Mark {
+                after_seq: 0,
+                since_ms: now - LOOK_BEHIND_MS,
+            },
+        };
+        self.catch_up.away(mark);
+        Ok(())
+    }
+
+    /// The homeserver answers again (a transaction came, or the watch reached it): asks it to
+    /// send what it queued at once (a ping), and catches up on every room it may have lost
+    /// events of, each in its own lane.
+    pub(super) fn homeserver_back(self: &Arc<Self>) {
+        let Some((generation, mark)) = self.catch_up.begin() else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.ping_homeserver().await {
+                tracing::warn!(error = %e, "homeserver ping after its return failed");
+            }
+            let rooms = match me
+                .store
+                .rooms_to_catch_up(mark.after_seq, RECENT_EVENTS)
+                .await
+            {
+                Ok(rooms) => rooms,
+                Err(e) => {
+                    // Everything stays held; the next transaction or watch beat tries again.
+                    tracing::error!(error = %e, "listing the rooms to catch up on failed");
+                    me.catch_up.away(mark);
+                    return;
+                }
+            };
+            tracing::info!(
+                rooms = rooms.len(),
+                "the homeserver is back; catching up on its rooms"
+            );
+            me.catch_up.reading(generation, &rooms);
+            for room in rooms {
+                let lane = me.clone();
+                me.lanes.submit(
+                    LaneKey::Room(room.clone()),
+                    // No kind: a catch-up of a newer outage must not be dropped for an older
+                    // one still queued.
+                    None,
+                    Box::pin(async move { lane.catch_up_room(generation, mark, &room).await }),
+                );
+            }
+        });
+    }
+
+    /// One room's catch-up, in the room's lane: read, record, handle in order, let go.
+    async fn catch_up_room(&self, generation: u64, mark: Mark, room: &str) {
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(15))
+            .with_max_times(12)
+            .with_jitter()
+            .build();
+        loop {
+            match self.catch_up_once(mark, room).await {
+                Ok(()) => break,
+                Err(ReadError::Never(e)) => {
+                    tracing::info!(room_id = %room, error = %e, "room not caught up on: its timeline cannot be read");
+                    break;
+                }
+                Err(ReadError::Later(e)) => match backoff.next() {
+                    Some(wait) => {
+                        tracing::debug!(room_id = %room, error = %e, "catching up failed; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => {
+                        tracing::warn!(room_id = %room, error = %e, "gave up catching up on a room; it goes on without");
+                        break;
+                    }
+                },
+                Err(ReadError::Store(e)) => match backoff.next() {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        tracing::error!(room_id = %room, error = %e, "gave up catching up on a room; it goes on without");
+                        break;
+                    }
+                },
+            }
+        }
+        self.catch_up.done(generation, room);
+        if let Err(e) = self.drain_room_inbox(room).await {
+            tracing::error!(room_id = %room, error = %e, "a conversation's events could not be read");
+        }
+    }
+
+    async fn catch_up_once(&self, mark: Mark, room: &str) -> Result<(), ReadError> {
+        let room_id = <&RoomId>::try_from(room).map_err(|e| ReadError::Never(e.to_string()))?;
+        // Back from the end of the room until an event older than the mark.
+        let mut timeline = Vec::new();
+        let mut from = None;
+        for _ in 0..MAX_PAGES {
+            let (chunk, next) = self
+                .post_client
+                .messages_backward(room_id, from.as_deref(), PAGE)
+                .await?;
+            let older = chunk.iter().any(|raw| {
+                raw.get_field::<i64>("origin_server_ts")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|ts| ts < mark.since_ms)
+            });
+            timeline.extend(chunk);
+            match next {
+                Some(next) if !older => from = Some(next),
+                _ => break,
+            }
+        }
+        timeline.reverse(); // oldest first
+        let bot = self.client.bot().as_str();
+        let indexed = super::indexed_events(bot, &timeline);
+        let rows: Vec<NewInboxEvent<'_>> = indexed
+            .iter()
+            .map(|(event_id, room_id, json)| NewInboxEvent {
+                event_id,
+                room_id,
+                event_json: json,
+            })
+            .collect();
+        let found = self
+            .store
+            .record_events("catch-up", &rows)
+            .await
+            .map_err(ReadError::Store)?;
+        if found > 0 {
+            tracing::warn!(room_id = %room, events = found, "caught up on events the homeserver had not pushed");
+            crate::metrics::caught_up(found);
+        }
+        // Everything pending, in the room's order; what the timeline did not show (newer than
+        // it) after, in arrival order.
+        let position: HashMap<&str, usize> = indexed
+            .iter()
+            .enumerate()
+            .map(|(i, (event_id, _, _))| (event_id.as_str(), i))
+            .collect();
+        let mut pending = self
+            .store
+            .pending_events_in_room(room, REORDER_AT_MOST)
+            .await
+            .map_err(ReadError::Store)?;
+        pending.sort_by_key(|e: &InboxEvent| {
+            (
+                position
+                    .get(e.event_id.as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX),
+                e.seq,
+            )
+        });
+        self.handle_room_batch(room, &pending)
+            .await
+            .map_err(ReadError::Store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mark = Mark {
+        after_seq: 10,
+        since_ms: 1_000,
+    };
+
+    #[test]
+    fn rooms_wait_until_their_catch_up_is_done() {
+        let c = CatchUp::default();
+        assert_eq!(c.held_after("!a"), None);
+        c.away(A);
+        assert!(c.awaiting());
+        assert_eq!(c.held_after("!a"), Some(10));
+        let (generation, mark) = c.begin().expect("a catch-up to run");
+        assert_eq!(mark, A);
+        assert!(c.begin().is_none(), "begun once");
+        // While the rooms are listed, every room waits.
+        assert_eq!(c.held_after("!other"), Some(10));
+        c.reading(generation, &["!a".into(), "!b".into()]);
+        assert_eq!(c.held_after("!other"), None);
+        assert_eq!(c.held_after("!a"), Some(10));
+        c.done(generation, "!a");
+        assert_eq!(c.held_after("!a"), None);
+        assert_eq!(c.held_after("!b"), Some(10));
+        c.done(generation, "!b");
+        assert!(matches!(c.inner.lock().unwrap().0, State::Idle));
+    }
+
+    #[test]
+    fn a_newer_outage_keeps_the_earliest_mark_and_overrides_an_older_catch_up() {
+        let c = CatchUp::default();
+        c.away(A);
+        let (old, _) = c.begin().unwrap();
+        c.reading(old, &["!a".into()]);
+        c.away(Mark {
+            after_seq: 20,
+            since_ms: 500,
+        });
+        // The older catch-up finishing lets nothing go.
+        c.done(old, "!a");
+        assert_eq!(c.held_after("!a"), Some(10));
+        let (_, mark) = c.begin().unwrap();
+        assert_eq!(
+            mark,
+            Mark {
+                after_seq: 10,
+                since_ms: 500
+            }
+        );
+    }
+
+    #[test]
+    fn no_rooms_to_read_is_done_at_once() {
+        let c = CatchUp::default();
+        c.away(A);
+        let (generation, _) = c.begin().unwrap();
+        c.reading(generation, &[]);
+        assert_eq!(c.held_after("!a"), None);
+        assert!(!c.awaiting());
+    }
+}
