@@ -33,19 +33,13 @@ SKIP_LINT=1 SWITCHBOARD_CHAOS="$FORM" SWITCHBOARD_CHAOS_SEED="$SEED" SWITCHBOARD
 commit="$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- bridge appservice src || echo ' plus uncommitted changes')"
 synapse="$("${SWITCHBOARD_VENV:-$REPO/.venv}/bin/python" -c 'import importlib.metadata as m; print(m.version("matrix-synapse"))' 2>/dev/null || echo '?')"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-python3 - "$REPO/docs/reliability.md" "$OUT" "$FORM" "$SEED" "$commit" "$synapse" "$(nproc)" "$CPU" <<'EOF'
-import datetime, sys
-path, out, form, seed, commit, synapse, cores, cpu = sys.argv[1:]
-table = open(out).read().strip()
-block = (
-    f"Measured {datetime.date.today()} by `scripts/chaos.sh {form} {seed}` on commit {commit}: "
-    f"debug build, {cores} cores ({cpu}), Synapse {synapse} (SQLite), PostgreSQL from Debian, "
-    "the Telegram and Discord stand-ins, all on loopback.\n\n" + table + "\n"
-)
-start, end = "<!-- chaos:start -->", "<!-- chaos:end -->"
-doc = open(path).read()
-a, b = doc.index(start) + len(start), doc.index(end)
-open(path, "w").write(doc[:a] + "\n" + block + doc[b:])
-EOF
+BLOCK="$(mktemp)"
+trap 'rm -f "$OUT" "$BLOCK"' EXIT
+{
+    echo "Measured $(date +%F) by \`scripts/chaos.sh $FORM $SEED\` on commit $commit: debug build, $(nproc) cores ($CPU), Synapse $synapse (SQLite), PostgreSQL from Debian, the Telegram and Discord stand-ins, all on loopback."
+    echo
+    cat "$OUT"
+} > "$BLOCK"
+python3 "$REPO/scripts/doc-block.py" "$REPO/docs/reliability.md" chaos "$BLOCK"
 echo "[chaos] docs/reliability.md updated (exit $status)"
 exit "$status"

@@ -90,13 +90,6 @@ FOUND=0
 } >"$LOGS/table.md"
 cat "$LOGS/table.md"
 
-python3 - "$REPO/docs/reliability.md" "$LOGS/table.md" <<'EOF'
-import sys
-path, table = sys.argv[1], open(sys.argv[2]).read()
-start, end = "<!-- fuzz:start -->", "<!-- fuzz:end -->"
-doc = open(path).read()
-a, b = doc.index(start) + len(start), doc.index(end)
-open(path, "w").write(doc[:a] + "\n" + table + doc[b:])
-EOF
+python3 "$REPO/scripts/doc-block.py" "$REPO/docs/reliability.md" fuzz "$LOGS/table.md"
 echo "[fuzz] docs/reliability.md updated"
 exit "$FOUND"

@@ -8,8 +8,9 @@
 //! `docs/reliability.md`. `SWITCHBOARD_CHAOS_SEED` repeats a run.
 //!
 //! This binary kills the test run's shared Synapse and PostgreSQL and starts them again with
-//! their own scripts: it holds a single test, so nothing else of this binary runs meanwhile,
-//! and the suite runs its binaries one at a time.
+//! their own scripts: its two tests take turns (`KILLS_SYNAPSE`), and the suite runs its
+//! binaries one at a time. The second, `what_synapse_lost_…`, makes Synapse lose a message
+//! on purpose (`chaos/lost.rs`) and checks that Switchboard catches up on it.
 
 mod chaos;
 mod common;

@@ -49,6 +49,7 @@ mod revisions;
 mod room_posts;
 mod service_levels;
 mod sink;
+mod token_owners;
 mod typing;
 mod worker;
 
@@ -131,6 +132,8 @@ pub struct Bridge {
     eraser: crate::retention::Eraser,
     /// Rooms to read again after the homeserver was away (`catch_up.rs`).
     catch_up: catch_up::CatchUp,
+    /// Whose visitor tokens are whose, remembered briefly (`token_owners.rs`).
+    token_owners: token_owners::TokenOwners,
 }
 
 impl Bridge {
@@ -188,6 +191,7 @@ impl Bridge {
             typing_rx: Mutex::new(Some(typing_rx)),
             health: Health::with_clock(store_clock),
             catch_up: catch_up::CatchUp::default(),
+            token_owners: token_owners::TokenOwners::default(),
         }
     }
 
@@ -381,12 +385,25 @@ impl Bridge {
                 .await?
                 .ok_or(VisitorError::UnknownToken);
         }
-        match self.client.whoami(visitor_token).await {
-            Ok(who) => Ok(who.user_id),
-            Err(ClientError::Matrix {
-                status: 401 | 403, ..
-            }) => Err(VisitorError::UnknownToken),
-            Err(e) => Err(e.into()),
+        use token_owners::Owner;
+        let owner = match self.token_owners.get(visitor_token) {
+            Some(owner) => owner,
+            None => {
+                let owner = match self.client.whoami(visitor_token).await {
+                    Ok(who) => Owner::Visitor(who.user_id),
+                    Err(ClientError::Matrix {
+                        status: 401 | 403, ..
+                    }) => Owner::Nobody,
+                    // Not an answer about the token: nothing to remember.
+                    Err(e) => return Err(e.into()),
+                };
+                self.token_owners.remember(visitor_token, owner.clone());
+                owner
+            }
+        };
+        match owner {
+            Owner::Visitor(user) => Ok(user),
+            Owner::Nobody => Err(VisitorError::UnknownToken),
         }
     }
 

@@ -100,6 +100,12 @@ pub struct VisitorLimits {
     /// start per hour, counted by a keyed hash of their address. 0 turns the limit off.
     #[serde(default = "default_initiator_conversations_per_hour")]
     pub initiator_conversations_per_hour: u32,
+    /// Calls about an existing conversation (typing, ending it) one client address may make
+    /// per second, in a burst of five times that. Each costs a question to the homeserver
+    /// about the visitor's token unless its answer is still remembered; many visitors behind
+    /// one address (an office) share it.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
     /// Write visitors' identifiers in the log: their Matrix ID in each conversation's span
     /// (beside its alias), and the client address of each visitor API request that starts a
     /// conversation or is refused for its rate. Off by default: logs travel to collectors
@@ -146,6 +152,9 @@ fn default_burst() -> u32 {
 fn default_accounts_per_minute() -> u32 {
     3
 }
+fn default_requests_per_second() -> u32 {
+    20
+}
 fn default_accounts_burst() -> u32 {
     3
 }
@@ -172,6 +181,7 @@ impl Default for VisitorLimits {
             session_ttl_hours: default_session_ttl_hours(),
             public_url: None,
             initiator_conversations_per_hour: default_initiator_conversations_per_hour(),
+            requests_per_second: default_requests_per_second(),
             log_identifiers: false,
         }
     }

@@ -46,6 +46,8 @@ pub struct VisitorApiState {
     account_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     /// Visitor accounts from all addresses together (`None`: no ceiling).
     account_ceiling: Option<Arc<DefaultDirectRateLimiter>>,
+    /// Calls about an existing conversation (typing, end) per client address.
+    call_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     allowed_origins: AllowedOrigins,
 }
 
@@ -67,7 +69,12 @@ impl VisitorApiState {
         // Quota::per_hour(n) lets n through at once and then one every hour/n.
         let account_ceiling = NonZeroU32::new(limits.accounts_per_hour)
             .map(|n| Arc::new(RateLimiter::direct(Quota::per_hour(n))));
+        let call_limiter = RateLimiter::keyed(
+            Quota::per_second(non_zero(limits.requests_per_second))
+                .allow_burst(non_zero(limits.requests_per_second.saturating_mul(5))),
+        );
         Self {
+            call_limiter: Arc::new(call_limiter),
             bridge,
             limiter: Arc::new(limiter),
             accounts: None,
@@ -337,7 +344,7 @@ async fn post_visitor(
         }
     };
     let client = client_address(&headers, peer, config.limits.trust_forwarded_for);
-    if let Err(not_until) = check_keyed(&state.account_limiter, &client) {
+    if let Err(not_until) = check_keyed(&state.account_limiter, &limit_key(client)) {
         log_refused(&config.limits, client);
         return Err(too_many(
             "visitor",
@@ -491,13 +498,17 @@ pub(crate) fn too_many(
     responses(
         (status = 204, description = "Ended (or ended already)."),
         (status = 404, description = "Not a conversation of this visitor's (`M_NOT_FOUND`).", body = ErrorBody),
+        (status = 429, description = "Too many calls from this address (`M_LIMIT_EXCEEDED`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds until a retry may succeed."))),
     )
 )]
 async fn post_end_conversation(
     State(state): State<VisitorApiState>,
     axum::extract::Path(room_id): axum::extract::Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    check_call_rate(&state, &headers, peer)?;
     let token = bearer(&headers)?;
     state.bridge.end_conversation(token, &room_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -522,14 +533,18 @@ struct TypingRequest {
         (status = 204, description = "Passed on."),
         (status = 400, description = "The body is not `{\"typing\": true|false}` (`M_BAD_JSON`, `M_NOT_JSON`).", body = ErrorBody),
         (status = 404, description = "Not a conversation of this visitor's (`M_NOT_FOUND`).", body = ErrorBody),
+        (status = 429, description = "Too many calls from this address (`M_LIMIT_EXCEEDED`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Whole seconds until a retry may succeed."))),
     )
 )]
 async fn post_typing(
     State(state): State<VisitorApiState>,
     axum::extract::Path(room_id): axum::extract::Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    check_call_rate(&state, &headers, peer)?;
     let token = bearer(&headers)?;
     let body: TypingRequest = json_body(body, "{\"typing\": true}")?;
     state
@@ -537,6 +552,25 @@ async fn post_typing(
         .visitor_typing(token, &room_id, body.typing)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The per-address limit on calls about an existing conversation, checked before the token
+/// costs a homeserver round trip.
+fn check_call_rate(
+    state: &VisitorApiState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(), ApiError> {
+    let limits = &state.bridge.config().limits;
+    let client = client_address(headers, peer, limits.trust_forwarded_for);
+    check_keyed(&state.call_limiter, &limit_key(client)).map_err(|not_until| {
+        log_refused(limits, client);
+        too_many(
+            "visitor",
+            not_until,
+            "Too many requests from your address. Please slow down.",
+        )
+    })
 }
 
 /// The request's non-empty bearer token, if it has one.
@@ -578,6 +612,22 @@ pub(crate) fn client_address(
         }
     }
     peer.ip()
+}
+
+/// What a per-address limit counts `ip` as. An IPv4 address is one client. An IPv6 host is
+/// normally given a whole /64 and can pick any address in it, so the /64 is the client: keyed by
+/// the full address, one host could start a fresh allowance with every request. An
+/// IPv4-mapped IPv6 address is its IPv4 address.
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
+    }
 }
 
 /// A request body as JSON, or a 400 saying what was expected (`example`).
@@ -646,7 +696,7 @@ async fn post_conversation(
         peer,
         state.bridge.config().limits.trust_forwarded_for,
     );
-    if let Err(not_until) = check_keyed(&state.limiter, &client) {
+    if let Err(not_until) = check_keyed(&state.limiter, &limit_key(client)) {
         log_refused(&state.bridge.config().limits, client);
         return Err(too_many(
             "visitor",

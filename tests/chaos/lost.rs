@@ -82,7 +82,7 @@ pub async fn caught_up_after_the_homeserver_lost_them(
     // Synapse tries to push them (and fails) before it is killed.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let dir = env.dir.join("synapse");
-    kill_9(&dir.join("synapse.pid"), false)?;
+    kill_9(&dir.join("synapse.pid"), false).await?;
     forget_queued_transactions(&dir.join("homeserver.db")).await?;
     script(&["synapse.sh", "start", &dir.to_string_lossy()])?;
     sb.restart().await?;

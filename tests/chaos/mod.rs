@@ -471,24 +471,17 @@ pub async fn run(
     let started = Instant::now();
     let mut senders = Vec::new();
     for (n, c) in conversations.iter().enumerate() {
-        senders.push(send_all(
-            &http,
-            env,
-            (&tg, &dc),
-            c,
-            'v',
-            plan,
-            plan.seed.wrapping_add(2 * n as u64 + 1),
-        ));
-        senders.push(send_all(
-            &http,
-            env,
-            (&tg, &dc),
-            c,
-            'r',
-            plan,
-            plan.seed.wrapping_add(2 * n as u64 + 2),
-        ));
+        for (k, way) in ['v', 'r'].into_iter().enumerate() {
+            senders.push(send_all(
+                &http,
+                env,
+                (&tg, &dc),
+                c,
+                way,
+                plan,
+                plan.seed.wrapping_add(2 * n as u64 + 1 + k as u64),
+            ));
+        }
     }
     let sending = futures_util::future::try_join_all(senders);
     let probe = conversations.first().map(|c| c.visitor_token.clone());
@@ -822,7 +815,7 @@ async fn kill_repeatedly(
             }
             Victim::Synapse | Victim::SynapseOutage => {
                 let dir = env.dir.join("synapse");
-                kill_9(&dir.join("synapse.pid"), false)?;
+                kill_9(&dir.join("synapse.pid"), false).await?;
                 if let Some(token) = probe {
                     let asked = Instant::now();
                     let r = reqwest::Client::new()
@@ -841,7 +834,7 @@ async fn kill_repeatedly(
             }
             Victim::Postgres => {
                 let dir = env.dir.join("pg");
-                kill_9(&dir.join("data/postmaster.pid"), true)?;
+                kill_9(&dir.join("data/postmaster.pid"), true).await?;
                 tokio::time::sleep(pause).await;
                 let url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")?;
                 let port = url
@@ -907,7 +900,7 @@ async fn misbehave(tg: &StandIn, dc: &DiscordStandIn, round: usize, away: Durati
 /// SIGKILL to the process whose ID is the first line of `pid_file` and, for PostgreSQL, to its
 /// children at the same moment (the backends would otherwise outlive the postmaster); waits
 /// until they are gone.
-fn kill_9(pid_file: &Path, children_too: bool) -> anyhow::Result<()> {
+async fn kill_9(pid_file: &Path, children_too: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(pid_file)
         .with_context(|| format!("reading {}", pid_file.display()))?;
     let pid = text.lines().next().unwrap_or_default().trim().to_owned();
@@ -934,7 +927,7 @@ fn kill_9(pid_file: &Path, children_too: bool) -> anyhow::Result<()> {
                 Instant::now() < deadline,
                 "process {victim} outlived SIGKILL"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     Ok(())

@@ -91,7 +91,11 @@ impl FailedLogins {
                 SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
                 |ConnectInfo(addr)| *addr,
             );
-        crate::visitor_api::client_address(request.headers(), peer, self.trust_forwarded_for)
+        crate::visitor_api::limit_key(crate::visitor_api::client_address(
+            request.headers(),
+            peer,
+            self.trust_forwarded_for,
+        ))
     }
 }
 

@@ -398,3 +398,18 @@ fn forwarded_for_is_used_only_when_trusted_and_only_its_last_hop() {
     assert_eq!(client_address(&headers, peer, true), peer.ip());
     assert_eq!(client_address(&HeaderMap::new(), peer, true), peer.ip());
 }
+
+#[test]
+fn an_ipv6_host_is_limited_as_its_slash_64_and_a_mapped_ipv4_as_itself() {
+    let key = |s: &str| limit_key(s.parse().unwrap());
+    assert_eq!(key("203.0.113.9"), key("203.0.113.9"));
+    assert_ne!(key("203.0.113.9"), key("203.0.113.10"));
+    // Any address a host picks in its /64 is the same client; the next /64 is another.
+    assert_eq!(
+        key("2001:db8:1:2::1"),
+        key("2001:db8:1:2:ffff:eeee:dddd:cccc")
+    );
+    assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2::"));
+    assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
+}
