@@ -41,7 +41,7 @@ async fn a_flood_from_many_addresses_is_refused_in_words_and_holds_up_no_visitor
     let mut report = format!(
         "{} form: {} client addresses (127.0.0.2 upwards, one request in flight each, as fast \
          as answers come) for {} s, with the default per-address limits, while one visitor from \
-         another address sends a message every half second to a Telegram responder (the \
+         another address sends a message every second (Telegram's pace for one chat) to a Telegram responder (the \
          stand-in). Once against the visitor API in accounts mode, once in proxied mode with the \
          visitor proxy flooded too.\n",
         if long { "Long" } else { "Short" },
