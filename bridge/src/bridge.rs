@@ -747,6 +747,18 @@ fn indexed_events<'a>(
         .collect()
 }
 
+/// The inbox rows of [`indexed_events`]' answer.
+fn inbox_rows<'a>(indexed: &'a [(String, String, &'a str)]) -> Vec<NewInboxEvent<'a>> {
+    indexed
+        .iter()
+        .map(|(event_id, room_id, json)| NewInboxEvent {
+            event_id,
+            room_id,
+            event_json: json,
+        })
+        .collect()
+}
+
 /// Whether `raw` is the echo of a visitor message the bot relayed into a Matrix responder's
 /// relay room ([`crate::connector::matrix::RELAYED_MARK`]): nothing to record or handle.
 fn is_relayed_echo(bot: &str, raw: &Raw<AnyTimelineEvent>) -> bool {
@@ -828,15 +840,11 @@ impl EventSink for Bridge {
         if indexed.len() < events.len() {
             tracing::debug!(%txn_id, skipped = events.len() - indexed.len(), "relayed echoes or events without an ID skipped");
         }
-        let rows: Vec<NewInboxEvent<'_>> = indexed
-            .iter()
-            .map(|(event_id, room_id, json)| NewInboxEvent {
-                event_id,
-                room_id,
-                event_json: json,
-            })
-            .collect();
-        let new = match self.store.record_events(txn_id, &rows).await {
+        let new = match self
+            .store
+            .record_events(txn_id, &inbox_rows(&indexed))
+            .await
+        {
             Ok(new) => new,
             Err(e) => {
                 crate::metrics::transaction(false, events.len(), 0, started.elapsed());
@@ -845,7 +853,7 @@ impl EventSink for Bridge {
         };
         // Duplicates counted against what was indexed: a relayed echo skipped above is
         // neither new nor a duplicate.
-        crate::metrics::transaction(true, rows.len(), new as usize, started.elapsed());
+        crate::metrics::transaction(true, indexed.len(), new as usize, started.elapsed());
         if new > 0
             && let Some(me) = self.lanes_running()
         {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{kill_9, login, room_bodies, script};
+use super::{answered, kill_9, login, room_bodies, script};
 use crate::common::*;
 
 pub async fn caught_up_after_the_homeserver_lost_them(
@@ -36,20 +36,7 @@ pub async fn caught_up_after_the_homeserver_lost_them(
     let responder = MatrixResponder::register(env, &local).await?;
     let relay = relay_room_of(&store, &room, "r").await?;
     responder.accept_invite(&relay).await?;
-    visitor
-        .sync_until("who answers", |seen| {
-            seen.iter()
-                .any(|s| s.body.starts_with("You are now talking with"))
-        })
-        .await?;
-    let ghost = wait_for("the assignment", || async {
-        Ok(store
-            .active_assignments_for_room(&room)
-            .await?
-            .first()
-            .map(|a| a.ghost_user_id.clone()))
-    })
-    .await?;
+    let ghost = answered(&mut visitor, &store, &room).await?;
     drop(store);
     let token = login(&http, &env.hs_url, &local).await?;
 

@@ -443,20 +443,7 @@ pub async fn run(
             accept_open_offer(&tg, &user);
             Side::Telegram { user }
         };
-        visitor
-            .sync_until("who answers", |seen| {
-                seen.iter()
-                    .any(|s| s.body.starts_with("You are now talking with"))
-            })
-            .await?;
-        let ghost = wait_for("the assignment", || async {
-            Ok(store
-                .active_assignments_for_room(&room)
-                .await?
-                .first()
-                .map(|a| a.ghost_user_id.clone()))
-        })
-        .await?;
+        let ghost = answered(&mut visitor, &store, &room).await?;
         conversations.push(Conversation {
             index: i,
             room,
@@ -641,6 +628,28 @@ async fn put_message(
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// Waits until the visitor is told who answers; the responder's ghost in the room.
+async fn answered(
+    visitor: &mut Visitor,
+    store: &switchboard_bridge::Store,
+    room: &str,
+) -> anyhow::Result<String> {
+    visitor
+        .sync_until("who answers", |seen| {
+            seen.iter()
+                .any(|s| s.body.starts_with("You are now talking with"))
+        })
+        .await?;
+    wait_for("the assignment", || async {
+        Ok(store
+            .active_assignments_for_room(room)
+            .await?
+            .first()
+            .map(|a| a.ghost_user_id.clone()))
+    })
+    .await
 }
 
 /// Logs in as the Matrix responder (a second device): the token their messages are sent with.

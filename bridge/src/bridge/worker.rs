@@ -268,11 +268,15 @@ impl Bridge {
     async fn run_homeserver_watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut away = true;
         let mut noted = false;
+        let mut at_start = true;
         let mut failures = 0u32;
         loop {
             if away && !noted {
-                match self.homeserver_away().await {
-                    Ok(()) => noted = true,
+                match self.homeserver_away(at_start).await {
+                    Ok(()) => {
+                        noted = true;
+                        at_start = false;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "could not note where the homeserver went away; trying again")
                     }
