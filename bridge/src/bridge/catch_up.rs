@@ -202,21 +202,13 @@ impl Bridge {
     /// `at_start`: Switchboard has just started (and `main.rs` pings the homeserver itself).
     pub(super) async fn homeserver_away(&self, at_start: bool) -> Result<(), StoreError> {
         let now = self.now_ms();
-        let mark = match self.store.inbox_mark().await? {
-            Some((seq, received_at)) => Mark {
-                after_seq: seq,
-                since_ms: received_at.min(now) - LOOK_BEHIND_MS,
-                ping: !at_start,
-                follow_ups: FOLLOW_UPS,
-            },
-            None => Mark {
-                after_seq: 0,
-                since_ms: now - LOOK_BEHIND_MS,
-                ping: !at_start,
-                follow_ups: FOLLOW_UPS,
-            },
-        };
-        self.catch_up.away(mark);
+        let (after_seq, last_at) = self.store.inbox_mark().await?.unwrap_or((0, now));
+        self.catch_up.away(Mark {
+            after_seq,
+            since_ms: last_at.min(now) - LOOK_BEHIND_MS,
+            ping: !at_start,
+            follow_ups: FOLLOW_UPS,
+        });
         Ok(())
     }
 
@@ -256,6 +248,11 @@ impl Bridge {
                 "the homeserver is back; catching up on its rooms"
             );
             me.catch_up.reading(generation, &rooms);
+            // Rooms not read are let go now: what they held back is handled at once rather
+            // than at the scheduler's next full look.
+            if let Err(e) = me.schedule_inbox().await {
+                tracing::warn!(error = %e, "reading the inbox after the catch-up list failed");
+            }
             if mark.follow_ups > 0 {
                 let again = me.clone();
                 tokio::spawn(async move {

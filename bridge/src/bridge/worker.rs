@@ -336,7 +336,7 @@ impl Bridge {
     /// Every room with a pending event gets its lane started (or told to look again): at
     /// start-up, every `FULL_SCAN`, and after a failed look. In between, each transaction
     /// hands its rooms to their lanes as it is stored (`record_transaction`).
-    async fn schedule_inbox(self: &Arc<Self>) -> Result<(), StoreError> {
+    pub(super) async fn schedule_inbox(self: &Arc<Self>) -> Result<(), StoreError> {
         for room in self.store.pending_inbox_rooms().await? {
             self.submit_room_inbox(room);
         }
