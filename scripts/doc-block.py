@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Puts measured figures into a document: replaces what lies between `<!-- NAME:start -->`
 and `<!-- NAME:end -->` in DOC with the text of FILE. The scripts that measure (chaos.sh,
-abuse.sh, fuzz.sh) write their blocks of docs/reliability.md with it, so no figure there is
+abuse.sh, soak.sh, fuzz.sh) write their blocks of docs/reliability.md with it, so no figure there is
 typed by hand.
 
     scripts/doc-block.py DOC NAME FILE

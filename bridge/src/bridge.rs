@@ -87,10 +87,10 @@ pub struct Bridge {
     post_client: HomeserverClient,
     /// Some room post waits out a backoff after a failure (see `homeserver_is_up`).
     posts_waiting: std::sync::atomic::AtomicBool,
-    /// Held by the posting loop for each pass over the room posts (`drain_room_posts`). A pass
-    /// posts the rows it read even if they are cancelled meanwhile; an erasure cancels a
-    /// room's posts, then waits for the pass under way, so nothing lands after it redacts.
-    room_post_pass: tokio::sync::Mutex<()>,
+    /// Held by a room's posting pass (`room_posts.rs`, `post_room`). A pass posts the rows it
+    /// read even if they are cancelled meanwhile; an erasure cancels a room's posts, then
+    /// waits for that room's pass under way, so nothing lands after it redacts.
+    post_locks: lanes::RoomLocks,
     registration: Arc<AppserviceRegistration>,
     config: BridgeConfig,
     connectors: HashMap<Platform, Arc<dyn Connector>>,
@@ -172,7 +172,7 @@ impl Bridge {
             store,
             post_client,
             posts_waiting: std::sync::atomic::AtomicBool::new(true),
-            room_post_pass: tokio::sync::Mutex::new(()),
+            post_locks: lanes::RoomLocks::default(),
             client,
             registration,
             config,
@@ -810,9 +810,13 @@ impl crate::retention::EraseConversation for Bridge {
         self.store
             .cancel_room_posts(room_id, "the conversation is being erased")
             .await?;
-        // A post the loop read before it was cancelled (the responder's "the visitor ended
-        // the conversation", say) goes out with the pass under way: let it, then redact.
-        drop(self.room_post_pass.lock().await);
+        // A post a pass read before it was cancelled (the responder's "the visitor ended the
+        // conversation", say) goes out with the pass under way: let it, then redact. One
+        // room's lock at a time (they are not reentrant).
+        drop(self.post_locks.lock(room_id).await);
+        for handle in handles.values().flatten() {
+            drop(self.post_locks.lock(handle).await);
+        }
         for connector in self.connectors.values() {
             let platform = connector.platform().as_str();
             if let Some(handles) = handles.get(platform) {

@@ -188,6 +188,16 @@ fn describe_all() {
         "Dead letters waiting for an operator"
     );
     describe_gauge!(
+        "switchboard_runtime_tasks",
+        Count,
+        "Tasks alive in the async runtime: steady under steady work, or something leaks"
+    );
+    describe_gauge!(
+        "switchboard_database_connections",
+        Count,
+        "Database connections open, idle or in use"
+    );
+    describe_gauge!(
         "switchboard_part_state",
         "1 for the state each part (database, homeserver, worker, each platform) is in: connected, degraded or down"
     );
@@ -342,6 +352,12 @@ pub async fn sample(store: &Store, health: &Health, platforms: &[&'static str]) 
         }
         Err(e) => tracing::warn!(error = %e, "metrics: the store's counts could not be read"),
     }
+    gauge!("switchboard_runtime_tasks").set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as f64,
+    );
+    gauge!("switchboard_database_connections").set(f64::from(store.connections()));
     for (part, report) in health.snapshot().parts {
         for state in [PartState::Connected, PartState::Degraded, PartState::Down] {
             let word = match state {

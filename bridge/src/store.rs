@@ -290,6 +290,15 @@ impl Store {
         Ok(())
     }
 
+    /// Database connections open now (the pool's and, on SQLite, the relaxed writers'
+    /// pool's), idle or not: a leak shows as this growing under steady work.
+    pub fn connections(&self) -> u32 {
+        match self.engine {
+            Engine::Sqlite => self.pool.size() + self.relaxed_pool.size(),
+            Engine::Postgres => self.pool.size(),
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

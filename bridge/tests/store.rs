@@ -728,6 +728,14 @@ async fn room_posts_queue_once_and_wait_out_their_retries(store: &Store) -> anyh
         .map(|p| (p.room_id.as_str(), p.txn_id.as_str()))
         .collect();
     assert_eq!(keys, [(room, "t1"), (room, "t2"), ("!other:x", "t1")]);
+    // Each room's own queue, in order, for its posting lane.
+    let mine: Vec<String> = store
+        .pending_room_posts_in(room)
+        .await?
+        .into_iter()
+        .map(|p| p.txn_id)
+        .collect();
+    assert_eq!(mine, ["t1", "t2"]);
 
     // A failed attempt waits; the homeserver coming back makes it due at once.
     let far = pending[0].next_attempt_at + 3_600_000;
@@ -736,6 +744,16 @@ async fn room_posts_queue_once_and_wait_out_their_retries(store: &Store) -> anyh
         .await?;
     let first = &store.pending_room_posts(1).await?[0];
     assert_eq!((first.attempts, first.next_attempt_at), (1, far));
+    // The room is due when its first post is: the one waiting holds the one behind it.
+    let mut rooms = store.room_post_rooms().await?;
+    rooms.sort();
+    assert_eq!(
+        rooms,
+        [
+            ("!other:x".to_owned(), pending[2].next_attempt_at),
+            (room.to_owned(), far)
+        ]
+    );
     assert_eq!(store.retry_room_posts_now().await?, 1);
     assert!(store.pending_room_posts(1).await?[0].next_attempt_at < far);
 

@@ -25,6 +25,11 @@ use matrix_sdk::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod process;
+// Only the binaries that measure a process use these.
+#[allow(unused_imports)]
+pub use process::*;
+
 pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct TestEnv {

@@ -2,7 +2,7 @@
 //!
 //! A conversation's events run in the lane of its room; deliveries to a responder's chat run
 //! in the lane of that (platform, address); a responder's own events in the lane of their
-//! address. So one slow platform call, one long backlog or one bad event holds up its own
+//! address; the writes into a room (posts) in a posting lane of that room. So one slow platform call, one long backlog or one bad event holds up its own
 //! lane and nothing else. A lane is a task that exists while it has work and ends when its
 //! queue is empty; at most `concurrency` jobs run at once, so a flood of keys cannot spawn
 //! unbounded work. A job that panics is logged and the lane goes on with the next one:
@@ -36,6 +36,9 @@ pub(crate) enum LaneKey {
     From { platform: String, address: String },
     /// A responder's chat on a platform: what we deliver to them.
     To { platform: String, address: String },
+    /// A room's writes (`room_posts.rs`): apart from its events' lane, so an event is never
+    /// held up waiting for the homeserver to take a post it caused.
+    Posts(String),
 }
 
 struct Lane {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use super::{
     Bridge,
     outbox::NOTICE_PATIENCE,
@@ -15,6 +17,11 @@ use crate::{
     responder::ResponderStatus,
     store::{AssignmentRow, Milestone, OfferRow, StoreError},
 };
+
+/// How long a reply to a message not mapped yet waits for its mapping, and how often it looks
+/// (see `room_replied_to`).
+const REPLY_MAPPING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+const REPLY_MAPPING_STEP: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Bridge {
     fn connector(&self, platform: Platform) -> Option<&Arc<dyn Connector>> {
@@ -554,11 +561,7 @@ impl Bridge {
             None => None,
         };
         let replied = match (&in_thread, reply_to) {
-            (None, Some(reply_to)) => {
-                self.store
-                    .room_of_remote_message(platform, address, reply_to)
-                    .await?
-            }
+            (None, Some(reply_to)) => self.room_replied_to(platform, address, reply_to).await?,
             _ => None,
         };
         if let Some(room) = in_thread.or(replied) {
@@ -607,6 +610,31 @@ impl Bridge {
                 .await;
                 Ok(None)
             }
+        }
+    }
+
+    /// The conversation of the message a responder replies to. The platform shows our message
+    /// as soon as it takes it, and which conversation it belongs to is written once its answer
+    /// is back, so a quick reply can come before that: a reply to a message not known yet is
+    /// looked up again for a little while (in this chat's lane only) before it counts as a
+    /// reply to no conversation's message (a notice, say): unknown, with several conversations
+    /// open, it would be answered "which one?" and relayed nowhere.
+    async fn room_replied_to(
+        &self,
+        platform: &str,
+        address: &str,
+        reply_to: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let deadline = tokio::time::Instant::now() + REPLY_MAPPING_PATIENCE;
+        loop {
+            let room = self
+                .store
+                .room_of_remote_message(platform, address, reply_to)
+                .await?;
+            if room.is_some() || tokio::time::Instant::now() >= deadline {
+                return Ok(room);
+            }
+            tokio::time::sleep(REPLY_MAPPING_STEP).await;
         }
     }
 
@@ -663,13 +691,22 @@ impl Bridge {
             .await;
             return Ok(());
         }
-        let span = tracing::info_span!("conversation", room_id = %offer.room_id);
-        let _g = span.enter();
-        if !self.store.claim_conversation(&offer.room_id).await? {
+        // The claim's log lines in the conversation's span. Instrumented, never entered with
+        // a guard: a guard held across an await stays entered on the thread while the task
+        // sleeps, so whatever else that thread ran was logged in this conversation, and the
+        // span, exited on another thread, was never closed (the soak found it).
+        let claimed = async {
+            if self.store.claim_conversation(&offer.room_id).await? {
+                return Ok(true);
+            }
             self.store
                 .transition_offer(offer_id, "open", "taken")
                 .await?;
-            drop(_g);
+            Ok::<_, StoreError>(false)
+        }
+        .instrument(tracing::info_span!("conversation", room_id = %offer.room_id))
+        .await?;
+        if !claimed {
             let taken = "Someone else has already taken this conversation.";
             // Where the offer cannot be edited, the notice below says it alone.
             if let (Some(handle), Some((_, c))) = (&offer.remote_message_id, self.remote(platform))
@@ -683,7 +720,6 @@ impl Bridge {
             self.notify(platform, address, taken).await;
             return Ok(());
         }
-        drop(_g);
         self.store
             .transition_offer(offer_id, "open", "accepted")
             .await?;

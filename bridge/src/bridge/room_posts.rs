@@ -20,7 +20,7 @@
 //! with its row. The price: a notice and a visitor message to the same relay room travel in
 //! different queues, so after an outage they may arrive in another order than they were sent.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use rand::Rng;
@@ -42,7 +42,7 @@ use switchboard_appservice::{
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::Bridge;
+use super::{Bridge, lanes::LaneKey};
 use crate::{
     connector::{ConnectorError, FileKind, RemoteFile, RoomWrites},
     conversation::{Message, SenderRole},
@@ -191,9 +191,6 @@ impl From<StoreError> for PostError {
 /// One post may take this long before it counts as a failure to retry: a homeserver that
 /// hangs must not hold the worker for the client's whole retry budget.
 const POST_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// How many rows one pass looks at.
-const BATCH: i64 = 500;
 
 /// The wait before the next attempt after `attempts` failed ones: doubling from half a second
 /// up to 30 s, with up to a fifth added at random so many rooms do not retry in lockstep.
@@ -348,54 +345,96 @@ impl Bridge {
         .await
     }
 
-    /// Posts due rows, oldest first, never letting a row overtake an earlier unposted row of
-    /// its room. Returns when the next row is due, if one is waiting.
+    /// Hands each room with a post due to its posting lane (`LaneKey::Posts`), and returns
+    /// when the next post not yet due will be. Rooms post in parallel: one room's slow or
+    /// failing post holds up only the posts behind it in that room.
+    pub(super) async fn schedule_room_posts(
+        self: &Arc<Self>,
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = self.now_ms();
+        let mut next: Option<i64> = None;
+        for (room, due) in self.store.room_post_rooms().await? {
+            if due <= now {
+                let me = self.clone();
+                let key = LaneKey::Posts(room.clone());
+                let job = async move {
+                    match me.post_room(&room).await {
+                        // A post waits out a backoff: the loop looks again when it is due.
+                        Ok(Some(_)) => me.room_posts.wake(),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(room_id = %room, error = %e, "posting into a room failed; retrying");
+                            me.room_posts.wake();
+                        }
+                    }
+                };
+                self.lanes.submit(key, Some("posts"), Box::pin(job));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
+    }
+
+    /// Posts every due row of every room, each room in order, all in this call: what the
+    /// posting lanes do, without them, for tests that fix the order of everything. Returns
+    /// when the next row is due, if one is waiting.
     pub async fn drain_room_posts(&self) -> Result<Option<Duration>, StoreError> {
-        let _pass = self.room_post_pass.lock().await;
-        let mut blocked: HashSet<String> = HashSet::new();
-        let mut next_due: Option<i64> = None;
-        for row in self.store.pending_room_posts(BATCH).await? {
-            if blocked.contains(&row.room_id) {
-                continue;
+        let mut next: Option<i64> = None;
+        for (room, _) in self.store.room_post_rooms().await? {
+            if let Some(at) = self.post_room(&room).await? {
+                next = Some(next.map_or(at, |n| n.min(at)));
             }
-            if row.next_attempt_at > self.now_ms() {
-                blocked.insert(row.room_id.clone());
-                next_due =
-                    Some(next_due.map_or(row.next_attempt_at, |n| n.min(row.next_attempt_at)));
-                continue;
+        }
+        Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
+    }
+
+    /// Posts one room's due rows in order, until none is left or one must wait (not due yet,
+    /// or the homeserver did not take it): then returns when it is due. Holds the room's
+    /// posting lock meanwhile, which an erasure waits for (`erase_conversation`), so nothing
+    /// this pass read lands after the erasure redacts.
+    async fn post_room(&self, room: &str) -> Result<Option<i64>, StoreError> {
+        let _posting = self.post_locks.lock(room).await;
+        loop {
+            let rows = self.store.pending_room_posts_in(room).await?;
+            if rows.is_empty() {
+                return Ok(None);
             }
-            let span =
-                tracing::info_span!("conversation", room_id = %row.room_id, post = %row.txn_id);
-            match self.post_row(&row).instrument(span.clone()).await {
-                Ok(()) => {
-                    self.health.report(HOMESERVER, PartState::Connected, None);
-                    self.store.room_post_done(row.seq).await?
+            for row in rows {
+                if row.next_attempt_at > self.now_ms() {
+                    return Ok(Some(row.next_attempt_at));
                 }
-                Err(PostError::Store(e)) => return Err(e),
-                Err(PostError::RetryLater(e)) => {
-                    self.health
-                        .report(HOMESERVER, PartState::Degraded, Some(e.clone()));
-                    self.posts_waiting
-                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                    let wait =
-                        post_retry_delay(row.attempts, rand::thread_rng().gen_range(0.0..0.2));
-                    span.in_scope(|| tracing::warn!(error = %e, attempts = row.attempts + 1, wait_ms = wait.as_millis() as u64, "homeserver did not take a post; will retry"));
-                    let at = self.now_ms() + wait.as_millis() as i64;
-                    self.store.room_post_retry_at(row.seq, at, &e).await?;
-                    blocked.insert(row.room_id.clone());
-                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                }
-                Err(PostError::Never(e)) => {
-                    span.in_scope(|| tracing::error!(error = %e, "homeserver refused a post for good; set aside"));
-                    self.store.room_post_failed(row.seq, &e).await?;
-                    self.store
-                        .forget_message(&provisional_id(&row.room_id, &row.txn_id))
-                        .await?;
-                    self.tell_author_not_posted(&row).await;
+                let span =
+                    tracing::info_span!("conversation", room_id = %row.room_id, post = %row.txn_id);
+                match self.post_row(&row).instrument(span.clone()).await {
+                    Ok(()) => {
+                        self.health.report(HOMESERVER, PartState::Connected, None);
+                        self.store.room_post_done(row.seq).await?
+                    }
+                    Err(PostError::Store(e)) => return Err(e),
+                    Err(PostError::RetryLater(e)) => {
+                        self.health
+                            .report(HOMESERVER, PartState::Degraded, Some(e.clone()));
+                        self.posts_waiting
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        let wait =
+                            post_retry_delay(row.attempts, rand::thread_rng().gen_range(0.0..0.2));
+                        span.in_scope(|| tracing::warn!(error = %e, attempts = row.attempts + 1, wait_ms = wait.as_millis() as u64, "homeserver did not take a post; will retry"));
+                        let at = self.now_ms() + wait.as_millis() as i64;
+                        self.store.room_post_retry_at(row.seq, at, &e).await?;
+                        return Ok(Some(at));
+                    }
+                    Err(PostError::Never(e)) => {
+                        span.in_scope(|| tracing::error!(error = %e, "homeserver refused a post for good; set aside"));
+                        self.store.room_post_failed(row.seq, &e).await?;
+                        self.store
+                            .forget_message(&provisional_id(&row.room_id, &row.txn_id))
+                            .await?;
+                        self.tell_author_not_posted(&row).await;
+                    }
                 }
             }
         }
-        Ok(next_due.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
     }
 
     /// The homeserver just showed it is up (it pushed us a transaction): posts waiting out a

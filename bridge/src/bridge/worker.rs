@@ -316,11 +316,12 @@ impl Bridge {
         }
     }
 
-    /// Posts into rooms, in its own loop (see `room_posts.rs`).
+    /// Hands rooms with posts due to their posting lanes, in its own loop (see
+    /// `room_posts.rs`).
     async fn run_room_posts(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let mut wait = Duration::from_secs(2);
-            match self.drain_room_posts().await {
+            match self.schedule_room_posts().await {
                 Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),

@@ -69,6 +69,38 @@ impl Store {
         rows.iter().map(row_from).collect()
     }
 
+    /// The rooms with unposted writes, each with when its first one is due: a room's posts go
+    /// out in order, so its first row decides when the room's lane has work.
+    pub async fn room_post_rooms(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.room_id, p.next_attempt_at FROM room_posts p
+             JOIN (SELECT MIN(seq) AS head FROM room_posts
+                   WHERE done_at IS NULL AND failed_at IS NULL GROUP BY room_id) h
+               ON p.seq = h.head",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("room_id")?, r.try_get("next_attempt_at")?)))
+            .collect()
+    }
+
+    /// One room's unposted writes in queue order, due or not, at most `PER_ROOM_BATCH`.
+    pub async fn pending_room_posts_in(
+        &self,
+        room_id: &str,
+    ) -> Result<Vec<RoomPostRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, room_id, txn_id, op_json, attempts, next_attempt_at FROM room_posts
+             WHERE room_id = $1 AND done_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $2",
+        )
+        .bind(room_id)
+        .bind(super::PER_ROOM_BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row_from).collect()
+    }
+
     /// Makes every post that waits for a retry due now (the homeserver is known to be back).
     pub async fn retry_room_posts_now(&self) -> Result<u64, StoreError> {
         let now = self.now_ms();
