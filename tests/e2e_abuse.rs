@@ -60,20 +60,5 @@ async fn a_flood_from_many_addresses_is_refused_in_words_and_holds_up_no_visitor
         );
         assert!(outcome.total() > 0 && outcome.good_sent > 5);
     }
-    if !faults.is_empty() {
-        report.push_str("\nWhat went wrong:\n\n");
-        for f in &faults {
-            report.push_str(&format!("- {f}\n"));
-        }
-    }
-    eprintln!("{report}");
-    if let Ok(path) = std::env::var("SWITCHBOARD_ABUSE_REPORT") {
-        std::fs::write(path, &report)?;
-    }
-    assert!(
-        faults.is_empty(),
-        "the flood did harm:\n{}",
-        faults.join("\n")
-    );
-    Ok(())
+    finish_report(report, &faults, "SWITCHBOARD_ABUSE_REPORT")
 }

@@ -1,6 +1,7 @@
-//! The soak (issue 16, point 4): 500 conversations held at once by Telegram responders, every
-//! visitor writing at a steady pace and every message answered, for five minutes here (the
-//! short form, in the ordinary test suite) or thirty (`scripts/soak.sh`, the long form). See
+//! The soak (issue 16, point 4): many conversations held at once by Telegram responders, every
+//! visitor writing at a steady pace and every message answered: 150 for five minutes here (the
+//! short form, in the ordinary test suite), 500 for thirty (`scripts/soak.sh`, the long form;
+//! setting up 500 takes Synapse about eight minutes on two cores, too long for the suite). See
 //! `soak/mod.rs` for what is measured. It fails if a message is lost, doubled or reordered,
 //! if after the warm-up Switchboard's memory, file descriptors or live tasks grow past the
 //! bounds stated there, or if a later window's p99 latency drifts past its bound.
@@ -25,8 +26,7 @@ fn env_number(name: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_conversations_at_a_steady_rate_leak_nothing_and_lose_nothing()
--> anyhow::Result<()> {
+async fn many_conversations_at_a_steady_rate_leak_nothing_and_lose_nothing() -> anyhow::Result<()> {
     let env = TestEnv::from_env();
     let long = std::env::var("SWITCHBOARD_SOAK").is_ok_and(|v| v == "long");
     let plan = soak::Plan {
@@ -48,7 +48,7 @@ async fn five_hundred_conversations_at_a_steady_rate_leak_nothing_and_lose_nothi
     eprintln!("soak: {plan:?}");
     let outcome = soak::run(&env, SLOT, &plan).await?;
     let faults = outcome.faults();
-    let mut report = format!(
+    let report = format!(
         "{} form: {} conversations held by {} Telegram responders (the stand-in, {} each), every visitor \
          writing a numbered message about once a minute (a random gap of 30 to 90 s) and every message \
          answered by its responder as a reply to it, for {} s, cut into {} windows (seed {}).\n\n{}",
@@ -61,17 +61,5 @@ async fn five_hundred_conversations_at_a_steady_rate_leak_nothing_and_lose_nothi
         plan.seed,
         outcome.rows(),
     );
-    if !faults.is_empty() {
-        report.push_str("\nWhat went wrong:\n\n");
-        for f in &faults {
-            report.push_str(&format!("- {f}\n"));
-        }
-    }
-    eprintln!("{report}");
-    if let Ok(path) = std::env::var("SWITCHBOARD_SOAK_REPORT") {
-        std::fs::write(path, &report)?;
-    }
-    assert!(outcome.to_responder.sent > 0 && outcome.to_visitor.sent > 0);
-    assert!(faults.is_empty(), "the soak found:\n{}", faults.join("\n"));
-    Ok(())
+    finish_report(report, &faults, "SWITCHBOARD_SOAK_REPORT")
 }

@@ -683,33 +683,12 @@ async fn room_bodies(
     room: &str,
     sender: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let mut bodies = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let mut req = http
-            .get(format!(
-                "{hs}/_matrix/client/v3/rooms/{}/messages",
-                urlencode(room)
-            ))
-            .bearer_auth(token)
-            .query(&[("dir", "b"), ("limit", "500")]);
-        if let Some(f) = &from {
-            req = req.query(&[("from", f.as_str())]);
-        }
-        let page: Value = req.send().await?.error_for_status()?.json().await?;
-        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-        for e in &chunk {
-            if e["type"] == "m.room.message" && e["sender"] == sender {
-                bodies.push(e["content"]["body"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-        match page["end"].as_str() {
-            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-            _ => break,
-        }
-    }
-    bodies.reverse();
-    Ok(bodies)
+    Ok(room_messages(http, hs, token, room)
+        .await?
+        .into_iter()
+        .filter(|e| e["sender"] == sender)
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect())
 }
 
 /// Counts both directions of every conversation where they arrive. While the homeserver is

@@ -702,6 +702,44 @@ pub async fn request_visitor_account(switchboard: &str) -> anyhow::Result<(u16, 
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// Every `m.room.message` event of `room` that `token` may read, oldest first (`/messages`,
+/// a page of 500 at a time).
+pub async fn room_messages(
+    http: &reqwest::Client,
+    hs: &str,
+    token: &str,
+    room: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut events = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut req = http
+            .get(format!(
+                "{hs}/_matrix/client/v3/rooms/{}/messages",
+                urlencode(room)
+            ))
+            .bearer_auth(token)
+            .query(&[("dir", "b"), ("limit", "500")]);
+        if let Some(f) = &from {
+            req = req.query(&[("from", f.as_str())]);
+        }
+        let page: Value = req.send().await?.error_for_status()?.json().await?;
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        events.extend(
+            chunk
+                .iter()
+                .filter(|e| e["type"] == "m.room.message")
+                .cloned(),
+        );
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    events.reverse();
+    Ok(events)
+}
+
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -55,6 +55,28 @@ pub fn descriptors(pid: u32) -> (usize, usize) {
     (all, sockets)
 }
 
+/// The end of a measured run (abuse, soak): adds what went wrong to `report`, prints it,
+/// writes it to the file `report_var` names when set (the script puts it in
+/// `docs/reliability.md`), and fails if anything went wrong.
+pub fn finish_report(
+    mut report: String,
+    faults: &[String],
+    report_var: &str,
+) -> anyhow::Result<()> {
+    if !faults.is_empty() {
+        report.push_str("\nWhat went wrong:\n\n");
+        for f in faults {
+            report.push_str(&format!("- {f}\n"));
+        }
+    }
+    eprintln!("{report}");
+    if let Ok(path) = std::env::var(report_var) {
+        std::fs::write(path, &report)?;
+    }
+    anyhow::ensure!(faults.is_empty(), "the run found:\n{}", faults.join("\n"));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

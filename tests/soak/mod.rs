@@ -25,7 +25,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 use telegram_standin::{StandIn, TgUser};
 
 use crate::common::*;
@@ -121,6 +121,9 @@ impl Outcome {
     /// within [`P99_FACTOR`] of the first half's highest.
     pub fn faults(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.to_responder.sent == 0 || self.to_visitor.sent == 0 {
+            out.push("no message was sent: nothing was measured".into());
+        }
         for (way, c) in [
             ("visitor → responder", &self.to_responder),
             ("responder → visitor", &self.to_visitor),
@@ -210,15 +213,20 @@ impl Outcome {
             "| window | messages each way | → responder p50 / p99 ms | → visitor p50 / p99 ms | RSS MiB | threads | fds (sockets) | tasks | DB connections |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
+        // A window without messages (after the load) has no latency to show.
+        let ms = |v: &[f64], p: f64| match percentile(v, p) {
+            x if x.is_nan() => "–".to_owned(),
+            x => format!("{x:.0}"),
+        };
         let line = |name: String, w: &Window| {
             format!(
-                "| {name} | {} / {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} | {:.0} | {} ({}) | {:.0} | {:.0} |\n",
+                "| {name} | {} / {} | {} / {} | {} / {} | {:.1} | {:.0} | {} ({}) | {:.0} | {:.0} |\n",
                 w.to_responder_ms.len(),
                 w.to_visitor_ms.len(),
-                percentile(&w.to_responder_ms, 50.0),
-                percentile(&w.to_responder_ms, 99.0),
-                percentile(&w.to_visitor_ms, 50.0),
-                percentile(&w.to_visitor_ms, 99.0),
+                ms(&w.to_responder_ms, 50.0),
+                ms(&w.to_responder_ms, 99.0),
+                ms(&w.to_visitor_ms, 50.0),
+                ms(&w.to_visitor_ms, 99.0),
                 w.rss_mib,
                 w.threads,
                 w.fds,
@@ -644,41 +652,16 @@ async fn read_replies(
     conversations: &[Conversation],
 ) -> anyhow::Result<Vec<Vec<(usize, i64)>>> {
     let reads = conversations.iter().enumerate().map(|(i, c)| async move {
-        let mut out = Vec::new();
-        let mut from: Option<String> = None;
-        loop {
-            let mut req = http
-                .get(format!(
-                    "{}/_matrix/client/v3/rooms/{}/messages",
-                    env.hs_url,
-                    urlencode(&c.room)
-                ))
-                .bearer_auth(&c.visitor_token)
-                .query(&[("dir", "b"), ("limit", "500")]);
-            if let Some(f) = &from {
-                req = req.query(&[("from", f.as_str())]);
-            }
-            let page: Value = req.send().await?.error_for_status()?.json().await?;
-            let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
-            for e in &chunk {
-                if e["type"] != "m.room.message" {
-                    continue;
-                }
-                if let Some((c, k)) = e["content"]["body"]
-                    .as_str()
-                    .and_then(|t| find_marker(t, 'r'))
-                    && c == i
-                {
-                    out.push((k, e["origin_server_ts"].as_i64().unwrap_or(0)));
-                }
-            }
-            match page["end"].as_str() {
-                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
-                _ => break,
-            }
-        }
-        out.reverse();
-        anyhow::Ok(out)
+        let events = room_messages(http, &env.hs_url, &c.visitor_token, &c.room).await?;
+        anyhow::Ok(
+            events
+                .iter()
+                .filter_map(|e| {
+                    let (c, k) = find_marker(e["content"]["body"].as_str()?, 'r')?;
+                    (c == i).then(|| (k, e["origin_server_ts"].as_i64().unwrap_or(0)))
+                })
+                .collect::<Vec<_>>(),
+        )
     });
     // A few rooms at a time: 500 reads at once would be a flood of their own.
     let mut all = Vec::new();
