@@ -542,9 +542,20 @@ impl World {
         event_id: &str,
         content: Value,
     ) -> anyhow::Result<()> {
+        self.content_in(ROOM, sender, event_id, content).await
+    }
+
+    /// [`World::room_content`] in any conversation's room.
+    async fn content_in(
+        &self,
+        room: &str,
+        sender: &str,
+        event_id: &str,
+        content: Value,
+    ) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let event = json!({
-            "type": "m.room.message", "event_id": event_id, "room_id": ROOM, "sender": sender,
+            "type": "m.room.message", "event_id": event_id, "room_id": room, "sender": sender,
             "origin_server_ts": now, "content": content,
         });
         let raw = Raw::from_json(serde_json::value::to_raw_value(&event)?);
@@ -1658,5 +1669,103 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
         .as_str()
         .unwrap_or_default();
     assert_eq!(edit, r#"<b>Hi</b> <img alt="pic"><a>there</a>"#);
+    Ok(())
+}
+
+/// A responder holding two conversations replies to our message before its mapping to its
+/// conversation is written (a platform shows our message as soon as it takes it; which
+/// conversation it belongs to is written once the send's answer is back). The reply waits for
+/// the mapping and reaches that conversation, where it used to be answered "which
+/// conversation?" and relayed nowhere.
+#[tokio::test]
+async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversation()
+-> anyhow::Result<()> {
+    const SECOND: &str = "!second:test";
+    let w = world_of(NO_LIMITS, vec![responder("ann", "1", &["support"])]).await?;
+    w.accept("1", "Ann").await?;
+    w.store()
+        .insert_conversation(&Conversation {
+            room_id: SECOND.into(),
+            topic: "support".into(),
+            visitor_user_id: "@v2:test".into(),
+            visitor_alias: "Visitor 00CD".into(),
+            state: ConversationState::Queued,
+            created_at: 2,
+            language: None,
+        })
+        .await?;
+    w.content_in(
+        SECOND,
+        "@v2:test",
+        "$second-1",
+        json!({"msgtype": "m.text", "body": "Second visitor here."}),
+    )
+    .await?;
+    let offer = w
+        .store()
+        .offers_for_room(SECOND)
+        .await?
+        .into_iter()
+        .find(|o| o.state == "open")
+        .expect("the second conversation is offered to Ann");
+    w.remote(
+        "accept-second",
+        RemoteEvent::Accept {
+            offer_id: offer.id,
+            address: "1".into(),
+            display_name: "Ann".into(),
+        },
+    )
+    .await?;
+    assert_eq!(
+        w.store()
+            .active_assignments_for_address("telegram", "1")
+            .await?
+            .len(),
+        2,
+        "Ann holds both"
+    );
+
+    // Our message in Ann's chat is mapped to the second conversation only after her reply
+    // to it has arrived.
+    let store = w.store().clone();
+    let mapping = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store
+            .map_remote_message("telegram", "1", "late-7", SECOND, None)
+            .await
+    });
+    w.remote(
+        "reply-late",
+        RemoteEvent::Message {
+            address: "1".into(),
+            message_id: "81".into(),
+            reply_to: Some("late-7".into()),
+            body: "For the second visitor.".into(),
+            formatted_body: None,
+            display_name: "Ann".into(),
+            file: None,
+            thread: None,
+            language: None,
+        },
+    )
+    .await?;
+    mapping.await??;
+    let second: Vec<String> = StubHomeserver::writes_into(&w.hs.requests, SECOND)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert!(
+        second.iter().any(|b| b == "For the second visitor."),
+        "the reply reaches the second conversation: {second:?}"
+    );
+    assert!(
+        !w.tg
+            .calls()
+            .iter()
+            .any(|c| c.contains("several conversations")),
+        "Ann is not asked which conversation: {:?}",
+        w.tg.calls()
+    );
     Ok(())
 }
