@@ -102,6 +102,8 @@ pub struct Bridge {
     lanes: lanes::Lanes,
     /// One lock per conversation, so work about it from different lanes happens in turn.
     room_locks: lanes::RoomLocks,
+    /// The chats a delivery is being made to right now (see `relay.rs`, `room_replied_to`).
+    deliveries_in_flight: lanes::ChatsInFlight,
     /// How far the scheduler has handed out the inbox and the platform events.
     cursors: worker::Cursors,
     /// The bridge itself, once `run` has started the lanes. Work found while handling
@@ -180,6 +182,7 @@ impl Bridge {
             inbox_ready: Notify::new(),
             lanes: lanes::Lanes::new(LANE_CONCURRENCY),
             room_locks: lanes::RoomLocks::default(),
+            deliveries_in_flight: lanes::ChatsInFlight::default(),
             cursors: worker::Cursors::default(),
             running: std::sync::OnceLock::new(),
             remote_in_flight: Mutex::default(),

@@ -191,6 +191,9 @@ struct RecordingConnector {
     notices: AtomicUsize,
     /// What it declares instead of [`RecordingConnector::STANDARD`], if set.
     declared: Mutex<Option<Capabilities>>,
+    /// The next delivery of this part is shown at once (recorded as "showing", with its
+    /// message ID) and answered only this much later, as a slow platform would.
+    slow_part: Mutex<Option<(String, Duration)>>,
 }
 
 impl RecordingConnector {
@@ -302,21 +305,37 @@ impl Connector for RecordingConnector {
                 "Forbidden: bot was blocked by the user".into(),
             ));
         }
-        let mut limited = self.rate_limit_part.lock().unwrap();
-        if let Some((_, after)) = limited.as_ref().filter(|(p, _)| p == part) {
-            let after = *after;
-            *limited = None;
+        let limited = self
+            .rate_limit_part
+            .lock()
+            .unwrap()
+            .take_if(|(p, _)| *p == part)
+            .map(|(_, after)| after);
+        if let Some(after) = limited {
             self.calls
                 .lock()
                 .unwrap()
                 .push(format!("429 {address}: {part}"));
             return Err(ConnectorError::RetryAfter(after));
         }
+        let slow = self
+            .slow_part
+            .lock()
+            .unwrap()
+            .take_if(|(p, _)| *p == part)
+            .map(|(_, after)| after);
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        if let Some(after) = slow {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("showing {address}: {part} as message-{id}"));
+            tokio::time::sleep(after).await;
+        }
         self.calls
             .lock()
             .unwrap()
             .push(format!("deliver {address}: {part}"));
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         Ok(format!("message-{id}"))
     }
 
@@ -1675,8 +1694,9 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
 /// A responder holding two conversations replies to our message before its mapping to its
 /// conversation is written (a platform shows our message as soon as it takes it; which
 /// conversation it belongs to is written once the send's answer is back). The reply waits for
-/// the mapping and reaches that conversation, where it used to be answered "which
-/// conversation?" and relayed nowhere.
+/// the delivery under way and reaches that conversation, where it used to be answered "which
+/// conversation?" and relayed nowhere. A reply to a message of no conversation waits for
+/// nothing when no delivery is under way.
 #[tokio::test]
 async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversation()
 -> anyhow::Result<()> {
@@ -1726,21 +1746,38 @@ async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversatio
         "Ann holds both"
     );
 
-    // Our message in Ann's chat is mapped to the second conversation only after her reply
-    // to it has arrived.
-    let store = w.store().clone();
-    let mapping = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        store
-            .map_remote_message("telegram", "1", "late-7", SECOND, None)
-            .await
-    });
+    // The second visitor writes again; the platform shows it to Ann at once but answers
+    // our send only 300 ms later, and she replies to it in between.
+    w.tg.slow_part.lock().unwrap().replace((
+        "Second visitor again.".to_owned(),
+        Duration::from_millis(300),
+    ));
+    w.content_in(
+        SECOND,
+        "@v2:test",
+        "$second-2",
+        json!({"msgtype": "m.text", "body": "Second visitor again."}),
+    )
+    .await?;
+    let bridge = w.bridge.clone();
+    let delivering = tokio::spawn(async move { bridge.drain_outbox().await });
+    let shown = loop {
+        let showing = w.tg.calls().into_iter().find_map(|c| {
+            c.strip_prefix("showing 1: Second visitor again. as ")
+                .map(str::to_owned)
+        });
+        if let Some(id) = showing {
+            break id;
+        }
+        anyhow::ensure!(!delivering.is_finished(), "the delivery ended unseen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     w.remote(
-        "reply-late",
+        "reply-early",
         RemoteEvent::Message {
             address: "1".into(),
             message_id: "81".into(),
-            reply_to: Some("late-7".into()),
+            reply_to: Some(shown.clone()),
             body: "For the second visitor.".into(),
             formatted_body: None,
             display_name: "Ann".into(),
@@ -1750,14 +1787,14 @@ async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversatio
         },
     )
     .await?;
-    mapping.await??;
+    delivering.await??;
     let second: Vec<String> = StubHomeserver::writes_into(&w.hs.requests, SECOND)
         .into_iter()
         .map(|(_, body)| body)
         .collect();
     assert!(
         second.iter().any(|b| b == "For the second visitor."),
-        "the reply reaches the second conversation: {second:?}"
+        "the reply to {shown} reaches the second conversation: {second:?}"
     );
     assert!(
         !w.tg
@@ -1766,6 +1803,38 @@ async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversatio
             .any(|c| c.contains("several conversations")),
         "Ann is not asked which conversation: {:?}",
         w.tg.calls()
+    );
+
+    // A reply to a message of no conversation (a notice about none of them), with nothing
+    // being delivered to her: no mapping can come, so she is asked which conversation she
+    // means straight away, not after a wait.
+    let started = std::time::Instant::now();
+    w.remote(
+        "reply-to-notice",
+        RemoteEvent::Message {
+            address: "1".into(),
+            message_id: "82".into(),
+            reply_to: Some("notice-99".into()),
+            body: "Which one was that?".into(),
+            formatted_body: None,
+            display_name: "Ann".into(),
+            file: None,
+            thread: None,
+            language: None,
+        },
+    )
+    .await?;
+    let waited = started.elapsed();
+    assert!(
+        w.tg.calls()
+            .iter()
+            .any(|c| c.contains("several conversations")),
+        "a reply to a message of no conversation is answered: {:?}",
+        w.tg.calls()
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "nothing was being delivered, so nothing was waited for (took {waited:?})"
     );
     Ok(())
 }

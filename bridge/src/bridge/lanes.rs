@@ -180,6 +180,56 @@ impl RoomLocks {
     }
 }
 
+/// The chats a delivery is being made to right now, counted: what a reply can be early for.
+/// A platform shows our message as soon as it takes it, and we write which conversation it
+/// belongs to only once its answer is back, so a reply can name a message of ours that is not
+/// mapped yet; that can only happen while a delivery to that chat is under way (see
+/// `relay.rs`, `room_replied_to`).
+#[derive(Default)]
+pub(crate) struct ChatsInFlight {
+    chats: Mutex<HashMap<(String, String), usize>>,
+}
+
+impl ChatsInFlight {
+    /// Marks a delivery to the chat under way until the guard is dropped.
+    pub fn enter<'a>(&'a self, platform: &str, address: &str) -> InFlightGuard<'a> {
+        let key = (platform.to_owned(), address.to_owned());
+        *self
+            .chats
+            .lock()
+            .expect("chats in flight")
+            .entry(key.clone())
+            .or_default() += 1;
+        InFlightGuard { set: self, key }
+    }
+
+    /// Whether a delivery to the chat is under way.
+    pub fn contains(&self, platform: &str, address: &str) -> bool {
+        self.chats
+            .lock()
+            .expect("chats in flight")
+            .contains_key(&(platform.to_owned(), address.to_owned()))
+    }
+}
+
+/// One delivery under way (see [`ChatsInFlight::enter`]).
+pub(crate) struct InFlightGuard<'a> {
+    set: &'a ChatsInFlight,
+    key: (String, String),
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut chats = self.set.chats.lock().expect("chats in flight");
+        if let Some(n) = chats.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                chats.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -317,5 +367,26 @@ mod tests {
         assert!(!waiter.is_finished(), "a is held");
         drop(held);
         waiter.await.unwrap();
+    }
+
+    #[test]
+    fn a_chat_is_in_flight_until_its_last_delivery_ends() {
+        let set = ChatsInFlight::default();
+        assert!(!set.contains("telegram", "1"));
+        let first = set.enter("telegram", "1");
+        let second = set.enter("telegram", "1");
+        assert!(set.contains("telegram", "1"));
+        assert!(!set.contains("telegram", "2"), "other chats are not");
+        assert!(
+            !set.contains("discord", "1"),
+            "nor the same address elsewhere"
+        );
+        drop(first);
+        assert!(
+            set.contains("telegram", "1"),
+            "one delivery is still under way"
+        );
+        drop(second);
+        assert!(!set.contains("telegram", "1"));
     }
 }

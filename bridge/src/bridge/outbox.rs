@@ -266,6 +266,8 @@ impl Bridge {
         platform_name: &str,
         address: &str,
     ) -> Result<Option<i64>, StoreError> {
+        // Until this ends, a reply from this chat may name a message of ours not mapped yet.
+        let _in_flight = self.deliveries_in_flight.enter(platform_name, address);
         loop {
             let rows = self
                 .store

@@ -18,10 +18,11 @@ use crate::{
     store::{AssignmentRow, Milestone, OfferRow, StoreError},
 };
 
-/// How long a reply to a message not mapped yet waits for its mapping, and how often it looks
-/// (see `room_replied_to`).
-const REPLY_MAPPING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
-const REPLY_MAPPING_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a reply to a message not mapped yet waits, at most, for the delivery under way
+/// to its chat to map it, and how often it looks (see `room_replied_to`). Long enough for a
+/// paced slot and a slow platform call; it holds up only that responder's own lane.
+const REPLY_MAPPING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+const REPLY_MAPPING_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Bridge {
     fn connector(&self, platform: Platform) -> Option<&Arc<dyn Connector>> {
@@ -615,10 +616,12 @@ impl Bridge {
 
     /// The conversation of the message a responder replies to. The platform shows our message
     /// as soon as it takes it, and which conversation it belongs to is written once its answer
-    /// is back, so a quick reply can come before that: a reply to a message not known yet is
-    /// looked up again for a little while (in this chat's lane only) before it counts as a
+    /// is back, so a quick reply can come before that. Such a reply can only come while a
+    /// delivery to this chat is under way (the message it names was being sent when the reply
+    /// was written), so a reply to a message not known yet waits for that delivery (in this
+    /// chat's lane only), looking again as it goes. With no delivery under way it is at once a
     /// reply to no conversation's message (a notice, say): unknown, with several conversations
-    /// open, it would be answered "which one?" and relayed nowhere.
+    /// open, it would otherwise be answered "which one?" and relayed nowhere.
     async fn room_replied_to(
         &self,
         platform: &str,
@@ -627,11 +630,14 @@ impl Bridge {
     ) -> Result<Option<String>, StoreError> {
         let deadline = tokio::time::Instant::now() + REPLY_MAPPING_PATIENCE;
         loop {
+            // Asked before the lookup: a delivery that ends between the two has written its
+            // mapping by then, and the lookup sees it.
+            let in_flight = self.deliveries_in_flight.contains(platform, address);
             let room = self
                 .store
                 .room_of_remote_message(platform, address, reply_to)
                 .await?;
-            if room.is_some() || tokio::time::Instant::now() >= deadline {
+            if room.is_some() || !in_flight || tokio::time::Instant::now() >= deadline {
                 return Ok(room);
             }
             tokio::time::sleep(REPLY_MAPPING_STEP).await;
