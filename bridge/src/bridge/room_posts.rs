@@ -208,6 +208,17 @@ fn post_retry_delay(attempts: i64, jitter: f64) -> Duration {
 pub struct RoomPostQueue {
     store: Store,
     ready: Arc<Notify>,
+    /// What the loop was woken for since it last looked: the rooms something was queued in
+    /// (their lanes are started without reading the queue), and whether it must look at the
+    /// whole queue (a backoff ended, a post failed).
+    woken: Arc<std::sync::Mutex<Wakes>>,
+}
+
+/// See [`RoomPostQueue::woken`].
+#[derive(Default)]
+pub(super) struct Wakes {
+    pub rooms: std::collections::HashSet<String>,
+    pub everything: bool,
 }
 
 impl RoomPostQueue {
@@ -215,10 +226,12 @@ impl RoomPostQueue {
         Self {
             store,
             ready: Arc::new(Notify::new()),
+            woken: Arc::default(),
         }
     }
 
-    /// Records `op` for `room` under `txn_id` (queued twice, posted once) and wakes the loop.
+    /// Records `op` for `room` under `txn_id` (queued twice, posted once) and wakes the loop
+    /// for that room.
     pub(super) async fn enqueue(
         &self,
         room: &str,
@@ -227,19 +240,31 @@ impl RoomPostQueue {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(op).expect("a RoomPost serialises");
         if self.store.enqueue_room_post(room, txn_id, &json).await? {
-            self.wake();
+            self.woken
+                .lock()
+                .expect("room post wakes")
+                .rooms
+                .insert(room.to_owned());
+            self.ready.notify_one();
         }
         Ok(())
     }
 
-    /// Makes the posting loop look at the queue now.
+    /// Makes the posting loop look at the whole queue now.
     pub(super) fn wake(&self) {
+        self.woken.lock().expect("room post wakes").everything = true;
         self.ready.notify_one();
     }
 
-    /// Resolves when the loop was woken.
-    pub(super) async fn woken(&self) {
-        self.ready.notified().await
+    /// Resolves when the loop was woken, with what it was woken for (and forgets it).
+    pub(super) async fn woken(&self) -> Wakes {
+        self.ready.notified().await;
+        self.take_wakes()
+    }
+
+    /// What the loop was woken for, if anything, forgotten as it is taken.
+    pub(super) fn take_wakes(&self) -> Wakes {
+        std::mem::take(&mut *self.woken.lock().expect("room post wakes"))
     }
 }
 
@@ -355,25 +380,32 @@ impl Bridge {
         let mut next: Option<i64> = None;
         for (room, due) in self.store.room_post_rooms().await? {
             if due <= now {
-                let me = self.clone();
-                let key = LaneKey::Posts(room.clone());
-                let job = async move {
-                    match me.post_room(&room).await {
-                        // A post waits out a backoff: the loop looks again when it is due.
-                        Ok(Some(_)) => me.room_posts.wake(),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::error!(room_id = %room, error = %e, "posting into a room failed; retrying");
-                            me.room_posts.wake();
-                        }
-                    }
-                };
-                self.lanes.submit(key, Some("posts"), Box::pin(job));
+                self.start_posting(room);
             } else {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
         }
         Ok(next.map(|at| Duration::from_millis((at - self.now_ms()).max(0) as u64)))
+    }
+
+    /// Starts the posting lane of a room (or has it look again once it is done). A room
+    /// whose next post is not due yet finds that out there, and has the whole queue looked
+    /// at, which schedules it for when it is due.
+    pub(super) fn start_posting(self: &Arc<Self>, room: String) {
+        let me = self.clone();
+        let key = LaneKey::Posts(room.clone());
+        let job = async move {
+            match me.post_room(&room).await {
+                // A post waits out a backoff: the loop looks again when it is due.
+                Ok(Some(_)) => me.room_posts.wake(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(room_id = %room, error = %e, "posting into a room failed; retrying");
+                    me.room_posts.wake();
+                }
+            }
+        };
+        self.lanes.submit(key, Some("posts"), Box::pin(job));
     }
 
     /// Posts every due row of every room, each room in order, all in this call: what the

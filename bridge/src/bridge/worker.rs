@@ -317,20 +317,37 @@ impl Bridge {
     }
 
     /// Hands rooms with posts due to their posting lanes, in its own loop (see
-    /// `room_posts.rs`).
+    /// `room_posts.rs`). A post queued in a room starts that room's lane at once; the whole
+    /// queue is read when a backoff ends or a post failed, and at least every two seconds.
     async fn run_room_posts(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut look_at_everything = true;
         loop {
             let mut wait = Duration::from_secs(2);
-            match self.schedule_room_posts().await {
-                Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
-                Ok(None) => {}
-                Err(e) => tracing::error!(error = %e, "posting into rooms failed; retrying"),
+            if look_at_everything {
+                match self.schedule_room_posts().await {
+                    Ok(Some(due)) => wait = wait.min(due.max(Duration::from_millis(20))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "posting into rooms failed; retrying")
+                    }
+                }
             }
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                _ = self.room_posts.woken() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
+            let deadline = tokio::time::Instant::now() + wait;
+            // Rooms woken for meanwhile go straight to their lanes; the loop reads the whole
+            // queue again only when told to or when the wait is over.
+            look_at_everything = loop {
+                let wakes = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    wakes = self.room_posts.woken() => wakes,
+                    _ = tokio::time::sleep_until(deadline) => break true,
+                };
+                for room in wakes.rooms {
+                    self.start_posting(room);
+                }
+                if wakes.everything {
+                    break true;
+                }
+            };
         }
     }
 
