@@ -26,9 +26,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 mod process;
+mod report;
 // Only the binaries that measure a process use these.
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use report::*;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
