@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Crash bursts (issue 16, points 1 and 3): messages both ways across many conversations,
-# Matrix, Telegram and Discord responders, while Switchboard, then Synapse, then the PostgreSQL
+# Matrix, Telegram, Discord and email responders, while Switchboard, then Synapse, then the PostgreSQL
 # under Switchboard is killed with SIGKILL at random points and started again, and last Synapse
 # is kept down for five minutes while everyone keeps writing; every conversation is then counted
 # where its people read it: lost, doubled, out of order. The figures go into docs/reliability.md

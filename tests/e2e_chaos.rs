@@ -14,6 +14,8 @@
 
 mod chaos;
 mod common;
+mod mail_thread;
+mod mailbox;
 
 use std::time::Duration;
 
@@ -35,7 +37,7 @@ fn plan(long: bool, seed: u64) -> Plan {
         }
     } else {
         Plan {
-            conversations: 6,
+            conversations: 8,
             per_way: 10,
             window: Duration::from_secs(15),
             kills: 3,
@@ -48,12 +50,13 @@ fn plan(long: bool, seed: u64) -> Plan {
 fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
     let mut out = format!(
         "{} form, seed {seed}: per victim {} conversations (their responders in turn on Matrix, \
-         Telegram and Discord), {} messages each way in each, sent over {} s while the victim \
-         was killed (SIGKILL) at random points and started again; then the Telegram and Discord \
-         stand-ins misbehaved in turn (429s, 500s, a dropped connection or a hanging call, an \
-         answer after the client's timeout, away for a while); last, Synapse was killed once and \
-         kept down for a long outage while everyone kept writing. The last column is how long \
-         after the last message was sent that platform's conversations held everything.\n\n{TABLE_HEAD}",
+         Telegram, Discord and email), {} messages each way in each, sent over {} s while the \
+         victim was killed (SIGKILL) at random points and started again; then the Telegram and \
+         Discord stand-ins misbehaved in turn (429s, 500s, a dropped connection or a hanging \
+         call, an answer after the client's timeout, away for a while; the mail server is never \
+         made to fail); last, Synapse was killed once and kept down for a long outage while \
+         everyone kept writing. The last column is how long after the last message was sent \
+         that platform's conversations held everything.\n\n{TABLE_HEAD}",
         if long { "Long" } else { "Short" },
         outcomes.first().map_or(0, |o| o.plan.conversations),
         outcomes.first().map_or(0, |o| o.plan.per_way),
@@ -98,13 +101,14 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
              stored but never answered becomes a second event.\n"
         ));
     }
-    let telegram = doubles(Outcome::telegram_doubles);
-    if telegram > 0 {
+    let resent = doubles(Outcome::resent_doubles);
+    if resent > 0 {
         out.push_str(&format!(
-            "\n{telegram} of the doubles are visitor messages to a Telegram responder that the Bot \
-             API accepted in the instant before Switchboard was killed, before the send was \
-             recorded: sent again after the restart. The Bot API has no idempotency key and no \
-             way for a bot to read what it sent, so such a message is doubled rather than lost.\n"
+            "\n{resent} of the doubles are visitor messages to a Telegram or email responder that \
+             the Bot API or the SMTP server accepted in the instant before Switchboard was killed, \
+             before the send was recorded: sent again after the restart. Neither has an \
+             idempotency key nor a way for the sender to read what it sent, so such a message is \
+             doubled rather than lost.\n"
         ));
     }
     out

@@ -1,8 +1,9 @@
 //! Crash bursts (issue 16, point 1): messages both ways across many conversations, held in turn
-//! by Matrix, Telegram and Discord responders, while one part of the system is killed
+//! by Matrix, Telegram, Discord and email responders, while one part of the system is killed
 //! with SIGKILL at random points and started again: Switchboard itself, Synapse, or the
 //! PostgreSQL under Switchboard. Afterwards each conversation is read where its people read
-//! it (the visitor's room; the responder's relay room, Telegram chat or Discord thread) and
+//! it (the visitor's room; the responder's relay room, Telegram chat, Discord thread or
+//! mailbox) and
 //! every message is counted: lost, doubled, out of order.
 //!
 //! Shared by the short form in the test suite (`tests/e2e_chaos.rs`) and the long form that
@@ -11,7 +12,9 @@
 //! The senders behave like real clients: a visitor or Matrix responder whose request fails
 //! (Synapse down) sends it again under the same transaction ID, so the homeserver itself never
 //! doubles; a Telegram or Discord responder's message waits in the stand-in (the update queue,
-//! the gateway's resumable session), as it would on the platform. So whatever is lost, doubled or reordered was Switchboard's doing.
+//! the gateway's resumable session), as it would on the platform; an email responder's reply
+//! waits in Switchboard's mailbox. So whatever is lost, doubled or reordered was Switchboard's
+//! doing.
 
 use std::{
     collections::HashMap,
@@ -25,14 +28,15 @@ use discord_standin::{DcUser, DiscordStandIn};
 use serde_json::{Value, json};
 use telegram_standin::{StandIn, TgUser};
 
-use crate::common::*;
+use crate::{common::*, mail_thread::Mail};
 
+pub mod email;
 pub mod lost;
 
 const TOKEN: &str = "1616:chaos-standin-token";
 const DISCORD_TOKEN: &str = "MTY.chaos.bot-token";
 /// Where the conversations' responders are, in turn.
-pub const PLATFORMS: [&str; 3] = ["matrix", "telegram", "discord"];
+pub const PLATFORMS: [&str; 4] = ["matrix", "telegram", "discord", "email"];
 /// How long, after the last message was sent, everything may take to arrive.
 const DRAIN: Duration = Duration::from_secs(180);
 /// How long a stray duplicate gets to show up once everything has arrived.
@@ -83,7 +87,7 @@ impl Victim {
 /// The size of one run.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// Conversations; held in turn by a Matrix, a Telegram and a Discord responder.
+    /// Conversations; held in turn by a Matrix, a Telegram, a Discord and an email responder.
     pub conversations: usize,
     /// Messages each way in each conversation.
     pub per_way: usize,
@@ -244,15 +248,16 @@ impl Outcome {
         }
     }
 
-    /// Doubles Switchboard cannot prevent on Telegram: a visitor's message the Bot API
-    /// accepted in the instant before Switchboard was killed, before the send could be
-    /// recorded, goes out again after the restart. The Bot API has no idempotency key (Discord
-    /// has its enforced nonce, the homeserver its transaction ID) and no way for a bot to read
-    /// what it sent, so the choice is a rare double or a rare loss; Switchboard doubles. At
-    /// most one per kill in a chat; counted and reported, the test does not fail on them.
-    pub fn telegram_doubles(&self, t: &Tally) -> usize {
+    /// Doubles Switchboard cannot prevent on Telegram and by mail: a visitor's message the Bot
+    /// API or the SMTP server accepted in the instant before Switchboard was killed, before the
+    /// send could be recorded, goes out again after the restart. Neither has an idempotency key
+    /// (Discord has its enforced nonce, the homeserver its transaction ID) nor a way for the
+    /// sender to read what it sent, so the choice is a rare double or a rare loss; Switchboard
+    /// doubles. At most one per kill in a chat; counted and reported, the test does not fail on
+    /// them.
+    pub fn resent_doubles(&self, t: &Tally) -> usize {
         if matches!(self.victim, Victim::Switchboard)
-            && t.platform == "telegram"
+            && matches!(t.platform, "telegram" | "email")
             && t.way == "visitor → responder"
         {
             t.doubled.min(self.kills.len())
@@ -263,7 +268,7 @@ impl Outcome {
 
     /// Every double of the two kinds above.
     pub fn unavoidable_doubles(&self, t: &Tally) -> usize {
-        self.homeserver_doubles(t) + self.telegram_doubles(t)
+        self.homeserver_doubles(t) + self.resent_doubles(t)
     }
 
     /// The directions where something went wrong, one line each.
@@ -317,6 +322,7 @@ enum Side {
         /// The conversation's private thread in the staff channel.
         thread: u64,
     },
+    Email(email::EmailResponder),
 }
 
 impl Side {
@@ -325,6 +331,7 @@ impl Side {
             Self::Matrix { .. } => "matrix",
             Self::Telegram { .. } => "telegram",
             Self::Discord { .. } => "discord",
+            Self::Email(_) => "email",
         }
     }
 }
@@ -363,34 +370,44 @@ pub async fn run(
     let tg = StandIn::start(TOKEN).await?;
     let dc = DiscordStandIn::start(DISCORD_TOKEN).await?;
     let staff = dc.create_text_channel("chaos-staff");
+    let mail = Mail::new("chaos").context("the test mail server (scripts/test.sh starts it)")?;
     let mut config = format!(
         // Every visitor comes from loopback: the per-address limit on new conversations would
-        // refuse all but the first few.
-        "[visitors]\nconversations_per_minute = 1000\nburst = 100\n\n\
+        // refuse all but the first few. Mail is sent at once, not held to be batched.
+        "[visitors]\nconversations_per_minute = 1000\nburst = 100\npublic_url = \"http://{listen}\"\n\n\
          [telegram]\ntoken = {TOKEN:?}\napi_url = {api:?}\npoll_timeout_secs = 1\n\n\
-         {discord}staff_channel = \"{staff}\"\n\n",
+         {discord}staff_channel = \"{staff}\"\n\n{email}",
+        listen = slot.listen,
         api = tg.api_url(),
         discord = discord_config(&dc, DISCORD_TOKEN, ""),
+        email = mail.email_section(0),
     );
     let mut matrix_ids = HashMap::new();
     let mut tg_users = HashMap::new();
     let mut dc_users = HashMap::new();
+    let mut mail_addresses = HashMap::new();
     for i in 0..plan.conversations {
-        let contact = if PLATFORMS[i % 3] == "matrix" {
+        let platform = PLATFORMS[i % PLATFORMS.len()];
+        let contact = if platform == "matrix" {
             let local = unique(&format!("chaos{i}r"));
             let id = env.user_id(&local);
             let contact = format!("{{ platform = \"matrix\", address = {id:?} }}");
             matrix_ids.insert(i, local);
             contact
-        } else if PLATFORMS[i % 3] == "telegram" {
+        } else if platform == "telegram" {
             let user = tg.user(1_616_000 + i as i64, &format!("R{i}"), None);
             let contact = format!("{{ platform = \"telegram\", address = \"{}\" }}", user.id);
             tg_users.insert(i, user);
             contact
-        } else {
+        } else if platform == "discord" {
             let user = dc.user(&format!("r{i}"));
             let contact = format!("{{ platform = \"discord\", address = \"{}\" }}", user.id);
             dc_users.insert(i, user);
+            contact
+        } else {
+            let address = email::address(i);
+            let contact = format!("{{ platform = \"email\", address = {address:?} }}");
+            mail_addresses.insert(i, address);
             contact
         };
         let _ = write!(
@@ -435,6 +452,9 @@ pub async fn run(
                 .visitor_alias;
             let thread = accept_on_discord(&dc, &user, &alias).await?;
             Side::Discord { user, thread }
+        } else if let Some(address) = mail_addresses.get(&i) {
+            let hint = format!("hello from conversation {i}");
+            Side::Email(email::accept(&mail, address, &hint).await?)
         } else {
             let user = tg_users.remove(&i).context("telegram user")?;
             tg.wait_for_sent(user.id, |s| open_offers(s).len() == 1, WAIT)
@@ -462,7 +482,7 @@ pub async fn run(
             senders.push(send_all(
                 &http,
                 env,
-                (&tg, &dc),
+                (&tg, &dc, &mail),
                 c,
                 way,
                 plan,
@@ -493,7 +513,7 @@ pub async fn run(
     let mut arrived_at = None;
     let mut drained = Vec::new();
     let tallies = loop {
-        let tallies = count_all(&http, env, (&tg, &dc), &conversations, plan, &bot).await?;
+        let tallies = count_all(&http, env, (&tg, &dc, &mail), &conversations, plan, &bot).await?;
         let complete = tallies.iter().all(|t| t.lost == 0);
         for platform in PLATFORMS {
             if !drained.iter().any(|(p, _)| *p == platform)
@@ -530,7 +550,7 @@ pub async fn run(
 async fn send_all(
     http: &reqwest::Client,
     env: &TestEnv,
-    (tg, dc): (&StandIn, &DiscordStandIn),
+    (tg, dc, mail): (&StandIn, &DiscordStandIn, &Mail),
     c: &Conversation,
     way: char,
     plan: &Plan,
@@ -564,6 +584,7 @@ async fn send_all(
             (_, Side::Discord { user, thread }) => {
                 dc.user_sends(user, *thread, &text);
             }
+            (_, Side::Email(responder)) => email::send(mail, responder, &text).await?,
         }
     }
     Ok(())
@@ -696,7 +717,7 @@ async fn room_bodies(
 async fn count_all(
     http: &reqwest::Client,
     env: &TestEnv,
-    (tg, dc): (&StandIn, &DiscordStandIn),
+    (tg, dc, mail): (&StandIn, &DiscordStandIn, &Mail),
     conversations: &[Conversation],
     plan: &Plan,
     bot: &str,
@@ -721,6 +742,7 @@ async fn count_all(
                 .filter(|m| m.author_id == dc.bot_user_id())
                 .map(|m| m.content)
                 .collect(),
+            Side::Email(responder) => retry_read(|| email::received(mail, responder)).await?,
         };
         for (way, name, bodies) in [
             ('v', "visitor → responder", &to_responder),

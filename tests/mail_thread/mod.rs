@@ -32,14 +32,22 @@ impl Mail {
     /// The `[visitors]` and `[email]` sections for Switchboard at `slot`.
     pub fn section(&self, slot: &Slot, batch_window_secs: u64) -> String {
         format!(
-            "[visitors]\npublic_url = \"http://{listen}\"\n\n\
-             [email]\ndomain = {domain:?}\nfrom_address = \"support@{domain}\"\n\
+            "[visitors]\npublic_url = \"http://{listen}\"\n\n{email}",
+            listen = slot.listen,
+            email = self.email_section(batch_window_secs),
+        )
+    }
+
+    /// The `[email]` sections alone, for a test that writes its own `[visitors]` (which
+    /// needs a `public_url`: offers link to it).
+    pub fn email_section(&self, batch_window_secs: u64) -> String {
+        format!(
+            "[email]\ndomain = {domain:?}\nfrom_address = \"support@{domain}\"\n\
              batch_window_secs = {batch_window_secs}\n\n\
              [email.smtp]\nhost = \"127.0.0.1\"\nport = {smtp}\nsecurity = \"none\"\n\n\
              [email.imap]\nhost = \"127.0.0.1\"\nport = {imap}\nsecurity = \"none\"\n\
              username = \"inbox@{domain}\"\npassword = {password:?}\n\n\
              [email.authentication]\nnameservers = [{dns:?}]\n\n",
-            listen = slot.listen,
             domain = self.domain,
             smtp = self.server.smtp_port,
             imap = self.server.imap_port,
