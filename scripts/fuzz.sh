@@ -6,18 +6,20 @@
 #
 #   scripts/fuzz.sh [RUNS] [TARGET...]     RUNS default 10000000; all targets by default
 #   FUZZ_SECONDS=N scripts/fuzz.sh ...      also stop each target after N seconds
+#   FUZZ_JOBS=N scripts/fuzz.sh ...         run N targets at a time (default: one per core)
 #
 # Installs cargo-fuzz (crates.io) when it is missing. Needs a nightly toolchain: this
 # machine image has one (`rustup toolchain list`); elsewhere `rustup toolchain install
 # nightly` first. Any finding (a crash, a timeout, a leak) stops nothing: every target runs,
 # the findings are listed with their input under fuzz/artifacts/, and the script exits 1.
 # Copy a fixed finding to fuzz/regressions/<target>/ so bridge/tests/fuzz_corpora.rs replays
-# it on stable Rust for ever. Targets run $(nproc) at a time.
+# it on stable Rust for ever. Targets run one per core at a time (FUZZ_JOBS).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO/fuzz"
 RUNS="${1:-10000000}"
+JOBS="${FUZZ_JOBS:-$(nproc)}"
 shift || true
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -56,7 +58,7 @@ run_one() {
 export -f run_one
 
 printf '%s\n' "${TARGETS[@]}" |
-    xargs -P "$(nproc)" -I{} bash -c 'run_one "$1" "$2" "$3"' _ {} "$RUNS" "$LOGS"
+    xargs -P "$JOBS" -I{} bash -c 'run_one "$1" "$2" "$3"' _ {} "$RUNS" "$LOGS"
 
 # Keep only the inputs that add coverage: the corpus is committed and replayed by the tests.
 for target in "${TARGETS[@]}"; do
@@ -69,7 +71,7 @@ CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FOUND=0
 {
-    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS }scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer with AddressSanitizer, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $(nproc) at a time."
+    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`${FUZZ_JOBS:+FUZZ_JOBS=$FUZZ_JOBS }${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS }scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer with AddressSanitizer, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $JOBS at a time."
     echo
     echo "| target | executions | seconds | executions/s | findings | corpus kept (files) | edges covered |"
     echo "|---|---|---|---|---|---|---|"
