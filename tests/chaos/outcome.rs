@@ -1,0 +1,202 @@
+//! What a crash burst found: each direction of each conversation counted where it arrived
+//! (lost, doubled, out of order), the kills, and the table `docs/reliability.md` shows.
+
+use std::{collections::HashMap, fmt::Write as _, time::Duration};
+
+use super::{PLATFORMS, Plan, Victim};
+
+/// One direction of one conversation, as counted at the receiving end.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    pub conversation: usize,
+    /// Where the responder is (one of [`PLATFORMS`]).
+    pub platform: &'static str,
+    /// `"visitor → responder"` or `"responder → visitor"`.
+    pub way: &'static str,
+    pub sent: usize,
+    pub lost: usize,
+    pub doubled: usize,
+    pub out_of_order: usize,
+    /// The numbers of the messages lost, then of those doubled.
+    pub missing: Vec<usize>,
+    pub extra: Vec<usize>,
+}
+
+impl Tally {
+    /// Counts what arrived (message numbers in arrival order) against `1..=sent`.
+    pub(super) fn count(arrived: &[usize], sent: usize) -> (usize, usize, usize) {
+        let (missing, extra, out_of_order) = Self::read(arrived, sent);
+        (missing.len(), extra.len(), out_of_order)
+    }
+
+    /// The numbers lost, the numbers doubled (once per extra copy), and how many arrived
+    /// after a later one.
+    pub(super) fn read(arrived: &[usize], sent: usize) -> (Vec<usize>, Vec<usize>, usize) {
+        let mut times: HashMap<usize, usize> = HashMap::new();
+        let mut out_of_order = 0;
+        let mut highest = 0;
+        for &k in arrived {
+            let seen = times.entry(k).or_default();
+            *seen += 1;
+            if *seen == 1 {
+                if k < highest {
+                    out_of_order += 1;
+                }
+                highest = highest.max(k);
+            }
+        }
+        let missing = (1..=sent).filter(|k| !times.contains_key(k)).collect();
+        let mut extra: Vec<usize> = times
+            .iter()
+            .flat_map(|(&k, &n)| std::iter::repeat_n(k, n - 1))
+            .collect();
+        extra.sort_unstable();
+        (missing, extra, out_of_order)
+    }
+}
+
+/// A kill: when in the window, and how long the victim stayed down (restart included).
+#[derive(Clone, Debug)]
+pub struct Kill {
+    pub at: Duration,
+    pub down: Duration,
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub victim: Victim,
+    pub plan: Plan,
+    pub kills: Vec<Kill>,
+    pub tallies: Vec<Tally>,
+    /// For each platform's conversations, how long after the last message was sent they held
+    /// everything (absent: not within the drain deadline).
+    pub drained: Vec<(&'static str, Duration)>,
+    /// While Synapse was down: what the visitor API answered a visitor starting a
+    /// conversation (status, errcode, how long it took), once per kill.
+    pub answers_while_down: Vec<(u16, String, Duration)>,
+}
+
+impl Outcome {
+    /// (sent, lost, doubled, out of order) over every conversation and direction.
+    pub fn totals(&self) -> (usize, usize, usize, usize) {
+        self.tallies.iter().fold((0, 0, 0, 0), |t, x| {
+            (
+                t.0 + x.sent,
+                t.1 + x.lost,
+                t.2 + x.doubled,
+                t.3 + x.out_of_order,
+            )
+        })
+    }
+
+    /// One Markdown table row per direction and platform, summed over conversations.
+    pub fn rows(&self) -> String {
+        let mut out = String::new();
+        let downs: Vec<String> = self
+            .kills
+            .iter()
+            .map(|k| format!("{:.1}/{:.1}", k.at.as_secs_f64(), k.down.as_secs_f64()))
+            .collect();
+        for platform in PLATFORMS {
+            for way in ["visitor → responder", "responder → visitor"] {
+                let mut sum = (0, 0, 0, 0, 0);
+                for t in self
+                    .tallies
+                    .iter()
+                    .filter(|t| t.platform == platform && t.way == way)
+                {
+                    sum = (
+                        sum.0 + 1,
+                        sum.1 + t.sent,
+                        sum.2 + t.lost,
+                        sum.3 + t.doubled,
+                        sum.4 + t.out_of_order,
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "| {} | {} ({}) | {platform} | {way} | {} | {} | {} | {} | {} | {:.1} s |",
+                    self.victim.name(),
+                    self.kills.len(),
+                    downs.join(", "),
+                    sum.0,
+                    sum.1,
+                    sum.2,
+                    sum.3,
+                    sum.4,
+                    self.drained
+                        .iter()
+                        .find(|(p, _)| *p == platform)
+                        .map_or(f64::NAN, |(_, d)| d.as_secs_f64()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Doubles Switchboard cannot prevent: a message it sent into a Matrix room (the bot into
+    /// a relay room, a ghost into the visitor's room) while Synapse was killed. Synapse keeps
+    /// the transaction IDs of requests without a device, which an appservice's are, only in
+    /// memory (`event_txn_id_device_id` is written only for a device): when it dies after
+    /// storing the event and before answering, the retry under the same transaction ID is a
+    /// new event. Counted and reported like any other double; the test does not fail on them.
+    pub fn homeserver_doubles(&self, t: &Tally) -> usize {
+        let killed_synapse = matches!(self.victim, Victim::Synapse | Victim::SynapseOutage);
+        let into_matrix = t.way == "responder → visitor" || t.platform == "matrix";
+        if killed_synapse && into_matrix {
+            t.doubled
+        } else {
+            0
+        }
+    }
+
+    /// Doubles Switchboard cannot prevent on Telegram and by mail: a visitor's message the Bot
+    /// API or the SMTP server accepted in the instant before Switchboard was killed, before the
+    /// send could be recorded, goes out again after the restart. Neither has an idempotency key
+    /// (Discord has its enforced nonce, the homeserver its transaction ID) nor a way for the
+    /// sender to read what it sent, so the choice is a rare double or a rare loss; Switchboard
+    /// doubles. At most one per kill in a chat; counted and reported, the test does not fail on
+    /// them.
+    pub fn resent_doubles(&self, t: &Tally) -> usize {
+        if matches!(self.victim, Victim::Switchboard)
+            && matches!(t.platform, "telegram" | "email")
+            && t.way == "visitor → responder"
+        {
+            t.doubled.min(self.kills.len())
+        } else {
+            0
+        }
+    }
+
+    /// Every double of the two kinds above.
+    pub fn unavoidable_doubles(&self, t: &Tally) -> usize {
+        self.homeserver_doubles(t) + self.resent_doubles(t)
+    }
+
+    /// The directions where something went wrong, one line each.
+    pub fn faults(&self) -> Vec<String> {
+        self.tallies
+            .iter()
+            .filter(|t| t.lost + t.doubled + t.out_of_order > 0)
+            .map(|t| {
+                format!(
+                    "{}: conversation {} ({}), {}: {} sent, {} lost {:?}, {} doubled {:?}, {} out of order",
+                    self.victim.name(),
+                    t.conversation,
+                    t.platform,
+                    t.way,
+                    t.sent,
+                    t.lost,
+                    t.missing,
+                    t.doubled,
+                    t.extra,
+                    t.out_of_order
+                )
+            })
+            .collect()
+    }
+}
+
+/// The header of the table [`Outcome::rows`] fills.
+pub const TABLE_HEAD: &str = "| what failed | times (each at / for, s) | responder on | direction | conversations | sent | lost | doubled | out of order | drained after sending |\n|---|---|---|---|---|---|---|---|---|---|\n";
