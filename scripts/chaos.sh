@@ -21,5 +21,5 @@ SEED="${2:-$(date +%s)}"
 case "$FORM" in long | short) ;; *) echo "usage: $0 [long|short] [SEED]" >&2; exit 2 ;; esac
 . "$REPO/scripts/measured.sh"
 measured_run chaos e2e_chaos "scripts/chaos.sh $FORM $SEED" \
-    "PostgreSQL from Debian, the Telegram and Discord stand-ins, all on loopback." \
+    "PostgreSQL from Debian, the Telegram and Discord stand-ins, the test mail server (aiosmtpd in front of Dovecot), all on loopback." \
     SWITCHBOARD_CHAOS="$FORM" SWITCHBOARD_CHAOS_SEED="$SEED"
