@@ -312,7 +312,7 @@ pub async fn run(
         probe.as_deref(),
     );
     let (sent, killed) = tokio::join!(sending, chaos);
-    sent?;
+    let sent_events = sent?.into_iter().flatten().collect();
     let (kills, answers_while_down) = killed?;
     let sent_at = Instant::now();
 
@@ -349,11 +349,13 @@ pub async fn run(
         tallies,
         drained,
         answers_while_down,
+        sent_events,
     })
 }
 
 /// Sends `plan.per_way` numbered messages one way in one conversation, spread over the window
-/// with random gaps, each one only after the one before it was accepted.
+/// with random gaps, each one only after the one before it was accepted. Returns the event ID
+/// of each sent through the homeserver.
 async fn send_all(
     http: &reqwest::Client,
     env: &TestEnv,
@@ -362,8 +364,9 @@ async fn send_all(
     way: char,
     plan: &Plan,
     seed: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<((usize, char, usize), String)>> {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut events = Vec::new();
     let gap = plan.window.as_secs_f64() / plan.per_way as f64;
     for k in 1..=plan.per_way {
         tokio::time::sleep(Duration::from_secs_f64(gap * (0.5 + rng.f64()))).await;
@@ -371,7 +374,7 @@ async fn send_all(
         let txn = format!("chaos-{way}{k}");
         match (way, &c.side) {
             ('v', _) => {
-                put_message(
+                let id = put_message(
                     http,
                     &env.hs_url,
                     &c.visitor_token,
@@ -380,10 +383,12 @@ async fn send_all(
                     &text,
                     plan,
                 )
-                .await?
+                .await?;
+                events.push(((c.index, way, k), id));
             }
             (_, Side::Matrix { relay, token, .. }) => {
-                put_message(http, &env.hs_url, token, relay, &txn, &text, plan).await?;
+                let id = put_message(http, &env.hs_url, token, relay, &txn, &text, plan).await?;
+                events.push(((c.index, way, k), id));
             }
             (_, Side::Telegram { user }) => {
                 tg.user_sends(user, &text);
@@ -394,7 +399,7 @@ async fn send_all(
             (_, Side::Email(responder)) => email::send(mail, responder, &text).await?,
         }
     }
-    Ok(())
+    Ok(events)
 }
 
 /// Presses Accept on the Discord offer naming `alias` in `user`'s direct chat with the bot; the
@@ -427,7 +432,8 @@ async fn accept_on_discord(dc: &DiscordStandIn, user: &DcUser, alias: &str) -> a
 }
 
 /// `PUT /rooms/{room}/send/m.room.message/{txn}`, sent again under the same transaction ID
-/// until the homeserver accepts it, as a Matrix client does while its server is away.
+/// until the homeserver accepts it, as a Matrix client does while its server is away; the
+/// event ID it was given.
 async fn put_message(
     http: &reqwest::Client,
     hs: &str,
@@ -436,7 +442,7 @@ async fn put_message(
     txn: &str,
     body: &str,
     plan: &Plan,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let url = format!(
         "{hs}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
         urlencode(room)
@@ -451,7 +457,10 @@ async fn put_message(
             .send()
             .await;
         match answer {
-            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().is_success() => {
+                let sent: Value = r.json().await?;
+                return Ok(sent["event_id"].as_str().unwrap_or_default().to_owned());
+            }
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                 bail!("{url} answered {}: {}", r.status(), r.text().await?)
             }
@@ -559,7 +568,7 @@ async fn count_all(
                 .iter()
                 .flat_map(|b| markers_in(b, c.index, way))
                 .collect();
-            let (missing, extra, out_of_order) = Tally::read(&arrived, plan.per_way);
+            let (missing, extra, late) = Tally::read(&arrived, plan.per_way);
             tallies.push(Tally {
                 conversation: c.index,
                 platform: c.side.platform(),
@@ -567,9 +576,10 @@ async fn count_all(
                 sent: plan.per_way,
                 lost: missing.len(),
                 doubled: extra.len(),
-                out_of_order,
+                out_of_order: late.len(),
                 missing,
                 extra,
+                late,
             });
         }
     }
@@ -794,6 +804,11 @@ mod tests {
         assert_eq!(Tally::count(&[2, 1, 3], 3), (0, 0, 1));
         // A resend of an earlier message after later ones is a double, not a reordering.
         assert_eq!(Tally::count(&[1, 2, 3, 1], 3), (0, 1, 0));
+        // Which ones: lost, doubled, late.
+        assert_eq!(
+            Tally::read(&[3, 1, 2, 5, 5], 5),
+            (vec![4], vec![5], vec![1, 2])
+        );
     }
 
     #[test]

@@ -17,30 +17,32 @@ pub struct Tally {
     pub lost: usize,
     pub doubled: usize,
     pub out_of_order: usize,
-    /// The numbers of the messages lost, then of those doubled.
+    /// The numbers of the messages lost, of those doubled, and of those that arrived after
+    /// a later one.
     pub missing: Vec<usize>,
     pub extra: Vec<usize>,
+    pub late: Vec<usize>,
 }
 
 impl Tally {
     /// Counts what arrived (message numbers in arrival order) against `1..=sent`.
     pub(super) fn count(arrived: &[usize], sent: usize) -> (usize, usize, usize) {
-        let (missing, extra, out_of_order) = Self::read(arrived, sent);
-        (missing.len(), extra.len(), out_of_order)
+        let (missing, extra, late) = Self::read(arrived, sent);
+        (missing.len(), extra.len(), late.len())
     }
 
-    /// The numbers lost, the numbers doubled (once per extra copy), and how many arrived
-    /// after a later one.
-    pub(super) fn read(arrived: &[usize], sent: usize) -> (Vec<usize>, Vec<usize>, usize) {
+    /// The numbers lost, the numbers doubled (once per extra copy), and the numbers that
+    /// arrived after a later one.
+    pub(super) fn read(arrived: &[usize], sent: usize) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         let mut times: HashMap<usize, usize> = HashMap::new();
-        let mut out_of_order = 0;
+        let mut late = Vec::new();
         let mut highest = 0;
         for &k in arrived {
             let seen = times.entry(k).or_default();
             *seen += 1;
             if *seen == 1 {
                 if k < highest {
-                    out_of_order += 1;
+                    late.push(k);
                 }
                 highest = highest.max(k);
             }
@@ -51,7 +53,7 @@ impl Tally {
             .flat_map(|(&k, &n)| std::iter::repeat_n(k, n - 1))
             .collect();
         extra.sort_unstable();
-        (missing, extra, out_of_order)
+        (missing, extra, late)
     }
 }
 
@@ -75,6 +77,9 @@ pub struct Outcome {
     /// While Synapse was down: what the visitor API answered a visitor starting a
     /// conversation (status, errcode, how long it took), once per kill.
     pub answers_while_down: Vec<(u16, String, Duration)>,
+    /// The event ID of each message sent through the homeserver, by (conversation, way
+    /// `'v'` or `'r'`, number): named next to a fault, so the logs can be searched for it.
+    pub sent_events: HashMap<(usize, char, usize), String>,
 }
 
 impl Outcome {
@@ -180,8 +185,20 @@ impl Outcome {
             .iter()
             .filter(|t| t.lost + t.doubled + t.out_of_order > 0)
             .map(|t| {
+                let way = if t.way.starts_with("visitor") { 'v' } else { 'r' };
+                let mut named: Vec<usize> =
+                    t.missing.iter().chain(&t.extra).chain(&t.late).copied().collect();
+                named.sort_unstable();
+                named.dedup();
+                let events: Vec<String> = named
+                    .iter()
+                    .filter_map(|k| {
+                        let id = self.sent_events.get(&(t.conversation, way, *k))?;
+                        Some(format!("{way}{k} {id}"))
+                    })
+                    .collect();
                 format!(
-                    "{}: conversation {} ({}), {}: {} sent, {} lost {:?}, {} doubled {:?}, {} out of order",
+                    "{}: conversation {} ({}), {}: {} sent, {} lost {:?}, {} doubled {:?}, {} out of order {:?}{}",
                     self.victim.name(),
                     t.conversation,
                     t.platform,
@@ -191,7 +208,13 @@ impl Outcome {
                     t.missing,
                     t.doubled,
                     t.extra,
-                    t.out_of_order
+                    t.out_of_order,
+                    t.late,
+                    if events.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (sent as {})", events.join(", "))
+                    }
                 )
             })
             .collect()
