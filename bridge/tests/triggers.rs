@@ -1691,6 +1691,21 @@ async fn a_responders_formatting_reaches_the_room_within_the_spec_allow_list() -
     Ok(())
 }
 
+/// Ann (chat 1) writes `body` as a Telegram reply to message `reply_to`.
+fn anns_reply(message_id: &str, reply_to: &str, body: &str) -> RemoteEvent {
+    RemoteEvent::Message {
+        address: "1".into(),
+        message_id: message_id.into(),
+        reply_to: Some(reply_to.into()),
+        body: body.into(),
+        formatted_body: None,
+        display_name: "Ann".into(),
+        file: None,
+        thread: None,
+        language: None,
+    }
+}
+
 /// A responder holding two conversations replies to our message before its mapping to its
 /// conversation is written (a platform shows our message as soon as it takes it; which
 /// conversation it belongs to is written once the send's answer is back). The reply waits for
@@ -1774,17 +1789,7 @@ async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversatio
     };
     w.remote(
         "reply-early",
-        RemoteEvent::Message {
-            address: "1".into(),
-            message_id: "81".into(),
-            reply_to: Some(shown.clone()),
-            body: "For the second visitor.".into(),
-            formatted_body: None,
-            display_name: "Ann".into(),
-            file: None,
-            thread: None,
-            language: None,
-        },
+        anns_reply("81", &shown, "For the second visitor."),
     )
     .await?;
     delivering.await??;
@@ -1811,17 +1816,7 @@ async fn a_reply_that_comes_before_its_message_is_mapped_reaches_its_conversatio
     let started = std::time::Instant::now();
     w.remote(
         "reply-to-notice",
-        RemoteEvent::Message {
-            address: "1".into(),
-            message_id: "82".into(),
-            reply_to: Some("notice-99".into()),
-            body: "Which one was that?".into(),
-            formatted_body: None,
-            display_name: "Ann".into(),
-            file: None,
-            thread: None,
-            language: None,
-        },
+        anns_reply("82", "notice-99", "Which one was that?"),
     )
     .await?;
     let waited = started.elapsed();
