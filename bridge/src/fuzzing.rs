@@ -295,11 +295,13 @@ pub fn check_matrix_html(html: &str) {
                 assert!(value.starts_with("mxc://"), "img src {value} in {html}");
             }
             if attr == "href" {
+                // As written: a client's URL parser skips what comes before a scheme.
+                let value = value.to_ascii_lowercase();
                 assert!(
                     MATRIX_LINK_SCHEMES
                         .iter()
                         .any(|s| value.starts_with(&format!("{s}:"))),
-                    "href {value} in {html}"
+                    "href {value:?} in {html}"
                 );
             }
         }

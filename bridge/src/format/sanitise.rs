@@ -149,8 +149,19 @@ fn is_mxc_uri(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
 }
 
+/// Whether `url` is a URL of one of `schemes`, written as such: it begins with its scheme.
+/// A URL parser, a browser's too, skips leading control characters and spaces and removes
+/// tabs and line breaks anywhere, so `\u{16}https://…` or `ht\ttps://…` parse as `https`
+/// while the text a client is handed says otherwise (found by fuzzing); such a link is
+/// dropped rather than passed on in a form each reader may read differently.
 fn scheme_is(url: &str, schemes: &[&str]) -> bool {
-    ammonia::Url::parse(url).is_ok_and(|url| schemes.contains(&url.scheme()))
+    ammonia::Url::parse(url).is_ok_and(|parsed| {
+        let scheme = parsed.scheme();
+        schemes.contains(&scheme)
+            && url
+                .get(..scheme.len() + 1)
+                .is_some_and(|head| head.eq_ignore_ascii_case(&format!("{scheme}:")))
+    })
 }
 
 fn is_hex_colour(value: &str) -> bool {
@@ -213,6 +224,26 @@ mod tests {
                 r#"<a href="javascript:alert(1)">a</a> <a href="mxc://e/x">b</a> <a href="https://e.example/" target="_blank" rel="opener">c</a> <a href="tg://resolve" target="frame">d</a>"#
             ),
             r#"<a>a</a> <a>b</a> <a href="https://e.example/" target="_blank">c</a> <a>d</a>"#
+        );
+    }
+
+    #[test]
+    fn a_link_must_begin_with_its_scheme() {
+        // What a URL parser skips or removes before reading the scheme is not let through.
+        assert_eq!(
+            sanitise_matrix_html("<a href=\"\u{16}https://e.example/\">a</a>"),
+            "<a>a</a>"
+        );
+        assert_eq!(
+            sanitise_matrix_html(
+                "<a href=\" javascript:alert(1)\">b</a> <a href=\"ht\ttps://e.example/\">c</a>"
+            ),
+            "<a>b</a> <a>c</a>"
+        );
+        // The scheme's case is the writer's.
+        assert_eq!(
+            sanitise_matrix_html(r#"<a href="HTTPS://e.example/">d</a>"#),
+            r#"<a href="HTTPS://e.example/">d</a>"#
         );
     }
 
