@@ -370,6 +370,44 @@ fn build_connector(
         .map_err(|e| anyhow::anyhow!("{}: {e}", spec.name))
 }
 
+/// SQLite serves one running Switchboard at a time: two would each work through the same
+/// queues as if they were alone (several instances coordinate through PostgreSQL). So `run`
+/// holds an exclusive lock on a file beside the database for its whole life, and a second one
+/// is refused before it touches the database. The commands (`responders`, `dead-letters`…)
+/// take no lock: they are meant to run beside the service. `None` where there is nothing to
+/// lock: PostgreSQL, or an in-memory SQLite database.
+fn hold_instance_lock(database_url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(rest) = database_url.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let path = rest
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.instance-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening the instance lock {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another Switchboard is running on the SQLite database {path} (it holds \
+             {lock_path}); SQLite serves one instance: stop the other, or run several on \
+             PostgreSQL"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking the instance lock {lock_path}"))
+        }
+    }
+}
+
 async fn run(config: config::Config) -> anyhow::Result<()> {
     let Prepared {
         registration,
@@ -377,6 +415,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         bot,
     } = Prepared::new(&config)?;
 
+    // Held until `run` returns, that is for the life of the service.
+    let _instance = hold_instance_lock(&config.database.url)?;
     let store = Store::connect(&config.database.url)
         .await
         .context("opening the database")?;
@@ -688,6 +728,31 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn one_instance_at_a_time_holds_a_sqlite_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let first = hold_instance_lock(&url).unwrap();
+        assert!(first.is_some());
+        let second = hold_instance_lock(&url).unwrap_err().to_string();
+        assert!(
+            second.contains("another Switchboard") && second.contains("s.db.instance-lock"),
+            "{second}"
+        );
+        drop(first);
+        assert!(
+            hold_instance_lock(&url).unwrap().is_some(),
+            "free once the first is gone"
+        );
+        // Nothing to lock for PostgreSQL or a database in memory.
+        assert!(
+            hold_instance_lock("postgres://localhost/s")
+                .unwrap()
+                .is_none()
+        );
+        assert!(hold_instance_lock("sqlite::memory:").unwrap().is_none());
+    }
 
     /// The configuration file a parsed command reads, if it reads one.
     fn config_of(command: &Command) -> Option<&std::path::Path> {

@@ -307,6 +307,65 @@ fn dead_letters_are_listed_and_a_retry_puts_the_event_back_in_the_inbox() -> any
     Ok(())
 }
 
+/// SQLite serves one running Switchboard at a time: `run` is refused while another holds the
+/// database's instance lock (this test holds it, as a running instance would), with a message
+/// that names it, before it touches the database or the homeserver.
+#[test]
+fn a_second_instance_on_the_same_sqlite_database_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (config, _) = offline_config(dir.path(), "")?;
+    // A registration as the example's header says to make one.
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml"))?;
+    let command = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# Example output of `switchboard "))
+        .and_then(|l| l.split_once('`'))
+        .map(|(cmd, _)| cmd.to_owned())
+        .context("the example names its command")?;
+    let registration = dir.path().join("registration.yaml");
+    let mut args: Vec<&str> = command.split_whitespace().collect();
+    args.extend(["--output", registration.to_str().context("a UTF-8 path")?]);
+    anyhow::ensure!(
+        switchboard(&args)?.status.success(),
+        "generate-registration"
+    );
+    let running = std::fs::File::create(dir.path().join("switchboard.db.instance-lock"))?;
+    running.lock()?;
+    let mut second = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Refused at once; one that got past the lock would wait for the homeserver.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill()?;
+            anyhow::bail!("the second instance was not refused: it kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().context("stderr")?, &mut err)?;
+    assert!(!status.success());
+    assert!(
+        err.contains("another Switchboard") && err.contains("switchboard.db.instance-lock"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("switchboard.db").exists(),
+        "the refused instance did not touch the database"
+    );
+    drop(running);
+    Ok(())
+}
+
 /// A configuration in `dir` with a fresh SQLite database and a homeserver nobody listens at,
 /// for the commands that only use the database; `extra` is appended. Answers its path and
 /// the database URL.
