@@ -26,8 +26,10 @@
 //!
 //! A [`HandlerError::Transient`] leaves the mail unflagged; the pass stops there (so a
 //! store that is down is not hammered once per mail) and resumes after a growing pause.
-//! A mail that failed before is tried after the mails that never failed, so one mail that
-//! keeps failing delays the others by one attempt, never blocks them. A
+//! Mails are tried in arrival order, a mail that failed for a while included, so a
+//! responder's mails keep their order through a store outage; only a mail that failed
+//! `FAILURES_BEFORE_LAST` times in a row is tried after the others, so one that keeps failing
+//! delays them for a while, never blocks them. A
 //! [`HandlerError::Permanent`] flags the mail with the refused keyword
 //! (`$SwitchboardRefused`) instead, and not `\Seen`: it is never handed over again, is not
 //! mistaken for a recorded mail, and stays unread for a person to find (search the keyword),
@@ -288,9 +290,13 @@ where
     .await
 }
 
+/// How many transient failures in a row move a mail behind the ones that came after it. The
+/// retries back off, so this is minutes of a store that stays away, not a short outage.
+const FAILURES_BEFORE_LAST: u32 = 10;
+
 /// What outlives one connection.
 struct State {
-    /// Transient failures so far per UID, to try mails that failed after those that did not.
+    /// Transient failures so far per UID: a mail that keeps failing is tried after the others.
     failures: HashMap<u32, u32>,
     /// Mails the handler took whose flag the server may not have stored (the connection
     /// dropped in between), with the keyword they need: stored again, without handing them
@@ -469,7 +475,15 @@ where
         let found = within(c, "UID SEARCH", session.uid_search(&query)).await?;
         self.state.failures.retain(|uid, _| found.contains(uid));
         let mut uids: Vec<u32> = found.into_iter().collect();
-        uids.sort_by_key(|uid| (self.state.failures.get(uid).copied().unwrap_or(0), *uid));
+        // In arrival order, so one responder's mails reach the visitor in the order they were
+        // sent: a mail that failed only for a while (the store away) is tried again before
+        // the ones after it, which used to overtake it (the crash bursts caught it with
+        // PostgreSQL killed). Only a mail that keeps failing goes last, so it cannot hold up
+        // the mailbox for ever.
+        uids.sort_by_key(|uid| {
+            let failures = self.state.failures.get(uid).copied().unwrap_or(0);
+            (failures >= FAILURES_BEFORE_LAST, *uid)
+        });
         if !uids.is_empty() {
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
         }
