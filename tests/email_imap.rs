@@ -367,7 +367,9 @@ async fn a_mail_that_keeps_failing_does_not_hold_up_the_mails_after_it() -> anyh
             Ok(())
         }
     });
-    let mut reader = Reader::start(server.config(&inbox, server.imap_port), policy);
+    let mut config = server.config(&inbox, server.imap_port);
+    config.failures_before_last = 3;
+    let mut reader = Reader::start(config, policy);
     let mut taken = HashSet::new();
     let mut poison_tries = 0;
     while taken.len() < 2 {
@@ -381,8 +383,9 @@ async fn a_mail_that_keeps_failing_does_not_hold_up_the_mails_after_it() -> anyh
     }
     assert_eq!(taken, after.iter().cloned().collect());
     assert_eq!(
-        poison_tries, 1,
-        "the mails after it were taken right after its first failure"
+        poison_tries, 3,
+        "retried first (the mails after it keep their order behind it) until it failed \
+         failures_before_last times, then moved behind them"
     );
     // It keeps being tried, never flagged.
     let again = reader.next().await?;
@@ -397,6 +400,56 @@ async fn a_mail_that_keeps_failing_does_not_hold_up_the_mails_after_it() -> anyh
             "{id} flagged {flags:?}"
         );
     }
+    Ok(())
+}
+
+/// A mail that failed for a while (the store away for a moment) keeps its place: the mails
+/// after it are handed over only once it is taken, so a responder's mails reach the
+/// conversation in the order they were sent. Found by the crash bursts with PostgreSQL killed.
+#[tokio::test]
+async fn a_mail_that_failed_for_a_while_is_still_taken_before_the_mails_after_it()
+-> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = fresh_address("order");
+    let ids = [
+        fresh("first") + "@t",
+        fresh("second") + "@t",
+        fresh("third") + "@t",
+    ];
+    for id in &ids {
+        server.send(&inbox, id).await?;
+    }
+    let first = ids[0].clone();
+    let failures_left = Arc::new(std::sync::atomic::AtomicU32::new(2));
+    let policy: Policy = Arc::new(move |_, id| {
+        use std::sync::atomic::Ordering::SeqCst;
+        if id == first
+            && failures_left
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            Err(HandlerError::Transient("store away".into()))
+        } else {
+            Ok(())
+        }
+    });
+    let mut reader = Reader::start(server.config(&inbox, server.imap_port), policy);
+    let mut seen = Vec::new();
+    while seen.iter().filter(|(_, taken)| *taken).count() < 3 {
+        let h = reader.next().await?;
+        seen.push((h.message_id, h.taken));
+    }
+    reader.stop().await?;
+    let expected = vec![
+        (ids[0].clone(), false),
+        (ids[0].clone(), false),
+        (ids[0].clone(), true),
+        (ids[1].clone(), true),
+        (ids[2].clone(), true),
+    ];
+    assert_eq!(seen, expected, "handed over in arrival order");
     Ok(())
 }
 

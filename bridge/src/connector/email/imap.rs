@@ -28,7 +28,7 @@
 //! store that is down is not hammered once per mail) and resumes after a growing pause.
 //! Mails are tried in arrival order, a mail that failed for a while included, so a
 //! responder's mails keep their order through a store outage; only a mail that failed
-//! `FAILURES_BEFORE_LAST` times in a row is tried after the others, so one that keeps failing
+//! `failures_before_last` times in a row is tried after the others, so one that keeps failing
 //! delays them for a while, never blocks them. A
 //! [`HandlerError::Permanent`] flags the mail with the refused keyword
 //! (`$SwitchboardRefused`) instead, and not `\Seen`: it is never handed over again, is not
@@ -86,6 +86,11 @@ pub struct ImapConfig {
     /// The first pause after a failure (reconnecting, or retrying a mail the handler could
     /// not take); it doubles up to [`MAX_RETRY_DELAY`]. 500 ms by default.
     pub retry_min: Duration,
+    /// How many transient failures in a row move a mail behind the ones that came after it.
+    /// Until then a failing mail is retried first, so a responder's mails keep their order
+    /// through a store outage; the retries back off, so the default of 10 is minutes of a
+    /// store that stays away, not a short outage.
+    pub failures_before_last: u32,
 }
 
 /// The longest pause between two reconnection attempts, or two tries of a failing mail.
@@ -112,6 +117,7 @@ impl ImapConfig {
             idle_renewal: Duration::from_secs(10 * 60),
             command_timeout: Duration::from_secs(60),
             retry_min: Duration::from_millis(500),
+            failures_before_last: 10,
         }
     }
 
@@ -160,6 +166,7 @@ impl fmt::Debug for ImapConfig {
             .field("idle_renewal", &self.idle_renewal)
             .field("command_timeout", &self.command_timeout)
             .field("retry_min", &self.retry_min)
+            .field("failures_before_last", &self.failures_before_last)
             .finish()
     }
 }
@@ -289,10 +296,6 @@ where
     .instrument(span)
     .await
 }
-
-/// How many transient failures in a row move a mail behind the ones that came after it. The
-/// retries back off, so this is minutes of a store that stays away, not a short outage.
-const FAILURES_BEFORE_LAST: u32 = 10;
 
 /// What outlives one connection.
 struct State {
@@ -465,7 +468,8 @@ where
         Ok(session)
     }
 
-    /// Hands over every mail lacking both keywords, those that never failed first.
+    /// Hands over every mail lacking both keywords, in arrival order but for those that kept
+    /// failing, which go last.
     async fn pass(&mut self, session: &mut ImapSession) -> Result<Pass, SessionError> {
         let c = self.config;
         let query = format!(
@@ -482,7 +486,7 @@ where
         // the mailbox for ever.
         uids.sort_by_key(|uid| {
             let failures = self.state.failures.get(uid).copied().unwrap_or(0);
-            (failures >= FAILURES_BEFORE_LAST, *uid)
+            (failures >= c.failures_before_last, *uid)
         });
         if !uids.is_empty() {
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
