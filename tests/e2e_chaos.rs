@@ -124,6 +124,18 @@ async fn what_synapse_lost_when_killed_is_caught_up_on_when_it_returns() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_synapse_strands_reaches_the_responder_before_the_ones_after_it()
+-> anyhow::Result<()> {
+    // It kills the PostgreSQL under the crash bursts and edits Synapse's database.
+    let _one_at_a_time = KILLS_SYNAPSE.lock().await;
+    chaos::stranded::a_stranded_transaction_reaches_the_responder_before_the_ones_after_it(
+        &TestEnv::from_env(),
+        SLOT,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgres_is_killed_mid_burst()
 -> anyhow::Result<()> {
     let _one_at_a_time = KILLS_SYNAPSE.lock().await;

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod registration;
 pub mod server;
+pub mod txn_order;
 
 pub use client::{ClientError, HomeserverClient};
 pub use registration::{AppserviceRegistration, RegistrationError};

@@ -24,6 +24,8 @@ use ruma::{
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use crate::txn_order::{TransactionOrder, Verdict};
+
 /// Where transactions go. Implemented by the bridge; this crate never interprets events.
 #[async_trait::async_trait]
 pub trait EventSink: Send + Sync + 'static {
@@ -57,6 +59,7 @@ pub struct AppserviceState {
     hs_token: Arc<str>,
     namespace: Arc<crate::AppserviceRegistration>,
     sink: Arc<dyn EventSink>,
+    order: Arc<TransactionOrder>,
 }
 
 impl AppserviceState {
@@ -65,6 +68,7 @@ impl AppserviceState {
             hs_token: registration.inner.hs_token.as_str().into(),
             namespace: registration,
             sink,
+            order: Arc::default(),
         }
     }
 }
@@ -216,10 +220,28 @@ async fn put_transaction(
         })
         .collect();
     let count = events.len();
+    if let Verdict::HoldBack { last } = state.order.check(&txn_id) {
+        // See `txn_order.rs`: the homeserver may have stranded a transaction before this one.
+        tracing::info!(
+            %txn_id,
+            last,
+            "transaction skips numbers after the last one recorded: refused once, so that the \
+             homeserver sends any it held back first"
+        );
+        return Err(MatrixError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "M_UNKNOWN",
+            format!(
+                "Transaction {txn_id} skips numbers after {last}: send the ones before it first"
+            ),
+        ));
+    }
     state.sink.record_transaction(&txn_id, events).await.map_err(|e| {
+        state.order.failed();
         tracing::error!(%txn_id, error = %e, "could not record transaction; the homeserver will retry");
         MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Could not record transaction")
     })?;
+    state.order.recorded(&txn_id);
     // Parsed one by one, so one odd ephemeral event does not hide the others.
     let ephemeral: Vec<serde_json::Value> = request
         .ephemeral
@@ -486,6 +508,43 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(sink.transactions.lock().unwrap()[0].1.len(), 1);
+    }
+
+    /// A transaction that skips numbers is refused once (the homeserver may have stranded
+    /// one before it, `txn_order.rs`), recorded once the ones before it came, and recorded as
+    /// it is when it comes back first.
+    #[tokio::test]
+    async fn a_transaction_that_skips_numbers_waits_for_the_ones_before_it() {
+        let sink = Arc::new(RecordingSink::default());
+        let (app, token) = app(sink.clone());
+        let put = |id: &'static str| {
+            let app = app.clone();
+            let token = token.clone();
+            async move {
+                let uri = format!("/_matrix/app/v1/transactions/{id}");
+                let (status, json) =
+                    call(&app, "PUT", &uri, Some(&token), r#"{"events":[]}"#).await;
+                (status, json["errcode"].as_str().map(str::to_owned))
+            }
+        };
+        assert_eq!(put("41").await.0, StatusCode::OK);
+        assert_eq!(
+            put("43").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some("M_UNKNOWN".into()))
+        );
+        assert_eq!(put("42").await.0, StatusCode::OK);
+        assert_eq!(put("43").await.0, StatusCode::OK);
+        // Refused, and sent again before anything lower: taken.
+        assert_eq!(put("50").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(put("50").await.0, StatusCode::OK);
+        let ids: Vec<String> = sink
+            .transactions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(ids, ["41", "42", "43", "50"]);
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ use crate::{common::*, mail_thread::Mail};
 pub mod email;
 pub mod lost;
 mod outcome;
+pub mod stranded;
 
 pub use outcome::{Kill, Outcome, TABLE_HEAD, Tally};
 
@@ -663,17 +664,9 @@ async fn kill_repeatedly(
                 script(&["synapse.sh", "start", &path_str(&dir)])?;
             }
             Victim::Postgres => {
-                let dir = env.dir.join("pg");
-                kill_9(&dir.join("data/postmaster.pid"), true).await?;
+                kill_postgres(env).await?;
                 tokio::time::sleep(pause).await;
-                let url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")?;
-                let port = url
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.split('/').next())
-                    .context("no port in SWITCHBOARD_TEST_POSTGRES_URL")?
-                    .to_owned();
-                script(&["postgres.sh", "start", &path_str(&dir), &port])?;
+                start_postgres(env)?;
             }
         }
         kills.push(Kill {
@@ -725,6 +718,28 @@ async fn misbehave(tg: &StandIn, dc: &DiscordStandIn, round: usize, away: Durati
             dc.set_down(false);
         }
     }
+}
+
+/// SIGKILL to the test PostgreSQL (the one under every Switchboard started on PostgreSQL).
+async fn kill_postgres(env: &TestEnv) -> anyhow::Result<()> {
+    kill_9(&env.dir.join("pg/data/postmaster.pid"), true).await
+}
+
+/// Starts the test PostgreSQL again, on its port.
+fn start_postgres(env: &TestEnv) -> anyhow::Result<()> {
+    let url = std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")?;
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .context("no port in SWITCHBOARD_TEST_POSTGRES_URL")?
+        .to_owned();
+    script(&[
+        "postgres.sh",
+        "start",
+        &path_str(&env.dir.join("pg")),
+        &port,
+    ])
 }
 
 /// SIGKILL to the process whose ID is the first line of `pid_file` and, for PostgreSQL, to its

@@ -78,7 +78,9 @@ impl Mark {
 /// events still go into stored transactions (we count as down), and one stored just after its
 /// last look, before it marks us up, is never sent (seen in a crash burst: transactions 1924
 /// and 1926 delivered, 1925 never; not reported upstream yet). Its recovery ends seconds after
-/// we are back, so reading again a little later finds what it stranded.
+/// we are back, so reading again a little later finds what it stranded. The appservice
+/// endpoint gets a stranded transaction sent in order when a later one comes
+/// (`switchboard_appservice::txn_order`); these reads find one that nothing came after.
 const FOLLOW_UP_AFTER: Duration = Duration::from_secs(45);
 const FOLLOW_UPS: u8 = 2;
 
