@@ -114,6 +114,7 @@ fn thread(to: &str, token: &str, earlier: Vec<MessageId>) -> ThreadMail {
                 file: None,
             },
         ],
+        key: None,
     }
 }
 

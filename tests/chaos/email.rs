@@ -59,12 +59,27 @@ pub async fn send(mail: &Mail, responder: &EmailResponder, text: &str) -> anyhow
 }
 
 /// The text of every mail in the responder's INBOX, in the order Dovecot delivered them (the
-/// order Switchboard sent them in: one chat's mails go out one after another).
-pub async fn received(mail: &Mail, responder: &EmailResponder) -> anyhow::Result<Vec<String>> {
-    Ok(mail
+/// order Switchboard sent them in: one chat's mails go out one after another), as a mail
+/// client that folds copies of one Message-ID shows them (Gmail does); and how many copies
+/// were folded. A mail sent again after Switchboard was killed between the SMTP server's 250
+/// and the record of the send carries the first one's ID.
+pub async fn received(
+    mail: &Mail,
+    responder: &EmailResponder,
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    let mails: Vec<Received> = mail
         .inbox(&responder.address)
         .await?
         .into_iter()
-        .map(|raw| Received::new(raw).text)
-        .collect())
+        .map(Received::new)
+        .collect();
+    let total = mails.len();
+    let texts: Vec<String> = mails
+        .into_iter()
+        .filter(|m| seen.insert(m.message_id.clone()))
+        .map(|m| m.text)
+        .collect();
+    let folded = total - texts.len();
+    Ok((texts, folded))
 }

@@ -544,26 +544,31 @@ async fn count_all(
         let to_visitor =
             retry_read(|| room_bodies(http, &env.hs_url, &c.visitor_token, &c.room, &c.ghost))
                 .await?;
-        let to_responder = match &c.side {
-            Side::Matrix { relay, token, .. } => {
-                retry_read(|| room_bodies(http, &env.hs_url, token, relay, bot)).await?
-            }
-            Side::Telegram { user } => tg
-                .sent(user.id)
-                .into_iter()
-                .filter_map(|m| m.text)
-                .collect(),
-            Side::Discord { thread, .. } => dc
-                .messages(*thread)
-                .into_iter()
-                .filter(|m| m.author_id == dc.bot_user_id())
-                .map(|m| m.content)
-                .collect(),
+        let (to_responder, folded) = match &c.side {
+            Side::Matrix { relay, token, .. } => (
+                retry_read(|| room_bodies(http, &env.hs_url, token, relay, bot)).await?,
+                0,
+            ),
+            Side::Telegram { user } => (
+                tg.sent(user.id)
+                    .into_iter()
+                    .filter_map(|m| m.text)
+                    .collect(),
+                0,
+            ),
+            Side::Discord { thread, .. } => (
+                dc.messages(*thread)
+                    .into_iter()
+                    .filter(|m| m.author_id == dc.bot_user_id())
+                    .map(|m| m.content)
+                    .collect(),
+                0,
+            ),
             Side::Email(responder) => retry_read(|| email::received(mail, responder)).await?,
         };
-        for (way, name, bodies) in [
-            ('v', "visitor → responder", &to_responder),
-            ('r', "responder → visitor", &to_visitor),
+        for (way, name, bodies, folded) in [
+            ('v', "visitor → responder", &to_responder, folded),
+            ('r', "responder → visitor", &to_visitor, 0),
         ] {
             let arrived: Vec<usize> = bodies
                 .iter()
@@ -581,6 +586,7 @@ async fn count_all(
                 missing,
                 extra,
                 late,
+                folded,
             });
         }
     }

@@ -22,6 +22,10 @@ pub struct Tally {
     pub missing: Vec<usize>,
     pub extra: Vec<usize>,
     pub late: Vec<usize>,
+    /// Mails that were copies of one already counted (the same Message-ID), folded as a mail
+    /// client that folds them shows them: not in `doubled`, but checked (see
+    /// [`Outcome::folded_beyond_resends`]).
+    pub folded: usize,
 }
 
 impl Tally {
@@ -156,21 +160,34 @@ impl Outcome {
         }
     }
 
-    /// Doubles Switchboard cannot prevent on Telegram and by mail: a visitor's message the Bot
-    /// API or the SMTP server accepted in the instant before Switchboard was killed, before the
-    /// send could be recorded, goes out again after the restart. Neither has an idempotency key
-    /// (Discord has its enforced nonce, the homeserver its transaction ID) nor a way for the
-    /// sender to read what it sent, so the choice is a rare double or a rare loss; Switchboard
-    /// doubles. At most one per kill in a chat; counted and reported, the test does not fail on
-    /// them.
+    /// Doubles Switchboard cannot prevent on Telegram: a visitor's message the Bot API
+    /// accepted in the instant before Switchboard was killed, before the send could be
+    /// recorded, goes out again after the restart. It has no idempotency key (Discord has its
+    /// enforced nonce, the homeserver its transaction ID) nor a way for the bot to read what it
+    /// sent, so the choice is a rare double or a rare loss; Switchboard doubles. At most one per
+    /// kill in a chat; counted and reported, the test does not fail on them. A mail sent again
+    /// the same way carries the first one's Message-ID and is counted once (`email::received`),
+    /// as a client that folds such copies shows it.
     pub fn resent_doubles(&self, t: &Tally) -> usize {
         if matches!(self.victim, Victim::Switchboard)
-            && matches!(t.platform, "telegram" | "email")
+            && t.platform == "telegram"
             && t.way == "visitor → responder"
         {
             t.doubled.min(self.kills.len())
         } else {
             0
+        }
+    }
+
+    /// Copies of a mail (one Message-ID) beyond those a Switchboard kill explains: a mail the
+    /// SMTP server accepted just before the kill, before the send was recorded, goes out again
+    /// after the restart with the same ID (at most one per kill in a chat). Any other copy is
+    /// Switchboard sending one delivery twice, and fails the test like a double.
+    pub fn folded_beyond_resends(&self, t: &Tally) -> usize {
+        if matches!(self.victim, Victim::Switchboard) {
+            t.folded.saturating_sub(self.kills.len())
+        } else {
+            t.folded
         }
     }
 

@@ -272,18 +272,21 @@ impl EmailConnector {
         Ok((token.to_owned(), thread))
     }
 
+    /// `key` names what the mail carries, the same when it is sent again (see
+    /// `MessageId::derived`).
     async fn send_messages(
         &self,
         deliveries: &[Delivery],
         messages: Vec<VisitorMessage>,
         address: &str,
+        key: Option<String>,
     ) -> Result<String, ConnectorError> {
         let first = deliveries
             .first()
             .ok_or_else(|| ConnectorError::Permanent("a mail needs at least one message".into()))?;
         let (token, thread) = self.thread(first.thread.as_deref()).await?;
         let composed = if thread.initiator {
-            self.answer(&token, &thread, address, messages)?
+            self.answer(&token, &thread, address, messages, key)?
         } else {
             let mail = ThreadMail {
                 responder: recipient(address),
@@ -292,6 +295,7 @@ impl EmailConnector {
                 earlier: thread.earlier(),
                 reply_token: token.clone(),
                 messages,
+                key,
             };
             self.composer
                 .messages(&mail, std::time::SystemTime::now())
@@ -313,6 +317,7 @@ impl EmailConnector {
         thread: &Thread,
         address: &str,
         messages: Vec<VisitorMessage>,
+        key: Option<String>,
     ) -> Result<compose::Composed, ConnectorError> {
         let mail = AnswerMail {
             initiator: recipient(address),
@@ -325,11 +330,24 @@ impl EmailConnector {
             earlier: thread.earlier(),
             reply_token: token.to_owned(),
             messages,
+            key,
         };
         self.composer
             .answer(&mail, std::time::SystemTime::now())
             .map_err(never_works)
     }
+}
+
+/// What a mail relaying `deliveries` carries, `part` saying which part or kind: the key its
+/// Message-ID is derived from, so the same mail sent again (a crash between the SMTP
+/// server's 250 and the record of the send) has the same ID. `None` where a delivery has no
+/// event ID (rows queued before event IDs were kept): a random ID then.
+fn mail_key(deliveries: &[Delivery], part: &str) -> Option<String> {
+    if deliveries.is_empty() || deliveries.iter().any(|d| d.event_id.is_empty()) {
+        return None;
+    }
+    let events: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+    Some(format!("{} {part}", events.join(" ")))
 }
 
 fn recipient(address: &str) -> Recipient {
@@ -432,7 +450,7 @@ impl Connector for EmailConnector {
     async fn deliver(
         &self,
         delivery: &Delivery,
-        _index: usize,
+        index: usize,
         part: &str,
         address: &str,
     ) -> Result<String, ConnectorError> {
@@ -441,7 +459,8 @@ impl Connector for EmailConnector {
             html: delivery.formatted_body.clone(),
             file: None,
         };
-        self.send_messages(std::slice::from_ref(delivery), vec![message], address)
+        let key = mail_key(std::slice::from_ref(delivery), &index.to_string());
+        self.send_messages(std::slice::from_ref(delivery), vec![message], address, key)
             .await
     }
 
@@ -458,7 +477,8 @@ impl Connector for EmailConnector {
                 file: None,
             })
             .collect();
-        self.send_messages(deliveries, messages, address).await
+        let key = mail_key(deliveries, "batch");
+        self.send_messages(deliveries, messages, address, key).await
     }
 
     async fn deliver_file(
@@ -478,7 +498,8 @@ impl Connector for EmailConnector {
                 link: None,
             }),
         };
-        self.send_messages(std::slice::from_ref(delivery), vec![message], address)
+        let key = mail_key(std::slice::from_ref(delivery), "file");
+        self.send_messages(std::slice::from_ref(delivery), vec![message], address, key)
             .await
     }
 
@@ -502,7 +523,7 @@ impl Connector for EmailConnector {
                 html: None,
                 file: None,
             };
-            let composed = self.answer(token, thread, address, vec![message])?;
+            let composed = self.answer(token, thread, address, vec![message], None)?;
             return self.send(&composed, Some(token)).await.map(Some);
         }
         let mail = NoticeMail {

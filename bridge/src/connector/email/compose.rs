@@ -10,9 +10,10 @@
 //!
 //! **Anonymity.** The inputs hold nothing that identifies a visitor: only their pseudonym, and
 //! reply tokens and Message-IDs that are random. A Message-ID is minted here and names no
-//! room or event.
+//! room or event: random, or, for a mail relaying visitor messages, a hash of what it carries
+//! ([`MessageId::derived`]), so the same mail sent again after a crash keeps its ID.
 //!
-//! **Bounces.** A mail's envelope sender is `bounce+ID@domain`, ID being the random part of
+//! **Bounces.** A mail's envelope sender is `bounce+ID@domain`, ID being the local part of
 //! its Message-ID, so a delivery status notification names the mail it is about with no table
 //! beyond the Message-IDs the connector keeps anyway ([`Composer::bounced_message_id`]).
 //!
@@ -88,6 +89,8 @@ pub struct AnswerMail {
     pub reply_token: String,
     /// The answers (or Switchboard's notices), in order. At least one.
     pub messages: Vec<VisitorMessage>,
+    /// What the mail carries, to derive its Message-ID from (as [`ThreadMail::key`]).
+    pub key: Option<String>,
 }
 
 /// A conversation offered to a responder.
@@ -121,6 +124,9 @@ pub struct ThreadMail {
     pub reply_token: String,
     /// Written within a short window, sent together, in this order. At least one.
     pub messages: Vec<VisitorMessage>,
+    /// What the mail carries (the visitor's events and the part), to derive its Message-ID
+    /// from: see [`MessageId::derived`]. `None`: a random one.
+    pub key: Option<String>,
 }
 
 /// A short message from Switchboard itself (a command's answer, why a conversation ended),
@@ -277,6 +283,7 @@ impl Composer {
             subject: subject(&topic, &pseudonym, false),
             reply_token: &offer.reply_token,
             earlier: &[],
+            key: None,
         };
         self.build(head, alternative(text, html), Vec::new(), date)
     }
@@ -303,6 +310,7 @@ impl Composer {
             subject: subject(&topic, &pseudonym, !mail.earlier.is_empty()),
             reply_token: &mail.reply_token,
             earlier: &mail.earlier,
+            key: mail.key.as_deref(),
         };
         let mut composed = self.build(head, alternative(text, html), attachments, date)?;
         composed.files_left_out = left_out;
@@ -339,6 +347,7 @@ impl Composer {
             subject: SafeSubject::new(subject),
             reply_token: &mail.reply_token,
             earlier: &mail.earlier,
+            key: mail.key.as_deref(),
         };
         let mut composed = self.build(head, alternative(text, html), attachments, date)?;
         composed.files_left_out = left_out;
@@ -415,6 +424,7 @@ impl Composer {
             subject,
             reply_token: &mail.reply_token,
             earlier,
+            key: None,
         };
         self.build(head, alternative(text, html), Vec::new(), date)
     }
@@ -456,7 +466,10 @@ impl Composer {
             &format!("reply+{}@{}", head.reply_token, self.domain),
         )?;
 
-        let message_id = MessageId::generate(&self.domain);
+        let message_id = match head.key {
+            Some(key) => MessageId::derived(&self.domain, key),
+            None => MessageId::generate(&self.domain),
+        };
         let bounce = parse_address(
             "bounce",
             &format!("bounce+{}@{}", message_id.local_part(), self.domain),
@@ -510,6 +523,8 @@ struct Head<'a> {
     subject: SafeSubject,
     reply_token: &'a str,
     earlier: &'a [MessageId],
+    /// See [`ThreadMail::key`].
+    key: Option<&'a str>,
 }
 
 /// The same for every mail of a conversation, so clients that thread by subject agree with

@@ -108,6 +108,22 @@ impl MessageId {
         MessageId(format!("<{local}@{domain}>"))
     }
 
+    /// The ID of the mail that carries `key` (the visitor's events it relays and the part),
+    /// the same each time it is composed: a mail the SMTP server accepted just before
+    /// Switchboard died, before the send was recorded, goes out again after the restart (SMTP
+    /// has no idempotency key) with the first one's ID, so a client that folds copies of one
+    /// Message-ID (Gmail does) shows one. A hash of the key: like a random ID it says nothing
+    /// about the room, event or visitor, and it has as many bits.
+    pub(crate) fn derived(domain: &str, key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("switchboard mail {key}").as_bytes());
+        let local: String = digest[..ID_RANDOM_BYTES]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        MessageId(format!("<{local}@{domain}>"))
+    }
+
     /// An ID as stored (`<local@domain>`), if it is one: the local part of letters, digits
     /// and `. - _ + =`, the domain of letters, digits, `.` and `-`.
     pub fn parse(id: &str) -> Option<Self> {

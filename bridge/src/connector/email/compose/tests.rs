@@ -59,6 +59,7 @@ pub(super) fn thread(messages: Vec<VisitorMessage>) -> ThreadMail {
         earlier: Vec::new(),
         reply_token: "conv_tok-2".to_owned(),
         messages,
+        key: None,
     }
 }
 
@@ -546,6 +547,7 @@ fn an_answer_to_an_initiator_threads_under_their_mail_from_the_topic() {
         earlier: vec![theirs.clone()],
         reply_token: "initiator_tok-3".to_owned(),
         messages: vec![text("We have corrected it."), text("Anything else?")],
+        key: None,
     };
     let composed = composer().answer(&answer, date()).unwrap();
     let mail = parse(&composed);
@@ -592,4 +594,42 @@ fn an_answer_to_an_initiator_threads_under_their_mail_from_the_topic() {
         composer().answer(&empty, date()),
         Err(ComposeError::NoMessages)
     ));
+}
+
+/// A mail composed again for the same delivery (sent again after a crash) has the same
+/// Message-ID, and so its bounce address; another delivery, or a mail without a key, gets
+/// another. The ID is a hash: nothing of the key shows.
+#[test]
+fn a_mail_composed_again_for_the_same_delivery_keeps_its_message_id() {
+    let keyed = |key: Option<&str>| {
+        let mail = ThreadMail {
+            key: key.map(str::to_owned),
+            ..thread(vec![text("Hello")])
+        };
+        let composed = composer().messages(&mail, date()).unwrap();
+        let bounce = composed.envelope.from().map(ToString::to_string);
+        (composed.message_id, bounce)
+    };
+    let first = keyed(Some("$event1 0"));
+    assert_eq!(keyed(Some("$event1 0")), first);
+    assert_ne!(keyed(Some("$event1 1")).0, first.0);
+    assert_ne!(keyed(None).0, keyed(None).0);
+    let id = first.0.as_str();
+    assert!(!id.contains("event1"), "{id}");
+    assert!(MessageId::parse(id).is_some(), "{id}");
+    assert!(id.ends_with("@mail.example.org>"), "{id}");
+    let answer = AnswerMail {
+        initiator: responder(),
+        topic: "Billing".to_owned(),
+        subject: None,
+        earlier: Vec::new(),
+        reply_token: "initiator_tok-3".to_owned(),
+        messages: vec![text("Done.")],
+        key: Some("$event1 0".to_owned()),
+    };
+    let again = composer().answer(&answer, date()).unwrap();
+    assert_eq!(
+        again.message_id,
+        composer().answer(&answer, date()).unwrap().message_id
+    );
 }
