@@ -188,6 +188,8 @@ impl RoomLocks {
 #[derive(Default)]
 pub(crate) struct ChatsInFlight {
     chats: Mutex<HashMap<(String, String), usize>>,
+    /// Woken whenever a delivery ends (its mapping is written by then).
+    ended: tokio::sync::Notify,
 }
 
 impl ChatsInFlight {
@@ -201,6 +203,15 @@ impl ChatsInFlight {
             .entry(key.clone())
             .or_default() += 1;
         InFlightGuard { set: self, key }
+    }
+
+    /// Completes when a delivery (to any chat) ends after this was called: ask before
+    /// looking, so an end between the look and the wait is not missed.
+    pub fn next_end(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut ended = Box::pin(self.ended.notified());
+        // Registered now, not at the first poll: `notify_waiters` wakes only those waiting.
+        ended.as_mut().enable();
+        ended
     }
 
     /// Whether a delivery to the chat is under way.
@@ -220,13 +231,16 @@ pub(crate) struct InFlightGuard<'a> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        let mut chats = self.set.chats.lock().expect("chats in flight");
-        if let Some(n) = chats.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                chats.remove(&self.key);
+        {
+            let mut chats = self.set.chats.lock().expect("chats in flight");
+            if let Some(n) = chats.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    chats.remove(&self.key);
+                }
             }
         }
+        self.set.ended.notify_waiters();
     }
 }
 
@@ -388,5 +402,24 @@ mod tests {
         );
         drop(second);
         assert!(!set.contains("telegram", "1"));
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_delivery_wakes_who_asked_before_it() {
+        let set = ChatsInFlight::default();
+        let guard = set.enter("telegram", "1");
+        let ended = set.next_end();
+        drop(guard);
+        // Asked before the end, awaited after it: still woken.
+        tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("woken by the end of the delivery");
+        let late = set.next_end();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), late)
+                .await
+                .is_err(),
+            "no delivery ended since it asked"
+        );
     }
 }

@@ -19,10 +19,9 @@ use crate::{
 };
 
 /// How long a reply to a message not mapped yet waits, at most, for the delivery under way
-/// to its chat to map it, and how often it looks (see `room_replied_to`). Long enough for a
+/// to its chat to map it (see `room_replied_to`; it looks again whenever a delivery ends). Long enough for a
 /// paced slot and a slow platform call; it holds up only that responder's own lane.
 const REPLY_MAPPING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-const REPLY_MAPPING_STEP: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Bridge {
     fn connector(&self, platform: Platform) -> Option<&Arc<dyn Connector>> {
@@ -630,8 +629,9 @@ impl Bridge {
     ) -> Result<Option<String>, StoreError> {
         let deadline = tokio::time::Instant::now() + REPLY_MAPPING_PATIENCE;
         loop {
-            // Asked before the lookup: a delivery that ends between the two has written its
-            // mapping by then, and the lookup sees it.
+            // Both asked before the lookup: a delivery that ends between the two has written
+            // its mapping by then, and the lookup sees it; one that ends after it wakes us.
+            let ended = self.deliveries_in_flight.next_end();
             let in_flight = self.deliveries_in_flight.contains(platform, address);
             let room = self
                 .store
@@ -640,7 +640,7 @@ impl Bridge {
             if room.is_some() || !in_flight || tokio::time::Instant::now() >= deadline {
                 return Ok(room);
             }
-            tokio::time::sleep(REPLY_MAPPING_STEP).await;
+            let _ = tokio::time::timeout_at(deadline, ended).await;
         }
     }
 

@@ -263,7 +263,7 @@ impl RoomPostQueue {
     }
 
     /// What the loop was woken for, if anything, forgotten as it is taken.
-    pub(super) fn take_wakes(&self) -> Wakes {
+    fn take_wakes(&self) -> Wakes {
         std::mem::take(&mut *self.woken.lock().expect("room post wakes"))
     }
 }

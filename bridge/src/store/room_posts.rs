@@ -51,24 +51,6 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Unposted writes in queue order, due or not: the caller keeps the order per room by
-    /// skipping a room once its first row is not due.
-    pub async fn pending_room_posts(&self, limit: i64) -> Result<Vec<RoomPostRow>, StoreError> {
-        // At most PER_ROOM_BATCH rows of one room, as for the outbox: one room's backlog must
-        // not keep the others waiting.
-        let rows = sqlx::query(
-            "SELECT seq, room_id, txn_id, op_json, attempts, next_attempt_at
-             FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY seq) AS in_room
-                   FROM room_posts WHERE done_at IS NULL AND failed_at IS NULL) AS pending
-             WHERE in_room <= $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(super::PER_ROOM_BATCH)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row_from).collect()
-    }
-
     /// The rooms with unposted writes, each with when its first one is due: a room's posts go
     /// out in order, so its first row decides when the room's lane has work.
     pub async fn room_post_rooms(&self) -> Result<Vec<(String, i64)>, StoreError> {
