@@ -19,8 +19,10 @@ use crate::{
 mod connector_state;
 mod dead_letters;
 mod initiators;
+mod leases;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 pub use initiators::{InitiatorRow, PendingRow};
+pub use leases::{Fence, Lease};
 mod queues;
 pub use queues::{NewDelivery, VisitorBatch};
 mod remote;

@@ -1,0 +1,162 @@
+//! Leases (issue 17): what must run on one instance at a time (Telegram long polling, the
+//! Discord gateway, IMAP IDLE, the timers) is run by whoever holds its lease, a row with an
+//! expiry its holder keeps pushing forward. Not wired to those tasks yet.
+//!
+//! A row rather than a PostgreSQL advisory lock: it works on SQLite too; it passes through a
+//! pooler in transaction mode (pgbouncer hands a server connection, and the advisory lock
+//! held on it, to other clients between transactions); and it fences. Every taking of the
+//! lease adds one to its `epoch`, and a write made as the holder ([`Fence`]) happens only
+//! while that epoch still holds it, in the same statement: a holder paused past the expiry
+//! (SIGSTOP, a long GC-like stall, a partition) that wakes up and writes finds its epoch
+//! stale, and nothing is written.
+//!
+//! Times are the store clock's, so each instance's own: instances' clocks must agree to
+//! within a small part of a lease's length (NTP does far better).
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+    /// Milliseconds since the Unix epoch, by the holder's clock.
+    pub expires_at: i64,
+}
+
+/// A holder's claim on a lease at one epoch, as writes made as the holder carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl Store {
+    /// Takes the lease `name` for `holder` for `ttl_ms` if nobody holds it (never taken,
+    /// expired or given up) or `holder` itself does: the new epoch. `None` while another
+    /// holds it. A holder taking it again gets a new epoch too: whatever it started under the
+    /// old one must stop.
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Fence>, StoreError> {
+        let now = self.now_ms();
+        let row = sqlx::query(
+            "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE
+                 SET holder = excluded.holder, epoch = leases.epoch + 1,
+                     expires_at = excluded.expires_at
+                 WHERE leases.expires_at <= $4 OR leases.holder = excluded.holder
+             RETURNING epoch",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now.saturating_add(ttl_ms))
+        .bind(now)
+        .fetch_optional(&mut *self.writer().await?)
+        .await?;
+        Ok(match row {
+            Some(row) => Some(Fence {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+                epoch: row.try_get("epoch")?,
+            }),
+            None => None,
+        })
+    }
+
+    /// Pushes the lease's expiry to `ttl_ms` from now, if `fence` still holds it and it has
+    /// not expired. `false`: it was lost (taken by another, or expired first), and the holder
+    /// must stop what it runs under it.
+    pub async fn renew_lease(&self, fence: &Fence, ttl_ms: i64) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at = $1
+             WHERE name = $2 AND holder = $3 AND epoch = $4 AND expires_at > $5",
+        )
+        .bind(now.saturating_add(ttl_ms))
+        .bind(&fence.name)
+        .bind(&fence.holder)
+        .bind(fence.epoch)
+        .bind(now)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives the lease up at once (a clean shutdown), so another instance takes it without
+    /// waiting out the expiry. `false` if `fence` no longer held it.
+    pub async fn release_lease(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 AND epoch = $3",
+        )
+        .bind(&fence.name)
+        .bind(&fence.holder)
+        .bind(fence.epoch)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The lease `name` while someone holds it; `None` if nobody does (never taken, expired,
+    /// given up).
+    pub async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, holder, epoch, expires_at FROM leases
+             WHERE name = $1 AND expires_at > $2",
+        )
+        .bind(name)
+        .bind(self.now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(Lease {
+                name: r.try_get("name")?,
+                holder: r.try_get("holder")?,
+                epoch: r.try_get("epoch")?,
+                expires_at: r.try_get("expires_at")?,
+            }),
+            None => None,
+        })
+    }
+
+    /// [`Store::put_connector_state`] made as the holder of `fence`: written only if the
+    /// fence still holds its lease unexpired, checked in the same statement. `false`: not
+    /// written (a deposed holder; what it meant to record is another holder's to record).
+    /// What a singleton records as it goes (a Telegram offset, an IMAP UID) goes this way.
+    pub async fn put_connector_state_fenced(
+        &self,
+        fence: &Fence,
+        platform: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        // SQLite reads `INSERT … SELECT … ON CONFLICT` only with a WHERE in the SELECT,
+        // which the fence provides.
+        let done = sqlx::query(
+            "INSERT INTO connector_state (platform, state_key, state_value, updated_at)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (
+                 SELECT 1 FROM leases
+                 WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $4)
+             ON CONFLICT (platform, state_key)
+             DO UPDATE SET state_value = excluded.state_value, updated_at = excluded.updated_at",
+        )
+        .bind(platform)
+        .bind(key)
+        .bind(value)
+        .bind(now)
+        .bind(&fence.name)
+        .bind(&fence.holder)
+        .bind(fence.epoch)
+        .execute(&mut *self.writer().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,159 @@
+//! Leases (`bridge/src/store/leases.rs`), on both engines: one holder at a time, taken over
+//! only once expired or given up, and a deposed holder's writes fenced off by its epoch.
+
+mod common;
+
+use std::time::Duration;
+
+use switchboard_bridge::{
+    Store,
+    clock::ManualClock,
+    store::{Engine, Fence},
+};
+
+const T0: i64 = 1_800_000_000_000;
+const TTL: i64 = 10_000;
+
+async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> anyhow::Result<()> {
+    let clock = ManualClock::new(T0);
+    let store = store.clone().with_clock(clock.clone());
+    assert_eq!(store.lease("leader").await?, None, "never taken");
+
+    let a = store.take_lease("leader", "a", TTL).await?.expect("free");
+    assert_eq!(a.epoch, 1);
+    assert_eq!(
+        store.take_lease("leader", "b", TTL).await?,
+        None,
+        "held by a"
+    );
+    let held = store.lease("leader").await?.expect("held");
+    assert_eq!(
+        (held.holder.as_str(), held.epoch, held.expires_at),
+        ("a", 1, T0 + TTL)
+    );
+    // Other leases are other rows.
+    assert!(store.take_lease("other", "b", TTL).await?.is_some());
+
+    // Renewed before it runs out, it stays a's past the first expiry.
+    clock.advance(Duration::from_millis(9_000));
+    assert!(store.renew_lease(&a, TTL).await?);
+    clock.advance(Duration::from_millis(5_000));
+    assert_eq!(store.take_lease("leader", "b", TTL).await?, None);
+    assert!(
+        store
+            .put_connector_state_fenced(&a, "telegram", "offset", "41")
+            .await?
+    );
+
+    // a stalls (SIGSTOP) past the expiry: b takes over, one epoch later.
+    clock.advance(Duration::from_millis(TTL as u64));
+    assert_eq!(
+        store.lease("leader").await?,
+        None,
+        "expired: nobody holds it"
+    );
+    let b = store
+        .take_lease("leader", "b", TTL)
+        .await?
+        .expect("expired");
+    assert_eq!(b.epoch, 2);
+    // a wakes up: it cannot renew, and what it writes as leader is not written.
+    assert!(!store.renew_lease(&a, TTL).await?);
+    assert!(
+        !store
+            .put_connector_state_fenced(&a, "telegram", "offset", "40")
+            .await?
+    );
+    assert!(
+        store
+            .put_connector_state_fenced(&b, "telegram", "offset", "42")
+            .await?
+    );
+    assert_eq!(
+        store
+            .connector_state("telegram", "offset")
+            .await?
+            .as_deref(),
+        Some("42")
+    );
+    // Nor can it give up what it no longer holds.
+    assert!(!store.release_lease(&a).await?);
+
+    // Taken again by its own holder: a new epoch, and the old one is fenced off too.
+    let b2 = store
+        .take_lease("leader", "b", TTL)
+        .await?
+        .expect("b holds it");
+    assert_eq!(b2.epoch, 3);
+    assert!(
+        !store
+            .put_connector_state_fenced(&b, "telegram", "offset", "43")
+            .await?
+    );
+
+    // Given up at a clean shutdown: taken at once, without waiting out the expiry.
+    assert!(store.release_lease(&b2).await?);
+    assert_eq!(store.lease("leader").await?, None);
+    let a2 = store
+        .take_lease("leader", "a", TTL)
+        .await?
+        .expect("given up");
+    assert_eq!(a2.epoch, 4);
+    // A write fenced by a lease that expired, with nobody else taking it, is refused too.
+    clock.advance(Duration::from_millis(TTL as u64 + 1));
+    assert!(
+        !store
+            .put_connector_state_fenced(&a2, "telegram", "offset", "44")
+            .await?
+    );
+    assert_eq!(
+        store
+            .connector_state("telegram", "offset")
+            .await?
+            .as_deref(),
+        Some("42")
+    );
+    Ok(())
+}
+
+/// Instances racing for a free lease: exactly one gets it.
+async fn exactly_one_of_many_takers_wins(store: &Store) -> anyhow::Result<()> {
+    let takers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_lease("race", &format!("i{i}"), 60_000).await })
+        })
+        .collect();
+    let mut won: Vec<Fence> = Vec::new();
+    for taker in takers {
+        won.extend(taker.await??);
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(
+        store.lease("race").await?.map(|l| l.holder),
+        Some(won[0].holder.clone())
+    );
+    Ok(())
+}
+
+async fn suite(store: Store) -> anyhow::Result<()> {
+    one_holder_at_a_time_and_a_deposed_one_is_fenced_off(&store).await?;
+    exactly_one_of_many_takers_wins(&store).await?;
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_on_sqlite() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = common::fresh_sqlite(dir.path()).await?;
+    assert_eq!(store.engine(), Engine::Sqlite);
+    suite(store).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_on_postgres() -> anyhow::Result<()> {
+    let (store, _) = common::fresh_postgres("sblease").await?;
+    assert_eq!(store.engine(), Engine::Postgres);
+    suite(store).await
+}
