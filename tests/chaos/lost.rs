@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::{answered, kill_9, login, room_bodies, script};
+use super::{OneMatrixConversation, kill_9, room_bodies, script};
 use crate::common::*;
 
 pub async fn caught_up_after_the_homeserver_lost_them(
@@ -19,26 +19,19 @@ pub async fn caught_up_after_the_homeserver_lost_them(
     slot_no: u32,
 ) -> anyhow::Result<()> {
     let slot = Slot::load(env, slot_no)?;
-    let bot = format!("@sbt{slot_no}bot:{}", env.server_name);
     let local = unique("lostr");
-    let config = format!(
-        "[[topics]]\nid = \"lost\"\nname = \"Lost\"\n\n\
-         [[responders]]\nid = \"r\"\ndisplay_name = \"R\"\ntopics = [\"lost\"]\n\
-         contacts = [{{ platform = \"matrix\", address = {:?} }}]\n",
-        env.user_id(&local)
-    );
+    let config = OneMatrixConversation::config(env, "lost", &local);
     let mut sb = Switchboard::start(env, &slot, &config).await?;
-    let store = sb.store().await?;
     let http = reqwest::Client::new();
-    let mut visitor = Visitor::guest(env, &sb.base).await?;
-    let room = visitor.start("lost").await?;
-    visitor.send("hello").await?;
-    let responder = MatrixResponder::register(env, &local).await?;
-    let relay = relay_room_of(&store, &room, "r").await?;
-    responder.accept_invite(&relay).await?;
-    let ghost = answered(&mut visitor, &store, &room).await?;
-    drop(store);
-    let token = login(&http, &env.hs_url, &local).await?;
+    let OneMatrixConversation {
+        bot,
+        visitor,
+        room,
+        relay,
+        ghost,
+        token,
+        ..
+    } = OneMatrixConversation::open(env, &sb, slot_no, "lost", &local).await?;
 
     // Switchboard away: Synapse stores both messages and keeps them for us.
     sb.kill();

@@ -471,6 +471,59 @@ async fn put_message(
     }
 }
 
+/// One conversation with a Matrix responder, for the tests of one fault: the configuration
+/// ([`OneMatrixConversation::config`]) and, once Switchboard runs on it, the conversation
+/// answered ([`OneMatrixConversation::open`]).
+pub struct OneMatrixConversation {
+    pub bot: String,
+    pub visitor: Visitor,
+    pub room: String,
+    pub relay: String,
+    /// The responder's ghost in the visitor's room.
+    pub ghost: String,
+    /// The responder's own access token (a second device).
+    pub token: String,
+}
+
+impl OneMatrixConversation {
+    /// Switchboard's configuration: one topic, one responder `r` on Matrix as `local`.
+    pub fn config(env: &TestEnv, topic: &str, local: &str) -> String {
+        format!(
+            "[[topics]]\nid = {topic:?}\nname = {topic:?}\n\n\
+             [[responders]]\nid = \"r\"\ndisplay_name = \"R\"\ntopics = [{topic:?}]\n\
+             contacts = [{{ platform = \"matrix\", address = {:?} }}]\n",
+            env.user_id(local)
+        )
+    }
+
+    /// A guest visitor starts a conversation on `topic`; the responder `local` accepts it.
+    pub async fn open(
+        env: &TestEnv,
+        sb: &Switchboard,
+        slot_no: u32,
+        topic: &str,
+        local: &str,
+    ) -> anyhow::Result<Self> {
+        let store = sb.store().await?;
+        let mut visitor = Visitor::guest(env, &sb.base).await?;
+        let room = visitor.start(topic).await?;
+        visitor.send("hello").await?;
+        let responder = MatrixResponder::register(env, local).await?;
+        let relay = relay_room_of(&store, &room, "r").await?;
+        responder.accept_invite(&relay).await?;
+        let ghost = answered(&mut visitor, &store, &room).await?;
+        let token = login(&reqwest::Client::new(), &env.hs_url, local).await?;
+        Ok(Self {
+            bot: format!("@sbt{slot_no}bot:{}", env.server_name),
+            visitor,
+            room,
+            relay,
+            ghost,
+            token,
+        })
+    }
+}
+
 /// Waits until the visitor is told who answers; the responder's ghost in the room.
 async fn answered(
     visitor: &mut Visitor,

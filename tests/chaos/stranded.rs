@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sqlx::Connection;
 
-use super::{answered, kill_postgres, login, room_bodies, start_postgres};
+use super::{OneMatrixConversation, kill_postgres, room_bodies, start_postgres};
 use crate::common::*;
 
 /// Where the stranded transaction is parked while the recoverer looks (an appservice ID no
@@ -25,26 +25,18 @@ pub async fn a_stranded_transaction_reaches_the_responder_before_the_ones_after_
     slot_no: u32,
 ) -> anyhow::Result<()> {
     let slot = Slot::load(env, slot_no)?;
-    let bot = format!("@sbt{slot_no}bot:{}", env.server_name);
     let local = unique("strandr");
-    let config = format!(
-        "[[topics]]\nid = \"strand\"\nname = \"Strand\"\n\n\
-         [[responders]]\nid = \"r\"\ndisplay_name = \"R\"\ntopics = [\"strand\"]\n\
-         contacts = [{{ platform = \"matrix\", address = {:?} }}]\n",
-        env.user_id(&local)
-    );
+    let config = OneMatrixConversation::config(env, "strand", &local);
     let sb = Switchboard::start_on_postgres(env, &slot, &config).await?;
-    let store = sb.store().await?;
     let http = reqwest::Client::new();
-    let mut visitor = Visitor::guest(env, &sb.base).await?;
-    let room = visitor.start("strand").await?;
-    visitor.send("hello").await?;
-    let responder = MatrixResponder::register(env, &local).await?;
-    let relay = relay_room_of(&store, &room, "r").await?;
-    responder.accept_invite(&relay).await?;
-    answered(&mut visitor, &store, &room).await?;
-    drop(store);
-    let token = login(&http, &env.hs_url, &local).await?;
+    let OneMatrixConversation {
+        bot,
+        visitor,
+        room,
+        relay,
+        token,
+        ..
+    } = OneMatrixConversation::open(env, &sb, slot_no, "strand", &local).await?;
     let to_responder = || room_bodies(&http, &env.hs_url, &token, &relay, &bot);
     let send = |body: &'static str| {
         let request = http
