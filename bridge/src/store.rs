@@ -28,7 +28,7 @@ pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
 pub use remote::{
     AssignmentHistory, AssignmentRow, ConversationWithHolders, LINK_CODE_TTL_MS, OfferRow,
-    OutboxRow, RemoteInboxEvent,
+    OutboxRow, REMOTE_INBOX_ORDER_LOCK, RemoteInboxEvent,
 };
 mod responders;
 mod retention;

@@ -162,24 +162,47 @@ fn assignment_from_row(r: &sqlx::any::AnyRow) -> Result<AssignmentRow, StoreErro
     })
 }
 
+/// The advisory lock key that orders inserts into `remote_inbox` on PostgreSQL (an arbitrary
+/// constant of ours: "SBRI" in ASCII).
+pub const REMOTE_INBOX_ORDER_LOCK: i64 = 0x5342_5249;
+
 impl Store {
     /// Records a remote event once per (platform, key). Returns whether it was new.
+    ///
+    /// The events are committed in the order of their `seq`. The scheduler hands platform
+    /// events out after a cursor (`worker.rs`, `schedule_remote`), so a row that drew its
+    /// number before another but committed after it would be passed over until the next full
+    /// look, while a later event of the same chat went first. On SQLite writers take turns
+    /// anyway; on PostgreSQL several receivers (and instances) insert at once, so each insert
+    /// holds a transaction-scoped advisory lock (it passes through pgbouncer's transaction
+    /// pooling) from before its number is drawn until its commit.
     pub async fn record_remote_event(
         &self,
         platform: &str,
         key: &str,
         json: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO remote_inbox (platform, event_key, event_json, received_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT (platform, event_key) DO NOTHING",
         )
         .bind(platform)
         .bind(key)
         .bind(json)
-        .bind(self.now_ms())
-        .execute(&mut *self.writer().await?)
-        .await?;
+        .bind(self.now_ms());
+        let done = match self.engine {
+            Engine::Sqlite => insert.execute(&mut *self.writer().await?).await?,
+            Engine::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(REMOTE_INBOX_ORDER_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = insert.execute(&mut *tx).await?;
+                tx.commit().await?;
+                done
+            }
+        };
         Ok(done.rows_affected() == 1)
     }
 
