@@ -29,6 +29,7 @@
 #   SWITCHBOARD_TEST_DNS            127.0.0.1:PORT (UDP and TCP)
 #   SWITCHBOARD_TEST_DNS_SERVER     what runs, with its version
 #   SWITCHBOARD_TEST_PROMETHEUS     the Prometheus server (scripts/prometheus.sh: Debian's package)
+#   SWITCHBOARD_TEST_HAPROXY        the load balancer (scripts/haproxy.sh: Debian's package)
 # and for the guest-less Synapse (server name noguest.localhost):
 #   SWITCHBOARD_TEST_NOGUEST_HS_URL         http://127.0.0.1:PORT
 #   SWITCHBOARD_TEST_NOGUEST_SERVER_NAME    noguest.localhost
@@ -201,6 +202,13 @@ SWITCHBOARD_TEST_PROMETHEUS="$("$REPO/scripts/prometheus.sh" path)"
 export SWITCHBOARD_TEST_PROMETHEUS
 log "prometheus: $("$REPO/scripts/prometheus.sh" version)"
 # ---- end of Prometheus ---------------------------------------------------------------------
+
+# ---- HAProxy (tests/e2e_cluster.rs puts two Switchboards behind the real load balancer) ---
+"$REPO/scripts/haproxy.sh" install
+SWITCHBOARD_TEST_HAPROXY="$("$REPO/scripts/haproxy.sh" path)"
+export SWITCHBOARD_TEST_HAPROXY
+log "haproxy: $("$REPO/scripts/haproxy.sh" version)"
+# ---- end of HAProxy ------------------------------------------------------------------------
 
 export SWITCHBOARD_TEST_HS_URL="http://127.0.0.1:$HS_PORT"
 export SWITCHBOARD_TEST_SERVER_NAME=localhost

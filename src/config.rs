@@ -71,6 +71,9 @@ pub struct Config {
     /// How long transcripts are kept, and how conversations are erased on the homeserver.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Several instances on one PostgreSQL database (`cluster.rs`).
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Every other top-level section, by name. A registered platform's section (`[telegram]`)
     /// is read by that platform's module (`connector::registry`), so adding a platform adds no
     /// field here: its section is typed next to its connector.
@@ -233,6 +236,64 @@ impl std::fmt::Debug for DatabaseSection {
         f.debug_struct("DatabaseSection")
             .field("engine", &engine)
             .finish_non_exhaustive()
+    }
+}
+
+/// `[cluster]`: how this instance is known to the others on its PostgreSQL database. On
+/// SQLite an instance is alone and this is not read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This instance's name in the log and in the leases table (the host's name by default);
+    /// the process ID and a random suffix are added, so a restarted instance is a new holder.
+    pub instance: Option<String>,
+    /// How long the lead and a claim last unless renewed (renewed every third of it): how
+    /// soon another instance takes over from one that died, and how long one may stall
+    /// before it is deposed.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+}
+
+fn default_lease_seconds() -> u64 {
+    switchboard_bridge::cluster::DEFAULT_LEASE.as_secs()
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            lease_seconds: default_lease_seconds(),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The lease length, refused below 3 s (a renewal every second at least, which the
+    /// store must answer in time).
+    pub fn lease(&self) -> anyhow::Result<std::time::Duration> {
+        anyhow::ensure!(
+            self.lease_seconds >= 3,
+            "cluster.lease_seconds must be at least 3, not {}",
+            self.lease_seconds
+        );
+        Ok(std::time::Duration::from_secs(self.lease_seconds))
+    }
+
+    /// The name this start of the instance holds leases under: its name, the process, and
+    /// a random suffix.
+    pub fn holder(&self) -> String {
+        let name = self.instance.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "switchboard".to_owned())
+        });
+        format!(
+            "{name}/{}/{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
     }
 }
 

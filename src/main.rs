@@ -20,6 +20,7 @@ use switchboard_bridge::{
     Bridge, Store,
     admin_api::{self, AdminState},
     bridge::RoomPostQueue,
+    cluster::Cluster,
     config::{BridgeConfig, DEFAULT_OFFLINE_MESSAGE, DEFAULT_WELCOME_NOTICE, VisitorMode},
     connector::{
         Connector, ConnectorState, RemoteSink, RoomWrites,
@@ -27,6 +28,7 @@ use switchboard_bridge::{
     },
     health::{DATABASE, HOMESERVER, Health, PartState},
     media_links,
+    store::Engine,
     visitor_account::VisitorAccounts,
     visitor_api::{self, VisitorApiState},
     visitor_proxy::{self, ProxyState},
@@ -421,6 +423,16 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     tracing::info!(engine = ?store.engine(), "database ready");
+    // Alone on SQLite; on PostgreSQL, among whatever other instances share the database.
+    let cluster = match store.engine() {
+        Engine::Sqlite => Cluster::alone(),
+        Engine::Postgres => {
+            let holder = config.cluster.holder();
+            let lease = config.cluster.lease()?;
+            tracing::info!(instance = %holder, lease_seconds = lease.as_secs(), "sharing the database with any other instances");
+            Cluster::shared(store.clone(), holder, lease)
+        }
+    };
     // How each part is doing, for /health and /ready: shared by the bridge, the connectors
     // and the web routes, on the store's clock (the system's) like everything else.
     let health = Health::with_clock(store.clock().clone());
@@ -473,7 +485,8 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         )
         .with_health(health.clone())
         .with_room_posts(room_posts)
-        .with_retention(config.retention.clone()),
+        .with_retention(config.retention.clone())
+        .with_cluster(cluster.clone()),
     );
     tracing::info!(
         transcript_days = config.retention.transcript_days,
@@ -595,11 +608,23 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
+    let coordination = {
+        let cluster = cluster.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { cluster.run(stop).await })
+    };
     let worker = tokio::spawn(bridge.clone().run(stop_rx.clone()));
-    let receivers: Vec<_> = bridge
+    // What every instance serves (email's SMTP listener), leading or not.
+    let listeners: Vec<_> = bridge
         .connectors()
-        .map(|c| tokio::spawn(c.clone().run(sink.clone(), stop_rx.clone())))
+        .map(|c| tokio::spawn(c.clone().serve(sink.clone(), stop_rx.clone())))
         .collect();
+    let receivers = tokio::spawn(run_receivers(
+        cluster.clone(),
+        bridge.clone(),
+        sink.clone(),
+        stop_rx.clone(),
+    ));
 
     // Now that we listen, ask the homeserver to ping us: it then sends at once whatever it
     // queued while we were down.
@@ -634,11 +659,48 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         let _ = server.await;
     }
     let _ = worker.await;
-    for r in receivers {
-        let _ = r.await;
+    let _ = receivers.await;
+    for l in listeners {
+        let _ = l.await;
     }
+    let _ = coordination.await;
+    // What this instance held, given up now rather than left to expire.
+    cluster.leave().await;
     store.close().await;
     Ok(())
+}
+
+/// Runs the platforms' receivers (Telegram long polling, the Discord gateway, IMAP) while
+/// this instance leads (`cluster.rs`; alone, from start to stop): started at each term's
+/// beginning and stopped at its end, so only one instance receives from a platform.
+async fn run_receivers(
+    cluster: Cluster,
+    bridge: Arc<Bridge>,
+    sink: Arc<dyn RemoteSink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut terms = cluster.terms();
+    loop {
+        let term = terms.borrow_and_update().clone();
+        if let Some(term) = term {
+            tracing::info!(
+                epoch = term.epoch(),
+                "leading: starting the platforms' receivers"
+            );
+            let running: Vec<_> = bridge
+                .connectors()
+                .map(|c| tokio::spawn(c.clone().run(sink.clone(), term.clone())))
+                .collect();
+            for r in running {
+                let _ = r.await;
+            }
+            tracing::info!(epoch = term.epoch(), "the platforms' receivers stopped");
+        }
+        tokio::select! {
+            changed = terms.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `stop` turns true, with each request's peer address

@@ -54,8 +54,10 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
          victim was killed (SIGKILL) at random points and started again; then the Telegram and \
          Discord stand-ins misbehaved in turn (429s, 500s, a dropped connection or a hanging \
          call, an answer after the client's timeout, away for a while; the mail server is never \
-         made to fail); last, Synapse was killed once and kept down for a long outage while \
-         everyone kept writing. The last column is how long after the last message was sent \
+         made to fail); then Synapse was killed once and kept down for a long outage while \
+         everyone kept writing; last, two instances shared one PostgreSQL behind HAProxy and \
+         were hit in turn: the leader killed, the other one killed, the leader paused past its \
+         lease, both restarted one after the other. The last column is how long after the last message was sent \
          that platform's conversations held everything.\n\n{TABLE_HEAD}",
         if long { "Long" } else { "Short" },
         outcomes.first().map_or(0, |o| o.plan.conversations),
@@ -166,6 +168,7 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
         Victim::Postgres,
         Victim::Platforms,
         Victim::SynapseOutage,
+        Victim::Instances,
     ]
     .into_iter()
     .enumerate()
@@ -184,6 +187,9 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
                 plan.kills = if long { 10 } else { 5 };
                 plan.max_down = Duration::from_secs(if long { 60 } else { 5 });
             }
+            // Each of the four ways of hitting one of two instances once (twice in the long
+            // form).
+            Victim::Instances => plan.kills = if long { 8 } else { 4 },
             Victim::SynapseOutage => {
                 plan.kills = 1;
                 plan.max_down = Duration::from_secs(if long { 300 } else { 20 });
@@ -206,6 +212,18 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
             "{}: not every kill happened",
             o.victim.name()
         );
+        // Issue 17: the other instance leads within 5 s of the dead leader's lease expiring
+        // (it expires at most a lease after the kill).
+        for kill in &o.kills {
+            if let Some((_, took)) = kill.takeover {
+                assert!(
+                    took <= Duration::from_secs(chaos::LEASE_SECONDS + 5),
+                    "{}: led again only {:.1} s after the kill",
+                    o.victim.name(),
+                    took.as_secs_f64()
+                );
+            }
+        }
         // A visitor is told the service is unavailable, in words a client can act on.
         for (status, errcode, _) in &o.answers_while_down {
             assert!(

@@ -26,6 +26,7 @@ use switchboard_appservice::{
 use tokio::sync::Notify;
 
 use crate::{
+    cluster::Cluster,
     config::BridgeConfig,
     connector::{Connector, FileKind, MediaRef, Platform, Revision},
     conversation::{Conversation, ConversationState, Message, SenderRole, new_visitor_alias},
@@ -102,6 +103,8 @@ pub struct Bridge {
     lanes: lanes::Lanes,
     /// One lock per conversation, so work about it from different lanes happens in turn.
     room_locks: lanes::RoomLocks,
+    /// The other instances on this database, if any (`cluster.rs`).
+    cluster: Cluster,
     /// The chats a delivery is being made to right now (see `relay.rs`, `room_replied_to`).
     deliveries_in_flight: lanes::ChatsInFlight,
     /// How far the scheduler has handed out the inbox and the platform events.
@@ -180,8 +183,9 @@ impl Bridge {
             config,
             connectors,
             inbox_ready: Notify::new(),
-            lanes: lanes::Lanes::new(LANE_CONCURRENCY),
+            lanes: lanes::Lanes::new(LANE_CONCURRENCY, Cluster::alone()),
             room_locks: lanes::RoomLocks::default(),
+            cluster: Cluster::alone(),
             deliveries_in_flight: lanes::ChatsInFlight::default(),
             cursors: worker::Cursors::default(),
             running: std::sync::OnceLock::new(),
@@ -202,6 +206,15 @@ impl Bridge {
     /// a handle of its own.
     pub fn with_health(mut self, health: Health) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Shares the work with the other instances of `cluster` (`cluster.rs`): lanes and room
+    /// locks become claims, and the timers run only while this instance leads. Before `run`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.lanes = lanes::Lanes::new(LANE_CONCURRENCY, cluster.clone());
+        self.room_locks = lanes::RoomLocks::among(cluster.clone());
+        self.cluster = cluster;
         self
     }
 

@@ -7,6 +7,8 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -818,9 +820,17 @@ pub trait Connector: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Receives events from the platform until `shutdown` turns true, handing each to `sink`
-    /// and acknowledging it to the platform only after the sink recorded it.
-    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>);
+    /// Receives events from the platform while this instance leads (`cluster.rs`; an
+    /// instance alone leads for the life of the service), handing each to `sink` and
+    /// acknowledging it to the platform only after the sink recorded it. Stops when `term`
+    /// ends (`Term::ended`), and asks `Term::holds` before each call that takes events from
+    /// the platform, so a leader deposed while it stalled does not act once it resumes.
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term);
+
+    /// What every instance runs for the life of the service, leading or not, until `shutdown`
+    /// turns true: listeners for what the platform pushes to whichever instance it reaches
+    /// (email's SMTP listener; webhooks are [`Connector::webhook_routes`]). Nothing by default.
+    async fn serve(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
 
     /// Checks that the platform accepts the configured credentials, for
     /// `switchboard check-config` (Telegram: `getMe` with the bot token). Returns what was

@@ -6,6 +6,7 @@
 pub mod admin_api;
 pub mod bridge;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connector;
 pub mod conversation;

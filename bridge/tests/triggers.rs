@@ -43,7 +43,6 @@ use switchboard_bridge::{
     responder::{Responder, ResponderStatus},
     store::DeadLetterSource,
 };
-use tokio::sync::watch;
 
 const ROOM: &str = "!conversation:test";
 /// Where every test's clock starts: Wednesday 2024-06-05 06:30 UTC (08:30 in Berlin).
@@ -391,7 +390,12 @@ impl Connector for RecordingConnector {
         Ok(Some(format!("notice-{n}")))
     }
 
-    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, _shutdown: watch::Receiver<bool>) {}
+    async fn run(
+        self: Arc<Self>,
+        _sink: Arc<dyn RemoteSink>,
+        _term: switchboard_bridge::cluster::Term,
+    ) {
+    }
 }
 
 struct Limits {

@@ -30,11 +30,13 @@ use telegram_standin::{StandIn, TgUser};
 
 use crate::{common::*, mail_thread::Mail};
 
+mod cluster;
 pub mod email;
 pub mod lost;
 mod outcome;
 pub mod stranded;
 
+pub use cluster::{LEASE_SECONDS, Under};
 pub use outcome::{Kill, Outcome, TABLE_HEAD, Tally};
 
 const TOKEN: &str = "1616:chaos-standin-token";
@@ -63,6 +65,12 @@ pub enum Victim {
     SynapseOutage,
     /// The PostgreSQL cluster Switchboard stores in (Switchboard keeps running).
     Postgres,
+    /// Two instances on one PostgreSQL behind a load balancer (issue 17), hit in turn: the
+    /// one that leads killed (the other must take the lead over and go on), the other one
+    /// killed, the leader paused (SIGSTOP) past its lease and resumed (it must not act as
+    /// leader any more), and both restarted one after the other (SIGTERM, as a rolling
+    /// upgrade does).
+    Instances,
 }
 
 impl Victim {
@@ -74,6 +82,7 @@ impl Victim {
             Self::SynapseOutage => "outage",
             Self::Platforms => "platforms",
             Self::Postgres => "postgres",
+            Self::Instances => "instances",
         }
     }
 
@@ -84,7 +93,13 @@ impl Victim {
             Self::SynapseOutage => "Synapse, one long outage",
             Self::Platforms => "Telegram and Discord faults",
             Self::Postgres => "PostgreSQL under Switchboard",
+            Self::Instances => "One of two instances",
         }
+    }
+
+    /// Whether a Switchboard process is what is killed (one instance, or one of two).
+    pub fn kills_switchboard(self) -> bool {
+        matches!(self, Self::Switchboard | Self::Instances)
     }
 }
 
@@ -225,11 +240,13 @@ pub async fn run(
              contacts = [{contact}]\n\n"
         );
     }
-    let mut sb = match victim {
-        Victim::Postgres => Switchboard::start_on_postgres(env, &slot, &config).await?,
-        _ => Switchboard::start(env, &slot, &config).await?,
+    let mut under = match victim {
+        Victim::Postgres => Under::One(Switchboard::start_on_postgres(env, &slot, &config).await?),
+        Victim::Instances => Under::two(env, &slot, &config).await?,
+        _ => Under::One(Switchboard::start(env, &slot, &config).await?),
     };
-    let store = sb.store().await?;
+    let base = under.base();
+    let store = under.store().await?;
     let http = reqwest::Client::new();
     if !dc_users.is_empty() {
         discord_gateway_up(&dc).await?;
@@ -238,7 +255,7 @@ pub async fn run(
     // --- every conversation started, offered and accepted -----------------------------------
     let mut conversations = Vec::new();
     for i in 0..plan.conversations {
-        let mut visitor = Visitor::guest(env, &sb.base).await?;
+        let mut visitor = Visitor::guest(env, &base).await?;
         let room = visitor.start(&format!("c{i}")).await?;
         visitor
             .send(&format!("hello from conversation {i}"))
@@ -305,7 +322,7 @@ pub async fn run(
     let probe = (!conversations.is_empty()).then(|| format!("syt_unseen_visitor_{}", plan.seed));
     let chaos = kill_repeatedly(
         env,
-        &mut sb,
+        &mut under,
         (&tg, &dc),
         victim,
         plan,
@@ -668,7 +685,7 @@ where
 /// Synapse was down.
 async fn kill_repeatedly(
     env: &TestEnv,
-    sb: &mut Switchboard,
+    under: &mut Under,
     (tg, dc): (&StandIn, &DiscordStandIn),
     victim: Victim,
     plan: &Plan,
@@ -694,11 +711,17 @@ async fn kill_repeatedly(
         let killed = Instant::now();
         // A kill due while the last one was still down happens as soon as that is over.
         let at = started.elapsed();
+        let mut takeover = None;
         match victim {
             Victim::Switchboard => {
+                let sb = under.one()?;
                 sb.kill();
                 tokio::time::sleep(pause).await;
                 sb.restart().await?;
+            }
+            Victim::Instances => {
+                let (what, took) = under.hit(kills.len(), pause, tg).await?;
+                takeover = took.map(|t| (what, t));
             }
             Victim::Platforms => {
                 misbehave(tg, dc, kills.len(), pause).await;
@@ -709,7 +732,7 @@ async fn kill_repeatedly(
                 if let Some(token) = probe {
                     let asked = Instant::now();
                     let r = reqwest::Client::new()
-                        .post(format!("{}/api/v1/conversations", sb.base))
+                        .post(format!("{}/api/v1/conversations", under.base()))
                         .bearer_auth(token)
                         .json(&json!({"topic": "c0"}))
                         .send()
@@ -731,6 +754,7 @@ async fn kill_repeatedly(
         kills.push(Kill {
             at,
             down: killed.elapsed(),
+            takeover,
         });
     }
     Ok((kills, answers))

@@ -66,6 +66,9 @@ impl Tally {
 pub struct Kill {
     pub at: Duration,
     pub down: Duration,
+    /// When one of two instances was hit: how (`Under::hit`), and how long after it the
+    /// lead was held by a live instance again.
+    pub takeover: Option<(&'static str, Duration)>,
 }
 
 /// What one run found.
@@ -105,7 +108,17 @@ impl Outcome {
         let downs: Vec<String> = self
             .kills
             .iter()
-            .map(|k| format!("{:.1}/{:.1}", k.at.as_secs_f64(), k.down.as_secs_f64()))
+            .map(|k| {
+                let takeover = k
+                    .takeover
+                    .map(|(what, t)| format!(" {what}, led after {:.1}", t.as_secs_f64()))
+                    .unwrap_or_default();
+                format!(
+                    "{:.1}/{:.1}{takeover}",
+                    k.at.as_secs_f64(),
+                    k.down.as_secs_f64()
+                )
+            })
             .collect();
         for platform in PLATFORMS {
             for way in ["visitor → responder", "responder → visitor"] {
@@ -169,7 +182,7 @@ impl Outcome {
     /// the same way carries the first one's Message-ID and is counted once (`email::received`),
     /// as a client that folds such copies shows it.
     pub fn resent_doubles(&self, t: &Tally) -> usize {
-        if matches!(self.victim, Victim::Switchboard)
+        if self.victim.kills_switchboard()
             && t.platform == "telegram"
             && t.way == "visitor → responder"
         {
@@ -184,7 +197,7 @@ impl Outcome {
     /// after the restart with the same ID (at most one per kill in a chat). Any other copy is
     /// Switchboard sending one delivery twice, and fails the test like a double.
     pub fn folded_beyond_resends(&self, t: &Tally) -> usize {
-        if matches!(self.victim, Victim::Switchboard) {
+        if self.victim.kills_switchboard() {
             t.folded.saturating_sub(self.kills.len())
         } else {
             t.folded

@@ -25,9 +25,12 @@ use matrix_sdk::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+mod lb;
 mod process;
 mod report;
 // Only the binaries that measure a process use these.
+#[allow(unused_imports)]
+pub use lb::LoadBalancer;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
@@ -179,9 +182,40 @@ impl Switchboard {
         Self::start_on(env, slot, extra_toml, TEST_LOG_FILTER, Some(url)).await
     }
 
+    /// One of several instances on the PostgreSQL database `db_url`, listening on `listen`
+    /// (the slot's address is the load balancer's, [`LoadBalancer`]).
+    pub async fn start_instance(
+        env: &TestEnv,
+        slot: &Slot,
+        listen: SocketAddr,
+        extra_toml: &str,
+        db_url: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_at(
+            env,
+            slot,
+            listen,
+            extra_toml,
+            TEST_LOG_FILTER,
+            Some(db_url.to_owned()),
+        )
+        .await
+    }
+
     async fn start_on(
         env: &TestEnv,
         slot: &Slot,
+        extra_toml: &str,
+        log_filter: &str,
+        db_url: Option<String>,
+    ) -> anyhow::Result<Self> {
+        Self::start_at(env, slot, slot.listen, extra_toml, log_filter, db_url).await
+    }
+
+    async fn start_at(
+        env: &TestEnv,
+        slot: &Slot,
+        listen: SocketAddr,
         extra_toml: &str,
         log_filter: &str,
         db_url: Option<String>,
@@ -199,14 +233,13 @@ impl Switchboard {
                 hs = env.hs_url,
                 sn = env.server_name,
                 reg = slot.registration.display().to_string(),
-                listen = slot.listen,
             ),
         )?;
         let mut sb = Self {
             child: None,
             config,
             db_url,
-            base: format!("http://{}", slot.listen),
+            base: format!("http://{listen}"),
             log: dir.path().join("switchboard.log"),
             bin: env.bin.clone(),
             log_filter: log_filter.to_owned(),
@@ -264,6 +297,24 @@ impl Switchboard {
 
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
+        self.spawn().await
+    }
+
+    /// SIGTERM, as an operator's stop or a rolling restart does: it finishes, gives up what
+    /// it holds among instances, and exits. Waits until it has.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again after [`Self::kill`] or [`Self::terminate`].
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "still running");
         self.spawn().await
     }
 

@@ -12,6 +12,10 @@
 //! (the room's own events, a responder's accept in their lane, a delivery's hand-over) is
 //! serialised by the room's lock, so a conversation's state changes one at a time as it did
 //! when a single worker did everything.
+//!
+//! With other instances on the same database (`cluster.rs`), a lane runs only while its
+//! instance holds the lane's claim, and a room's lock is a claim too: a key is worked on by
+//! one instance at a time, and in order. Alone, claims are granted without asking.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -23,6 +27,8 @@ use std::{
 
 use futures_util::FutureExt;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
+
+use crate::cluster::{Claim, Cluster};
 
 /// One unit of work in a lane.
 pub(crate) type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -41,6 +47,18 @@ pub(crate) enum LaneKey {
     Posts(String),
 }
 
+impl LaneKey {
+    /// The name of the lane's claim among instances (`cluster.rs`).
+    fn claim(&self) -> String {
+        match self {
+            LaneKey::Room(room) => format!("lane/room/{room}"),
+            LaneKey::From { platform, address } => format!("lane/from/{platform}/{address}"),
+            LaneKey::To { platform, address } => format!("lane/to/{platform}/{address}"),
+            LaneKey::Posts(room) => format!("lane/posts/{room}"),
+        }
+    }
+}
+
 struct Lane {
     queue: VecDeque<(Option<&'static str>, Job)>,
     /// Kinds of jobs queued and not yet started: a second job of the same kind would find
@@ -53,13 +71,15 @@ struct Lane {
 pub(crate) struct Lanes {
     lanes: Arc<Mutex<HashMap<LaneKey, Lane>>>,
     permits: Arc<Semaphore>,
+    cluster: Cluster,
 }
 
 impl Lanes {
-    pub fn new(concurrency: usize) -> Self {
+    pub fn new(concurrency: usize, cluster: Cluster) -> Self {
         Self {
             lanes: Arc::default(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            cluster,
         }
     }
 
@@ -103,6 +123,9 @@ impl Lanes {
     }
 
     async fn run(self, key: LaneKey) {
+        // Held while the lane has work: no other instance works on this key meanwhile. Its
+        // jobs queue up while it waits (without a permit).
+        let mut claim = self.cluster.claim(&key.claim()).await;
         loop {
             let job = {
                 let mut lanes = self.lanes.lock().expect("lanes lock");
@@ -124,6 +147,13 @@ impl Lanes {
                     }
                 }
             };
+            // Lost meanwhile (this instance stalled past its expiry): whatever the key's new
+            // holder did is in the store, and the job reads it from there.
+            if !claim.holds() {
+                tracing::warn!(lane = ?key, "the lane's claim was lost; claiming it again");
+                drop(claim);
+                claim = self.cluster.claim(&key.claim()).await;
+            }
             let Ok(_permit) = self.permits.clone().acquire_owned().await else {
                 return; // the semaphore is never closed
             };
@@ -151,32 +181,57 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-/// One lock per conversation, made when first asked for and gone when nobody holds it.
+/// One lock per conversation, made when first asked for and gone when nobody holds it; with
+/// other instances, also the room's claim (`room/<room ID>`), taken once the lock is ours.
 #[derive(Default)]
 pub(crate) struct RoomLocks {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    cluster: Option<Cluster>,
+}
+
+/// A room's lock, held until dropped.
+pub(crate) struct RoomGuard {
+    _claim: Option<Claim>,
+    _lock: OwnedMutexGuard<()>,
 }
 
 impl RoomLocks {
+    /// Room locks that are also claims among the instances of `cluster`.
+    pub fn among(cluster: Cluster) -> Self {
+        Self {
+            locks: Mutex::default(),
+            cluster: Some(cluster),
+        }
+    }
+
     /// Waits for the room's lock. Never take a second room's lock while holding one, and
     /// never take the same room's twice in one call chain: the locks are not reentrant.
-    pub async fn lock(&self, room: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().expect("room locks");
-            match locks.get(room).and_then(Weak::upgrade) {
-                Some(lock) => lock,
-                None => {
-                    // Forget locks nobody holds any more before the map grows.
-                    if locks.len() >= 1024 {
-                        locks.retain(|_, l| l.strong_count() > 0);
-                    }
-                    let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    locks.insert(room.to_owned(), Arc::downgrade(&lock));
-                    lock
-                }
-            }
+    pub async fn lock(&self, room: &str) -> RoomGuard {
+        let lock = self.local(room).lock_owned().await;
+        let claim = match &self.cluster {
+            Some(cluster) => Some(cluster.claim(&format!("room/{room}")).await),
+            None => None,
         };
-        lock.lock_owned().await
+        RoomGuard {
+            _claim: claim,
+            _lock: lock,
+        }
+    }
+
+    fn local(&self, room: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().expect("room locks");
+        match locks.get(room).and_then(Weak::upgrade) {
+            Some(lock) => lock,
+            None => {
+                // Forget locks nobody holds any more before the map grows.
+                if locks.len() >= 1024 {
+                    locks.retain(|_, l| l.strong_count() > 0);
+                }
+                let lock = Arc::new(tokio::sync::Mutex::new(()));
+                locks.insert(room.to_owned(), Arc::downgrade(&lock));
+                lock
+            }
+        }
     }
 }
 
@@ -256,7 +311,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_lane_keeps_order_and_others_run_past_a_stuck_one() {
-        let lanes = Lanes::new(4);
+        let lanes = Lanes::new(4, Cluster::alone());
         let log = Arc::new(Mutex::new(Vec::new()));
         // Room a's first job hangs for an hour.
         let l = log.clone();
@@ -297,7 +352,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_job_does_not_end_its_lane() {
-        let lanes = Lanes::new(1);
+        let lanes = Lanes::new(1, Cluster::alone());
         let log = Arc::new(Mutex::new(Vec::new()));
         lanes.submit(room("a"), None, Box::pin(async { panic!("bad event") }));
         let l = log.clone();
@@ -316,7 +371,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_queued_job_of_a_kind_is_not_queued_twice_but_a_started_one_is() {
-        let lanes = Lanes::new(2);
+        let lanes = Lanes::new(2, Cluster::alone());
         let runs = Arc::new(Mutex::new(0));
         let gate = Arc::new(tokio::sync::Notify::new());
         // A blocker keeps the lane busy so the "drain" jobs queue behind it.
@@ -345,7 +400,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrency_is_bounded() {
-        let lanes = Lanes::new(2);
+        let lanes = Lanes::new(2, Cluster::alone());
         let running = Arc::new(Mutex::new((0, 0)));
         for i in 0..6 {
             let r = running.clone();

@@ -191,8 +191,9 @@ impl Bridge {
                 next_queue_check = now + QUEUE_RECHECK;
                 queue_due = false;
             }
-            // Offer time-outs and holders' limits are looked at about once a second.
-            if now >= next_tick {
+            // Offer time-outs and holders' limits are looked at about once a second, by the
+            // instance that leads (`cluster.rs`; alone, always this one).
+            if now >= next_tick && self.cluster.leads() {
                 if let Err(e) = self.schedule_expiries().await {
                     tracing::error!(error = %e, "reading open offers failed; retrying");
                 }
@@ -247,6 +248,9 @@ impl Bridge {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = crate::retention::SWEEP_EVERY;
+            if !self.cluster.leads() {
+                continue; // the leading instance sweeps
+            }
             match self.store.sweep(days).await {
                 Ok(deleted) => tracing::info!(
                     days,
@@ -270,8 +274,12 @@ impl Bridge {
         let mut noted = false;
         let mut at_start = true;
         let mut failures = 0u32;
+        // Whether this instance leads is known once it has contended for the lead once.
+        self.cluster.contended().await;
         loop {
-            if away && !noted {
+            // What the homeserver may have lost is caught up on by the leading instance
+            // only; the others keep their health up to date.
+            if away && !noted && self.cluster.leads() {
                 match self.homeserver_away(at_start).await {
                     Ok(()) => {
                         noted = true;
@@ -285,14 +293,16 @@ impl Bridge {
             match self.post_client.reachable(WATCH_WAIT).await {
                 Ok(()) => {
                     failures = 0;
-                    if away && noted {
+                    if away && (noted || !self.cluster.leads()) {
                         away = false;
                         self.health.report(
                             crate::health::HOMESERVER,
                             crate::health::PartState::Connected,
                             None,
                         );
-                        self.homeserver_back();
+                        if noted {
+                            self.homeserver_back();
+                        }
                     }
                 }
                 Err(e) => {

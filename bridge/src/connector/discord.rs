@@ -21,10 +21,12 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use reqwest::Method;
 use serde_json::{Value, json};
 use serenity::model::{channel::Channel, channel::Message};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 use super::{
     Attachment, Capabilities, Connector, ConnectorError, Delivery, FileLimits, Offer, Platform,
@@ -739,7 +741,10 @@ impl Connector for DiscordConnector {
         }
     }
 
-    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+    /// The gateway session, while this instance leads: Discord sends its events over one
+    /// connection, and a second one would receive them twice.
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term) {
+        let shutdown = term.ended();
         self.register_commands().await;
         let dispatcher = events::Events {
             connector: &self,

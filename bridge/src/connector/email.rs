@@ -52,6 +52,8 @@ pub mod threads;
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use tokio::sync::watch;
 
 use super::{
@@ -575,76 +577,70 @@ impl Connector for EmailConnector {
         }
     }
 
-    /// Reads the mailbox and serves the SMTP listener, whichever are configured, each in
-    /// its own task so one that fails or stalls never holds up the other.
-    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+    /// Reads the mailbox, while this instance leads (one reader flags what it recorded).
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term) {
+        let Some(config) = self.imap_config() else {
+            return;
+        };
         let receiver = self.receiver(sink);
-        let mut tasks = tokio::task::JoinSet::new();
-        if let Some(config) = self.imap_config() {
+        let handler = |mail: imap::RawMail| {
             let receiver = receiver.clone();
-            let health = self.health.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let handler = |mail: imap::RawMail| {
-                    let receiver = receiver.clone();
-                    async move {
-                        receiver
-                            .receive(&mail.bytes, receive::Arrival::default())
-                            .await
-                    }
-                };
-                if let Some(health) = &health {
-                    health.connected();
-                }
-                if let Err(e) = imap::run_mailbox(config, handler, shutdown).await {
-                    tracing::error!(error = %e, "the mailbox reader stopped");
-                    if let Some(health) = &health {
-                        health.down(&e);
-                    }
-                }
-            });
+            async move {
+                receiver
+                    .receive(&mail.bytes, receive::Arrival::default())
+                    .await
+            }
+        };
+        if let Some(health) = &self.health {
+            health.connected();
         }
-        if let Some(settings) = &self.config.listener {
-            let mut config = listener::ListenerConfig::new(
-                self.config.domain.clone(),
-                self.config.domain.clone(),
-            );
-            config.max_message_bytes = settings.max_message_bytes;
-            let address = settings.address;
-            let health = self.health.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let socket = match tokio::net::TcpListener::bind(address).await {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        tracing::error!(error = %e, %address, "the SMTP listener could not bind");
-                        if let Some(health) = &health {
-                            health.down(format!("SMTP listener on {address}: {e}"));
-                        }
-                        return;
-                    }
-                };
-                tracing::info!(%address, "SMTP listener ready");
-                let handler = move |envelope: listener::Envelope, bytes: Vec<u8>| {
-                    let receiver = receiver.clone();
-                    async move {
-                        let arrival = receive::Arrival {
-                            recipients: &envelope.rcpt_to,
-                            peer: Some(auth::SmtpPeer {
-                                ip: envelope.peer.ip(),
-                                helo: envelope.helo.clone(),
-                                mail_from: envelope.mail_from.clone(),
-                            }),
-                        };
-                        receiver.receive(&bytes, arrival).await
-                    }
-                };
-                if let Err(e) = listener::serve(socket, config, handler, shutdown).await {
-                    tracing::error!(error = %e, "the SMTP listener stopped");
-                }
-            });
+        if let Err(e) = imap::run_mailbox(config, handler, term.ended()).await {
+            tracing::error!(error = %e, "the mailbox reader stopped");
+            if let Some(health) = &self.health {
+                health.down(&e);
+            }
         }
-        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Serves the SMTP listener, on every instance: a mail server delivers to whichever it
+    /// reaches.
+    async fn serve(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+        let Some(settings) = &self.config.listener else {
+            return;
+        };
+        let mut config =
+            listener::ListenerConfig::new(self.config.domain.clone(), self.config.domain.clone());
+        config.max_message_bytes = settings.max_message_bytes;
+        let address = settings.address;
+        let socket = match tokio::net::TcpListener::bind(address).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(error = %e, %address, "the SMTP listener could not bind");
+                if let Some(health) = &self.health {
+                    health.down(format!("SMTP listener on {address}: {e}"));
+                }
+                return;
+            }
+        };
+        tracing::info!(%address, "SMTP listener ready");
+        let receiver = self.receiver(sink);
+        let handler = move |envelope: listener::Envelope, bytes: Vec<u8>| {
+            let receiver = receiver.clone();
+            async move {
+                let arrival = receive::Arrival {
+                    recipients: &envelope.rcpt_to,
+                    peer: Some(auth::SmtpPeer {
+                        ip: envelope.peer.ip(),
+                        helo: envelope.helo.clone(),
+                        mail_from: envelope.mail_from.clone(),
+                    }),
+                };
+                receiver.receive(&bytes, arrival).await
+            }
+        };
+        if let Err(e) = listener::serve(socket, config, handler, shutdown).await {
+            tracing::error!(error = %e, "the SMTP listener stopped");
+        }
     }
 
     fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {

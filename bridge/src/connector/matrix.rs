@@ -12,6 +12,8 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use switchboard_appservice::{
     ClientError, HomeserverClient,
     ruma::{
@@ -23,7 +25,6 @@ use switchboard_appservice::{
         },
     },
 };
-use tokio::sync::watch;
 
 use serde_json::Value;
 
@@ -572,9 +573,9 @@ impl Connector for MatrixConnector {
 
     /// Nothing to receive: the homeserver's transactions carry Matrix responders' messages.
     /// With a lobby, the bot joins it.
-    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, _sink: Arc<dyn RemoteSink>, term: Term) {
         if let Some(lobby) = &self.lobby {
-            self.join_lobby(lobby, shutdown).await;
+            self.join_lobby(lobby, term.ended()).await;
         }
     }
 }

@@ -8,6 +8,8 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use teloxide::{
     Bot, RequestError,
     net::Download,
@@ -888,7 +890,10 @@ impl Connector for TelegramConnector {
         }
     }
 
-    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, mut shutdown: watch::Receiver<bool>) {
+    /// Long polling (or registering the webhook), while this instance leads: Telegram ends
+    /// one of two concurrent `getUpdates` with 409.
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term) {
+        let mut shutdown = term.ended();
         if let Some(webhook) = &self.webhook {
             return self.register_webhook(webhook, shutdown).await;
         }
@@ -903,7 +908,10 @@ impl Connector for TelegramConnector {
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_millis(500);
         loop {
-            if *shutdown.borrow() {
+            // Checked by this instance's own clock before each poll: a leader that stalled
+            // past its lease polls no more once it resumes, even before the term's end is
+            // signalled.
+            if *shutdown.borrow() || !term.holds() {
                 return;
             }
             // Raw JSON, parsed by `raw_update`: teloxide's own parsing loses messages that

@@ -8,6 +8,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+
+use crate::cluster::Term;
 use tokio::sync::watch;
 
 use super::{
@@ -246,9 +248,13 @@ impl Connector for Timed {
         .await
     }
 
-    /// The receive loop runs for the whole life of the service; it is the connector's own.
-    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
-        self.inner.clone().run(sink, shutdown).await
+    /// The receive loop runs for the whole term; it is the connector's own.
+    async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term) {
+        self.inner.clone().run(sink, term).await
+    }
+
+    async fn serve(self: Arc<Self>, sink: Arc<dyn RemoteSink>, shutdown: watch::Receiver<bool>) {
+        self.inner.clone().serve(sink, shutdown).await
     }
 
     fn webhook_routes(self: Arc<Self>, sink: Arc<dyn RemoteSink>) -> Option<axum::Router> {
@@ -297,7 +303,7 @@ mod tests {
         ) -> Result<Option<String>, ConnectorError> {
             Ok(Some("7".into()))
         }
-        async fn run(self: Arc<Self>, _: Arc<dyn RemoteSink>, _: watch::Receiver<bool>) {}
+        async fn run(self: Arc<Self>, _: Arc<dyn RemoteSink>, _: Term) {}
         fn takes_initiators(&self) -> bool {
             true
         }

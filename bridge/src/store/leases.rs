@@ -1,6 +1,8 @@
 //! Leases (issue 17): what must run on one instance at a time (Telegram long polling, the
 //! Discord gateway, IMAP IDLE, the timers) is run by whoever holds its lease, a row with an
-//! expiry its holder keeps pushing forward. Not wired to those tasks yet.
+//! expiry its holder keeps pushing forward (`cluster.rs` takes and renews it). Claims are
+//! leases too, one per conversation or chat being worked on (`cluster.rs`, `Claim`): taken
+//! before the work, renewed together, deleted when the work is done.
 //!
 //! A row rather than a PostgreSQL advisory lock: it works on SQLite too; it passes through a
 //! pooler in transaction mode (pgbouncer hands a server connection, and the advisory lock
@@ -159,4 +161,59 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Pushes forward every lease of `holder` whose name starts with `prefix` and that it
+    /// still holds unexpired, in one statement: the names renewed. A claim missing from them
+    /// was lost (it expired, and another may hold it now).
+    pub async fn renew_leases_of(
+        &self,
+        holder: &str,
+        prefix: &str,
+        ttl_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = self.now_ms();
+        let rows = sqlx::query(
+            "UPDATE leases SET expires_at = $1
+             WHERE holder = $2 AND expires_at > $3 AND name LIKE $4
+             RETURNING name",
+        )
+        .bind(now.saturating_add(ttl_ms))
+        .bind(holder)
+        .bind(now)
+        .bind(like_prefix(prefix))
+        .fetch_all(&mut *self.writer().await?)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    /// Deletes the lease `fence` holds, if it still holds it: for claims, which come and go
+    /// with the work (a row per conversation would otherwise stay for good). A take by the
+    /// same holder since then has a newer epoch and is left alone.
+    pub async fn drop_lease(&self, fence: &Fence) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3")
+            .bind(&fence.name)
+            .bind(&fence.holder)
+            .bind(fence.epoch)
+            .execute(&mut *self.writer().await?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes every lease of `holder` whose name starts with `prefix`: what an instance
+    /// still claims when it stops cleanly. How many there were.
+    pub async fn drop_leases_of(&self, holder: &str, prefix: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM leases WHERE holder = $1 AND name LIKE $2")
+            .bind(holder)
+            .bind(like_prefix(prefix))
+            .execute(&mut *self.writer().await?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A `LIKE` pattern for names starting with `prefix`, which must hold no `%`, `_` or backslash
+/// (ours are fixed words).
+fn like_prefix(prefix: &str) -> String {
+    debug_assert!(!prefix.contains(['%', '_', '\\']), "{prefix}");
+    format!("{prefix}%")
 }

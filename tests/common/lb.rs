@@ -1,0 +1,97 @@
+//! A real load balancer in front of several Switchboard instances: Debian's HAProxy
+//! (`scripts/haproxy.sh`, path in `SWITCHBOARD_TEST_HAPROXY`), run in the foreground with a
+//! config of the test's own, as an operator would deploy it (see the operator guide).
+
+use std::{
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// HAProxy listening on one address and spreading requests over the instances.
+pub struct LoadBalancer {
+    child: Child,
+    pub listen: SocketAddr,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoadBalancer {
+    /// Starts HAProxy on `listen` in front of `instances`, configured as the operator guide
+    /// says: the homeserver's pushes to the first ready instance (`balance first`, so they
+    /// stay in sequence), everything else round robin; each instance checked on `/ready`
+    /// twice a second, out after two failed checks, and a request whose connection is
+    /// refused sent to another.
+    pub async fn start(listen: SocketAddr, instances: &[SocketAddr]) -> anyhow::Result<Self> {
+        let bin = std::env::var("SWITCHBOARD_TEST_HAPROXY").context(
+            "SWITCHBOARD_TEST_HAPROXY is not set: run the suite with scripts/test.sh, which installs HAProxy",
+        )?;
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("haproxy.cfg");
+        let servers: String = instances
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("    server i{i} {addr} check\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "global\n    maxconn 4096\n\n\
+                 defaults\n    mode http\n    timeout connect 2s\n    timeout client 150s\n    \
+                 timeout server 150s\n    retries 3\n    option redispatch 1\n\n\
+                 frontend switchboard\n    bind {listen}\n    \
+                 acl homeserver path_beg /_matrix/app/\n    use_backend pushes if homeserver\n    \
+                 default_backend instances\n\n\
+                 backend pushes\n    balance first\n    option httpchk GET /ready\n    \
+                 http-check expect status 200\n    \
+                 default-server inter 500ms fall 2 rise 1 maxconn 8\n{servers}\n\
+                 backend instances\n    balance roundrobin\n    option httpchk GET /ready\n    \
+                 http-check expect status 200\n    default-server inter 500ms fall 2 rise 1\n\
+                 {servers}"
+            ),
+        )?;
+        let log = dir.path().join("haproxy.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(&bin)
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .with_context(|| format!("starting {bin}"))?;
+        let mut lb = Self {
+            child,
+            listen,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            if let Some(status) = lb.child.try_wait()? {
+                bail!("haproxy exited with {status}:\n{}", lb.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("haproxy did not listen on {listen}:\n{}", lb.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(lb)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
