@@ -179,7 +179,7 @@ frontend switchboard
 # Synapse's pushes, one at a time, to the first ready instance (docs/operator-guide.md).
 backend pushes
     balance first
-    option httpchk GET /ready
+    option httpchk GET /health
     http-check expect status 200
     default-server inter 1s fall 2 rise 2 maxconn 8
     server a 127.0.0.1:$A_PORT check

@@ -20,8 +20,9 @@ pub struct LoadBalancer {
 
 impl LoadBalancer {
     /// Starts HAProxy on `listen` in front of `instances`, configured as the operator guide
-    /// says: the homeserver's pushes to the first ready instance (`balance first`, so they
-    /// stay in sequence), everything else round robin; each instance checked on `/ready`
+    /// says: the homeserver's pushes to the first live instance (`balance first`, so they
+    /// stay in sequence; checked on `/health`, since an instance waits for the homeserver's
+    /// ping to be ready), everything else round robin to the ready ones (`/ready`); checked
     /// twice a second, out after two failed checks, and a request whose connection is
     /// refused sent to another.
     pub async fn start(listen: SocketAddr, instances: &[SocketAddr]) -> anyhow::Result<Self> {
@@ -44,7 +45,7 @@ impl LoadBalancer {
                  frontend switchboard\n    bind {listen}\n    \
                  acl homeserver path_beg /_matrix/app/\n    use_backend pushes if homeserver\n    \
                  default_backend instances\n\n\
-                 backend pushes\n    balance first\n    option httpchk GET /ready\n    \
+                 backend pushes\n    balance first\n    option httpchk GET /health\n    \
                  http-check expect status 200\n    \
                  default-server inter 500ms fall 2 rise 1 maxconn 8\n{servers}\n\
                  backend instances\n    balance roundrobin\n    option httpchk GET /ready\n    \
