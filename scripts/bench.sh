@@ -3,7 +3,9 @@
 # bridged latency both ways for a Matrix, a Telegram, a Discord and an email responder, ingest
 # throughput (acknowledged and processed) of a 40 000-event flood, a quiet conversation's
 # latency under a second flood, Switchboard's CPU per relayed message and its memory with 1k
-# and 10k stored conversations. Release build. Rewrites the relay section of docs/benchmarks.md.
+# and 10k stored conversations; then (issue 17) a flood with one and with two instances on one
+# PostgreSQL behind HAProxy, and failovers. Release build. Rewrites the relay section of
+# docs/benchmarks.md.
 #
 #   scripts/bench.sh [N]      N samples per unpaced latency path (default 30; paths paced to
 #                             Telegram's one message a second per chat, and the email paths,
@@ -35,8 +37,8 @@ block = (
     "<!-- relay-bench:start -->\n"
     f"Measured {datetime.date.today()} by `scripts/bench.sh {n}` on {commit}: release build, "
     f"{cores} cores, Synapse {synapse} (SQLite), the Telegram and Discord stand-ins, the test "
-    "mail server (aiosmtpd in front of Dovecot) and Switchboard (SQLite) on loopback, all in "
-    "one run.\n\n"
+    "mail server (aiosmtpd in front of Dovecot) and Switchboard (SQLite; the several-instances "
+    "rows on the test PostgreSQL behind Debian's HAProxy) on loopback, all in one run.\n\n"
     f"{table}\n"
     "<!-- relay-bench:end -->"
 )

@@ -106,20 +106,27 @@ fn openapi_prints_each_apis_document() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The placeholder the example carries instead of real tokens.
-const PLACEHOLDER: &str = "EXAMPLE-ONLY-run-switchboard-generate-registration-for-real-tokens";
-
-#[test]
-fn the_example_registration_is_what_generate_registration_writes() -> anyhow::Result<()> {
-    let example_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml");
-    let example = std::fs::read_to_string(&example_path)?;
-    // The example's header comment names the exact command that produced it; run that.
+/// The committed example registration's text, and the `generate-registration` command its
+/// header names (without the leading `switchboard`).
+fn example_registration() -> anyhow::Result<(String, String)> {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml"))?;
     let command = example
         .lines()
         .find_map(|l| l.strip_prefix("# Example output of `switchboard "))
         .and_then(|l| l.split_once('`'))
         .map(|(cmd, _)| cmd.to_owned())
         .context("the example's first line names no `switchboard ...` command")?;
+    Ok((example, command))
+}
+
+/// The placeholder the example carries instead of real tokens.
+const PLACEHOLDER: &str = "EXAMPLE-ONLY-run-switchboard-generate-registration-for-real-tokens";
+
+#[test]
+fn the_example_registration_is_what_generate_registration_writes() -> anyhow::Result<()> {
+    // The example's header comment names the exact command that produced it; run that.
+    let (example, command) = example_registration()?;
     let mut args: Vec<&str> = command.split_whitespace().collect();
     args.extend(["--output", "-"]);
     let generated = String::from_utf8(switchboard(&args)?.stdout)?;
@@ -315,14 +322,7 @@ fn a_second_instance_on_the_same_sqlite_database_is_refused() -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let (config, _) = offline_config(dir.path(), "")?;
     // A registration as the example's header says to make one.
-    let example =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("registration.yaml"))?;
-    let command = example
-        .lines()
-        .find_map(|l| l.strip_prefix("# Example output of `switchboard "))
-        .and_then(|l| l.split_once('`'))
-        .map(|(cmd, _)| cmd.to_owned())
-        .context("the example names its command")?;
+    let (_, command) = example_registration()?;
     let registration = dir.path().join("registration.yaml");
     let mut args: Vec<&str> = command.split_whitespace().collect();
     args.extend(["--output", registration.to_str().context("a UTF-8 path")?]);

@@ -12,6 +12,18 @@ use switchboard_bridge::{
 };
 
 const T0: i64 = 1_800_000_000_000;
+
+/// Whether a write as the holder of `fence` (a Telegram offset) was made.
+async fn writes(store: &Store, fence: &Fence, value: &str) -> anyhow::Result<bool> {
+    Ok(store
+        .put_connector_state_fenced(fence, "telegram", "offset", value)
+        .await?)
+}
+
+/// The Telegram offset as written.
+async fn offset(store: &Store) -> anyhow::Result<Option<String>> {
+    Ok(store.connector_state("telegram", "offset").await?)
+}
 const TTL: i64 = 10_000;
 
 async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> anyhow::Result<()> {
@@ -39,11 +51,7 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
     assert!(store.renew_lease(&a, TTL).await?);
     clock.advance(Duration::from_millis(5_000));
     assert_eq!(store.take_lease("leader", "b", TTL).await?, None);
-    assert!(
-        store
-            .put_connector_state_fenced(&a, "telegram", "offset", "41")
-            .await?
-    );
+    assert!(writes(&store, &a, "41").await?);
 
     // a stalls (SIGSTOP) past the expiry: b takes over, one epoch later.
     clock.advance(Duration::from_millis(TTL as u64));
@@ -59,23 +67,9 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
     assert_eq!(b.epoch, 2);
     // a wakes up: it cannot renew, and what it writes as leader is not written.
     assert!(!store.renew_lease(&a, TTL).await?);
-    assert!(
-        !store
-            .put_connector_state_fenced(&a, "telegram", "offset", "40")
-            .await?
-    );
-    assert!(
-        store
-            .put_connector_state_fenced(&b, "telegram", "offset", "42")
-            .await?
-    );
-    assert_eq!(
-        store
-            .connector_state("telegram", "offset")
-            .await?
-            .as_deref(),
-        Some("42")
-    );
+    assert!(!writes(&store, &a, "40").await?);
+    assert!(writes(&store, &b, "42").await?);
+    assert_eq!(offset(&store).await?.as_deref(), Some("42"));
     // Nor can it give up what it no longer holds.
     assert!(!store.release_lease(&a).await?);
 
@@ -85,11 +79,7 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
         .await?
         .expect("b holds it");
     assert_eq!(b2.epoch, 3);
-    assert!(
-        !store
-            .put_connector_state_fenced(&b, "telegram", "offset", "43")
-            .await?
-    );
+    assert!(!writes(&store, &b, "43").await?);
 
     // Given up at a clean shutdown: taken at once, without waiting out the expiry.
     assert!(store.release_lease(&b2).await?);
@@ -101,18 +91,8 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
     assert_eq!(a2.epoch, 4);
     // A write fenced by a lease that expired, with nobody else taking it, is refused too.
     clock.advance(Duration::from_millis(TTL as u64 + 1));
-    assert!(
-        !store
-            .put_connector_state_fenced(&a2, "telegram", "offset", "44")
-            .await?
-    );
-    assert_eq!(
-        store
-            .connector_state("telegram", "offset")
-            .await?
-            .as_deref(),
-        Some("42")
-    );
+    assert!(!writes(&store, &a2, "44").await?);
+    assert_eq!(offset(&store).await?.as_deref(), Some("42"));
     Ok(())
 }
 

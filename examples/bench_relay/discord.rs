@@ -71,7 +71,7 @@ pub async fn discord(
     let dm = dc.user_opens_dm(dora);
     let mut last = None;
     for i in 0..paced {
-        let mut v = Visitor::guest(env, &b.sb.base).await?;
+        let mut v = Visitor::guest(env, &b.base).await?;
         v.start("discord").await?;
         v.sync_until("the welcome", |seen| {
             seen.iter()

@@ -215,7 +215,7 @@ pub async fn email(env: &TestEnv, b: &Bench, samples: usize) -> anyhow::Result<E
     );
     let mut last = None;
     for i in 0..samples {
-        let mut v = Visitor::guest(env, &b.sb.base).await?;
+        let mut v = Visitor::guest(env, &b.base).await?;
         v.start("email").await?;
         v.sync_until("the welcome", |seen| {
             seen.iter()

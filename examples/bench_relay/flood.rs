@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use sqlx::{Row as _, SqlitePool};
+use sqlx::{AnyPool, Row as _};
 
 use crate::common::*;
 use crate::floor::PlainPair;
@@ -26,7 +26,7 @@ pub struct FloodRooms {
 pub async fn conversations(env: &TestEnv, b: &Bench, count: usize) -> anyhow::Result<FloodRooms> {
     let mut rooms = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut v = Visitor::guest(env, &b.sb.base).await?;
+        let mut v = Visitor::guest(env, &b.base).await?;
         let room = v.start("flood").await?;
         rooms.push((room, v.user_id.clone()));
     }
@@ -161,9 +161,9 @@ pub struct FloodResult {
     pub quiet: Option<Quiet>,
 }
 
-async fn pending(db: &SqlitePool, pattern: &str) -> anyhow::Result<i64> {
+async fn pending(db: &AnyPool, pattern: &str) -> anyhow::Result<i64> {
     Ok(sqlx::query(
-        "SELECT COUNT(*) AS n FROM inbox WHERE processed_at IS NULL AND event_id LIKE ?1",
+        "SELECT COUNT(*) AS n FROM inbox WHERE processed_at IS NULL AND event_id LIKE $1",
     )
     .bind(pattern)
     .fetch_one(db)
@@ -175,7 +175,7 @@ async fn pending(db: &SqlitePool, pattern: &str) -> anyhow::Result<i64> {
 /// Waits up to `max_wait` for every flood event to be processed.
 pub async fn run(
     b: &mut Bench,
-    db: &SqlitePool,
+    db: &AnyPool,
     flood: Flood,
     quiet: Option<(Sampler<'_>, usize)>,
     max_wait: Duration,
@@ -185,7 +185,7 @@ pub async fn run(
     let start_ms = now_ms();
     let started = Instant::now();
     let pusher = tokio::spawn(push_all(
-        b.sb.base.clone(),
+        b.base.clone(),
         b.hs_token.clone(),
         flood.txn_prefix,
         flood.bodies,
@@ -254,7 +254,7 @@ pub async fn run(
 
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, COUNT(DISTINCT event_id) AS d, COUNT(processed_at) AS p,
-                MAX(processed_at) AS last FROM inbox WHERE event_id LIKE ?1",
+                MAX(processed_at) AS last FROM inbox WHERE event_id LIKE $1",
     )
     .bind(&pattern)
     .fetch_one(db)
@@ -263,7 +263,7 @@ pub async fn run(
         (row.try_get("n")?, row.try_get("d")?, row.try_get("p")?);
     let last: Option<i64> = row.try_get("last")?;
     let transcript_rows: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE event_id LIKE ?1")
+        sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE event_id LIKE $1")
             .bind(&pattern)
             .fetch_one(db)
             .await?

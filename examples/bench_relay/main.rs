@@ -18,6 +18,8 @@
 //!    beside it the floor: what a bare appservice that only relays spends on the same burst
 //!    ([`bare`]).
 //! 6. Its resident memory with 1 000 and 10 000 stored conversations ([`resident`]).
+//! 7. Several instances on one PostgreSQL behind HAProxy (issue 17): a flood's throughput with
+//!    one and with two, and failovers ([`cluster`]).
 //!
 //! This is a measurement, not a test: it asserts nothing about speed, and prints each target
 //! next to what was measured.
@@ -31,10 +33,12 @@
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
 //! prints its CPU per relayed message, and `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
 //! quiet conversation's samples; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
-//! is copied there. `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
+//! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
+//! `SWITCHBOARD_BENCH_CLUSTER_SLOT`, default 7). `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
 //! `info,sqlx::query=debug` lists every statement, to count them per message).
 
 mod bare;
+mod cluster;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 mod discord;
@@ -68,11 +72,13 @@ const FLOOD_WAIT: Duration = Duration::from_secs(240);
 const TARGET_EVENTS_PER_S: f64 = 20_000.0;
 const TARGET_CPU_MS: f64 = 0.5;
 const TARGET_RSS_MIB: f64 = 64.0;
+/// Failovers measured with two instances.
+const FAILOVERS: usize = 3;
 
 /// The first flood: `events` events into `rooms`, nothing else going on.
 async fn first_flood(
     b: &mut paths::Bench,
-    db: &sqlx::SqlitePool,
+    db: &sqlx::AnyPool,
     rooms: &flood::FloodRooms,
     events: usize,
 ) -> anyhow::Result<flood::FloodResult> {
@@ -118,6 +124,14 @@ async fn bench() -> anyhow::Result<()> {
     let slot_no: u32 = env_or("SWITCHBOARD_BENCH_SLOT", 8)?;
     let flood_events: usize = env_or("SWITCHBOARD_BENCH_FLOOD", 40_000)?;
     let env = TestEnv::from_env();
+    sqlx::any::install_default_drivers();
+    if std::env::var_os("SWITCHBOARD_BENCH_CLUSTER_ONLY").is_some() {
+        let several = cluster_phase(&env, flood_events).await?;
+        println!("| measure | result | target | |");
+        println!("|---|---|---|---|");
+        several.print();
+        return Ok(());
+    }
     let ticks = procfs::clock_ticks()?;
     let run = Instant::now();
 
@@ -143,7 +157,7 @@ async fn bench() -> anyhow::Result<()> {
 
     if std::env::var_os("SWITCHBOARD_BENCH_FLOOD_ONLY").is_some() {
         let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
-        let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+        let db = sqlx::AnyPool::connect(&b.sb.db_url).await?;
         progress(&format!("flood only: {flood_events} events"));
         let cpu_before = procfs::cpu_ms(b.pid, ticks)?;
         let f = first_flood(&mut b, &db, &rooms, flood_events).await?;
@@ -164,7 +178,7 @@ async fn bench() -> anyhow::Result<()> {
     if std::env::var_os("SWITCHBOARD_BENCH_QUIET_ONLY").is_some() {
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
         let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
-        let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+        let db = sqlx::AnyPool::connect(&b.sb.db_url).await?;
         progress(&format!("quiet only: {flood_events} events"));
         let f = flood::run(
             &mut b,
@@ -228,7 +242,7 @@ async fn bench() -> anyhow::Result<()> {
     // --- 3. ingest, 4. the quiet conversation under a flood ------------------------------------
     progress(&format!("flood: {FLOOD_ROOMS} conversations"));
     let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
-    let db = sqlx::SqlitePool::connect(&b.sb.db_url).await?;
+    let db = sqlx::AnyPool::connect(&b.sb.db_url).await?;
     progress(&format!(
         "flood 1: {flood_events} events, nothing else going on"
     ));
@@ -272,6 +286,9 @@ async fn bench() -> anyhow::Result<()> {
     for (i, count) in [0, 1_000, 10_000].into_iter().enumerate() {
         stored.push(resident::measure(&env, slot_no + 1 + i as u32, count, &max_id).await?);
     }
+
+    // --- 7. several instances on one PostgreSQL (issue 17) ----------------------------------------
+    let several = cluster_phase(&env, flood_events).await?;
     let run_s = run.elapsed().as_secs_f64();
 
     // --- the report -----------------------------------------------------------------------------
@@ -494,7 +511,72 @@ async fn bench() -> anyhow::Result<()> {
     println!(
         "| RSS of the benchmark's Switchboard: idle at start, after the floods | {idle_rss:.1} MiB, {rss_after:.1} MiB | | |"
     );
+    several.print();
     println!();
     println!("Run time of the measurement: {run_s:.0} s.");
     Ok(())
+}
+
+/// Issue 17's figures: a flood with one instance and with two on one PostgreSQL behind
+/// HAProxy, and failovers with two.
+struct Several {
+    throughput: Vec<cluster::Throughput>,
+    failover: cluster::Failover,
+}
+
+async fn cluster_phase(env: &TestEnv, flood_events: usize) -> anyhow::Result<Several> {
+    let slot: u32 = env_or("SWITCHBOARD_BENCH_CLUSTER_SLOT", 7)?;
+    let mut throughput = Vec::new();
+    let (one, t) =
+        cluster::throughput(env, slot, 1, flood_events, FLOOD_ROOMS, PER_TXN, FLOOD_WAIT).await?;
+    drop(one);
+    throughput.push(t);
+    let (mut two, t) =
+        cluster::throughput(env, slot, 2, flood_events, FLOOD_ROOMS, PER_TXN, FLOOD_WAIT).await?;
+    throughput.push(t);
+    let failover = cluster::failover(env, &mut two, FAILOVERS).await?;
+    Ok(Several {
+        throughput,
+        failover,
+    })
+}
+
+impl Several {
+    /// Rows of the second table; the failover rows are latencies, printed as such after it.
+    fn print(&self) {
+        for t in &self.throughput {
+            let f = &t.result;
+            let processed = match f.processed_s {
+                Some(s) => format!("{:.0} events/s ({s:.1} s)", f.events as f64 / s),
+                None => format!(
+                    "not finished: {} of {} after {:.0} s",
+                    f.processed, f.events, f.waited_s
+                ),
+            };
+            println!(
+                "| several instances: {} on one PostgreSQL behind HAProxy, {} events in {} conversations, acknowledged; processed | {:.0} events/s; {processed} | (for the record) | |",
+                t.instances,
+                f.events,
+                f.rooms,
+                f.events as f64 / f.ack_s,
+            );
+        }
+        println!();
+        println!("| failover (two instances) | samples | p50 | p95 | min | max | target | |");
+        println!("|---|---|---|---|---|---|---|---|");
+        let limit = (cluster::lease_s() + 5.0) * 1000.0;
+        for row in [&self.failover.relayed, &self.failover.led] {
+            if row.samples.is_empty() {
+                continue;
+            }
+            println!(
+                "{}",
+                row.markdown(
+                    &row.samples.len().to_string(),
+                    &format!("≤ lease + 5 s = {:.0} s", limit / 1000.0),
+                    verdict(row.p50() <= limit)
+                )
+            );
+        }
+    }
 }

@@ -25,7 +25,15 @@ const TELEGRAM_SPACING: Duration = Duration::from_millis(1100);
 
 /// The benchmark's Switchboard and whoever answers its conversations.
 pub struct Bench {
+    /// The Switchboard (alone), or the first of several ([`Bench::start_cluster`]).
     pub sb: Switchboard,
+    /// Where visitors and the homeserver reach Switchboard: `sb` itself, or the load
+    /// balancer in front of the instances.
+    pub base: String,
+    /// The other instances and the load balancer, for [`Bench::start_cluster`]: held for
+    /// as long as the bench runs (dropping them stops them).
+    _others: Vec<Switchboard>,
+    _lb: Option<LoadBalancer>,
     pub tg: StandIn,
     /// Holds the Telegram conversation.
     pub bella: TgUser,
@@ -47,7 +55,26 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// One Switchboard on SQLite, at the slot's address.
     pub async fn start(env: &TestEnv, slot_no: u32) -> anyhow::Result<Self> {
+        Self::start_as(env, slot_no, None).await
+    }
+
+    /// `instances` Switchboards on one fresh PostgreSQL database, behind HAProxy at the slot's
+    /// address as the operator guide sets it up (even one, so one and two compare).
+    pub async fn start_cluster(
+        env: &TestEnv,
+        slot_no: u32,
+        instances: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_as(env, slot_no, Some(instances)).await
+    }
+
+    async fn start_as(
+        env: &TestEnv,
+        slot_no: u32,
+        instances: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let slot = Slot::load(env, slot_no)?;
         let tg = StandIn::start(TOKEN).await?;
         let bella = tg.user(9401, "Bella", None);
@@ -96,10 +123,37 @@ impl Bench {
             listen = slot.listen,
         );
         let filter = std::env::var("SWITCHBOARD_BENCH_LOG").unwrap_or_else(|_| LOG_FILTER.into());
-        let sb = Switchboard::start_logging(env, &slot, &config, &filter).await?;
+        let (sb, base, others, lb) = match instances {
+            None => {
+                let sb = Switchboard::start_logging(env, &slot, &config, &filter).await?;
+                let base = sb.base.clone();
+                (sb, base, Vec::new(), None)
+            }
+            Some(n) => {
+                let db = fresh_postgres_database("sbbench").await?;
+                let mut started = Vec::new();
+                let mut listens = Vec::new();
+                for i in 0..n.max(1) {
+                    let listen: std::net::SocketAddr =
+                        format!("127.0.0.1:{}", free_port()?).parse()?;
+                    let own = format!("{config}\n[cluster]\ninstance = \"i{i}\"\n");
+                    started.push(
+                        Switchboard::start_instance(env, &slot, listen, &own, &db, &filter).await?,
+                    );
+                    listens.push(listen);
+                }
+                let lb = LoadBalancer::start(slot.listen, &listens).await?;
+                let base = lb.base();
+                let sb = started.remove(0);
+                (sb, base, started, Some(lb))
+            }
+        };
         let pid = sb.pid().expect("just started");
         Ok(Self {
             sb,
+            base,
+            _others: others,
+            _lb: lb,
             tg,
             bella,
             max,
@@ -155,7 +209,7 @@ pub async fn telegram(
     // events one at a time. Half as many of the latter: they are for the record.
     for i in 0..paced + paced / 2 {
         let at_once = i % 3 == 2;
-        let mut v = Visitor::guest(env, &b.sb.base).await?;
+        let mut v = Visitor::guest(env, &b.base).await?;
         v.start("telegram").await?;
         if !at_once {
             v.sync_until("the welcome", |seen| {
@@ -310,7 +364,7 @@ pub async fn max_watching(
 }
 
 pub async fn matrix_conversation(env: &TestEnv, b: &Bench) -> anyhow::Result<MatrixConversation> {
-    let mut visitor = Visitor::guest(env, &b.sb.base).await?;
+    let mut visitor = Visitor::guest(env, &b.base).await?;
     let conversation = visitor.start("matrix").await?;
     visitor.send("hello Max").await?;
     let store = b.sb.store().await?;

@@ -34,7 +34,9 @@ impl Under {
             let own = format!(
                 "{config}\n[cluster]\ninstance = \"{name}\"\nlease_seconds = {LEASE_SECONDS}\n"
             );
-            instances.push(Switchboard::start_instance(env, slot, listen, &own, &db).await?);
+            instances.push(
+                Switchboard::start_instance(env, slot, listen, &own, &db, TEST_LOG_FILTER).await?,
+            );
             listens.push(listen);
         }
         let lb = LoadBalancer::start(slot.listen, &listens).await?;

@@ -78,6 +78,41 @@ impl LoadBalancer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Until every instance is ready (one is once the homeserver's ping reached it, which
+        // goes through HAProxy: an instance started before it retries its ping with backoff),
+        // and HAProxy counts them in (after a passed check).
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = |url: String| {
+            let http = http.clone();
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        };
+        for addr in instances {
+            while !ready(format!("http://{addr}/ready")).await {
+                if Instant::now() > deadline {
+                    bail!("instance {addr} did not become ready");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Two checks in a row through HAProxy, so both instances have been checked since.
+        let mut passed = 0;
+        while passed < 2 {
+            passed = if ready(format!("{}/ready", lb.base())).await {
+                passed + 1
+            } else {
+                0
+            };
+            if Instant::now() > deadline {
+                bail!("haproxy counts no instance in:\n{}", lb.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
         Ok(lb)
     }
 

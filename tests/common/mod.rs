@@ -183,20 +183,21 @@ impl Switchboard {
     }
 
     /// One of several instances on the PostgreSQL database `db_url`, listening on `listen`
-    /// (the slot's address is the load balancer's, [`LoadBalancer`]).
+    /// (the slot's address is the load balancer's, [`LoadBalancer`]), logging at `log_filter`.
     pub async fn start_instance(
         env: &TestEnv,
         slot: &Slot,
         listen: SocketAddr,
         extra_toml: &str,
         db_url: &str,
+        log_filter: &str,
     ) -> anyhow::Result<Self> {
         Self::start_at(
             env,
             slot,
             listen,
             extra_toml,
-            TEST_LOG_FILTER,
+            log_filter,
             Some(db_url.to_owned()),
         )
         .await
