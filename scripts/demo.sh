@@ -29,26 +29,14 @@ SB_PID=""
 
 log() { echo "[demo.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-port_free() { # port_free PORT: true if nothing listens on 127.0.0.1:PORT
-    python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
+# port_free, stop_pid
+# shellcheck source=scripts/lib/processes.sh
+. "$REPO/scripts/lib/processes.sh"
 
 # is_switchboard PID: true if PID is a live switchboard process (guards against recycled pids).
 is_switchboard() {
     [ -n "$1" ] && kill -0 "$1" 2>/dev/null \
         && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'switchboard'
-}
-
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
 }
 
 # shellcheck disable=SC2317  # invoked from the EXIT trap

@@ -40,21 +40,9 @@ PIDS=()
 
 log() { echo "[ha-demo.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-port_free() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
-}
-
-stop_pid() { # SIGTERM, wait up to 10 s, then SIGKILL
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
+# port_free, stop_pid
+# shellcheck source=scripts/lib/processes.sh
+. "$REPO/scripts/lib/processes.sh"
 
 # shellcheck disable=SC2317  # invoked from the EXIT trap
 cleanup() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian's HAProxy, the load balancer in front of several Switchboard instances
-# (tests/e2e_cluster.rs, scripts/ha-demo.sh): the real one operators run, at whatever version
+# (tests/chaos/cluster.rs, the benchmark, scripts/ha-demo.sh): the real one operators run, at whatever version
 # apt serves.
 #
 # Usage:

@@ -203,7 +203,7 @@ export SWITCHBOARD_TEST_PROMETHEUS
 log "prometheus: $("$REPO/scripts/prometheus.sh" version)"
 # ---- end of Prometheus ---------------------------------------------------------------------
 
-# ---- HAProxy (tests/e2e_cluster.rs puts two Switchboards behind the real load balancer) ---
+# ---- HAProxy (tests/chaos/cluster.rs puts two Switchboards behind the real load balancer) -
 "$REPO/scripts/haproxy.sh" install
 SWITCHBOARD_TEST_HAPROXY="$("$REPO/scripts/haproxy.sh" path)"
 export SWITCHBOARD_TEST_HAPROXY
