@@ -152,6 +152,12 @@ pub struct Store {
     clock: SharedClock,
 }
 
+/// How long a statement waits for a connection to a database server (PostgreSQL) before it
+/// fails as retry-later. sqlx's default is 30 s, and while the server is gone it spends all
+/// of it trying to reconnect: every homeserver transaction and visitor request then hung for
+/// half a minute before its error. A connection is free within milliseconds in normal work.
+pub const SERVER_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many queued rows of one conversation one pass over a queue (outbox, room posts) looks
 /// at. Later rows of that conversation wait behind the first anyway; capping them leaves room
 /// in the batch for every other conversation.
@@ -178,7 +184,7 @@ impl Store {
         let options = |max, synchronous: &'static str| {
             let options = AnyPoolOptions::new().max_connections(max);
             if engine != Engine::Sqlite {
-                return options;
+                return options.acquire_timeout(SERVER_ACQUIRE_TIMEOUT);
             }
             // A local file does not go stale: no ping before each use (one thread hop
             // less per statement).
