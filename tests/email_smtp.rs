@@ -89,6 +89,7 @@ fn offer(to: &str, token: &str) -> OfferMail {
         accept_url: "https://chat.example.test/email/accept/abc".into(),
         decline_url: "https://chat.example.test/email/decline/abc".into(),
         reply_token: token.into(),
+        key: None,
     }
 }
 

@@ -422,6 +422,12 @@ impl Connector for EmailConnector {
             accept_url,
             decline_url,
             reply_token: token.clone(),
+            // The room ID makes it unique beyond this database (offer numbers start again in a
+            // new one); the address, for each responder it was offered to.
+            key: Some(format!(
+                "offer {} {} {address}",
+                offer.room_id, offer.offer_id
+            )),
         };
         let composed = self
             .composer

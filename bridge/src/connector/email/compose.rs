@@ -10,8 +10,9 @@
 //!
 //! **Anonymity.** The inputs hold nothing that identifies a visitor: only their pseudonym, and
 //! reply tokens and Message-IDs that are random. A Message-ID is minted here and names no
-//! room or event: random, or, for a mail relaying visitor messages, a hash of what it carries
-//! ([`MessageId::derived`]), so the same mail sent again after a crash keeps its ID.
+//! room or event: random, or, for an offer and a mail relaying visitor messages, a hash of
+//! which offer it is or what it carries ([`MessageId::derived`]), so the same mail sent again
+//! after a crash keeps its ID.
 //!
 //! **Bounces.** A mail's envelope sender is `bounce+ID@domain`, ID being the local part of
 //! its Message-ID, so a delivery status notification names the mail it is about with no table
@@ -109,6 +110,10 @@ pub struct OfferMail {
     pub decline_url: String,
     /// The token in `reply+TOKEN@domain`, bound to this offer and responder: a reply accepts.
     pub reply_token: String,
+    /// Which offer this is (its room, its number and the address), to derive its Message-ID
+    /// from, as [`ThreadMail::key`]: an offer sent again after a crash keeps its ID. `None`:
+    /// a random one.
+    pub key: Option<String>,
 }
 
 /// Visitor messages for a responder who holds the conversation: one mail.
@@ -283,7 +288,7 @@ impl Composer {
             subject: subject(&topic, &pseudonym, false),
             reply_token: &offer.reply_token,
             earlier: &[],
-            key: None,
+            key: offer.key.as_deref(),
         };
         self.build(head, alternative(text, html), Vec::new(), date)
     }

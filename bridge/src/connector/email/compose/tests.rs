@@ -48,6 +48,7 @@ pub(super) fn offer() -> OfferMail {
         accept_url: "https://switchboard.example/email/accept/abc".to_owned(),
         decline_url: "https://switchboard.example/email/decline/abc".to_owned(),
         reply_token: "offer_tok-1".to_owned(),
+        key: None,
     }
 }
 
@@ -632,4 +633,17 @@ fn a_mail_composed_again_for_the_same_delivery_keeps_its_message_id() {
         again.message_id,
         composer().answer(&answer, date()).unwrap().message_id
     );
+    // An offer too: sent again, the same ID; another offer or responder, another.
+    let offered = |key: &str| {
+        let mail = OfferMail {
+            key: Some(key.to_owned()),
+            ..offer()
+        };
+        composer().offer(&mail, date()).unwrap().message_id
+    };
+    let first_offer = offered("offer !room:hs 7 ada@example.net");
+    assert_eq!(offered("offer !room:hs 7 ada@example.net"), first_offer);
+    assert_ne!(offered("offer !room:hs 8 ada@example.net"), first_offer);
+    assert_ne!(offered("offer !room:hs 7 bob@example.net"), first_offer);
+    assert!(!first_offer.as_str().contains("room"), "{first_offer:?}");
 }

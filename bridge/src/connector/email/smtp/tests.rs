@@ -145,6 +145,7 @@ fn composed() -> Composed {
                 accept_url: "https://chat.example.org/accept/abc".into(),
                 decline_url: "https://chat.example.org/decline/abc".into(),
                 reply_token: "tok123".into(),
+                key: None,
             },
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         )
