@@ -16,6 +16,7 @@ use std::{
 use anyhow::{Context, ensure};
 use lettre::Message;
 use mail_parser::MessageParser;
+use switchboard_bridge::cluster::Term;
 use switchboard_bridge::connector::email::imap::{
     HandlerError, ImapConfig, ImapError, ImapTls, RawMail, run_mailbox,
 };
@@ -116,7 +117,7 @@ impl Reader {
                 answer
             }
         };
-        let task = tokio::spawn(run_mailbox(config, handler, shutdown));
+        let task = tokio::spawn(run_mailbox(config, handler, Term::until(shutdown)));
         Self { handed, stop, task }
     }
 
@@ -278,7 +279,11 @@ async fn the_mail_is_not_flagged_while_the_handler_is_still_taking_it() -> anyho
             }
         }
     };
-    let run = run_mailbox(server.config(&inbox, server.imap_port), handler, shutdown);
+    let run = run_mailbox(
+        server.config(&inbox, server.imap_port),
+        handler,
+        Term::until(shutdown),
+    );
     let stopper = async {
         for _ in 0..100 {
             if !seen.lock().unwrap().is_empty() {

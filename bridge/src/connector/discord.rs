@@ -744,7 +744,6 @@ impl Connector for DiscordConnector {
     /// The gateway session, while this instance leads: Discord sends its events over one
     /// connection, and a second one would receive them twice.
     async fn run(self: Arc<Self>, sink: Arc<dyn RemoteSink>, term: Term) {
-        let shutdown = term.ended();
         self.register_commands().await;
         let dispatcher = events::Events {
             connector: &self,
@@ -756,7 +755,7 @@ impl Connector for DiscordConnector {
             intents: INTENTS,
             health: self.health.as_ref(),
         };
-        gateway::run(config, &dispatcher, shutdown).await;
+        gateway::run(config, &dispatcher, &term).await;
     }
 }
 

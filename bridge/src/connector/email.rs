@@ -600,7 +600,7 @@ impl Connector for EmailConnector {
         if let Some(health) = &self.health {
             health.connected();
         }
-        if let Err(e) = imap::run_mailbox(config, handler, term.ended()).await {
+        if let Err(e) = imap::run_mailbox(config, handler, term).await {
             tracing::error!(error = %e, "the mailbox reader stopped");
             if let Some(health) = &self.health {
                 health.down(&e);

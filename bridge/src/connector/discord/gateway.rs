@@ -25,7 +25,7 @@ use tokio::{sync::watch, time::Instant};
 use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
 
 use super::rest::{Rest, Route};
-use crate::health::PartReporter;
+use crate::{cluster::Term, health::PartReporter};
 
 /// Receives the gateway's dispatches, one at a time and in order.
 #[async_trait]
@@ -75,12 +75,12 @@ fn is_fatal(code: u16) -> Option<&'static str> {
     })
 }
 
-/// Runs the gateway until `shutdown` turns true, reconnecting with backoff.
-pub async fn run(
-    config: GatewayConfig<'_>,
-    dispatcher: &dyn Dispatcher,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Runs the gateway while `term` holds, reconnecting with backoff: until the term ends, or
+/// this instance's own clock says it ran out, which is asked before connecting and before
+/// each event is handed on (a leader paused past its lease hands on nothing once it resumes,
+/// even what the socket had buffered).
+pub async fn run(config: GatewayConfig<'_>, dispatcher: &dyn Dispatcher, term: &Term) {
+    let mut shutdown = term.ended();
     let mut session: Option<Session> = None;
     let new_backoff = || {
         backon::ExponentialBuilder::default()
@@ -92,7 +92,7 @@ pub async fn run(
     };
     let mut backoff = new_backoff();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || !term.holds() {
             return;
         }
         let url = match &session {
@@ -114,6 +114,7 @@ pub async fn run(
             &url,
             &mut session,
             dispatcher,
+            term,
             &mut shutdown,
             &mut connected,
         )
@@ -194,6 +195,7 @@ async fn connection(
     url: &str,
     session: &mut Option<Session>,
     dispatcher: &dyn Dispatcher,
+    term: &Term,
     shutdown: &mut watch::Receiver<bool>,
     connected: &mut bool,
 ) -> Ended {
@@ -271,6 +273,12 @@ async fn connection(
             }
         };
         match payload["op"].as_u64() {
+            Some(0) if !term.holds() => {
+                // Not handed on, and not counted: the instance that leads now has its own
+                // session and gets the event there.
+                let _ = tx.send(Message::Close(None)).await;
+                return Ended::Shutdown;
+            }
             Some(0) => {
                 let name = payload["t"].as_str().unwrap_or_default().to_owned();
                 let seq = payload["s"].as_u64();

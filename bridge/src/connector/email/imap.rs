@@ -46,7 +46,7 @@ use futures_util::TryStreamExt;
 use tokio::{net::TcpStream, sync::watch, time::timeout};
 use tracing::Instrument;
 
-use crate::connector::ConnectorError;
+use crate::{cluster::Term, connector::ConnectorError};
 
 /// How the connection to the IMAP server is protected.
 ///
@@ -267,7 +267,8 @@ pub async fn check_login(config: &ImapConfig) -> Result<String, String> {
     }
 }
 
-/// Reads the mailbox until `shutdown` turns true (or its sender is dropped), handing each
+/// Reads the mailbox while `term` holds (until it ends, or this instance's own clock says it
+/// ran out: a leader paused past its lease stops before fetching anything), handing each
 /// mail without the done keyword to `handler` and flagging it once the handler returns `Ok`
 /// (see the module documentation for the guarantees).
 ///
@@ -275,11 +276,7 @@ pub async fn check_login(config: &ImapConfig) -> Result<String, String> {
 /// and retried with exponential backoff up to [`MAX_RETRY_DELAY`], forever. On shutdown it
 /// leaves IDLE (`DONE`) and logs out; a handler call in progress is let finish (and its mail
 /// flagged) first. Returns `Err` only for what no retry can fix.
-pub async fn run_mailbox<H, F>(
-    config: ImapConfig,
-    handler: H,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ImapError>
+pub async fn run_mailbox<H, F>(config: ImapConfig, handler: H, term: Term) -> Result<(), ImapError>
 where
     H: Fn(RawMail) -> F,
     F: Future<Output = Result<(), HandlerError>>,
@@ -289,7 +286,8 @@ where
     Reader {
         config: &config,
         handler: &handler,
-        shutdown,
+        shutdown: term.ended(),
+        term,
         state: State::new(config.retry_min),
     }
     .run()
@@ -367,6 +365,8 @@ struct Reader<'a, H> {
     config: &'a ImapConfig,
     handler: &'a H,
     shutdown: watch::Receiver<bool>,
+    /// Asked before each mail, as the shutdown is: reading the mailbox is the leader's.
+    term: Term,
     state: State,
 }
 
@@ -375,9 +375,14 @@ where
     H: Fn(RawMail) -> F,
     F: Future<Output = Result<(), HandlerError>>,
 {
+    /// Shut down, or no longer leading.
+    fn stop_requested(&self) -> bool {
+        stop_requested(&self.shutdown) || !self.term.holds()
+    }
+
     async fn run(mut self) -> Result<(), ImapError> {
         loop {
-            if stop_requested(&self.shutdown) {
+            if self.stop_requested() {
                 return Ok(());
             }
             match self.serve().await {
@@ -492,7 +497,7 @@ where
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
         }
         for uid in uids {
-            if stop_requested(&self.shutdown) {
+            if self.stop_requested() {
                 return Ok(Pass::Stopped);
             }
             let Some(bytes) = self.fetch(session, uid).await? else {
