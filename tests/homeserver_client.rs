@@ -10,6 +10,7 @@ use common::*;
 use serde_json::Value;
 use switchboard_appservice::{
     AppserviceRegistration, HomeserverClient,
+    client::ClientError,
     ruma::{
         ServerName, api::client::room::create_room, events::room::message::RoomMessageEventContent,
     },
@@ -148,5 +149,198 @@ async fn whoami_tells_a_visitor_token_from_a_bad_one() -> anyhow::Result<()> {
         .await
         .expect_err("a bad token must be refused");
     assert_eq!(err.errcode(), Some("M_UNKNOWN_TOKEN"));
+    Ok(())
+}
+
+/// A reverse proxy in front of Synapse that passes everything on, except that the first answer
+/// to each message send whose body says "lose this answer" is replaced by a 502, after Synapse
+/// stored the event: what a Synapse killed between storing and answering, or a proxy whose
+/// upstream timed out, looks like to us. It counts the sends that reach Synapse.
+#[derive(Clone)]
+struct Lossy {
+    upstream: String,
+    http: reqwest::Client,
+    /// The path of every `PUT …/send/…` passed on, in order.
+    sends: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The sends (paths) whose answer was lost.
+    lost: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Lossy {
+    async fn start(upstream: &str) -> anyhow::Result<(Self, String)> {
+        let lossy = Lossy {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            sends: Default::default(),
+            lost: Default::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(Self::pass)
+            .with_state(lossy.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((lossy, url))
+    }
+
+    async fn pass(
+        axum::extract::State(lossy): axum::extract::State<Lossy>,
+        request: axum::extract::Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (parts, body) = request.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+            return axum::http::StatusCode::BAD_REQUEST.into_response();
+        };
+        let path = parts.uri.path().to_owned();
+        let target = format!(
+            "{}{}",
+            lossy.upstream,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        let mut forward = lossy.http.request(parts.method.clone(), target);
+        for (name, value) in &parts.headers {
+            if name != axum::http::header::HOST {
+                forward = forward.header(name, value);
+            }
+        }
+        let is_send = parts.method == axum::http::Method::PUT && path.contains("/send/");
+        if is_send {
+            lossy.sends.lock().unwrap().push(path.clone());
+        }
+        let lose = is_send
+            && String::from_utf8_lossy(&body).contains("lose this answer")
+            && lossy.lost.lock().unwrap().insert(path);
+        let Ok(answer) = forward.body(body).send().await else {
+            return axum::http::StatusCode::BAD_GATEWAY.into_response();
+        };
+        if lose {
+            return (axum::http::StatusCode::BAD_GATEWAY, "upstream timed out").into_response();
+        }
+        let status = answer.status();
+        let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        let mut response = (status, bytes).into_response();
+        if let Some(content_type) = content_type {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, content_type);
+        }
+        response
+    }
+
+    fn sends_of(&self, txn_id: &str) -> usize {
+        let suffix = format!("/{txn_id}");
+        self.sends
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(&suffix))
+            .count()
+    }
+}
+
+/// Synapse keeps an appservice's transaction IDs in memory only, so a send it stored and never
+/// answered would become a second event once it restarts. The client tags each message with a
+/// hash of its transaction ID and, after an attempt without a clear answer, looks for the
+/// stored event instead of sending again: within its own retries, and in a later call with the
+/// same transaction ID (what the posting queues do).
+#[tokio::test]
+async fn a_message_whose_answer_was_lost_is_found_and_not_sent_again() -> anyhow::Result<()> {
+    let env = TestEnv::from_env();
+    let slot = Slot::load(&env, SLOT)?;
+    let registration = Arc::new(AppserviceRegistration::load(&slot.registration)?);
+    let server = <&ServerName>::try_from(env.server_name.as_str())?;
+    let bot = registration.bot_user_id(server)?;
+    let (lossy, proxy_url) = Lossy::start(&env.hs_url).await?;
+    let client = HomeserverClient::connect(&proxy_url, &slot.as_token, bot.clone()).await?;
+
+    let ghost = registration.ghost_user_id(&unique("lost"), server)?;
+    client.register_ghost(ghost.localpart()).await?;
+    let room = client.create_room(create_room::v3::Request::new()).await?;
+    client.invite(&room, &ghost, None).await?;
+    client.join(&room, &ghost).await?;
+
+    // Retried within one call: the second attempt finds the event the first one stored.
+    let txn = unique("lost-answer");
+    let content = RoomMessageEventContent::text_plain("lose this answer");
+    let event = client
+        .send_message(&room, Some(&ghost), &txn, &content)
+        .await?;
+    assert_eq!(lossy.sends_of(&txn), 1, "sent again after the lost answer");
+
+    // Tried again by a later call, as a queue does after its own backoff: the same.
+    let once = client.without_retries();
+    let txn_later = unique("lost-answer-later");
+    let later = RoomMessageEventContent::text_plain("lose this answer, then ask again");
+    let first_try = once
+        .send_message(&room, None, &txn_later, &later)
+        .await
+        .expect_err("the answer was lost");
+    assert!(
+        matches!(first_try, ClientError::Matrix { status: 502, .. }),
+        "{first_try}"
+    );
+    let event_later = once.send_message(&room, None, &txn_later, &later).await?;
+    assert_eq!(
+        lossy.sends_of(&txn_later),
+        1,
+        "sent again after the lost answer"
+    );
+
+    // A send that was answered is not looked for: an ordinary retry goes to the homeserver,
+    // which answers with the first event.
+    let txn_plain = unique("answered");
+    let plain = RoomMessageEventContent::text_plain("answered at once");
+    let first = client
+        .send_message(&room, Some(&ghost), &txn_plain, &plain)
+        .await?;
+    let again = client
+        .send_message(&room, Some(&ghost), &txn_plain, &plain)
+        .await?;
+    assert_eq!(first, again);
+    assert_eq!(lossy.sends_of(&txn_plain), 2);
+
+    // The room holds each message once, under the event the client answered with, tagged with
+    // a hash that shows nothing of the transaction ID.
+    let messages: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/messages?dir=f&limit=50",
+            env.hs_url,
+            urlencode(room.as_str())
+        ))
+        .bearer_auth(&slot.as_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let events: Vec<&Value> = messages["chunk"]
+        .as_array()
+        .context("chunk")?
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .collect();
+    let ids_of = |body: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e["content"]["body"] == body)
+            .filter_map(|e| e["event_id"].as_str())
+            .collect()
+    };
+    assert_eq!(ids_of("lose this answer"), [event.as_str()]);
+    assert_eq!(
+        ids_of("lose this answer, then ask again"),
+        [event_later.as_str()]
+    );
+    assert_eq!(ids_of("answered at once"), [first.as_str()]);
+    let tagged = events
+        .iter()
+        .find(|e| e["event_id"] == event.as_str())
+        .context("the event")?;
+    let tag = tagged["content"][switchboard_appservice::client::SENT_UNDER]
+        .as_str()
+        .context("tagged")?;
+    assert_eq!(tag, client.sent_under(&txn));
+    assert!(!tag.contains(&txn) && !tagged["content"].to_string().contains(&txn));
     Ok(())
 }

@@ -3,7 +3,12 @@
 //! Every request is built from a ruma endpoint type (no hand-written paths) and sent with the
 //! `as_token`; `user_id=` asserts which of our users it acts as. Sends that can be retried are
 //! retried with backoff; callers give them deterministic transaction IDs so a retry can never
-//! produce a second event.
+//! produce a second event, and a message whose answer was lost is looked for before it is sent
+//! again (`client/sent.rs`).
+
+mod sent;
+
+pub use sent::SENT_UNDER;
 
 use std::{borrow::Cow, time::Duration};
 
@@ -131,6 +136,8 @@ pub struct HomeserverClient {
     bot: OwnedUserId,
     versions: SupportedVersions,
     retry: RetryPolicy,
+    /// Shared by every clone: see `client/sent.rs`.
+    unanswered: sent::Unanswered,
 }
 
 impl std::fmt::Debug for HomeserverClient {
@@ -169,6 +176,7 @@ impl HomeserverClient {
             bot,
             versions,
             retry: RetryPolicy::default(),
+            unanswered: Default::default(),
         })
     }
 
@@ -185,6 +193,7 @@ impl HomeserverClient {
             bot,
             versions: SupportedVersions::from_parts(&[], &Default::default()),
             retry: RetryPolicy::default(),
+            unanswered: Default::default(),
         }
     }
 
@@ -243,10 +252,20 @@ impl HomeserverClient {
         R: OutgoingRequest<PathBuilder = VersionHistory> + Clone,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
+        self.retrying(|| self.send_once(request.clone(), as_user))
+            .await
+    }
+
+    /// Makes attempts until one succeeds, fails for good, or the policy's attempts are spent,
+    /// waiting with exponential backoff (or the homeserver's `retry_after_ms`) in between.
+    async fn retrying<T, A>(&self, mut attempt_once: impl FnMut() -> A) -> Result<T, ClientError>
+    where
+        A: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
         loop {
-            match self.send_once(request.clone(), as_user).await {
+            match attempt_once().await {
                 Err(e) if e.is_transient() && attempt < self.retry.attempts => {
                     let wait = match &e {
                         ClientError::Matrix {
@@ -637,7 +656,9 @@ impl HomeserverClient {
     }
 
     /// Sends a message event with a caller-chosen, deterministic transaction ID: the homeserver
-    /// answers a repeated (sender, txn_id) with the first event, so retries cannot duplicate.
+    /// answers a repeated (sender, txn_id) with the first event, and a send whose answer was
+    /// lost is looked for before it is tried again (`client/sent.rs`), so retries do not
+    /// duplicate.
     pub async fn send_message<C>(
         &self,
         room: &RoomId,
@@ -648,9 +669,15 @@ impl HomeserverClient {
     where
         C: MessageLikeEventContent,
     {
-        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), content)
-            .map_err(|e| ClientError::Build(e.to_string()))?;
-        Ok(self.send(request, as_user).await?.event_id)
+        let json = serde_json::to_value(content).map_err(|e| ClientError::Build(e.to_string()))?;
+        self.send_tagged(
+            room,
+            as_user,
+            txn_id,
+            &content.event_type().to_string(),
+            json,
+        )
+        .await
     }
 
     /// Sets a state event whose type is only known at run time (e.g. Switchboard's own
@@ -704,6 +731,19 @@ impl HomeserverClient {
         event_type: &str,
         content: &serde_json::Value,
     ) -> Result<OwnedEventId, ClientError> {
+        self.send_tagged(room, as_user, txn_id, event_type, content.clone())
+            .await
+    }
+
+    /// One attempt at sending a message event held as JSON, as it is.
+    async fn send_message_raw_once(
+        &self,
+        room: &RoomId,
+        as_user: Option<&UserId>,
+        txn_id: &str,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, ClientError> {
         let body = Raw::<AnyMessageLikeEventContent>::from_json(
             serde_json::value::to_raw_value(content)
                 .map_err(|e| ClientError::Build(e.to_string()))?,
@@ -714,7 +754,7 @@ impl HomeserverClient {
             event_type.into(),
             body,
         );
-        Ok(self.send(request, as_user).await?.event_id)
+        Ok(self.send_once(request, as_user).await?.event_id)
     }
 
     /// Like [`Self::send_message`] for content whose type is only known at run time.
@@ -725,9 +765,7 @@ impl HomeserverClient {
         txn_id: &str,
         content: &AnyMessageLikeEventContent,
     ) -> Result<OwnedEventId, ClientError> {
-        let request = send_message_event::v3::Request::new(room.to_owned(), txn_id.into(), content)
-            .map_err(|e| ClientError::Build(e.to_string()))?;
-        Ok(self.send(request, as_user).await?.event_id)
+        self.send_message(room, as_user, txn_id, content).await
     }
 }
 
