@@ -94,15 +94,6 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
             .flat_map(|o| o.tallies.iter().map(move |t| kind(o, t)))
             .sum()
     };
-    let homeserver = doubles(Outcome::homeserver_doubles);
-    if homeserver > 0 {
-        out.push_str(&format!(
-            "\n{homeserver} of the doubles are messages Switchboard sent into a Matrix room while \
-             Synapse was killed: Synapse remembers an appservice's transaction IDs only in memory \
-             (it stores them only for requests made with a device), so the retry of a send it \
-             stored but never answered becomes a second event.\n"
-        ));
-    }
     let folded = doubles(|_, t| t.folded);
     if folded > 0 {
         out.push_str(&format!(

@@ -18,6 +18,25 @@ use switchboard_appservice::{
 
 const SLOT: u32 = 1;
 
+/// The first fifty events of `room`, read with the bot's identity.
+async fn first_messages(
+    env: &TestEnv,
+    slot: &Slot,
+    room: &switchboard_appservice::ruma::RoomId,
+) -> anyhow::Result<Value> {
+    Ok(reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v3/rooms/{}/messages?dir=f&limit=50",
+            env.hs_url,
+            urlencode(room.as_str())
+        ))
+        .bearer_auth(&slot.as_token)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 #[tokio::test]
 async fn ghosts_act_through_identity_assertion_and_retried_sends_do_not_duplicate()
 -> anyhow::Result<()> {
@@ -62,16 +81,7 @@ async fn ghosts_act_through_identity_assertion_and_retried_sends_do_not_duplicat
     // Read the room back with the bot's identity: who sent what, under which name.
     let http = reqwest::Client::new();
     let url = |path: String| format!("{}{path}", env.hs_url);
-    let messages: Value = http
-        .get(url(format!(
-            "/_matrix/client/v3/rooms/{}/messages?dir=f&limit=50",
-            urlencode(room.as_str())
-        )))
-        .bearer_auth(&slot.as_token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let messages = first_messages(&env, &slot, &room).await?;
     let texts: Vec<(&str, &str)> = messages["chunk"]
         .as_array()
         .context("chunk")?
@@ -303,17 +313,7 @@ async fn a_message_whose_answer_was_lost_is_found_and_not_sent_again() -> anyhow
 
     // The room holds each message once, under the event the client answered with, tagged with
     // a hash that shows nothing of the transaction ID.
-    let messages: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/_matrix/client/v3/rooms/{}/messages?dir=f&limit=50",
-            env.hs_url,
-            urlencode(room.as_str())
-        ))
-        .bearer_auth(&slot.as_token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let messages = first_messages(&env, &slot, &room).await?;
     let events: Vec<&Value> = messages["chunk"]
         .as_array()
         .context("chunk")?
