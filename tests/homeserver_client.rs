@@ -165,7 +165,8 @@ async fn whoami_tells_a_visitor_token_from_a_bad_one() -> anyhow::Result<()> {
 /// A reverse proxy in front of Synapse that passes everything on, except that the first answer
 /// to each message send whose body says "lose this answer" is replaced by a 502, after Synapse
 /// stored the event: what a Synapse killed between storing and answering, or a proxy whose
-/// upstream timed out, looks like to us. It counts the sends that reach Synapse.
+/// upstream timed out, looks like to us. A send whose body says "answer slowly" is answered
+/// 3 s late. It counts the sends that reach Synapse.
 #[derive(Clone)]
 struct Lossy {
     upstream: String,
@@ -221,11 +222,15 @@ impl Lossy {
         let lose = is_send
             && String::from_utf8_lossy(&body).contains("lose this answer")
             && lossy.lost.lock().unwrap().insert(path);
+        let slow = is_send && String::from_utf8_lossy(&body).contains("answer slowly");
         let Ok(answer) = forward.body(body).send().await else {
             return axum::http::StatusCode::BAD_GATEWAY.into_response();
         };
         if lose {
             return (axum::http::StatusCode::BAD_GATEWAY, "upstream timed out").into_response();
+        }
+        if slow {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         }
         let status = answer.status();
         let content_type = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
@@ -298,6 +303,20 @@ async fn a_message_whose_answer_was_lost_is_found_and_not_sent_again() -> anyhow
         "sent again after the lost answer"
     );
 
+    // Given up on by the caller while the homeserver stored it and took its time to answer
+    // (the posting queues and the connectors put a time limit on each attempt): the same.
+    let txn_slow = unique("slow-answer");
+    let slow = RoomMessageEventContent::text_plain("answer slowly");
+    let cut_short = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        once.send_message(&room, None, &txn_slow, &slow),
+    )
+    .await;
+    assert!(cut_short.is_err(), "the attempt was to be cut short");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let event_slow = once.send_message(&room, None, &txn_slow, &slow).await?;
+    assert_eq!(lossy.sends_of(&txn_slow), 1, "sent again after giving up");
+
     // A send that was answered is not looked for: an ordinary retry goes to the homeserver,
     // which answers with the first event.
     let txn_plain = unique("answered");
@@ -333,6 +352,7 @@ async fn a_message_whose_answer_was_lost_is_found_and_not_sent_again() -> anyhow
         [event_later.as_str()]
     );
     assert_eq!(ids_of("answered at once"), [first.as_str()]);
+    assert_eq!(ids_of("answer slowly"), [event_slow.as_str()]);
     let tagged = events
         .iter()
         .find(|e| e["event_id"] == event.as_str())

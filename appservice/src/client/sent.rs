@@ -11,7 +11,9 @@
 //! hash, so nothing of the ID, which may name a responder's chat, shows), and a send whose last
 //! attempt ended without a clear answer (the connection broke, a timeout, a 5xx) first looks
 //! in the room for an event of the same sender with that tag, and takes it instead of sending
-//! again. Which sends are unanswered is kept in memory, shared by every clone of the client:
+//! again. A send counts as unanswered from the moment it goes out until a clear answer comes,
+//! so one dropped mid-request by a caller's timeout counts too. Which sends are unanswered is
+//! kept in memory, shared by every clone of the client:
 //! the case it is for is the homeserver restarting under a running Switchboard. A Switchboard
 //! that restarts meanwhile sends again, and Synapse, which did not restart, answers the repeated
 //! transaction ID with the first event.
@@ -140,21 +142,21 @@ impl HomeserverClient {
                 self.unanswered.clear(&key);
                 return Ok(event);
             }
-            match self
+            // Marked until a clear answer comes: an attempt cut short by a caller's timeout
+            // (the posting queues' and the connectors' limits drop it mid-request) stays
+            // unanswered.
+            self.unanswered.mark(key.clone());
+            let sent = self
                 .send_message_raw_once(room, as_user, txn_id, event_type, &content)
-                .await
-            {
-                Ok(event) => {
-                    self.unanswered.clear(&key);
-                    Ok(event)
-                }
-                Err(e) => {
-                    if unclear(&e) {
-                        self.unanswered.mark(key.clone());
-                    }
-                    Err(e)
-                }
+                .await;
+            let answered = match &sent {
+                Ok(_) => true,
+                Err(e) => !unclear(e),
+            };
+            if answered {
+                self.unanswered.clear(&key);
             }
+            sent
         })
         .await
     }

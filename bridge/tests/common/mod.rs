@@ -4,7 +4,10 @@
 
 pub mod openapi;
 
-use switchboard_bridge::Store;
+use switchboard_bridge::{
+    Store,
+    conversation::{Conversation, ConversationState, Message, SenderRole},
+};
 
 /// A fresh PostgreSQL database on the throwaway cluster scripts/test.sh starts, so a suite
 /// starts from an empty schema every time. Returns the store and its URL (to reopen it).
@@ -34,4 +37,32 @@ pub async fn fresh_postgres(prefix: &str) -> anyhow::Result<(Store, String)> {
 pub async fn fresh_sqlite(dir: &std::path::Path) -> anyhow::Result<(Store, String)> {
     let url = format!("sqlite://{}", dir.join("store.db").display());
     Ok((Store::connect(&url).await?, url))
+}
+
+/// A queued conversation to store, as the store suites write them.
+pub fn conversation(room: &str, visitor: &str, topic: &str, created_at: i64) -> Conversation {
+    Conversation {
+        room_id: room.into(),
+        topic: topic.into(),
+        visitor_user_id: visitor.into(),
+        visitor_alias: "Visitor 00AA".into(),
+        state: ConversationState::Queued,
+        created_at,
+        language: Some("en".into()),
+    }
+}
+
+/// A transcript line of `role` with its body (a responder's also as bold HTML).
+pub fn message(event_id: &str, room: &str, seq: i64, role: SenderRole, body: &str) -> Message {
+    Message {
+        event_id: event_id.into(),
+        room_id: room.into(),
+        inbox_seq: seq,
+        sender: "@someone:localhost".into(),
+        sender_role: role,
+        msgtype: "m.text".into(),
+        body: body.into(),
+        formatted_body: (role == SenderRole::Responder).then(|| format!("<b>{body}</b>")),
+        origin_server_ts: 1_700_000_000_000 + seq,
+    }
 }
