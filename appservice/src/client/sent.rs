@@ -135,12 +135,22 @@ impl HomeserverClient {
         }
         let key = Unanswered::key(room, as_user.unwrap_or(&self.bot), txn_id);
         self.retrying(|| async {
-            if self.unanswered.contains(&key)
-                && let Some(event) = self.find_sent(room, as_user, &tag).await?
-            {
-                tracing::info!(%room, %event, "a send whose answer was lost had been stored; not sent again");
-                self.unanswered.clear(&key);
-                return Ok(event);
+            if self.unanswered.contains(&key) {
+                match self.find_sent(room, as_user, &tag).await {
+                    Ok(Some(event)) => {
+                        tracing::info!(%room, %event, "a send whose answer was lost had been stored; not sent again");
+                        self.unanswered.clear(&key);
+                        return Ok(event);
+                    }
+                    Ok(None) => {}
+                    // The homeserver is still away: this attempt fails like a send would.
+                    Err(e) if e.is_transient() => return Err(e),
+                    // It cannot be looked for (the homeserver refuses the read): sent again,
+                    // risking a double rather than losing the message.
+                    Err(e) => {
+                        tracing::warn!(%room, error = %e, "could not look for a send whose answer was lost; sending it again");
+                    }
+                }
             }
             // Marked until a clear answer comes: an attempt cut short by a caller's timeout
             // (the posting queues' and the connectors' limits drop it mid-request) stays
