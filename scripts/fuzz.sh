@@ -9,11 +9,11 @@
 #   FUZZ_JOBS=N scripts/fuzz.sh ...         run N targets at a time (default: one per core)
 #   FUZZ_SANITIZER=none scripts/fuzz.sh ... build without AddressSanitizer (default: address)
 #
-# Without AddressSanitizer the targets run several times faster, which is what makes 10⁷
-# executions per target fit in an hour or two on two cores; our code is safe Rust, so what
-# AddressSanitizer adds is a check of the unsafe code in our dependencies (html5ever, tendril,
-# serde_json). Panics (every invariant the targets assert), timeouts and running out of
-# memory are findings either way.
+# Without AddressSanitizer the targets run several times faster (10⁷ executions of the
+# slowest, matrix_to_platforms, still take two hours or more on this machine); our code is
+# safe Rust, so what AddressSanitizer adds is a check of the unsafe code in our dependencies
+# (html5ever, tendril, serde_json). Panics (every invariant the targets assert), timeouts
+# and running out of memory are findings either way.
 #
 # Installs cargo-fuzz (crates.io) when it is missing. Needs a nightly toolchain: this
 # machine image has one (`rustup toolchain list`); elsewhere `rustup toolchain install

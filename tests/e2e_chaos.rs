@@ -224,7 +224,7 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
         }
         let (sent, lost, doubled, out_of_order) = o.totals();
         assert!(sent > 0);
-        let beyond_us: usize = o.tallies.iter().map(|t| o.unavoidable_doubles(t)).sum();
+        let beyond_us: usize = o.tallies.iter().map(|t| o.resent_doubles(t)).sum();
         let copies: usize = o.tallies.iter().map(|t| o.folded_beyond_resends(t)).sum();
         assert_eq!(
             (lost, doubled - beyond_us + copies, out_of_order),
