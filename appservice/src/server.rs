@@ -46,6 +46,12 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// Whether a user in our namespace exists (answers the homeserver's user query).
     async fn user_exists(&self, user_id: &UserId) -> bool;
+
+    /// A transaction was just refused (held back for order, or not recorded): Synapse now
+    /// counts us as down and its recoverer sends what it stored, and the end of that recovery
+    /// can strand one transaction for good (`txn_order.rs`). Called before the refusal is
+    /// answered; must return at once.
+    fn refused(&self) {}
 }
 
 /// The sink could not record a transaction. The text is logged, never sent to the homeserver.
@@ -228,6 +234,7 @@ async fn put_transaction(
             "transaction skips numbers after the last one recorded: refused once, so that the \
              homeserver sends any it held back first"
         );
+        state.sink.refused();
         return Err(MatrixError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "M_UNKNOWN",
@@ -238,6 +245,7 @@ async fn put_transaction(
     }
     state.sink.record_transaction(&txn_id, events).await.map_err(|e| {
         state.order.failed();
+        state.sink.refused();
         tracing::error!(%txn_id, error = %e, "could not record transaction; the homeserver will retry");
         MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Could not record transaction")
     })?;

@@ -892,10 +892,12 @@ impl EventSink for Bridge {
             .report(crate::health::HOMESERVER, PartState::Connected, None);
         self.homeserver_is_up().await;
         // It may have lost what it had queued for us when it went away (`catch_up.rs`).
-        if self.catch_up.awaiting()
-            && let Some(me) = self.lanes_running()
-        {
-            me.homeserver_back();
+        if let Some(me) = self.lanes_running() {
+            if self.catch_up.awaiting() {
+                me.homeserver_back();
+            }
+            // Or may strand one when the recovery our refusal started ends.
+            me.watch_for_strands();
         }
         Ok(())
     }
@@ -920,6 +922,10 @@ impl EventSink for Bridge {
                 ..update
             });
         }
+    }
+
+    fn refused(&self) {
+        self.catch_up.refused();
     }
 
     async fn user_exists(&self, user_id: &UserId) -> bool {

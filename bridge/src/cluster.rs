@@ -113,6 +113,31 @@ impl Term {
         !*self.ended.borrow() && self.cluster.leads_in(self.epoch)
     }
 
+    /// Whether to go on acting as leader: at once while the term holds; while it does not
+    /// (by this instance's clock its lead has run out, but the renewal that decides is still
+    /// under way, the store being slow or away), waits until it holds again (`true`: that
+    /// renewal went through, nobody else could lead meanwhile) or the term ends (`false`).
+    /// A receiver asks this, not [`Term::holds`], before acting: one that stopped at the first
+    /// `false` of `holds` stopped for good although its term went on, and nobody started it
+    /// again (a crash burst lost every Discord message after a PostgreSQL kill so).
+    pub async fn resumes(&self) -> bool {
+        let mut ended = self.ended.clone();
+        loop {
+            if *ended.borrow_and_update() {
+                return false;
+            }
+            if self.holds() {
+                return true;
+            }
+            tokio::select! {
+                changed = ended.changed() => if changed.is_err() {
+                    return self.holds();
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
     /// A term that holds until `stop` turns true: an instance alone leads so, and tests run
     /// a receiver so.
     pub fn until(stop: watch::Receiver<bool>) -> Self {
@@ -491,5 +516,75 @@ impl Drop for Claim {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A term of a shared cluster whose lead runs until `lead_until` (ms after its base).
+    async fn shared_term(dir: &std::path::Path) -> (Cluster, Term, watch::Sender<bool>) {
+        let url = format!("sqlite://{}/c.db", dir.display());
+        let store = Store::connect(&url).await.expect("store");
+        let cluster = Cluster::shared(store, "a".into(), Duration::from_secs(10));
+        let shared = cluster.inner.shared.as_ref().expect("shared");
+        shared.epoch.store(1, Ordering::SeqCst);
+        let (end, ended) = watch::channel(false);
+        let term = Term {
+            epoch: 1,
+            fence: None,
+            cluster: cluster.clone(),
+            ended,
+        };
+        (cluster, term, end)
+    }
+
+    fn set_lead(cluster: &Cluster, for_ms: i64) {
+        let shared = cluster.inner.shared.as_ref().expect("shared");
+        let until = (shared.since_base() as i64 + for_ms).max(0) as u64;
+        shared.lead_until.store(until, Ordering::SeqCst);
+    }
+
+    #[tokio::test]
+    async fn a_term_that_stops_holding_is_resumed_once_its_renewal_goes_through() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cluster, term, _end) = shared_term(dir.path()).await;
+        set_lead(&cluster, 60_000);
+        assert!(term.resumes().await, "holds: at once");
+        // The lead ran out by our clock while its renewal is still under way.
+        set_lead(&cluster, -1);
+        assert!(!term.holds());
+        let waiting = tokio::spawn({
+            let term = term.clone();
+            async move { term.resumes().await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "waits while the renewal decides");
+        // It went through.
+        set_lead(&cluster, 60_000);
+        let resumed = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("resumed in time")
+            .expect("no panic");
+        assert!(resumed, "the term goes on: its receivers must not stop");
+    }
+
+    #[tokio::test]
+    async fn a_term_that_stops_holding_and_ends_is_not_resumed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cluster, term, end) = shared_term(dir.path()).await;
+        set_lead(&cluster, -1);
+        let waiting = tokio::spawn({
+            let term = term.clone();
+            async move { term.resumes().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        end.send_replace(true);
+        let resumed = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("answered in time")
+            .expect("no panic");
+        assert!(!resumed, "the term ended: its receivers stop");
     }
 }

@@ -645,32 +645,45 @@ impl Store {
         event_id: &str,
     ) -> Result<(), StoreError> {
         let mut writer = self.writer().await?;
-        // The echo keeps the provisional entry's place: the order in which the responder's
-        // messages were decided. Its own would put it after a later message still waiting
-        // for its echo (a reply written just after it would read as written before it).
-        sqlx::query(
-            "UPDATE messages SET
-                 inbox_seq = (SELECT inbox_seq FROM messages WHERE event_id = $2),
-                 origin_server_ts = (SELECT origin_server_ts FROM messages WHERE event_id = $2)
-             WHERE event_id = $1 AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
-        )
-        .bind(event_id)
-        .bind(provisional)
-        .execute(&mut *writer)
-        .await?;
-        sqlx::query(
-            "DELETE FROM messages WHERE event_id = $1
-             AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
-        )
-        .bind(provisional)
-        .bind(event_id)
-        .execute(&mut *writer)
-        .await?;
-        sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
+        // On PostgreSQL the echo's own record (another lane, another connection) can land
+        // between the steps below: the rename then meets the echo's row. That only means the
+        // echo came first after all, so the first two steps are run again, which fold the
+        // two rows into the echo's. (On SQLite the writer's turn keeps everything else out.)
+        for _ in 0..2 {
+            // The echo keeps the provisional entry's place: the order in which the responder's
+            // messages were decided. Its own would put it after a later message still waiting
+            // for its echo (a reply written just after it would read as written before it).
+            sqlx::query(
+                "UPDATE messages SET
+                     inbox_seq = (SELECT inbox_seq FROM messages WHERE event_id = $2),
+                     origin_server_ts = (SELECT origin_server_ts FROM messages WHERE event_id = $2)
+                 WHERE event_id = $1 AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
+            )
             .bind(event_id)
             .bind(provisional)
             .execute(&mut *writer)
             .await?;
+            sqlx::query(
+                "DELETE FROM messages WHERE event_id = $1
+                 AND EXISTS (SELECT 1 FROM messages WHERE event_id = $2)",
+            )
+            .bind(provisional)
+            .bind(event_id)
+            .execute(&mut *writer)
+            .await?;
+            match sqlx::query("UPDATE messages SET event_id = $1 WHERE event_id = $2")
+                .bind(event_id)
+                .bind(provisional)
+                .execute(&mut *writer)
+                .await
+            {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                done => {
+                    done?;
+                    return Ok(());
+                }
+            }
+        }
         Ok(())
     }
 

@@ -21,7 +21,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
@@ -84,6 +87,25 @@ impl Mark {
 const FOLLOW_UP_AFTER: Duration = Duration::from_secs(45);
 const FOLLOW_UPS: u8 = 2;
 
+/// How many times the rooms are read after we refused a transaction, `FOLLOW_UP_AFTER`
+/// apart. Our refusal (a transaction we could not record, or one held back for order) puts
+/// Synapse in recovery: its recoverer sends what it stored meanwhile, one transaction at a
+/// time, and the race at the end of a recovery (see `FOLLOW_UP_AFTER`) can strand the
+/// transaction stored last. Nothing of ours fails then, so no outage's catch-up comes; and
+/// the appservice endpoint's order check is spent on the first skip after our failure, where
+/// other appservices' numbers make every later skip look the same. A crash burst saw it with
+/// PostgreSQL killed under Switchboard: one refusal, a recovery of 860 stored transactions
+/// that lasted 76 s, and the one stored as it ended never sent. These reads cover a recovery
+/// of up to three minutes.
+const STRAND_READS: u32 = 4;
+
+/// Whether reads for a stranded transaction are due (see [`STRAND_READS`]).
+const STRANDS_IDLE: u8 = 0;
+/// A transaction was refused: the reads start with the next one recorded.
+const STRANDS_ARMED: u8 = 1;
+/// The reads are under way; another refusal meanwhile is covered by them.
+const STRANDS_READING: u8 = 2;
+
 #[derive(Debug, Default)]
 enum State {
     /// Nothing to catch up on.
@@ -103,6 +125,8 @@ enum State {
 #[derive(Debug, Default)]
 pub(super) struct CatchUp {
     inner: Mutex<(State, u64)>,
+    /// `STRANDS_IDLE`, `STRANDS_ARMED` or `STRANDS_READING`.
+    strands: AtomicU8,
 }
 
 impl CatchUp {
@@ -114,6 +138,33 @@ impl CatchUp {
             State::Awaiting(m) | State::Reading { mark: m, .. } => m.earliest(mark),
         };
         *inner = (State::Awaiting(mark), inner.1 + 1);
+    }
+
+    /// We refused a transaction: the homeserver may strand one when its recovery ends.
+    pub fn refused(&self) {
+        let _ = self.strands.compare_exchange(
+            STRANDS_IDLE,
+            STRANDS_ARMED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Whether reads for a stranded transaction are to start now (once per refusal, or per
+    /// run of refusals while reads are under way).
+    fn start_strand_reads(&self) -> bool {
+        self.strands
+            .compare_exchange(
+                STRANDS_ARMED,
+                STRANDS_READING,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
+    fn strand_reads_done(&self) {
+        self.strands.store(STRANDS_IDLE, Ordering::SeqCst);
     }
 
     /// Whether a catch-up waits for the homeserver to come back.
@@ -272,6 +323,33 @@ impl Bridge {
                     Box::pin(async move { lane.catch_up_room(generation, mark, &room).await }),
                 );
             }
+        });
+    }
+
+    /// A transaction was just recorded: if we refused one before it, reads the rooms again
+    /// `STRAND_READS` times, `FOLLOW_UP_AFTER` apart, for a transaction the homeserver's
+    /// recovery may strand when it ends (see [`STRAND_READS`]).
+    pub(super) fn watch_for_strands(self: &Arc<Self>) {
+        if !self.catch_up.start_strand_reads() {
+            return;
+        }
+        let me = self.clone();
+        // Events of a stranded transaction are created after now (the recoverer's last
+        // look); the homeserver's clock may differ from ours a little.
+        let since_ms = self.now_ms() - LOOK_BEHIND_MS;
+        tokio::spawn(async move {
+            for _ in 0..STRAND_READS {
+                tokio::time::sleep(FOLLOW_UP_AFTER).await;
+                let mark = Mark {
+                    after_seq: 0,
+                    since_ms,
+                    ping: false,
+                    // This read only: the next is this loop's.
+                    follow_ups: 1,
+                };
+                me.follow_up(mark).await;
+            }
+            me.catch_up.strand_reads_done();
         });
     }
 
@@ -457,6 +535,25 @@ mod tests {
                 follow_ups: 2,
             }
         );
+    }
+
+    #[test]
+    fn a_refusal_starts_one_run_of_strand_reads() {
+        let c = CatchUp::default();
+        assert!(!c.start_strand_reads(), "nothing refused yet");
+        c.refused();
+        c.refused();
+        assert!(c.start_strand_reads());
+        // Refused again while the reads run: they cover it.
+        c.refused();
+        assert!(!c.start_strand_reads());
+        c.strand_reads_done();
+        assert!(
+            !c.start_strand_reads(),
+            "the refusal during the reads is not carried over"
+        );
+        c.refused();
+        assert!(c.start_strand_reads());
     }
 
     #[test]

@@ -318,6 +318,7 @@ impl Bridge {
         if let Some(message) = provisional_message(room, txn_id, &op, self.now_ms()) {
             self.store.record_provisional_message(&message).await?;
         }
+        tracing::debug!(room_id = %room, txn = %txn_id, "queueing a post into the room");
         self.room_posts.enqueue(room, txn_id, &op).await
     }
 
@@ -440,6 +441,7 @@ impl Bridge {
                     tracing::info_span!("conversation", room_id = %row.room_id, post = %row.txn_id);
                 match self.post_row(&row).instrument(span.clone()).await {
                     Ok(()) => {
+                        span.in_scope(|| tracing::debug!(seq = row.seq, "posted into the room"));
                         self.health.report(HOMESERVER, PartState::Connected, None);
                         self.store.room_post_done(row.seq).await?
                     }

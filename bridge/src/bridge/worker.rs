@@ -424,7 +424,9 @@ impl Bridge {
                     None,
                     Box::pin(async move {
                         let seq = event.seq;
-                        if !me.cursors.stalled_before(&lane, seq) {
+                        if me.cursors.stalled_before(&lane, seq) {
+                            tracing::debug!(seq, lane = ?lane, "platform event left for later: an earlier one of its lane is pending");
+                        } else {
                             let outcome = me.handle_remote_item(&event).await;
                             me.cursors.handled(
                                 &lane,
@@ -688,6 +690,7 @@ impl Bridge {
             }
             Handled::StoreDown(_) => Ok(()),
         };
+        tracing::debug!(seq = event.seq, platform = %event.platform, done = matches!(outcome, Handled::Done), store_down = matches!(outcome, Handled::StoreDown(_)), marked = marked.is_ok(), "platform event handled");
         match marked {
             Ok(()) => {
                 self.event_metrics("platform", event.received_at, &outcome);

@@ -911,7 +911,7 @@ impl Connector for TelegramConnector {
             // Checked by this instance's own clock before each poll: a leader that stalled
             // past its lease polls no more once it resumes, even before the term's end is
             // signalled.
-            if *shutdown.borrow() || !term.holds() {
+            if *shutdown.borrow() || !term.resumes().await {
                 return;
             }
             // Raw JSON, parsed by `raw_update`: teloxide's own parsing loses messages that

@@ -92,7 +92,7 @@ pub async fn run(config: GatewayConfig<'_>, dispatcher: &dyn Dispatcher, term: &
     };
     let mut backoff = new_backoff();
     loop {
-        if *shutdown.borrow() || !term.holds() {
+        if *shutdown.borrow() || !term.resumes().await {
             return;
         }
         let url = match &session {
@@ -273,7 +273,7 @@ async fn connection(
             }
         };
         match payload["op"].as_u64() {
-            Some(0) if !term.holds() => {
+            Some(0) if !term.resumes().await => {
                 // Not handed on, and not counted: the instance that leads now has its own
                 // session and gets the event there.
                 let _ = tx.send(Message::Close(None)).await;

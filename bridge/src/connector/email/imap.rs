@@ -376,13 +376,13 @@ where
     F: Future<Output = Result<(), HandlerError>>,
 {
     /// Shut down, or no longer leading.
-    fn stop_requested(&self) -> bool {
-        stop_requested(&self.shutdown) || !self.term.holds()
+    async fn stop_requested(&self) -> bool {
+        stop_requested(&self.shutdown) || !self.term.resumes().await
     }
 
     async fn run(mut self) -> Result<(), ImapError> {
         loop {
-            if self.stop_requested() {
+            if self.stop_requested().await {
                 return Ok(());
             }
             match self.serve().await {
@@ -497,7 +497,7 @@ where
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
         }
         for uid in uids {
-            if self.stop_requested() {
+            if self.stop_requested().await {
                 return Ok(Pass::Stopped);
             }
             let Some(bytes) = self.fetch(session, uid).await? else {
