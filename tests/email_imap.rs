@@ -45,6 +45,23 @@ impl MailServer {
         self.send_as("responder@example.test", mail).await
     }
 
+    /// Like [`Self::send`], with the `Date:` header saying it was written at `written`.
+    async fn send_written_at(
+        &self,
+        to: &str,
+        message_id: &str,
+        written: std::time::SystemTime,
+    ) -> anyhow::Result<()> {
+        let mail = Message::builder()
+            .from("Responder <responder@example.test>".parse()?)
+            .to(to.parse()?)
+            .subject(format!("About {message_id}"))
+            .message_id(Some(format!("<{message_id}>")))
+            .date(written)
+            .body(format!("reply {message_id}\n"))?;
+        self.send_as("responder@example.test", mail).await
+    }
+
     fn config(&self, address: &str, port: u16) -> ImapConfig {
         let mut config = ImapConfig::new("127.0.0.1", port, ImapTls::None, address, &self.password);
         config.retry_min = Duration::from_millis(100);
@@ -455,6 +472,32 @@ async fn a_mail_that_failed_for_a_while_is_still_taken_before_the_mails_after_it
         (ids[2].clone(), true),
     ];
     assert_eq!(seen, expected, "handed over in arrival order");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_senders_mails_are_handed_over_in_the_order_they_were_written() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let inbox = fresh_address("written");
+    let now = std::time::SystemTime::now();
+    let (first, second) = (fresh("first") + "@t", fresh("second") + "@t");
+    // The mailbox shows the one written second first (the lower UID), as Dovecot did in a
+    // crash burst.
+    server
+        .send_written_at(&inbox, &second, now + Duration::from_secs(2))
+        .await?;
+    server.send_written_at(&inbox, &first, now).await?;
+    let mut reader = Reader::taking_all(server.config(&inbox, server.imap_port));
+    let (a, b) = (reader.next().await?, reader.next().await?);
+    reader.stop().await?;
+    assert!(b.uid < a.uid, "the mailbox had them the other way round");
+    assert_eq!(
+        [a.message_id, b.message_id],
+        [first, second],
+        "handed over in the order written"
+    );
     Ok(())
 }
 

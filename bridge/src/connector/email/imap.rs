@@ -27,7 +27,9 @@
 //! A [`HandlerError::Transient`] leaves the mail unflagged; the pass stops there (so a
 //! store that is down is not hammered once per mail) and resumes after a growing pause.
 //! Mails are tried in arrival order, a mail that failed for a while included, so a
-//! responder's mails keep their order through a store outage; only a mail that failed
+//! responder's mails keep their order through a store outage; within one pass, one sender's
+//! mails go in the order their `Date:` headers say they were written, in the places their
+//! mails have (a mailbox can show a mail after one written later); only a mail that failed
 //! `failures_before_last` times in a row is tried after the others, so one that keeps failing
 //! delays them for a while, never blocks them. A
 //! [`HandlerError::Permanent`] flags the mail with the refused keyword
@@ -496,6 +498,16 @@ where
         if !uids.is_empty() {
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
         }
+        let keep_going = uids
+            .iter()
+            .position(|uid| {
+                self.state.failures.get(uid).copied().unwrap_or(0) >= c.failures_before_last
+            })
+            .unwrap_or(uids.len());
+        if keep_going > 1 {
+            self.in_writing_order(session, &mut uids[..keep_going])
+                .await?;
+        }
         for uid in uids {
             if self.stop_requested().await {
                 return Ok(Pass::Stopped);
@@ -525,6 +537,38 @@ where
             self.state.unflagged.remove(&uid);
         }
         Ok(Pass::Done)
+    }
+
+    /// Puts each sender's mails among `uids` in the order they were written (their `Date:`),
+    /// in the places that sender's mails have in arrival order; other mails stay where they
+    /// are. A mailbox can show a mail after one written later: the crash bursts saw Dovecot
+    /// give a responder's second reply the lower UID although the first had been delivered
+    /// (250) before the second was sent. If a mail's sender or date cannot be read, the pass
+    /// keeps arrival order.
+    async fn in_writing_order(
+        &self,
+        session: &mut ImapSession,
+        uids: &mut [u32],
+    ) -> Result<(), SessionError> {
+        let set = uids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let heads: Vec<Fetch> = within(self.config, "UID FETCH", async {
+            session
+                .uid_fetch(set, "BODY.PEEK[HEADER]")
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let written: HashMap<u32, Option<(String, i64)>> = heads
+            .iter()
+            .filter_map(|f| Some((f.uid?, sender_and_date(f.header()?))))
+            .collect();
+        in_writing_order(uids, &written);
+        Ok(())
     }
 
     /// The mail's bytes, or `None` if it was expunged meanwhile.
@@ -610,6 +654,36 @@ where
 }
 
 /// Runs one command under the command timeout.
+/// Who wrote a mail (the `From:` address, lower-cased) and when (its `Date:`, unix seconds),
+/// from its header.
+fn sender_and_date(header: &[u8]) -> Option<(String, i64)> {
+    let mail = mail_parser::MessageParser::default().parse(header)?;
+    let from = mail.from()?.first()?.address()?.to_lowercase();
+    Some((from, mail.date()?.to_timestamp()))
+}
+
+/// Reorders `uids` (in arrival order) so that each sender's mails are in the order they were
+/// written, each in a place one of that sender's mails had; see
+/// [`Reader::in_writing_order`]. `written` has what each mail's header said (`None`: not
+/// readable, which leaves the whole pass in arrival order).
+fn in_writing_order(uids: &mut [u32], written: &HashMap<u32, Option<(String, i64)>>) {
+    let mut places: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, uid) in uids.iter().enumerate() {
+        match written.get(uid) {
+            Some(Some((from, _))) => places.entry(from.as_str()).or_default().push(i),
+            // Whose it is, is not known: it could be any sender's, so nothing moves.
+            _ => return,
+        }
+    }
+    for positions in places.values() {
+        let mut mails: Vec<u32> = positions.iter().map(|&i| uids[i]).collect();
+        mails.sort_by_key(|uid| (written[uid].as_ref().map(|(_, at)| *at), *uid));
+        for (&i, uid) in positions.iter().zip(mails) {
+            uids[i] = uid;
+        }
+    }
+}
+
 async fn within<T, E>(
     config: &ImapConfig,
     what: &'static str,
@@ -677,6 +751,34 @@ mod tests {
             "relay@example.test",
             "hunter2-secret",
         )
+    }
+
+    fn header(from: &str, date: &str) -> Option<(String, i64)> {
+        sender_and_date(format!("From: {from}\r\nDate: {date}\r\nSubject: x\r\n\r\n").as_bytes())
+    }
+
+    #[test]
+    fn a_senders_mails_go_in_the_order_they_were_written_in_their_places() {
+        let a1 = header("A <a@x.test>", "Wed, 2 Dec 2026 07:18:17 +0000");
+        let a2 = header("a@X.test", "Wed, 2 Dec 2026 07:18:19 +0000");
+        let b1 = header("b@x.test", "Wed, 2 Dec 2026 07:18:18 +0000");
+        assert!(a1.is_some() && a2.is_some() && b1.is_some());
+        // Arrival: a's second (uid 1), b's (uid 2), a's first (uid 3).
+        let written = HashMap::from([(1, a2.clone()), (2, b1.clone()), (3, a1.clone())]);
+        let mut uids = [1, 2, 3];
+        in_writing_order(&mut uids, &written);
+        assert_eq!(uids, [3, 2, 1], "a's first takes a's first place; b stays");
+        // The same second: arrival order.
+        let same = header("a@x.test", "Wed, 2 Dec 2026 07:18:19 +0000");
+        let written = HashMap::from([(4, a2), (5, same)]);
+        let mut uids = [4, 5];
+        in_writing_order(&mut uids, &written);
+        assert_eq!(uids, [4, 5]);
+        // A mail whose header cannot be read: nothing moves.
+        let written = HashMap::from([(6, None), (7, b1), (8, a1)]);
+        let mut uids = [6, 7, 8];
+        in_writing_order(&mut uids, &written);
+        assert_eq!(uids, [6, 7, 8]);
     }
 
     #[test]
