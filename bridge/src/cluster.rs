@@ -523,7 +523,8 @@ impl Drop for Claim {
 mod tests {
     use super::*;
 
-    /// A term of a shared cluster whose lead runs until `lead_until` (ms after its base).
+    /// Epoch 1 of a shared cluster, as its term; how long its lead runs is set with
+    /// [`set_lead`].
     async fn shared_term(dir: &std::path::Path) -> (Cluster, Term, watch::Sender<bool>) {
         let url = format!("sqlite://{}/c.db", dir.display());
         let store = Store::connect(&url).await.expect("store");

@@ -908,9 +908,9 @@ impl Connector for TelegramConnector {
         let mut offset: i32 = 0;
         let mut backoff = Duration::from_millis(500);
         loop {
-            // Checked by this instance's own clock before each poll: a leader that stalled
-            // past its lease polls no more once it resumes, even before the term's end is
-            // signalled.
+            // Checked by this instance's own clock before each poll: while its lead has run
+            // out by that clock, the poller waits for the renewal under way to decide; a
+            // leader that stalled past its lease finds its term ended and polls no more.
             if *shutdown.borrow() || !term.resumes().await {
                 return;
             }

@@ -491,22 +491,17 @@ where
         // the ones after it, which used to overtake it (the crash bursts caught it with
         // PostgreSQL killed). Only a mail that keeps failing goes last, so it cannot hold up
         // the mailbox for ever.
-        uids.sort_by_key(|uid| {
-            let failures = self.state.failures.get(uid).copied().unwrap_or(0);
-            (failures >= c.failures_before_last, *uid)
-        });
+        let kept_failing = |uid: &u32| {
+            self.state.failures.get(uid).copied().unwrap_or(0) >= c.failures_before_last
+        };
+        uids.sort_by_key(|uid| (kept_failing(uid), *uid));
         if !uids.is_empty() {
             tracing::debug!(mails = uids.len(), "imap: unhandled mails found");
         }
-        let keep_going = uids
-            .iter()
-            .position(|uid| {
-                self.state.failures.get(uid).copied().unwrap_or(0) >= c.failures_before_last
-            })
-            .unwrap_or(uids.len());
-        if keep_going > 1 {
-            self.in_writing_order(session, &mut uids[..keep_going])
-                .await?;
+        // Those that kept failing stay last, in arrival order.
+        let in_turn = uids.iter().position(kept_failing).unwrap_or(uids.len());
+        if in_turn > 1 {
+            self.in_writing_order(session, &mut uids[..in_turn]).await?;
         }
         for uid in uids {
             if self.stop_requested().await {
@@ -567,7 +562,7 @@ where
             .iter()
             .filter_map(|f| Some((f.uid?, sender_and_date(f.header()?))))
             .collect();
-        in_writing_order(uids, &written);
+        order_as_written(uids, &written);
         Ok(())
     }
 
@@ -653,7 +648,6 @@ where
     }
 }
 
-/// Runs one command under the command timeout.
 /// Who wrote a mail (the `From:` address, lower-cased) and when (its `Date:`, unix seconds),
 /// from its header.
 fn sender_and_date(header: &[u8]) -> Option<(String, i64)> {
@@ -666,7 +660,7 @@ fn sender_and_date(header: &[u8]) -> Option<(String, i64)> {
 /// written, each in a place one of that sender's mails had; see
 /// [`Reader::in_writing_order`]. `written` has what each mail's header said (`None`: not
 /// readable, which leaves the whole pass in arrival order).
-fn in_writing_order(uids: &mut [u32], written: &HashMap<u32, Option<(String, i64)>>) {
+fn order_as_written(uids: &mut [u32], written: &HashMap<u32, Option<(String, i64)>>) {
     let mut places: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, uid) in uids.iter().enumerate() {
         match written.get(uid) {
@@ -684,6 +678,7 @@ fn in_writing_order(uids: &mut [u32], written: &HashMap<u32, Option<(String, i64
     }
 }
 
+/// Runs one command under the command timeout.
 async fn within<T, E>(
     config: &ImapConfig,
     what: &'static str,
@@ -766,18 +761,18 @@ mod tests {
         // Arrival: a's second (uid 1), b's (uid 2), a's first (uid 3).
         let written = HashMap::from([(1, a2.clone()), (2, b1.clone()), (3, a1.clone())]);
         let mut uids = [1, 2, 3];
-        in_writing_order(&mut uids, &written);
+        order_as_written(&mut uids, &written);
         assert_eq!(uids, [3, 2, 1], "a's first takes a's first place; b stays");
         // The same second: arrival order.
         let same = header("a@x.test", "Wed, 2 Dec 2026 07:18:19 +0000");
         let written = HashMap::from([(4, a2), (5, same)]);
         let mut uids = [4, 5];
-        in_writing_order(&mut uids, &written);
+        order_as_written(&mut uids, &written);
         assert_eq!(uids, [4, 5]);
         // A mail whose header cannot be read: nothing moves.
         let written = HashMap::from([(6, None), (7, b1), (8, a1)]);
         let mut uids = [6, 7, 8];
-        in_writing_order(&mut uids, &written);
+        order_as_written(&mut uids, &written);
         assert_eq!(uids, [6, 7, 8]);
     }
 
