@@ -164,9 +164,10 @@ frontend switchboard
     use_backend pushes if homeserver
     default_backend instances
 
-# Synapse's pushes, one at a time, to the first ready instance (docs/operator-guide.md).
+# Synapse's pushes, one at a time, to the live instances in turn; they share the transaction
+# order guard's state in the database (docs/operator-guide.md).
 backend pushes
-    balance first
+    balance roundrobin
     option httpchk GET /health
     http-check expect status 200
     default-server inter 1s fall 2 rise 2 maxconn 8

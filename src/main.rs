@@ -511,7 +511,13 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         allowed_origins = ?config.web.allowed_origins,
         "visitor API"
     );
-    let mut app = as_server::router(AppserviceState::new(registration.clone(), bridge.clone()))
+    let mut pushes = AppserviceState::new(registration.clone(), bridge.clone());
+    if store.engine() == Engine::Postgres {
+        // Other instances may take the homeserver's pushes in turn: they share the order
+        // guard's state through the database.
+        pushes = pushes.with_shared_order(Arc::new(store.clone()));
+    }
+    let mut app = as_server::router(pushes)
         .merge(visitor_api::router(visitor_state))
         .merge(media_links::router(bridge.clone()))
         .merge(

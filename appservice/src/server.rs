@@ -77,6 +77,13 @@ impl AppserviceState {
             order: Arc::default(),
         }
     }
+
+    /// Shares the transaction order guard's state with the other instances behind the same
+    /// URL (`txn_order.rs`), so the homeserver's pushes may be spread over them.
+    pub fn with_shared_order(mut self, shared: Arc<dyn crate::txn_order::SharedOrder>) -> Self {
+        self.order = Arc::new(TransactionOrder::shared(shared));
+        self
+    }
 }
 
 /// A Matrix-style error body, the only error shape the homeserver understands.
@@ -226,7 +233,7 @@ async fn put_transaction(
         })
         .collect();
     let count = events.len();
-    if let Verdict::HoldBack { last } = state.order.check(&txn_id) {
+    if let Verdict::HoldBack { last } = state.order.check(&txn_id).await {
         // See `txn_order.rs`: the homeserver may have stranded a transaction before this one.
         tracing::info!(
             %txn_id,
@@ -243,13 +250,17 @@ async fn put_transaction(
             ),
         ));
     }
-    state.sink.record_transaction(&txn_id, events).await.map_err(|e| {
-        state.order.failed();
+    if let Err(e) = state.sink.record_transaction(&txn_id, events).await {
+        state.order.failed().await;
         state.sink.refused();
         tracing::error!(%txn_id, error = %e, "could not record transaction; the homeserver will retry");
-        MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", "Could not record transaction")
-    })?;
-    state.order.recorded(&txn_id);
+        return Err(MatrixError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "M_UNKNOWN",
+            "Could not record transaction",
+        ));
+    }
+    state.order.recorded(&txn_id).await;
     // Parsed one by one, so one odd ephemeral event does not hide the others.
     let ephemeral: Vec<serde_json::Value> = request
         .ephemeral

@@ -16,6 +16,7 @@ use crate::{
     conversation::{Conversation, ConversationState, Message, SenderRole},
 };
 
+mod appservice_state;
 mod connector_state;
 mod dead_letters;
 mod initiators;

@@ -1,13 +1,13 @@
 //! Issue 17, several instances on one PostgreSQL behind HAProxy (set up as the operator guide
 //! says): the processed throughput of a flood with one instance and with two, and the time a
-//! conversation stands still when the instance the homeserver pushes to is killed.
+//! conversation stands still when an instance is killed.
 //!
-//! Failover: a Matrix responder's conversation; the instance taking the homeserver's pushes
-//! (HAProxy's `balance first`: the first one) is SIGKILLed, and the visitor sends a message at
-//! once. It is timed from the kill until the responder's `/sync` has it: Synapse's push is
-//! refused and HAProxy sends it to the other instance, which records it and waits until the
-//! dead one's claim on the conversation expires (at most a lease, 10 s by default) before it
-//! relays it. The dead one is started again between samples.
+//! Failover: a Matrix responder's conversation; the first instance (HAProxy sends the
+//! homeserver's pushes to both in turn) is SIGKILLed, and the visitor sends a message at once.
+//! It is timed from the kill until the responder's `/sync` has it: a push to the dead instance
+//! is refused and HAProxy sends it to the other, which records it and, if the dead one held a
+//! claim on the conversation's work, waits until that expires (at most a lease, 10 s by
+//! default) before it relays it. The dead one is started again between samples.
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ pub async fn failover(env: &TestEnv, b: &mut Bench, samples: usize) -> anyhow::R
     let mut conversation = matrix_conversation(env, b).await?;
     let store = b.sb.store().await?;
     let mut relayed = Row::new(format!(
-        "failover: SIGKILL of the instance the homeserver pushes to → the visitor's next message in the Matrix responder's `/sync`, relayed by the other (lease {} s)",
+        "failover: SIGKILL of one of the instances the homeserver pushes to in turn → the visitor's next message in the Matrix responder's `/sync`, relayed by the other (lease {} s)",
         DEFAULT_LEASE.as_secs()
     ));
     let mut led = Row::new("failover: SIGKILL of the leading instance → the other leads");
@@ -104,7 +104,7 @@ pub async fn failover(env: &TestEnv, b: &mut Bench, samples: usize) -> anyhow::R
             relayed.samples.last().copied().unwrap_or_default() / 1000.0
         ));
         b.sb.start_again().await?;
-        // Until HAProxy sends the pushes to it again.
+        // Until HAProxy counts it in again.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     store.close().await;

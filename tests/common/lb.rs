@@ -20,11 +20,12 @@ pub struct LoadBalancer {
 
 impl LoadBalancer {
     /// Starts HAProxy on `listen` in front of `instances`, configured as the operator guide
-    /// says: the homeserver's pushes to the first live instance (`balance first`, so they
-    /// stay in sequence; checked on `/health`, since an instance waits for the homeserver's
-    /// ping to be ready), everything else round robin to the ready ones (`/ready`); checked
-    /// twice a second, out after two failed checks, and a request whose connection is
-    /// refused sent to another.
+    /// says: the homeserver's pushes round robin to the live instances (checked on
+    /// `/health`, since an instance waits for the homeserver's ping to be ready; they share
+    /// the transaction order guard's state, so a push on one follows the one before it on
+    /// another), everything else round robin to the ready ones (`/ready`); checked twice a
+    /// second, out after two failed checks, and a request whose connection is refused sent
+    /// to another.
     pub async fn start(listen: SocketAddr, instances: &[SocketAddr]) -> anyhow::Result<Self> {
         let bin = std::env::var("SWITCHBOARD_TEST_HAPROXY").context(
             "SWITCHBOARD_TEST_HAPROXY is not set: run the suite with scripts/test.sh, which installs HAProxy",
@@ -45,7 +46,7 @@ impl LoadBalancer {
                  frontend switchboard\n    bind {listen}\n    \
                  acl homeserver path_beg /_matrix/app/\n    use_backend pushes if homeserver\n    \
                  default_backend instances\n\n\
-                 backend pushes\n    balance first\n    option httpchk GET /health\n    \
+                 backend pushes\n    balance roundrobin\n    option httpchk GET /health\n    \
                  http-check expect status 200\n    \
                  default-server inter 500ms fall 2 rise 1 maxconn 8\n{servers}\n\
                  backend instances\n    balance roundrobin\n    option httpchk GET /ready\n    \
