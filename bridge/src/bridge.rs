@@ -209,11 +209,15 @@ impl Bridge {
         self
     }
 
-    /// Shares the work with the other instances of `cluster` (`cluster.rs`): lanes and room
-    /// locks become claims, and the timers run only while this instance leads. Before `run`.
+    /// Shares the work with the other instances of `cluster` (`cluster.rs`): lanes, room
+    /// locks and posting passes become claims, and the timers run only while this instance
+    /// leads. Before `run`.
     pub fn with_cluster(mut self, cluster: Cluster) -> Self {
         self.lanes = lanes::Lanes::new(LANE_CONCURRENCY, cluster.clone());
-        self.room_locks = lanes::RoomLocks::among(cluster.clone());
+        self.room_locks = lanes::RoomLocks::among(cluster.clone(), "room");
+        // A posting pass holds its room's claim too, so an erasure on any instance waits for
+        // a pass under way on another (`erase_conversation`).
+        self.post_locks = lanes::RoomLocks::among(cluster.clone(), "posts");
         self.cluster = cluster;
         self
     }
@@ -827,8 +831,9 @@ impl crate::retention::EraseConversation for Bridge {
             .cancel_room_posts(room_id, "the conversation is being erased")
             .await?;
         // A post a pass read before it was cancelled (the responder's "the visitor ended the
-        // conversation", say) goes out with the pass under way: let it, then redact. One
-        // room's lock at a time (they are not reentrant).
+        // conversation", say) goes out with the pass under way: let it, then redact. With
+        // other instances the posting lock is a claim, so this waits for a pass under way on
+        // any of them. One room's lock at a time (they are not reentrant).
         drop(self.post_locks.lock(room_id).await);
         for handle in handles.values().flatten() {
             drop(self.post_locks.lock(handle).await);

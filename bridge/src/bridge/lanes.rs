@@ -182,11 +182,12 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One lock per conversation, made when first asked for and gone when nobody holds it; with
-/// other instances, also the room's claim (`room/<room ID>`), taken once the lock is ours.
+/// other instances, also a claim on the room (`<kind>/<room ID>`: `room` for its work,
+/// `posts` for a pass posting its writes), taken once the lock is ours.
 #[derive(Default)]
 pub(crate) struct RoomLocks {
     locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    cluster: Option<Cluster>,
+    cluster: Option<(Cluster, &'static str)>,
 }
 
 /// A room's lock, held until dropped.
@@ -196,11 +197,12 @@ pub(crate) struct RoomGuard {
 }
 
 impl RoomLocks {
-    /// Room locks that are also claims among the instances of `cluster`.
-    pub fn among(cluster: Cluster) -> Self {
+    /// Room locks that are also claims (named `<kind>/<room ID>`) among the instances of
+    /// `cluster`.
+    pub fn among(cluster: Cluster, kind: &'static str) -> Self {
         Self {
             locks: Mutex::default(),
-            cluster: Some(cluster),
+            cluster: Some((cluster, kind)),
         }
     }
 
@@ -209,7 +211,7 @@ impl RoomLocks {
     pub async fn lock(&self, room: &str) -> RoomGuard {
         let lock = self.local(room).lock_owned().await;
         let claim = match &self.cluster {
-            Some(cluster) => Some(cluster.claim(&format!("room/{room}")).await),
+            Some((cluster, kind)) => Some(cluster.claim(&format!("{kind}/{room}")).await),
             None => None,
         };
         RoomGuard {
@@ -476,5 +478,42 @@ mod tests {
                 .is_err(),
             "no delivery ended since it asked"
         );
+    }
+
+    /// Two instances on one database: a posting pass one holds on a room keeps the other's
+    /// (an erasure's wait) waiting until it ends, and holds up neither the room's own lock nor
+    /// another room's pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_posting_pass_on_one_instance_keeps_another_waiting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}/l.db", dir.path().display());
+        let store = crate::Store::connect(&url).await.expect("store");
+        let instance =
+            |name: &str| Cluster::shared(store.clone(), name.into(), Duration::from_secs(10));
+        let (a, b) = (instance("a"), instance("b"));
+        let a_posts = RoomLocks::among(a, "posts");
+        let b_posts = Arc::new(RoomLocks::among(b.clone(), "posts"));
+        let b_rooms = RoomLocks::among(b, "room");
+        let pass = a_posts.lock("!r").await;
+        let erasure = {
+            let b_posts = b_posts.clone();
+            tokio::spawn(async move { drop(b_posts.lock("!r").await) })
+        };
+        tokio::time::timeout(Duration::from_secs(5), b_rooms.lock("!r"))
+            .await
+            .expect("the room's own lock is another claim");
+        tokio::time::timeout(Duration::from_secs(5), b_posts.lock("!other"))
+            .await
+            .expect("another room's pass is not held up");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !erasure.is_finished(),
+            "b waits while a's pass is under way"
+        );
+        drop(pass);
+        tokio::time::timeout(Duration::from_secs(5), erasure)
+            .await
+            .expect("b gets it once a's pass ended")
+            .expect("no panic");
     }
 }
