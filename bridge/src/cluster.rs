@@ -20,8 +20,11 @@
 //!   (by its own monotonic clock, from when it sent the renewal that succeeded), and its
 //!   singletons ask [`Term::holds`] before they act, so one paused past its lease (SIGSTOP,
 //!   a stall) finds out it was deposed before doing anything as leader. What it writes as
-//!   leader carries its epoch ([`Store::put_connector_state_fenced`]), refused once another
-//!   holds the lease.
+//!   leader is idempotent (platform events keyed by the platform's own ID; the timers only
+//!   hand jobs to room lanes, which re-read the store under the room's claim), so a late
+//!   write changes nothing; state a late write could spoil would go through
+//!   [`Store::put_connector_state_fenced`], which checks the epoch in the same statement (no
+//!   connector keeps such state yet).
 //!
 //! Claims are not fenced per write: work on a conversation reads what to do from the store
 //! and records what it did under keys (event IDs, outbox rows), so a second run of the same

@@ -131,7 +131,8 @@ impl Store {
     /// [`Store::put_connector_state`] made as the holder of `fence`: written only if the
     /// fence still holds its lease unexpired, checked in the same statement. `false`: not
     /// written (a deposed holder; what it meant to record is another holder's to record).
-    /// What a singleton records as it goes (a Telegram offset, an IMAP UID) goes this way.
+    /// For progress a singleton would keep in the store as it goes; none does yet (Telegram's
+    /// offset lives in its next call, IMAP's in the mailbox's flags).
     pub async fn put_connector_state_fenced(
         &self,
         fence: &Fence,
