@@ -31,8 +31,9 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! prints its CPU per relayed message, and `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
-//! quiet conversation's samples; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
+//! prints its CPU per relayed message, `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
+//! quiet conversation's samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
+//! initiator's paths to and from the Matrix responder; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
 //! `SWITCHBOARD_BENCH_CLUSTER_SLOT`, default 7). `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
 //! `info,sqlx::query=debug` lists every statement, to count them per message).
@@ -198,6 +199,16 @@ async fn bench() -> anyhow::Result<()> {
                 .map(|s| format!("{:.0} events/s", f.events as f64 / s))
                 .unwrap_or_else(|| "not all".into()),
         );
+        if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
+            std::fs::copy(&b.sb.log, keep)?;
+        }
+        return Ok(());
+    }
+    if std::env::var_os("SWITCHBOARD_BENCH_INITIATOR_ONLY").is_some() {
+        let ini = initiators::telegram_to_matrix(&env, &b, paced, n).await?;
+        for row in [&ini.to_responder, &ini.to_initiator] {
+            println!("{}", row.markdown(&row.samples.len().to_string(), "", ""));
+        }
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
         }

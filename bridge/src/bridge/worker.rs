@@ -666,6 +666,7 @@ impl Bridge {
         // The scheduler's full look may hand out an event again just as its first hand-out
         // finishes; both run in the same lane, one after the other, so the second finds it
         // done here.
+        tracing::debug!(seq = event.seq, platform = %event.platform, "platform event taken");
         match self.store.remote_event_pending(event.seq).await {
             Ok(true) => {}
             Ok(false) => return Handled::Done,

@@ -296,6 +296,7 @@ impl TelegramConnector {
                 return false;
             }
         }
+        tracing::debug!(update_id = update.id.0, "telegram: update recorded");
         if let UpdateKind::CallbackQuery(q) = &update.kind {
             // Stops the button's spinner; the outcome arrives as a message.
             if let Err(e) = self.bot.answer_callback_query(q.id.clone()).await {
