@@ -122,6 +122,14 @@ pub trait SharedOrder: Send + Sync + 'static {
     async fn save(&self, state: &OrderState) -> Result<(), SinkError>;
 }
 
+/// Where [`TransactionOrder::update`] starts from when the state is shared.
+enum Read {
+    /// The shared state, read again.
+    Shared,
+    /// This instance's view, when it was read or written just before.
+    Local,
+}
+
 /// The order guard of one appservice endpoint.
 #[derive(Default)]
 pub struct TransactionOrder {
@@ -153,7 +161,7 @@ impl TransactionOrder {
         let Ok(n) = txn_id.parse::<u64>() else {
             return Verdict::Take;
         };
-        self.update(|s| s.check(n)).await
+        self.update(Read::Shared, |s| s.check(n)).await
     }
 
     /// Transaction `txn_id` was recorded.
@@ -161,13 +169,15 @@ impl TransactionOrder {
         let Ok(n) = txn_id.parse::<u64>() else {
             return;
         };
-        self.update(|s| s.recorded(n)).await;
+        // Read by the check just before, and no other transaction was decided since (the
+        // homeserver sends one at a time): this instance's view is the shared state.
+        self.update(Read::Local, |s| s.recorded(n)).await;
     }
 
     /// A transaction could not be recorded: the homeserver counts us as down and recovers,
     /// and the end of its recovery can strand a transaction.
     pub async fn failed(&self) {
-        self.update(OrderState::failed).await;
+        self.update(Read::Shared, OrderState::failed).await;
     }
 
     /// Applies `change` to the state: this instance's, or the shared one read, changed and
@@ -175,13 +185,17 @@ impl TransactionOrder {
     /// away) leaves this instance's view to decide: the transaction will most likely fail to
     /// be recorded anyway, and the worst a stale view does is one needless refusal or one
     /// skip taken unchecked.
-    async fn update<T>(&self, change: impl FnOnce(&mut OrderState) -> T) -> T {
+    async fn update<T>(&self, read: Read, change: impl FnOnce(&mut OrderState) -> T) -> T {
         // One decision at a time in this instance (a resend may race its original).
         let mut local = self.local.lock().await;
         let Some(store) = &self.shared else {
             return change(&mut local);
         };
-        let mut state = match store.load().await {
+        let loaded = match read {
+            Read::Shared => store.load().await,
+            Read::Local => Ok(Some(local.clone())),
+        };
+        let mut state = match loaded {
             Ok(state) => state.unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "the shared transaction order could not be read; deciding on this instance's view");
