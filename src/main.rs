@@ -628,7 +628,6 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
     let receivers = tokio::spawn(run_receivers(
         cluster.clone(),
         bridge.clone(),
-        sink.clone(),
         stop_rx.clone(),
     ));
 
@@ -679,12 +678,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
 /// Runs the platforms' receivers (Telegram long polling, the Discord gateway, IMAP) while
 /// this instance leads (`cluster.rs`; alone, from start to stop): started at each term's
 /// beginning and stopped at its end, so only one instance receives from a platform.
-async fn run_receivers(
-    cluster: Cluster,
-    bridge: Arc<Bridge>,
-    sink: Arc<dyn RemoteSink>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn run_receivers(cluster: Cluster, bridge: Arc<Bridge>, mut stop: watch::Receiver<bool>) {
     let mut terms = cluster.terms();
     loop {
         let term = terms.borrow_and_update().clone();
@@ -693,6 +687,8 @@ async fn run_receivers(
                 epoch = term.epoch(),
                 "leading: starting the platforms' receivers"
             );
+            // What they record carries the term's fence: a deposed leader records nothing.
+            let sink = bridge.as_leader(&term);
             let running: Vec<_> = bridge
                 .connectors()
                 .map(|c| tokio::spawn(c.clone().run(sink.clone(), term.clone())))

@@ -18,13 +18,13 @@
 //!   a dead leader is replaced within a third of a lease after its lease runs out.
 //! - **Fencing.** A leader counts its lead as lost a fifth of a lease before the row says so
 //!   (by its own monotonic clock, from when it sent the renewal that succeeded), and its
-//!   singletons ask [`Term::holds`] before they act, so one paused past its lease (SIGSTOP,
-//!   a stall) finds out it was deposed before doing anything as leader. What it writes as
-//!   leader is idempotent (platform events keyed by the platform's own ID; the timers only
-//!   hand jobs to room lanes, which re-read the store under the room's claim), so a late
-//!   write changes nothing; state a late write could spoil would go through
-//!   [`Store::put_connector_state_fenced`], which checks the epoch in the same statement (no
-//!   connector keeps such state yet).
+//!   singletons ask [`Term::resumes`] before they act, so one paused past its lease (SIGSTOP,
+//!   a stall) finds out it was deposed before doing anything as leader. What it took before
+//!   the stall and records after it is fenced in the store: the receivers record platform
+//!   events through `Bridge::as_leader`, which checks the term's epoch in the transaction of
+//!   each insert ([`Store::record_remote_event_as`]); a refused event is not acknowledged to
+//!   its platform and is left to the new leader. The timers only hand jobs to room lanes,
+//!   which re-read the store under the room's claim, so they write nothing as leader.
 //!
 //! Claims are not fenced per write: work on a conversation reads what to do from the store
 //! and records what it did under keys (event IDs, outbox rows), so a second run of the same

@@ -161,6 +161,11 @@ fn describe_all() {
         Count,
         "Work set aside because it can never succeed, by source (inbox, remote, outbox)"
     );
+    describe_counter!(
+        "switchboard_fenced_writes_refused_total",
+        Count,
+        "Platform events a receiver took but did not record, by platform, because this instance was no longer the leader (its lease taken over or run out): left unacknowledged for the leader to receive"
+    );
     describe_gauge!(
         "switchboard_conversations",
         Count,
@@ -305,6 +310,13 @@ fn handoff_reason(why: Option<&str>) -> &'static str {
 /// A request refused by a rate limit: `api` is `visitor`, `proxy` or `admin`.
 pub(crate) fn rate_limited(api: &'static str) {
     counter!("switchboard_rate_limited_total", "api" => api).increment(1);
+}
+
+/// A receiver's event not recorded because this instance no longer leads (`bridge/sink.rs`,
+/// `AsLeader`).
+pub(crate) fn fenced_off(platform: &str) {
+    counter!("switchboard_fenced_writes_refused_total", "platform" => platform_label(platform))
+        .increment(1);
 }
 
 pub(crate) fn dead_lettered(source: &'static str) {

@@ -29,7 +29,7 @@ pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
 pub use remote::{
     AssignmentHistory, AssignmentRow, ConversationWithHolders, LINK_CODE_TTL_MS, OfferRow,
-    OutboxRow, REMOTE_INBOX_ORDER_LOCK, RemoteInboxEvent,
+    OutboxRow, REMOTE_INBOX_ORDER_LOCK, Recorded, RemoteInboxEvent,
 };
 mod responders;
 mod retention;

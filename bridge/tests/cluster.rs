@@ -10,6 +10,7 @@ use std::time::Duration;
 use switchboard_bridge::{
     Store,
     cluster::{Cluster, LEADER_LEASE, Term},
+    store::Recorded,
 };
 use tokio::{sync::watch, time::timeout};
 
@@ -148,11 +149,18 @@ async fn a_leader_whose_lease_was_taken_ends_its_term_and_is_fenced_off(
     let (stop_a, a_task) = running(&a);
     let term = leading(&a, Duration::from_secs(3)).await?;
     let fence = term.fence().expect("shared").clone();
-    assert!(
-        store
-            .put_connector_state_fenced(&fence, "telegram", "k", "1")
-            .await?
-    );
+    // What the leader's receivers record carries its fence (`Bridge::as_leader`).
+    let record = |key: &'static str| {
+        let (store, fence) = (store.clone(), fence.clone());
+        async move {
+            anyhow::Ok(
+                store
+                    .record_remote_event_as(Some(&fence), "telegram", key, "{}")
+                    .await?,
+            )
+        }
+    };
+    assert_eq!(record("1.0").await?, Recorded::New);
     // What another instance does once a's lease ran out while a stalled: take it over.
     sqlx::query("UPDATE leases SET holder = 'b', epoch = epoch + 1 WHERE name = $1")
         .bind(LEADER_LEASE)
@@ -163,16 +171,12 @@ async fn a_leader_whose_lease_was_taken_ends_its_term_and_is_fenced_off(
         .await
         .map_err(|_| anyhow::anyhow!("a's term did not end"))??;
     assert!(!term.holds() && !a.leads());
-    assert!(
-        !store
-            .put_connector_state_fenced(&fence, "telegram", "k", "2")
-            .await?,
+    assert_eq!(
+        record("2.0").await?,
+        Recorded::Deposed,
         "a write as the deposed leader is refused"
     );
-    assert_eq!(
-        store.connector_state("telegram", "k").await?.as_deref(),
-        Some("1")
-    );
+    assert_eq!(store.pending_remote_events(10).await?.len(), 1);
     stop_a.send(true)?;
     a_task.await?;
     Ok(())

@@ -8,21 +8,29 @@ use std::time::Duration;
 use switchboard_bridge::{
     Store,
     clock::ManualClock,
-    store::{Engine, Fence},
+    store::{Engine, Fence, Recorded},
 };
 
 const T0: i64 = 1_800_000_000_000;
 
-/// Whether a write as the holder of `fence` (a Telegram offset) was made.
+/// Whether a write as the holder of `fence` (a Telegram update, keyed and carrying `value`,
+/// as the leader's receiver records it) was made.
 async fn writes(store: &Store, fence: &Fence, value: &str) -> anyhow::Result<bool> {
-    Ok(store
-        .put_connector_state_fenced(fence, "telegram", "offset", value)
-        .await?)
+    let recorded = store
+        .record_remote_event_as(Some(fence), "telegram", value, value)
+        .await?;
+    Ok(recorded != Recorded::Deposed)
 }
 
-/// The Telegram offset as written.
-async fn offset(store: &Store) -> anyhow::Result<Option<String>> {
-    Ok(store.connector_state("telegram", "offset").await?)
+/// The Telegram update recorded last.
+async fn last_recorded(store: &Store) -> anyhow::Result<Option<String>> {
+    Ok(store
+        .pending_remote_events(1000)
+        .await?
+        .into_iter()
+        .filter(|e| e.platform == "telegram")
+        .map(|e| e.event_json)
+        .next_back())
 }
 const TTL: i64 = 10_000;
 
@@ -69,7 +77,7 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
     assert!(!store.renew_lease(&a, TTL).await?);
     assert!(!writes(&store, &a, "40").await?);
     assert!(writes(&store, &b, "42").await?);
-    assert_eq!(offset(&store).await?.as_deref(), Some("42"));
+    assert_eq!(last_recorded(&store).await?.as_deref(), Some("42"));
     // Nor can it give up what it no longer holds.
     assert!(!store.release_lease(&a).await?);
 
@@ -92,7 +100,63 @@ async fn one_holder_at_a_time_and_a_deposed_one_is_fenced_off(store: &Store) -> 
     // A write fenced by a lease that expired, with nobody else taking it, is refused too.
     clock.advance(Duration::from_millis(TTL as u64 + 1));
     assert!(!writes(&store, &a2, "44").await?);
-    assert_eq!(offset(&store).await?.as_deref(), Some("42"));
+    assert_eq!(last_recorded(&store).await?.as_deref(), Some("42"));
+    Ok(())
+}
+
+/// A platform's event recorded by a receiver as leader (`Store::record_remote_event_as`): once
+/// per key while the lead holds; nothing at all once it was taken over or ran out.
+async fn a_deposed_leader_records_no_platform_event(store: &Store) -> anyhow::Result<()> {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let store = store.clone().with_clock(clock.clone());
+    let pending = |store: Store| async move {
+        anyhow::Ok(
+            store
+                .pending_remote_events(1000)
+                .await?
+                .into_iter()
+                .filter(|e| e.platform == "discord")
+                .map(|e| e.event_json)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let a = store.take_lease("lead", "a", TTL).await?.expect("free");
+    let record = |fence: Option<Fence>, key: &'static str| {
+        let store = store.clone();
+        async move {
+            anyhow::Ok(
+                store
+                    .record_remote_event_as(fence.as_ref(), "discord", key, &format!("\"{key}\""))
+                    .await?,
+            )
+        }
+    };
+    assert_eq!(record(Some(a.clone()), "1.0").await?, Recorded::New);
+    assert_eq!(record(Some(a.clone()), "1.0").await?, Recorded::Known);
+
+    // a stalls past its lease; b takes over. a wakes up with an update in hand.
+    clock.advance(Duration::from_millis(TTL as u64 + 1));
+    assert_eq!(
+        record(Some(a.clone()), "2.0").await?,
+        Recorded::Deposed,
+        "expired, even before anyone took over"
+    );
+    let b = store.take_lease("lead", "b", TTL).await?.expect("expired");
+    assert_eq!(record(Some(a.clone()), "2.0").await?, Recorded::Deposed);
+    assert_eq!(
+        pending(store.clone()).await?,
+        ["\"1.0\""],
+        "nothing of a's after its lead"
+    );
+    // The update is the new leader's to record; an entry point any instance serves (a
+    // webhook) records without a fence.
+    assert_eq!(record(Some(b.clone()), "2.0").await?, Recorded::New);
+    assert_eq!(record(None, "3.0").await?, Recorded::New);
+    assert_eq!(record(Some(a), "4.0").await?, Recorded::Deposed);
+    assert_eq!(
+        pending(store.clone()).await?,
+        ["\"1.0\"", "\"2.0\"", "\"3.0\""]
+    );
     Ok(())
 }
 
@@ -119,6 +183,7 @@ async fn exactly_one_of_many_takers_wins(store: &Store) -> anyhow::Result<()> {
 async fn suite(store: Store) -> anyhow::Result<()> {
     one_holder_at_a_time_and_a_deposed_one_is_fenced_off(&store).await?;
     exactly_one_of_many_takers_wins(&store).await?;
+    a_deposed_leader_records_no_platform_event(&store).await?;
     store.close().await;
     Ok(())
 }

@@ -3,17 +3,18 @@
 //! places conversations are held (for a platform that does not deliver again what was written
 //! while Switchboard was away), a responder's typing, and the lookups the Matrix reader asks.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use switchboard_appservice::ruma::{OwnedRoomId, OwnedUserId};
 
 use super::Bridge;
 use crate::{
+    cluster::Term,
     connector::{
         ConnectorError, HandleOffer, HeldPlace, Platform, RemoteEvent, RemoteSink, RoomDirectory,
     },
-    store::StoreError,
+    store::{Fence, Recorded, StoreError},
 };
 
 impl Bridge {
@@ -98,30 +99,101 @@ impl Bridge {
                 continue;
             };
             if let Some((key, remote)) = reader.receive(self, room_id, event).await? {
-                self.record_remote_event(connector.platform(), &key, &remote)
+                self.record_remote_event(connector.platform(), &key, &remote, None)
                     .await?;
             }
         }
         Ok(())
     }
 
-    /// Records a platform's event once per (platform, key) and wakes the scheduler.
+    /// Records a platform's event once per (platform, key), as the holder of `fence` when
+    /// there is one (see [`AsLeader`]), and wakes the scheduler.
     async fn record_remote_event(
         &self,
         platform: Platform,
         key: &str,
         event: &RemoteEvent,
-    ) -> Result<(), StoreError> {
+        fence: Option<&Fence>,
+    ) -> Result<Recorded, StoreError> {
         let json = serde_json::to_string(event).expect("a RemoteEvent serialises");
-        if self
+        let recorded = self
             .store
-            .record_remote_event(platform.as_str(), key, &json)
-            .await?
-        {
+            .record_remote_event_as(fence, platform.as_str(), key, &json)
+            .await?;
+        if recorded == Recorded::New {
             self.cursors.remote_recorded();
             self.inbox_ready.notify_one();
         }
-        Ok(())
+        Ok(recorded)
+    }
+
+    /// The sink a platform's receivers record into during `term`: what they record carries
+    /// the term's fence (on PostgreSQL; an instance alone has none), so a leader deposed with
+    /// events in hand (paused past its lease, cut off from the database) records none of them
+    /// as leader. The events are the new leader's to record: its own long poll, gateway
+    /// session or IMAP pass brings them, since this one acknowledged none of them.
+    pub fn as_leader(self: &Arc<Self>, term: &Term) -> Arc<dyn RemoteSink> {
+        Arc::new(AsLeader {
+            bridge: self.clone(),
+            term: term.clone(),
+        })
+    }
+}
+
+/// A [`RemoteSink`] whose records are fenced by a leader's term; see [`Bridge::as_leader`].
+struct AsLeader {
+    bridge: Arc<Bridge>,
+    term: Term,
+}
+
+#[async_trait]
+impl RemoteSink for AsLeader {
+    async fn record_remote(
+        &self,
+        platform: Platform,
+        key: &str,
+        event: &RemoteEvent,
+    ) -> Result<(), ConnectorError> {
+        let recorded = self
+            .bridge
+            .record_remote_event(platform, key, event, self.term.fence())
+            .await
+            .map_err(|e| ConnectorError::Transient(e.to_string()))?;
+        if recorded != Recorded::Deposed {
+            return Ok(());
+        }
+        crate::metrics::fenced_off(platform.as_str());
+        tracing::warn!(
+            platform = platform.as_str(),
+            epoch = self.term.epoch(),
+            "a receiver's event was not recorded: this instance no longer leads, so it is not acknowledged and is left to the leader"
+        );
+        // Transient, not permanent: the mail stays unflagged, the update unconfirmed, and the
+        // receiver stops once its term is seen to have ended.
+        Err(ConnectorError::Transient(format!(
+            "this instance no longer leads (its term {} was taken over or ran out)",
+            self.term.epoch()
+        )))
+    }
+
+    async fn held_places(&self, platform: Platform) -> Result<Vec<HeldPlace>, ConnectorError> {
+        self.bridge.held_places(platform).await
+    }
+
+    async fn chat_of_message(
+        &self,
+        platform: Platform,
+        message_id: &str,
+    ) -> Result<Option<String>, ConnectorError> {
+        self.bridge.chat_of_message(platform, message_id).await
+    }
+
+    fn typing(&self, platform: Platform, address: &str, thread: Option<&str>, lasts: Duration) {
+        self.bridge.typing(platform, address, thread, lasts)
+    }
+
+    fn rooms(&self) -> &dyn RoomDirectory {
+        self.bridge.as_ref()
     }
 }
 
@@ -133,8 +205,9 @@ impl RemoteSink for Bridge {
         key: &str,
         event: &RemoteEvent,
     ) -> Result<(), ConnectorError> {
-        self.record_remote_event(platform, key, event)
+        self.record_remote_event(platform, key, event, None)
             .await
+            .map(drop)
             .map_err(|e| ConnectorError::Transient(e.to_string()))
     }
 

@@ -748,6 +748,7 @@ impl Connector for DiscordConnector {
         let dispatcher = events::Events {
             connector: &self,
             sink: sink.as_ref(),
+            term: &term,
         };
         let config = gateway::GatewayConfig {
             rest: &self.rest,

@@ -128,41 +128,6 @@ impl Store {
         })
     }
 
-    /// [`Store::put_connector_state`] made as the holder of `fence`: written only if the
-    /// fence still holds its lease unexpired, checked in the same statement. `false`: not
-    /// written (a deposed holder; what it meant to record is another holder's to record).
-    /// For progress a singleton would keep in the store as it goes; none does yet (Telegram's
-    /// offset lives in its next call, IMAP's in the mailbox's flags).
-    pub async fn put_connector_state_fenced(
-        &self,
-        fence: &Fence,
-        platform: &str,
-        key: &str,
-        value: &str,
-    ) -> Result<bool, StoreError> {
-        let now = self.now_ms();
-        // SQLite reads `INSERT … SELECT … ON CONFLICT` only with a WHERE in the SELECT,
-        // which the fence provides.
-        let done = sqlx::query(
-            "INSERT INTO connector_state (platform, state_key, state_value, updated_at)
-             SELECT $1, $2, $3, $4 WHERE EXISTS (
-                 SELECT 1 FROM leases
-                 WHERE name = $5 AND holder = $6 AND epoch = $7 AND expires_at > $4)
-             ON CONFLICT (platform, state_key)
-             DO UPDATE SET state_value = excluded.state_value, updated_at = excluded.updated_at",
-        )
-        .bind(platform)
-        .bind(key)
-        .bind(value)
-        .bind(now)
-        .bind(&fence.name)
-        .bind(&fence.holder)
-        .bind(fence.epoch)
-        .execute(&mut *self.writer().await?)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// Pushes forward every lease of `holder` whose name starts with `prefix` and that it
     /// still holds unexpired, in one statement: the names renewed. A claim missing from them
     /// was lost (it expired, and another may hold it now).

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Engine, Store, StoreError};
+use super::{Engine, Fence, Store, StoreError};
 
 /// One recorded remote event.
 #[derive(Debug, Clone)]
@@ -166,8 +166,43 @@ fn assignment_from_row(r: &sqlx::any::AnyRow) -> Result<AssignmentRow, StoreErro
 /// constant of ours: "SBRI" in ASCII).
 pub const REMOTE_INBOX_ORDER_LOCK: i64 = 0x5342_5249;
 
+const FENCE_HOLDS: &str = "SELECT epoch FROM leases
+     WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4";
+const FENCE_HOLDS_LOCKED: &str = "SELECT epoch FROM leases
+     WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4 FOR SHARE";
+
+/// What recording a remote event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written now.
+    New,
+    /// Written before (the platform sent it again): nothing to do.
+    Known,
+    /// Not written: the fence it was written under no longer holds its lease.
+    Deposed,
+}
+
 impl Store {
     /// Records a remote event once per (platform, key). Returns whether it was new.
+    pub async fn record_remote_event(
+        &self,
+        platform: &str,
+        key: &str,
+        json: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .record_remote_event_as(None, platform, key, json)
+            .await?
+            == Recorded::New)
+    }
+
+    /// Records a remote event once per (platform, key), as the holder of `fence` when there
+    /// is one: a platform's receiver runs on the leader only (`cluster.rs`), and a leader
+    /// deposed while it held an event in hand (paused past its lease, cut off from the
+    /// database) must not record it, nor anything after it, as leader: [`Recorded::Deposed`],
+    /// nothing written. The lease is checked in the transaction of the insert, and on
+    /// PostgreSQL its row is share-locked until the commit, so a takeover (which updates the
+    /// row) waits for the insert rather than slipping in between the check and the write.
     ///
     /// The events are committed in the order of their `seq`. The scheduler hands platform
     /// events out after a cursor (`worker.rs`, `schedule_remote`), so a row that drew its
@@ -176,12 +211,14 @@ impl Store {
     /// anyway; on PostgreSQL several receivers (and instances) insert at once, so each insert
     /// holds a transaction-scoped advisory lock (it passes through pgbouncer's transaction
     /// pooling) from before its number is drawn until its commit.
-    pub async fn record_remote_event(
+    pub async fn record_remote_event_as(
         &self,
+        fence: Option<&Fence>,
         platform: &str,
         key: &str,
         json: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Recorded, StoreError> {
+        let now = self.now_ms();
         let insert = sqlx::query(
             "INSERT INTO remote_inbox (platform, event_key, event_json, received_at)
              VALUES ($1, $2, $3, $4) ON CONFLICT (platform, event_key) DO NOTHING",
@@ -189,21 +226,49 @@ impl Store {
         .bind(platform)
         .bind(key)
         .bind(json)
-        .bind(self.now_ms());
+        .bind(now);
+        // Whether `fence` still holds its lease unexpired; PostgreSQL share-locks the row.
+        let held = |sql: &'static str| {
+            fence.map(|f| {
+                sqlx::query(sql)
+                    .bind(&f.name)
+                    .bind(&f.holder)
+                    .bind(f.epoch)
+                    .bind(now)
+            })
+        };
         let done = match self.engine {
-            Engine::Sqlite => insert.execute(&mut *self.writer().await?).await?,
+            // One writer connection at a time, held from the check to the insert.
+            Engine::Sqlite => {
+                let mut writer = self.writer().await?;
+                if let Some(check) = held(FENCE_HOLDS)
+                    && check.fetch_optional(&mut *writer).await?.is_none()
+                {
+                    return Ok(Recorded::Deposed);
+                }
+                insert.execute(&mut *writer).await?
+            }
             Engine::Postgres => {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(REMOTE_INBOX_ORDER_LOCK)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(check) = held(FENCE_HOLDS_LOCKED)
+                    && check.fetch_optional(&mut *tx).await?.is_none()
+                {
+                    return Ok(Recorded::Deposed);
+                }
                 let done = insert.execute(&mut *tx).await?;
                 tx.commit().await?;
                 done
             }
         };
-        Ok(done.rows_affected() == 1)
+        Ok(if done.rows_affected() == 1 {
+            Recorded::New
+        } else {
+            Recorded::Known
+        })
     }
 
     pub async fn pending_remote_events(

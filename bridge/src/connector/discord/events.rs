@@ -26,7 +26,10 @@ use super::{
     rest::{Body, Route},
     thread_handle,
 };
-use crate::connector::{ConnectorError, FileKind, RemoteEvent, RemoteFile, RemoteSink};
+use crate::{
+    cluster::Term,
+    connector::{ConnectorError, FileKind, RemoteEvent, RemoteFile, RemoteSink},
+};
 
 /// How long an event is tried to be recorded while the store is away (see `Events::record`).
 const RECORD_PATIENCE: Duration = Duration::from_secs(600);
@@ -53,6 +56,8 @@ pub fn commands() -> Value {
 pub struct Events<'a> {
     pub connector: &'a DiscordConnector,
     pub sink: &'a dyn RemoteSink,
+    /// The lead the gateway runs under.
+    pub term: &'a Term,
 }
 
 #[async_trait]
@@ -131,6 +136,14 @@ impl Events<'_> {
                 Ok(()) => return true,
                 Err(ConnectorError::Permanent(e)) => {
                     tracing::error!(error = %e, "discord: an event can never be recorded; skipped");
+                    return false;
+                }
+                // The term ended (deposed: the sink refuses the records of a leader whose
+                // lease was taken over; or stopping): the gateway session ends with it, and
+                // the new leader's own session receives this event. While the renewal that
+                // decides is under way (the store slow or away), this waits for it.
+                Err(e) if !self.term.resumes().await => {
+                    tracing::warn!(error = %e, "discord: an event was not recorded; this instance no longer leads");
                     return false;
                 }
                 Err(e) if started.elapsed() >= RECORD_PATIENCE => {
