@@ -84,6 +84,13 @@ pub const RESPONDER_NAME: &str = "Responder";
 /// send cut off while the server was accepting the mail could be sent twice.
 const CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// How long the record of a mail the server accepted waits for a store that is away: with
+/// the send's own 120 s, under [`CALL_TIMEOUT`].
+const SENT_RECORD_PATIENCE: Duration = Duration::from_secs(25);
+// A send and its record end before the call is cut off (and the mail sent again).
+const _: () =
+    assert!(smtp::SEND_TIMEOUT.as_secs() + SENT_RECORD_PATIENCE.as_secs() < CALL_TIMEOUT.as_secs());
+
 /// The longest text one mail carries: far more than anyone types, so a message is never split.
 const MAX_TEXT_CHARS: usize = 100_000;
 
@@ -258,9 +265,21 @@ impl EmailConnector {
         }
         sent?;
         if let Some(token) = token {
-            self.threads.sent(token, &composed.message_id).await?;
+            self.record_sent(token, &composed.message_id).await;
         }
         Ok(composed.message_id.as_str().to_owned())
+    }
+
+    /// Records a mail the SMTP server accepted as part of its thread. The mail is out: a
+    /// failure here must not fail the delivery, or the bridge would send it again (found by
+    /// the crash bursts: PostgreSQL killed between the 250 and this record sent a mail twice
+    /// with one Message-ID). See [`record_after_sending`].
+    async fn record_sent(&self, token: &str, id: &compose::MessageId) {
+        if let Err(e) =
+            record_after_sending(SENT_RECORD_PATIENCE, || self.threads.sent(token, id)).await
+        {
+            tracing::error!(error = %e, "email: a sent mail is not recorded in its thread; a bounce of it will not be matched");
+        }
     }
 
     async fn thread(&self, token: Option<&str>) -> Result<(String, Thread), ConnectorError> {
@@ -337,6 +356,42 @@ impl EmailConnector {
         self.composer
             .answer(&mail, std::time::SystemTime::now())
             .map_err(never_works)
+    }
+}
+
+/// Runs `record` (what a sent mail leaves in the store) until it is done, trying again
+/// while the store is away (a retry-later error) for up to `patience`, then gives up with the
+/// last error: the mail went out whatever happens here, so the delivery succeeds anyway, and
+/// the bound keeps the whole call well under [`CALL_TIMEOUT`] (were the call cut off, the
+/// bridge would send the mail again). A never-works error is not retried.
+async fn record_after_sending<Fut>(
+    patience: Duration,
+    record: impl Fn() -> Fut,
+) -> Result<(), ConnectorError>
+where
+    Fut: std::future::Future<Output = Result<(), ConnectorError>>,
+{
+    use backon::BackoffBuilder;
+    let started = tokio::time::Instant::now();
+    let mut backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .with_jitter()
+        .build();
+    loop {
+        let error = match record().await {
+            Ok(()) => return Ok(()),
+            Err(e @ ConnectorError::Transient(_)) => e,
+            Err(e) => return Err(e),
+        };
+        match backoff.next() {
+            Some(wait) if started.elapsed() + wait < patience => {
+                tracing::warn!(error = %error, "email: the store did not take the record of a sent mail; trying again, not resending");
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(error),
+        }
     }
 }
 
@@ -658,5 +713,66 @@ impl Connector for EmailConnector {
             ));
         }
         Some(routes)
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A record that fails `failures` times with `error`, then succeeds; counts its calls.
+    fn flaky(
+        failures: usize,
+        error: fn() -> ConnectorError,
+        calls: &AtomicUsize,
+    ) -> impl Fn() -> std::future::Ready<Result<(), ConnectorError>> + '_ {
+        move || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n < failures { Err(error()) } else { Ok(()) })
+        }
+    }
+
+    fn away() -> ConnectorError {
+        ConnectorError::Transient("the store is away".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_comes_back_takes_the_record_of_a_sent_mail() {
+        let calls = AtomicUsize::new(0);
+        let started = tokio::time::Instant::now();
+        let recorded = record_after_sending(SENT_RECORD_PATIENCE, flaky(6, away, &calls)).await;
+        assert!(recorded.is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            7,
+            "tried until the store took it"
+        );
+        assert!(started.elapsed() < SENT_RECORD_PATIENCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_away_too_long_is_given_up_within_the_bound_and_a_refusal_at_once() {
+        let calls = AtomicUsize::new(0);
+        let started = tokio::time::Instant::now();
+        let given_up =
+            record_after_sending(SENT_RECORD_PATIENCE, flaky(usize::MAX, away, &calls)).await;
+        assert!(matches!(given_up, Err(ConnectorError::Transient(_))));
+        assert!(calls.load(Ordering::SeqCst) > 10, "kept trying meanwhile");
+        assert!(started.elapsed() < SENT_RECORD_PATIENCE);
+
+        let calls = AtomicUsize::new(0);
+        let refused = record_after_sending(
+            SENT_RECORD_PATIENCE,
+            flaky(
+                usize::MAX,
+                || ConnectorError::Permanent("corrupt".into()),
+                &calls,
+            ),
+        )
+        .await;
+        assert!(matches!(refused, Err(ConnectorError::Permanent(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

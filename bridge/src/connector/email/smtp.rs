@@ -35,7 +35,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one whole send may take, greeting to the answer after the data. lettre bounds only
 /// the connect; without this a server that stops answering would hold the caller forever. A
 /// mail of 10 MiB of files is about 14 MB on the wire: 2 minutes is over 900 kbit/s.
-const SEND_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Sends our mails to one SMTP server. `Send + Sync`; build once and share.
 pub struct Sender {
