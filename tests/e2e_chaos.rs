@@ -116,6 +116,53 @@ fn report(outcomes: &[Outcome], long: bool, seed: u64) -> String {
     out
 }
 
+/// What went wrong in one victim's run, one sentence each; empty when all held.
+fn problems(o: &Outcome, seed: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    if o.kills.len() != o.plan.kills {
+        problems.push(format!(
+            "{} of {} kills happened",
+            o.kills.len(),
+            o.plan.kills
+        ));
+    }
+    // Issue 17: the other instance leads within 5 s of the dead leader's lease expiring (it
+    // expires at most a lease after the kill).
+    for kill in &o.kills {
+        if let Some((what, took)) = &kill.takeover
+            && *took > Duration::from_secs(chaos::LEASE_SECONDS + 5)
+        {
+            problems.push(format!(
+                "{what}: led again only {:.1} s after",
+                took.as_secs_f64()
+            ));
+        }
+    }
+    // A visitor is told the service is unavailable, in words a client can act on.
+    for (status, errcode, _) in &o.answers_while_down {
+        if *status != 503 || errcode.is_empty() {
+            problems.push(format!(
+                "while Synapse was down the visitor API answered {status} {errcode:?}"
+            ));
+        }
+    }
+    let (sent, lost, doubled, out_of_order) = o.totals();
+    if sent == 0 {
+        problems.push("nothing was sent".into());
+    }
+    let beyond_us: usize = o.tallies.iter().map(|t| o.resent_doubles(t)).sum();
+    let copies: usize = o.tallies.iter().map(|t| o.folded_beyond_resends(t)).sum();
+    let doubled = doubled - beyond_us;
+    if (lost, doubled, copies, out_of_order) != (0, 0, 0, 0) {
+        problems.push(format!(
+            "{lost} lost, {doubled} doubled, {copies} mails sent twice with one Message-ID, \
+             {out_of_order} out of order (seed {seed}): {}",
+            o.faults().join(" | ")
+        ));
+    }
+    problems
+}
+
 /// Both tests here kill the main Synapse and use one slot: one at a time.
 static KILLS_SYNAPSE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -188,7 +235,18 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
             _ => {}
         }
         let outcome = chaos::run(&env, SLOT, victim, &plan).await?;
-        eprintln!("{}\n{}", victim.name(), outcome.rows());
+        // One line per victim, as soon as it is done: a failure's reason stays at the head
+        // of the output, which is what a CI log that keeps only its ends shows.
+        let problems = problems(&outcome, seed);
+        eprintln!(
+            "{}: {}",
+            victim.name(),
+            if problems.is_empty() {
+                format!("ok ({})", outcome.summary())
+            } else {
+                format!("FAILED: {}", problems.join("; "))
+            }
+        );
         outcomes.push(outcome);
     }
     let table = report(&outcomes, long, seed);
@@ -196,43 +254,14 @@ async fn nothing_is_lost_doubled_or_reordered_when_switchboard_synapse_or_postgr
     if let Ok(path) = std::env::var("SWITCHBOARD_CHAOS_REPORT") {
         std::fs::write(path, &table)?;
     }
-    for o in &outcomes {
-        assert_eq!(
-            o.kills.len(),
-            o.plan.kills,
-            "{}: not every kill happened",
-            o.victim.name()
-        );
-        // Issue 17: the other instance leads within 5 s of the dead leader's lease expiring
-        // (it expires at most a lease after the kill).
-        for kill in &o.kills {
-            if let Some((_, took)) = kill.takeover {
-                assert!(
-                    took <= Duration::from_secs(chaos::LEASE_SECONDS + 5),
-                    "{}: led again only {:.1} s after the kill",
-                    o.victim.name(),
-                    took.as_secs_f64()
-                );
-            }
-        }
-        // A visitor is told the service is unavailable, in words a client can act on.
-        for (status, errcode, _) in &o.answers_while_down {
-            assert!(
-                *status == 503 && !errcode.is_empty(),
-                "while Synapse was down the visitor API answered {status} {errcode:?}"
-            );
-        }
-        let (sent, lost, doubled, out_of_order) = o.totals();
-        assert!(sent > 0);
-        let beyond_us: usize = o.tallies.iter().map(|t| o.resent_doubles(t)).sum();
-        let copies: usize = o.tallies.iter().map(|t| o.folded_beyond_resends(t)).sum();
-        assert_eq!(
-            (lost, doubled - beyond_us + copies, out_of_order),
-            (0, 0, 0),
-            "{}: lost, doubled, out of order (seed {seed}):\n{}",
-            o.victim.name(),
-            o.faults().join("\n")
-        );
-    }
+    let problems: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| {
+            problems(o, seed)
+                .into_iter()
+                .map(|p| format!("{}: {p}", o.victim.name()))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }

@@ -96,21 +96,30 @@ impl Under {
         n: usize,
         pause: Duration,
         tg: &telegram_standin::StandIn,
-    ) -> anyhow::Result<(&'static str, Option<Duration>)> {
+    ) -> anyhow::Result<(String, Option<Duration>)> {
         let leader = self.leader().await?.context("nobody leads")?;
         Ok(match n % 4 {
             0 => (
-                "leader killed",
+                "leader killed".into(),
                 Some(self.kill_instance(leader, pause).await?),
             ),
             1 => {
                 self.kill_instance(1 - leader, pause).await?;
-                ("other killed", None)
+                ("other killed".into(), None)
             }
-            2 => ("leader paused", Some(self.pause_leader(leader, tg).await?)),
+            2 => {
+                let (took, in_hand, refused) = self.pause_leader(leader, tg).await?;
+                (
+                    format!(
+                        "leader paused with {in_hand} Telegram updates in hand, \
+                         {refused} records refused by the fence"
+                    ),
+                    Some(took),
+                )
+            }
             _ => {
                 self.restart_in_turn().await?;
-                ("both restarted", None)
+                ("both restarted".into(), None)
             }
         })
     }
@@ -145,19 +154,43 @@ impl Under {
     /// SIGSTOPs the leader `i` until the other leads, then a second more, and resumes it: it
     /// must then do nothing as leader. Its Telegram receiver is the check: had it polled
     /// again, Telegram (the stand-in) would have ended one of the two polls with 409.
+    /// Returns how long the other took to lead, how many updates the paused one's long poll
+    /// was handed while it was stopped (it holds them when it resumes; the new leader gets
+    /// them too, as none was confirmed), and how many times its receiver's record was refused
+    /// by the fence once it resumed (at most once per batch in hand: the refusal stops the
+    /// batch; none if it saw its term end first).
     async fn pause_leader(
         &mut self,
         i: usize,
         tg: &telegram_standin::StandIn,
-    ) -> anyhow::Result<Duration> {
+    ) -> anyhow::Result<(Duration, usize, usize)> {
         let store = self.store().await?;
         let epoch = store.lease(LEADER_LEASE).await?.map_or(0, |l| l.epoch);
         let pid = self.instances()?[i].pid().context("not running")?;
+        let refusals = |log: String| log.matches(FENCED_OFF).count();
+        let refused_before = refusals(self.instances()?[i].log_text());
         let paused = tokio::time::Instant::now();
         signal(pid, "-STOP")?;
+        // Only the leader polls, and it is stopped: the polls still open are its own.
+        let open: Vec<usize> = (tg.requests().iter().enumerate())
+            .filter(|(_, q)| q.method_lower == "getupdates" && q.status == 0)
+            .map(|(n, _)| n)
+            .collect();
+        // Someone new writes to the bot: an open poll is answered with it at once, so the
+        // stopped leader holds an update when it resumes. (Asked for a topic, they start no
+        // conversation, so the counts of the burst are untouched.)
+        let stranger = tg.user(1_699_000 + epoch, "Stranger", None);
+        tg.user_sends(&stranger, "written while the leader was stopped");
         let waited = next_leader(&store, epoch).await;
         let took_over = paused.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let requests = tg.requests();
+        let in_hand: usize = open
+            .iter()
+            .filter_map(|n| requests.get(*n))
+            .filter(|q| q.status == 200)
+            .map(|q| q.items)
+            .sum();
         signal(pid, "-CONT")?;
         waited?;
         store.close().await;
@@ -181,7 +214,7 @@ impl Under {
             log.contains("lost the lead"),
             "the paused leader did not say it lost the lead"
         );
-        Ok(took_over)
+        Ok((took_over, in_hand, refusals(log) - refused_before))
     }
 
     /// SIGTERMs each instance and starts it again, one after the other, as a rolling upgrade
@@ -195,6 +228,9 @@ impl Under {
         Ok(())
     }
 }
+
+/// What an instance logs when the fence refuses its receiver's record (`bridge/sink.rs`).
+const FENCED_OFF: &str = "this instance no longer leads, so it is not acknowledged";
 
 /// The instances' names, as their holder names begin.
 const NAMES: [&str; 2] = ["a/", "b/"];

@@ -68,7 +68,7 @@ pub struct Kill {
     pub down: Duration,
     /// When one of two instances was hit: how (`Under::hit`), and how long after it the
     /// lead was held by a live instance again.
-    pub takeover: Option<(&'static str, Duration)>,
+    pub takeover: Option<(String, Duration)>,
 }
 
 /// What one run found.
@@ -102,6 +102,18 @@ impl Outcome {
         })
     }
 
+    /// A line for a run that held: what was sent, and under how many kills.
+    pub fn summary(&self) -> String {
+        let (sent, ..) = self.totals();
+        let folded: usize = self.tallies.iter().map(|t| t.folded).sum();
+        let resent: usize = self.tallies.iter().map(|t| self.resent_doubles(t)).sum();
+        format!(
+            "{sent} messages, {} kills, 0 lost, doubled or out of order; {resent} resent by a \
+             kill, {folded} mails sent again with their Message-ID",
+            self.kills.len()
+        )
+    }
+
     /// One Markdown table row per direction and platform, summed over conversations.
     pub fn rows(&self) -> String {
         let mut out = String::new();
@@ -111,6 +123,7 @@ impl Outcome {
             .map(|k| {
                 let takeover = k
                     .takeover
+                    .as_ref()
                     .map(|(what, t)| format!(" {what}, led after {:.1}", t.as_secs_f64()))
                     .unwrap_or_default();
                 format!(

@@ -133,6 +133,9 @@ pub struct RecordedRequest {
     /// The HTTP status answered; 0 while the request is still being handled (or if the
     /// client hung up before the answer).
     pub status: u16,
+    /// How many items a successful answer's `result` array carried (`getUpdates`: the
+    /// updates handed out by this call); 0 for any other answer.
+    pub items: usize,
 }
 
 /// Stops the server when the last `StandIn` clone is dropped.

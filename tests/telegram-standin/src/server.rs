@@ -46,7 +46,7 @@ async fn handle(
     if let Some(rest) = path.strip_prefix("file/") {
         let index = record(&shared, "file", content_type, uri.query(), &body);
         let (status, bytes, mime) = methods::download(&shared, rest);
-        set_status(&shared, index, status);
+        set_status(&shared, index, status, 0);
         return (status_code(status), [(header::CONTENT_TYPE, mime)], bytes).into_response();
     }
 
@@ -61,6 +61,10 @@ async fn handle(
         &body,
     )
     .await;
+    let items = match &outcome {
+        Ok(Success { result, .. }) => result.as_array().map_or(0, Vec::len),
+        Err(_) => 0,
+    };
     let (status, envelope) = match outcome {
         Ok(Success {
             result,
@@ -74,7 +78,7 @@ async fn handle(
         }
         Err(error) => (error.code, error.to_envelope()),
     };
-    set_status(&shared, index, status);
+    set_status(&shared, index, status, items);
     (
         status_code(status),
         [(header::CONTENT_TYPE, "application/json")],
@@ -137,13 +141,15 @@ fn record(
         query: query.map(str::to_owned),
         body: body.to_vec(),
         status: 0,
+        items: 0,
     });
     world.requests.len() - 1
 }
 
-fn set_status(shared: &Shared, index: usize, status: u16) {
+fn set_status(shared: &Shared, index: usize, status: u16, items: usize) {
     if let Some(request) = shared.world().requests.get_mut(index) {
         request.status = status;
+        request.items = items;
     }
 }
 

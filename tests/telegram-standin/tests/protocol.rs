@@ -215,6 +215,15 @@ async fn long_poll_waits_for_the_timeout_or_returns_early_with_an_update() {
         "a long poll returns as soon as an update arrives"
     );
     sender.await.unwrap();
+    // The record of each call says what its answer handed out.
+    let polls: Vec<(u16, usize)> = api
+        .tg
+        .requests()
+        .iter()
+        .filter(|r| r.method_lower == "getupdates")
+        .map(|r| (r.status, r.items))
+        .collect();
+    assert_eq!(polls, [(200, 0), (200, 1)]);
 }
 
 #[tokio::test]
