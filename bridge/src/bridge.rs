@@ -210,9 +210,13 @@ impl Bridge {
     }
 
     /// Shares the work with the other instances of `cluster` (`cluster.rs`): lanes, room
-    /// locks and posting passes become claims, and the timers run only while this instance
-    /// leads. Before `run`.
+    /// locks and posting passes become claims, the timers run only while this instance
+    /// leads, and each platform's rate is shared among the instances live. Before `run`.
     pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.pacer = pacing::Pacer::shared({
+            let cluster = cluster.clone();
+            move || cluster.instances()
+        });
         self.lanes = lanes::Lanes::new(LANE_CONCURRENCY, cluster.clone());
         self.room_locks = lanes::RoomLocks::among(cluster.clone(), "room");
         // A posting pass holds its room's claim too, so an erasure on any instance waits for

@@ -23,8 +23,9 @@
 //!   the stall and records after it is fenced in the store: the receivers record platform
 //!   events through `Bridge::as_leader`, which checks the term's epoch in the transaction of
 //!   each insert ([`Store::record_remote_event_as`]); a refused event is not acknowledged to
-//!   its platform and is left to the new leader. The timers only hand jobs to room lanes,
-//!   which re-read the store under the room's claim, so they write nothing as leader.
+//!   its platform and is left to the new leader. The retention sweep checks the epoch in
+//!   each of its transactions ([`Store::sweep`]); the other timers only hand jobs to room
+//!   lanes, which re-read the store under the room's claim, so they write nothing as leader.
 //!
 //! Claims are not fenced per write: work on a conversation reads what to do from the store
 //! and records what it did under keys (event IDs, outbox rows), so a second run of the same
@@ -34,7 +35,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -47,6 +48,8 @@ use crate::store::{Fence, Store, StoreError};
 pub const LEADER_LEASE: &str = "leader";
 /// Claims' lease names start with this.
 pub const CLAIM_PREFIX: &str = "claim/";
+/// Each live instance's presence row is a lease named this and its holder name.
+pub const PRESENCE_PREFIX: &str = "present/";
 /// How long a lease lasts unless renewed, by default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
@@ -75,6 +78,8 @@ struct Shared {
     epoch: AtomicU64,
     /// While leading: until when (ms after `base`) the lead holds by this instance's clock.
     lead_until: AtomicU64,
+    /// How many instances were live on the store at the last count (this one included).
+    instances: AtomicU32,
     /// The claims this instance holds now, with the epoch each was taken at.
     held: Mutex<HashMap<String, i64>>,
     /// Until when (ms after `base`) the claims renewed last hold by this instance's clock.
@@ -176,6 +181,7 @@ impl Cluster {
             base: Instant::now(),
             epoch: AtomicU64::new(0),
             lead_until: AtomicU64::new(0),
+            instances: AtomicU32::new(1),
             held: Mutex::default(),
             claims_until: AtomicU64::new(0),
             last_lead: Mutex::default(),
@@ -195,6 +201,15 @@ impl Cluster {
     /// This instance's name among the others; `None` when alone.
     pub fn holder(&self) -> Option<&str> {
         self.inner.shared.as_ref().map(|s| s.holder.as_str())
+    }
+
+    /// How many instances share the store, this one included, as last counted (every third
+    /// of a lease; 1 alone, and until the first count).
+    pub fn instances(&self) -> u32 {
+        self.inner
+            .shared
+            .as_ref()
+            .map_or(1, |s| s.instances.load(Ordering::SeqCst))
     }
 
     /// Whether this instance leads right now (alone, always).
@@ -284,6 +299,7 @@ impl Cluster {
         let mut lead: Option<(Fence, watch::Sender<bool>)> = None;
         loop {
             let sent = Instant::now();
+            shared.count_instances().await;
             shared.renew_claims().await;
             lead = match lead {
                 None => {
@@ -396,12 +412,10 @@ impl Cluster {
         let Some(shared) = &self.inner.shared else {
             return;
         };
-        if let Err(e) = shared
-            .store
-            .drop_leases_of(&shared.holder, CLAIM_PREFIX)
-            .await
-        {
-            tracing::warn!(error = %e, "could not give the claims up; they expire");
+        for prefix in [CLAIM_PREFIX, PRESENCE_PREFIX] {
+            if let Err(e) = shared.store.drop_leases_of(&shared.holder, prefix).await {
+                tracing::warn!(error = %e, "could not give the claims up; they expire");
+            }
         }
         let lead = shared.last_lead.lock().expect("lead").take();
         if let Some(fence) = lead
@@ -426,6 +440,24 @@ impl Shared {
     fn until(&self, sent: Instant) -> u64 {
         let holds = self.lease - self.lease / 5;
         (sent + holds).duration_since(self.base).as_millis() as u64
+    }
+
+    /// Says this instance is live for another lease and counts the live ones, for the share
+    /// of each platform's rate it keeps to (`bridge/pacing.rs`). Kept as it was while the
+    /// store does not answer.
+    async fn count_instances(&self) {
+        let present = self
+            .store
+            .mark_present(PRESENCE_PREFIX, &self.holder, self.lease_ms());
+        match timed(self, present).await {
+            Ok(n) => {
+                let before = self.instances.swap(n, Ordering::SeqCst);
+                if before != n {
+                    tracing::info!(instances = n, "instances live on this database");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "counting the live instances failed; retrying"),
+        }
     }
 
     /// Pushes forward every claim held, in one statement; a claim that was not renewed was

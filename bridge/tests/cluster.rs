@@ -121,6 +121,8 @@ async fn one_instance_leads_and_another_takes_over_when_it_stops(
         term_a.holds() && !b.leads(),
         "a keeps leading while it renews"
     );
+    // Each counts two instances live, and so keeps to half of each platform's rate.
+    assert_eq!((a.instances(), b.instances()), (2, 2));
 
     // a stops (and gives up what it held): its term ends, and b leads within a renewal.
     stop_a.send(true)?;
@@ -129,6 +131,14 @@ async fn one_instance_leads_and_another_takes_over_when_it_stops(
     a.leave().await;
     let term_b = leading(&b, LEASE).await?;
     assert_eq!(term_b.epoch(), term_a.epoch() + 1);
+    // a gave up its presence too: b counts itself alone at its next renewal.
+    timeout(LEASE, async {
+        while b.instances() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("b still counts {} instances", b.instances()))?;
     let lease = store.lease(LEADER_LEASE).await?.expect("held");
     assert_eq!(
         (lease.holder.as_str(), lease.epoch),

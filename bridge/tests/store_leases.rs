@@ -160,6 +160,42 @@ async fn a_deposed_leader_records_no_platform_event(store: &Store) -> anyhow::Re
     Ok(())
 }
 
+/// Live instances, counted by their presence rows: one that stops renewing drops out once its
+/// row expires, and its row is deleted a lease later.
+async fn live_instances_are_counted(store: &Store) -> anyhow::Result<()> {
+    let clock = ManualClock::new(T0 + 2_000_000);
+    let store = store.clone().with_clock(clock.clone());
+    assert_eq!(store.mark_present("present/", "a", TTL).await?, 1);
+    assert_eq!(store.mark_present("present/", "b", TTL).await?, 2);
+    assert_eq!(
+        store.mark_present("present/", "a", TTL).await?,
+        2,
+        "a again"
+    );
+    // Other leases are not instances.
+    assert_eq!(store.mark_present("elsewhere/", "c", TTL).await?, 1);
+    // b stops; a keeps renewing.
+    clock.advance(Duration::from_millis(TTL as u64 / 2));
+    assert_eq!(store.mark_present("present/", "a", TTL).await?, 2);
+    clock.advance(Duration::from_millis(TTL as u64 / 2 + 1));
+    assert_eq!(
+        store.mark_present("present/", "a", TTL).await?,
+        1,
+        "b expired"
+    );
+    assert!(store.lease("present/b").await?.is_none());
+    clock.advance(Duration::from_millis(TTL as u64));
+    store.mark_present("present/", "a", TTL).await?;
+    assert!(store.lease("present/a").await?.is_some());
+    // b's row is gone: taking its name starts again at the first epoch.
+    let taken = store
+        .take_lease("present/b", "z", TTL)
+        .await?
+        .expect("free");
+    assert_eq!(taken.epoch, 1, "the expired row was deleted");
+    Ok(())
+}
+
 /// Instances racing for a free lease: exactly one gets it.
 async fn exactly_one_of_many_takers_wins(store: &Store) -> anyhow::Result<()> {
     let takers: Vec<_> = (0..8)
@@ -184,6 +220,7 @@ async fn suite(store: Store) -> anyhow::Result<()> {
     one_holder_at_a_time_and_a_deposed_one_is_fenced_off(&store).await?;
     exactly_one_of_many_takers_wins(&store).await?;
     a_deposed_leader_records_no_platform_event(&store).await?;
+    live_instances_are_counted(&store).await?;
     store.close().await;
     Ok(())
 }

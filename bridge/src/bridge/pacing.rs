@@ -8,6 +8,14 @@
 //! leave the part for a later pass, while a notice reserves the earliest slot and waits for
 //! it. Times are unix milliseconds passed in by the caller, so the rules are tested at fixed
 //! instants. In memory on purpose: after a restart pacing simply starts afresh.
+//!
+//! With several instances on one database (`cluster.rs`) each paces what it sends itself, at
+//! its share of a platform's rate: `max_messages_per_second` divided among the instances live
+//! now (the cluster counts them every third of a lease), so together they stay within the
+//! platform's limit without asking each other per message. A chat is sent to by one instance
+//! at a time (its lane's claim), so the per-chat interval needs no sharing; only the first
+//! message after a claim moved may come early, and a platform that minds answers it with a
+//! 429, which is waited out like any other.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -16,10 +24,17 @@ use crate::connector::{Capabilities, Platform};
 /// Above this many remembered chats, the ones whose slot is free again are forgotten.
 const PRUNE_ABOVE: usize = 1024;
 
-#[derive(Default)]
 pub(super) struct Pacer {
     // A std mutex: it is held for a few map operations and never across an await.
     slots: Mutex<Slots>,
+    /// How many instances share each platform's rate now (1 alone).
+    instances: Box<dyn Fn() -> u32 + Send + Sync>,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::shared(|| 1)
+    }
 }
 
 #[derive(Default)]
@@ -42,8 +57,16 @@ impl Slots {
         now.max(chat).max(global)
     }
 
-    /// Takes the slot at `at`: the chat's and the platform's next slots move past it.
-    fn take(&mut self, platform: Platform, address: &str, caps: &Capabilities, at: i64) {
+    /// Takes the slot at `at`: the chat's and the platform's next slots move past it, the
+    /// platform's by this instance's share of its rate (one of `instances`).
+    fn take(
+        &mut self,
+        platform: Platform,
+        address: &str,
+        caps: &Capabilities,
+        at: i64,
+        instances: u32,
+    ) {
         let per_chat = caps.min_interval_per_chat.as_millis() as i64;
         if per_chat > 0 {
             if self.chats.len() > PRUNE_ABOVE {
@@ -54,13 +77,22 @@ impl Slots {
         }
         if let Some(rate) = caps.max_messages_per_second.filter(|r| *r > 0) {
             // Rounded up, so the rate is never exceeded.
-            let spacing = 1000_u64.div_ceil(u64::from(rate)) as i64;
+            let spacing = (1000 * u64::from(instances.max(1))).div_ceil(u64::from(rate)) as i64;
             self.platforms.insert(platform, at + spacing);
         }
     }
 }
 
 impl Pacer {
+    /// A pacer whose platform rates are shared by `instances()` instances, asked at each
+    /// message.
+    pub(super) fn shared(instances: impl Fn() -> u32 + Send + Sync + 'static) -> Self {
+        Self {
+            slots: Mutex::default(),
+            instances: Box::new(instances),
+        }
+    }
+
     /// Takes the slot for one message to `address` if it is free at `now`, and returns
     /// `Ok`; otherwise takes nothing and returns when it will be free. For the outbox, which
     /// must not wait while other chats have work.
@@ -76,7 +108,7 @@ impl Pacer {
         if at > now {
             return Err(at);
         }
-        slots.take(platform, address, caps, now);
+        slots.take(platform, address, caps, now, (self.instances)());
         Ok(())
     }
 
@@ -96,7 +128,7 @@ impl Pacer {
         if at > latest {
             return None;
         }
-        slots.take(platform, address, caps, at);
+        slots.take(platform, address, caps, at, (self.instances)());
         Some(at)
     }
 
@@ -204,6 +236,32 @@ mod tests {
                 i64::MAX
             ),
             Some(T0 + 68)
+        );
+    }
+
+    /// Two instances live: each keeps to half the platform's rate, and follows the count
+    /// as instances come and go.
+    #[test]
+    fn instances_share_the_platform_wide_rate() {
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(2));
+        let p = Pacer::shared({
+            let live = live.clone();
+            move || live.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        let tg = Platform::parse("telegram").unwrap();
+        assert_eq!(p.try_take(tg, "7", &TELEGRAM, T0), Ok(()));
+        // 15 per second here (and 15 at the other instance): 67 ms apart, not 34.
+        assert_eq!(p.try_take(tg, "8", &TELEGRAM, T0 + 34), Err(T0 + 67));
+        assert_eq!(p.try_take(tg, "8", &TELEGRAM, T0 + 67), Ok(()));
+        // The other instance stopped: the whole rate again.
+        live.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            p.reserve_by(tg, "9", &TELEGRAM, T0 + 67, i64::MAX),
+            Some(T0 + 134)
+        );
+        assert_eq!(
+            p.reserve_by(tg, "10", &TELEGRAM, T0 + 134, i64::MAX),
+            Some(T0 + 168)
         );
     }
 

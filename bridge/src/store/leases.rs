@@ -17,7 +17,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Engine, Store, StoreError};
 
 /// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,35 @@ pub struct Fence {
 }
 
 impl Store {
+    /// Whether `fence` still holds its lease unexpired, asked on `conn` inside the transaction
+    /// of a write made as its holder: on PostgreSQL the lease row is share-locked until that
+    /// transaction ends, so a takeover (which updates the row) waits for the write rather
+    /// than slipping in between this check and it. On SQLite the caller holds the one writer.
+    pub(super) async fn fence_holds(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        fence: &Fence,
+    ) -> Result<bool, StoreError> {
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                "SELECT epoch FROM leases
+                 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4"
+            }
+            Engine::Postgres => {
+                "SELECT epoch FROM leases
+                 WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4 FOR SHARE"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(&fence.name)
+            .bind(&fence.holder)
+            .bind(fence.epoch)
+            .bind(self.now_ms())
+            .fetch_optional(conn)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Takes the lease `name` for `holder` for `ttl_ms` if nobody holds it (never taken,
     /// expired or given up) or `holder` itself does: the new epoch. `None` while another
     /// holds it. A holder taking it again gets a new epoch too: whatever it started under the
@@ -174,6 +203,42 @@ impl Store {
             .execute(&mut *self.writer().await?)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Marks `holder` live for `ttl_ms` (its row `<prefix><holder>`) and returns how many
+    /// holders are live under `prefix`, itself included: what a limit all instances share is
+    /// divided by. Rows of holders gone for longer than a lease are deleted on the way (each
+    /// start of an instance is a new holder).
+    pub async fn mark_present(
+        &self,
+        prefix: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<u32, StoreError> {
+        let now = self.now_ms();
+        let mut writer = self.writer().await?;
+        sqlx::query(
+            "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
+        )
+        .bind(format!("{prefix}{holder}"))
+        .bind(holder)
+        .bind(now.saturating_add(ttl_ms))
+        .execute(&mut *writer)
+        .await?;
+        sqlx::query("DELETE FROM leases WHERE name LIKE $1 AND expires_at < $2")
+            .bind(like_prefix(prefix))
+            .bind(now.saturating_sub(ttl_ms))
+            .execute(&mut *writer)
+            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE name LIKE $1 AND expires_at > $2")
+                .bind(like_prefix(prefix))
+                .bind(now)
+                .fetch_one(&mut *writer)
+                .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n.clamp(1, i64::from(u32::MAX)) as u32)
     }
 }
 
