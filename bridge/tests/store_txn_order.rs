@@ -1,14 +1,15 @@
 //! The transaction order guard's state shared through the store (issue 17,
 //! `bridge/src/store/appservice_state.rs`), on both engines: two instances' guards, each with
 //! a store of its own on one database, take the homeserver's transactions spread over them,
-//! and a transaction one refused is known to the other when it comes back.
+//! and a transaction one refused is known to the other when it comes back. Also whether a
+//! visitor is typing, which one instance records and another reads.
 
 mod common;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use switchboard_appservice::txn_order::{SharedOrder, TransactionOrder, Verdict};
-use switchboard_bridge::{Store, store::Engine};
+use switchboard_bridge::{Store, clock::ManualClock, store::Engine};
 
 async fn take(order: &TransactionOrder, id: &str) {
     assert_eq!(order.check(id).await, Verdict::Take, "{id}");
@@ -36,8 +37,40 @@ async fn suite(a_store: Store, b_store: Store) -> anyhow::Result<()> {
     let c = TransactionOrder::shared(Arc::new(b_store.clone()));
     take(&c, "26").await;
     assert!(a_store.load().await?.is_some());
+    visitor_typing_is_shared(&a_store, &b_store).await?;
     a_store.close().await;
     b_store.close().await;
+    Ok(())
+}
+
+/// One instance records that a visitor stopped typing; the other, which showed them typing
+/// since before that, reads it (`bridge/typing.rs`). Rows of rooms quiet for two minutes go.
+async fn visitor_typing_is_shared(a: &Store, b: &Store) -> anyhow::Result<()> {
+    let started = 1_800_000_000_000;
+    let clock = ManualClock::new(started);
+    let (a, b) = (
+        a.clone().with_clock(clock.clone()),
+        b.clone().with_clock(clock.clone()),
+    );
+    assert_eq!(b.visitor_typing("!r:x").await?, None);
+    a.put_visitor_typing("!r:x", true).await?;
+    clock.advance(Duration::from_secs(3));
+    b.put_visitor_typing("!r:x", false).await?;
+    assert_eq!(
+        a.visitor_typing("!r:x").await?,
+        Some((false, started + 3_000)),
+        "stopped, after a learned it started"
+    );
+    b.put_visitor_typing("!other:x", true).await?;
+    clock.advance(Duration::from_secs(121));
+    a.put_visitor_typing("!third:x", true).await?;
+    assert_eq!(
+        b.visitor_typing("!r:x").await?,
+        None,
+        "quiet for two minutes"
+    );
+    assert_eq!(b.visitor_typing("!other:x").await?, None);
+    assert!(b.visitor_typing("!third:x").await?.is_some());
     Ok(())
 }
 

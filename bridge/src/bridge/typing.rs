@@ -67,8 +67,9 @@ impl TypingUpdate {
 /// What the typing task remembers between updates (owned by the task, not shared).
 #[derive(Default)]
 struct Typing {
-    /// Conversation rooms whose visitor is typing: since when, and when last shown.
-    visitors: HashMap<String, (Instant, Instant)>,
+    /// Conversation rooms whose visitor is typing: since when, when last shown, and when
+    /// this instance learned it (store clock, ms; see [`Bridge::stopped_elsewhere`]).
+    visitors: HashMap<String, (Instant, Instant, i64)>,
     /// Conversation rooms started from a platform in which a responder's ghost is typing:
     /// since when, and when last shown to the initiator.
     to_initiators: HashMap<String, (Instant, Instant)>,
@@ -113,10 +114,19 @@ impl Bridge {
     async fn on_tick(&self, state: &mut Typing) -> Result<(), StoreError> {
         state
             .visitors
-            .retain(|_, (since, _)| since.elapsed() < RENEW_AT_MOST);
+            .retain(|_, (since, _, _)| since.elapsed() < RENEW_AT_MOST);
+        let mut stopped = Vec::new();
+        for (room, (_, _, learned)) in &state.visitors {
+            if self.stopped_elsewhere(room, *learned).await? {
+                stopped.push(room.clone());
+            }
+        }
+        for room in stopped {
+            state.visitors.remove(&room);
+        }
         // Each holder's platform says how often its indicator must be sent again
         // (`Capabilities::typing_renewal`; Telegram's chat action lasts about five seconds).
-        for (room, (_, shown)) in state.visitors.iter_mut() {
+        for (room, (_, shown, _)) in state.visitors.iter_mut() {
             if self
                 .show_visitor_typing_as_due(room, shown.elapsed())
                 .await?
@@ -152,10 +162,12 @@ impl Bridge {
         if let Some(conversation) = self.store.conversation(room).await? {
             let typing = update.user_ids.contains(&conversation.visitor_user_id);
             let was = state.visitors.contains_key(room);
+            self.share_visitor_typing(room, typing).await;
             if typing && !was {
-                state
-                    .visitors
-                    .insert(room.to_owned(), (Instant::now(), Instant::now()));
+                state.visitors.insert(
+                    room.to_owned(),
+                    (Instant::now(), Instant::now(), self.now_ms()),
+                );
             } else if !typing && was {
                 state.visitors.remove(room);
             }
@@ -196,6 +208,31 @@ impl Bridge {
                 .await?;
         }
         Ok(())
+    }
+
+    /// With other instances live, tells them whether the visitor of `room` is typing: the
+    /// homeserver's pushes (and the visitor API's calls) are spread over the instances, so
+    /// the update that says the visitor stopped may reach another instance than the one
+    /// renewing "typing…" on the responder's platform. Best effort: typing is ephemeral.
+    async fn share_visitor_typing(&self, room: &str, typing: bool) {
+        if self.cluster.instances() < 2 {
+            return;
+        }
+        if let Err(e) = self.store.put_visitor_typing(room, typing).await {
+            tracing::debug!(error = %e, "a visitor's typing was not shared with the other instances");
+        }
+    }
+
+    /// Whether another instance learned, after `learned` (store clock, ms), that the visitor
+    /// of `room` stopped typing: then this one stops renewing it.
+    async fn stopped_elsewhere(&self, room: &str, learned: i64) -> Result<bool, StoreError> {
+        if self.cluster.instances() < 2 {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.store.visitor_typing(room).await?,
+            Some((false, at)) if at >= learned
+        ))
     }
 
     /// Shows (or stops) the ghost of the Matrix responder of `relay` typing in the

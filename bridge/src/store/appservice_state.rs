@@ -1,5 +1,6 @@
 //! What the appservice endpoint shares between the instances behind one URL: the transaction
-//! order guard's state (`switchboard_appservice::txn_order`), one JSON row.
+//! order guard's state (`switchboard_appservice::txn_order`), one JSON row; and whether each
+//! conversation's visitor is typing (`bridge/typing.rs`), a row per room while it matters.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -12,6 +13,11 @@ use super::{Store, StoreError};
 
 /// The row's key.
 const TXN_ORDER: &str = "txn_order";
+/// A room's visitor typing: the key's prefix.
+const VISITOR_TYPING: &str = "typing/";
+/// Typing rows not written for this long are deleted (a visitor is shown typing for a minute
+/// at most, `RENEW_AT_MOST`).
+const TYPING_KEPT_MS: i64 = 120_000;
 
 impl Store {
     async fn appservice_state(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -34,6 +40,39 @@ impl Store {
         .execute(&mut *self.writer().await?)
         .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Records whether the visitor of `room` is typing, as of now; rows of rooms nobody
+    /// typed in for a while are deleted on the way.
+    pub async fn put_visitor_typing(&self, room: &str, typing: bool) -> Result<(), StoreError> {
+        self.put_appservice_state(
+            &format!("{VISITOR_TYPING}{room}"),
+            if typing { "1" } else { "0" },
+        )
+        .await?;
+        sqlx::query("DELETE FROM appservice_state WHERE state_key LIKE $1 AND updated_at < $2")
+            .bind(format!("{VISITOR_TYPING}%"))
+            .bind(self.now_ms().saturating_sub(TYPING_KEPT_MS))
+            .execute(&mut *self.writer().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the visitor of `room` was typing when last recorded, and when that was.
+    pub async fn visitor_typing(&self, room: &str) -> Result<Option<(bool, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state_value, updated_at FROM appservice_state WHERE state_key = $1",
+        )
+        .bind(format!("{VISITOR_TYPING}{room}"))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let value: String = r.try_get("state_value")?;
+            Ok((value == "1", r.try_get("updated_at")?))
+        })
+        .transpose()
     }
 }
 
