@@ -60,6 +60,10 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("no row {seq} in {table}")]
     NoSuchRow { table: &'static str, seq: i64 },
+    /// A write made as the holder of a lease found the lease no longer its own (taken over,
+    /// or run out): nothing was written, and trying again cannot help.
+    #[error("no longer the holder of the lease {0}")]
+    Deposed(String),
 }
 
 impl StoreError {
@@ -78,6 +82,7 @@ impl StoreError {
             StoreError::Corrupt { .. }
             | StoreError::NoSuchRow { .. }
             | StoreError::UnsupportedUrl(_)
+            | StoreError::Deposed(_)
             | StoreError::Migrate(_) => false,
         }
     }

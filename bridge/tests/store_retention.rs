@@ -11,7 +11,10 @@ use switchboard_bridge::{
     Store,
     clock::{Clock, ManualClock},
     conversation::{ConversationState, SenderRole},
-    store::{AssignmentRow, DeadLetterSource, Engine, EraseError, InitiatorRow, NewInboxEvent},
+    store::{
+        AssignmentRow, DeadLetterSource, Engine, EraseError, InitiatorRow, NewInboxEvent,
+        StoreError,
+    },
 };
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -354,7 +357,7 @@ async fn the_sweep_forgets_only_conversations_closed_before_its_cutoff(
 
     // Exactly 30 days after the close: not before the cutoff yet, nothing goes.
     clock.set(T0 + 30 * DAY_MS);
-    let deleted = store.sweep(30).await?;
+    let deleted = store.sweep(30, None).await?;
     assert_eq!(deleted.total(), 0, "{deleted}");
     for room in all_rooms {
         assert!(store.conversation(room).await?.is_some(), "{room}");
@@ -364,7 +367,7 @@ async fn the_sweep_forgets_only_conversations_closed_before_its_cutoff(
     // closed later stay whole; loose rows from before the cutoff go, later ones stay.
     clock.advance(Duration::from_millis(1));
     let remote_before = count("remote_inbox").await?;
-    let deleted = store.sweep(30).await?;
+    let deleted = store.sweep(30, None).await?;
     assert_eq!(deleted.of("conversations"), 1, "{deleted}");
     assert!(store.conversation("!old-closed:x").await?.is_none());
     let old = rows_about(&pool, engine, "!old-closed:x", "old1", "@v1:x").await?;
@@ -391,9 +394,27 @@ async fn the_sweep_forgets_only_conversations_closed_before_its_cutoff(
     assert_eq!(count("initiator_pending").await?, 0);
     assert_eq!(deleted.of("initiator_pending"), 1);
 
-    // Once the later one is past the cutoff too, it goes as well.
+    // Once the later one is past the cutoff too, it goes as well, when the leader sweeps; a
+    // leader deposed meanwhile (its lease run out and taken) erases nothing.
     clock.advance(Duration::from_millis(20 * DAY_MS as u64));
-    let deleted = store.sweep(30).await?;
+    let a = store
+        .take_lease("leader", "a", 10_000)
+        .await?
+        .expect("free");
+    clock.advance(Duration::from_millis(10_001));
+    let b = store
+        .take_lease("leader", "b", 10_000)
+        .await?
+        .expect("expired");
+    assert!(
+        matches!(
+            store.sweep(30, Some(&a)).await,
+            Err(StoreError::Deposed(lease)) if lease == "leader"
+        ),
+        "the deposed leader's sweep is refused"
+    );
+    assert!(store.conversation("!new-closed:x").await?.is_some());
+    let deleted = store.sweep(30, Some(&b)).await?;
     assert_eq!(deleted.of("conversations"), 1, "{deleted}");
     assert!(store.conversation("!new-closed:x").await?.is_none());
     assert!(store.conversation("!old-open:x").await?.is_some());

@@ -248,10 +248,13 @@ impl Bridge {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = crate::retention::SWEEP_EVERY;
-            if !self.cluster.leads() {
-                continue; // the leading instance sweeps
-            }
-            match self.store.sweep(days).await {
+            // The leading instance sweeps, as leader: each of its transactions checks the
+            // term's lease, so one deposed mid-sweep stops.
+            let term = self.cluster.terms().borrow().clone();
+            let Some(term) = term.filter(|t| t.holds()) else {
+                continue;
+            };
+            match self.store.sweep(days, term.fence()).await {
                 Ok(deleted) => tracing::info!(
                     days,
                     conversations = deleted.of("conversations"),
@@ -259,6 +262,9 @@ impl Bridge {
                     tables = %deleted,
                     "retention sweep done"
                 ),
+                Err(StoreError::Deposed(_)) => {
+                    tracing::warn!("retention sweep stopped: this instance no longer leads");
+                }
                 // Tried again at the next sweep; what it did before failing stays done.
                 Err(e) => tracing::error!(error = %e, "retention sweep failed"),
             }

@@ -271,9 +271,10 @@ impl EmailConnector {
     }
 
     /// Records a mail the SMTP server accepted as part of its thread. The mail is out: a
-    /// failure here must not fail the delivery, or the bridge would send it again (found by
-    /// the crash bursts: PostgreSQL killed between the 250 and this record sent a mail twice
-    /// with one Message-ID). See [`record_after_sending`].
+    /// failure here must not fail the delivery, or the bridge would send it again: a
+    /// PostgreSQL outage between the 250 and this record sent the mail twice with one
+    /// Message-ID (read in the code while looking for why a crash burst with PostgreSQL as
+    /// the victim failed). See [`record_after_sending`].
     async fn record_sent(&self, token: &str, id: &compose::MessageId) {
         if let Err(e) =
             record_after_sending(SENT_RECORD_PATIENCE, || self.threads.sent(token, id)).await

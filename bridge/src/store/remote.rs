@@ -166,11 +166,6 @@ fn assignment_from_row(r: &sqlx::any::AnyRow) -> Result<AssignmentRow, StoreErro
 /// constant of ours: "SBRI" in ASCII).
 pub const REMOTE_INBOX_ORDER_LOCK: i64 = 0x5342_5249;
 
-const FENCE_HOLDS: &str = "SELECT epoch FROM leases
-     WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4";
-const FENCE_HOLDS_LOCKED: &str = "SELECT epoch FROM leases
-     WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > $4 FOR SHARE";
-
 /// What recording a remote event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -227,22 +222,12 @@ impl Store {
         .bind(key)
         .bind(json)
         .bind(now);
-        // Whether `fence` still holds its lease unexpired; PostgreSQL share-locks the row.
-        let held = |sql: &'static str| {
-            fence.map(|f| {
-                sqlx::query(sql)
-                    .bind(&f.name)
-                    .bind(&f.holder)
-                    .bind(f.epoch)
-                    .bind(now)
-            })
-        };
         let done = match self.engine {
             // One writer connection at a time, held from the check to the insert.
             Engine::Sqlite => {
                 let mut writer = self.writer().await?;
-                if let Some(check) = held(FENCE_HOLDS)
-                    && check.fetch_optional(&mut *writer).await?.is_none()
+                if let Some(fence) = fence
+                    && !self.fence_holds(&mut writer, fence).await?
                 {
                     return Ok(Recorded::Deposed);
                 }
@@ -254,8 +239,8 @@ impl Store {
                     .bind(REMOTE_INBOX_ORDER_LOCK)
                     .execute(&mut *tx)
                     .await?;
-                if let Some(check) = held(FENCE_HOLDS_LOCKED)
-                    && check.fetch_optional(&mut *tx).await?.is_none()
+                if let Some(fence) = fence
+                    && !self.fence_holds(&mut tx, fence).await?
                 {
                     return Ok(Recorded::Deposed);
                 }

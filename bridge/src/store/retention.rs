@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Fence, Store, StoreError};
 use crate::conversation::ConversationState;
 
 /// How many rows each table lost: what an erasure or a sweep reports (counts only, never a
@@ -192,16 +192,22 @@ impl Store {
         match self.conversation(room_id).await? {
             None => Err(EraseError::NotFound),
             Some(c) if c.state != ConversationState::Closed => Err(EraseError::Open(c.state)),
-            Some(_) => Ok(self.erase_room_rows(room_id).await?),
+            Some(_) => Ok(self.erase_room_rows(room_id, None).await?),
         }
     }
 
     /// The statements of [`ERASE_ROOM`] for `room_id`, in one transaction; the state is
     /// checked again inside it, so a conversation reopened meanwhile is left whole.
-    async fn erase_room_rows(&self, room_id: &str) -> Result<DeletedRows, StoreError> {
+    /// Erases a closed conversation's rows, as the holder of `fence` when there is one.
+    async fn erase_room_rows(
+        &self,
+        room_id: &str,
+        fence: Option<&Fence>,
+    ) -> Result<DeletedRows, StoreError> {
         let mut deleted = DeletedRows::default();
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+        self.as_holder(&mut tx, fence).await?;
         let closed =
             sqlx::query("SELECT 1 AS one FROM conversations WHERE room_id = $1 AND state = $2")
                 .bind(room_id)
@@ -221,6 +227,22 @@ impl Store {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+
+    /// In a transaction about to write as the holder of `fence` (if any): fails with
+    /// [`StoreError::Deposed`] unless it still holds its lease (the transaction is then
+    /// rolled back, having written nothing).
+    async fn as_holder(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        match fence {
+            Some(fence) if !self.fence_holds(tx, fence).await? => {
+                Err(StoreError::Deposed(fence.name.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Closed conversations whose close (their `updated_at`) is before `cutoff_ms`, oldest
@@ -246,7 +268,11 @@ impl Store {
     /// closed before then, and the rows of no conversation recorded before then (see the
     /// module's description). Each conversation goes in a transaction of its own. Returns
     /// what was deleted and how many conversations that was.
-    pub async fn sweep(&self, days: u32) -> Result<DeletedRows, StoreError> {
+    ///
+    /// The leader sweeps (`bridge/worker.rs`), as the holder of `fence`: each transaction
+    /// checks that it still leads, so a leader deposed mid-sweep stops with
+    /// [`StoreError::Deposed`], what it erased before staying erased.
+    pub async fn sweep(&self, days: u32, fence: Option<&Fence>) -> Result<DeletedRows, StoreError> {
         let now = self.now_ms();
         let cutoff = now - i64::from(days) * 24 * 60 * 60 * 1000;
         let mut deleted = DeletedRows::default();
@@ -257,7 +283,7 @@ impl Store {
             }
             let mut erased_any = false;
             for room in &rooms {
-                let rows = self.erase_room_rows(room).await?;
+                let rows = self.erase_room_rows(room, fence).await?;
                 erased_any |= rows.of("conversations") > 0;
                 deleted.merge(rows);
             }
@@ -268,6 +294,7 @@ impl Store {
         }
         let mut writer = self.writer().await?;
         let mut tx = sqlx::Connection::begin(&mut *writer).await?;
+        self.as_holder(&mut tx, fence).await?;
         for (table, sql) in SWEEP_LOOSE {
             // PostgreSQL refuses a parameter a statement does not use: one each.
             let bound = if table == "visitor_sessions" {
