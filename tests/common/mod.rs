@@ -358,6 +358,18 @@ impl Switchboard {
     pub async fn store(&self) -> anyhow::Result<switchboard_bridge::Store> {
         Ok(switchboard_bridge::Store::connect(&self.db_url).await?)
     }
+
+    /// The last `n` warnings and errors in the log, one per line: for a test's error message,
+    /// so a failure in CI (whose log keeps only the head of a test's output) says what
+    /// Switchboard ran into.
+    pub fn log_problems(&self, n: usize) -> String {
+        let log = self.log_text();
+        let problems: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        problems[problems.len().saturating_sub(n)..].join("\n")
+    }
 }
 
 impl Drop for Switchboard {

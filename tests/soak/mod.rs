@@ -370,7 +370,14 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
                 visitor.send("hello").await?;
                 tg.wait_for_sent(user.id, |s| open_offers(s).len() == 1, WAIT)
                     .await
-                    .map_err(anyhow::Error::msg)?;
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{e} (conversation {c}, {:.1} s into the set-up)\n\
+                             Switchboard's last warnings and errors:\n{}",
+                            setup_started.elapsed().as_secs_f64(),
+                            sb.log_problems(30)
+                        )
+                    })?;
                 accept_open_offer(tg, user);
                 // Set up means the visitor was told who answers: the responder's ghost is in
                 // the room, so the load does not begin behind the set-up's own posts.
