@@ -8,6 +8,11 @@
 #   FUZZ_SECONDS=N scripts/fuzz.sh ...      also stop each target after N seconds
 #   FUZZ_JOBS=N scripts/fuzz.sh ...         run N targets at a time (default: one per core)
 #   FUZZ_SANITIZER=none scripts/fuzz.sh ... build without AddressSanitizer (default: address)
+#   FUZZ_MAX_LEN=N scripts/fuzz.sh ...      largest input libFuzzer makes (default 65536)
+#
+# Each target's row in docs/reliability.md is its latest run: a campaign over some targets
+# rewrites their rows and keeps the others', each row saying when, on which commit and with
+# which settings it ran.
 #
 # Without AddressSanitizer the targets run several times faster (10⁷ executions of the
 # slowest, matrix_to_platforms, still take two hours or more on this machine); our code is
@@ -28,6 +33,7 @@ cd "$REPO/fuzz"
 RUNS="${1:-10000000}"
 JOBS="${FUZZ_JOBS:-$(nproc)}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
+MAX_LEN="${FUZZ_MAX_LEN:-65536}"
 shift || true
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -54,20 +60,20 @@ run_one() {
     local start=$SECONDS status=0
     # Findings are counted from this run on: older ones, once fixed, live in regressions/.
     touch "$logs/$target.start"
-    # -max_len: the largest body any of these entry points accepts whole (a homeserver
-    # transaction event is limited to 64 KiB); -timeout: a single input taking this long
-    # is a finding.
+    # -max_len: by default the largest body any of these entry points accepts whole (a
+    # homeserver transaction event is limited to 64 KiB); -timeout: a single input taking
+    # this long is a finding.
     local cap=()
     [ -n "${FUZZ_SECONDS:-}" ] && cap=(-max_total_time="$FUZZ_SECONDS")
     cargo +nightly fuzz run -O --sanitizer "$SANITIZER" "$target" "corpus/$target" -- \
-        -runs="$runs" "${cap[@]}" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+        -runs="$runs" "${cap[@]}" -max_len="$MAX_LEN" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$logs/$target.log" 2>&1 || status=$?
     echo "$status $((SECONDS - start))" >"$logs/$target.result"
     echo "[fuzz] $target: exit $status after $((SECONDS - start)) s"
 }
 export -f run_one
 
-export SANITIZER
+export SANITIZER MAX_LEN
 printf '%s\n' "${TARGETS[@]}" |
     xargs -P "$JOBS" -I{} bash -c 'run_one "$1" "$2" "$3"' _ {} "$RUNS" "$LOGS"
 
@@ -86,28 +92,26 @@ FUZZ_VERSION="$(cargo +nightly fuzz --version)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FOUND=0
-{
-    echo "Measured $(date -u +%Y-%m-%d) on commit $COMMIT by \`${FUZZ_JOBS:+FUZZ_JOBS=$FUZZ_JOBS }${FUZZ_SECONDS:+FUZZ_SECONDS=$FUZZ_SECONDS }${FUZZ_SANITIZER:+FUZZ_SANITIZER=$FUZZ_SANITIZER }scripts/fuzz.sh $RUNS\`: $(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION, libFuzzer $SANITIZED, \`-max_len=65536 -timeout=10 -rss_limit_mb=2048\`, targets run $JOBS at a time."
-    echo
-    echo "| target | executions | seconds | executions/s | findings | corpus kept (files) | edges covered |"
-    echo "|---|---|---|---|---|---|---|"
-    for target in "${TARGETS[@]}"; do
-        read -r status secs <"$LOGS/$target.result"
-        log="$LOGS/$target.log"
-        execs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
-        speed="$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
-        edges="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')"
-        findings="$(find "artifacts/$target" -type f -newer "$LOGS/$target.start" | wc -l)"
-        corpus="$(find "corpus/$target" -type f | wc -l)"
-        if [ "$status" != 0 ] || [ "$findings" != 0 ]; then
-            FOUND=1
-            findings="**$findings** (exit $status; see fuzz/artifacts/$target)"
-        fi
-        echo "| \`$target\` | ${execs:-?} | $secs | ${speed:-?} | $findings | $corpus | ${edges:-?} |"
-    done
-} >"$LOGS/table.md"
-cat "$LOGS/table.md"
+SETTINGS="$(date -u +%Y-%m-%d), $COMMIT, $RUNS runs${FUZZ_SECONDS:+ or $FUZZ_SECONDS s}, $SANITIZED, max_len $MAX_LEN, $JOBS at a time"
+for target in "${TARGETS[@]}"; do
+    read -r status secs <"$LOGS/$target.result"
+    log="$LOGS/$target.log"
+    execs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+    speed="$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+    edges="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')"
+    findings="$(find "artifacts/$target" -type f -newer "$LOGS/$target.start" | wc -l)"
+    corpus="$(find "corpus/$target" -type f | wc -l)"
+    if [ "$status" != 0 ] || [ "$findings" != 0 ]; then
+        FOUND=1
+        findings="**$findings** (exit $status; see fuzz/artifacts/$target)"
+    fi
+    echo "| \`$target\` | ${execs:-?} | $secs | ${speed:-?} | $findings | $corpus | ${edges:-?} | $SETTINGS |"
+done >"$LOGS/rows.md"
+cat "$LOGS/rows.md"
 
+# The block keeps the rows of the targets this campaign did not run.
+python3 "$REPO/scripts/fuzz-table.py" "$REPO/docs/reliability.md" "$LOGS/rows.md" \
+    "$(nproc) cores ($CPU), $NIGHTLY, $FUZZ_VERSION" >"$LOGS/table.md"
 python3 "$REPO/scripts/doc-block.py" "$REPO/docs/reliability.md" fuzz "$LOGS/table.md"
 echo "[fuzz] docs/reliability.md updated"
 exit "$FOUND"
