@@ -28,10 +28,11 @@ pub use leases::{Fence, Lease};
 mod queues;
 pub use queues::{NewDelivery, VisitorBatch};
 mod remote;
-pub use remote::{
-    AssignmentHistory, AssignmentRow, ConversationWithHolders, LINK_CODE_TTL_MS, OfferRow,
-    OutboxRow, REMOTE_INBOX_ORDER_LOCK, Recorded, RemoteInboxEvent,
-};
+pub use remote::{LINK_CODE_TTL_MS, REMOTE_INBOX_ORDER_LOCK, Recorded, RemoteInboxEvent};
+mod offers;
+pub use offers::{AssignmentHistory, AssignmentRow, ConversationWithHolders, OfferRow};
+mod outbox;
+pub use outbox::OutboxRow;
 mod responders;
 mod retention;
 mod revisions;

@@ -7,8 +7,7 @@ use sqlx::Row;
 
 use super::{
     Engine, InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
-    bind_message, inbox_event,
-    remote::{outbox_row, remote_inbox_event},
+    bind_message, inbox_event, outbox::outbox_row, remote::remote_inbox_event,
 };
 use crate::conversation::Message;
 
