@@ -30,6 +30,7 @@ use typing::TypingUpdate;
 
 mod batch;
 mod catch_up;
+mod claims;
 pub(crate) mod dispatch;
 mod events;
 mod handoff;
