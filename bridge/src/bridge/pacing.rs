@@ -17,9 +17,10 @@
 //! message after a claim moved may come early, and a platform that minds answers it with a
 //! 429, which is waited out like any other.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use crate::connector::{Capabilities, Platform};
+use super::Bridge;
+use crate::connector::{Capabilities, Connector, Platform};
 
 /// Above this many remembered chats, the ones whose slot is free again are forgotten.
 const PRUNE_ABOVE: usize = 1024;
@@ -141,6 +142,72 @@ impl Pacer {
             .entry((platform, address.to_owned()))
             .or_insert(until);
         *next = (*next).max(until);
+    }
+}
+
+/// The longest a chat's lane waits for its next paced slot before leaving the row for later.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a service message to a responder may wait for pacing and retries.
+pub(super) const NOTICE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Where the bridge waits its turn: the outbox's lanes and the messages sent at once.
+impl Bridge {
+    /// Takes this chat's next paced slot, waiting for it here if it comes soon; `Err(at)`:
+    /// not before `at` (unix ms), so the row is left for then.
+    pub(super) async fn paced_slot(
+        &self,
+        platform: Platform,
+        address: &str,
+        caps: &Capabilities,
+    ) -> Result<(), i64> {
+        let now = self.now_ms();
+        if let Err(free_at) = self.pacer.try_take(platform, address, caps, now) {
+            let latest = now + MAX_PACING_WAIT.as_millis() as i64;
+            let Some(at) = self.pacer.reserve_by(platform, address, caps, now, latest) else {
+                return Err(free_at);
+            };
+            // The chat's own slot, reserved: waiting here holds up only this chat. Once
+            // the wait is over the slot is ours, without asking the clock again (a
+            // test's clock that stands still would otherwise keep us waiting).
+            tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next free slot of this chat on the connector's platform: for notices,
+    /// offers and edits of offers, which are sent at once rather than queued (the outbox's
+    /// rows take their slot with `paced_slot`). The caller's lane waits here, holding up only
+    /// its own chat or room, and never longer than `NOTICE_PATIENCE`: a chat held longer
+    /// (after a 429 with a long `retry_after`) is sent to at once, and the platform's refusal
+    /// is handled as it was before pacing.
+    pub(super) async fn wait_turn(&self, connector: &dyn Connector, address: &str) {
+        let now = self.now_ms();
+        let latest = now + NOTICE_PATIENCE.as_millis() as i64;
+        let platform = connector.platform();
+        let caps = connector.capabilities();
+        match self.pacer.reserve_by(platform, address, &caps, now, latest) {
+            Some(at) if at > now => {
+                tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
+            }
+            Some(_) => {}
+            None => tracing::debug!(
+                platform = platform.as_str(),
+                "chat busy past our patience; sending anyway"
+            ),
+        }
+    }
+
+    /// Runs `send`, one message (or edit) to `address` on the connector's platform, in that
+    /// chat's turn. `send` is a future not yet polled, so nothing is sent before the turn.
+    pub(super) async fn in_turn<T>(
+        &self,
+        connector: &dyn Connector,
+        address: &str,
+        send: impl std::future::Future<Output = T>,
+    ) -> T {
+        self.wait_turn(connector, address).await;
+        send.await
     }
 }
 

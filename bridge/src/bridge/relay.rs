@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{
     Bridge,
-    outbox::NOTICE_PATIENCE,
+    pacing::NOTICE_PATIENCE,
     room_posts::{RemoteRef, RoomPost},
 };
 use crate::{
