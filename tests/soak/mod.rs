@@ -386,7 +386,15 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
                         seen.iter()
                             .any(|s| s.body.starts_with("You are now talking with"))
                     })
-                    .await?;
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{e} (conversation {c}, {:.1} s into the set-up, its offer \
+                             accepted)\nSwitchboard's last warnings and errors:\n{}",
+                            setup_started.elapsed().as_secs_f64(),
+                            sb.log_problems(30)
+                        )
+                    })?;
                 held.push((
                     c,
                     Conversation {
