@@ -368,16 +368,18 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
                 let mut visitor = Visitor::guest(env, &sb.base).await?;
                 let room = visitor.start(&format!("s{r}")).await?;
                 visitor.send("hello").await?;
+                // A step of the set-up that timed out, with what Switchboard logged meanwhile.
+                let failed = |e: String, step: &str| {
+                    anyhow::anyhow!(
+                        "{e} (conversation {c}, {:.1} s into the set-up, {step})\n\
+                         Switchboard's last warnings and errors:\n{}",
+                        setup_started.elapsed().as_secs_f64(),
+                        sb.log_problems(30)
+                    )
+                };
                 tg.wait_for_sent(user.id, |s| open_offers(s).len() == 1, WAIT)
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e} (conversation {c}, {:.1} s into the set-up)\n\
-                             Switchboard's last warnings and errors:\n{}",
-                            setup_started.elapsed().as_secs_f64(),
-                            sb.log_problems(30)
-                        )
-                    })?;
+                    .map_err(|e| failed(e.to_string(), "waiting for its offer"))?;
                 accept_open_offer(tg, user);
                 // Set up means the visitor was told who answers: the responder's ghost is in
                 // the room, so the load does not begin behind the set-up's own posts.
@@ -387,14 +389,7 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
                             .any(|s| s.body.starts_with("You are now talking with"))
                     })
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "{e} (conversation {c}, {:.1} s into the set-up, its offer \
-                             accepted)\nSwitchboard's last warnings and errors:\n{}",
-                            setup_started.elapsed().as_secs_f64(),
-                            sb.log_problems(30)
-                        )
-                    })?;
+                    .map_err(|e| failed(e.to_string(), "its offer accepted"))?;
                 held.push((
                     c,
                     Conversation {
