@@ -16,7 +16,8 @@
 //! threads, file descriptors and sockets are read from `/proc`, its runtime's live tasks and
 //! its database connections from its own `/metrics`; each message's latency goes to the
 //! window it was sent in. Afterwards every message is counted where it arrived: lost, doubled,
-//! out of order.
+//! out of order; and Switchboard's store says where each message's time went (`stages.rs`):
+//! the homeserver's part before we had it, our lane's, and the delivery's.
 
 use std::{
     collections::HashMap,
@@ -29,6 +30,10 @@ use serde_json::json;
 use telegram_standin::{StandIn, TgUser};
 
 use crate::common::*;
+
+mod report;
+mod stages;
+use stages::{stage_times, steps};
 
 const TOKEN: &str = "1818:soak-standin-token";
 /// How long, after the last message was sent, everything may take to arrive.
@@ -65,6 +70,11 @@ pub struct Window {
     pub sockets: usize,
     pub tasks: f64,
     pub db_connections: f64,
+    /// Where each message's time went, in the order of [`TO_RESPONDER_STAGES`] and
+    /// [`TO_VISITOR_STAGES`] (ms), for the messages whose every step Switchboard's
+    /// store had a time for.
+    pub to_responder_stages: Vec<[f64; 3]>,
+    pub to_visitor_stages: Vec<[f64; 3]>,
 }
 
 /// One direction of the whole run, counted where it arrives.
@@ -203,78 +213,6 @@ impl Outcome {
                 }
             }
         }
-        out
-    }
-
-    /// The figures: a table of the windows and a line of totals.
-    pub fn rows(&self) -> String {
-        let span = self.plan.duration.as_secs_f64() / self.plan.windows as f64;
-        let mut out = String::from(
-            "| window | messages each way | → responder p50 / p99 ms | → visitor p50 / p99 ms | RSS MiB | threads | fds (sockets) | tasks | DB connections |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
-        );
-        // A window without messages (after the load) has no latency to show.
-        let ms = |v: &[f64], p: f64| match percentile(v, p) {
-            x if x.is_nan() => "–".to_owned(),
-            x => format!("{x:.0}"),
-        };
-        let line = |name: String, w: &Window| {
-            format!(
-                "| {name} | {} / {} | {} / {} | {} / {} | {:.1} | {:.0} | {} ({}) | {:.0} | {:.0} |\n",
-                w.to_responder_ms.len(),
-                w.to_visitor_ms.len(),
-                ms(&w.to_responder_ms, 50.0),
-                ms(&w.to_responder_ms, 99.0),
-                ms(&w.to_visitor_ms, 50.0),
-                ms(&w.to_visitor_ms, 99.0),
-                w.rss_mib,
-                w.threads,
-                w.fds,
-                w.sockets,
-                w.tasks,
-                w.db_connections,
-            )
-        };
-        for (i, w) in self.windows.iter().enumerate() {
-            let name = format!(
-                "{} ({:.0}–{:.0} s){}",
-                i + 1,
-                i as f64 * span,
-                (i + 1) as f64 * span,
-                if i == 0 { ", warm-up" } else { "" }
-            );
-            out.push_str(&line(name, w));
-        }
-        out.push_str(&line("after the load".into(), &self.after));
-        let all = |pick: fn(&Window) -> &Vec<f64>| -> Vec<f64> {
-            self.windows.iter().flat_map(|w| pick(w).clone()).collect()
-        };
-        let (tr, tv) = (all(|w| &w.to_responder_ms), all(|w| &w.to_visitor_ms));
-        out.push_str(&format!(
-            "\nSet-up of the {} conversations took {:.0} s; Switchboard's resident memory was {:.1} MiB before it. \
-             Visitor → responder: {} sent, {} lost, {} doubled, {} out of order; p50 {:.0} ms, p99 {:.0} ms over the run. \
-             Responder → visitor: {} sent, {} lost, {} doubled, {} out of order; p50 {:.0} ms, p99 {:.0} ms. \
-             Bounds: in the second half of the run and after it, resident memory within {RSS_GROWTH_MIB} MiB, \
-             file descriptors within {FD_GROWTH} and live tasks within {TASK_GROWTH} of the highest reading of the \
-             first half after the warm-up (windows 2 to {}); each later window's p99 within {P99_FACTOR} × that \
-             half's highest + {P99_SLACK_MS} ms.\n",
-            self.plan.conversations,
-            self.setup.as_secs_f64(),
-            self.before_rss_mib,
-            self.to_responder.sent,
-            self.to_responder.lost,
-            self.to_responder.doubled,
-            self.to_responder.out_of_order,
-            percentile(&tr, 50.0),
-            percentile(&tr, 99.0),
-            self.to_visitor.sent,
-            self.to_visitor.lost,
-            self.to_visitor.doubled,
-            self.to_visitor.out_of_order,
-            percentile(&tv, 50.0),
-            percentile(&tv, 99.0),
-            self.windows.len() - self.halves().1.len(),
-        ));
         out
     }
 }
@@ -517,6 +455,8 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
     let start_ms = now_ms() - started.elapsed().as_millis() as i64;
     let window_of =
         |at: i64| (((at - start_ms) as f64 / span).max(0.0) as usize).min(plan.windows - 1);
+    // Read before the journal is locked: a lock is not held across an await.
+    let times = stage_times(&sb.db_url).await;
     let j = journal.lock().expect("journal");
     let mut to_responder = Count::default();
     let mut to_visitor = Count::default();
@@ -536,6 +476,28 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
                 windows[window_of(s)].to_visitor_ms.push((at - s) as f64);
             }
         }
+    }
+    match times {
+        Ok(times) => {
+            let sent_at =
+                |c: usize, k: usize| j.visitor_sent.get(&c)?.get(k.checked_sub(1)?).copied();
+            for ((c, k), marks) in &times.to_responder {
+                if let Some(s) = sent_at(*c, *k)
+                    && let Some(stages) = steps(s, marks)
+                {
+                    windows[window_of(s)].to_responder_stages.push(stages);
+                }
+            }
+            for ((c, k), marks) in &times.to_visitor {
+                if let Some(&s) = j.reply_sent.get(c).and_then(|r| r.get(k))
+                    && let Some(stages) = steps(s, marks)
+                {
+                    windows[window_of(s)].to_visitor_stages.push(stages);
+                }
+            }
+        }
+        // The figures are for reading; the run's verdict does not depend on them.
+        Err(e) => eprintln!("soak: Switchboard's store gave no step times: {e:#}"),
     }
     Ok(Outcome {
         plan: plan.clone(),

@@ -1,0 +1,110 @@
+//! Where a soak message's time went, read from Switchboard's own store after the run: each
+//! row it keeps on a message's way (the inbox, the outbox, the room posts) has the time the
+//! message reached it, so the total the soak measures from outside splits into the
+//! homeserver's part (before Switchboard had the message), the conversation's lane, and the
+//! delivery (Telegram's pacing and the Bot API call, or the post into the room).
+
+use std::collections::{HashMap, HashSet};
+
+use super::find_marker;
+
+/// The steps of a visitor's message, from Switchboard's store: the homeserver storing it and
+/// pushing it to us (the visitor's `PUT` to the inbox row's `received_at`, so our recording
+/// of the transaction too), the conversation's lane (to the row's `processed_at`: waiting
+/// behind the lane's earlier events and handling it), and the outbox (to the delivery's
+/// `done_at`: Telegram's pacing of the responder's chat and the Bot API call).
+pub const TO_RESPONDER_STAGES: [&str; 3] = [
+    "homeserver (sent → recorded)",
+    "lane (→ handled)",
+    "outbox (→ delivered)",
+];
+/// The steps of a responder's reply: our long poll of the Bot API picking it up (the reply
+/// to the `remote_inbox` row's `received_at`), the lane (to its `processed_at`), and the
+/// post into the visitor's room (to the room post's `done_at`, once the homeserver answered).
+pub const TO_VISITOR_STAGES: [&str; 3] = [
+    "Telegram poll (sent → recorded)",
+    "lane (→ handled)",
+    "room post (→ posted)",
+];
+
+/// For each message, the times (unix ms, Switchboard's clock, which is this machine's) at which
+/// it reached the end of each of its steps, by (conversation, number).
+#[derive(Default)]
+pub struct StageTimes {
+    pub to_responder: HashMap<(usize, usize), [Option<i64>; 3]>,
+    pub to_visitor: HashMap<(usize, usize), [Option<i64>; 3]>,
+}
+
+/// Reads from Switchboard's store (SQLite, as the soak runs it) when each message was
+/// recorded, handled and delivered or posted: every row is found by the marker its JSON
+/// carries. The first row with a marker is the message itself; a later one may be a reply
+/// quoting it.
+pub async fn stage_times(db_url: &str) -> anyhow::Result<StageTimes> {
+    anyhow::ensure!(db_url.starts_with("sqlite:"), "not SQLite: {db_url}");
+    let db = sqlx::SqlitePool::connect(db_url).await?;
+    let mut times = StageTimes::default();
+    let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT i.event_json, i.received_at, i.processed_at, o.done_at FROM inbox i
+         LEFT JOIN outbox o ON o.event_id = i.event_id ORDER BY i.seq",
+    )
+    .fetch_all(&db)
+    .await?;
+    for (json, received, processed, done) in rows {
+        if let Some(key) = find_marker(&json, 'v') {
+            times
+                .to_responder
+                .entry(key)
+                .or_insert([Some(received), processed, done]);
+        }
+    }
+    let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT event_json, received_at, processed_at FROM remote_inbox ORDER BY seq",
+    )
+    .fetch_all(&db)
+    .await?;
+    for (json, received, processed) in rows {
+        if let Some(key) = find_marker(&json, 'r') {
+            times
+                .to_visitor
+                .entry(key)
+                .or_insert([Some(received), processed, None]);
+        }
+    }
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT op_json, done_at FROM room_posts ORDER BY seq")
+            .fetch_all(&db)
+            .await?;
+    let mut posted = HashSet::new();
+    for (json, done) in rows {
+        if let Some(key) = find_marker(&json, 'r')
+            && posted.insert(key)
+            && let Some(marks) = times.to_visitor.get_mut(&key)
+        {
+            marks[2] = done;
+        }
+    }
+    db.close().await;
+    Ok(times)
+}
+
+/// The length of each step of a message sent at `sent`, given when each ended; `None` unless
+/// every step has its end.
+pub fn steps(sent: i64, marks: &[Option<i64>; 3]) -> Option<[f64; 3]> {
+    let [a, b, c] = *marks;
+    let (a, b, c) = (a?, b?, c?);
+    Some([(a - sent) as f64, (b - a) as f64, (c - b) as f64])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_measured_from_the_send_and_need_every_end() {
+        assert_eq!(
+            steps(1_000, &[Some(1_040), Some(1_045), Some(2_000)]),
+            Some([40.0, 5.0, 955.0])
+        );
+        assert_eq!(steps(1_000, &[Some(1_040), None, Some(2_000)]), None);
+    }
+}
