@@ -15,11 +15,6 @@ impl Outcome {
             "| window | messages each way | → responder p50 / p99 ms | → visitor p50 / p99 ms | RSS MiB | threads | fds (sockets) | tasks | DB connections |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
-        // A window without messages (after the load) has no latency to show.
-        let ms = |v: &[f64], p: f64| match percentile(v, p) {
-            x if x.is_nan() => "–".to_owned(),
-            x => format!("{x:.0}"),
-        };
         let line = |name: String, w: &Window| {
             format!(
                 "| {name} | {} / {} | {} / {} | {} / {} | {:.1} | {:.0} | {} ({}) | {:.0} | {:.0} |\n",
@@ -87,13 +82,7 @@ impl Outcome {
     fn stage_rows(&self) -> String {
         let cell = |stages: &[[f64; 3]], p: f64| {
             (0..3)
-                .map(|i| {
-                    let v: Vec<f64> = stages.iter().map(|s| s[i]).collect();
-                    match percentile(&v, p) {
-                        x if x.is_nan() => "–".to_owned(),
-                        x => format!("{x:.0}"),
-                    }
-                })
+                .map(|i| ms(&stages.iter().map(|s| s[i]).collect::<Vec<_>>(), p))
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
@@ -118,5 +107,14 @@ impl Outcome {
             ));
         }
         out
+    }
+}
+
+/// A percentile in whole milliseconds; a window without messages (after the load) has none
+/// to show.
+fn ms(values: &[f64], p: f64) -> String {
+    match percentile(values, p) {
+        x if x.is_nan() => "–".to_owned(),
+        x => format!("{x:.0}"),
     }
 }
