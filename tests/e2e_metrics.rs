@@ -310,6 +310,9 @@ async fn prometheus_scrapes_routing_slos_and_the_admin_api_lives_apart() -> anyh
         r#"sum(switchboard_events_handled_total{source="homeserver",outcome="done"})"#,
         r#"sum(switchboard_events_handled_total{source="platform",outcome="done"})"#,
         r#"switchboard_delivery_seconds_count{platform="telegram"}"#,
+        r#"switchboard_pacing_wait_seconds_count{platform="telegram"}"#,
+        r#"switchboard_lane_wait_seconds_count{lane="to"}"#,
+        r#"switchboard_lane_wait_seconds_count{lane="room"}"#,
         r#"switchboard_rate_limited_total{api="admin"}"#,
         r#"switchboard_transaction_record_seconds_count"#,
     ] {

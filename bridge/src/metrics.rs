@@ -136,6 +136,16 @@ fn describe_all() {
         Seconds,
         "Delivery latency: one platform call that sends a message part, by platform"
     );
+    describe_histogram!(
+        "switchboard_pacing_wait_seconds",
+        Seconds,
+        "Time a message part to a responder waited for its chat's paced slot (the per-chat and platform-wide rates its connector declares), by platform"
+    );
+    describe_histogram!(
+        "switchboard_lane_wait_seconds",
+        Seconds,
+        "Time a job waited from being queued in its lane to starting (behind the lane's earlier jobs and for a free permit), by lane kind: room, from, to, posts"
+    );
     describe_counter!(
         "switchboard_offers_total",
         Count,
@@ -277,6 +287,18 @@ pub(crate) fn delivery(platform: &str, outcome: &'static str, kind: &'static str
 pub(crate) fn delivery_time(platform: &str, took: Duration) {
     histogram!("switchboard_delivery_seconds", "platform" => platform_label(platform))
         .record(took.as_secs_f64());
+}
+
+/// How long one message part waited in its lane for its chat's paced slot.
+pub(crate) fn pacing_wait(platform: &str, waited: Duration) {
+    histogram!("switchboard_pacing_wait_seconds", "platform" => platform_label(platform))
+        .record(waited.as_secs_f64());
+}
+
+/// How long a job waited in its lane, from being queued to starting: behind the lane's
+/// earlier jobs and for one of the lanes' shared permits. By kind of lane.
+pub(crate) fn lane_wait(lane: &'static str, waited: Duration) {
+    histogram!("switchboard_lane_wait_seconds", "lane" => lane).record(waited.as_secs_f64());
 }
 
 /// An offer's event: `sent`, `accepted`, `declined`, `expired` or `failed`.

@@ -73,9 +73,33 @@ pub struct Window {
     /// Where each message's time went, in the order of [`TO_RESPONDER_STAGES`] and
     /// [`TO_VISITOR_STAGES`] (ms), for the messages whose every step Switchboard's
     /// store had a time for.
-    pub to_responder_stages: Vec<[f64; 3]>,
+    pub to_responder_stages: Vec<[f64; 4]>,
     pub to_visitor_stages: Vec<[f64; 3]>,
+    /// How many of this window's messages to a responder took more than one try.
+    pub to_responder_retried: usize,
+    /// Switchboard's own timings of its outbox, read from `/metrics` at the window's end:
+    /// running totals of each of [`OUTBOX_METERS`] (seconds, count).
+    pub outbox_meters: [(f64, f64); 3],
+    /// Their means over the messages of this window alone (ms).
+    pub outbox_means_ms: [f64; 3],
 }
+
+/// Switchboard's histograms that split a message's way through the outbox to a Telegram
+/// chat: the wait for its chat's lane, then for the chat's paced slot, then the Bot API call.
+pub const OUTBOX_METERS: [(&str, &str); 3] = [
+    (
+        "lane queue",
+        "switchboard_lane_wait_seconds_{}{lane=\"to\"}",
+    ),
+    (
+        "pacing",
+        "switchboard_pacing_wait_seconds_{}{platform=\"telegram\"}",
+    ),
+    (
+        "Bot API call",
+        "switchboard_delivery_seconds_{}{platform=\"telegram\"}",
+    ),
+];
 
 /// One direction of the whole run, counted where it arrives.
 #[derive(Clone, Debug, Default)]
@@ -482,9 +506,18 @@ pub async fn run(env: &TestEnv, slot_no: u32, plan: &Plan) -> anyhow::Result<Out
             let sent_at =
                 |c: usize, k: usize| j.visitor_sent.get(&c)?.get(k.checked_sub(1)?).copied();
             for ((c, k), marks) in &times.to_responder {
-                if let Some(s) = sent_at(*c, *k)
-                    && let Some(stages) = steps(s, marks)
-                {
+                let Some(s) = sent_at(*c, *k) else { continue };
+                if times.retried.contains(&(*c, *k)) {
+                    windows[window_of(s)].to_responder_retried += 1;
+                }
+                // The stand-in's record of the Bot API call, the first if it came twice.
+                let mut marks = *marks;
+                marks[2] = j
+                    .reached_responder
+                    .get(c)
+                    .and_then(|r| r.iter().find(|(n, _)| n == k))
+                    .map(|(_, at)| *at);
+                if let Some(stages) = steps(s, &marks) {
                     windows[window_of(s)].to_responder_stages.push(stages);
                 }
             }
@@ -659,9 +692,16 @@ async fn sample_windows(
 ) -> Vec<Window> {
     let span = plan.duration.div_f64(plan.windows as f64);
     let mut windows = Vec::new();
+    let mut before = read_window(http, metrics_url, pid).await.outbox_meters;
     for i in 1..=plan.windows {
         tokio::time::sleep_until((started + span * i as u32).into()).await;
-        windows.push(read_window(http, metrics_url, pid).await);
+        let mut w = read_window(http, metrics_url, pid).await;
+        w.outbox_means_ms = std::array::from_fn(|m| {
+            let ((sum, count), (sum0, count0)) = (w.outbox_meters[m], before[m]);
+            1000.0 * (sum - sum0) / (count - count0)
+        });
+        before = w.outbox_meters;
+        windows.push(w);
     }
     windows
 }
@@ -677,7 +717,18 @@ async fn read_window(http: &reqwest::Client, metrics_url: &str, pid: u32) -> Win
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(f64::NAN)
     };
+    let series = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
     Window {
+        outbox_meters: OUTBOX_METERS.map(|(_, name)| {
+            (
+                series(&name.replace("{}", "sum")),
+                series(&name.replace("{}", "count")),
+            )
+        }),
         rss_mib: rss_mib(pid),
         threads: threads(pid),
         fds,

@@ -2,7 +2,8 @@
 //! where the time went.
 
 use super::{
-    FD_GROWTH, Outcome, P99_FACTOR, P99_SLACK_MS, RSS_GROWTH_MIB, TASK_GROWTH, Window,
+    FD_GROWTH, OUTBOX_METERS, Outcome, P99_FACTOR, P99_SLACK_MS, RSS_GROWTH_MIB, TASK_GROWTH,
+    Window,
     stages::{TO_RESPONDER_STAGES, TO_VISITOR_STAGES},
 };
 use crate::common::percentile;
@@ -77,30 +78,34 @@ impl Outcome {
     }
 
     /// Where each message's time went, window by window, from Switchboard's store: a
-    /// message's total above is the sum of its steps here (and, to a responder, the few
-    /// milliseconds between the Bot API call's answer and the stand-in's record).
+    /// message's total above is the sum of its steps here, to a responder up to the stand-in's
+    /// record (the last step, recording the call, comes after the total's end).
     fn stage_rows(&self) -> String {
-        let cell = |stages: &[[f64; 3]], p: f64| {
-            (0..3)
-                .map(|i| ms(&stages.iter().map(|s| s[i]).collect::<Vec<_>>(), p))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        };
         let mut out = format!(
-            "\nWhere the time went, from Switchboard's store (ms; messages with every step recorded). \
-             To a responder: {}. To a visitor: {}.\n\n\
-             | window | → responder, timed | p50 | p99 | → visitor, timed | p50 | p99 |\n\
-             |---|---|---|---|---|---|---|\n",
+            "\nWhere the time went, from Switchboard's store and the stand-in's record of each Bot API call \
+             (ms; messages with every step recorded). To a responder: {}. To a visitor: {}. \
+             The outbox step to a responder split by Switchboard's own histograms, as means over the window: {}.\n\n\
+             | window | → responder, timed (tried more than once) | p50 | p99 | outbox, mean | → visitor, timed | p50 | p99 |\n\
+             |---|---|---|---|---|---|---|---|\n",
             TO_RESPONDER_STAGES.join(" / "),
             TO_VISITOR_STAGES.join(" / "),
+            OUTBOX_METERS.map(|(name, _)| name).join(" / "),
         );
         for (i, w) in self.windows.iter().enumerate() {
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} ({}) | {} | {} | {} | {} | {} | {} |\n",
                 i + 1,
                 w.to_responder_stages.len(),
+                w.to_responder_retried,
                 cell(&w.to_responder_stages, 50.0),
                 cell(&w.to_responder_stages, 99.0),
+                w.outbox_means_ms
+                    .map(|m| if m.is_nan() {
+                        "–".to_owned()
+                    } else {
+                        format!("{m:.0}")
+                    })
+                    .join(" / "),
                 w.to_visitor_stages.len(),
                 cell(&w.to_visitor_stages, 50.0),
                 cell(&w.to_visitor_stages, 99.0),
@@ -108,6 +113,14 @@ impl Outcome {
         }
         out
     }
+}
+
+/// One percentile of each step, joined: "p(step 1) / p(step 2) / …".
+fn cell<const N: usize>(stages: &[[f64; N]], p: f64) -> String {
+    (0..N)
+        .map(|i| ms(&stages.iter().map(|s| s[i]).collect::<Vec<_>>(), p))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// A percentile in whole milliseconds; a window without messages (after the load) has none

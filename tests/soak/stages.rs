@@ -2,7 +2,9 @@
 //! row it keeps on a message's way (the inbox, the outbox, the room posts) has the time the
 //! message reached it, so the total the soak measures from outside splits into the
 //! homeserver's part (before Switchboard had the message), the conversation's lane, and the
-//! delivery (Telegram's pacing and the Bot API call, or the post into the room).
+//! delivery (Telegram's pacing and the Bot API call, or the post into the room). Towards a
+//! responder the delivery is cut in two at the stand-in's own record of the call, so the
+//! wait before the call is told apart from the recording after it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,12 +13,15 @@ use super::find_marker;
 /// The steps of a visitor's message, from Switchboard's store: the homeserver storing it and
 /// pushing it to us (the visitor's `PUT` to the inbox row's `received_at`, so our recording
 /// of the transaction too), the conversation's lane (to the row's `processed_at`: waiting
-/// behind the lane's earlier events and handling it), and the outbox (to the delivery's
-/// `done_at`: Telegram's pacing of the responder's chat and the Bot API call).
-pub const TO_RESPONDER_STAGES: [&str; 3] = [
+/// behind the lane's earlier events and handling it), the outbox up to the Bot API call
+/// (to the stand-in's record of `sendMessage`: the chat's lane picking the row up, Telegram's
+/// pacing of the responder's chat, the call itself), and recording it (to the delivery's
+/// `done_at`: the call's answer back and our turn to write it down).
+pub const TO_RESPONDER_STAGES: [&str; 4] = [
     "homeserver (sent → recorded)",
     "lane (→ handled)",
-    "outbox (→ delivered)",
+    "outbox (→ Bot API has it)",
+    "record (→ marked sent)",
 ];
 /// The steps of a responder's reply: our long poll of the Bot API picking it up (the reply
 /// to the `remote_inbox` row's `received_at`), the lane (to its `processed_at`), and the
@@ -28,11 +33,15 @@ pub const TO_VISITOR_STAGES: [&str; 3] = [
 ];
 
 /// For each message, the times (unix ms, Switchboard's clock, which is this machine's) at which
-/// it reached the end of each of its steps, by (conversation, number).
+/// it reached the end of each of its steps, by (conversation, number). Towards a responder the
+/// third (the stand-in's record) is the soak's to fill in; the store has the others.
 #[derive(Default)]
 pub struct StageTimes {
-    pub to_responder: HashMap<(usize, usize), [Option<i64>; 3]>,
+    pub to_responder: HashMap<(usize, usize), [Option<i64>; 4]>,
     pub to_visitor: HashMap<(usize, usize), [Option<i64>; 3]>,
+    /// The messages whose delivery to the responder was tried more than once (a failed
+    /// or refused call, or a row left for a later pass).
+    pub retried: HashSet<(usize, usize)>,
 }
 
 /// Reads from Switchboard's store (SQLite, as the soak runs it) when each message was
@@ -43,18 +52,24 @@ pub async fn stage_times(db_url: &str) -> anyhow::Result<StageTimes> {
     anyhow::ensure!(db_url.starts_with("sqlite:"), "not SQLite: {db_url}");
     let db = sqlx::SqlitePool::connect(db_url).await?;
     let mut times = StageTimes::default();
-    let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
-        "SELECT i.event_json, i.received_at, i.processed_at, o.done_at FROM inbox i
+    // A visitor's event: its JSON, received, processed, and its outbox row's done and attempts.
+    type InboxRow = (String, i64, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<InboxRow> = sqlx::query_as(
+        "SELECT i.event_json, i.received_at, i.processed_at, o.done_at, o.attempts FROM inbox i
          LEFT JOIN outbox o ON o.event_id = i.event_id ORDER BY i.seq",
     )
     .fetch_all(&db)
     .await?;
-    for (json, received, processed, done) in rows {
-        if let Some(key) = find_marker(&json, 'v') {
+    for (json, received, processed, done, attempts) in rows {
+        if let Some(key) = find_marker(&json, 'v')
+            && !times.to_responder.contains_key(&key)
+        {
             times
                 .to_responder
-                .entry(key)
-                .or_insert([Some(received), processed, done]);
+                .insert(key, [Some(received), processed, None, done]);
+            if attempts.unwrap_or(0) > 0 {
+                times.retried.insert(key);
+            }
         }
     }
     let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
@@ -89,10 +104,15 @@ pub async fn stage_times(db_url: &str) -> anyhow::Result<StageTimes> {
 
 /// The length of each step of a message sent at `sent`, given when each ended; `None` unless
 /// every step has its end.
-pub fn steps(sent: i64, marks: &[Option<i64>; 3]) -> Option<[f64; 3]> {
-    let [a, b, c] = *marks;
-    let (a, b, c) = (a?, b?, c?);
-    Some([(a - sent) as f64, (b - a) as f64, (c - b) as f64])
+pub fn steps<const N: usize>(sent: i64, marks: &[Option<i64>; N]) -> Option<[f64; N]> {
+    let mut out = [0.0; N];
+    let mut from = sent;
+    for (step, mark) in out.iter_mut().zip(marks) {
+        let to = (*mark)?;
+        *step = (to - from) as f64;
+        from = to;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -106,5 +126,9 @@ mod tests {
             Some([40.0, 5.0, 955.0])
         );
         assert_eq!(steps(1_000, &[Some(1_040), None, Some(2_000)]), None);
+        assert_eq!(
+            steps(1_000, &[Some(1_040), Some(1_045), Some(1_900), Some(2_000)]),
+            Some([40.0, 5.0, 855.0, 100.0])
+        );
     }
 }

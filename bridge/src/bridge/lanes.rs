@@ -26,7 +26,10 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::{
+    sync::{OwnedMutexGuard, Semaphore},
+    time::Instant,
+};
 
 use crate::cluster::{Claim, Cluster};
 
@@ -57,10 +60,21 @@ impl LaneKey {
             LaneKey::Posts(room) => format!("lane/posts/{room}"),
         }
     }
+
+    /// The kind of lane, for metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            LaneKey::Room(_) => "room",
+            LaneKey::From { .. } => "from",
+            LaneKey::To { .. } => "to",
+            LaneKey::Posts(_) => "posts",
+        }
+    }
 }
 
 struct Lane {
-    queue: VecDeque<(Option<&'static str>, Job)>,
+    /// Each job with its kind and when it was queued.
+    queue: VecDeque<(Option<&'static str>, Job, Instant)>,
     /// Kinds of jobs queued and not yet started: a second job of the same kind would find
     /// the same work in the store, so it is not queued again.
     queued_kinds: HashSet<&'static str>,
@@ -94,7 +108,7 @@ impl Lanes {
             {
                 return;
             }
-            lane.queue.push_back((kind, job));
+            lane.queue.push_back((kind, job, Instant::now()));
             return;
         }
         let mut lane = Lane {
@@ -104,7 +118,7 @@ impl Lanes {
         if let Some(kind) = kind {
             lane.queued_kinds.insert(kind);
         }
-        lane.queue.push_back((kind, job));
+        lane.queue.push_back((kind, job, Instant::now()));
         lanes.insert(key.clone(), lane);
         drop(lanes);
         tokio::spawn(self.clone().run(key));
@@ -127,17 +141,17 @@ impl Lanes {
         // jobs queue up while it waits (without a permit).
         let mut claim = self.cluster.claim(&key.claim()).await;
         loop {
-            let job = {
+            let (job, queued_at) = {
                 let mut lanes = self.lanes.lock().expect("lanes lock");
                 let Some(lane) = lanes.get_mut(&key) else {
                     return;
                 };
                 match lane.queue.pop_front() {
-                    Some((kind, job)) => {
+                    Some((kind, job, queued_at)) => {
                         if let Some(kind) = kind {
                             lane.queued_kinds.remove(kind);
                         }
-                        job
+                        (job, queued_at)
                     }
                     None => {
                         // Removed under the lock `submit` takes: a job submitted after this
@@ -157,6 +171,7 @@ impl Lanes {
             let Ok(_permit) = self.permits.clone().acquire_owned().await else {
                 return; // the semaphore is never closed
             };
+            crate::metrics::lane_wait(key.kind(), queued_at.elapsed());
             if let Err(panic) = AssertUnwindSafe(job).catch_unwind().await {
                 tracing::error!(lane = ?key, panic = %panic_text(&*panic), "a job panicked; the lane goes on");
             }
