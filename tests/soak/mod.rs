@@ -85,7 +85,8 @@ pub struct Window {
 }
 
 /// Switchboard's histograms that split a message's way through the outbox to a Telegram
-/// chat: the wait for its chat's lane, then for the chat's paced slot, then the Bot API call.
+/// chat: the wait for its chat's lane (counted per job, and one job may deliver several
+/// messages), then for the chat's paced slot, then the Bot API call (both per message part).
 pub const OUTBOX_METERS: [(&str, &str); 3] = [
     (
         "lane queue",
@@ -712,22 +713,16 @@ async fn read_window(http: &reqwest::Client, metrics_url: &str, pid: u32) -> Win
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    let gauge = |name: &str| {
+    let value = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(f64::NAN)
     };
-    let series = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = |name: &str| value(name).unwrap_or(f64::NAN);
     Window {
+        // A histogram not recorded into yet has no series: nothing so far.
         outbox_meters: OUTBOX_METERS.map(|(_, name)| {
-            (
-                series(&name.replace("{}", "sum")),
-                series(&name.replace("{}", "count")),
-            )
+            let total = |what| value(&name.replace("{}", what)).unwrap_or(0.0);
+            (total("sum"), total("count"))
         }),
         rss_mib: rss_mib(pid),
         threads: threads(pid),
