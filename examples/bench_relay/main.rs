@@ -3,7 +3,8 @@
 //! by `scripts/bench.sh`, which starts the services the way the test suite does and writes the
 //! printed report into `docs/benchmarks.md`.
 //!
-//! 1. Synapse's own client → client floor ([`floor`]).
+//! 1. Synapse's own client → client floor ([`floor`]): back to back, the floor of the unpaced
+//!    paths, and paced as Telegram's and Discord's paths are, the floor of those.
 //! 2. Bridged latency, both directions, for a Matrix responder (relay room), a Telegram
 //!    responder, a Discord responder (a private thread) and an email responder (a mailbox,
 //!    watched with IMAP IDLE), plus a visitor's first message → the Telegram, the Discord and
@@ -138,12 +139,24 @@ async fn bench() -> anyhow::Result<()> {
 
     // --- 1. the floor ----------------------------------------------------------------------
     progress(&format!("Synapse floor: {n} samples each way"));
-    let floor = floor::measure(&env, n).await?;
+    let floor = floor::measure(&env, n, std::time::Duration::ZERO).await?;
     let towards_responder = LatencyTarget {
         floor_p50: floor.from_plain.p50(),
     };
     let towards_visitor = LatencyTarget {
         floor_p50: floor.from_sdk.p50(),
+    };
+    // The paths paced to a message a second are judged against the floor paced the same way.
+    progress(&format!(
+        "Synapse floor, paced: {paced} samples each way, {} ms apart",
+        floor::PACED.as_millis()
+    ));
+    let paced_floor = floor::measure(&env, paced, floor::PACED).await?;
+    let paced_towards_responder = LatencyTarget {
+        floor_p50: paced_floor.from_plain.p50(),
+    };
+    let paced_towards_visitor = LatencyTarget {
+        floor_p50: paced_floor.from_sdk.p50(),
     };
 
     // --- Switchboard, idle -----------------------------------------------------------------
@@ -206,9 +219,26 @@ async fn bench() -> anyhow::Result<()> {
     }
     if std::env::var_os("SWITCHBOARD_BENCH_INITIATOR_ONLY").is_some() {
         let ini = initiators::telegram_to_matrix(&env, &b, paced, n).await?;
-        for row in [&ini.to_responder, &ini.to_initiator] {
-            println!("{}", row.markdown(&row.samples.len().to_string(), "", ""));
+        for row in [&floor.from_plain, &paced_floor.from_sdk] {
+            println!(
+                "{}",
+                row.markdown(&row.samples.len().to_string(), "(floor)", "")
+            );
         }
+        println!(
+            "{}",
+            towards_responder.judge(
+                &ini.to_responder,
+                &ini.to_responder.samples.len().to_string()
+            )
+        );
+        println!(
+            "{}",
+            paced_towards_visitor.judge(
+                &ini.to_initiator,
+                &ini.to_initiator.samples.len().to_string()
+            )
+        );
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
         }
@@ -318,6 +348,12 @@ async fn bench() -> anyhow::Result<()> {
             .from_sdk
             .markdown(&count(&floor.from_sdk), "(floor)", "")
     );
+    for row in [&paced_floor.from_plain, &paced_floor.from_sdk] {
+        println!(
+            "{}",
+            row.markdown(&count(row), "(floor of the paced paths)", "")
+        );
+    }
     println!(
         "{}",
         towards_responder.judge(&mx.to_matrix, &count(&mx.to_matrix))
@@ -326,7 +362,10 @@ async fn bench() -> anyhow::Result<()> {
         "{}",
         towards_visitor.judge(&mx.from_matrix, &count(&mx.from_matrix))
     );
-    println!("{}", towards_responder.judge(&tg.offer, &count(&tg.offer)));
+    println!(
+        "{}",
+        paced_towards_responder.judge(&tg.offer, &count(&tg.offer))
+    );
     println!(
         "{}",
         tg.offer_at_once
@@ -334,16 +373,19 @@ async fn bench() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        towards_responder.judge(&tg.to_telegram, &count(&tg.to_telegram))
+        paced_towards_responder.judge(&tg.to_telegram, &count(&tg.to_telegram))
     );
     println!(
         "{}",
         towards_visitor.judge(&tg.from_telegram, &count(&tg.from_telegram))
     );
-    println!("{}", towards_responder.judge(&dc.offer, &count(&dc.offer)));
     println!(
         "{}",
-        towards_responder.judge(&dc.to_discord, &count(&dc.to_discord))
+        paced_towards_responder.judge(&dc.offer, &count(&dc.offer))
+    );
+    println!(
+        "{}",
+        paced_towards_responder.judge(&dc.to_discord, &count(&dc.to_discord))
     );
     println!(
         "{}",
@@ -358,16 +400,24 @@ async fn bench() -> anyhow::Result<()> {
         "{}",
         towards_visitor.judge(&em.from_email, &count(&em.from_email))
     );
-    for ini in [&tg_ini, &dc_ini] {
-        println!(
-            "{}",
-            towards_responder.judge(&ini.to_responder, &count(&ini.to_responder))
-        );
-        println!(
-            "{}",
-            towards_visitor.judge(&ini.to_initiator, &count(&ini.to_initiator))
-        );
-    }
+    // Ivy's messages to Max go back to back; everything to a Telegram chat, and Dina's
+    // messages to Tess's, are paced.
+    println!(
+        "{}",
+        towards_responder.judge(&tg_ini.to_responder, &count(&tg_ini.to_responder))
+    );
+    println!(
+        "{}",
+        paced_towards_visitor.judge(&tg_ini.to_initiator, &count(&tg_ini.to_initiator))
+    );
+    println!(
+        "{}",
+        paced_towards_responder.judge(&dc_ini.to_responder, &count(&dc_ini.to_responder))
+    );
+    println!(
+        "{}",
+        paced_towards_visitor.judge(&dc_ini.to_initiator, &count(&dc_ini.to_initiator))
+    );
     if let Some(q) = &under.quiet {
         if q.row.samples.is_empty() {
             println!(
