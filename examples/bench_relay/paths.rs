@@ -262,6 +262,23 @@ pub async fn telegram(
                 .any(|s| s.body.starts_with("You are now talking with"))
         })
         .await?;
+    // The accept sends Bella's chat messages of its own after the visitor's notice (the offer
+    // edited into "You accepted", then "You are now talking with"), each in its paced turn:
+    // the first sample waits for the last of them, as a responder reads it before the
+    // visitor's next message, so it measures the relay, not those turns.
+    tg.wait_for_sent(
+        bella.id,
+        |s| {
+            s.iter().any(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("You are now talking with"))
+            })
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     tokio::time::sleep(TELEGRAM_SPACING).await;
 
     progress(&format!("Telegram: {paced} visitor messages → Bella"));
