@@ -60,19 +60,7 @@ pub async fn telegram_to_matrix(
     let max_room = b.max.accept_invite(&relay).await?;
     let mut max_sync =
         crate::paths::max_watching(env, b, &relay, "hello Max from Telegram").await?;
-    tg.wait_for_sent(
-        ivy.id,
-        |s| {
-            s.iter().any(|m| {
-                m.text
-                    .as_deref()
-                    .is_some_and(|t| t.starts_with("You are now talking with"))
-            })
-        },
-        WAIT,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    crate::paths::told_talking(tg, ivy.id).await?;
     tokio::time::sleep(TELEGRAM_SPACING).await;
 
     progress(&format!("Telegram initiator: {n} messages → Max"));

@@ -266,19 +266,7 @@ pub async fn telegram(
     // edited into "You accepted", then "You are now talking with"), each in its paced turn:
     // the first sample waits for the last of them, as a responder reads it before the
     // visitor's next message, so it measures the relay, not those turns.
-    tg.wait_for_sent(
-        bella.id,
-        |s| {
-            s.iter().any(|m| {
-                m.text
-                    .as_deref()
-                    .is_some_and(|x| x.starts_with("You are now talking with"))
-            })
-        },
-        WAIT,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    told_talking(tg, bella.id).await?;
     tokio::time::sleep(TELEGRAM_SPACING).await;
 
     progress(&format!("Telegram: {paced} visitor messages → Bella"));
@@ -330,6 +318,25 @@ pub async fn telegram(
         from_telegram,
         cpu,
     })
+}
+
+/// Waits until the Telegram chat `chat` has been told who it is now talking with: the last
+/// of the messages a conversation's start sends there.
+pub async fn told_talking(tg: &StandIn, chat: i64) -> anyhow::Result<()> {
+    tg.wait_for_sent(
+        chat,
+        |s| {
+            s.iter().any(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|x| x.starts_with("You are now talking with"))
+            })
+        },
+        WAIT,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    Ok(())
 }
 
 /// The conversation Max holds, through his relay room.
