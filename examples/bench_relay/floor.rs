@@ -21,11 +21,15 @@ use crate::common::*;
 use crate::report::{Row, ms};
 
 /// Spacing of the paced floor's samples: that of the paths paced to one message a second per
-/// chat (Telegram's and Discord's, `paths.rs`, `discord.rs`, `initiators.rs`). A message
-/// sent after a second of quiet takes Synapse itself about twice as long as one sent
-/// straight after the last (18.7 against 36.3 ms in one run on 2 cores), so each paced path is
-/// judged against a floor taken the same way.
-pub const PACED: Duration = Duration::from_millis(1100);
+/// chat (into a Telegram chat, `TELEGRAM_SPACING`; into a Discord channel, `DISCORD_SPACING`,
+/// held equal below). A message sent after a second of quiet takes Synapse itself about
+/// twice as long as one sent straight after the last (18.7 against 36.3 ms in one run on 2
+/// cores), so each paced path is judged against a floor taken the same way.
+pub const PACED: Duration = crate::paths::TELEGRAM_SPACING;
+const _: () = assert!(
+    crate::discord::DISCORD_SPACING.as_millis() == PACED.as_millis(),
+    "the Discord paths are judged against the same paced floor"
+);
 
 /// The two floors: sent by a plain HTTP client, and by matrix-sdk.
 pub struct Floor {

@@ -15,12 +15,8 @@ use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 
 use crate::common::*;
 use crate::discord::DISCORD_SPACING;
-use crate::paths::Bench;
+use crate::paths::{Bench, TELEGRAM_SPACING};
 use crate::report::{Row, ms, progress};
-
-/// Spacing of samples into a Telegram chat (the initiator's, the responder's): Switchboard
-/// keeps to about one message a second per chat (these are latencies, not the wait).
-const TELEGRAM_SPACING: Duration = Duration::from_millis(1100);
 
 pub struct InitiatorPaths {
     pub to_responder: Row,

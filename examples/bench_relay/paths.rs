@@ -21,7 +21,7 @@ pub const LOG_FILTER: &str = "info,sqlx=warn";
 
 /// Spacing of samples that go to one Telegram chat: Switchboard paces itself to about one
 /// message per second per chat (the Bot API's limit), and these are latencies, not the wait.
-const TELEGRAM_SPACING: Duration = Duration::from_millis(1100);
+pub const TELEGRAM_SPACING: Duration = Duration::from_millis(1100);
 
 /// The benchmark's Switchboard and whoever answers its conversations.
 pub struct Bench {
