@@ -5,22 +5,21 @@
 //! `Any` driver; only the migrations differ per engine (auto-increment syntax). Statements built
 //! at run time (multi-row inserts) spell their parameters per engine ([`Params`]).
 
-use sqlx::{
-    AnyPool, Row,
-    any::{AnyPoolOptions, AnyRow},
-};
+use sqlx::{AnyPool, Row, any::AnyPoolOptions};
 
 use crate::clock::{Clock, SharedClock};
 
 mod appservice_state;
 mod connections;
-pub(crate) use connections::{KeptReaders, WriteConns, atomic_sql};
+pub(crate) use connections::{WriteConns, atomic_sql};
 mod connector_state;
 mod conversations;
 pub(crate) use conversations::bind_message;
 use conversations::conversation_from_row;
 mod dead_letters;
 mod initiators;
+mod inline;
+use inline::{Arg, Bind, Columns, InlineSqlite};
 mod leases;
 pub use dead_letters::{DeadLetter, DeadLetterSource, MAX_REASON_CHARS};
 pub use initiators::{InitiatorRow, PendingRow};
@@ -53,6 +52,9 @@ pub use stats::{OutboxDepth, StoreGauges};
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From one of SQLite's reads run on the calling thread (`inline.rs`).
+    #[error("database error: {0}")]
+    Inline(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Holds only the URL's scheme: the rest may hold a password.
@@ -81,6 +83,7 @@ impl StoreError {
                     | sqlx::Error::ColumnNotFound(_)
                     | sqlx::Error::RowNotFound
             ),
+            StoreError::Inline(e) => inline::is_transient(e),
             StoreError::Corrupt { .. }
             | StoreError::NoSuchRow { .. }
             | StoreError::UnsupportedUrl(_)
@@ -150,9 +153,10 @@ pub struct Store {
     /// On SQLite, one writer at a time, in the order they asked, with the connections
     /// writes go through (see [`Store::writer`]).
     write_gate: Option<std::sync::Arc<tokio::sync::Mutex<WriteConns>>>,
-    /// On SQLite, connections for the reads every relayed message makes (see
-    /// [`Store::reader`]).
-    readers: Option<std::sync::Arc<KeptReaders>>,
+    /// On SQLite in a file, the reads every relayed message makes and its relaxed record
+    /// of a part sent, run on the calling thread (see [`Store::hot_read`],
+    /// [`Store::relaxed_inline`]).
+    inline: Option<std::sync::Arc<InlineSqlite>>,
     /// Runs of visitor messages being written together (`queues.rs`).
     batches: std::sync::Arc<queues::BatchGroup>,
     engine: Engine,
@@ -238,7 +242,10 @@ impl Store {
             relaxed_pool,
             batches: Default::default(),
             write_gate: (engine == Engine::Sqlite).then(Default::default),
-            readers: (engine == Engine::Sqlite).then(|| std::sync::Arc::new(KeptReaders::new())),
+            inline: match engine {
+                Engine::Sqlite => InlineSqlite::for_url(&url).map(std::sync::Arc::new),
+                Engine::Postgres => None,
+            },
             engine,
             clock: crate::clock::system(),
         })
@@ -425,13 +432,13 @@ impl Params {
 }
 
 /// An inbox row as the queries here read it.
-pub(crate) fn inbox_event(r: &AnyRow) -> Result<InboxEvent, StoreError> {
+pub(crate) fn inbox_event<R: Columns + ?Sized>(r: &R) -> Result<InboxEvent, StoreError> {
     Ok(InboxEvent {
-        seq: r.try_get("seq")?,
-        event_id: r.try_get("event_id")?,
-        room_id: r.try_get("room_id")?,
-        event_json: r.try_get("event_json")?,
-        received_at: r.try_get("received_at")?,
+        seq: r.int("seq")?,
+        event_id: r.text("event_id")?,
+        room_id: r.text("room_id")?,
+        event_json: r.text("event_json")?,
+        received_at: r.int("received_at")?,
     })
 }
 

@@ -603,6 +603,25 @@ async fn a_split_delivery_resumes_at_its_first_unsent_part(store: &Store) -> any
         1
     );
     assert!(store.pending_outbox(10).await?.is_empty());
+    // Relaxed records of a two-part row, first pass (on SQLite in a file these run on the
+    // calling thread): each part mapped as it is recorded, the row done with the last.
+    store
+        .enqueue_outbox("!r3:x", "telegram", "7003", "$p4", "{}")
+        .await?;
+    let row = pending(store, "$p4").await?;
+    for (index, id, done) in [(0, "m6", false), (1, "m7", true)] {
+        assert_eq!(
+            store
+                .outbox_part_sent_done(&row, index, id, done, false)
+                .await?,
+            index + 1
+        );
+        assert_eq!(
+            store.remote_message("telegram", "7003", id).await?,
+            Some(("!r3:x".to_owned(), Some("$p4".to_owned())))
+        );
+        assert_eq!(store.pending_outbox(10).await?.is_empty(), done);
+    }
     Ok(())
 }
 

@@ -1,11 +1,10 @@
 //! The connections statements run on. On PostgreSQL any connection of the pool; on SQLite,
 //! writers take turns on two connections kept for them (one flushing each commit to disk, one
-//! not), and the hot reads on a few kept out of the pool, because sqlx pings a pooled
-//! connection each time it is given back (a round trip to its thread for nothing).
+//! not), and the hot reads run on the calling thread (`inline.rs`).
 
 use sqlx::AnyPool;
 
-use super::{Store, StoreError};
+use super::{Arg, Columns, Store, StoreError};
 
 impl Store {
     /// One trivial query: whether the database answers at all (readiness).
@@ -15,19 +14,6 @@ impl Store {
         // The writers' own connections, when no writer holds them: one that does not answer
         // is dropped, and the next writer takes a fresh one from the pool. (Handling that
         // keeps failing asks this before it gives up on an item, see `worker.rs`.)
-        if let Some(readers) = &self.readers {
-            // The kept readers no one is using: one that does not answer is dropped, and a
-            // fresh one is taken from the pool when next needed.
-            let idle = std::mem::take(&mut *readers.idle.lock().expect("readers lock"));
-            for mut conn in idle {
-                match sqlx::Connection::ping(&mut conn).await {
-                    Ok(()) => readers.idle.lock().expect("readers lock").push(conn),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a reader's connection stopped answering; replacing it")
-                    }
-                }
-            }
-        }
         if let Some(gate) = &self.write_gate
             && let Ok(mut conns) = gate.try_lock()
         {
@@ -80,43 +66,52 @@ impl Store {
             return Ok(Writer::Pooled(pool.acquire().await?));
         };
         let mut conns = gate.clone().lock_owned().await;
-        let open = std::mem::take(&mut conns.open[usize::from(relaxed)]);
+        conns.roll_back_abandoned(relaxed).await;
         let slot = conns.slot(relaxed);
         if slot.is_none() {
             *slot = Some(pool.acquire().await?.detach());
-        } else if open && let Some(conn) = slot.as_mut() {
-            // Left inside a transaction by a dropped `Writer::atomic`: nothing of it was
-            // committed, and nothing after it may join it.
-            let _ = sqlx::query("ROLLBACK").execute(conn).await;
         }
         Ok(Writer::Kept { conns, relaxed })
     }
 
-    /// A connection for one of the reads each relayed message makes (its room's pending
-    /// events, its conversation and holders, its chat's queue). On SQLite one of
-    /// `KEPT_READERS` connections kept out of the pool, because sqlx pings a pooled
-    /// connection when it is given back: a second round trip to the connection's thread,
-    /// and a spawned task, for every read. Other reads use the pool.
-    pub(crate) async fn reader(&self) -> Result<Reader, StoreError> {
-        let Some(kept) = &self.readers else {
-            return Ok(Reader::Pooled(self.pool.acquire().await?));
-        };
-        let permit = kept
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the readers' semaphore is never closed");
-        let idle = kept.idle.lock().expect("readers lock").pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => self.pool.acquire().await?.detach(),
-        };
-        Ok(Reader::Kept {
-            conn: Some(conn),
-            home: kept.clone(),
-            _permit: permit,
-        })
+    /// A relaxed write (see [`Store::relaxed`]) run on the calling thread in the writers'
+    /// turn, on SQLite in a file (see `inline.rs`); `None` elsewhere, where the caller
+    /// writes through [`Store::relaxed`].
+    pub(crate) async fn relaxed_inline<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        let (inline, gate) = (self.inline.as_ref()?, self.write_gate.as_ref()?);
+        let mut conns = gate.lock().await;
+        // A transaction one of them was left in holds SQLite's write lock.
+        for relaxed in [false, true] {
+            conns.roll_back_abandoned(relaxed).await;
+        }
+        Some(inline.write(write))
+    }
+
+    /// One of the reads every relayed message makes (its room's pending events, its
+    /// conversation and holders, its chat's queue): on SQLite in a file run on the calling
+    /// thread (see `inline.rs`), elsewhere through the pool. `sql`'s `$n` are bound to `args`
+    /// in order, and each row is decoded by `decode`.
+    pub(crate) async fn hot_read<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Some(inline) = &self.inline {
+            return inline.read(|conn| super::inline::rows(conn, sql, args, decode));
+        }
+        let mut query = sqlx::query(sql);
+        for arg in args {
+            query = match *arg {
+                Arg::Int(v) => query.bind(v),
+                Arg::Text(v) => query.bind(v),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| decode(r)).collect()
     }
 }
 
@@ -129,68 +124,6 @@ pub(crate) enum Writer {
         conns: tokio::sync::OwnedMutexGuard<WriteConns>,
         relaxed: bool,
     },
-}
-
-/// How many connections SQLite's hot reads keep (see [`Store::reader`]): at most this many
-/// such reads run at once.
-const KEPT_READERS: usize = 4;
-
-/// The connections [`Store::reader`] hands out on SQLite, and the permits bounding them.
-pub(crate) struct KeptReaders {
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
-    idle: std::sync::Mutex<Vec<sqlx::AnyConnection>>,
-}
-
-impl KeptReaders {
-    pub(super) fn new() -> Self {
-        Self {
-            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(KEPT_READERS)),
-            idle: Default::default(),
-        }
-    }
-}
-
-/// A connection to read with (see [`Store::reader`]); given back when dropped.
-pub(crate) enum Reader {
-    /// PostgreSQL: any connection of the pool.
-    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
-    /// SQLite: one of the kept readers. A read dropped half-way leaves nothing behind on
-    /// it (reads take no locks beyond their statement, which the connection's thread
-    /// finishes or resets before its next one), so it goes back as it is.
-    Kept {
-        conn: Option<sqlx::AnyConnection>,
-        home: std::sync::Arc<KeptReaders>,
-        _permit: tokio::sync::OwnedSemaphorePermit,
-    },
-}
-
-impl std::ops::Deref for Reader {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Reader::Pooled(conn) => conn,
-            Reader::Kept { conn, .. } => conn.as_ref().expect("held until dropped"),
-        }
-    }
-}
-
-impl std::ops::DerefMut for Reader {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        match self {
-            Reader::Pooled(conn) => conn,
-            Reader::Kept { conn, .. } => conn.as_mut().expect("held until dropped"),
-        }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Reader::Kept { conn, home, .. } = self
-            && let Some(conn) = conn.take()
-        {
-            home.idle.lock().expect("readers lock").push(conn);
-        }
-    }
 }
 
 /// The connections SQLite's writers use, in their turn: one flushing each commit to disk, one
@@ -211,6 +144,17 @@ impl WriteConns {
             &mut self.relaxed
         } else {
             &mut self.full
+        }
+    }
+
+    /// Rolls back the transaction a dropped [`Writer::atomic`] left one of the connections
+    /// in, if it did: nothing of it was committed, and nothing after it may join it (or wait
+    /// for the write lock it holds).
+    async fn roll_back_abandoned(&mut self, relaxed: bool) {
+        if std::mem::take(&mut self.open[usize::from(relaxed)])
+            && let Some(conn) = self.slot(relaxed)
+        {
+            let _ = sqlx::query("ROLLBACK").execute(conn).await;
         }
     }
 }
@@ -290,7 +234,6 @@ mod tests {
 
     use super::*;
     use crate::store::NewInboxEvent;
-    use std::time::Duration;
 
     /// `PRAGMA synchronous` of every connection a pool can open, all held at once so none
     /// is missed.
@@ -441,55 +384,130 @@ mod tests {
         }
     }
 
-    /// The hot reads' connections are kept and reused, at most `KEPT_READERS` at once, and
-    /// one whose read was dropped half-way answers the next read correctly.
+    /// On SQLite in a file the hot reads run on connections of their own, kept and reused,
+    /// each seeing what a writer committed just before it; a read that fails in SQLite
+    /// gives up its connection (the next read opens a fresh one and answers), a column of
+    /// the wrong kind is a never-works error, and those connections cannot write. In memory
+    /// there is no second connection to the database: the reads go through the pool.
     #[tokio::test]
-    async fn kept_readers_are_bounded_reused_and_survive_a_dropped_read() {
+    async fn hot_reads_run_inline_on_read_only_connections_and_see_every_commit() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}/s.db", dir.path().display());
         let store = Store::connect(&url).await.expect("store");
-        let kept = store.readers.clone().expect("SQLite keeps readers");
-        let mut held = Vec::new();
-        for _ in 0..KEPT_READERS {
-            held.push(store.reader().await.expect("reader"));
-        }
-        let more = tokio::time::timeout(Duration::from_millis(100), store.reader()).await;
-        assert!(more.is_err(), "no more than KEPT_READERS at once");
-        drop(held);
-        assert_eq!(kept.idle.lock().unwrap().len(), KEPT_READERS, "all kept");
-        for _ in 0..3 {
-            store.reader().await.expect("reader");
-        }
-        assert_eq!(
-            kept.idle.lock().unwrap().len(),
-            KEPT_READERS,
-            "reused, not added"
-        );
-        // A long read given up on after a millisecond, then a short one on the same
-        // connections: the answer is the short one's.
-        let long = async {
-            let mut r = store.reader().await.expect("reader");
-            sqlx::query(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
-                 SELECT COUNT(*) FROM n",
-            )
-            .fetch_one(&mut *r)
-            .await
+        let inline = store.inline.clone().expect("SQLite in a file reads inline");
+        let count = || async {
+            store
+                .hot_read("SELECT COUNT(*) AS n FROM inbox", &[], |r| r.int("n"))
+                .await
+                .expect("read")[0]
         };
-        assert!(
-            tokio::time::timeout(Duration::from_millis(1), long)
-                .await
-                .is_err(),
-            "the long read is dropped half-way"
+        for i in 0..3 {
+            assert_eq!(count().await, i);
+            sqlx::query(&format!(
+                "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
+                 VALUES ('$e{i}', '!r:x', 't', '{{}}', 0)"
+            ))
+            .execute(&mut *store.relaxed().await.expect("writer"))
+            .await
+            .expect("insert");
+        }
+        assert_eq!(count().await, 3, "the last commit is seen at once");
+        assert_eq!(
+            inline.idle.lock().unwrap().len(),
+            1,
+            "one connection, reused"
         );
-        for _ in 0..KEPT_READERS {
-            let n: i64 = sqlx::query("SELECT 41 + 1")
-                .fetch_one(&mut *store.reader().await.expect("reader"))
+        let args = [Arg::Text("!r:x"), Arg::Int(2)];
+        let rows = store
+            .hot_read(
+                "SELECT event_id FROM inbox WHERE room_id = $1 ORDER BY seq LIMIT $2",
+                &args,
+                |r| r.text("event_id"),
+            )
+            .await
+            .expect("read");
+        assert_eq!(rows, ["$e0", "$e1"], "placeholders bound in order");
+
+        let failed = store
+            .hot_read("SELECT nothing FROM nowhere", &[], |r| r.int("x"))
+            .await;
+        assert!(matches!(failed, Err(StoreError::Inline(_))), "{failed:?}");
+        assert!(
+            inline.idle.lock().unwrap().is_empty(),
+            "the failed one dropped"
+        );
+        assert_eq!(count().await, 3, "a fresh connection answers");
+        let wrong = store
+            .hot_read("SELECT event_id FROM inbox", &[], |r| r.int("event_id"))
+            .await
+            .expect_err("text is no number");
+        assert!(!wrong.is_transient(), "{wrong}");
+        let write = inline.read(|conn| Ok(conn.execute("DELETE FROM inbox", [])?));
+        assert!(write.is_err(), "read-only: {write:?}");
+        assert_eq!(count().await, 3);
+
+        let memory = Store::connect("sqlite::memory:").await.expect("store");
+        assert!(memory.inline.is_none(), "no file to open twice");
+        let n = memory
+            .hot_read("SELECT 41 + $1 AS n", &[Arg::Int(1)], |r| r.int("n"))
+            .await
+            .expect("read through the pool");
+        assert_eq!(n, [42]);
+    }
+
+    /// A relaxed write on the calling thread commits all of its statements or none, is seen
+    /// by sqlx's connections at once, and is not held up by a transaction a dropped sqlx
+    /// write left open (which would hold SQLite's write lock): that one is rolled back first.
+    #[tokio::test]
+    async fn inline_relaxed_writes_are_atomic_and_take_the_writers_turn() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let store = Store::connect(&url).await.expect("store");
+        let insert = "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
+                      VALUES ($1, '!r:x', 't', '{}', 0)";
+        let count = || async {
+            let n: i64 = sqlx::query("SELECT COUNT(*) FROM inbox")
+                .fetch_one(&store.pool)
                 .await
-                .expect("read")
+                .expect("count")
                 .try_get(0)
                 .expect("a number");
-            assert_eq!(n, 42);
+            n
+        };
+        let wrote = store
+            .relaxed_inline(|tx| Ok(tx.execute(insert, ["$a"])? + tx.execute(insert, ["$b"])?))
+            .await
+            .expect("SQLite in a file writes inline");
+        assert_eq!(wrote.expect("written"), 2);
+        assert_eq!(count().await, 2, "seen by sqlx's connections");
+        let failed = store
+            .relaxed_inline(|tx| {
+                tx.execute(insert, ["$c"])?;
+                Ok(tx.execute("INSERT INTO no_such_table VALUES (1)", [])?)
+            })
+            .await
+            .expect("inline");
+        assert!(failed.is_err());
+        assert_eq!(count().await, 2, "nothing of a failed write is kept");
+        // A sqlx write dropped inside its transaction, holding the write lock.
+        {
+            let mut w = store.relaxed().await.expect("writer");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *w)
+                .await
+                .expect("begin");
+            let Writer::Kept { conns, .. } = &mut w else {
+                unreachable!("SQLite")
+            };
+            conns.open[1] = true;
         }
+        store
+            .relaxed_inline(|tx| Ok(tx.execute(insert, ["$d"])?))
+            .await
+            .expect("inline")
+            .expect("not kept waiting by the abandoned transaction");
+        assert_eq!(count().await, 3);
+        let memory = Store::connect("sqlite::memory:").await.expect("store");
+        assert!(memory.relaxed_inline(|_| Ok(())).await.is_none());
     }
 }

@@ -3,9 +3,9 @@
 
 use std::str::FromStr;
 
-use sqlx::{Row, any::AnyRow};
+use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Bind, Columns, Store, StoreError};
 use crate::conversation::{Conversation, ConversationState, Message, SenderRole};
 
 impl Store {
@@ -329,19 +329,21 @@ impl Store {
     }
 }
 
-pub(super) fn conversation_from_row(r: &AnyRow) -> Result<Conversation, StoreError> {
-    let state: String = r.try_get("state")?;
+pub(super) fn conversation_from_row<R: Columns + ?Sized>(
+    r: &R,
+) -> Result<Conversation, StoreError> {
+    let state = r.text("state")?;
     Ok(Conversation {
-        room_id: r.try_get("room_id")?,
-        topic: r.try_get("topic")?,
-        visitor_user_id: r.try_get("visitor_user_id")?,
-        visitor_alias: r.try_get("visitor_alias")?,
-        language: r.try_get("language")?,
+        room_id: r.text("room_id")?,
+        topic: r.text("topic")?,
+        visitor_user_id: r.text("visitor_user_id")?,
+        visitor_alias: r.text("visitor_alias")?,
+        language: r.opt_text("language")?,
         state: ConversationState::from_str(&state).map_err(|_| StoreError::Corrupt {
             table: "conversations",
             detail: format!("unknown state {state:?}"),
         })?,
-        created_at: r.try_get("created_at")?,
+        created_at: r.int("created_at")?,
     })
 }
 
@@ -359,18 +361,15 @@ fn insert_message(m: &Message) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::A
 
 /// Binds a transcript entry's nine columns, in the order of `insert_message`'s; the
 /// multi-row insert of a batch (`record_visitor_batch`) binds each row with it too.
-pub(crate) fn bind_message<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    m: &'q Message,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+pub(crate) fn bind_message<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
     query
-        .bind(&m.event_id)
-        .bind(&m.room_id)
-        .bind(m.inbox_seq)
-        .bind(&m.sender)
-        .bind(m.sender_role.as_str())
-        .bind(&m.msgtype)
-        .bind(&m.body)
-        .bind(m.formatted_body.as_deref())
-        .bind(m.origin_server_ts)
+        .text(&m.event_id)
+        .text(&m.room_id)
+        .int(m.inbox_seq)
+        .text(&m.sender)
+        .text(m.sender_role.as_str())
+        .text(&m.msgtype)
+        .text(&m.body)
+        .opt_text(m.formatted_body.as_deref())
+        .int(m.origin_server_ts)
 }

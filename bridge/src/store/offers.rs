@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Arg, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferRow {
@@ -307,41 +307,46 @@ impl Store {
         &self,
         room_id: &str,
     ) -> Result<Option<ConversationWithHolders>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state, c.created_at,
-                    c.language, a.responder_id, a.platform, a.address, a.ghost_user_id,
-                    a.state AS assignment_state, o.remote_message_id
-             FROM conversations c
-             LEFT JOIN assignments a ON a.room_id = c.room_id AND a.state = 'active'
-             LEFT JOIN offers o ON o.room_id = a.room_id AND o.responder_id = a.responder_id
-                  AND o.platform = a.platform AND o.address = a.address AND o.state = 'accepted'
-             WHERE c.room_id = $1",
-        )
-        .bind(room_id)
-        .fetch_all(&mut *self.reader().await?)
-        .await?;
-        let Some(first) = rows.first() else {
+        // Each row is the conversation with one holder (or, held by no one, with NULLs).
+        let rows = self
+            .hot_read(
+                "SELECT c.room_id, c.topic, c.visitor_user_id, c.visitor_alias, c.state,
+                        c.created_at, c.language, a.responder_id, a.platform, a.address,
+                        a.ghost_user_id, a.state AS assignment_state, o.remote_message_id
+                 FROM conversations c
+                 LEFT JOIN assignments a ON a.room_id = c.room_id AND a.state = 'active'
+                 LEFT JOIN offers o ON o.room_id = a.room_id AND o.responder_id = a.responder_id
+                      AND o.platform = a.platform AND o.address = a.address
+                      AND o.state = 'accepted'
+                 WHERE c.room_id = $1",
+                &[Arg::Text(room_id)],
+                |r| {
+                    let holder = match r.opt_text("responder_id")? {
+                        Some(responder_id) => Some((
+                            AssignmentRow {
+                                room_id: room_id.to_owned(),
+                                responder_id,
+                                platform: r.text("platform")?,
+                                address: r.text("address")?,
+                                ghost_user_id: r.text("ghost_user_id")?,
+                                state: r.text("assignment_state")?,
+                            },
+                            r.opt_text("remote_message_id")?,
+                        )),
+                        None => None,
+                    };
+                    Ok((super::conversation_from_row(r)?, holder))
+                },
+            )
+            .await?;
+        let mut rows = rows.into_iter();
+        let Some((conversation, first)) = rows.next() else {
             return Ok(None);
         };
-        let conversation = super::conversation_from_row(first)?;
-        let mut holders = Vec::new();
-        for r in &rows {
-            // No active assignment: the one row has NULLs for the assignment's columns.
-            let Some(responder_id) = r.try_get::<Option<String>, _>("responder_id")? else {
-                continue;
-            };
-            holders.push((
-                AssignmentRow {
-                    room_id: conversation.room_id.clone(),
-                    responder_id,
-                    platform: r.try_get("platform")?,
-                    address: r.try_get("address")?,
-                    ghost_user_id: r.try_get("ghost_user_id")?,
-                    state: r.try_get("assignment_state")?,
-                },
-                r.try_get("remote_message_id")?,
-            ));
-        }
+        let holders = first
+            .into_iter()
+            .chain(rows.filter_map(|(_, h)| h))
+            .collect();
         Ok(Some((conversation, holders)))
     }
 

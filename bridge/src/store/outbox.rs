@@ -1,9 +1,10 @@
 //! The ordered outbox of deliveries to responders' chats, and the mapping of what was sent
 //! there to its conversation and Matrix event (for replies, edits and deletions).
 
+use rusqlite::OptionalExtension as _;
 use sqlx::Row;
 
-use super::{Engine, Store, StoreError};
+use super::{Columns, Engine, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -40,6 +41,12 @@ use map_remote_message;
 const MOVE_PART: &str = "UPDATE outbox SET parts_sent = $1, attempts = 0,
          done_at = CASE WHEN $2 THEN $3 ELSE done_at END
      WHERE seq = $4 AND parts_sent = $5 RETURNING parts_sent";
+
+/// Marks row `$2` delivered at `$1` unless it is already.
+const FINISH_ROW: &str = "UPDATE outbox SET done_at = $1 WHERE seq = $2 AND done_at IS NULL";
+
+/// How many parts of row `$1` are sent.
+const PARTS_SENT: &str = "SELECT parts_sent FROM outbox WHERE seq = $1";
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
@@ -232,12 +239,45 @@ impl Store {
         flush: bool,
     ) -> Result<i64, StoreError> {
         let seq = row.seq;
+        let now = self.now_ms();
+        if !flush
+            && let Some(sent) = self
+                .relaxed_inline(|tx| {
+                    tx.prepare_cached(MAP_REMOTE_MESSAGE)?
+                        .execute(rusqlite::params![
+                            row.platform,
+                            row.address,
+                            message_id,
+                            row.room_id,
+                            row.event_id
+                        ])?;
+                    let moved = tx
+                        .prepare_cached(MOVE_PART)?
+                        .query_row(rusqlite::params![index + 1, done, now, seq, index], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .optional()?;
+                    if let Some(sent) = moved {
+                        return Ok(sent);
+                    }
+                    // Recorded already: as below.
+                    if done {
+                        tx.prepare_cached(FINISH_ROW)?
+                            .execute(rusqlite::params![now, seq])?;
+                    }
+                    Ok(tx
+                        .prepare_cached(PARTS_SENT)?
+                        .query_row([seq], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+        {
+            return sent;
+        }
         let mut writer = if flush {
             self.writer().await?
         } else {
             self.relaxed().await?
         };
-        let now = self.now_ms();
         let moved = if self.engine == Engine::Sqlite {
             // Both statements, and the transaction around them, in one round trip to the
             // connection's thread: numbered parameters count across them, and the row (if
@@ -265,13 +305,13 @@ impl Store {
         // Recorded already (a second pass over the same part): say where it stands, and
         // finish the row if this was its last part.
         if done {
-            sqlx::query("UPDATE outbox SET done_at = $1 WHERE seq = $2 AND done_at IS NULL")
+            sqlx::query(FINISH_ROW)
                 .bind(now)
                 .bind(seq)
                 .execute(&mut *writer)
                 .await?;
         }
-        Ok(sqlx::query("SELECT parts_sent FROM outbox WHERE seq = $1")
+        Ok(sqlx::query(PARTS_SENT)
             .bind(seq)
             .fetch_one(&mut *writer)
             .await?
@@ -314,9 +354,9 @@ pub(super) const ENQUEUE_OUTBOX: &str =
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, platform, address) DO NOTHING";
 
 /// An outbox row as read by the queries here, with when it is next due.
-pub(super) fn outbox_row(r: &sqlx::any::AnyRow) -> Result<(OutboxRow, i64), StoreError> {
+pub(super) fn outbox_row<R: Columns + ?Sized>(r: &R) -> Result<(OutboxRow, i64), StoreError> {
     let parts = r
-        .try_get::<Option<String>, _>("parts_json")?
+        .opt_text("parts_json")?
         .map(|json| serde_json::from_str::<Vec<String>>(&json))
         .transpose()
         .map_err(|e| StoreError::Corrupt {
@@ -325,16 +365,16 @@ pub(super) fn outbox_row(r: &sqlx::any::AnyRow) -> Result<(OutboxRow, i64), Stor
         })?;
     Ok((
         OutboxRow {
-            seq: r.try_get("seq")?,
-            room_id: r.try_get("room_id")?,
-            platform: r.try_get("platform")?,
-            address: r.try_get("address")?,
-            event_id: r.try_get("event_id")?,
-            payload_json: r.try_get("payload_json")?,
-            attempts: r.try_get("attempts")?,
+            seq: r.int("seq")?,
+            room_id: r.text("room_id")?,
+            platform: r.text("platform")?,
+            address: r.text("address")?,
+            event_id: r.text("event_id")?,
+            payload_json: r.text("payload_json")?,
+            attempts: r.int("attempts")?,
             parts,
-            parts_sent: r.try_get("parts_sent")?,
+            parts_sent: r.int("parts_sent")?,
         },
-        r.try_get("next_attempt_at")?,
+        r.int("next_attempt_at")?,
     ))
 }

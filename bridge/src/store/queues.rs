@@ -6,8 +6,8 @@
 use sqlx::Row;
 
 use super::{
-    Engine, InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store, StoreError,
-    bind_message, inbox_event, outbox::outbox_row, remote::remote_inbox_event,
+    Arg, Bind, Engine, InboxEvent, OutboxRow, Params, ROWS_PER_INSERT, RemoteInboxEvent, Store,
+    StoreError, bind_message, inbox_event, outbox::outbox_row, remote::remote_inbox_event,
 };
 use crate::conversation::Message;
 
@@ -47,11 +47,7 @@ enum Part<'a> {
 }
 
 impl<'a> Part<'a> {
-    fn bind(
-        &self,
-        mut query: sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>>,
-        now: i64,
-    ) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
+    fn bind<B: Bind<'a>>(&self, mut query: B, now: i64) -> B {
         match self {
             Part::Messages(rows) => {
                 for m in rows.iter() {
@@ -61,18 +57,18 @@ impl<'a> Part<'a> {
             Part::Deliveries(rows) => {
                 for d in rows.iter() {
                     query = query
-                        .bind(&d.room_id)
-                        .bind(&d.platform)
-                        .bind(&d.address)
-                        .bind(&d.event_id)
-                        .bind(&d.payload_json)
-                        .bind(now);
+                        .text(&d.room_id)
+                        .text(&d.platform)
+                        .text(&d.address)
+                        .text(&d.event_id)
+                        .text(&d.payload_json)
+                        .int(now);
                 }
             }
             Part::Processed(seqs) => {
-                query = query.bind(now);
+                query = query.int(now);
                 for seq in seqs.iter() {
-                    query = query.bind(*seq);
+                    query = query.int(*seq);
                 }
             }
         }
@@ -135,7 +131,6 @@ impl Store {
     /// Writes runs of visitor messages in one transaction.
     async fn write_visitor_batches(&self, batches: &[&VisitorBatch]) -> Result<(), StoreError> {
         let now = self.now_ms();
-        let mut relaxed = self.relaxed().await?;
         let messages: Vec<&Message> = batches.iter().flat_map(|b| &b.messages).collect();
         let deliveries: Vec<&NewDelivery> = batches.iter().flat_map(|b| &b.deliveries).collect();
         let processed: Vec<i64> = batches
@@ -173,6 +168,21 @@ impl Store {
             );
             parts.push((sql, Part::Processed(chunk)));
         }
+        // On SQLite in a file, on this thread (`inline.rs`), each statement in turn.
+        let inline = self
+            .relaxed_inline(|tx| {
+                for (sql, part) in &parts {
+                    let values = part.bind(Vec::new(), now);
+                    tx.prepare_cached(sql)?
+                        .execute(rusqlite::params_from_iter(values))?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Some(result) = inline {
+            return result;
+        }
+        let mut relaxed = self.relaxed().await?;
         if self.engine == Engine::Sqlite {
             // The transaction's BEGIN and COMMIT go in the same round trip.
             let sql = super::atomic_sql(
@@ -203,7 +213,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT seq, received_at FROM inbox WHERE seq = (SELECT MAX(seq) FROM inbox)",
         )
-        .fetch_optional(&mut *self.reader().await?)
+        .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok((r.try_get("seq")?, r.try_get("received_at")?)))
             .transpose()
@@ -224,7 +234,7 @@ impl Store {
         )
         .bind(upto - recent)
         .bind(upto)
-        .fetch_all(&mut *self.reader().await?)
+        .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("room_id")?)).collect()
     }
@@ -243,15 +253,13 @@ impl Store {
         room_id: &str,
         limit: i64,
     ) -> Result<Vec<InboxEvent>, StoreError> {
-        let rows = sqlx::query(
+        self.hot_read(
             "SELECT seq, event_id, room_id, event_json, received_at FROM inbox
              WHERE room_id = $1 AND processed_at IS NULL ORDER BY seq LIMIT $2",
+            &[Arg::Text(room_id), Arg::Int(limit)],
+            |r| inbox_event(r),
         )
-        .bind(room_id)
-        .bind(limit)
-        .fetch_all(&mut *self.reader().await?)
-        .await?;
-        rows.iter().map(inbox_event).collect()
+        .await
     }
 
     /// Unprocessed remote events after `after`, in arrival order.
@@ -308,18 +316,15 @@ impl Store {
         address: &str,
         limit: i64,
     ) -> Result<Vec<(OutboxRow, i64)>, StoreError> {
-        let rows = sqlx::query(
+        self.hot_read(
             "SELECT seq, room_id, platform, address, event_id, payload_json, attempts,
                     next_attempt_at, parts_json, parts_sent
              FROM outbox
              WHERE platform = $1 AND address = $2 AND done_at IS NULL AND failed_at IS NULL
              ORDER BY seq LIMIT $3",
+            &[Arg::Text(platform), Arg::Text(address), Arg::Int(limit)],
+            |r| outbox_row(r),
         )
-        .bind(platform)
-        .bind(address)
-        .bind(limit)
-        .fetch_all(&mut *self.reader().await?)
-        .await?;
-        rows.iter().map(outbox_row).collect()
+        .await
     }
 }

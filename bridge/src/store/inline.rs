@@ -1,0 +1,241 @@
+//! The reads every relayed message makes (its room's pending events, its conversation and
+//! holders, its chat's queue), and the relaxed record of a part sent, on SQLite run on the
+//! calling thread.
+//!
+//! sqlx runs each SQLite connection on a thread of its own: a statement is sent there, and
+//! its rows come back, each way a thread wake-up. A profile of a burst of relayed messages
+//! (`SWITCHBOARD_BENCH_BURST_ONLY=1`, see `docs/benchmarks.md`) counted about 37 context
+//! switches per message, a third of them on those threads, and put over half of
+//! Switchboard's CPU in the kernel's switching. These reads take tens of microseconds in
+//! SQLite itself, less than the hand-off, so they run here, on read-only connections of our
+//! own to the same file: in WAL mode a reader never waits for the writer, and sees every
+//! commit that finished before it began. A relaxed write that runs for every relayed message
+//! (a part recorded as sent) runs here too, in the writers' turn (`connections.rs`), so it
+//! never meets another writer; it is not flushed to disk on its own (`synchronous = NORMAL`:
+//! in WAL mode no disk wait at all) and leaves checkpoints to sqlx's connections, so nothing
+//! here waits on the disk. Acknowledged writes stay with sqlx, on its thread, as they wait for
+//! the disk. PostgreSQL goes through the pool as before.
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use rusqlite::{OpenFlags, Row, types::ToSqlOutput};
+
+use super::StoreError;
+
+/// Connections kept between reads: at most as many reads run at once as threads call in.
+const MAX_IDLE: usize = 8;
+
+/// How long a read waits for a lock SQLite takes briefly (opening the write-ahead log's
+/// index while another connection recovers it) before it fails as retry-later. A read in
+/// WAL mode does not otherwise wait, and this one holds up its thread while it does.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Connections of our own to the database file, opened when first needed: read-only ones,
+/// and one to write with in the writers' turn.
+pub(crate) struct InlineSqlite {
+    path: PathBuf,
+    pub(super) idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+    writer: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
+impl InlineSqlite {
+    /// For a SQLite database in a file (the URL sqlx was given); `None` for one in memory,
+    /// which no other connection can open.
+    pub(crate) fn for_url(url: &str) -> Option<Self> {
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+        let path = options.get_filename();
+        // Connected and migrated before this is asked, so a database in a file exists.
+        path.is_file().then(|| Self {
+            path: path.to_owned(),
+            idle: Default::default(),
+            writer: Default::default(),
+        })
+    }
+
+    /// Runs `read` on one of the connections. One whose statement failed in SQLite is
+    /// dropped rather than kept: the next read opens a fresh one.
+    pub(crate) fn read<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let kept = self.idle.lock().expect("inline readers lock").pop();
+        let conn = match kept {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = read(&conn);
+        if !matches!(result, Err(StoreError::Inline(_))) {
+            let mut idle = self.idle.lock().expect("inline readers lock");
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    /// Runs `write` in one immediate transaction, committed without a disk flush of its own.
+    /// The caller holds the writers' turn ([`super::Store::relaxed_inline`]), so the write
+    /// lock is free unless another process (an operator's command) holds it. A failed write
+    /// is rolled back, and its connection dropped.
+    pub(crate) fn write<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.writer.lock().expect("inline writer lock");
+        if slot.is_none() {
+            let conn = rusqlite::Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            // No disk flush at commit (WAL: the log is written, not synced), and no
+            // checkpoint from here: a checkpoint writes and syncs the database file, which
+            // sqlx's connections do on their own threads.
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().expect("opened above");
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = write(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if matches!(result, Err(StoreError::Inline(_))) {
+            *slot = None;
+        }
+        result
+    }
+}
+
+/// A value bound to a read's `$n` placeholder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Arg::Int(v) => v.to_sql(),
+            Arg::Text(v) => v.to_sql(),
+        }
+    }
+}
+
+/// Values bound to a statement's placeholders in order, by either driver: one binding
+/// function (a transcript entry's columns, a group write's rows) serves both.
+pub(crate) trait Bind<'q>: Sized {
+    fn int(self, v: i64) -> Self;
+    fn text(self, v: &'q str) -> Self;
+    fn opt_text(self, v: Option<&'q str>) -> Self;
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+impl<'q> Bind<'q> for AnyQuery<'q> {
+    fn int(self, v: i64) -> Self {
+        self.bind(v)
+    }
+    fn text(self, v: &'q str) -> Self {
+        self.bind(v)
+    }
+    fn opt_text(self, v: Option<&'q str>) -> Self {
+        self.bind(v)
+    }
+}
+
+/// A statement's values for rusqlite, borrowed where they are text.
+impl<'q> Bind<'q> for Vec<ToSqlOutput<'q>> {
+    fn int(mut self, v: i64) -> Self {
+        self.push(ToSqlOutput::Owned(v.into()));
+        self
+    }
+    fn text(mut self, v: &'q str) -> Self {
+        self.push(ToSqlOutput::Borrowed(v.into()));
+        self
+    }
+    fn opt_text(self, v: Option<&'q str>) -> Self {
+        match v {
+            Some(v) => self.text(v),
+            None => {
+                let mut values = self;
+                values.push(ToSqlOutput::Owned(rusqlite::types::Value::Null));
+                values
+            }
+        }
+    }
+}
+
+/// Runs `sql` (its `$n` placeholders bound to `args` in order) and decodes each row.
+pub(crate) fn rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+    decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(args))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// A row as either driver gives it, read by column name, so one decoder serves the rows
+/// sqlx reads (every engine) and those read here.
+pub(crate) trait Columns {
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError>;
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Columns for Row<'_> {
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(name)?)
+    }
+}
+
+/// Whether a failure of a read here is worth retrying: SQLite busy or failing is; a column
+/// that is not what the decoder expects never will be.
+pub(super) fn is_transient(e: &rusqlite::Error) -> bool {
+    !matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::InvalidColumnName(_)
+            | rusqlite::Error::InvalidColumnIndex(_)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(_)
+            | rusqlite::Error::QueryReturnedNoRows
+    )
+}
