@@ -537,11 +537,23 @@ async fn bench() -> anyhow::Result<()> {
         let per = cpu.delivered.max(1) as f64;
         let raw = cpu.cpu_ms / per;
         let net = (cpu.cpu_ms - idle_cpu_per_s * cpu.wall_s).max(0.0) / per;
+        // The kernel counts user and system time in whole clock ticks, so a difference of
+        // two readings is off by up to two ticks: the phase's by that, the idle rate's by
+        // that over its window, times the phase's length. Over a few paced messages that is
+        // more than the target itself, and such a row is not judged (a run once read the
+        // Telegram row as 0.00 ms, "met", from 40 ms of CPU less 4 ms a second of idle).
+        let tick_ms = 1000.0 / ticks;
+        let error = 2.0 * tick_ms * (1.0 + cpu.wall_s / idle_window.as_secs_f64()) / per;
+        let judged = if net + error <= TARGET_CPU_MS {
+            verdict(true)
+        } else if net - error > TARGET_CPU_MS {
+            verdict(false)
+        } else {
+            "not judged: within the reading's error"
+        };
         println!(
-            "| {what} | {net:.2} ms ({raw:.2} ms before subtracting idle time: {:.0} ms CPU over {:.1} s) | ≤ 0.5 ms | {} |",
-            cpu.cpu_ms,
-            cpu.wall_s,
-            verdict(net <= TARGET_CPU_MS)
+            "| {what} | {net:.2} ms ± {error:.2} ({raw:.2} ms before subtracting idle time: {:.0} ms CPU over {:.1} s) | ≤ 0.5 ms | {judged} |",
+            cpu.cpu_ms, cpu.wall_s,
         );
     }
     println!(
