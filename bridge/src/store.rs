@@ -273,10 +273,12 @@ impl Store {
     }
 
     /// Database connections open now (the pool's and, on SQLite, the relaxed writers'
-    /// pool's), idle or not: a leak shows as this growing under steady work.
+    /// pool's and those of the reads and writes run on the calling thread), idle or not: a
+    /// leak shows as this growing under steady work.
     pub fn connections(&self) -> u32 {
+        let inline = self.inline.as_ref().map_or(0, |i| i.open_connections());
         match self.engine {
-            Engine::Sqlite => self.pool.size() + self.relaxed_pool.size(),
+            Engine::Sqlite => self.pool.size() + self.relaxed_pool.size() + inline,
             Engine::Postgres => self.pool.size(),
         }
     }

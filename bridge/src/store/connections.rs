@@ -417,6 +417,7 @@ mod tests {
             1,
             "one connection, reused"
         );
+        assert_eq!(inline.open_connections(), 1, "and counted");
         let args = [Arg::Text("!r:x"), Arg::Int(2)];
         let rows = store
             .hot_read(
@@ -436,6 +437,7 @@ mod tests {
             inline.idle.lock().unwrap().is_empty(),
             "the failed one dropped"
         );
+        assert_eq!(inline.open_connections(), 0, "and no longer counted");
         assert_eq!(count().await, 3, "a fresh connection answers");
         let wrong = store
             .hot_read("SELECT event_id FROM inbox", &[], |r| r.int("event_id"))

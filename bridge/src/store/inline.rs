@@ -16,7 +16,15 @@
 //! here waits on the disk. Acknowledged writes stay with sqlx, on its thread, as they wait for
 //! the disk. PostgreSQL goes through the pool as before.
 
-use std::{path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use rusqlite::{OpenFlags, Row, types::ToSqlOutput};
 
@@ -34,8 +42,32 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 /// and one to write with in the writers' turn.
 pub(crate) struct InlineSqlite {
     path: PathBuf,
-    pub(super) idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
-    writer: std::sync::Mutex<Option<rusqlite::Connection>>,
+    pub(super) idle: std::sync::Mutex<Vec<Counted>>,
+    writer: std::sync::Mutex<Option<Counted>>,
+    /// How many of them are open now, in use or not (`Store::connections`, a leak check).
+    open: Arc<AtomicU32>,
+}
+
+/// A connection counted in [`InlineSqlite::open_connections`] until it is closed.
+pub(crate) struct Counted {
+    conn: rusqlite::Connection,
+    open: Arc<AtomicU32>,
+}
+
+impl Counted {
+    fn new(conn: rusqlite::Connection, open: &Arc<AtomicU32>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            conn,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl InlineSqlite {
@@ -49,7 +81,13 @@ impl InlineSqlite {
             path: path.to_owned(),
             idle: Default::default(),
             writer: Default::default(),
+            open: Default::default(),
         })
+    }
+
+    /// Connections open now, in use or kept.
+    pub(crate) fn open_connections(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Runs `read` on one of the connections. One whose statement failed in SQLite is
@@ -63,7 +101,7 @@ impl InlineSqlite {
             Some(conn) => conn,
             None => self.open()?,
         };
-        let result = read(&conn);
+        let result = read(&conn.conn);
         if !matches!(result, Err(StoreError::Inline(_))) {
             let mut idle = self.idle.lock().expect("inline readers lock");
             if idle.len() < MAX_IDLE {
@@ -73,13 +111,13 @@ impl InlineSqlite {
         result
     }
 
-    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
+    fn open(&self) -> Result<Counted, StoreError> {
         let conn = rusqlite::Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(conn)
+        Ok(Counted::new(conn, &self.open))
     }
 
     /// Runs `write` in one immediate transaction, committed without a disk flush of its own.
@@ -101,9 +139,9 @@ impl InlineSqlite {
             // checkpoint from here: a checkpoint writes and syncs the database file, which
             // sqlx's connections do on their own threads.
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
-            *slot = Some(conn);
+            *slot = Some(Counted::new(conn, &self.open));
         }
-        let conn = slot.as_mut().expect("opened above");
+        let conn = &mut slot.as_mut().expect("opened above").conn;
         let result = (|| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let out = write(&tx)?;
