@@ -177,6 +177,9 @@ pub(crate) trait Bind<'q>: Sized {
     fn int(self, v: i64) -> Self;
     fn text(self, v: &'q str) -> Self;
     fn opt_text(self, v: Option<&'q str>) -> Self;
+    /// A truth value: PostgreSQL wants a boolean where SQLite takes an integer, so this is
+    /// not [`Bind::int`].
+    fn flag(self, v: bool) -> Self;
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
@@ -189,6 +192,9 @@ impl<'q> Bind<'q> for AnyQuery<'q> {
         self.bind(v)
     }
     fn opt_text(self, v: Option<&'q str>) -> Self {
+        self.bind(v)
+    }
+    fn flag(self, v: bool) -> Self {
         self.bind(v)
     }
 }
@@ -212,6 +218,9 @@ impl<'q> Bind<'q> for Vec<ToSqlOutput<'q>> {
                 values
             }
         }
+    }
+    fn flag(self, v: bool) -> Self {
+        self.int(v.into())
     }
 }
 

@@ -1,10 +1,10 @@
 //! The ordered outbox of deliveries to responders' chats, and the mapping of what was sent
 //! there to its conversation and Matrix event (for replies, edits and deletions).
 
-use rusqlite::OptionalExtension as _;
+use rusqlite::{OptionalExtension as _, params_from_iter};
 use sqlx::Row;
 
-use super::{Columns, Engine, Store, StoreError};
+use super::{Bind, Columns, Engine, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -48,32 +48,25 @@ const FINISH_ROW: &str = "UPDATE outbox SET done_at = $1 WHERE seq = $2 AND done
 /// How many parts of row `$1` are sent.
 const PARTS_SENT: &str = "SELECT parts_sent FROM outbox WHERE seq = $1";
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-/// Binds [`MAP_REMOTE_MESSAGE`]'s parameters for a part of `row` sent as `message_id`.
-fn bind_map<'q>(query: AnyQuery<'q>, row: &'q OutboxRow, message_id: &'q str) -> AnyQuery<'q> {
+/// Binds [`MAP_REMOTE_MESSAGE`]'s parameters for a part of `row` sent as `message_id`, for
+/// either driver.
+fn bind_map<'q, B: Bind<'q>>(query: B, row: &'q OutboxRow, message_id: &'q str) -> B {
     query
-        .bind(&row.platform)
-        .bind(&row.address)
-        .bind(message_id)
-        .bind(&row.room_id)
-        .bind(&row.event_id)
+        .text(&row.platform)
+        .text(&row.address)
+        .text(message_id)
+        .text(&row.room_id)
+        .text(&row.event_id)
 }
 
-/// Binds [`MOVE_PART`]'s parameters (after [`bind_map`]'s in [`MAP_AND_MOVE`]).
-fn bind_move<'q>(
-    query: AnyQuery<'q>,
-    row: &OutboxRow,
-    index: i64,
-    done: bool,
-    now: i64,
-) -> AnyQuery<'q> {
+/// Binds [`MOVE_PART`]'s parameters (after [`bind_map`]'s in [`MAP_AND_MOVE_ATOMIC`]).
+fn bind_move<'q, B: Bind<'q>>(query: B, row: &OutboxRow, index: i64, done: bool, now: i64) -> B {
     query
-        .bind(index + 1)
-        .bind(done)
-        .bind(now)
-        .bind(row.seq)
-        .bind(index)
+        .int(index + 1)
+        .flag(done)
+        .int(now)
+        .int(row.seq)
+        .int(index)
 }
 
 /// [`MAP_REMOTE_MESSAGE`], then [`MOVE_PART`] numbered on from it, as one transaction: SQLite
@@ -244,18 +237,13 @@ impl Store {
             && let Some(sent) = self
                 .relaxed_inline(|tx| {
                     tx.prepare_cached(MAP_REMOTE_MESSAGE)?
-                        .execute(rusqlite::params![
-                            row.platform,
-                            row.address,
-                            message_id,
-                            row.room_id,
-                            row.event_id
-                        ])?;
+                        .execute(params_from_iter(bind_map(Vec::new(), row, message_id)))?;
                     let moved = tx
                         .prepare_cached(MOVE_PART)?
-                        .query_row(rusqlite::params![index + 1, done, now, seq, index], |r| {
-                            r.get::<_, i64>(0)
-                        })
+                        .query_row(
+                            params_from_iter(bind_move(Vec::new(), row, index, done, now)),
+                            |r| r.get::<_, i64>(0),
+                        )
                         .optional()?;
                     if let Some(sent) = moved {
                         return Ok(sent);
