@@ -292,7 +292,8 @@ impl Store {
     ///
     /// Rows go in as multi-row `INSERT`s, `ROWS_PER_INSERT` events a statement: one round trip
     /// per chunk instead of per event, inside the one database transaction whose commit is
-    /// what the homeserver's 200 waits for.
+    /// what the homeserver's 200 waits for. On SQLite in a file, on the calling thread with
+    /// its commit flushed (see [`Store::flushed_inline`]).
     pub async fn record_events(
         &self,
         txn_id: &str,
@@ -303,6 +304,21 @@ impl Store {
             return Ok(0);
         }
         let now = self.now_ms();
+        if let Some(inserted) = self
+            .flushed_inline(|tx| {
+                let mut inserted = 0;
+                for chunk in events.chunks(ROWS_PER_INSERT) {
+                    let values = bind_inbox(Vec::new(), chunk, txn_id, now);
+                    inserted += tx
+                        .prepare_cached(&inbox_insert(self.engine, chunk.len()))?
+                        .execute(rusqlite::params_from_iter(values))?;
+                }
+                Ok(inserted as u64)
+            })
+            .await
+        {
+            return inserted;
+        }
         let mut writer = self.writer().await?;
         if events.len() <= ROWS_PER_INSERT {
             // One statement is a transaction of its own: no BEGIN and COMMIT round trips.
@@ -369,19 +385,20 @@ fn inbox_insert(engine: Engine, rows: usize) -> String {
     )
 }
 
-fn bind_inbox<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+/// Binds [`inbox_insert`]'s parameters, for either driver.
+fn bind_inbox<'q, B: Bind<'q>>(
+    mut query: B,
     events: &'q [NewInboxEvent<'q>],
     txn_id: &'q str,
     now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+) -> B {
     for e in events {
         query = query
-            .bind(e.event_id)
-            .bind(e.room_id)
-            .bind(txn_id)
-            .bind(e.event_json)
-            .bind(now);
+            .text(e.event_id)
+            .text(e.room_id)
+            .text(txn_id)
+            .text(e.event_json)
+            .int(now);
     }
     query
 }

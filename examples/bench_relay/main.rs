@@ -32,7 +32,8 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! prints its CPU per relayed message, `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
+//! prints its CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200: more
+//! messages make the clock tick's share of the figure smaller, for comparing two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
 //! quiet conversation's samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
 //! initiator's paths to and from the Matrix responder; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
@@ -245,9 +246,16 @@ async fn bench() -> anyhow::Result<()> {
         return Ok(());
     }
     if std::env::var_os("SWITCHBOARD_BENCH_BURST_ONLY").is_some() {
+        let count = match std::env::var("SWITCHBOARD_BENCH_BURST") {
+            Ok(n) => anyhow::Context::context(
+                n.parse(),
+                "SWITCHBOARD_BENCH_BURST: a number of messages",
+            )?,
+            Err(_) => BURST,
+        };
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
-        let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
-        let floor = bare::burst(&env, slot_no + 1, BURST, ticks).await?;
+        let burst = paths::matrix_burst(&mut b, &mut mx_conv, count, ticks).await?;
+        let floor = bare::burst(&env, slot_no + 1, count, ticks).await?;
         for (who, spent) in [("Switchboard", &burst), ("bare appservice", &floor)] {
             println!(
                 "{} of {} delivered in {:.1} s; {who} CPU {:.0} ms, {:.2} ms per message",

@@ -1,20 +1,25 @@
-//! The reads every relayed message makes (its room's pending events, its conversation and
-//! holders, its chat's queue), and the relaxed record of a part sent, on SQLite run on the
-//! calling thread.
+//! The statements every relayed message runs, on SQLite run on the calling thread: the reads
+//! (its room's pending events, its conversation and holders, its chat's queue), the record of
+//! a homeserver transaction's events (acknowledged: flushed before it returns), and the
+//! relaxed writes (the visitor batch, a part recorded as sent).
 //!
 //! sqlx runs each SQLite connection on a thread of its own: a statement is sent there, and
 //! its rows come back, each way a thread wake-up. A profile of a burst of relayed messages
 //! (`SWITCHBOARD_BENCH_BURST_ONLY=1`, see `docs/benchmarks.md`) counted about 37 context
 //! switches per message, a third of them on those threads, and put over half of
-//! Switchboard's CPU in the kernel's switching. These reads take tens of microseconds in
-//! SQLite itself, less than the hand-off, so they run here, on read-only connections of our
-//! own to the same file: in WAL mode a reader never waits for the writer, and sees every
-//! commit that finished before it began. A relaxed write that runs for every relayed message
-//! (a part recorded as sent) runs here too, in the writers' turn (`connections.rs`), so it
-//! never meets another writer; it is not flushed to disk on its own (`synchronous = NORMAL`:
-//! in WAL mode no disk wait at all) and leaves checkpoints to sqlx's connections, so nothing
-//! here waits on the disk. Acknowledged writes stay with sqlx, on its thread, as they wait for
-//! the disk. PostgreSQL goes through the pool as before.
+//! Switchboard's CPU in the kernel's switching. These statements take tens of microseconds in
+//! SQLite itself, less than the hand-off, so they run here, on connections of our own to the
+//! same file. The writes run on one connection, in the writers' turn (`connections.rs`), so
+//! they never meet another writer. A relaxed one is not flushed (`synchronous = NORMAL`: in
+//! WAL mode no disk wait at all); an acknowledged one is (`FULL` for that transaction), and
+//! holds up the calling thread as long as the disk takes, as it would hold up sqlx's thread.
+//! Checkpoints are left to sqlx's connections ([`InlineSqlite::checkpoint_due`]).
+//!
+//! A read runs on that same connection when no write holds it: SQLite drops a connection's
+//! page cache whenever another has committed, so the connection that wrote last is the one
+//! whose cache is warm (see [`InlineSqlite::query`]). Otherwise on a read-only connection: in
+//! WAL mode a reader never waits for the writer, and sees every commit that finished before
+//! it began. PostgreSQL goes through the pool as before.
 
 use std::{
     path::PathBuf,
@@ -46,7 +51,15 @@ pub(crate) struct InlineSqlite {
     writer: std::sync::Mutex<Option<Counted>>,
     /// How many of them are open now, in use or not (`Store::connections`, a leak check).
     open: Arc<AtomicU32>,
+    /// Commits of the writer, and their count when a checkpoint was last asked for.
+    commits: AtomicU32,
+    pub(super) checkpointed_at: AtomicU32,
 }
+
+/// Commits of the writer here between checkpoints: a relayed message commits two or three
+/// times, a few pages each, so the log stays within a few thousand pages (SQLite's own
+/// default is a checkpoint at 1000 pages; sqlx's connections here at 10 000).
+pub(super) const CHECKPOINT_EVERY: u32 = 500;
 
 /// A connection counted in [`InlineSqlite::open_connections`] until it is closed.
 pub(crate) struct Counted {
@@ -82,6 +95,8 @@ impl InlineSqlite {
             idle: Default::default(),
             writer: Default::default(),
             open: Default::default(),
+            commits: Default::default(),
+            checkpointed_at: Default::default(),
         })
     }
 
@@ -111,6 +126,35 @@ impl InlineSqlite {
         result
     }
 
+    /// Runs `sql` (a read: a statement that could write is refused) and decodes its rows, on
+    /// the writer's connection when no write holds it, otherwise on a read-only one.
+    ///
+    /// Why the writer's first: SQLite drops a connection's whole page cache when another
+    /// connection has committed since its last transaction. A relayed message is read and
+    /// written in turns (its pending events, its batch, its chat's queue, the part sent),
+    /// so on separate connections every turn started cold, rereading the same pages from the
+    /// log with a system call each (about 7 % of Switchboard's CPU in a profile of the burst
+    /// benchmark). On the connection that wrote last, they are still in memory.
+    pub(crate) fn query<T>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Ok(mut slot) = self.writer.try_lock()
+            && let Some(conn) = slot.as_mut()
+        {
+            let result = rows(&conn.conn, sql, args, decode);
+            // A statement refused, or a column of the wrong kind, says nothing of the
+            // connection; anything else from SQLite may, and the next write opens afresh.
+            if matches!(&result, Err(StoreError::Inline(e)) if is_transient(e)) {
+                *slot = None;
+            }
+            return result;
+        }
+        self.read(|conn| rows(conn, sql, args, decode))
+    }
+
     fn open(&self) -> Result<Counted, StoreError> {
         let conn = rusqlite::Connection::open_with_flags(
             &self.path,
@@ -120,12 +164,16 @@ impl InlineSqlite {
         Ok(Counted::new(conn, &self.open))
     }
 
-    /// Runs `write` in one immediate transaction, committed without a disk flush of its own.
-    /// The caller holds the writers' turn ([`super::Store::relaxed_inline`]), so the write
-    /// lock is free unless another process (an operator's command) holds it. A failed write
-    /// is rolled back, and its connection dropped.
+    /// Runs `write` in one immediate transaction. Its commit is flushed to disk before this
+    /// returns with `flush` (`synchronous = FULL` for this transaction: an acknowledged
+    /// write, such as a homeserver transaction's events), and not without (`NORMAL`: in WAL
+    /// mode the log is written but not synced). The caller holds the writers' turn
+    /// ([`super::Store::relaxed_inline`]), so the write lock is free unless another process
+    /// (an operator's command) holds it. A failed write is rolled back, and its connection
+    /// dropped.
     pub(crate) fn write<T>(
         &self,
+        flush: bool,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut slot = self.writer.lock().expect("inline writer lock");
@@ -135,23 +183,48 @@ impl InlineSqlite {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            // No disk flush at commit (WAL: the log is written, not synced), and no
-            // checkpoint from here: a checkpoint writes and syncs the database file, which
-            // sqlx's connections do on their own threads.
+            // No checkpoint from here: a checkpoint writes and syncs the database file, which
+            // takes far longer than a commit; `Store` has one run on sqlx's threads instead
+            // (see `checkpoint_due`).
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
             *slot = Some(Counted::new(conn, &self.open));
         }
         let conn = &mut slot.as_mut().expect("opened above").conn;
         let result = (|| {
+            if flush {
+                conn.prepare_cached("PRAGMA synchronous = FULL")?
+                    .execute([])?;
+            }
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let out = write(&tx)?;
             tx.commit()?;
             Ok(out)
         })();
-        if matches!(result, Err(StoreError::Inline(_))) {
+        // Back to relaxed commits; a connection that cannot say so is not kept.
+        let reset = !flush
+            || conn
+                .prepare_cached("PRAGMA synchronous = NORMAL")
+                .and_then(|mut s| s.execute([]))
+                .is_ok();
+        if matches!(result, Err(StoreError::Inline(_))) || !reset {
             *slot = None;
+        } else if result.is_ok() {
+            self.commits.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Whether a checkpoint is due: once every [`CHECKPOINT_EVERY`] commits of the writer
+    /// here (each answers true once). Nothing else checkpoints the log while the writes
+    /// run here, and a log that only grows makes every read slower.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        let commits = self.commits.load(Ordering::Relaxed);
+        let last = self.checkpointed_at.load(Ordering::Relaxed);
+        commits.wrapping_sub(last) >= CHECKPOINT_EVERY
+            && self
+                .checkpointed_at
+                .compare_exchange(last, commits, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -232,6 +305,10 @@ pub(crate) fn rows<T>(
     decode: impl Fn(&dyn Columns) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut statement = conn.prepare_cached(sql)?;
+    // A read may run on the writer's connection (`InlineSqlite::query`).
+    if !statement.readonly() {
+        return Err(rusqlite::Error::InvalidQuery.into());
+    }
     let mut rows = statement.query(rusqlite::params_from_iter(args))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -284,5 +361,6 @@ pub(super) fn is_transient(e: &rusqlite::Error) -> bool {
             | rusqlite::Error::IntegralValueOutOfRange(..)
             | rusqlite::Error::Utf8Error(_)
             | rusqlite::Error::QueryReturnedNoRows
+            | rusqlite::Error::InvalidQuery
     )
 }
