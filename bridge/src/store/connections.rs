@@ -35,14 +35,16 @@ impl Store {
     ///
     /// Acknowledged writes (a homeserver transaction, a platform's events, a part recorded as
     /// sent, anything a visitor or operator was answered about) go through the main pool,
-    /// `synchronous = FULL` (or, for a homeserver transaction, [`Store::flushed_inline`]). The write-ahead log is written in order, so the next such commit
-    /// flushes every relaxed one before it too; a kill -9 loses nothing either way (the log is
-    /// in the OS's hands). What a power cut can lose is the relaxed commits since the last
-    /// flush, and those are handling results the inbox lets us redo (messages transcribed,
-    /// events marked processed), all idempotent. In a flood, this turns about ten disk
-    /// flushes per homeserver transaction (one per conversation lane's batch) into one. The
-    /// relaxed connections are a pool of their own, so no connection ever changes mode and
-    /// none can be given back in the wrong one.
+    /// `synchronous = FULL` (a homeserver transaction's events through
+    /// [`Store::flushed_inline`], on the same terms). The write-ahead log is written in order,
+    /// so the next such commit flushes every relaxed one before it too; a kill -9 loses
+    /// nothing either way (the log is in the OS's hands). What a power cut can lose is the
+    /// relaxed commits since the last flush, and those are handling results the inbox lets us
+    /// redo (messages transcribed, events marked processed), all idempotent. In a flood, this
+    /// turns about ten disk flushes per homeserver transaction (one per conversation lane's
+    /// batch) into one. The relaxed connections are a pool of their own, so no pooled
+    /// connection ever changes mode and none can be given back in the wrong one (the inline
+    /// writer, which changes mode for each flushed transaction, belongs to no pool).
     pub(crate) async fn relaxed(&self) -> Result<Writer, StoreError> {
         self.writer_from(&self.relaxed_pool, true).await
     }
@@ -270,6 +272,18 @@ mod tests {
     use sqlx::Row as _;
 
     use super::*;
+
+    /// A store on SQLite in a file of a fresh directory (kept as long as the directory is).
+    async fn file_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        (dir, Store::connect(&url).await.expect("store"))
+    }
+
+    /// Records event `$1` in the inbox.
+    const INSERT_EVENT: &str =
+        "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
+                                VALUES ($1, '!r:x', 't', '{}', 0)";
     use crate::store::NewInboxEvent;
 
     /// `PRAGMA synchronous` of every connection a pool can open, all held at once so none
@@ -297,9 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn acknowledged_writes_flush_and_relaxed_ones_have_their_own_connections() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
+        let (_dir, store) = file_store().await;
         assert_eq!(synchronous_of(&store.pool, 8).await, vec![FULL; 8]);
         assert_eq!(
             synchronous_of(&store.relaxed_pool, 4).await,
@@ -346,9 +358,7 @@ mod tests {
     /// own writes are then committed as usual.
     #[tokio::test]
     async fn atomic_statements_commit_together_or_not_at_all() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
+        let (_dir, store) = file_store().await;
         let insert = |id: &str| {
             format!(
                 "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
@@ -428,9 +438,7 @@ mod tests {
     /// there is no second connection to the database: the reads go through the pool.
     #[tokio::test]
     async fn hot_reads_run_inline_on_read_only_connections_and_see_every_commit() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
+        let (_dir, store) = file_store().await;
         let inline = store.inline.clone().expect("SQLite in a file reads inline");
         let count = || async {
             store
@@ -499,11 +507,8 @@ mod tests {
     /// write left open (which would hold SQLite's write lock): that one is rolled back first.
     #[tokio::test]
     async fn inline_relaxed_writes_are_atomic_and_take_the_writers_turn() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
-        let insert = "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
-                      VALUES ($1, '!r:x', 't', '{}', 0)";
+        let (_dir, store) = file_store().await;
+        let insert = INSERT_EVENT;
         let count = || async {
             let n: i64 = sqlx::query("SELECT COUNT(*) FROM inbox")
                 .fetch_one(&store.pool)
@@ -556,9 +561,7 @@ mod tests {
     /// checkpoint is asked for once every `CHECKPOINT_EVERY` commits.
     #[tokio::test]
     async fn acknowledged_inline_writes_flush_and_leave_the_writer_relaxed() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
+        let (_dir, store) = file_store().await;
         let inline = store.inline.clone().expect("inline");
         let synchronous = |tx: &rusqlite::Transaction<'_>| -> Result<i64, StoreError> {
             Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
@@ -630,18 +633,16 @@ mod tests {
     /// read-only connection instead of waiting.
     #[tokio::test]
     async fn hot_reads_run_on_the_free_inline_writer_and_cannot_write_there() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/s.db", dir.path().display());
-        let store = Store::connect(&url).await.expect("store");
+        let (_dir, store) = file_store().await;
         let inline = store.inline.clone().expect("inline");
-        let insert = "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
-                      VALUES ($1, '!r:x', 't', '{}', 0)";
+        let insert = INSERT_EVENT;
         store
             .relaxed_inline(|tx| Ok(tx.execute(insert, ["$a"])?))
             .await
             .expect("inline")
             .expect("written");
-        sqlx::query("INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at) VALUES ('$b', '!r:x', 't', '{}', 0)")
+        sqlx::query(INSERT_EVENT)
+            .bind("$b")
             .execute(&mut *store.writer().await.expect("writer"))
             .await
             .expect("insert through sqlx");
