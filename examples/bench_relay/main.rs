@@ -32,9 +32,10 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! prints its CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200: more
-//! messages make the clock tick's share of the figure smaller, for comparing two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the
-//! quiet conversation's samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
+//! prints its CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at
+//! most 900: more messages make the clock tick's share of the figure smaller, for comparing
+//! two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
+//! samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
 //! initiator's paths to and from the Matrix responder; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
 //! `SWITCHBOARD_BENCH_CLUSTER_SLOT`, default 7). `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
@@ -253,6 +254,12 @@ async fn bench() -> anyhow::Result<()> {
             )?,
             Err(_) => BURST,
         };
+        // Delivery is counted in one page of the relay room's history (1000 events), which
+        // also holds the conversation's own posts.
+        anyhow::ensure!(
+            count <= 900,
+            "SWITCHBOARD_BENCH_BURST: at most 900 messages"
+        );
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
         let burst = paths::matrix_burst(&mut b, &mut mx_conv, count, ticks).await?;
         let floor = bare::burst(&env, slot_no + 1, count, ticks).await?;
