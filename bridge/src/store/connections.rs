@@ -113,6 +113,14 @@ impl Store {
         }
         let result = inline.write(flush, write);
         drop(conns);
+        if matches!(&result, Err(StoreError::Inline(e)) if super::inline::is_busy(e)) {
+            // Another process (an operator's command) has held SQLite's write lock for longer
+            // than this thread may wait (`inline::BUSY_TIMEOUT`), and nothing was written. The
+            // caller writes through sqlx instead, whose connection waits up to 10 s on a
+            // thread of its own: a homeserver transaction recorded a little late rather than
+            // refused, and no runtime thread held up meanwhile.
+            return None;
+        }
         if inline.checkpoint_due() {
             // A passive checkpoint takes no lock writers wait for; on one of sqlx's
             // connection threads, so no caller waits for it.
@@ -624,6 +632,54 @@ mod tests {
         }
         assert_eq!(asked(), every);
         assert!(!inline.checkpoint_due());
+    }
+
+    /// An inline write that finds SQLite's write lock held by another process (an operator's
+    /// command) for longer than a runtime thread may wait is not refused: it goes through
+    /// sqlx's connection, which waits for the lock on its own thread, and the inline writer,
+    /// which did nothing wrong, is kept. A homeserver transaction is recorded late, not
+    /// answered with a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_lock_held_by_another_process_hands_the_write_to_sqlx() {
+        let (dir, store) = file_store().await;
+        let inline = store.inline.clone().expect("inline");
+        store
+            .relaxed_inline(|_| Ok(()))
+            .await
+            .expect("inline")
+            .expect("write");
+        let other = rusqlite::Connection::open(dir.path().join("s.db")).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let hold = super::super::inline::BUSY_TIMEOUT * 3;
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(hold);
+            other.execute_batch("COMMIT").expect("unlock");
+        });
+        let started = std::time::Instant::now();
+        let event = crate::store::NewInboxEvent {
+            event_id: "$late",
+            room_id: "!r:x",
+            event_json: "{}",
+        };
+        let recorded = store.record_events("t", &[event]).await;
+        let waited = started.elapsed();
+        release.join().expect("released");
+        assert_eq!(recorded.expect("recorded once the lock was free"), 1);
+        assert!(waited >= hold, "waited for the other process: {waited:?}");
+        let gate = store.write_gate.as_ref().expect("SQLite").lock().await;
+        assert!(gate.full.is_some(), "through sqlx's flushing connection");
+        drop(gate);
+        assert!(
+            inline.writer.lock().expect("writer").is_some(),
+            "the inline writer kept"
+        );
+        let seen: i64 = sqlx::query("SELECT COUNT(*) FROM inbox WHERE event_id = '$late'")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+            .try_get(0)
+            .expect("a number");
+        assert_eq!(seen, 1);
     }
 
     /// Once the inline writer is open, the hot reads run on it whenever no write holds it

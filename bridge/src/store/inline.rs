@@ -39,16 +39,18 @@ use super::StoreError;
 const MAX_IDLE: usize = 8;
 
 /// How long a read waits for a lock SQLite takes briefly (opening the write-ahead log's
-/// index while another connection recovers it) before it fails as retry-later. A read in
-/// WAL mode does not otherwise wait, and this one holds up its thread while it does.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+/// index while another connection recovers it) before it fails as retry-later, and a write
+/// for the write lock before it is handed to sqlx (see `Store::inline_write`). A read in WAL
+/// mode does not otherwise wait, and a write here finds the lock free unless another process
+/// holds it (the writers of this one take turns); either holds up its thread while it waits.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Connections of our own to the database file, opened when first needed: read-only ones,
 /// and one to write with in the writers' turn.
 pub(crate) struct InlineSqlite {
     path: PathBuf,
     pub(super) idle: std::sync::Mutex<Vec<Counted>>,
-    writer: std::sync::Mutex<Option<Counted>>,
+    pub(super) writer: std::sync::Mutex<Option<Counted>>,
     /// How many of them are open now, in use or not (`Store::connections`, a leak check).
     open: Arc<AtomicU32>,
     /// Commits of the writer, and their count when a checkpoint was last asked for.
@@ -206,7 +208,9 @@ impl InlineSqlite {
                 .prepare_cached("PRAGMA synchronous = NORMAL")
                 .and_then(|mut s| s.execute([]))
                 .is_ok();
-        if matches!(result, Err(StoreError::Inline(_))) || !reset {
+        // A connection that found the write lock taken (by another process) did nothing wrong.
+        let failed = matches!(&result, Err(StoreError::Inline(e)) if !is_busy(e));
+        if failed || !reset {
             *slot = None;
         } else if result.is_ok() {
             self.commits.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +351,14 @@ impl Columns for Row<'_> {
     fn opt_text(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self.get(name)?)
     }
+}
+
+/// Whether SQLite refused for a lock another connection holds (past [`BUSY_TIMEOUT`]).
+pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Whether a failure of a read here is worth retrying: SQLite busy or failing is; a column
