@@ -288,6 +288,17 @@ mod tests {
         (dir, Store::connect(&url).await.expect("store"))
     }
 
+    /// How many inbox rows event `event_id` has, as sqlx's connections see it.
+    async fn inbox_rows(store: &Store, event_id: &str) -> i64 {
+        sqlx::query("SELECT COUNT(*) FROM inbox WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+            .try_get(0)
+            .expect("a number")
+    }
+
     /// Records event `$1` in the inbox.
     const INSERT_EVENT: &str =
         "INSERT INTO inbox (event_id, room_id, txn_id, event_json, received_at)
@@ -606,13 +617,7 @@ mod tests {
                 .is_none(),
             "no sqlx connection wrote it"
         );
-        let seen: i64 = sqlx::query("SELECT COUNT(*) FROM inbox WHERE event_id = '$e'")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count")
-            .try_get(0)
-            .expect("a number");
-        assert_eq!(seen, 1);
+        assert_eq!(inbox_rows(&store, "$e").await, 1);
 
         // 6 commits so far (a duplicate commits too): a checkpoint is asked for at the
         // CHECKPOINT_EVERY-th, by the write that made it, and then not again at once.
@@ -673,13 +678,7 @@ mod tests {
             inline.writer.lock().expect("writer").is_some(),
             "the inline writer kept"
         );
-        let seen: i64 = sqlx::query("SELECT COUNT(*) FROM inbox WHERE event_id = '$late'")
-            .fetch_one(&store.pool)
-            .await
-            .expect("count")
-            .try_get(0)
-            .expect("a number");
-        assert_eq!(seen, 1);
+        assert_eq!(inbox_rows(&store, "$late").await, 1);
     }
 
     /// Once the inline writer is open, the hot reads run on it whenever no write holds it
