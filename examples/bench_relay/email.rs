@@ -197,6 +197,9 @@ fn drain(session: &Session<TcpStream>) {
 }
 
 pub struct EmailPaths {
+    /// The test mail server's own hop, no Switchboard anywhere: what the email paths' target
+    /// allows for it (`report::ViaMailTarget`).
+    pub floor: Row,
     pub offer: Row,
     pub to_email: Row,
     pub from_email: Row,
@@ -208,6 +211,32 @@ pub struct EmailPaths {
 pub async fn email(env: &TestEnv, b: &Bench, samples: usize) -> anyhow::Result<EmailPaths> {
     let mail = &b.email;
     let mut inbox = Inbox::open(&mail.server, &mail.emma).await?;
+
+    // Timed the way the email paths are: from just before the send (a fresh SMTP connection
+    // each, like Emma's replies) until Emma's IDLE announces the mail.
+    progress(&format!(
+        "Email: the mail server's floor, {samples} mails straight to Emma"
+    ));
+    let mut floor = Row::new(
+        "Test mail server's floor: mail sent by SMTP → announced by IMAP IDLE (no Switchboard)",
+    );
+    let sender = fresh_address("floor");
+    for i in 0..samples {
+        let text = format!("bench mail floor {i}");
+        let mail = lettre::Message::builder()
+            .from(sender.parse::<Mailbox>()?)
+            .to(mail.emma.parse::<Mailbox>()?)
+            .subject("floor")
+            .header(ContentType::TEXT_PLAIN)
+            .body(text.clone())?;
+        let send = async {
+            b.email.server.send_as(&sender, mail).await?;
+            Ok(String::new())
+        };
+        let (took, _) = inbox.time_arrival(send, &text).await?;
+        floor.samples.push(took);
+        tokio::time::sleep(EMAIL_SPACING).await;
+    }
 
     progress(&format!("Email: {samples} first messages → offers"));
     let mut offer = Row::new(
@@ -270,6 +299,7 @@ pub async fn email(env: &TestEnv, b: &Bench, samples: usize) -> anyhow::Result<E
         session.logout().await.ok();
     }
     Ok(EmailPaths {
+        floor,
         offer,
         to_email,
         from_email,

@@ -406,14 +406,27 @@ async fn bench() -> anyhow::Result<()> {
         "{}",
         towards_visitor.judge(&dc.from_discord, &count(&dc.from_discord))
     );
-    println!("{}", towards_responder.judge(&em.offer, &count(&em.offer)));
+    // An email path crosses the homeserver once and the mail server once.
     println!(
         "{}",
-        towards_responder.judge(&em.to_email, &count(&em.to_email))
+        em.floor
+            .markdown(&count(&em.floor), "(floor of the email paths)", "")
+    );
+    let via_mail = |homeserver: &LatencyTarget| report::ViaMailTarget {
+        homeserver_p50: homeserver.floor_p50,
+        mail_p50: em.floor.p50(),
+    };
+    println!(
+        "{}",
+        via_mail(&towards_responder).judge(&em.offer, &count(&em.offer))
     );
     println!(
         "{}",
-        towards_visitor.judge(&em.from_email, &count(&em.from_email))
+        via_mail(&towards_responder).judge(&em.to_email, &count(&em.to_email))
+    );
+    println!(
+        "{}",
+        via_mail(&towards_visitor).judge(&em.from_email, &count(&em.from_email))
     );
     // Ivy's messages to Max go back to back; everything to a Telegram chat, and Dina's
     // messages to Tess's, are paced.
