@@ -663,8 +663,12 @@ async fn link_codes_work_once_and_move_a_responder(store: &Store) -> anyhow::Res
     );
     assert_eq!(store.linked_responder("telegram", "7001").await?, None);
     assert_eq!(
-        store.links_of("alex").await?,
-        vec![("telegram".to_owned(), "7002".to_owned())]
+        store.all_links().await?,
+        [(
+            "alex".to_owned(),
+            vec![("telegram".to_owned(), "7002".to_owned())]
+        )]
+        .into()
     );
     Ok(())
 }

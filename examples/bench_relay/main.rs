@@ -36,7 +36,8 @@
 //! most 900: more messages make the clock tick's share of the figure smaller, for comparing
 //! two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
 //! samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
-//! initiator's paths to and from the Matrix responder; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
+//! initiator's paths to and from the Matrix responder, `SWITCHBOARD_BENCH_EMAIL_ONLY=1` only
+//! the email paths and the mail server's floor; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
 //! `SWITCHBOARD_BENCH_CLUSTER_SLOT`, default 7). `SWITCHBOARD_BENCH_LOG` replaces Switchboard's `RUST_LOG` (for example
 //! `info,sqlx::query=debug` lists every statement, to count them per message).
@@ -241,6 +242,30 @@ async fn bench() -> anyhow::Result<()> {
                 &ini.to_initiator.samples.len().to_string()
             )
         );
+        if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
+            std::fs::copy(&b.sb.log, keep)?;
+        }
+        return Ok(());
+    }
+    if std::env::var_os("SWITCHBOARD_BENCH_EMAIL_ONLY").is_some() {
+        let em = email::email(&env, &b, paced).await?;
+        for row in [&paced_floor.from_plain, &paced_floor.from_sdk, &em.floor] {
+            println!(
+                "{}",
+                row.markdown(&row.samples.len().to_string(), "(floor)", "")
+            );
+        }
+        for (target, row) in [
+            (&paced_towards_responder, &em.offer),
+            (&paced_towards_responder, &em.to_email),
+            (&paced_towards_visitor, &em.from_email),
+        ] {
+            let target = report::ViaMailTarget {
+                homeserver_p50: target.floor_p50,
+                mail_p50: em.floor.p50(),
+            };
+            println!("{}", target.judge(row, &row.samples.len().to_string()));
+        }
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
         }

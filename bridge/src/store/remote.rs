@@ -2,6 +2,8 @@
 //! in order, fenced when written as leader) and the link codes that tie a platform account to
 //! a responder.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::{Engine, Fence, Store, StoreError};
@@ -227,16 +229,22 @@ impl Store {
         Ok(row.map(|r| r.try_get("responder_id")).transpose()?)
     }
 
-    /// Addresses a responder linked themselves, by platform.
-    pub async fn links_of(&self, responder_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    /// The addresses every responder linked themselves, by responder, each's newest first:
+    /// one read for all of them (routing looks at the whole register for every offer).
+    pub async fn all_links(&self) -> Result<HashMap<String, Vec<(String, String)>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT platform, address FROM responder_links WHERE responder_id = $1 ORDER BY linked_at DESC",
+            "SELECT responder_id, platform, address FROM responder_links
+             ORDER BY responder_id, linked_at DESC",
         )
-        .bind(responder_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("platform")?, r.try_get("address")?)))
-            .collect()
+        let mut links: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in &rows {
+            links
+                .entry(r.try_get("responder_id")?)
+                .or_default()
+                .push((r.try_get("platform")?, r.try_get("address")?));
+        }
+        Ok(links)
     }
 }

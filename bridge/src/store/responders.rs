@@ -245,16 +245,19 @@ impl Store {
         Ok(())
     }
 
-    /// When a responder was last offered a conversation; None if never, or no such responder.
-    pub async fn last_offered_at(&self, id: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT last_offered_at FROM responders WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get::<Option<i64>, _>("last_offered_at")?,
-            None => None,
-        })
+    /// The whole register, each responder with when they were last offered a conversation
+    /// (None if never), in one read: routing looks at all of them for every offer.
+    pub async fn responders_with_offer_times(
+        &self,
+    ) -> Result<Vec<(Responder, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RESPONDER_COLUMNS}, last_offered_at FROM responders ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((responder_from_row(r)?, r.try_get("last_offered_at")?)))
+            .collect()
     }
 
     /// The responder last offered a conversation on this topic.
