@@ -662,12 +662,23 @@ async fn link_codes_work_once_and_move_a_responder(store: &Store) -> anyhow::Res
         Some("alex")
     );
     assert_eq!(store.linked_responder("telegram", "7001").await?, None);
+    // Every responder's links in one read, each's newest first. (Linked a few milliseconds
+    // apart: `linked_at` is the clock's milliseconds.)
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.create_link_code("CODE3", "alex", "discord").await?;
+    store.create_link_code("CODE4", "bo", "telegram").await?;
+    store.redeem_link_code("CODE3", "discord", "d1").await?;
+    store.redeem_link_code("CODE4", "telegram", "7100").await?;
+    let pair = |p: &str, a: &str| (p.to_owned(), a.to_owned());
     assert_eq!(
         store.all_links().await?,
-        [(
-            "alex".to_owned(),
-            vec![("telegram".to_owned(), "7002".to_owned())]
-        )]
+        [
+            (
+                "alex".to_owned(),
+                vec![pair("discord", "d1"), pair("telegram", "7002")]
+            ),
+            ("bo".to_owned(), vec![pair("telegram", "7100")]),
+        ]
         .into()
     );
     Ok(())

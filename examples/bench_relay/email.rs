@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use crate::common::*;
 use crate::mailbox::{MailServer, fetch_all, fresh, fresh_address};
 use crate::paths::Bench;
-use crate::report::{Row, ms, progress};
+use crate::report::{LatencyTarget, Row, ViaMailTarget, ms, progress};
 
 /// Samples of one path are spaced this much: the mail server and Switchboard's IMAP reader
 /// settle between them, and these are latencies, not a throughput test.
@@ -198,11 +198,37 @@ fn drain(session: &Session<TcpStream>) {
 
 pub struct EmailPaths {
     /// The test mail server's own hop, no Switchboard anywhere: what the email paths' target
-    /// allows for it (`report::ViaMailTarget`).
+    /// allows for it (`ViaMailTarget`).
     pub floor: Row,
     pub offer: Row,
     pub to_email: Row,
     pub from_email: Row,
+}
+
+impl EmailPaths {
+    /// The report's lines: the mail server's floor, then each path judged against it and the
+    /// homeserver's floor of its direction. An email path crosses the homeserver once and the
+    /// mail server once; its samples are paced by the mail server's own hop (each over half a
+    /// second after the last arrived, and `EMAIL_SPACING` more), so the floors given here are
+    /// the paced ones.
+    pub fn report(
+        &self,
+        towards_responder: &LatencyTarget,
+        towards_visitor: &LatencyTarget,
+    ) -> Vec<String> {
+        let count = |r: &Row| r.samples.len().to_string();
+        let via_mail = |homeserver: &LatencyTarget| ViaMailTarget {
+            homeserver_p50: homeserver.floor_p50,
+            mail_p50: self.floor.p50(),
+        };
+        vec![
+            self.floor
+                .markdown(&count(&self.floor), "(floor of the email paths)", ""),
+            via_mail(towards_responder).judge(&self.offer, &count(&self.offer)),
+            via_mail(towards_responder).judge(&self.to_email, &count(&self.to_email)),
+            via_mail(towards_visitor).judge(&self.from_email, &count(&self.from_email)),
+        ]
+    }
 }
 
 /// `samples` first messages → offers, as many visitor messages → mails, and as many replies →
@@ -223,14 +249,14 @@ pub async fn email(env: &TestEnv, b: &Bench, samples: usize) -> anyhow::Result<E
     let sender = fresh_address("floor");
     for i in 0..samples {
         let text = format!("bench mail floor {i}");
-        let mail = lettre::Message::builder()
+        let straight = lettre::Message::builder()
             .from(sender.parse::<Mailbox>()?)
             .to(mail.emma.parse::<Mailbox>()?)
             .subject("floor")
             .header(ContentType::TEXT_PLAIN)
             .body(text.clone())?;
         let send = async {
-            b.email.server.send_as(&sender, mail).await?;
+            mail.server.send_as(&sender, straight).await?;
             Ok(String::new())
         };
         let (took, _) = inbox.time_arrival(send, &text).await?;

@@ -249,22 +249,14 @@ async fn bench() -> anyhow::Result<()> {
     }
     if std::env::var_os("SWITCHBOARD_BENCH_EMAIL_ONLY").is_some() {
         let em = email::email(&env, &b, paced).await?;
-        for row in [&paced_floor.from_plain, &paced_floor.from_sdk, &em.floor] {
+        for row in [&paced_floor.from_plain, &paced_floor.from_sdk] {
             println!(
                 "{}",
                 row.markdown(&row.samples.len().to_string(), "(floor)", "")
             );
         }
-        for (target, row) in [
-            (&paced_towards_responder, &em.offer),
-            (&paced_towards_responder, &em.to_email),
-            (&paced_towards_visitor, &em.from_email),
-        ] {
-            let target = report::ViaMailTarget {
-                homeserver_p50: target.floor_p50,
-                mail_p50: em.floor.p50(),
-            };
-            println!("{}", target.judge(row, &row.samples.len().to_string()));
+        for line in em.report(&paced_towards_responder, &paced_towards_visitor) {
+            println!("{line}");
         }
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
@@ -431,30 +423,9 @@ async fn bench() -> anyhow::Result<()> {
         "{}",
         towards_visitor.judge(&dc.from_discord, &count(&dc.from_discord))
     );
-    // An email path crosses the homeserver once and the mail server once. Its samples are
-    // paced by the mail server's own hop (each over half a second after the last arrived, and
-    // `EMAIL_SPACING` more), so the homeserver's part is judged against the paced floor.
-    println!(
-        "{}",
-        em.floor
-            .markdown(&count(&em.floor), "(floor of the email paths)", "")
-    );
-    let via_mail = |homeserver: &LatencyTarget| report::ViaMailTarget {
-        homeserver_p50: homeserver.floor_p50,
-        mail_p50: em.floor.p50(),
-    };
-    println!(
-        "{}",
-        via_mail(&paced_towards_responder).judge(&em.offer, &count(&em.offer))
-    );
-    println!(
-        "{}",
-        via_mail(&paced_towards_responder).judge(&em.to_email, &count(&em.to_email))
-    );
-    println!(
-        "{}",
-        via_mail(&paced_towards_visitor).judge(&em.from_email, &count(&em.from_email))
-    );
+    for line in em.report(&paced_towards_responder, &paced_towards_visitor) {
+        println!("{line}");
+    }
     // Ivy's messages to Max go back to back; everything to a Telegram chat, and Dina's
     // messages to Tess's, are paced.
     println!(
