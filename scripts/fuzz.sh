@@ -9,6 +9,7 @@
 #   FUZZ_JOBS=N scripts/fuzz.sh ...         run N targets at a time (default: one per core)
 #   FUZZ_SANITIZER=none scripts/fuzz.sh ... build without AddressSanitizer (default: address)
 #   FUZZ_MAX_LEN=N scripts/fuzz.sh ...      largest input libFuzzer makes (default 65536)
+#   FUZZ_WORKERS=N scripts/fuzz.sh ...      run each target as N fuzzers sharing its corpus
 #
 # Each target's row in docs/reliability.md is its latest run: a campaign over some targets
 # rewrites their rows and keeps the others', each row saying when, on which commit and with
@@ -26,6 +27,13 @@
 # the findings are listed with their input under fuzz/artifacts/, and the script exits 1.
 # Copy a fixed finding to fuzz/regressions/<target>/ so bridge/tests/fuzz_corpora.rs replays
 # it on stable Rust for ever. Targets run one per core at a time (FUZZ_JOBS).
+#
+# FUZZ_WORKERS=N puts N cores on one target in one campaign: libFuzzer's parallel mode
+# (-jobs=N -workers=N) runs N fuzzer processes at once on the same corpus directory, each
+# reloading what the others add to it, each for RUNS/N executions; the run's executions are
+# the sum of theirs. (Fork mode, -fork=N, was tried first: with a corpus of thousands of
+# inputs its children, each started on a small slice of it, made a third of a plain
+# process's executions a second.)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +42,7 @@ RUNS="${1:-10000000}"
 JOBS="${FUZZ_JOBS:-$(nproc)}"
 SANITIZER="${FUZZ_SANITIZER:-address}"
 MAX_LEN="${FUZZ_MAX_LEN:-65536}"
+WORKERS="${FUZZ_WORKERS:-1}"
 shift || true
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -41,6 +50,11 @@ else
     mapfile -t TARGETS < <(ls fuzz_targets | sed 's/\.rs$//')
 fi
 
+if [ "$WORKERS" -gt 1 ] && [ "$JOBS" -gt 1 ] && [ "${#TARGETS[@]}" -gt 1 ]; then
+    # The workers' logs are fuzz-<job>.log in fuzz/: two targets' workers would share them.
+    echo "scripts/fuzz.sh: FUZZ_WORKERS needs FUZZ_JOBS=1 (one target at a time)" >&2
+    exit 2
+fi
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "scripts/fuzz.sh: no nightly toolchain; run: rustup toolchain install nightly" >&2
     exit 2
@@ -65,15 +79,22 @@ run_one() {
     # this long is a finding.
     local cap=()
     [ -n "${FUZZ_SECONDS:-}" ] && cap=(-max_total_time="$FUZZ_SECONDS")
+    if [ "$WORKERS" -gt 1 ]; then
+        # Each worker's whole output is copied into this log when it ends (libFuzzer's
+        # fuzz-<job>.log in fuzz/, removed below).
+        cap+=(-jobs="$WORKERS" -workers="$WORKERS")
+        runs=$(((runs + WORKERS - 1) / WORKERS))
+    fi
     cargo +nightly fuzz run -O --sanitizer "$SANITIZER" "$target" "corpus/$target" -- \
         -runs="$runs" "${cap[@]}" -max_len="$MAX_LEN" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$logs/$target.log" 2>&1 || status=$?
+    rm -f fuzz-[0-9]*.log
     echo "$status $((SECONDS - start))" >"$logs/$target.result"
     echo "[fuzz] $target: exit $status after $((SECONDS - start)) s"
 }
 export -f run_one
 
-export SANITIZER MAX_LEN
+export SANITIZER MAX_LEN WORKERS
 printf '%s\n' "${TARGETS[@]}" |
     xargs -P "$JOBS" -I{} bash -c 'run_one "$1" "$2" "$3"' _ {} "$RUNS" "$LOGS"
 
@@ -92,12 +113,14 @@ FUZZ_VERSION="$(cargo +nightly fuzz --version)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 COMMIT="$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 FOUND=0
-SETTINGS="$(date -u +%Y-%m-%d), $COMMIT, $RUNS runs${FUZZ_SECONDS:+ or $FUZZ_SECONDS s}, $SANITIZED, max_len $MAX_LEN, $JOBS at a time"
+SETTINGS="$(date -u +%Y-%m-%d), $COMMIT, $RUNS runs${FUZZ_SECONDS:+ or $FUZZ_SECONDS s}, $SANITIZED, max_len $MAX_LEN, $JOBS at a time$([ "$WORKERS" -gt 1 ] && echo ", $WORKERS workers each")"
 for target in "${TARGETS[@]}"; do
     read -r status secs <"$LOGS/$target.result"
     log="$LOGS/$target.log"
-    execs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
-    speed="$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)"
+    # One final statistics block per worker: the run's executions are their sum.
+    execs="$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' |
+        awk '{ n += $1 } END { if (NR) print n }')"
+    speed="$([ -n "$execs" ] && [ "$secs" -gt 0 ] && echo $((execs / secs)) || true)"
     edges="$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')"
     findings="$(find "artifacts/$target" -type f -newer "$LOGS/$target.start" | wc -l)"
     corpus="$(find "corpus/$target" -type f | wc -l)"
