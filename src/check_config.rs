@@ -1,5 +1,5 @@
 //! `switchboard check-config`: reads the configuration and the registration the way `run`
-//! does (the same loader, [`crate::Prepared`], the same connector builders), then asks the
+//! does (the same loader, [`crate::service::Prepared`], the same connector builders), then asks the
 //! homeserver, the database and each enabled platform whether they accept what the
 //! configuration gives them, each within a time limit so the command never hangs. One line
 //! per check: what was verified, or what is wrong and how to fix it. Nothing is started,
@@ -20,7 +20,10 @@ use switchboard_bridge::{
     store::{Engine, SchemaStatus},
 };
 
-use crate::{Prepared, build_connector, build_context, config};
+use crate::{
+    config,
+    service::{Prepared, build_connector, build_context},
+};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
