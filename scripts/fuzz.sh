@@ -34,6 +34,10 @@
 # the sum of theirs. (Fork mode, -fork=N, was tried first: with a corpus of thousands of
 # inputs its children, each started on a small slice of it, made a third of a plain
 # process's executions a second.)
+#
+# Beside other work, run it at a low priority with `nice`, never at idle priority (`chrt -i`):
+# libFuzzer's -timeout counts wall time, and a fuzzer that a build starves of CPU for ten
+# seconds reports the input it was on as a timeout, a finding that is not one.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
