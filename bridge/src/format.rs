@@ -129,6 +129,37 @@ impl StyledText {
         }
     }
 
+    /// Each character as `f` rewrites it (given the character after it, if any) or drops it,
+    /// with every span moved to hold what became of the characters it held: text cleaned
+    /// after reading keeps its styles in place (cleaning `text` alone would leave the spans
+    /// pointing past it).
+    pub fn map_chars(&self, mut f: impl FnMut(char, Option<char>) -> Option<char>) -> StyledText {
+        let mut text = String::with_capacity(self.text.len());
+        // Where each old character boundary lands in the new text, by old byte offset.
+        let mut moved = vec![0; self.text.len() + 1];
+        let mut chars = self.text.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            moved[at] = text.len();
+            if let Some(c) = f(c, chars.peek().map(|&(_, next)| next)) {
+                text.push(c);
+            }
+        }
+        moved[self.text.len()] = text.len();
+        let spans = self
+            .spans
+            .iter()
+            .filter_map(|span| {
+                let (start, end) = (moved[span.start], moved[span.end]);
+                (start < end).then(|| Span {
+                    style: span.style.clone(),
+                    start,
+                    end,
+                })
+            })
+            .collect();
+        StyledText { text, spans }
+    }
+
     /// Without leading and trailing whitespace, which platforms strip anyway and which
     /// would otherwise count against their length limits.
     pub fn trimmed(&self) -> StyledText {

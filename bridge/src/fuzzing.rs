@@ -20,7 +20,13 @@ use serde_json::Value;
 use crate::{
     connector::{
         discord::format::{DISCORD_MAX_TEXT, from_discord, to_discord},
-        email::inbound,
+        email::{
+            compose::{
+                AnswerMail, Composer, ComposerConfig, MessageId, OfferMail, Recipient, ThreadMail,
+                VisitorFile, VisitorMessage,
+            },
+            inbound,
+        },
         telegram::format::{
             TELEGRAM_MAX_TEXT, matrix_to_telegram_html, telegram_html_plain_len, telegram_to_matrix,
         },
@@ -45,6 +51,8 @@ pub const TARGETS: &[FuzzTarget] = &[
     ("html_sanitiser", html_sanitiser),
     ("matrix_to_platforms", matrix_to_platforms),
     ("split_styled", split_styled),
+    ("visitor_proxy", visitor_proxy),
+    ("outbound_mail", outbound_mail),
 ];
 
 /// A homeserver transaction body, through the appservice endpoint as Synapse calls it: any
@@ -264,6 +272,227 @@ pub fn split_styled(data: &[u8]) {
     }
 }
 
+/// What a browser sends the visitor proxy and reads in both visitor APIs, as fields between
+/// 0xFF bytes (never in UTF-8): a path segment, a query, a `/sync` filter, a header value.
+/// A segment goes on as one segment that decodes back to itself, a query keeps only the
+/// parameters named, a filter reaches only the visitor's own rooms, and the headers give a
+/// bearer token or a client address only as they say.
+pub fn visitor_proxy(data: &[u8]) {
+    use crate::visitor_proxy::fuzz_support as proxy;
+    let fields = fields(data);
+    let field = |i: usize| fields.get(i).map(String::as_str).unwrap_or_default();
+    proxy::path_segment(field(0));
+    proxy::query(field(1));
+    proxy::filter(field(2));
+    proxy::headers(field(3));
+}
+
+/// Visitor messages written as a mail to a responder, answers as a mail to someone who wrote
+/// by mail, or an offer (the first byte says which, and whether a file goes along), with any
+/// topic, pseudonym, name, subject, text, HTML and file name and type (fields between 0xFF
+/// bytes): lines end in CRLF within RFC 5322's length, each part has the headers the same mail
+/// has with plain words and no others, and the HTML holds only the tags we write, with links
+/// only to `http`, `https` and `mailto`.
+pub fn outbound_mail(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let fields = fields(rest);
+    let field = |i: usize| fields.get(i).cloned().unwrap_or_default();
+    let wild = MailInput {
+        topic: field(0),
+        pseudonym: field(1),
+        name: field(2),
+        subject: field(3),
+        body: field(4),
+        html: fields.get(5).cloned(),
+        file: (field(6), fields.get(7).cloned()),
+    };
+    let plain = MailInput {
+        topic: "General support".into(),
+        pseudonym: "Visitor 7F3A".into(),
+        name: "Ada".into(),
+        subject: "Hello".into(),
+        body: "hi".into(),
+        html: None,
+        file: ("notes.txt".into(), None),
+    };
+    let Some(raw) = compose_mail(which, &wild) else {
+        return;
+    };
+    let reference = compose_mail(which, &plain).expect("a plain mail is composed");
+    check_mail(&raw, &reference);
+}
+
+/// The fields of a fuzz input, between 0xFF bytes (a byte UTF-8 never holds).
+fn fields(data: &[u8]) -> Vec<String> {
+    data.split(|&b| b == 0xff)
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect()
+}
+
+/// What [`outbound_mail`] writes a mail from.
+struct MailInput {
+    topic: String,
+    pseudonym: String,
+    name: String,
+    subject: String,
+    body: String,
+    html: Option<String>,
+    /// A file's name and type.
+    file: (String, Option<String>),
+}
+
+/// The mail `which` selects, as sent; `None` where the composer refuses the input (it may:
+/// each refusal names its reason, and the fuzzed fields reach none of the checked ones).
+fn compose_mail(which: u8, input: &MailInput) -> Option<Vec<u8>> {
+    const DOMAIN: &str = "mail.example.org";
+    let composer = Composer::new(&ComposerConfig {
+        domain: DOMAIN.into(),
+        from_address: format!("support@{DOMAIN}"),
+        dkim: None,
+        max_attachment_bytes: 16,
+    })
+    .expect("a valid configuration");
+    let date = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let recipient = Recipient {
+        address: "ada@responders.example".into(),
+        name: Some(input.name.clone()),
+    };
+    let earlier = vec![MessageId::derived(DOMAIN, "1")];
+    let message = VisitorMessage {
+        body: input.body.clone(),
+        html: input.html.clone(),
+        // Two sizes: one attached, one over the limit and named with its link.
+        file: (which & 4 != 0).then(|| VisitorFile {
+            name: input.file.0.clone(),
+            mimetype: input.file.1.clone(),
+            bytes: vec![b'x'; if which & 8 != 0 { 32 } else { 8 }],
+            link: Some("https://switchboard.example/media/abc".into()),
+        }),
+    };
+    let composed = match which % 3 {
+        0 => composer.messages(
+            &ThreadMail {
+                responder: recipient,
+                topic: input.topic.clone(),
+                pseudonym: input.pseudonym.clone(),
+                earlier,
+                reply_token: "conv_tok-2".into(),
+                messages: vec![message],
+                key: None,
+            },
+            date,
+        ),
+        1 => composer.answer(
+            &AnswerMail {
+                initiator: recipient,
+                topic: input.topic.clone(),
+                subject: Some(input.subject.clone()),
+                earlier,
+                reply_token: "conv_tok-2".into(),
+                messages: vec![message],
+                key: Some(input.body.clone()),
+            },
+            date,
+        ),
+        _ => composer.offer(
+            &OfferMail {
+                responder: recipient,
+                topic: input.topic.clone(),
+                pseudonym: input.pseudonym.clone(),
+                language: Some(input.subject.clone()),
+                first_message: Some(input.body.clone()),
+                summary: input.html.clone(),
+                accept_url: "https://switchboard.example/email/accept/abc".into(),
+                decline_url: "https://switchboard.example/email/decline/abc".into(),
+                reply_token: "offer_tok-1".into(),
+                key: None,
+            },
+            date,
+        ),
+    };
+    composed.ok().map(|c| c.formatted)
+}
+
+/// Tags a mail's HTML part may hold: the page around it and what our renderer writes.
+const MAIL_TAGS: &[&str] = &[
+    "html",
+    "head",
+    "meta",
+    "body",
+    "p",
+    "div",
+    "br",
+    "strong",
+    "em",
+    "u",
+    "del",
+    "span",
+    "code",
+    "pre",
+    "a",
+    "blockquote",
+];
+
+/// Panics unless `raw` is a mail whose lines end in CRLF within 998 characters, whose parts
+/// carry the headers `reference`'s parts carry (the transfer encoding aside, which follows
+/// the text) and no others, each once, and whose HTML holds only [`MAIL_TAGS`], with no
+/// attribute but a link's `href` (`http`, `https` or `mailto`, as written) and the page's
+/// `charset`.
+pub fn check_mail(raw: &[u8], reference: &[u8]) {
+    for (i, &byte) in raw.iter().enumerate() {
+        if byte == b'\r' {
+            assert_eq!(raw.get(i + 1), Some(&b'\n'), "a CR alone at {i}");
+        }
+        if byte == b'\n' {
+            assert!(i > 0 && raw[i - 1] == b'\r', "an LF alone at {i}");
+        }
+    }
+    for line in raw.split(|&b| b == b'\n') {
+        assert!(line.len() <= 999, "a line of {} bytes", line.len());
+    }
+    let parser = mail_parser::MessageParser::default();
+    let mail = parser.parse(raw).expect("our mail parses");
+    let reference = parser.parse(reference).expect("the plain mail parses");
+    let names = |part: &mail_parser::MessagePart<'_>| -> Vec<String> {
+        let mut names: Vec<String> = part
+            .headers
+            .iter()
+            .map(|h| h.name().to_ascii_lowercase())
+            .filter(|n| n != "content-transfer-encoding")
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(mail.parts.len(), reference.parts.len(), "parts differ");
+    for (part, plain) in mail.parts.iter().zip(&reference.parts) {
+        assert_eq!(names(part), names(plain), "headers differ");
+    }
+    let html = mail.body_html(0).expect("an HTML part");
+    for (kind, name, attrs) in tags(&html) {
+        if kind != TagKind::StartTag {
+            continue;
+        }
+        assert!(MAIL_TAGS.contains(&name.as_str()), "<{name}> in {html}");
+        for (attr, value) in &attrs {
+            match (name.as_str(), attr.as_str()) {
+                ("meta", "charset") => {}
+                ("a", "href") => {
+                    let value = value.to_ascii_lowercase();
+                    assert!(
+                        ["http:", "https:", "mailto:"]
+                            .iter()
+                            .any(|s| value.starts_with(s)),
+                        "href {value:?} in {html}"
+                    );
+                }
+                _ => panic!("{attr} on <{name}> in {html}"),
+            }
+        }
+    }
+}
+
 /// A target that allows everything, so reading is checked without a platform's limits.
 pub const ANYTHING: Target = Target {
     link_schemes: matrix_html::READ_LINK_SCHEMES,
@@ -375,6 +604,37 @@ mod tests {
             r#"<span style="position:fixed">x</span>"#,
         ] {
             assert!(panics(|| check_matrix_html(bad)), "{bad} passed");
+        }
+        let plain = |body: &str| {
+            compose_mail(
+                0,
+                &MailInput {
+                    topic: "T".into(),
+                    pseudonym: "V".into(),
+                    name: "N".into(),
+                    subject: "S".into(),
+                    body: body.into(),
+                    html: None,
+                    file: (String::new(), None),
+                },
+            )
+            .unwrap()
+        };
+        let mail = plain("hi");
+        check_mail(&mail, &mail);
+        let with = |from: &str, to: &str| {
+            let text = String::from_utf8(mail.clone()).unwrap();
+            assert!(text.contains(from), "{from} not in the mail");
+            text.replacen(from, to, 1).into_bytes()
+        };
+        for bad in [
+            with("Subject:", "Bcc: evil@example.org\r\nSubject:"),
+            with("\r\nSubject:", "\nSubject:"),
+            with("<div>hi", "<div><img src=x>hi"),
+            with("<div>hi", "<div><a href=\"javascript:x\">hi</a>"),
+            with("<div>hi", "<div onclick=\"x\">hi"),
+        ] {
+            assert!(panics(|| check_mail(&bad, &mail)), "{bad:?} passed");
         }
         check_balanced("<b>a<i>b</i></b>");
         for bad in ["<b>a", "<b>a<i>b</b></i>", "a</b>"] {

@@ -617,6 +617,109 @@ fn sync_filter(requested: Option<&str>, own_rooms: &[String]) -> Result<Value, A
     Ok(filter)
 }
 
+/// What `switchboard_bridge::fuzzing::visitor_proxy` runs: the parts of a proxied request
+/// that come from the browser and are read here (a path segment, the query, the sync filter),
+/// each checked against what it must give.
+pub(crate) mod fuzz_support {
+    use super::*;
+
+    /// The rooms the fuzzed visitor owns.
+    const OWN: [&str; 2] = ["!a:example.org", "!b:example.org"];
+
+    /// A path segment: refused, or one segment that decodes back to exactly what was given.
+    pub(crate) fn path_segment(s: &str) {
+        let Ok(encoded) = segment(s) else {
+            assert!(s.is_empty() || s == "." || s == "..", "{s:?} refused");
+            return;
+        };
+        assert!(!encoded.is_empty() && encoded != "." && encoded != "..");
+        let bytes = encoded.as_bytes();
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' {
+                let hex = encoded.get(i + 1..i + 3).expect("two digits after %");
+                assert!(
+                    hex.bytes().all(|h| matches!(h, b'0'..=b'9' | b'A'..=b'F')),
+                    "%{hex} in {encoded}"
+                );
+                decoded.push(u8::from_str_radix(hex, 16).expect("hex"));
+                i += 3;
+            } else {
+                assert!(
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'),
+                    "{:?} unencoded in {encoded}",
+                    b as char
+                );
+                decoded.push(b);
+                i += 1;
+            }
+        }
+        assert_eq!(decoded, s.as_bytes(), "{encoded} is not {s:?}");
+    }
+
+    /// A query: only the named parameters go on, every one of them, in order.
+    pub(crate) fn query(raw: &str) {
+        let allowed = ["since", "full_state", "set_presence"];
+        let kept = allowed_query(Some(raw), &allowed);
+        let named: Vec<_> = query_pairs(Some(raw))
+            .filter(|(k, _)| allowed.contains(&k.as_str()))
+            .collect();
+        assert_eq!(kept, named);
+    }
+
+    /// A `/sync` filter: refused, or one that reaches only the visitor's rooms with presence
+    /// off, whatever else it says.
+    pub(crate) fn filter(requested: &str) {
+        let own: Vec<String> = OWN.map(str::to_owned).into();
+        let Ok(filter) = sync_filter(Some(requested), &own) else {
+            return;
+        };
+        let rooms = filter["room"]["rooms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no room list in {filter}"));
+        for room in rooms {
+            assert!(
+                room.as_str().is_some_and(|r| OWN.contains(&r)),
+                "{room} in {filter}"
+            );
+        }
+        assert_eq!(filter["presence"], json!({"types": []}), "{filter}");
+    }
+
+    /// The headers both visitor APIs read: a bearer token is what follows `Bearer `, and the
+    /// client address is the peer's unless `X-Forwarded-For` is trusted and its last hop is an
+    /// address.
+    pub(crate) fn headers(value: &str) {
+        let Ok(value) = HeaderValue::from_str(value) else {
+            return;
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, value.clone());
+        headers.insert("x-forwarded-for", value.clone());
+        let text = value.to_str().ok();
+        if let Some(token) = crate::visitor_api::bearer_token(&headers) {
+            assert!(!token.is_empty());
+            assert_eq!(text, Some(format!("Bearer {token}").as_str()));
+        }
+        let peer: std::net::SocketAddr = ([192, 0, 2, 1], 4000).into();
+        assert_eq!(
+            crate::visitor_api::client_address(&headers, peer, false),
+            peer.ip()
+        );
+        let client = crate::visitor_api::client_address(&headers, peer, true);
+        if client != peer.ip() {
+            let last = text.and_then(|t| t.rsplit(',').next()).map(str::trim);
+            assert_eq!(last.and_then(|l| l.parse().ok()), Some(client));
+        }
+        if let std::net::IpAddr::V6(v6) = crate::visitor_api::limit_key(client) {
+            assert_eq!(v6.to_bits() as u64, 0, "{v6} is not a /64");
+            assert!(v6.to_ipv4_mapped().is_none());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

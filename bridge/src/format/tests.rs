@@ -223,6 +223,41 @@ proptest! {
     }
 
     #[test]
+    fn mapping_characters_moves_each_span_with_its_characters(styled in styled_text()) {
+        // Drop the letter a, write b as two bytes and \r before \n as nothing.
+        let f = |c: char, next: Option<char>| match c {
+            'a' => None,
+            'b' => Some('ß'),
+            '\r' if next == Some('\n') => None,
+            c => Some(c),
+        };
+        let mapped = styled.map_chars(f);
+        // What became of each character, by its byte offset, worked out one by one.
+        let chars: Vec<(usize, char)> = styled.text.char_indices().collect();
+        let became = |range: std::ops::Range<usize>| -> String {
+            chars
+                .iter()
+                .enumerate()
+                .filter(|(_, (at, _))| range.contains(at))
+                .filter_map(|(k, &(_, c))| f(c, chars.get(k + 1).map(|&(_, n)| n)))
+                .collect()
+        };
+        prop_assert_eq!(&mapped.text, &became(0..styled.text.len()));
+        // Each span that keeps a character holds exactly what became of its own.
+        let kept: Vec<&Span> = styled
+            .spans
+            .iter()
+            .filter(|s| !became(s.start..s.end).is_empty())
+            .collect();
+        prop_assert_eq!(mapped.spans.len(), kept.len());
+        for (new, old) in mapped.spans.iter().zip(kept) {
+            prop_assert_eq!(&new.style, &old.style);
+            let own = became(old.start..old.end);
+            prop_assert_eq!(mapped.text.get(new.start..new.end), Some(own.as_str()));
+        }
+    }
+
+    #[test]
     fn reading_arbitrary_strings_never_panics(html in any::<String>()) {
         let _ = from_matrix_message("body", Some(&html), &ANYTHING);
         let _ = sanitise_matrix_html(&html);

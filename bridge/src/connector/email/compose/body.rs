@@ -66,19 +66,27 @@ impl HtmlDialect for EmailHtml {
 /// kept, every other control character dropped (a terminal escape or NUL means nothing to a
 /// reader and some servers reject NUL).
 pub(super) fn body_text(text: &str) -> String {
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
-    text.chars()
-        .filter(|&c| !c.is_control() || matches!(c, '\n' | '\t'))
-        .collect()
+    StyledText::plain(text).map_chars(body_char).text
 }
 
-/// A visitor's message (plain `body`, optional Matrix HTML) laid out for a mail.
-pub(super) fn visitor_styled(body: &str, html: Option<&str>) -> StyledText {
-    let styled = from_matrix_message(&body_text(body), html, &EMAIL).trimmed();
-    StyledText {
-        text: body_text(&styled.text),
-        ..styled
+/// One character of [`body_text`]: `next` is the character after it.
+fn body_char(c: char, next: Option<char>) -> Option<char> {
+    match c {
+        '\r' if next == Some('\n') => None,
+        '\r' => Some('\n'),
+        '\n' | '\t' => Some(c),
+        c if c.is_control() => None,
+        c => Some(c),
     }
+}
+
+/// A visitor's message (plain `body`, optional Matrix HTML) laid out for a mail. Cleaned
+/// after reading, as HTML can write a control character as a reference (`&#x1f;`), and with
+/// the styles moved along: cleaning the text alone once left a style past its end.
+pub(super) fn visitor_styled(body: &str, html: Option<&str>) -> StyledText {
+    from_matrix_message(body, html, &EMAIL)
+        .map_chars(body_char)
+        .trimmed()
 }
 
 /// The plain-text form of styled text: a link whose text is not its target is followed by

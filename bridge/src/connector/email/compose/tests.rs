@@ -361,6 +361,38 @@ fn messages_written_together_go_out_in_order_as_plain_text_and_sanitised_html() 
     }
 }
 
+/// Found by fuzzing (`outbound_mail`): the text was cleaned of control characters after
+/// reading the HTML but its styles were not moved, so a style ran past the cleaned text and
+/// writing the mail panicked. A character reference makes a control character just as well.
+#[test]
+fn control_characters_inside_styles_are_dropped_and_the_styles_kept() {
+    for html in [
+        "<b>Hi\u{1f}!</b> you <em>the\u{1b}re</em> \u{7}ok",
+        "<b>Hi&#x1f;!</b> you <em>the&#27;re</em> &#7;ok",
+    ] {
+        let message = VisitorMessage {
+            body: "Hi! you there ok".to_owned(),
+            html: Some(html.to_owned()),
+            file: None,
+        };
+        let composed = composer().messages(&thread(vec![message]), date()).unwrap();
+        let parsed = parse(&composed);
+        let html_part = parsed.body_html(0).unwrap();
+        assert!(
+            html_part.contains("<strong>Hi!</strong> you <em>there</em> ok"),
+            "{html_part}"
+        );
+        let plain = parsed.body_text(0).unwrap();
+        assert!(plain.contains("Hi! you there ok"), "{plain}");
+        assert!(
+            !plain
+                .chars()
+                .any(|c| c.is_control() && !"\r\n\t".contains(c)),
+            "{plain:?}"
+        );
+    }
+}
+
 #[test]
 fn files_within_the_limit_are_attached_and_the_rest_named_with_their_link() {
     let file = |name: &str, size: usize, link: Option<&str>| VisitorMessage {
