@@ -435,12 +435,9 @@ const MAIL_TAGS: &[&str] = &[
     "blockquote",
 ];
 
-/// Panics unless `raw` is a mail whose lines end in CRLF within 998 characters, whose parts
-/// carry the headers `reference`'s parts carry (the transfer encoding aside, which follows
-/// the text) and no others, each once, and whose HTML holds only [`MAIL_TAGS`], with no
-/// attribute but a link's `href` (`http`, `https` or `mailto`, as written) and the page's
-/// `charset`.
-pub fn check_mail(raw: &[u8], reference: &[u8]) {
+/// Panics unless every line of `raw` ends in CRLF, with no CR or LF alone, and none is longer
+/// than RFC 5322 allows (998 characters before the CRLF).
+pub fn check_wire_lines(raw: &[u8]) {
     for (i, &byte) in raw.iter().enumerate() {
         if byte == b'\r' {
             assert_eq!(raw.get(i + 1), Some(&b'\n'), "a CR alone at {i}");
@@ -452,6 +449,15 @@ pub fn check_mail(raw: &[u8], reference: &[u8]) {
     for line in raw.split(|&b| b == b'\n') {
         assert!(line.len() <= 999, "a line of {} bytes", line.len());
     }
+}
+
+/// Panics unless `raw` is a mail whose lines end in CRLF within 998 characters, whose parts
+/// carry the headers `reference`'s parts carry (the transfer encoding aside, which follows
+/// the text) and no others, each once, and whose HTML holds only [`MAIL_TAGS`], with no
+/// attribute but a link's `href` (`http`, `https` or `mailto`, as written) and the page's
+/// `charset`.
+pub fn check_mail(raw: &[u8], reference: &[u8]) {
+    check_wire_lines(raw);
     let parser = mail_parser::MessageParser::default();
     let mail = parser.parse(raw).expect("our mail parses");
     let reference = parser.parse(reference).expect("the plain mail parses");
