@@ -7,7 +7,9 @@
 #   scripts/mail.sh stop DIR
 #
 # Without ports, start asks the kernel for two free loopback ports; with SMTP_PORT only, IMAP
-# listens on SMTP_PORT+1. Everything lives in DIR: Dovecot's config, sockets and pid
+# listens on SMTP_PORT+1. Started again in a DIR it ran in before (stopped), it comes back as it
+# was: the same ports (unless given) and password, and the mailboxes it held, so a test can take
+# the mail server away for a while and bring it back under everyone's feet (tests/chaos). Everything lives in DIR: Dovecot's config, sockets and pid
 # (DIR/run/master.pid), the maildirs (DIR/mail/DOMAIN/USER), the SMTP front's pid (DIR/smtp.pid)
 # and the logs (DIR/dovecot.log, DIR/smtp.log).
 #
@@ -24,7 +26,19 @@
 #   SWITCHBOARD_TEST_IMAP_PORT      IMAP4rev1 on 127.0.0.1 (IDLE, MOVE, UIDPLUS, keywords)
 #   SWITCHBOARD_TEST_MAIL_PASSWORD  the password of every mailbox (and of SMTP AUTH)
 #   SWITCHBOARD_TEST_MAIL_SERVER    what runs, with versions, for tests to print
+#   SWITCHBOARD_TEST_MAIL_DIR       DIR (absolute): its faults/ folder, and for stop/start
 # Neither port speaks TLS (no STARTTLS either): loopback only, never for real mail.
+#
+# Faults: a test makes the SMTP front misbehave by writing a file into DIR/faults (written under a
+# name starting with a dot, then renamed, so the front never reads half of one). Each holds one
+# JSON object, {"kind": K, "from": TEXT, "seconds": S}; the front plays the oldest (by file name)
+# whose "from" is part of the envelope sender on the next mail's data, and deletes it:
+#   "try_later"  answers 451 4.7.1 and delivers nothing (a server shedding load);
+#   "drop"       closes the connection without an answer and delivers nothing;
+#   "hang"       answers nothing for S seconds, then delivers and answers 250; a client that
+#                gives up meanwhile closes the connection, and nothing is delivered.
+# "from" lets a test aim at one sender (Switchboard's bounce+ID@ its domain) and leave the
+# others' mail (the test's own responders) alone.
 #
 # Why this pair: mail-devel (PyPI, SMTP+IMAP in one process, tried first) dropped custom
 # keywords ($Foo) silently and its IDLE pushed a new message's EXISTS only 32-35 s after the
@@ -158,7 +172,9 @@ Written by scripts/mail.sh. AUTH PLAIN/LOGIN with the run's password is offered 
 text (loopback) and never required, like an MX that also takes submissions.
 """
 import asyncio
+import json
 import logging
+import os
 import signal
 import smtplib
 import sys
@@ -167,6 +183,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 lmtp_path, port, password = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+faults_dir = sys.argv[4]
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 log = logging.getLogger("smtp_front")
 
@@ -190,8 +207,40 @@ def mailbox_of(rcpt):
     return rcpt
 
 
+def take_fault(mail_from):
+    """The oldest fault queued in faults_dir for a sender like mail_from, removed from the
+    queue; None when there is none (see scripts/mail.sh, "Faults")."""
+    for name in sorted(os.listdir(faults_dir)):
+        if name.startswith("."):
+            continue
+        path = os.path.join(faults_dir, name)
+        with open(path) as f:
+            fault = json.load(f)
+        if fault.get("from", "") in (mail_from or ""):
+            os.remove(path)
+            return fault
+    return None
+
+
 class Relay:
     async def handle_DATA(self, server, session, envelope):
+        fault = take_fault(envelope.mail_from)
+        if fault is not None:
+            kind = fault["kind"]
+            log.warning("fault %s for mail from %s", kind, envelope.mail_from)
+            if kind == "try_later":
+                return "451 4.7.1 too busy, try again later"
+            if kind == "drop":
+                server.transport.abort()
+                # Aborting the connection cancels this handler; nothing is delivered.
+                await asyncio.sleep(3600)
+            if kind == "hang":
+                # A client that gives up closes the connection, which cancels this handler
+                # before it delivers.
+                await asyncio.sleep(float(fault.get("seconds", 0)))
+            elif kind != "drop":
+                log.error("unknown fault %r: delivering normally", kind)
+
         def deliver():
             with smtplib.LMTP(lmtp_path) as lmtp:
                 return lmtp.sendmail(envelope.mail_from,
@@ -229,20 +278,30 @@ cmd_start() {
     if [ $# -ge 2 ]; then
         smtp_port="$2"
         imap_port="${3:-$((smtp_port + 1))}"
-    else
+    elif [ ! -f "$dir/env" ]; then
         read -r smtp_port imap_port <<<"$(free_ports 2)"
     fi
     if [ -f "$dir/smtp.pid" ] || [ -f "$dir/run/master.pid" ]; then
         die "a mail server may already run in $dir; run: $0 stop $dir"
     fi
-    mkdir -p "$dir/run" "$dir/state" "$dir/mail"
+    mkdir -p "$dir/run" "$dir/state" "$dir/mail" "$dir/faults"
     chmod 755 "$dir"
     chown "$MAIL_USER:" "$dir/mail"
     runuser -u "$MAIL_USER" -- test -w "$dir/mail" \
         || die "user $MAIL_USER cannot write $dir/mail: make its parent directories traversable (chmod o+x)"
 
     local password dovecot_version
-    password="$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
+    if [ -f "$dir/env" ]; then
+        # Started again where it ran before: as it was (see the usage above).
+        password="$(sed -n "s/^SWITCHBOARD_TEST_MAIL_PASSWORD='\(.*\)'\$/\1/p" "$dir/env")"
+        [ $# -ge 2 ] || {
+            smtp_port="$(sed -n "s/^SWITCHBOARD_TEST_SMTP_PORT='\(.*\)'\$/\1/p" "$dir/env")"
+            imap_port="$(sed -n "s/^SWITCHBOARD_TEST_IMAP_PORT='\(.*\)'\$/\1/p" "$dir/env")"
+        }
+        [ -n "$password" ] && [ -n "$smtp_port" ] && [ -n "$imap_port" ] || die "cannot read $dir/env"
+    else
+        password="$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
+    fi
     dovecot_version="$(dovecot --version)"
     write_dovecot_conf "$dir" "$imap_port" "$password"
     write_smtp_front "$dir"
@@ -251,8 +310,8 @@ cmd_start() {
     dovecot -c "$dir/dovecot.conf" || { tail -n 20 "$dir/dovecot.log" >&2 || true; die "dovecot did not start"; }
     log "starting aiosmtpd $AIOSMTPD_VERSION (SMTP on 127.0.0.1:$smtp_port, log: $dir/smtp.log)"
     # setsid: the front outlives this script and is not hit by the caller's Ctrl-C.
-    setsid "$PY" "$dir/smtp_front.py" "$dir/run/lmtp" "$smtp_port" "$password" \
-        >"$dir/smtp.log" 2>&1 </dev/null &
+    setsid "$PY" "$dir/smtp_front.py" "$dir/run/lmtp" "$smtp_port" "$password" "$dir/faults" \
+        >>"$dir/smtp.log" 2>&1 </dev/null &
     echo $! >"$dir/smtp.pid"
 
     local deadline=$((SECONDS + 30)) smtp_ok=0 imap_ok=0
@@ -279,6 +338,7 @@ cmd_start() {
         echo "SWITCHBOARD_TEST_IMAP_PORT='$imap_port'"
         echo "SWITCHBOARD_TEST_MAIL_PASSWORD='$password'"
         echo "SWITCHBOARD_TEST_MAIL_SERVER='Dovecot $dovecot_version (IMAP, LMTP), aiosmtpd $AIOSMTPD_VERSION (SMTP front)'"
+        echo "SWITCHBOARD_TEST_MAIL_DIR='$dir'"
     } >"$dir/env"
     log "up: SMTP 127.0.0.1:$smtp_port, IMAP 127.0.0.1:$imap_port (settings: $dir/env)"
     echo "$dir/env"

@@ -7,7 +7,7 @@
 //! Every address is a mailbox on that server and all share one password, so each test uses
 //! addresses of its own.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use async_imap::{
@@ -19,7 +19,7 @@ use futures_util::TryStreamExt;
 use lettre::Message;
 use mail_parser::MessageParser;
 mod mailbox;
-use mailbox::{MailServer, WAIT, fetch_all, fresh_address};
+use mailbox::{MailServer, SmtpFault, WAIT, fetch_all, fresh_address};
 
 fn mail(to: &str, message_id: &str, subject: &str, body: &str) -> anyhow::Result<Message> {
     Ok(Message::builder()
@@ -245,5 +245,138 @@ async fn the_same_mail_sent_twice_arrives_twice() -> anyhow::Result<()> {
     }
     assert_ne!(uids[0], uids[1], "each copy has its own UID");
     session.logout().await?;
+    Ok(())
+}
+
+/// A mail from `from` to `to` whose Message-ID is `<id@switchboard.test>`; its envelope sender
+/// is `from`, which is what the SMTP front's faults are aimed at.
+fn mail_from(from: &str, to: &str, id: &str) -> anyhow::Result<Message> {
+    Ok(Message::builder()
+        .from(from.parse()?)
+        .to(to.parse()?)
+        .subject(id)
+        .message_id(Some(format!("<{id}@switchboard.test>")))
+        .body(format!("mail {id}"))?)
+}
+
+/// The Message-IDs in `user`'s INBOX, in delivery order.
+async fn delivered(server: &MailServer, user: &str) -> anyhow::Result<Vec<String>> {
+    let mut session = server.login(user).await?;
+    let inbox = session.select("INBOX").await?;
+    let mut ids = Vec::new();
+    if inbox.exists > 0 {
+        for fetch in fetch_all(&mut session, "1:*", "(BODY.PEEK[])").await? {
+            let parsed = MessageParser::default()
+                .parse(fetch.body().context("no BODY[]")?)
+                .context("unreadable mail")?;
+            ids.push(parsed.message_id().unwrap_or_default().to_owned());
+        }
+    }
+    session.logout().await?;
+    Ok(ids)
+}
+
+/// The SMTP front's faults, which the crash bursts play on Switchboard's mail (`tests/chaos`):
+/// each answers as it says, delivers nothing, is played once, in the order queued, and only on
+/// mail from the sender it names.
+#[tokio::test]
+async fn smtp_faults_refuse_or_drop_only_their_senders_next_mail() -> anyhow::Result<()> {
+    use lettre::transport::smtp::Error as SmtpError;
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let (victim, bystander, to) = (
+        fresh_address("faulted"),
+        fresh_address("bystander"),
+        fresh_address("faultsink"),
+    );
+    server.fail_next(&victim, SmtpFault::TryLater)?;
+    server.fail_next(&victim, SmtpFault::Drop)?;
+
+    server
+        .send_as(&bystander, mail_from(&bystander, &to, "b1")?)
+        .await
+        .context("another sender's mail is not touched")?;
+    assert_eq!(server.faults_pending(&victim)?, 2);
+
+    let refused = server
+        .send_as(&victim, mail_from(&victim, &to, "v1")?)
+        .await
+        .expect_err("the first fault refuses the mail");
+    let refused = refused
+        .downcast_ref::<SmtpError>()
+        .context("not an SMTP error")?;
+    assert!(refused.is_transient(), "451 is try-later: {refused}");
+    assert_eq!(
+        refused.status().map(|c| c.to_string()),
+        Some("451".to_owned())
+    );
+
+    let dropped = server
+        .send_as(&victim, mail_from(&victim, &to, "v2")?)
+        .await
+        .expect_err("the second fault drops the connection");
+    let dropped = dropped
+        .downcast_ref::<SmtpError>()
+        .context("not an SMTP error")?;
+    assert!(
+        dropped.status().is_none() && !dropped.is_client(),
+        "no answer at all, not a refusal: {dropped:?}"
+    );
+    assert_eq!(
+        server.faults_pending(&victim)?,
+        0,
+        "each fault is played once"
+    );
+
+    server
+        .send_as(&victim, mail_from(&victim, &to, "v3")?)
+        .await
+        .context("with its faults played the sender's mail goes through")?;
+    assert_eq!(
+        delivered(&server, &to).await?,
+        ["b1@switchboard.test", "v3@switchboard.test"],
+        "neither faulted mail was delivered"
+    );
+    Ok(())
+}
+
+/// A hanging answer: delivered once the hang is over if the client still waits, never if it
+/// gave up first (as a Telegram call left hanging is never carried out).
+#[tokio::test]
+async fn an_smtp_hang_delivers_late_or_not_at_all_if_the_client_gave_up() -> anyhow::Result<()> {
+    let Some(server) = MailServer::from_env() else {
+        return Ok(());
+    };
+    let (victim, to) = (fresh_address("hung"), fresh_address("hungsink"));
+    let hang = Duration::from_secs(2);
+
+    server.fail_next(&victim, SmtpFault::Hang(hang))?;
+    let asked = Instant::now();
+    server
+        .send_as(&victim, mail_from(&victim, &to, "waited")?)
+        .await
+        .context("a client that waits out the hang gets its 250")?;
+    assert!(
+        asked.elapsed() >= hang,
+        "answered after {:?}, before the hang was over",
+        asked.elapsed()
+    );
+
+    server.fail_next(&victim, SmtpFault::Hang(hang))?;
+    server
+        .send_within(
+            &victim,
+            mail_from(&victim, &to, "gave-up")?,
+            Duration::from_millis(500),
+        )
+        .await
+        .expect_err("the client gives up before the hang is over");
+    tokio::time::sleep(hang + Duration::from_secs(1)).await;
+    assert_eq!(
+        delivered(&server, &to).await?,
+        ["waited@switchboard.test"],
+        "the mail whose client gave up was not delivered"
+    );
     Ok(())
 }

@@ -13,7 +13,8 @@
 //! (Synapse down) sends it again under the same transaction ID, so the homeserver itself never
 //! doubles; a Telegram or Discord responder's message waits in the stand-in (the update queue,
 //! the gateway's resumable session), as it would on the platform; an email responder's reply
-//! waits in Switchboard's mailbox. So whatever is lost, doubled or reordered was Switchboard's
+//! waits in Switchboard's mailbox, or in the responder's mail client while the mail server is
+//! away (it sends again until the server takes it). So whatever is lost, doubled or reordered was Switchboard's
 //! doing.
 
 use std::{
@@ -55,10 +56,14 @@ pub enum Victim {
     Switchboard,
     /// The homeserver (Switchboard on SQLite keeps running).
     Synapse,
-    /// Not a kill: the Telegram and Discord stand-ins misbehave in turn (issue 16 point 2):
+    /// Not a kill: the platforms misbehave in turn (issue 16 point 2), the Telegram and
+    /// Discord stand-ins and the mail server together:
     /// 429s with `retry_after`, 500s, a connection dropped or a call left hanging, an answer
     /// after the client's timeout to a request that landed (Discord; Telegram's Bot API has
-    /// no idempotency key, so a retry there would double), and both platforms away.
+    /// no idempotency key, so a retry there would double), and both platforms away. The mail
+    /// server's SMTP front answers Switchboard's mail 451, drops the connection, or hangs
+    /// (SMTP has no idempotency key either, so no late answer), and the whole mail server
+    /// (SMTP and IMAP) goes away.
     Platforms,
     /// The homeserver, once, for a long outage (issue 16 point 3: five minutes in the long
     /// form) while everyone keeps writing.
@@ -91,7 +96,7 @@ impl Victim {
             Self::Switchboard => "Switchboard",
             Self::Synapse => "Synapse",
             Self::SynapseOutage => "Synapse, one long outage",
-            Self::Platforms => "Telegram and Discord faults",
+            Self::Platforms => "Platform faults",
             Self::Postgres => "PostgreSQL under Switchboard",
             Self::Instances => "One of two instances",
         }
@@ -323,7 +328,7 @@ pub async fn run(
     let chaos = kill_repeatedly(
         env,
         &mut under,
-        (&tg, &dc),
+        (&tg, &dc, &mail),
         victim,
         plan,
         started,
@@ -360,6 +365,13 @@ pub async fn run(
     };
     tg.stop();
     dc.stop();
+    // A fault never played proves nothing: each was aimed at Switchboard's mail, which kept
+    // flowing after it was queued.
+    let unplayed = mail.server.faults_pending(&mail.domain)?;
+    anyhow::ensure!(
+        unplayed == 0,
+        "{unplayed} SMTP faults were never played on Switchboard's mail"
+    );
     Ok(Outcome {
         victim,
         plan: plan.clone(),
@@ -686,7 +698,7 @@ where
 async fn kill_repeatedly(
     env: &TestEnv,
     under: &mut Under,
-    (tg, dc): (&StandIn, &DiscordStandIn),
+    (tg, dc, mail): (&StandIn, &DiscordStandIn, &Mail),
     victim: Victim,
     plan: &Plan,
     started: Instant,
@@ -724,7 +736,7 @@ async fn kill_repeatedly(
                 takeover = took.map(|t| (what, t));
             }
             Victim::Platforms => {
-                misbehave(tg, dc, kills.len(), pause).await;
+                misbehave(tg, dc, mail, kills.len(), pause).await?;
             }
             Victim::Synapse | Victim::SynapseOutage => {
                 let dir = env.dir.join("synapse");
@@ -760,14 +772,26 @@ async fn kill_repeatedly(
     Ok((kills, answers))
 }
 
-/// Fault round `round` of [`Victim::Platforms`], on both stand-ins at once; each fault hits
-/// whichever send comes next. `away` is how long a dropped-call hang or an absence lasts.
-async fn misbehave(tg: &StandIn, dc: &DiscordStandIn, round: usize, away: Duration) {
+/// Fault round `round` of [`Victim::Platforms`], on both stand-ins and the mail server at
+/// once; each fault hits whichever send comes next (on the mail server, Switchboard's next
+/// mail: its envelope sender is in the run's mail domain, the responders' are not). `away` is
+/// how long a hang or an absence lasts.
+async fn misbehave(
+    tg: &StandIn,
+    dc: &DiscordStandIn,
+    mail: &Mail,
+    round: usize,
+    away: Duration,
+) -> anyhow::Result<()> {
+    use crate::mailbox::SmtpFault;
     use discord_standin::{Fault, Route};
     let next_send = || Route::CreateMessage { channel_id: None };
+    let ours = mail.domain.as_str();
     match round % 5 {
         0 => {
             tg.rate_limit_next("sendMessage", None, 2, 2);
+            mail.server.fail_next(ours, SmtpFault::TryLater)?;
+            mail.server.fail_next(ours, SmtpFault::TryLater)?;
             dc.fail_next(
                 next_send(),
                 Fault::RateLimited {
@@ -779,28 +803,39 @@ async fn misbehave(tg: &StandIn, dc: &DiscordStandIn, round: usize, away: Durati
         1 => {
             tg.fail_next("sendMessage", 500, "Internal Server Error");
             dc.fail_next(next_send(), Fault::ServerError(500));
+            mail.server.fail_next(ours, SmtpFault::Drop)?;
         }
         2 => {
             // Discord closes the connection unanswered; Telegram's sends hang until then,
-            // and those whose client gave up meanwhile are never carried out.
+            // and those whose client gave up meanwhile are never carried out. The mail
+            // server answers one mail that late (within Switchboard's SMTP timeout, so it
+            // is delivered), holding up that conversation's mail meanwhile.
             dc.fail_next(next_send(), Fault::CloseConnection);
+            mail.server.fail_next(ours, SmtpFault::Hang(away))?;
             tg.hang(None);
             tokio::time::sleep(away).await;
             tg.release();
         }
         3 => {
             // Carried out, answered after Switchboard's 30 s timeout: its retry carries the
-            // same nonce, and Discord answers with the message the first attempt made.
+            // same nonce, and Discord answers with the message the first attempt made. Not
+            // played on Telegram or SMTP, which have no idempotency key.
             dc.fail_next(next_send(), Fault::AnswerLate(Duration::from_secs(32)));
         }
         _ => {
+            // The mail server entirely: SMTP refuses connections, and Switchboard's IMAP
+            // session (IDLE) is cut; it comes back with its mailboxes on the same ports.
+            let dir = path_str(&mail.server.dir);
+            script(&["mail.sh", "stop", &dir])?;
             tg.set_down(true);
             dc.set_down(true);
             tokio::time::sleep(away).await;
             tg.set_down(false);
             dc.set_down(false);
+            script(&["mail.sh", "start", &dir])?;
         }
     }
+    Ok(())
 }
 
 /// SIGKILL to the test PostgreSQL (the one under every Switchboard started on PostgreSQL).
