@@ -9,7 +9,8 @@
 # Without ports, start asks the kernel for two free loopback ports; with SMTP_PORT only, IMAP
 # listens on SMTP_PORT+1. Started again in a DIR it ran in before (stopped), it comes back as it
 # was: the same ports (unless given) and password, and the mailboxes it held, so a test can take
-# the mail server away for a while and bring it back under everyone's feet (tests/chaos). Everything lives in DIR: Dovecot's config, sockets and pid
+# the mail server away for a while and bring it back under everyone's feet (tests/chaos).
+# Everything lives in DIR: Dovecot's config, sockets and pid
 # (DIR/run/master.pid), the maildirs (DIR/mail/DOMAIN/USER), the SMTP front's pid (DIR/smtp.pid)
 # and the logs (DIR/dovecot.log, DIR/smtp.log).
 #
