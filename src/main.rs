@@ -1,5 +1,5 @@
 //! `switchboard`: the binary's command line. Sets up logging, parses the command and runs it:
-//! the operators' commands here and in `admin_cli.rs` and `check_config.rs`, the service
+//! the operators' commands here and in `admin_cli/` and `check_config.rs`, the service
 //! (`switchboard run`, which wires the Matrix side, `switchboard-appservice`, to the
 //! conversation logic, `switchboard-bridge`) in `service.rs`.
 
