@@ -37,7 +37,7 @@
 //! mistaken for a recorded mail, and stays unread for a person to find (search the keyword),
 //! who can remove the keyword to have it tried again.
 
-use std::{collections::HashMap, fmt, future::Future, time::Duration};
+use std::{collections::HashMap, future::Future, time::Duration};
 
 use async_imap::{
     Session,
@@ -50,128 +50,11 @@ use tracing::Instrument;
 
 use crate::{cluster::Term, connector::ConnectorError};
 
-/// How the connection to the IMAP server is protected.
-///
-/// Only plain TCP exists for now: TLS (implicit, port 993) needs `tokio-rustls` as a direct
-/// dependency of this crate, which it is not yet. Until then, use it on loopback or over a
-/// tunnel only: the password crosses the connection as written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ImapTls {
-    /// Plain TCP, no TLS, no STARTTLS.
-    None,
-}
+mod order;
+mod settings;
 
-/// Where the mailbox is and how it is read.
-#[derive(Clone)]
-pub struct ImapConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: ImapTls,
-    /// The IMAP login (often the full address).
-    pub username: String,
-    /// Never printed: [`fmt::Debug`] leaves it out.
-    pub password: String,
-    /// The mailbox read, `INBOX` by default.
-    pub mailbox: String,
-    /// Set (with `\Seen`) on a mail once the handler took it. `$SwitchboardRecorded` by default.
-    pub done_keyword: String,
-    /// Set on a mail the handler refused for good. `$SwitchboardRefused` by default.
-    pub refused_keyword: String,
-    /// How long one IDLE lasts before it is ended, the mailbox searched again and IDLE
-    /// re-issued. RFC 2177 asks for less than 29 minutes; 10 minutes by default, which also
-    /// bounds how long a connection that died silently (a NAT forgetting it) goes unnoticed.
-    pub idle_renewal: Duration,
-    /// How long one command (connect, login, search, fetch, store, leaving IDLE) may take
-    /// before the connection counts as dead. 60 s by default.
-    pub command_timeout: Duration,
-    /// The first pause after a failure (reconnecting, or retrying a mail the handler could
-    /// not take); it doubles up to [`MAX_RETRY_DELAY`]. 500 ms by default.
-    pub retry_min: Duration,
-    /// How many transient failures in a row move a mail behind the ones that came after it.
-    /// Until then a failing mail is retried first, so a responder's mails keep their order
-    /// through a store outage; the retries back off, so the default of 10 is minutes of a
-    /// store that stays away, not a short outage.
-    pub failures_before_last: u32,
-}
-
-/// The longest pause between two reconnection attempts, or two tries of a failing mail.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
-
-impl ImapConfig {
-    /// A configuration with the defaults above.
-    pub fn new(
-        host: impl Into<String>,
-        port: u16,
-        tls: ImapTls,
-        username: impl Into<String>,
-        password: impl Into<String>,
-    ) -> Self {
-        Self {
-            host: host.into(),
-            port,
-            tls,
-            username: username.into(),
-            password: password.into(),
-            mailbox: "INBOX".into(),
-            done_keyword: "$SwitchboardRecorded".into(),
-            refused_keyword: "$SwitchboardRefused".into(),
-            idle_renewal: Duration::from_secs(10 * 60),
-            command_timeout: Duration::from_secs(60),
-            retry_min: Duration::from_millis(500),
-            failures_before_last: 10,
-        }
-    }
-
-    /// The keywords are written into commands as they are, so each must be an IMAP atom;
-    /// and they must differ, or a refused mail would look recorded.
-    fn validate(&self) -> Result<(), ImapError> {
-        for keyword in [&self.done_keyword, &self.refused_keyword] {
-            let atom = !keyword.is_empty()
-                && keyword
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
-            if !atom {
-                return Err(ImapError::Config(format!(
-                    "{keyword:?} is not an IMAP keyword (printable ASCII, no spaces, none of (){{%*\"\\])"
-                )));
-            }
-        }
-        if self
-            .done_keyword
-            .eq_ignore_ascii_case(&self.refused_keyword)
-        {
-            return Err(ImapError::Config(
-                "the done and refused keywords must differ".into(),
-            ));
-        }
-        if self.idle_renewal.is_zero() || self.idle_renewal >= Duration::from_secs(29 * 60) {
-            return Err(ImapError::Config(
-                "idle_renewal must be above zero and below 29 minutes (RFC 2177)".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for ImapConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImapConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("mailbox", &self.mailbox)
-            .field("done_keyword", &self.done_keyword)
-            .field("refused_keyword", &self.refused_keyword)
-            .field("idle_renewal", &self.idle_renewal)
-            .field("command_timeout", &self.command_timeout)
-            .field("retry_min", &self.retry_min)
-            .field("failures_before_last", &self.failures_before_last)
-            .finish()
-    }
-}
+use order::{order_as_written, sender_and_date};
+pub use settings::{ImapConfig, ImapTls, MAX_RETRY_DELAY};
 
 /// One mail as the server stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -648,36 +531,6 @@ where
     }
 }
 
-/// Who wrote a mail (the `From:` address, lower-cased) and when (its `Date:`, unix seconds),
-/// from its header.
-fn sender_and_date(header: &[u8]) -> Option<(String, i64)> {
-    let mail = mail_parser::MessageParser::default().parse(header)?;
-    let from = mail.from()?.first()?.address()?.to_lowercase();
-    Some((from, mail.date()?.to_timestamp()))
-}
-
-/// Reorders `uids` (in arrival order) so that each sender's mails are in the order they were
-/// written, each in a place one of that sender's mails had; see
-/// [`Reader::in_writing_order`]. `written` has what each mail's header said (`None`: not
-/// readable, which leaves the whole pass in arrival order).
-fn order_as_written(uids: &mut [u32], written: &HashMap<u32, Option<(String, i64)>>) {
-    let mut places: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, uid) in uids.iter().enumerate() {
-        match written.get(uid) {
-            Some(Some((from, _))) => places.entry(from.as_str()).or_default().push(i),
-            // Whose it is, is not known: it could be any sender's, so nothing moves.
-            _ => return,
-        }
-    }
-    for positions in places.values() {
-        let mut mails: Vec<u32> = positions.iter().map(|&i| uids[i]).collect();
-        mails.sort_by_key(|uid| (written[uid].as_ref().map(|(_, at)| *at), *uid));
-        for (&i, uid) in positions.iter().zip(mails) {
-            uids[i] = uid;
-        }
-    }
-}
-
 /// Runs one command under the command timeout.
 async fn within<T, E>(
     config: &ImapConfig,
@@ -702,12 +555,13 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Exponential backoff with jitter: the n-th delay (from 0) is `min * 2^n` capped at `max`,
-/// then drawn from its upper half, so many readers restarting at once spread out.
+/// Exponential backoff with jitter (backon's): the n-th delay (from 0) is `min * 2^n` capped
+/// at `max`, then drawn from its upper half, so many readers restarting at once spread out.
+/// backon adds between none and all of a delay as jitter, so it is given half of each bound.
 struct Backoff {
     min: Duration,
     max: Duration,
-    attempt: u32,
+    delays: backon::ExponentialBackoff,
 }
 
 impl Backoff {
@@ -715,130 +569,53 @@ impl Backoff {
         Self {
             min,
             max,
-            attempt: 0,
+            delays: Self::schedule(min, max),
         }
     }
 
+    fn schedule(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(min / 2)
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
     fn next_delay(&mut self) -> Duration {
-        let base = base_delay(self.min, self.max, self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
-        base.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0))
+        self.delays.next().unwrap_or(self.max)
     }
 
+    /// After a success: the next failure waits the shortest time again.
     fn reset(&mut self) {
-        self.attempt = 0;
+        self.delays = Self::schedule(self.min, self.max);
     }
-}
-
-fn base_delay(min: Duration, max: Duration, attempt: u32) -> Duration {
-    min.saturating_mul(2u32.saturating_pow(attempt)).min(max)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn config() -> ImapConfig {
-        ImapConfig::new(
-            "imap.example.test",
-            143,
-            ImapTls::None,
-            "relay@example.test",
-            "hunter2-secret",
-        )
-    }
-
-    fn header(from: &str, date: &str) -> Option<(String, i64)> {
-        sender_and_date(format!("From: {from}\r\nDate: {date}\r\nSubject: x\r\n\r\n").as_bytes())
-    }
-
     #[test]
-    fn a_senders_mails_go_in_the_order_they_were_written_in_their_places() {
-        let a1 = header("A <a@x.test>", "Wed, 2 Dec 2026 07:18:17 +0000");
-        let a2 = header("a@X.test", "Wed, 2 Dec 2026 07:18:19 +0000");
-        let b1 = header("b@x.test", "Wed, 2 Dec 2026 07:18:18 +0000");
-        assert!(a1.is_some() && a2.is_some() && b1.is_some());
-        // Arrival: a's second (uid 1), b's (uid 2), a's first (uid 3).
-        let written = HashMap::from([(1, a2.clone()), (2, b1.clone()), (3, a1.clone())]);
-        let mut uids = [1, 2, 3];
-        order_as_written(&mut uids, &written);
-        assert_eq!(uids, [3, 2, 1], "a's first takes a's first place; b stays");
-        // The same second: arrival order.
-        let same = header("a@x.test", "Wed, 2 Dec 2026 07:18:19 +0000");
-        let written = HashMap::from([(4, a2), (5, same)]);
-        let mut uids = [4, 5];
-        order_as_written(&mut uids, &written);
-        assert_eq!(uids, [4, 5]);
-        // A mail whose header cannot be read: nothing moves.
-        let written = HashMap::from([(6, None), (7, b1), (8, a1)]);
-        let mut uids = [6, 7, 8];
-        order_as_written(&mut uids, &written);
-        assert_eq!(uids, [6, 7, 8]);
-    }
-
-    #[test]
-    fn debug_output_never_shows_the_password() {
-        let printed = format!("{:?}", config());
-        assert!(!printed.contains("hunter2-secret"), "{printed}");
-        assert!(printed.contains("relay@example.test"));
-        assert!(printed.contains("<redacted>"));
-    }
-
-    #[test]
-    fn defaults_read_the_inbox_and_renew_idle_well_before_29_minutes() {
-        let c = config();
-        assert_eq!(c.mailbox, "INBOX");
-        assert_eq!(c.done_keyword, "$SwitchboardRecorded");
-        assert_eq!(c.refused_keyword, "$SwitchboardRefused");
-        assert!(c.idle_renewal < Duration::from_secs(29 * 60));
-        assert!(c.validate().is_ok());
-    }
-
-    #[test]
-    fn keywords_that_would_break_the_command_are_refused() {
-        for bad in ["", "two words", "(x", "$Seen)", "a\"b", "\\Seen", "ünï"] {
-            let mut c = config();
-            c.done_keyword = bad.into();
-            assert!(c.validate().is_err(), "{bad:?} was accepted");
-        }
-        let mut c = config();
-        c.refused_keyword = c.done_keyword.to_lowercase();
-        assert!(c.validate().is_err(), "equal keywords were accepted");
-    }
-
-    #[test]
-    fn idle_renewal_must_stay_below_29_minutes() {
-        let mut c = config();
-        c.idle_renewal = Duration::from_secs(29 * 60);
-        assert!(c.validate().is_err());
-        c.idle_renewal = Duration::ZERO;
-        assert!(c.validate().is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_from_the_minimum_up_to_the_cap() {
-        let min = Duration::from_millis(500);
-        let max = MAX_RETRY_DELAY;
-        let schedule: Vec<u64> = (0..10)
-            .map(|n| base_delay(min, max, n).as_millis() as u64)
-            .collect();
-        assert_eq!(
-            schedule,
-            [
-                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
-            ]
-        );
-        assert_eq!(base_delay(min, max, u32::MAX), max, "no overflow");
-    }
-
-    #[test]
-    fn jittered_delays_stay_within_half_and_all_of_the_base_and_reset() {
+    fn backoff_doubles_from_the_minimum_up_to_the_cap_with_jitter_and_resets() {
         let min = Duration::from_millis(500);
         let mut backoff = Backoff::new(min, MAX_RETRY_DELAY);
-        for n in 0..40 {
-            let base = base_delay(min, MAX_RETRY_DELAY, n);
-            let d = backoff.next_delay();
-            assert!(d >= base / 2 && d <= base, "delay {n}: {d:?} vs {base:?}");
+        // The base of each delay: 0.5 s doubling up to the 60 s cap.
+        let bases = [
+            500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000,
+        ];
+        for _round in 0..20 {
+            for (n, base) in bases.iter().enumerate() {
+                let base = Duration::from_millis(*base);
+                let d = backoff.next_delay();
+                assert!(d >= base / 2 && d <= base, "delay {n}: {d:?} vs {base:?}");
+            }
+            backoff.reset();
+        }
+        // Far along, still capped.
+        for _ in 0..100 {
+            assert!(backoff.next_delay() <= MAX_RETRY_DELAY);
         }
         backoff.reset();
         assert!(backoff.next_delay() <= min);
