@@ -39,25 +39,13 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     out
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` in UTC (the binary has no date crate;
-/// this is Howard Hinnant's `civil_from_days`).
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM` in UTC; the number itself if it is
+/// beyond chrono's dates.
 fn utc_timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs_of_day / 3600,
-        secs_of_day % 3600 / 60
-    )
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(at) => at.format("%Y-%m-%d %H:%M").to_string(),
+        None => ms.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +140,8 @@ mod tests {
         assert_eq!(utc_timestamp(0), "1970-01-01 00:00");
         assert_eq!(utc_timestamp(1_700_000_000_000), "2023-11-14 22:13");
         assert_eq!(utc_timestamp(951_782_400_000), "2000-02-29 00:00");
+        assert_eq!(utc_timestamp(-1), "1969-12-31 23:59");
+        assert_eq!(utc_timestamp(i64::MAX), i64::MAX.to_string());
     }
 
     #[test]
