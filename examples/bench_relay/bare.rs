@@ -14,6 +14,17 @@
 //! any appservice relaying through the homeserver does per message, and the thread wake-ups
 //! that come with it.
 //!
+//! Run **durable**, it also does the least the issue's "acknowledge only after it is durably
+//! recorded" asks of any appservice: before answering a transaction that brings a message to
+//! relay, it writes the transaction (its ID and body) into a log file and flushes that to the
+//! disk (`fdatasync`, on the calling thread, as Switchboard's own acknowledged record is
+//! written). The cheapest such write found: the log is a ring in a file written in full
+//! once at start, so a record overwrites blocks that exist and its flush changes no file
+//! size or block map, only data. A transaction with nothing to relay (the echoes) is answered
+//! without it, as Switchboard records nothing for those. Nothing reads the log. The two
+//! floors side by side say what relaying costs at all, and what recording before answering
+//! adds to it on this machine's disk, before any store, index or routing.
+//!
 //! It uses the appservice slot after the benchmark's own (the memory runs start their
 //! Switchboards there later, after this one is stopped).
 
@@ -37,14 +48,18 @@ pub fn serve_if_asked() -> Option<anyhow::Result<()>> {
 }
 
 /// The child's settings, one per line: listen address, homeserver URL, `as_token`,
-/// `hs_token`, its bot's user ID. It makes its bot's room and prints the room's ID on a line
+/// `hs_token`, its bot's user ID, and the file to log transactions to (`-`: not durable). It makes its bot's room and prints the room's ID on a line
 /// of its own, listening already: the room's first events are pushed to it at once, and wait
 /// in the socket's backlog until it serves. (Made with nobody listening, they would find the
 /// appservice down, and Synapse would back off from it for seconds.)
 fn serve(spec: &str) -> anyhow::Result<()> {
     let lines: Vec<&str> = spec.lines().collect();
-    let [listen, hs, as_token, hs_token, bot] = lines[..] else {
-        anyhow::bail!("{VAR} needs five lines, got {}", lines.len());
+    let [listen, hs, as_token, hs_token, bot, log] = lines[..] else {
+        anyhow::bail!("{VAR} needs six lines, got {}", lines.len());
+    };
+    let log = match log {
+        "-" => None,
+        path => Some(std::sync::Mutex::new(Ring::create(path)?)),
     };
     // The same runtime Switchboard's `main` builds.
     tokio::runtime::Runtime::new()?.block_on(async move {
@@ -68,6 +83,7 @@ fn serve(spec: &str) -> anyhow::Result<()> {
             bot: bot.to_owned(),
             target: urlencode(room),
             http,
+            log,
         });
         let app = axum::Router::new()
             .route(
@@ -88,10 +104,48 @@ struct Relay {
     /// Its bot's room (URL-encoded).
     target: String,
     http: reqwest::Client,
+    /// Durable: where each transaction is written and flushed before it is answered.
+    log: Option<std::sync::Mutex<Ring>>,
+}
+
+/// The durable bare appservice's log: a file of `RING_BYTES` written and flushed in full at
+/// start, then overwritten record after record from the start again when full.
+struct Ring {
+    file: std::fs::File,
+    at: u64,
+}
+
+const RING_BYTES: u64 = 16 << 20;
+
+impl Ring {
+    fn create(path: &str) -> anyhow::Result<Self> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..RING_BYTES / block.len() as u64 {
+            file.write_all(&block)?;
+        }
+        file.sync_all()?;
+        Ok(Self { file, at: 0 })
+    }
+
+    /// Writes one record and flushes it.
+    fn record(&mut self, txn_id: &str, body: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut record = format!("{txn_id} {}\n", body.len()).into_bytes();
+        record.extend_from_slice(body);
+        if self.at + record.len() as u64 > RING_BYTES {
+            self.at = 0;
+        }
+        self.file.write_all_at(&record, self.at)?;
+        self.at += record.len() as u64;
+        self.file.sync_data()
+    }
 }
 
 async fn transaction(
     axum::extract::State(relay): axum::extract::State<std::sync::Arc<Relay>>,
+    axum::extract::Path(txn_id): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> (axum::http::StatusCode, &'static str) {
@@ -105,11 +159,25 @@ async fn transaction(
     let Ok(txn) = serde_json::from_slice::<Value>(&body) else {
         return (axum::http::StatusCode::BAD_REQUEST, "{}");
     };
-    for event in txn["events"].as_array().into_iter().flatten() {
-        // Its own posts come back as echoes: answered, not relayed again.
-        if event["type"] != "m.room.message" || event["sender"] == relay.bot.as_str() {
-            continue;
-        }
+    // Its own posts come back as echoes: answered, not relayed again.
+    let to_relay =
+        |event: &&Value| event["type"] == "m.room.message" && event["sender"] != relay.bot.as_str();
+    let events = txn["events"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if let Some(log) = &relay.log
+        && events.iter().any(|e| to_relay(&e))
+        && log
+            .lock()
+            .expect("log lock")
+            .record(&txn_id, &body)
+            .is_err()
+    {
+        // Not recorded, so not acknowledged: the homeserver sends it again.
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "{}");
+    }
+    for event in events.iter().filter(to_relay) {
         let (Some(event_id), Some(body)) = (
             event["event_id"].as_str(),
             event["content"]["body"].as_str(),
@@ -143,6 +211,8 @@ async fn transaction(
 pub struct Bare {
     child: std::process::Child,
     pub target: String,
+    /// The durable one's log's directory, removed with it.
+    _log_dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Bare {
@@ -153,17 +223,24 @@ impl Drop for Bare {
 }
 
 /// Starts the bare appservice on `slot_no`, with a room of its bot's to post into, and a
-/// visitor in a room with that bot.
-pub async fn start(env: &TestEnv, slot_no: u32) -> anyhow::Result<(Bare, Visitor)> {
+/// visitor in a room with that bot. `durable`: it logs and flushes each transaction before
+/// answering, to a file in a fresh directory beside the test suite's databases.
+pub async fn start(env: &TestEnv, slot_no: u32, durable: bool) -> anyhow::Result<(Bare, Visitor)> {
     let slot = Slot::load(env, slot_no)?;
     let http = reqwest::Client::new();
     let bot = env.user_id(&format!("sbt{slot_no}bot"));
+    let log_dir = durable.then(tempfile::TempDir::new).transpose()?;
+    let log = match &log_dir {
+        Some(dir) => dir.path().join("transactions.log").display().to_string(),
+        None => "-".to_owned(),
+    };
     let spec = [
         slot.listen.to_string(),
         env.hs_url.clone(),
         slot.as_token.clone(),
         slot.hs_token.clone(),
         bot.clone(),
+        log,
     ]
     .join("\n");
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -179,7 +256,11 @@ pub async fn start(env: &TestEnv, slot_no: u32) -> anyhow::Result<(Bare, Visitor
     })
     .await??;
     anyhow::ensure!(target.starts_with('!'), "the bare appservice made no room");
-    let bare = Bare { child, target };
+    let bare = Bare {
+        child,
+        target,
+        _log_dir: log_dir,
+    };
     // A visitor in a room with its bot: Synapse pushes that room's events to it.
     let mut visitor = crate::floor::register(env, &unique("barevisitor")).await?;
     let r: Value = http
@@ -206,15 +287,16 @@ pub async fn start(env: &TestEnv, slot_no: u32) -> anyhow::Result<(Bare, Visitor
     Ok((bare, visitor))
 }
 
-/// `count` messages back to back from the visitor, until the bare appservice has posted
-/// them all into its room; its CPU over that time.
+/// `count` messages back to back from the visitor, until the bare appservice (`durable` or
+/// not) has posted them all into its room; its CPU over that time.
 pub async fn burst(
     env: &TestEnv,
     slot_no: u32,
     count: usize,
     ticks: f64,
+    durable: bool,
 ) -> anyhow::Result<CpuSpent> {
-    let (bare, mut visitor) = start(env, slot_no).await?;
+    let (bare, mut visitor) = start(env, slot_no, durable).await?;
     let pid = bare.child.id();
     let as_token = Slot::load(env, slot_no)?.as_token;
     // One message through first, so the burst starts on a warm appservice, as Switchboard's

@@ -16,8 +16,9 @@
 //! 4. A quiet conversation's latency while a second such flood hits other conversations, and
 //!    Synapse's own floor while a third one does.
 //! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]), and
-//!    beside it the floor: what a bare appservice that only relays spends on the same burst
-//!    ([`bare`]).
+//!    beside it two floors: what a bare appservice that only relays spends on the same burst,
+//!    and what it spends when it also flushes each transaction to disk before answering, as
+//!    the issue asks of any appservice ([`bare`]).
 //! 6. Its resident memory with 1 000 and 10 000 stored conversations ([`resident`]).
 //! 7. Several instances on one PostgreSQL behind HAProxy (issue 17): a flood's throughput with
 //!    one and with two, and failovers ([`cluster`]).
@@ -32,7 +33,7 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! prints its CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at
+//! its two floors, and prints their CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at
 //! most 900: more messages make the clock tick's share of the figure smaller, for comparing
 //! two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
 //! samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
@@ -279,8 +280,13 @@ async fn bench() -> anyhow::Result<()> {
         );
         let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
         let burst = paths::matrix_burst(&mut b, &mut mx_conv, count, ticks).await?;
-        let floor = bare::burst(&env, slot_no + 1, count, ticks).await?;
-        for (who, spent) in [("Switchboard", &burst), ("bare appservice", &floor)] {
+        let floor = bare::burst(&env, slot_no + 1, count, ticks, false).await?;
+        let durable = bare::burst(&env, slot_no + 1, count, ticks, true).await?;
+        for (who, spent) in [
+            ("Switchboard", &burst),
+            ("bare appservice", &floor),
+            ("durable bare appservice", &durable),
+        ] {
             println!(
                 "{} of {} delivered in {:.1} s; {who} CPU {:.0} ms, {:.2} ms per message",
                 spent.delivered,
@@ -304,7 +310,11 @@ async fn bench() -> anyhow::Result<()> {
     progress(&format!(
         "CPU floor: a bare appservice relaying {BURST} messages back to back"
     ));
-    let cpu_floor = bare::burst(&env, slot_no + 1, BURST, ticks).await?;
+    let cpu_floor = bare::burst(&env, slot_no + 1, BURST, ticks, false).await?;
+    progress(&format!(
+        "CPU floor, durable: the bare appservice flushing each transaction to disk first, {BURST} messages"
+    ));
+    let cpu_durable_floor = bare::burst(&env, slot_no + 1, BURST, ticks, true).await?;
     // After the Matrix paths, so those are measured as in earlier runs (with the Telegram
     // conversations only in the homeserver).
     let dc = discord::discord(&env, &b, paced, n).await?;
@@ -589,6 +599,14 @@ async fn bench() -> anyhow::Result<()> {
         cpu_floor.cpu_ms / cpu_floor.delivered.max(1) as f64,
         cpu_floor.cpu_ms,
         cpu_floor.wall_s,
+    );
+    println!(
+        "| CPU per relayed message, durable floor: the same bare appservice, writing each transaction that brings a message into a log file and flushing it (`fdatasync`) before answering, as the issue asks of any appservice (`bare.rs`), {} back to back ({} delivered) | {:.2} ms ({:.0} ms CPU over {:.1} s) | (floor with the record before the answer) | |",
+        cpu_durable_floor.messages,
+        cpu_durable_floor.delivered,
+        cpu_durable_floor.cpu_ms / cpu_durable_floor.delivered.max(1) as f64,
+        cpu_durable_floor.cpu_ms,
+        cpu_durable_floor.wall_s,
     );
     println!(
         "| CPU while idle (for the subtraction above) | {idle_cpu_per_s:.1} ms per second | | |"
