@@ -48,9 +48,10 @@ pub fn serve_if_asked() -> Option<anyhow::Result<()>> {
 }
 
 /// The child's settings, one per line: listen address, homeserver URL, `as_token`,
-/// `hs_token`, its bot's user ID, and the file to log transactions to (`-`: not durable). It makes its bot's room and prints the room's ID on a line
-/// of its own, listening already: the room's first events are pushed to it at once, and wait
-/// in the socket's backlog until it serves. (Made with nobody listening, they would find the
+/// `hs_token`, its bot's user ID, and the file to log transactions to (`-`: not durable). It
+/// makes its bot's room and prints the room's ID on a line of its own, listening already: the
+/// room's first events are pushed to it at once, and wait in the socket's backlog until it
+/// serves. (Made with nobody listening, they would find the
 /// appservice down, and Synapse would back off from it for seconds.)
 fn serve(spec: &str) -> anyhow::Result<()> {
     let lines: Vec<&str> = spec.lines().collect();

@@ -33,9 +33,9 @@
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
 //! and prints its two rates: a quick loop for profiling ingest, not a report.
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
-//! its two floors, and prints their CPU per relayed message (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at
-//! most 900: more messages make the clock tick's share of the figure smaller, for comparing
-//! two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
+//! its two floors, and prints their CPU per relayed message
+//! (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at most 900: more messages make the
+//! clock tick's share of the figure smaller, for comparing two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
 //! samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
 //! initiator's paths to and from the Matrix responder, `SWITCHBOARD_BENCH_EMAIL_ONLY=1` only
 //! the email paths and the mail server's floor; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
