@@ -39,7 +39,7 @@ mod room_posts;
 mod schema;
 pub use responders::{SOURCE_ADMIN, SOURCE_CONFIG};
 pub use retention::{DeletedRows, EraseError};
-pub use room_posts::RoomPostRow;
+pub use room_posts::{RemotePost, RoomPostRow};
 mod service_levels;
 pub use schema::SchemaStatus;
 pub use service_levels::{LevelInput, Milestone, ReplyContext};

@@ -14,7 +14,7 @@ use switchboard_bridge::{
     conversation::{ConversationState, SenderRole},
     store::{
         AssignmentRow, DeadLetterSource, Engine, InitiatorRow, LINK_CODE_TTL_MS, NewDelivery,
-        NewInboxEvent, OfferRow, OutboxRow, VisitorBatch,
+        NewInboxEvent, OfferRow, OutboxRow, Recorded, RemotePost, VisitorBatch,
     },
 };
 
@@ -249,6 +249,28 @@ async fn remote_events_are_recorded_once_per_platform_key(store: &Store) -> anyh
     );
     store.mark_remote_processed(pending[0].seq).await?;
     assert_eq!(store.pending_remote_events(10).await?.len(), 1);
+    // One read from a homeserver event (a Matrix responder's), recorded relaxed: once too,
+    // in order after the others, and a repeat of the key is known whichever way it comes.
+    assert_eq!(
+        store
+            .record_derived_remote_event("matrix", "$relay1", r#"{"c":3}"#)
+            .await?,
+        Recorded::New
+    );
+    assert_eq!(
+        store
+            .record_derived_remote_event("matrix", "$relay1", r#"{"c":3}"#)
+            .await?,
+        Recorded::Known
+    );
+    assert!(
+        !store
+            .record_remote_event("matrix", "$relay1", r#"{"c":3}"#)
+            .await?
+    );
+    let pending = store.pending_remote_events(10).await?;
+    let platforms: Vec<&str> = pending.iter().map(|e| e.platform.as_str()).collect();
+    assert_eq!(platforms, ["discord", "matrix"]);
     Ok(())
 }
 
@@ -792,6 +814,64 @@ async fn room_posts_queue_once_and_wait_out_their_retries(store: &Store) -> anyh
     let failed = store.failed_room_posts(10).await?;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].1, "M_FORBIDDEN: not in room");
+    Ok(())
+}
+
+/// A responder's message on its way into the room (`Store::queue_remote_post`): mapped to the
+/// room, in the transcript provisionally and queued, all at once; handled again (its event
+/// redone after a crash), nothing of it twice.
+async fn a_remote_post_is_queued_mapped_and_transcribed_once(store: &Store) -> anyhow::Result<()> {
+    let room = "!remote-post:x";
+    let m = message("pending:r1", room, 0, SenderRole::Responder, "on it");
+    let post = RemotePost {
+        room_id: room,
+        txn_id: "telegram-7005-m1",
+        op_json: "{\"op\":\"message\"}",
+        remote: Some(("telegram", "7005", "m1")),
+        provisional: Some(&m),
+    };
+    assert!(store.queue_remote_post(&post).await?);
+    assert!(
+        !store.queue_remote_post(&post).await?,
+        "queued again, it is the same post"
+    );
+    let queued: Vec<(String, String)> = store
+        .pending_room_posts_in(room)
+        .await?
+        .into_iter()
+        .map(|p| (p.txn_id, p.op_json))
+        .collect();
+    assert_eq!(
+        queued,
+        [(
+            "telegram-7005-m1".to_owned(),
+            "{\"op\":\"message\"}".to_owned()
+        )]
+    );
+    assert_eq!(
+        store
+            .room_of_remote_message("telegram", "7005", "m1")
+            .await?,
+        Some(room.to_owned())
+    );
+    let bodies: Vec<String> = store
+        .messages(room)
+        .await?
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, ["on it"]);
+    // A post with nothing to map or transcribe (a bot's) is only queued.
+    let plain = RemotePost {
+        room_id: room,
+        txn_id: "notice-1",
+        op_json: "{}",
+        remote: None,
+        provisional: None,
+    };
+    assert!(store.queue_remote_post(&plain).await?);
+    assert_eq!(store.pending_room_posts_in(room).await?.len(), 2);
+    assert_eq!(store.messages(room).await?.len(), 1);
     Ok(())
 }
 
@@ -1511,6 +1591,7 @@ async fn initiators_are_found_by_address_counted_by_key_and_blocked(
 async fn suite(store: Store) -> anyhow::Result<()> {
     room_posts_queue_once_and_wait_out_their_retries(&store).await?;
     provisional_transcript_entries_become_their_event(&store).await?;
+    a_remote_post_is_queued_mapped_and_transcribed_once(&store).await?;
     changed_messages_are_found_and_kept_in_step(&store).await?;
     connector_state_is_kept_per_platform_and_taken_once(&store).await?;
     link_codes_work_once_and_move_a_responder(&store).await?;

@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::paths::CpuSpent;
 use crate::procfs;
+use crate::report::{Row, ms};
 
 /// What the bare appservice is told through its environment.
 const VAR: &str = "SWITCHBOARD_BENCH_BARE";
@@ -66,10 +67,11 @@ fn serve(spec: &str) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         let http = reqwest::Client::new();
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        // Public, so the latency floor's watcher can join it (`latency`).
         let made: Value = http
             .post(format!("{hs}/_matrix/client/v3/createRoom"))
             .bearer_auth(as_token)
-            .json(&json!({}))
+            .json(&json!({"preset": "public_chat"}))
             .send()
             .await?
             .error_for_status()?
@@ -321,6 +323,47 @@ pub async fn burst(
         cpu_ms,
         wall_s,
     })
+}
+
+/// The latency floor of a path that crosses the homeserver twice through an appservice:
+/// `count` messages from the visitor, one after the other, each timed from its `PUT /send`
+/// until a watcher's `/sync` long poll on the bare appservice's room has its copy, as the
+/// Matrix responder's path is timed. The bare appservice is the durable one (it flushes each
+/// transaction to disk before answering, as the issue asks), so the row is what any
+/// appservice keeping that rule takes on this homeserver to relay a message, before it
+/// stores, routes or checks anything.
+pub async fn latency(env: &TestEnv, slot_no: u32, count: usize) -> anyhow::Result<Row> {
+    let (bare, mut visitor) = start(env, slot_no, true).await?;
+    let mut watcher = crate::floor::register(env, &unique("barewatch")).await?;
+    let (status, body) = watcher.join(&bare.target).await?;
+    anyhow::ensure!(
+        status == 200,
+        "joining the bare appservice's room answered {status}: {body}"
+    );
+    watcher.room_id = Some(bare.target.clone());
+    // The first `/sync` is the initial one, and the first sends open the connections.
+    visitor.send("bare latency warm-up").await?;
+    watcher
+        .sync_until("the bare warm-up", |seen| {
+            seen.iter().any(|s| s.body == "bare latency warm-up")
+        })
+        .await?;
+    let mut row = Row::new(
+        "relay floor: visitor's `PUT /send` → a bare appservice (flushes each transaction, then posts a copy as its bot; `bare.rs`) → another user's `/sync` long poll",
+    );
+    for i in 0..count {
+        let text = format!("bare latency {i}");
+        let t = Instant::now();
+        visitor.send(&text).await?;
+        watcher
+            .sync_until("the bare relay", |seen| seen.iter().any(|s| s.body == text))
+            .await?;
+        row.samples.push(ms(t));
+    }
+    // The last echo answered before it goes (the slot is used again later).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(bare);
+    Ok(row)
 }
 
 /// How many messages containing `marker` the bot has posted in `room`, once that is

@@ -7,8 +7,10 @@
 //!    paths, and paced as Telegram's and Discord's paths are, the floor of those.
 //! 2. Bridged latency, both directions, for a Matrix responder (relay room), a Telegram
 //!    responder, a Discord responder (a private thread) and an email responder (a mailbox,
-//!    watched with IMAP IDLE), plus a visitor's first message → the Telegram, the Discord and
-//!    the email offer ([`paths`], [`discord`], [`email`]), and for two initiators, who start
+//!    watched with IMAP IDLE), beside the relay floor: the same two crossings of the
+//!    homeserver through a bare appservice instead of Switchboard ([`bare`]); plus a
+//!    visitor's first message → the Telegram, the Discord and the email offer ([`paths`],
+//!    [`discord`], [`email`]), and for two initiators, who start
 //!    conversations from a platform: Telegram answered from Matrix, Discord answered from
 //!    Telegram ([`initiators`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
@@ -36,7 +38,8 @@
 //! its two floors, and prints their CPU per relayed message
 //! (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at most 900: more messages make the
 //! clock tick's share of the figure smaller, for comparing two builds), `SWITCHBOARD_BENCH_QUIET_ONLY=1` only a flood with the quiet conversation's
-//! samples, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
+//! samples, `SWITCHBOARD_BENCH_MATRIX_ONLY=1` only the Matrix responder's two paths beside
+//! the floor and the relay floor, and `SWITCHBOARD_BENCH_INITIATOR_ONLY=1` only the Telegram
 //! initiator's paths to and from the Matrix responder, `SWITCHBOARD_BENCH_EMAIL_ONLY=1` only
 //! the email paths and the mail server's floor; with `SWITCHBOARD_BENCH_KEEP_LOG=<file>` Switchboard's log
 //! is copied there. `SWITCHBOARD_BENCH_CLUSTER_ONLY=1` runs only part 7 (on slot
@@ -248,6 +251,32 @@ async fn bench() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if std::env::var_os("SWITCHBOARD_BENCH_MATRIX_ONLY").is_some() {
+        let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
+        let mx = paths::matrix(&mut b, &mut mx_conv, n).await?;
+        progress(&format!(
+            "relay floor: {n} messages through a bare appservice"
+        ));
+        let relay_floor = bare::latency(&env, slot_no + 1, n).await?;
+        for row in [&floor.from_plain, &floor.from_sdk, &relay_floor] {
+            println!(
+                "{}",
+                row.markdown(&row.samples.len().to_string(), "(floor)", "")
+            );
+        }
+        println!(
+            "{}",
+            towards_responder.judge(&mx.to_matrix, &mx.to_matrix.samples.len().to_string())
+        );
+        println!(
+            "{}",
+            towards_visitor.judge(&mx.from_matrix, &mx.from_matrix.samples.len().to_string())
+        );
+        if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
+            std::fs::copy(&b.sb.log, keep)?;
+        }
+        return Ok(());
+    }
     if std::env::var_os("SWITCHBOARD_BENCH_EMAIL_ONLY").is_some() {
         let em = email::email(&env, &b, paced).await?;
         for row in [&paced_floor.from_plain, &paced_floor.from_sdk] {
@@ -306,6 +335,10 @@ async fn bench() -> anyhow::Result<()> {
     let tg = paths::telegram(&env, &b, paced, n, ticks).await?;
     let mut mx_conv = paths::matrix_conversation(&env, &b).await?;
     let mx = paths::matrix(&mut b, &mut mx_conv, n).await?;
+    progress(&format!(
+        "relay floor: {n} messages through a bare appservice"
+    ));
+    let relay_floor = bare::latency(&env, slot_no + 1, n).await?;
     let burst = paths::matrix_burst(&mut b, &mut mx_conv, BURST, ticks).await?;
     progress(&format!(
         "CPU floor: a bare appservice relaying {BURST} messages back to back"
@@ -396,6 +429,14 @@ async fn bench() -> anyhow::Result<()> {
             row.markdown(&count(row), "(floor of the paced paths)", "")
         );
     }
+    println!(
+        "{}",
+        relay_floor.markdown(
+            &count(&relay_floor),
+            "(floor of a relay through an appservice)",
+            ""
+        )
+    );
     println!(
         "{}",
         towards_responder.judge(&mx.to_matrix, &count(&mx.to_matrix))

@@ -191,7 +191,7 @@ impl Bridge {
                     formatted_body,
                     file,
                 );
-                self.post(&room, &txn, op).await?;
+                self.post_remote_message(&room, &txn, op).await?;
                 match answers {
                     Some(answers) => self.replied(&room, platform, answers).await,
                     None => Ok(()),

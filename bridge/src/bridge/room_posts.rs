@@ -227,14 +227,19 @@ impl RoomPostQueue {
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(op).expect("a RoomPost serialises");
         if self.store.enqueue_room_post(room, txn_id, &json).await? {
-            self.woken
-                .lock()
-                .expect("room post wakes")
-                .rooms
-                .insert(room.to_owned());
-            self.ready.notify_one();
+            self.queued(room);
         }
         Ok(())
+    }
+
+    /// Wakes the loop for `room`, where a post was just queued.
+    fn queued(&self, room: &str) {
+        self.woken
+            .lock()
+            .expect("room post wakes")
+            .rooms
+            .insert(room.to_owned());
+        self.ready.notify_one();
     }
 
     /// Makes the posting loop look at the whole queue now.
@@ -309,9 +314,67 @@ impl Bridge {
         self.room_posts.enqueue(room, txn_id, &op).await
     }
 
+    /// [`Self::post`] for a responder's message from their platform: what it records goes
+    /// in one relaxed commit ([`crate::store::Store::queue_remote_post`], which says why that
+    /// is safe). Only for a post caused by a recorded platform event that is marked processed
+    /// after it: that is the whole argument. The flushed commits it replaces were three disk
+    /// flushes (and three hand-offs to sqlx's thread) between the responder's message and its
+    /// post, on the path a reply takes to the visitor.
+    pub(super) async fn post_remote_message(
+        &self,
+        room: &str,
+        txn_id: &str,
+        op: RoomPost,
+    ) -> Result<(), StoreError> {
+        tracing::debug!(room_id = %room, txn = %txn_id, "queueing a post into the room");
+        self.queue_remote(room, txn_id, op, true).await
+    }
+
+    /// Queues `op`, caused by a recorded platform event (see [`Self::post_remote_message`]),
+    /// with its remote message mapped to the room and, if `transcribe`, its provisional
+    /// transcript entry, in one relaxed commit.
+    async fn queue_remote(
+        &self,
+        room: &str,
+        txn_id: &str,
+        op: RoomPost,
+        transcribe: bool,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&op).expect("a RoomPost serialises");
+        let remote = match &op {
+            RoomPost::Message {
+                remote: Some(r), ..
+            }
+            | RoomPost::File { remote: r, .. } => Some((
+                r.platform.as_str(),
+                r.address.as_str(),
+                r.message_id.as_str(),
+            )),
+            _ => None,
+        };
+        let provisional = transcribe
+            .then(|| provisional_message(room, txn_id, &op, self.now_ms()))
+            .flatten();
+        let queued = self
+            .store
+            .queue_remote_post(&crate::store::RemotePost {
+                room_id: room,
+                txn_id,
+                op_json: &json,
+                remote,
+                provisional: provisional.as_ref(),
+            })
+            .await?;
+        if queued {
+            self.room_posts.queued(room);
+        }
+        Ok(())
+    }
+
     /// Queues what a visitor who writes from a platform said, as their visitor ghost. Like
-    /// [`Self::post`] but with no provisional transcript entry: a visitor's message enters
-    /// the transcript when its event comes back, as a visitor's (the event routes the
+    /// [`Self::post_remote_message`] (it too is caused by a recorded platform event, marked
+    /// processed after it) but with no provisional transcript entry: a visitor's message
+    /// enters the transcript when its event comes back, as a visitor's (the event routes the
     /// conversation and is relayed to its holders then).
     pub(super) async fn post_as_visitor(
         &self,
@@ -319,8 +382,7 @@ impl Bridge {
         txn_id: &str,
         op: RoomPost,
     ) -> Result<(), StoreError> {
-        self.map_remote(room, &op).await?;
-        self.room_posts.enqueue(room, txn_id, &op).await
+        self.queue_remote(room, txn_id, op, false).await
     }
 
     /// A remote message belongs to this room from the moment it is queued: a reply or an

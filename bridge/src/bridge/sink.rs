@@ -99,8 +99,13 @@ impl Bridge {
                 continue;
             };
             if let Some((key, remote)) = reader.receive(self, room_id, event).await? {
-                self.record_remote_event(connector.platform(), &key, &remote, None)
+                // Relaxed: the homeserver event it is read from is flushed already.
+                let json = serde_json::to_string(&remote).expect("a RemoteEvent serialises");
+                let recorded = self
+                    .store
+                    .record_derived_remote_event(connector.platform().as_str(), &key, &json)
                     .await?;
+                self.remote_recorded(recorded);
             }
         }
         Ok(())
@@ -120,11 +125,16 @@ impl Bridge {
             .store
             .record_remote_event_as(fence, platform.as_str(), key, &json)
             .await?;
+        self.remote_recorded(recorded);
+        Ok(recorded)
+    }
+
+    /// Wakes the scheduler for a platform event just recorded, if it was new.
+    fn remote_recorded(&self, recorded: Recorded) {
         if recorded == Recorded::New {
             self.cursors.remote_recorded();
             self.inbox_ready.notify_one();
         }
-        Ok(recorded)
     }
 
     /// The sink a platform's receivers record into during `term`: what they record carries

@@ -173,22 +173,9 @@ impl Store {
     /// idle limits see it at once, even while it waits for the homeserver. It sorts after
     /// everything recorded so far. [`Self::confirm_message`] gives it its event ID once posted.
     pub async fn record_provisional_message(&self, m: &Message) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
-                                   body, formatted_body, origin_server_ts)
-             VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM inbox), $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&m.event_id)
-        .bind(&m.room_id)
-        .bind(&m.sender)
-        .bind(m.sender_role.as_str())
-        .bind(&m.msgtype)
-        .bind(&m.body)
-        .bind(m.formatted_body.as_deref())
-        .bind(m.origin_server_ts)
-        .execute(&mut *self.writer().await?)
-        .await?;
+        bind_provisional(sqlx::query(INSERT_PROVISIONAL), m)
+            .execute(&mut *self.writer().await?)
+            .await?;
         Ok(())
     }
 
@@ -361,6 +348,27 @@ fn insert_message(m: &Message) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::A
 
 /// Binds a transcript entry's nine columns, in the order of `insert_message`'s; the
 /// multi-row insert of a batch (`record_visitor_batch`) binds each row with it too.
+/// A provisional transcript entry (see [`Store::record_provisional_message`]), sorting after
+/// everything recorded so far; bound by [`bind_provisional`].
+pub(super) const INSERT_PROVISIONAL: &str =
+    "INSERT INTO messages (event_id, room_id, inbox_seq, sender, sender_role, msgtype,
+                           body, formatted_body, origin_server_ts)
+     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM inbox), $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (event_id) DO NOTHING";
+
+/// [`INSERT_PROVISIONAL`]'s values, for either driver.
+pub(super) fn bind_provisional<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
+    query
+        .text(&m.event_id)
+        .text(&m.room_id)
+        .text(&m.sender)
+        .text(m.sender_role.as_str())
+        .text(&m.msgtype)
+        .text(&m.body)
+        .opt_text(m.formatted_body.as_deref())
+        .int(m.origin_server_ts)
+}
+
 pub(crate) fn bind_message<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
     query
         .text(&m.event_id)

@@ -24,7 +24,7 @@ pub struct OutboxRow {
 
 /// Maps a remote message to its room and Matrix event (`$1` platform, `$2` chat, `$3` message
 /// ID, `$4` room, `$5` event). Mapping again only fills in a missing event.
-const MAP_REMOTE_MESSAGE: &str = map_remote_message!();
+pub(super) const MAP_REMOTE_MESSAGE: &str = map_remote_message!();
 
 macro_rules! map_remote_message {
     () => {

@@ -33,6 +33,12 @@ pub enum Recorded {
     Deposed,
 }
 
+/// Records a remote event once per (platform, key) (`$1` platform, `$2` key, `$3` its JSON,
+/// `$4` now).
+const INSERT_REMOTE_EVENT: &str =
+    "INSERT INTO remote_inbox (platform, event_key, event_json, received_at)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (platform, event_key) DO NOTHING";
+
 impl Store {
     /// Records a remote event once per (platform, key). Returns whether it was new.
     pub async fn record_remote_event(
@@ -70,14 +76,11 @@ impl Store {
         json: &str,
     ) -> Result<Recorded, StoreError> {
         let now = self.now_ms();
-        let insert = sqlx::query(
-            "INSERT INTO remote_inbox (platform, event_key, event_json, received_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (platform, event_key) DO NOTHING",
-        )
-        .bind(platform)
-        .bind(key)
-        .bind(json)
-        .bind(now);
+        let insert = sqlx::query(INSERT_REMOTE_EVENT)
+            .bind(platform)
+            .bind(key)
+            .bind(json)
+            .bind(now);
         let done = match self.engine {
             // One writer connection at a time, held from the check to the insert.
             Engine::Sqlite => {
@@ -112,6 +115,51 @@ impl Store {
         })
     }
 
+    /// Records a remote event read from a homeserver event (a Matrix responder's message in
+    /// their relay room), as [`Self::record_remote_event`] does but in a relaxed commit (see
+    /// [`Store::relaxed`]): the homeserver event it is read from is recorded and flushed
+    /// already, and marked processed only after this commit. The write-ahead log keeps
+    /// commits in order, so a power cut that loses this one loses that mark too, and the
+    /// homeserver event is read again. On SQLite in a file it runs on the calling thread
+    /// (`inline.rs`), in the writers' turn, so the order of `seq` holds as for any insert;
+    /// on PostgreSQL it is [`Self::record_remote_event_as`] with no fence.
+    pub async fn record_derived_remote_event(
+        &self,
+        platform: &str,
+        key: &str,
+        json: &str,
+    ) -> Result<Recorded, StoreError> {
+        let now = self.now_ms();
+        let recorded = |rows: u64| {
+            if rows == 1 {
+                Recorded::New
+            } else {
+                Recorded::Known
+            }
+        };
+        if self.engine == Engine::Sqlite {
+            let inline = self
+                .relaxed_inline(|tx| {
+                    Ok(tx
+                        .prepare_cached(INSERT_REMOTE_EVENT)?
+                        .execute(rusqlite::params![platform, key, json, now])?)
+                })
+                .await;
+            if let Some(rows) = inline {
+                return Ok(recorded(rows? as u64));
+            }
+            let done = sqlx::query(INSERT_REMOTE_EVENT)
+                .bind(platform)
+                .bind(key)
+                .bind(json)
+                .bind(now)
+                .execute(&mut *self.relaxed().await?)
+                .await?;
+            return Ok(recorded(done.rows_affected()));
+        }
+        self.record_remote_event_as(None, platform, key, json).await
+    }
+
     pub async fn pending_remote_events(
         &self,
         limit: i64,
@@ -126,11 +174,27 @@ impl Store {
         rows.iter().map(remote_inbox_event).collect()
     }
 
+    /// A relaxed commit (see [`Store::relaxed`]), as the homeserver inbox's mark: a mark lost
+    /// in a power cut has the event handled again, and handling one again does nothing twice
+    /// (what it records is keyed, and a kill between its effects and this mark already asks
+    /// that). On SQLite in a file on the calling thread (`inline.rs`).
     pub async fn mark_remote_processed(&self, seq: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2")
-            .bind(self.now_ms())
+        const MARK: &str = "UPDATE remote_inbox SET processed_at = $1 WHERE seq = $2";
+        let now = self.now_ms();
+        let inline = self
+            .relaxed_inline(|tx| {
+                Ok(tx
+                    .prepare_cached(MARK)?
+                    .execute(rusqlite::params![now, seq])?)
+            })
+            .await;
+        if let Some(done) = inline {
+            return done.map(drop);
+        }
+        sqlx::query(MARK)
+            .bind(now)
             .bind(seq)
-            .execute(&mut *self.writer().await?)
+            .execute(&mut *self.relaxed().await?)
             .await?;
         Ok(())
     }

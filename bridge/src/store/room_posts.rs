@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use crate::conversation::Message;
 
 /// One queued write into a room. `op_json` is the bridge's description of what to do.
 #[derive(Debug, Clone)]
@@ -27,6 +28,24 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<RoomPostRow, StoreError> {
     })
 }
 
+/// Queues a write into a room (`$1` room, `$2` transaction ID, `$3` the op, `$4` and `$5`
+/// now); a second one with the same transaction ID in that room is ignored.
+const ENQUEUE_ROOM_POST: &str =
+    "INSERT INTO room_posts (room_id, txn_id, op_json, next_attempt_at, created_at)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, txn_id) DO NOTHING";
+
+/// A responder's message on its way into a conversation room, with what is recorded with it
+/// (see [`Store::queue_remote_post`]).
+pub struct RemotePost<'a> {
+    pub room_id: &'a str,
+    pub txn_id: &'a str,
+    pub op_json: &'a str,
+    /// The remote message (platform, chat, message ID), mapped to the room.
+    pub remote: Option<(&'a str, &'a str, &'a str)>,
+    /// Its provisional transcript entry.
+    pub provisional: Option<&'a Message>,
+}
+
 impl Store {
     /// Queues a write into `room_id`; a second one with the same `txn_id` in that room is
     /// ignored (handling an event again after a crash queues nothing twice). True when new.
@@ -37,18 +56,73 @@ impl Store {
         op_json: &str,
     ) -> Result<bool, StoreError> {
         let now = self.now_ms();
-        let done = sqlx::query(
-            "INSERT INTO room_posts (room_id, txn_id, op_json, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, txn_id) DO NOTHING",
-        )
-        .bind(room_id)
-        .bind(txn_id)
-        .bind(op_json)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *self.writer().await?)
-        .await?;
+        let done = sqlx::query(ENQUEUE_ROOM_POST)
+            .bind(room_id)
+            .bind(txn_id)
+            .bind(op_json)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *self.writer().await?)
+            .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// What handling a platform's message records before it is posted: the message mapped to
+    /// its room, its provisional transcript entry and the post itself, as
+    /// [`Self::map_remote_message`], [`Self::record_provisional_message`] and
+    /// [`Self::enqueue_room_post`] would, in one relaxed commit (see [`Store::relaxed`]) where
+    /// those are three flushed ones. Why relaxed is enough: all three follow from a platform
+    /// event already recorded and flushed, which is marked processed only after this commit.
+    /// The write-ahead log keeps commits in order, so a power cut that loses this one loses
+    /// that mark too, and the event is handled again; each statement is keyed, so the redo
+    /// queues nothing twice, and a post that went out meanwhile is sent again under the same
+    /// transaction ID, which the homeserver answers with the first event. On SQLite in a file
+    /// it runs on the calling thread (`inline.rs`); elsewhere as the three writes. True when
+    /// the post is new.
+    pub async fn queue_remote_post(&self, post: &RemotePost<'_>) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let inline = self
+            .relaxed_inline(|tx| {
+                if let Some((platform, chat, message_id)) = post.remote {
+                    tx.prepare_cached(super::outbox::MAP_REMOTE_MESSAGE)?
+                        .execute(rusqlite::params![
+                            platform,
+                            chat,
+                            message_id,
+                            post.room_id,
+                            None::<&str>
+                        ])?;
+                }
+                if let Some(m) = post.provisional {
+                    tx.prepare_cached(super::conversations::INSERT_PROVISIONAL)?
+                        .execute(rusqlite::params_from_iter(
+                            super::conversations::bind_provisional(Vec::new(), m),
+                        ))?;
+                }
+                Ok(tx
+                    .prepare_cached(ENQUEUE_ROOM_POST)?
+                    .execute(rusqlite::params![
+                        post.room_id,
+                        post.txn_id,
+                        post.op_json,
+                        now,
+                        now
+                    ])?
+                    == 1)
+            })
+            .await;
+        if let Some(new) = inline {
+            return new;
+        }
+        if let Some((platform, chat, message_id)) = post.remote {
+            self.map_remote_message(platform, chat, message_id, post.room_id, None)
+                .await?;
+        }
+        if let Some(m) = post.provisional {
+            self.record_provisional_message(m).await?;
+        }
+        self.enqueue_room_post(post.room_id, post.txn_id, post.op_json)
+            .await
     }
 
     /// The rooms with unposted writes, each with when its first one is due: a room's posts go
