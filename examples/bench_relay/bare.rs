@@ -162,15 +162,22 @@ async fn transaction(
     let Ok(txn) = serde_json::from_slice::<Value>(&body) else {
         return (axum::http::StatusCode::BAD_REQUEST, "{}");
     };
-    // Its own posts come back as echoes: answered, not relayed again.
-    let to_relay =
+    // Its own posts come back as echoes: answered, not relayed again. A message in a room
+    // of the benchmark's flood (`flood::BARE_FLOOD_ROOM`) is recorded, never relayed.
+    let to_record =
         |event: &&Value| event["type"] == "m.room.message" && event["sender"] != relay.bot.as_str();
+    let to_relay = |event: &&Value| {
+        to_record(event)
+            && !event["room_id"]
+                .as_str()
+                .is_some_and(|r| r.starts_with(crate::flood::BARE_FLOOD_ROOM))
+    };
     let events = txn["events"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
     if let Some(log) = &relay.log
-        && events.iter().any(|e| to_relay(&e))
+        && events.iter().any(|e| to_record(&e))
         && log
             .lock()
             .expect("log lock")
@@ -333,6 +340,33 @@ pub async fn burst(
 /// appservice keeping that rule takes on this homeserver to relay a message, before it
 /// stores, routes or checks anything.
 pub async fn latency(env: &TestEnv, slot_no: u32, count: usize) -> anyhow::Result<Row> {
+    Ok(latency_with(env, slot_no, count, None).await?.0)
+}
+
+/// [`latency`] while `flood_events` visitor messages in rooms that exist nowhere are pushed at
+/// the bare appservice as the flood is pushed at Switchboard (`flood.rs`: 100 events a
+/// transaction, one in flight, the first sample 250 ms after it starts). It records each of
+/// those transactions (a write and a flush) and relays none: the least an appservice that
+/// records before answering does with that flood. Beside the quiet conversation's row, it
+/// says what the same two crossings take through an appservice that does nothing else while
+/// the same flood arrives on the same cores.
+pub async fn latency_under_flood(
+    env: &TestEnv,
+    slot_no: u32,
+    count: usize,
+    flood_events: usize,
+) -> anyhow::Result<(Row, usize, f64)> {
+    latency_with(env, slot_no, count, Some(flood_events)).await
+}
+
+/// The samples, how many began while the flood was still being pushed, and how long the
+/// bare appservice took to acknowledge all of it (seconds; 0 without a flood).
+async fn latency_with(
+    env: &TestEnv,
+    slot_no: u32,
+    count: usize,
+    flood: Option<usize>,
+) -> anyhow::Result<(Row, usize, f64)> {
     let (bare, mut visitor) = start(env, slot_no, true).await?;
     let mut watcher = crate::floor::register(env, &unique("barewatch")).await?;
     let (status, body) = watcher.join(&bare.target).await?;
@@ -348,10 +382,36 @@ pub async fn latency(env: &TestEnv, slot_no: u32, count: usize) -> anyhow::Resul
             seen.iter().any(|s| s.body == "bare latency warm-up")
         })
         .await?;
-    let mut row = Row::new(
-        "relay floor: visitor's `PUT /send` → a bare appservice (flushes each transaction, then posts a copy as its bot; `bare.rs`) → another user's `/sync` long poll",
-    );
+    let what = "relay floor: visitor's `PUT /send` → a bare appservice (flushes each transaction, then posts a copy as its bot; `bare.rs`) → another user's `/sync` long poll";
+    let mut row = Row::new(match flood {
+        None => what.to_owned(),
+        Some(events) => {
+            format!("{what}, while a flood of {events} events in other rooms hits that appservice")
+        }
+    });
+    let pusher = match flood {
+        None => None,
+        Some(events) => {
+            let rooms = crate::flood::FloodRooms::nowhere(env, 10);
+            let (prefix, bodies) =
+                crate::flood::Flood::build(&rooms, events, 100, "bare").into_transactions();
+            let slot = Slot::load(env, slot_no)?;
+            let pusher = tokio::spawn(crate::flood::push_all(
+                format!("http://{}", slot.listen),
+                slot.hs_token,
+                prefix,
+                bodies,
+            ));
+            // Let a backlog build first, as for the quiet conversation.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Some(pusher)
+        }
+    };
+    let mut under = 0;
     for i in 0..count {
+        if pusher.as_ref().is_some_and(|p| !p.is_finished()) {
+            under += 1;
+        }
         let text = format!("bare latency {i}");
         let t = Instant::now();
         visitor.send(&text).await?;
@@ -360,10 +420,14 @@ pub async fn latency(env: &TestEnv, slot_no: u32, count: usize) -> anyhow::Resul
             .await?;
         row.samples.push(ms(t));
     }
+    let acknowledged_s = match pusher {
+        Some(pusher) => pusher.await??.0,
+        None => 0.0,
+    };
     // The last echo answered before it goes (the slot is used again later).
     tokio::time::sleep(Duration::from_secs(1)).await;
     drop(bare);
-    Ok(row)
+    Ok((row, under, acknowledged_s))
 }
 
 /// How many messages containing `marker` the bot has posted in `room`, once that is

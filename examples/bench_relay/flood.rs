@@ -33,6 +33,28 @@ pub async fn conversations(env: &TestEnv, b: &Bench, count: usize) -> anyhow::Re
     Ok(FloodRooms { rooms })
 }
 
+/// The prefix of the rooms a flood into the bare appservice names (`bare.rs`): rooms that
+/// exist nowhere, whose events it records and never relays.
+pub const BARE_FLOOD_ROOM: &str = "!bareflood-";
+
+impl FloodRooms {
+    /// `count` rooms that exist nowhere, for a flood into the bare appservice: it records
+    /// their events as it records any, and relays none of them (they are no conversation's,
+    /// as the flood's rooms in Switchboard have no one to relay to).
+    pub fn nowhere(env: &TestEnv, count: usize) -> Self {
+        Self {
+            rooms: (0..count)
+                .map(|i| {
+                    (
+                        format!("{BARE_FLOOD_ROOM}{i}:{}", env.server_name),
+                        env.user_id(&format!("barefloodvisitor{i}")),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -89,10 +111,15 @@ impl Flood {
     pub fn txns(&self) -> usize {
         self.bodies.len()
     }
+
+    /// Its transactions, to push (`push_all`): the prefix of their IDs and their bodies.
+    pub fn into_transactions(self) -> (String, Vec<String>) {
+        (self.txn_prefix, self.bodies)
+    }
 }
 
 /// Pushes every transaction in turn, each retried until Switchboard answers 200.
-async fn push_all(
+pub async fn push_all(
     base: String,
     hs_token: String,
     txn_prefix: String,

@@ -15,8 +15,9 @@
 //!    Telegram ([`initiators`]).
 //! 3. Ingest: 40 000 visitor events in homeserver transactions, one in flight, acknowledged
 //!    and processed per second, and every event stored once ([`flood`]).
-//! 4. A quiet conversation's latency while a second such flood hits other conversations, and
-//!    Synapse's own floor while a third one does.
+//! 4. A quiet conversation's latency while a second such flood hits other conversations,
+//!    Synapse's own floor while a third one does, and the relay floor while a fourth hits the
+//!    bare appservice instead ([`bare`]).
 //! 5. Switchboard's CPU time per relayed message, from `/proc/<pid>/stat` ([`procfs`]), and
 //!    beside it two floors: what a bare appservice that only relays spends on the same burst,
 //!    and what it spends when it also flushes each transaction to disk before answering, as
@@ -219,6 +220,12 @@ async fn bench() -> anyhow::Result<()> {
                 .map(|s| format!("{:.0} events/s", f.events as f64 / s))
                 .unwrap_or_else(|| "not all".into()),
         );
+        let (relay, under, acked) =
+            bare::latency_under_flood(&env, slot_no + 1, QUIET_SAMPLES, flood_events).await?;
+        println!(
+            "relay floor under the flood {}; {under} began during the flood, acknowledged in {acked:.2} s",
+            relay.markdown("", "", "")
+        );
         if let Some(keep) = std::env::var_os("SWITCHBOARD_BENCH_KEEP_LOG") {
             std::fs::copy(&b.sb.log, keep)?;
         }
@@ -388,6 +395,11 @@ async fn bench() -> anyhow::Result<()> {
     .await?;
     db.close().await;
     let rss_after = procfs::rss_mib(b.pid)?;
+    progress(&format!(
+        "flood 4: {flood_events} events into a bare appservice, and {QUIET_SAMPLES} samples of the relay floor"
+    ));
+    let relay_under =
+        bare::latency_under_flood(&env, slot_no + 1, QUIET_SAMPLES, flood_events).await?;
     let max_id = b
         .max
         .client
@@ -533,6 +545,18 @@ async fn bench() -> anyhow::Result<()> {
         );
         println!("{}", q.row.markdown(&label, "(floor under the flood)", ""));
     }
+    let (relay_row, relay_began, relay_acked) = &relay_under;
+    println!(
+        "{}",
+        relay_row.markdown(
+            &format!(
+                "{} ({relay_began} began during the flood, which it acknowledged in {relay_acked:.2} s)",
+                relay_row.samples.len()
+            ),
+            "(floor of a relay under the flood)",
+            ""
+        )
+    );
     println!();
 
     println!("| measure | result | target | |");
