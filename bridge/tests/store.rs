@@ -861,6 +861,17 @@ async fn a_remote_post_is_queued_mapped_and_transcribed_once(store: &Store) -> a
         .map(|m| m.body)
         .collect();
     assert_eq!(bodies, ["on it"]);
+    // Posted and confirmed, then handled again (a stop before its event was marked
+    // processed): no second provisional entry beside the confirmed one.
+    store.confirm_message("pending:r1", "$r1").await?;
+    assert!(!store.queue_remote_post(&post).await?);
+    let ids: Vec<String> = store
+        .messages(room)
+        .await?
+        .into_iter()
+        .map(|m| m.event_id)
+        .collect();
+    assert_eq!(ids, ["$r1"]);
     // A post with nothing to map or transcribe (a bot's) is only queued.
     let plain = RemotePost {
         room_id: room,

@@ -356,24 +356,19 @@ pub(super) const INSERT_PROVISIONAL: &str =
      VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM inbox), $3, $4, $5, $6, $7, $8)
      ON CONFLICT (event_id) DO NOTHING";
 
-/// [`INSERT_PROVISIONAL`]'s values, for either driver.
+/// [`INSERT_PROVISIONAL`]'s values, for either driver: a transcript entry's but its inbox
+/// position, which the statement reads itself.
 pub(super) fn bind_provisional<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
-    query
-        .text(&m.event_id)
-        .text(&m.room_id)
-        .text(&m.sender)
-        .text(m.sender_role.as_str())
-        .text(&m.msgtype)
-        .text(&m.body)
-        .opt_text(m.formatted_body.as_deref())
-        .int(m.origin_server_ts)
+    bind_after_position(query.text(&m.event_id).text(&m.room_id), m)
 }
 
 pub(crate) fn bind_message<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
+    bind_after_position(query.text(&m.event_id).text(&m.room_id).int(m.inbox_seq), m)
+}
+
+/// A transcript entry's columns after its inbox position, in the order both inserts list them.
+fn bind_after_position<'q, B: Bind<'q>>(query: B, m: &'q Message) -> B {
     query
-        .text(&m.event_id)
-        .text(&m.room_id)
-        .int(m.inbox_seq)
         .text(&m.sender)
         .text(m.sender_role.as_str())
         .text(&m.msgtype)

@@ -79,6 +79,10 @@ impl Store {
     /// transaction ID, which the homeserver answers with the first event. On SQLite in a file
     /// it runs on the calling thread (`inline.rs`); elsewhere as the three writes. True when
     /// the post is new.
+    ///
+    /// The provisional entry is written only with a new post: handled again after its post
+    /// went out and was confirmed (the entry then carries the event's ID), the message would
+    /// otherwise leave a second provisional entry that nothing confirms.
     pub async fn queue_remote_post(&self, post: &RemotePost<'_>) -> Result<bool, StoreError> {
         let now = self.now_ms();
         let inline = self
@@ -93,13 +97,7 @@ impl Store {
                             None::<&str>
                         ])?;
                 }
-                if let Some(m) = post.provisional {
-                    tx.prepare_cached(super::conversations::INSERT_PROVISIONAL)?
-                        .execute(rusqlite::params_from_iter(
-                            super::conversations::bind_provisional(Vec::new(), m),
-                        ))?;
-                }
-                Ok(tx
+                let new = tx
                     .prepare_cached(ENQUEUE_ROOM_POST)?
                     .execute(rusqlite::params![
                         post.room_id,
@@ -108,7 +106,14 @@ impl Store {
                         now,
                         now
                     ])?
-                    == 1)
+                    == 1;
+                if new && let Some(m) = post.provisional {
+                    tx.prepare_cached(super::conversations::INSERT_PROVISIONAL)?
+                        .execute(rusqlite::params_from_iter(
+                            super::conversations::bind_provisional(Vec::new(), m),
+                        ))?;
+                }
+                Ok(new)
             })
             .await;
         if let Some(new) = inline {
@@ -118,11 +123,16 @@ impl Store {
             self.map_remote_message(platform, chat, message_id, post.room_id, None)
                 .await?;
         }
-        if let Some(m) = post.provisional {
+        // Separate commits here: the entry after the post, so a post already queued (or
+        // posted) adds none. (A stop between the two leaves the post without one; its echo
+        // records the message when it comes back.)
+        let new = self
+            .enqueue_room_post(post.room_id, post.txn_id, post.op_json)
+            .await?;
+        if new && let Some(m) = post.provisional {
             self.record_provisional_message(m).await?;
         }
-        self.enqueue_room_post(post.room_id, post.txn_id, post.op_json)
-            .await
+        Ok(new)
     }
 
     /// The rooms with unposted writes, each with when its first one is due: a room's posts go
