@@ -96,6 +96,18 @@ pub(crate) enum RoomPost {
 }
 
 impl RoomPost {
+    /// The platform message this post carries, if it carries one (a message or a file): what
+    /// is mapped to the room when it is queued.
+    fn carried(&self) -> Option<&RemoteRef> {
+        match self {
+            RoomPost::Message {
+                remote: Some(r), ..
+            }
+            | RoomPost::File { remote: r, .. } => Some(r),
+            _ => None,
+        }
+    }
+
     /// What message `message_id`, written at `address` on `platform`, becomes in the room,
     /// posted as `sender` (a responder's ghost, or an initiator's visitor ghost): a file with
     /// its caption, or a text whose formatted body is sanitised to the Matrix spec's
@@ -341,17 +353,13 @@ impl Bridge {
         transcribe: bool,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(&op).expect("a RoomPost serialises");
-        let remote = match &op {
-            RoomPost::Message {
-                remote: Some(r), ..
-            }
-            | RoomPost::File { remote: r, .. } => Some((
+        let remote = op.carried().map(|r| {
+            (
                 r.platform.as_str(),
                 r.address.as_str(),
                 r.message_id.as_str(),
-            )),
-            _ => None,
-        };
+            )
+        });
         let provisional = transcribe
             .then(|| provisional_message(room, txn_id, &op, self.now_ms()))
             .flatten();
@@ -388,11 +396,7 @@ impl Bridge {
     /// A remote message belongs to this room from the moment it is queued: a reply or an
     /// edit that comes before it is posted (the homeserver may be away) still finds it.
     async fn map_remote(&self, room: &str, op: &RoomPost) -> Result<(), StoreError> {
-        if let RoomPost::Message {
-            remote: Some(r), ..
-        }
-        | RoomPost::File { remote: r, .. } = op
-        {
+        if let Some(r) = op.carried() {
             self.store
                 .map_remote_message(&r.platform, &r.address, &r.message_id, room, None)
                 .await?;

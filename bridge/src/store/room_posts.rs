@@ -34,8 +34,9 @@ const ENQUEUE_ROOM_POST: &str =
     "INSERT INTO room_posts (room_id, txn_id, op_json, next_attempt_at, created_at)
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, txn_id) DO NOTHING";
 
-/// A responder's message on its way into a conversation room, with what is recorded with it
-/// (see [`Store::queue_remote_post`]).
+/// A platform's message on its way into a conversation room (a responder's as their ghost, or
+/// an initiator's as their visitor ghost), with what is recorded with it (see
+/// [`Store::queue_remote_post`]).
 pub struct RemotePost<'a> {
     pub room_id: &'a str,
     pub txn_id: &'a str,
@@ -123,16 +124,28 @@ impl Store {
             self.map_remote_message(platform, chat, message_id, post.room_id, None)
                 .await?;
         }
-        // Separate commits here: the entry after the post, so a post already queued (or
-        // posted) adds none. (A stop between the two leaves the post without one; its echo
-        // records the message when it comes back.)
-        let new = self
-            .enqueue_room_post(post.room_id, post.txn_id, post.op_json)
-            .await?;
-        if new && let Some(m) = post.provisional {
+        // Separate commits here. The entry goes before the post, as the posting loop may
+        // confirm the post as soon as it is queued (an entry written after that would never
+        // be confirmed), and only if the post is not queued already.
+        if let Some(m) = post.provisional
+            && !self.room_post_queued(post.room_id, post.txn_id).await?
+        {
             self.record_provisional_message(m).await?;
         }
-        Ok(new)
+        self.enqueue_room_post(post.room_id, post.txn_id, post.op_json)
+            .await
+    }
+
+    /// Whether a post with `txn_id` was ever queued in `room_id` (posted or not).
+    async fn room_post_queued(&self, room_id: &str, txn_id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM room_posts WHERE room_id = $1 AND txn_id = $2")
+                .bind(room_id)
+                .bind(txn_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 
     /// The rooms with unposted writes, each with when its first one is due: a room's posts go
