@@ -56,10 +56,19 @@ async fn dm_of(dc: &DiscordStandIn, user: &DcUser) -> anyhow::Result<u64> {
     .await
 }
 
-/// The private thread whose name holds `alias`.
-async fn thread_for(dc: &DiscordStandIn, alias: &str) -> anyhow::Result<discord_standin::DcThread> {
-    wait_for("the conversation's thread", || async {
-        Ok(dc.threads().into_iter().find(|t| t.name.contains(alias)))
+/// The private thread whose name holds `alias`, once `member` is in it. Switchboard opens the
+/// thread and adds the responder in two calls, as Discord's API has it; until the second, the
+/// responder cannot see the thread (the stand-in refuses their messages there, as Discord does).
+async fn thread_for(
+    dc: &DiscordStandIn,
+    alias: &str,
+    member: &DcUser,
+) -> anyhow::Result<discord_standin::DcThread> {
+    wait_for("the conversation's thread, the responder in it", || async {
+        Ok(dc
+            .threads()
+            .into_iter()
+            .find(|t| t.name.contains(alias) && t.members.contains(&member.id)))
     })
     .await
 }
@@ -152,7 +161,7 @@ async fn discord_responder_answers_two_visitors_in_two_private_threads() -> anyh
     );
 
     accept(&dc, &sam, "kettle").await?;
-    let thread1 = thread_for(&dc, &alias1).await?;
+    let thread1 = thread_for(&dc, &alias1, &sam).await?;
     assert_eq!(thread1.parent_id, staff);
     assert_eq!(thread1.kind, 12, "a private thread");
     assert!(!thread1.invitable, "nobody else can be invited");
@@ -268,7 +277,7 @@ async fn discord_responder_answers_two_visitors_in_two_private_threads() -> anyh
             .content,
     );
     accept(&dc, &sam, "toasters").await?;
-    let thread2 = thread_for(&dc, &alias2).await?;
+    let thread2 = thread_for(&dc, &alias2, &sam).await?;
     assert_ne!(thread1.id, thread2.id);
     wait_messages(
         &dc,
@@ -542,7 +551,7 @@ async fn discord_loses_and_doubles_nothing_through_429s_drops_and_restarts() -> 
             .context("offer")?
             .content,
     );
-    let thread = thread_for(&dc, &alias).await?.id;
+    let thread = thread_for(&dc, &alias, &sam).await?.id;
     assert!(
         dc.dm_channel_of(&rex).is_some(),
         "Rex's direct chat was tried"
@@ -740,7 +749,7 @@ async fn a_conversation_goes_from_discord_to_telegram_and_back() -> anyhow::Resu
             .context("offer")?
             .content,
     );
-    let first_thread = thread_for(&dc, &alias).await?.id;
+    let first_thread = thread_for(&dc, &alias, &sam).await?.id;
     dc.user_sends(&sam, first_thread, "Sam here, passing you to Alex");
     v.sync_until("Sam's answer", |seen| {
         seen.iter().any(|s| s.body.contains("Sam here"))
@@ -799,11 +808,13 @@ async fn a_conversation_goes_from_discord_to_telegram_and_back() -> anyhow::Resu
     dc.wait_for_interaction_response(&press, Duration::from_secs(3))
         .await
         .context("the press was not answered")?;
-    let second_thread = wait_for("Sam's new thread", || async {
+    let second_thread = wait_for("Sam's new thread, Sam in it", || async {
         Ok(dc
             .threads()
             .into_iter()
-            .find(|t| t.name.contains(&alias) && t.id != first_thread)
+            .find(|t| {
+                t.name.contains(&alias) && t.id != first_thread && t.members.contains(&sam.id)
+            })
             .map(|t| t.id))
     })
     .await?;
@@ -924,7 +935,7 @@ async fn edits_and_deletions_reach_both_sides() -> anyhow::Result<()> {
             .context("the offer")?
             .content,
     );
-    let thread = thread_for(&dc, &alias).await?.id;
+    let thread = thread_for(&dc, &alias, &sam).await?.id;
     wait_messages(&dc, thread, "the first message in the thread", |m| {
         m.iter().any(|m| m.content.contains("blue teapot"))
     })

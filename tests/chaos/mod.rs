@@ -452,11 +452,13 @@ async fn accept_on_discord(dc: &DiscordStandIn, user: &DcUser, alias: &str) -> a
     dc.wait_for_interaction_response(&press, Duration::from_secs(3))
         .await
         .context("the Accept press was not answered within Discord's 3 seconds")?;
-    wait_for("the conversation's thread", || async {
+    // The thread is opened and the responder added in two calls; until the second the
+    // responder cannot write there.
+    wait_for("the conversation's thread, the responder in it", || async {
         Ok(dc
             .threads()
             .into_iter()
-            .find(|t| t.name.contains(alias))
+            .find(|t| t.name.contains(alias) && t.members.contains(&user.id))
             .map(|t| t.id))
     })
     .await
