@@ -182,15 +182,20 @@ async fn bench() -> anyhow::Result<()> {
         let db = sqlx::AnyPool::connect(&b.sb.db_url).await?;
         progress(&format!("flood only: {flood_events} events"));
         let cpu_before = procfs::cpu_ms(b.pid, ticks)?;
+        let written_before = procfs::written(b.pid)?;
         let f = first_flood(&mut b, &db, &rooms, flood_events).await?;
         let cpu = procfs::cpu_ms(b.pid, ticks)? - cpu_before;
+        let written = procfs::written(b.pid)?;
         println!(
-            "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event; RSS {:.1} MiB before, {:.1} MiB after",
+            "acknowledged {:.0} events/s; processed {}; Switchboard CPU {:.0} µs per event, \
+             {:.1} KiB written per event in {:.2} write calls; RSS {:.1} MiB before, {:.1} MiB after",
             f.events as f64 / f.ack_s,
             f.processed_s
                 .map(|s| format!("{:.0} events/s", f.events as f64 / s))
                 .unwrap_or_else(|| format!("{} of {} only", f.processed, f.events)),
             cpu * 1000.0 / f.events as f64,
+            (written.0 - written_before.0) as f64 / 1024.0 / f.events as f64,
+            (written.1 - written_before.1) as f64 / f.events as f64,
             idle_rss,
             procfs::rss_mib(b.pid)?
         );

@@ -35,3 +35,18 @@ pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
         .parse()?;
     Ok(kib / 1024.0)
 }
+
+/// Bytes the process has handed to `write` and its kind so far, and how many such calls
+/// (`wchar`, `syscw` in `/proc/<pid>/io`): what its database writes cost in the kernel.
+pub fn written(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        Ok(io
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .with_context(|| format!("no {name} in /proc/pid/io"))?
+            .trim()
+            .parse()?)
+    };
+    Ok((field("wchar:")?, field("syscw:")?))
+}
