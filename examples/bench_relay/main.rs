@@ -34,7 +34,9 @@
 //! Environment: what `scripts/test.sh` exports, plus optionally `SWITCHBOARD_BENCH_SLOT`
 //! (default 8; the memory runs use the next three slots) and `SWITCHBOARD_BENCH_FLOOD`
 //! (events per flood, default 40000). `SWITCHBOARD_BENCH_FLOOD_ONLY=1` runs only the first flood
-//! and prints its two rates: a quick loop for profiling ingest, not a report.
+//! and prints its two rates, Switchboard's CPU and bytes written per event: a quick loop for
+//! profiling ingest, not a report (`SWITCHBOARD_BENCH_FLOOD_ROOMS=<n>`, default 10, spreads
+//! it over more conversations).
 //! `SWITCHBOARD_BENCH_BURST_ONLY=1` likewise runs only the Matrix burst of the CPU figure and
 //! its two floors, and prints their CPU per relayed message
 //! (`SWITCHBOARD_BENCH_BURST=<messages>`, default 200, at most 900: more messages make the
@@ -178,9 +180,14 @@ async fn bench() -> anyhow::Result<()> {
         (procfs::cpu_ms(b.pid, ticks)? - idle_cpu_before) / idle_window.as_secs_f64();
 
     if std::env::var_os("SWITCHBOARD_BENCH_FLOOD_ONLY").is_some() {
-        let rooms = flood::conversations(&env, &b, FLOOD_ROOMS).await?;
+        // More rooms than the full run's ten make each room's share of a transaction one
+        // event or none: a flood no room's lane can batch on its own.
+        let flood_rooms: usize = env_or("SWITCHBOARD_BENCH_FLOOD_ROOMS", FLOOD_ROOMS)?;
+        let rooms = flood::conversations(&env, &b, flood_rooms).await?;
         let db = sqlx::AnyPool::connect(&b.sb.db_url).await?;
-        progress(&format!("flood only: {flood_events} events"));
+        progress(&format!(
+            "flood only: {flood_events} events into {flood_rooms} rooms"
+        ));
         let cpu_before = procfs::cpu_ms(b.pid, ticks)?;
         let written_before = procfs::written(b.pid)?;
         let f = first_flood(&mut b, &db, &rooms, flood_events).await?;

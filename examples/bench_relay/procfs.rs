@@ -37,7 +37,8 @@ pub fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Bytes the process has handed to `write` and its kind so far, and how many such calls
-/// (`wchar`, `syscw` in `/proc/<pid>/io`): what its database writes cost in the kernel.
+/// (`wchar`, `syscw` in `/proc/<pid>/io`), files and sockets alike: in a flood, its
+/// database's writes (the flood's answers are a few bytes each).
 pub fn written(pid: u32) -> anyhow::Result<(u64, u64)> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
     let field = |name: &str| -> anyhow::Result<u64> {
