@@ -102,7 +102,9 @@ impl Store {
     /// written together next, in one transaction (a group commit): in a flood each lane
     /// stores a few events at a time, and ten commits of a few rows each write the same
     /// table and index pages to the log ten times. Should that shared transaction fail, each
-    /// run is written again on its own, so one run's failure is its own.
+    /// run is written again on its own, so one run's failure is its own. A run of at most
+    /// [`LIVE_RUN`] messages, a live conversation's, is written on its own in the writers'
+    /// turn instead of waiting in line for a group.
     pub async fn record_visitor_batch(&self, batch: VisitorBatch) -> Result<(), StoreError> {
         if batch.processed.len() <= LIVE_RUN {
             // A live conversation's message: written in its own turn, not queued behind the
