@@ -214,6 +214,7 @@ impl Store {
                             synchronous,
                             "PRAGMA busy_timeout = 10000",
                             "PRAGMA wal_autocheckpoint = 10000",
+                            TEMP_IN_MEMORY,
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -371,6 +372,17 @@ impl Store {
             .try_get("n")?)
     }
 }
+
+/// SQLite's temporary storage in memory, on every connection. A statement that changes
+/// several rows inside a transaction (a homeserver transaction's multi-row `INSERT`, a
+/// group of visitor batches) keeps the pages it changes in a statement journal, to undo
+/// that statement alone should it fail half-way; past 64 KiB SQLite spills that journal to
+/// a temporary file it creates, writes and deletes each time, so a homeserver transaction
+/// of 100 events made a file of its own before it was acknowledged. In memory, the
+/// benchmark's flood of 40,000 events wrote 4.8 KiB per event instead of 6.1 (565 files
+/// fewer) and was processed about a tenth faster. The journal lives as long as its
+/// statement: a few hundred KiB at most.
+pub(crate) const TEMP_IN_MEMORY: &str = "PRAGMA temp_store = MEMORY";
 
 /// How many rows one multi-row `INSERT` carries: well within SQLite's 32766 and
 /// PostgreSQL's 65535 bound parameters at nine columns.

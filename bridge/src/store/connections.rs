@@ -639,6 +639,49 @@ mod tests {
         assert!(!inline.checkpoint_due());
     }
 
+    /// Every connection to SQLite keeps its temporary storage in memory (`TEMP_IN_MEMORY`):
+    /// the inline writer and readers, and sqlx's flushing and relaxed connections. A multi-row
+    /// statement's journal then never becomes a file created and deleted in the acknowledged
+    /// path.
+    #[tokio::test]
+    async fn every_sqlite_connection_keeps_temporary_storage_in_memory() {
+        const MEMORY: i64 = 2;
+        let (_dir, store) = file_store().await;
+        let inline = store.inline.clone().expect("inline");
+        let temp_store = |conn: &rusqlite::Connection| -> Result<i64, StoreError> {
+            Ok(conn.query_row("PRAGMA temp_store", [], |r| r.get(0))?)
+        };
+        for flushed in [false, true] {
+            let written = if flushed {
+                store.flushed_inline(|tx| temp_store(tx)).await
+            } else {
+                store.relaxed_inline(|tx| temp_store(tx)).await
+            };
+            assert_eq!(
+                written.expect("inline").expect("write"),
+                MEMORY,
+                "inline writer"
+            );
+        }
+        assert_eq!(
+            inline.read(temp_store).expect("read"),
+            MEMORY,
+            "inline reader"
+        );
+        for (pool, what) in [
+            (&store.pool, "sqlx's pool"),
+            (&store.relaxed_pool, "relaxed"),
+        ] {
+            let mode: i64 = sqlx::query("PRAGMA temp_store")
+                .fetch_one(pool)
+                .await
+                .expect("pragma")
+                .try_get(0)
+                .expect("value");
+            assert_eq!(mode, MEMORY, "{what}");
+        }
+    }
+
     /// An inline write that finds SQLite's write lock held by another process (an operator's
     /// command) for longer than a runtime thread may wait is not refused: it goes through
     /// sqlx's connection, which waits for the lock on its own thread, and the inline writer,

@@ -163,6 +163,7 @@ impl InlineSqlite {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch(super::TEMP_IN_MEMORY)?;
         Ok(Counted::new(conn, &self.open))
     }
 
@@ -189,6 +190,7 @@ impl InlineSqlite {
             // takes far longer than a commit; `Store` has one run on sqlx's threads instead
             // (see `checkpoint_due`).
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0")?;
+            conn.execute_batch(super::TEMP_IN_MEMORY)?;
             *slot = Some(Counted::new(conn, &self.open));
         }
         let conn = &mut slot.as_mut().expect("opened above").conn;
