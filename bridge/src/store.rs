@@ -342,7 +342,9 @@ impl Store {
         Ok(inserted)
     }
 
-    /// The oldest unprocessed events, in the order they arrived.
+    /// The oldest unprocessed events, in the order they arrived. It reads the inbox in
+    /// order, past the processed events (the lanes read by room, through the index of
+    /// pending events; this serves the tests' `drain_inbox`).
     pub async fn pending_events(&self, limit: i64) -> Result<Vec<InboxEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, event_id, room_id, event_json, received_at FROM inbox
