@@ -382,8 +382,10 @@ impl Store {
 /// a temporary file it creates, writes and deletes each time, so a homeserver transaction
 /// of 100 events made a file of its own before it was acknowledged. In memory, the
 /// benchmark's flood of 40,000 events wrote 4.8 KiB per event instead of 6.1 (565 files
-/// fewer) and was processed about a tenth faster. The journal lives as long as its
-/// statement: a few hundred KiB at most.
+/// fewer) and was processed about a tenth faster. A journal lives as long as its statement
+/// (the largest, a 100-row insert's, is a few hundred KiB); what else SQLite keeps there (a
+/// sort, the list of an `IN (SELECT …)`) stays in memory too, a few MB for a retention
+/// sweep of very many rows.
 pub(crate) const TEMP_IN_MEMORY: &str = "PRAGMA temp_store = MEMORY";
 
 /// How many rows one multi-row `INSERT` carries: well within SQLite's 32766 and
