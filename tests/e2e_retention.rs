@@ -2,7 +2,7 @@
 //! room's messages redacted by the bot (no homeserver admin token; Switchboard on
 //! PostgreSQL), or the room purged through Synapse's admin API (with one, given as a secret
 //! file; on SQLite); in both cases the store keeps nothing of it. The periodic sweep is tested at store level, with a manual clock
-//! (`bridge/tests/store.rs`): days cannot pass here.
+//! (`bridge/tests/store_retention.rs`): days cannot pass here.
 
 mod common;
 

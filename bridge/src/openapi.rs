@@ -5,7 +5,7 @@
 //! description are one registration: a handler cannot be served without being described, and
 //! the document is generated from the handlers' own `#[utoipa::path]` annotations and the
 //! types they answer with. The tests check every request and answer against the document
-//! (`bridge/tests/admin_api.rs`, `tests/e2e_openapi.rs`).
+//! (`bridge/tests/admin_api/`, `tests/e2e_openapi.rs`).
 
 use axum::{
     http::{HeaderValue, header},

@@ -1,6 +1,6 @@
 //! Checks HTTP exchanges against an OpenAPI 3.1 document, so an API and its description cannot
 //! drift: every request a test makes, and every answer, is held to the document the service
-//! itself serves. Used by `bridge/tests/admin_api.rs` (every admin test's calls) and
+//! itself serves. Used by `bridge/tests/admin_api/` (every admin test's calls) and
 //! `tests/e2e_openapi.rs` (the visitor API against a real Synapse).
 //!
 //! For each exchange:
