@@ -1,5 +1,6 @@
-//! What reaches the responder, and how: the batch window, a rate-limited part, files within
-//! and beyond what a platform takes, and formatting within the spec's allow-list.
+//! What crosses between the visitor and the responder, and how: the batch window, a
+//! rate-limited part, files within and beyond what a platform takes, and a responder's
+//! formatting reaching the room within the spec's allow-list.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Files: uploads, downloads and their limits.
+//! Files: uploads as multipart, `getFile` and downloads, a file ID sent again, and the
+//! refusals for a bad image, a missing file and a file of the wrong type.
 
 use super::*;
 
